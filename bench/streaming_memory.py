@@ -1,0 +1,61 @@
+"""Streaming check: peak RSS of `tokcodec encode` and `decode` on a clip and on one 10x longer.
+
+Each run is its own process (the real CLI); its peak RSS comes from wait4()'s rusage. Memory must
+not grow with the video's length: long/short should stay <= 1.2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def make_clip(path: Path, frames: int, width: int, height: int) -> None:
+    from tokcodec.io import FrameWriter
+    from tokcodec.train.synthetic import validation_clips
+
+    base = validation_clips(frames=34, height=height, width=width, count=1, seed=3)[0]
+    with FrameWriter(path, width, height, Fraction(25)) as w:
+        for i in range(frames):  # ping-pong the base clip so any length stays natural
+            k = i % (2 * len(base) - 2)
+            w.write(base[k if k < len(base) else 2 * len(base) - 2 - k])
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    proc = subprocess.Popen([sys.executable, "-m", "tokcodec", *args, "-q", "-y"])
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: tokcodec {' '.join(args)}")
+    return usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, default=34, help="frames of the short clip")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--model", default="default")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        rows = []
+        for label, n in (("short", a.frames), ("long", 10 * a.frames)):
+            src = d / f"{label}.mkv"
+            make_clip(src, n, a.width, a.height)
+            enc = peak_rss_mb(["encode", str(src), "-o", str(d / f"{label}.tok"), "--model", a.model])
+            dec = peak_rss_mb(["decode", str(d / f"{label}.tok"), "-o", str(d / f"{label}_out.mkv")])
+            rows.append((label, n, enc, dec))
+            print(f"{label:5s} {n:5d} frames {a.width}x{a.height}: peak RSS encode {enc:7.1f} MB, decode {dec:7.1f} MB",
+                  flush=True)
+        (_, _, e0, d0), (_, _, e1, d1) = rows
+        print(f"ratio long/short: encode {e1 / e0:.3f}, decode {d1 / d0:.3f} (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

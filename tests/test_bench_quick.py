@@ -1,0 +1,110 @@
+"""One end-to-end `tokcodec bench --quick` on a tiny generated clip, through the typer command."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("imageio_ffmpeg")
+pytest.importorskip("matplotlib")
+
+import typer  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from tokcodec.bench import clips  # noqa: E402
+from tokcodec.bench.cli import bench  # noqa: E402
+from tokcodec.bench.codecs import tokcodec_api  # noqa: E402
+from tokcodec.bench.ffmpeg import find_ffmpeg  # noqa: E402
+from tokcodec.bench.results import METRICS  # noqa: E402
+
+ENCODERS = {"x265-medium": "libx265", "vvenc-faster": "libvvenc", "svtav1-default": "libsvtav1",
+            "x264-medium": "libx264"}
+
+
+def test_bench_quick_end_to_end(tmp_path: Path) -> None:
+    clip = clips.generate(tmp_path / "clips", ["objects"], width=128, height=72, frames=9)[0]
+    out = tmp_path / "out"
+    app = typer.Typer()
+    app.command()(bench)
+    res = CliRunner().invoke(app, [str(clip), "-o", str(out), "--quick"])
+    assert res.exit_code == 0, res.output
+
+    report = json.loads((out / "results.json").read_text())
+    for name in ("points.csv", "bdrate.csv", "report.md"):
+        assert (out / name).stat().st_size > 0
+    assert report["quick"] and report["failures"] == []
+    assert report["clips"][0]["frames"] == 9 and report["clips"][0]["width"] == 128
+
+    ff = find_ffmpeg()
+    points = report["points"]
+    by_series: dict[str, list[dict]] = {}
+    for p in points:
+        by_series.setdefault(p["series"], []).append(p)
+    for series, encoder in ENCODERS.items():
+        if ff.has_encoder(encoder):
+            assert len(by_series.get(series, [])) == 2, series
+        else:
+            assert encoder in report["skipped"][series]
+    assert "vvenc-medium" not in by_series  # quick mode uses vvenc's faster preset only
+
+    if tokcodec_api()[0] is None:
+        assert "tokcodec API not available" in report["skipped"]["tokcodec"]
+    else:
+        assert len(by_series.get("tokcodec", [])) == 2
+
+    untrained = any("untrained" in n for n in report["notes"])
+    for p in points:
+        assert p["bytes"] > 0 and p["bpp"] > 0
+        assert p["bpp"] == pytest.approx(8 * (out / p["bitstream"]).stat().st_size / (9 * 128 * 72))
+        # an untrained tokcodec model (random weights) decodes to noise: only require finite numbers
+        floor = 5.0 if p["codec"] == "tokcodec" and untrained else 15.0
+        assert floor < p["psnr_y"] < 60.0 and floor < p["psnr_rgb"] < 60.0, p
+        assert -1.0 <= p["ssim"] <= 1.0 and 0.0 <= p["ms_ssim"] <= 1.0
+        assert p["vmaf"] is None or 0.0 <= p["vmaf"] <= 100.0
+        assert p["enc_fps"] > 0 and p["dec_fps"] > 0
+    # the rate knob works: the point with more bits has the higher quality (and for tokcodec,
+    # scale 1 costs more bits than scale 0.5; its quality order holds only for a trained model)
+    for series, ps in by_series.items():
+        lo, hi = sorted(ps, key=lambda p: p["bpp"])
+        assert lo["bpp"] < hi["bpp"], series
+        if series.startswith("tokcodec"):
+            assert hi["point"] == "scale=1", ps
+            if untrained:
+                continue
+        assert hi["psnr_y"] > lo["psnr_y"], series
+
+    # BD-rate vs the anchor for every other series and metric: a number or an explicit reason
+    assert report["anchor"] == "x265-medium"
+    bd = {(e["series"], e["metric"]): e for e in report["bd_rates"]}
+    for series in by_series:
+        if series == report["anchor"]:
+            continue
+        for metric in METRICS:
+            e = bd[(series, metric)]
+            assert (e["value"] is not None and math.isfinite(e["value"])) or e["reason"] == "no overlap", e
+
+    md = (out / "report.md").read_text()
+    assert "| codec | point | bpp | PSNR-Y | PSNR-RGB | SSIM | MS-SSIM | VMAF | enc fps | dec fps |" in md
+    assert "BD-rate vs x265-medium" in md
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(f"objects_{m}.png" for m in METRICS)
+
+
+def test_ffmpeg_path_is_exact_when_lossless(tmp_path: Path) -> None:
+    """The reference -> encoder -> decoder path adds no colour conversion of its own: lossless
+    x265 gives back the reference YUV exactly, both in 8 bit and through the 10-bit path used for
+    vvenc (v << 2 in, (v + 2) >> 2 out)."""
+    from tokcodec.bench.codecs import FFmpegCodec, OperatingPoint
+    from tokcodec.bench.reference import load_reference
+
+    ff = find_ffmpeg()
+    clip = clips.generate(tmp_path, ["pan_astronaut"], width=64, height=48, frames=3)[0]
+    ref = load_reference(clip, ff, tmp_path / "work")
+    for ten_bit in (False, True):
+        codec = FFmpegCodec("x265", "x265-lossless", "libx265", "crf", (0,), None, "hevc", ".hevc", "raw",
+                            args=["-x265-params", "lossless=1:log-level=error"], ten_bit=ten_bit)
+        assert codec.unavailable(ff) is None
+        enc = codec.encode(ref, OperatingPoint("crf=0", 0), tmp_path / f"ll{int(ten_bit)}.hevc")
+        dec = codec.decode(ref, enc, tmp_path / "work")
+        assert dec.yuv.read_bytes() == ref.yuv420().read_bytes(), f"ten_bit={ten_bit}"

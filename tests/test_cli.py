@@ -1,0 +1,129 @@
+"""The command line as a user meets it: exit codes, one-line errors, JSON info, token export."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import smooth_clip, write_clip
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, TOKCODEC_NO_REEXEC="1")
+    return subprocess.run([sys.executable, "-m", "tokcodec", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def assert_clean_error(res, *needles):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tokcodec: error:"), res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def tok_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    src = write_clip(d / "in.mkv", smooth_clip(21, 32, 48))
+    res = run("encode", src, "-o", d / "a.tok", "--model", "tiny", "--gop", "9")
+    assert res.returncode == 0, res.stderr
+    assert "bpp" in res.stderr and "fps" in res.stderr
+    return d / "a.tok"
+
+
+def test_info_json(tok_file):
+    res = run("info", tok_file, "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["tokens"] == 3 * 4 * 6 + 3 * 4 * 6 + 2 * 4 * 6
+    assert (data["frames"], data["width"], data["height"]) == (21, 48, 32)
+    assert data["bytes"] == tok_file.stat().st_size
+    assert all(isinstance(data[k], int) for k in ("tokens", "frames", "width", "height", "bytes"))
+    assert len(data["chunks"]) == 3 and data["untrained_model"] is True
+
+
+def test_info_text_mentions_untrained(tok_file):
+    res = run("info", tok_file)
+    assert res.returncode == 0
+    assert "UNTRAINED" in res.stdout and "bits/token" in res.stdout
+
+
+def test_tokens_export(tok_file, tmp_path):
+    res = run("tokens", tok_file, "-o", tmp_path / "t.npy")
+    assert res.returncode == 0, res.stderr
+    t = np.load(tmp_path / "t.npy")
+    assert t.shape == (8, 4, 6) and t.max() < 2 ** 18
+    res = run("tokens", tok_file, "-o", tmp_path / "t9.safetensors", "--split", "9")
+    assert res.returncode == 0, res.stderr
+    from safetensors.numpy import load_file
+    t9 = load_file(str(tmp_path / "t9.safetensors"))["tokens"]
+    assert t9.shape == (8, 4, 6, 2) and t9.max() < 512
+    assert np.array_equal(t9[..., 0] + (t9[..., 1] << 9), t)
+    assert_clean_error(run("tokens", tok_file, "-o", tmp_path / "t.npy"), "already exists")
+
+
+def test_decode_and_compare(tok_file, tmp_path):
+    res = run("decode", tok_file, "-o", tmp_path / "o.y4m", "--compare", tok_file.parent / "in.mkv")
+    assert res.returncode == 0, res.stderr
+    assert "PSNR" in res.stderr and "21 frames" in res.stderr
+
+
+def test_missing_input(tmp_path):
+    assert_clean_error(run("encode", tmp_path / "nope.mp4", "-o", tmp_path / "a.tok"), "no such file")
+
+
+def test_non_video_input(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    assert_clean_error(run("encode", p, "-o", tmp_path / "a.tok"), "notes.txt")
+
+
+def test_existing_output_without_y(tok_file):
+    assert_clean_error(run("encode", tok_file.parent / "in.mkv", "-o", tok_file, "--model", "tiny"),
+                       "already exists", "-y")
+
+
+def test_unwritable_output(tok_file, tmp_path):
+    assert_clean_error(run("decode", tok_file, "-o", tmp_path / "no" / "dir" / "o.mkv"), "does not exist")
+    assert_clean_error(run("decode", tok_file, "-o", tmp_path / "o.xyz"), "unknown output format")
+
+
+def test_truncated_and_corrupted_tok(tok_file, tmp_path):
+    data = tok_file.read_bytes()
+    (tmp_path / "t.tok").write_bytes(data[: len(data) // 2])
+    assert_clean_error(run("decode", tmp_path / "t.tok", "-o", tmp_path / "o.mkv"), "truncated")
+    bad = bytearray(data)
+    bad[136 + 32 + 5] ^= 0xFF  # inside chunk 0's payload
+    (tmp_path / "c.tok").write_bytes(bytes(bad))
+    assert_clean_error(run("decode", tmp_path / "c.tok", "-o", tmp_path / "o.mkv"), "chunk 0")
+    assert not (tmp_path / "o.mkv").exists()
+
+
+def test_unknown_version(tok_file, tmp_path):
+    bad = bytearray(tok_file.read_bytes())
+    bad[8] = 7
+    (tmp_path / "v.tok").write_bytes(bytes(bad))
+    assert_clean_error(run("info", tmp_path / "v.tok"), "version 7")
+
+
+def test_weights_mismatch(tok_file, tmp_path):
+    from tokcodec.model.zoo import load_tokenizer, save_weights
+    m = load_tokenizer("tiny")
+    state = {k: v * 1.01 if v.is_floating_point() else v for k, v in m.tokenizer.state_dict().items()}
+    save_weights(state, m.config, tmp_path / "w.safetensors")
+    assert_clean_error(run("decode", tok_file, "-o", tmp_path / "o.mkv", "--model", tmp_path / "w.safetensors"),
+                       "hash mismatch")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="machine has CUDA")
+def test_cuda_without_cuda(tok_file, tmp_path):
+    assert_clean_error(run("decode", tok_file, "-o", tmp_path / "o.mkv", "--device", "cuda"), "CUDA")
+
+
+def test_models_lists_presets():
+    res = run("models")
+    assert res.returncode == 0 and "tiny" in res.stdout and "4x8x8" in res.stdout

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from tokcodec.model import VideoTokenizer, get_preset
+from tokcodec.model.layers import depth_to_space, space_to_depth
+from tokcodec.model.lfq import LFQ, bits_to_indices, indices_to_bits, indices_to_codes, split_indices
+from tokcodec.model.zoo import random_init
+
+
+@pytest.fixture(scope="module")
+def model() -> VideoTokenizer:
+    return random_init(get_preset("tiny")).eval()
+
+
+def test_presets_state_compression_and_bits():
+    for name in ("tiny", "small", "base", "default"):
+        cfg = get_preset(name)
+        assert cfg.compression == (4, 8, 8)
+        assert cfg.bits == 18 and cfg.vocab_size == 2 ** 18
+
+
+def test_encoder_is_causal(model):
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 17, 32, 32) * 2 - 1
+    base = model.encoder(x)
+    for k in (1, 4, 5, 9, 16):
+        y = x.clone()
+        y[:, :, k] += 0.5
+        out = model.encoder(y)
+        # latent frame j sees input frames <= 4j: every latent frame before ceil(k/4) is unchanged
+        first_affected = -(-k // 4)
+        assert torch.equal(out[:, :, :first_affected], base[:, :, :first_affected]), k
+        assert not torch.equal(out[:, :, first_affected], base[:, :, first_affected]), k
+
+
+def test_decoder_is_causal(model):
+    idx = torch.randint(0, 2 ** 18, (1, 5, 4, 4))
+    base = model.decode_indices(idx)
+    idx2 = idx.clone()
+    idx2[:, 3] = torch.randint(0, 2 ** 18, (1, 4, 4))
+    out = model.decode_indices(idx2)
+    # latent frame 3 drives frames 9..12; frames before 9 must not change
+    assert torch.equal(out[:, :, :9], base[:, :, :9])
+    assert not torch.equal(out[:, :, 9:13], base[:, :, 9:13])
+
+
+def test_image_tokens_equal_first_latent_frame_of_video(model):
+    torch.manual_seed(1)
+    video = torch.rand(1, 3, 9, 24, 40) * 2 - 1
+    image = video[:, :, :1]
+    assert torch.equal(model.encode_indices(image)[:, 0], model.encode_indices(video)[:, 0])
+
+
+@pytest.mark.parametrize("frames", [1, 5, 17])
+def test_shapes(model, frames):
+    x = torch.rand(2, 3, frames, 16, 24) * 2 - 1
+    recon, q = model(x)
+    assert recon.shape == x.shape
+    assert q.indices.shape == (2, 1 + (frames - 1) // 4, 2, 3)
+    assert q.indices.min() >= 0 and q.indices.max() < 2 ** 18
+
+
+def test_invalid_frame_count_is_rejected(model):
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        model.encode_indices(torch.zeros(1, 3, 18, 16, 16))
+
+
+def test_index_bits_round_trip():
+    idx = torch.randint(0, 2 ** 18, (1000,))
+    bits = indices_to_bits(idx, 18)
+    assert torch.equal(bits_to_indices(bits), idx)
+    codes = indices_to_codes(idx.view(1, 10, 10, 10), 18)
+    q = LFQ(18)(codes)
+    assert torch.equal(q.indices, idx.view(1, 10, 10, 10))
+    # index = sum 2^i [z_i > 0]
+    z = torch.full((1, 18, 1, 1, 1), -1.0)
+    z[0, 3] = z[0, 17] = 2.0
+    assert int(LFQ(18)(z).indices) == 2 ** 3 + 2 ** 17
+
+
+def test_split_indices():
+    idx = torch.tensor([0, 511, 512, 2 ** 18 - 1, 12345])
+    parts = split_indices(idx, 18, 9)
+    assert torch.equal(parts[:, 0] + (parts[:, 1] << 9), idx)
+    assert int(parts.max()) < 512
+
+
+def test_lfq_straight_through_and_losses():
+    z = torch.randn(2, 18, 3, 4, 4, requires_grad=True)
+    q = LFQ(18)(z)
+    assert set(q.codes.detach().unique().tolist()) == {-1.0, 1.0}
+    assert torch.isfinite(q.entropy_loss) and torch.isfinite(q.commit_loss)
+    (q.codes.sum() + q.entropy_loss + q.commit_loss).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_space_to_depth_round_trip():
+    x = torch.randn(2, 3, 5, 16, 24)
+    assert torch.equal(depth_to_space(space_to_depth(x, 4), 4), x)

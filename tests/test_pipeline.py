@@ -1,0 +1,131 @@
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from conftest import smooth_clip, write_clip
+from tokcodec.codec.pipeline import (compare_videos, decode_video, encode_video, file_info,
+                                     read_tokens)
+from tokcodec.errors import InputError, ModelError, OutputError
+from tokcodec.io import probe, read_frames
+from tokcodec.model.zoo import load_tokenizer, save_weights
+
+
+@pytest.mark.parametrize("frames", [1, 5, 17, 18])
+def test_frame_counts_round_trip(tmp_path, tiny_model, frames):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(frames, 24, 40))
+    st = encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    assert st.frames == frames
+    info = file_info(tmp_path / "a.tok")
+    assert info["frames"] == frames
+    gops = -(-frames // 17)
+    assert info["chunks_count"] == gops
+    decode_video(tmp_path / "a.tok", tmp_path / "out.mkv", model=tiny_model)
+    assert read_frames(tmp_path / "out.mkv").shape == (frames, 24, 40, 3)
+
+
+def test_odd_size_is_padded_and_cropped_back(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 270, 481), Fraction(30000, 1001))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    h, grids, frames = read_tokens(tmp_path / "a.tok")
+    assert (h.padded_width, h.padded_height) == (488, 272)
+    assert grids[0].shape == (2, 34, 61) and frames == [5]
+    decode_video(tmp_path / "a.tok", tmp_path / "out.mkv", model=tiny_model)
+    info = probe(tmp_path / "out.mkv")
+    assert (info.width, info.height) == (481, 270)
+    assert info.frame_rate == Fraction(30000, 1001)
+
+
+def test_gop_streaming_chunks(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(20, 16, 16))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, gop=5)
+    info = file_info(tmp_path / "a.tok")
+    assert [c["frames"] for c in info["chunks"]] == [5, 5, 5, 5]
+    assert info["tokens"] == 4 * 2 * 2 * 2
+
+
+def test_scale_records_size_and_restores_it(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 64, 96))
+    full = encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    half = encode_video(src, tmp_path / "b.tok", model=tiny_model, scale=0.5)
+    assert half.bytes < full.bytes
+    h, grids, _ = read_tokens(tmp_path / "b.tok")
+    assert (h.coded_width, h.coded_height) == (48, 32) and grids[0].shape[1:] == (4, 6)
+    decode_video(tmp_path / "b.tok", tmp_path / "b.mkv", model=tiny_model)
+    assert read_frames(tmp_path / "b.mkv").shape == (5, 64, 96, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".y4m", ".mkv", "dir"])
+def test_output_formats(tmp_path, tiny_model, suffix):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    out = tmp_path / ("frames" if suffix == "dir" else "out" + suffix)
+    st = decode_video(tmp_path / "a.tok", out, model=tiny_model)
+    target = out / "frame_000000.png" if suffix == "dir" else out
+    back = read_frames(target)
+    assert back.shape[1:] == (32, 48, 3)
+    assert st.frames == 5
+    if suffix == "dir":
+        assert len(list(out.glob("frame_*.png"))) == 5
+
+
+def test_image_input_is_a_one_frame_video(tmp_path, tiny_model):
+    img = write_clip(tmp_path / "in.png", smooth_clip(1, 40, 56))
+    st = encode_video(img, tmp_path / "a.tok", model=tiny_model)
+    assert st.frames == 1
+    decode_video(tmp_path / "a.tok", tmp_path / "out.png", model=tiny_model)
+    assert read_frames(tmp_path / "out.png").shape == (1, 40, 56, 3)
+
+
+def test_ten_bit_input(tmp_path, tiny_model):
+    import av
+    path = tmp_path / "in10.mkv"
+    frames = smooth_clip(5, 32, 32)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p10le"
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p10le")
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert probe(path).pixel_format == "yuv420p10le"
+    back = read_frames(path)
+    assert back.shape == (5, 32, 32, 3) and back.dtype == np.uint8
+    assert encode_video(path, tmp_path / "a.tok", model=tiny_model).frames == 5
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(1, 16, 16))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    with pytest.raises(OutputError, match="already exists"):
+        encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, overwrite=True)
+
+
+def test_no_partial_output_on_failure(tmp_path, tiny_model):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputError):
+        encode_video(bad, tmp_path / "a.tok", model=tiny_model)
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_weights_hash_mismatch(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(1, 16, 16))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    other = load_tokenizer("tiny")
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in other.tokenizer.state_dict().items()}
+    save_weights(state, other.config, tmp_path / "other.safetensors")
+    with pytest.raises(ModelError, match="hash mismatch"):
+        decode_video(tmp_path / "a.tok", tmp_path / "o.mkv", model=str(tmp_path / "other.safetensors"))
+
+
+def test_custom_weights_file_round_trip(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 16, 16))
+    w = tmp_path / "mine.safetensors"
+    save_weights(tiny_model.tokenizer.state_dict(), tiny_model.config, w, fp16=False)
+    encode_video(src, tmp_path / "a.tok", model=str(w))
+    assert decode_video(tmp_path / "a.tok", tmp_path / "o.mkv", model=str(w)).frames == 5
+    assert compare_videos(src, tmp_path / "o.mkv")["frames"] == 5

@@ -1,0 +1,56 @@
+"""The ``tokcodec bench`` command (a typer command function; the main CLI registers it).
+
+Importing this module is cheap: numpy, matplotlib, PyAV and torch are imported only when a bench
+runs. Standalone use: ``python -m tokcodec.bench CLIP... -o DIR``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["bench", "main"]
+
+
+def bench(
+    clips: Annotated[list[Path], typer.Argument(help="Video files to bench (anything PyAV reads).",
+                                                show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (results, plots, bitstreams).")],
+    codecs: Annotated[str, typer.Option(help="Comma-separated: x265, vvenc, svtav1, x264, tokcodec.")] =
+        "x265,vvenc,svtav1,x264,tokcodec",
+    quick: Annotated[bool, typer.Option("--quick", help="2 points per codec, 17 frames, vvenc preset faster only.")] = False,
+    ffmpeg: Annotated[Optional[Path], typer.Option(help="ffmpeg binary (default: the imageio-ffmpeg one).")] = None,
+    frames: Annotated[Optional[int], typer.Option(min=1, help="Use at most N frames of each clip.")] = None,
+    anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
+    model: Annotated[str, typer.Option(help="tokcodec model preset.")] = "default",
+    device: Annotated[str, typer.Option(help="tokcodec device (auto, cpu, cuda, ...).")] = "auto",
+    vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RD plots (PNG).")] = True,
+    keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the raw intermediate files.")] = False,
+) -> None:
+    """Rate-distortion of tokcodec against HEVC (x265), VVC (vvenc), AV1 (SVT-AV1) and x264."""
+    from tokcodec.bench.rd import BenchConfig, parse_codecs, run_bench
+    from tokcodec.bench.report import markdown, write_all
+    from tokcodec.errors import TokcodecError
+
+    try:
+        cfg = BenchConfig(
+            clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
+            frames=frames, anchor=anchor, model=model, device=device, with_vmaf=vmaf, plots=plots,
+            keep_work=keep_work,
+        )
+        report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))
+    except TokcodecError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    paths = write_all(report, out, plots=plots)
+    typer.echo(markdown(report))
+    typer.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['bd_csv']}, {paths['markdown']}"
+               + (f", {paths['plots']}/*.png" if "plots" in paths else ""), err=True)
+    if not report.points:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    typer.run(bench)

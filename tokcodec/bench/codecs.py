@@ -1,0 +1,310 @@
+"""One adapter per codec: its operating points, how to encode the reference and decode it back.
+
+Every adapter returns the decoded video as RGB frames (compared with the reference RGB) and as a
+raw 8-bit yuv420p file (what VMAF reads), plus the real size of the coded file and timings.
+
+Byte counts: ffmpeg codecs write raw elementary streams (HEVC/H.264/VVC Annex-B, AV1 low-overhead
+OBUs), so no container overhead is counted; x265's settings SEI is turned off (``info=0``) and
+x264's is removed with the ``filter_units`` bitstream filter, since those ~0.5-2 KB of text would
+dominate the rate of a short small clip. tokcodec is charged for its whole .tok file (header,
+chunks, index).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from tokcodec.bench.ffmpeg import (
+    TAG_BT709,
+    FFmpeg,
+    FFmpegError,
+    raw_input_args,
+    rgb_to_yuv420,
+    yuv10_to_yuv8,
+    yuv420_frame_bytes,
+    yuv420_to_rgb,
+)
+from tokcodec.bench.reference import Reference, read_rgb_frames
+
+__all__ = [
+    "OperatingPoint",
+    "Encoded",
+    "Decoded",
+    "Codec",
+    "FFmpegCodec",
+    "TokcodecCodec",
+    "CODEC_KEYS",
+    "make_codecs",
+    "tokcodec_api",
+]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    label: str  # e.g. "crf=32", "scale=0.5"
+    value: float
+
+
+@dataclass
+class Encoded:
+    path: Path
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class Decoded:
+    rgb: np.ndarray  # (T, H, W, 3) uint8
+    yuv: Path  # raw 8-bit yuv420p of the decoded video (BT.709, limited range)
+    seconds: float
+
+
+class Codec(ABC):
+    """A codec at one configuration, i.e. one RD curve ("series")."""
+
+    key: str  # the --codecs name
+    series: str
+    container: str  # what the counted bytes are
+
+    @abstractmethod
+    def unavailable(self, ff: FFmpeg) -> Optional[str]:
+        """Why this codec cannot run here, or None when it can."""
+
+    @abstractmethod
+    def points(self, quick: bool) -> list[OperatingPoint]:
+        ...
+
+    @abstractmethod
+    def encode(self, ref: Reference, point: OperatingPoint, dst: Path) -> Encoded:
+        """Encode the reference to ``dst`` (the file whose size is the rate)."""
+
+    @abstractmethod
+    def decode(self, ref: Reference, enc: Encoded, workdir: Path) -> Decoded:
+        ...
+
+    @property
+    def ext(self) -> str:
+        return ".bin"
+
+    def notes(self) -> list[str]:
+        """Facts worth printing with the results (e.g. an untrained model)."""
+        return []
+
+
+@dataclass
+class FFmpegCodec(Codec):
+    """An ffmpeg encoder driven from the raw yuv420p reference at a list of rate parameters."""
+
+    key: str
+    series: str
+    encoder: str
+    param: str  # the ffmpeg option swept: "crf" or "qp"
+    full_points: tuple[float, ...]
+    quick_points: Optional[tuple[float, ...]]  # None: this series is left out of --quick
+    muxer: str
+    file_ext: str
+    container: str
+    args: list[str] = field(default_factory=list)
+    bsf: Optional[str] = None
+    ten_bit: bool = False  # vvenc: the encoder takes yuv420p10le only
+    ff: Optional[FFmpeg] = None
+
+    @property
+    def ext(self) -> str:
+        return self.file_ext
+
+    def unavailable(self, ff: FFmpeg) -> Optional[str]:
+        self.ff = ff
+        if not ff.has_encoder(self.encoder):
+            return f"encoder {self.encoder} not in this ffmpeg ({ff.exe})"
+        return None
+
+    def points(self, quick: bool) -> list[OperatingPoint]:
+        values = self.quick_points if quick else self.full_points
+        return [OperatingPoint(f"{self.param}={v:g}", v) for v in (values or ())]
+
+    def _ff(self) -> FFmpeg:
+        if self.ff is None:
+            raise RuntimeError("call unavailable(ff) first")
+        return self.ff
+
+    def encode(self, ref: Reference, point: OperatingPoint, dst: Path) -> Encoded:
+        ff = self._ff()
+        if self.ten_bit:
+            src, pix = ref.yuv420_10bit(), "yuv420p10le"
+        else:
+            src, pix = ref.yuv420(), "yuv420p"
+        args = raw_input_args(pix, ref.width, ref.height, ref.fps, src)
+        args += ["-vf", TAG_BT709, "-c:v", self.encoder, *self.args, f"-{self.param}", f"{point.value:g}"]
+        if self.bsf:
+            args += ["-bsf:v", self.bsf]
+        args += ["-f", self.muxer, str(dst)]
+        res = ff.run(args, benchmark=True)
+        return Encoded(dst, dst.stat().st_size, res.seconds)
+
+    def decode(self, ref: Reference, enc: Encoded, workdir: Path) -> Decoded:
+        ff = self._ff()
+        out = workdir / "dec.yuv"
+        raw = workdir / "dec10.yuv" if self.ten_bit else out
+        pix = "yuv420p10le" if self.ten_bit else "yuv420p"
+        res = ff.run(["-i", str(enc.path), "-f", "rawvideo", "-pix_fmt", pix, str(raw)], benchmark=True)
+        if self.ten_bit:
+            yuv10_to_yuv8(raw, out)
+            raw.unlink()
+        n = out.stat().st_size // yuv420_frame_bytes(ref.width, ref.height)
+        if n != ref.frames:
+            raise FFmpegError(f"{enc.path.name}: decoded {n} frames, expected {ref.frames}")
+        rgb = yuv420_to_rgb(ff, out, ref.width, ref.height, ref.fps)
+        return Decoded(rgb, out, res.seconds)
+
+
+def tokcodec_api() -> tuple[Optional[Callable[..., Any]], Optional[Callable[..., Any]]]:
+    """tokcodec's (encode_video, decode_video), or (None, None) while the API does not exist."""
+    for name in ("tokcodec", "tokcodec.api"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        enc, dec = getattr(mod, "encode_video", None), getattr(mod, "decode_video", None)
+        if callable(enc) and callable(dec):
+            return enc, dec
+    return None, None
+
+
+def _seconds(stats: Any, wall: float) -> float:
+    """The coding time the API reports (model loading excluded, like ffmpeg's rtime excludes
+    start-up), else the wall time of the call."""
+    s = getattr(stats, "seconds", None)
+    return float(s) if isinstance(s, (int, float)) and s > 0 else wall
+
+
+def _untrained(tok: Path) -> Optional[bool]:
+    try:
+        from tokcodec import file_info
+    except ImportError:
+        return None
+    try:
+        return bool(file_info(tok).get("untrained_model"))
+    except Exception:  # noqa: BLE001 - only a note; never fail the bench for it
+        return None
+
+
+@dataclass
+class TokcodecCodec(Codec):
+    """tokcodec through its library API; the rate knob is ``scale`` (tokenise a down-scaled video).
+
+    Timings are the ``seconds`` the API returns for ``encode_video`` / ``decode_video`` (the
+    coding loop including reading the input and writing the output file, but not loading the
+    model), or the wall time of the call if it returns none. The decoded video is written as
+    .mkv, which decode_video makes lossless (FFV1 RGB), and read back with PyAV.
+    """
+
+    model: str = "default"
+    device: str = "auto"
+    gop: int = 17
+    full_points: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
+    quick_points: tuple[float, ...] = (1.0, 0.5)
+    decoded_ext: str = ".mkv"  # decode_video picks the writer by extension; .mkv is its lossless one
+    key: str = "tokcodec"
+    container: str = "whole .tok file (header, chunks, index)"
+    ff: Optional[FFmpeg] = None
+    untrained: Optional[bool] = None  # from the .tok header once a file was written
+
+    def notes(self) -> list[str]:
+        if self.untrained:
+            return [f"{self.series}: model '{self.model}' has untrained (random) weights, so its "
+                    "quality numbers say nothing about the codec yet"]
+        return []
+
+    @property
+    def series(self) -> str:  # type: ignore[override]
+        return "tokcodec" if self.model == "default" else f"tokcodec-{self.model}"
+
+    @property
+    def ext(self) -> str:
+        return ".tok"
+
+    def unavailable(self, ff: FFmpeg) -> Optional[str]:
+        self.ff = ff
+        enc, _ = tokcodec_api()
+        if enc is None:
+            return "tokcodec API not available (no tokcodec.encode_video / decode_video yet)"
+        return None
+
+    def points(self, quick: bool) -> list[OperatingPoint]:
+        return [OperatingPoint(f"scale={s:g}", s) for s in (self.quick_points if quick else self.full_points)]
+
+    def encode(self, ref: Reference, point: OperatingPoint, dst: Path) -> Encoded:
+        enc, _ = tokcodec_api()
+        assert enc is not None
+        src = ref.ffv1_rgb()
+        t0 = time.perf_counter()
+        stats = enc(src, dst, model=self.model, gop=self.gop, device=self.device, scale=point.value, overwrite=True)
+        seconds = _seconds(stats, time.perf_counter() - t0)
+        if self.untrained is None:
+            self.untrained = _untrained(dst)
+        return Encoded(dst, dst.stat().st_size, seconds)
+
+    def decode(self, ref: Reference, enc: Encoded, workdir: Path) -> Decoded:
+        _, dec = tokcodec_api()
+        assert dec is not None
+        out = workdir / f"dec{self.decoded_ext}"
+        t0 = time.perf_counter()
+        stats = dec(enc.path, out, device=self.device, overwrite=True)
+        seconds = _seconds(stats, time.perf_counter() - t0)
+        rgb, _ = read_rgb_frames(out)
+        out.unlink()
+        if rgb.shape != ref.rgb.shape:
+            raise RuntimeError(f"{enc.path.name}: decoded shape {rgb.shape}, expected {ref.rgb.shape}")
+        yuv = workdir / "dec.yuv"
+        rgb_to_yuv420(self.ff, rgb, yuv, ref.fps)
+        return Decoded(rgb, yuv, seconds)
+
+
+CODEC_KEYS: tuple[str, ...] = ("x265", "vvenc", "svtav1", "x264", "tokcodec")
+
+
+def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto") -> list[Codec]:
+    """The RD series for the given --codecs keys, in the order given (vvenc gives two presets).
+
+    Points were placed from a probe on the 640x360 bench clips so that every curve spans roughly
+    25-46 dB PSNR-Y (SVT-AV1 stops near 31-33 dB at its maximum CRF 63) and the --quick pairs of
+    different codecs overlap in quality.
+    """
+    table: dict[str, list[Codec]] = {
+        "x265": [FFmpegCodec(
+            "x265", "x265-medium", "libx265", "crf", (19, 25, 31, 37, 43, 51), (27, 45),
+            "hevc", ".hevc", "raw HEVC Annex-B stream",
+            args=["-preset", "medium", "-x265-params", "info=0:log-level=error"],
+        )],
+        "vvenc": [
+            FFmpegCodec(
+                "vvenc", "vvenc-medium", "libvvenc", "qp", (22, 29, 36, 43, 50, 57), None,
+                "vvc", ".266", "raw VVC Annex-B stream", args=["-preset", "medium"], ten_bit=True,
+            ),
+            FFmpegCodec(
+                "vvenc", "vvenc-faster", "libvvenc", "qp", (22, 29, 36, 43, 50, 57), (30, 48),
+                "vvc", ".266", "raw VVC Annex-B stream", args=["-preset", "faster"], ten_bit=True,
+            ),
+        ],
+        "svtav1": [FFmpegCodec(
+            "svtav1", "svtav1-default", "libsvtav1", "crf", (20, 30, 40, 50, 57, 63), (40, 63),
+            "obu", ".obu", "AV1 low-overhead OBU stream",
+        )],
+        "x264": [FFmpegCodec(
+            "x264", "x264-medium", "libx264", "crf", (19, 25, 31, 37, 43, 51), (27, 45),
+            "h264", ".h264", "raw H.264 Annex-B stream, SEI removed",
+            args=["-preset", "medium"], bsf="filter_units=remove_types=6",
+        )],
+        "tokcodec": [TokcodecCodec(model=model, device=device)],
+    }
+    out: list[Codec] = []
+    for k in keys:
+        out.extend(table[k])
+    return out

@@ -1,0 +1,266 @@
+"""The `tokcodec` command line: a thin typer layer over tokcodec's library API."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
+
+HEAVY_COMMANDS = {"encode", "decode", "train", "bench"}
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"tokcodec: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn expected failures into one line on stderr and a non-zero exit, never a traceback."""
+    from tokcodec.errors import TokcodecError
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("tokcodec: interrupted", err=True)
+        raise typer.Exit(130)
+    except (TokcodecError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except MemoryError:
+        _fail("out of memory (try a smaller --gop or --scale)")
+    except Exception as exc:  # noqa: BLE001 - last resort: still one line unless debugging
+        if os.environ.get("TOKCODEC_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)")
+
+
+@contextmanager
+def _frame_progress(label: str, total: int | None, quiet: bool):
+    """A rich progress bar with frames/s on stderr; yields an advance(n) callback."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeRemainingColumn)
+
+    class FpsColumn(TextColumn):
+        def render(self, task):  # type: ignore[override]
+            speed = task.finished_speed or task.speed
+            from rich.text import Text
+            return Text(f"{speed:6.1f} fps" if speed else "   -- fps")
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                        FpsColumn(""), TimeRemainingColumn(), console=Console(stderr=True),
+                        transient=True)
+    with progress:
+        task = progress.add_task(label, total=total or None)
+        yield lambda n: progress.advance(task, n)
+
+
+def _stats_line(text: str, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(text, err=True)
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .tok file."),
+    model: str = typer.Option("default", "--model", "-m", help="Preset name or a .safetensors weights file."),
+    gop: int = typer.Option(17, "--gop", help="Frames per independently decodable chunk (1 + 4k)."),
+    scale: float = typer.Option(1.0, "--scale", help="Tokenize at this fraction of the size (rate knob); decode restores the size."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
+    overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or stats line."),
+) -> None:
+    """Encode a video into a .tok file."""
+    with _errors():
+        from tokcodec.codec.pipeline import encode_video
+        from tokcodec.io import probe
+        total = probe(input).frame_count or None
+        if frames and total:
+            total = min(total, frames)
+        with _frame_progress("encode", total, quiet) as advance:
+            st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
+                              scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
+                              max_frames=frames)
+        _stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
+                    f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
+                    f"({st.model}, {st.device} {st.precision})", quiet)
+
+
+@app.command()
+def decode(
+    input: Path = typer.Argument(..., help="A .tok file."),
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png or a directory of PNGs."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to use (default: the preset named in the file)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR against this original."),
+    overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or stats line."),
+) -> None:
+    """Decode a .tok file back to video."""
+    with _errors():
+        from tokcodec.codec.pipeline import compare_videos, decode_video, open_tok
+        with open_tok(input) as reader:
+            total = reader.frame_count
+        with _frame_progress("decode", total, quiet) as advance:
+            st = decode_video(input, output, model=model, device=device, precision=precision,
+                              overwrite=overwrite, progress=advance)
+        line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {st.output}, {st.fps:.1f} fps "
+                f"({st.device} {st.precision})")
+        if compare is not None:
+            target = output / "frame_%06d.png" if output.is_dir() else output
+            cmp = compare_videos(compare, target)
+            line += f", PSNR {cmp['psnr']:.2f} dB vs {compare}"
+        _stats_line(line, quiet)
+
+
+@app.command()
+def info(
+    input: Path = typer.Argument(..., help="A .tok file."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show the header, chunks, sizes, bpp and bits per token of a .tok file."""
+    with _errors():
+        from tokcodec.codec.pipeline import file_info
+        data = file_info(input)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+            return
+        h = data["header"]
+        later = data["bits_per_token_later_latent_frames"]
+        lines = [
+            f"file        {data['file']}  (format {h['version']})",
+            f"video       {data['width']}x{data['height']}, {data['frames']} frames at {h['frame_rate']} fps "
+            f"({data['duration_seconds']:.2f} s)",
+            f"coded       {h['coded_width']}x{h['coded_height']} padded to {h['padded_width']}x{h['padded_height']}, "
+            f"GOP {h['gop']}, compression {h['temporal_factor']}x{h['spatial_factor']}x{h['spatial_factor']}, "
+            f"{h['bits']} bits/token",
+            f"model       {h['model_name']}  sha256 {h['weights_sha256'][:16]}...  ({h['precision']})"
+            + ("  [UNTRAINED weights: output is not a real reconstruction]" if data["untrained_model"] else ""),
+            f"coder       {h['coder']} (id {h['coder_id']})",
+            f"size        {data['bytes']} bytes, {data['bpp']:.4f} bpp, {data['kbps']:.1f} kbit/s",
+            f"tokens      {data['tokens']}, {data['bits_per_token']:.2f} bits/token "
+            f"(payload {data['payload_bits_per_token']:.2f}; first latent frame "
+            f"{data['bits_per_token_first_latent_frame']:.2f}"
+            + (f", later {later:.2f}" if later is not None else "") + ")",
+            f"chunks      {data['chunks_count']}",
+        ]
+        for c in data["chunks"]:
+            per = " ".join(f"{b:.1f}" for b in c["bits_per_token_by_latent_frame"])
+            lines.append(f"  #{c['index']:<5} frames {c['first_frame']}-{c['first_frame'] + c['frames'] - 1}  "
+                         f"{c['bytes']} bytes  {c['bits_per_token']:.2f} bits/token  [per latent frame: {per}]")
+        typer.echo("\n".join(lines))
+
+
+@app.command()
+def tokens(
+    input: Path = typer.Argument(..., help="A .tok file."),
+    output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors."),
+    split: Optional[int] = typer.Option(None, "--split", help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
+    overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
+) -> None:
+    """Export the token indices without running the decoder network."""
+    with _errors():
+        from tokcodec.tokens import export_tokens
+        shape = export_tokens(input, output, split_bits=split, overwrite=overwrite)
+        typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)
+
+
+@app.command()
+def models() -> None:
+    """List the model presets, their compression and whether trained weights ship."""
+    with _errors():
+        from tokcodec.model.presets import DEFAULT_PRESET, PRESETS
+        from tokcodec.model.zoo import shipped_weights_path
+        for name, cfg in PRESETS.items():
+            t, s, _ = cfg.compression
+            trained = "trained weights" if shipped_weights_path(name).exists() else "untrained"
+            default = " (default)" if name == DEFAULT_PRESET else ""
+            typer.echo(f"{name:8s}{default:10s} {t}x{s}x{s}, {cfg.bits} bits, {trained}: {cfg.description}")
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML training config."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoint.pt."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run directory (checkpoints, metrics.jsonl)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset to train."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps."),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="'synthetic' and/or folders of videos/images (repeatable)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop with a checkpoint after this long."),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""
+    with _errors():
+        from tokcodec.train.trainer import TrainConfig, train as run_training
+        cfg = TrainConfig.from_file(config) if config else TrainConfig()
+        overrides = {k: v for k, v in {"out_dir": out_dir, "preset": preset, "steps": steps,
+                                       "sources": tuple(data) if data else None,
+                                       "max_minutes": max_minutes}.items() if v is not None}
+        cfg = cfg.updated(overrides)
+        run_training(cfg, resume=resume, progress=not quiet)
+
+
+@app.command("export-weights")
+def export_weights(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint.pt."),
+    output: Path = typer.Option(..., "-o", "--output", help="OUT.safetensors"),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep fp32 (default: fp16)."),
+    overwrite: bool = typer.Option(False, "-y", "--overwrite"),
+) -> None:
+    """Export a checkpoint's EMA weights as a safetensors file usable with --model."""
+    with _errors():
+        from tokcodec.codec.pipeline import check_output
+        from tokcodec.train.trainer import export_ema
+        check_output(output, overwrite)
+        digest = export_ema(checkpoint, output, fp16=not fp32)
+        typer.echo(f"wrote {output} (sha256 {digest})", err=True)
+
+
+def _register_optional_commands() -> None:
+    try:
+        from tokcodec.bench.cli import bench
+    except ImportError:
+        return
+    app.command(help="Rate-distortion bench against x265, vvenc, SVT-AV1 and x264 via ffmpeg.")(bench)
+
+
+_register_optional_commands()
+
+
+def _maybe_reexec() -> None:
+    """Heavy commands run faster with glibc keeping big buffers mapped (measured 1.3-3.5x here);
+    the setting must be in the environment before Python starts, so re-exec once with it."""
+    if sys.platform != "linux" or os.environ.get("TOKCODEC_NO_REEXEC") or "MALLOC_MMAP_MAX_" in os.environ:
+        return
+    if len(sys.argv) < 2 or sys.argv[1] not in HEAVY_COMMANDS:
+        return
+    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="68719476736", TOKCODEC_NO_REEXEC="1")
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "tokcodec", *sys.argv[1:]], env)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    _maybe_reexec()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Bitstream side of tokcodec: entropy coders, the .tok container and the streaming pipeline."""

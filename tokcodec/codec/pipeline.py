@@ -1,0 +1,338 @@
+"""Streaming encode/decode of whole videos, GOP by GOP, so memory does not grow with length.
+
+encode: frames -> [scale] -> pad to the model's multiple -> GOPs of 1 + s*k frames -> tokens ->
+entropy coder -> container chunks. decode: the reverse, cropping padding and restoring the size.
+Outputs are written to a temporary name and renamed when complete, so an interrupted run never
+leaves a file that looks complete.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tokcodec.codec.container import ContainerReader, ContainerWriter, Header
+from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
+from tokcodec.device import Runtime, select_runtime
+from tokcodec.errors import InputError, ModelError, OutputError, TokcodecError
+from tokcodec.io import FrameWriter, iter_frames, output_kind, probe
+from tokcodec.model.zoo import LoadedModel, load_tokenizer
+
+ProgressFn = Callable[[int], None]  # called with the number of frames just finished
+
+
+@dataclass
+class EncodeStats:
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    bytes: int
+    tokens: int
+    seconds: float
+    model: str
+    device: str
+    precision: str
+    scale: float = 1.0
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.bytes / max(1, self.frames * self.width * self.height)
+
+    @property
+    def bits_per_token(self) -> float:
+        return 8 * self.bytes / max(1, self.tokens)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bpp": self.bpp, "bits_per_token": self.bits_per_token, "fps": self.fps}
+
+
+@dataclass
+class DecodeStats:
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    device: str
+    precision: str
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "fps": self.fps}
+
+
+def check_output(dst: Path, overwrite: bool) -> None:
+    if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
+        raise OutputError(f"{dst}: already exists (use -y to overwrite)")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{dst}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{dst}: directory {parent} is not writable")
+
+
+def temp_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.part-{os.getpid()}")
+
+
+def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    if not 0.05 <= scale <= 1.0:
+        raise ValueError(f"--scale must lie in [0.05, 1], got {scale}")
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def _model_for(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
+    loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model, "cpu")
+    tok = loaded.tokenizer.to(runtime.device).eval()
+    if runtime.device.type == "cpu":
+        tok.to(memory_format=torch.channels_last_3d)
+    return loaded
+
+
+def _gops(frames: Iterator[np.ndarray], gop: int) -> Iterator[list[np.ndarray]]:
+    buf: list[np.ndarray] = []
+    for f in frames:
+        buf.append(f)
+        if len(buf) == gop:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime) -> torch.Tensor:
+    """uint8 frames -> (1, 3, 1+s*k, Hp, Wp) in [-1, 1]: resized to the coded size, edge-padded."""
+    x = torch.from_numpy(np.stack(frames)).to(runtime.device).permute(0, 3, 1, 2).float()
+    x = x.div_(127.5).sub_(1)
+    if (header.coded_height, header.coded_width) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(header.coded_height, header.coded_width), mode="bicubic",
+                          antialias=True, align_corners=False).clamp_(-1, 1)
+    pad_h = header.padded_height - header.coded_height
+    pad_w = header.padded_width - header.coded_width
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    s = header.temporal_factor
+    t = x.shape[0]
+    target = 1 + s * math.ceil((t - 1) / s)
+    if target > t:
+        x = torch.cat([x, x[-1:].expand(target - t, -1, -1, -1)], 0)
+    x = x.permute(1, 0, 2, 3).unsqueeze(0)
+    if runtime.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def tensor_to_frames(video: torch.Tensor, frames: int, header: Header) -> np.ndarray:
+    """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size."""
+    x = video[0, :, :frames, :header.coded_height, :header.coded_width].float().permute(1, 0, 2, 3)
+    if (header.height, header.width) != (header.coded_height, header.coded_width):
+        x = F.interpolate(x, size=(header.height, header.width), mode="bicubic", align_corners=False)
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel = "default",
+                 gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
+                 coder_id: int | None = None, overwrite: bool = False,
+                 progress: ProgressFn | None = None, max_frames: int | None = None) -> EncodeStats:
+    """Encode a video (or image) file into a .tok file. Returns sizes and timings."""
+    src, dst = Path(src), Path(dst)
+    info = probe(src)
+    check_output(dst, overwrite)
+    runtime = select_runtime(device, precision)
+    loaded = _model_for(model, runtime)
+    cfg = loaded.config
+    s, f = cfg.temporal_factor, cfg.spatial_factor
+    if gop < 1 or (gop - 1) % s:
+        raise ValueError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
+    cw, ch = coded_size(info.width, info.height, scale)
+    header = Header(
+        width=info.width, height=info.height, coded_width=cw, coded_height=ch,
+        padded_width=-(-cw // f) * f, padded_height=-(-ch // f) * f, frame_rate=info.frame_rate,
+        frame_count=0, gop=gop, temporal_factor=s, spatial_factor=f, bits=cfg.bits,
+        coder_id=DEFAULT_CODER_ID if coder_id is None else coder_id, model_name=loaded.name,
+        weights_sha256=loaded.sha256, precision=runtime.precision,
+        color_range=info.color.color_range, colorspace=info.color.colorspace,
+        primaries=info.color.primaries, transfer=info.color.transfer, untrained=not loaded.trained)
+    coder = get_coder(header.coder_id)
+    tmp = temp_path(dst)
+    start = time.perf_counter()
+    frames = tokens = 0
+    try:
+        with tmp.open("wb") as fh:
+            writer = ContainerWriter(fh, header)
+            for group in _gops(iter_frames(src, max_frames), gop):
+                x = frames_to_tensor(group, header, runtime)
+                with torch.inference_mode(), runtime.autocast():
+                    idx = loaded.tokenizer.encode_indices(x)[0].cpu().numpy().astype(np.int32)
+                writer.add_chunk(len(group), idx.shape, coder.encode(idx, cfg.bits))
+                frames += len(group)
+                tokens += idx.size
+                if progress:
+                    progress(len(group))
+            if frames == 0:
+                raise InputError(f"{src}: no frames decoded")
+            writer.close()
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - start
+    return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
+                       tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale)
+
+
+def open_tok(src: str | Path) -> ContainerReader:
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
+    return ContainerReader(src)
+
+
+def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
+    loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model or header.model_name, "cpu")
+    if loaded.sha256 != header.weights_sha256:
+        raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} "
+                         f"weights {header.weights_sha256[:16]}..., model {loaded.name} has "
+                         f"{loaded.sha256[:16]}... (pass --model with the weights used to encode)")
+    return loaded
+
+
+def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
+    """(frames, tokens (t, h, w)) per chunk, without running the decoder network."""
+    h = reader.header
+    coder = get_coder(h.coder_id)
+    for chunk in reader.chunks():
+        try:
+            tokens = coder.decode(chunk.payload, chunk.latent_shape, h.bits)
+        except TokcodecError as exc:
+            raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
+        yield chunk.frames, tokens
+
+
+def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
+                 device: str = "auto", precision: str = "auto", overwrite: bool = False,
+                 progress: ProgressFn | None = None) -> DecodeStats:
+    """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs."""
+    src, dst = Path(src), Path(dst)
+    kind = output_kind(dst)
+    check_output(dst, overwrite)
+    runtime = select_runtime(device, precision)
+    with open_tok(src) as reader:
+        h = reader.header
+        if kind == "image" and reader.frame_count != 1:
+            raise OutputError(f"{dst}: an image output holds one frame, the file has {reader.frame_count} "
+                              "(use a video extension or a directory)")
+        loaded = _model_for(model_for_header(h, model, str(src)), runtime)
+        out_path = dst if kind == "dir" else temp_path(dst).with_suffix(dst.suffix)
+        start = time.perf_counter()
+        frames = 0
+        try:
+            from tokcodec.io import ColorInfo
+            color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
+            with FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:
+                for n, tokens in decode_tokens(reader):
+                    idx = torch.from_numpy(tokens.astype(np.int64)).unsqueeze(0).to(runtime.device)
+                    with torch.inference_mode(), runtime.autocast():
+                        video = loaded.tokenizer.decode_indices(idx)
+                    for frame in tensor_to_frames(video, n, h):
+                        writer.write(frame)
+                    frames += n
+                    if progress:
+                        progress(n)
+            if kind != "dir":
+                os.replace(out_path, dst)
+        finally:
+            if kind != "dir" and out_path.exists():
+                out_path.unlink()
+    return DecodeStats(str(src), str(dst), frames, h.width, h.height, time.perf_counter() - start,
+                       str(runtime.device), runtime.precision)
+
+
+def read_tokens(src: str | Path) -> tuple[Header, list[np.ndarray], list[int]]:
+    """All token grids of a .tok file (one (t, h, w) array per GOP) and each GOP's frame count."""
+    with open_tok(src) as reader:
+        grids, frames = [], []
+        for n, tokens in decode_tokens(reader):
+            grids.append(tokens)
+            frames.append(n)
+        return reader.header, grids, frames
+
+
+def file_info(src: str | Path) -> dict:
+    """Header, per-chunk sizes and bits/token (per latent frame too), and totals of a .tok file."""
+    src = Path(src)
+    with open_tok(src) as reader:
+        h = reader.header
+        coder = get_coder(h.coder_id)
+        chunks = []
+        tokens_total = 0
+        first_bits = first_tokens = later_bits = later_tokens = 0
+        for chunk in reader.chunks():
+            t, lh, lw = chunk.latent_shape
+            per_frame = coder.frame_bits(chunk.payload, chunk.latent_shape, h.bits)
+            n_tok = t * lh * lw
+            tokens_total += n_tok
+            first_bits += per_frame[0]
+            first_tokens += lh * lw
+            later_bits += sum(per_frame[1:])
+            later_tokens += (t - 1) * lh * lw
+            chunks.append({
+                "index": chunk.index, "first_frame": chunk.first_frame, "frames": chunk.frames,
+                "latent": [t, lh, lw], "bytes": len(chunk.payload),
+                "bits_per_token": 8 * len(chunk.payload) / n_tok,
+                "bits_per_token_by_latent_frame": [b / (lh * lw) for b in per_frame],
+            })
+        size = src.stat().st_size
+        frames = reader.frame_count
+        header = asdict(h)
+        header["frame_rate"] = f"{h.frame_rate.numerator}/{h.frame_rate.denominator}"
+        header["version"] = f"{h.version[0]}.{h.version[1]}"
+        header["coder"] = coder.name
+        return {
+            "file": str(src), "bytes": size, "frames": frames, "width": h.width, "height": h.height,
+            "tokens": tokens_total, "chunks_count": len(chunks),
+            "duration_seconds": float(frames / h.frame_rate) if frames else 0.0,
+            "bpp": 8 * size / max(1, frames * h.width * h.height),
+            "bits_per_token": 8 * size / max(1, tokens_total),
+            "payload_bits_per_token": 8 * sum(c["bytes"] for c in chunks) / max(1, tokens_total),
+            "bits_per_token_first_latent_frame": first_bits / max(1, first_tokens),
+            "bits_per_token_later_latent_frames": later_bits / later_tokens if later_tokens else None,
+            "kbps": 8 * size / 1000 / max(1e-9, float(frames / h.frame_rate)) if frames else 0.0,
+            "untrained_model": h.untrained,
+            "header": header, "chunks": chunks,
+        }
+
+
+def compare_videos(reference: str | Path, decoded: str | Path) -> dict:
+    """PSNR (RGB, 8-bit) of a decoded video against its source, accumulated over all frames."""
+    sq_err = 0.0
+    count = frames = 0
+    for a, b in zip(iter_frames(reference), iter_frames(decoded)):
+        if a.shape != b.shape:
+            raise InputError(f"{decoded}: frame size {b.shape[1]}x{b.shape[0]} differs from the reference")
+        d = a.astype(np.int32) - b.astype(np.int32)
+        sq_err += float(np.dot(d.ravel(), d.ravel()))
+        count += d.size
+        frames += 1
+    mse = sq_err / max(count, 1)
+    return {"frames": frames, "mse": mse, "psnr": 10 * math.log10(255 ** 2 / mse) if mse > 0 else float("inf")}

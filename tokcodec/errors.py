@@ -1,0 +1,25 @@
+"""Exceptions with messages meant for users: the CLI prints them as one line, never a traceback."""
+
+
+class TokcodecError(Exception):
+    """Base class of every error tokcodec raises on purpose."""
+
+
+class FormatError(TokcodecError):
+    """A .tok file is malformed, truncated, corrupted or of an unknown version."""
+
+
+class InputError(TokcodecError):
+    """An input file is missing, unreadable or not a video/image."""
+
+
+class OutputError(TokcodecError):
+    """An output cannot be written (exists without overwrite, unwritable location, unknown format)."""
+
+
+class ModelError(TokcodecError):
+    """Unknown preset, missing weights, or a weights hash that does not match the file."""
+
+
+class DeviceError(TokcodecError):
+    """The requested device is not available."""

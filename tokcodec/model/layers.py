@@ -1,0 +1,158 @@
+"""Building blocks of the causal 3D CNN tokenizer.
+
+Tensors are (B, C, T, H, W). Every temporal operation is causal: output frame t depends only on
+input frames <= t. Normalisation is per frame (statistics over channel groups x H x W of each
+frame) because GroupNorm over the whole clip would let later frames change earlier latents.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _triple(v: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    return (v, v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
+
+
+class CausalConv3d(nn.Module):
+    """3D convolution padded with k_t - 1 copies of the first frame in front and none after.
+
+    Spatial padding is symmetric zero padding (k//2), so stride-2 spatial convolutions halve even
+    sizes exactly. With temporal stride s and kernel k_t = s + 1, 1 + s*t frames map to 1 + t.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int, int] = 3,
+                 stride: int | tuple[int, int, int] = 1, bias: bool = True) -> None:
+        super().__init__()
+        kt, kh, kw = _triple(kernel)
+        self.time_pad = kt - 1
+        self.conv = nn.Conv3d(cin, cout, (kt, kh, kw), stride=_triple(stride),
+                              padding=(0, kh // 2, kw // 2), bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad:
+            first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
+            x = torch.cat([first, x], dim=2)
+        return self.conv(x)
+
+
+def frame_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
+                     bias: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """GroupNorm with statistics per frame (never across time).
+
+    Frames are folded into the batch: for a channels_last_3d tensor (B, T, H, W, C in memory) the
+    (B*T, C, H, W) view is free and channels_last, so the fused CPU kernel runs without a copy.
+    """
+    b, c, t, h, w = x.shape
+    frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    if weight is not None:
+        weight, bias = weight.to(x.dtype), bias.to(x.dtype)  # type: ignore[union-attr]
+    out = F.group_norm(frames, groups, weight, bias, eps)
+    return out.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+class FrameGroupNorm(nn.Module):
+    def __init__(self, channels: int, groups: int = 8, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.groups = min(groups, channels)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return frame_group_norm(x, self.groups, self.weight, self.bias, self.eps)
+
+
+class AdaptiveGroupNorm(nn.Module):
+    """Per-frame GroupNorm whose scale and shift are predicted from the quantized latent.
+
+    The latent (B, bits, t, h, w) is brought to the feature resolution causally: latent frame 0
+    drives output frame 0 and latent frame j >= 1 drives frames (j-1)*s+1 .. j*s.
+    """
+
+    def __init__(self, channels: int, cond_channels: int, groups: int = 8) -> None:
+        super().__init__()
+        self.groups = min(groups, channels)
+        self.to_scale_shift = nn.Conv3d(cond_channels, 2 * channels, 1)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        t, h, w = x.shape[2:]
+        tc = cond.shape[2]
+        if cond.shape[3:] != (h, w):
+            cond = F.interpolate(cond, size=(tc, h, w), mode="nearest")
+        scale, shift = self.to_scale_shift(cond.to(x.dtype)).chunk(2, dim=1)
+        y = frame_group_norm(x, self.groups)
+        if tc == t:
+            return y * (1 + scale) + shift
+        # frame 0 <- latent 0; frames (j-1)*s+1 .. j*s <- latent j: broadcast instead of repeating
+        s = (t - 1) // (tc - 1)
+        head = y[:, :, :1] * (1 + scale[:, :, :1]) + shift[:, :, :1]
+        rest = y[:, :, 1:].unflatten(2, (tc - 1, s))
+        rest = rest * (1 + scale[:, :, 1:, None]) + shift[:, :, 1:, None]
+        return torch.cat([head, rest.flatten(2, 3)], dim=2)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block of two causal 3x3x3 convolutions."""
+
+    def __init__(self, cin: int, cout: int, groups: int = 8) -> None:
+        super().__init__()
+        self.norm1 = FrameGroupNorm(cin, groups)
+        self.conv1 = CausalConv3d(cin, cout, 3)
+        self.norm2 = FrameGroupNorm(cout, groups)
+        self.conv2 = CausalConv3d(cout, cout, 3)
+        nn.init.zeros_(self.conv2.conv.weight)  # blocks start as identity: faster, stabler training
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C*p*p, T, H/p, W/p)."""
+    b, c, t, h, w = x.shape
+    x = x.view(b, c, t, h // p, p, w // p, p)
+    return x.permute(0, 1, 4, 6, 2, 3, 5).reshape(b, c * p * p, t, h // p, w // p)
+
+
+def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of space_to_depth."""
+    b, cpp, t, h, w = x.shape
+    c = cpp // (p * p)
+    x = x.view(b, c, p, p, t, h, w)
+    return x.permute(0, 1, 4, 5, 2, 6, 3).reshape(b, c, t, h * p, w * p)
+
+
+class Downsample(nn.Module):
+    """Strided causal convolution: spatial stride 2 and/or temporal stride 2."""
+
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
+        super().__init__()
+        st, ss = (2 if temporal else 1), (2 if spatial else 1)
+        self.conv = CausalConv3d(cin, cout, 3, stride=(st, ss, ss))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Causal conv + depth-to-space; temporal up-sampling drops the first s-1 frames (1+t -> 1+s*t)."""
+
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
+        super().__init__()
+        self.st, self.ss = (2 if temporal else 1), (2 if spatial else 1)
+        self.cout = cout
+        self.conv = CausalConv3d(cin, cout * self.st * self.ss * self.ss, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        b, _, t, hh, ww = h.shape
+        st, ss = self.st, self.ss
+        h = h.view(b, self.cout, st, ss, ss, t, hh, ww)
+        h = h.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.cout, t * st, hh * ss, ww * ss)
+        return h[:, :, st - 1:] if st > 1 else h

@@ -1,0 +1,69 @@
+"""Named tokenizer presets. Each states its compression (time x height x width) and bits per token."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from tokcodec.errors import ModelError
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    name: str
+    patch: int = 4                          # space-to-depth stem (1 = none)
+    channels: tuple[int, ...] = (64, 128)   # width per spatial level after the stem
+    blocks: tuple[int, ...] = (0, 1)        # residual blocks per spatial level
+    temporal_blocks: int = 1                # residual blocks after each temporal down-sampling
+    temporal_downs: int = 2                 # number of x2 temporal down-samplings (at the end)
+    bits: int = 18                          # LFQ bits per token (vocabulary 2^bits)
+    groups: int = 8                         # GroupNorm groups
+    description: str = ""
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.patch * 2 ** (len(self.channels) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** self.temporal_downs
+
+    @property
+    def compression(self) -> tuple[int, int, int]:
+        return (self.temporal_factor, self.spatial_factor, self.spatial_factor)
+
+    @property
+    def vocab_size(self) -> int:
+        return 1 << self.bits
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        for key in ("channels", "blocks"):
+            if key in kw:
+                kw[key] = tuple(int(c) for c in kw[key])
+        return cls(**kw)
+
+
+PRESETS: dict[str, TokenizerConfig] = {
+    "tiny": TokenizerConfig(
+        name="tiny", patch=4, channels=(8, 16), blocks=(0, 1), temporal_blocks=1, groups=4,
+        description="test preset: untrained, 4x8x8, 18 bits"),
+    "small": TokenizerConfig(
+        name="small", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=1,
+        description="default CPU model: 4x4 space-to-depth stem, 4x8x8, 18 bits"),
+    "base": TokenizerConfig(
+        name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
+        description="wider model for GPUs: 4x8x8, 18 bits"),
+}
+DEFAULT_PRESET = "small"
+
+
+def get_preset(name: str) -> TokenizerConfig:
+    key = DEFAULT_PRESET if name == "default" else name
+    try:
+        return PRESETS[key]
+    except KeyError:
+        raise ModelError(f"unknown model preset {name!r}; known: default, {', '.join(PRESETS)}") from None

@@ -1,0 +1,130 @@
+"""Encoder, Decoder and VideoTokenizer (MAGVIT-v2 architecture, sized by a TokenizerConfig).
+
+Encoder: space-to-depth stem -> causal conv -> [ResBlocks -> strided conv] per spatial level ->
+ResBlocks + temporal stride-2 convs at the end (temporal down-sampling deferred to the last
+blocks) -> 1x1 projection to ``bits`` channels -> LFQ.
+Decoder: mirror image with conv + depth-to-space up-sampling and an adaptive GroupNorm,
+conditioned on the quantized latent, before the residual blocks of each resolution.
+Input and output pixels are in [-1, 1]; frames T = 1 + s*t, H and W multiples of spatial_factor.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tokcodec.model.layers import (AdaptiveGroupNorm, CausalConv3d, Downsample, FrameGroupNorm,
+                                   ResBlock, Upsample, depth_to_space, space_to_depth)
+from tokcodec.model.lfq import LFQ, LFQOutput, indices_to_codes
+from tokcodec.model.presets import TokenizerConfig
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.channels
+        self.conv_in = CausalConv3d(3 * cfg.patch ** 2, ch[0], 3)
+        stages: list[nn.Module] = []
+        for level, c in enumerate(ch):
+            cin = ch[level - 1] if level else ch[0]
+            if level:
+                stages.append(Downsample(cin, c, spatial=True, temporal=False))
+            stages.extend(ResBlock(c, c, cfg.groups) for _ in range(cfg.blocks[level]))
+        for _ in range(cfg.temporal_downs):
+            stages.append(Downsample(ch[-1], ch[-1], spatial=False, temporal=True))
+            stages.extend(ResBlock(ch[-1], ch[-1], cfg.groups) for _ in range(cfg.temporal_blocks))
+        self.stages = nn.Sequential(*stages)
+        self.norm_out = FrameGroupNorm(ch[-1], cfg.groups)
+        self.conv_out = nn.Conv3d(ch[-1], cfg.bits, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.patch > 1:
+            x = space_to_depth(x, self.cfg.patch)
+        h = self.stages(self.conv_in(x))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class DecoderStage(nn.Module):
+    """AdaptiveGroupNorm(cond) -> ResBlocks -> optional up-sampling."""
+
+    def __init__(self, cin: int, cout: int, bits: int, blocks: int, groups: int,
+                 up_spatial: bool, up_temporal: bool) -> None:
+        super().__init__()
+        self.adanorm = AdaptiveGroupNorm(cin, bits, groups)
+        self.blocks = nn.Sequential(*[ResBlock(cin, cin, groups) for _ in range(blocks)])
+        self.up = Upsample(cin, cout, up_spatial, up_temporal) if (up_spatial or up_temporal) else None
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.adanorm(x, cond))
+        return self.up(x) if self.up is not None else x
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.channels
+        self.conv_in = CausalConv3d(cfg.bits, ch[-1], 3)
+        self.mid = ResBlock(ch[-1], ch[-1], cfg.groups)
+        stages: list[DecoderStage] = []
+        for _ in range(cfg.temporal_downs):
+            stages.append(DecoderStage(ch[-1], ch[-1], cfg.bits, cfg.temporal_blocks, cfg.groups,
+                                       up_spatial=False, up_temporal=True))
+        for level in range(len(ch) - 1, -1, -1):
+            cout = ch[level - 1] if level else ch[0]
+            stages.append(DecoderStage(ch[level], cout, cfg.bits, cfg.blocks[level], cfg.groups,
+                                       up_spatial=level > 0, up_temporal=False))
+        self.stages = nn.ModuleList(stages)
+        self.norm_out = FrameGroupNorm(ch[0], cfg.groups)
+        self.conv_out = CausalConv3d(ch[0], 3 * cfg.patch ** 2, 3)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(codes))
+        for stage in self.stages:
+            h = stage(h, codes)
+        h = self.conv_out(F.silu(self.norm_out(h)))
+        return depth_to_space(h, self.cfg.patch) if self.cfg.patch > 1 else h
+
+
+class VideoTokenizer(nn.Module):
+    """Video <-> 18-bit tokens. ``x``: (B, 3, 1+s*t, H, W) in [-1, 1]; tokens: (B, 1+t, H/f, W/f)."""
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quantizer = LFQ(cfg.bits)
+        self.decoder = Decoder(cfg)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        s, f = self.cfg.temporal_factor, self.cfg.spatial_factor
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, T, H, W), got {tuple(x.shape)}")
+        t, h, w = x.shape[2:]
+        if (t - 1) % s or h % f or w % f:
+            raise ValueError(f"need T = 1 + {s}k and H, W multiples of {f}; got T={t}, H={h}, W={w}")
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        s, f = self.cfg.temporal_factor, self.cfg.spatial_factor
+        return (1 + (frames - 1) // s, height // f, width // f)
+
+    def quantize(self, x: torch.Tensor, with_losses: bool = True) -> LFQOutput:
+        self.check_input(x)
+        return self.quantizer(self.encoder(x), with_losses=with_losses)
+
+    @torch.no_grad()
+    def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantize(x, with_losses=False).indices
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(codes)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        codes = indices_to_codes(indices, self.cfg.bits)
+        return self.decoder(codes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, LFQOutput]:
+        q = self.quantize(x)
+        return self.decoder(q.codes), q

@@ -1,0 +1,141 @@
+"""Loading tokenizers: named presets with shipped weights, or a user's safetensors file.
+
+Weights are safetensors only (no pickle). Every loaded model carries the SHA-256 of its weights,
+which the container records so a decoder can refuse tokens made by other weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tokcodec.errors import ModelError
+from tokcodec.model.presets import DEFAULT_PRESET, PRESETS, TokenizerConfig, get_preset
+from tokcodec.model.tokenizer import VideoTokenizer
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+CONFIG_KEY = "tokcodec_config"
+FORMAT_KEY = "format"
+WEIGHTS_FORMAT = "tokcodec-weights-v1"
+MAX_WEIGHTS_BYTES = 2 << 30
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: VideoTokenizer
+    name: str            # preset name recorded in .tok headers (or the file stem for custom weights)
+    sha256: str          # hex digest of the weights
+    trained: bool
+    source: str          # path of the weights file, or "random-init (untrained)"
+
+    @property
+    def config(self) -> TokenizerConfig:
+        return self.tokenizer.cfg
+
+
+def resolve_name(name: str) -> str:
+    return DEFAULT_PRESET if name == "default" else name
+
+
+def shipped_weights_path(preset: str) -> Path:
+    return WEIGHTS_DIR / f"{preset}.safetensors"
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise ModelError(f"{path}: weights file of {size} bytes is larger than the {MAX_WEIGHTS_BYTES} limit")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        from safetensors import safe_open  # noqa: F401  (metadata is read from the header below)
+        header_len = int.from_bytes(data[:8], "little")
+        if header_len <= 0 or header_len > len(data) - 8:
+            raise ModelError(f"{path}: not a safetensors file (bad header length)")
+        header = json.loads(data[8:8 + header_len])
+        metadata = header.get("__metadata__", {}) or {}
+        tensors = load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
+    return tensors, metadata, digest
+
+
+def random_init(cfg: TokenizerConfig, seed: int = 0) -> VideoTokenizer:
+    """Deterministic untrained weights (same seed -> same weights -> same hash on one torch version)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return VideoTokenizer(cfg)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def state_sha256(model: VideoTokenizer) -> str:
+    from safetensors.torch import save
+
+    return hashlib.sha256(save({k: v.contiguous() for k, v in model.state_dict().items()})).hexdigest()
+
+
+def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file."""
+    as_path = Path(name_or_path)
+    if name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists()):
+        if not as_path.exists():
+            raise ModelError(f"{as_path}: weights file not found")
+        return _load_file(as_path, None, device)
+    preset = resolve_name(name_or_path)
+    cfg = get_preset(preset)
+    path = shipped_weights_path(preset)
+    if path.exists():
+        return _load_file(path, preset, device)
+    model = random_init(cfg).to(device).eval()
+    return LoadedModel(model, preset, state_sha256(model), False, "random-init (untrained)")
+
+
+def _load_file(path: Path, preset: str | None, device: str | torch.device) -> LoadedModel:
+    tensors, metadata, digest = _read_weights(path)
+    if metadata.get(FORMAT_KEY) != WEIGHTS_FORMAT or CONFIG_KEY not in metadata:
+        raise ModelError(f"{path}: not a tokcodec weights file (missing {FORMAT_KEY}/{CONFIG_KEY} metadata)")
+    try:
+        cfg = TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: bad model config in metadata ({exc})") from None
+    model = VideoTokenizer(cfg)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not fit preset {cfg.name!r} "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in tensors.items():
+        if value.shape != own[key].shape:
+            raise ModelError(f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+    name = preset or (cfg.name if cfg.name in PRESETS and shipped_weights_path(cfg.name) == path else path.stem)
+    return LoadedModel(model.to(device).eval(), name, digest, metadata.get("trained", "true") == "true", str(path))
+
+
+def save_weights(state: dict[str, torch.Tensor], cfg: TokenizerConfig, path: Path,
+                 fp16: bool = True, extra: dict[str, str] | None = None) -> str:
+    """Write tokenizer weights as safetensors with the config in the metadata; returns the SHA-256."""
+    from safetensors.torch import save
+
+    tensors = {k: (v.detach().half() if fp16 and v.is_floating_point() else v.detach()).contiguous().cpu()
+               for k, v in state.items()}
+    meta = {FORMAT_KEY: WEIGHTS_FORMAT, CONFIG_KEY: json.dumps(cfg.to_dict()), "trained": "true"}
+    meta.update(extra or {})
+    data = save(tensors, metadata=meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,103 @@
+"""Training data: procedural clips from shipped images, and/or clips cut from a folder of videos.
+
+Every source yields float clips (T, 3, H, W) in [0, 1] of the requested size; random crops and
+horizontal flips are applied here. Still images are 1-frame clips (joint image-video training).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tokcodec.train.synthetic import (TRAIN_IMAGES, SynthConfig, load_images, render_clip,
+                                      validation_clips)
+
+__all__ = ["ClipSampler", "DataConfig", "validation_clips"]
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m", ".m4v"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class DataConfig:
+    sources: tuple[str, ...] = ("synthetic",)  # "synthetic" and/or folders of videos/images
+    frames: int = 17
+    size: int = 128
+    folder_probability: float = 0.5            # share of folder clips when both kinds are given
+
+
+class FolderSource:
+    """Random windows of 1+4k frames from the videos (and images) under a folder."""
+
+    def __init__(self, root: Path, cache_frames: int = 64) -> None:
+        self.files = sorted(p for p in root.rglob("*")
+                            if p.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS)
+        if not self.files:
+            raise FileNotFoundError(f"{root}: no videos or images found for training")
+        self.cache_frames = cache_frames
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def _frames_of(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            from tokcodec.io import read_frames
+
+            frames = read_frames(path, max_frames=self.cache_frames)
+            if len(self._cache) > 32:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[path] = frames
+        return self._cache[path]
+
+    def sample(self, rng: np.random.Generator, frames: int, size: int) -> torch.Tensor:
+        for _ in range(10):
+            path = self.files[rng.integers(len(self.files))]
+            try:
+                video = self._frames_of(path)
+            except Exception:  # noqa: BLE001 - a broken file must not stop training
+                continue
+            t, h, w, _ = video.shape
+            if h < size or w < size:
+                continue
+            n = min(frames, 1 + 4 * ((t - 1) // 4))
+            if n != frames and frames != 1:
+                continue
+            t0 = int(rng.integers(0, t - n + 1))
+            y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            clip = video[t0:t0 + n, y0:y0 + size, x0:x0 + size]
+            return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 255
+        raise RuntimeError("could not sample a clip from the training folders")
+
+
+class ClipSampler:
+    """Draws training batches (B, 3, T, H, W) in [-1, 1] from the configured sources."""
+
+    def __init__(self, cfg: DataConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        self.synthetic = "synthetic" in cfg.sources
+        self.images = load_images(TRAIN_IMAGES) if self.synthetic else ()
+        self.folders = [FolderSource(Path(s)) for s in cfg.sources if s != "synthetic"]
+
+    def _one(self, frames: int) -> torch.Tensor:
+        use_folder = self.folders and (not self.synthetic or self.rng.random() < self.cfg.folder_probability)
+        if use_folder:
+            src = self.folders[self.rng.integers(len(self.folders))]
+            clip = src.sample(self.rng, frames, self.cfg.size)
+        else:
+            scfg = SynthConfig(frames=frames, height=self.cfg.size, width=self.cfg.size)
+            clip = render_clip(self.rng, self.images, scfg)
+        if self.rng.random() < 0.5:
+            clip = clip.flip(-1)
+        return clip
+
+    def batch(self, batch_size: int, frames: int | None = None) -> torch.Tensor:
+        n = self.cfg.frames if frames is None else frames
+        clips = [self._one(n) for _ in range(batch_size)]
+        return torch.stack(clips).permute(0, 2, 1, 3, 4).mul_(2).sub_(1).contiguous()
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state

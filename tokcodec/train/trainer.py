@@ -1,0 +1,403 @@
+"""The training engine: losses, EMA, AdamW + warm-up/cosine, GAN after warm-up, checkpoints with
+exact resume, JSONL (and TensorBoard) metrics, validation, and DistributedDataParallel under torchrun.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tokcodec.model.presets import TokenizerConfig, get_preset
+from tokcodec.model.tokenizer import VideoTokenizer
+from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
+from tokcodec.train.discriminator import Discriminator
+from tokcodec.train.losses import (generator_adv_loss, hinge_d_loss, lecam_loss,
+                                   video_ms_ssim_loss)
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "small"
+    out_dir: str = "runs/small"
+    sources: tuple[str, ...] = ("synthetic",)
+    steps: int = 20000
+    batch_size: int = 4
+    frames: int = 17
+    size: int = 128
+    image_every: int = 4           # every Nth step is a batch of still images (joint training)
+    image_batch_mult: int = 4
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 300
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    ms_ssim_weight: float = 0.2
+    entropy_weight: float = 0.1
+    commit_weight: float = 0.25
+    gan_weight: float = 0.05
+    gan_start_step: int = 10000
+    disc_lr: float = 2e-4
+    lecam_weight: float = 0.001
+    lecam_decay: float = 0.99
+    ema_decay: float = 0.999
+    log_every: int = 20
+    val_every: int = 500
+    val_clips: int = 8
+    ckpt_every: int = 500
+    max_minutes: float = 0.0       # stop (with a checkpoint) after this wall time; 0 = no limit
+    bf16: bool = True
+    threads: int = 0               # torch threads per process; 0 = leave as is
+    seed: int = 0
+
+    @classmethod
+    def from_file(cls, path: Path) -> "TrainConfig":
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = tomllib.loads(text)
+        return cls().updated(raw)
+
+    def updated(self, values: dict) -> "TrainConfig":
+        known = {f.name: f for f in fields(self)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        merged = asdict(self)
+        for k, v in values.items():
+            merged[k] = tuple(v) if isinstance(v, list) else v
+        return TrainConfig(**merged)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def bit_entropy(p_one: torch.Tensor) -> torch.Tensor:
+    p = p_one.clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log2() + (1 - p) * (1 - p).log2())
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10 * math.log10(4.0 / max(mse, 1e-10))  # signal range [-1, 1] -> peak-to-peak 2
+
+
+class EMA:
+    """Exponential moving average of the parameters (fp32), plus a copy of the buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+class Logger:
+    """JSONL metrics (always) and TensorBoard (when installed), rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self.tb = None
+
+    def log(self, step: int, kind: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, "time": time.time(), **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model_cfg: TokenizerConfig | None = None) -> None:
+        self.cfg = cfg
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("gloo")
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.model_cfg = model_cfg or get_preset(cfg.preset)
+        self.model = VideoTokenizer(self.model_cfg)
+        self.disc = Discriminator()
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                     weight_decay=cfg.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99),
+                                       weight_decay=cfg.weight_decay)
+        self.lecam_real = torch.zeros(())
+        self.lecam_fake = torch.zeros(())
+        self.step = 0
+        self.elapsed = 0.0
+        self.sampler = ClipSampler(DataConfig(cfg.sources, cfg.frames, cfg.size), seed=cfg.seed + 1000 * self.rank)
+        self.logger = Logger(self.out, self.rank == 0)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model_ddp: nn.Module = DDP(self.model)
+            self.disc_ddp: nn.Module = DDP(self.disc)
+        else:
+            self.model_ddp, self.disc_ddp = self.model, self.disc
+        self._val: list[torch.Tensor] | None = None
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "disc": self.disc.state_dict(),
+            "ema": self.ema.shadow, "opt": self.opt.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "lecam": torch.stack([self.lecam_real, self.lecam_fake]),
+            "step": self.step, "elapsed": self.elapsed,
+            "torch_rng": torch.random.get_rng_state(),
+            "data_rng": json.dumps(self.sampler.state()),
+            "train_config": json.dumps(asdict(self.cfg)),
+            "model_config": json.dumps(self.model_cfg.to_dict()),
+        }
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(self.ckpt_path)
+
+    def load(self, path: Path | None = None) -> None:
+        state = torch.load(path or self.ckpt_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
+        self.ema.shadow = {k: v.float() if v.is_floating_point() else v for k, v in state["ema"].items()}
+        self.opt.load_state_dict(state["opt"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.lecam_real, self.lecam_fake = state["lecam"][0].clone(), state["lecam"][1].clone()
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        torch.random.set_rng_state(state["torch_rng"])
+        if self.rank == 0:
+            self.sampler.set_state(json.loads(state["data_rng"]))
+        else:  # other ranks keep their own streams, advanced deterministically from the step
+            self.sampler.rng = np.random.default_rng([self.cfg.seed + 1000 * self.rank, self.step])
+
+    # ---------------------------------------------------------------- one step
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        images = cfg.image_every > 0 and self.step % cfg.image_every == cfg.image_every - 1
+        x = self.sampler.batch(cfg.batch_size * cfg.image_batch_mult, 1) if images else self.sampler.batch(cfg.batch_size)
+        lr = lr_at(self.step, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        gan_on = cfg.gan_weight > 0 and self.step >= cfg.gan_start_step and not images
+        with self._autocast():
+            recon, q = self.model_ddp(x)
+        recon = recon.float()
+        l1 = (recon - x).abs().mean()
+        mse = ((recon - x) ** 2).mean()
+        loss = cfg.l1_weight * l1 + cfg.l2_weight * mse
+        msssim = torch.zeros(())
+        if cfg.ms_ssim_weight > 0:
+            msssim = video_ms_ssim_loss(x, recon)
+            loss = loss + cfg.ms_ssim_weight * msssim
+        loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
+        g_adv = torch.zeros(())
+        if gan_on:
+            for p in self.disc.parameters():
+                p.requires_grad_(False)
+            with self._autocast():
+                g_adv = generator_adv_loss(self.disc_ddp(recon).float())
+            for p in self.disc.parameters():
+                p.requires_grad_(True)
+            loss = loss + cfg.gan_weight * g_adv
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(self.model, self.step)
+        d_loss = torch.zeros(())
+        if gan_on:
+            with self._autocast():
+                lr_ = self.disc_ddp(x).float()
+                lf_ = self.disc_ddp(recon.detach()).float()
+            d_loss = hinge_d_loss(lr_, lf_)
+            if cfg.lecam_weight > 0:
+                d_loss = d_loss + cfg.lecam_weight * lecam_loss(lr_, lf_, self.lecam_real, self.lecam_fake)
+            self.lecam_real = cfg.lecam_decay * self.lecam_real + (1 - cfg.lecam_decay) * lr_.mean().detach()
+            self.lecam_fake = cfg.lecam_decay * self.lecam_fake + (1 - cfg.lecam_decay) * lf_.mean().detach()
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
+            self.opt_d.step()
+        ent = bit_entropy(q.bit_usage.float())
+        return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(float(mse.detach())),
+                "ms_ssim_loss": float(msssim.detach()), "entropy_loss": float(q.entropy_loss.detach()),
+                "commit": float(q.commit_loss.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach()),
+                "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min()),
+                "grad_norm": float(gnorm), "lr": lr, "images": float(images)}
+
+    # ---------------------------------------------------------------- validation
+    def ema_model(self) -> VideoTokenizer:
+        model = VideoTokenizer(self.model_cfg)
+        model.load_state_dict(self.ema.shadow)
+        return model.eval()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self._val is None:
+            clips = validation_clips(frames=self.cfg.frames, height=self.cfg.size, width=self.cfg.size,
+                                     count=self.cfg.val_clips)
+            self._val = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in clips]
+        model = self.ema_model()
+        mses, usage = [], []
+        for clip in self._val:
+            x = clip.unsqueeze(0)
+            with self._autocast():
+                idx = model.encode_indices(x)
+                recon = model.decode_indices(idx).float().clamp(-1, 1)
+            # PSNR on 8-bit pixels, as a user would measure it
+            a = ((x + 1) * 127.5).round()
+            b = ((recon + 1) * 127.5).round()
+            mses.append(float(((a - b) ** 2).mean()))
+            usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
+        psnrs = [10 * math.log10(255 ** 2 / max(m, 1e-10)) for m in mses]
+        ent = bit_entropy(torch.cat(usage).mean(0))
+        return {"psnr": float(np.mean(psnrs)), "bit_entropy_mean": float(ent.mean()),
+                "bit_entropy_min": float(ent.min())}
+
+    # ---------------------------------------------------------------- loop
+    def fit(self, progress: bool = True) -> None:
+        cfg = self.cfg
+        start_step = self.step
+        t0 = time.time() - self.elapsed
+        session_start = time.time()
+        bar = _Progress(cfg.steps, start_step, enabled=progress and self.rank == 0)
+        running: dict[str, list[float]] = {}
+        try:
+            while self.step < cfg.steps:
+                metrics = self.train_step()
+                self.step += 1
+                self.elapsed = time.time() - t0
+                for k, v in metrics.items():
+                    running.setdefault(k, []).append(v)
+                if self.step % cfg.log_every == 0:
+                    avg = {k: float(np.mean(v)) for k, v in running.items()}
+                    avg["steps_per_hour"] = 3600 * (self.step - start_step) / max(1e-9, time.time() - session_start)
+                    self.logger.log(self.step, "train", avg)
+                    bar.update(self.step, avg)
+                    running.clear()
+                if self.step % cfg.val_every == 0 and self.rank == 0:
+                    val = self.validate()
+                    self.logger.log(self.step, "val", val)
+                    bar.message(f"step {self.step}: val PSNR {val['psnr']:.2f} dB, "
+                                f"bit entropy {val['bit_entropy_mean']:.3f} (min {val['bit_entropy_min']:.3f})")
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if cfg.max_minutes and time.time() - session_start > 60 * cfg.max_minutes:
+                    bar.message(f"time limit reached at step {self.step}")
+                    break
+        finally:
+            self.save()
+            bar.close()
+
+
+class _Progress:
+    """A rich progress bar on a terminal, plain periodic lines otherwise (e.g. under nohup)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.total, self.start = total, start
+        self.t0 = time.time()
+        self.progress = None
+        if self.tty:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                     TimeRemainingColumn())
+            self.task = self.progress.add_task("train", total=total, completed=start, info="")
+            self.progress.start()
+
+    def update(self, step: int, avg: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        info = f"loss {avg['loss']:.4f} psnr {avg['psnr']:.2f} H {avg['bit_entropy_mean']:.3f}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=info)
+        else:
+            rate = (step - self.start) / max(1e-9, time.time() - self.t0)
+            eta = (self.total - step) / max(rate, 1e-9)
+            print(f"step {step}/{self.total} {info} {rate * 3600:.0f} steps/h ETA {eta / 60:.0f} min", flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.console.print(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trainer:
+    trainer = Trainer(cfg)
+    if resume:
+        if not trainer.ckpt_path.exists():
+            raise FileNotFoundError(f"{trainer.ckpt_path}: no checkpoint to resume from")
+        trainer.load()
+    if trainer.rank == 0:
+        (trainer.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    trainer.fit(progress=progress)
+    return trainer
+
+
+def export_ema(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, str] | None = None) -> str:
+    """Write a checkpoint's EMA weights as shipped safetensors; returns the file's SHA-256."""
+    from tokcodec.model.zoo import save_weights
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
+    meta = {"steps": str(int(state["step"])), "train_seconds": f"{float(state['elapsed']):.0f}"}
+    meta.update(extra or {})
+    return save_weights(state["ema"], cfg, out, fp16=fp16, extra=meta)
