@@ -123,8 +123,7 @@ def decode(
         line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {st.output}, {st.fps:.1f} fps "
                 f"({st.device} {st.precision})")
         if compare is not None:
-            target = output / "frame_%06d.png" if output.is_dir() else output
-            cmp = compare_videos(compare, target)
+            cmp = compare_videos(compare, output)
             line += f", PSNR {cmp['psnr']:.2f} dB vs {compare}"
         _stats_line(line, quiet)
 

@@ -119,8 +119,11 @@ def compute_bd_rates(report: BenchReport) -> list[BDEntry]:
                 if len(vals) == len(per_clip):
                     entries.append(BDEntry("mean", s, metric, sum(vals) / len(vals)))
                 else:
+                    reasons = {e.reason for e in per_clip if e.value is None}
                     n_bad = len(per_clip) - len(vals)
-                    entries.append(BDEntry("mean", s, metric, None, f"undefined on {n_bad}/{len(per_clip)} clips"))
+                    why = reasons.pop() if len(reasons) == 1 else "undefined"
+                    entries.append(BDEntry("mean", s, metric, None,
+                                           why if n_bad == len(per_clip) else f"{why} on {n_bad}/{len(per_clip)} clips"))
     return entries
 
 

@@ -1,27 +1,31 @@
 """Coder 2: context-adaptive entropy coding of LFQ token grids.
 
 A token is ``bits`` sign bits, one per latent channel, so the coder works on bit planes: plane
-``i`` of a latent frame is channel ``i``'s sign map. Each bit is predicted from
+``i`` of a latent frame is channel ``i``'s sign map. Cells are coded in lattice passes (a stride-4
+grid, its diagonal centres, its edge midpoints, then the same at stride 2), so every pass after
+the first sees up to four coded neighbours around a cell, and a whole pass is one vectorised
+numpy step instead of a per-token loop.
 
-* time: the same plane of the previous latent frame of the GOP, shifted by a motion vector that
-  the encoder picks per frame (camera motion): the bit at the same cell and the count of ones in
-  its 3x3 neighbourhood (robust to motion that is not a whole cell);
-* space: the same plane at already-coded neighbour cells. Cells are coded in lattice passes
-  (a stride-4 grid, its diagonal centres, its edge midpoints, then the same at stride 2), so every
-  pass after the first sees up to four coded neighbours around a cell and a whole pass is one
-  vectorised numpy step instead of a per-token loop;
-* the token itself and its surroundings: how many bits the temporal prediction got wrong at the
-  coded neighbour cells (all planes), and, for the second half of the planes, how many of the
-  first half's bits broke from their prediction.
+In a latent frame after the first, the previous frame shifted by a motion vector the encoder
+picks (camera motion) predicts every token. Per cell, first a *change class* is coded: how many
+of the token's bits differ from the prediction (0, 1-2, 3-5, 6-9, 10+), in the context of how
+many differed at the coded neighbours. Class 0 cells are copied from the prediction; the others
+code their bits. Each bit's context is
 
-These features index adaptive integer counts shared by all planes (a fine table backed off to a
-coarse one while a context is young; counts carry over the frames of a GOP and start empty at
-each GOP). A count pair gives a 12-bit probability, which is rounded to one of 32 levels; three
+* time: the predicted bit and the count of ones in its 3x3 neighbourhood (robust to motion that
+  is not a whole cell), together with the cell's change class and the prediction errors around it;
+* space: the same plane's bits at the coded neighbour cells (how many are known, how many are 1);
+* in the first latent frame (or where the motion leaves no prediction): the plane itself, so
+  each channel learns its own spatial statistics and bias.
+
+Contexts hold adaptive integer counts (shared by all planes), backed off to a coarser table and
+that to a fixed prior while a context is young; counts carry over the frames of a GOP and start
+afresh at each GOP. A count pair gives a 12-bit probability, rounded to one of 32 levels; three
 planes of a cell form one 8-ary symbol whose probability row is read from a table of products of
-level probabilities and coded with constriction's range coder. Every decision on the probability
-path is integer arithmetic or a table built from integer literals, so encoder and decoder agree
-bit for bit on any machine (given the same constriction version, which turns the rows into its
-fixed-point model).
+level probabilities, coded with constriction's range coder. Everything that decides a probability
+is integer arithmetic or a table built from integer literals, so encoder and decoder agree bit for
+bit on any machine (given the same constriction version, which turns rows into its fixed-point
+model).
 
 Payload (little-endian)::
 
@@ -29,10 +33,11 @@ Payload (little-endian)::
     u32 crc32            of the tokens as little-endian u32: catches corruption and coder mismatch
     mode 1 only:
       (t-1) x (i8 dy, i8 dx)  motion of latent frame f >= 1 against frame f-1, in cells
-      t x varint              u32 words of frame f's range-coder segment
-      segments                one range-coder stream per latent frame
+      t x varint              segment f: (byte length << 1) | raw flag
+      segments                per latent frame: a range-coder stream (u32 words), or, where that
+                              would be larger, the frame's raw bit packing
 
-The encoder stores raw packing when coding would not be smaller (e.g. random tokens).
+The encoder stores the whole GOP raw when coding would not be smaller (e.g. random tokens).
 """
 from __future__ import annotations
 
@@ -55,26 +60,33 @@ MAX_BITS = 20
 MAX_MOTION = 7              # |motion component| in cells a payload may carry
 MAX_TOKENS = 1 << 24        # per GOP (16.7 M), checked before any allocation
 
-# Fine context index = ((temporal * N_QUALITY + quality) * N_GROUP + group) * N_SPATIAL + spatial;
-# coarse index = temporal * N_SPATIAL + spatial.
-N_TEMPORAL = 21             # pred bit * 10 + ones in the pred 3x3 (0..19); 20 = no prediction
-NO_TEMPORAL = N_TEMPORAL - 1
-N_SPATIAL = 15              # k known neighbours (0..4) and ones among them: k(k+1)/2 + ones
-N_QUALITY = 4               # 0 no coded neighbour; 1..3 prediction errors per neighbour cell
-N_GROUP = 3                 # 0 first plane group; 1/2 second group, few/many breaks in the first
-QUALITY_EDGES = (2, 5)      # errors per neighbour cell separating quality levels 1|2|3
-N_LOW = N_QUALITY * N_GROUP
-N_COARSE = N_TEMPORAL * N_SPATIAL
-N_FINE = N_COARSE * N_LOW
+# Change classes: number of bits that differ from the prediction, split at these edges.
+CLASS_EDGES = (1, 3, 6, 10)
+N_CLASSES = len(CLASS_EDGES) + 1
+CLASS_MID2 = (0, 3, 8, 15, 24)      # twice a typical count of differing bits in each class
+N_CLASS_CTX = 7                     # no coded neighbour, then errors per neighbour 0|<=1|<=3|<=6|<=10|more
+
+# Bit contexts. fine = (T * N_Q + q) * N_SPATIAL + s, with
+#   T = t * N_CLASSES + class for a predicted cell, t = pred bit * 10 + ones in the pred 3x3;
+#   T * N_Q + q = NO_PRED_BASE + plane where there is no prediction (first frame, motion edge);
+#   q = prediction errors per coded neighbour cell, 0 (no neighbour) or 1..3;
+#   s = k(k+1)/2 + ones for k coded neighbours of which ``ones`` are 1.
+N_SPATIAL = 15
+N_Q = 4
+QUALITY_EDGES = (2, 5)
+N_T = 20 * N_CLASSES                # predicted T values
+NO_PRED_BASE = N_T * N_Q            # room for MAX_BITS planes after it
+N_FINE = (NO_PRED_BASE + MAX_BITS) * N_SPATIAL
+N_COARSE = (N_T + 1) * N_SPATIAL    # fine without q (and without the plane, where no prediction)
 # Plane p's context indices are offset by (p % 3) * STRIDE: three planes share one 8-ary symbol,
 # and the offset picks which of the three stacked level tables (x1, x33, x33^2) a plane reads.
 # Entry N_FINE of each table is a padding context that is never updated and says "zero".
 STRIDE = N_FINE + 1
-# Prior of a coarse context before it has counts: a vote of the 3x3 prediction (each one 1, the
-# centre cell PRIOR_CENTRE more) and the known spatial neighbours (PRIOR_SPATIAL each), plus one
-# for each outcome. It weighs PRIOR_WEIGHT counts against the context's own.
-PRIOR_SPATIAL = 2
-PRIOR_CENTRE = 4
+
+# Prior of a coarse context before it has counts (12-bit): predicted cells follow the prediction
+# at the rate their change class implies, PRIOR_TIME votes against k spatial votes for
+# (1 + 2 * ones) / (2 + 2 * k). It weighs PRIOR_WEIGHT counts against the context's own.
+PRIOR_TIME = 4
 PRIOR_WEIGHT = 16
 
 # 32 probability levels, 4096 * sin^2((j + 0.5) * pi / 64): even steps in the metric where equal
@@ -108,20 +120,20 @@ def _symbol_rows() -> np.ndarray:
 
 
 LEVEL_OF_PROB = _level_of_prob()
-_SYMBOL_BITS = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(np.uint8)   # symbol -> 3 bits
 SYMBOL_ROWS = _symbol_rows()
+_SYMBOL_BITS = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(np.uint8)   # symbol -> 3 bits
 
 
 @dataclass(frozen=True)
 class ContextCoderConfig:
     """Knobs of coder 2. All but ``search`` shape the bitstream, so they are fixed per coder id."""
 
-    levels: int = 2          # lattice levels: 1 + 2 * levels passes per latent frame
-    groups: int = 2          # plane groups coded one after the other (token's own bits as context)
-    count_limit: int = 1024  # counts are halved past this total, so old statistics fade
-    backoff: int = 4         # weight of the coarse estimate in the fine one, in counts
-    updates_per_frame: int = 4  # counts are updated after passes covering >= 1/this of a frame
-    search: int = 4          # motion search range in cells (encoder only, <= MAX_MOTION)
+    levels: int = 2             # lattice levels: 1 + 2 * levels passes per latent frame
+    count_limit: int = 1024     # counts are halved past this total (once per frame)
+    backoff: int = 4            # weight of the coarse estimate in the fine one, in counts
+    updates_per_frame: int = 4  # from the third frame on, counts are updated after passes that
+                                # cover >= 1/this of a frame (every pass before)
+    search: int = 4             # motion search range in cells (encoder only, <= MAX_MOTION)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -132,15 +144,15 @@ class _Pass:
     start: int               # cells [start, stop) of the pass order
     stop: int
     nbr: np.ndarray          # (4, n) pass-order positions of coded neighbours; hw = "none"
-    known: np.ndarray        # (n,) number of coded neighbours
-    base: np.ndarray         # (n,) int32 context part of the neighbour count, k(k+1)/2
+    known: np.ndarray        # (n,) int32 number of coded neighbours
+    base: np.ndarray         # (n,) int32 k(k+1)/2, the known-count part of the spatial digit
     has_nbrs: bool
 
 
 @dataclass(frozen=True)
 class _Geometry:
     """Cells of an h x w grid in pass order: state arrays are kept in this order so a pass is a
-    contiguous slice; column hw of every state array is a sentinel that reads as zero."""
+    contiguous slice; row hw of the neighbour-read arrays is a sentinel that reads as zero."""
 
     h: int
     w: int
@@ -196,7 +208,7 @@ def _popcount(x: np.ndarray) -> np.ndarray:
         return np.bitwise_count(x)
     table = np.array([bin(i).count("1") for i in range(256)], np.uint8)
     b = x.view(np.uint8).reshape(x.shape + (x.itemsize,))
-    return table[b].sum(-1)
+    return table[b].sum(-1, dtype=np.uint8)
 
 
 def _search_motion(prev: np.ndarray, cur: np.ndarray, search: int) -> tuple[int, int]:
@@ -220,48 +232,73 @@ def _search_motion(prev: np.ndarray, cur: np.ndarray, search: int) -> tuple[int,
 # --------------------------------------------------------------------------- the model
 
 
-def _spatial_digits() -> tuple[np.ndarray, np.ndarray]:
-    """Spatial context s -> (k known neighbours, ones among them)."""
-    k = np.concatenate([np.full(j + 1, j) for j in range(5)])
-    ones = np.concatenate([np.arange(j + 1) for j in range(5)])
-    return k, ones
+def _fine_digits() -> tuple[np.ndarray, ...]:
+    """For every fine context: (predicted?, t, class, spatial s, coarse index)."""
+    f = np.arange(N_FINE)
+    s = f % N_SPATIAL
+    tq = f // N_SPATIAL
+    predicted = tq < NO_PRED_BASE
+    big_t = np.where(predicted, tq // N_Q, 0)
+    coarse = np.where(predicted, big_t, N_T) * N_SPATIAL + s
+    return predicted, big_t // N_CLASSES, big_t % N_CLASSES, s, coarse
 
 
-def _prior() -> np.ndarray:
+@lru_cache(maxsize=32)
+def _prior(bits: int) -> np.ndarray:
     """(N_COARSE,) 12-bit prior probability of a one for each coarse context, integers only."""
-    t = np.arange(N_COARSE) // N_SPATIAL
-    k, ones = (d[np.arange(N_COARSE) % N_SPATIAL] for d in _spatial_digits())
-    has_t = (t != NO_TEMPORAL).astype(np.int64)
-    num = 1 + PRIOR_SPATIAL * ones + has_t * (t % 10 + PRIOR_CENTRE * (t // 10))
-    den = 2 + PRIOR_SPATIAL * k + has_t * (9 + PRIOR_CENTRE)
-    return ((2 * num << PROB_BITS) + den) // (2 * den)
+    c = np.arange(N_COARSE)
+    s, big_t = c % N_SPATIAL, c // N_SPATIAL
+    k = np.concatenate([np.full(j + 1, j) for j in range(5)])[s]
+    ones = np.concatenate([np.arange(j + 1) for j in range(5)])[s]
+    spatial = ((2 * (1 + 2 * ones) << PROB_BITS) + (2 + 2 * k)) // (2 * (2 + 2 * k))
+    pred_bit = (big_t // N_CLASSES) // 10
+    flip2 = np.minimum(np.array(CLASS_MID2)[big_t % N_CLASSES], 2 * bits)      # out of 2 * bits
+    follow = ((2 * bits - flip2) << PROB_BITS) // (2 * bits)                  # P(bit == pred)
+    temporal = np.where(pred_bit == 1, follow, PROB_ONE - follow)
+    mixed = (PRIOR_TIME * temporal + k * spatial) // (PRIOR_TIME + k)
+    return np.where(big_t < N_T, mixed, spatial).astype(np.int64)
 
 
-_PRIOR = _prior()
+_PREDICTED, _, _, _, _COARSE_OF_FINE = _fine_digits()
 
 
 @dataclass
 class _Counts:
-    """Adaptive counts of each fine and coarse context, and the probability level they give."""
+    """Adaptive counts of the bit contexts (fine and coarse) and of the change classes."""
 
     cfg: ContextCoderConfig
+    bits: int
     fine: np.ndarray = field(default_factory=lambda: np.zeros((2, N_FINE), np.int64))
     coarse: np.ndarray = field(default_factory=lambda: np.zeros((2, N_COARSE), np.int64))
+    classes: np.ndarray = field(default_factory=lambda: np.ones((N_CLASS_CTX, N_CLASSES), np.int64))
     table: np.ndarray = field(init=False)    # (3 * STRIDE,) int32 scaled levels, see STRIDE
 
     def __post_init__(self) -> None:
         if self.cfg.backoff < 1:
             raise ValueError("backoff must be at least 1")
+        self._prior = _prior(self.bits)
         self._refresh()
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:
         """Add (context, bit) pairs; ctx int32 with plane offsets, bits uint8 of the same shape."""
+        if ctx.size == 0:
+            return
         idx = (bits.astype(np.int32) * np.int32(3 * STRIDE) + ctx).ravel()
         d = np.bincount(idx, minlength=6 * STRIDE).reshape(2, 3, STRIDE)
         delta = (d[:, 0] + d[:, 1] + d[:, 2])[:, :N_FINE]
         self.fine += delta
-        self.coarse += np.add.reduce(delta.reshape(2, N_TEMPORAL, N_LOW, N_SPATIAL), axis=2).reshape(2, -1)
+        self.coarse[0] += np.bincount(_COARSE_OF_FINE, delta[0], N_COARSE).astype(np.int64)
+        self.coarse[1] += np.bincount(_COARSE_OF_FINE, delta[1], N_COARSE).astype(np.int64)
         self._refresh()
+
+    def update_classes(self, ctx: np.ndarray, cls: np.ndarray) -> None:
+        if ctx.size:
+            n = np.bincount(ctx * N_CLASSES + cls, minlength=N_CLASS_CTX * N_CLASSES)
+            self.classes += n.reshape(N_CLASS_CTX, N_CLASSES)
+
+    def class_rows(self, ctx: np.ndarray) -> np.ndarray:
+        """Probability rows (n, N_CLASSES) of the change class: counts, exact as float32."""
+        return np.take(self.classes, ctx, axis=0).astype(np.float32)
 
     def age(self) -> None:
         """Halve the counts of busy contexts (once per frame), so old statistics fade."""
@@ -269,18 +306,20 @@ class _Counts:
             big = table[0] + table[1] > self.cfg.count_limit
             if big.any():
                 table[:, big] = (table[:, big] + 1) >> 1
+        big = self.classes.sum(1) > self.cfg.count_limit
+        if big.any():
+            self.classes[big] = (self.classes[big] + 1) >> 1
 
     def _refresh(self) -> None:
         """Levels of all fine contexts: their counts, with the coarse estimate as a prior, whose
-        own prior is _PRIOR."""
+        own prior is _prior(bits)."""
         c0, c1 = self.coarse
         k = self.cfg.backoff
-        prior = k * (((c1 << PROB_BITS) + PRIOR_WEIGHT * _PRIOR) // (c0 + c1 + PRIOR_WEIGHT))
-        shape = (N_TEMPORAL, N_LOW, N_SPATIAL)
-        f0, f1 = self.fine[0].reshape(shape), self.fine[1].reshape(shape)
-        p = ((f1 << PROB_BITS) + prior.reshape(N_TEMPORAL, 1, N_SPATIAL)) // (f0 + f1 + k)
+        coarse = ((c1 << PROB_BITS) + PRIOR_WEIGHT * self._prior) // (c0 + c1 + PRIOR_WEIGHT)
+        f0, f1 = self.fine
+        p = ((f1 << PROB_BITS) + k * np.take(coarse, _COARSE_OF_FINE)) // (f0 + f1 + k)
         table = np.empty((3, STRIDE), np.int32)
-        table[0, :N_FINE] = np.take(LEVEL_OF_PROB, p.reshape(-1))
+        table[0, :N_FINE] = np.take(LEVEL_OF_PROB, p)
         table[0, N_FINE] = PAD_LEVEL
         table[1] = table[0] * N_LEVELS
         table[2] = table[0] * (N_LEVELS * N_LEVELS)
@@ -302,8 +341,12 @@ class _Side(Protocol):
 
     def start_frame(self, f: int) -> None: ...
 
-    def code(self, cells: slice, planes: slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Returns the (n, planes) bits and their part of the token values, (n,) int32."""
+    def classes(self, cells: np.ndarray, pred_tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Change classes of the cells (pass-order positions), (n,) int64."""
+        ...
+
+    def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, bits) uint8 bits of the cells and their tokens (n,) int32."""
         ...
 
     def end_frame(self, f: int) -> None: ...
@@ -316,7 +359,7 @@ class _Frame:
 
     planes: np.ndarray              # (hw + 1, bits) uint8, filled pass by pass
     tokens: np.ndarray              # (hw,) int32, filled pass by pass
-    tctx: np.ndarray                # (hw, bits) int32 temporal context, times N_LOW * N_SPATIAL
+    tctx: np.ndarray                # (hw, bits) int32 fine-context part fixed for the frame
     pred: np.ndarray | None         # (hw, bits) uint8 motion-compensated previous planes
     pred_tokens: np.ndarray | None  # (hw,) int32 the same as tokens
     valid: np.ndarray | None        # (hw,) bool: pred comes from inside the previous frame
@@ -339,11 +382,15 @@ def _box3(p: np.ndarray) -> np.ndarray:
     return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
 
 
-_TCTX_SCALED = np.arange(N_TEMPORAL, dtype=np.int32) * np.int32(N_SPATIAL * N_LOW)
+@lru_cache(maxsize=32)
+def _plane_parts(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per plane: the fine-context part of an unpredicted bit, and of a predicted one before t."""
+    p = np.arange(bits, dtype=np.int32)
+    offset = (p % 3) * np.int32(STRIDE)
+    return (NO_PRED_BASE + p) * N_SPATIAL + offset, offset
 
 
-def _plane_offsets(bits: int) -> np.ndarray:
-    return (np.arange(bits, dtype=np.int32) % 3) * np.int32(STRIDE)
+_T_PART = np.arange(20, dtype=np.int32) * np.int32(N_CLASSES * N_Q * N_SPATIAL)
 
 
 def _start_frame(geo: _Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] | None,
@@ -354,29 +401,21 @@ def _start_frame(geo: _Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] 
     hw = h * w
     planes = np.zeros((hw + 1, bits), np.uint8)
     tokens = np.zeros(hw, np.int32)
-    offsets = _plane_offsets(bits)
+    unpredicted, offsets = _plane_parts(bits)
     if prev is None:
-        tctx = np.broadcast_to(_TCTX_SCALED[NO_TEMPORAL] + offsets, (hw, bits))
-        return _Frame(planes, tokens, tctx, None, None, None, None)
+        return _Frame(planes, tokens, np.broadcast_to(unpredicted, (hw, bits)), None, None, None, None)
     ys, xs = np.arange(h) - motion[0], np.arange(w) - motion[1]
     inside = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
     src = (np.clip(ys, 0, h - 1)[:, None] * w + np.clip(xs, 0, w - 1)[None, :]).reshape(-1)
     pred = np.take(prev[1], src, axis=0)                                      # row-major
     tidx = pred * np.uint8(10) + _box3(pred.reshape(h, w, bits)).reshape(hw, bits)  # 0..19
     order = geo.order
-    tidx = np.take(tidx, order, axis=0)                                       # pass order
+    tctx = np.take(_T_PART, np.take(tidx, order, axis=0)) + offsets          # pass order
     inside = inside.reshape(-1)[order]
     if not inside.all():
-        tidx[~inside] = NO_TEMPORAL
-    return _Frame(
-        planes,
-        tokens,
-        np.take(_TCTX_SCALED, tidx) + offsets,
-        np.take(pred, order, axis=0),
-        np.take(prev[0], src[order]),
-        inside,
-        np.zeros(hw + 1, np.int32),
-    )
+        tctx[~inside] = unpredicted
+    return _Frame(planes, tokens, tctx, np.take(pred, order, axis=0), np.take(prev[0], src[order]),
+                  inside, np.zeros(hw + 1, np.int32))
 
 
 def _neighbour_ones(fr: _Frame, ps: _Pass) -> np.ndarray:
@@ -386,42 +425,21 @@ def _neighbour_ones(fr: _Frame, ps: _Pass) -> np.ndarray:
             + np.take(src, nbr[2], axis=0) + np.take(src, nbr[3], axis=0))
 
 
-def _quality_table(bits: int) -> np.ndarray:
-    """(k * (4 * bits + 1) + errors around a cell) -> quality digit times N_GROUP * N_SPATIAL."""
+@lru_cache(maxsize=32)
+def _quality_tables(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k * (4 * bits + 1) + errors at the k coded neighbours) -> (bit-context q part,
+    change-class context)."""
     k = np.arange(5)[:, None]
     total = np.arange(4 * bits + 1)[None, :]
-    level = 1 + (total >= QUALITY_EDGES[0] * k).astype(np.int32) + (total >= QUALITY_EDGES[1] * k)
-    level = np.where(k > 0, level, 0)
-    return (level * (N_GROUP * N_SPATIAL)).astype(np.int32).reshape(-1)
+    q = 1 + (total >= QUALITY_EDGES[0] * k).astype(np.int32) + (total >= QUALITY_EDGES[1] * k)
+    q = np.where(k > 0, q, 0) * N_SPATIAL
+    c = 1 + sum((total > e * k).astype(np.int32) for e in (0, 1, 3, 6, 10))
+    c = np.where(k > 0, c, 0)
+    return q.astype(np.int32).reshape(-1), c.astype(np.int64).reshape(-1)
 
 
-def _quality(fr: _Frame, ps: _Pass, table: np.ndarray, bits: int) -> np.ndarray | int:
-    """Per cell: 0 without a coded neighbour, else 1..3 by the prediction errors around it."""
-    if fr.mismatch is None or not ps.has_nbrs:
-        return 0
-    total = np.take(fr.mismatch, ps.nbr).sum(0, dtype=np.int32)
-    return np.take(table, ps.known * np.int32(4 * bits + 1) + total)
-
-
-def _group_level(fr: _Frame, ps: _Pass, first: tuple[int, int], ones: np.ndarray) -> np.ndarray:
-    """Second-group context digit (1 or 2, times N_SPATIAL): did many first-group bits break from their reference (the
-    temporal prediction where there is one, else the majority of the coded neighbours)?"""
-    a, b = first
-    cells = slice(ps.start, ps.stop)
-    ref = (2 * ones[:, a:b] > ps.known[:, None]).astype(np.uint8)
-    if fr.pred is not None:
-        ref = np.where(fr.valid[cells, None], fr.pred[cells, a:b], ref)
-    breaks = (fr.planes[cells, a:b] ^ ref).astype(np.int32) @ np.ones(b - a, np.int32)
-    return (1 + (breaks * 4 > (b - a)).astype(np.int32)) * np.int32(N_SPATIAL)
-
-
-def _plane_groups(bits: int, groups: int) -> list[tuple[int, int]]:
-    """Contiguous plane ranges; the first has a multiple of 3 planes, so each group's symbols
-    start at a plane p with p % 3 == 0 (see STRIDE)."""
-    if groups <= 1 or bits <= 3:
-        return [(0, bits)]
-    first = 3 * max(1, round(bits / 6))
-    return [(0, first), (first, bits)]
+def _class_of(mismatch: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.array(CLASS_EDGES), mismatch, side="right")
 
 
 def _run(side: _Side, cfg: ContextCoderConfig, shape: tuple[int, int, int], bits: int,
@@ -429,38 +447,53 @@ def _run(side: _Side, cfg: ContextCoderConfig, shape: tuple[int, int, int], bits
     """The model, shared by encoder and decoder; returns the tokens (t, h, w)."""
     t, h, w = shape
     geo = _geometry(h, w, cfg.levels)
-    groups = _plane_groups(bits, cfg.groups)
-    counts = _Counts(cfg)
+    counts = _Counts(cfg, bits)
     out = np.empty((t, h * w), np.int64)
     batch = max(1, (h * w) // cfg.updates_per_frame)
-    qtable = _quality_table(bits)
+    q_table, c_table = _quality_tables(bits)
+    class_part = (np.arange(N_CLASSES, dtype=np.int32) * np.int32(N_Q * N_SPATIAL))
     prev = None
     for f in range(t):
         side.start_frame(f)
         fr = _start_frame(geo, bits, prev, motions[f])
-        pending: list[np.ndarray] = []
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
         since = 0
         for i, ps in enumerate(geo.passes):
             cells = slice(ps.start, ps.stop)
-            if ps.has_nbrs:
-                ones = _neighbour_ones(fr, ps)
-            else:
-                ones = np.zeros((ps.stop - ps.start, bits), np.uint8)
-            base = ps.base + _quality(fr, ps, qtable, bits)
-            steps = []
-            for gi, (a, b) in enumerate(groups):
-                low = base if gi == 0 else base + _group_level(fr, ps, groups[0], ones)
-                ctx = (fr.tctx[cells, a:b] + low[:, None]) + ones[:, a:b]
-                got, value = side.code(cells, slice(a, b), counts.rows(ctx))
-                fr.planes[cells, a:b] = got
-                fr.tokens[cells] += value
-                steps.append(ctx)
-            pending.append(np.concatenate(steps, 1) if len(steps) > 1 else steps[0])
+            n = ps.stop - ps.start
+            ones = _neighbour_ones(fr, ps) if ps.has_nbrs else np.zeros((n, bits), np.uint8)
+            low = ps.base
+            coded: np.ndarray | slice = cells
+            if fr.pred is not None:
+                total = np.take(fr.mismatch, ps.nbr).sum(0, dtype=np.int32)
+                qidx = ps.known * np.int32(4 * bits + 1) + total
+                valid = fr.valid[cells]
+                where = np.flatnonzero(valid) + ps.start
+                cctx = np.take(c_table, qidx[valid])
+                cls = side.classes(where, fr.pred_tokens[where], counts.class_rows(cctx))
+                counts.update_classes(cctx, cls)
+                cls_all = np.zeros(n, np.int64)
+                cls_all[valid] = cls
+                low = low + np.where(valid, np.take(q_table, qidx) + np.take(class_part, cls_all), 0)
+                copy = valid.copy()
+                copy[valid] = cls == 0
+                if copy.any():                   # unchanged cells: the prediction, not coded
+                    fr.planes[where[cls == 0]] = fr.pred[where[cls == 0]]
+                    fr.tokens[where[cls == 0]] = fr.pred_tokens[where[cls == 0]]
+                    keep = np.flatnonzero(~copy)
+                    coded, ones, low = keep + ps.start, ones[keep], low[keep]
+            ctx = (fr.tctx[coded] + low[:, None]) + ones
+            got, tok = side.bits(coded, counts.rows(ctx))
+            fr.planes[coded] = got
+            fr.tokens[coded] = tok
+            pending.append((ctx, got))
             if f < 2 or ps.stop - since >= batch or i == len(geo.passes) - 1:
                 # counts learn after every pass while the spatial (frame 0) and temporal (frame 1)
-                # contexts are new, later small passes are batched to save fixed costs
-                ctx_all = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                counts.update(ctx_all, fr.planes[since:ps.stop])
+                # contexts are new; later, small passes are batched to save fixed costs
+                if len(pending) == 1:
+                    counts.update(*pending[0])
+                else:
+                    counts.update(np.concatenate([c for c, _ in pending]), np.concatenate([b for _, b in pending]))
                 pending, since = [], ps.stop
             if fr.mismatch is not None:
                 fr.mismatch[cells] = _popcount(fr.tokens[cells] ^ fr.pred_tokens[cells])
@@ -478,57 +511,96 @@ def _run(side: _Side, cfg: ContextCoderConfig, shape: tuple[int, int, int], bits
 # --------------------------------------------------------------------------- the two sides
 
 
+def _symbols(tokens: np.ndarray, bits: int) -> np.ndarray:
+    """Tokens (n,) -> their 8-ary symbols, (n * ceil(bits / 3),) int32: planes 3j..3j+2."""
+    shifts = np.arange(0, bits, 3, dtype=np.int32)
+    masks = np.minimum(7, (1 << (bits - shifts)) - 1).astype(np.int32)
+    return ((tokens[:, None] >> shifts) & masks).ravel()
+
+
+def _raw_frame_bytes(h: int, w: int, bits: int) -> int:
+    return (h * w * bits + 7) // 8
+
+
 class _Encoder:
     def __init__(self, arr: np.ndarray, bits: int, geo: _Geometry) -> None:
         import constriction
 
         self._cs = constriction.stream
-        self._family = constriction.stream.model.Categorical(perfect=False)
+        self._bits_family = constriction.stream.model.Categorical(perfect=False)
+        self._class_family = constriction.stream.model.Categorical(perfect=False)
         self._arr, self._bits, self._geo = arr, bits, geo
-        self.segments: list[np.ndarray] = []
+        self.segments: list[tuple[bool, bytes]] = []     # (raw?, bytes) per frame
 
     def start_frame(self, f: int) -> None:
+        self._f = f
         self._tokens = np.take(self._arr[f].reshape(-1), self._geo.order).astype(np.int32)
         self._planes = _unpack(self._tokens, self._bits)
         self._enc = self._cs.queue.RangeEncoder()
 
-    def code(self, cells: slice, planes: slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, b = planes.start, planes.stop
-        shifts = np.arange(a, b, 3, dtype=np.int32)
-        masks = np.minimum(7, (1 << (b - shifts)) - 1).astype(np.int32)
+    def classes(self, cells: np.ndarray, pred_tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        cls = _class_of(_popcount(self._tokens[cells] ^ pred_tokens))
+        if cells.size:
+            self._enc.encode(cls.astype(np.int32), self._class_family, rows)
+        return cls
+
+    def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tokens = self._tokens[cells]
-        symbols = (tokens[:, None] >> shifts) & masks
-        self._enc.encode(symbols.ravel(), self._family, rows)
-        value = tokens & np.int32(((1 << b) - 1) ^ ((1 << a) - 1))
-        return self._planes[cells, planes], value
+        if tokens.size:
+            self._enc.encode(_symbols(tokens, self._bits), self._bits_family, rows)
+        return self._planes[cells], tokens
 
     def end_frame(self, f: int) -> None:
-        self.segments.append(self._enc.get_compressed())
+        coded = self._enc.get_compressed().astype("<u4").tobytes()
+        raw = RawBitsCoder().encode(self._arr[f:f + 1], self._bits)
+        self.segments.append((True, raw) if len(raw) <= len(coded) else (False, coded))
 
 
 class _Decoder:
-    def __init__(self, segments: list[np.ndarray]) -> None:
+    def __init__(self, segments: list[tuple[bool, bytes]], shape: tuple[int, int, int], bits: int,
+                 geo: _Geometry) -> None:
         import constriction
 
         self._cs = constriction.stream
-        self._family = constriction.stream.model.Categorical(perfect=False)
-        self._segments = segments
+        self._bits_family = constriction.stream.model.Categorical(perfect=False)
+        self._class_family = constriction.stream.model.Categorical(perfect=False)
+        self._segments, self._shape, self._b, self._geo = segments, shape, bits, geo
 
     def start_frame(self, f: int) -> None:
-        self._dec = self._cs.queue.RangeDecoder(self._segments[f])
         self._frame = f
+        raw, data = self._segments[f]
+        if raw:
+            _, h, w = self._shape
+            grid = RawBitsCoder().decode(data, (1, h, w), self._b)[0]
+            self._tokens = np.take(grid.reshape(-1), self._geo.order).astype(np.int32)
+            self._planes = _unpack(self._tokens, self._b)
+            self._dec = None
+        else:
+            self._dec = self._cs.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
-    def code(self, cells: slice, planes: slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, b = planes.start, planes.stop
+    def _decode(self, family, rows: np.ndarray) -> np.ndarray:
         try:
-            symbols = np.asarray(self._dec.decode(self._family, rows), np.int32)
+            return np.asarray(self._dec.decode(family, rows), np.int32)
         except Exception as exc:  # constriction reports bad input as generic errors
             raise FormatError(f"range-coded data of latent frame {self._frame} is invalid: {exc}") from None
-        chunks = -(-(b - a) // 3)
-        symbols = symbols.reshape(-1, chunks)
-        got = np.take(_SYMBOL_BITS, symbols, axis=0).reshape(symbols.shape[0], 3 * chunks)[:, : b - a]
-        value = symbols @ (np.int32(1) << np.arange(a, b, 3, dtype=np.int32))
-        return got, value
+
+    def classes(self, cells: np.ndarray, pred_tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self._dec is None:
+            return _class_of(_popcount(self._tokens[cells] ^ pred_tokens))
+        if cells.size == 0:
+            return np.zeros(0, np.int64)
+        return self._decode(self._class_family, rows).astype(np.int64)
+
+    def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._dec is None:
+            return self._planes[cells], self._tokens[cells]
+        chunks = -(-self._b // 3)
+        if rows.shape[0] == 0:
+            return np.zeros((0, self._b), np.uint8), np.zeros(0, np.int32)
+        symbols = self._decode(self._bits_family, rows).reshape(-1, chunks)
+        got = np.take(_SYMBOL_BITS, symbols, axis=0).reshape(symbols.shape[0], 3 * chunks)[:, : self._b]
+        tokens = symbols @ (np.int32(1) << np.arange(0, self._b, 3, dtype=np.int32))
+        return got, tokens
 
     def end_frame(self, f: int) -> None:
         pass
@@ -575,8 +647,9 @@ def _check_shape(shape: tuple[int, int, int], payload_len: int, bits: int) -> tu
         raise FormatError(f"token grid shape must be (t, h, w) with no negative size, got {shape}")
     t, h, w = (int(s) for s in shape)
     n = t * h * w
-    # the most likely level costs > 1/1500 bit per bit, so a payload bounds its token count
-    if n > MAX_TOKENS or n * bits > (payload_len * 8 + 64) * 2048:
+    # the most likely symbol costs > 1/1500 bit per bit, so a payload bounds its token count
+    # (class-0 cells cost at least 1/2**24 of a bit each: bounded by MAX_TOKENS)
+    if n > MAX_TOKENS or (n and n * bits > (payload_len * 8 + 64) << 24):
         raise FormatError(f"a {payload_len}-byte payload cannot hold a {t}x{h}x{w} token grid")
     return t, h, w
 
@@ -584,8 +657,8 @@ def _check_shape(shape: tuple[int, int, int], payload_len: int, bits: int) -> tu
 @dataclass(frozen=True)
 class _Header:
     motions: list[tuple[int, int]]
-    words: list[int]
-    start: int              # byte offset of the first segment in the payload
+    segments: list[tuple[bool, int]]     # (raw?, byte length) per latent frame
+    start: int                           # byte offset of the first segment in the payload
 
 
 def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _Header:
@@ -598,17 +671,23 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
     if mv.size and np.abs(mv).max() > MAX_MOTION:
         raise FormatError(f"context-coded payload has a motion vector beyond {MAX_MOTION} cells")
     pos += need
-    limit = h * w * bits + 64          # words per segment: far above any real frame
-    words = []
+    raw_len = _raw_frame_bytes(h, w, bits)
+    limit = 2 * (4 * (h * w * bits + 64)) + 1     # (bytes << 1) | flag, far above any real frame
+    segments = []
     for f in range(t):
-        n, pos = _get_varint(payload, pos, limit, f"segment length of latent frame {f}")
-        words.append(n)
-    if pos + 4 * sum(words) != len(payload):
+        v, pos = _get_varint(payload, pos, limit, f"segment length of latent frame {f}")
+        raw, n = bool(v & 1), v >> 1
+        if raw and n != raw_len:
+            raise FormatError(f"raw segment of latent frame {f} has {n} bytes, expected {raw_len}")
+        if not raw and n % 4:
+            raise FormatError(f"range-coded segment of latent frame {f} has {n} bytes, not whole words")
+        segments.append((raw, n))
+    if pos + sum(n for _, n in segments) != len(payload):
         raise FormatError(
             f"context-coded payload has {len(payload) - pos} bytes of segments, "
-            f"its header announces {4 * sum(words)}"
+            f"its header announces {sum(n for _, n in segments)}"
         )
-    return _Header([(0, 0)] + [(int(a), int(b)) for a, b in mv], words, pos)
+    return _Header([(0, 0)] + [(int(a), int(b)) for a, b in mv], segments, pos)
 
 
 # --------------------------------------------------------------------------- the coder
@@ -644,10 +723,11 @@ class ContextCoder:
         else:
             hd = _parse_header(payload, (t, h, w), bits)
             segments, pos = [], hd.start
-            for n in hd.words:
-                segments.append(np.frombuffer(payload, "<u4", count=n, offset=pos).astype(np.uint32))
-                pos += 4 * n
-            out = _run(_Decoder(segments), self.config, (t, h, w), bits, hd.motions)
+            for raw, n in hd.segments:
+                segments.append((raw, payload[pos:pos + n]))
+                pos += n
+            geo = _geometry(h, w, self.config.levels)
+            out = _run(_Decoder(segments, (t, h, w), bits, geo), self.config, (t, h, w), bits, hd.motions)
         if _crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out
@@ -665,7 +745,7 @@ class ContextCoder:
             start = HEADER_BYTES
         else:
             hd = _parse_header(payload, (t, h, w), bits)
-            per, start = [32 * n for n in hd.words], hd.start
+            per, start = [8 * n for _, n in hd.segments], hd.start
         if per:
             per[0] += 8 * start
         return per
@@ -684,10 +764,10 @@ class ContextCoder:
         enc = _Encoder(arr, bits, _geometry(h, w, self.config.levels))
         _run(enc, self.config, (t, h, w), bits, motions)
         out = bytearray(np.array(motions[1:], np.int8).reshape(-1).tobytes())
-        for seg in enc.segments:
-            _put_varint(out, int(seg.size))
-        for seg in enc.segments:
-            out += seg.astype("<u4").tobytes()
+        for raw, data in enc.segments:
+            _put_varint(out, (len(data) << 1) | int(raw))
+        for _, data in enc.segments:
+            out += data
         return bytes(out)
 
 

@@ -323,11 +323,20 @@ def file_info(src: str | Path) -> dict:
         }
 
 
+def _frames_of(path: Path) -> Iterator[np.ndarray]:
+    """Frames of a video/image file, or of a directory of numbered PNGs (as `decode` writes)."""
+    if path.is_dir():
+        for png in sorted(path.glob("frame_*.png")):
+            yield from iter_frames(png)
+    else:
+        yield from iter_frames(path)
+
+
 def compare_videos(reference: str | Path, decoded: str | Path) -> dict:
     """PSNR (RGB, 8-bit) of a decoded video against its source, accumulated over all frames."""
     sq_err = 0.0
     count = frames = 0
-    for a, b in zip(iter_frames(reference), iter_frames(decoded)):
+    for a, b in zip(_frames_of(Path(reference)), _frames_of(Path(decoded))):
         if a.shape != b.shape:
             raise InputError(f"{decoded}: frame size {b.shape[1]}x{b.shape[0]} differs from the reference")
         d = a.astype(np.int32) - b.astype(np.int32)
