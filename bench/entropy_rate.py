@@ -10,9 +10,15 @@ Two token sources:
   token is the sign pattern (LFQ), so bits are spatially and temporally correlated the way a
   convolutional encoder's signs are, without claiming to be the real thing.
 
-Example::
+Examples::
 
-    nice -n 19 .venv/bin/python bench/entropy_rate.py --synthetic
+    nice -n 19 .venv/bin/python bench/entropy_rate.py --synthetic          # 360x640 synthetic
+    nice -n 19 .venv/bin/python bench/entropy_rate.py                      # shipped model, 128x128
+    nice -n 19 .venv/bin/python bench/entropy_rate.py --size 360x640       # shipped model, 360p
+    nice -n 19 .venv/bin/python bench/entropy_rate.py --weights runs/small/checkpoint.pt
+
+Throughput is CPU time of this process (best of --repeat runs per GOP), so other jobs on a shared
+machine do not count; it is one core, numpy + constriction only.
 """
 from __future__ import annotations
 
@@ -148,7 +154,8 @@ def _load_model(weights: str | None):
 
 
 def model_gops(weights: str | None, count: int, frames: int, size: tuple[int, int] | None
-               ) -> tuple[list[tuple[str, np.ndarray]], int, str]:
+               ) -> tuple[list[tuple[str, np.ndarray]], list[int], int, str]:
+    """Tokens of the validation clips, the clips' pixel counts, bits per token, model label."""
     import torch
 
     from tokcodec.train.data import validation_clips
@@ -160,13 +167,14 @@ def model_gops(weights: str | None, count: int, frames: int, size: tuple[int, in
     if size:
         kwargs.update(height=size[0], width=size[1])
     clips = validation_clips(**kwargs)
-    gops = []
+    gops, pixels = [], []
     with torch.no_grad():
         for i, clip in enumerate(clips):
             x = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
             idx = model.encode_indices(x)[0].cpu().numpy().astype(np.int64)
             gops.append((f"validation clip {i} {clip.shape[1]}x{clip.shape[2]}", idx))
-    return gops, int(model.cfg.bits), label
+            pixels.append(int(np.prod(clip.shape[:3])))
+    return gops, pixels, int(model.cfg.bits), label
 
 
 # --------------------------------------------------------------------------- measuring
@@ -253,17 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         pixels = [args.frames * size[0] * size[1]] * len(gops)
     else:
         try:
-            gops, bits, label = model_gops(args.weights, args.clips, args.frames, args.size)
+            gops, pixels, bits, label = model_gops(args.weights, args.clips, args.frames, args.size)
         except ImportError as exc:
             print(f"real-model mode needs tokcodec.model.zoo.load_tokenizer and "
                   f"tokcodec.train.data.validation_clips, which failed to import: {exc}\n"
                   f"use --synthetic to measure on synthetic tokens instead", file=sys.stderr)
             return 2
         print(f"model tokens: {label}; {len(gops)} validation clips of {args.frames} frames, {bits} bits")
-        pixels = []
-        for _, tok in gops:
-            t, h, w = tok.shape
-            pixels.append((1 + 4 * (t - 1)) * h * w * 64)  # 4x8x8 compression
     results = [measure(coder, name, tok, bits, args.repeat) for name, tok in gops]
     report(results, bits, pixels)
     return 0

@@ -27,12 +27,30 @@ def make_clip(path: Path, frames: int, width: int, height: int) -> None:
             w.write(base[k if k < len(base) else 2 * len(base) - 2 - k])
 
 
+# The child reports its own VmHWM (peak RSS of its address space, reset at exec). rusage's
+# ru_maxrss is not usable here: on Linux it keeps the parent's RSS at fork time as a floor.
+_CHILD = """
+import atexit, sys
+def report():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            print('VMHWM_KB', line.split()[1], file=sys.stderr)
+atexit.register(report)
+from tokcodec.cli import main
+sys.argv = ['tokcodec'] + sys.argv[1:]
+main()
+"""
+
+
 def peak_rss_mb(args: list[str]) -> float:
-    proc = subprocess.Popen([sys.executable, "-m", "tokcodec", *args, "-q", "-y"])
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"command failed: tokcodec {' '.join(args)}")
-    return usage.ru_maxrss / 1024
+    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="68719476736",
+               TOKCODEC_NO_REEXEC="1")  # the CLI's own settings, without its re-exec
+    res = subprocess.run([sys.executable, "-c", _CHILD, *args, "-q", "-y"], capture_output=True,
+                         text=True, env=env)
+    if res.returncode != 0:
+        raise SystemExit(f"command failed: tokcodec {' '.join(args)}\n{res.stderr}")
+    kb = [int(l.split()[1]) for l in res.stderr.splitlines() if l.startswith("VMHWM_KB")]
+    return kb[-1] / 1024
 
 
 def main() -> None:

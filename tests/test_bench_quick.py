@@ -99,7 +99,7 @@ def test_ffmpeg_path_is_exact_when_lossless(tmp_path: Path) -> None:
     from tokcodec.bench.reference import load_reference
 
     ff = find_ffmpeg()
-    clip = clips.generate(tmp_path, ["pan_astronaut"], width=64, height=48, frames=3)[0]
+    clip = clips.generate(tmp_path, ["pan_china"], width=64, height=48, frames=3)[0]
     ref = load_reference(clip, ff, tmp_path / "work")
     for ten_bit in (False, True):
         codec = FFmpegCodec("x265", "x265-lossless", "libx265", "crf", (0,), None, "hevc", ".hevc", "raw",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokcodec.codec.context_coder import MODE_CONTEXT, MODE_RAW, ContextCoder
+from tokcodec.codec.context_coder import MODE_CONTEXT, MODE_RAW, ContextCoder, _flip_bytes, _geometry
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError
 
@@ -134,7 +134,9 @@ def test_repeated_frames_cost_far_less_than_raw() -> None:
 def test_constant_grid_is_tiny() -> None:
     tokens = np.full((5, 24, 40), 12345)
     payload = roundtrip(tokens, 18)
-    assert bits_per_token(payload, tokens) < 0.3
+    assert bits_per_token(payload, tokens) < 0.6
+    fb = CODER.frame_bits(payload, tokens.shape, 18)
+    assert all(b / tokens[0].size < 0.1 for b in fb[2:]), fb
 
 
 def test_video_like_tokens_compress() -> None:
@@ -238,11 +240,12 @@ def test_raw_mode_corruption_raises() -> None:
 
 def test_wrong_header_fields_raise(coded: tuple[np.ndarray, bytes]) -> None:
     tokens, payload = coded
-    t = tokens.shape[0]
-    lengths_at = 5 + 2 * (t - 1)
+    t, h, w = tokens.shape
+    passes = len(_geometry(h, w, CODER.config.levels).passes)
+    lengths_at = 5 + (t - 1) + _flip_bytes(passes, 18)
     cases = {
         "unknown mode": bytes([7]) + payload[1:],
-        "motion out of range": payload[:5] + bytes([100]) + payload[6:],
+        "motion out of range": payload[:5] + bytes([0x08]) + payload[6:],
         "huge varint": payload[:lengths_at] + b"\xff\xff\xff\xff\xff\x7f" + payload[lengths_at + 1:],
         "lengths do not add up": payload[:lengths_at] + bytes([payload[lengths_at] + 1]) + payload[lengths_at + 1:],
         "empty": b"",
@@ -271,3 +274,16 @@ def test_random_garbage_raises() -> None:
             garbage = bytes([mode]) + rng.integers(0, 256, n - 1, dtype=np.uint8).tobytes()
             with pytest.raises(FormatError):
                 CODER.decode(garbage, (5, 12, 16), 18)
+
+
+def test_alternating_channels_are_flipped() -> None:
+    """Channels whose signs alternate between neighbouring cells (checkerboard-like) must cost
+    about as much as smooth ones: the encoder flips their neighbour votes."""
+    smooth = video_tokens(t=5, h=24, w=40, shift=(0, 1), noise=0.05, seed=14)
+    yy, xx = np.mgrid[0:24, 0:40]
+    checker = ((yy + xx) % 2).astype(np.int64)
+    mask = sum(1 << p for p in range(0, 18, 2))           # every other channel alternates
+    alternating = smooth ^ (checker * mask)[None]
+    rate_smooth = bits_per_token(roundtrip(smooth, 18), smooth)
+    rate_alt = bits_per_token(roundtrip(alternating, 18), alternating)
+    assert rate_alt < rate_smooth + 1.5, (rate_smooth, rate_alt)   # 4+ bits more unflipped

@@ -88,3 +88,38 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert any(not torch.equal(a[k], init[k]) for k in a), "training did not change the weights"
+
+
+def test_blurpool_equals_binomial_depthwise_conv():
+    import torch.nn.functional as F
+    from tokcodec.train.discriminator import BlurPool3d
+
+    x = torch.randn(1, 3, 9, 7, 10)
+    for temporal in (True, False):
+        k1 = torch.tensor([1.0, 2.0, 1.0])
+        kt = k1 if temporal else torch.ones(1)
+        k = kt.view(-1, 1, 1) * k1.view(1, -1, 1) * k1.view(1, 1, -1)
+        k = (k / k.sum()).expand(3, 1, *k.shape)
+        pt = 1 if temporal else 0
+        ref = F.conv3d(F.pad(x, (1, 1, 1, 1, pt, pt), mode="replicate"), k,
+                       stride=(2 if temporal else 1, 2, 2), groups=3)
+        assert torch.allclose(BlurPool3d(3, temporal)(x), ref, atol=1e-6)
+
+
+def test_sigterm_stops_with_a_checkpoint(tmp_path):
+    import signal as sig
+
+    tr = Trainer(tiny_cfg(tmp_path, steps=50))
+    real_step = tr.train_step
+
+    def step_then_signal():
+        out = real_step()
+        if tr.step == 1:
+            os.kill(os.getpid(), sig.SIGTERM)
+        return out
+
+    tr.train_step = step_then_signal
+    tr.fit(progress=False)
+    assert 2 <= tr.step < 50
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert int(saved["step"]) == tr.step

@@ -1,6 +1,7 @@
 """Small deterministic bench clips made from scikit-image's bundled natural images.
 
-Nothing is downloaded: astronaut, coffee and chelsea ship inside the scikit-image wheel. Each clip
+Nothing is downloaded: chelsea (scikit-image) and china (scikit-learn) ship inside the wheels,
+and both are held out of tokcodec's training, so the bench measures unseen content. Each clip
 is a camera path (pan, zoom) over a still image, sampled with bilinear interpolation at sub-pixel
 positions, or moving anti-aliased objects over a background, so motion is smooth and realistic
 enough for inter prediction. The same call gives the same pixels on every run; clips are written
@@ -27,9 +28,14 @@ class ClipSpec:
 
 
 def _image(name: str) -> np.ndarray:
-    from skimage import data
+    if name.startswith("sklearn:"):
+        from sklearn.datasets import load_sample_image
 
-    img = getattr(data, name)()
+        img = load_sample_image(name.split(":", 1)[1])
+    else:
+        from skimage import data
+
+        img = getattr(data, name)()
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     return np.ascontiguousarray(img[..., :3]).astype(np.float32)
@@ -73,37 +79,38 @@ def _to_u8(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8)
 
 
-def _pan_astronaut(width: int, height: int, frames: int) -> np.ndarray:
-    """A diagonal pan down the astronaut (512x512), window 400 source pixels wide."""
+def _pan_china(width: int, height: int, frames: int) -> np.ndarray:
+    """A diagonal pan over scikit-learn's china photo (640x427), window 400 source pixels wide."""
     src_w = 400.0
-    img = _image("astronaut")
+    img = _image("sklearn:china.jpg")
     f = min(1.0, width / src_w)
     img = _prescale(img, f)
-    s = img.shape[1] / 512.0
+    s = img.shape[1] / 640.0
     src_h = src_w * height / width
     out = []
     for i in range(frames):
         t = _ease(i / max(frames - 1, 1))
-        x0 = (10 + 90 * t) * s
-        y0 = (10 + (512 - src_h - 20) * t) * s
+        x0 = (10 + 200 * t) * s
+        y0 = (10 + (427 - src_h - 20) * t) * s
         out.append(_camera(img, width, height, x0, y0, src_w * s))
     return _to_u8(out)
 
 
-def _zoom_coffee(width: int, height: int, frames: int) -> np.ndarray:
-    """A slow zoom into the coffee cup (600x400), from the full width to 1/1.6 of it."""
-    img = _image("coffee")
-    f = min(1.0, width / 600.0 * 1.0)
+def _zoom_chelsea(width: int, height: int, frames: int) -> np.ndarray:
+    """A slow zoom into the cat's face (chelsea, 451x300), from the full width to 1/1.6 of it."""
+    img = _image("chelsea")
+    W, H = 451.0, 300.0
+    f = min(1.0, width / W)
     img = _prescale(img, f)
-    s = img.shape[1] / 600.0
-    cx, cy = 300.0, 190.0
+    s = img.shape[1] / W
+    cx, cy = 200.0, 120.0
     out = []
     for i in range(frames):
         t = _ease(i / max(frames - 1, 1))
-        src_w = 600.0 / (1.0 + 0.6 * t)
+        src_w = W / (1.0 + 0.6 * t)
         src_h = src_w * height / width
-        x0 = np.clip(cx - src_w / 2, 0, 600 - src_w)
-        y0 = np.clip(cy - src_h / 2, 0, 400 - src_h)
+        x0 = np.clip(cx - src_w / 2, 0, W - src_w)
+        y0 = np.clip(cy - src_h / 2, 0, H - src_h)
         out.append(_camera(img, width, height, x0 * s, y0 * s, src_w * s))
     return _to_u8(out)
 
@@ -111,13 +118,13 @@ def _zoom_coffee(width: int, height: int, frames: int) -> np.ndarray:
 def _objects(width: int, height: int, frames: int) -> np.ndarray:
     """Anti-aliased moving objects over a slowly panning background (chelsea, 451x300).
 
-    A bouncing orange disc, a rotating blue square and a textured patch (the astronaut's face)
+    A bouncing orange disc, a rotating blue square and a textured patch (a crop of the china photo)
     sliding across; sizes are relative to the frame so any resolution looks the same.
     """
     bg_img = _image("chelsea")
     bg_img = _prescale(bg_img, min(1.0, width / 400.0))
     bs = bg_img.shape[1] / 451.0
-    face = _image("astronaut")[30:230, 150:330]  # 200x180
+    face = _image("sklearn:china.jpg")[60:260, 200:380]  # 200x180 (the pagoda)
     fh = 0.35 * height
     face = _prescale(face, min(1.0, fh / face.shape[0]))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
@@ -158,8 +165,8 @@ def _objects(width: int, height: int, frames: int) -> np.ndarray:
 
 
 CLIPS: dict[str, ClipSpec] = {
-    "pan_astronaut": ClipSpec("pan_astronaut", "diagonal camera pan over skimage astronaut", _pan_astronaut),
-    "zoom_coffee": ClipSpec("zoom_coffee", "zoom into skimage coffee", _zoom_coffee),
+    "pan_china": ClipSpec("pan_china", "diagonal camera pan over scikit-learn's china photo", _pan_china),
+    "zoom_chelsea": ClipSpec("zoom_chelsea", "zoom into skimage chelsea (the cat)", _zoom_chelsea),
     "objects": ClipSpec("objects", "moving disc, rotating square and sliding textured patch over chelsea", _objects),
 }
 

@@ -4,38 +4,39 @@ A token is ``bits`` sign bits, one per latent channel, so the coder works on bit
 ``i`` of a latent frame is channel ``i``'s sign map. Cells are coded in lattice passes (a stride-4
 grid, its diagonal centres, its edge midpoints, then the same at stride 2), so every pass after
 the first sees up to four coded neighbours around a cell, and a whole pass is one vectorised
-numpy step instead of a per-token loop.
+numpy step instead of a per-token loop. The context of bit ``i`` of a cell is
 
-In a latent frame after the first, the previous frame shifted by a motion vector the encoder
-picks (camera motion) predicts every token. Per cell, first a *change class* is coded: how many
-of the token's bits differ from the prediction (0, 1-2, 3-5, 6-9, 10+), in the context of how
-many differed at the coded neighbours. Class 0 cells are copied from the prediction; the others
-code their bits. Each bit's context is
+* time (latent frames after the first): the previous latent frame, shifted by one motion vector
+  per frame that the encoder picks (camera motion), predicts the cell; the context holds the
+  predicted bit ``i`` and the count of ones of plane ``i`` in the 3x3 around it (robust to motion
+  that is not a whole cell), and how many bits (all planes) the prediction got wrong at the coded
+  neighbour cells, which tells static from changing regions;
+* space: plane ``i`` at the coded neighbour cells (how many are known, how many are 1);
+* the token itself: three planes of a cell form one 8-ary symbol, and in the first latent frame
+  (or where the motion leaves no prediction) the plane index, so each channel learns its own
+  spatial statistics and bias.
 
-* time: the predicted bit and the count of ones in its 3x3 neighbourhood (robust to motion that
-  is not a whole cell), together with the cell's change class and the prediction errors around it;
-* space: the same plane's bits at the coded neighbour cells (how many are known, how many are 1);
-* in the first latent frame (or where the motion leaves no prediction): the plane itself, so
-  each channel learns its own spatial statistics and bias.
-
-Contexts hold adaptive integer counts (shared by all planes), backed off to a coarser table and
-that to a fixed prior while a context is young; counts carry over the frames of a GOP and start
-afresh at each GOP. A count pair gives a 12-bit probability, rounded to one of 32 levels; three
-planes of a cell form one 8-ary symbol whose probability row is read from a table of products of
-level probabilities, coded with constriction's range coder. Everything that decides a probability
-is integer arithmetic or a table built from integer literals, so encoder and decoder agree bit for
-bit on any machine (given the same constriction version, which turns rows into its fixed-point
-model).
+Contexts hold adaptive integer counts, shared by the planes, backed off to a coarser table and
+that to a fixed prior while a context is young; counts carry over the latent frames of a GOP and
+start afresh at each GOP (GOPs decode independently). A count pair gives a 12-bit probability,
+rounded to one of 32 levels; the symbol's probability row is read from a table of products of
+three level probabilities and coded with constriction's range coder. Everything that decides a
+probability is integer arithmetic or a table built from integer literals, so encoder and decoder
+agree bit for bit on any machine (given the same constriction version, which turns rows into its
+fixed-point model).
 
 Payload (little-endian)::
 
     u8  mode             0 = raw (RawBitsCoder packing follows), 1 = context coded
     u32 crc32            of the tokens as little-endian u32: catches corruption and coder mismatch
     mode 1 only:
-      (t-1) x (i8 dy, i8 dx)  motion of latent frame f >= 1 against frame f-1, in cells
+      (t-1) x u8              motion of latent frame f >= 1 against frame f-1, in cells:
+                              (dy + 8) << 4 | (dx + 8), |dy|, |dx| <= 7
+      flips                   ((passes - 1) * bits) bits, LSB first: plane p's neighbours in
+                              pass i vote the other way (k - ones replaces ones)
       t x varint              segment f: (byte length << 1) | raw flag
       segments                per latent frame: a range-coder stream (u32 words), or, where that
-                              would be larger, the frame's raw bit packing
+                              would not be smaller, the frame's raw bit packing
 
 The encoder stores the whole GOP raw when coding would not be smaller (e.g. random tokens).
 """
@@ -58,36 +59,31 @@ PROB_BITS = 12
 PROB_ONE = 1 << PROB_BITS
 MAX_BITS = 20
 MAX_MOTION = 7              # |motion component| in cells a payload may carry
-MAX_TOKENS = 1 << 24        # per GOP (16.7 M), checked before any allocation
+MAX_TOKENS = 1 << 22        # per GOP (4.2 M: 8K video), checked before any allocation
 
-# Change classes: number of bits that differ from the prediction, split at these edges.
-CLASS_EDGES = (1, 3, 6, 10)
-N_CLASSES = len(CLASS_EDGES) + 1
-CLASS_MID2 = (0, 3, 8, 15, 24)      # twice a typical count of differing bits in each class
-N_CLASS_CTX = 7                     # no coded neighbour, then errors per neighbour 0|<=1|<=3|<=6|<=10|more
-
-# Bit contexts. fine = (T * N_Q + q) * N_SPATIAL + s, with
-#   T = t * N_CLASSES + class for a predicted cell, t = pred bit * 10 + ones in the pred 3x3;
+# Bit contexts: fine = (T * N_Q + q) * N_SPATIAL + s, with
+#   T = pred bit * 10 + ones in the pred 3x3 (0..19) for a predicted cell;
 #   T * N_Q + q = NO_PRED_BASE + plane where there is no prediction (first frame, motion edge);
-#   q = prediction errors per coded neighbour cell, 0 (no neighbour) or 1..3;
+#   q = prediction errors per coded neighbour cell, 0 (no coded neighbour) or 1..N_Q-1;
 #   s = k(k+1)/2 + ones for k coded neighbours of which ``ones`` are 1.
 N_SPATIAL = 15
-N_Q = 4
-QUALITY_EDGES = (2, 5)
-N_T = 20 * N_CLASSES                # predicted T values
+QUALITY_EDGES = (1, 2, 4, 7)        # errors per coded neighbour cell between q levels 1|2|3|4|5
+N_Q = len(QUALITY_EDGES) + 2
+N_T = 20
 NO_PRED_BASE = N_T * N_Q            # room for MAX_BITS planes after it
 N_FINE = (NO_PRED_BASE + MAX_BITS) * N_SPATIAL
-N_COARSE = (N_T + 1) * N_SPATIAL    # fine without q (and without the plane, where no prediction)
+N_COARSE = (N_T + 1) * N_SPATIAL    # fine without q (and without the plane where no prediction)
 # Plane p's context indices are offset by (p % 3) * STRIDE: three planes share one 8-ary symbol,
 # and the offset picks which of the three stacked level tables (x1, x33, x33^2) a plane reads.
 # Entry N_FINE of each table is a padding context that is never updated and says "zero".
 STRIDE = N_FINE + 1
 
-# Prior of a coarse context before it has counts (12-bit): predicted cells follow the prediction
-# at the rate their change class implies, PRIOR_TIME votes against k spatial votes for
-# (1 + 2 * ones) / (2 + 2 * k). It weighs PRIOR_WEIGHT counts against the context's own.
-PRIOR_TIME = 4
-PRIOR_WEIGHT = 16
+# Prior of a coarse context before it has counts (12-bit): a vote of the 3x3 prediction (each
+# one 1, the centre PRIOR_CENTRE more) and the k coded spatial neighbours (PRIOR_SPATIAL each),
+# plus one for each outcome. It weighs PRIOR_WEIGHT counts against the context's own.
+PRIOR_SPATIAL = 1
+PRIOR_CENTRE = 8
+PRIOR_WEIGHT = 32
 
 # 32 probability levels, 4096 * sin^2((j + 0.5) * pi / 64): even steps in the metric where equal
 # steps cost equal coding loss (< 0.002 bit per bit). Level 32 is "certainly zero", for padding.
@@ -129,10 +125,9 @@ class ContextCoderConfig:
     """Knobs of coder 2. All but ``search`` shape the bitstream, so they are fixed per coder id."""
 
     levels: int = 2             # lattice levels: 1 + 2 * levels passes per latent frame
-    count_limit: int = 1024     # counts are halved past this total (once per frame)
-    backoff: int = 4            # weight of the coarse estimate in the fine one, in counts
-    updates_per_frame: int = 4  # from the third frame on, counts are updated after passes that
-                                # cover >= 1/this of a frame (every pass before)
+    backoff: int = 8            # weight of the coarse estimate in the fine one, in counts
+    eager_frames: int = 1       # counts are updated after every pass in the first frames,
+    updates_per_frame: int = 4  # then after passes that cover >= 1/this of a frame
     search: int = 4             # motion search range in cells (encoder only, <= MAX_MOTION)
 
 
@@ -147,6 +142,7 @@ class _Pass:
     known: np.ndarray        # (n,) int32 number of coded neighbours
     base: np.ndarray         # (n,) int32 k(k+1)/2, the known-count part of the spatial digit
     has_nbrs: bool
+    known_u8: np.ndarray     # (n,) uint8 copy of known
 
 
 @dataclass(frozen=True)
@@ -195,7 +191,8 @@ def _geometry(h: int, w: int, levels: int) -> _Geometry:
             nbr[j] = position[np.where(inside, ny * w + nx, h * w)]
         known = (nbr < h * w).sum(0).astype(np.int32)
         base = (known * (known + 1) // 2).astype(np.int32)
-        passes.append(_Pass(start, start + cells.size, nbr, known, base, bool(known.any())))
+        passes.append(_Pass(start, start + cells.size, nbr, known, base, bool(known.any()),
+                            known.astype(np.uint8)))
         start += cells.size
     return _Geometry(h, w, order, tuple(passes))
 
@@ -232,51 +229,40 @@ def _search_motion(prev: np.ndarray, cur: np.ndarray, search: int) -> tuple[int,
 # --------------------------------------------------------------------------- the model
 
 
-def _fine_digits() -> tuple[np.ndarray, ...]:
-    """For every fine context: (predicted?, t, class, spatial s, coarse index)."""
+def _coarse_of_fine() -> np.ndarray:
     f = np.arange(N_FINE)
-    s = f % N_SPATIAL
     tq = f // N_SPATIAL
-    predicted = tq < NO_PRED_BASE
-    big_t = np.where(predicted, tq // N_Q, 0)
-    coarse = np.where(predicted, big_t, N_T) * N_SPATIAL + s
-    return predicted, big_t // N_CLASSES, big_t % N_CLASSES, s, coarse
+    return np.where(tq < NO_PRED_BASE, tq // N_Q, N_T) * N_SPATIAL + f % N_SPATIAL
 
 
-@lru_cache(maxsize=32)
-def _prior(bits: int) -> np.ndarray:
+def _prior() -> np.ndarray:
     """(N_COARSE,) 12-bit prior probability of a one for each coarse context, integers only."""
     c = np.arange(N_COARSE)
-    s, big_t = c % N_SPATIAL, c // N_SPATIAL
+    s, t = c % N_SPATIAL, c // N_SPATIAL
     k = np.concatenate([np.full(j + 1, j) for j in range(5)])[s]
     ones = np.concatenate([np.arange(j + 1) for j in range(5)])[s]
-    spatial = ((2 * (1 + 2 * ones) << PROB_BITS) + (2 + 2 * k)) // (2 * (2 + 2 * k))
-    pred_bit = (big_t // N_CLASSES) // 10
-    flip2 = np.minimum(np.array(CLASS_MID2)[big_t % N_CLASSES], 2 * bits)      # out of 2 * bits
-    follow = ((2 * bits - flip2) << PROB_BITS) // (2 * bits)                  # P(bit == pred)
-    temporal = np.where(pred_bit == 1, follow, PROB_ONE - follow)
-    mixed = (PRIOR_TIME * temporal + k * spatial) // (PRIOR_TIME + k)
-    return np.where(big_t < N_T, mixed, spatial).astype(np.int64)
+    has_t = (t < N_T).astype(np.int64)
+    num = 1 + PRIOR_SPATIAL * ones + has_t * (t % 10 + PRIOR_CENTRE * (t // 10))
+    den = 2 + PRIOR_SPATIAL * k + has_t * (9 + PRIOR_CENTRE)
+    return ((2 * num << PROB_BITS) + den) // (2 * den)
 
 
-_PREDICTED, _, _, _, _COARSE_OF_FINE = _fine_digits()
+_COARSE_OF_FINE = _coarse_of_fine()
+_PRIOR = _prior()
 
 
 @dataclass
 class _Counts:
-    """Adaptive counts of the bit contexts (fine and coarse) and of the change classes."""
+    """Adaptive counts of the bit contexts, fine and coarse, and the probability levels."""
 
     cfg: ContextCoderConfig
-    bits: int
     fine: np.ndarray = field(default_factory=lambda: np.zeros((2, N_FINE), np.int64))
     coarse: np.ndarray = field(default_factory=lambda: np.zeros((2, N_COARSE), np.int64))
-    classes: np.ndarray = field(default_factory=lambda: np.ones((N_CLASS_CTX, N_CLASSES), np.int64))
     table: np.ndarray = field(init=False)    # (3 * STRIDE,) int32 scaled levels, see STRIDE
 
     def __post_init__(self) -> None:
         if self.cfg.backoff < 1:
             raise ValueError("backoff must be at least 1")
-        self._prior = _prior(self.bits)
         self._refresh()
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:
@@ -287,35 +273,18 @@ class _Counts:
         d = np.bincount(idx, minlength=6 * STRIDE).reshape(2, 3, STRIDE)
         delta = (d[:, 0] + d[:, 1] + d[:, 2])[:, :N_FINE]
         self.fine += delta
-        self.coarse[0] += np.bincount(_COARSE_OF_FINE, delta[0], N_COARSE).astype(np.int64)
-        self.coarse[1] += np.bincount(_COARSE_OF_FINE, delta[1], N_COARSE).astype(np.int64)
+        split = N_T * N_Q * N_SPATIAL
+        coarse = self.coarse.reshape(2, N_T + 1, N_SPATIAL)
+        coarse[:, :N_T] += np.add.reduce(delta[:, :split].reshape(2, N_T, N_Q, N_SPATIAL), axis=2)
+        coarse[:, N_T] += np.add.reduce(delta[:, split:].reshape(2, MAX_BITS, N_SPATIAL), axis=1)
         self._refresh()
-
-    def update_classes(self, ctx: np.ndarray, cls: np.ndarray) -> None:
-        if ctx.size:
-            n = np.bincount(ctx * N_CLASSES + cls, minlength=N_CLASS_CTX * N_CLASSES)
-            self.classes += n.reshape(N_CLASS_CTX, N_CLASSES)
-
-    def class_rows(self, ctx: np.ndarray) -> np.ndarray:
-        """Probability rows (n, N_CLASSES) of the change class: counts, exact as float32."""
-        return np.take(self.classes, ctx, axis=0).astype(np.float32)
-
-    def age(self) -> None:
-        """Halve the counts of busy contexts (once per frame), so old statistics fade."""
-        for table in (self.fine, self.coarse):
-            big = table[0] + table[1] > self.cfg.count_limit
-            if big.any():
-                table[:, big] = (table[:, big] + 1) >> 1
-        big = self.classes.sum(1) > self.cfg.count_limit
-        if big.any():
-            self.classes[big] = (self.classes[big] + 1) >> 1
 
     def _refresh(self) -> None:
         """Levels of all fine contexts: their counts, with the coarse estimate as a prior, whose
-        own prior is _prior(bits)."""
+        own prior is _PRIOR."""
         c0, c1 = self.coarse
         k = self.cfg.backoff
-        coarse = ((c1 << PROB_BITS) + PRIOR_WEIGHT * self._prior) // (c0 + c1 + PRIOR_WEIGHT)
+        coarse = ((c1 << PROB_BITS) + PRIOR_WEIGHT * _PRIOR) // (c0 + c1 + PRIOR_WEIGHT)
         f0, f1 = self.fine
         p = ((f1 << PROB_BITS) + k * np.take(coarse, _COARSE_OF_FINE)) // (f0 + f1 + k)
         table = np.empty((3, STRIDE), np.int32)
@@ -341,10 +310,6 @@ class _Side(Protocol):
 
     def start_frame(self, f: int) -> None: ...
 
-    def classes(self, cells: np.ndarray, pred_tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Change classes of the cells (pass-order positions), (n,) int64."""
-        ...
-
     def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, bits) uint8 bits of the cells and their tokens (n,) int32."""
         ...
@@ -361,9 +326,10 @@ class _Frame:
     tokens: np.ndarray              # (hw,) int32, filled pass by pass
     tctx: np.ndarray                # (hw, bits) int32 fine-context part fixed for the frame
     pred: np.ndarray | None         # (hw, bits) uint8 motion-compensated previous planes
-    pred_tokens: np.ndarray | None  # (hw,) int32 the same as tokens
+    pred_tokens: np.ndarray | None  # (hw,) int32 motion-compensated previous tokens
     valid: np.ndarray | None        # (hw,) bool: pred comes from inside the previous frame
     mismatch: np.ndarray | None     # (hw + 1,) int32 bits where the frame differs from pred
+    all_valid: bool = True
 
 
 def _unpack(tokens: np.ndarray, bits: int) -> np.ndarray:
@@ -390,9 +356,6 @@ def _plane_parts(bits: int) -> tuple[np.ndarray, np.ndarray]:
     return (NO_PRED_BASE + p) * N_SPATIAL + offset, offset
 
 
-_T_PART = np.arange(20, dtype=np.int32) * np.int32(N_CLASSES * N_Q * N_SPATIAL)
-
-
 def _start_frame(geo: _Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] | None,
                  motion: tuple[int, int]) -> _Frame:
     """prev: the previous frame's (tokens (hw,) int32, planes (hw, bits) uint8) in row-major
@@ -410,12 +373,14 @@ def _start_frame(geo: _Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] 
     pred = np.take(prev[1], src, axis=0)                                      # row-major
     tidx = pred * np.uint8(10) + _box3(pred.reshape(h, w, bits)).reshape(hw, bits)  # 0..19
     order = geo.order
-    tctx = np.take(_T_PART, np.take(tidx, order, axis=0)) + offsets          # pass order
+    tctx = np.take(tidx, order, axis=0).astype(np.int32)                     # pass order
+    tctx *= np.int32(N_Q * N_SPATIAL)
+    tctx += offsets
     inside = inside.reshape(-1)[order]
     if not inside.all():
         tctx[~inside] = unpredicted
     return _Frame(planes, tokens, tctx, np.take(pred, order, axis=0), np.take(prev[0], src[order]),
-                  inside, np.zeros(hw + 1, np.int32))
+                  inside, np.zeros(hw + 1, np.int32), bool(inside.all()))
 
 
 def _neighbour_ones(fr: _Frame, ps: _Pass) -> np.ndarray:
@@ -426,79 +391,60 @@ def _neighbour_ones(fr: _Frame, ps: _Pass) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _quality_tables(bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(k * (4 * bits + 1) + errors at the k coded neighbours) -> (bit-context q part,
-    change-class context)."""
+def _quality_table(bits: int) -> np.ndarray:
+    """(k * (4 * bits + 1) + errors at the k coded neighbours) -> q part of a bit context."""
     k = np.arange(5)[:, None]
     total = np.arange(4 * bits + 1)[None, :]
-    q = 1 + (total >= QUALITY_EDGES[0] * k).astype(np.int32) + (total >= QUALITY_EDGES[1] * k)
-    q = np.where(k > 0, q, 0) * N_SPATIAL
-    c = 1 + sum((total > e * k).astype(np.int32) for e in (0, 1, 3, 6, 10))
-    c = np.where(k > 0, c, 0)
-    return q.astype(np.int32).reshape(-1), c.astype(np.int64).reshape(-1)
+    q = 1 + sum((total >= e * k).astype(np.int32) for e in QUALITY_EDGES)
+    return (np.where(k > 0, q, 0) * N_SPATIAL).astype(np.int32).reshape(-1)
 
 
-def _class_of(mismatch: np.ndarray) -> np.ndarray:
-    return np.searchsorted(np.array(CLASS_EDGES), mismatch, side="right")
+def _contexts(fr: _Frame, ps: _Pass, flips: np.ndarray, q_table: np.ndarray, bits: int) -> np.ndarray:
+    """(n, bits) int32 fine contexts (with plane offsets) of the cells of one pass."""
+    n = ps.stop - ps.start
+    ones = _neighbour_ones(fr, ps) if ps.has_nbrs else np.zeros((n, bits), np.uint8)
+    if flips.any():
+        ones = np.where(flips, ps.known_u8[:, None] - ones, ones)
+    low = ps.base
+    if fr.pred is not None and ps.has_nbrs:
+        total = np.take(fr.mismatch, ps.nbr).sum(0, dtype=np.int32)
+        q = np.take(q_table, ps.known * np.int32(4 * bits + 1) + total)
+        low = low + (q if fr.all_valid else q * fr.valid[ps.start:ps.stop])
+    ctx = fr.tctx[ps.start:ps.stop] + low[:, None]
+    ctx += ones
+    return ctx
 
 
 def _run(side: _Side, cfg: ContextCoderConfig, shape: tuple[int, int, int], bits: int,
-         motions: list[tuple[int, int]]) -> np.ndarray:
-    """The model, shared by encoder and decoder; returns the tokens (t, h, w)."""
+         motions: list[tuple[int, int]], flips: np.ndarray) -> np.ndarray:
+    """The model, shared by encoder and decoder; returns the tokens (t, h, w).
+    flips: (passes, bits) bool, planes whose neighbours in that pass vote the other way."""
     t, h, w = shape
     geo = _geometry(h, w, cfg.levels)
-    counts = _Counts(cfg, bits)
+    counts = _Counts(cfg)
     out = np.empty((t, h * w), np.int64)
     batch = max(1, (h * w) // cfg.updates_per_frame)
-    q_table, c_table = _quality_tables(bits)
-    class_part = (np.arange(N_CLASSES, dtype=np.int32) * np.int32(N_Q * N_SPATIAL))
+    q_table = _quality_table(bits)
     prev = None
     for f in range(t):
         side.start_frame(f)
         fr = _start_frame(geo, bits, prev, motions[f])
-        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        pending: list[np.ndarray] = []
         since = 0
         for i, ps in enumerate(geo.passes):
             cells = slice(ps.start, ps.stop)
-            n = ps.stop - ps.start
-            ones = _neighbour_ones(fr, ps) if ps.has_nbrs else np.zeros((n, bits), np.uint8)
-            low = ps.base
-            coded: np.ndarray | slice = cells
-            if fr.pred is not None:
-                total = np.take(fr.mismatch, ps.nbr).sum(0, dtype=np.int32)
-                qidx = ps.known * np.int32(4 * bits + 1) + total
-                valid = fr.valid[cells]
-                where = np.flatnonzero(valid) + ps.start
-                cctx = np.take(c_table, qidx[valid])
-                cls = side.classes(where, fr.pred_tokens[where], counts.class_rows(cctx))
-                counts.update_classes(cctx, cls)
-                cls_all = np.zeros(n, np.int64)
-                cls_all[valid] = cls
-                low = low + np.where(valid, np.take(q_table, qidx) + np.take(class_part, cls_all), 0)
-                copy = valid.copy()
-                copy[valid] = cls == 0
-                if copy.any():                   # unchanged cells: the prediction, not coded
-                    fr.planes[where[cls == 0]] = fr.pred[where[cls == 0]]
-                    fr.tokens[where[cls == 0]] = fr.pred_tokens[where[cls == 0]]
-                    keep = np.flatnonzero(~copy)
-                    coded, ones, low = keep + ps.start, ones[keep], low[keep]
-            ctx = (fr.tctx[coded] + low[:, None]) + ones
-            got, tok = side.bits(coded, counts.rows(ctx))
-            fr.planes[coded] = got
-            fr.tokens[coded] = tok
-            pending.append((ctx, got))
-            if f < 2 or ps.stop - since >= batch or i == len(geo.passes) - 1:
-                # counts learn after every pass while the spatial (frame 0) and temporal (frame 1)
-                # contexts are new; later, small passes are batched to save fixed costs
-                if len(pending) == 1:
-                    counts.update(*pending[0])
-                else:
-                    counts.update(np.concatenate([c for c, _ in pending]), np.concatenate([b for _, b in pending]))
+            ctx = _contexts(fr, ps, flips[i], q_table, bits)
+            fr.planes[cells], fr.tokens[cells] = side.bits(cells, counts.rows(ctx))
+            pending.append(ctx)
+            # counts learn after every pass while the contexts are new (first eager_frames
+            # frames), later small passes are batched to save the fixed cost of an update
+            if f < cfg.eager_frames or ps.stop - since >= batch or i == len(geo.passes) - 1:
+                ctx_all = pending[0] if len(pending) == 1 else np.concatenate(pending)
+                counts.update(ctx_all, fr.planes[since:ps.stop])
                 pending, since = [], ps.stop
             if fr.mismatch is not None:
                 fr.mismatch[cells] = _popcount(fr.tokens[cells] ^ fr.pred_tokens[cells])
         side.end_frame(f)
-        counts.age()
         tokens = np.empty(h * w, np.int32)
         tokens[geo.order] = fr.tokens
         planes = np.empty((h * w, bits), np.uint8)
@@ -518,6 +464,26 @@ def _symbols(tokens: np.ndarray, bits: int) -> np.ndarray:
     return ((tokens[:, None] >> shifts) & masks).ravel()
 
 
+def _choose_flips(arr: np.ndarray, bits: int, geo: _Geometry) -> np.ndarray:
+    """Encoder only: per pass and plane, whether the coded neighbours of a cell disagree with it
+    more often than they agree (channels whose signs alternate between neighbouring cells, e.g.
+    checkerboard-like ones); the decoder reads the choice from the payload."""
+    sample = arr[:: max(1, (arr.shape[0] + 1) // 2)]      # a channel property: two frames do
+    t = sample.shape[0]
+    planes = np.zeros((t, arr[0].size + 1, bits), np.uint8)
+    planes[:, :-1] = _unpack(np.take(sample.reshape(t, -1), geo.order, axis=1).astype(np.int32), bits)
+    flips = np.zeros((len(geo.passes), bits), bool)
+    for i, ps in enumerate(geo.passes):
+        if not ps.has_nbrs:
+            continue
+        ones = np.take(planes, ps.nbr, axis=1).sum(1, dtype=np.int32)       # (t, n, bits)
+        k = ps.known[None, :, None]
+        vote = np.sign(2 * ones - k)                                         # neighbours' majority
+        sign = 2 * planes[:, ps.start:ps.stop].astype(np.int32) - 1
+        flips[i] = (vote * sign).sum((0, 1)) < 0
+    return flips
+
+
 def _raw_frame_bytes(h: int, w: int, bits: int) -> int:
     return (h * w * bits + 7) // 8
 
@@ -528,21 +494,13 @@ class _Encoder:
 
         self._cs = constriction.stream
         self._bits_family = constriction.stream.model.Categorical(perfect=False)
-        self._class_family = constriction.stream.model.Categorical(perfect=False)
         self._arr, self._bits, self._geo = arr, bits, geo
         self.segments: list[tuple[bool, bytes]] = []     # (raw?, bytes) per frame
 
     def start_frame(self, f: int) -> None:
-        self._f = f
         self._tokens = np.take(self._arr[f].reshape(-1), self._geo.order).astype(np.int32)
         self._planes = _unpack(self._tokens, self._bits)
         self._enc = self._cs.queue.RangeEncoder()
-
-    def classes(self, cells: np.ndarray, pred_tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        cls = _class_of(_popcount(self._tokens[cells] ^ pred_tokens))
-        if cells.size:
-            self._enc.encode(cls.astype(np.int32), self._class_family, rows)
-        return cls
 
     def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tokens = self._tokens[cells]
@@ -552,8 +510,11 @@ class _Encoder:
 
     def end_frame(self, f: int) -> None:
         coded = self._enc.get_compressed().astype("<u4").tobytes()
-        raw = RawBitsCoder().encode(self._arr[f:f + 1], self._bits)
-        self.segments.append((True, raw) if len(raw) <= len(coded) else (False, coded))
+        _, h, w = self._arr.shape
+        if len(coded) >= _raw_frame_bytes(h, w, self._bits):
+            self.segments.append((True, RawBitsCoder().encode(self._arr[f:f + 1], self._bits)))
+        else:
+            self.segments.append((False, coded))
 
 
 class _Decoder:
@@ -563,7 +524,6 @@ class _Decoder:
 
         self._cs = constriction.stream
         self._bits_family = constriction.stream.model.Categorical(perfect=False)
-        self._class_family = constriction.stream.model.Categorical(perfect=False)
         self._segments, self._shape, self._b, self._geo = segments, shape, bits, geo
 
     def start_frame(self, f: int) -> None:
@@ -578,18 +538,11 @@ class _Decoder:
         else:
             self._dec = self._cs.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
-    def _decode(self, family, rows: np.ndarray) -> np.ndarray:
+    def _decode(self, rows: np.ndarray) -> np.ndarray:
         try:
-            return np.asarray(self._dec.decode(family, rows), np.int32)
+            return np.asarray(self._dec.decode(self._bits_family, rows), np.int32)
         except Exception as exc:  # constriction reports bad input as generic errors
             raise FormatError(f"range-coded data of latent frame {self._frame} is invalid: {exc}") from None
-
-    def classes(self, cells: np.ndarray, pred_tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        if self._dec is None:
-            return _class_of(_popcount(self._tokens[cells] ^ pred_tokens))
-        if cells.size == 0:
-            return np.zeros(0, np.int64)
-        return self._decode(self._class_family, rows).astype(np.int64)
 
     def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._dec is None:
@@ -597,7 +550,7 @@ class _Decoder:
         chunks = -(-self._b // 3)
         if rows.shape[0] == 0:
             return np.zeros((0, self._b), np.uint8), np.zeros(0, np.int32)
-        symbols = self._decode(self._bits_family, rows).reshape(-1, chunks)
+        symbols = self._decode(rows).reshape(-1, chunks)
         got = np.take(_SYMBOL_BITS, symbols, axis=0).reshape(symbols.shape[0], 3 * chunks)[:, : self._b]
         tokens = symbols @ (np.int32(1) << np.arange(0, self._b, 3, dtype=np.int32))
         return got, tokens
@@ -647,9 +600,8 @@ def _check_shape(shape: tuple[int, int, int], payload_len: int, bits: int) -> tu
         raise FormatError(f"token grid shape must be (t, h, w) with no negative size, got {shape}")
     t, h, w = (int(s) for s in shape)
     n = t * h * w
-    # the most likely symbol costs > 1/1500 bit per bit, so a payload bounds its token count
-    # (class-0 cells cost at least 1/2**24 of a bit each: bounded by MAX_TOKENS)
-    if n > MAX_TOKENS or (n and n * bits > (payload_len * 8 + 64) << 24):
+    # a coded bit costs at least -log2(4094/4096) > 1/1500 bit, so a payload bounds its tokens
+    if n > MAX_TOKENS or n * bits > (payload_len * 8 + 64 * (t + 1)) * 2048:
         raise FormatError(f"a {payload_len}-byte payload cannot hold a {t}x{h}x{w} token grid")
     return t, h, w
 
@@ -657,20 +609,34 @@ def _check_shape(shape: tuple[int, int, int], payload_len: int, bits: int) -> tu
 @dataclass(frozen=True)
 class _Header:
     motions: list[tuple[int, int]]
+    flips: np.ndarray                    # (passes, bits) bool
     segments: list[tuple[bool, int]]     # (raw?, byte length) per latent frame
     start: int                           # byte offset of the first segment in the payload
 
 
-def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _Header:
+def _flip_bytes(passes: int, bits: int) -> int:
+    return ((passes - 1) * bits + 7) // 8          # pass 0 has no neighbours
+
+
+def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels: int) -> _Header:
     t, h, w = shape
     pos = HEADER_BYTES
-    need = 2 * max(t - 1, 0)
+    need = max(t - 1, 0)
     if len(payload) < pos + need:
         raise FormatError("context-coded payload ends inside the motion vectors")
-    mv = np.frombuffer(payload, np.int8, count=need, offset=pos).reshape(-1, 2).astype(int)
+    packed = np.frombuffer(payload, np.uint8, count=need, offset=pos).astype(int)
+    mv = np.stack([(packed >> 4) - 8, (packed & 15) - 8], 1)
     if mv.size and np.abs(mv).max() > MAX_MOTION:
         raise FormatError(f"context-coded payload has a motion vector beyond {MAX_MOTION} cells")
     pos += need
+    passes = len(_geometry(h, w, levels).passes) if h * w else 1
+    nflip = _flip_bytes(passes, bits)
+    if len(payload) < pos + nflip:
+        raise FormatError("context-coded payload ends inside the neighbour flips")
+    flips = np.zeros((passes, bits), bool)
+    flips[1:] = np.unpackbits(np.frombuffer(payload, np.uint8, count=nflip, offset=pos),
+                              count=(passes - 1) * bits, bitorder="little").reshape(passes - 1, bits).astype(bool)
+    pos += nflip
     raw_len = _raw_frame_bytes(h, w, bits)
     limit = 2 * (4 * (h * w * bits + 64)) + 1     # (bytes << 1) | flag, far above any real frame
     segments = []
@@ -687,7 +653,7 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
             f"context-coded payload has {len(payload) - pos} bytes of segments, "
             f"its header announces {sum(n for _, n in segments)}"
         )
-    return _Header([(0, 0)] + [(int(a), int(b)) for a, b in mv], segments, pos)
+    return _Header([(0, 0)] + [(int(a), int(b)) for a, b in mv], flips, segments, pos)
 
 
 # --------------------------------------------------------------------------- the coder
@@ -721,13 +687,14 @@ class ContextCoder:
         if mode == MODE_RAW:
             out = RawBitsCoder().decode(payload[HEADER_BYTES:], (t, h, w), bits).astype(np.int64)
         else:
-            hd = _parse_header(payload, (t, h, w), bits)
+            hd = _parse_header(payload, (t, h, w), bits, self.config.levels)
             segments, pos = [], hd.start
             for raw, n in hd.segments:
                 segments.append((raw, payload[pos:pos + n]))
                 pos += n
             geo = _geometry(h, w, self.config.levels)
-            out = _run(_Decoder(segments, (t, h, w), bits, geo), self.config, (t, h, w), bits, hd.motions)
+            out = _run(_Decoder(segments, (t, h, w), bits, geo), self.config, (t, h, w), bits,
+                       hd.motions, hd.flips)
         if _crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out
@@ -744,7 +711,7 @@ class ContextCoder:
                 raise FormatError("raw payload length does not match the token grid")
             start = HEADER_BYTES
         else:
-            hd = _parse_header(payload, (t, h, w), bits)
+            hd = _parse_header(payload, (t, h, w), bits, self.config.levels)
             per, start = [8 * n for _, n in hd.segments], hd.start
         if per:
             per[0] += 8 * start
@@ -761,9 +728,12 @@ class ContextCoder:
     def _encode_context(self, arr: np.ndarray, bits: int) -> bytes:
         t, h, w = arr.shape
         motions = [(0, 0)] + [_search_motion(arr[f - 1], arr[f], self.config.search) for f in range(1, t)]
-        enc = _Encoder(arr, bits, _geometry(h, w, self.config.levels))
-        _run(enc, self.config, (t, h, w), bits, motions)
-        out = bytearray(np.array(motions[1:], np.int8).reshape(-1).tobytes())
+        geo = _geometry(h, w, self.config.levels)
+        flips = _choose_flips(arr, bits, geo)
+        enc = _Encoder(arr, bits, geo)
+        _run(enc, self.config, (t, h, w), bits, motions, flips)
+        out = bytearray(((dy + 8) << 4 | (dx + 8)) for dy, dx in motions[1:])
+        out += np.packbits(flips[1:].reshape(-1), bitorder="little").tobytes()
         for raw, data in enc.segments:
             _put_varint(out, (len(data) << 1) | int(raw))
         for _, data in enc.segments:

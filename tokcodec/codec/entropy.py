@@ -74,7 +74,7 @@ class RawBitsCoder:
 
 
 _REGISTRY: dict[int, Callable[[], TokenCoder]] = {1: RawBitsCoder}
-DEFAULT_CODER_ID = 1
+DEFAULT_CODER_ID = 2  # the context coder (tokcodec/codec/context_coder.py); 1 stays decodable
 
 
 def register_coder(coder_id: int, factory: Callable[[], TokenCoder]) -> None:

@@ -32,9 +32,25 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_pad:
-            first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
-            x = torch.cat([first, x], dim=2)
+            x = pad_front_frames(x, self.time_pad)
         return self.conv(x)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if (x.ndim == 5 and not x.is_contiguous()
+                                      and x.is_contiguous(memory_format=torch.channels_last_3d)) \
+        else torch.contiguous_format
+
+
+def pad_front_frames(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Prepend n copies of frame 0, keeping x's memory format (torch.cat would drop channels_last,
+    and every convolution after it would then pay a layout conversion)."""
+    b, c, t, h, w = x.shape
+    out = torch.empty((b, c, t + n, h, w), dtype=x.dtype, device=x.device,
+                      memory_format=_memory_format(x))
+    out[:, :, n:] = x
+    out[:, :, :n] = x[:, :, :1]
+    return out
 
 
 def frame_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
@@ -152,7 +168,13 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x)
         b, _, t, hh, ww = h.shape
-        st, ss = self.st, self.ss
-        h = h.view(b, self.cout, st, ss, ss, t, hh, ww)
-        h = h.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.cout, t * st, hh * ss, ww * ss)
+        st, ss, c = self.st, self.ss, self.cout
+        if _memory_format(h) == torch.channels_last_3d:
+            # memory is (b, t, hh, ww, [c, st, ss, ss]): one copy straight into channels_last output
+            h = h.permute(0, 2, 3, 4, 1).view(b, t, hh, ww, c, st, ss, ss)
+            h = h.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, t * st, hh * ss, ww * ss, c)
+            h = h.permute(0, 4, 1, 2, 3)
+        else:
+            h = h.view(b, c, st, ss, ss, t, hh, ww)
+            h = h.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, t * st, hh * ss, ww * ss)
         return h[:, :, st - 1:] if st > 1 else h

@@ -7,22 +7,31 @@ from torch import nn
 
 
 class BlurPool3d(nn.Module):
-    """Anti-aliased x2 down-sampling: a [1, 2, 1] binomial blur in space (and time) then stride 2."""
+    """Anti-aliased x2 down-sampling: a [1, 2, 1]/4 binomial blur in space (and time), stride 2.
+
+    The blur is written as sums of strided slices instead of a depthwise conv3d, which is very
+    slow on CPU (it made GAN steps ~15x slower than plain steps here).
+    """
 
     def __init__(self, channels: int, temporal: bool) -> None:
         super().__init__()
-        k1 = torch.tensor([1.0, 2.0, 1.0])
-        kt = k1 if temporal else torch.ones(1)
-        kernel = kt.view(-1, 1, 1) * k1.view(1, -1, 1) * k1.view(1, 1, -1)
-        kernel = kernel / kernel.sum()
-        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).clone(), persistent=False)
         self.channels, self.temporal = channels, temporal
 
+    @staticmethod
+    def _blur_down(x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Along one dim: replicate-pad by 1, then taps [1, 2, 1]/4 at every second position."""
+        n = x.shape[dim]
+        span = 2 * ((n + 1) // 2) - 1
+        x = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
+        step = [slice(None)] * x.ndim
+        step[dim] = slice(None, None, 2)
+        a, b, c = (x.narrow(dim, k, span)[tuple(step)] for k in range(3))
+        return (a + 2 * b + c) * 0.25
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pt = 1 if self.temporal else 0
-        x = F.pad(x, (1, 1, 1, 1, pt, pt), mode="replicate")
-        stride = (2 if self.temporal else 1, 2, 2)
-        return F.conv3d(x, self.kernel.to(x.dtype), stride=stride, groups=self.channels)
+        if self.temporal:
+            x = self._blur_down(x, 2)
+        return self._blur_down(self._blur_down(x, 3), 4)
 
 
 class DiscBlock(nn.Module):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -310,8 +312,17 @@ class Trainer:
         session_start = time.time()
         bar = _Progress(cfg.steps, start_step, enabled=progress and self.rank == 0)
         running: dict[str, list[float]] = {}
+        stop = {"signal": None}
+
+        def request_stop(signum, _frame) -> None:  # finish the step, checkpoint, exit cleanly
+            stop["signal"] = signum
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, request_stop)
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and stop["signal"] is None:
                 metrics = self.train_step()
                 self.step += 1
                 self.elapsed = time.time() - t0
@@ -333,9 +344,13 @@ class Trainer:
                 if cfg.max_minutes and time.time() - session_start > 60 * cfg.max_minutes:
                     bar.message(f"time limit reached at step {self.step}")
                     break
+            if stop["signal"] is not None:
+                bar.message(f"stopped by signal {stop['signal']} at step {self.step}; checkpoint saved")
         finally:
             self.save()
             bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class _Progress:
