@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -32,7 +31,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from tokcodec.codec.container import Header
-    from tokcodec.codec.entropy import DEFAULT_CODER_ID, RawBitsCoder, get_coder
+    from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
     from tokcodec.codec.pipeline import _model_for, frames_to_tensor, tensor_to_frames
     from tokcodec.device import select_runtime
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 
 
 def make_clip(path: Path, frames: int, width: int, height: int) -> None:
@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--model", default="default")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs per measurement; the median is kept (peak RSS varies by ~10%% run to run)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -66,10 +68,13 @@ def main() -> None:
         for label, n in (("short", a.frames), ("long", 10 * a.frames)):
             src = d / f"{label}.mkv"
             make_clip(src, n, a.width, a.height)
-            enc = peak_rss_mb(["encode", str(src), "-o", str(d / f"{label}.tok"), "--model", a.model])
-            dec = peak_rss_mb(["decode", str(d / f"{label}.tok"), "-o", str(d / f"{label}_out.mkv")])
+            enc = statistics.median(peak_rss_mb(["encode", str(src), "-o", str(d / f"{label}.tok"),
+                                                 "--model", a.model]) for _ in range(a.repeats))
+            dec = statistics.median(peak_rss_mb(["decode", str(d / f"{label}.tok"), "-o",
+                                                 str(d / f"{label}_out.mkv")]) for _ in range(a.repeats))
             rows.append((label, n, enc, dec))
-            print(f"{label:5s} {n:5d} frames {a.width}x{a.height}: peak RSS encode {enc:7.1f} MB, decode {dec:7.1f} MB",
+            print(f"{label:5s} {n:5d} frames {a.width}x{a.height}: peak RSS encode {enc:7.1f} MB, decode {dec:7.1f} MB"
+                  f" (median of {a.repeats})",
                   flush=True)
         (_, _, e0, d0), (_, _, e1, d1) = rows
         print(f"ratio long/short: encode {e1 / e0:.3f}, decode {d1 / d0:.3f} (target <= 1.2)")

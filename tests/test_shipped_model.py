@@ -1,7 +1,6 @@
 """End to end on the shipped default weights and the bundled sample clip."""
 from pathlib import Path
 
-import pytest
 
 import tokcodec
 from tokcodec.model.presets import DEFAULT_PRESET

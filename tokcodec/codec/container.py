@@ -7,12 +7,11 @@ field against the header and the file size before it allocates anything.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator

@@ -1,7 +1,7 @@
 """Named tokenizer presets. Each states its compression (time x height x width) and bits per token."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from tokcodec.errors import ModelError
 
