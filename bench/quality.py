@@ -32,14 +32,14 @@ def main() -> None:
 
     from tokcodec.codec.container import Header
     from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
-    from tokcodec.codec.pipeline import _model_for, frames_to_tensor, tensor_to_frames
+    from tokcodec.codec.pipeline import prepare_model, frames_to_tensor, tensor_to_frames
     from tokcodec.device import select_runtime
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim
     from tokcodec.model.zoo import load_tokenizer
     from tokcodec.train.synthetic import VALIDATION_IMAGES, validation_clips
 
     runtime = select_runtime("auto")
-    loaded = _model_for(load_tokenizer(a.model), runtime)
+    loaded = prepare_model(load_tokenizer(a.model), runtime)
     cfg = loaded.config
     f = cfg.spatial_factor
     h, w = a.height, a.width

@@ -20,12 +20,12 @@ import torch
 def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int) -> tuple[float, float]:
     from tokcodec.codec.container import Header
     from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
-    from tokcodec.codec.pipeline import _model_for, frames_to_tensor, tensor_to_frames
+    from tokcodec.codec.pipeline import prepare_model, frames_to_tensor, tensor_to_frames
     from tokcodec.device import select_runtime
     from tokcodec.model.zoo import load_tokenizer
 
     runtime = select_runtime("auto")
-    loaded = _model_for(load_tokenizer(model_name), runtime)
+    loaded = prepare_model(load_tokenizer(model_name), runtime)
     cfg = loaded.config
     t, h, w, _ = frames.shape
     header = Header(w, h, w, h, w + (-w) % 8, h + (-h) % 8, Fraction(25), 0, gop, 4, 8, cfg.bits,

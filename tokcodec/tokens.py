@@ -30,7 +30,7 @@ def export_tokens(src: str | Path, dst: str | Path, split_bits: int | None = Non
     tokens = np.concatenate(grids, 0).astype(np.int32)
     if split_bits:
         tokens = split_tokens(tokens, header.bits, split_bits)
-    tmp = temp_path(dst).with_suffix(dst.suffix)
+    tmp = temp_path(dst)
     try:
         if dst.suffix == ".npy":
             np.save(tmp, tokens, allow_pickle=False)

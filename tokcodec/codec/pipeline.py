@@ -89,7 +89,8 @@ def check_output(dst: Path, overwrite: bool) -> None:
 
 
 def temp_path(dst: Path) -> Path:
-    return dst.with_name(f".{dst.name}.part-{os.getpid()}")
+    """Hidden sibling of dst that keeps its extension (muxers are chosen by it)."""
+    return dst.with_name(f".{dst.stem}.part-{os.getpid()}{dst.suffix}")
 
 
 def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -98,7 +99,9 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(8, round(width * scale)), max(8, round(height * scale))
 
 
-def _model_for(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
+def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
+    """Load (if given a name) and place a tokenizer for inference: device, eval, and on CPU the
+    channels_last_3d layout that bf16 convolutions run fastest in."""
     loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model, "cpu")
     tok = loaded.tokenizer.to(runtime.device).eval()
     if runtime.device.type == "cpu":
@@ -157,7 +160,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     info = probe(src)
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
-    loaded = _model_for(model, runtime)
+    loaded = prepare_model(model, runtime)
     cfg = loaded.config
     s, f = cfg.temporal_factor, cfg.spatial_factor
     if gop < 1 or (gop - 1) % s:
@@ -242,8 +245,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
         if kind == "image" and reader.frame_count != 1:
             raise OutputError(f"{dst}: an image output holds one frame, the file has {reader.frame_count} "
                               "(use a video extension or a directory)")
-        loaded = _model_for(model_for_header(h, model, str(src)), runtime)
-        out_path = dst if kind == "dir" else temp_path(dst).with_suffix(dst.suffix)
+        loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
+        out_path = dst if kind == "dir" else temp_path(dst)
         start = time.perf_counter()
         frames = 0
         try:
