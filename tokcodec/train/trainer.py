@@ -204,10 +204,18 @@ class Trainer:
     def load(self, path: Path | None = None) -> None:
         state = torch.load(path or self.ckpt_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state["model"])
-        self.disc.load_state_dict(state["disc"])
+        try:
+            self.disc.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, ValueError):
+            # the discriminator's architecture changed since the checkpoint; that is harmless only
+            # if it was never trained (the GAN phase had not started)
+            if int(state["step"]) > self.cfg.gan_start_step:
+                raise
+            print("note: discriminator in the checkpoint does not fit; starting it fresh "
+                  "(the GAN phase had not started)", file=sys.stderr)
         self.ema.shadow = {k: v.float() if v.is_floating_point() else v for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])
-        self.opt_d.load_state_dict(state["opt_d"])
         self.lecam_real, self.lecam_fake = state["lecam"][0].clone(), state["lecam"][1].clone()
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
