@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from fractions import Fraction
 
 import numpy as np
 import torch
@@ -30,9 +29,8 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
-    from tokcodec.codec.container import Header
-    from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
-    from tokcodec.codec.pipeline import prepare_model, frames_to_tensor, tensor_to_frames
+    from tokcodec.codec.entropy import get_coder
+    from tokcodec.codec.pipeline import frames_to_tensor, make_header, prepare_model, tensor_to_frames
     from tokcodec.device import select_runtime
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim
     from tokcodec.model.zoo import load_tokenizer
@@ -41,12 +39,9 @@ def main() -> None:
     runtime = select_runtime("auto")
     loaded = prepare_model(load_tokenizer(a.model), runtime)
     cfg = loaded.config
-    f = cfg.spatial_factor
     h, w = a.height, a.width
-    header = Header(w, h, w, h, -(-w // f) * f, -(-h // f) * f, Fraction(25), 0, a.frames,
-                    cfg.temporal_factor, f, cfg.bits, DEFAULT_CODER_ID, loaded.name, loaded.sha256,
-                    runtime.precision)
-    coder = get_coder(DEFAULT_CODER_ID)
+    header = make_header(loaded, runtime, w, h, gop=a.frames)
+    coder = get_coder(header.coder_id)
     clips = validation_clips(frames=a.frames, height=h, width=w, count=a.clips, seed=4321, max_layers=1)
     rows, all_tokens = [], []
     for kind in ("video", "image"):

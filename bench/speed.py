@@ -18,9 +18,8 @@ import torch
 
 
 def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int) -> tuple[float, float]:
-    from tokcodec.codec.container import Header
-    from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
-    from tokcodec.codec.pipeline import prepare_model, frames_to_tensor, tensor_to_frames
+    from tokcodec.codec.entropy import get_coder
+    from tokcodec.codec.pipeline import frames_to_tensor, make_header, prepare_model, tensor_to_frames
     from tokcodec.device import select_runtime
     from tokcodec.model.zoo import load_tokenizer
 
@@ -28,8 +27,7 @@ def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int) -> tu
     loaded = prepare_model(load_tokenizer(model_name), runtime)
     cfg = loaded.config
     t, h, w, _ = frames.shape
-    header = Header(w, h, w, h, w + (-w) % 8, h + (-h) % 8, Fraction(25), 0, gop, 4, 8, cfg.bits,
-                    DEFAULT_CODER_ID, loaded.name, loaded.sha256, runtime.precision)
+    header = make_header(loaded, runtime, w, h, gop=gop)
     coder = get_coder(header.coder_id)
     groups = [list(frames[i:i + gop]) for i in range(0, t - gop + 1, gop)]
     enc_s = dec_s = 0.0

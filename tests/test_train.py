@@ -103,7 +103,7 @@ def test_blurpool_equals_binomial_depthwise_conv():
         pt = 1 if temporal else 0
         ref = F.conv3d(F.pad(x, (1, 1, 1, 1, pt, pt), mode="replicate"), k,
                        stride=(2 if temporal else 1, 2, 2), groups=3)
-        assert torch.allclose(BlurPool3d(3, temporal)(x), ref, atol=1e-6)
+        assert torch.allclose(BlurPool3d(temporal)(x), ref, atol=1e-6)
 
 
 def test_sigterm_stops_with_a_checkpoint(tmp_path):

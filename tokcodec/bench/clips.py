@@ -28,17 +28,9 @@ class ClipSpec:
 
 
 def _image(name: str) -> np.ndarray:
-    if name.startswith("sklearn:"):
-        from sklearn.datasets import load_sample_image
+    from tokcodec.train.synthetic import load_image
 
-        img = load_sample_image(name.split(":", 1)[1])
-    else:
-        from skimage import data
-
-        img = getattr(data, name)()
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    return np.ascontiguousarray(img[..., :3]).astype(np.float32)
+    return load_image(name).astype(np.float32)
 
 
 def _prescale(img: np.ndarray, factor: float) -> np.ndarray:

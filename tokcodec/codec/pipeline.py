@@ -11,6 +11,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,7 +23,7 @@ from tokcodec.codec.container import ContainerReader, ContainerWriter, Header
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import InputError, ModelError, OutputError, TokcodecError
-from tokcodec.io import FrameWriter, iter_frames, output_kind, probe
+from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
 from tokcodec.model.zoo import LoadedModel, load_tokenizer
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
@@ -151,6 +152,27 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header) -> np.nda
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, *,
+                frame_rate: Fraction = Fraction(25), gop: int = 17, scale: float = 1.0,
+                coder_id: int | None = None, color: ColorInfo | None = None) -> Header:
+    """The .tok header for a video of this size coded by this model: coded size (after --scale),
+    padding to the model's spatial factor, GOP, coder and model identity."""
+    cfg = loaded.config
+    s, f = cfg.temporal_factor, cfg.spatial_factor
+    if gop < 1 or (gop - 1) % s:
+        raise ValueError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
+    cw, ch = coded_size(width, height, scale)
+    color = color or ColorInfo()
+    return Header(
+        width=width, height=height, coded_width=cw, coded_height=ch,
+        padded_width=-(-cw // f) * f, padded_height=-(-ch // f) * f, frame_rate=frame_rate,
+        frame_count=0, gop=gop, temporal_factor=s, spatial_factor=f, bits=cfg.bits,
+        coder_id=DEFAULT_CODER_ID if coder_id is None else coder_id, model_name=loaded.name,
+        weights_sha256=loaded.sha256, precision=runtime.precision,
+        color_range=color.color_range, colorspace=color.colorspace,
+        primaries=color.primaries, transfer=color.transfer, untrained=not loaded.trained)
+
+
 def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel = "default",
                  gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  coder_id: int | None = None, overwrite: bool = False,
@@ -162,18 +184,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     runtime = select_runtime(device, precision)
     loaded = prepare_model(model, runtime)
     cfg = loaded.config
-    s, f = cfg.temporal_factor, cfg.spatial_factor
-    if gop < 1 or (gop - 1) % s:
-        raise ValueError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
-    cw, ch = coded_size(info.width, info.height, scale)
-    header = Header(
-        width=info.width, height=info.height, coded_width=cw, coded_height=ch,
-        padded_width=-(-cw // f) * f, padded_height=-(-ch // f) * f, frame_rate=info.frame_rate,
-        frame_count=0, gop=gop, temporal_factor=s, spatial_factor=f, bits=cfg.bits,
-        coder_id=DEFAULT_CODER_ID if coder_id is None else coder_id, model_name=loaded.name,
-        weights_sha256=loaded.sha256, precision=runtime.precision,
-        color_range=info.color.color_range, colorspace=info.color.colorspace,
-        primaries=info.color.primaries, transfer=info.color.transfer, untrained=not loaded.trained)
+    header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
+                         gop=gop, scale=scale, coder_id=coder_id, color=info.color)
     coder = get_coder(header.coder_id)
     tmp = temp_path(dst)
     start = time.perf_counter()
@@ -250,7 +262,6 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
         start = time.perf_counter()
         frames = 0
         try:
-            from tokcodec.io import ColorInfo
             color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
             with FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:
                 for n, tokens in decode_tokens(reader):

@@ -36,7 +36,8 @@ class CausalConv3d(nn.Module):
         return self.conv(x)
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last_3d when x is laid out that way (and not also plain contiguous), else contiguous."""
     return torch.channels_last_3d if (x.ndim == 5 and not x.is_contiguous()
                                       and x.is_contiguous(memory_format=torch.channels_last_3d)) \
         else torch.contiguous_format
@@ -47,7 +48,7 @@ def pad_front_frames(x: torch.Tensor, n: int) -> torch.Tensor:
     and every convolution after it would then pay a layout conversion)."""
     b, c, t, h, w = x.shape
     out = torch.empty((b, c, t + n, h, w), dtype=x.dtype, device=x.device,
-                      memory_format=_memory_format(x))
+                      memory_format=memory_format_of(x))
     out[:, :, n:] = x
     out[:, :, :n] = x[:, :, :1]
     return out
@@ -169,7 +170,7 @@ class Upsample(nn.Module):
         h = self.conv(x)
         b, _, t, hh, ww = h.shape
         st, ss, c = self.st, self.ss, self.cout
-        if _memory_format(h) == torch.channels_last_3d:
+        if memory_format_of(h) == torch.channels_last_3d:
             # memory is (b, t, hh, ww, [c, st, ss, ss]): one copy straight into channels_last output
             h = h.permute(0, 2, 3, 4, 1).view(b, t, hh, ww, c, st, ss, ss)
             h = h.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, t * st, hh * ss, ww * ss, c)

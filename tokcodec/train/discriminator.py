@@ -15,9 +15,9 @@ class BlurPool3d(nn.Module):
     slow on CPU (it made GAN steps ~15x slower than plain steps here).
     """
 
-    def __init__(self, channels: int, temporal: bool) -> None:
+    def __init__(self, temporal: bool) -> None:
         super().__init__()
-        self.channels, self.temporal = channels, temporal
+        self.temporal = temporal
 
     @staticmethod
     def _blur_down(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -41,8 +41,8 @@ class DiscBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
-        self.pool = BlurPool3d(cout, temporal)
-        self.skip = nn.Sequential(BlurPool3d(cin, temporal), nn.Conv3d(cin, cout, 1))
+        self.pool = BlurPool3d(temporal)
+        self.skip = nn.Sequential(BlurPool3d(temporal), nn.Conv3d(cin, cout, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.conv1(x), 0.2)

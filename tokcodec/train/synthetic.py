@@ -22,7 +22,8 @@ TRAIN_IMAGES = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohis
 VALIDATION_IMAGES = ("chelsea", "sklearn:china.jpg")
 
 
-def _load_one(name: str) -> np.ndarray:
+def load_image(name: str) -> np.ndarray:
+    """A bundled image as uint8 RGB (H, W, 3): a scikit-image name, or 'sklearn:FILE'."""
     if name.startswith("sklearn:"):
         from sklearn.datasets import load_sample_image
         img = load_sample_image(name.split(":", 1)[1])
@@ -44,7 +45,7 @@ def _load_one(name: str) -> np.ndarray:
 @lru_cache(maxsize=None)
 def load_images(names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
     """Images as float tensors (3, H, W) in [0, 1]."""
-    return tuple(torch.from_numpy(_load_one(n).copy()).permute(2, 0, 1).float().div_(255) for n in names)
+    return tuple(torch.from_numpy(load_image(n).copy()).permute(2, 0, 1).float().div_(255) for n in names)
 
 
 @dataclass
