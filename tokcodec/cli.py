@@ -13,7 +13,7 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
 
-HEAVY_COMMANDS = {"encode", "decode", "train", "bench"}
+HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch"}
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -82,10 +82,11 @@ def encode(
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio (default: keep the first audio stream)."),
     overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or stats line."),
 ) -> None:
-    """Encode a video into a .tok file."""
+    """Encode a video into a .tok file (its first audio stream is kept beside the tokens)."""
     with _errors():
         from tokcodec.codec.pipeline import encode_video
         from tokcodec.io import probe
@@ -95,10 +96,10 @@ def encode(
         with _frame_progress("encode", total, quiet) as advance:
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
-                              max_frames=frames)
+                              max_frames=frames, audio=not no_audio)
         _stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
-                    f"({st.model}, {st.device} {st.precision})", quiet)
+                    f"({st.model}, {st.device} {st.precision}); audio: {st.audio}", quiet)
 
 
 @app.command()
@@ -109,19 +110,31 @@ def decode(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR against this original."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Leave the stored audio out of the output."),
+    salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
+                                 "frames repeat the last good one (black before it) and are listed."),
     overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or stats line."),
 ) -> None:
-    """Decode a .tok file back to video."""
+    """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs)."""
     with _errors():
         from tokcodec.codec.pipeline import compare_videos, decode_video, open_tok
-        with open_tok(input) as reader:
+        from tokcodec.codec.salvage import open_salvage
+        with (open_salvage(input) if salvage else open_tok(input)) as reader:
             total = reader.frame_count
         with _frame_progress("decode", total, quiet) as advance:
             st = decode_video(input, output, model=model, device=device, precision=precision,
-                              overwrite=overwrite, progress=advance)
+                              overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage)
+        for problem in st.problems:
+            typer.echo(f"tokcodec: warning: {problem}", err=True)
         line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {st.output}, {st.fps:.1f} fps "
-                f"({st.device} {st.precision})")
+                f"({st.device} {st.precision}); audio: {st.audio}")
+        if st.lost_frames:
+            ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
+            lost = sum(b - a + 1 for a, b in st.lost_frames)
+            line += f"; LOST {lost} frames ({ranges}), filled by repeating the last good frame (black before any)"
+        elif salvage:
+            line += "; no frames lost"
         if compare is not None:
             cmp = compare_videos(compare, output)
             line += f", PSNR {cmp['psnr']:.2f} dB vs {compare}"
@@ -159,11 +172,42 @@ def info(
             + (f", later {later:.2f}" if later is not None else "") + ")",
             f"chunks      {data['chunks_count']}",
         ]
+        a = data["audio"]
+        lines.insert(-1, "audio       none" if a is None else
+                     f"audio       {a['codec']} {a['sample_rate']} Hz {a['channels']} ch, "
+                     f"{a['duration_seconds']:.2f} s from {a['start_offset_seconds']:+.3f} s, {a['bytes']} bytes")
         for c in data["chunks"]:
             per = " ".join(f"{b:.1f}" for b in c["bits_per_token_by_latent_frame"])
             lines.append(f"  #{c['index']:<5} frames {c['first_frame']}-{c['first_frame'] + c['frames'] - 1}  "
                          f"{c['bytes']} bytes  {c['bits_per_token']:.2f} bits/token  [per latent frame: {per}]")
         typer.echo("\n".join(lines))
+
+
+@app.command()
+def verify(
+    files: list[Path] = typer.Argument(..., help=".tok files to check."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to check the files against "
+                                        "(default: the preset each file names)."),
+    fast: bool = typer.Option(False, "--fast", help="Check container checksums only, not the coded tokens."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only bad files."),
+) -> None:
+    """Check every checksum and the weights hash of .tok files without decoding video.
+    Exit status 0 when all are good, 1 when any is bad."""
+    with _errors():
+        from tokcodec.codec.verify import verify_file
+        bad = 0
+        for path in files:
+            report = verify_file(path, model=model, tokens=not fast)
+            bad += not report.ok
+            if as_json:
+                typer.echo(json.dumps(report.to_dict()))
+            elif report.ok and not quiet:
+                typer.echo(f"{path}: OK ({report.frames} frames, {report.chunks} chunks, model {report.model})")
+            elif not report.ok:
+                typer.echo(f"{path}: BAD: " + "; ".join(report.problems))
+        if bad:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -240,6 +284,14 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+
+
+def _register_batch_commands() -> None:
+    from tokcodec.batch.cli import batch_app
+    app.add_typer(batch_app, name="batch")
+
+
+_register_batch_commands()
 
 
 def _maybe_reexec() -> None:

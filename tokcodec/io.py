@@ -7,20 +7,29 @@ Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes)
 from __future__ import annotations
 
 import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
+from tokcodec.audio import COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
 from tokcodec.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_OUTPUT_SUFFIXES = {".mp4", ".mkv", ".y4m", ".mov"}
 DEFAULT_IMAGE_RATE = Fraction(25, 1)
 MAX_DIMENSION = 16384
+# 8K (7680x4320 and DCI 8192x4320 fit): one RGB frame of this is 113 MB and the model needs many
+# times that, so probe() refuses larger inputs before anything is decoded
+MAX_PIXELS = 8192 * 4608
+_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
+# demuxers whose frames carry no timestamps of their own: constant rate by construction
+_CONSTANT_RATE_FORMATS = _IMAGE_FORMATS | {"yuv4mpegpipe", "rawvideo"}
 
 
 @dataclass
@@ -35,13 +44,14 @@ class ColorInfo:
 
 @dataclass
 class VideoInfo:
-    width: int
+    width: int                  # as displayed: after the rotation below
     height: int
-    frame_rate: Fraction
-    frame_count: int            # as reported by the container; 0 when unknown
+    frame_rate: Fraction        # average rate (frames / duration) when the input is variable-rate
+    frame_count: int            # as reported by the container (or packets counted); 0 when unknown
     pixel_format: str
     is_image: bool
     color: ColorInfo = field(default_factory=ColorInfo)
+    rotation: int = 0           # display-matrix rotation applied when reading, degrees counter-clockwise
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -49,14 +59,54 @@ def _open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a video or image file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    _check_y4m_header(path)
     try:
         container = av.open(str(path), "r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable video or image ({_reason(exc)})") from None
-    if not container.streams.video:
-        container.close()
-        raise InputError(f"{path}: contains no video stream")
     return container
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    """The first real video stream; cover art (an attached picture) does not count."""
+    cover = av.stream.Disposition.attached_pic
+    streams = [s for s in container.streams.video if not s.disposition & cover]
+    if not streams:
+        extra = " (only cover art)" if container.streams.video else ""
+        raise InputError(f"{path}: contains no video stream{extra}")
+    return streams[0]
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    """Refuse sizes the codec cannot hold, before a frame of that size is decoded or allocated."""
+    if width <= 0 or height <= 0:
+        raise InputError(f"{path}: invalid frame size {width}x{height}")
+    if max(width, height) > MAX_DIMENSION or width * height > MAX_PIXELS:
+        raise InputError(f"{path}: frame size {width}x{height} ({width * height / 1e6:.1f} megapixels) "
+                         f"is too large: at most {MAX_DIMENSION} pixels a side and "
+                         f"{MAX_PIXELS / 1e6:.1f} megapixels (8K); downscale it first")
+
+
+def _check_y4m_header(path: Path) -> None:
+    """A y4m header states the size; check it ourselves, since ffmpeg rejects absurd ones with a
+    misleading reason (e.g. 'Device or resource busy')."""
+    if not path.is_file():  # a pipe or device: reading would consume it
+        return
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(256)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({_reason(exc)})") from None
+    if not head.startswith(b"YUV4MPEG2 "):
+        return
+    fields = {t[:1]: t[1:] for t in head.split(b"\n", 1)[0].split()[1:]}
+    try:
+        width, height = int(fields[b"W"]), int(fields[b"H"])
+    except (KeyError, ValueError):
+        raise InputError(f"{path}: malformed y4m header") from None
+    _check_size(path, width, height)
 
 
 def _reason(exc: BaseException) -> str:
@@ -71,46 +121,165 @@ def _enum(value: object, default: int) -> int:
         return default
 
 
+# display-matrix sign pattern (a, b, c, d) -> (transpose, quarter turns counter-clockwise), checked
+# against ffmpeg's own autorotation for every rotation by 90 degrees with and without mirroring
+_ORIENTATIONS = {
+    (1, 0, 0, 1): (False, 0), (0, -1, 1, 0): (False, 1), (-1, 0, 0, -1): (False, 2),
+    (0, 1, -1, 0): (False, 3), (0, 1, 1, 0): (True, 0), (1, 0, 0, -1): (True, 1),
+    (0, -1, -1, 0): (True, 2), (-1, 0, 0, 1): (True, 3),
+}
+
+
+def _orientation(frame: av.VideoFrame) -> tuple[bool, int]:
+    """How to turn this frame upright, as (transpose first, np.rot90 turns): phone videos store
+    sensor-oriented frames plus a display matrix. Angles that are not a multiple of 90 degrees
+    are rounded to the nearest one."""
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    if side is None:
+        return False, 0
+    m = struct.unpack("<9i", bytes(side)[:36])
+    signs = tuple(int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))
+    if signs in _ORIENTATIONS:
+        return _ORIENTATIONS[signs]
+    return False, round(frame.rotation / 90) % 4
+
+
+def _upright(rgb: np.ndarray, orientation: tuple[bool, int]) -> np.ndarray:
+    transpose, turns = orientation
+    if not transpose and not turns:
+        return rgb
+    if transpose:
+        rgb = rgb.transpose(1, 0, 2)
+    return np.ascontiguousarray(np.rot90(rgb, turns))
+
+
+def _display_size(frame: av.VideoFrame) -> tuple[int, int]:
+    transpose, turns = _orientation(frame)
+    swapped = transpose != (turns % 2 == 1)
+    return (frame.height, frame.width) if swapped else (frame.width, frame.height)
+
+
+def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """RGB uint8 with the source's own colour matrix, at (width, height) before rotation."""
+    src_cs = frame.colorspace if frame.colorspace not in (None, 2) else None
+    kwargs = {"src_colorspace": src_cs} if src_cs is not None else {}
+    if (frame.width, frame.height) != (width, height):  # a mid-stream size change
+        kwargs.update(width=width, height=height)
+    try:
+        rgb = frame.reformat(format="rgb24", **kwargs)
+    except (ValueError, av.FFmpegError):
+        kwargs.pop("src_colorspace", None)
+        rgb = frame.reformat(format="rgb24", **kwargs)
+    return _upright(rgb.to_ndarray(), _orientation(frame))
+
+
+@dataclass
+class _Scan:
+    """What one pass over the packets tells: the first frame and, when asked, packet timing."""
+
+    first: av.VideoFrame | None = None
+    packets: int = 0
+    span: Fraction | None = None    # seconds from the first packet's start to the last one's end
+
+
+def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+          path: Path, count: bool) -> _Scan:
+    """Decode the first frame; with count, also read (without decoding) every packet, for
+    containers that do not state a frame count (Matroska, WebM)."""
+    scan = _Scan()
+    lo = hi = last = None
+    tb = stream.time_base or Fraction(1, 1000)
+    try:
+        for packet in container.demux(stream):
+            if scan.first is None:
+                frames = stream.decode(packet)
+                scan.first = frames[0] if frames else None
+            if not count:
+                if scan.first is not None:
+                    break
+                continue
+            if not packet.size:
+                continue
+            scan.packets += 1
+            if packet.pts is not None:
+                end = packet.pts + (packet.duration or 0)
+                lo = packet.pts if lo is None else min(lo, packet.pts)
+                if hi is None or end >= hi:
+                    hi, last = end, packet.duration
+    except av.FFmpegError as exc:
+        if scan.first is None:
+            raise InputError(f"{path}: cannot decode video ({_reason(exc)})") from None
+        return _Scan(scan.first)  # a damaged tail: the count is unreliable, leave it unknown
+    if scan.first is None:
+        raise InputError(f"{path}: no video frames could be decoded")
+    if scan.packets > 1 and hi is not None and hi > lo:
+        span = Fraction(hi - lo) * tb
+        if not last:  # the last frame's duration is unknown: assume the average interval
+            span = span * scan.packets / (scan.packets - 1)
+        scan.span = span
+    return scan
+
+
+def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int,
+                span: Fraction | None) -> Fraction:
+    """The one rate a .tok stores. For a variable-rate input that is the average, frames over
+    duration, so that every frame is kept and the total duration survives."""
+    if is_image:
+        return DEFAULT_IMAGE_RATE
+    nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
+    nominal = Fraction(nominal) if nominal and nominal > 0 else None
+    duration = Fraction(stream.duration) * stream.time_base if stream.duration and stream.time_base else span
+    if frames > 1 and duration and duration > 0:
+        measured = Fraction(frames) / duration
+        if nominal is None or abs(nominal - measured) > measured / 100:
+            return measured.limit_denominator(1001)
+    return nominal or DEFAULT_IMAGE_RATE
+
+
 def probe(path: Path | str) -> VideoInfo:
+    """Size (upright), rate, frame count and colour of a video or image, checked to be codable:
+    the size limits are applied before any frame is decoded, then the first frame is decoded."""
     path = Path(path)
     container = _open_input(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         ctx = stream.codec_context
-        width, height = ctx.width, ctx.height
-        if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
-            raise InputError(f"{path}: unsupported frame size {width}x{height}")
-        is_image = path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in (
-            "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        rate = Fraction(rate) if rate else DEFAULT_IMAGE_RATE
-        if is_image or rate <= 0:
-            rate = DEFAULT_IMAGE_RATE
+        _check_size(path, ctx.width, ctx.height)
+        fmt = container.format.name
+        is_image = path.suffix.lower() in IMAGE_SUFFIXES or fmt in _IMAGE_FORMATS
+        count = not stream.frames and not is_image and fmt not in _CONSTANT_RATE_FORMATS
+        scan = _scan(container, stream, path, count)
+        first = scan.first
+        _check_size(path, first.width, first.height)
+        width, height = _display_size(first)
+        frames = int(stream.frames or scan.packets)
+        rate = _frame_rate(stream, is_image, frames, scan.span)
         color = ColorInfo(_enum(getattr(ctx, "color_range", 0), 0), _enum(getattr(ctx, "colorspace", 2), 2),
                           _enum(getattr(ctx, "color_primaries", 2), 2), _enum(getattr(ctx, "color_trc", 2), 2))
         pix = ctx.format.name if ctx.format is not None else "unknown"
-        return VideoInfo(width, height, rate, int(stream.frames or 0), pix, is_image, color)
+        rotation = round(first.rotation / 90) * 90 % 360
+        return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation)
     finally:
         container.close()
 
 
 def iter_frames(path: Path | str, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix."""
+    """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix,
+    turned upright by the display matrix, all at the first frame's size."""
     path = Path(path)
     container = _open_input(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
+        _check_size(path, stream.codec_context.width, stream.codec_context.height)
         stream.thread_type = "AUTO"
         count = 0
+        size: tuple[int, int] | None = None
         try:
             for frame in container.decode(stream):
-                src_cs = frame.colorspace if frame.colorspace not in (None, 2) else None
-                kwargs = {"src_colorspace": src_cs} if src_cs is not None else {}
-                try:
-                    rgb = frame.reformat(format="rgb24", **kwargs)
-                except (ValueError, av.FFmpegError):
-                    rgb = frame.reformat(format="rgb24")
-                yield rgb.to_ndarray()
+                if size is None:
+                    size = (frame.width, frame.height)
+                    _check_size(path, *size)
+                yield _to_rgb(frame, *size)
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     return
@@ -146,13 +315,18 @@ class FrameWriter:
     """Writes RGB uint8 frames to a video, one image, or a directory of numbered PNGs."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction,
-                 color: ColorInfo | None = None, crf: int = 12) -> None:
+                 color: ColorInfo | None = None, crf: int = 12, audio: AudioTrack | None = None) -> None:
         self.path, self.width, self.height = path, width, height
+        self.rate = rate
         self.kind = output_kind(path)
         self.count = 0
         self.container: av.container.OutputContainer | None = None
         self.stream = None
+        self.audio: AudioMuxer | None = None
+        self.audio_note = "none"   # what happened to the audio: none / copied / re-encoded / dropped (why)
         self.color = color or ColorInfo()
+        if self.kind == "dir" and audio is not None:
+            self.audio_note = "dropped (a directory of PNGs holds no audio; decode to .mkv or .mp4 to keep it)"
         if self.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
             return
@@ -182,9 +356,18 @@ class FrameWriter:
                     self.stream.codec_context.color_primaries = 1
                     self.stream.codec_context.color_trc = 1
             self.stream.width, self.stream.height = width, height
+            if audio is not None:
+                self._add_audio(audio, suffix)
         except (av.FFmpegError, OSError, ValueError) as exc:
             self.close()
             raise OutputError(f"{path}: cannot open for writing ({_reason(exc)})") from None
+
+    def _add_audio(self, audio: AudioTrack, suffix: str) -> None:
+        if suffix not in COPYABLE:
+            self.audio_note = f"dropped ({suffix or 'this output'} holds no audio; decode to .mkv or .mp4 to keep it)"
+            return
+        self.audio = AudioMuxer(self.container, suffix, audio)
+        self.audio_note = "re-encoded to Opus" if self.audio.reencoded else f"{audio.codec} copied"
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -198,6 +381,8 @@ class FrameWriter:
             for packet in self.stream.encode(vf):
                 self.container.mux(packet)
         self.count += 1
+        if self.audio is not None:
+            self.audio.mux_until(float(self.count / self.rate) + MUX_AHEAD_SECONDS)
 
     @staticmethod
     def _write_png(path: Path, frame: np.ndarray) -> None:
@@ -217,7 +402,11 @@ class FrameWriter:
                 if self.stream is not None and self.count:
                     for packet in self.stream.encode():
                         self.container.mux(packet)
+                if self.audio is not None and self.count:
+                    self.audio.finish()
             finally:
+                if self.audio is not None:
+                    self.audio.close()
                 self.container.close()
                 self.container = None
 

@@ -1,8 +1,8 @@
 """The .tok container (specified in docs/FORMAT.md).
 
-File = header, chunks (one per GOP), index, trailer. Little-endian throughout. Every byte is
-covered by a CRC32: the header's, each chunk's (its fixed fields and payload), the index's and the
-trailer's. The index is written last, so a writer can stream; the reader validates every size
+File = header, chunks (one per GOP), an optional audio block, index, trailer. Little-endian
+throughout. Every byte is covered by a CRC32: the header's, each chunk's (its fixed fields and
+payload), the audio block's, the index's and the trailer's. The index is written last, so a writer can stream; the reader validates every size
 field against the header and the file size before it allocates anything.
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ MAGIC = b"TOKCODEC"
 CHUNK_MAGIC = b"CHNK"
 INDEX_MAGIC = b"INDX"
 TRAILER_MAGIC = b"TOKEND\r\n"
+AUDIO_MAGIC = b"AUDI"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1           # 1.1 adds the optional audio block; files without audio are written as 1.0
 
 # header: magic, major, minor, header_size, flags, width, height, coded_w, coded_h, padded_w,
 # padded_h, rate_num, rate_den, frame_count, color_range, colorspace, primaries, transfer,
@@ -38,13 +39,20 @@ _INDEX_ENTRY = struct.Struct("<QQII")  # offset, first_frame, frames, payload_le
 # trailer: index_offset, index_size, frame_count, chunk_count, crc, magic
 _TRAILER = struct.Struct("<QIQII8s")
 TRAILER_SIZE = _TRAILER.size
+# audio block: magic, block header size, kind, start offset (microseconds, signed), payload length,
+# payload crc, crc of the preceding fields
+_AUDIO = struct.Struct("<4sHHqQII")
+AUDIO_HEADER_SIZE = _AUDIO.size
+AUDIO_KIND_MATROSKA = 1
 
 FLAG_UNTRAINED = 1
+FLAG_AUDIO = 2
 PRECISIONS = {0: "fp32", 1: "bf16", 2: "fp16"}
 MAX_FRAMES = 1 << 40
 MAX_DIM = 16384
 MAX_GOP = 4097
 MAX_CHUNKS = 1 << 28
+MAX_BITS = 20               # the widest token the entropy coders take
 
 
 @dataclass
@@ -70,6 +78,7 @@ class Header:
     primaries: int = 2
     transfer: int = 2
     untrained: bool = False
+    has_audio: bool = False
     version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
 
     def latent_shape(self, frames_in_gop: int) -> tuple[int, int, int]:
@@ -83,7 +92,9 @@ class Header:
         if len(name) > 32:
             raise ValueError("model name longer than 32 bytes")
         prec = {v: k for k, v in PRECISIONS.items()}[self.precision]
-        fields_ = (MAGIC, VERSION_MAJOR, VERSION_MINOR, HEADER_SIZE, FLAG_UNTRAINED if self.untrained else 0,
+        flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0)
+        minor = 1 if self.has_audio else 0   # the oldest format that can hold this file
+        fields_ = (MAGIC, VERSION_MAJOR, minor, HEADER_SIZE, flags,
                    self.width, self.height, self.coded_width, self.coded_height, self.padded_width,
                    self.padded_height, self.frame_rate.numerator, self.frame_rate.denominator,
                    self.frame_count, self.color_range, self.colorspace, self.primaries, self.transfer,
@@ -113,7 +124,7 @@ class Header:
                          ("padded width", pw), ("padded height", ph)):
             if not 0 < v <= MAX_DIM:
                 raise FormatError(f"{source}: {label} {v} out of range")
-        if tf not in (1, 2, 4, 8, 16) or sf not in (1, 2, 4, 8, 16, 32) or not 1 <= bits <= 24:
+        if tf not in (1, 2, 4, 8, 16) or sf not in (1, 2, 4, 8, 16, 32) or not 1 <= bits <= MAX_BITS:
             raise FormatError(f"{source}: invalid compression factors {tf}x{sf}x{sf} / {bits} bits")
         if pw % sf or ph % sf or pw < cw or ph < ch or pw - cw >= sf or ph - ch >= sf:
             raise FormatError(f"{source}: inconsistent padding {cw}x{ch} -> {pw}x{ph}")
@@ -127,7 +138,7 @@ class Header:
             raise FormatError(f"{source}: invalid model name in header") from None
         return cls(w, h, cw, ch, pw, ph, Fraction(rn, rd), nframes, gop, tf, sf, bits, coder,
                    model_name, sha.hex(), PRECISIONS[prec], crange, cspace, prim, trc,
-                   bool(flags & FLAG_UNTRAINED), (major, minor))
+                   bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), (major, minor))
 
 
 @dataclass
@@ -136,6 +147,22 @@ class ChunkEntry:
     first_frame: int
     frames: int
     payload_len: int
+
+
+@dataclass
+class AudioEntry:
+    offset: int                  # of the payload
+    payload_len: int
+    crc: int
+    start_offset_us: int         # audio start relative to the first video frame
+    kind: int
+
+
+@dataclass
+class AudioBlock:
+    kind: int
+    start_offset_us: int
+    data: bytes
 
 
 @dataclass
@@ -154,6 +181,45 @@ def max_payload_bytes(header: Header, latent: tuple[int, int, int]) -> int:
     return raw + raw // 8 + 4096 + 16 * latent[0]
 
 
+def chunk_at(buf: bytes | memoryview, offset: int, header: Header) -> Chunk | None:
+    """The chunk starting at ``offset`` of ``buf`` if one is there intact (magic, sizes that fit the
+    header and the buffer, CRC), else None. Used to salvage chunks without trusting the index."""
+    if offset < 0 or offset + CHUNK_HEADER_SIZE > len(buf) or bytes(buf[offset:offset + 4]) != CHUNK_MAGIC:
+        return None
+    magic, idx, first, frames, lt, lh, lw, plen, crc = _CHUNK.unpack_from(buf, offset)
+    if not 1 <= frames <= header.gop or (lt, lh, lw) != header.latent_shape(frames) \
+            or plen > max_payload_bytes(header, (lt, lh, lw)) \
+            or offset + CHUNK_HEADER_SIZE + plen > len(buf) or first > MAX_FRAMES:
+        return None
+    payload = bytes(buf[offset + CHUNK_HEADER_SIZE:offset + CHUNK_HEADER_SIZE + plen])
+    if zlib.crc32(payload, zlib.crc32(bytes(buf[offset:offset + CHUNK_HEADER_SIZE - 4]))) != crc:
+        return None
+    return Chunk(idx, first, frames, (lt, lh, lw), payload)
+
+
+def audio_at(buf: bytes | memoryview, offset: int) -> AudioBlock | None:
+    """The audio block starting at ``offset`` if one is there intact, else None."""
+    if offset < 0 or offset + AUDIO_HEADER_SIZE > len(buf):
+        return None
+    raw = bytes(buf[offset:offset + AUDIO_HEADER_SIZE])
+    magic, size, kind, start_us, plen, pcrc, crc = _AUDIO.unpack(raw)
+    if magic != AUDIO_MAGIC or zlib.crc32(raw[:-4]) != crc or size != AUDIO_HEADER_SIZE \
+            or kind != AUDIO_KIND_MATROSKA or offset + size + plen > len(buf):
+        return None
+    data = bytes(buf[offset + size:offset + size + plen])
+    return AudioBlock(kind, start_us, data) if zlib.crc32(data) == pcrc else None
+
+
+def trailer_frames(buf: bytes | memoryview) -> int | None:
+    """Total frame count from an intact trailer at the end of ``buf``, else None."""
+    if len(buf) < TRAILER_SIZE:
+        return None
+    raw = bytes(buf[len(buf) - TRAILER_SIZE:])
+    _, _, frames, _, crc, magic = _TRAILER.unpack(raw)
+    ok = magic == TRAILER_MAGIC and zlib.crc32(raw[:-12]) == crc and frames <= MAX_FRAMES
+    return frames if ok else None
+
+
 class ContainerWriter:
     """Streams a .tok file: header first, chunks as they come, index and trailer at close."""
 
@@ -163,7 +229,14 @@ class ContainerWriter:
         self.entries: list[ChunkEntry] = []
         self.frames = 0
         self.pos = 0
+        self.audio: AudioBlock | None = None
         self._write(header.pack())
+
+    def set_audio(self, data: bytes, start_offset_us: int, kind: int = AUDIO_KIND_MATROSKA) -> None:
+        """Audio to store after the last chunk (the header must have been made with has_audio)."""
+        if not self.header.has_audio:
+            raise ValueError("the header was written without the audio flag")
+        self.audio = AudioBlock(kind, start_offset_us, data)
 
     def _write(self, data: bytes) -> None:
         self.fh.write(data)
@@ -179,7 +252,17 @@ class ContainerWriter:
         self._write(fixed + struct.pack("<I", crc) + payload)
         self.frames += frames
 
+    def _write_audio(self) -> None:
+        if self.audio is None:
+            raise ValueError("the header announces audio but none was given")
+        a = self.audio
+        fixed = _AUDIO.pack(AUDIO_MAGIC, AUDIO_HEADER_SIZE, a.kind, a.start_offset_us, len(a.data),
+                            zlib.crc32(a.data), 0)[:-4]
+        self._write(fixed + struct.pack("<I", zlib.crc32(fixed)) + a.data)
+
     def close(self) -> None:
+        if self.header.has_audio:
+            self._write_audio()
         index = bytearray(_INDEX_HEAD.pack(INDEX_MAGIC, len(self.entries)))
         for e in self.entries:
             index += _INDEX_ENTRY.pack(e.offset, e.first_frame, e.frames, e.payload_len)
@@ -207,6 +290,7 @@ class ContainerReader:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.source = str(self.path)
+        self.audio_entry: AudioEntry | None = None
         try:
             self.fh = self.path.open("rb")
         except OSError as exc:
@@ -249,12 +333,40 @@ class ContainerReader:
             pos = e.offset + CHUNK_HEADER_SIZE + e.payload_len
             next_frame += e.frames
             entries.append(e)
+        if h.has_audio:
+            self.audio_entry = self._read_audio_entry(pos, idx_off)
+            pos = idx_off
         if pos != idx_off or next_frame != frames:
-            raise FormatError(f"{src}: chunks do not add up to the index (file corrupted)")
+            newer = " or made by a newer tokcodec" if h.version[1] > VERSION_MINOR else ""
+            raise FormatError(f"{src}: chunks do not add up to the index (file corrupted{newer})")
         if h.frame_count not in (0, frames):
             raise FormatError(f"{src}: header says {h.frame_count} frames, index {frames}")
         self.frame_count = frames
         return entries
+
+    def _read_audio_entry(self, pos: int, end: int) -> AudioEntry:
+        src = self.source
+        if end - pos < AUDIO_HEADER_SIZE:
+            raise FormatError(f"{src}: the audio block is missing (file corrupted)")
+        self.fh.seek(pos)
+        raw = self.fh.read(AUDIO_HEADER_SIZE)
+        magic, size, kind, start_us, plen, pcrc, crc = _AUDIO.unpack(raw)
+        if magic != AUDIO_MAGIC or zlib.crc32(raw[:-4]) != crc:
+            raise FormatError(f"{src}: audio block header corrupted")
+        if size != AUDIO_HEADER_SIZE or kind != AUDIO_KIND_MATROSKA or pos + size + plen != end:
+            raise FormatError(f"{src}: audio block does not fit the file (file corrupted)")
+        return AudioEntry(pos + size, plen, pcrc, start_us, kind)
+
+    def read_audio(self) -> AudioBlock | None:
+        """The stored audio (None when the file has none), checked against its CRC."""
+        e = self.audio_entry
+        if e is None:
+            return None
+        self.fh.seek(e.offset)
+        data = self.fh.read(e.payload_len)
+        if len(data) != e.payload_len or zlib.crc32(data) != e.crc:
+            raise FormatError(f"{self.source}: audio checksum mismatch (file corrupted)")
+        return AudioBlock(e.kind, e.start_offset_us, data)
 
     def read_chunk(self, i: int) -> Chunk:
         e = self.entries[i]

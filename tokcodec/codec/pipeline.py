@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tokcodec.codec.container import ContainerReader, ContainerWriter, Header
-from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
+from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header
+from tokcodec.codec.entropy import DEFAULT_CODER_ID, TokenCoder, get_coder
+from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.device import Runtime, select_runtime
-from tokcodec.errors import InputError, ModelError, OutputError, TokcodecError
+from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
 from tokcodec.model.zoo import LoadedModel, load_tokenizer
 
@@ -43,6 +45,7 @@ class EncodeStats:
     device: str
     precision: str
     scale: float = 1.0
+    audio: str = "none"          # what was kept of the source's audio
 
     @property
     def bpp(self) -> float:
@@ -70,6 +73,9 @@ class DecodeStats:
     seconds: float
     device: str
     precision: str
+    audio: str = "none"
+    lost_frames: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges (--salvage)
+    problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
 
     @property
     def fps(self) -> float:
@@ -173,11 +179,21 @@ def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, 
         primaries=color.primaries, transfer=color.transfer, untrained=not loaded.trained)
 
 
+def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction) -> tuple[AudioTrack | None, str]:
+    """The audio to store and how to describe it in the stats."""
+    if not keep:
+        return None, "dropped (--no-audio)" if has_audio(src) else "none"
+    track = extract_audio(src, float(max_frames / rate) if max_frames else None)
+    return track, track.describe() if track is not None else "none"
+
+
 def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel = "default",
                  gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  coder_id: int | None = None, overwrite: bool = False,
-                 progress: ProgressFn | None = None, max_frames: int | None = None) -> EncodeStats:
-    """Encode a video (or image) file into a .tok file. Returns sizes and timings."""
+                 progress: ProgressFn | None = None, max_frames: int | None = None,
+                 audio: bool = True) -> EncodeStats:
+    """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
+    ``audio`` is False. Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     info = probe(src)
     check_output(dst, overwrite)
@@ -186,6 +202,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     cfg = loaded.config
     header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
                          gop=gop, scale=scale, coder_id=coder_id, color=info.color)
+    track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
+    header.has_audio = track is not None
     coder = get_coder(header.coder_id)
     tmp = temp_path(dst)
     start = time.perf_counter()
@@ -204,6 +222,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                     progress(len(group))
             if frames == 0:
                 raise InputError(f"{src}: no frames decoded")
+            if track is not None:
+                writer.set_audio(track.data, round(track.start_offset * 1_000_000))
             writer.close()
         os.replace(tmp, dst)
     except OSError as exc:
@@ -213,7 +233,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             tmp.unlink()
     seconds = time.perf_counter() - start
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
-                       tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale)
+                       tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
+                       audio_note)
 
 
 def open_tok(src: str | Path) -> ContainerReader:
@@ -232,54 +253,118 @@ def model_for_header(header: Header, model: str | LoadedModel | None, source: st
     return loaded
 
 
+def _decode_chunk(coder: TokenCoder, chunk: Chunk, bits: int, source: str) -> np.ndarray:
+    try:
+        return coder.decode(chunk.payload, chunk.latent_shape, bits)
+    except TokcodecError as exc:
+        raise type(exc)(f"{source}: chunk {chunk.index}: {exc}") from None
+
+
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
     """(frames, tokens (t, h, w)) per chunk, without running the decoder network."""
-    h = reader.header
-    coder = get_coder(h.coder_id)
+    coder = get_coder(reader.header.coder_id)
+    for chunk in reader.chunks():
+        yield chunk.frames, _decode_chunk(coder, chunk, reader.header.bits, reader.source)
+
+
+def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(first frame, frames, tokens) of the chunks whose tokens decode; the others are noted."""
+    coder = get_coder(reader.header.coder_id)
     for chunk in reader.chunks():
         try:
-            tokens = coder.decode(chunk.payload, chunk.latent_shape, h.bits)
+            yield chunk.first_frame, chunk.frames, coder.decode(chunk.payload, chunk.latent_shape,
+                                                                reader.header.bits)
         except TokcodecError as exc:
-            raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
-        yield chunk.frames, tokens
+            lost.append(f"chunk {chunk.index}: {exc}")
+
+
+@dataclass
+class _GapFiller:
+    """Writes frames in order, filling frames lost to damage with the last good frame (or black)."""
+
+    writer: FrameWriter
+    height: int
+    width: int
+    written: int = 0
+    last: np.ndarray | None = None
+    filled: list[tuple[int, int]] = field(default_factory=list)  # inclusive frame ranges
+
+    def fill_to(self, frame_number: int) -> None:
+        if frame_number <= self.written:
+            return
+        self.filled.append((self.written, frame_number - 1))
+        filler = self.last if self.last is not None else np.zeros((self.height, self.width, 3), np.uint8)
+        for _ in range(frame_number - self.written):
+            self.writer.write(filler)
+        self.written = frame_number
+
+    def write(self, frame: np.ndarray) -> None:
+        self.writer.write(frame)
+        self.last = frame
+        self.written += 1
 
 
 def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
-                 progress: ProgressFn | None = None) -> DecodeStats:
-    """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs."""
+                 progress: ProgressFn | None = None, audio: bool = True,
+                 salvage: bool = False) -> DecodeStats:
+    """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs.
+
+    The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False. With ``salvage``,
+    a damaged file decodes from its intact chunks: lost frames repeat the last good frame (black
+    before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them."""
     src, dst = Path(src), Path(dst)
     kind = output_kind(dst)
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
-    with open_tok(src) as reader:
+    reader = open_salvage(src) if salvage else open_tok(src)
+    with reader:
         h = reader.header
         if kind == "image" and reader.frame_count != 1:
             raise OutputError(f"{dst}: an image output holds one frame, the file has {reader.frame_count} "
                               "(use a video extension or a directory)")
         loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
+        track = _stored_audio(reader, audio)
         out_path = dst if kind == "dir" else temp_path(dst)
         start = time.perf_counter()
-        frames = 0
+        damaged: list[str] = []
         try:
             color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-            with FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:
-                for n, tokens in decode_tokens(reader):
+            with FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
+                out = _GapFiller(writer, h.height, h.width)
+                gops = (_salvaged_tokens(reader, damaged) if salvage else
+                        ((c.first_frame, c.frames, _decode_chunk(get_coder(h.coder_id), c, h.bits, str(src)))
+                         for c in reader.chunks()))
+                for first, n, tokens in gops:
+                    out.fill_to(first)
                     idx = torch.from_numpy(tokens.astype(np.int64)).unsqueeze(0).to(runtime.device)
                     with torch.inference_mode(), runtime.autocast():
                         video = loaded.tokenizer.decode_indices(idx)
                     for frame in tensor_to_frames(video, n, h):
-                        writer.write(frame)
-                    frames += n
+                        out.write(frame)
                     if progress:
                         progress(n)
+                out.fill_to(reader.frame_count)
+                audio_note = writer.audio_note
             if kind != "dir":
                 os.replace(out_path, dst)
+        except FormatError as exc:
+            raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
         finally:
             if kind != "dir" and out_path.exists():
                 out_path.unlink()
-    return DecodeStats(str(src), str(dst), frames, h.width, h.height, time.perf_counter() - start,
-                       str(runtime.device), runtime.precision)
+        problems = reader.problems + damaged if salvage else []
+    if audio and h.has_audio and track is None:
+        audio_note = "lost (audio block damaged)"
+    return DecodeStats(str(src), str(dst), out.written, h.width, h.height, time.perf_counter() - start,
+                       str(runtime.device), runtime.precision, audio_note, out.filled, problems)
+
+
+def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool) -> AudioTrack | None:
+    if not keep or not reader.header.has_audio:
+        return None
+    block = reader.audio if isinstance(reader, SalvageReader) else reader.read_audio()
+    return read_track(block.data, block.start_offset_us / 1_000_000) if block is not None else None
 
 
 def read_tokens(src: str | Path) -> tuple[Header, list[np.ndarray], list[int]]:
@@ -322,6 +407,13 @@ def file_info(src: str | Path) -> dict:
         header["frame_rate"] = f"{h.frame_rate.numerator}/{h.frame_rate.denominator}"
         header["version"] = f"{h.version[0]}.{h.version[1]}"
         header["coder"] = coder.name
+        audio = None
+        if h.has_audio:
+            block = reader.read_audio()
+            track = read_track(block.data, block.start_offset_us / 1_000_000)
+            audio = {"codec": track.codec, "sample_rate": track.sample_rate, "channels": track.channels,
+                     "duration_seconds": track.duration, "start_offset_seconds": track.start_offset,
+                     "bytes": len(track.data)}
         return {
             "file": str(src), "bytes": size, "frames": frames, "width": h.width, "height": h.height,
             "tokens": tokens_total, "chunks_count": len(chunks),
@@ -333,6 +425,7 @@ def file_info(src: str | Path) -> dict:
             "bits_per_token_later_latent_frames": later_bits / later_tokens if later_tokens else None,
             "kbps": 8 * size / 1000 / max(1e-9, float(frames / h.frame_rate)) if frames else 0.0,
             "untrained_model": h.untrained,
+            "audio": audio,
             "header": header, "chunks": chunks,
         }
 

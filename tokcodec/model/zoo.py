@@ -1,7 +1,9 @@
 """Loading tokenizers: named presets with shipped weights, or a user's safetensors file.
 
 Weights are safetensors only (no pickle). Every loaded model carries the SHA-256 of its weights,
-which the container records so a decoder can refuse tokens made by other weights.
+which the container records so a decoder can refuse tokens made by other weights. Shipped weights
+are checked against weights/SHA256SUMS before use, so a damaged installation fails loudly instead
+of decoding garbage.
 """
 from __future__ import annotations
 
@@ -44,7 +46,52 @@ def shipped_weights_path(preset: str) -> Path:
     return WEIGHTS_DIR / f"{preset}.safetensors"
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+def shipped_digests() -> dict[str, str]:
+    """File name -> SHA-256 of the weights this package ships (from weights/SHA256SUMS)."""
+    sums = WEIGHTS_DIR / "SHA256SUMS"
+    if not sums.exists():
+        return {}
+    out = {}
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and len(parts[0]) == 64:
+            out[parts[1].lstrip("*")] = parts[0].lower()
+    return out
+
+
+def _check_shipped(path: Path, digest: str) -> None:
+    expected = shipped_digests().get(path.name)
+    if expected is None:
+        raise ModelError(f"{path}: shipped weights are not listed in {WEIGHTS_DIR / 'SHA256SUMS'} "
+                         "(damaged installation; reinstall tokcodec)")
+    if digest != expected:
+        raise ModelError(f"{path}: shipped weights are damaged (sha256 {digest[:16]}..., expected "
+                         f"{expected[:16]}...); reinstall tokcodec")
+
+
+def weights_sha256(name_or_path: str) -> str:
+    """SHA-256 of the weights a name or path resolves to, without building the model when a file
+    holds them (random-init presets are built: their hash is that of their state)."""
+    as_path = Path(name_or_path)
+    if name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists()):
+        path = as_path
+    else:
+        preset = resolve_name(name_or_path)
+        get_preset(preset)
+        path = shipped_weights_path(preset)
+        if not path.exists():
+            return load_tokenizer(preset).sha256
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
+
+
+def _read_weights(path: Path, shipped: bool) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -56,6 +103,8 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], 
     except OSError as exc:
         raise ModelError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
     digest = hashlib.sha256(data).hexdigest()
+    if shipped:
+        _check_shipped(path, digest)  # before a byte of it is parsed
     try:
         from safetensors import safe_open  # noqa: F401  (metadata is read from the header below)
         header_len = int.from_bytes(data[:8], "little")
@@ -102,7 +151,7 @@ def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "
 
 
 def _load_file(path: Path, preset: str | None, device: str | torch.device) -> LoadedModel:
-    tensors, metadata, digest = _read_weights(path)
+    tensors, metadata, digest = _read_weights(path, shipped=preset is not None)
     if metadata.get(FORMAT_KEY) != WEIGHTS_FORMAT or CONFIG_KEY not in metadata:
         raise ModelError(f"{path}: not a tokcodec weights file (missing {FORMAT_KEY}/{CONFIG_KEY} metadata)")
     try:

@@ -1,0 +1,262 @@
+"""The audio of a video, kept beside its tokens: extracted on encode, muxed back on decode.
+
+tokcodec codes only pictures, so a source's first audio stream is carried through untouched: its
+packets are copied into a small in-memory Matroska file (re-encoded to Opus only when Matroska
+cannot hold the codec), which the .tok stores as one block with the audio's start time relative
+to the first video frame. On decode the packets go into the output container next to the video,
+copied when that container accepts the codec and re-encoded to Opus otherwise, shifted by the same
+offset so picture and sound stay in sync.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+
+from tokcodec.errors import FormatError, InputError, OutputError
+
+# Audio codecs each output container takes as they are (others are re-encoded to Opus).
+COPYABLE = {
+    ".mkv": None,  # Matroska holds any audio codec
+    ".mp4": {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"},
+    ".mov": {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be",
+             "pcm_s24le", "pcm_f32le"},
+}
+OPUS_RATE = 48000
+OPUS_BITRATE = 128_000
+MUX_AHEAD_SECONDS = 0.5  # audio is interleaved this far ahead of the last video frame written
+
+
+@dataclass
+class AudioTrack:
+    """One audio stream as a Matroska file, starting ``start_offset`` seconds after the video."""
+
+    data: bytes
+    start_offset: float
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float
+    reencoded: bool = False
+
+    def describe(self) -> str:
+        how = "re-encoded to Opus" if self.reencoded else "copied"
+        return (f"{self.codec} {self.sample_rate} Hz {self.channels} ch, {self.duration:.2f} s "
+                f"from {self.start_offset:+.3f} s ({how}, {len(self.data)} bytes)")
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+def _video_start(container: av.container.InputContainer) -> float:
+    """Presentation time of the first video frame (the zero point of the .tok's timeline)."""
+    stream = container.streams.video[0]
+    return _seconds(stream.start_time, stream.time_base) or 0.0
+
+
+def has_audio(src: Path) -> bool:
+    try:
+        with av.open(str(src)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError):
+        return False
+
+
+def extract_audio(src: str | Path, max_seconds: float | None = None) -> AudioTrack | None:
+    """The first audio stream of ``src`` (None when it has none), cut at ``max_seconds`` of video
+    time when given (an encode of the first N frames keeps the matching audio)."""
+    src = Path(src)
+    try:
+        with av.open(str(src)) as container:
+            if not container.streams.audio:
+                return None
+            video_start = _video_start(container) if container.streams.video else 0.0
+            try:
+                return _copy_packets(container, video_start, max_seconds)
+            except (av.FFmpegError, ValueError):
+                pass  # Matroska refused the codec (or its packets): re-encode below
+        with av.open(str(src)) as container:
+            return _reencode(container, video_start, max_seconds)
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{src}: cannot read the audio stream ({str(exc).splitlines()[0][:160]}); "
+                         "use --no-audio to encode the video alone") from None
+
+
+def _in_range(t: float, video_start: float, max_seconds: float | None) -> bool:
+    return max_seconds is None or t - video_start < max_seconds
+
+
+def _copy_packets(container: av.container.InputContainer, video_start: float,
+                  max_seconds: float | None) -> AudioTrack | None:
+    stream = container.streams.audio[0]
+    buf = io.BytesIO()
+    first: int | None = None
+    last_end = 0
+    with av.open(buf, "w", format="matroska") as out:
+        out_stream = out.add_stream_from_template(stream)
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            if not _in_range(float(packet.pts * stream.time_base), video_start, max_seconds):
+                break
+            if first is None:
+                first = packet.pts
+            packet.pts -= first
+            packet.dts = packet.pts if packet.dts is None else packet.dts - first
+            last_end = max(last_end, packet.pts + (packet.duration or 0))
+            packet.stream = out_stream
+            out.mux(packet)
+    if first is None:
+        return None
+    ctx = stream.codec_context
+    return AudioTrack(buf.getvalue(), float(first * stream.time_base) - video_start, ctx.name,
+                      ctx.sample_rate, ctx.channels, float(last_end * stream.time_base))
+
+
+def _reencode(container: av.container.InputContainer, video_start: float,
+              max_seconds: float | None) -> AudioTrack | None:
+    stream = container.streams.audio[0]
+    buf = io.BytesIO()
+    start: float | None = None
+    samples = 0
+    with av.open(buf, "w", format="matroska") as out:
+        out_stream = out.add_stream("libopus", rate=OPUS_RATE)
+        out_stream.bit_rate = OPUS_BITRATE
+        resampler = av.AudioResampler(format="flt", layout="stereo", rate=OPUS_RATE)
+        for frame in container.decode(stream):
+            t = _seconds(frame.pts, frame.time_base)
+            if t is not None and not _in_range(t, video_start, max_seconds):
+                break
+            if start is None:
+                start = t if t is not None else video_start
+            for out_frame in resampler.resample(frame):
+                out_frame.pts = samples
+                out_frame.time_base = Fraction(1, OPUS_RATE)
+                samples += out_frame.samples
+                for packet in out_stream.encode(out_frame):
+                    out.mux(packet)
+        for out_frame in resampler.resample(None):
+            out_frame.pts = samples
+            out_frame.time_base = Fraction(1, OPUS_RATE)
+            samples += out_frame.samples
+            for packet in out_stream.encode(out_frame):
+                out.mux(packet)
+        for packet in out_stream.encode(None):
+            out.mux(packet)
+    if start is None:
+        return None
+    return AudioTrack(buf.getvalue(), start - video_start, "opus", OPUS_RATE, 2, samples / OPUS_RATE,
+                      reencoded=True)
+
+
+def read_track(data: bytes, start_offset: float) -> AudioTrack:
+    """Describe a stored Matroska audio block (codec, rate, channels, duration)."""
+    try:
+        with av.open(io.BytesIO(data), "r", format="matroska") as container:
+            if not container.streams.audio:
+                raise ValueError("no audio stream")
+            stream = container.streams.audio[0]
+            ctx = stream.codec_context
+            if ctx is None or not ctx.name or not ctx.sample_rate:
+                raise ValueError("no decodable audio stream")
+            end = 0
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    end = max(end, packet.pts + (packet.duration or 0))
+            return AudioTrack(data, start_offset, ctx.name, ctx.sample_rate, ctx.channels,
+                              float(end * stream.time_base))
+    except (av.FFmpegError, ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
+        # a damaged block is parsed by FFmpeg's Matroska demuxer: any of its failures is "unreadable"
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise FormatError(f"stored audio is unreadable ({reason})") from None
+
+
+class AudioMuxer:
+    """Interleaves a stored audio track into an output container as the video is written."""
+
+    def __init__(self, output: av.container.OutputContainer, suffix: str, track: AudioTrack) -> None:
+        self.output = output
+        self.track = track
+        self.source = av.open(io.BytesIO(track.data), "r", format="matroska")
+        self.in_stream = self.source.streams.audio[0]
+        copyable = COPYABLE.get(suffix.lower(), set())
+        self.copy = copyable is None or self.in_stream.codec_context.name in copyable
+        if self.copy:
+            self.out_stream = output.add_stream_from_template(self.in_stream)
+        else:
+            self.out_stream = output.add_stream("libopus", rate=OPUS_RATE)
+            self.out_stream.bit_rate = OPUS_BITRATE
+            self.resampler = av.AudioResampler(format="flt", layout="stereo", rate=OPUS_RATE)
+            self.samples = 0
+        self.reencoded = not self.copy
+        self.packets = self._shifted_packets()
+        self.pending = None
+        self.done = False
+
+    def _shifted_packets(self) -> Iterator[av.Packet]:
+        """Packets on the output timeline: shifted by the start offset, those before 0 dropped."""
+        tb = self.in_stream.time_base
+        shift = round(Fraction(self.track.start_offset).limit_denominator(1_000_000) / tb)
+        for packet in self.source.demux(self.in_stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            packet.pts += shift
+            packet.dts = packet.pts if packet.dts is None else packet.dts + shift
+            if packet.pts < 0:
+                continue
+            yield packet
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Write the audio that plays before ``seconds`` (all of it when None)."""
+        while not self.done:
+            if self.pending is None:
+                self.pending = next(self.packets, None)
+                if self.pending is None:
+                    self.done = True
+                    break
+            packet = self.pending
+            if seconds is not None and float(packet.pts * self.in_stream.time_base) > seconds:
+                break
+            self.pending = None
+            self._write(packet)
+
+    def _write(self, packet: av.Packet) -> None:
+        if self.copy:
+            packet.stream = self.out_stream
+            self.output.mux(packet)
+            return
+        for frame in packet.decode():
+            start = round(float(packet.pts * self.in_stream.time_base) * OPUS_RATE)
+            for out_frame in self.resampler.resample(frame):
+                out_frame.pts = start if self.samples == 0 else self.samples
+                out_frame.time_base = Fraction(1, OPUS_RATE)
+                self.samples = out_frame.pts + out_frame.samples
+                for out_packet in self.out_stream.encode(out_frame):
+                    self.output.mux(out_packet)
+
+    def finish(self) -> None:
+        try:
+            self.mux_until(None)
+            if not self.copy:
+                for out_frame in self.resampler.resample(None):
+                    out_frame.pts = self.samples
+                    out_frame.time_base = Fraction(1, OPUS_RATE)
+                    self.samples += out_frame.samples
+                    for packet in self.out_stream.encode(out_frame):
+                        self.output.mux(packet)
+                for packet in self.out_stream.encode(None):
+                    self.output.mux(packet)
+        except av.FFmpegError as exc:
+            raise OutputError(f"cannot write the audio ({str(exc).splitlines()[0][:160]})") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None

@@ -1,0 +1,89 @@
+"""`tokcodec verify`: check a .tok file's integrity without running the decoder network.
+
+Checks, in order: the header, trailer and index CRCs and their consistency (by opening the file),
+every chunk's CRC, the entropy-decoded tokens' own CRC (coder 2 stores one; skipped with
+``tokens=False``), the audio block's CRC and that it parses, and that the weights the file names
+are installed here with the SHA-256 the file records.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokcodec.audio import read_track
+from tokcodec.codec.container import ContainerReader
+from tokcodec.codec.entropy import get_coder
+from tokcodec.errors import TokcodecError
+from tokcodec.model.zoo import weights_sha256
+
+
+@dataclass
+class VerifyReport:
+    file: str
+    problems: list[str] = field(default_factory=list)
+    frames: int = 0
+    chunks: int = 0
+    model: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "ok": self.ok, "problems": self.problems, "frames": self.frames,
+                "chunks": self.chunks, "model": self.model}
+
+
+def _check_weights(report: VerifyReport, expected: str, model: str | None, name: str) -> None:
+    try:
+        actual = weights_sha256(model or name)
+    except TokcodecError as exc:
+        report.problems.append(f"weights: {exc} (pass --model with the weights used to encode)")
+        return
+    if actual != expected:
+        report.problems.append(f"weights: {model or name} here has sha256 {actual[:16]}..., the file was "
+                               f"made with {expected[:16]}... (pass --model with the weights used to encode)")
+
+
+def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = True,
+                weights: bool = True) -> VerifyReport:
+    """Every check that does not need the decoder network; problems are one line each."""
+    path = Path(path)
+    report = VerifyReport(str(path))
+    if not path.is_file():
+        report.problems.append("no such file")
+        return report
+    try:
+        reader = ContainerReader(path)
+    except TokcodecError as exc:
+        report.problems.append(str(exc))
+        return report
+    with reader:
+        h = reader.header
+        report.frames, report.chunks, report.model = reader.frame_count, len(reader.entries), h.model_name
+        try:
+            coder = get_coder(h.coder_id)
+        except TokcodecError as exc:
+            report.problems.append(str(exc))
+            coder, tokens = None, False
+        for i in range(len(reader.entries)):
+            try:
+                chunk = reader.read_chunk(i)
+            except TokcodecError as exc:
+                report.problems.append(str(exc))
+                continue
+            try:
+                if tokens and coder is not None:
+                    coder.decode(chunk.payload, chunk.latent_shape, h.bits)
+            except TokcodecError as exc:
+                report.problems.append(f"chunk {i}: tokens do not decode ({exc})")
+        if h.has_audio:
+            try:
+                block = reader.read_audio()
+                if block is not None:
+                    read_track(block.data, block.start_offset_us / 1e6)
+            except TokcodecError as exc:
+                report.problems.append(f"audio: {exc}")
+        if weights:
+            _check_weights(report, h.weights_sha256, model, h.model_name)
+    return report
