@@ -54,9 +54,13 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
 
 
 def _video_start(container: av.container.InputContainer) -> float:
-    """Presentation time of the first video frame (the zero point of the .tok's timeline)."""
-    stream = container.streams.video[0]
-    return _seconds(stream.start_time, stream.time_base) or 0.0
+    """Presentation time of the first video frame (the zero point of the .tok's timeline); cover
+    art is not the video."""
+    cover = av.stream.Disposition.attached_pic
+    streams = [s for s in container.streams.video if not s.disposition & cover]
+    if not streams:
+        return 0.0
+    return _seconds(streams[0].start_time, streams[0].time_base) or 0.0
 
 
 def has_audio(src: Path) -> bool:
@@ -75,7 +79,7 @@ def extract_audio(src: str | Path, max_seconds: float | None = None) -> AudioTra
         with av.open(str(src)) as container:
             if not container.streams.audio:
                 return None
-            video_start = _video_start(container) if container.streams.video else 0.0
+            video_start = _video_start(container)
             try:
                 return _copy_packets(container, video_start, max_seconds)
             except (av.FFmpegError, ValueError):

@@ -134,9 +134,12 @@ def _orientation(frame: av.VideoFrame) -> tuple[bool, int]:
     """How to turn this frame upright, as (transpose first, np.rot90 turns): phone videos store
     sensor-oriented frames plus a display matrix. Angles that are not a multiple of 90 degrees
     are rounded to the nearest one."""
-    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    try:
+        side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    except ValueError:  # a side-data type newer than PyAV's enum (EXIF, in JPEGs): no flips then
+        side = None
     if side is None:
-        return False, 0
+        return False, round(frame.rotation / 90) % 4
     m = struct.unpack("<9i", bytes(side)[:36])
     signs = tuple(int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))
     if signs in _ORIENTATIONS:
@@ -159,8 +162,9 @@ def _display_size(frame: av.VideoFrame) -> tuple[int, int]:
     return (frame.height, frame.width) if swapped else (frame.width, frame.height)
 
 
-def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """RGB uint8 with the source's own colour matrix, at (width, height) before rotation."""
+def _to_rgb(frame: av.VideoFrame, width: int, height: int,
+            orientation: tuple[bool, int]) -> np.ndarray:
+    """RGB uint8 with the source's own colour matrix, at (width, height), then turned upright."""
     src_cs = frame.colorspace if frame.colorspace not in (None, 2) else None
     kwargs = {"src_colorspace": src_cs} if src_cs is not None else {}
     if (frame.width, frame.height) != (width, height):  # a mid-stream size change
@@ -170,7 +174,7 @@ def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     except (ValueError, av.FFmpegError):
         kwargs.pop("src_colorspace", None)
         rgb = frame.reformat(format="rgb24", **kwargs)
-    return _upright(rgb.to_ndarray(), _orientation(frame))
+    return _upright(rgb.to_ndarray(), orientation)
 
 
 @dataclass
@@ -265,7 +269,8 @@ def probe(path: Path | str) -> VideoInfo:
 
 def iter_frames(path: Path | str, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix,
-    turned upright by the display matrix, all at the first frame's size."""
+    turned upright by the display matrix; all at the first frame's size and orientation, so a
+    mid-stream change cannot give frames of another shape."""
     path = Path(path)
     container = _open_input(path)
     try:
@@ -274,12 +279,14 @@ def iter_frames(path: Path | str, max_frames: int | None = None) -> Iterator[np.
         stream.thread_type = "AUTO"
         count = 0
         size: tuple[int, int] | None = None
+        orientation = (False, 0)
         try:
             for frame in container.decode(stream):
                 if size is None:
                     size = (frame.width, frame.height)
                     _check_size(path, *size)
-                yield _to_rgb(frame, *size)
+                    orientation = _orientation(frame)
+                yield _to_rgb(frame, *size, orientation)
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     return

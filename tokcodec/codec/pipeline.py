@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -260,11 +261,17 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, bits: int, source: str) -> np
         raise type(exc)(f"{source}: chunk {chunk.index}: {exc}") from None
 
 
-def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
-    """(frames, tokens (t, h, w)) per chunk, without running the decoder network."""
+def _chunk_tokens(reader: ContainerReader) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(first frame, frames, tokens (t, h, w)) per chunk, without running the decoder network."""
     coder = get_coder(reader.header.coder_id)
     for chunk in reader.chunks():
-        yield chunk.frames, _decode_chunk(coder, chunk, reader.header.bits, reader.source)
+        yield chunk.first_frame, chunk.frames, _decode_chunk(coder, chunk, reader.header.bits, reader.source)
+
+
+def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
+    """(frames, tokens (t, h, w)) per chunk, without running the decoder network."""
+    for _, frames, tokens in _chunk_tokens(reader):
+        yield frames, tokens
 
 
 def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -289,14 +296,17 @@ class _GapFiller:
     last: np.ndarray | None = None
     filled: list[tuple[int, int]] = field(default_factory=list)  # inclusive frame ranges
 
-    def fill_to(self, frame_number: int) -> None:
-        if frame_number <= self.written:
-            return
+    def fill_to(self, frame_number: int) -> int:
+        """Fill up to (not including) ``frame_number``; returns how many frames were filled."""
+        count = frame_number - self.written
+        if count <= 0:
+            return 0
         self.filled.append((self.written, frame_number - 1))
         filler = self.last if self.last is not None else np.zeros((self.height, self.width, 3), np.uint8)
-        for _ in range(frame_number - self.written):
+        for _ in range(count):
             self.writer.write(filler)
         self.written = frame_number
+        return count
 
     def write(self, frame: np.ndarray) -> None:
         self.writer.write(frame)
@@ -324,19 +334,19 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
             raise OutputError(f"{dst}: an image output holds one frame, the file has {reader.frame_count} "
                               "(use a video extension or a directory)")
         loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
-        track = _stored_audio(reader, audio)
         out_path = dst if kind == "dir" else temp_path(dst)
         start = time.perf_counter()
         damaged: list[str] = []
         try:
+            track = _stored_audio(reader, audio, damaged if salvage else None)
             color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
             with FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
                 out = _GapFiller(writer, h.height, h.width)
-                gops = (_salvaged_tokens(reader, damaged) if salvage else
-                        ((c.first_frame, c.frames, _decode_chunk(get_coder(h.coder_id), c, h.bits, str(src)))
-                         for c in reader.chunks()))
+                gops = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
                 for first, n, tokens in gops:
-                    out.fill_to(first)
+                    filled = out.fill_to(first)
+                    if progress and filled:
+                        progress(filled)
                     idx = torch.from_numpy(tokens.astype(np.int64)).unsqueeze(0).to(runtime.device)
                     with torch.inference_mode(), runtime.autocast():
                         video = loaded.tokenizer.decode_indices(idx)
@@ -344,12 +354,16 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                         out.write(frame)
                     if progress:
                         progress(n)
-                out.fill_to(reader.frame_count)
+                filled = out.fill_to(reader.frame_count)
+                if progress and filled:
+                    progress(filled)
                 audio_note = writer.audio_note
             if kind != "dir":
                 os.replace(out_path, dst)
         except FormatError as exc:
             raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
+        except (OSError, av.FFmpegError) as exc:  # disk full, unwritable place, muxer refusal
+            raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
         finally:
             if kind != "dir" and out_path.exists():
                 out_path.unlink()
@@ -360,11 +374,19 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                        str(runtime.device), runtime.precision, audio_note, out.filled, problems)
 
 
-def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool) -> AudioTrack | None:
+def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
+                  problems: list[str] | None) -> AudioTrack | None:
+    """The file's audio track; when salvaging (``problems`` given), damaged audio is noted and dropped."""
     if not keep or not reader.header.has_audio:
         return None
-    block = reader.audio if isinstance(reader, SalvageReader) else reader.read_audio()
-    return read_track(block.data, block.start_offset_us / 1_000_000) if block is not None else None
+    try:
+        block = reader.audio if isinstance(reader, SalvageReader) else reader.read_audio()
+        return read_track(block.data, block.start_offset_us / 1_000_000) if block is not None else None
+    except FormatError as exc:
+        if problems is None:
+            raise
+        problems.append(f"{reader.path}: {exc} (audio dropped)")
+        return None
 
 
 def read_tokens(src: str | Path) -> tuple[Header, list[np.ndarray], list[int]]:
