@@ -16,6 +16,9 @@ Examples::
     nice -n 19 .venv/bin/python bench/entropy_rate.py                      # shipped model, 128x128
     nice -n 19 .venv/bin/python bench/entropy_rate.py --size 360x640       # shipped model, 360p
     nice -n 19 .venv/bin/python bench/entropy_rate.py --weights runs/small/checkpoint.pt
+    nice -n 19 .venv/bin/python bench/entropy_rate.py --coder 3                # one coder only
+
+Every coder given with ``--coder`` (default: 2 and 3, the context coders) codes the same tokens.
 
 Throughput is CPU time of this process (best of --repeat runs per GOP), so other jobs on a shared
 machine do not count; it is one core, numpy + constriction only.
@@ -100,7 +103,7 @@ def synthetic_tokens(cfg: SyntheticConfig, image: str) -> np.ndarray:
     ox0 = 0 if vx >= 0 else span_x - 1
     per_frame = []
     for f in range(cfg.frames):
-        oy, ox = int(round(oy0 + vy * f)), int(round(ox0 + vx * f))
+        oy, ox = round(oy0 + vy * f), round(ox0 + vx * f)
         # sample the feature maps at latent cell centres of this frame's crop
         ys = oy + 4 + 8 * np.arange(h)
         xs = ox + 4 + 8 * np.arange(w)
@@ -248,11 +251,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="HxW pixels (default: 360x640 synthetic, the validation clips' own size otherwise)")
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats per GOP (best is kept)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--coder", default="2,3", help="entropy coder ids to measure, comma separated")
     args = ap.parse_args(argv)
 
-    from tokcodec.codec.context_coder import ContextCoder
+    from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
 
-    coder = ContextCoder()
+    coders = [get_coder(int(c)) for c in args.coder.split(",")]
     if args.synthetic:
         size = args.size or (360, 640)
         bits = 18
@@ -268,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"use --synthetic to measure on synthetic tokens instead", file=sys.stderr)
             return 2
         print(f"model tokens: {label}; {len(gops)} validation clips of {args.frames} frames, {bits} bits")
-    results = [measure(coder, name, tok, bits, args.repeat) for name, tok in gops]
-    report(results, bits, pixels)
+    for coder in coders:
+        default = " (the default)" if coder.coder_id == DEFAULT_CODER_ID else ""
+        print(f"\n== coder {coder.coder_id}: {coder.name}{default}")
+        results = [measure(coder, name, tok, bits, args.repeat) for name, tok in gops]
+        report(results, bits, pixels)
     return 0
 
 

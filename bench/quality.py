@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
-    from tokcodec.codec.entropy import get_coder
-    from tokcodec.codec.pipeline import frames_to_tensor, make_header, prepare_model, tensor_to_frames
+    from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
+                                         tensor_to_frames)
     from tokcodec.device import select_runtime
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim
     from tokcodec.model.zoo import load_tokenizer
@@ -41,7 +41,7 @@ def main() -> None:
     cfg = loaded.config
     h, w = a.height, a.width
     header = make_header(loaded, runtime, w, h, gop=a.frames)
-    coder = get_coder(header.coder_id)
+    coder = encoder_for(header.coder_id, loaded)
     clips = validation_clips(frames=a.frames, height=h, width=w, count=a.clips, seed=4321, max_layers=1)
     rows, all_tokens = [], []
     for kind in ("video", "image"):

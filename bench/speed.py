@@ -18,8 +18,8 @@ import torch
 
 
 def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int) -> tuple[float, float]:
-    from tokcodec.codec.entropy import get_coder
-    from tokcodec.codec.pipeline import frames_to_tensor, make_header, prepare_model, tensor_to_frames
+    from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
+                                         tensor_to_frames)
     from tokcodec.device import select_runtime
     from tokcodec.model.zoo import load_tokenizer
 
@@ -28,7 +28,7 @@ def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int) -> tu
     cfg = loaded.config
     t, h, w, _ = frames.shape
     header = make_header(loaded, runtime, w, h, gop=gop)
-    coder = get_coder(header.coder_id)
+    coder = encoder_for(header.coder_id, loaded)
     groups = [list(frames[i:i + gop]) for i in range(0, t - gop + 1, gop)]
     enc_s = dec_s = 0.0
     n = 0

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokcodec.codec.context_coder import MODE_CONTEXT, MODE_RAW, ContextCoder, _flip_bytes, _geometry
+from tokcodec.codec.context_coder import (
+    MODE_CONTEXT,
+    MODE_RAW,
+    ContextCoder,
+    _flip_bytes,
+    _geometry,
+)
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError
 
@@ -27,7 +33,7 @@ def video_tokens(t: int = 5, h: int = 16, w: int = 24, bits: int = 18, shift: tu
     for axis in (1, 2):                       # 5-tap box blur, twice: smooth but not flat
         for _ in range(2):
             c = np.cumsum(field, axis=axis)
-            field = (np.take(c, range(5, c.shape[axis]), axis) - np.take(c, range(0, c.shape[axis] - 5), axis)) / 5
+            field = (np.take(c, range(5, c.shape[axis]), axis) - np.take(c, range(c.shape[axis] - 5), axis)) / 5
     frames = []
     for f in range(t):
         oy = (field.shape[1] - h) // 2 + shift[0] * (f - t // 2)
@@ -153,7 +159,7 @@ def test_motion_compensation_finds_the_pan() -> None:
     """The same tokens panned by 3 cells per frame must cost about as little as a still shot."""
     still = video_tokens(t=5, h=24, w=40, shift=(0, 0), noise=0.0, seed=7)
     panned = video_tokens(t=5, h=24, w=40, shift=(0, 3), noise=0.0, seed=7)
-    fb_still = CODER.frame_bits(roundtrip(still, 18), still.shape, 18)
+    roundtrip(still, 18)
     fb_pan = CODER.frame_bits(roundtrip(panned, 18), panned.shape, 18)
     assert sum(fb_pan[1:]) < 0.5 * 4 * 18 * still[0].size
     assert sum(fb_pan[1:]) < sum(fb_pan[:1]) * 4 * 0.5
@@ -250,7 +256,7 @@ def test_wrong_header_fields_raise(coded: tuple[np.ndarray, bytes]) -> None:
         "lengths do not add up": payload[:lengths_at] + bytes([payload[lengths_at] + 1]) + payload[lengths_at + 1:],
         "empty": b"",
     }
-    for name, bad in cases.items():
+    for bad in cases.values():
         with pytest.raises(FormatError):
             CODER.decode(bad, tokens.shape, 18)
         with pytest.raises(FormatError):

@@ -7,18 +7,45 @@ Library API (the CLI is a thin layer over these)::
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
+    report = tokcodec.verify_file("out.tok")                    # checksums + weights hash, no decoding
     model = tokcodec.load_tokenizer("default")                  # the network itself
+    tokcodec.batch_encode("videos/", "tok/", workers=2)         # whole trees -> BatchSummary
+
+Names are imported on first use, so `import tokcodec` (and the CLI's start-up, `tokcodec verify`,
+`tokcodec --help`) does not pay for importing torch until something needs it.
 """
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
-                                     encode_video, file_info, read_tokens)
-from tokcodec.errors import TokcodecError
-from tokcodec.model.zoo import load_tokenizer
-from tokcodec.tokens import export_tokens, split_tokens
+_EXPORTS = {
+    "DecodeStats": "tokcodec.codec.pipeline", "EncodeStats": "tokcodec.codec.pipeline",
+    "compare_videos": "tokcodec.codec.pipeline", "decode_video": "tokcodec.codec.pipeline",
+    "encode_video": "tokcodec.codec.pipeline", "file_info": "tokcodec.codec.pipeline",
+    "read_tokens": "tokcodec.codec.pipeline", "verify_file": "tokcodec.codec.verify",
+    "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
+    "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens",
+    "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
-__all__ = ["DecodeStats", "EncodeStats", "TokcodecError", "compare_videos", "decode_video",
-           "encode_video", "export_tokens", "file_info", "load_tokenizer", "read_tokens",
-           "split_tokens", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokcodec' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from tokcodec.batch import batch_decode, batch_encode
+    from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
+                                         encode_video, file_info, read_tokens)
+    from tokcodec.codec.verify import verify_file
+    from tokcodec.errors import TokcodecError
+    from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.tokens import export_tokens, split_tokens

@@ -310,7 +310,11 @@ def _maybe_reexec() -> None:
 
 def main() -> None:
     _maybe_reexec()
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # e.g. during an import, before a command's own handler is active
+        typer.echo("tokcodec: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

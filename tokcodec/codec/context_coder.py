@@ -203,7 +203,7 @@ def _geometry(h: int, w: int, levels: int) -> _Geometry:
 def _popcount(x: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x)
-    table = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+    table = np.array([i.bit_count() for i in range(256)], np.uint8)
     b = x.view(np.uint8).reshape(x.shape + (x.itemsize,))
     return table[b].sum(-1, dtype=np.uint8)
 
@@ -541,7 +541,7 @@ class _Decoder:
     def _decode(self, rows: np.ndarray) -> np.ndarray:
         try:
             return np.asarray(self._dec.decode(self._bits_family, rows), np.int32)
-        except Exception as exc:  # constriction reports bad input as generic errors
+        except Exception as exc:  # noqa: BLE001 - constriction reports bad input as generic errors
             raise FormatError(f"range-coded data of latent frame {self._frame} is invalid: {exc}") from None
 
     def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -671,12 +671,11 @@ class ContextCoder:
         _check_bits(bits)
         arr = _check_tokens(tokens, bits)
         crc = _crc(arr).to_bytes(4, "little")
-        raw = RawBitsCoder().encode(arr, bits)
         if arr.size == 0:
-            return bytes([MODE_RAW]) + crc + raw
+            return bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
         coded = self._encode_context(arr, bits)
-        if len(coded) >= len(raw):
-            return bytes([MODE_RAW]) + crc + raw
+        if len(coded) >= arr.shape[0] * _raw_frame_bytes(arr.shape[1], arr.shape[2], bits):
+            return bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
         return bytes([MODE_CONTEXT]) + crc + coded
 
     def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:

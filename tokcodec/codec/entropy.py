@@ -6,8 +6,9 @@ old files: decoders look the id up here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -102,5 +103,9 @@ def _load_optional_coders() -> None:
     """Import coder modules that register themselves (kept separate so each has one job)."""
     try:
         from tokcodec.codec import context_coder  # noqa: F401
+    except ImportError:
+        pass
+    try:
+        from tokcodec.codec import context_coder3  # noqa: F401
     except ImportError:
         pass

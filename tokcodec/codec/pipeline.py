@@ -101,6 +101,25 @@ def temp_path(dst: Path) -> Path:
     return dst.with_name(f".{dst.stem}.part-{os.getpid()}{dst.suffix}")
 
 
+def commit_output(tmp: Path, dst: Path) -> None:
+    """Give a finished temporary file its final name, durably: its data reaches the disk before
+    the rename, and the rename before we return, so even a power cut never leaves a file under
+    the final name that is not complete."""
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+    try:
+        fd = os.open(dst.parent if str(dst.parent) else ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
 def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     if not 0.05 <= scale <= 1.0:
         raise ValueError(f"--scale must lie in [0.05, 1], got {scale}")
@@ -180,6 +199,15 @@ def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, 
         primaries=color.primaries, transfer=color.transfer, untrained=not loaded.trained)
 
 
+def encoder_for(coder_id: int, loaded: LoadedModel) -> TokenCoder:
+    """The coder that writes a file's chunks; coder 3 uses the prior fitted to this model's tokens
+    (and falls back to coder 2's bitstream inside its payload when the model has none)."""
+    if coder_id == 3:
+        from tokcodec.codec.context_coder3 import ContextCoder3
+        return ContextCoder3(model_sha256=loaded.sha256)
+    return get_coder(coder_id)
+
+
 def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction) -> tuple[AudioTrack | None, str]:
     """The audio to store and how to describe it in the stats."""
     if not keep:
@@ -205,7 +233,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                          gop=gop, scale=scale, coder_id=coder_id, color=info.color)
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
-    coder = get_coder(header.coder_id)
+    coder = encoder_for(header.coder_id, loaded)
     tmp = temp_path(dst)
     start = time.perf_counter()
     frames = tokens = 0
@@ -226,7 +254,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             if track is not None:
                 writer.set_audio(track.data, round(track.start_offset * 1_000_000))
             writer.close()
-        os.replace(tmp, dst)
+        commit_output(tmp, dst)
     except OSError as exc:
         raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     finally:
@@ -359,7 +387,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     progress(filled)
                 audio_note = writer.audio_note
             if kind != "dir":
-                os.replace(out_path, dst)
+                commit_output(out_path, dst)
         except FormatError as exc:
             raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
         except (OSError, av.FFmpegError) as exc:  # disk full, unwritable place, muxer refusal

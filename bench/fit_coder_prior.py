@@ -1,0 +1,239 @@
+"""Fit coder 3's prior (a small MLP over causal token features) for one tokenizer, offline.
+
+Tokens come from the tokenizer's own training data (procedural clips over ``TRAIN_IMAGES``, the
+same camera motions as the validation clips); the held-out validation images are never used
+here. The MLP is fitted in float with torch, then rounded to the integers coder 3 computes with,
+and the rounded model's rate is measured on the training tokens (and, if asked, on validation
+tokens, for reporting only). The result is written as ``<weights stem>.coder3.safetensors`` with
+the weights' SHA-256 in its metadata.
+
+Examples::
+
+    nice -n 19 .venv/bin/python bench/fit_coder_prior.py                     # shipped default model
+    nice -n 19 .venv/bin/python bench/fit_coder_prior.py --clips360 28 --hidden 32 --epochs 8
+    nice -n 19 .venv/bin/python bench/fit_coder_prior.py --tokens-cache /tmp/tok --report-validation
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tokcodec.codec import context_coder as c2
+from tokcodec.codec import context_coder3 as c3
+
+W1_SCALE = 256              # first-layer weights and biases in 1/256
+W2_SCALE = 256              # second-layer weights: activation (1/16) x 1/256 = 1/4096 nat
+LOGIT_SCALE = 4096
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def training_tokens(weights: str, size: tuple[int, int], count: int, seed: int) -> tuple[np.ndarray, str]:
+    """(count, t, h, w) tokens of procedural training clips, and the weights' SHA-256."""
+    import torch
+
+    from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.train.synthetic import TRAIN_IMAGES, SynthConfig, _scene, load_images
+
+    torch.set_num_threads(1)
+    loaded = load_tokenizer(weights, "cpu")
+    model = loaded.tokenizer.eval()
+    images = load_images(TRAIN_IMAGES)
+    cfg = SynthConfig(frames=17, height=size[0], width=size[1], cut_probability=0.0,
+                      noise_probability=0.0, blur_probability=0.0)
+    rng = np.random.default_rng(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(count):
+            clip = _scene(rng, (images[i % len(images)],), cfg, 17)
+            u8 = (clip.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+            x = torch.from_numpy(u8).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+            out.append(model.encode_indices(x)[0].numpy().astype(np.int64))
+    return np.stack(out), loaded.sha256
+
+
+def validation_tokens(weights: str, size: tuple[int, int]) -> np.ndarray:
+    import torch
+
+    from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.train.data import validation_clips
+
+    model = load_tokenizer(weights, "cpu").tokenizer.eval()
+    out = []
+    with torch.no_grad():
+        for clip in validation_clips(height=size[0], width=size[1], count=8):
+            x = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+            out.append(model.encode_indices(x)[0].numpy().astype(np.int64))
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def gop_features(gop: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (n, F) float32, bits (n, bits) uint8 and latent frame index (n,) of one GOP, in
+    coder 3's coding order, built with coder 3's own functions."""
+    t, h, w = gop.shape
+    geo = c2._geometry(h, w, c3.LEVELS_PER_PASS)
+    xs, ys, fs = [], [], []
+    prev = None
+    for f in range(t):
+        motion = (0, 0) if f == 0 else c2._search_motion(gop[f - 1], gop[f], 4)
+        prev_feats, has = c3._prev_features(geo, bits, prev, motion)
+        planes = c2._unpack(gop[f].reshape(-1)[geo.order], bits)
+        signs = np.zeros((h * w + 1, bits), np.float32)
+        signs[:-1] = planes * 2.0 - 1.0
+        for i, ps in enumerate(geo.passes):
+            xs.append(c3.features(geo, ps, i, signs, prev_feats, has, f == 0))
+            ys.append(planes[ps.start:ps.stop])
+            fs.append(np.full(ps.stop - ps.start, f))
+        rm = np.empty_like(planes)
+        rm[geo.order] = planes
+        prev = rm
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(fs)
+
+
+def dataset(tokens: list[np.ndarray], bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    parts = [gop_features(g, bits) for arr in tokens for g in arr]
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit(x: np.ndarray, y: np.ndarray, bits: int, hidden: int, epochs: int, seed: int) -> dict[str, np.ndarray]:
+    """Float MLP with a first-group -> second-group linear term; returns float arrays."""
+    import torch
+
+    torch.manual_seed(seed)
+    g = (bits + 1) // 2
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
+    l1 = torch.nn.Linear(x.shape[1], hidden + bits)      # ReLU units, then the linear logits
+    l2 = torch.nn.Linear(hidden, bits)
+    ar = torch.nn.Parameter(torch.zeros(g, bits - g))
+    params = list(l1.parameters()) + list(l2.parameters()) + [ar]
+    opt = torch.optim.Adam(params, 3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(x) // 2048 + 1))
+
+    def logits(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        z1 = l1(xb)
+        z = l2(torch.relu(z1[:, :hidden]).clamp(max=(c3.ACT_MAX + 1) / 16)) + z1[:, hidden:]
+        return torch.cat([z[:, :g], z[:, g:] + (2 * yb[:, :g] - 1) @ ar], 1)
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    for epoch in range(epochs):
+        perm = torch.randperm(len(x))
+        total = 0.0
+        for k in range(0, len(x), 2048):
+            idx = perm[k:k + 2048]
+            opt.zero_grad()
+            loss = bce(logits(xt[idx], yt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        print(f"epoch {epoch}: {total / len(x) * bits / math.log(2):.3f} bits/token (float, training)", flush=True)
+    return {"w1": l1.weight.detach().numpy().T, "b1": l1.bias.detach().numpy(),
+            "w2": l2.weight.detach().numpy().T, "b2": l2.bias.detach().numpy(), "ar": ar.detach().numpy()}
+
+
+def quantise(fl: dict[str, np.ndarray], bits: int) -> dict[str, np.ndarray]:
+    """Float MLP -> the integer arrays of a prior file (see coder 3's docstring for the units)."""
+    centre = (np.arange(-c3.LOGIT_RANGE, c3.LOGIT_RANGE + 1) + 0.5) / (1 << (12 - c3.LOGIT_SHIFT))
+    prob = np.rint(c2.PROB_ONE / (1 + np.exp(-centre))).clip(1, c2.PROB_ONE - 1)
+    return {
+        "w1": np.clip(np.rint(fl["w1"] * W1_SCALE), -2047, 2047).astype(np.int32),
+        "b1": np.clip(np.rint(fl["b1"] * W1_SCALE), -(1 << 20), 1 << 20).astype(np.int32),
+        "w2": np.clip(np.rint(fl["w2"] * W2_SCALE), -(1 << 20), 1 << 20).astype(np.int32),
+        "b2": np.rint(fl["b2"] * LOGIT_SCALE).astype(np.int64),
+        "ar": np.rint(fl["ar"] * LOGIT_SCALE).astype(np.int64),
+        "prob": prob.astype(np.int64),
+        "bits": np.array([bits], np.int64),
+    }
+
+
+def save(arrays: dict[str, np.ndarray], sha256: str, path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
+              metadata={"format": c3.PRIOR_FORMAT, "model_sha256": sha256})
+    path.chmod(0o644)
+
+
+def coded_rate(tokens: np.ndarray, bits: int, sha256: str) -> tuple[float, float, float]:
+    """(overall, first latent frame, later) bits/token of coder 3 with the prior just written."""
+    c3.shipped_priors.cache_clear()
+    coder = c3.ContextCoder3(model_sha256=sha256)
+    total = first = cells = n = 0
+    for gop in tokens:
+        payload = coder.encode(gop, bits)
+        assert np.array_equal(coder.decode(payload, gop.shape, bits), gop)
+        fb = coder.frame_bits(payload, gop.shape, bits)
+        total, first = total + sum(fb), first + fb[0]
+        cells, n = cells + gop[0].size, n + gop.size
+    return total / n, first / cells, (total - first) / max(1, n - cells)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default="default", help="tokenizer: preset name or .safetensors file")
+    ap.add_argument("--clips360", type=int, default=28, help="training clips at 360x640")
+    ap.add_argument("--clips128", type=int, default=48, help="training clips at 128x128")
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--tokens-cache", type=Path, help="folder to keep/reuse the token arrays in")
+    ap.add_argument("--report-validation", action="store_true",
+                    help="also print the rate on the held-out validation clips (reporting only)")
+    ap.add_argument("-o", "--output", type=Path, help="default: tokcodec/weights/<model>.coder3.safetensors")
+    args = ap.parse_args(argv)
+
+    from tokcodec.model.zoo import load_tokenizer, resolve_name
+
+    sets, sha = [], None
+    for size, count in (((360, 640), args.clips360), ((128, 128), args.clips128)):
+        cache = args.tokens_cache / f"train{size[0]}.npy" if args.tokens_cache else None
+        if cache is not None and cache.exists():
+            arr = np.load(cache)
+        else:
+            arr, sha = training_tokens(args.weights, size, count, args.seed)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cache, arr)
+        sets.append(arr.astype(np.int64))
+    loaded = load_tokenizer(args.weights, "cpu")
+    sha = loaded.sha256
+    bits = int(loaded.config.bits)
+    x, y, _ = dataset(sets, bits)
+    print(f"{len(x)} training tokens, {x.shape[1]} features, model {sha[:16]}...")
+    arrays = quantise(fit(x, y, bits, args.hidden, args.epochs, args.seed), bits)
+    stem = resolve_name(args.weights) if not args.weights.endswith(".safetensors") else Path(args.weights).stem
+    out = args.output or c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors"
+    save(arrays, sha, out)
+    print(f"wrote {out}")
+    if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():
+        for name, arr in zip(("360x640", "128x128"), sets):
+            print(f"coded, training {name}: %.3f bits/token (first %.3f, later %.3f)" % coded_rate(arr[:4], bits, sha))
+        if args.report_validation:
+            for size in ((360, 640), (128, 128)):
+                cache = args.tokens_cache / f"val{size[0]}.npy" if args.tokens_cache else None
+                val = np.load(cache) if cache is not None and cache.exists() else validation_tokens(args.weights, size)
+                print(f"coded, validation {size[0]}x{size[1]}: %.3f bits/token (first %.3f, later %.3f)"
+                      % coded_rate(val.astype(np.int64), bits, sha))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""`tokcodec batch`: tree mirroring, globs, isolated failures, skips on rerun, a kill -9 resumed,
+Ctrl-C, decode restoring the names, the manifest, the lock and stale temporary files."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import smooth_clip, write_clip
+
+from tokcodec.batch import MANIFEST_NAME, batch_decode, batch_encode
+from tokcodec.batch.manifest import DirLock, Manifest, read_records
+from tokcodec.batch.plan import (
+    PART_RE,
+    decode_name,
+    decode_outputs,
+    make_plan,
+    remove_stale_parts,
+    wanted,
+)
+from tokcodec.codec.pipeline import file_info
+from tokcodec.errors import OutputError
+from tokcodec.io import probe
+
+CLIPS = {"a/c1.mkv": 9, "a/b/c2.mp4": 5, "img.png": 1}  # relative path -> frames
+
+
+def cli(*args, wait=True, **kw):
+    env = dict(os.environ, TOKCODEC_NO_REEXEC="1")
+    cmd = [sys.executable, "-m", "tokcodec", "batch", *map(str, args)]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+def make_tree(root: Path) -> Path:
+    for i, (rel, frames) in enumerate(CLIPS.items()):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_clip(root / rel, smooth_clip(frames, 48, 64, seed=i))
+    (root / "skip").mkdir()
+    write_clip(root / "skip" / "c3.mkv", smooth_clip(5, 48, 64, seed=9))
+    (root / "notes.txt").write_text("not a video")
+    (root / ".hidden.mp4").write_bytes(b"hidden files are not inputs")
+    return root
+
+
+def part_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if PART_RE.match(p.name)]
+
+
+def outputs(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME}
+
+
+def mtimes(root: Path) -> dict[str, int]:
+    return {rel: (root / rel).stat().st_mtime_ns for rel in outputs(root)}
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """One CLI run over a tree with a broken file among good ones."""
+    base = tmp_path_factory.mktemp("batch")
+    src = make_tree(base / "src")
+    (src / "a" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(300))
+    (src / "a" / "gone.mkv").symlink_to(base / "nowhere.mkv")  # a dangling link is reported too
+    res = cli("encode", src, base / "tok", "--model", "tiny", "--gop", "5", "--exclude", "skip/*", "-j", "2")
+    return base, src, base / "tok", res
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+def test_broken_file_is_reported_and_the_others_go_on(encoded):
+    _, src, tok, res = encoded
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    failed = sorted(line.split("FAILED ", 1)[1] for line in res.stderr.splitlines() if "FAILED" in line)
+    assert len(failed) == 2, res.stderr
+    assert "a/broken.mp4: " in failed[0] and "not a readable video" in failed[0]
+    assert "a/gone.mkv: broken symbolic link" in failed[1]
+    assert "batch encode: 3 done, 0 skipped, 2 failed, 15 frames" in res.stderr
+    assert outputs(tok) == {rel + ".tok" for rel in CLIPS}  # mirrored; .txt, hidden, skip/* left out
+    assert not part_files(tok)
+    for rel, frames in CLIPS.items():
+        info = file_info(tok / (rel + ".tok"))
+        assert info["frames"] == frames and info["header"]["gop"] == 5
+    recs = read_records(tok / MANIFEST_NAME)
+    by_input = {Path(r["input"]).relative_to(src).as_posix(): r for r in recs}
+    assert len(recs) == 5 and set(by_input) == set(CLIPS) | {"a/broken.mp4", "a/gone.mkv"}
+    bad = by_input["a/broken.mp4"]
+    assert bad["status"] == "failed" and "not a readable video" in bad["error"]
+    for rel, frames in CLIPS.items():
+        r = by_input[rel]
+        assert r["status"] == "done" and r["frames"] == frames and r["model"] == "tiny"
+        assert r["output"] == str(tok / (rel + ".tok"))
+        assert r["bytes"] == (tok / (rel + ".tok")).stat().st_size
+        assert r["bpp"] == pytest.approx(8 * r["bytes"] / (frames * 64 * 48), rel=1e-4)
+        assert r["seconds"] >= 0
+
+
+def test_rerun_redoes_nothing_then_only_what_changed(encoded, tmp_path):
+    _, src0, tok0, _ = encoded
+    src, tok = tmp_path / "src", tmp_path / "tok"
+    shutil.copytree(src0, src, symlinks=True)  # copy2 keeps mtimes: outputs stay newer
+    shutil.copytree(tok0, tok)
+    before = mtimes(tok)
+    res = cli("encode", src, tok, "--model", "tiny", "--gop", "5", "--exclude", "skip/*",
+              "--exclude", "broken*", "--exclude", "gone*")
+    assert res.returncode == 0, res.stderr
+    assert "batch encode: 0 done, 3 skipped, 0 failed, 0 frames" in res.stderr
+    assert mtimes(tok) == before
+    recs = read_records(tok / MANIFEST_NAME)[5:]
+    assert [r["status"] for r in recs] == ["skipped"] * 3
+    assert {r["frames"] for r in recs} == set(CLIPS.values())  # carried over from the done records
+
+    later = time.time() + 5
+    os.utime(src / "a" / "c1.mkv", (later, later))  # the input changed: only it is redone
+    s = batch_encode(src, tok, model="tiny", gop=5, exclude=["skip/*", "broken*", "gone*"], workers=1)
+    assert (s.done, s.skipped, s.failed) == (1, 2, 0)
+    after = mtimes(tok)
+    assert [k for k in before if after[k] != before[k]] == ["a/c1.mkv.tok"]
+
+    s = batch_encode(src, tok, model="tiny", gop=5, exclude=["skip/*", "broken*", "gone*"], workers=1, force=True)
+    assert (s.done, s.skipped, s.failed) == (3, 0, 0)
+    assert s.frames == sum(CLIPS.values())
+
+
+def test_decode_restores_the_names(encoded, tmp_path):
+    _, _, tok, _ = encoded
+    s = batch_decode(tok, tmp_path / "dec", workers=2)
+    assert (s.done, s.failed) == (3, 0)
+    assert outputs(tmp_path / "dec") == set(CLIPS)
+    for rel, frames in CLIPS.items():
+        info = probe(tmp_path / "dec" / rel)
+        assert (info.width, info.height) == (64, 48)
+        assert info.frame_count in (frames, 0)  # some containers do not store a count
+    res = cli("decode", tok, tmp_path / "y4m", "--to", "y4m", "--include", "a/*", "-j", "1")
+    assert res.returncode == 0, res.stderr
+    assert outputs(tmp_path / "y4m") == {"a/c1.y4m", "a/b/c2.y4m"}
+    recs = read_records(tmp_path / "y4m" / MANIFEST_NAME)
+    assert sorted(r["frames"] for r in recs) == [5, 9]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and "Z" not in _state(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def _clips(folder: Path, n: int) -> dict[str, int]:
+    folder.mkdir()
+    for i in range(n):
+        write_clip(folder / f"clip{i}.mkv", smooth_clip(41, 96, 128, seed=i))
+    return {f"clip{i}.mkv.tok": 41 for i in range(n)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_kill_9_then_resume(tmp_path):
+    expected = _clips(tmp_path / "src", 8)
+    tok = tmp_path / "tok"
+    proc = cli("encode", tmp_path / "src", tok, "--model", "tiny", "-j", "1", wait=False)
+    deadline = time.monotonic() + 120
+    while not (tok.exists() and outputs(tok)) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.005)
+    kids = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert kids and _gone(kids, 15), "batch workers outlived a kill -9 of the driver"
+    survived = mtimes(tok)
+    assert 0 < len(survived) < len(expected), "the kill came too late to test anything"
+    for rel in survived:  # whatever has a final name is complete
+        assert file_info(tok / rel)["frames"] == expected[rel]
+
+    res = cli("encode", tmp_path / "src", tok, "--model", "tiny", "-j", "2")
+    assert res.returncode == 0, res.stderr
+    assert f"{len(expected) - len(survived)} done, {len(survived)} skipped, 0 failed" in res.stderr
+    assert outputs(tok) == set(expected)
+    assert {k: v for k, v in mtimes(tok).items() if k in survived} == survived  # nothing redone
+    assert not part_files(tok)
+    for rel, frames in expected.items():
+        assert file_info(tok / rel)["frames"] == frames
+    recs = read_records(tok / MANIFEST_NAME)
+    assert {Path(r["output"]).name for r in recs if r["status"] in ("done", "skipped")} >= set(expected)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_a_worker_that_dies_fails_only_its_file(tmp_path):
+    expected = _clips(tmp_path / "src", 4)
+    tok = tmp_path / "tok"
+    proc = cli("encode", tmp_path / "src", tok, "--model", "tiny", "-j", "1", wait=False)
+    while not (tok.exists() and outputs(tok)):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.005)
+    workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "worker process died (signal 9" in err
+    assert f"{len(expected) - 1} done, 0 skipped, 1 failed" in err
+    assert not part_files(tok)
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    expected = _clips(tmp_path / "src", 6)
+    tok = tmp_path / "tok"
+    proc = cli("encode", tmp_path / "src", tok, "--model", "tiny", "-j", "1", wait=False)
+    deadline = time.monotonic() + 120
+    while not (tok.exists() and outputs(tok)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not part_files(tok)
+    done = [r for r in read_records(tok / MANIFEST_NAME) if r["status"] == "done"]
+    assert {Path(r["output"]).name for r in done} == outputs(tok) - {".tokcodec-batch.lock"}
+    for rel in outputs(tok):
+        assert file_info(tok / rel)["frames"] == expected[rel]
+
+
+# --- planning, names, manifest, lock: no workers ---------------------------------------------
+
+@pytest.mark.parametrize("name,to,expected", [
+    ("clip.mp4.tok", None, "clip.mp4"),
+    ("clip.mkv.tok", None, "clip.mkv"),
+    ("clip.MOV.tok", None, "clip.MOV"),
+    ("shot.png.tok", None, "shot.png"),
+    ("clip.webm.tok", None, "clip.mkv"),     # decode cannot write webm: lossless mkv
+    ("scan.tiff.tok", None, "scan.png"),
+    ("clip.tok", None, "clip.mkv"),
+    ("clip.mp4.tok", "mkv", "clip.mkv"),
+    ("clip.mp4.tok", "y4m", "clip.y4m"),
+])
+def test_decode_names(name, to, expected):
+    assert decode_name(name, to)[0] == expected
+
+
+def test_decode_name_collisions_keep_the_original_extension(tmp_path):
+    outs = decode_outputs(tmp_path, ["x/a.mp4.tok", "x/a.mkv.tok", "y/a.mp4.tok"], "mkv")
+    assert [o.relative_to(tmp_path).as_posix() for o in outs] == ["x/a.mp4.mkv", "x/a.mkv.mkv", "y/a.mkv"]
+
+
+def test_globs():
+    assert wanted("encode", "a/b/x.MP4", (), ())
+    assert not wanted("encode", "a/notes.txt", (), ())
+    assert not wanted("encode", "a/x.mp4.tok", (), ())
+    assert wanted("decode", "a/x.mp4.tok", (), ())
+    assert wanted("encode", "cam1/x.mkv", ("cam1/*",), ())
+    assert not wanted("encode", "cam2/x.mkv", ("cam1/*",), ())
+    assert not wanted("encode", "a/b/x.mkv", (), ("*.mkv",))   # a bare pattern matches the name
+    assert not wanted("encode", "a/b/x.mkv", (), ("a/**",))
+    assert wanted("encode", "a/raw.dat", ("*.dat",), ())       # --include replaces the default
+
+
+def test_plan_skips_complete_outputs_and_leaves_dst_inside_src_alone(tmp_path):
+    src = make_tree(tmp_path / "src")
+    dst = src / "out"
+    (dst / "a").mkdir(parents=True)
+    (dst / "a" / "c1.mkv.tok").write_bytes(b"x")          # newer than its input: complete
+    old = src / "a" / "b" / "c2.mp4"
+    (dst / "a" / "b").mkdir()
+    (dst / "a" / "b" / "c2.mp4.tok").write_bytes(b"x")
+    os.utime(dst / "a" / "b" / "c2.mp4.tok", ns=(old.stat().st_mtime_ns - 10**9,) * 2)  # stale
+    write_clip(dst / "decoy.mkv", smooth_clip(1, 16, 16))   # inside DST: never an input
+    plan = make_plan("encode", src, dst)
+    assert [j.rel for j in plan.skipped] == ["a/c1.mkv"]
+    assert {j.rel: j.overwrite for j in plan.todo} == {"a/b/c2.mp4": True, "img.png": False,
+                                                       "skip/c3.mkv": False}
+    forced = make_plan("encode", src, dst, force=True)
+    assert len(forced.todo) == 4 and not forced.skipped
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "a").mkdir()
+    stale = tmp_path / "a" / f".clip.mp4.part-{dead.pid}.tok"
+    live = tmp_path / "a" / f".other.mp4.part-{os.getpid()}.tok"
+    keep = tmp_path / "a" / ".notes.part-x.txt"
+    for p in (stale, live, keep):
+        p.write_bytes(b"partial")
+    assert remove_stale_parts(tmp_path) == 1
+    assert not stale.exists() and live.exists() and keep.exists()
+    assert remove_stale_parts(tmp_path, pids=[os.getpid()]) == 1 and not live.exists()
+
+
+def test_a_second_run_on_the_same_dst_is_refused(tmp_path):
+    with DirLock(tmp_path / ".lock"):
+        second = DirLock(tmp_path / ".lock")
+        with pytest.raises(OutputError, match="another batch run is using this folder"):
+            second.__enter__()
+    with DirLock(tmp_path / ".lock"):  # released on exit
+        pass
+
+
+def test_manifest_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / MANIFEST_NAME
+    path.write_text('{"output": "x", "status": "done", "frames": 3}\n{"output": "y", "sta')
+    with Manifest(path) as m:
+        assert m.previous == {"x": {"output": "x", "status": "done", "frames": 3}}
+        m.write({"output": "z", "status": "done"})
+    assert [r["output"] for r in read_records(path)] == ["x", "z"]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tokcodec.cli import app
+
+    for args, needle in [
+        (("encode", tmp_path / "nope", tmp_path / "o"), "no such file"),
+        (("decode", tmp_path, tmp_path), "different from SRC"),
+        (("decode", tmp_path, tmp_path / "o", "--to", "avi"), "--to must be one of"),
+        (("encode", tmp_path, tmp_path / "o", "--model", "tiny", "--gop", "4"), "--gop must be"),
+        (("encode", tmp_path, tmp_path / "o", "--model", "nonesuch"), "nonesuch"),
+    ]:
+        res = CliRunner().invoke(app, ["batch", *map(str, args)])
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.exit_code == 1 and len(lines) == 1, res.stderr
+        assert lines[0].startswith("tokcodec: error:") and needle in lines[0], lines[0]

@@ -1,0 +1,32 @@
+"""Batch encode/decode of folder trees, locally (a process pool) or on a Ray cluster.
+
+    from tokcodec.batch import batch_encode, batch_decode
+    summary = batch_encode("videos/", "tok/", model="small", workers=2)   # -> BatchSummary
+    print(summary.line(), summary.failures)
+    batch_decode("tok/", "restored/", to="mkv")
+
+Outputs are written under temporary names and renamed when complete, complete outputs newer than
+their input are skipped on a rerun, and every file gets a line in DST/manifest.jsonl.
+"""
+from __future__ import annotations
+
+from tokcodec.batch.plan import MANIFEST_NAME
+from tokcodec.batch.run import (
+           BatchInterrupted,
+           BatchSummary,
+           batch_decode,
+           batch_encode,
+           run_batch,
+)
+from tokcodec.batch.work import BatchOptions, FileResult
+
+__all__ = [
+           "MANIFEST_NAME",
+           "BatchInterrupted",
+           "BatchOptions",
+           "BatchSummary",
+           "FileResult",
+           "batch_decode",
+           "batch_encode",
+           "run_batch",
+]

@@ -1,0 +1,104 @@
+"""`tokcodec batch encode|decode SRC DST`: the typer sub-app over tokcodec.batch."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Encode or decode whole folder trees (resumable; local processes or Ray).")
+
+_GLOB = "(path relative to SRC, or file name); repeatable."
+Include = Annotated[list[str] | None, typer.Option("--include", help=f"Only files matching this glob {_GLOB}")]
+Exclude = Annotated[list[str] | None, typer.Option("--exclude", help=f"Leave out files matching this glob {_GLOB}")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
+Workers = Annotated[int | None, typer.Option(
+    "--workers", "-j", show_default=False,
+    help="Worker processes (Ray: actors), each loading the model once "
+         "\\[default: one per CPU core; with cuda one per GPU].")]
+Engine = Annotated[str, typer.Option("--engine", help="local, or ray (pip install 'tokcodec\\[ray]').")]
+Address = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster address \\[default: RAY_ADDRESS, else a new local Ray instance].")]
+Force = Annotated[bool, typer.Option("--force", help="Redo outputs that are already complete.")]
+NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: kept).")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only failures (and the summary if any).")]
+
+
+def _run(fn: Callable[..., Any], quiet: bool, **kwargs: Any) -> None:
+    from tokcodec.batch.progress import default_reporter
+    from tokcodec.batch.run import BatchInterrupted
+    from tokcodec.cli import _errors
+
+    with _errors():
+        try:
+            summary = fn(reporter=default_reporter(quiet), **kwargs)
+        except BatchInterrupted as exc:
+            typer.echo(f"{exc.summary.line()} (interrupted; rerun to resume)", err=True)
+            raise typer.Exit(130) from None
+    if not quiet or summary.failed:
+        typer.echo(summary.line(), err=True)
+    if summary.failed:
+        typer.echo(f"tokcodec: {summary.failed} file(s) failed, listed in {summary.manifest}", err=True)
+        raise typer.Exit(1)
+
+
+@batch_app.command("encode")
+def encode(
+    src: Annotated[Path, typer.Argument(help="Folder (searched recursively) or a single file.")],
+    dst: Annotated[Path, typer.Argument(help="Output folder: SRC's tree mirrored, .tok appended.")],
+    include: Include = None,
+    exclude: Exclude = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")] = "default",
+    gop: Annotated[int, typer.Option("--gop", help="Frames per independently decodable chunk (1 + 4k).")] = 17,
+    scale: Annotated[float, typer.Option("--scale", help="Tokenize at this fraction of the size (rate knob).")] = 1.0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = None,
+    engine: Engine = "local",
+    address: Address = None,
+    force: Force = False,
+    no_audio: NoAudio = False,
+    quiet: Quiet = False,
+) -> None:
+    """Encode every video/image under SRC into DST (a/clip.mp4 -> a/clip.mp4.tok).
+
+    Default inputs: video and image files (hidden files and DST itself are left out). Complete outputs newer than their input are skipped, so an interrupted run resumes where it stopped.
+    """
+    from tokcodec.batch.run import batch_encode
+
+    _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
+         model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
+         engine=engine, address=address, force=force, audio=not no_audio)
+
+
+@batch_app.command("decode")
+def decode(
+    src: Annotated[Path, typer.Argument(help="Folder of .tok files (searched recursively) or one .tok.")],
+    dst: Annotated[Path, typer.Argument(help="Output folder (not SRC); original names are restored.")],
+    to: Annotated[str | None, typer.Option(
+        "--to", show_default=False,
+        help="mkv (lossless FFV1), mp4 (H.264) or y4m \\[default: the original extension when "
+             "decode can write it, else mkv].")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", show_default=False,
+        help="Weights to use \\[default: the preset named in each file].")] = None,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = None,
+    engine: Engine = "local",
+    address: Address = None,
+    force: Force = False,
+    no_audio: NoAudio = False,
+    quiet: Quiet = False,
+) -> None:
+    """Decode every .tok under SRC into DST (a/clip.mp4.tok -> a/clip.mp4)."""
+    from tokcodec.batch.run import batch_decode
+
+    _run(batch_decode, quiet, src=src, dst=dst, to=to, include=include or (), exclude=exclude or (),
+         model=model, device=device, precision=precision, workers=workers, engine=engine,
+         address=address, force=force, audio=not no_audio)

@@ -1,0 +1,101 @@
+"""The JSONL manifest in DST and the lock that keeps two runs off the same DST.
+
+One line per file per run, appended with flush + fsync, so a kill -9 loses at most the line being
+written (a torn last line is skipped on reading and terminated before the next append).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tokcodec.errors import OutputError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed record of a manifest (a torn line from a killed run is ignored)."""
+    if not path.exists():
+        return []
+    records = []
+    with path.open("rb") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+    return records
+
+
+class Manifest:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.previous: dict[str, dict[str, Any]] = {}
+        for rec in read_records(path):
+            if rec.get("status") == "done" and rec.get("output"):
+                self.previous[rec["output"]] = rec
+        try:
+            self._fh = path.open("ab")
+            if self._fh.tell() > 0:
+                with path.open("rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        self._fh.write(b"\n")
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write the manifest ({exc.strerror or exc})") from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DirLock:
+    """An exclusive flock on DST/.tokcodec-batch.lock; released by the kernel if the run dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> Self:
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{self.path.parent}: cannot create the lock file ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                self._fd = fd  # a filesystem without flock (some NFS set-ups): run unlocked
+                return self
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(f"{self.path.parent}: another batch run is using this folder "
+                              f"(holder: {holder}; lock {self.path.name})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (deleting it would race)
+            self._fd = None

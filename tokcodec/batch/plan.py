@@ -1,0 +1,220 @@
+"""What a batch run has to do: walk SRC, filter by globs, mirror paths into DST, decide skips.
+
+Names: encode keeps the input's full name (`a/clip.mp4` -> `a/clip.mp4.tok`) so that decode can
+restore it (`a/clip.mp4.tok` -> `a/clip.mp4`). An output is complete when its final name exists
+(only an atomic rename creates it) and it is not older than its input.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokcodec.errors import InputError, OutputError
+from tokcodec.io import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
+
+TOK_SUFFIX = ".tok"
+VIDEO_INPUT_SUFFIXES = {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".mpg", ".mpeg",
+                        ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".gif"}
+MEDIA_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
+DECODE_TARGETS = ("mkv", "mp4", "y4m")
+RESTORABLE_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".png", ".jpg", ".jpeg"}  # what decode can write as-is
+FALLBACK_VIDEO = ".mkv"   # lossless, for inputs like .avi/.webm that decode cannot write
+FALLBACK_IMAGE = ".png"
+# hidden temporary outputs: pipeline.temp_path -> ".{stem}.part-{pid}{suffix}"
+PART_RE = re.compile(r"^\..+\.part-(\d+)(\.[^./]+)?$")
+MANIFEST_NAME = "manifest.jsonl"
+LOCK_NAME = ".tokcodec-batch.lock"
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    input: Path      # absolute
+    output: Path     # absolute
+    rel: str         # input path relative to SRC (posix), for messages
+    overwrite: bool  # an older or --force'd output exists and is replaced
+
+
+@dataclass
+class Plan:
+    op: str
+    src: Path
+    dst: Path
+    todo: list[Job] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable dirs
+
+    @property
+    def total(self) -> int:
+        return len(self.todo) + len(self.skipped)
+
+
+def _matches(rel: str, patterns: Iterable[str]) -> bool:
+    """A glob matches the path relative to SRC or just the file name (`*.mp4`, `cam1/*`, `**/x.mov`)."""
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        pat = pat.removeprefix("./")
+        if fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(name, pat):
+            return True
+        if pat.startswith("**/") and fnmatch.fnmatchcase(rel, pat[3:]):
+            return True
+    return False
+
+
+def wanted(op: str, rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Default selection: media files for encode, .tok files for decode; --include replaces it."""
+    if include:
+        ok = _matches(rel, include)
+    elif op == "encode":
+        ok = Path(rel).suffix.lower() in MEDIA_SUFFIXES
+    else:
+        ok = rel.lower().endswith(TOK_SUFFIX)
+    return ok and not _matches(rel, exclude)
+
+
+def walk(src: Path, skip_dirs: Sequence[Path] = (),
+         errors: list[tuple[str, str]] | None = None) -> list[str]:
+    """Relative posix paths of the files under src, sorted; hidden files and directories (and
+    skip_dirs, e.g. DST inside SRC) are left out. Symlinked directories are not followed; broken
+    file symlinks are kept so that they are reported. Unreadable directories go to `errors`."""
+    skip = {os.path.realpath(d) for d in skip_dirs}
+    found: list[str] = []
+
+    def onerror(exc: OSError) -> None:
+        if errors is not None:
+            errors.append((str(exc.filename), f"cannot list directory ({exc.strerror or exc})"))
+
+    for root, dirs, files in os.walk(src, onerror=onerror):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(root, d)) not in skip)
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            if os.path.isfile(path) or os.path.islink(path):
+                found.append(Path(os.path.relpath(path, src)).as_posix())
+    return sorted(found)
+
+
+def encode_output(dst: Path, rel: str) -> Path:
+    return dst / (rel + TOK_SUFFIX)
+
+
+def decode_name(tok_name: str, to: str | None) -> tuple[str, str]:
+    """(preferred name, collision-proof name) of the decoded output of `tok_name`."""
+    base = tok_name[: -len(TOK_SUFFIX)] if tok_name.lower().endswith(TOK_SUFFIX) else tok_name
+    suffix = Path(base).suffix.lower()
+    stem = base[: -len(suffix)] if suffix else base
+    if to:
+        new = "." + to.lower().lstrip(".")
+    elif suffix in RESTORABLE_SUFFIXES:
+        return base, base
+    else:
+        new = FALLBACK_IMAGE if suffix in IMAGE_SUFFIXES else FALLBACK_VIDEO
+    return stem + new, base + new
+
+
+def decode_outputs(dst: Path, rels: Sequence[str], to: str | None) -> list[Path]:
+    """Mirror .tok paths to output paths; names that would collide (`a.mp4.tok` and `a.mkv.tok`
+    with --to mkv) keep their original extension instead (`a.mp4.mkv`, `a.mkv`... -> `a.mkv.mkv`)."""
+    names = []
+    for rel in rels:
+        parent, _, name = rel.rpartition("/")
+        preferred, unique = decode_name(name, to)
+        names.append((parent, preferred, unique))
+    counts: dict[tuple[str, str], int] = {}
+    for parent, preferred, _ in names:
+        counts[(parent, preferred)] = counts.get((parent, preferred), 0) + 1
+    out = []
+    for parent, preferred, unique in names:
+        name = preferred if counts[(parent, preferred)] == 1 else unique
+        out.append(dst / parent / name if parent else dst / name)
+    return out
+
+
+def is_complete(src: Path, out: Path) -> bool:
+    """Final name present (only renames of finished temp files create it) and not older than src."""
+    try:
+        out_stat = out.stat()
+        return out.is_file() and out_stat.st_mtime_ns >= src.stat().st_mtime_ns
+    except OSError:
+        return False
+
+
+def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
+              exclude: Sequence[str] = (), to: str | None = None, force: bool = False) -> Plan:
+    if op not in ("encode", "decode"):
+        raise ValueError(f"unknown batch operation {op!r}")
+    if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
+        raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
+    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
+    if not src.exists():
+        raise InputError(f"{src}: no such file or directory")
+    if op == "decode" and os.path.realpath(src) == os.path.realpath(dst):
+        raise OutputError(f"{dst}: decode needs a DST different from SRC (outputs would sit beside, "
+                          "and could replace, the original videos)")
+    errors: list[tuple[str, str]] = []
+    if src.is_file():
+        root, rels = src.parent, [src.name]
+    else:
+        root, rels = src, [r for r in walk(src, [dst] if dst != src else [], errors)
+                           if wanted(op, r, include, exclude)]
+    if op == "encode":
+        outputs = [encode_output(dst, r) for r in rels]
+    else:
+        outputs = decode_outputs(dst, rels, to)
+    plan = Plan(op, src, dst, errors=errors)
+    for i, (rel, out) in enumerate(zip(rels, outputs)):
+        inp = root / rel
+        exists = out.exists()
+        if exists and not force and is_complete(inp, out):
+            plan.skipped.append(Job(i, inp, out, rel, False))
+        else:
+            plan.todo.append(Job(i, inp, out, rel, exists))
+    return plan
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped, e.g. under a container's init) writes nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_parts(dst: Path, pids: Iterable[int] | None = None) -> list[Path]:
+    """Temporary outputs under dst left by a killed run: those of `pids`, or when None those whose
+    writer is no longer alive on this host (callers hold the DST lock, so no other run writes)."""
+    wanted_pids = set(pids) if pids is not None else None
+    found = []
+    for root, dirs, files in os.walk(dst):
+        for name in files:
+            m = PART_RE.match(name)
+            if not m:
+                continue
+            pid = int(m.group(1))
+            if (pid in wanted_pids) if wanted_pids is not None else not pid_alive(pid):
+                found.append(Path(root) / name)
+    return found
+
+
+def remove_stale_parts(dst: Path, pids: Iterable[int] | None = None) -> int:
+    n = 0
+    for path in stale_parts(dst, pids):
+        try:
+            path.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n

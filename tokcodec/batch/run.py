@@ -1,0 +1,270 @@
+"""A batch run from start to end: lock DST, clear a killed run's temporary files, plan, record
+skips, run the engine, write the manifest as files finish, and summarise."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tokcodec.batch.manifest import DirLock, Manifest
+from tokcodec.batch.plan import (
+    DECODE_TARGETS,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    Job,
+    Plan,
+    make_plan,
+    remove_stale_parts,
+)
+from tokcodec.batch.progress import Reporter, reporter_line
+from tokcodec.batch.work import BatchOptions, FileResult
+from tokcodec.errors import InputError, ModelError, OutputError
+
+if TYPE_CHECKING:
+    from tokcodec.batch.local import LocalPool
+    from tokcodec.batch.ray_engine import RayPool
+
+
+@dataclass
+class BatchSummary:
+    op: str
+    src: str
+    dst: str
+    manifest: str
+    workers: int
+    engine: str
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def _count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def done(self) -> int:
+        return self._count("done")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def frames(self) -> int:
+        """Frames coded by this run (skipped files not counted)."""
+        return sum(r.frames for r in self.results if r.status == "done")
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.results if r.status == "done")
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+    def line(self) -> str:
+        mb = self.bytes / 1e6
+        return (f"batch {self.op}: {self.done} done, {self.skipped} skipped, {self.failed} failed, "
+                f"{self.frames} frames, {mb:.{1 if mb >= 1 or mb == 0 else 3}f} MB, {self.fps:.1f} fps")
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a run; workers were stopped and their temporary files removed."""
+
+    def __init__(self, summary: BatchSummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def validate_options(options: BatchOptions) -> None:
+    """Catch bad options once, up front, instead of as a failure on every file."""
+    from tokcodec.device import select_runtime
+    from tokcodec.model.presets import get_preset
+    from tokcodec.model.zoo import resolve_name
+
+    select_runtime(options.device, options.precision)
+    if options.model:
+        path = Path(options.model)
+        if options.model.endswith(".safetensors") or (path.suffix and path.exists()):
+            if not path.is_file():
+                raise ModelError(f"{path}: weights file not found")
+        else:
+            cfg = get_preset(resolve_name(options.model))
+            t = cfg.temporal_factor
+            if options.op == "encode" and (options.gop < 1 or (options.gop - 1) % t):
+                raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
+    if options.op == "encode" and not 0.05 <= options.scale <= 1.0:
+        raise ValueError(f"--scale must lie in [0.05, 1], got {options.scale}")
+
+
+class _Sink:
+    """Engine events -> manifest line + reporter + summary."""
+
+    def __init__(self, manifest: Manifest, reporter: Reporter, summary: BatchSummary, run_id: str) -> None:
+        self.manifest, self.reporter, self.summary, self.run_id = manifest, reporter, summary, run_id
+
+    def record(self, result: FileResult) -> None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.manifest.write({"run": self.run_id, "time": stamp, "op": self.summary.op, **result.record()})
+        self.summary.results.append(result)
+
+    def started(self, job: Job, total_frames: int) -> None:
+        self.reporter.started(job, total_frames)
+
+    def advanced(self, job: Job, frames: int) -> None:
+        self.reporter.advanced(job, frames)
+
+    def finished(self, job: Job, result: FileResult) -> None:
+        self.record(result)
+        self.reporter.finished(job, result)
+
+
+def _read_back(op: str, job: Job) -> dict:
+    """Frames, bpp and model of a complete output with no manifest record (e.g. a moved DST)."""
+    from tokcodec.codec.pipeline import open_tok
+
+    try:
+        tok = job.output if op == "encode" else job.input
+        with open_tok(tok) as reader:
+            h, frames = reader.header, reader.frame_count
+        bpp = 8 * tok.stat().st_size / max(1, frames * h.width * h.height)
+        return {"frames": frames, "bpp": bpp, "model": h.model_name}
+    except Exception:  # noqa: BLE001 - only informative; a skip never fails
+        return {}
+
+
+def _skipped_result(op: str, job: Job, manifest: Manifest) -> FileResult:
+    prev = manifest.previous.get(str(job.output)) or _read_back(op, job)
+    try:
+        size = job.output.stat().st_size
+    except OSError:
+        size = 0
+    return FileResult(str(job.input), str(job.output), "skipped", int(prev.get("frames", 0)), size,
+                      prev.get("bpp"), 0.0, model=prev.get("model"))
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill PID` stops a run like Ctrl-C does (workers stopped, partial outputs removed)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, *,
+              include: Sequence[str] = (), exclude: Sequence[str] = (), to: str | None = None,
+              force: bool = False, workers: int | None = None, engine: str = "local",
+              address: str | None = None, reporter: Reporter | None = None) -> BatchSummary:
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine must be local or ray, got {engine!r}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    reporter = reporter or Reporter()
+    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
+    if not src.exists():
+        raise InputError(f"{src}: no such file or directory")
+    if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
+        raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
+    validate_options(options)
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot create ({exc.strerror or exc})") from None
+    if engine == "ray":
+        from tokcodec.batch.ray_engine import check_ray
+
+        check_ray()
+    with DirLock(dst / LOCK_NAME):
+        remove_stale_parts(dst)
+        plan: Plan = make_plan(op, src, dst, include=include, exclude=exclude, to=to, force=force)
+        from tokcodec.batch.local import default_workers
+
+        n = workers or default_workers(options.device)
+        summary = BatchSummary(op, str(src), str(dst), str(dst / MANIFEST_NAME), n, engine)
+        with Manifest(dst / MANIFEST_NAME) as manifest:
+            sink = _Sink(manifest, reporter, summary,
+                         datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6])
+            for path, reason in plan.errors:  # e.g. an unreadable directory: reported, not fatal
+                result = FileResult(path, "", "failed", error=reason)
+                sink.record(result)
+                reporter_line(reporter, plan, path, result)
+            for job in plan.skipped:
+                sink.record(_skipped_result(op, job, manifest))
+            pool: LocalPool | RayPool
+            if engine == "ray":
+                from tokcodec.batch.ray_engine import RayPool
+
+                pool = RayPool(options, workers, sink, address)
+            else:
+                from tokcodec.batch.local import LocalPool
+
+                summary.workers = min(n, max(1, len(plan.todo)))
+                pool = LocalPool(options, summary.workers, sink)
+            reporter.begin(plan, summary.workers, engine)
+            t0 = time.perf_counter()
+            try:
+                with _sigterm_as_interrupt():
+                    pool.run(plan.todo)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                raise BatchInterrupted(summary) from None
+            finally:
+                summary.seconds = time.perf_counter() - t0
+                summary.workers = getattr(pool, "size", 0) or summary.workers
+                reporter.end()
+                remove_stale_parts(dst, pool.pids)  # whatever our own workers left
+    return summary
+
+
+def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (),
+                 exclude: Sequence[str] = (), model: str = "default", gop: int = 17,
+                 scale: float = 1.0, device: str = "auto", precision: str = "auto",
+                 workers: int | None = None, engine: str = "local", address: str | None = None,
+                 force: bool = False, audio: bool = True, reporter: Reporter | None = None) -> BatchSummary:
+    """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
+
+    Complete outputs newer than their input are skipped (force=True redoes them); failures are
+    recorded per file in the summary and dst/manifest.jsonl, never raised.
+    """
+    opts = BatchOptions("encode", model, gop, scale, device, precision, audio)
+    return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
+                     workers=workers, engine=engine, address=address, reporter=reporter)
+
+
+def batch_decode(src: str | Path, dst: str | Path, *, to: str | None = None,
+                 include: Sequence[str] = (), exclude: Sequence[str] = (), model: str | None = None,
+                 device: str = "auto", precision: str = "auto", workers: int | None = None,
+                 engine: str = "local", address: str | None = None, force: bool = False,
+                 audio: bool = True, reporter: Reporter | None = None) -> BatchSummary:
+    """Decode every .tok under src into dst, restoring the original names (`x.mp4.tok` -> `x.mp4`,
+    or `x.mkv` with to="mkv")."""
+    opts = BatchOptions("decode", model, device=device, precision=precision, audio=audio)
+    return run_batch("decode", src, dst, opts, to=to, include=include, exclude=exclude, force=force,
+                     workers=workers, engine=engine, address=address, reporter=reporter)

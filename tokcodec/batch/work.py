@@ -1,0 +1,152 @@
+"""One batch worker: loads the model once, then encodes or decodes files one at a time.
+
+Shared by the local process pool and the Ray actors. Every per-file failure becomes a FileResult
+with a one-line reason; only KeyboardInterrupt/SystemExit escape (the pipeline's `finally` then
+removes the temporary output).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ProgressFn = Callable[[int], None]
+StartFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every file of a run is coded with (the encode options of `tokcodec encode`)."""
+
+    op: str                     # "encode" or "decode"
+    model: str | None = None  # encode: preset/weights (None = default); decode: None = as in each file
+    gop: int = 17
+    scale: float = 1.0
+    device: str = "auto"
+    precision: str = "auto"
+    audio: bool = True          # keep (encode) / restore (decode) the first audio stream
+
+
+@dataclass
+class FileResult:
+    input: str
+    output: str
+    status: str                 # "done", "skipped" or "failed"
+    frames: int = 0
+    bytes: int = 0              # size of the output file
+    bpp: float | None = None  # coded bits per pixel of the .tok
+    seconds: float = 0.0
+    error: str | None = None
+    model: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        rec = asdict(self)
+        if rec["bpp"] is not None:
+            rec["bpp"] = round(rec["bpp"], 6)
+        rec["seconds"] = round(rec["seconds"], 3)
+        return {k: v for k, v in rec.items() if v is not None}
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing reason for a failure: tokcodec errors as they are, others with their type."""
+    from tokcodec.errors import TokcodecError
+
+    if isinstance(exc, MemoryError):
+        return "out of memory (try a smaller --gop or --scale, or fewer --workers)"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, (TokcodecError, ValueError)):
+        return text or type(exc).__name__
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or text}".lstrip(": ")
+    return f"unexpected {type(exc).__name__}: {text}"
+
+
+def limit_threads(threads: int) -> None:
+    """Give this process `threads` torch threads; select_runtime would otherwise take every core."""
+    os.environ["TOKCODEC_THREADS_SET"] = "1"
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+class Worker:
+    def __init__(self, options: BatchOptions, device: str | None = None, threads: int | None = None) -> None:
+        if threads:
+            limit_threads(threads)
+        from tokcodec.device import select_runtime
+
+        self.options = options
+        self.device = device or options.device
+        self.runtime = select_runtime(self.device, options.precision)
+        if self.runtime.device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(self.runtime.device)
+        self._models: dict[str, Any] = {}
+        if options.op == "encode" or options.model:
+            self.model(options.model or "default")  # fail at start-up, not on every file
+
+    def model(self, name: str):
+        if name not in self._models:
+            from tokcodec.codec.pipeline import prepare_model
+            from tokcodec.model.zoo import load_tokenizer
+
+            self._models[name] = prepare_model(load_tokenizer(name, "cpu"), self.runtime)
+        return self._models[name]
+
+    def run(self, src: Path | str, dst: Path | str, overwrite: bool = False,
+            started: StartFn | None = None, progress: ProgressFn | None = None) -> FileResult:
+        src, dst = Path(src), Path(dst)
+        t0 = time.perf_counter()
+        try:
+            if src.is_symlink() and not src.exists():
+                from tokcodec.errors import InputError
+
+                raise InputError(f"{src}: broken symbolic link (to {os.readlink(src)})")
+            mtime = src.stat().st_mtime_ns
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if self.options.op == "encode":
+                result = self._encode(src, dst, overwrite, started, progress)
+            else:
+                result = self._decode(src, dst, overwrite, started, progress)
+            if src.stat().st_mtime_ns != mtime:
+                # the input changed while we read it: leave the output older than it, so the
+                # next run redoes it
+                os.utime(dst, ns=(mtime, mtime))
+            return result
+        except Exception as exc:  # noqa: BLE001 - isolate every per-file failure
+            return FileResult(str(src), str(dst), "failed", seconds=time.perf_counter() - t0,
+                              error=one_line(exc))
+
+    def _encode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
+                progress: ProgressFn | None) -> FileResult:
+        from tokcodec.codec.pipeline import encode_video
+        from tokcodec.io import probe
+
+        if started:
+            started(probe(src).frame_count)
+        o = self.options
+        st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
+                          device=self.device, precision=o.precision, scale=o.scale,
+                          overwrite=overwrite, progress=progress, audio=o.audio)
+        return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
+                          model=st.model)
+
+    def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
+                progress: ProgressFn | None) -> FileResult:
+        from tokcodec.codec.pipeline import decode_video, open_tok
+
+        with open_tok(src) as reader:
+            name = self.options.model or reader.header.model_name
+            total = reader.frame_count
+        if started:
+            started(total)
+        st = decode_video(src, dst, model=self.model(name), device=self.device,
+                          precision=self.options.precision, overwrite=overwrite, progress=progress,
+                          audio=self.options.audio)
+        bpp = 8 * src.stat().st_size / max(1, st.frames * st.width * st.height)
+        return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,
+                          model=name)
