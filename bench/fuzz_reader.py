@@ -30,6 +30,15 @@ from tokcodec.fuzz import MUTATIONS, exercise, mutate, seed_files, temp_workdir 
 MB = 1 << 20
 
 
+def peak_rss_mb() -> float:
+    """VmHWM: the process's peak resident memory, which also sees allocations tracemalloc cannot
+    (constriction's Rust code, FFmpeg's C code)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class Hang(BaseException):  # not caught by the read paths under test
     pass
 
@@ -55,6 +64,7 @@ def run(seeds: list[bytes], start: int, cases: int, timeout: float, workdir: Pat
     slowest = (0.0, -1)
     worst_mem = (0.0, -1, 0)
     path = workdir / "case.tok"
+    rss_before = peak_rss_mb()
     t0 = time.perf_counter()
     tracemalloc.start()
     for case in range(start, start + cases):
@@ -94,6 +104,8 @@ def run(seeds: list[bytes], start: int, cases: int, timeout: float, workdir: Pat
     print(f"slowest case {slowest[1]}: {1000 * slowest[0]:.0f} ms (limit {timeout:.0f} s)")
     print(f"largest traced allocation: case {worst_mem[1]}, {worst_mem[2] / MB:.1f} MB = "
           f"{100 * worst_mem[0]:.1f}% of its header-derived bound")
+    print(f"peak RSS of the process: {rss_before:.0f} MB before the cases, {peak_rss_mb():.0f} MB after "
+          "(all allocations, native code included)")
     for line in failures[:30]:
         print("FAIL", line)
     print(f"{len(failures)} failures")

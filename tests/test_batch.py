@@ -30,11 +30,17 @@ from tokcodec.io import probe
 CLIPS = {"a/c1.mkv": 9, "a/b/c2.mp4": 5, "img.png": 1}  # relative path -> frames
 
 
+def default_sigint() -> None:
+    """Children get Ctrl-C back even when the test run itself ignores it (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, wait=True, **kw):
     env = dict(os.environ, TOKCODEC_NO_REEXEC="1")
     cmd = [sys.executable, "-m", "tokcodec", "batch", *map(str, args)]
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint, **kw)
     return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -242,7 +248,9 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     assert not part_files(tok)
     done = [r for r in read_records(tok / MANIFEST_NAME) if r["status"] == "done"]
-    assert {Path(r["output"]).name for r in done} == outputs(tok) - {".tokcodec-batch.lock"}
+    # every recorded file is there (one finished in the instant of the Ctrl-C may lack its record:
+    # the next run skips it as complete)
+    assert {Path(r["output"]).name for r in done} <= outputs(tok) - {".tokcodec-batch.lock"}
     for rel in outputs(tok):
         assert file_info(tok / rel)["frames"] == expected[rel]
 

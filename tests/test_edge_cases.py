@@ -101,9 +101,15 @@ def cli_error(*args: str) -> str:
 
 def run_cli(*args: object, preexec=None) -> subprocess.Popen:
     env = dict(os.environ, TOKCODEC_NO_REEXEC="1", PYTHONDONTWRITEBYTECODE="1")
+
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C works even if this run ignores it
+        if preexec is not None:
+            preexec()
+
     return subprocess.Popen([sys.executable, "-m", "tokcodec", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=preexec)  # noqa: PLW1509 - it only sets a limit
+                            preexec_fn=setup)  # noqa: PLW1509 - it only sets signals and limits
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 """Local engine: N worker processes (spawned: torch and fork do not mix), each loading the model
 once and getting cores // N torch threads; with CUDA each worker is pinned to one GPU.
 
-Each worker has its own task queue and holds one job at a time, so the driver always knows which
-file a worker was on: a worker that dies (segfault, OOM kill) fails that file only and is replaced.
+Each worker has its own task queue, reports on its own pipe and holds one job at a time, so the
+driver always knows which file a worker was on: a worker that dies (segfault, OOM kill) fails that
+file only and is replaced. (A queue shared by all workers would not survive that: a worker killed
+while writing to it leaves its cross-process lock held or a message cut in half.)
 Workers ignore SIGINT (the driver decides), turn SIGTERM into KeyboardInterrupt so the pipeline
 removes its temporary output, and die with the driver (PR_SET_PDEATHSIG) if it is killed -9.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mpc
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -118,9 +122,9 @@ def _worker_main(wid: int, options: BatchOptions, device: str, threads: int,
         try:
             worker = Worker(options, device=device, threads=threads)
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which stops the run
-            results.put(("init_error", wid, one_line(exc)))
+            results.send(("init_error", wid, one_line(exc)))
             return
-        results.put(("ready", wid, os.getpid()))
+        results.send(("ready", wid, os.getpid()))
         while True:
             try:
                 task = tasks.get(timeout=1.0)
@@ -132,9 +136,9 @@ def _worker_main(wid: int, options: BatchOptions, device: str, threads: int,
                 return
             idx, src, dst, overwrite = task
             res = worker.run(src, dst, overwrite,
-                             started=lambda n, i=idx: results.put(("start", wid, i, n)),
-                             progress=lambda n, i=idx: results.put(("progress", wid, i, n)))
-            results.put(("result", wid, idx, res))
+                             started=lambda n, i=idx: results.send(("start", wid, i, n)),
+                             progress=lambda n, i=idx: results.send(("progress", wid, i, n)))
+            results.send(("result", wid, idx, res))
     except KeyboardInterrupt:
         return
 
@@ -144,6 +148,7 @@ class _Slot:
     wid: int
     process: Any
     tasks: Any
+    results: Any                # read end of this worker's pipe
     device: str
     job: Job | None = None
     pid: int | None = None
@@ -165,7 +170,6 @@ class LocalPool:
         cuda = uses_cuda(self.options.device)
         gpus = gpu_count() if cuda else 0
         threads = 1 if cuda else max(1, cpu_count() // n)
-        self._results = self.ctx.Queue()
         self._slots: list[_Slot] = []
         self._threads = threads
         pending = deque(jobs)
@@ -179,10 +183,7 @@ class LocalPool:
                 self._dispatch(self._slots[-1], pending)
             checked = time.monotonic()
             while any(s.job is not None for s in self._slots):
-                try:
-                    msg = self._results.get(timeout=0.5)
-                except queue.Empty:
-                    msg = None
+                msg = self._next_message()
                 if time.monotonic() - checked >= 0.5:  # even while others keep reporting
                     checked = time.monotonic()
                     restarts += self._replace_dead(pending)
@@ -207,15 +208,46 @@ class LocalPool:
                     self.events.finished(job, rest[1])
                     self._dispatch(slot, pending)
         except BaseException:
+            self._record_finished(by_index)
             self._stop(graceful=False)
             raise
         self._stop(graceful=True)
+
+    def _record_finished(self, by_index: dict[int, Job]) -> None:
+        """On the way out (Ctrl-C, error): record the results workers already sent, so the
+        manifest lists every file that was completed."""
+        for slot in self._slots:
+            try:
+                while not slot.results.closed and slot.results.poll(0):
+                    kind, _, *rest = slot.results.recv()
+                    if kind == "result" and slot.job is not None and slot.job.index == rest[0]:
+                        slot.job = None
+                        self.events.finished(by_index[rest[0]], rest[1])
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+                continue
+
+    def _next_message(self) -> tuple | None:
+        """One message from any worker (None after 0.5 s of quiet). A pipe whose worker died
+        mid-message is left alone: the dead worker is then replaced by _replace_dead."""
+        readers = [s.results for s in self._slots if not s.results.closed]
+        if not readers:
+            time.sleep(0.05)
+            return None
+        for conn in mpc.wait(readers, timeout=0.5):
+            try:
+                return conn.recv()
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+                conn.close()  # the worker is gone (or wrote half a message before dying)
+        return None
 
     def _replace_dead(self, pending: deque[Job]) -> int:
         """Fail the file of each worker that died mid-job (segfault, OOM kill) and replace it."""
         replaced = 0
         for i, slot in enumerate(self._slots):
-            if slot.job is None or slot.process.is_alive():
+            if slot.process.is_alive() or (slot.job is None and not slot.results.closed):
+                continue
+            if slot.job is None:  # died between jobs: its pipe is closed; nothing was lost
+                slot.results.close()
                 continue
             job, slot.job = slot.job, None
             code = slot.process.exitcode
@@ -231,8 +263,9 @@ class LocalPool:
 
     def _start(self, wid: int, device: str) -> _Slot:
         tasks = self.ctx.Queue()
+        reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_worker_main, name=f"tokcodec-batch-{wid}", daemon=True,
-                                args=(wid, self.options, device, self._threads, tasks, self._results))
+                                args=(wid, self.options, device, self._threads, tasks, writer))
         # start the child with SIGINT ignored (Python keeps an inherited SIG_IGN), so a Ctrl-C
         # while it is still importing torch does not print a traceback from it
         try:
@@ -244,8 +277,9 @@ class LocalPool:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        writer.close()  # the child holds its own copy; EOF on the reader then means it is gone
         self.pids.add(proc.pid)
-        return _Slot(wid, proc, tasks, device, pid=proc.pid)
+        return _Slot(wid, proc, tasks, reader, device, pid=proc.pid)
 
     def _dispatch(self, slot: _Slot, pending: deque[Job]) -> None:
         if pending:
@@ -268,6 +302,7 @@ class LocalPool:
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=5)
-        for q in [s.tasks for s in slots] + ([self._results] if slots else []):
-            q.cancel_join_thread()
-            q.close()
+        for slot in slots:
+            slot.tasks.cancel_join_thread()
+            slot.tasks.close()
+            slot.results.close()
