@@ -6,6 +6,7 @@ Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes)
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ class ColorInfo:
     transfer: int = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class VideoInfo:
     width: int                  # as displayed: after the rotation below
     height: int
@@ -242,8 +243,23 @@ def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int
 
 def probe(path: Path | str) -> VideoInfo:
     """Size (upright), rate, frame count and colour of a video or image, checked to be codable:
-    the size limits are applied before any frame is decoded, then the first frame is decoded."""
+    the size limits are applied before any frame is decoded, then the first frame is decoded.
+    Remembered per (path, size, mtime): the CLI and the pipeline both ask, and counting the
+    frames of a Matroska file reads it through."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return _probe(path)  # _open_input gives the user-facing error
+    return _probe_cached(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_cached(path: Path, size: int, mtime_ns: int) -> VideoInfo:
+    return _probe(path)
+
+
+def _probe(path: Path) -> VideoInfo:
     container = _open_input(path)
     try:
         stream = _video_stream(container, path)
