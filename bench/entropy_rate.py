@@ -21,7 +21,10 @@ Examples::
 Every coder given with ``--coder`` (default: 2 and 3, the context coders) codes the same tokens.
 
 Throughput is CPU time of this process (best of --repeat runs per GOP), so other jobs on a shared
-machine do not count; it is one core, numpy + constriction only.
+machine do not count; it is one core (numpy, constriction for coder 2, numba kernels for coder
+3). The first encode and decode of the first GOP are also printed ("first call"): they include
+loading coder 3's compiled kernels from numba's cache, or compiling them when there is none
+(e.g. ``NUMBA_CACHE_DIR=$(mktemp -d)``); ``TOKCODEC_NO_NUMBA=1`` measures coder 3's numpy path.
 """
 from __future__ import annotations
 
@@ -191,6 +194,8 @@ class GopResult:
     cells: int
     enc_s: float
     dec_s: float
+    enc_first: float = 0.0       # CPU seconds of the first encode / decode (cold for the first GOP)
+    dec_first: float = 0.0
 
 
 def measure(coder, name: str, tokens: np.ndarray, bits: int, repeat: int) -> GopResult:
@@ -198,6 +203,7 @@ def measure(coder, name: str, tokens: np.ndarray, bits: int, repeat: int) -> Gop
     CPU time (time.process_time) keeps other jobs on this shared machine out of the numbers."""
     enc_s = dec_s = float("inf")
     payload = b""
+    first = None
     for _ in range(repeat):
         t0 = time.process_time()
         payload = coder.encode(tokens, bits)
@@ -205,11 +211,12 @@ def measure(coder, name: str, tokens: np.ndarray, bits: int, repeat: int) -> Gop
         out = coder.decode(payload, tokens.shape, bits)
         t2 = time.process_time()
         enc_s, dec_s = min(enc_s, t1 - t0), min(dec_s, t2 - t1)
+        first = first or (t1 - t0, t2 - t1)
         if not np.array_equal(out, tokens):
             raise SystemExit(f"ROUND TRIP FAILED on {name}")
     fb = coder.frame_bits(payload, tokens.shape, bits)
     assert sum(fb) == 8 * len(payload)
-    return GopResult(name, tokens.size, fb, tokens.shape[1] * tokens.shape[2], enc_s, dec_s)
+    return GopResult(name, tokens.size, fb, tokens.shape[1] * tokens.shape[2], enc_s, dec_s, *first)
 
 
 def report(results: list[GopResult], bits: int, pixels_per_gop: list[int]) -> None:
@@ -233,6 +240,10 @@ def report(results: list[GopResult], bits: int, pixels_per_gop: list[int]) -> No
     print(f"bpp            {total_bits / sum(pixels_per_gop):.4f} bits per pixel (of the video frames)")
     print(f"encode         {tokens / sum(r.enc_s for r in results) / 1e6:.2f} M tokens/s (CPU time, best of repeats)")
     print(f"decode         {tokens / sum(r.dec_s for r in results) / 1e6:.2f} M tokens/s (CPU time, best of repeats)")
+    if results:
+        print(f"first call     encode {results[0].enc_first * 1e3:.0f} ms, decode {results[0].dec_first * 1e3:.0f} ms "
+              f"(first GOP, CPU time: includes loading / compiling kernels; warm: "
+              f"{results[0].enc_s * 1e3:.1f} / {results[0].dec_s * 1e3:.1f} ms)")
 
 
 def _size(text: str) -> tuple[int, int]:

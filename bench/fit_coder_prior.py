@@ -160,11 +160,20 @@ def quantise(fl: dict[str, np.ndarray], bits: int) -> dict[str, np.ndarray]:
 
 
 def save(arrays: dict[str, np.ndarray], sha256: str, path: Path) -> None:
+    """Write the prior file; written among the shipped weights, also (re)write its line of
+    weights/SHA256SUMS, since coder 3 only uses shipped priors that match it."""
+    import hashlib
+
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
               metadata={"format": c3.PRIOR_FORMAT, "model_sha256": sha256})
     path.chmod(0o644)
+    if path.parent.resolve() == c3.WEIGHTS_DIR.resolve():
+        sums = c3.WEIGHTS_DIR / "SHA256SUMS"
+        lines = [ln for ln in sums.read_text().splitlines() if ln.split()[1:] != [path.name]] if sums.exists() else []
+        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}")
+        sums.write_text("\n".join(lines) + "\n")
 
 
 def coded_rate(tokens: np.ndarray, bits: int, sha256: str) -> tuple[float, float, float]:

@@ -134,7 +134,7 @@ def main() -> int:
     torch.set_num_threads(1)
     workdir = temp_workdir()
     seeds = seed_files(workdir)
-    print(f"seed files: {[len(s) for s in seeds]} bytes (tiny model: context coder + audio, raw coder, 1 frame)")
+    print(f"seed files: {[len(s) for s in seeds]} bytes (see tokcodec.fuzz.seed_files)")
     if args.case is not None:
         return replay(seeds, args.case, workdir)
     return run(seeds, args.start, args.cases, args.timeout, workdir)

@@ -3,6 +3,7 @@ from pathlib import Path
 
 
 import tokcodec
+from tokcodec.codec.entropy import DEFAULT_CODER_ID
 from tokcodec.model.presets import DEFAULT_PRESET
 from tokcodec.model.zoo import load_tokenizer, shipped_weights_path
 
@@ -23,7 +24,7 @@ def test_sample_round_trip_quality(tmp_path):
     assert st.frames == 17 and st.width == 640 and st.height == 360
     info = tokcodec.file_info(tmp_path / "s.tok")
     assert not info["untrained_model"]
-    assert info["header"]["coder_id"] == 2
+    assert info["header"]["coder_id"] == DEFAULT_CODER_ID
     assert info["payload_bits_per_token"] < 16.0  # the context coder beats 18 raw bits
     tokcodec.decode_video(tmp_path / "s.tok", tmp_path / "s.mkv")
     cmp = tokcodec.compare_videos(SAMPLE, tmp_path / "s.mkv")

@@ -30,7 +30,9 @@ _EXPORTS = {
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch",
 }
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["DecodeStats", "EncodeStats", "TokcodecError", "__version__", "batch_decode", "batch_encode",
+           "compare_videos", "decode_video", "encode_video", "export_tokens", "file_info",
+           "load_tokenizer", "read_tokens", "split_tokens", "verify_file"]
 
 
 def __getattr__(name: str) -> Any:

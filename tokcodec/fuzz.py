@@ -163,8 +163,10 @@ def exercise(path: Path) -> Outcome:
     return Outcome(True, "/".join(details))
 
 
-def seed_files(workdir: Path, frames: int = 21) -> list[bytes]:
-    """Valid .tok files from the tiny untrained model: context coder with audio, raw coder, one frame."""
+def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list[bytes]:
+    """Valid .tok files: from the tiny untrained model with the default coder (with audio, and one
+    frame), the raw coder and coder 2; and one from the shipped model, whose coder 3 payload uses
+    its learned prior."""
     from tokcodec.codec.pipeline import encode_video
     from tokcodec.io import FrameWriter
 
@@ -182,10 +184,19 @@ def seed_files(workdir: Path, frames: int = 21) -> list[bytes]:
     _add_tone(video, with_audio, av)
     out = []
     for name, src, kwargs in (("ctx_audio", with_audio, {"gop": 5}), ("raw", video, {"gop": 9, "coder_id": 1}),
-                              ("ctx", video, {"gop": 17, "max_frames": 1})):
+                              ("ctx", video, {"gop": 17, "max_frames": 1}),
+                              ("coder2", video, {"gop": 9, "coder_id": 2})):
         dst = workdir / f"{name}.tok"
         encode_video(src, dst, model="tiny", overwrite=True, **kwargs)
         out.append(dst.read_bytes())
+    if with_prior:  # the shipped model has a learned prior: coder 3's own bitstream (not its fallback)
+        moving = workdir / "moving.mkv"
+        with FrameWriter(moving, 96, 64, Fraction(25)) as w:
+            for t in range(9):
+                w.write(np.kron(np.roll(rng.integers(0, 255, (8, 12, 3)), t, axis=1),
+                                np.ones((8, 8, 1))).astype(np.uint8))
+        encode_video(moving, workdir / "prior.tok", model="default", gop=9, overwrite=True)
+        out.append((workdir / "prior.tok").read_bytes())
     return out
 
 

@@ -9,29 +9,45 @@ offline on tokens of the tokenizer's training data (``bench/fit_coder_prior.py``
 beside the weights (``tokcodec/weights/<model>.coder3.safetensors``, with the weights' SHA-256 in
 its metadata). The payload names the prior by the first four bytes of the prior file's SHA-256,
 so a decoder without that exact prior (other weights, or a re-fitted prior) refuses the payload
-(``FormatError``) instead of decoding garbage.
+(``FormatError``) instead of decoding garbage; a shipped prior file is used only if its SHA-256
+matches its line in ``tokcodec/weights/SHA256SUMS``.
 
-Order and features (the same lattice passes as coder 2, see ``context_coder.py``): each pass is
-coded in two steps, planes ``[0, g)`` then ``[g, bits)`` with ``g = ceil(bits / 2)``. A cell's
-features are the signs (+1 / -1, 0 where unknown) of all planes of its up-to-four coded
-neighbours; per plane, the sign at its motion-compensated position in the previous latent frame
-and the sum of the signs of the 3x3 cells around it (0 in the first frame and outside); and
-one-hots of the pass, the number of coded neighbours, first frame and "has a prediction". Each bit's logit is a linear function of the
-features plus an MLP of them (``hidden`` ReLU units); the second group's logits also get a linear
-term in the first group's signs of the cell.
+Order (the same lattice passes as coder 2, see ``context_coder.py``, with 2 levels: 5 passes per
+latent frame): latent frames in order; in a frame, the passes; in a pass, its cells in coder 2's
+pass order; in a cell, planes 0 .. bits-1, one binary decision each. A cell's features are the
+signs (+1 / -1, 0 where unknown) of all planes of its up-to-four coded neighbours; per plane, the
+sign at its motion-compensated position in the previous latent frame and the sum of the signs of
+the 3x3 cells around it (0 in the first frame and outside); and one-hots of the pass, the number
+of coded neighbours, first frame and "has a prediction". Each bit's logit is a linear function
+of the features plus an MLP of them (``hidden`` ReLU units); the logits of the second group,
+planes ``[g, bits)`` with ``g = ceil(bits / 2)``, also get a linear term in the signs of the
+cell's first-group planes (coded just before them).
 
-Bit exactness: weights are integers; features are -1, 0, 1, so the first layer's float32 matrix
-product holds integers below 2**24 and the second layer's float64 product integers below 2**53:
-every partial sum is exact, so any BLAS, any summation order, with or without FMA, gives the same
-integers. The activation is ``min(relu(z) // 16, 1023)``. The logit (1/4096 nat) picks a 12-bit
-probability from an integer table shipped in the prior file.
+Bit exactness: weights are integers; features are -1, 0, 1 (the 3x3 sums -9..9), so every
+partial sum of the first layer is an integer below 2**24 (checked when a prior is loaded) and
+every one of the second layer an integer below 2**53: the numpy path (float32 / float64 matrix
+products, any BLAS, any summation order) and the compiled path (``context_kernels.py``, int32
+table sums) compute the same integers. The activation is ``min(relu(z) // 16, 1023)``. Logits
+are in 1/4096 nat.
 
-Adaptation (secondary estimation): a bit's context is (predicted bit: 0 / none / 1, plane, logit
-bucket of 1/4 nat, clipped to +-8 nats); its probability is ``((ones << 12) + SSE_WEIGHT * p0)
-// (zeros + ones + SSE_WEIGHT)`` with the context's adaptive counts (updated after every pass,
-reset at each GOP) and ``p0`` the table's probability at the bucket's centre logit. ``p`` is
-rounded to coder 2's 32 levels and three planes form one 8-ary symbol of coder 2's symbol rows,
-coded with constriction's range coder.
+Probabilities (secondary estimation): a bit's context is ``pred * bits * 65 + plane * 65 + 32 +
+clip(logit >> 10, -32, 32)`` (``pred``: the predicted bit, the centre sign in the previous frame:
+0 for a zero, 1 for none, 2 for a one; the logit bucket is 1/4 nat); its probability of a one, in
+1/4096, is ``clip(((ones << 12) + 24 * p0) // (zeros + ones + 24), 1, 4095)`` with the context's
+counts (updated after every pass, reset at each GOP) and ``p0`` the prior file's ``prob`` table
+at the bucket's centre logit, ``prob[((2 * bucket + 1) << 3) + 1023]`` (clipped to 1..4095).
+
+Range coder (LZMA's binary coder, one stream per latent frame): 32-bit ``range`` (initially
+2**32 - 1) and ``low`` (initially 0, 33 bits with the carry); a bit with probability ``p`` of a
+one splits ``bound = (range >> 12) * p``: a one keeps ``range = bound``, a zero does ``low +=
+bound; range -= bound``; while ``range < 2**24``: ``range <<= 8`` and one byte shifts out of
+``low`` through LZMA's cache byte and pending 0xFF count, which resolve carries. The encoder
+ends with five shifts and drops the first byte of its output (always 0). The decoder starts with
+``code`` = the segment's first 4 bytes, big-endian; a bit is a one iff ``code < bound`` (then
+``range = bound``, else ``code -= bound; range -= bound``), renormalising alike with the next
+byte. The encoder's bytes are exactly those the decoder reads (4 plus one per renormalisation):
+a decoder that reads fewer or more (past the end, bytes read as 0) has a corrupt segment
+(FormatError).
 
 The encoder also codes a GOP with coder 2 when its motion-compensated frames change by fewer
 than STATIC_BITS bits per token (near-static content, which the prior never saw), and keeps the
@@ -47,8 +63,9 @@ Payload (little-endian)::
       4 bytes                 prior key: the first 4 bytes of the prior file's SHA-256
       (t-1) x u8              motion of latent frame f >= 1 against frame f-1, as coder 2
       t x varint              segment f: (byte length << 1) | raw flag
-      segments                per latent frame: a range-coder stream (u32 words), or, where that
-                              would not be smaller, the frame's raw bit packing
+      segments                per latent frame: its range-coder bytes, or, where those would not
+                              be fewer, the frame's raw bit packing (the decoder runs the model
+                              over a raw frame too: the counts learn from it)
 """
 from __future__ import annotations
 
@@ -93,6 +110,8 @@ N_SSE = 2 * SSE_HALF + 1
 STATIC_BITS = 1.5           # encoder: below this mean change per token, also try coder 2
 N_PRED = 3                  # SSE contexts also split by the predicted bit: none, 0, 1
 SSE_WEIGHT = 24             # weight of the static probability against a bucket's counts
+PROB_BITS = 12              # coded probabilities: P(one) in 1/4096, 1..4095
+RC_TOP = 1 << 24            # range coder: renormalise (shift out a byte) below this range
 
 
 def n_features(bits: int) -> int:
@@ -128,8 +147,9 @@ class Prior:
         return self.w2.shape[0]
 
     @cached_property
-    def kernel(self) -> _KernelPrior:
-        """The same weights as integer tables for the compiled kernels (built once per prior)."""
+    def kernel(self) -> _KernelPrior | None:
+        """The same weights as int32 tables for the compiled kernels (built once per prior), or
+        None if they do not fit int32."""
         return _kernel_prior(self)
 
 
@@ -293,7 +313,7 @@ class _Frame3:
     signs: np.ndarray        # (hw + 1, bits) float32 +-1 of coded cells, 0 elsewhere (row hw: sentinel)
     planes: np.ndarray       # (hw, bits) uint8 coded bits, pass order
     prev_hidden: np.ndarray  # (hw, hidden + bits) float32 first-layer part fixed for the frame
-    pred: np.ndarray         # (hw, bits) int64 SSE context part of the predicted bit (none, 0, 1)
+    pred: np.ndarray         # (hw, bits) int64 SSE context part of the predicted bit (0, none, 1)
 
 
 def _neighbour_signs(signs: np.ndarray, ps: _Pass) -> np.ndarray:
@@ -320,24 +340,18 @@ def features(geo: _Geometry, ps: _Pass, index: int, signs: np.ndarray, prev_feat
 
 @dataclass
 class _Model:
-    """Static MLP logits and the adaptive per-(plane, bucket) recalibration."""
+    """Static MLP logits and the adaptive per-context recalibration (numpy path; the compiled
+    kernels compute the same integers)."""
 
     prior: Prior
     bits: int
     counts: np.ndarray = field(init=False)      # (2, N_PRED * bits * N_SSE) int64
 
     def __post_init__(self) -> None:
-        bits, g = self.bits, (self.bits + 1) // 2
+        bits = self.bits
         self.n_ctx = N_PRED * bits * N_SSE
         self.counts = np.zeros((2, self.n_ctx), np.int64)
         self._constant: np.ndarray | None = None
-        plane = np.arange(bits, dtype=np.int64)
-        self._ctx_base = (plane * N_SSE + SSE_HALF)[None, :]
-        size = self.n_ctx + 1                    # three stacked level tables, each with a pad entry
-        self._sym_offset = ((np.where(plane < g, plane, plane - g) % 3) * size)[None, :]
-        self._pad = size - 1 + size * np.arange(3, dtype=np.int64)
-        self.table = np.zeros(3 * size, np.int32)
-        self.table[self._pad] = c2.PAD_LEVEL * np.array([1, c2.N_LEVELS, c2.N_LEVELS ** 2], np.int32)
         centre = (np.arange(-SSE_HALF, SSE_HALF + 1) * 2 + 1) << (SSE_SHIFT - LOGIT_SHIFT - 1)
         self._centre = np.tile(np.take(self.prior.prob, centre + LOGIT_RANGE), N_PRED * bits)
         self._refresh()
@@ -377,24 +391,16 @@ class _Model:
         act = np.minimum(np.floor(hid * np.float32(1 / (1 << ACT_SHIFT))), ACT_MAX).astype(np.float64)
         return act @ p.w2 + (p.b2 + z[:, p.hidden:] * (LOGIT_UNIT // W1_UNIT))
 
-    def cross(self, first_bits: np.ndarray) -> np.ndarray:
-        return (first_bits.astype(np.float64) * 2 - 1) @ self.prior.ar
+    def cross_table(self) -> np.ndarray:
+        """(2**g, bits - g) int64: the second group's cross term for each value of the first
+        group's bits (integer sums below 2**53, exact)."""
+        g = (self.bits + 1) // 2
+        first = (np.arange(1 << g)[:, None] >> np.arange(g)) & 1
+        return ((first * 2.0 - 1.0) @ self.prior.ar.reshape(g, self.bits - g)).astype(np.int64)
 
     def pred_part(self, prev_feats: np.ndarray) -> np.ndarray:
         """(hw, bits) SSE context part of the predicted bits: 0, none, 1 (centre sign -1, 0, 1)."""
         return (prev_feats[:, :self.bits].astype(np.int64) + 1) * (self.bits * N_SSE)
-
-    def rows(self, logit: np.ndarray, lo: int, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (n, k) of planes lo.. -> (symbol rows (n * ceil(k / 3), 8), SSE contexts)."""
-        n, k = logit.shape
-        ctx = np.clip(logit.astype(np.int64) >> SSE_SHIFT, -SSE_HALF, SSE_HALF)
-        ctx += self._ctx_base[:, lo:lo + k]
-        ctx += pred
-        x = np.take(self.table, ctx + self._sym_offset[:, lo:lo + k])
-        if k % 3:
-            pad = self._pad[k % 3:3]
-            x = np.concatenate([x, np.broadcast_to(pad, (n, pad.size))], 1)
-        return np.take(c2.SYMBOL_ROWS, (x[:, 0::3] + x[:, 1::3] + x[:, 2::3]).ravel(), axis=0), ctx
 
     def update(self, ctx: np.ndarray, bits: np.ndarray) -> None:
         d = np.bincount((bits.astype(np.int64) * self.n_ctx + ctx).ravel(), minlength=2 * self.n_ctx)
@@ -403,54 +409,160 @@ class _Model:
 
     def _refresh(self) -> None:
         c0, c1 = self.counts
-        p = ((c1 << c2.PROB_BITS) + SSE_WEIGHT * self._centre) // (c0 + c1 + SSE_WEIGHT)
-        level = np.take(c2.LEVEL_OF_PROB, p).astype(np.int32)
-        size = level.size + 1
-        self.table[:level.size] = level
-        self.table[size:size + level.size] = level * c2.N_LEVELS
-        self.table[2 * size:2 * size + level.size] = level * (c2.N_LEVELS * c2.N_LEVELS)
+        p = ((c1 << PROB_BITS) + SSE_WEIGHT * self._centre) // (c0 + c1 + SSE_WEIGHT)
+        self.prob = np.clip(p, 1, c2.PROB_ONE - 1)
 
 
-def _run(side, prior: Prior, shape: tuple[int, int, int], bits: int,
-         motions: list[tuple[int, int]]) -> np.ndarray:
-    """The model, shared by encoder and decoder; returns the tokens (t, h, w)."""
+# --------------------------------------------------------------------------- the range coder
+
+
+class _PyRangeEncoder:
+    """The binary range coder of the docstring (LZMA's), in plain Python (numpy path)."""
+
+    def __init__(self) -> None:
+        self.low, self.rng, self.cache, self.pending = 0, 0xFFFFFFFF, 0, 1
+        self.out = bytearray()
+
+    def _shift(self) -> None:
+        low = self.low
+        if low < 0xFF000000 or low > 0xFFFFFFFF:
+            carry = low >> 32
+            self.out.append((self.cache + carry) & 0xFF)
+            self.out += bytes([(0xFF + carry) & 0xFF]) * (self.pending - 1)
+            self.pending = 0
+            self.cache = (low >> 24) & 0xFF
+        self.pending += 1
+        self.low = (low << 8) & 0xFFFFFFFF
+
+    def code_many(self, bits: list[int], probs: list[int]) -> None:
+        """code() for each (bit, probability), with the state in locals (the numpy path's loop)."""
+        low, rng, cache, pending, out = self.low, self.rng, self.cache, self.pending, self.out
+        for bit, p in zip(bits, probs):
+            bound = (rng >> PROB_BITS) * p
+            if bit:
+                rng = bound
+            else:
+                low += bound
+                rng -= bound
+            while rng < RC_TOP:
+                rng <<= 8
+                if low < 0xFF000000 or low > 0xFFFFFFFF:
+                    carry = low >> 32
+                    out.append((cache + carry) & 0xFF)
+                    if pending > 1:
+                        out += bytes([(0xFF + carry) & 0xFF]) * (pending - 1)
+                    pending = 0
+                    cache = (low >> 24) & 0xFF
+                pending += 1
+                low = (low << 8) & 0xFFFFFFFF
+        self.low, self.rng, self.cache, self.pending = low, rng, cache, pending
+
+    def finish(self) -> bytes:
+        for _ in range(5):
+            self._shift()
+        return bytes(self.out[1:])          # the first byte is always 0
+
+
+class _PyRangeDecoder:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.rng, self.low = data, 4, 0xFFFFFFFF, int.from_bytes(data[:4].ljust(4, b"\0"), "big")
+
+    def code_many(self, probs: list[int]) -> int:
+        """The bits (LSB first) of len(probs) decisions, with the state in locals."""
+        low, rng, pos, data = self.low, self.rng, self.pos, self.data
+        size = len(data)
+        value = 0
+        for i, p in enumerate(probs):
+            bound = (rng >> PROB_BITS) * p
+            if low < bound:
+                rng = bound
+                value |= 1 << i
+            else:
+                low -= bound
+                rng -= bound
+            while rng < RC_TOP:
+                rng <<= 8
+                low = ((low << 8) | (data[pos] if pos < size else 0)) & 0xFFFFFFFF
+                pos += 1
+        self.low, self.rng, self.pos = low, rng, pos
+        return value
+
+
+def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tuple[int, int]],
+         known: np.ndarray | None, segments: list[tuple[bool, bytes]] | None
+         ) -> tuple[np.ndarray, list[tuple[bool, bytes]]]:
+    """The numpy path, shared by encoder (``known``: the tokens; returns the coded segments) and
+    decoder (``segments``; returns the tokens (t, h, w))."""
     t, h, w = shape
+    hw = h * w
     g = (bits + 1) // 2
+    gmask = (1 << g) - 1
     geo = c2._geometry(h, w, LEVELS_PER_PASS)
     model = _Model(prior, bits)
-    hw = h * w
+    cross_np = model.cross_table()
+    cross = cross_np.tolist()
+    planes_idx = np.arange(bits, dtype=np.int64)
+    plane_base = planes_idx * N_SSE + SSE_HALF
     out = np.empty((t, hw), np.int64)
-    weights = np.int64(1) << np.arange(bits, dtype=np.int64)
+    coded: list[tuple[bool, bytes]] = []
+    raw_len = c2._raw_frame_bytes(h, w, bits)
     prev = None
     for f in range(t):
-        side.start_frame(f)
         prev_feats, has = _prev_features(geo, bits, prev, motions[f])
         fr = _Frame3(np.zeros((hw + 1, bits), np.float32), np.zeros((hw, bits), np.uint8),
                      model.start_frame(geo, prev_feats, has, prev is None), model.pred_part(prev_feats))
+        decoding = False
+        if known is not None:
+            tok = np.take(known[f].reshape(-1), geo.order).astype(np.int64)
+        elif segments[f][0]:
+            grid = RawBitsCoder().decode(segments[f][1], (1, h, w), bits)[0]
+            tok = np.take(grid.reshape(-1), geo.order).astype(np.int64)
+        else:
+            tok, decoding = np.zeros(hw, np.int64), True
+        rc = _PyRangeDecoder(segments[f][1]) if decoding else _PyRangeEncoder()
         for i, ps in enumerate(geo.passes):
             cells = slice(ps.start, ps.stop)
-            logit = model.logits(fr, ps, i)
-            rows, ca = model.rows(logit[:, :g], 0, fr.pred[cells, :g])
-            first = side.code(cells, 0, g, rows)
-            fr.planes[cells, :g] = first
-            if g < bits:
-                rows, cb = model.rows(logit[:, g:] + model.cross(first), g, fr.pred[cells, g:])
-                fr.planes[cells, g:] = side.code(cells, g, bits, rows)
-                model.update(np.concatenate([ca, cb], 1), fr.planes[cells])
+            logit = model.logits(fr, ps, i).astype(np.int64)
+            base = fr.pred[cells] + plane_base
+            if not decoding:
+                logit[:, g:] += cross_np[tok[cells] & gmask]
+                ctx = base + np.clip(logit >> SSE_SHIFT, -SSE_HALF, SSE_HALF)
+                rc.code_many(((tok[cells, None] >> planes_idx) & 1).ravel().tolist(),
+                             np.take(model.prob, ctx).ravel().tolist())
             else:
-                model.update(ca, first)
-            fr.signs[cells] = fr.planes[cells] * np.float32(2) - np.float32(1)
-        side.end_frame(f)
+                ctx = base + np.clip(logit >> SSE_SHIFT, -SSE_HALF, SSE_HALF)     # second group: below
+                p1 = np.take(model.prob, ctx[:, :g]).tolist()
+                lg2, base2, prob = logit[:, g:].tolist(), base[:, g:].tolist(), model.prob.tolist()
+                toks, ctx2 = [], []
+                for k in range(ps.stop - ps.start):
+                    first = rc.code_many(p1[k])
+                    row = [b + min(max((v + c) >> SSE_SHIFT, -SSE_HALF), SSE_HALF)
+                           for b, v, c in zip(base2[k], lg2[k], cross[first])]
+                    toks.append(first | rc.code_many([prob[x] for x in row]) << g)
+                    ctx2.append(row)
+                if g < bits:
+                    ctx[:, g:] = ctx2
+                tok[cells] = toks
+            fr.planes[ps.start:ps.stop] = c2._unpack(tok[ps.start:ps.stop], bits)
+            model.update(ctx, fr.planes[ps.start:ps.stop])
+            fr.signs[ps.start:ps.stop] = fr.planes[ps.start:ps.stop] * np.float32(2) - np.float32(1)
+        if decoding and rc.pos != len(segments[f][1]):
+            raise FormatError(f"range-coded data of latent frame {f} is corrupt (the decoder read "
+                              f"{rc.pos} of its {len(segments[f][1])} bytes)")
+        if known is not None:
+            data = rc.finish()
+            coded.append((True, RawBitsCoder().encode(known[f:f + 1], bits)) if len(data) >= raw_len
+                         else (False, data))
         planes = np.empty((hw, bits), np.uint8)
         planes[geo.order] = fr.planes
-        out[f] = planes @ weights
+        out[f, geo.order] = tok
         prev = planes
-    return out.reshape(t, h, w)
+    return out.reshape(t, h, w), coded
 
 
 # --------------------------------------------------------------------------- compiled path
 
-CHUNK = 6                   # planes per sign-table chunk (context_kernels.CHUNK)
+CHUNK = 9                   # planes per sign-table chunk (context_kernels.CHUNK)
 _KERNELS = None             # the context_kernels module, False without numba, None: not tried yet
 
 
@@ -470,24 +582,37 @@ def _kernels():
     return _KERNELS or None
 
 
+LANES = 64                  # context_kernels' padding of first-layer rows (context_kernels.LANES)
+
+
 @dataclass(frozen=True)
 class _KernelPrior:
-    t_nbr: np.ndarray        # (4, chunks, 64, hidden + bits) int32: neighbour j's planes in a chunk
-    t_centre: np.ndarray     # (chunks, 64, hidden + bits) int32: previous frame's centre signs
-    t_sum: np.ndarray        # (chunks, 64, hidden + bits) int32: one cell of the previous 3x3
-    kp_table: np.ndarray     # (N_PASS_SLOTS * 5, hidden + bits) int32: pass, known count and b1
-    w_first: np.ndarray      # (hidden + bits,) int32
-    w_has: np.ndarray        # (hidden + bits,) int32
-    w2: np.ndarray           # (hidden, bits) float64 (integers)
-    b2: np.ndarray           # (bits,) float64
-    ar: np.ndarray           # (g, bits - g) float64
+    """A prior's weights as the compiled kernels use them: first-layer rows of hidden + bits
+    integers padded with zeros to whole LANES; sign tables have 2**CHUNK rows per chunk."""
+
+    t_nbr: np.ndarray        # (4, chunks, rows, padded) int16: neighbour j's planes of one chunk
+    t_centre: np.ndarray     # (chunks, rows, padded) int16: previous frame's centre (+ w_has in chunk 0)
+    t_sum: np.ndarray        # (chunks, rows, padded) int16: one cell of the previous frame's 3x3
+    kp_table: np.ndarray     # (N_PASS_SLOTS * 5, padded) int32: pass and known one-hots, and b1
+    w_first: np.ndarray      # (padded,) int32
+    w2t: np.ndarray          # (bits, hidden) int32, the transposed second layer
+    b2: np.ndarray           # (bits,) int32
+    cross: np.ndarray        # (2**g * (bits - g),) int32: first-group bits -> second-group logits
     centre: np.ndarray       # (n_ctx,) int64 static probability of each SSE context
-    level0: np.ndarray       # (n_ctx,) int32 level of each SSE context before any count
+    prob0: np.ndarray        # (n_ctx,) int64 probability of each SSE context before any count
+
+
+def _pad(a: np.ndarray, lanes: int, dtype) -> np.ndarray:
+    n = a.shape[-1]
+    out = np.zeros(a.shape[:-1] + (-(-n // lanes) * lanes,), dtype)
+    out[..., :n] = a
+    return out
 
 
 def _sign_table(wb: np.ndarray) -> np.ndarray:
-    """(bits, n) integer weight rows -> (chunks, 64, n) int32: per chunk of CHUNK planes and each
-    value of its bits, the sum of the rows times the planes' signs (+1 for a one, -1 for a zero)."""
+    """(bits, n) integer weight rows -> (chunks, 2**CHUNK, n) int64: per chunk of CHUNK planes and
+    each value of its bits, the sum of the rows times the planes' signs (+1 for a one, -1 for a
+    zero)."""
     bits, n = wb.shape
     chunks = -(-bits // CHUNK)
     v = np.arange(1 << CHUNK)
@@ -495,30 +620,40 @@ def _sign_table(wb: np.ndarray) -> np.ndarray:
     for p in range(bits):
         ch, b = divmod(p, CHUNK)
         out[ch] += np.where((v >> b) & 1, 1, -1)[:, None] * wb[p].astype(np.int64)[None, :]
-    return out.astype(np.int32)
+    return out
 
 
-def _kernel_prior(p: Prior) -> _KernelPrior:
-    bits, g = p.bits, (p.bits + 1) // 2
+def _kernel_prior(p: Prior) -> _KernelPrior | None:
+    """The kernels' tables, or None where a logit could leave int32 (the numpy path codes it)."""
+    bits = p.bits
     i32 = np.int32
     b1 = p.b1.astype(np.int64)
     kp = (p.w_pass.astype(np.int64)[:, None, :] + p.w_known.astype(np.int64)[None, :, :] + b1)
     model = _Model(p, bits)
+    centre = _sign_table(p.w_prev[:bits]).astype(np.int64)
+    centre[0] += p.w_has.astype(np.int64)          # added with the centre: only where there is one
+    # |first-layer sums| < 2**24 (checked when loading): skip logits < 2**28, activations <= ACT_MAX
+    bound = (np.abs(p.b2) + (1 << 28) + ACT_MAX * np.abs(p.w2).sum(0)).max() + np.abs(p.ar).sum(0).max()
+    if bound >= 1 << 31:
+        return None
     return _KernelPrior(
-        t_nbr=np.ascontiguousarray(np.stack([_sign_table(p.w_nbr[j * bits:(j + 1) * bits]) for j in range(4)])),
-        t_centre=_sign_table(p.w_prev[:bits]), t_sum=_sign_table(p.w_prev[bits:2 * bits]),
-        kp_table=np.ascontiguousarray(kp.reshape(N_PASS_SLOTS * 5, -1).astype(i32)),
-        w_first=p.w_first.astype(i32), w_has=p.w_has.astype(i32),
-        w2=np.ascontiguousarray(p.w2, np.float64), b2=np.ascontiguousarray(p.b2, np.float64),
-        ar=np.ascontiguousarray(p.ar, np.float64).reshape(g, bits - g),
+        # sums of at most CHUNK + 1 weights within +-2047 (checked on loading): int16 halves the cache
+        t_nbr=_pad(np.stack([_sign_table(p.w_nbr[j * bits:(j + 1) * bits]) for j in range(4)]), LANES, np.int16),
+        t_centre=_pad(centre, LANES, np.int16),
+        t_sum=_pad(_sign_table(p.w_prev[bits:2 * bits]), LANES, np.int16),
+        kp_table=_pad(kp.reshape(N_PASS_SLOTS * 5, -1), LANES, i32),
+        w_first=_pad(p.w_first, LANES, i32),
+        w2t=np.ascontiguousarray(p.w2.T.astype(i32)), b2=p.b2.astype(i32),
+        cross=model.cross_table().astype(i32).reshape(-1),
         centre=np.ascontiguousarray(model._centre, np.int64),
-        level0=np.take(c2.LEVEL_OF_PROB, model._centre).astype(i32),
+        prob0=model.prob.astype(np.int64),
     )
 
 
 @dataclass(frozen=True)
 class _KGeometry:
     order: np.ndarray        # (hw,) int64 pass-order position -> row-major cell
+    pos: np.ndarray          # (hw,) int64 row-major cell -> pass-order position
     passes: np.ndarray       # (passes + 1,) int64 pass starts, then hw
     nbr: np.ndarray          # (4, hw) int64 pass-order neighbours, hw = none
     kp: np.ndarray           # (hw,) int64 row of _KernelPrior.kp_table: pass slot * 5 + known
@@ -537,7 +672,10 @@ def _kgeometry(h: int, w: int) -> _KGeometry:
         if not np.all((ps.nbr == hw) | (ps.nbr < ps.start)):
             raise AssertionError("coder 3: a neighbour is not coded before its cell")
     starts = [ps.start for ps in geo.passes] + [hw]
-    return _KGeometry(np.ascontiguousarray(geo.order, np.int64), np.array(starts, np.int64), nbr, kp)
+    order = np.ascontiguousarray(geo.order, np.int64)
+    pos = np.empty(hw, np.int64)
+    pos[order] = np.arange(hw)
+    return _KGeometry(order, pos, np.array(starts, np.int64), nbr, kp)
 
 
 class _KState:
@@ -548,168 +686,77 @@ class _KState:
         hw = h * w
         hb = kp.kp_table.shape[1]
         n_ctx = kp.centre.size
-        most = int(np.diff(self.geo.passes).max()) if hw else 0
-        per_cell = 2 * -(-bits // 3) + 1
-        self.hw, self.bits, self.g = hw, bits, (bits + 1) // 2
+        most = max(int(np.diff(self.geo.passes).max()) if hw else 0, 1)
+        self.h, self.w, self.hw, self.bits, self.g = h, w, hw, bits, (bits + 1) // 2
         self.ph = np.empty((hw, hb), np.int32)
         self.pred = np.empty((hw, bits), np.int32)
         self.u = np.empty((hw, hb), np.int32)
+        self.v = np.empty(((h + 2) * w, hb), np.int32)
         self.z = np.empty(hb, np.int32)
-        self.logit = np.empty((most, bits), np.float64)
+        self.act = np.empty(kp.w2t.shape[1], np.int32)
+        self.logit = np.empty((most, bits), np.int32)
         self.ctx = np.empty((most, bits), np.int64)
         self.counts = np.zeros((2, n_ctx), np.int64)
-        self.level = kp.level0.copy()
+        self.prob = kp.prob0.copy()
         self.dirty = np.zeros(n_ctx, np.uint8)
         self.todo = np.empty(n_ctx, np.int64)
-        self.rows = np.empty((hw * per_cell, 8), np.float32)
-        self.syms = np.empty(hw * per_cell, np.int32)
+        self.buf = np.empty(c2._raw_frame_bytes(h, w, bits) + 16, np.uint8)
         self.prev = np.zeros(hw, np.int32)
 
-    def start_frame(self, K, kp: _KernelPrior, f: int, h: int, w: int, motion: tuple[int, int]) -> None:
+    def frame(self, K, kp: _KernelPrior, f: int, motion: tuple[int, int], decoding: bool, tok: np.ndarray,
+              data: np.ndarray | None = None) -> int:
+        """Code latent frame f (see context_kernels.code_frame); tok: pass-order int32 tokens."""
         g = self.geo
-        K.frame_init(f == 0, self.prev, h, w, motion[0], motion[1], g.order, g.kp, kp.kp_table, kp.w_first,
-                     kp.w_has, kp.t_centre, kp.t_sum, self.ph, self.pred, self.u)
-
-    def code_known(self, K, kp: _KernelPrior, tok: np.ndarray) -> int:
-        """All passes of a frame whose tokens (pass order, int32) are known; returns the symbols."""
-        g = self.geo
-        return K.code_frame(g.passes, self.hw, g.nbr, tok, self.ph, self.pred, kp.t_nbr, kp.w2, kp.b2, kp.ar,
-                            self.g, self.level, c2.SYMBOL_ROWS, self.counts, kp.centre, c2.LEVEL_OF_PROB,
-                            self.dirty, self.todo, self.logit, self.z, self.ctx, self.rows, self.syms)
+        K.frame_init(f == 0, self.prev, self.h, self.w, motion[0], motion[1], g.pos, g.kp, kp.kp_table,
+                     kp.w_first, kp.t_centre, kp.t_sum, self.ph, self.pred, self.u, self.v)
+        buf = self.buf if data is None else data
+        return K.code_frame(decoding, g.passes, self.hw, g.nbr, tok, self.ph, self.pred, kp.t_nbr, kp.w2t, kp.b2,
+                            kp.cross, self.g, self.prob, self.counts, kp.centre, self.dirty, self.todo,
+                            self.logit, self.z, self.act, self.ctx, buf, buf.size)
 
 
 def _encode_fast(K, arr: np.ndarray, bits: int, prior: Prior, motions: list[tuple[int, int]]
                  ) -> list[tuple[bool, bytes]]:
-    """Encoder, compiled path: one kernel call and one range-coder call per latent frame."""
-    import constriction
-
+    """Encoder, compiled path: one kernel call per latent frame."""
     t, h, w = arr.shape
     kp = prior.kernel
     st = _KState(kp, h, w, bits)
-    family = constriction.stream.model.Categorical(perfect=False)
     raw_len = c2._raw_frame_bytes(h, w, bits)
     segments = []
     for f in range(t):
         flat = arr[f].reshape(-1).astype(np.int32)
-        st.start_frame(K, kp, f, h, w, motions[f])
-        n = st.code_known(K, kp, np.take(flat, st.geo.order))
-        enc = constriction.stream.queue.RangeEncoder()
-        enc.encode(st.syms[:n], family, st.rows[:n])
-        coded = enc.get_compressed().astype("<u4").tobytes()
-        if len(coded) >= raw_len:
+        n = st.frame(K, kp, f, motions[f], False, np.take(flat, st.geo.order))
+        if n < 0 or n - 1 >= raw_len:
             segments.append((True, RawBitsCoder().encode(arr[f:f + 1], bits)))
         else:
-            segments.append((False, coded))
+            segments.append((False, st.buf[1:n].tobytes()))     # the first byte is always 0
         st.prev = flat
     return segments
 
 
 def _decode_fast(K, segments: list[tuple[bool, bytes]], prior: Prior, shape: tuple[int, int, int], bits: int,
                  motions: list[tuple[int, int]]) -> np.ndarray:
-    """Decoder, compiled path: kernel calls around one range-decoder call per pass and group."""
-    import constriction
-
+    """Decoder, compiled path: one kernel call per latent frame."""
     t, h, w = shape
     kp = prior.kernel
     st = _KState(kp, h, w, bits)
-    geo, hw, g = st.geo, h * w, st.g
-    family = constriction.stream.model.Categorical(perfect=False)
-    out = np.empty((t, hw), np.int32)
+    out = np.empty((t, h * w), np.int32)
     for f in range(t):
-        st.start_frame(K, kp, f, h, w, motions[f])
         raw, data = segments[f]
         if raw:
             flat = RawBitsCoder().decode(data, (1, h, w), bits)[0].reshape(-1).astype(np.int32)
-            st.code_known(K, kp, np.take(flat, geo.order))
+            st.frame(K, kp, f, motions[f], False, np.take(flat, st.geo.order))   # the model learns it
             out[f] = flat
         else:
-            dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-            tok = np.zeros(hw, np.int32)
-            for i in range(geo.passes.size - 1):
-                s, e = int(geo.passes[i]), int(geo.passes[i + 1])
-                K.pass_logits(s, e, hw, geo.nbr, tok, st.ph, kp.t_nbr, kp.w2, kp.b2, st.logit, st.z)
-                for lo, hi in ((0, g), (g, bits)) if g < bits else ((0, g),):
-                    n = K.group_rows(s, e, lo, hi, g, st.logit, tok, kp.ar, st.pred, st.level, c2.SYMBOL_ROWS,
-                                     st.ctx, st.rows, st.syms, False)
-                    try:
-                        symbols = np.asarray(dec.decode(family, st.rows[:n]), np.int32)
-                    except Exception as exc:  # noqa: BLE001 - constriction reports bad input as generic errors
-                        raise FormatError(f"range-coded data of latent frame {f} is invalid: {exc}") from None
-                    K.put_symbols(s, e, lo, hi, symbols, tok)
-                K.update(s, e, st.ctx, tok, st.counts, st.level, kp.centre, c2.LEVEL_OF_PROB, st.dirty, st.todo)
-            K.unorder(tok, geo.order, out[f])
+            tok = np.zeros(h * w, np.int32)
+            buf = np.frombuffer(data, np.uint8).copy()
+            used = st.frame(K, kp, f, motions[f], True, tok, buf)
+            if used != buf.size:
+                raise FormatError(f"range-coded data of latent frame {f} is corrupt (the decoder read "
+                                  f"{used} of its {buf.size} bytes)")
+            K.unorder(tok, st.geo.order, out[f])
         st.prev = out[f]
     return out.astype(np.int64).reshape(t, h, w)
-
-
-# --------------------------------------------------------------------------- the two sides
-
-
-class _Encoder:
-    def __init__(self, arr: np.ndarray, bits: int, geo: _Geometry) -> None:
-        import constriction
-
-        self._cs = constriction.stream
-        self._family = constriction.stream.model.Categorical(perfect=False)
-        self._arr, self._bits, self._geo = arr, bits, geo
-        self.segments: list[tuple[bool, bytes]] = []
-
-    def start_frame(self, f: int) -> None:
-        self._tokens = np.take(self._arr[f].reshape(-1), self._geo.order).astype(np.int32)
-        self._planes = c2._unpack(self._tokens, self._bits)
-        self._enc = self._cs.queue.RangeEncoder()
-
-    def code(self, cells: slice, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
-        tokens = self._tokens[cells]
-        if tokens.size:
-            part = (tokens >> np.int32(lo)) & np.int32((1 << (hi - lo)) - 1)
-            self._enc.encode(c2._symbols(part, hi - lo), self._family, rows)
-        return self._planes[cells, lo:hi]
-
-    def end_frame(self, f: int) -> None:
-        coded = self._enc.get_compressed().astype("<u4").tobytes()
-        _, h, w = self._arr.shape
-        if len(coded) >= c2._raw_frame_bytes(h, w, self._bits):
-            self.segments.append((True, RawBitsCoder().encode(self._arr[f:f + 1], self._bits)))
-        else:
-            self.segments.append((False, coded))
-
-
-class _Decoder:
-    def __init__(self, segments: list[tuple[bool, bytes]], shape: tuple[int, int, int], bits: int,
-                 geo: _Geometry) -> None:
-        import constriction
-
-        self._cs = constriction.stream
-        self._family = constriction.stream.model.Categorical(perfect=False)
-        self._segments, self._shape, self._b, self._geo = segments, shape, bits, geo
-
-    def start_frame(self, f: int) -> None:
-        self._frame = f
-        raw, data = self._segments[f]
-        if raw:
-            _, h, w = self._shape
-            grid = RawBitsCoder().decode(data, (1, h, w), self._b)[0]
-            tokens = np.take(grid.reshape(-1), self._geo.order).astype(np.int32)
-            self._planes = c2._unpack(tokens, self._b)
-            self._dec = None
-        else:
-            self._dec = self._cs.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-
-    def code(self, cells: slice, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
-        if self._dec is None:
-            return self._planes[cells, lo:hi]
-        if rows.shape[0] == 0:
-            return np.zeros((0, hi - lo), np.uint8)
-        try:
-            symbols = np.asarray(self._dec.decode(self._family, rows), np.int32)
-        except Exception as exc:  # noqa: BLE001 - constriction reports bad input as generic errors
-            raise FormatError(f"range-coded data of latent frame {self._frame} is invalid: {exc}") from None
-        chunks = -(-(hi - lo) // 3)
-        return np.take(c2._SYMBOL_BITS, symbols, axis=0).reshape(-1, 3 * chunks)[:, : hi - lo]
-
-    def end_frame(self, f: int) -> None:
-        pass
 
 
 # --------------------------------------------------------------------------- header
@@ -746,8 +793,6 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
         raw, n = bool(v & 1), v >> 1
         if raw and n != raw_len:
             raise FormatError(f"raw segment of latent frame {f} has {n} bytes, expected {raw_len}")
-        if not raw and n % 4:
-            raise FormatError(f"range-coded segment of latent frame {f} has {n} bytes, not whole words")
         segments.append((raw, n))
     if pos + sum(n for _, n in segments) != len(payload):
         raise FormatError(
@@ -834,12 +879,11 @@ class ContextCoder3:
             for raw, n in hd.segments:
                 segments.append((raw, payload[pos:pos + n]))
                 pos += n
-            K = _kernels()
+            K = _kernels() if prior.kernel is not None else None
             if K is not None:
                 out = _decode_fast(K, segments, prior, (t, h, w), bits, hd.motions)
             else:
-                geo = c2._geometry(h, w, LEVELS_PER_PASS)
-                out = _run(_Decoder(segments, (t, h, w), bits, geo), prior, (t, h, w), bits, hd.motions)
+                out = _run(prior, (t, h, w), bits, hd.motions, None, segments)[0]
         if c2._crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out
@@ -869,13 +913,11 @@ class ContextCoder3:
 
     def _encode_context(self, arr: np.ndarray, bits: int, prior: Prior, motions: list[tuple[int, int]]) -> bytes:
         t, h, w = arr.shape
-        K = _kernels()
+        K = _kernels() if prior.kernel is not None else None
         if K is not None:
             segments = _encode_fast(K, arr, bits, prior, motions)
         else:
-            enc = _Encoder(arr, bits, c2._geometry(h, w, LEVELS_PER_PASS))
-            _run(enc, prior, (t, h, w), bits, motions)
-            segments = enc.segments
+            segments = _run(prior, (t, h, w), bits, motions, arr, None)[1]
         out = bytearray(((dy + 8) << 4 | (dx + 8)) for dy, dx in motions[1:])
         for raw, data in segments:
             c2._put_varint(out, (len(data) << 1) | int(raw))

@@ -1,42 +1,51 @@
-"""Compiled (numba) kernels of coder 3's model; see ``context_coder3.py`` for the model itself.
+"""Compiled (numba) kernels of coder 3: its model and its range coder, one call per latent frame.
 
-The kernels compute exactly the integers of the numpy path in ``context_coder3.py`` (every value
-there is an integer held exactly in float32 / float64, see its docstring), so both paths code
-identical bytes; ``tests/test_context_coder3.py`` checks that on real and random tokens.
+``context_coder3.py`` holds the normative description and the numpy path; the kernels compute
+exactly the same integers (every model value there is an integer held exactly in float32 /
+float64), so both paths write identical bytes; ``tests/test_context_coder3.py`` checks that on
+real, synthetic and random tokens.
 
 Speed comes from integer table look-ups instead of matrix products: a feature block whose inputs
-are the +-1 signs of a token's planes contributes the sum of the weight rows times the signs, so
-it is tabled per 6-plane chunk of the token (64 rows per chunk); a cell's first layer is then a
-few table rows added up. The 3x3 sums of the previous frame's signs are linear as well: the sum
-of the tabled contributions of the (up to) nine previous-frame cells.
+are the +-1 signs of a token's planes contributes the sum of its weight rows times the signs, so
+it is tabled per CHUNK-plane chunk of the token (2**CHUNK rows per chunk, int16); a cell's first
+layer is then a few table rows added up (int32). The 3x3 sums of the previous frame's signs are
+linear as well: the sum of the tabled contributions of the (up to) nine previous-frame cells,
+summed as vertical then horizontal 3-sums. The second layer is an int32 dot product (the prior's
+bound is checked when its tables are built, see ``context_coder3._kernel_prior``).
 
-Everything here is imported only when numba is; ``context_coder3`` falls back to numpy without it.
+Imported only when numba is; ``context_coder3`` falls back to its numpy path without it. The
+kernels are cached on disk (``cache=True``): the first use in a process loads them (~0.4 s), and
+the first use ever compiles them (~3 s).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-CHUNK = 6                   # planes per table chunk (64 rows)
+CHUNK = 9                   # planes per table chunk (512 rows)
 CHUNK_MASK = (1 << CHUNK) - 1
 ACT_SHIFT = 4
 ACT_MAX = 1023
-SKIP_SCALE = 16.0           # LOGIT_UNIT // W1_UNIT
+SKIP_SCALE = 16             # LOGIT_UNIT // W1_UNIT
 SSE_SHIFT = 10
 SSE_HALF = 32
 N_SSE = 2 * SSE_HALF + 1
-N_LEVELS = 33
-PAD_LEVEL = 32
 PROB_BITS = 12
 SSE_WEIGHT = 24
+PROB_ONE = 1 << PROB_BITS
+LANES = 64                  # first-layer rows are padded with zeros to whole LANES int32, so
+#                             the row loops run whole SIMD blocks (LLVM's vector loop is 64 wide)
 
 
 @njit(cache=True, nogil=True)
-def frame_init(first, prev, h, w, dy, dx, order, kp, kp_table, w_first, w_has, t_centre, t_sum,
-               ph, pred, u):
-    """First-layer part fixed for a frame (ph, (hw, hidden + bits) int32) and the SSE context
-    part of the predicted bits (pred, (hw, bits) int32: 0, none, 1 times bits * N_SSE), in pass
-    order. prev: (hw,) row-major tokens of the previous latent frame (ignored when first)."""
+def frame_init(first, prev, h, w, dy, dx, pos, kp, kp_table, w_first, t_centre, t_sum,
+               ph, pred, u, v):
+    """First-layer part fixed for a frame (ph, (hw, padded hidden + bits) int32) and the SSE
+    context of each bit but its logit bucket (pred, (hw, bits) int32: predicted bit 0, none, 1
+    times bits * N_SSE, plus plane * N_SSE + SSE_HALF), in pass order. prev: (hw,) row-major
+    tokens of the previous latent frame (unused if first);
+    pos: (hw,) pass-order position of each row-major cell; u (hw, padded) and v ((h + 2) * w,
+    padded) are scratch: each previous cell's 3x3-sum part, and its vertical 3-sums."""
     hw = h * w
     hb = ph.shape[1]
     bits = pred.shape[1]
@@ -44,153 +53,96 @@ def frame_init(first, prev, h, w, dy, dx, order, kp, kp_table, w_first, w_has, t
     stride = bits * N_SSE
     if first:
         for c in range(hw):
-            k = kp[c]
+            row = ph[c]
+            src = kp_table[kp[c]]
             for o in range(hb):
-                ph[c, o] = kp_table[k, o] + w_first[o]
+                row[o] = src[o] + w_first[o]
             for p in range(bits):
-                pred[c, p] = stride
+                pred[c, p] = stride + p * N_SSE + SSE_HALF
         return
     for r in range(hw):
         t = prev[r]
+        row = u[r]
+        src = t_sum[0, t & CHUNK_MASK]
         for o in range(hb):
-            u[r, o] = 0
-        for ch in range(nch):
-            v = (t >> (CHUNK * ch)) & CHUNK_MASK
+            row[o] = src[o]
+        for ch in range(1, nch):
+            src = t_sum[ch, (t >> (CHUNK * ch)) & CHUNK_MASK]
             for o in range(hb):
-                u[r, o] += t_sum[ch, v, o]
-    for c in range(hw):
-        r = order[c]
+                row[o] += src[o]
+    for yv in range(h + 2):         # v: the vertical 3-sums of u for rows -1..h
+        for x in range(w):
+            row = v[yv * w + x]
+            for o in range(hb):
+                row[o] = 0
+            for yy in range(max(yv - 2, 0), min(yv + 1, h)):
+                src = u[yy * w + x]
+                for o in range(hb):
+                    row[o] += src[o]
+    for r in range(hw):             # row-major: the reads of v stay in cache
+        c = pos[r]
         y = r // w
         x = r - y * w
         yp = y - dy
         xp = x - dx
-        k = kp[c]
         row = ph[c]
+        src = kp_table[kp[c]]
         for o in range(hb):
-            row[o] = kp_table[k, o]
+            row[o] = src[o]
         if 0 <= yp < h and 0 <= xp < w:
             t = prev[yp * w + xp]
-            for o in range(hb):
-                row[o] += w_has[o]
-            for ch in range(nch):
-                v = (t >> (CHUNK * ch)) & CHUNK_MASK
-                for o in range(hb):
-                    row[o] += t_centre[ch, v, o]
-            for p in range(bits):
-                pred[c, p] = ((t >> p) & 1) * (2 * stride)
-        else:
-            for p in range(bits):
-                pred[c, p] = stride
-        for a in range(-1, 2):
-            yy = yp + a
-            if yy < 0 or yy >= h:
-                continue
-            for b in range(-1, 2):
-                xx = xp + b
-                if xx < 0 or xx >= w:
-                    continue
-                src = u[yy * w + xx]
+            for ch in range(nch):           # chunk 0's rows include w_has
+
+                src = t_centre[ch, (t >> (CHUNK * ch)) & CHUNK_MASK]
                 for o in range(hb):
                     row[o] += src[o]
+            for p in range(bits):
+                pred[c, p] = ((t >> p) & 1) * (2 * stride) + p * N_SSE + SSE_HALF
+        else:
+            for p in range(bits):
+                pred[c, p] = stride + p * N_SSE + SSE_HALF
+        if -1 <= yp <= h:
+            for b in range(-1, 2):
+                xx = xp + b
+                if 0 <= xx < w:
+                    src = v[(yp + 1) * w + xx]
+                    for o in range(hb):
+                        row[o] += src[o]
 
 
 @njit(cache=True, nogil=True)
-def pass_logits(s, e, hw, nbr, tok, ph, t_nbr, w2, b2, logit, z):
-    """(e - s, bits) float64 integer logits of cells [s, e) without the cross-group term."""
+def pass_logits(s, e, hw, nbr, tok, ph, t_nbr, w2t, b2, logit, z, act):
+    """(e - s, bits) int32 logits of cells [s, e) without the cross-group term."""
     hb = ph.shape[1]
-    bits = b2.shape[0]
-    hidden = hb - bits
     nch = t_nbr.shape[1]
+    bits, hidden = w2t.shape
     for c in range(s, e):
+        src = ph[c]
         for o in range(hb):
-            z[o] = ph[c, o]
+            z[o] = src[o]
         for j in range(4):
             nb = nbr[j, c]
             if nb < hw:
                 t = tok[nb]
                 for ch in range(nch):
-                    v = (t >> (CHUNK * ch)) & CHUNK_MASK
-                    tab = t_nbr[j, ch, v]
+                    src = t_nbr[j, ch, (t >> (CHUNK * ch)) & CHUNK_MASK]
                     for o in range(hb):
-                        z[o] += tab[o]
+                        z[o] += src[o]
+        for q in range(hidden):
+            a = max(z[q], 0) >> ACT_SHIFT
+            act[q] = min(a, ACT_MAX)
         lg = logit[c - s]
         for o in range(bits):
-            lg[o] = b2[o] + SKIP_SCALE * z[hidden + o]
-        for q in range(hidden):
-            a = z[q]
-            if a > 0:
-                a >>= ACT_SHIFT
-                if a > ACT_MAX:
-                    a = ACT_MAX
-                if a:
-                    fa = float(a)
-                    wr = w2[q]
-                    for o in range(bits):
-                        lg[o] += fa * wr[o]
+            acc = b2[o] + SKIP_SCALE * z[hidden + o]
+            wr = w2t[o]
+            for q in range(hidden):
+                acc += act[q] * wr[q]
+            lg[o] = acc
 
 
 @njit(cache=True, nogil=True)
-def group_rows(s, e, lo, hi, g, logit, tok, ar, pred, level, sym_rows, ctx, rows, syms, with_syms):
-    """Probability rows (and, encoding, the symbols) of planes [lo, hi) of cells [s, e): three
-    planes per 8-ary symbol; ctx[c - s, p] gets each bit's SSE context. The second group
-    (lo = g) adds the cross term of the cell's first-group bits (already in tok)."""
-    n_sym = (hi - lo + 2) // 3
-    bits = pred.shape[1]
-    k = 0
-    for c in range(s, e):
-        t = tok[c]
-        i = c - s
-        for j in range(n_sym):
-            idx = 0
-            mult = 1
-            for b in range(3):
-                p = lo + 3 * j + b
-                if p < hi:
-                    lv = logit[i, p]
-                    if lo > 0:
-                        for q in range(g):
-                            if (t >> q) & 1:
-                                lv += ar[q, p - g]
-                            else:
-                                lv -= ar[q, p - g]
-                    bucket = np.int64(lv) >> SSE_SHIFT
-                    if bucket < -SSE_HALF:
-                        bucket = -SSE_HALF
-                    elif bucket > SSE_HALF:
-                        bucket = SSE_HALF
-                    x = pred[c, p] + p * N_SSE + SSE_HALF + bucket
-                    ctx[i, p] = x
-                    idx += level[x] * mult
-                else:
-                    idx += PAD_LEVEL * mult
-                mult *= N_LEVELS
-            src = sym_rows[idx]
-            for m in range(8):
-                rows[k, m] = src[m]
-            if with_syms:
-                hi_b = min(3, hi - lo - 3 * j)
-                syms[k] = (t >> (lo + 3 * j)) & ((1 << hi_b) - 1)
-            k += 1
-    return k
-
-
-@njit(cache=True, nogil=True)
-def put_symbols(s, e, lo, hi, syms, tok):
-    """Decoder: the decoded symbols of planes [lo, hi) of cells [s, e) into the tokens."""
-    n_sym = (hi - lo + 2) // 3
-    k = 0
-    for c in range(s, e):
-        t = tok[c]
-        for j in range(n_sym):
-            mask = (1 << min(3, hi - lo - 3 * j)) - 1
-            t |= (np.int32(syms[k]) & mask) << (lo + 3 * j)
-            k += 1
-        tok[c] = t
-
-
-@njit(cache=True, nogil=True)
-def update(s, e, ctx, tok, counts, level, centre, level_of_prob, dirty, todo):
-    """Count the pass's bits in their contexts and refresh the levels of the contexts touched."""
+def update(s, e, ctx, tok, counts, prob, centre, dirty, todo):
+    """Count the pass's bits in their contexts and refresh the probabilities of those touched."""
     bits = ctx.shape[1]
     n = 0
     for c in range(s, e):
@@ -208,27 +160,110 @@ def update(s, e, ctx, tok, counts, level, centre, level_of_prob, dirty, todo):
         dirty[x] = 0
         c0 = counts[0, x]
         c1 = counts[1, x]
-        prob = ((c1 << PROB_BITS) + SSE_WEIGHT * centre[x]) // (c0 + c1 + SSE_WEIGHT)
-        level[x] = level_of_prob[prob]
+        q = ((c1 << PROB_BITS) + SSE_WEIGHT * centre[x]) // (c0 + c1 + SSE_WEIGHT)
+        prob[x] = min(max(q, 1), PROB_ONE - 1)
 
 
 @njit(cache=True, nogil=True)
-def code_frame(passes, hw, nbr, tok, ph, pred, t_nbr, w2, b2, ar, g, level, sym_rows, counts,
-               centre, level_of_prob, dirty, todo, logit, z, ctx, rows, syms):
-    """Encoder (and decoder of a raw frame): all passes of a frame whose tokens are known; rows
-    and symbols in coding order; returns the number of symbols."""
-    bits = b2.shape[0]
-    k = 0
+def code_frame(decoding, passes, hw, nbr, tok, ph, pred, t_nbr, w2t, b2, cross, g, prob, counts,
+               centre, dirty, todo, logit, z, act, ctx, buf, size):
+    """Code all passes of one latent frame, bit by bit, with the binary range coder (see
+    context_coder3's docstring). Encoding (decoding False): tok (hw,) int32 pass-order tokens
+    in, buf the output; returns the byte count, or -1 if the bytes did not fit in buf (the
+    model still learns the whole frame). Decoding: buf[:size] the segment, tok (zeros) out;
+    returns the bytes the decoder read, beyond size if the segment was short (as if it went on
+    with zero bytes)."""
+    bits = pred.shape[1]
+    gmask = (1 << g) - 1
+    top = np.int64(1) << 24
+    mask32 = (np.int64(1) << 32) - 1
+    rng = mask32
+    low = np.int64(0)           # encoder: 33 bits; decoder: the code value
+    cache = np.int64(0)
+    pending = np.int64(1)       # encoder: bytes held back (cache and following 0xFF) for a carry
+    n = 0                       # encoder: bytes out (the leading byte, always 0, is dropped later)
+    cap = buf.shape[0]
+    full = False
+    pos = 0
+    if decoding:
+        for _ in range(4):
+            low = (low << 8) | (buf[pos] if pos < size else 0)
+            pos += 1
     for i in range(passes.shape[0] - 1):
         s = passes[i]
         e = passes[i + 1]
-        pass_logits(s, e, hw, nbr, tok, ph, t_nbr, w2, b2, logit, z)
-        k += group_rows(s, e, 0, g, g, logit, tok, ar, pred, level, sym_rows, ctx, rows[k:], syms[k:], True)
-        if g < bits:
-            k += group_rows(s, e, g, bits, g, logit, tok, ar, pred, level, sym_rows, ctx, rows[k:],
-                            syms[k:], True)
-        update(s, e, ctx, tok, counts, level, centre, level_of_prob, dirty, todo)
-    return k
+        pass_logits(s, e, hw, nbr, tok, ph, t_nbr, w2t, b2, logit, z, act)
+        for c in range(s, e):
+            k = c - s
+            t = tok[c] if not decoding else 0
+            base = 0
+            for p in range(bits):
+                lv = logit[k, p]
+                if p >= g:
+                    if p == g:
+                        base = (t & gmask) * (bits - g)
+                    lv += cross[base + p - g]
+                bucket = lv >> SSE_SHIFT
+                if bucket < -SSE_HALF:
+                    bucket = -SSE_HALF
+                elif bucket > SSE_HALF:
+                    bucket = SSE_HALF
+                x = pred[c, p] + bucket
+                ctx[k, p] = x
+                bound = (rng >> PROB_BITS) * prob[x]
+                if decoding:
+                    one = np.int64(low < bound)     # selects, not branches: bits are unpredictable
+                    low = low if one else low - bound
+                    rng = bound if one else rng - bound
+                    t |= one << p
+                    while rng < top:
+                        rng <<= 8
+                        low = ((low << 8) | (buf[pos] if pos < size else 0)) & mask32
+                        pos += 1
+                else:
+                    if (t >> p) & 1:
+                        rng = bound
+                    else:
+                        low += bound
+                        rng -= bound
+                    while rng < top:
+                        rng <<= 8
+                        # shift_low
+                        if low < 0xFF000000 or low > mask32:
+                            carry = low >> 32
+                            if n + pending > cap:
+                                full = True         # raw frame: go on modelling, stop writing
+                            if not full:
+                                buf[n] = (cache + carry) & 0xFF
+                                n += 1
+                                for _ in range(pending - 1):
+                                    buf[n] = (0xFF + carry) & 0xFF
+                                    n += 1
+                            pending = 0
+                            cache = (low >> 24) & 0xFF
+                        pending += 1
+                        low = (low << 8) & mask32
+            if decoding:
+                tok[c] = t
+        update(s, e, ctx, tok, counts, prob, centre, dirty, todo)
+    if decoding:
+        return pos
+    for _ in range(5):
+        if low < 0xFF000000 or low > mask32:
+            carry = low >> 32
+            if n + pending > cap:
+                full = True
+            if not full:
+                buf[n] = (cache + carry) & 0xFF
+                n += 1
+                for _ in range(pending - 1):
+                    buf[n] = (0xFF + carry) & 0xFF
+                    n += 1
+            pending = 0
+            cache = (low >> 24) & 0xFF
+        pending += 1
+        low = (low << 8) & mask32
+    return -1 if full else n
 
 
 @njit(cache=True, nogil=True)

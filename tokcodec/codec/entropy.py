@@ -75,7 +75,7 @@ class RawBitsCoder:
 
 
 _REGISTRY: dict[int, Callable[[], TokenCoder]] = {1: RawBitsCoder}
-DEFAULT_CODER_ID = 2  # the context coder (tokcodec/codec/context_coder.py); 1 stays decodable
+DEFAULT_CODER_ID = 3  # the learned-prior coder (tokcodec/codec/context_coder3.py); 1 and 2 stay decodable
 
 
 def register_coder(coder_id: int, factory: Callable[[], TokenCoder]) -> None:
