@@ -28,9 +28,9 @@ from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.errors import TokcodecError
 
 # Measured by bench/batch_workers.py on this 2-core machine (README "Batch"): one single-threaded
-# worker per core is as fast or faster than one worker using both cores (640x360, small model:
-# encode 28-31 vs 21-22 frames/s, decode 16-22 vs 14-15), since reading, entropy coding and
-# muxing run on one thread and two workers overlap them.
+# worker per core is a little faster than one worker using both cores (640x360, small model, idle
+# machine: encode 23.7 vs 22.7 frames/s, decode 18.3 vs 17.5; 28-31 vs 21-22 under load), since
+# reading, entropy coding and muxing run on one thread and two workers overlap them.
 CORES_PER_WORKER = 1
 # Peak RSS of one worker coding 1080p with the small model (640x360: 0.6 GB); the default worker
 # count is capped so that many-core machines do not run out of memory.
