@@ -618,9 +618,8 @@ def _flip_bytes(passes: int, bits: int) -> int:
     return ((passes - 1) * bits + 7) // 8          # pass 0 has no neighbours
 
 
-def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels: int) -> _Header:
-    t, h, w = shape
-    pos = HEADER_BYTES
+def _read_motion(payload: bytes, pos: int, t: int) -> tuple[list[tuple[int, int]], int]:
+    """The per-frame motion vectors at ``pos`` ((0, 0) for frame 0) and the position after them."""
     need = max(t - 1, 0)
     if len(payload) < pos + need:
         raise FormatError("context-coded payload ends inside the motion vectors")
@@ -628,7 +627,12 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels
     mv = np.stack([(packed >> 4) - 8, (packed & 15) - 8], 1)
     if mv.size and np.abs(mv).max() > MAX_MOTION:
         raise FormatError(f"context-coded payload has a motion vector beyond {MAX_MOTION} cells")
-    pos += need
+    return [(0, 0)] + [(int(a), int(b)) for a, b in mv], pos + need
+
+
+def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels: int) -> _Header:
+    t, h, w = shape
+    motions, pos = _read_motion(payload, HEADER_BYTES, t)
     passes = len(_geometry(h, w, levels).passes) if h * w else 1
     nflip = _flip_bytes(passes, bits)
     if len(payload) < pos + nflip:
@@ -653,7 +657,7 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels
             f"context-coded payload has {len(payload) - pos} bytes of segments, "
             f"its header announces {sum(n for _, n in segments)}"
         )
-    return _Header([(0, 0)] + [(int(a), int(b)) for a, b in mv], flips, segments, pos)
+    return _Header(motions, flips, segments, pos)
 
 
 # --------------------------------------------------------------------------- the coder

@@ -776,15 +776,7 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
     if len(payload) < pos + KEY_BYTES:
         raise FormatError("coder-3 payload ends inside the prior key")
     key = payload[pos:pos + KEY_BYTES]
-    pos += KEY_BYTES
-    need = max(t - 1, 0)
-    if len(payload) < pos + need:
-        raise FormatError("context-coded payload ends inside the motion vectors")
-    packed = np.frombuffer(payload, np.uint8, count=need, offset=pos).astype(int)
-    mv = np.stack([(packed >> 4) - 8, (packed & 15) - 8], 1)
-    if mv.size and np.abs(mv).max() > MAX_MOTION:
-        raise FormatError(f"context-coded payload has a motion vector beyond {MAX_MOTION} cells")
-    pos += need
+    motions, pos = c2._read_motion(payload, pos + KEY_BYTES, t)
     raw_len = c2._raw_frame_bytes(h, w, bits)
     limit = 2 * (4 * (h * w * bits + 64)) + 1
     segments = []
@@ -799,7 +791,7 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
             f"context-coded payload has {len(payload) - pos} bytes of segments, "
             f"its header announces {sum(n for _, n in segments)}"
         )
-    return _Header3(key, [(0, 0)] + [(int(a), int(b)) for a, b in mv], segments, pos)
+    return _Header3(key, motions, segments, pos)
 
 
 # --------------------------------------------------------------------------- the coder
