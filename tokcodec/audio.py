@@ -138,24 +138,27 @@ def _reencode(container: av.container.InputContainer, video_start: float,
                 break
             if start is None:
                 start = t if t is not None else video_start
-            for out_frame in resampler.resample(frame):
-                out_frame.pts = samples
-                out_frame.time_base = Fraction(1, OPUS_RATE)
-                samples += out_frame.samples
-                for packet in out_stream.encode(out_frame):
-                    out.mux(packet)
-        for out_frame in resampler.resample(None):
-            out_frame.pts = samples
-            out_frame.time_base = Fraction(1, OPUS_RATE)
-            samples += out_frame.samples
-            for packet in out_stream.encode(out_frame):
-                out.mux(packet)
+            samples = _encode_opus(resampler, out_stream, out, frame, samples)
+        samples = _encode_opus(resampler, out_stream, out, None, samples)
         for packet in out_stream.encode(None):
             out.mux(packet)
     if start is None:
         return None
     return AudioTrack(buf.getvalue(), start - video_start, "opus", OPUS_RATE, 2, samples / OPUS_RATE,
                       reencoded=True)
+
+
+def _encode_opus(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
+                 output: av.container.OutputContainer, frame: av.AudioFrame | None, pts: int) -> int:
+    """Resample ``frame`` (None flushes) to 48 kHz, number its samples from ``pts`` on, encode and
+    mux them; returns the next sample number."""
+    for out_frame in resampler.resample(frame):
+        out_frame.pts = pts
+        out_frame.time_base = Fraction(1, OPUS_RATE)
+        pts += out_frame.samples
+        for packet in stream.encode(out_frame):
+            output.mux(packet)
+    return pts
 
 
 def read_track(data: bytes, start_offset: float) -> AudioTrack:
@@ -236,23 +239,14 @@ class AudioMuxer:
             return
         for frame in packet.decode():
             start = round(float(packet.pts * self.in_stream.time_base) * OPUS_RATE)
-            for out_frame in self.resampler.resample(frame):
-                out_frame.pts = start if self.samples == 0 else self.samples
-                out_frame.time_base = Fraction(1, OPUS_RATE)
-                self.samples = out_frame.pts + out_frame.samples
-                for out_packet in self.out_stream.encode(out_frame):
-                    self.output.mux(out_packet)
+            self.samples = _encode_opus(self.resampler, self.out_stream, self.output, frame,
+                                        start if self.samples == 0 else self.samples)
 
     def finish(self) -> None:
         try:
             self.mux_until(None)
             if not self.copy:
-                for out_frame in self.resampler.resample(None):
-                    out_frame.pts = self.samples
-                    out_frame.time_base = Fraction(1, OPUS_RATE)
-                    self.samples += out_frame.samples
-                    for packet in self.out_stream.encode(out_frame):
-                        self.output.mux(packet)
+                self.samples = _encode_opus(self.resampler, self.out_stream, self.output, None, self.samples)
                 for packet in self.out_stream.encode(None):
                     self.output.mux(packet)
         except av.FFmpegError as exc:

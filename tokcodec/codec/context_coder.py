@@ -630,6 +630,31 @@ def _read_motion(payload: bytes, pos: int, t: int) -> tuple[list[tuple[int, int]
     return [(0, 0)] + [(int(a), int(b)) for a, b in mv], pos + need
 
 
+def _read_segments(payload: bytes, pos: int, shape: tuple[int, int, int], bits: int,
+                   words: bool) -> tuple[list[tuple[bool, int]], int]:
+    """The per-latent-frame segment table at ``pos``: (raw, byte length) each, checked against the
+    raw frame size and against the payload's length; with ``words``, coded segments must be whole
+    u32 words (coder 2's range coder writes words, coder 3's writes bytes)."""
+    t, h, w = shape
+    raw_len = _raw_frame_bytes(h, w, bits)
+    limit = 2 * (4 * (h * w * bits + 64)) + 1     # (bytes << 1) | flag, far above any real frame
+    segments = []
+    for f in range(t):
+        v, pos = _get_varint(payload, pos, limit, f"segment length of latent frame {f}")
+        raw, n = bool(v & 1), v >> 1
+        if raw and n != raw_len:
+            raise FormatError(f"raw segment of latent frame {f} has {n} bytes, expected {raw_len}")
+        if words and not raw and n % 4:
+            raise FormatError(f"range-coded segment of latent frame {f} has {n} bytes, not whole words")
+        segments.append((raw, n))
+    if pos + sum(n for _, n in segments) != len(payload):
+        raise FormatError(
+            f"context-coded payload has {len(payload) - pos} bytes of segments, "
+            f"its header announces {sum(n for _, n in segments)}"
+        )
+    return segments, pos
+
+
 def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels: int) -> _Header:
     t, h, w = shape
     motions, pos = _read_motion(payload, HEADER_BYTES, t)
@@ -641,22 +666,7 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels
     flips[1:] = np.unpackbits(np.frombuffer(payload, np.uint8, count=nflip, offset=pos),
                               count=(passes - 1) * bits, bitorder="little").reshape(passes - 1, bits).astype(bool)
     pos += nflip
-    raw_len = _raw_frame_bytes(h, w, bits)
-    limit = 2 * (4 * (h * w * bits + 64)) + 1     # (bytes << 1) | flag, far above any real frame
-    segments = []
-    for f in range(t):
-        v, pos = _get_varint(payload, pos, limit, f"segment length of latent frame {f}")
-        raw, n = bool(v & 1), v >> 1
-        if raw and n != raw_len:
-            raise FormatError(f"raw segment of latent frame {f} has {n} bytes, expected {raw_len}")
-        if not raw and n % 4:
-            raise FormatError(f"range-coded segment of latent frame {f} has {n} bytes, not whole words")
-        segments.append((raw, n))
-    if pos + sum(n for _, n in segments) != len(payload):
-        raise FormatError(
-            f"context-coded payload has {len(payload) - pos} bytes of segments, "
-            f"its header announces {sum(n for _, n in segments)}"
-        )
+    segments, pos = _read_segments(payload, pos, shape, bits, words=True)
     return _Header(motions, flips, segments, pos)
 
 

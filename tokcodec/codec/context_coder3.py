@@ -771,26 +771,13 @@ class _Header3:
 
 
 def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _Header3:
-    t, h, w = shape
+    t = shape[0]
     pos = HEADER_BYTES
     if len(payload) < pos + KEY_BYTES:
         raise FormatError("coder-3 payload ends inside the prior key")
     key = payload[pos:pos + KEY_BYTES]
     motions, pos = c2._read_motion(payload, pos + KEY_BYTES, t)
-    raw_len = c2._raw_frame_bytes(h, w, bits)
-    limit = 2 * (4 * (h * w * bits + 64)) + 1
-    segments = []
-    for f in range(t):
-        v, pos = c2._get_varint(payload, pos, limit, f"segment length of latent frame {f}")
-        raw, n = bool(v & 1), v >> 1
-        if raw and n != raw_len:
-            raise FormatError(f"raw segment of latent frame {f} has {n} bytes, expected {raw_len}")
-        segments.append((raw, n))
-    if pos + sum(n for _, n in segments) != len(payload):
-        raise FormatError(
-            f"context-coded payload has {len(payload) - pos} bytes of segments, "
-            f"its header announces {sum(n for _, n in segments)}"
-        )
+    segments, pos = c2._read_segments(payload, pos, shape, bits, words=False)
     return _Header3(key, motions, segments, pos)
 
 
