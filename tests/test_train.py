@@ -123,3 +123,37 @@ def test_sigterm_stops_with_a_checkpoint(tmp_path):
     assert 2 <= tr.step < 50
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert int(saved["step"]) == tr.step
+
+
+def test_init_from_weights_starts_model_and_ema_there(tmp_path):
+    # export a few trained steps as weights, then start a fresh run from them
+    src = Trainer(tiny_cfg(tmp_path / "src", steps=2))
+    src.fit(progress=False)
+    weights = tmp_path / "start.safetensors"
+    export_ema(tmp_path / "src" / "run" / "checkpoint.pt", weights, fp16=False)
+    start = load_tokenizer(str(weights)).tokenizer.state_dict()
+
+    tr = Trainer(tiny_cfg(tmp_path / "ft", init_weights=str(weights)))
+    digest = tr.init_from_weights(str(weights))
+    assert len(digest) == 64 and tr.step == 0
+    for k, v in start.items():
+        assert torch.equal(tr.model.state_dict()[k], v), k
+        assert torch.equal(tr.ema.shadow[k], v.float() if v.is_floating_point() else v), k
+    # no EMA warm-up ramp from trained weights: one step moves the EMA by (1 - decay) only
+    tr.train_step()  # updates the EMA once
+    key = next(k for k, v in start.items() if v.is_floating_point() and v.numel() > 8)
+    drift_ema = (tr.ema.shadow[key] - start[key]).abs().max()
+    drift_model = (tr.model.state_dict()[key] - start[key]).abs().max()
+    assert drift_model > 0 and drift_ema < drift_model * 0.01
+
+
+def test_init_from_weights_refuses_another_preset(tmp_path):
+    import pytest
+    from tokcodec.model.zoo import save_weights
+
+    other = get_preset("small")
+    path = tmp_path / "small.safetensors"
+    save_weights(VideoTokenizer(other).state_dict(), other, path)
+    tr = Trainer(tiny_cfg(tmp_path))
+    with pytest.raises(ValueError, match="differs from the preset"):
+        tr.init_from_weights(str(path))

@@ -246,6 +246,8 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps."),
     data: Optional[list[str]] = typer.Option(None, "--data", help="'synthetic' and/or folders of videos/images (repeatable)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop with a checkpoint after this long."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from these weights (preset name or .safetensors), "
+                                       "e.g. to fine-tune the shipped model; ignored with --resume."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""
@@ -254,7 +256,7 @@ def train(
         cfg = TrainConfig.from_file(config) if config else TrainConfig()
         overrides = {k: v for k, v in {"out_dir": out_dir, "preset": preset, "steps": steps,
                                        "sources": tuple(data) if data else None,
-                                       "max_minutes": max_minutes}.items() if v is not None}
+                                       "max_minutes": max_minutes, "init_weights": init}.items() if v is not None}
         cfg = cfg.updated(overrides)
         run_training(cfg, resume=resume, progress=not quiet)
 

@@ -63,6 +63,8 @@ class TrainConfig:
     bf16: bool = True
     threads: int = 0               # torch threads per process; 0 = leave as is
     seed: int = 0
+    init_weights: str = ""         # start a fresh run from these weights (a preset name or a
+                                   # .safetensors file), e.g. to fine-tune the shipped model
 
     @classmethod
     def from_file(cls, path: Path) -> "TrainConfig":
@@ -104,13 +106,14 @@ def psnr_from_mse(mse: float) -> float:
 class EMA:
     """Exponential moving average of the parameters (fp32), plus a copy of the buffers."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, ramp: bool = True) -> None:
         self.decay = decay
+        self.ramp = ramp  # short memory early in a run from scratch; none when starting from trained weights
         self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+        d = min(self.decay, (1 + step) / (10 + step)) if self.ramp else self.decay
         for k, v in model.state_dict().items():
             if v.is_floating_point():
                 self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
@@ -158,7 +161,7 @@ class Trainer:
         self.model_cfg = model_cfg or get_preset(cfg.preset)
         self.model = VideoTokenizer(self.model_cfg)
         self.disc = Discriminator()
-        self.ema = EMA(self.model, cfg.ema_decay)
+        self.ema = EMA(self.model, cfg.ema_decay, ramp=not cfg.init_weights)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99),
@@ -200,6 +203,22 @@ class Trainer:
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
         tmp.replace(self.ckpt_path)
+
+    def init_from_weights(self, name_or_path: str) -> str:
+        """Start model and EMA from trained weights (a fresh optimizer and schedule); returns
+        their SHA-256. Used to fine-tune shipped weights when no checkpoint is at hand."""
+        from tokcodec.model.zoo import load_tokenizer
+
+        loaded = load_tokenizer(name_or_path)
+        if loaded.config.to_dict() | {"description": ""} != self.model_cfg.to_dict() | {"description": ""}:
+            raise ValueError(f"init_weights {name_or_path!r} hold preset {loaded.config.name!r}, "
+                             f"which differs from the preset being trained ({self.model_cfg.name!r})")
+        if not loaded.trained:
+            raise ValueError(f"init_weights {name_or_path!r}: no trained weights to start from")
+        state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.tokenizer.state_dict().items()}
+        self.model.load_state_dict(state)
+        self.ema.shadow = {k: v.clone() for k, v in state.items()}
+        return loaded.sha256
 
     def load(self, path: Path | None = None) -> None:
         state = torch.load(path or self.ckpt_path, map_location="cpu", weights_only=True)
@@ -409,6 +428,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if not trainer.ckpt_path.exists():
             raise FileNotFoundError(f"{trainer.ckpt_path}: no checkpoint to resume from")
         trainer.load()
+    elif cfg.init_weights:
+        digest = trainer.init_from_weights(cfg.init_weights)
+        if trainer.rank == 0:
+            print(f"starting from weights {cfg.init_weights} (sha256 {digest[:16]}...)", file=sys.stderr)
     if trainer.rank == 0:
         (trainer.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     trainer.fit(progress=progress)
