@@ -138,7 +138,8 @@ def synthetic_gops(size: tuple[int, int], frames: int, bits: int, seed: int) -> 
 
 
 def _load_model(weights: str | None):
-    """The shipped tokenizer, a .safetensors file, or the EMA of a trainer checkpoint (.pt)."""
+    """The shipped tokenizer, a .safetensors file, or the EMA of a trainer checkpoint (.pt), with
+    a label, whether it is trained, and its weights' SHA-256 ("" for a checkpoint)."""
     from tokcodec.model.zoo import load_tokenizer
 
     if weights and weights.endswith(".pt"):
@@ -152,21 +153,20 @@ def _load_model(weights: str | None):
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model = VideoTokenizer(TokenizerConfig.from_dict(json.loads(state["model_config"])))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["ema"].items()})
-        return model.eval(), f"{weights} (EMA, step {int(state['step'])})", True
+        return model.eval(), f"{weights} (EMA, step {int(state['step'])})", True, ""
     loaded = load_tokenizer(weights or "default")
-    model = getattr(loaded, "tokenizer", loaded)
-    trained = bool(getattr(loaded, "trained", True))
-    return model.eval(), f"{getattr(loaded, 'name', weights)} ({getattr(loaded, 'source', '?')})", trained
+    return loaded.tokenizer.eval(), f"{loaded.name} ({loaded.source})", loaded.trained, loaded.sha256
 
 
 def model_gops(weights: str | None, count: int, frames: int, size: tuple[int, int] | None
-               ) -> tuple[list[tuple[str, np.ndarray]], list[int], int, str]:
-    """Tokens of the validation clips, the clips' pixel counts, bits per token, model label."""
+               ) -> tuple[list[tuple[str, np.ndarray]], list[int], int, str, str]:
+    """Tokens of the validation clips, the clips' pixel counts, bits per token, model label and
+    the weights' SHA-256."""
     import torch
 
     from tokcodec.train.data import validation_clips
 
-    model, label, trained = _load_model(weights)
+    model, label, trained, sha256 = _load_model(weights)
     if not trained:
         print(f"WARNING: {label} is an UNTRAINED tokenizer; its tokens say little about real rates")
     kwargs = {"frames": frames, "count": count}
@@ -180,7 +180,7 @@ def model_gops(weights: str | None, count: int, frames: int, size: tuple[int, in
             idx = model.encode_indices(x)[0].cpu().numpy().astype(np.int64)
             gops.append((f"validation clip {i} {clip.shape[1]}x{clip.shape[2]}", idx))
             pixels.append(int(np.prod(clip.shape[:3])))
-    return gops, pixels, int(model.cfg.bits), label
+    return gops, pixels, int(model.cfg.bits), label, sha256
 
 
 # --------------------------------------------------------------------------- measuring
@@ -265,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coder", default="2,3", help="entropy coder ids to measure, comma separated")
     args = ap.parse_args(argv)
 
-    from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
+    from tokcodec.codec.entropy import DEFAULT_CODER_ID
 
-    coders = [get_coder(int(c)) for c in args.coder.split(",")]
+    coder_ids = [int(c) for c in args.coder.split(",")]
+    sha256 = None  # synthetic tokens: coder 3 with the default model's prior
     if args.synthetic:
         size = args.size or (360, 640)
         bits = 18
@@ -276,19 +277,35 @@ def main(argv: list[str] | None = None) -> int:
         pixels = [args.frames * size[0] * size[1]] * len(gops)
     else:
         try:
-            gops, pixels, bits, label = model_gops(args.weights, args.clips, args.frames, args.size)
+            gops, pixels, bits, label, sha256 = model_gops(args.weights, args.clips, args.frames, args.size)
         except ImportError as exc:
             print(f"real-model mode needs tokcodec.model.zoo.load_tokenizer and "
                   f"tokcodec.train.data.validation_clips, which failed to import: {exc}\n"
                   f"use --synthetic to measure on synthetic tokens instead", file=sys.stderr)
             return 2
         print(f"model tokens: {label}; {len(gops)} validation clips of {args.frames} frames, {bits} bits")
+    coders = [_coder(c, sha256) for c in coder_ids]
     for coder in coders:
         default = " (the default)" if coder.coder_id == DEFAULT_CODER_ID else ""
         print(f"\n== coder {coder.coder_id}: {coder.name}{default}")
         results = [measure(coder, name, tok, bits, args.repeat) for name, tok in gops]
         report(results, bits, pixels)
     return 0
+
+
+def _coder(coder_id: int, model_sha256: str | None):
+    """Coder 3 with the prior fitted to these weights, as the encoder would pick it (without one
+    it writes coder 2's payload, which is what this then measures)."""
+    from tokcodec.codec.entropy import get_coder
+
+    if coder_id != 3 or model_sha256 is None:
+        return get_coder(coder_id)
+    from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
+
+    if prior_for_model(model_sha256) is None:
+        print("note: no shipped coder-3 prior for these weights; coder 3 falls back to coder 2's "
+              "bitstream (fit one with bench/fit_coder_prior.py)")
+    return ContextCoder3(model_sha256=model_sha256)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,10 @@ def test_init_from_weights_refuses_another_preset(tmp_path):
     tr = Trainer(tiny_cfg(tmp_path))
     with pytest.raises(ValueError, match="differs from the preset"):
         tr.init_from_weights(str(path))
+
+
+def test_validation_at_its_own_frame_size(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path, val_height=24, val_width=40))
+    result = tr.validate()
+    assert [tuple(c.shape[-2:]) for c in tr._val] == [(24, 40)] * 2
+    assert 0 < result["psnr"] < 60

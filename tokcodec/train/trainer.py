@@ -58,6 +58,8 @@ class TrainConfig:
     log_every: int = 20
     val_every: int = 500
     val_clips: int = 8
+    val_height: int = 0            # validation frame size; 0 = the training crop size. Full-size
+    val_width: int = 0             # frames (e.g. 360 x 640) show what crop-size validation misses
     ckpt_every: int = 500
     max_minutes: float = 0.0       # stop (with a checkpoint) after this wall time; 0 = no limit
     bf16: bool = True
@@ -311,8 +313,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         if self._val is None:
-            clips = validation_clips(frames=self.cfg.frames, height=self.cfg.size, width=self.cfg.size,
-                                     count=self.cfg.val_clips)
+            clips = validation_clips(frames=self.cfg.frames, height=self.cfg.val_height or self.cfg.size,
+                                     width=self.cfg.val_width or self.cfg.size, count=self.cfg.val_clips)
             self._val = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in clips]
         model = self.ema_model()
         mses, usage = [], []
