@@ -145,6 +145,14 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
     drift_ema = (tr.ema.shadow[key] - start[key]).abs().max()
     drift_model = (tr.model.state_dict()[key] - start[key]).abs().max()
     assert drift_model > 0 and drift_ema < drift_model * 0.01
+    # the exported weights name the weights the run started from
+    tr.step = 1
+    tr.save()
+    out = tmp_path / "ft.safetensors"
+    export_ema(tr.ckpt_path, out)
+    from safetensors import safe_open
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["init_weights"] == f"{weights} (sha256 {digest})"
 
 
 def test_init_from_weights_refuses_another_preset(tmp_path):
