@@ -153,6 +153,10 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
     from safetensors import safe_open
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["init_weights"] == f"{weights} (sha256 {digest})"
+    # ... also after a resume without the option
+    resumed = Trainer(tiny_cfg(tmp_path / "ft"))
+    resumed.load()
+    assert (resumed.init_from, resumed.init_sha256) == (str(weights), digest)
 
 
 def test_init_from_weights_refuses_another_preset(tmp_path):

@@ -181,7 +181,8 @@ class Trainer:
         else:
             self.model_ddp, self.disc_ddp = self.model, self.disc
         self._val: list[torch.Tensor] | None = None
-        self.init_sha256 = ""  # SHA-256 of the weights this run started from (init_weights)
+        self.init_from = ""    # the weights this run started from (init_weights), kept across resumes
+        self.init_sha256 = ""  # and their SHA-256
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -198,7 +199,7 @@ class Trainer:
             "data_rng": json.dumps(self.sampler.state()),
             "train_config": json.dumps(asdict(self.cfg)),
             "model_config": json.dumps(self.model_cfg.to_dict()),
-            "init_sha256": self.init_sha256,
+            "init_weights": self.init_from, "init_sha256": self.init_sha256,
         }
 
     def save(self) -> None:
@@ -222,7 +223,7 @@ class Trainer:
         state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.tokenizer.state_dict().items()}
         self.model.load_state_dict(state)
         self.ema.shadow = {k: v.clone() for k, v in state.items()}
-        self.init_sha256 = loaded.sha256
+        self.init_from, self.init_sha256 = name_or_path, loaded.sha256
         return loaded.sha256
 
     def load(self, path: Path | None = None) -> None:
@@ -243,6 +244,7 @@ class Trainer:
         self.lecam_real, self.lecam_fake = state["lecam"][0].clone(), state["lecam"][1].clone()
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
+        self.init_from = str(state.get("init_weights", "")) or json.loads(state["train_config"]).get("init_weights", "")
         self.init_sha256 = str(state.get("init_sha256", ""))
         torch.random.set_rng_state(state["torch_rng"])
         if self.rank == 0:
@@ -463,7 +465,7 @@ def export_ema(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
     meta = {"steps": str(int(state["step"])), "train_seconds": f"{float(state['elapsed']):.0f}"}
-    started_from = json.loads(state.get("train_config", "{}")).get("init_weights")
+    started_from = state.get("init_weights") or json.loads(state.get("train_config", "{}")).get("init_weights")
     if started_from:  # steps and seconds count from these weights, not from scratch
         digest = state.get("init_sha256") or _current_sha256(started_from)
         meta["init_weights"] = f"{started_from} (sha256 {digest})" if digest else started_from
