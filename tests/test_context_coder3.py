@@ -227,7 +227,7 @@ def test_real_tokens_roundtrip_and_beat_coder_2(real_tokens: np.ndarray) -> None
 # ----------------------------------------------------------------------------- determinism
 
 
-GOLDEN = (1478, 3293432534) # (length, crc32) with the shipped small.coder3.safetensors
+GOLDEN = (1501, 783258947)  # (length, crc32) with the shipped small.coder3.safetensors
 
 
 def test_golden_payload() -> None:

@@ -93,7 +93,7 @@ MODE_CODER2 = 2
 KEY_BYTES = 4
 PRIOR_FORMAT = "tokcodec-coder3-prior-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL_SHA256 = "9dd649002f77e1ca59ed3d9cf8c7cce0eeadab844f7c3b2ed3a7a2c0dee7dcdc"  # small
+DEFAULT_MODEL_SHA256 = "fd470ac8d87a6a86830f1774da825f7236252a86deda02e4e316794837ec4dc8"  # small
 
 LEVELS_PER_PASS = 2         # lattice levels (coder 2's default): 5 passes
 N_PASS_SLOTS = 5
