@@ -82,7 +82,7 @@ def main() -> None:
             for f in frames:
                 w.write(f)
         es = encode_video(src, Path(tmp) / "a.tok", model=a.model)
-        ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv")
+        ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model)
         print(f"tokcodec CLI path (file -> .tok -> .mkv incl. video IO): encode {es.fps:.1f} fps, "
               f"decode {ds.fps:.1f} fps, {es.bpp:.4f} bpp")
     try:

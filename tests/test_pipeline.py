@@ -129,3 +129,6 @@ def test_custom_weights_file_round_trip(tmp_path, tiny_model):
     encode_video(src, tmp_path / "a.tok", model=str(w))
     assert decode_video(tmp_path / "a.tok", tmp_path / "o.mkv", model=str(w)).frames == 5
     assert compare_videos(src, tmp_path / "o.mkv")["frames"] == 5
+    # without --model the file names the weights it needs
+    with pytest.raises(ModelError, match="custom weights 'mine'.*pass --model"):
+        decode_video(tmp_path / "a.tok", tmp_path / "o2.mkv")

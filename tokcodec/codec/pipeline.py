@@ -27,7 +27,8 @@ from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
-from tokcodec.model.zoo import LoadedModel, load_tokenizer
+from tokcodec.model.presets import PRESETS
+from tokcodec.model.zoo import LoadedModel, load_tokenizer, resolve_name
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -274,6 +275,9 @@ def open_tok(src: str | Path) -> ContainerReader:
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
+    if model is None and resolve_name(header.model_name) not in PRESETS:
+        raise ModelError(f"{source}: made with custom weights {header.model_name!r} "
+                         f"(sha256 {header.weights_sha256[:16]}...): pass --model with that weights file")
     loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model or header.model_name, "cpu")
     if loaded.sha256 != header.weights_sha256:
         raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} "
