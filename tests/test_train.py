@@ -157,6 +157,7 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
     resumed = Trainer(tiny_cfg(tmp_path / "ft"))
     resumed.load()
     assert (resumed.init_from, resumed.init_sha256) == (str(weights), digest)
+    assert not resumed.ema.ramp
 
 
 def test_init_from_weights_refuses_another_preset(tmp_path):

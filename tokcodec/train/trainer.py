@@ -246,6 +246,7 @@ class Trainer:
         self.elapsed = float(state["elapsed"])
         self.init_from = str(state.get("init_weights", "")) or json.loads(state["train_config"]).get("init_weights", "")
         self.init_sha256 = str(state.get("init_sha256", ""))
+        self.ema.ramp = self.ema.ramp and not self.init_from  # a resumed fine-tune keeps its full decay
         torch.random.set_rng_state(state["torch_rng"])
         if self.rank == 0:
             self.sampler.set_state(json.loads(state["data_rng"]))
