@@ -108,9 +108,9 @@ def psnr_from_mse(mse: float) -> float:
 class EMA:
     """Exponential moving average of the parameters (fp32), plus a copy of the buffers."""
 
-    def __init__(self, model: nn.Module, decay: float, ramp: bool = True) -> None:
+    def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.ramp = ramp  # short memory early in a run from scratch; none when starting from trained weights
+        self.ramp = True  # short memory early in a run from scratch; off when starting from trained weights
         self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
@@ -163,7 +163,7 @@ class Trainer:
         self.model_cfg = model_cfg or get_preset(cfg.preset)
         self.model = VideoTokenizer(self.model_cfg)
         self.disc = Discriminator()
-        self.ema = EMA(self.model, cfg.ema_decay, ramp=not cfg.init_weights)
+        self.ema = EMA(self.model, cfg.ema_decay)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99),
@@ -224,6 +224,7 @@ class Trainer:
         self.model.load_state_dict(state)
         self.ema.shadow = {k: v.clone() for k, v in state.items()}
         self.init_from, self.init_sha256 = name_or_path, loaded.sha256
+        self.ema.ramp = False
         return loaded.sha256
 
     def load(self, path: Path | None = None) -> None:
@@ -244,9 +245,9 @@ class Trainer:
         self.lecam_real, self.lecam_fake = state["lecam"][0].clone(), state["lecam"][1].clone()
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
-        self.init_from = str(state.get("init_weights", "")) or json.loads(state["train_config"]).get("init_weights", "")
+        self.init_from = str(state.get("init_weights", ""))
         self.init_sha256 = str(state.get("init_sha256", ""))
-        self.ema.ramp = self.ema.ramp and not self.init_from  # a resumed fine-tune keeps its full decay
+        self.ema.ramp = not self.init_from  # a resumed fine-tune keeps its full decay
         torch.random.set_rng_state(state["torch_rng"])
         if self.rank == 0:
             self.sampler.set_state(json.loads(state["data_rng"]))
@@ -447,18 +448,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     return trainer
 
 
-def _current_sha256(name_or_path: str) -> str:
-    """The SHA-256 the weights a run started from have now (checkpoints written before
-    init_sha256 was recorded); "" when they are gone."""
-    from tokcodec.errors import TokcodecError
-    from tokcodec.model.zoo import weights_sha256
-
-    try:
-        return weights_sha256(name_or_path)
-    except TokcodecError:
-        return ""
-
-
 def export_ema(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, str] | None = None) -> str:
     """Write a checkpoint's EMA weights as shipped safetensors; returns the file's SHA-256."""
     from tokcodec.model.zoo import save_weights
@@ -466,9 +455,7 @@ def export_ema(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
     meta = {"steps": str(int(state["step"])), "train_seconds": f"{float(state['elapsed']):.0f}"}
-    started_from = state.get("init_weights") or json.loads(state.get("train_config", "{}")).get("init_weights")
-    if started_from:  # steps and seconds count from these weights, not from scratch
-        digest = state.get("init_sha256") or _current_sha256(started_from)
-        meta["init_weights"] = f"{started_from} (sha256 {digest})" if digest else started_from
+    if state.get("init_weights"):  # steps and seconds count from these weights, not from scratch
+        meta["init_weights"] = f"{state['init_weights']} (sha256 {state['init_sha256']})"
     meta.update(extra or {})
     return save_weights(state["ema"], cfg, out, fp16=fp16, extra=meta)
