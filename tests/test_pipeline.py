@@ -132,3 +132,18 @@ def test_custom_weights_file_round_trip(tmp_path, tiny_model):
     # without --model the file names the weights it needs
     with pytest.raises(ModelError, match="custom weights 'mine'.*pass --model"):
         decode_video(tmp_path / "a.tok", tmp_path / "o2.mkv")
+
+
+def test_library_keeps_callers_thread_count(tmp_path, tiny_model):
+    """Only the CLI applies its one-thread-per-core policy; a library caller's choice stands."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 16, 16))
+        encode_video(src, tmp_path / "a.tok", model=tiny_model)
+        decode_video(tmp_path / "a.tok", tmp_path / "o.mkv", model=tiny_model)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -312,6 +312,10 @@ def _maybe_reexec() -> None:
 
 def main() -> None:
     _maybe_reexec()
+    if len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS:
+        from tokcodec.device import use_all_cores
+
+        use_all_cores()
     try:
         app()
     except KeyboardInterrupt:  # e.g. during an import, before a command's own handler is active

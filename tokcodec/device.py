@@ -48,6 +48,11 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
             precision = "bf16" if _cpu_has_fast_bf16() else "fp32"
     if precision not in ("fp32", "bf16", "fp16"):
         raise DeviceError(f"unknown precision {precision!r} (use auto, fp32, bf16 or fp16)")
-    if dev.type == "cpu" and not os.environ.get("TOKCODEC_THREADS_SET"):
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
     return Runtime(dev, precision)
+
+
+def use_all_cores() -> None:
+    """The CLI's thread policy: one torch thread per core, unless a batch worker has set its share
+    (TOKCODEC_THREADS_SET). Library callers keep whatever torch.set_num_threads they chose."""
+    if not os.environ.get("TOKCODEC_THREADS_SET"):
+        torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -65,7 +65,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def limit_threads(threads: int) -> None:
-    """Give this process `threads` torch threads; select_runtime would otherwise take every core."""
+    """Give this process `threads` torch threads (and tell the CLI's thread policy not to take every core)."""
     os.environ["TOKCODEC_THREADS_SET"] = "1"
     import torch
 
