@@ -7,6 +7,7 @@ the codebook is factorised into sub-groups (default 2 x 2^9) and both terms are 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -36,10 +37,26 @@ def bits_to_indices(bit_tensor: torch.Tensor) -> torch.Tensor:
     return (bit_tensor.to(torch.int64) * weights).sum(-1)
 
 
+_TABLE_BITS = 9
+
+
+@functools.lru_cache(maxsize=8)
+def _sign_table(bits: int, device: torch.device) -> torch.Tensor:
+    """(2^bits, bits) float: row i holds the +-1 codes of the bits of i, LSB first."""
+    rows = torch.arange(1 << bits, device=device)
+    return indices_to_bits(rows, bits).float() * 2 - 1
+
+
 def indices_to_codes(indices: torch.Tensor, bits: int) -> torch.Tensor:
-    """(B, t, h, w) int -> (B, bits, t, h, w) float codes in {-1, +1}."""
-    b = indices_to_bits(indices, bits).float() * 2 - 1
-    return b.permute(0, 4, 1, 2, 3).contiguous()
+    """(B, t, h, w) int -> (B, bits, t, h, w) float codes in {-1, +1}.
+
+    Looked up 9 bits at a time (faster than shifting every bit) and returned as a view in the
+    channels-last layout the CPU decoder runs in, so no layout conversion follows."""
+    parts = []
+    for low in range(0, bits, _TABLE_BITS):
+        n = min(_TABLE_BITS, bits - low)
+        parts.append(_sign_table(n, indices.device)[(indices >> low) & ((1 << n) - 1)])
+    return torch.cat(parts, -1).permute(0, 4, 1, 2, 3)
 
 
 def split_indices(indices: torch.Tensor, bits: int, sub_bits: int) -> torch.Tensor:
