@@ -97,3 +97,29 @@ def test_lfq_straight_through_and_losses():
 def test_space_to_depth_round_trip():
     x = torch.randn(2, 3, 5, 16, 24)
     assert torch.equal(depth_to_space(space_to_depth(x, 4), 4), x)
+
+
+def test_grow_keeps_the_function_and_refuses_shrinking():
+    import dataclasses
+
+    from tokcodec.model.grow import grow_state
+
+    small_cfg = get_preset("tiny")
+    torch.manual_seed(1)
+    small = VideoTokenizer(small_cfg).eval()
+    with torch.no_grad():  # trained-looking weights: no block is the identity any more
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    deep_cfg = dataclasses.replace(small_cfg, name="deep", blocks=(2, 2), temporal_blocks=3)
+    deep = VideoTokenizer(deep_cfg).eval()
+    deep.load_state_dict(grow_state(small.state_dict(), small_cfg, deep_cfg))
+    assert len(deep.encoder.stages) == len(small.encoder.stages) + 2 + 1 + 2 * 2
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(deep.encoder(x), small.encoder(x), atol=1e-6)
+        codes = small.quantize(x).codes
+        assert torch.allclose(deep.decoder(codes), small.decoder(codes), atol=1e-6)
+    with pytest.raises(ValueError, match="fewer residual blocks"):
+        grow_state(deep.state_dict(), deep_cfg, small_cfg)
+    with pytest.raises(ValueError, match="channels differs"):
+        grow_state(small.state_dict(), small_cfg, get_preset("small"))

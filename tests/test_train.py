@@ -168,8 +168,29 @@ def test_init_from_weights_refuses_another_preset(tmp_path):
     path = tmp_path / "small.safetensors"
     save_weights(VideoTokenizer(other).state_dict(), other, path)
     tr = Trainer(tiny_cfg(tmp_path))
-    with pytest.raises(ValueError, match="differs from the preset"):
+    with pytest.raises(ValueError, match="cannot start preset 'tiny': channels differs"):
         tr.init_from_weights(str(path))
+
+
+def test_init_grows_weights_into_a_deeper_preset(tmp_path):
+    import dataclasses
+
+    src = Trainer(tiny_cfg(tmp_path / "src", steps=2))
+    src.fit(progress=False)
+    weights = tmp_path / "start.safetensors"
+    export_ema(tmp_path / "src" / "run" / "checkpoint.pt", weights, fp16=False)
+    deeper = dataclasses.replace(get_preset("tiny"), name="tiny-deep", blocks=(1, 2), temporal_blocks=2)
+    tr = Trainer(tiny_cfg(tmp_path / "grown", steps=2), model_cfg=deeper)
+    tr.init_from_weights(str(weights))
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    small = load_tokenizer(str(weights)).tokenizer.eval()
+    tr.model.eval()
+    with torch.no_grad():
+        assert torch.equal(tr.model.encoder(x), small.encoder(x))
+        assert torch.allclose(tr.model(x)[0], small(x)[0], atol=1e-6)
+    assert sum(p.numel() for p in tr.model.parameters()) > sum(p.numel() for p in small.parameters())
+    tr.fit(progress=False)  # and it trains
+    assert tr.step == 2
 
 
 def test_validation_at_its_own_frame_size(tmp_path):

@@ -54,6 +54,9 @@ PRESETS: dict[str, TokenizerConfig] = {
     "small": TokenizerConfig(
         name="small", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=1,
         description="default CPU model: 4x4 space-to-depth stem, 4x8x8, 18 bits"),
+    "medium": TokenizerConfig(
+        name="medium", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=2,
+        description="small with two residual blocks per temporal stage: 4x8x8, 18 bits"),
     "base": TokenizerConfig(
         name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
         description="wider model for GPUs: 4x8x8, 18 bits"),

@@ -35,18 +35,33 @@ class Encoder(nn.Module):
         self.cfg = cfg
         ch = cfg.channels
         self.conv_in = CausalConv3d(3 * cfg.patch ** 2, ch[0], 3)
-        stages: list[nn.Module] = []
-        for level, c in enumerate(ch):
-            cin = ch[level - 1] if level else ch[0]
-            if level:
-                stages.append(Downsample(cin, c, spatial=True, temporal=False))
-            stages.extend(ResBlock(c, c, cfg.groups) for _ in range(cfg.blocks[level]))
-        for _ in range(cfg.temporal_downs):
-            stages.append(Downsample(ch[-1], ch[-1], spatial=False, temporal=True))
-            stages.extend(ResBlock(ch[-1], ch[-1], cfg.groups) for _ in range(cfg.temporal_blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(*[self._stage(role) for role in self.stage_roles(cfg)])
         self.norm_out = FrameGroupNorm(ch[-1], cfg.groups)
         self.conv_out = nn.Conv3d(ch[-1], cfg.bits, 1)
+
+    @staticmethod
+    def stage_roles(cfg: TokenizerConfig) -> list[tuple[str, int, int]]:
+        """What each entry of ``stages`` is, in order: ("down", level, 0), ("res", level, i),
+        ("tdown", k, 0), ("tres", k, i). Growing a preset (model/grow.py) maps weights by role."""
+        roles: list[tuple[str, int, int]] = []
+        for level in range(len(cfg.channels)):
+            if level:
+                roles.append(("down", level, 0))
+            roles.extend(("res", level, i) for i in range(cfg.blocks[level]))
+        for k in range(cfg.temporal_downs):
+            roles.append(("tdown", k, 0))
+            roles.extend(("tres", k, i) for i in range(cfg.temporal_blocks))
+        return roles
+
+    def _stage(self, role: tuple[str, int, int]) -> nn.Module:
+        ch, groups = self.cfg.channels, self.cfg.groups
+        kind, index, _ = role
+        if kind == "down":
+            return Downsample(ch[index - 1], ch[index], spatial=True, temporal=False)
+        if kind == "tdown":
+            return Downsample(ch[-1], ch[-1], spatial=False, temporal=True)
+        c = ch[index] if kind == "res" else ch[-1]
+        return ResBlock(c, c, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.patch > 1:

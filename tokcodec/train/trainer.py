@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tokcodec.model.grow import grow_state, growth_error
 from tokcodec.model.presets import TokenizerConfig, get_preset
 from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
@@ -215,12 +216,19 @@ class Trainer:
         from tokcodec.model.zoo import load_tokenizer
 
         loaded = load_tokenizer(name_or_path)
-        if loaded.config.to_dict() | {"description": ""} != self.model_cfg.to_dict() | {"description": ""}:
-            raise ValueError(f"init_weights {name_or_path!r} hold preset {loaded.config.name!r}, "
-                             f"which differs from the preset being trained ({self.model_cfg.name!r})")
         if not loaded.trained:
             raise ValueError(f"init_weights {name_or_path!r}: no trained weights to start from")
         state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.tokenizer.state_dict().items()}
+        shape = lambda cfg: cfg.to_dict() | {"name": "", "description": ""}
+        if shape(loaded.config) != shape(self.model_cfg):
+            reason = growth_error(loaded.config, self.model_cfg)
+            if reason:
+                raise ValueError(f"init_weights {name_or_path!r} hold preset {loaded.config.name!r}, which "
+                                 f"cannot start preset {self.model_cfg.name!r}: {reason}")
+            state = grow_state(state, loaded.config, self.model_cfg)
+            if self.rank == 0:
+                print(f"growing preset {loaded.config.name!r} into {self.model_cfg.name!r} "
+                      "(added residual blocks start as the identity)", file=sys.stderr)
         self.model.load_state_dict(state)
         self.ema.shadow = {k: v.clone() for k, v in state.items()}
         self.init_from, self.init_sha256 = name_or_path, loaded.sha256

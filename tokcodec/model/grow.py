@@ -1,0 +1,61 @@
+"""Grow trained weights into a deeper preset without changing what they compute.
+
+A preset with more residual blocks per level (``blocks``) or per temporal stage
+(``temporal_blocks``) than another, and otherwise the same shape, can start from the smaller one's
+trained weights: every existing layer keeps its weights and each added block starts as the
+identity (its last convolution zeroed, so block(x) = x + 0). Training then only has to use the new
+capacity instead of learning everything again (Net2Net-style growth, Chen et al. 2016).
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from tokcodec.model.presets import TokenizerConfig
+from tokcodec.model.tokenizer import Encoder, VideoTokenizer
+
+_SAME_SHAPE_FIELDS = ("patch", "channels", "temporal_downs", "bits", "groups")
+
+
+def growth_error(src: TokenizerConfig, dst: TokenizerConfig) -> str | None:
+    """Why ``src`` weights cannot grow into ``dst`` (None when they can)."""
+    for name in _SAME_SHAPE_FIELDS:
+        if getattr(src, name) != getattr(dst, name):
+            return f"{name} differs ({getattr(src, name)} vs {getattr(dst, name)})"
+    if any(d < s for s, d in zip(src.blocks, dst.blocks)) or dst.temporal_blocks < src.temporal_blocks:
+        return "the target has fewer residual blocks (weights can only grow)"
+    return None
+
+
+def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: TokenizerConfig,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """``src``-shaped weights -> a ``dst``-shaped state computing the same function (float32)."""
+    reason = growth_error(src, dst)
+    if reason:
+        raise ValueError(f"cannot grow preset {src.name!r} into {dst.name!r}: {reason}")
+    src_index = {role: i for i, role in enumerate(Encoder.stage_roles(src))}
+    dst_roles = Encoder.stage_roles(dst)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        fresh = VideoTokenizer(dst).state_dict()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    out: dict[str, torch.Tensor] = {}
+    for key, init in fresh.items():
+        source_key = key
+        m = re.match(r"encoder\.stages\.(\d+)\.(.*)", key)
+        if m:
+            i = src_index.get(dst_roles[int(m.group(1))])
+            source_key = f"encoder.stages.{i}.{m.group(2)}" if i is not None else ""
+        if source_key in state:
+            value = state[source_key]
+            if value.shape != init.shape:
+                raise ValueError(f"{source_key}: shape {tuple(value.shape)} does not fit {key} {tuple(init.shape)}")
+            out[key] = value.float() if value.is_floating_point() else value.clone()
+        elif re.search(r"\.conv2\.conv\.(weight|bias)$", key):
+            out[key] = torch.zeros_like(init)  # an added block starts as the identity
+        else:
+            out[key] = init.clone()
+    return out
