@@ -1,7 +1,7 @@
 """Batch throughput with --workers 1 vs 2 (vs N): files/s and frames/s, encode and decode, on
 generated clips. Used to choose the default worker count (tokcodec/batch/local.py).
 
-    python bench/batch_workers.py [--model small] [--workers 1 2] [--clips 8] [--frames 34]
+    python bench/batch_workers.py [--model default] [--workers 1 2] [--clips 8] [--frames 34]
                                   [--size 640x360] [--small-files 16]
 
 Wall time includes starting the workers (spawn + model load), as a user would see it.
@@ -62,7 +62,7 @@ def measure(label: str, src: Path, work: Path, model: str, workers: list[int], r
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="small")
+    ap.add_argument("--model", default="default")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--frames", type=int, default=34)

@@ -7,7 +7,6 @@ then x265 preset medium's encode frames/s on the same frames (ffmpeg from imagei
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 import time
@@ -68,10 +67,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=68)
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
+    from tokcodec.device import use_all_cores
     from tokcodec.train.synthetic import validation_clips
 
     frames = validation_clips(frames=a.frames, height=360, width=640, count=1, seed=5)[0]
-    torch.set_num_threads(os.cpu_count() or 1)  # the CLI's thread policy
+    use_all_cores()  # the CLI's thread policy
     enc, dec = model_fps(a.model, frames, 17, a.repeats)
     print(f"tokcodec {a.model} 640x360 (tokenizer + entropy coder, GOP 17, {torch.get_num_threads()} threads): "
           f"encode {enc:.1f} fps, decode {dec:.1f} fps")

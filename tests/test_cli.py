@@ -127,3 +127,27 @@ def test_cuda_without_cuda(tok_file, tmp_path):
 def test_models_lists_presets():
     res = run("models")
     assert res.returncode == 0 and "tiny" in res.stdout and "4x8x8" in res.stdout
+
+
+@pytest.mark.parametrize("omp", [None, "1"])
+def test_cli_thread_policy(monkeypatch, omp):
+    """encode/decode/bench/batch take one torch thread per core unless OMP_NUM_THREADS chose."""
+    import torch
+
+    from tokcodec import cli
+
+    monkeypatch.setenv("TOKCODEC_NO_REEXEC", "1")
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(sys, "argv", ["tokcodec", "encode", "--help"])
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # differs from conftest's count
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert torch.get_num_threads() == (3 if omp is None else 1)
+    finally:
+        torch.set_num_threads(before)

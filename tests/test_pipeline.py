@@ -147,3 +147,30 @@ def test_library_keeps_callers_thread_count(tmp_path, tiny_model):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+@pytest.mark.parametrize("layout", ["fp32", "bf16-channels-last"])
+def test_frames_from_decoder_output(tiny_model, scale, layout):
+    """tensor_to_frames equals the plain formula (crop, resize back, clamp, round) in any layout,
+    and leaves the decoder's tensor as it was."""
+    import torch
+    import torch.nn.functional as F
+
+    from tokcodec.codec.pipeline import make_header, tensor_to_frames
+    from tokcodec.device import Runtime
+
+    header = make_header(tiny_model, Runtime(torch.device("cpu"), "fp32"), 50, 30, scale=scale)
+    torch.manual_seed(0)
+    video = torch.rand(1, 3, 5, header.padded_height, header.padded_width) * 2.4 - 1.2
+    if layout != "fp32":
+        video = video.to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    kept = video.clone()
+    x = video[0, :, :4, :header.coded_height, :header.coded_width].float().permute(1, 0, 2, 3)
+    if scale != 1.0:
+        x = F.interpolate(x, size=(30, 50), mode="bicubic", align_corners=False)
+    expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    frames = tensor_to_frames(video, 4, header)
+    assert frames.shape == (4, 30, 50, 3) and frames.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(frames, expected)
+    assert torch.equal(video, kept)

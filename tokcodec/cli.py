@@ -14,6 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
 
 HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch"}
+CODING_COMMANDS = {"encode", "decode", "bench", "batch"}  # train sets its own threads (config)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -312,11 +313,11 @@ def _maybe_reexec() -> None:
 
 def main() -> None:
     _maybe_reexec()
-    if len(sys.argv) > 1 and sys.argv[1] in HEAVY_COMMANDS:
-        from tokcodec.device import use_all_cores
-
-        use_all_cores()
     try:
+        if len(sys.argv) > 1 and sys.argv[1] in CODING_COMMANDS:
+            from tokcodec.device import use_all_cores
+
+            use_all_cores()
         app()
     except KeyboardInterrupt:  # e.g. during an import, before a command's own handler is active
         typer.echo("tokcodec: interrupted", err=True)

@@ -52,7 +52,7 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 
 def use_all_cores() -> None:
-    """The CLI's thread policy: one torch thread per core, unless a batch worker has set its share
-    (TOKCODEC_THREADS_SET). Library callers keep whatever torch.set_num_threads they chose."""
-    if not os.environ.get("TOKCODEC_THREADS_SET"):
+    """The CLI's thread policy for coding: one torch thread per core, unless the user chose a
+    count with OMP_NUM_THREADS. Library callers keep whatever torch.set_num_threads they chose."""
+    if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -65,8 +65,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def limit_threads(threads: int) -> None:
-    """Give this process `threads` torch threads (and tell the CLI's thread policy not to take every core)."""
-    os.environ["TOKCODEC_THREADS_SET"] = "1"
+    """Give this worker process its share of the cores as torch threads."""
     import torch
 
     torch.set_num_threads(max(1, threads))

@@ -15,15 +15,24 @@ import torch
 from tokcodec.model.presets import TokenizerConfig
 from tokcodec.model.tokenizer import Encoder, VideoTokenizer
 
-_SAME_SHAPE_FIELDS = ("patch", "channels", "temporal_downs", "bits", "groups")
+_GROWING_FIELDS = ("blocks", "temporal_blocks")
+_NAMING_FIELDS = ("name", "description")
+
+
+def same_architecture(a: TokenizerConfig, b: TokenizerConfig) -> bool:
+    """Whether weights of ``a`` load into ``b`` as they are (names and descriptions aside)."""
+    blank = dict.fromkeys(_NAMING_FIELDS, "")
+    return a.to_dict() | blank == b.to_dict() | blank
 
 
 def growth_error(src: TokenizerConfig, dst: TokenizerConfig) -> str | None:
     """Why ``src`` weights cannot grow into ``dst`` (None when they can)."""
-    for name in _SAME_SHAPE_FIELDS:
-        if getattr(src, name) != getattr(dst, name):
-            return f"{name} differs ({getattr(src, name)} vs {getattr(dst, name)})"
-    if any(d < s for s, d in zip(src.blocks, dst.blocks)) or dst.temporal_blocks < src.temporal_blocks:
+    src_fields, dst_fields = src.to_dict(), dst.to_dict()
+    for name in src_fields:
+        if name not in _GROWING_FIELDS + _NAMING_FIELDS and src_fields[name] != dst_fields[name]:
+            return f"{name} differs ({src_fields[name]} vs {dst_fields[name]})"
+    if len(dst.blocks) != len(src.blocks) or any(d < s for s, d in zip(src.blocks, dst.blocks)) \
+            or dst.temporal_blocks < src.temporal_blocks:
         return "the target has fewer residual blocks (weights can only grow)"
     return None
 
@@ -43,6 +52,7 @@ def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: Tokeni
     finally:
         torch.random.set_rng_state(generator_state)
     out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
     for key, init in fresh.items():
         source_key = key
         m = re.match(r"encoder\.stages\.(\d+)\.(.*)", key)
@@ -53,9 +63,13 @@ def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: Tokeni
             value = state[source_key]
             if value.shape != init.shape:
                 raise ValueError(f"{source_key}: shape {tuple(value.shape)} does not fit {key} {tuple(init.shape)}")
-            out[key] = value.float() if value.is_floating_point() else value.clone()
+            out[key] = (value.float() if value.is_floating_point() else value).clone()
+            used.add(source_key)
         elif re.search(r"\.conv2\.conv\.(weight|bias)$", key):
             out[key] = torch.zeros_like(init)  # an added block starts as the identity
         else:
             out[key] = init.clone()
+    unused = sorted(set(state) - used)
+    if unused:  # a trained tensor that found no place would silently be lost
+        raise ValueError(f"cannot grow preset {src.name!r} into {dst.name!r}: weights without a place: {unused[:3]}")
     return out

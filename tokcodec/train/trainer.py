@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tokcodec.model.grow import grow_state, growth_error
+from tokcodec.model.grow import grow_state, growth_error, same_architecture
 from tokcodec.model.presets import TokenizerConfig, get_preset
 from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
@@ -219,8 +219,7 @@ class Trainer:
         if not loaded.trained:
             raise ValueError(f"init_weights {name_or_path!r}: no trained weights to start from")
         state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.tokenizer.state_dict().items()}
-        shape = lambda cfg: cfg.to_dict() | {"name": "", "description": ""}
-        if shape(loaded.config) != shape(self.model_cfg):
+        if not same_architecture(loaded.config, self.model_cfg):
             reason = growth_error(loaded.config, self.model_cfg)
             if reason:
                 raise ValueError(f"init_weights {name_or_path!r} hold preset {loaded.config.name!r}, which "
