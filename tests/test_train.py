@@ -6,7 +6,7 @@ import textwrap
 
 import torch
 
-from tokcodec.train.trainer import Trainer, TrainConfig, export_ema, lr_at
+from tokcodec.train.trainer import Trainer, TrainConfig, export_weights, lr_at
 from tokcodec.model import VideoTokenizer, get_preset
 from tokcodec.model.zoo import load_tokenizer
 
@@ -39,9 +39,15 @@ def test_training_runs_logs_and_exports(tmp_path):
     assert changed
     # GAN switched on after gan_start_step: discriminator weights moved
     out = tmp_path / "w.safetensors"
-    export_ema(tmp_path / "run" / "checkpoint.pt", out)
+    export_weights(tmp_path / "run" / "checkpoint.pt", out)
     loaded = load_tokenizer(str(out))
     assert loaded.config.name == "tiny" and loaded.trained
+    # --raw: the trained weights themselves, which differ from their average
+    raw = tmp_path / "raw.safetensors"
+    export_weights(tmp_path / "run" / "checkpoint.pt", raw, fp16=False, ema=False)
+    raw_state = load_tokenizer(str(raw)).tokenizer.state_dict()
+    assert all(torch.equal(raw_state[k], v) for k, v in tr.model.state_dict().items())
+    assert any(not torch.equal(raw_state[k], v.float()) for k, v in loaded.tokenizer.state_dict().items())
 
 
 def test_resume_is_exact(tmp_path):
@@ -130,7 +136,7 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
     src = Trainer(tiny_cfg(tmp_path / "src", steps=2))
     src.fit(progress=False)
     weights = tmp_path / "start.safetensors"
-    export_ema(tmp_path / "src" / "run" / "checkpoint.pt", weights, fp16=False)
+    export_weights(tmp_path / "src" / "run" / "checkpoint.pt", weights, fp16=False)
     start = load_tokenizer(str(weights)).tokenizer.state_dict()
 
     tr = Trainer(tiny_cfg(tmp_path / "ft", init_weights=str(weights)))
@@ -149,7 +155,7 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
     tr.step = 1
     tr.save()
     out = tmp_path / "ft.safetensors"
-    export_ema(tr.ckpt_path, out)
+    export_weights(tr.ckpt_path, out)
     from safetensors import safe_open
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["init_weights"] == f"{weights} (sha256 {digest})"
@@ -178,7 +184,7 @@ def test_init_grows_weights_into_a_deeper_preset(tmp_path):
     src = Trainer(tiny_cfg(tmp_path / "src", steps=2))
     src.fit(progress=False)
     weights = tmp_path / "start.safetensors"
-    export_ema(tmp_path / "src" / "run" / "checkpoint.pt", weights, fp16=False)
+    export_weights(tmp_path / "src" / "run" / "checkpoint.pt", weights, fp16=False)
     deeper = dataclasses.replace(get_preset("tiny"), name="tiny-deep", blocks=(1, 2), temporal_blocks=2)
     tr = Trainer(tiny_cfg(tmp_path / "grown", steps=2), model_cfg=deeper)
     tr.init_from_weights(str(weights))

@@ -267,14 +267,15 @@ def export_weights(
     checkpoint: Path = typer.Argument(..., help="A training checkpoint.pt."),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.safetensors"),
     fp32: bool = typer.Option(False, "--fp32", help="Keep fp32 (default: fp16)."),
+    raw: bool = typer.Option(False, "--raw", help="The trained weights themselves, not their EMA."),
     overwrite: bool = typer.Option(False, "-y", "--overwrite"),
 ) -> None:
     """Export a checkpoint's EMA weights as a safetensors file usable with --model."""
     with _errors():
         from tokcodec.codec.pipeline import check_output
-        from tokcodec.train.trainer import export_ema
+        from tokcodec.train.trainer import export_weights
         check_output(output, overwrite)
-        digest = export_ema(checkpoint, output, fp16=not fp32)
+        digest = export_weights(checkpoint, output, fp16=not fp32, ema=not raw)
         typer.echo(f"wrote {output} (sha256 {digest})", err=True)
 
 

@@ -455,14 +455,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     return trainer
 
 
-def export_ema(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, str] | None = None) -> str:
-    """Write a checkpoint's EMA weights as shipped safetensors; returns the file's SHA-256."""
+def export_weights(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, str] | None = None,
+                   ema: bool = True) -> str:
+    """Write a checkpoint's EMA weights (``ema=False``: the trained weights themselves) as shipped
+    safetensors; returns the file's SHA-256. The EMA is usually better; after a short fine-tune
+    from other weights it still holds a share of them (0.999^steps), so compare both."""
     from tokcodec.model.zoo import save_weights
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
-    meta = {"steps": str(int(state["step"])), "train_seconds": f"{float(state['elapsed']):.0f}"}
+    meta = {"steps": str(int(state["step"])), "train_seconds": f"{float(state['elapsed']):.0f}",
+            "averaging": "ema" if ema else "none"}
     if state.get("init_weights"):  # steps and seconds count from these weights, not from scratch
         meta["init_weights"] = f"{state['init_weights']} (sha256 {state['init_sha256']})"
     meta.update(extra or {})
-    return save_weights(state["ema"], cfg, out, fp16=fp16, extra=meta)
+    return save_weights(state["ema" if ema else "model"], cfg, out, fp16=fp16, extra=meta)
