@@ -127,6 +127,7 @@ def test_cuda_without_cuda(tok_file, tmp_path):
 def test_models_lists_presets():
     res = run("models")
     assert res.returncode == 0 and "tiny" in res.stdout and "4x8x8" in res.stdout
+    assert "5.54 M parameters" in res.stdout  # small, counted from its config
 
 
 @pytest.mark.parametrize("omp", [None, "1"])

@@ -230,12 +230,13 @@ def models() -> None:
     """List the model presets, their compression and whether trained weights ship."""
     with _errors():
         from tokcodec.model.presets import DEFAULT_PRESET, PRESETS
-        from tokcodec.model.zoo import shipped_weights_path
+        from tokcodec.model.zoo import parameter_count, shipped_weights_path
         for name, cfg in PRESETS.items():
             t, s, _ = cfg.compression
             trained = "trained weights" if shipped_weights_path(name).exists() else "untrained"
             default = " (default)" if name == DEFAULT_PRESET else ""
-            typer.echo(f"{name:8s}{default:10s} {t}x{s}x{s}, {cfg.bits} bits, {trained}: {cfg.description}")
+            typer.echo(f"{name:8s}{default:10s} {t}x{s}x{s}, {cfg.bits} bits, "
+                       f"{parameter_count(cfg) / 1e6:5.2f} M parameters, {trained}: {cfg.description}")
 
 
 @app.command()
@@ -248,7 +249,8 @@ def train(
     data: Optional[list[str]] = typer.Option(None, "--data", help="'synthetic' and/or folders of videos/images (repeatable)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop with a checkpoint after this long."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from these weights (preset name or .safetensors), "
-                                       "e.g. to fine-tune the shipped model; ignored with --resume."),
+                                       "e.g. to fine-tune the shipped model or grow it into a deeper "
+                                       "preset (--preset); ignored with --resume."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""

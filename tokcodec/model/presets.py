@@ -50,16 +50,16 @@ class TokenizerConfig:
 PRESETS: dict[str, TokenizerConfig] = {
     "tiny": TokenizerConfig(
         name="tiny", patch=4, channels=(8, 16), blocks=(0, 1), temporal_blocks=1, groups=4,
-        description="test preset: untrained, 4x8x8, 18 bits"),
+        description="test preset (never trained)"),
     "small": TokenizerConfig(
         name="small", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=1,
-        description="default CPU model: 4x4 space-to-depth stem, 4x8x8, 18 bits"),
+        description="4x4 space-to-depth stem, widths 32/96, for CPUs"),
     "medium": TokenizerConfig(
         name="medium", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=2,
-        description="small with two residual blocks per temporal stage: 4x8x8, 18 bits"),
+        description="small with a second residual block per temporal stage"),
     "base": TokenizerConfig(
         name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
-        description="wider model for GPUs: 4x8x8, 18 bits"),
+        description="widths 128/256, for GPUs"),
 }
 DEFAULT_PRESET = "small"
 

@@ -128,6 +128,12 @@ def random_init(cfg: TokenizerConfig, seed: int = 0) -> VideoTokenizer:
         torch.random.set_rng_state(state)
 
 
+def parameter_count(cfg: TokenizerConfig) -> int:
+    """Parameters of a preset, counted without allocating them (meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in VideoTokenizer(cfg).parameters())
+
+
 def state_sha256(model: VideoTokenizer) -> str:
     from safetensors.torch import save
 
