@@ -22,10 +22,11 @@ from tokcodec.codec.context_coder3 import (
 )
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
 from tokcodec.errors import FormatError
+from tokcodec.model.presets import DEFAULT_PRESET
 
 ROOT = Path(__file__).resolve().parents[1]
 CODER = ContextCoder3()
-PRIOR_FILE = c3.WEIGHTS_DIR / "small.coder3.safetensors"
+PRIOR_FILE = c3.WEIGHTS_DIR / f"{DEFAULT_PRESET}.coder3.safetensors"
 
 
 def roundtrip(tokens: np.ndarray, bits: int = 18, coder: ContextCoder3 = CODER) -> bytes:
@@ -72,7 +73,7 @@ def test_shipped_prior_is_bound_to_the_default_weights() -> None:
     from tokcodec.model.zoo import shipped_digests
 
     prior = load_prior(PRIOR_FILE)
-    assert prior.model_sha256 == shipped_digests()["small.safetensors"] == c3.DEFAULT_MODEL_SHA256
+    assert prior.model_sha256 == shipped_digests()[f"{DEFAULT_PRESET}.safetensors"] == c3.DEFAULT_MODEL_SHA256
     assert prior.key == hashlib.sha256(PRIOR_FILE.read_bytes()).digest()[:c3.KEY_BYTES]
     assert prior.bits == 18
     assert prior_for_model(c3.DEFAULT_MODEL_SHA256) is not None
@@ -227,7 +228,7 @@ def test_real_tokens_roundtrip_and_beat_coder_2(real_tokens: np.ndarray) -> None
 # ----------------------------------------------------------------------------- determinism
 
 
-GOLDEN = (1501, 783258947)  # (length, crc32) with the shipped small.coder3.safetensors
+GOLDEN = (1500, 2712845185)  # (length, crc32) with the default model's shipped prior
 
 
 def test_golden_payload() -> None:

@@ -93,7 +93,7 @@ MODE_CODER2 = 2
 KEY_BYTES = 4
 PRIOR_FORMAT = "tokcodec-coder3-prior-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL_SHA256 = "fd470ac8d87a6a86830f1774da825f7236252a86deda02e4e316794837ec4dc8"  # small
+DEFAULT_MODEL_SHA256 = "7b7702d5866507fb2172e18c57f45d5bedcd94f3b83c116eda29a1307d97c4f3"  # medium
 
 LEVELS_PER_PASS = 2         # lattice levels (coder 2's default): 5 passes
 N_PASS_SLOTS = 5

@@ -61,7 +61,7 @@ PRESETS: dict[str, TokenizerConfig] = {
         name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
         description="widths 128/256, for GPUs"),
 }
-DEFAULT_PRESET = "small"
+DEFAULT_PRESET = "medium"
 
 
 def get_preset(name: str) -> TokenizerConfig:
