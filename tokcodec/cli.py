@@ -272,7 +272,8 @@ def export_weights(
     raw: bool = typer.Option(False, "--raw", help="The trained weights themselves, not their EMA."),
     overwrite: bool = typer.Option(False, "-y", "--overwrite"),
 ) -> None:
-    """Export a checkpoint's EMA weights as a safetensors file usable with --model."""
+    """Export a checkpoint's EMA weights (or with --raw the trained weights) as a safetensors file
+    usable with --model."""
     with _errors():
         from tokcodec.codec.pipeline import check_output
         from tokcodec.train.trainer import export_weights
