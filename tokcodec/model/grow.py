@@ -13,7 +13,8 @@ import re
 import torch
 
 from tokcodec.model.presets import TokenizerConfig
-from tokcodec.model.tokenizer import Encoder, VideoTokenizer
+from tokcodec.model.tokenizer import Encoder
+from tokcodec.model.zoo import random_init
 
 _GROWING_FIELDS = ("blocks", "temporal_blocks")
 _NAMING_FIELDS = ("name", "description")
@@ -45,12 +46,7 @@ def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: Tokeni
         raise ValueError(f"cannot grow preset {src.name!r} into {dst.name!r}: {reason}")
     src_index = {role: i for i, role in enumerate(Encoder.stage_roles(src))}
     dst_roles = Encoder.stage_roles(dst)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        fresh = VideoTokenizer(dst).state_dict()
-    finally:
-        torch.random.set_rng_state(generator_state)
+    fresh = random_init(dst, seed).state_dict()
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for key, init in fresh.items():
