@@ -204,3 +204,42 @@ def test_validation_at_its_own_frame_size(tmp_path):
     result = tr.validate()
     assert [tuple(c.shape[-2:]) for c in tr._val] == [(24, 40)] * 2
     assert 0 < result["psnr"] < 60
+
+
+def test_unset_preset_follows_init_weights_then_resumed_run_then_default(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    import pytest
+    from tokcodec.model.presets import DEFAULT_PRESET
+    from tokcodec.model.zoo import save_weights
+    from tokcodec.train.trainer import resolve_run, train
+
+    monkeypatch.chdir(tmp_path)
+    tiny = get_preset("tiny")
+    weights = tmp_path / "w.safetensors"
+    save_weights(VideoTokenizer(tiny).state_dict(), tiny, weights)
+    # fine-tuning trains the starting weights' own preset, in runs/PRESET
+    cfg = resolve_run(TrainConfig(init_weights=str(weights)))
+    assert (cfg.preset, cfg.out_dir) == ("tiny", "runs/tiny")
+    assert resolve_run(TrainConfig()).preset == DEFAULT_PRESET
+    assert resolve_run(TrainConfig(preset="default")).preset == DEFAULT_PRESET
+    assert resolve_run(TrainConfig(preset="small", out_dir="x")).out_dir == "x"
+    # a preset that is given wins (and then growth or a clear error decides, as before)
+    assert resolve_run(TrainConfig(preset="small", init_weights=str(weights))).preset == "small"
+    # a resumed run keeps the preset it was started with
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "train_config.json").write_text(json.dumps({"preset": "tiny"}))
+    assert resolve_run(TrainConfig(out_dir="r"), resume=True).preset == "tiny"
+    # weights of an architecture that is no preset need --preset
+    custom = dataclasses.replace(tiny, name="mine", blocks=(1, 1))
+    save_weights(VideoTokenizer(custom).state_dict(), custom, tmp_path / "mine.safetensors")
+    with pytest.raises(ValueError, match="'mine', which is not a preset"):
+        resolve_run(TrainConfig(init_weights=str(tmp_path / "mine.safetensors")))
+    # and end to end: no preset, no run directory
+    base = {k: v for k, v in dataclasses.asdict(tiny_cfg(tmp_path, steps=1)).items()
+            if k not in ("preset", "out_dir")}
+    trainer = train(TrainConfig(**{**base, "init_weights": str(weights)}), progress=False)
+    assert trainer.model_cfg.name == "tiny" and (tmp_path / "runs" / "tiny" / "checkpoint.pt").exists()
+    saved = json.loads((tmp_path / "runs" / "tiny" / "train_config.json").read_text())
+    assert (saved["preset"], saved["out_dir"]) == ("tiny", "runs/tiny")

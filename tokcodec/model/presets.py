@@ -64,8 +64,13 @@ PRESETS: dict[str, TokenizerConfig] = {
 DEFAULT_PRESET = "medium"
 
 
+def resolve_name(name: str) -> str:
+    """A preset name with the alias "default" resolved."""
+    return DEFAULT_PRESET if name == "default" else name
+
+
 def get_preset(name: str) -> TokenizerConfig:
-    key = DEFAULT_PRESET if name == "default" else name
+    key = resolve_name(name)
     try:
         return PRESETS[key]
     except KeyError:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from tokcodec.errors import ModelError
-from tokcodec.model.presets import DEFAULT_PRESET, PRESETS, TokenizerConfig, get_preset
+from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.tokenizer import VideoTokenizer
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -36,10 +36,6 @@ class LoadedModel:
     @property
     def config(self) -> TokenizerConfig:
         return self.tokenizer.cfg
-
-
-def resolve_name(name: str) -> str:
-    return DEFAULT_PRESET if name == "default" else name
 
 
 def shipped_weights_path(preset: str) -> Path:

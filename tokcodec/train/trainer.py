@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tokcodec.model.grow import grow_state, growth_error, same_architecture
-from tokcodec.model.presets import TokenizerConfig, get_preset
+from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
 from tokcodec.train.discriminator import Discriminator
@@ -30,8 +30,8 @@ from tokcodec.train.losses import (generator_adv_loss, hinge_d_loss, lecam_loss,
 
 @dataclass
 class TrainConfig:
-    preset: str = "small"
-    out_dir: str = "runs/small"
+    preset: str = ""               # "" = that of init_weights (or of the run resumed), else the default
+    out_dir: str = ""              # "" = runs/PRESET
     sources: tuple[str, ...] = ("synthetic",)
     steps: int = 20000
     batch_size: int = 4
@@ -150,6 +150,8 @@ class Logger:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: TokenizerConfig | None = None) -> None:
+        if not (cfg.preset and cfg.out_dir):
+            cfg = resolve_run(cfg)
         self.cfg = cfg
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
@@ -439,7 +441,28 @@ class _Progress:
             self.progress.stop()
 
 
+def resolve_run(cfg: TrainConfig, resume: bool = False) -> TrainConfig:
+    """Fill in an unset preset and run directory. The preset is, in this order: the one a resumed run
+    was started with, that of the starting weights (so ``--init default`` fine-tunes the shipped
+    model as it is), the default preset. The run directory is runs/PRESET."""
+    from tokcodec.model.zoo import load_tokenizer
+
+    preset = cfg.preset
+    if not preset and cfg.init_weights and not resume:
+        preset = load_tokenizer(cfg.init_weights).config.name
+    out_dir = cfg.out_dir or f"runs/{resolve_name(preset or 'default')}"
+    if not preset and resume:
+        saved = Path(out_dir) / "train_config.json"
+        preset = json.loads(saved.read_text()).get("preset", "") if saved.exists() else ""
+    preset = resolve_name(preset or "default")
+    if preset not in PRESETS:
+        raise ValueError(f"the weights to start from hold model {preset!r}, which is not a preset: "
+                         f"name the preset to train (--preset; presets: {', '.join(PRESETS)})")
+    return cfg.updated({"preset": preset, "out_dir": out_dir})
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trainer:
+    cfg = resolve_run(cfg, resume)
     trainer = Trainer(cfg)
     if resume:
         if not trainer.ckpt_path.exists():
