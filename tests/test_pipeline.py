@@ -174,3 +174,49 @@ def test_frames_from_decoder_output(tiny_model, scale, layout):
     assert frames.shape == (4, 30, 50, 3) and frames.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(frames, expected)
     assert torch.equal(video, kept)
+
+
+def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
+    """When a preset's shipped weights are replaced, the old ones stay shipped as
+    PRESET-SHA8.safetensors: files made with them decode without --model (one by one, in a batch
+    beside files of the current version, and under verify); a hash no shipped file has is refused."""
+    from tokcodec.batch.work import BatchOptions, Worker
+    from tokcodec.codec.verify import verify_file
+    from tokcodec.model import zoo
+    from tokcodec.model.presets import get_preset
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    tiny = get_preset("tiny")
+    old = save_weights(zoo.random_init(tiny, 1).state_dict(), tiny, weights / "old.safetensors")
+    (weights / "old.safetensors").rename(weights / f"tiny-{old[:8]}.safetensors")
+    new = save_weights(zoo.random_init(tiny, 2).state_dict(), tiny, weights / "tiny.safetensors")
+    (weights / "SHA256SUMS").write_text(f"{old}  tiny-{old[:8]}.safetensors\n{new}  tiny.safetensors\n")
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
+
+    assert zoo.shipped_version("tiny", new) == weights / "tiny.safetensors"
+    assert zoo.shipped_version("tiny", old) == weights / f"tiny-{old[:8]}.safetensors"
+    assert zoo.shipped_version("small", old) is None  # another preset's name never matches
+    previous = zoo.load_tokenizer_version("tiny", old)
+    assert (previous.name, previous.sha256) == ("tiny", old)
+    assert zoo.load_tokenizer_version("tiny", "0" * 64).sha256 == new  # unknown: the current ones
+
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 16, 16))
+    encode_video(src, tmp_path / "old.tok", model=previous)     # as an earlier release made it
+    encode_video(src, tmp_path / "new.tok", model="tiny")
+    for name, digest in (("old", old), ("new", new)):
+        assert file_info(tmp_path / f"{name}.tok")["header"]["weights_sha256"] == digest
+        st = decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv")
+        assert st.frames == 5
+        assert verify_file(tmp_path / f"{name}.tok").ok
+    # the two versions decode to different pictures: each file got its own weights
+    assert compare_videos(tmp_path / "old.mkv", tmp_path / "new.mkv")["psnr"] < 60
+    worker = Worker(BatchOptions("decode", None), device="cpu")
+    for name in ("old", "new"):
+        assert worker.run(tmp_path / f"{name}.tok", tmp_path / "batch" / f"{name}.mkv").status == "done"
+        assert compare_videos(tmp_path / f"{name}.mkv", tmp_path / "batch" / f"{name}.mkv")["psnr"] > 60
+    # weights no shipped file has are still refused, with the hashes named
+    (weights / "SHA256SUMS").write_text(f"{new}  tiny.safetensors\n")
+    with pytest.raises(ModelError, match="hash mismatch"):
+        decode_video(tmp_path / "old.tok", tmp_path / "x.mkv")
+    assert not verify_file(tmp_path / "old.tok").ok

@@ -84,17 +84,20 @@ class Worker:
             import torch
 
             torch.cuda.set_device(self.runtime.device)
-        self._models: dict[str, Any] = {}
+        self._models: dict[tuple[str, str], Any] = {}
         if options.op == "encode" or options.model:
             self.model(options.model or "default")  # fail at start-up, not on every file
 
-    def model(self, name: str):
-        if name not in self._models:
+    def model(self, name: str, digest: str = ""):
+        """The model called ``name``; with ``digest``, the shipped version of it with that SHA-256
+        (as a .tok header names it), so a folder may mix files of several versions."""
+        if (name, digest) not in self._models:
             from tokcodec.codec.pipeline import prepare_model
-            from tokcodec.model.zoo import load_tokenizer
+            from tokcodec.model.zoo import load_tokenizer, load_tokenizer_version
 
-            self._models[name] = prepare_model(load_tokenizer(name, "cpu"), self.runtime)
-        return self._models[name]
+            loaded = load_tokenizer_version(name, digest, "cpu") if digest else load_tokenizer(name, "cpu")
+            self._models[(name, digest)] = prepare_model(loaded, self.runtime)
+        return self._models[(name, digest)]
 
     def run(self, src: Path | str, dst: Path | str, overwrite: bool = False,
             started: StartFn | None = None, progress: ProgressFn | None = None) -> FileResult:
@@ -140,10 +143,11 @@ class Worker:
 
         with open_tok(src) as reader:
             name = self.options.model or reader.header.model_name
+            digest = "" if self.options.model else reader.header.weights_sha256
             total = reader.frame_count
         if started:
             started(total)
-        st = decode_video(src, dst, model=self.model(name), device=self.device,
+        st = decode_video(src, dst, model=self.model(name, digest), device=self.device,
                           precision=self.options.precision, overwrite=overwrite, progress=progress,
                           audio=self.options.audio)
         bpp = 8 * src.stat().st_size / max(1, st.frames * st.width * st.height)

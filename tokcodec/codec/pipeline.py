@@ -28,7 +28,7 @@ from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
 from tokcodec.model.presets import PRESETS
-from tokcodec.model.zoo import LoadedModel, load_tokenizer, resolve_name
+from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version, resolve_name
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -283,7 +283,12 @@ def model_for_header(header: Header, model: str | LoadedModel | None, source: st
     if model is None and resolve_name(header.model_name) not in PRESETS:
         raise ModelError(f"{source}: made with custom weights {header.model_name!r} "
                          f"(sha256 {header.weights_sha256[:16]}...): pass --model with that weights file")
-    loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model or header.model_name, "cpu")
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif model:
+        loaded = load_tokenizer(model, "cpu")
+    else:  # the weights the file names, also when they are a previous version of the preset's
+        loaded = load_tokenizer_version(header.model_name, header.weights_sha256, "cpu")
     if loaded.sha256 != header.weights_sha256:
         raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} "
                          f"weights {header.weights_sha256[:16]}..., model {loaded.name} has "

@@ -152,6 +152,29 @@ def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "
     return LoadedModel(model, preset, state_sha256(model), False, "random-init (untrained)")
 
 
+def shipped_version(preset: str, digest: str) -> Path | None:
+    """The shipped weights file of a preset whose SHA-256 is ``digest``: its current weights, or a
+    previous version kept as PRESET-SHA8.safetensors so that files made with it still decode."""
+    digest = digest.lower()
+    for name, listed in shipped_digests().items():
+        if listed != digest or not name.endswith(".safetensors") or name.endswith(".coder3.safetensors"):
+            continue
+        if name == f"{preset}.safetensors" or name.startswith(f"{preset}-"):
+            path = WEIGHTS_DIR / name
+            if path.exists():
+                return path
+    return None
+
+
+def load_tokenizer_version(name: str, digest: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """The shipped weights of preset ``name`` whose SHA-256 is ``digest`` (current or a previous
+    version), for decoding a file that records both; the current weights when no shipped version
+    has that hash (callers compare the hashes and report the mismatch)."""
+    preset = resolve_name(name)
+    path = shipped_version(preset, digest) if preset in PRESETS else None
+    return _load_file(path, preset, device) if path else load_tokenizer(name, device)
+
+
 def _load_file(path: Path, preset: str | None, device: str | torch.device) -> LoadedModel:
     tensors, metadata, digest = _read_weights(path, shipped=preset is not None)
     if metadata.get(FORMAT_KEY) != WEIGHTS_FORMAT or CONFIG_KEY not in metadata:
