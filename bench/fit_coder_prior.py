@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, help="default: tokcodec/weights/<model>.coder3.safetensors")
     args = ap.parse_args(argv)
 
-    from tokcodec.model.zoo import load_tokenizer, resolve_name
+    from tokcodec.model.presets import resolve_name
+    from tokcodec.model.zoo import load_tokenizer
 
     sets, sha = [], None
     for size, count in (((360, 640), args.clips360), ((128, 128), args.clips128)):

@@ -197,6 +197,7 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
     assert zoo.shipped_version("tiny", new) == weights / "tiny.safetensors"
     assert zoo.shipped_version("tiny", old) == weights / f"tiny-{old[:8]}.safetensors"
     assert zoo.shipped_version("small", old) is None  # another preset's name never matches
+    assert zoo.shipped_version(f"tiny-{old[:8]}", old) is None  # nor a file stem
     previous = zoo.load_tokenizer_version("tiny", old)
     assert (previous.name, previous.sha256) == ("tiny", old)
     assert zoo.load_tokenizer_version("tiny", "0" * 64).sha256 == new  # unknown: the current ones
@@ -209,12 +210,25 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
         st = decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv")
         assert st.frames == 5
         assert verify_file(tmp_path / f"{name}.tok").ok
+        # naming the preset the file names picks the same version
+        decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}2.mkv", model="tiny")
+        assert compare_videos(tmp_path / f"{name}.mkv", tmp_path / f"{name}2.mkv")["psnr"] == float("inf")
     # the two versions decode to different pictures: each file got its own weights
     assert compare_videos(tmp_path / "old.mkv", tmp_path / "new.mkv")["psnr"] < 60
-    worker = Worker(BatchOptions("decode", None), device="cpu")
-    for name in ("old", "new"):
-        assert worker.run(tmp_path / f"{name}.tok", tmp_path / "batch" / f"{name}.mkv").status == "done"
-        assert compare_videos(tmp_path / f"{name}.mkv", tmp_path / "batch" / f"{name}.mkv")["psnr"] > 60
+    for option in (None, "tiny"):
+        worker = Worker(BatchOptions("decode", option), device="cpu")
+        for name in ("old", "new"):
+            dst = tmp_path / f"batch{option}" / f"{name}.mkv"
+            assert worker.run(tmp_path / f"{name}.tok", dst).status == "done"
+            assert compare_videos(tmp_path / f"{name}.mkv", dst)["psnr"] == float("inf")
+    # a damaged kept version is refused by decode and by verify
+    kept = weights / f"tiny-{old[:8]}.safetensors"
+    data = bytearray(kept.read_bytes())
+    data[-100] ^= 1
+    kept.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="damaged"):
+        decode_video(tmp_path / "old.tok", tmp_path / "x.mkv")
+    assert any("sha256" in p for p in verify_file(tmp_path / "old.tok").problems)
     # weights no shipped file has are still refused, with the hashes named
     (weights / "SHA256SUMS").write_text(f"{new}  tiny.safetensors\n")
     with pytest.raises(ModelError, match="hash mismatch"):

@@ -1,14 +1,19 @@
 """Training engine: a few steps learn, resume is exact, and DDP keeps ranks in sync."""
+import dataclasses
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
-from tokcodec.train.trainer import Trainer, TrainConfig, export_weights, lr_at
+from tokcodec.train.trainer import Trainer, TrainConfig, export_weights, lr_at, resolve_run, train
+from tokcodec.errors import ModelError
 from tokcodec.model import VideoTokenizer, get_preset
-from tokcodec.model.zoo import load_tokenizer
+from tokcodec.model.presets import DEFAULT_PRESET
+from tokcodec.model.zoo import load_tokenizer, save_weights
 
 
 def tiny_cfg(tmp_path, **kw) -> TrainConfig:
@@ -167,9 +172,6 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
 
 
 def test_init_from_weights_refuses_another_preset(tmp_path):
-    import pytest
-    from tokcodec.model.zoo import save_weights
-
     other = get_preset("small")
     path = tmp_path / "small.safetensors"
     save_weights(VideoTokenizer(other).state_dict(), other, path)
@@ -179,8 +181,6 @@ def test_init_from_weights_refuses_another_preset(tmp_path):
 
 
 def test_init_grows_weights_into_a_deeper_preset(tmp_path):
-    import dataclasses
-
     src = Trainer(tiny_cfg(tmp_path / "src", steps=2))
     src.fit(progress=False)
     weights = tmp_path / "start.safetensors"
@@ -206,15 +206,7 @@ def test_validation_at_its_own_frame_size(tmp_path):
     assert 0 < result["psnr"] < 60
 
 
-def test_unset_preset_follows_init_weights_then_resumed_run_then_default(tmp_path, monkeypatch):
-    import dataclasses
-    import json
-
-    import pytest
-    from tokcodec.model.presets import DEFAULT_PRESET
-    from tokcodec.model.zoo import save_weights
-    from tokcodec.train.trainer import resolve_run, train
-
+def test_unset_preset_follows_resumed_run_then_init_weights_then_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tiny = get_preset("tiny")
     weights = tmp_path / "w.safetensors"
@@ -227,19 +219,29 @@ def test_unset_preset_follows_init_weights_then_resumed_run_then_default(tmp_pat
     assert resolve_run(TrainConfig(preset="small", out_dir="x")).out_dir == "x"
     # a preset that is given wins (and then growth or a clear error decides, as before)
     assert resolve_run(TrainConfig(preset="small", init_weights=str(weights))).preset == "small"
-    # a resumed run keeps the preset it was started with
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "train_config.json").write_text(json.dumps({"preset": "tiny"}))
-    assert resolve_run(TrainConfig(out_dir="r"), resume=True).preset == "tiny"
+    with pytest.raises(ModelError, match="unknown model preset 'smal'"):
+        resolve_run(TrainConfig(preset="smal"))
     # weights of an architecture that is no preset need --preset
     custom = dataclasses.replace(tiny, name="mine", blocks=(1, 1))
     save_weights(VideoTokenizer(custom).state_dict(), custom, tmp_path / "mine.safetensors")
-    with pytest.raises(ValueError, match="'mine', which is not a preset"):
+    with pytest.raises(ValueError, match="'mine', which is not a preset: name the preset"):
         resolve_run(TrainConfig(init_weights=str(tmp_path / "mine.safetensors")))
-    # and end to end: no preset, no run directory
+
+    # end to end: no preset, no run directory
     base = {k: v for k, v in dataclasses.asdict(tiny_cfg(tmp_path, steps=1)).items()
             if k not in ("preset", "out_dir")}
     trainer = train(TrainConfig(**{**base, "init_weights": str(weights)}), progress=False)
     assert trainer.model_cfg.name == "tiny" and (tmp_path / "runs" / "tiny" / "checkpoint.pt").exists()
     saved = json.loads((tmp_path / "runs" / "tiny" / "train_config.json").read_text())
     assert (saved["preset"], saved["out_dir"]) == ("tiny", "runs/tiny")
+    # the same command again would overwrite that run: refused; with --resume it continues it
+    # (the same directory, found through the --init weights; the preset from the checkpoint)
+    with pytest.raises(FileExistsError, match="runs/tiny already holds a run.*--resume"):
+        train(TrainConfig(**{**base, "init_weights": str(weights)}), progress=False)
+    resumed = resolve_run(TrainConfig(init_weights=str(weights)), resume=True)
+    assert (resumed.preset, resumed.out_dir) == ("tiny", "runs/tiny")
+    assert resolve_run(TrainConfig(out_dir="runs/tiny"), resume=True).preset == "tiny"
+    with pytest.raises(ValueError, match="holds a 'tiny' model, not 'small'"):
+        resolve_run(TrainConfig(out_dir="runs/tiny", preset="small"), resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        resolve_run(TrainConfig(), resume=True)

@@ -33,7 +33,7 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("tokcodec: interrupted", err=True)
         raise typer.Exit(130)
-    except (TokcodecError, ValueError, FileNotFoundError) as exc:
+    except (TokcodecError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
     except MemoryError:
         _fail("out of memory (try a smaller --gop or --scale)")
@@ -244,7 +244,8 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML training config."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoint.pt."),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run directory (checkpoints, metrics.jsonl); default runs/PRESET."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset to train (default: that of --init, else the default preset)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset to train (default: a resumed run's own, else that of --init, "
+                                         "else the default preset)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps."),
     data: Optional[list[str]] = typer.Option(None, "--data", help="'synthetic' and/or folders of videos/images (repeatable)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop with a checkpoint after this long."),

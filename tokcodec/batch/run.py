@@ -98,7 +98,7 @@ def validate_options(options: BatchOptions) -> None:
     """Catch bad options once, up front, instead of as a failure on every file."""
     from tokcodec.device import select_runtime
     from tokcodec.model.presets import get_preset
-    from tokcodec.model.zoo import resolve_name
+    from tokcodec.model.presets import resolve_name
 
     select_runtime(options.device, options.precision)
     if options.model:

@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokcodec.codec.container import Header
 
 ProgressFn = Callable[[int], None]
 StartFn = Callable[[int], None]
@@ -84,20 +87,29 @@ class Worker:
             import torch
 
             torch.cuda.set_device(self.runtime.device)
-        self._models: dict[tuple[str, str], Any] = {}
+        self._models: dict[str, Any] = {}          # encode: by --model
+        self._decode_models: dict[tuple[str, str], Any] = {}  # decode: by the weights a file names
         if options.op == "encode" or options.model:
             self.model(options.model or "default")  # fail at start-up, not on every file
 
-    def model(self, name: str, digest: str = ""):
-        """The model called ``name``; with ``digest``, the shipped version of it with that SHA-256
-        (as a .tok header names it), so a folder may mix files of several versions."""
-        if (name, digest) not in self._models:
+    def model(self, name: str):
+        if name not in self._models:
             from tokcodec.codec.pipeline import prepare_model
-            from tokcodec.model.zoo import load_tokenizer, load_tokenizer_version
+            from tokcodec.model.zoo import load_tokenizer
 
-            loaded = load_tokenizer_version(name, digest, "cpu") if digest else load_tokenizer(name, "cpu")
-            self._models[(name, digest)] = prepare_model(loaded, self.runtime)
-        return self._models[(name, digest)]
+            self._models[name] = prepare_model(load_tokenizer(name, "cpu"), self.runtime)
+        return self._models[name]
+
+    def model_for(self, header: Header, source: str):
+        """The model a .tok needs, picked as `tokcodec decode` picks it (so a folder may mix files
+        of several versions of a preset's weights), loaded once per distinct weights."""
+        key = (header.model_name, header.weights_sha256)
+        if key not in self._decode_models:
+            from tokcodec.codec.pipeline import model_for_header, prepare_model
+
+            loaded = model_for_header(header, self.options.model, source)
+            self._decode_models[key] = prepare_model(loaded, self.runtime)
+        return self._decode_models[key]
 
     def run(self, src: Path | str, dst: Path | str, overwrite: bool = False,
             started: StartFn | None = None, progress: ProgressFn | None = None) -> FileResult:
@@ -142,14 +154,14 @@ class Worker:
         from tokcodec.codec.pipeline import decode_video, open_tok
 
         with open_tok(src) as reader:
-            name = self.options.model or reader.header.model_name
-            digest = "" if self.options.model else reader.header.weights_sha256
+            header = reader.header
             total = reader.frame_count
         if started:
             started(total)
-        st = decode_video(src, dst, model=self.model(name, digest), device=self.device,
+        model = self.model_for(header, str(src))
+        st = decode_video(src, dst, model=model, device=self.device,
                           precision=self.options.precision, overwrite=overwrite, progress=progress,
                           audio=self.options.audio)
         bpp = 8 * src.stat().st_size / max(1, st.frames * st.width * st.height)
         return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,
-                          model=name)
+                          model=self.options.model or header.model_name)

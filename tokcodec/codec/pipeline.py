@@ -27,8 +27,8 @@ from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
-from tokcodec.model.presets import PRESETS
-from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version, resolve_name
+from tokcodec.model.presets import PRESETS, resolve_name
+from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -285,9 +285,9 @@ def model_for_header(header: Header, model: str | LoadedModel | None, source: st
                          f"(sha256 {header.weights_sha256[:16]}...): pass --model with that weights file")
     if isinstance(model, LoadedModel):
         loaded = model
-    elif model:
+    elif model and resolve_name(model) != resolve_name(header.model_name):
         loaded = load_tokenizer(model, "cpu")
-    else:  # the weights the file names, also when they are a previous version of the preset's
+    else:  # the preset the file names: the version of its weights with the recorded hash
         loaded = load_tokenizer_version(header.model_name, header.weights_sha256, "cpu")
     if loaded.sha256 != header.weights_sha256:
         raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} "

@@ -14,7 +14,8 @@ from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import TokcodecError
-from tokcodec.model.zoo import resolve_name, shipped_version, weights_sha256
+from tokcodec.model.presets import resolve_name
+from tokcodec.model.zoo import shipped_version, weights_sha256
 
 
 @dataclass
@@ -35,10 +36,10 @@ class VerifyReport:
 
 
 def _check_weights(report: VerifyReport, expected: str, model: str | None, name: str) -> None:
-    if not model and shipped_version(resolve_name(name), expected):
-        return  # the preset's current weights or a previous version kept for decoding
+    # without --model: the preset's shipped weights with the recorded hash (current or kept version)
+    shipped = None if model else shipped_version(resolve_name(name), expected)
     try:
-        actual = weights_sha256(model or name)
+        actual = weights_sha256(str(shipped) if shipped else model or name)
     except TokcodecError as exc:
         report.problems.append(f"weights: {exc} (pass --model with the weights used to encode)")
         return

@@ -152,17 +152,34 @@ def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "
     return LoadedModel(model, preset, state_sha256(model), False, "random-init (untrained)")
 
 
+def weights_config(name_or_path: str) -> TokenizerConfig:
+    """The model config that weights (a preset name or a .safetensors file) hold, read from the
+    file's metadata without loading its tensors."""
+    as_path = Path(name_or_path)
+    if not (name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists())):
+        return get_preset(name_or_path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(as_path), "pt") as fh:
+            metadata = fh.metadata() or {}
+        return TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except FileNotFoundError:
+        raise ModelError(f"{as_path}: weights file not found") from None
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{as_path}: not a tokcodec weights file ({exc})") from None
+
+
 def shipped_version(preset: str, digest: str) -> Path | None:
     """The shipped weights file of a preset whose SHA-256 is ``digest``: its current weights, or a
     previous version kept as PRESET-SHA8.safetensors so that files made with it still decode."""
     digest = digest.lower()
-    for name, listed in shipped_digests().items():
-        if listed != digest or not name.endswith(".safetensors") or name.endswith(".coder3.safetensors"):
-            continue
-        if name == f"{preset}.safetensors" or name.startswith(f"{preset}-"):
-            path = WEIGHTS_DIR / name
-            if path.exists():
-                return path
+    if preset not in PRESETS:
+        return None
+    listed = shipped_digests()
+    for name in (f"{preset}.safetensors", f"{preset}-{digest[:8]}.safetensors"):
+        if listed.get(name) == digest and (WEIGHTS_DIR / name).exists():
+            return WEIGHTS_DIR / name
     return None
 
 
@@ -171,7 +188,7 @@ def load_tokenizer_version(name: str, digest: str, device: str | torch.device = 
     version), for decoding a file that records both; the current weights when no shipped version
     has that hash (callers compare the hashes and report the mismatch)."""
     preset = resolve_name(name)
-    path = shipped_version(preset, digest) if preset in PRESETS else None
+    path = shipped_version(preset, digest)
     return _load_file(path, preset, device) if path else load_tokenizer(name, device)
 
 

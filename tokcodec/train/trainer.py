@@ -442,31 +442,52 @@ class _Progress:
 
 
 def resolve_run(cfg: TrainConfig, resume: bool = False) -> TrainConfig:
-    """Fill in an unset preset and run directory. The preset is, in this order: the one a resumed run
-    was started with, that of the starting weights (so ``--init default`` fine-tunes the shipped
-    model as it is), the default preset. The run directory is runs/PRESET."""
-    from tokcodec.model.zoo import load_tokenizer
+    """Fill in an unset preset and run directory.
 
-    preset = cfg.preset
-    if not preset and cfg.init_weights and not resume:
-        preset = load_tokenizer(cfg.init_weights).config.name
-    out_dir = cfg.out_dir or f"runs/{resolve_name(preset or 'default')}"
-    if not preset and resume:
-        saved = Path(out_dir) / "train_config.json"
-        preset = json.loads(saved.read_text()).get("preset", "") if saved.exists() else ""
-    preset = resolve_name(preset or "default")
-    if preset not in PRESETS:
-        raise ValueError(f"the weights to start from hold model {preset!r}, which is not a preset: "
-                         f"name the preset to train (--preset; presets: {', '.join(PRESETS)})")
-    return cfg.updated({"preset": preset, "out_dir": out_dir})
+    The preset is the one given; else, resuming, the one the checkpoint holds; else that of the
+    starting weights (so ``--init default`` fine-tunes the shipped model as it is); else the
+    default preset. The run directory is runs/PRESET, PRESET as named or as the starting weights
+    hold it (the same with and without ``resume``)."""
+    from tokcodec.model.zoo import weights_config
+
+    if cfg.preset:
+        get_preset(cfg.preset)  # a mistyped name fails here, with the list of presets
+    init_preset = ""
+    if cfg.init_weights and not cfg.preset:
+        init_preset = weights_config(cfg.init_weights).name
+        if init_preset not in PRESETS:
+            raise ValueError(f"{cfg.init_weights}: these weights hold model {init_preset!r}, which is not "
+                             f"a preset: name the preset to train with --preset (presets: {', '.join(PRESETS)})")
+    out_dir = cfg.out_dir or f"runs/{resolve_name(cfg.preset or init_preset or 'default')}"
+    preset = cfg.preset or init_preset
+    if resume:
+        ckpt = Path(out_dir) / "checkpoint.pt"
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{ckpt}: no checkpoint to resume from")
+        saved = checkpoint_preset(ckpt)
+        if cfg.preset and resolve_name(cfg.preset) != saved:
+            raise ValueError(f"{ckpt} holds a {saved!r} model, not {resolve_name(cfg.preset)!r}: "
+                             "resume it without --preset, or start a new run in another --out-dir")
+        preset = saved
+    return cfg.updated({"preset": resolve_name(preset or "default"), "out_dir": out_dir})
+
+
+def checkpoint_preset(ckpt: Path) -> str:
+    """The model preset a training checkpoint holds (from its model config)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    name = json.loads(state.get("model_config", "{}")).get("name", "")
+    if name not in PRESETS:
+        raise ValueError(f"{ckpt}: holds model {name!r}, which is not a preset")
+    return name
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trainer:
     cfg = resolve_run(cfg, resume)
+    if not resume and (Path(cfg.out_dir) / "checkpoint.pt").exists():
+        raise FileExistsError(f"{cfg.out_dir} already holds a run (checkpoint.pt): --resume continues "
+                              "it, --out-dir DIR starts a new one elsewhere")
     trainer = Trainer(cfg)
     if resume:
-        if not trainer.ckpt_path.exists():
-            raise FileNotFoundError(f"{trainer.ckpt_path}: no checkpoint to resume from")
         trainer.load()
     elif cfg.init_weights:
         digest = trainer.init_from_weights(cfg.init_weights)
