@@ -9,7 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from tokcodec.train.trainer import Trainer, TrainConfig, export_weights, lr_at, resolve_run, train
+from tokcodec.train.trainer import (Trainer, TrainConfig, export_weights, lr_at, resolve_run, resumed_config,
+                                    train)
 from tokcodec.errors import ModelError
 from tokcodec.model import VideoTokenizer, get_preset
 from tokcodec.model.presets import DEFAULT_PRESET
@@ -245,3 +246,8 @@ def test_unset_preset_follows_resumed_run_then_init_weights_then_default(tmp_pat
         resolve_run(TrainConfig(out_dir="runs/tiny", preset="small"), resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         resolve_run(TrainConfig(), resume=True)
+    # --resume without --config continues with the run's own settings, options applied over them
+    again = resumed_config({"init_weights": str(weights), "steps": 3})
+    assert (again.preset, again.out_dir, again.size, again.frames, again.steps) == ("tiny", "runs/tiny", 32, 5, 3)
+    assert again.betas == TrainConfig().betas and isinstance(again.sources, tuple)
+    assert train(again, resume=True, progress=False).step == 3

@@ -242,7 +242,8 @@ def models() -> None:
 @app.command()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML training config."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoint.pt (without --config: "
+                                "with the settings the run was started with, and the options given)."),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run directory (checkpoints, metrics.jsonl); default runs/PRESET."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model preset to train (default: a resumed run's own, else that of --init, "
                                          "else the default preset)."),
@@ -256,12 +257,16 @@ def train(
 ) -> None:
     """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""
     with _errors():
-        from tokcodec.train.trainer import TrainConfig, train as run_training
-        cfg = TrainConfig.from_file(config) if config else TrainConfig()
+        from tokcodec.train.trainer import TrainConfig, resumed_config, train as run_training
         overrides = {k: v for k, v in {"out_dir": out_dir, "preset": preset, "steps": steps,
                                        "sources": tuple(data) if data else None,
                                        "max_minutes": max_minutes, "init_weights": init}.items() if v is not None}
-        cfg = cfg.updated(overrides)
+        if config:
+            cfg = TrainConfig.from_file(config).updated(overrides)
+        elif resume:  # continue the run as it was configured
+            cfg = resumed_config(overrides)
+        else:
+            cfg = TrainConfig().updated(overrides)
         run_training(cfg, resume=resume, progress=not quiet)
 
 

@@ -72,7 +72,9 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: Path) -> "TrainConfig":
         text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
+        if path.suffix == ".json":  # e.g. a run's own train_config.json
+            raw = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
             import yaml
             raw = yaml.safe_load(text) or {}
         else:
@@ -470,6 +472,14 @@ def resolve_run(cfg: TrainConfig, resume: bool = False) -> TrainConfig:
                              "resume it without --preset, or start a new run in another --out-dir")
         preset = saved
     return cfg.updated({"preset": resolve_name(preset or "default"), "out_dir": out_dir})
+
+
+def resumed_config(overrides: dict) -> TrainConfig:
+    """What ``tokcodec train --resume`` without --config continues: the config the run was last
+    started with (its train_config.json), with these options applied over it."""
+    run = resolve_run(TrainConfig().updated(overrides), resume=True)
+    saved = Path(run.out_dir) / "train_config.json"
+    return (TrainConfig.from_file(saved) if saved.exists() else run).updated({**overrides, "out_dir": run.out_dir})
 
 
 def checkpoint_preset(ckpt: Path) -> str:
