@@ -1,11 +1,14 @@
 """End to end on the shipped default weights and the bundled sample clip."""
+import re
 from pathlib import Path
 
+import pytest
 
 import tokcodec
+from tokcodec.codec.context_coder3 import prior_for_model
 from tokcodec.codec.entropy import DEFAULT_CODER_ID
 from tokcodec.model.presets import DEFAULT_PRESET
-from tokcodec.model.zoo import load_tokenizer, shipped_weights_path
+from tokcodec.model.zoo import load_tokenizer, load_tokenizer_version, shipped_digests, shipped_weights_path
 
 SAMPLE = Path(tokcodec.__file__).parent / "data" / "sample.mp4"
 
@@ -38,3 +41,22 @@ def test_files_of_the_previous_default_still_decode(tmp_path):
     st = tokcodec.encode_video(SAMPLE, tmp_path / "old.tok", max_frames=5, model="small")
     assert tokcodec.file_info(tmp_path / "old.tok")["header"]["model_name"] == "small" != DEFAULT_PRESET
     assert tokcodec.decode_video(tmp_path / "old.tok", tmp_path / "old.mkv").frames == st.frames == 5
+
+
+#: previous versions of presets' weights, kept so that files made with them decode
+KEPT_VERSIONS = sorted(n for n in shipped_digests() if re.fullmatch(r"[a-z0-9_]+-[0-9a-f]{8}\.safetensors", n))
+
+
+@pytest.mark.parametrize("name", KEPT_VERSIONS)
+def test_files_of_kept_versions_still_decode(tmp_path, name):
+    preset = name.rsplit("-", 1)[0]
+    digest = shipped_digests()[name]
+    assert digest.startswith(name[-len("12345678.safetensors"):-len(".safetensors")])
+    assert prior_for_model(digest) is not None, f"{name}: its coder 3 prior is not shipped"
+    old = load_tokenizer_version(preset, digest)
+    assert (old.name, old.sha256) == (preset, digest) != (preset, load_tokenizer(preset).sha256)
+    tokcodec.encode_video(SAMPLE, tmp_path / "old.tok", max_frames=5, model=old)  # as that release did
+    header = tokcodec.file_info(tmp_path / "old.tok")["header"]
+    assert (header["model_name"], header["weights_sha256"]) == (preset, digest)
+    assert tokcodec.decode_video(tmp_path / "old.tok", tmp_path / "old.mkv").frames == 5
+    assert tokcodec.compare_videos(SAMPLE, tmp_path / "old.mkv")["psnr"] > 17.5

@@ -241,7 +241,7 @@ def models() -> None:
 
 @app.command()
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML training config."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML, YAML or JSON training config (e.g. a run's train_config.json)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/checkpoint.pt (without --config: "
                                 "with the settings the run was started with, and the options given)."),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run directory (checkpoints, metrics.jsonl); default runs/PRESET."),
