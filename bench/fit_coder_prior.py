@@ -176,6 +176,26 @@ def save(arrays: dict[str, np.ndarray], sha256: str, path: Path) -> None:
         sums.write_text("\n".join(lines) + "\n")
 
 
+def refuse_to_orphan(path: Path, sha256: str) -> None:
+    """Stop before replacing the shipped prior of other weights that still ship: files coded with
+    those weights name that prior, so overwriting it would make them undecodable. (When a preset is
+    retrained, its old weights and prior are kept as PRESET-SHA8[.coder3].safetensors first.)"""
+    from safetensors import safe_open
+
+    from tokcodec.model.zoo import shipped_digests
+
+    if not path.exists() or path.parent.resolve() != c3.WEIGHTS_DIR.resolve():
+        return
+    with safe_open(str(path), "np") as fh:
+        previous = (fh.metadata() or {}).get("model_sha256", "")
+    kept = [name for name, digest in shipped_digests().items() if digest == previous and previous != sha256]
+    if kept:
+        raise SystemExit(f"{path} is the prior of the shipped {kept[0]} ({previous[:16]}...), which files "
+                         f"may have been coded with: keep both as {kept[0].split('.')[0].split('-')[0]}-"
+                         f"{previous[:8]}[.coder3].safetensors first (and list them in SHA256SUMS), "
+                         "or pass --force")
+
+
 def coded_rate(tokens: np.ndarray, bits: int, sha256: str) -> tuple[float, float, float]:
     """(overall, first latent frame, later) bits/token of coder 3 with the prior just written."""
     c3.shipped_priors.cache_clear()
@@ -207,11 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-validation", action="store_true",
                     help="also print the rate on the held-out validation clips (reporting only)")
     ap.add_argument("-o", "--output", type=Path, help="default: tokcodec/weights/<model>.coder3.safetensors")
+    ap.add_argument("--force", action="store_true", help="replace the prior of other shipped weights")
     args = ap.parse_args(argv)
 
     from tokcodec.model.presets import resolve_name
-    from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.model.zoo import load_tokenizer, weights_sha256
 
+    stem = resolve_name(args.weights) if not args.weights.endswith(".safetensors") else Path(args.weights).stem
+    out = args.output or c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors"
+    if not args.force:  # before the minutes of fitting
+        refuse_to_orphan(out, weights_sha256(args.weights))
     sets, sha = [], None
     for size, count in (((360, 640), args.clips360), ((128, 128), args.clips128)):
         cache = args.tokens_cache / f"train{size[0]}.npy" if args.tokens_cache else None
@@ -229,8 +254,6 @@ def main(argv: list[str] | None = None) -> int:
     x, y, _ = dataset(sets, bits)
     print(f"{len(x)} training tokens, {x.shape[1]} features, model {sha[:16]}...")
     arrays = quantise(fit(x, y, bits, args.hidden, args.epochs, args.seed), bits)
-    stem = resolve_name(args.weights) if not args.weights.endswith(".safetensors") else Path(args.weights).stem
-    out = args.output or c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors"
     save(arrays, sha, out)
     print(f"wrote {out}")
     if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():

@@ -210,9 +210,13 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
         st = decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv")
         assert st.frames == 5
         assert verify_file(tmp_path / f"{name}.tok").ok
+        assert verify_file(tmp_path / f"{name}.tok", model="tiny").ok  # as decode picks it
         # naming the preset the file names picks the same version
         decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}2.mkv", model="tiny")
         assert compare_videos(tmp_path / f"{name}.mkv", tmp_path / f"{name}2.mkv")["psnr"] == float("inf")
+    # a kept version named by its path is still the preset's (its files decode without --model)
+    by_path = zoo.load_tokenizer(str(weights / f"tiny-{old[:8]}.safetensors"))
+    assert (by_path.name, by_path.sha256) == ("tiny", old)
     # the two versions decode to different pictures: each file got its own weights
     assert compare_videos(tmp_path / "old.mkv", tmp_path / "new.mkv")["psnr"] < 60
     for option in (None, "tiny"):
@@ -221,6 +225,8 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
             dst = tmp_path / f"batch{option}" / f"{name}.mkv"
             assert worker.run(tmp_path / f"{name}.tok", dst).status == "done"
             assert compare_videos(tmp_path / f"{name}.mkv", dst)["psnr"] == float("inf")
+        if option:  # the --model loaded at start-up serves the files it fits: no second copy
+            assert worker._decode_models[("tiny", new)] is worker._models[option]
     # a damaged kept version is refused by decode and by verify
     kept = weights / f"tiny-{old[:8]}.safetensors"
     data = bytearray(kept.read_bytes())

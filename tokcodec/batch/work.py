@@ -107,8 +107,12 @@ class Worker:
         if key not in self._decode_models:
             from tokcodec.codec.pipeline import model_for_header, prepare_model
 
-            loaded = model_for_header(header, self.options.model, source)
-            self._decode_models[key] = prepare_model(loaded, self.runtime)
+            given = self._models.get(self.options.model) if self.options.model else None
+            if given is not None and given.sha256 == header.weights_sha256:
+                self._decode_models[key] = given  # --model, loaded at start-up: not a second copy
+            else:
+                loaded = model_for_header(header, self.options.model, source)
+                self._decode_models[key] = prepare_model(loaded, self.runtime)
         return self._decode_models[key]
 
     def run(self, src: Path | str, dst: Path | str, overwrite: bool = False,

@@ -36,8 +36,10 @@ class VerifyReport:
 
 
 def _check_weights(report: VerifyReport, expected: str, model: str | None, name: str) -> None:
-    # without --model: the preset's shipped weights with the recorded hash (current or kept version)
-    shipped = None if model else shipped_version(resolve_name(name), expected)
+    # without --model, or naming the file's own preset: that preset's shipped weights with the
+    # recorded hash (current or kept version), as decode picks them
+    same_preset = model is None or resolve_name(model) == resolve_name(name)
+    shipped = shipped_version(resolve_name(name), expected) if same_preset else None
     try:
         actual = weights_sha256(str(shipped) if shipped else model or name)
     except TokcodecError as exc:

@@ -211,7 +211,10 @@ def _load_file(path: Path, preset: str | None, device: str | torch.device) -> Lo
         if value.shape != own[key].shape:
             raise ModelError(f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
-    name = preset or (cfg.name if cfg.name in PRESETS and shipped_weights_path(cfg.name) == path else path.stem)
+    # a shipped file named by its path (current or kept version) still records its preset's name
+    is_shipped = cfg.name in PRESETS and path.resolve() in {
+        p.resolve() for p in (shipped_weights_path(cfg.name), shipped_version(cfg.name, digest)) if p}
+    name = preset or (cfg.name if is_shipped else path.stem)
     return LoadedModel(model.to(device).eval(), name, digest, metadata.get("trained", "true") == "true", str(path))
 
 
