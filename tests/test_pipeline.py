@@ -198,6 +198,7 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
     assert zoo.shipped_version("tiny", old) == weights / f"tiny-{old[:8]}.safetensors"
     assert zoo.shipped_version("small", old) is None  # another preset's name never matches
     assert zoo.shipped_version(f"tiny-{old[:8]}", old) is None  # nor a file stem
+    assert zoo.kept_versions("tiny") == [old[:8]] and zoo.kept_versions("small") == []
     previous = zoo.load_tokenizer_version("tiny", old)
     assert (previous.name, previous.sha256) == ("tiny", old)
     assert zoo.load_tokenizer_version("tiny", "0" * 64).sha256 == new  # unknown: the current ones

@@ -230,10 +230,12 @@ def models() -> None:
     """List the model presets, their compression and whether trained weights ship."""
     with _errors():
         from tokcodec.model.presets import DEFAULT_PRESET, PRESETS
-        from tokcodec.model.zoo import parameter_count, shipped_weights_path
+        from tokcodec.model.zoo import kept_versions, parameter_count, shipped_weights_path
         for name, cfg in PRESETS.items():
             t, s, _ = cfg.compression
             trained = "trained weights" if shipped_weights_path(name).exists() else "untrained"
+            if kept := kept_versions(name):
+                trained += f" (earlier ones kept for old files: {', '.join(kept)})"
             default = " (default)" if name == DEFAULT_PRESET else ""
             typer.echo(f"{name:8s}{default:10s} {t}x{s}x{s}, {cfg.bits} bits, "
                        f"{parameter_count(cfg) / 1e6:5.2f} M parameters, {trained}: {cfg.description}")
