@@ -186,13 +186,9 @@ def shipped_version(preset: str, digest: str) -> Path | None:
 def kept_versions(preset: str) -> list[str]:
     """SHA-256 prefixes of a preset's previous shipped weights (PRESET-SHA8.safetensors) that are
     kept so that files made with them still decode."""
-    found = []
-    for name, digest in sorted(shipped_digests().items()):
-        stem, _, sha8 = name.removesuffix(".safetensors").rpartition("-")
-        if name.endswith(".safetensors") and stem == preset and digest.startswith(sha8) and len(sha8) == 8 \
-                and (WEIGHTS_DIR / name).exists():
-            found.append(sha8)
-    return found
+    current = shipped_weights_path(preset)
+    kept = {shipped_version(preset, digest) for digest in shipped_digests().values()} - {None, current}
+    return sorted(path.stem.rsplit("-", 1)[1] for path in kept)
 
 
 def load_tokenizer_version(name: str, digest: str, device: str | torch.device = "cpu") -> LoadedModel:
