@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import smooth_clip, write_clip
 
@@ -355,3 +356,18 @@ def test_cli_errors_are_one_line(tmp_path):
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert res.exit_code == 1 and len(lines) == 1, res.stderr
         assert lines[0].startswith("tokcodec: error:") and needle in lines[0], lines[0]
+
+
+def test_refine_reaches_every_file(tmp_path):
+    from tokcodec.codec.pipeline import read_tokens
+
+    (tmp_path / "in").mkdir()
+    src = write_clip(tmp_path / "in" / "c.mkv", smooth_clip(5, 32, 48))
+    plain = batch_encode(src.parent, tmp_path / "plain", model="tiny", workers=1)
+    refined = batch_encode(src.parent, tmp_path / "refined", model="tiny", workers=1, refine=3)
+    assert plain.done == refined.done == 1
+    _, grids_plain, _ = read_tokens(tmp_path / "plain" / "c.mkv.tok")
+    _, grids_refined, _ = read_tokens(tmp_path / "refined" / "c.mkv.tok")
+    assert not all(np.array_equal(a, b) for a, b in zip(grids_plain, grids_refined))
+    with pytest.raises(ValueError, match="--refine"):
+        batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, refine=-1)

@@ -4,6 +4,7 @@ Library API (the CLI is a thin layer over these)::
 
     import tokcodec
     stats = tokcodec.encode_video("in.mp4", "out.tok")          # -> EncodeStats
+    tokcodec.encode_video("in.mp4", "out.tok", refine=16)      # slow decoder-in-the-loop search
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
@@ -29,8 +30,9 @@ _EXPORTS = {
     "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch",
+    "RefineConfig": "tokcodec.model.refine",
 }
-__all__ = ["DecodeStats", "EncodeStats", "TokcodecError", "__version__", "batch_decode", "batch_encode",
+__all__ = ["DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "__version__", "batch_decode", "batch_encode",
            "compare_videos", "decode_video", "encode_video", "export_tokens", "file_info",
            "load_tokenizer", "read_tokens", "split_tokens", "verify_file"]
 
@@ -49,5 +51,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs
                                          encode_video, file_info, read_tokens)
     from tokcodec.codec.verify import verify_file
     from tokcodec.errors import TokcodecError
+    from tokcodec.model.refine import RefineConfig
     from tokcodec.model.zoo import load_tokenizer
     from tokcodec.tokens import export_tokens, split_tokens

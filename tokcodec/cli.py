@@ -33,6 +33,11 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("tokcodec: interrupted", err=True)
         raise typer.Exit(130)
+    except BrokenPipeError:
+        # whoever read our stdout stopped early (`tokcodec models | head`): a normal end for a
+        # Unix tool, not an error; point stdout at /dev/null so the exit-time flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141)
     except (TokcodecError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
     except MemoryError:
@@ -82,6 +87,9 @@ def encode(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
+    refine: int = typer.Option(0, "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps "
+                               "(+2.2 dB PSNR at 8, +3.2 at 32 on held-out clips; same format and decode speed). Each step "
+                               "costs a decoder forward+backward pass: ~1 fps at 8 on 640x360 here, ~1 GB more memory per GOP."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio (default: keep the first audio stream)."),
     overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
@@ -97,10 +105,11 @@ def encode(
         with _frame_progress("encode", total, quiet) as advance:
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
-                              max_frames=frames, audio=not no_audio)
+                              max_frames=frames, audio=not no_audio, refine=refine)
+        search = f", refine {st.refine}" if st.refine else ""
         _stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
-                    f"({st.model}, {st.device} {st.precision}); audio: {st.audio}", quiet)
+                    f"({st.model}, {st.device} {st.precision}{search}); audio: {st.audio}", quiet)
 
 
 @app.command()

@@ -54,6 +54,8 @@ def encode(
     model: Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")] = "default",
     gop: Annotated[int, typer.Option("--gop", help="Frames per independently decodable chunk (1 + 4k).")] = 17,
     scale: Annotated[float, typer.Option("--scale", help="Tokenize at this fraction of the size (rate knob).")] = 1.0,
+    refine: Annotated[int, typer.Option("--refine", min=0, help="Decoder-in-the-loop token search steps per GOP "
+                                        "(closer pictures, much slower encode; see tokcodec encode --help).")] = 0,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -71,7 +73,7 @@ def encode(
 
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
-         engine=engine, address=address, force=force, audio=not no_audio)
+         engine=engine, address=address, force=force, audio=not no_audio, refine=refine)
 
 
 @batch_app.command("decode")

@@ -111,6 +111,8 @@ def validate_options(options: BatchOptions) -> None:
             t = cfg.temporal_factor
             if options.op == "encode" and (options.gop < 1 or (options.gop - 1) % t):
                 raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
+    if options.op == "encode" and options.refine < 0:
+        raise ValueError(f"--refine must be >= 0, got {options.refine}")
     if options.op == "encode" and not 0.05 <= options.scale <= 1.0:
         raise ValueError(f"--scale must lie in [0.05, 1], got {options.scale}")
 
@@ -247,13 +249,14 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  exclude: Sequence[str] = (), model: str = "default", gop: int = 17,
                  scale: float = 1.0, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
-                 force: bool = False, audio: bool = True, reporter: Reporter | None = None) -> BatchSummary:
+                 force: bool = False, audio: bool = True, refine: int = 0,
+                 reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
     recorded per file in the summary and dst/manifest.jsonl, never raised.
     """
-    opts = BatchOptions("encode", model, gop, scale, device, precision, audio)
+    opts = BatchOptions("encode", model, gop, scale, device, precision, audio, refine)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

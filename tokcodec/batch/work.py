@@ -31,6 +31,7 @@ class BatchOptions:
     device: str = "auto"
     precision: str = "auto"
     audio: bool = True          # keep (encode) / restore (decode) the first audio stream
+    refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
 
 
 @dataclass
@@ -149,7 +150,7 @@ class Worker:
         o = self.options
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
-                          overwrite=overwrite, progress=progress, audio=o.audio)
+                          overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine)
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
                           model=st.model)
 

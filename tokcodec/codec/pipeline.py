@@ -28,6 +28,7 @@ from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
 from tokcodec.model.presets import PRESETS, resolve_name
+from tokcodec.model.refine import RefineConfig, refine_indices
 from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
@@ -48,6 +49,7 @@ class EncodeStats:
     precision: str
     scale: float = 1.0
     audio: str = "none"          # what was kept of the source's audio
+    refine: int = 0              # decoder-in-the-loop search steps per GOP (0: the encoder's tokens)
 
     @property
     def bpp(self) -> float:
@@ -226,10 +228,13 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
-                 audio: bool = True) -> EncodeStats:
+                 audio: bool = True, refine: int | RefineConfig = 0) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
-    ``audio`` is False. Returns sizes and timings."""
+    ``audio`` is False. ``refine`` > 0 searches each GOP's tokens with the decoder in the loop
+    (model/refine.py): closer pictures, same format and decode speed, slower encoding.
+    Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
+    search = refine if isinstance(refine, RefineConfig) else RefineConfig(steps=refine)
     info = probe(src)
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
@@ -248,8 +253,14 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             writer = ContainerWriter(fh, header)
             for group in _gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime)
-                with torch.inference_mode(), runtime.autocast():
-                    idx = loaded.tokenizer.encode_indices(x)[0].cpu().numpy().astype(np.int32)
+                if search.steps:
+                    found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
+                                           height=header.coded_height, width=header.coded_width,
+                                           autocast=runtime.autocast)
+                else:
+                    with torch.inference_mode(), runtime.autocast():
+                        found = loaded.tokenizer.encode_indices(x)
+                idx = found[0].cpu().numpy().astype(np.int32)
                 writer.add_chunk(len(group), idx.shape, coder.encode(idx, cfg.bits))
                 frames += len(group)
                 tokens += idx.size
@@ -269,7 +280,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     seconds = time.perf_counter() - start
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
-                       audio_note)
+                       audio_note, search.steps)
 
 
 def open_tok(src: str | Path) -> ContainerReader:

@@ -1,0 +1,89 @@
+"""Decoder-in-the-loop token search (tokcodec encode --refine)."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_clip, write_clip
+from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
+from tokcodec.io import read_frames
+from tokcodec.metrics import psnr
+from tokcodec.model.lfq import indices_to_codes
+from tokcodec.model.refine import RefineConfig, refine_indices
+
+
+def _clip_tensor(frames: int, height: int, width: int) -> torch.Tensor:
+    clip = smooth_clip(frames, height, width)
+    return torch.from_numpy(clip).permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1
+
+
+def _error(tok, idx: torch.Tensor, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(((tok.decoder(indices_to_codes(idx, tok.cfg.bits)) - x) ** 2).sum())
+
+
+def test_zero_steps_are_the_encoders_tokens(tiny_model):
+    tok = tiny_model.tokenizer.eval()
+    x = _clip_tensor(5, 32, 48)
+    assert torch.equal(refine_indices(tok, x, RefineConfig(0)), tok.encode_indices(x))
+
+
+def test_search_lowers_the_error_and_flips_bits(tiny_model):
+    tok = tiny_model.tokenizer.eval()
+    x = _clip_tensor(5, 32, 48)
+    plain = tok.encode_indices(x)
+    weights = {k: v.clone() for k, v in tok.state_dict().items()}
+    refined = refine_indices(tok, x, RefineConfig(6))
+    assert refined.shape == plain.shape and refined.dtype == plain.dtype
+    assert not torch.equal(refined, plain)
+    assert _error(tok, refined, x) < _error(tok, plain, x)
+    # the model's weights are left untouched and hold no gradients
+    assert all(torch.equal(v, weights[k]) for k, v in tok.state_dict().items())
+    assert all(p.grad is None for p in tok.parameters())
+
+
+def test_search_scores_only_the_frames_decode_keeps(tiny_model):
+    """Frames past ``frames`` are padding that decode drops. With a causal decoder the last latent
+    step (frames 5-8 of 9) then has no say in the score, so the search must leave its tokens
+    exactly as the encoder found them, while it does change them when all 9 frames count."""
+    tok = tiny_model.tokenizer.eval()
+    x = _clip_tensor(9, 32, 48)
+    plain = tok.encode_indices(x)
+    kept = refine_indices(tok, x, RefineConfig(6), frames=5)
+    everything = refine_indices(tok, x, RefineConfig(6))
+    assert torch.equal(kept[:, 2], plain[:, 2])
+    assert not torch.equal(kept[:, :2], plain[:, :2])
+    assert not torch.equal(everything[:, 2], plain[:, 2])
+
+
+def test_search_works_inside_inference_mode(tiny_model):
+    tok = tiny_model.tokenizer.eval()
+    x = _clip_tensor(5, 32, 48)
+    expected = refine_indices(tok, x, RefineConfig(3))
+    with torch.inference_mode():
+        inside = refine_indices(tok, x.clone(), RefineConfig(3))
+    assert torch.equal(inside, expected)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError):
+        RefineConfig(steps=-1)
+    with pytest.raises(ValueError):
+        RefineConfig(steps=2, step_size=0.0)
+
+
+def test_refined_file_decodes_with_the_same_format(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 32, 48))
+    plain = encode_video(src, tmp_path / "plain.tok", model=tiny_model)
+    refined = encode_video(src, tmp_path / "refined.tok", model=tiny_model, refine=4)
+    assert (plain.refine, refined.refine) == (0, 4)
+    h_plain, grids_plain, _ = read_tokens(tmp_path / "plain.tok")
+    h_refined, grids_refined, _ = read_tokens(tmp_path / "refined.tok")
+    assert [g.shape for g in grids_refined] == [g.shape for g in grids_plain]
+    assert h_refined.weights_sha256 == h_plain.weights_sha256
+    assert any(not np.array_equal(a, b) for a, b in zip(grids_plain, grids_refined))
+    original = read_frames(src)
+    out = {}
+    for name in ("plain", "refined"):
+        decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv", model=tiny_model)
+        out[name] = psnr(original, read_frames(tmp_path / f"{name}.mkv"))
+    assert out["refined"] > out["plain"]
