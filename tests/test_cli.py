@@ -130,6 +130,24 @@ def test_models_lists_presets():
     assert "5.54 M parameters" in res.stdout  # small, counted from its config
 
 
+def test_output_closed_early_is_not_an_error():
+    env = dict(os.environ, TOKCODEC_NO_REEXEC="1")
+    proc = subprocess.Popen([sys.executable, "-m", "tokcodec", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # like `| head` exiting before reading
+    _, err = proc.communicate(timeout=300)
+    assert b"error" not in err and b"Traceback" not in err, err
+
+
+def test_encode_refine(tmp_path):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48))
+    res = run("encode", src, "-o", tmp_path / "r.tok", "--model", "tiny", "--refine", "2")
+    assert res.returncode == 0, res.stderr
+    assert "refine 2" in res.stderr
+    res = run("encode", src, "-o", tmp_path / "n.tok", "--model", "tiny", "--refine", "-1")
+    assert res.returncode == 2 and "--refine" in res.stderr and not (tmp_path / "n.tok").exists()
+
+
 @pytest.mark.parametrize("omp", [None, "1"])
 def test_cli_thread_policy(monkeypatch, omp):
     """encode/decode/bench/batch take one torch thread per core unless OMP_NUM_THREADS chose."""
