@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--refine", type=int, default=0,
+                    help="decoder-in-the-loop search steps per clip at encode (tokcodec encode --refine)")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
@@ -33,6 +36,7 @@ def main() -> None:
                                          tensor_to_frames)
     from tokcodec.device import select_runtime
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim
+    from tokcodec.model.refine import RefineConfig, refine_indices
     from tokcodec.model.zoo import load_tokenizer
     from tokcodec.train.synthetic import VALIDATION_IMAGES, validation_clips
 
@@ -43,13 +47,19 @@ def main() -> None:
     header = make_header(loaded, runtime, w, h, gop=a.frames)
     coder = encoder_for(header.coder_id, loaded)
     clips = validation_clips(frames=a.frames, height=h, width=w, count=a.clips, seed=4321, max_layers=1)
+    refine = RefineConfig(steps=a.refine)
     rows, all_tokens = [], []
+    encode_seconds, encoded_frames = 0.0, 0
     for kind in ("video", "image"):
         for i, clip in enumerate(clips):
             frames = clip if kind == "video" else clip[:1]
             x = frames_to_tensor(list(frames), header, runtime)
+            start = time.perf_counter()
+            idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=h, width=w,
+                                 autocast=runtime.autocast)
+            encode_seconds += time.perf_counter() - start
+            encoded_frames += len(frames)
             with torch.inference_mode(), runtime.autocast():
-                idx = loaded.tokenizer.encode_indices(x)
                 recon = tensor_to_frames(loaded.tokenizer.decode_indices(idx), len(frames), header)
             tokens = idx[0].cpu().numpy().astype(np.int32)
             all_tokens.append(tokens.ravel())
@@ -63,7 +73,8 @@ def main() -> None:
             })
     ent = bit_entropy(np.concatenate(all_tokens), cfg.bits)
     print(f"model {loaded.name} ({loaded.source}), {'trained' if loaded.trained else 'UNTRAINED'}, "
-          f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}")
+          f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}, "
+          f"refine {refine.steps} steps (network encode {encoded_frames / encode_seconds:.2f} fps)")
     print(f"{'kind':6s} {'clip':>4s} {'source':18s} {'PSNR':>7s} {'PSNR-Y':>7s} {'SSIM':>6s} {'MS-SSIM':>7s} "
           f"{'bits/tok':>8s} {'bpp':>7s}")
     for r in rows:
@@ -80,7 +91,8 @@ def main() -> None:
     print(f"per-bit token entropy: mean {ent.mean():.3f}, min {ent.min():.3f} bit")
     if a.json_out:
         with open(a.json_out, "w") as fh:
-            json.dump({"model": loaded.name, "sha256": loaded.sha256, "rows": rows, "summary": summary,
+            json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps,
+                       "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)
 
 

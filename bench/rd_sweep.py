@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ffmpeg", type=Path, default=None)
     ap.add_argument("--model", default="default")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--refine", type=int, default=0, help="tokcodec encode --refine steps")
     ap.add_argument("--regenerate", action="store_true", help="rewrite clips that already exist")
     args = ap.parse_args(argv)
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                              overwrite=args.regenerate)
     print(f"clips: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     cfg = BenchConfig(clips=paths, out=args.out, codecs=parse_codecs(args.codecs), quick=args.quick,
-                      ffmpeg=args.ffmpeg, frames=args.frames, model=args.model, device=args.device)
+                      ffmpeg=args.ffmpeg, frames=args.frames, model=args.model, device=args.device,
+                      refine=args.refine)
     report = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     write_all(report, args.out)
     print(markdown(report))

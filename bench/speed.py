@@ -3,6 +3,8 @@
 Prints tokenizer encode and decode frames/s (network + entropy coding, 17-frame GOPs, the
 CLI's runtime: bf16 autocast on CPU, channels_last_3d) and the whole CLI path file -> .tok -> file,
 then x265 preset medium's encode frames/s on the same frames (ffmpeg from imageio-ffmpeg).
+With --refine N it also times the CLI path's encode with decoder-in-the-loop search (encode
+--refine N), whose decode speed is that of any other file.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--frames", type=int, default=68)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--refine", type=int, default=0, help="also time encode --refine N (CLI path)")
     a = ap.parse_args()
     from tokcodec.device import use_all_cores
     from tokcodec.train.synthetic import validation_clips
@@ -86,6 +89,9 @@ def main() -> None:
         ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model)
         print(f"tokcodec CLI path (file -> .tok -> .mkv incl. video IO): encode {es.fps:.1f} fps, "
               f"decode {ds.fps:.1f} fps, {es.bpp:.4f} bpp")
+        if a.refine:
+            rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine)
+            print(f"tokcodec CLI path encode --refine {a.refine}: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")
     try:
         import imageio_ffmpeg
         print(f"x265 medium (crf 28) encode on the same frames: {x265_fps(frames, imageio_ffmpeg.get_ffmpeg_exe()):.1f} fps")

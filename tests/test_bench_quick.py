@@ -108,3 +108,16 @@ def test_ffmpeg_path_is_exact_when_lossless(tmp_path: Path) -> None:
         enc = codec.encode(ref, OperatingPoint("crf=0", 0), tmp_path / f"ll{int(ten_bit)}.hevc")
         dec = codec.decode(ref, enc, tmp_path / "work")
         assert dec.yuv.read_bytes() == ref.yuv420().read_bytes(), f"ten_bit={ten_bit}"
+
+
+def test_bench_refine_is_its_own_series(tmp_path: Path) -> None:
+    clip = clips.generate(tmp_path / "clips", ["objects"], width=128, height=72, frames=9)[0]
+    out = tmp_path / "out"
+    app = typer.Typer()
+    app.command()(bench)
+    res = CliRunner().invoke(app, [str(clip), "-o", str(out), "--quick", "--codecs", "tokcodec",
+                                   "--refine", "2", "--no-vmaf", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "results.json").read_text())
+    assert report["settings"]["refine"] == 2
+    assert sorted(p["series"] for p in report["points"]) == ["tokcodec-refine2"] * 2

@@ -25,6 +25,7 @@ def bench(
     anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
     model: Annotated[str, typer.Option(help="tokcodec model preset.")] = "default",
     device: Annotated[str, typer.Option(help="tokcodec device (auto, cpu, cuda, ...).")] = "auto",
+    refine: Annotated[int, typer.Option(min=0, help="tokcodec encode --refine steps (slow encode, better pictures).")] = 0,
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RD plots (PNG).")] = True,
     keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the raw intermediate files.")] = False,
@@ -37,7 +38,7 @@ def bench(
     try:
         cfg = BenchConfig(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
-            frames=frames, anchor=anchor, model=model, device=device, with_vmaf=vmaf, plots=plots,
+            frames=frames, anchor=anchor, model=model, device=device, refine=refine, with_vmaf=vmaf, plots=plots,
             keep_work=keep_work,
         )
         report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))

@@ -207,6 +207,7 @@ class TokcodecCodec(Codec):
 
     model: str = "default"
     device: str = "auto"
+    refine: int = 0  # encode --refine steps; 0 = the encoder's own tokens
     gop: int = 17
     full_points: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
     quick_points: tuple[float, ...] = (1.0, 0.5)
@@ -224,7 +225,8 @@ class TokcodecCodec(Codec):
 
     @property
     def series(self) -> str:  # type: ignore[override]
-        return "tokcodec" if self.model == "default" else f"tokcodec-{self.model}"
+        name = "tokcodec" if self.model == "default" else f"tokcodec-{self.model}"
+        return f"{name}-refine{self.refine}" if self.refine else name
 
     @property
     def ext(self) -> str:
@@ -245,7 +247,9 @@ class TokcodecCodec(Codec):
         assert enc is not None
         src = ref.ffv1_rgb()
         t0 = time.perf_counter()
-        stats = enc(src, dst, model=self.model, gop=self.gop, device=self.device, scale=point.value, overwrite=True)
+        extra = {"refine": self.refine} if self.refine else {}
+        stats = enc(src, dst, model=self.model, gop=self.gop, device=self.device, scale=point.value,
+                    overwrite=True, **extra)
         seconds = _seconds(stats, time.perf_counter() - t0)
         if self.untrained is None:
             self.untrained = _untrained(dst)
@@ -270,7 +274,8 @@ class TokcodecCodec(Codec):
 CODEC_KEYS: tuple[str, ...] = ("x265", "vvenc", "svtav1", "x264", "tokcodec")
 
 
-def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto") -> list[Codec]:
+def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto",
+                refine: int = 0) -> list[Codec]:
     """The RD series for the given --codecs keys, in the order given (vvenc gives two presets).
 
     Points were placed from a probe on the 640x360 bench clips so that every curve spans roughly
@@ -302,7 +307,7 @@ def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto"
             "h264", ".h264", "raw H.264 Annex-B stream, SEI removed",
             args=["-preset", "medium"], bsf="filter_units=remove_types=6",
         )],
-        "tokcodec": [TokcodecCodec(model=model, device=device)],
+        "tokcodec": [TokcodecCodec(model=model, device=device, refine=refine)],
     }
     out: list[Codec] = []
     for k in keys:

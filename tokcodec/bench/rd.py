@@ -35,6 +35,7 @@ class BenchConfig:
     anchor: str = "x265"  # a series name ("x265-medium") or a --codecs key (its first series)
     model: str = "default"
     device: str = "auto"
+    refine: int = 0  # tokcodec encode --refine steps (decoder-in-the-loop token search)
     with_vmaf: bool = True
     plots: bool = True
     keep_work: bool = False
@@ -135,7 +136,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         if not Path(c).exists():
             raise InputError(f"{c}: no such file")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device)
+    codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device, refine=cfg.refine)
     report = BenchReport(anchor="", quick=cfg.quick)
     runnable: list[Codec] = []
     for c in codecs:
@@ -160,6 +161,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "containers": {c.series: c.container for c in runnable},
         "model": cfg.model,
         "device": cfg.device,
+        "refine": cfg.refine,
         "colour": "RGB -> yuv420p BT.709 limited range (swscale accurate_rnd) for ffmpeg codecs; "
                   "vvenc gets the same pixels << 2 as yuv420p10le and its output is rounded back "
                   "((v + 2) >> 2, no dithering)",
