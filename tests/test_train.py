@@ -251,3 +251,29 @@ def test_unset_preset_follows_resumed_run_then_init_weights_then_default(tmp_pat
     assert (again.preset, again.out_dir, again.size, again.frames, again.steps) == ("tiny", "runs/tiny", 32, 5, 3)
     assert again.betas == TrainConfig().betas and isinstance(again.sources, tuple)
     assert train(again, resume=True, progress=False).step == 3
+
+
+def test_searched_tokens_teach_the_encoder(tmp_path):
+    """search_steps > 0: each step also pulls the encoder's latents to the tokens a
+    decoder-in-the-loop search found. The loss is logged, the search flips bits, and a few optimiser
+    steps on that loss alone move the latents toward the searched signs."""
+    from tokcodec.model.lfq import indices_to_bits
+    from tokcodec.model.refine import RefineConfig, refine_indices
+    from tokcodec.train.trainer import searched_bits_loss
+
+    tr = Trainer(tiny_cfg(tmp_path, steps=2, search_steps=3, search_weight=1.0, val_every=0, gan_weight=0.0))
+    logged = tr.train_step()
+    assert logged["search_loss"] > 0 and 0 < logged["search_flips"] < 0.5
+
+    x = tr.sampler.batch(2)
+    target = indices_to_bits(refine_indices(tr.model, x, RefineConfig(3)), tr.model_cfg.bits)
+    opt = torch.optim.SGD(tr.model.encoder.parameters(), lr=1e-4)
+    losses, flips = [], []
+    for _ in range(4):
+        loss, flipped = searched_bits_loss(tr.model.quantize(x).latents, target)
+        losses.append(float(loss.detach()))
+        flips.append(flipped)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0] and flips[-1] < flips[0]

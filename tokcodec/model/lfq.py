@@ -22,6 +22,7 @@ class LFQOutput:
     entropy_loss: torch.Tensor   # sample entropy - codebook entropy (scalar)
     commit_loss: torch.Tensor    # ||z - q(z)||^2 (scalar)
     bit_usage: torch.Tensor      # fraction of +1 per bit, (bits,)
+    latents: torch.Tensor | None = None  # the encoder's z before quantisation (training only)
 
 
 def indices_to_bits(indices: torch.Tensor, bits: int) -> torch.Tensor:
@@ -99,4 +100,4 @@ class LFQ(nn.Module):
         avg_p = p.mean(0)
         codebook_entropy = -(avg_p * (avg_p + 1e-10).log()).sum()
         return LFQOutput(codes, indices, sample_entropy - codebook_entropy, commit,
-                         positive.float().mean((0, 2, 3, 4)))
+                         positive.float().mean((0, 2, 3, 4)), z)

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from tokcodec.model.grow import grow_state, growth_error, same_architecture
+from tokcodec.model.lfq import indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
+from tokcodec.model.refine import RefineConfig, refine_indices
 from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
 from tokcodec.train.discriminator import Discriminator
@@ -68,6 +71,9 @@ class TrainConfig:
     seed: int = 0
     init_weights: str = ""         # start a fresh run from these weights (a preset name or a
                                    # .safetensors file), e.g. to fine-tune the shipped model
+    search_steps: int = 0          # >0: each step, also teach the encoder the tokens that this
+    search_weight: float = 0.0     # many steps of decoder-in-the-loop search (model/refine.py)
+                                   # find for the batch (a hinge on the latents' signs)
 
     @classmethod
     def from_file(cls, path: Path) -> "TrainConfig":
@@ -102,6 +108,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def bit_entropy(p_one: torch.Tensor) -> torch.Tensor:
     p = p_one.clamp(1e-6, 1 - 1e-6)
     return -(p * p.log2() + (1 - p) * (1 - p).log2())
+
+
+def searched_bits_loss(z: torch.Tensor, target_bits: torch.Tensor,
+                       margin: float = 0.25) -> tuple[torch.Tensor, float]:
+    """A hinge that pushes each latent across zero to the side the search chose, until it is
+    ``margin`` x (the latents' median magnitude) past it. Bits already there cost nothing, so the
+    loss does not simply inflate every latent. Also returns the fraction of bits still on the
+    wrong side."""
+    sign = target_bits.to(z.dtype).movedim(-1, 1) * 2 - 1  # (B, bits, t, h, w)
+    scale = z.detach().abs().median().clamp_min(1e-6)
+    flips = float(((z.detach() > 0) != (sign > 0)).float().mean())
+    return F.relu(margin - sign * z / scale).mean(), flips
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -277,6 +295,10 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         gan_on = cfg.gan_weight > 0 and self.step >= cfg.gan_start_step and not images
+        searched = None
+        if cfg.search_steps > 0 and cfg.search_weight > 0:
+            searched = indices_to_bits(refine_indices(self.model, x, RefineConfig(cfg.search_steps),
+                                                      autocast=self._autocast), self.model_cfg.bits)
         with self._autocast():
             recon, q = self.model_ddp(x)
         recon = recon.float()
@@ -288,6 +310,10 @@ class Trainer:
             msssim = video_ms_ssim_loss(x, recon)
             loss = loss + cfg.ms_ssim_weight * msssim
         loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
+        search_loss, search_flips = torch.zeros(()), 0.0
+        if searched is not None and q.latents is not None:
+            search_loss, search_flips = searched_bits_loss(q.latents, searched)
+            loss = loss + cfg.search_weight * search_loss
         g_adv = torch.zeros(())
         if gan_on:
             for p in self.disc.parameters():
@@ -321,7 +347,8 @@ class Trainer:
                 "ms_ssim_loss": float(msssim.detach()), "entropy_loss": float(q.entropy_loss.detach()),
                 "commit": float(q.commit_loss.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach()),
                 "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min()),
-                "grad_norm": float(gnorm), "lr": lr, "images": float(images)}
+                "grad_norm": float(gnorm), "lr": lr, "images": float(images),
+                "search_loss": float(search_loss.detach()), "search_flips": search_flips}
 
     # ---------------------------------------------------------------- validation
     def ema_model(self) -> VideoTokenizer:
