@@ -55,6 +55,23 @@ def test_search_scores_only_the_frames_decode_keeps(tiny_model):
     assert not torch.equal(everything[:, 2], plain[:, 2])
 
 
+def test_search_scores_only_the_pixels_decode_keeps(tiny_model, monkeypatch):
+    """Rows and columns past height x width are padding that decode crops: noise there must not
+    change the searched tokens (the encoder's start is held fixed so only the scoring differs)."""
+    tok = tiny_model.tokenizer.eval()
+    x = _clip_tensor(5, 40, 56)
+    with torch.no_grad():
+        z0 = tok.encoder(x)
+    monkeypatch.setattr(tok.encoder, "forward", lambda _x: z0.clone())
+    noisy = x.clone()
+    noisy[..., 36:, :] = torch.rand_like(noisy[..., 36:, :]) * 2 - 1
+    noisy[..., :, 50:] = torch.rand_like(noisy[..., :, 50:]) * 2 - 1
+    cfg = RefineConfig(4)
+    clean = refine_indices(tok, x, cfg, height=36, width=50)
+    assert torch.equal(refine_indices(tok, noisy, cfg, height=36, width=50), clean)
+    assert not torch.equal(refine_indices(tok, noisy, cfg), clean)
+
+
 def test_search_works_inside_inference_mode(tiny_model):
     tok = tiny_model.tokenizer.eval()
     x = _clip_tensor(5, 32, 48)
@@ -69,6 +86,14 @@ def test_config_is_validated():
         RefineConfig(steps=-1)
     with pytest.raises(ValueError):
         RefineConfig(steps=2, step_size=0.0)
+
+
+def test_refine_with_scale_and_padding_round_trips(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 45, 70))
+    st = encode_video(src, tmp_path / "r.tok", model=tiny_model, scale=0.6, refine=2)
+    assert st.refine == 2
+    decode_video(tmp_path / "r.tok", tmp_path / "r.mkv", model=tiny_model)
+    assert read_frames(tmp_path / "r.mkv").shape == (5, 45, 70, 3)
 
 
 def test_refined_file_decodes_with_the_same_format(tmp_path, tiny_model):

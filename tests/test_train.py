@@ -265,6 +265,14 @@ def test_searched_tokens_teach_the_encoder(tmp_path):
     logged = tr.train_step()
     assert logged["search_loss"] > 0 and 0 < logged["search_flips"] < 0.5
 
+    # the loss reaches the weights: the same step without it ends elsewhere
+    plain = Trainer(tiny_cfg(tmp_path / "plain", steps=2, val_every=0, gan_weight=0.0))
+    plain.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(tr.model.encoder.parameters(),
+                                                     plain.model.encoder.parameters()))
+    with pytest.raises(ValueError, match="search_steps"):
+        Trainer(tiny_cfg(tmp_path / "half", search_steps=3))
+
     x = tr.sampler.batch(2)
     target = indices_to_bits(refine_indices(tr.model, x, RefineConfig(3)), tr.model_cfg.bits)
     opt = torch.optim.SGD(tr.model.encoder.parameters(), lr=1e-4)

@@ -112,7 +112,7 @@ def validate_options(options: BatchOptions) -> None:
             if options.op == "encode" and (options.gop < 1 or (options.gop - 1) % t):
                 raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
     if options.op == "encode" and options.refine < 0:
-        raise ValueError(f"--refine must be >= 0, got {options.refine}")
+        raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op == "encode" and not 0.05 <= options.scale <= 1.0:
         raise ValueError(f"--scale must lie in [0.05, 1], got {options.scale}")
 
@@ -256,7 +256,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
     recorded per file in the summary and dst/manifest.jsonl, never raised.
     """
-    opts = BatchOptions("encode", model, gop, scale, device, precision, audio, refine)
+    opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

@@ -280,7 +280,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     seconds = time.perf_counter() - start
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
-                       audio_note, search.steps)
+                       audio=audio_note, refine=search.steps)
 
 
 def open_tok(src: str | Path) -> ContainerReader:

@@ -22,7 +22,7 @@ class LFQOutput:
     entropy_loss: torch.Tensor   # sample entropy - codebook entropy (scalar)
     commit_loss: torch.Tensor    # ||z - q(z)||^2 (scalar)
     bit_usage: torch.Tensor      # fraction of +1 per bit, (bits,)
-    latents: torch.Tensor | None = None  # the encoder's z before quantisation (training only)
+    latents: torch.Tensor | None = None  # the encoder's z before quantisation (with_losses only)
 
 
 def indices_to_bits(indices: torch.Tensor, bits: int) -> torch.Tensor:

@@ -42,8 +42,9 @@ def refine_indices(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineCon
                    autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
     """Tokens (B, 1+t, h, w) for ``x`` (B, 3, T, H, W in [-1, 1]) after ``config.steps`` steps of
     search. The error counts only the first ``frames`` frames and the top-left ``height`` x
-    ``width`` pixels (the rest is padding that decode crops). Returns the best tokens seen, scored
-    by the same error, so the result is never worse than the encoder's own tokens."""
+    ``width`` pixels (the rest is padding that decode crops). Returns the best tokens seen, so the
+    result is never worse than the encoder's own tokens in that error (at the coded size; a
+    --scale below 1 then resizes the picture, and the rate may grow)."""
     tokenizer.check_input(x)
     with torch.no_grad(), autocast():
         z0 = tokenizer.encoder(x).float()
@@ -76,6 +77,8 @@ def _search(tokenizer: VideoTokenizer, z0: torch.Tensor, kept: torch.Tensor, con
             if float(err.detach()) < best_err:
                 best_err, best_z = float(err.detach()), z.detach().clone()
             (grad,) = torch.autograd.grad(err, [z])
+            if not torch.isfinite(grad).all():  # fp16 overflow: stop with the best tokens so far
+                break
             z.grad = grad
             opt.step()
     with torch.no_grad():

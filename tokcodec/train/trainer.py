@@ -172,6 +172,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: TokenizerConfig | None = None) -> None:
         if not (cfg.preset and cfg.out_dir):
             cfg = resolve_run(cfg)
+        if (cfg.search_steps > 0) != (cfg.search_weight > 0):
+            raise ValueError("search_steps and search_weight work together: set both > 0 (or neither)")
         self.cfg = cfg
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
@@ -311,7 +313,7 @@ class Trainer:
             loss = loss + cfg.ms_ssim_weight * msssim
         loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
         search_loss, search_flips = torch.zeros(()), 0.0
-        if searched is not None and q.latents is not None:
+        if searched is not None:
             search_loss, search_flips = searched_bits_loss(q.latents, searched)
             loss = loss + cfg.search_weight * search_loss
         g_adv = torch.zeros(())
