@@ -38,8 +38,8 @@ def bench(
     try:
         cfg = BenchConfig(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
-            frames=frames, anchor=anchor, model=model, device=device, refine=refine, with_vmaf=vmaf, plots=plots,
-            keep_work=keep_work,
+            frames=frames, anchor=anchor, model=model, device=device, refine=refine, with_vmaf=vmaf,
+            plots=plots, keep_work=keep_work,
         )
         report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))
     except TokcodecError as e:
