@@ -369,5 +369,7 @@ def test_refine_reaches_every_file(tmp_path):
     _, grids_plain, _ = read_tokens(tmp_path / "plain" / "c.mkv.tok")
     _, grids_refined, _ = read_tokens(tmp_path / "refined" / "c.mkv.tok")
     assert not all(np.array_equal(a, b) for a, b in zip(grids_plain, grids_refined))
+    done = [r for r in read_records(tmp_path / "refined" / MANIFEST_NAME) if r["status"] == "done"]
+    assert [r["refine"] for r in done] == [3]
     with pytest.raises(ValueError, match="--refine"):
         batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, refine=-1)

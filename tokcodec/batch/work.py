@@ -45,6 +45,7 @@ class FileResult:
     seconds: float = 0.0
     error: str | None = None
     model: str | None = None
+    refine: int | None = None   # encode: the --refine steps the output was made with
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -152,7 +153,7 @@ class Worker:
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine)
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
-                          model=st.model)
+                          model=st.model, refine=st.refine)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:
