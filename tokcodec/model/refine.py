@@ -48,18 +48,20 @@ def refine_indices(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineCon
     tokenizer.check_input(x)
     with torch.no_grad(), autocast():
         z0 = tokenizer.encoder(x).float()
-    if config.steps == 0:
-        return tokenizer.quantizer(z0, with_losses=False).indices
-    return _search(tokenizer, z0, x[:, :, :frames, :height, :width], config,
-                   (frames, height, width), autocast)
+    return search_indices(tokenizer, z0, x, config, frames=frames, height=height, width=width,
+                          autocast=autocast)
 
 
 @torch.inference_mode(False)  # a caller may hold inference mode; the search needs autograd
-def _search(tokenizer: VideoTokenizer, z0: torch.Tensor, kept: torch.Tensor, config: RefineConfig,
-            crop: tuple[int | None, int | None, int | None],
-            autocast: Callable[[], ContextManager]) -> torch.Tensor:
-    frames, height, width = crop
-    target = kept.float().clone()  # clone: an inference-mode tensor cannot be saved for backward
+def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor, config: RefineConfig, *,
+                   frames: int | None = None, height: int | None = None, width: int | None = None,
+                   autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
+    """The search of ``refine_indices`` from latents ``z0`` the encoder already gave for ``x``
+    (training has them from its own forward pass)."""
+    if config.steps == 0:
+        return tokenizer.quantizer(z0, with_losses=False).indices
+    # clone: an inference-mode tensor cannot be saved for backward
+    target = x[:, :, :frames, :height, :width].float().clone()
 
     def error(z: torch.Tensor) -> torch.Tensor:
         with autocast():

@@ -23,7 +23,7 @@ from torch import nn
 from tokcodec.model.grow import grow_state, growth_error, same_architecture
 from tokcodec.model.lfq import indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
-from tokcodec.model.refine import RefineConfig, refine_indices
+from tokcodec.model.refine import RefineConfig, search_indices
 from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
 from tokcodec.train.discriminator import Discriminator
@@ -297,10 +297,6 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         gan_on = cfg.gan_weight > 0 and self.step >= cfg.gan_start_step and not images
-        searched = None
-        if cfg.search_steps > 0 and cfg.search_weight > 0:
-            searched = indices_to_bits(refine_indices(self.model, x, RefineConfig(cfg.search_steps),
-                                                      autocast=self._autocast), self.model_cfg.bits)
         with self._autocast():
             recon, q = self.model_ddp(x)
         recon = recon.float()
@@ -313,7 +309,11 @@ class Trainer:
             loss = loss + cfg.ms_ssim_weight * msssim
         loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
         search_loss, search_flips = torch.zeros(()), 0.0
-        if searched is not None:
+        if cfg.search_steps > 0 and q.latents is not None:  # both set, or neither (checked at start)
+            # the search starts from this forward pass's latents, so the encoder runs once per step
+            searched = indices_to_bits(search_indices(self.model, q.latents.detach(), x,
+                                                      RefineConfig(cfg.search_steps),
+                                                      autocast=self._autocast), self.model_cfg.bits)
             search_loss, search_flips = searched_bits_loss(q.latents, searched)
             loss = loss + cfg.search_weight * search_loss
         g_adv = torch.zeros(())
