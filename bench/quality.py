@@ -34,12 +34,13 @@ def main() -> None:
 
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
                                          tensor_to_frames)
-    from tokcodec.device import select_runtime
+    from tokcodec.device import keep_freed_memory, select_runtime
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim
     from tokcodec.model.refine import RefineConfig, refine_indices
     from tokcodec.model.zoo import load_tokenizer
     from tokcodec.train.synthetic import VALIDATION_IMAGES, validation_clips
 
+    keep_freed_memory()  # the CLI's allocator policy (its fps figure is the network's)
     runtime = select_runtime("auto")
     loaded = prepare_model(load_tokenizer(a.model), runtime)
     cfg = loaded.config

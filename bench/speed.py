@@ -1,8 +1,9 @@
 """Speed of the default model at 640x360 next to x265 medium, measured in the same run.
 
 Prints tokenizer encode and decode frames/s (network + entropy coding, 17-frame GOPs, the
-CLI's runtime: bf16 autocast on CPU, channels_last_3d) and the whole CLI path file -> .tok -> file,
-then x265 preset medium's encode frames/s on the same frames (ffmpeg from imageio-ffmpeg).
+CLI's runtime: bf16 autocast on CPU, channels_last_3d, all cores, glibc keeping freed memory)
+and the whole CLI path file -> .tok -> file, then x265 preset medium's encode frames/s on the
+same frames (ffmpeg from imageio-ffmpeg).
 With --refine N it also times the CLI path's encode with decoder-in-the-loop search (encode
 --refine N), whose decode speed is that of any other file.
 """
@@ -70,11 +71,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--refine", type=int, default=0, help="also time encode --refine N (CLI path)")
     a = ap.parse_args()
-    from tokcodec.device import use_all_cores
+    from tokcodec.device import keep_freed_memory, use_all_cores
     from tokcodec.train.synthetic import validation_clips
 
     frames = validation_clips(frames=a.frames, height=360, width=640, count=1, seed=5)[0]
     use_all_cores()  # the CLI's thread policy
+    keep_freed_memory()  # and its allocator policy (cli._maybe_reexec)
     enc, dec = model_fps(a.model, frames, 17, a.repeats)
     print(f"tokcodec {a.model} 640x360 (tokenizer + entropy coder, GOP 17, {torch.get_num_threads()} threads): "
           f"encode {enc:.1f} fps, decode {dec:.1f} fps")

@@ -7,13 +7,16 @@ from tokcodec.model.lfq import LFQ, bits_to_indices, indices_to_bits, indices_to
 from tokcodec.model.zoo import random_init
 
 
-@pytest.fixture(scope="module")
-def model() -> VideoTokenizer:
-    return random_init(get_preset("tiny")).eval()
+@pytest.fixture(scope="module", params=[3, 2], ids=["3-tap", "2-tap"])
+def model(request) -> VideoTokenizer:
+    """The tiny preset with 3-tap (as medium) and 2-tap (as fast) causal time kernels."""
+    import dataclasses
+
+    return random_init(dataclasses.replace(get_preset("tiny"), temporal_kernel=request.param)).eval()
 
 
 def test_presets_state_compression_and_bits():
-    for name in ("tiny", "small", "medium", "base", "default"):
+    for name in ("tiny", "small", "medium", "fast", "base", "default"):
         cfg = get_preset(name)
         assert cfg.compression == (4, 8, 8)
         assert cfg.bits == 18 and cfg.vocab_size == 2 ** 18
@@ -136,3 +139,41 @@ def test_grow_keeps_the_function_and_refuses_shrinking():
     with pytest.raises(ValueError, match="without a place"):
         grow_state({**small.state_dict(), "encoder.extra": torch.zeros(1)}, small_cfg, deep_cfg)
     assert growth_error(get_preset("small"), get_preset("medium")) is None
+
+
+def test_time_kernels_fold_exactly_on_still_frames_and_pad_exactly_anywhere():
+    import dataclasses
+
+    from tokcodec.model.grow import grow_state, growth_note, retap
+
+    three = dataclasses.replace(get_preset("tiny"), name="three")
+    two = dataclasses.replace(three, name="two", temporal_kernel=2)
+    four = dataclasses.replace(three, name="four", temporal_kernel=4)
+    torch.manual_seed(2)
+    src = VideoTokenizer(three).eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folded, padded = VideoTokenizer(two).eval(), VideoTokenizer(four).eval()
+    folded.load_state_dict(grow_state(src.state_dict(), three, two))
+    padded.load_state_dict(grow_state(src.state_dict(), three, four))
+    assert folded.decoder.conv_out.conv.weight.shape[2] == 2
+    w = torch.arange(2 * 3 * 3 * 9, dtype=torch.float32).view(2, 3, 3, 3, 3)
+    assert torch.equal(retap(w, 2)[:, :, 0], w[:, :, 0] + w[:, :, 1])
+    assert torch.equal(retap(w, 2)[:, :, 1], w[:, :, 2])
+    assert torch.equal(retap(retap(w, 5), 3), w)  # zero taps fold away again
+    torch.manual_seed(3)
+    still = (torch.rand(1, 3, 1, 16, 16) * 2 - 1).expand(1, 3, 9, 16, 16).contiguous()
+    moving = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(folded.encoder(still), src.encoder(still), atol=1e-5)
+        assert not torch.allclose(folded.encoder(moving), src.encoder(moving), atol=1e-3)
+        assert torch.allclose(padded.encoder(moving), src.encoder(moving), atol=1e-5)
+        codes = src.quantize(moving).codes
+        assert torch.allclose(padded.decoder(codes), src.decoder(codes), atol=1e-5)
+        # the first frame (an image) sees only itself at every layer; later frames differ, as the
+        # decoder's time up-sampling makes them from different channels even for a still latent
+        out, ref = folded.decoder(codes), src.decoder(codes)
+        assert torch.allclose(out[:, :, :1], ref[:, :, :1], atol=1e-5)
+        assert not torch.allclose(out[:, :, 1:], ref[:, :, 1:], atol=1e-3)
+    assert "fold into 2" in growth_note(three, two) and "zero taps" in growth_note(three, four)

@@ -1,10 +1,16 @@
-"""Grow trained weights into a deeper preset without changing what they compute.
+"""Start a preset from another's trained weights: deeper (exactly) or with other time kernels.
 
 A preset with more residual blocks per level (``blocks``) or per temporal stage
 (``temporal_blocks``) than another, and otherwise the same shape, can start from the smaller one's
 trained weights: every existing layer keeps its weights and each added block starts as the
 identity (its last convolution zeroed, so block(x) = x + 0). Training then only has to use the new
 capacity instead of learning everything again (Net2Net-style growth, Chen et al. 2016).
+
+A preset with fewer time taps per convolution (``temporal_kernel``) starts from the other's weights
+with the oldest taps folded into the oldest tap it keeps. That is exact for the first frame (so
+for images) and for the encoder on still video; elsewhere it is an approximation that training
+then corrects (the decoder's time up-sampling makes even a still latent's frames differ). More
+time taps start as zeros (exact).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from tokcodec.model.presets import TokenizerConfig
 from tokcodec.model.tokenizer import Encoder
 from tokcodec.model.zoo import random_init
 
-_GROWING_FIELDS = ("blocks", "temporal_blocks")
+_GROWING_FIELDS = ("blocks", "temporal_blocks", "temporal_kernel")
 _NAMING_FIELDS = ("name", "description")
 
 
@@ -38,9 +44,22 @@ def growth_error(src: TokenizerConfig, dst: TokenizerConfig) -> str | None:
     return None
 
 
+def growth_note(src: TokenizerConfig, dst: TokenizerConfig) -> str:
+    """What growing ``src`` into ``dst`` does, for the trainer's log."""
+    notes = []
+    if dst.blocks != src.blocks or dst.temporal_blocks != src.temporal_blocks:
+        notes.append("added residual blocks start as the identity")
+    if dst.temporal_kernel < src.temporal_kernel:
+        notes.append(f"time kernels of {src.temporal_kernel} taps fold into {dst.temporal_kernel}")
+    elif dst.temporal_kernel > src.temporal_kernel:
+        notes.append(f"time kernels gain {dst.temporal_kernel - src.temporal_kernel} zero taps")
+    return "; ".join(notes) or "same shapes"
+
+
 def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: TokenizerConfig,
                seed: int = 0) -> dict[str, torch.Tensor]:
-    """``src``-shaped weights -> a ``dst``-shaped state computing the same function (float32)."""
+    """``src``-shaped weights -> a ``dst``-shaped state (float32) computing the same function,
+    except where time kernels are folded (see the module docstring)."""
     reason = growth_error(src, dst)
     if reason:
         raise ValueError(f"cannot grow preset {src.name!r} into {dst.name!r}: {reason}")
@@ -57,9 +76,12 @@ def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: Tokeni
             source_key = f"encoder.stages.{i}.{m.group(2)}" if i is not None else ""
         if source_key in state:
             value = state[source_key]
+            value = value.float() if value.is_floating_point() else value
+            if value.ndim == 5 and init.ndim == 5 and value.shape[2] != init.shape[2]:
+                value = retap(value, init.shape[2])
             if value.shape != init.shape:
                 raise ValueError(f"{source_key}: shape {tuple(value.shape)} does not fit {key} {tuple(init.shape)}")
-            out[key] = (value.float() if value.is_floating_point() else value).clone()
+            out[key] = value.clone()
             used.add(source_key)
         elif re.search(r"\.conv2\.conv\.(weight|bias)$", key):
             out[key] = torch.zeros_like(init)  # an added block starts as the identity
@@ -69,3 +91,16 @@ def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: Tokeni
     if unused:  # a trained tensor that found no place would silently be lost
         raise ValueError(f"cannot grow preset {src.name!r} into {dst.name!r}: weights without a place: {unused[:3]}")
     return out
+
+
+def retap(weight: torch.Tensor, taps: int) -> torch.Tensor:
+    """A causal (out, in, kt, kh, kw) kernel with ``taps`` time taps: surplus oldest taps are summed
+    into the oldest kept one (same output on still input); missing oldest taps are zeros."""
+    kt = weight.shape[2]
+    if taps < 1:
+        raise ValueError(f"a kernel needs at least one time tap, not {taps}")
+    if taps >= kt:
+        pad = weight.new_zeros(weight.shape[:2] + (taps - kt,) + weight.shape[3:])
+        return torch.cat([pad, weight], dim=2)
+    oldest = weight[:, :, :kt - taps + 1].sum(dim=2, keepdim=True)
+    return torch.cat([oldest, weight[:, :, kt - taps + 1:]], dim=2)

@@ -19,7 +19,7 @@ class CausalConv3d(nn.Module):
     """3D convolution padded with k_t - 1 copies of the first frame in front and none after.
 
     Spatial padding is symmetric zero padding (k//2), so stride-2 spatial convolutions halve even
-    sizes exactly. With temporal stride s and kernel k_t = s + 1, 1 + s*t frames map to 1 + t.
+    sizes exactly. With temporal stride s, 1 + s*t frames map to 1 + t (for any k_t).
     """
 
     def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int, int] = 3,
@@ -106,6 +106,12 @@ class AdaptiveGroupNorm(nn.Module):
             return y * (1 + scale) + shift
         # frame 0 <- latent 0; frames (j-1)*s+1 .. j*s <- latent j: broadcast instead of repeating
         s = (t - 1) // (tc - 1)
+        if not torch.is_grad_enabled() and y.dtype == torch.result_type(y, scale):
+            # inference: modulate y in place, which also keeps its memory format (torch.cat below
+            # returns a contiguous tensor that every following convolution would convert back)
+            y[:, :, :1].mul_(1 + scale[:, :, :1]).add_(shift[:, :, :1])
+            y[:, :, 1:].unflatten(2, (tc - 1, s)).mul_(1 + scale[:, :, 1:, None]).add_(shift[:, :, 1:, None])
+            return y
         head = y[:, :, :1] * (1 + scale[:, :, :1]) + shift[:, :, :1]
         rest = y[:, :, 1:].unflatten(2, (tc - 1, s))
         rest = rest * (1 + scale[:, :, 1:, None]) + shift[:, :, 1:, None]
@@ -113,21 +119,25 @@ class AdaptiveGroupNorm(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block of two causal 3x3x3 convolutions."""
+    """Pre-activation residual block of two causal (kt)x3x3 convolutions."""
 
-    def __init__(self, cin: int, cout: int, groups: int = 8) -> None:
+    def __init__(self, cin: int, cout: int, groups: int = 8, kt: int = 3) -> None:
         super().__init__()
         self.norm1 = FrameGroupNorm(cin, groups)
-        self.conv1 = CausalConv3d(cin, cout, 3)
+        self.conv1 = CausalConv3d(cin, cout, (kt, 3, 3))
         self.norm2 = FrameGroupNorm(cout, groups)
-        self.conv2 = CausalConv3d(cout, cout, 3)
+        self.conv2 = CausalConv3d(cout, cout, (kt, 3, 3))
         nn.init.zeros_(self.conv2.conv.weight)  # blocks start as identity: faster, stabler training
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        inplace = not torch.is_grad_enabled()  # fresh tensors: no autograd needs their old values
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
+        skip = self.skip(x)
+        if inplace and h.dtype == torch.result_type(h, skip):
+            return h.add_(skip)
+        return skip + h
 
 
 def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -148,10 +158,10 @@ def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
 class Downsample(nn.Module):
     """Strided causal convolution: spatial stride 2 and/or temporal stride 2."""
 
-    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, kt: int = 3) -> None:
         super().__init__()
         st, ss = (2 if temporal else 1), (2 if spatial else 1)
-        self.conv = CausalConv3d(cin, cout, 3, stride=(st, ss, ss))
+        self.conv = CausalConv3d(cin, cout, (kt, 3, 3), stride=(st, ss, ss))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -160,11 +170,11 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Causal conv + depth-to-space; temporal up-sampling drops the first s-1 frames (1+t -> 1+s*t)."""
 
-    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, kt: int = 3) -> None:
         super().__init__()
         self.st, self.ss = (2 if temporal else 1), (2 if spatial else 1)
         self.cout = cout
-        self.conv = CausalConv3d(cin, cout * self.st * self.ss * self.ss, 3)
+        self.conv = CausalConv3d(cin, cout * self.st * self.ss * self.ss, (kt, 3, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x)

@@ -32,7 +32,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = cfg.channels
-        self.conv_in = CausalConv3d(3 * cfg.patch ** 2, ch[0], 3)
+        kt = cfg.temporal_kernel
+        self.conv_in = CausalConv3d(3 * cfg.patch ** 2, ch[0], (kt, 3, 3))
         self.stages = nn.Sequential(*[self._stage(role) for role in self.stage_roles(cfg)])
         self.norm_out = FrameGroupNorm(ch[-1], cfg.groups)
         self.conv_out = nn.Conv3d(ch[-1], cfg.bits, 1)
@@ -52,14 +53,14 @@ class Encoder(nn.Module):
         return roles
 
     def _stage(self, role: tuple[str, int, int]) -> nn.Module:
-        ch, groups = self.cfg.channels, self.cfg.groups
+        ch, groups, kt = self.cfg.channels, self.cfg.groups, self.cfg.temporal_kernel
         kind, index, _ = role
         if kind == "down":
-            return Downsample(ch[index - 1], ch[index], spatial=True, temporal=False)
+            return Downsample(ch[index - 1], ch[index], spatial=True, temporal=False, kt=kt)
         if kind == "tdown":
-            return Downsample(ch[-1], ch[-1], spatial=False, temporal=True)
+            return Downsample(ch[-1], ch[-1], spatial=False, temporal=True, kt=kt)
         c = ch[index] if kind == "res" else ch[-1]
-        return ResBlock(c, c, groups)
+        return ResBlock(c, c, groups, kt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.patch > 1:
@@ -73,11 +74,11 @@ class DecoderStage(nn.Module):
     """AdaptiveGroupNorm(cond) -> ResBlocks -> optional up-sampling."""
 
     def __init__(self, cin: int, cout: int, bits: int, blocks: int, groups: int,
-                 up_spatial: bool, up_temporal: bool) -> None:
+                 up_spatial: bool, up_temporal: bool, kt: int = 3) -> None:
         super().__init__()
         self.adanorm = AdaptiveGroupNorm(cin, bits, groups)
-        self.blocks = nn.Sequential(*[ResBlock(cin, cin, groups) for _ in range(blocks)])
-        self.up = Upsample(cin, cout, up_spatial, up_temporal) if (up_spatial or up_temporal) else None
+        self.blocks = nn.Sequential(*[ResBlock(cin, cin, groups, kt) for _ in range(blocks)])
+        self.up = Upsample(cin, cout, up_spatial, up_temporal, kt) if (up_spatial or up_temporal) else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.adanorm(x, cond))
@@ -88,20 +89,20 @@ class Decoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        ch = cfg.channels
-        self.conv_in = CausalConv3d(cfg.bits, ch[-1], 3)
-        self.mid = ResBlock(ch[-1], ch[-1], cfg.groups)
+        ch, kt = cfg.channels, cfg.temporal_kernel
+        self.conv_in = CausalConv3d(cfg.bits, ch[-1], (kt, 3, 3))
+        self.mid = ResBlock(ch[-1], ch[-1], cfg.groups, kt)
         stages: list[DecoderStage] = []
         for _ in range(cfg.temporal_downs):
             stages.append(DecoderStage(ch[-1], ch[-1], cfg.bits, cfg.temporal_blocks, cfg.groups,
-                                       up_spatial=False, up_temporal=True))
+                                       up_spatial=False, up_temporal=True, kt=kt))
         for level in range(len(ch) - 1, -1, -1):
             cout = ch[level - 1] if level else ch[0]
             stages.append(DecoderStage(ch[level], cout, cfg.bits, cfg.blocks[level], cfg.groups,
-                                       up_spatial=level > 0, up_temporal=False))
+                                       up_spatial=level > 0, up_temporal=False, kt=kt))
         self.stages = nn.ModuleList(stages)
         self.norm_out = FrameGroupNorm(ch[0], cfg.groups)
-        self.conv_out = CausalConv3d(ch[0], 3 * cfg.patch ** 2, 3)
+        self.conv_out = CausalConv3d(ch[0], 3 * cfg.patch ** 2, (kt, 3, 3))
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         codes = match_weight_format(codes, self.conv_in.conv.weight)

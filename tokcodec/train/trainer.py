@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokcodec.model.grow import grow_state, growth_error, same_architecture
+from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.refine import RefineConfig, search_indices
@@ -251,7 +251,7 @@ class Trainer:
             state = grow_state(state, loaded.config, self.model_cfg)
             if self.rank == 0:
                 print(f"growing preset {loaded.config.name!r} into {self.model_cfg.name!r} "
-                      "(added residual blocks start as the identity)", file=sys.stderr)
+                      f"({growth_note(loaded.config, self.model_cfg)})", file=sys.stderr)
         self.model.load_state_dict(state)
         self.ema.shadow = {k: v.clone() for k, v in state.items()}
         self.init_from, self.init_sha256 = name_or_path, loaded.sha256
