@@ -93,7 +93,7 @@ MODE_CODER2 = 2
 KEY_BYTES = 4
 PRIOR_FORMAT = "tokcodec-coder3-prior-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL_SHA256 = "7b7702d5866507fb2172e18c57f45d5bedcd94f3b83c116eda29a1307d97c4f3"  # medium
+DEFAULT_MODEL_SHA256 = "1622543e8dc85cd72f6f4d227519a5c42beb81ce58a8bd13a03b18af13a79c9d"  # fast
 
 LEVELS_PER_PASS = 2         # lattice levels (coder 2's default): 5 passes
 N_PASS_SLOTS = 5
