@@ -253,13 +253,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             writer = ContainerWriter(fh, header)
             for group in _gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime)
-                if search.steps:
-                    found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
-                                           height=header.coded_height, width=header.coded_width,
-                                           autocast=runtime.autocast)
-                else:
-                    with torch.inference_mode(), runtime.autocast():
-                        found = loaded.tokenizer.encode_indices(x)
+                found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
+                                       height=header.coded_height, width=header.coded_width,
+                                       autocast=runtime.autocast)
                 idx = found[0].cpu().numpy().astype(np.int32)
                 writer.add_chunk(len(group), idx.shape, coder.encode(idx, cfg.bits))
                 frames += len(group)

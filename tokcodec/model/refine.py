@@ -46,7 +46,7 @@ def refine_indices(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineCon
     result is never worse than the encoder's own tokens in that error (at the coded size; a
     --scale below 1 then resizes the picture, and the rate may grow)."""
     tokenizer.check_input(x)
-    with torch.no_grad(), autocast():
+    with torch.inference_mode(), autocast():  # steps == 0 is the plain encode: keep it as fast
         z0 = tokenizer.encoder(x).float()
     return search_indices(tokenizer, z0, x, config, frames=frames, height=height, width=width,
                           autocast=autocast)
