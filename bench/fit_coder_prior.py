@@ -1,8 +1,8 @@
 """Fit coder 3's prior (a small MLP over causal token features) for one tokenizer, offline.
 
 Tokens come from the tokenizer's own training data (procedural clips over ``TRAIN_IMAGES``, the
-same camera motions as the validation clips); the held-out validation images are never used
-here. The MLP is fitted in float with torch, then rounded to the integers coder 3 computes with,
+same camera motions as the validation clips, and with ``--corpus`` windows of the real corpus's
+training videos); held-out images and videos are never used here. The MLP is fitted in float with torch, then rounded to the integers coder 3 computes with,
 and the rounded model's rate is measured on the training tokens (and, if asked, on validation
 tokens, for reporting only). The result is written as ``<weights stem>.coder3.safetensors`` with
 the weights' SHA-256 in its metadata.
@@ -10,6 +10,7 @@ the weights' SHA-256 in its metadata.
 Examples::
 
     nice -n 19 .venv/bin/python bench/fit_coder_prior.py                     # shipped default model
+    nice -n 19 .venv/bin/python bench/fit_coder_prior.py --corpus data/real   # + real video windows
     nice -n 19 .venv/bin/python bench/fit_coder_prior.py --clips360 28 --hidden 32 --epochs 8
     nice -n 19 .venv/bin/python bench/fit_coder_prior.py --tokens-cache /tmp/tok --report-validation
 """
@@ -57,6 +58,34 @@ def training_tokens(weights: str, size: tuple[int, int], count: int, seed: int) 
             x = torch.from_numpy(u8).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
             out.append(model.encode_indices(x)[0].numpy().astype(np.int64))
     return np.stack(out), loaded.sha256
+
+
+def real_tokens(weights: str, corpus: Path, count: int, seed: int, frames: int = 17) -> list[np.ndarray]:
+    """(1, t, h, w) tokens of ``count`` random windows of the real corpus's training videos (never
+    its held-out ones), each at its own size cropped to at most 360x640 (multiples of 8)."""
+    import torch
+
+    from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.train.real import RealVideos
+
+    torch.set_num_threads(1)
+    model = load_tokenizer(weights, "cpu").tokenizer.eval()
+    videos = RealVideos(corpus)
+    rng = np.random.default_rng(seed)
+    out = []
+    with torch.no_grad():
+        for _ in range(count):
+            video = videos.videos[rng.choice(len(videos.videos), p=videos.p)]
+            t, h, w, _ = video.shape
+            if t < frames:
+                continue
+            ch, cw = min(h, 360) // 8 * 8, min(w, 640) // 8 * 8
+            t0 = int(rng.integers(0, t - frames + 1))
+            y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            clip = np.ascontiguousarray(video[t0:t0 + frames, y0:y0 + ch, x0:x0 + cw])
+            x = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+            out.append(model.encode_indices(x).numpy().astype(np.int64))
+    return out
 
 
 def validation_tokens(weights: str, size: tuple[int, int]) -> np.ndarray:
@@ -220,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="default", help="tokenizer: preset name or .safetensors file")
     ap.add_argument("--clips360", type=int, default=28, help="training clips at 360x640")
     ap.add_argument("--clips128", type=int, default=48, help="training clips at 128x128")
+    ap.add_argument("--corpus", type=Path, help="also fit on windows of this real corpus's training videos "
+                    "(scripts/training_data.sh DIR)")
+    ap.add_argument("--clips-real", type=int, default=32, help="real video windows with --corpus")
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
@@ -248,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 np.save(cache, arr)
         sets.append(arr.astype(np.int64))
+    if args.corpus is not None:
+        sets += real_tokens(args.weights, args.corpus, args.clips_real, args.seed)
     loaded = load_tokenizer(args.weights, "cpu")
     sha = loaded.sha256
     bits = int(loaded.config.bits)
@@ -257,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     save(arrays, sha, out)
     print(f"wrote {out}")
     if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():
-        for name, arr in zip(("360x640", "128x128"), sets):
+        for name, arr in zip(("360x640", "128x128", "real"), sets):
             print(f"coded, training {name}: %.3f bits/token (first %.3f, later %.3f)" % coded_rate(arr[:4], bits, sha))
         if args.report_validation:
             for size in ((360, 640), (128, 128)):

@@ -1,7 +1,11 @@
-"""Quality of a tokenizer on the held-out validation clips (images and motions never trained on).
+"""Quality of a tokenizer on held-out clips, real camera video first.
 
-For each clip (640x360 camera moves over held-out photos, 17 frames, and the same as still
-images) it prints PSNR (RGB and Y), SSIM, MS-SSIM and bits/token through the real codec path
+With the real corpus at hand (``scripts/training_data.sh data/real``; ``--corpus DIR``), the
+real-video validation set leads: two 17-frame windows of each held-out camera video (at most
+640x360, centre crop) and the held-out photos, none of them ever trained on. Then the synthetic
+set: 640x360 camera moves over held-out images, 17 frames, and the same as still images.
+For each clip it prints PSNR (RGB and Y), SSIM, MS-SSIM, mean colour drift (largest per-channel
+difference of the clip's mean colour, in code values) and bits/token through the real codec path
 (tokenizer + default entropy coder), plus the per-bit token entropy (codebook usage).
 """
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +34,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--refine", type=int, default=0,
                     help="decoder-in-the-loop search steps per clip at encode (tokcodec encode --refine)")
+    ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
+    ap.add_argument("--no-synthetic", action="store_true", help="only the real-video validation set")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
@@ -38,6 +45,7 @@ def main() -> None:
     from tokcodec.metrics import ms_ssim, psnr, psnr_y, ssim
     from tokcodec.model.refine import RefineConfig, refine_indices
     from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.train.real import holdout_clips, holdout_photos, is_corpus
     from tokcodec.train.synthetic import VALIDATION_IMAGES, validation_clips
 
     keep_freed_memory()  # the CLI's allocator policy (its fps figure is the network's)
@@ -45,50 +53,66 @@ def main() -> None:
     loaded = prepare_model(load_tokenizer(a.model), runtime)
     cfg = loaded.config
     h, w = a.height, a.width
-    header = make_header(loaded, runtime, w, h, gop=a.frames)
-    coder = encoder_for(header.coder_id, loaded)
-    clips = validation_clips(frames=a.frames, height=h, width=w, count=a.clips, seed=4321, max_layers=1)
+    coder = encoder_for(make_header(loaded, runtime, w, h, gop=a.frames).coder_id, loaded)
+    sets: list[tuple[str, str, np.ndarray]] = []
+    corpus = Path(a.corpus)
+    if is_corpus(corpus):
+        sets += [("real-video", n, c) for n, c in holdout_clips(corpus, frames=a.frames, max_height=h, max_width=w)]
+        sets += [("real-photo", n, c) for n, c in holdout_photos(corpus, max_height=h, max_width=w)]
+    else:
+        print(f"note: no real corpus at {corpus} (scripts/training_data.sh {corpus} makes it): "
+              "synthetic clips only")
+    if not a.no_synthetic:
+        synth = validation_clips(frames=a.frames, height=h, width=w, count=a.clips, seed=4321, max_layers=1)
+        names = [VALIDATION_IMAGES[i % len(VALIDATION_IMAGES)] for i in range(len(synth))]
+        sets += [("video", n, c) for n, c in zip(names, synth)]
+        sets += [("image", n, c[:1]) for n, c in zip(names, synth)]
     refine = RefineConfig(steps=a.refine)
     rows, all_tokens = [], []
     encode_seconds, encoded_frames = 0.0, 0
-    for kind in ("video", "image"):
-        for i, clip in enumerate(clips):
-            frames = clip if kind == "video" else clip[:1]
-            x = frames_to_tensor(list(frames), header, runtime)
-            start = time.perf_counter()
-            idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=h, width=w,
-                                 autocast=runtime.autocast)
-            encode_seconds += time.perf_counter() - start
-            encoded_frames += len(frames)
-            with torch.inference_mode(), runtime.autocast():
-                recon = tensor_to_frames(loaded.tokenizer.decode_indices(idx), len(frames), header)
-            tokens = idx[0].cpu().numpy().astype(np.int32)
-            all_tokens.append(tokens.ravel())
-            payload = coder.encode(tokens, cfg.bits)
-            assert np.array_equal(coder.decode(payload, tokens.shape, cfg.bits), tokens)
-            rows.append({
-                "kind": kind, "clip": i, "source": VALIDATION_IMAGES[i % len(VALIDATION_IMAGES)],
-                "psnr": psnr(frames, recon), "psnr_y": psnr_y(frames, recon), "ssim": ssim(frames, recon),
-                "ms_ssim": ms_ssim(frames, recon), "bits_per_token": 8 * len(payload) / tokens.size,
-                "bpp": 8 * len(payload) / (len(frames) * h * w),
-            })
+    for i, (kind, source, frames) in enumerate(sets):
+        ch, cw = frames.shape[1:3]
+        header = make_header(loaded, runtime, cw, ch, gop=a.frames)
+        x = frames_to_tensor(list(frames), header, runtime)
+        start = time.perf_counter()
+        idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
+                             autocast=runtime.autocast)
+        encode_seconds += time.perf_counter() - start
+        encoded_frames += len(frames)
+        with torch.inference_mode(), runtime.autocast():
+            recon = tensor_to_frames(loaded.tokenizer.decode_indices(idx), len(frames), header)
+        tokens = idx[0].cpu().numpy().astype(np.int32)
+        all_tokens.append(tokens.ravel())
+        payload = coder.encode(tokens, cfg.bits)
+        assert np.array_equal(coder.decode(payload, tokens.shape, cfg.bits), tokens)
+        drift = np.abs(frames.reshape(-1, 3).mean(0) - recon.reshape(-1, 3).mean(0)).max()
+        rows.append({
+            "kind": kind, "clip": i, "source": source, "size": f"{cw}x{ch}",
+            "psnr": psnr(frames, recon), "psnr_y": psnr_y(frames, recon), "ssim": ssim(frames, recon),
+            "ms_ssim": ms_ssim(frames, recon), "colour_drift": float(drift),
+            "bits_per_token": 8 * len(payload) / tokens.size,
+            "bpp": 8 * len(payload) / (len(frames) * ch * cw),
+        })
     ent = bit_entropy(np.concatenate(all_tokens), cfg.bits)
     print(f"model {loaded.name} ({loaded.source}), {'trained' if loaded.trained else 'UNTRAINED'}, "
           f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}, "
           f"refine {refine.steps} steps (network encode {encoded_frames / encode_seconds:.2f} fps)")
-    print(f"{'kind':6s} {'clip':>4s} {'source':18s} {'PSNR':>7s} {'PSNR-Y':>7s} {'SSIM':>6s} {'MS-SSIM':>7s} "
-          f"{'bits/tok':>8s} {'bpp':>7s}")
+    print(f"{'kind':10s} {'source':26s} {'size':>7s} {'PSNR':>6s} {'PSNR-Y':>6s} {'SSIM':>5s} {'MS-SSIM':>7s} "
+          f"{'drift':>5s} {'bits/tok':>8s} {'bpp':>6s}")
     for r in rows:
-        print(f"{r['kind']:6s} {r['clip']:4d} {r['source']:18s} {r['psnr']:7.2f} {r['psnr_y']:7.2f} "
-              f"{r['ssim']:6.3f} {r['ms_ssim']:7.3f} {r['bits_per_token']:8.2f} {r['bpp']:7.4f}")
+        print(f"{r['kind']:10s} {r['source'][:26]:26s} {r['size']:>7s} {r['psnr']:6.2f} {r['psnr_y']:6.2f} "
+              f"{r['ssim']:5.3f} {r['ms_ssim']:7.3f} {r['colour_drift']:5.1f} {r['bits_per_token']:8.2f} {r['bpp']:6.4f}")
     summary = {}
-    for kind in ("video", "image"):
+    for kind in ("real-video", "real-photo", "video", "image"):
         sel = [r for r in rows if r["kind"] == kind]
+        if not sel:
+            continue
         summary[kind] = {k: float(np.mean([r[k] for r in sel]))
-                         for k in ("psnr", "psnr_y", "ssim", "ms_ssim", "bits_per_token", "bpp")}
+                         for k in ("psnr", "psnr_y", "ssim", "ms_ssim", "colour_drift", "bits_per_token", "bpp")}
         s = summary[kind]
-        print(f"mean {kind:6s}: PSNR {s['psnr']:.2f} dB, PSNR-Y {s['psnr_y']:.2f}, SSIM {s['ssim']:.3f}, "
-              f"MS-SSIM {s['ms_ssim']:.3f}, {s['bits_per_token']:.2f} bits/token, {s['bpp']:.4f} bpp")
+        print(f"mean {kind:10s}: PSNR {s['psnr']:.2f} dB, PSNR-Y {s['psnr_y']:.2f}, SSIM {s['ssim']:.3f}, "
+              f"MS-SSIM {s['ms_ssim']:.3f}, drift {s['colour_drift']:.1f}, {s['bits_per_token']:.2f} bits/token, "
+              f"{s['bpp']:.4f} bpp")
     print(f"per-bit token entropy: mean {ent.mean():.3f}, min {ent.min():.3f} bit")
     if a.json_out:
         with open(a.json_out, "w") as fh:

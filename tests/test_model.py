@@ -177,3 +177,50 @@ def test_time_kernels_fold_exactly_on_still_frames_and_pad_exactly_anywhere():
         assert torch.allclose(out[:, :, :1], ref[:, :, :1], atol=1e-5)
         assert not torch.allclose(out[:, :, 1:], ref[:, :, 1:], atol=1e-3)
     assert "fold into 2" in growth_note(three, two) and "zero taps" in growth_note(three, four)
+
+
+def test_level_skip_grows_exactly_stays_causal_and_sees_flat_levels():
+    import dataclasses
+
+    from tokcodec.model.grow import grow_state, growth_error, growth_note
+
+    plain = get_preset("tiny")
+    skip = dataclasses.replace(plain, name="skip", level_skip=True)
+    torch.manual_seed(4)
+    src = VideoTokenizer(plain).eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    grown = VideoTokenizer(skip).eval()
+    grown.load_state_dict(grow_state(src.state_dict(), plain, skip))
+    assert src.encoder.level_out is None and grown.encoder.level_out.weight.shape == (plain.bits, 3, 1, 1, 1)
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(grown.encoder(x), src.encoder(x))  # starts as exactly the old model
+    assert "level skip" in growth_note(plain, skip)
+    assert "no level skip" in growth_error(skip, plain)
+
+    # cell means: frame 0 alone, then groups of s frames; later frames never reach earlier cells
+    means = grown.encoder.cell_means(x)
+    assert means.shape == (1, 3, 3, 2, 2)
+    assert torch.allclose(means[:, :, 0, 0, 0], x[:, :, 0, :8, :8].mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(means[:, :, 2, 1, 1], x[:, :, 5:9, 8:, 8:].mean(dim=(2, 3, 4)), atol=1e-6)
+    with torch.no_grad():
+        grown.encoder.level_out.weight.normal_(0, 1.0)
+        later = x.clone()
+        later[:, :, 5:] = torch.rand(1, 3, 4, 16, 16)
+        assert torch.equal(grown.encoder(later)[:, :, :2], grown.encoder(x)[:, :, :2])
+        image = grown.encode_indices(x[:, :, :1])
+        assert torch.equal(image[:, 0], grown.encode_indices(x)[:, 0])
+
+    # inside a flat area the skip moves every latent by its projection of the level change,
+    # whatever the normalised features do (per-frame GroupNorm divides the level out of those)
+    def centre_latents(model: VideoTokenizer, level: float) -> torch.Tensor:
+        flat = torch.full((1, 3, 1, 64, 64), level)
+        with torch.no_grad():
+            return model.encoder(flat)[0, :, 0, 4, 4]
+
+    change = (centre_latents(grown, 0.6) - centre_latents(grown, 0.2)) \
+        - (centre_latents(src, 0.6) - centre_latents(src, 0.2))
+    expected = grown.encoder.level_out.weight.detach()[:, :, 0, 0, 0].sum(1) * 0.4
+    assert torch.allclose(change, expected, atol=1e-4)

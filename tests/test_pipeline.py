@@ -241,3 +241,21 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="hash mismatch"):
         decode_video(tmp_path / "old.tok", tmp_path / "x.mkv")
     assert not verify_file(tmp_path / "old.tok").ok
+
+
+def test_compare_is_exact_on_large_errors_and_reports_colour_drift(tmp_path):
+    """A frame whose squared error passes 2^31 (an int32 sum overflowed and printed 26.38 dB for
+    a true 22.12 dB), checked against metrics.psnr; a uniform +10 shift is a drift of 10."""
+    from tokcodec.metrics import psnr
+
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (2, 360, 640, 3), dtype=np.uint8)
+    far = (255 - ref).astype(np.uint8)
+    assert float(((ref.astype(np.int64) - far) ** 2)[0].sum()) > 2 ** 31
+    for name, frames in (("ref", ref), ("far", far), ("shift", np.minimum(ref.astype(np.int16) + 10, 255).astype(np.uint8))):
+        write_clip(tmp_path / f"{name}.mkv", frames)
+    cmp = compare_videos(tmp_path / "ref.mkv", tmp_path / "far.mkv")
+    assert abs(cmp["psnr"] - psnr(ref, far)) < 1e-9 and cmp["psnr"] < 10
+    assert cmp["colour_drift"] < 1.0
+    shifted = compare_videos(tmp_path / "ref.mkv", tmp_path / "shift.mkv")
+    assert 9.0 < shifted["colour_drift"] <= 10.0

@@ -285,3 +285,27 @@ def test_searched_tokens_teach_the_encoder(tmp_path):
         loss.backward()
         opt.step()
     assert losses[-1] < losses[0] and flips[-1] < flips[0]
+
+
+def test_level_skip_learns_at_its_own_rate_and_resumes(tmp_path):
+    """level_lr_mult puts the encoder's level skip in its own AdamW group at lr x mult; models
+    without a level skip (or mult 1) keep one group; the group survives a checkpoint."""
+    from tokcodec.train.trainer import param_groups
+
+    assert len(param_groups(VideoTokenizer(get_preset("tiny")), 20.0)) == 1
+    assert len(param_groups(VideoTokenizer(get_preset("fast")), 1.0)) == 1
+    skip = dataclasses.replace(get_preset("tiny"), level_skip=True)
+    cfg = tiny_cfg(tmp_path, steps=3, level_lr_mult=20.0, lowpass_weight=1.0, gan_weight=0.0)
+    tr = Trainer(cfg, model_cfg=skip)
+    groups = tr.opt.param_groups
+    assert len(groups) == 2 and groups[1]["lr_mult"] == 20.0
+    assert [id(p) for p in groups[1]["params"]] == [id(tr.model.encoder.level_out.weight),
+                                                    id(tr.model.encoder.level_out.bias)]
+    tr.train_step()
+    assert groups[1]["lr"] == pytest.approx(20 * groups[0]["lr"]) and groups[0]["lr"] == lr_at(0, cfg)
+    assert float(tr.model.encoder.level_out.weight.detach().abs().max()) > 0  # it left zero
+    tr.step = 1
+    tr.save()
+    again = Trainer(cfg, model_cfg=skip)
+    again.load()
+    assert again.opt.param_groups[1]["lr_mult"] == 20.0

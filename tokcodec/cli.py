@@ -151,7 +151,7 @@ def decode(
             line += "; no frames lost"
         if compare is not None:
             cmp = compare_videos(compare, output)
-            line += f", PSNR {cmp['psnr']:.2f} dB vs {compare}"
+            line += f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
         _stats_line(line, quiet)
 
 

@@ -93,7 +93,7 @@ MODE_CODER2 = 2
 KEY_BYTES = 4
 PRIOR_FORMAT = "tokcodec-coder3-prior-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL_SHA256 = "1622543e8dc85cd72f6f4d227519a5c42beb81ce58a8bd13a03b18af13a79c9d"  # fast
+DEFAULT_MODEL_SHA256 = "3e1aafc43c7c447c891d7fbab4e35367f96325db901d8c42dc3f76f531744f4a"  # fast
 
 LEVELS_PER_PASS = 2         # lattice levels (coder 2's default): 5 passes
 N_PASS_SLOTS = 5

@@ -511,15 +511,21 @@ def _frames_of(path: Path) -> Iterator[np.ndarray]:
 
 
 def compare_videos(reference: str | Path, decoded: str | Path) -> dict:
-    """PSNR (RGB, 8-bit) of a decoded video against its source, accumulated over all frames."""
-    sq_err = 0.0
+    """PSNR (RGB, 8-bit) of a decoded video against its source, accumulated over all frames in
+    exact integer arithmetic (int64: one 1080p frame's squared error can pass 2^31), and the
+    mean colour drift: the largest per-channel difference of the two videos' mean colours."""
+    sq_err = 0
     count = frames = 0
+    channel_diff = np.zeros(3, np.int64)
     for a, b in zip(_frames_of(Path(reference)), _frames_of(Path(decoded))):
         if a.shape != b.shape:
             raise InputError(f"{decoded}: frame size {b.shape[1]}x{b.shape[0]} differs from the reference")
-        d = a.astype(np.int32) - b.astype(np.int32)
-        sq_err += float(np.dot(d.ravel(), d.ravel()))
+        d = a.astype(np.int64) - b.astype(np.int64)
+        sq_err += int(np.einsum("i,i->", d.ravel(), d.ravel()))
+        channel_diff += d.reshape(-1, d.shape[-1]).sum(0)
         count += d.size
         frames += 1
     mse = sq_err / max(count, 1)
-    return {"frames": frames, "mse": mse, "psnr": 10 * math.log10(255 ** 2 / mse) if mse > 0 else float("inf")}
+    drift = np.abs(channel_diff) / max(count // 3, 1)
+    return {"frames": frames, "mse": mse, "psnr": 10 * math.log10(255 ** 2 / mse) if mse > 0 else float("inf"),
+            "colour_drift": float(drift.max())}

@@ -22,7 +22,7 @@ from tokcodec.model.presets import TokenizerConfig
 from tokcodec.model.tokenizer import Encoder
 from tokcodec.model.zoo import random_init
 
-_GROWING_FIELDS = ("blocks", "temporal_blocks", "temporal_kernel")
+_GROWING_FIELDS = ("blocks", "temporal_blocks", "temporal_kernel", "level_skip")
 _NAMING_FIELDS = ("name", "description")
 
 
@@ -41,6 +41,8 @@ def growth_error(src: TokenizerConfig, dst: TokenizerConfig) -> str | None:
     if len(dst.blocks) != len(src.blocks) or any(d < s for s, d in zip(src.blocks, dst.blocks)) \
             or dst.temporal_blocks < src.temporal_blocks:
         return "the target has fewer residual blocks (weights can only grow)"
+    if src.level_skip and not dst.level_skip:
+        return "the target has no level skip (weights can only grow)"
     return None
 
 
@@ -53,6 +55,8 @@ def growth_note(src: TokenizerConfig, dst: TokenizerConfig) -> str:
         notes.append(f"time kernels of {src.temporal_kernel} taps fold into {dst.temporal_kernel}")
     elif dst.temporal_kernel > src.temporal_kernel:
         notes.append(f"time kernels gain {dst.temporal_kernel - src.temporal_kernel} zero taps")
+    if dst.level_skip and not src.level_skip:
+        notes.append("the encoder's level skip starts at zero")
     return "; ".join(notes) or "same shapes"
 
 
@@ -83,8 +87,8 @@ def grow_state(state: dict[str, torch.Tensor], src: TokenizerConfig, dst: Tokeni
                 raise ValueError(f"{source_key}: shape {tuple(value.shape)} does not fit {key} {tuple(init.shape)}")
             out[key] = value.clone()
             used.add(source_key)
-        elif re.search(r"\.conv2\.conv\.(weight|bias)$", key):
-            out[key] = torch.zeros_like(init)  # an added block starts as the identity
+        elif re.search(r"\.conv2\.conv\.(weight|bias)$", key) or key.startswith("encoder.level_out."):
+            out[key] = torch.zeros_like(init)  # an added block starts as the identity, a level skip at 0
         else:
             out[key] = init.clone()
     unused = sorted(set(state) - used)

@@ -17,6 +17,8 @@ class TokenizerConfig:
     temporal_kernel: int = 3                # time taps of every 3x3 convolution (2: 2/3 of the cost)
     bits: int = 18                          # LFQ bits per token (vocabulary 2^bits)
     groups: int = 8                         # GroupNorm groups
+    level_skip: bool = False                # encoder: a 1x1 path from the un-normalised features to
+                                            # the latents, so flat areas keep their level and colour
     description: str = ""
 
     @property
@@ -60,7 +62,8 @@ PRESETS: dict[str, TokenizerConfig] = {
         description="small with a second residual block per temporal stage"),
     "fast": TokenizerConfig(
         name="fast", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=2, temporal_kernel=2,
-        description="medium with 2-tap causal time kernels: 2/3 of its compute"),
+        level_skip=True,
+        description="medium with 2-tap causal time kernels (2/3 of its compute) and a level skip"),
     "base": TokenizerConfig(
         name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
         description="widths 128/256, for GPUs"),

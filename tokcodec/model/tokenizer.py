@@ -37,6 +37,17 @@ class Encoder(nn.Module):
         self.stages = nn.Sequential(*[self._stage(role) for role in self.stage_roles(cfg)])
         self.norm_out = FrameGroupNorm(ch[-1], cfg.groups)
         self.conv_out = nn.Conv3d(ch[-1], cfg.bits, 1)
+        # Per-frame GroupNorm divides out each group's mean and scale, so inside a flat area
+        # (sky, a wall, a bus roof) the features reaching the projection are nearly the same for
+        # any level or colour and only borders tell them apart: decoded flat areas drifted by up
+        # to 30 code values. The level skip adds a projection of each latent cell's mean input
+        # colour (over its f x f pixels and its frames). Zero-initialised, so a model grown from
+        # weights without it starts as exactly that model.
+        self.level_out: nn.Conv3d | None = None
+        if cfg.level_skip:
+            self.level_out = nn.Conv3d(3, cfg.bits, 1)
+            nn.init.zeros_(self.level_out.weight)
+            nn.init.zeros_(self.level_out.bias)
 
     @staticmethod
     def stage_roles(cfg: TokenizerConfig) -> list[tuple[str, int, int]]:
@@ -62,12 +73,24 @@ class Encoder(nn.Module):
         c = ch[index] if kind == "res" else ch[-1]
         return ResBlock(c, c, groups, kt)
 
+    def cell_means(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1+s*t, H, W) -> (B, 3, 1+t, H/f, W/f): each latent cell's mean input colour;
+        latent frame 0 covers frame 0, latent frame j >= 1 frames (j-1)*s+1 .. j*s (causal)."""
+        f, s = self.cfg.spatial_factor, self.cfg.temporal_factor
+        p = F.avg_pool3d(x.float(), (1, f, f))
+        if p.shape[2] == 1:
+            return p
+        rest = p[:, :, 1:].unflatten(2, (-1, s)).mean(3)
+        return torch.cat([p[:, :, :1], rest], dim=2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        level = self.level_out(self.cell_means(x).to(x.dtype)) if self.level_out is not None else None
         if self.cfg.patch > 1:
             x = space_to_depth(x, self.cfg.patch)
         x = match_weight_format(x, self.conv_in.conv.weight)
         h = self.stages(self.conv_in(x))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        z = self.conv_out(F.silu(self.norm_out(h)))
+        return z if level is None else z + level.to(z.dtype)
 
 
 class DecoderStage(nn.Module):

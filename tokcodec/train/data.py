@@ -1,4 +1,5 @@
-"""Training data: procedural clips from shipped images, and/or clips cut from a folder of videos.
+"""Training data: procedural clips from shipped images, clips cut from a folder of videos, and/or
+the real corpus (a folder with a manifest.jsonl made by scripts/training_data.sh; see real.py).
 
 Every source yields float clips (T, 3, H, W) in [0, 1] of the requested size; random crops and
 horizontal flips are applied here. Still images are 1-frame clips (joint image-video training).
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tokcodec.train.real import RealVideos, corpus_photos, flat_clip, is_corpus
 from tokcodec.train.synthetic import (TRAIN_IMAGES, SynthConfig, load_images, render_clip,
                                       validation_clips)
 
@@ -26,6 +28,10 @@ class DataConfig:
     frames: int = 17
     size: int = 128
     folder_probability: float = 0.5            # share of folder clips when both kinds are given
+    real_probability: float = 0.5              # with a corpus: share of clips cut from its videos
+    flat_probability: float = 0.05             # with a corpus: share of nearly flat colour fields
+    colour_jitter: float = 0.0                 # share of clips given one random tint (per-channel
+                                               # gain and offset, the same on every frame)
 
 
 class FolderSource:
@@ -69,6 +75,15 @@ class FolderSource:
         raise RuntimeError("could not sample a clip from the training folders")
 
 
+def tint(rng: np.random.Generator, clip: torch.Tensor) -> torch.Tensor:
+    """One random colour cast over a whole clip (T, 3, H, W) in [0, 1]: per-channel gain 0.8-1.2
+    and offset -0.08..0.08. Per-frame GroupNorm hides such a global shift from the encoder's main
+    path, so clips that differ only by it give the level skip a consistent reason to learn."""
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, 3)).float().view(1, 3, 1, 1)
+    offset = torch.from_numpy(rng.uniform(-0.08, 0.08, 3)).float().view(1, 3, 1, 1)
+    return (clip * gain + offset).clamp_(0, 1)
+
+
 class ClipSampler:
     """Draws training batches (B, 3, T, H, W) in [-1, 1] from the configured sources."""
 
@@ -77,9 +92,38 @@ class ClipSampler:
         self.rng = np.random.default_rng(seed)
         self.synthetic = "synthetic" in cfg.sources
         self.images = load_images(TRAIN_IMAGES) if self.synthetic else ()
-        self.folders = [FolderSource(Path(s)) for s in cfg.sources if s != "synthetic"]
+        corpora = [Path(s) for s in cfg.sources if s != "synthetic" and is_corpus(Path(s))]
+        self.folders = [FolderSource(Path(s)) for s in cfg.sources
+                        if s != "synthetic" and not is_corpus(Path(s))]
+        self.real: list[RealVideos] = [RealVideos(c) for c in corpora]
+        if corpora:  # the synthetic camera engine runs over the corpus's photos too
+            self.images = tuple(self.images) + tuple(p for c in corpora for p in corpus_photos(c))
+            self.synthetic = True
 
     def _one(self, frames: int) -> torch.Tensor:
+        if self.real:
+            clip = self._real_or_synthetic(frames)
+        else:
+            clip = self._folder_or_synthetic(frames)
+        if self.rng.random() < 0.5:
+            clip = clip.flip(-1)
+        if self.cfg.colour_jitter > 0 and self.rng.random() < self.cfg.colour_jitter:
+            clip = tint(self.rng, clip)
+        return clip
+
+    def _real_or_synthetic(self, frames: int) -> torch.Tensor:
+        u = self.rng.random()
+        if u < self.cfg.flat_probability:
+            return flat_clip(self.rng, frames, self.cfg.size)
+        if u < self.cfg.flat_probability + self.cfg.real_probability:
+            for _ in range(20):
+                clip = self.real[self.rng.integers(len(self.real))].sample(self.rng, frames, self.cfg.size)
+                if clip is not None:
+                    return clip
+        scfg = SynthConfig(frames=frames, height=self.cfg.size, width=self.cfg.size)
+        return render_clip(self.rng, self.images, scfg)
+
+    def _folder_or_synthetic(self, frames: int) -> torch.Tensor:
         use_folder = self.folders and (not self.synthetic or self.rng.random() < self.cfg.folder_probability)
         if use_folder:
             src = self.folders[self.rng.integers(len(self.folders))]
@@ -87,8 +131,6 @@ class ClipSampler:
         else:
             scfg = SynthConfig(frames=frames, height=self.cfg.size, width=self.cfg.size)
             clip = render_clip(self.rng, self.images, scfg)
-        if self.rng.random() < 0.5:
-            clip = clip.flip(-1)
         return clip
 
     def batch(self, batch_size: int, frames: int | None = None) -> torch.Tensor:

@@ -26,6 +26,7 @@ from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve
 from tokcodec.model.refine import RefineConfig, search_indices
 from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
+from tokcodec.train.real import holdout_clips, is_corpus
 from tokcodec.train.discriminator import Discriminator
 from tokcodec.train.losses import (generator_adv_loss, hinge_d_loss, lecam_loss,
                                    video_ms_ssim_loss)
@@ -42,6 +43,9 @@ class TrainConfig:
     size: int = 128
     image_every: int = 4           # every Nth step is a batch of still images (joint training)
     image_batch_mult: int = 4
+    real_probability: float = 0.5  # with a real corpus among the sources (see train/data.py)
+    flat_probability: float = 0.05
+    colour_jitter: float = 0.0
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 300
@@ -51,6 +55,8 @@ class TrainConfig:
     l1_weight: float = 1.0
     l2_weight: float = 0.0
     ms_ssim_weight: float = 0.2
+    lowpass_weight: float = 0.0    # MSE of 8x8 block means (each frame's local mean colour), on top
+                                   # of the full-resolution terms: colour and level drift cost more
     entropy_weight: float = 0.1
     commit_weight: float = 0.25
     gan_weight: float = 0.05
@@ -59,9 +65,13 @@ class TrainConfig:
     lecam_weight: float = 0.001
     lecam_decay: float = 0.99
     ema_decay: float = 0.999
+    level_lr_mult: float = 1.0     # learning-rate multiplier of the encoder's level skip: it starts at
+                                   # zero and must reach weights of order 1, which Adam's ~lr-sized
+                                   # steps take thousands of steps to do at the base rate
     log_every: int = 20
     val_every: int = 500
-    val_clips: int = 8
+    val_clips: int = 8             # synthetic validation clips (always); with a real corpus among
+                                   # the sources its held-out videos are validated too ("real_*")
     val_height: int = 0            # validation frame size; 0 = the training crop size. Full-size
     val_width: int = 0             # frames (e.g. 360 x 640) show what crop-size validation misses
     ckpt_every: int = 500
@@ -98,6 +108,17 @@ class TrainConfig:
         return TrainConfig(**merged)
 
 
+def param_groups(model: nn.Module, level_lr_mult: float) -> list[dict]:
+    """AdamW parameter groups: everything at the base rate, and the encoder's level skip (when
+    the model has one and ``level_lr_mult`` != 1) in a group of its own with ``lr_mult``."""
+    level = [p for n, p in model.named_parameters() if n.startswith("encoder.level_out.")]
+    if not level or level_lr_mult == 1.0:
+        return [{"params": list(model.parameters())}]
+    ids = {id(p) for p in level}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": level, "lr_mult": level_lr_mult}]
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -120,6 +141,13 @@ def searched_bits_loss(z: torch.Tensor, target_bits: torch.Tensor,
     scale = z.detach().abs().median().clamp_min(1e-6)
     flips = float(((z.detach() > 0) != (sign > 0)).float().mean())
     return F.relu(margin - sign * z / scale).mean(), flips
+
+
+def block_mean_mse(x: torch.Tensor, recon: torch.Tensor, block: int = 8) -> torch.Tensor:
+    """MSE between the 8x8 block means of each frame: the low-frequency (colour, level) error."""
+    b, c, t, h, w = x.shape
+    pool = lambda v: F.avg_pool2d(v.transpose(1, 2).reshape(b * t, c, h, w), block)  # noqa: E731
+    return F.mse_loss(pool(recon), pool(x))
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -189,7 +217,7 @@ class Trainer:
         self.model = VideoTokenizer(self.model_cfg)
         self.disc = Discriminator()
         self.ema = EMA(self.model, cfg.ema_decay)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.level_lr_mult), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99),
                                        weight_decay=cfg.weight_decay)
@@ -197,7 +225,9 @@ class Trainer:
         self.lecam_fake = torch.zeros(())
         self.step = 0
         self.elapsed = 0.0
-        self.sampler = ClipSampler(DataConfig(cfg.sources, cfg.frames, cfg.size), seed=cfg.seed + 1000 * self.rank)
+        data = DataConfig(cfg.sources, cfg.frames, cfg.size, real_probability=cfg.real_probability,
+                          flat_probability=cfg.flat_probability, colour_jitter=cfg.colour_jitter)
+        self.sampler = ClipSampler(data, seed=cfg.seed + 1000 * self.rank)
         self.logger = Logger(self.out, self.rank == 0)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -206,6 +236,7 @@ class Trainer:
         else:
             self.model_ddp, self.disc_ddp = self.model, self.disc
         self._val: list[torch.Tensor] | None = None
+        self._val_real: list[torch.Tensor] | None = None
         self.init_from = ""    # the weights this run started from (init_weights), kept across resumes
         self.init_sha256 = ""  # and their SHA-256
 
@@ -295,7 +326,7 @@ class Trainer:
         x = self.sampler.batch(cfg.batch_size * cfg.image_batch_mult, 1) if images else self.sampler.batch(cfg.batch_size)
         lr = lr_at(self.step, cfg)
         for g in self.opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         gan_on = cfg.gan_weight > 0 and self.step >= cfg.gan_start_step and not images
         with self._autocast():
             recon, q = self.model_ddp(x)
@@ -303,6 +334,10 @@ class Trainer:
         l1 = (recon - x).abs().mean()
         mse = ((recon - x) ** 2).mean()
         loss = cfg.l1_weight * l1 + cfg.l2_weight * mse
+        lowpass = torch.zeros(())
+        if cfg.lowpass_weight > 0:
+            lowpass = block_mean_mse(x, recon)
+            loss = loss + cfg.lowpass_weight * lowpass
         msssim = torch.zeros(())
         if cfg.ms_ssim_weight > 0:
             msssim = video_ms_ssim_loss(x, recon)
@@ -346,7 +381,7 @@ class Trainer:
             self.opt_d.step()
         ent = bit_entropy(q.bit_usage.float())
         return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(float(mse.detach())),
-                "ms_ssim_loss": float(msssim.detach()), "entropy_loss": float(q.entropy_loss.detach()),
+                "ms_ssim_loss": float(msssim.detach()), "lowpass_mse": float(lowpass.detach()), "entropy_loss": float(q.entropy_loss.detach()),
                 "commit": float(q.commit_loss.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach()),
                 "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min()),
                 "grad_norm": float(gnorm), "lr": lr, "images": float(images),
@@ -364,22 +399,33 @@ class Trainer:
             clips = validation_clips(frames=self.cfg.frames, height=self.cfg.val_height or self.cfg.size,
                                      width=self.cfg.val_width or self.cfg.size, count=self.cfg.val_clips)
             self._val = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in clips]
+            corpora = [Path(s) for s in self.cfg.sources if s != "synthetic" and is_corpus(Path(s))]
+            real = [clip for c in corpora for _, clip in holdout_clips(
+                c, frames=17, max_height=self.cfg.val_height or 360, max_width=self.cfg.val_width or 640)]
+            self._val_real = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in real]
         model = self.ema_model()
-        mses, usage = [], []
-        for clip in self._val:
+        out = self._score(model, self._val)
+        if self._val_real:
+            out.update({f"real_{k}": v for k, v in self._score(model, self._val_real).items()})
+        return out
+
+    def _score(self, model: VideoTokenizer, clips: list[torch.Tensor]) -> dict[str, float]:
+        """PSNR on 8-bit pixels as a user would measure it, bit usage, and mean colour drift (the
+        largest per-channel difference of a clip's mean colour, in code values)."""
+        psnrs, drifts, usage = [], [], []
+        for clip in clips:
             x = clip.unsqueeze(0)
             with self._autocast():
                 idx = model.encode_indices(x)
                 recon = model.decode_indices(idx).float().clamp(-1, 1)
-            # PSNR on 8-bit pixels, as a user would measure it
-            a = ((x + 1) * 127.5).round()
-            b = ((recon + 1) * 127.5).round()
-            mses.append(float(((a - b) ** 2).mean()))
+            a = ((x + 1) * 127.5).round().double()
+            b = ((recon + 1) * 127.5).round().double()
+            psnrs.append(10 * math.log10(255 ** 2 / max(float(((a - b) ** 2).mean()), 1e-10)))
+            drifts.append(float((a.mean(dim=(0, 2, 3, 4)) - b.mean(dim=(0, 2, 3, 4))).abs().max()))
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
-        psnrs = [10 * math.log10(255 ** 2 / max(m, 1e-10)) for m in mses]
         ent = bit_entropy(torch.cat(usage).mean(0))
-        return {"psnr": float(np.mean(psnrs)), "bit_entropy_mean": float(ent.mean()),
-                "bit_entropy_min": float(ent.min())}
+        return {"psnr": float(np.mean(psnrs)), "colour_drift": float(np.mean(drifts)),
+                "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min())}
 
     # ---------------------------------------------------------------- loop
     def fit(self, progress: bool = True) -> None:
@@ -414,7 +460,9 @@ class Trainer:
                 if self.step % cfg.val_every == 0 and self.rank == 0:
                     val = self.validate()
                     self.logger.log(self.step, "val", val)
-                    bar.message(f"step {self.step}: val PSNR {val['psnr']:.2f} dB, "
+                    real = (f", real video {val['real_psnr']:.2f} dB (colour drift {val['real_colour_drift']:.1f})"
+                            if "real_psnr" in val else "")
+                    bar.message(f"step {self.step}: val PSNR {val['psnr']:.2f} dB{real}, "
                                 f"bit entropy {val['bit_entropy_mean']:.3f} (min {val['bit_entropy_min']:.3f})")
                 if self.step % cfg.ckpt_every == 0:
                     self.save()
