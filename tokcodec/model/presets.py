@@ -17,8 +17,8 @@ class TokenizerConfig:
     temporal_kernel: int = 3                # time taps of every 3x3 convolution (2: 2/3 of the cost)
     bits: int = 18                          # LFQ bits per token (vocabulary 2^bits)
     groups: int = 8                         # GroupNorm groups
-    level_skip: bool = False                # encoder: a 1x1 path from the un-normalised features to
-                                            # the latents, so flat areas keep their level and colour
+    level_skip: bool = False                # encoder: add a projection of each latent cell's mean
+                                            # input colour to the latents (per-frame GroupNorm hides it)
     description: str = ""
 
     @property
