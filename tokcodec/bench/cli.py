@@ -23,7 +23,7 @@ def bench(
     ffmpeg: Annotated[Optional[Path], typer.Option(help="ffmpeg binary (default: the imageio-ffmpeg one).")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="Use at most N frames of each clip.")] = None,
     anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
-    model: Annotated[str, typer.Option(help="tokcodec model preset.")] = "default",
+    model: Annotated[str, typer.Option(help="tokcodec model: preset name or .safetensors weights file.")] = "default",
     device: Annotated[str, typer.Option(help="tokcodec device (auto, cpu, cuda, ...).")] = "auto",
     refine: Annotated[int, typer.Option(min=0, help="tokcodec encode --refine steps (slow encode, better pictures).")] = 0,
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,

@@ -225,7 +225,9 @@ class TokcodecCodec(Codec):
 
     @property
     def series(self) -> str:  # type: ignore[override]
-        name = "tokcodec" if self.model == "default" else f"tokcodec-{self.model}"
+        # a weights file is named by its stem: the series names result files and folders
+        model = Path(self.model).stem if self.model.endswith(".safetensors") else self.model
+        name = "tokcodec" if model == "default" else f"tokcodec-{model}"
         return f"{name}-refine{self.refine}" if self.refine else name
 
     @property
