@@ -121,3 +121,13 @@ def test_bench_refine_is_its_own_series(tmp_path: Path) -> None:
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["refine"] == 2
     assert sorted(p["series"] for p in report["points"]) == ["tokcodec-refine2"] * 2
+
+
+def test_a_weights_file_names_its_series_by_its_stem():
+    """The series names result folders and files: a path in it would point into folders that
+    do not exist."""
+    from tokcodec.bench.codecs import TokcodecCodec
+
+    assert TokcodecCodec(model="some/dir/mine.safetensors").series == "tokcodec-mine"
+    assert TokcodecCodec(model="small", refine=4).series == "tokcodec-small-refine4"
+    assert TokcodecCodec().series == "tokcodec"
