@@ -100,3 +100,18 @@ def test_ms_ssim_small_images_use_fewer_scales() -> None:
     assert ms_ssim(ref, ref) == pytest.approx(1.0)
     tiny = ref[:, :7, :9]  # smaller than the 11x11 window: the window shrinks instead of failing
     assert 0.0 < ms_ssim(tiny, dist[:, :7, :9]) <= 1.0
+
+
+def test_colour_drift_is_the_largest_shift_of_a_channel_mean():
+    from tokcodec.metrics import colour_drift
+
+    rng = np.random.default_rng(0)
+    ref = rng.integers(20, 230, (3, 16, 24, 3), dtype=np.uint8)
+    assert colour_drift(ref, ref) == 0.0
+    shifted = ref.copy()
+    shifted[..., 1] += 10
+    shifted[..., 2] -= 3
+    assert colour_drift(ref, shifted) == 10.0
+    # detail error with equal means is no drift
+    swapped = ref[:, :, ::-1].copy()
+    assert colour_drift(ref, swapped) == 0.0

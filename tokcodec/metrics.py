@@ -30,6 +30,7 @@ __all__ = [
     "mse",
     "psnr",
     "psnr_y",
+    "colour_drift",
     "luma",
     "ssim",
     "ms_ssim",
@@ -84,6 +85,17 @@ def mse(ref: np.ndarray, dist: np.ndarray) -> float:
 def psnr(ref: np.ndarray, dist: np.ndarray, cap: float = PSNR_CAP) -> float:
     """RGB PSNR in dB from the MSE over all pixels of all frames; ``cap`` when identical."""
     return _psnr_from_mse(mse(ref, dist), cap=cap)
+
+
+def colour_drift(ref: np.ndarray, dist: np.ndarray) -> float:
+    """Largest per-channel difference of the two inputs' mean colours, in 8-bit code values (a
+    colour cast or level shift; 0 when the means agree, whatever the detail error)."""
+    ref, dist = _as_video(ref, dist)
+    total = np.zeros(3, np.int64)
+    for s in range(0, ref.shape[0], _CHUNK):
+        d = ref[s:s + _CHUNK].astype(np.int64) - dist[s:s + _CHUNK]
+        total += d.reshape(-1, 3).sum(0)
+    return float(np.abs(total).max() / (ref.size // 3))
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

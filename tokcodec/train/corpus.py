@@ -144,19 +144,20 @@ def _sequence_to_video(folder: Path, out: Path, fps: int = 25) -> tuple[int, int
         raise FileNotFoundError(f"{folder}: no frames")
     first = np.asarray(Image.open(frames[0]).convert("RGB"))
     h, w = first.shape[:2]
-    out.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(out), "w") as container:
         stream = container.add_stream("ffv1", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv444p"
+        written = 0
         for path in frames:
             img = np.asarray(Image.open(path).convert("RGB"))
             if img.shape[:2] != (h, w):
                 continue
+            written += 1
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return w, h, len(frames), _is_gray(first)
+    return w, h, written, _is_gray(first)
 
 
 def _probe_video(path: Path) -> tuple[int, int, int, bool]:
@@ -190,27 +191,24 @@ def build_corpus(corpus: Path, raw: Path | None = None, sources: tuple[Source, .
                 continue
             split = "holdout" if name in holdout else "train"
             flat = name.replace("/contents/images/", "_").replace("/", "_")
+            folder = corpus / split / ("photos" if src.kind == "photo" else "videos") / pkg_dir
+            folder.mkdir(parents=True, exist_ok=True)
             if src.kind == "photo":
-                dest = corpus / split / "photos" / pkg_dir / flat
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest = folder / flat
                 shutil.copyfile(origin, dest)
                 with Image.open(dest) as im:
-                    w, h = im.size
+                    (w, h), n = im.size, 1
                     gray = _is_gray(im.convert("RGB").resize((64, 64)))
-                entries.append(Entry(str(dest.relative_to(corpus)), src.package, src.manager, src.licence,
-                                     "photo", w, h, 1, split, f"{src.root}/{name}", gray))
             elif src.kind == "sequence":
-                dest = corpus / split / "videos" / pkg_dir / f"{flat}.mkv"
+                dest = folder / f"{flat}.mkv"
                 w, h, n, gray = _sequence_to_video(origin, dest)
-                entries.append(Entry(str(dest.relative_to(corpus)), src.package, src.manager, src.licence,
-                                     "video", w, h, n, split, f"{src.root}/{name}/", gray))
             else:
-                dest = corpus / split / "videos" / pkg_dir / flat
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest = folder / flat
                 shutil.copyfile(origin, dest)
                 w, h, n, gray = _probe_video(dest)
-                entries.append(Entry(str(dest.relative_to(corpus)), src.package, src.manager, src.licence,
-                                     "video", w, h, n, split, f"{src.root}/{name}", gray))
+            entries.append(Entry(str(dest.relative_to(corpus)), src.package, src.manager, src.licence,
+                                 "photo" if src.kind == "photo" else "video", w, h, n, split,
+                                 f"{src.root}/{name}" + ("/" if src.kind == "sequence" else ""), gray))
     if missing:
         raise FileNotFoundError(f"{len(missing)} listed files are not in {raw} (was a package not "
                                 f"fetched?): {missing[:3]}")

@@ -86,6 +86,14 @@ def corpus_photos(corpus: Path, max_side: int = 1280, split: str = "train") -> t
     return tuple(out)
 
 
+def centre_crop(video: np.ndarray, max_height: int, max_width: int, multiple: int) -> np.ndarray:
+    """The centre of (T, H, W, C) frames, at most max_height x max_width, in multiples of ``multiple``."""
+    h, w = video.shape[1:3]
+    ch, cw = min(h, max_height) // multiple * multiple, min(w, max_width) // multiple * multiple
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return video[:, y0:y0 + ch, x0:x0 + cw]
+
+
 def holdout_clips(corpus: Path, frames: int = 17, windows: int = 2, multiple: int = 8,
                   max_height: int = 360, max_width: int = 640) -> list[tuple[str, np.ndarray]]:
     """(name, uint8 (T, H, W, 3)) windows of the held-out videos: ``windows`` evenly spaced
@@ -95,14 +103,11 @@ def holdout_clips(corpus: Path, frames: int = 17, windows: int = 2, multiple: in
     for e in read_manifest(corpus):
         if e.kind != "video" or e.split != "holdout":
             continue
-        video = _load_video(corpus / e.file, max_frames=None)
-        t, h, w, _ = video.shape
-        ch, cw = min(h, max_height) // multiple * multiple, min(w, max_width) // multiple * multiple
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        video = centre_crop(_load_video(corpus / e.file, max_frames=None), max_height, max_width, multiple)
+        t = len(video)
         starts = np.linspace(0, max(0, t - frames), windows).round().astype(int) if t >= frames else []
         for k, s in enumerate(starts):
-            clip = video[s:s + frames, y0:y0 + ch, x0:x0 + cw]
-            out.append((f"{Path(e.file).stem}#{k}", np.ascontiguousarray(clip)))
+            out.append((f"{Path(e.file).stem}#{k}", np.ascontiguousarray(video[s:s + frames])))
     return out
 
 
@@ -122,10 +127,7 @@ def holdout_photos(corpus: Path, max_height: int = 360, max_width: int = 640,
             im = im.resize((max(max_width, round(im.size[0] * k)), max(max_height, round(im.size[1] * k))),
                            Image.Resampling.LANCZOS)
             a = np.asarray(im)
-        h, w = a.shape[:2]
-        ch, cw = min(h, max_height) // multiple * multiple, min(w, max_width) // multiple * multiple
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        out.append((Path(e.file).stem, np.ascontiguousarray(a[None, y0:y0 + ch, x0:x0 + cw])))
+        out.append((Path(e.file).stem, np.ascontiguousarray(centre_crop(a[None], max_height, max_width, multiple))))
     return out
 
 

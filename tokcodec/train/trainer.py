@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from tokcodec.metrics import colour_drift, psnr
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
@@ -148,6 +149,11 @@ def block_mean_mse(x: torch.Tensor, recon: torch.Tensor, block: int = 8) -> torc
     b, c, t, h, w = x.shape
     pool = lambda v: F.avg_pool2d(v.transpose(1, 2).reshape(b * t, c, h, w), block)  # noqa: E731
     return F.mse_loss(pool(recon), pool(x))
+
+
+def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), as a user's decoded file holds it."""
+    return ((video[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -418,10 +424,9 @@ class Trainer:
             with self._autocast():
                 idx = model.encode_indices(x)
                 recon = model.decode_indices(idx).float().clamp(-1, 1)
-            a = ((x + 1) * 127.5).round().double()
-            b = ((recon + 1) * 127.5).round().double()
-            psnrs.append(10 * math.log10(255 ** 2 / max(float(((a - b) ** 2).mean()), 1e-10)))
-            drifts.append(float((a.mean(dim=(0, 2, 3, 4)) - b.mean(dim=(0, 2, 3, 4))).abs().max()))
+            a, b = _to_uint8_frames(x), _to_uint8_frames(recon)
+            psnrs.append(psnr(a, b))
+            drifts.append(colour_drift(a, b))
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
         ent = bit_entropy(torch.cat(usage).mean(0))
         return {"psnr": float(np.mean(psnrs)), "colour_drift": float(np.mean(drifts)),
