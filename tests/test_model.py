@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from tokcodec.errors import ModelError
 from tokcodec.model import VideoTokenizer, get_preset
 from tokcodec.model.layers import depth_to_space, space_to_depth
 from tokcodec.model.lfq import LFQ, bits_to_indices, indices_to_bits, indices_to_codes, split_indices
@@ -139,6 +140,36 @@ def test_grow_keeps_the_function_and_refuses_shrinking():
     with pytest.raises(ValueError, match="without a place"):
         grow_state({**small.state_dict(), "encoder.extra": torch.zeros(1)}, small_cfg, deep_cfg)
     assert growth_error(get_preset("small"), get_preset("medium")) is None
+
+
+def test_a_deeper_encoder_grows_exactly_and_leaves_the_decoder_as_it_was():
+    import dataclasses
+
+    from tokcodec.model.grow import grow_state, growth_error
+    from tokcodec.model.presets import TokenizerConfig
+
+    cfg = get_preset("tiny")
+    torch.manual_seed(2)
+    src = VideoTokenizer(cfg).eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    deep_cfg = dataclasses.replace(cfg, name="deep-encoder", encoder_blocks=(1, 3))
+    deep = VideoTokenizer(deep_cfg).eval()
+    deep.load_state_dict(grow_state(src.state_dict(), cfg, deep_cfg))
+    assert len(deep.encoder.stages) == len(src.encoder.stages) + 3
+    decoder_shapes = lambda m: {k: v.shape for k, v in m.decoder.state_dict().items()}  # noqa: E731
+    assert decoder_shapes(deep) == decoder_shapes(src)
+    x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(deep.encoder(x), src.encoder(x))
+    assert "encoder has fewer" in growth_error(deep_cfg, cfg)
+    # the config round-trips through a weights file's metadata; encoder_blocks equal to blocks
+    # is the same architecture as none
+    assert TokenizerConfig.from_dict(deep_cfg.to_dict()) == deep_cfg
+    assert dataclasses.replace(cfg, encoder_blocks=cfg.blocks) == cfg
+    with pytest.raises(ModelError, match="one entry per spatial level"):
+        dataclasses.replace(cfg, encoder_blocks=(1,))
 
 
 def test_time_kernels_fold_exactly_on_still_frames_and_pad_exactly_anywhere():

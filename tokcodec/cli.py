@@ -268,6 +268,7 @@ def train(
     init: Optional[str] = typer.Option(None, "--init", help="Start from these weights (preset name or .safetensors), "
                                        "e.g. to fine-tune the shipped model or grow it into a deeper "
                                        "preset (--preset); ignored with --resume."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""
@@ -275,7 +276,8 @@ def train(
         from tokcodec.train.trainer import TrainConfig, resumed_config, train as run_training
         overrides = {k: v for k, v in {"out_dir": out_dir, "preset": preset, "steps": steps,
                                        "sources": tuple(data) if data else None,
-                                       "max_minutes": max_minutes, "init_weights": init}.items() if v is not None}
+                                       "max_minutes": max_minutes, "init_weights": init,
+                                       "device": device}.items() if v is not None}
         if config:
             cfg = TrainConfig.from_file(config).updated(overrides)
         elif resume:  # continue the run as it was configured

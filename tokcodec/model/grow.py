@@ -1,7 +1,7 @@
 """Start a preset from another's trained weights: deeper (exactly) or with other time kernels.
 
-A preset with more residual blocks per level (``blocks``) or per temporal stage
-(``temporal_blocks``) than another, and otherwise the same shape, can start from the smaller one's
+A preset with more residual blocks per level (``blocks``, or the encoder's own ``encoder_blocks``)
+or per temporal stage (``temporal_blocks``) than another, and otherwise the same shape, can start from the smaller one's
 trained weights: every existing layer keeps its weights and each added block starts as the
 identity (its last convolution zeroed, so block(x) = x + 0). Training then only has to use the new
 capacity instead of learning everything again (Net2Net-style growth, Chen et al. 2016).
@@ -22,7 +22,7 @@ from tokcodec.model.presets import TokenizerConfig
 from tokcodec.model.tokenizer import Encoder
 from tokcodec.model.zoo import random_init
 
-_GROWING_FIELDS = ("blocks", "temporal_blocks", "temporal_kernel", "level_skip")
+_GROWING_FIELDS = ("blocks", "encoder_blocks", "temporal_blocks", "temporal_kernel", "level_skip")
 _NAMING_FIELDS = ("name", "description")
 
 
@@ -41,6 +41,9 @@ def growth_error(src: TokenizerConfig, dst: TokenizerConfig) -> str | None:
     if len(dst.blocks) != len(src.blocks) or any(d < s for s, d in zip(src.blocks, dst.blocks)) \
             or dst.temporal_blocks < src.temporal_blocks:
         return "the target has fewer residual blocks (weights can only grow)"
+    if len(dst.encoder_depth) != len(src.encoder_depth) \
+            or any(d < s for s, d in zip(src.encoder_depth, dst.encoder_depth)):
+        return "the target's encoder has fewer residual blocks (weights can only grow)"
     if src.level_skip and not dst.level_skip:
         return "the target has no level skip (weights can only grow)"
     return None
@@ -49,7 +52,8 @@ def growth_error(src: TokenizerConfig, dst: TokenizerConfig) -> str | None:
 def growth_note(src: TokenizerConfig, dst: TokenizerConfig) -> str:
     """What growing ``src`` into ``dst`` does, for the trainer's log."""
     notes = []
-    if dst.blocks != src.blocks or dst.temporal_blocks != src.temporal_blocks:
+    if dst.blocks != src.blocks or dst.encoder_depth != src.encoder_depth \
+            or dst.temporal_blocks != src.temporal_blocks:
         notes.append("added residual blocks start as the identity")
     if dst.temporal_kernel < src.temporal_kernel:
         notes.append(f"time kernels of {src.temporal_kernel} taps fold into {dst.temporal_kernel}")

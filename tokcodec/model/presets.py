@@ -12,6 +12,8 @@ class TokenizerConfig:
     patch: int = 4                          # space-to-depth stem (1 = none)
     channels: tuple[int, ...] = (64, 128)   # width per spatial level after the stem
     blocks: tuple[int, ...] = (0, 1)        # residual blocks per spatial level
+    encoder_blocks: tuple[int, ...] = ()    # the encoder's own (>= blocks); () = blocks. Depth
+                                            # that costs encode time only: decode is unchanged
     temporal_blocks: int = 1                # residual blocks after each temporal down-sampling
     temporal_downs: int = 2                 # number of x2 temporal down-samplings (at the end)
     temporal_kernel: int = 3                # time taps of every 3x3 convolution (2: 2/3 of the cost)
@@ -20,6 +22,18 @@ class TokenizerConfig:
     level_skip: bool = False                # encoder: add a projection of each latent cell's mean
                                             # input colour to the latents (per-frame GroupNorm hides it)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.encoder_blocks and len(self.encoder_blocks) != len(self.channels):
+            raise ModelError(f"model {self.name!r}: encoder_blocks {self.encoder_blocks} needs one entry "
+                             f"per spatial level ({len(self.channels)})")
+        if tuple(self.encoder_blocks) == tuple(self.blocks):  # one spelling per architecture
+            object.__setattr__(self, "encoder_blocks", ())
+
+    @property
+    def encoder_depth(self) -> tuple[int, ...]:
+        """Residual blocks per spatial level in the encoder."""
+        return self.encoder_blocks or self.blocks
 
     @property
     def spatial_factor(self) -> int:
@@ -44,7 +58,7 @@ class TokenizerConfig:
     def from_dict(cls, d: dict) -> "TokenizerConfig":
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in known}
-        for key in ("channels", "blocks"):
+        for key in ("channels", "blocks", "encoder_blocks"):
             if key in kw:
                 kw[key] = tuple(int(c) for c in kw[key])
         return cls(**kw)
@@ -64,6 +78,10 @@ PRESETS: dict[str, TokenizerConfig] = {
         name="fast", patch=4, channels=(32, 96), blocks=(0, 1), temporal_blocks=2, temporal_kernel=2,
         level_skip=True,
         description="medium with 2-tap causal time kernels (2/3 of its compute) and a level skip"),
+    "fast-deep": TokenizerConfig(
+        name="fast-deep", patch=4, channels=(32, 96), blocks=(0, 1), encoder_blocks=(1, 3),
+        temporal_blocks=2, temporal_kernel=2, level_skip=True,
+        description="fast with three more encoder blocks: slower encode, the same decoder"),
     "base": TokenizerConfig(
         name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
         description="widths 128/256, for GPUs"),

@@ -57,7 +57,7 @@ class Encoder(nn.Module):
         for level in range(len(cfg.channels)):
             if level:
                 roles.append(("down", level, 0))
-            roles.extend(("res", level, i) for i in range(cfg.blocks[level]))
+            roles.extend(("res", level, i) for i in range(cfg.encoder_depth[level]))
         for k in range(cfg.temporal_downs):
             roles.append(("tdown", k, 0))
             roles.extend(("tres", k, i) for i in range(cfg.temporal_blocks))

@@ -6,6 +6,7 @@ horizontal flips are applied here. Still images are 1-frame clips (joint image-v
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,16 +80,20 @@ def tint(rng: np.random.Generator, clip: torch.Tensor) -> torch.Tensor:
     """One random colour cast over a whole clip (T, 3, H, W) in [0, 1]: per-channel gain 0.8-1.2
     and offset -0.08..0.08. Per-frame GroupNorm hides such a global shift from the encoder's main
     path, so clips that differ only by it give the level skip a consistent reason to learn."""
-    gain = torch.from_numpy(rng.uniform(0.8, 1.2, 3)).float().view(1, 3, 1, 1)
-    offset = torch.from_numpy(rng.uniform(-0.08, 0.08, 3)).float().view(1, 3, 1, 1)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, 3)).float().view(1, 3, 1, 1).to(clip.device)
+    offset = torch.from_numpy(rng.uniform(-0.08, 0.08, 3)).float().view(1, 3, 1, 1).to(clip.device)
     return (clip * gain + offset).clamp_(0, 1)
 
 
 class ClipSampler:
-    """Draws training batches (B, 3, T, H, W) in [-1, 1] from the configured sources."""
+    """Draws training batches (B, 3, T, H, W) in [-1, 1] from the configured sources, on
+    ``device``: there the synthetic engine renders (its random draws stay on the CPU, in numpy,
+    so a batch does not depend on the device beyond float rounding) and real clips are scaled."""
 
-    def __init__(self, cfg: DataConfig, seed: int) -> None:
+    def __init__(self, cfg: DataConfig, seed: int | list[int],
+                 device: torch.device = torch.device("cpu")) -> None:
         self.cfg = cfg
+        self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.synthetic = "synthetic" in cfg.sources
         self.images = load_images(TRAIN_IMAGES) if self.synthetic else ()
@@ -99,6 +104,13 @@ class ClipSampler:
         if corpora:  # the synthetic camera engine runs over the corpus's photos too
             self.images = tuple(self.images) + tuple(p for c in corpora for p in corpus_photos(c))
             self.synthetic = True
+        self.images = tuple(img.to(self.device) for img in self.images)
+
+    def reseeded(self, seed: int | list[int]) -> "ClipSampler":
+        """A sampler over the same loaded data with its own random stream (for worker processes)."""
+        twin = copy.copy(self)
+        twin.rng = np.random.default_rng(seed)
+        return twin
 
     def _one(self, frames: int) -> torch.Tensor:
         if self.real:
@@ -114,10 +126,11 @@ class ClipSampler:
     def _real_or_synthetic(self, frames: int) -> torch.Tensor:
         u = self.rng.random()
         if u < self.cfg.flat_probability:
-            return flat_clip(self.rng, frames, self.cfg.size)
+            return flat_clip(self.rng, frames, self.cfg.size).to(self.device)
         if u < self.cfg.flat_probability + self.cfg.real_probability:
             for _ in range(20):
-                clip = self.real[self.rng.integers(len(self.real))].sample(self.rng, frames, self.cfg.size)
+                clip = self.real[self.rng.integers(len(self.real))].sample(self.rng, frames, self.cfg.size,
+                                                                            self.device)
                 if clip is not None:
                     return clip
         scfg = SynthConfig(frames=frames, height=self.cfg.size, width=self.cfg.size)
@@ -127,7 +140,7 @@ class ClipSampler:
         use_folder = self.folders and (not self.synthetic or self.rng.random() < self.cfg.folder_probability)
         if use_folder:
             src = self.folders[self.rng.integers(len(self.folders))]
-            clip = src.sample(self.rng, frames, self.cfg.size)
+            clip = src.sample(self.rng, frames, self.cfg.size).to(self.device)
         else:
             scfg = SynthConfig(frames=frames, height=self.cfg.size, width=self.cfg.size)
             clip = render_clip(self.rng, self.images, scfg)

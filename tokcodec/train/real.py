@@ -24,10 +24,28 @@ def is_corpus(path: Path) -> bool:
     return (path / "manifest.jsonl").exists()
 
 
-def _load_video(path: Path, max_frames: int) -> np.ndarray:
+def _load_video(path: Path, max_frames: int | None) -> np.ndarray:
+    """A video file (PyAV), or a folder of same-sized frames (a training pack: no decoder needed)."""
+    if path.is_dir():
+        return _load_frame_folder(path, max_frames)
     from tokcodec.io import read_frames
 
     return read_frames(path, max_frames=max_frames)
+
+
+def _load_frame_folder(folder: Path, max_frames: int | None) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:max_frames]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no frames")
+    frames = []
+    for f in files:
+        with Image.open(f) as im:
+            frames.append(np.asarray(im.convert("RGB")))
+    if any(fr.shape != frames[0].shape for fr in frames):
+        raise ValueError(f"{folder}: frames of different sizes")
+    return np.stack(frames)
 
 
 class RealVideos:
@@ -44,7 +62,8 @@ class RealVideos:
         weight = np.sqrt([len(v) for v in self.videos])
         self.p = weight / weight.sum()
 
-    def sample(self, rng: np.random.Generator, frames: int, size: int) -> torch.Tensor | None:
+    def sample(self, rng: np.random.Generator, frames: int, size: int,
+               device: torch.device = torch.device("cpu")) -> torch.Tensor | None:
         """A clip, or None when the drawn video is too small or short for this size."""
         video = self.videos[rng.choice(len(self.videos), p=self.p)]
         t, h, w, _ = video.shape
@@ -60,7 +79,7 @@ class RealVideos:
         t0 = int(rng.integers(0, t - span + 1))
         y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         clip = video[t0:t0 + span:stride, y0:y0 + side, x0:x0 + side]
-        out = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float().div_(255)
+        out = torch.from_numpy(np.ascontiguousarray(clip)).to(device).permute(0, 3, 1, 2).float().div_(255)
         if side != size:
             out = F.interpolate(out, size=(size, size), mode="area")
         return out
@@ -105,7 +124,7 @@ def holdout_clips(corpus: Path, frames: int = 17, windows: int = 2, multiple: in
             continue
         video = centre_crop(_load_video(corpus / e.file, max_frames=None), max_height, max_width, multiple)
         t = len(video)
-        starts = np.linspace(0, max(0, t - frames), windows).round().astype(int) if t >= frames else []
+        starts = np.unique(np.linspace(0, t - frames, windows).round().astype(int)) if t >= frames else []
         for k, s in enumerate(starts):
             out.append((f"{Path(e.file).stem}#{k}", np.ascontiguousarray(video[s:s + frames])))
     return out

@@ -12,6 +12,7 @@ import threading
 import time
 import tomllib
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,9 @@ class TrainConfig:
     lecam_weight: float = 0.001
     lecam_decay: float = 0.99
     ema_decay: float = 0.999
+    ema_warmup: bool = False       # ramp the EMA's decay up from 0 also when starting from trained
+                                   # weights (a short fine-tune's EMA otherwise still holds mostly
+                                   # the start weights: 0.999^600 = 55%); runs from scratch always do
     level_lr_mult: float = 1.0     # learning-rate multiplier of the encoder's level skip: it starts at
                                    # zero and must reach weights of order 1, which Adam's ~lr-sized
                                    # steps take thousands of steps to do at the base rate
@@ -78,6 +82,13 @@ class TrainConfig:
     ckpt_every: int = 500
     max_minutes: float = 0.0       # stop (with a checkpoint) after this wall time; 0 = no limit
     bf16: bool = True
+    device: str = "auto"           # auto (CUDA when present), cpu, cuda or cuda:N
+    compile: bool = False          # torch.compile the model's training forward (pays on CUDA)
+    workers: int = 0               # >0: sample batches in this many worker processes (CPU, pinned
+                                   # memory), for folders of videos that must be decoded. 0: in
+                                   # this process, with the synthetic engine on the training device
+    export_at_end: bool = True     # write ema.safetensors and raw.safetensors (fp16) into out_dir
+                                   # when the run ends (steps done, time budget, or a signal)
     threads: int = 0               # torch threads per process; 0 = leave as is
     seed: int = 0
     init_weights: str = ""         # start a fresh run from these weights (a preset name or a
@@ -153,7 +164,7 @@ def block_mean_mse(x: torch.Tensor, recon: torch.Tensor, block: int = 8) -> torc
 
 def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), as a user's decoded file holds it."""
-    return ((video[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    return ((video[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -209,38 +220,51 @@ class Trainer:
         if (cfg.search_steps > 0) != (cfg.search_weight > 0):
             raise ValueError("search_steps and search_weight work together: set both > 0 (or neither)")
         self.cfg = cfg
+        self.device = training_device(cfg.device)
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
+        if self.distributed and self.device.type == "cuda":  # one GPU per process
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.model_cfg = model_cfg or get_preset(cfg.preset)
-        self.model = VideoTokenizer(self.model_cfg)
-        self.disc = Discriminator()
+        self.model = VideoTokenizer(self.model_cfg).to(self.device)
+        self.disc = Discriminator().to(self.device)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.level_lr_mult), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99),
                                        weight_decay=cfg.weight_decay)
-        self.lecam_real = torch.zeros(())
-        self.lecam_fake = torch.zeros(())
+        self.lecam_real = torch.zeros((), device=self.device)
+        self.lecam_fake = torch.zeros((), device=self.device)
         self.step = 0
         self.elapsed = 0.0
-        data = DataConfig(cfg.sources, cfg.frames, cfg.size, real_probability=cfg.real_probability,
-                          flat_probability=cfg.flat_probability, colour_jitter=cfg.colour_jitter)
-        self.sampler = ClipSampler(data, seed=cfg.seed + 1000 * self.rank)
+        self.data_cfg = DataConfig(cfg.sources, cfg.frames, cfg.size, real_probability=cfg.real_probability,
+                                   flat_probability=cfg.flat_probability, colour_jitter=cfg.colour_jitter)
+        # with workers the sampler here only keeps the seed stream (batches come from the workers)
+        self.sampler = ClipSampler(self.data_cfg, seed=cfg.seed + 1000 * self.rank,
+                                   device=self.device if cfg.workers == 0 else torch.device("cpu"))
+        self._stream: Iterator[tuple[torch.Tensor, bool]] | None = None
+        self._stream_step = 0  # the step whose batch the worker stream yields next
         self.logger = Logger(self.out, self.rank == 0)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
-            self.model_ddp: nn.Module = DDP(self.model)
-            self.disc_ddp: nn.Module = DDP(self.disc)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model_ddp: nn.Module = DDP(self.model, device_ids=ids)
+            self.disc_ddp: nn.Module = DDP(self.disc, device_ids=ids)
         else:
             self.model_ddp, self.disc_ddp = self.model, self.disc
+        if cfg.compile:
+            self.model_ddp = torch.compile(self.model_ddp)
+        self._save_seconds = 0.0  # how long the last checkpoint took (the time budget keeps room for it)
         self._val: list[torch.Tensor] | None = None
         self._val_real: list[torch.Tensor] | None = None
         self.init_from = ""    # the weights this run started from (init_weights), kept across resumes
@@ -267,9 +291,11 @@ class Trainer:
     def save(self) -> None:
         if self.rank != 0:
             return
+        t0 = time.time()
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
         tmp.replace(self.ckpt_path)
+        self._save_seconds = time.time() - t0
 
     def init_from_weights(self, name_or_path: str) -> str:
         """Start model and EMA from trained weights (a fresh optimizer and schedule); returns
@@ -279,7 +305,8 @@ class Trainer:
         loaded = load_tokenizer(name_or_path)
         if not loaded.trained:
             raise ValueError(f"init_weights {name_or_path!r}: no trained weights to start from")
-        state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.tokenizer.state_dict().items()}
+        state = {k: (v.float() if v.is_floating_point() else v).to(self.device)
+                 for k, v in loaded.tokenizer.state_dict().items()}
         if not same_architecture(loaded.config, self.model_cfg):
             reason = growth_error(loaded.config, self.model_cfg)
             if reason:
@@ -292,11 +319,12 @@ class Trainer:
         self.model.load_state_dict(state)
         self.ema.shadow = {k: v.clone() for k, v in state.items()}
         self.init_from, self.init_sha256 = name_or_path, loaded.sha256
-        self.ema.ramp = False
+        self.ema.ramp = self.cfg.ema_warmup
         return loaded.sha256
 
     def load(self, path: Path | None = None) -> None:
-        state = torch.load(path or self.ckpt_path, map_location="cpu", weights_only=True)
+        # map_location: a checkpoint written on a GPU resumes on the CPU and back, exactly
+        state = torch.load(path or self.ckpt_path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         try:
             self.disc.load_state_dict(state["disc"])
@@ -315,7 +343,7 @@ class Trainer:
         self.elapsed = float(state["elapsed"])
         self.init_from = str(state.get("init_weights", ""))
         self.init_sha256 = str(state.get("init_sha256", ""))
-        self.ema.ramp = not self.init_from  # a resumed fine-tune keeps its full decay
+        self.ema.ramp = not self.init_from or self.cfg.ema_warmup  # as when the run started
         torch.random.set_rng_state(state["torch_rng"])
         if self.rank == 0:
             self.sampler.set_state(json.loads(state["data_rng"]))
@@ -324,12 +352,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def next_batch(self) -> tuple[torch.Tensor, bool]:
+        """This step's batch on the training device, and whether it is one of still images."""
+        if self.cfg.workers > 0:
+            if self._stream is None or self._stream_step != self.step:  # (re)start at this step
+                self._stream = iter(worker_batches(self.cfg, self.sampler, self.rank, self.step,
+                                                   pin=self.device.type == "cuda"))
+            x, images = next(self._stream)
+            self._stream_step = self.step + 1
+            return x.to(self.device, non_blocking=True), images
+        images = is_image_step(self.step, self.cfg)
+        return self.sampler.batch(*batch_shape(images, self.cfg)), images
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
-        images = cfg.image_every > 0 and self.step % cfg.image_every == cfg.image_every - 1
-        x = self.sampler.batch(cfg.batch_size * cfg.image_batch_mult, 1) if images else self.sampler.batch(cfg.batch_size)
+        x, images = self.next_batch()
         lr = lr_at(self.step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
@@ -337,6 +376,7 @@ class Trainer:
         with self._autocast():
             recon, q = self.model_ddp(x)
         recon = recon.float()
+        x = x.float()
         l1 = (recon - x).abs().mean()
         mse = ((recon - x) ** 2).mean()
         loss = cfg.l1_weight * l1 + cfg.l2_weight * mse
@@ -395,12 +435,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- validation
     def ema_model(self) -> VideoTokenizer:
-        model = VideoTokenizer(self.model_cfg)
+        model = VideoTokenizer(self.model_cfg).to(self.device)
         model.load_state_dict(self.ema.shadow)
         return model.eval()
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self, model: VideoTokenizer | None = None) -> dict[str, float]:
+        """Scores of ``model`` (default: the EMA weights) on the synthetic validation clips and,
+        with a corpus among the sources, on its held-out real videos ("real_*")."""
         if self._val is None:
             clips = validation_clips(frames=self.cfg.frames, height=self.cfg.val_height or self.cfg.size,
                                      width=self.cfg.val_width or self.cfg.size, count=self.cfg.val_clips)
@@ -409,7 +451,7 @@ class Trainer:
             real = [clip for c in corpora for _, clip in holdout_clips(
                 c, frames=17, max_height=self.cfg.val_height or 360, max_width=self.cfg.val_width or 640)]
             self._val_real = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in real]
-        model = self.ema_model()
+        model = model if model is not None else self.ema_model()
         out = self._score(model, self._val)
         if self._val_real:
             out.update({f"real_{k}": v for k, v in self._score(model, self._val_real).items()})
@@ -420,11 +462,12 @@ class Trainer:
         largest per-channel difference of a clip's mean colour, in code values)."""
         psnrs, drifts, usage = [], [], []
         for clip in clips:
-            x = clip.unsqueeze(0)
+            x = clip.unsqueeze(0).to(self.device)
             with self._autocast():
                 idx = model.encode_indices(x)
                 recon = model.decode_indices(idx).float().clamp(-1, 1)
             a, b = _to_uint8_frames(x), _to_uint8_frames(recon)
+            idx = idx.cpu()
             psnrs.append(psnr(a, b))
             drifts.append(colour_drift(a, b))
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
@@ -438,6 +481,9 @@ class Trainer:
         start_step = self.step
         t0 = time.time() - self.elapsed
         session_start = time.time()
+        budget = Budget(60 * cfg.max_minutes)
+        if cfg.max_minutes and not self._save_seconds:
+            self.save()  # a checkpoint now: one from the start, and how long the last one will take
         bar = _Progress(cfg.steps, start_step, enabled=progress and self.rank == 0)
         running: dict[str, list[float]] = {}
         stop = {"signal": None}
@@ -451,7 +497,9 @@ class Trainer:
                 previous[sig] = signal.signal(sig, request_stop)
         try:
             while self.step < cfg.steps and stop["signal"] is None:
+                step_start = time.time()
                 metrics = self.train_step()
+                budget.note_step(time.time() - step_start)
                 self.step += 1
                 self.elapsed = time.time() - t0
                 for k, v in metrics.items():
@@ -462,8 +510,10 @@ class Trainer:
                     self.logger.log(self.step, "train", avg)
                     bar.update(self.step, avg)
                     running.clear()
-                if self.step % cfg.val_every == 0 and self.rank == 0:
+                if self.step % cfg.val_every == 0 and self.rank == 0 and budget.fits(budget.validation, self._save_seconds):
+                    val_start = time.time()
                     val = self.validate()
+                    budget.validation = time.time() - val_start
                     self.logger.log(self.step, "val", val)
                     real = (f", real video {val['real_psnr']:.2f} dB (colour drift {val['real_colour_drift']:.1f})"
                             if "real_psnr" in val else "")
@@ -471,16 +521,102 @@ class Trainer:
                                 f"bit entropy {val['bit_entropy_mean']:.3f} (min {val['bit_entropy_min']:.3f})")
                 if self.step % cfg.ckpt_every == 0:
                     self.save()
-                if cfg.max_minutes and time.time() - session_start > 60 * cfg.max_minutes:
+                # stop while the last checkpoint and the exports still fit in the budget
+                if not budget.fits(budget.step, self._save_seconds * (3 if cfg.export_at_end else 1)):
                     bar.message(f"time limit reached at step {self.step}")
                     break
             if stop["signal"] is not None:
                 bar.message(f"stopped by signal {stop['signal']} at step {self.step}; checkpoint saved")
         finally:
+            if running:  # the steps since the last log line (a short run may have no other)
+                avg = {k: float(np.mean(v)) for k, v in running.items()}
+                avg["steps_per_hour"] = 3600 * (self.step - start_step) / max(1e-9, time.time() - session_start)
+                self.logger.log(self.step, "train", avg)
             self.save()
+            if cfg.export_at_end and self.rank == 0:
+                for name in self.export():
+                    bar.message(f"wrote {name}")
             bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def export(self) -> list[Path]:
+        """The run's EMA and its trained weights themselves as fp16 safetensors in out_dir
+        (ema.safetensors, raw.safetensors): after a short fine-tune the EMA still holds a share
+        of the start weights, so both are kept for comparison."""
+        written = []
+        for name, ema in (("ema", True), ("raw", False)):
+            path = self.out / f"{name}.safetensors"
+            export_weights(self.ckpt_path, path, fp16=True, ema=ema)
+            written.append(path)
+        return written
+
+
+class Budget:
+    """A run's wall-clock budget (0 = none): whether something of a given duration, plus a reserve
+    for what must still happen after it (the last checkpoint, the exports), fits in what is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.time()
+        self.step = 0.0        # the slowest recent step (an image step and a video step differ)
+        self.validation = 0.0  # how long the last validation took
+        self._recent: list[float] = []
+
+    def note_step(self, seconds: float) -> None:
+        self._recent = (self._recent + [seconds])[-8:]
+        self.step = max(self._recent)
+
+    def fits(self, seconds: float, reserve: float) -> bool:
+        if not self.seconds:
+            return True
+        left = self.seconds - (time.time() - self.start)
+        return seconds + reserve + 1.0 < left
+
+
+def training_device(name: str) -> torch.device:
+    """The device a run trains on: auto = the first GPU when CUDA is present, else the CPU."""
+    from tokcodec.device import select_runtime
+
+    return select_runtime(name, "fp32").device
+
+
+def is_image_step(step: int, cfg: TrainConfig) -> bool:
+    """Whether this step trains on a batch of still images (joint image-video training)."""
+    return cfg.image_every > 0 and step % cfg.image_every == cfg.image_every - 1
+
+
+def batch_shape(images: bool, cfg: TrainConfig) -> tuple[int, int | None]:
+    """(clips, frames) of a step's batch; frames None = the configured clip length."""
+    return (cfg.batch_size * cfg.image_batch_mult, 1) if images else (cfg.batch_size, None)
+
+
+class _WorkerBatches(torch.utils.data.IterableDataset):
+    """The batches of steps start, start+1, ... drawn by a DataLoader's worker processes: worker k
+    of n makes the batches of steps start+k, start+k+n, ..., and the loader hands them out in
+    that order. Each worker's stream is seeded by (seed, rank, start step, worker), so a resumed
+    run draws fresh, reproducible data but not the very clips an uninterrupted run would."""
+
+    def __init__(self, cfg: TrainConfig, sampler: ClipSampler, rank: int, start: int) -> None:
+        self.cfg, self.sampler, self.rank, self.start = cfg, sampler, rank, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        k, n = (info.id, info.num_workers) if info else (0, 1)
+        torch.set_num_threads(1)
+        sampler = self.sampler.reseeded([self.cfg.seed, self.rank, self.start, k])  # shares the loaded data
+        step = self.start + k
+        while True:
+            images = is_image_step(step, self.cfg)
+            yield sampler.batch(*batch_shape(images, self.cfg)), images
+            step += n
+
+
+def worker_batches(cfg: TrainConfig, sampler: ClipSampler, rank: int, start: int,
+                   pin: bool) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(_WorkerBatches(cfg, sampler, rank, start), batch_size=None,
+                                       num_workers=cfg.workers, pin_memory=pin, prefetch_factor=4,
+                                       persistent_workers=True)
 
 
 class _Progress:
