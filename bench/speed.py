@@ -1,9 +1,10 @@
-"""Speed of the default model at 640x360 next to x265 medium, measured in the same run.
+"""Speed of the default model next to x265 medium, measured in the same run.
 
-Prints tokenizer encode and decode frames/s (network + entropy coding, 17-frame GOPs, the
-CLI's runtime: bf16 autocast on CPU, channels_last_3d, all cores, glibc keeping freed memory)
-and the whole CLI path file -> .tok -> file, then x265 preset medium's encode frames/s on the
-same frames (ffmpeg from imageio-ffmpeg).
+For each size (640x360; with --device cuda also 1280x720 and 1920x1080) it prints frames/s of the
+network alone, the entropy coder alone, both in sequence (the model path), and the whole CLI path
+file -> .tok -> file (17-frame GOPs, the CLI's runtime: bf16 autocast, channels_last_3d on CPU,
+all cores, glibc keeping freed memory, entropy coding in threads beside the network), then x265
+preset medium's encode frames/s on the same frames (ffmpeg from imageio-ffmpeg).
 With --refine N it also times the CLI path's encode with decoder-in-the-loop search (encode
 --refine N), whose decode speed is that of any other file.
 """
@@ -20,38 +21,52 @@ import numpy as np
 import torch
 
 
-def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int) -> tuple[float, float]:
+def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int,
+              device: str = "auto") -> dict[str, float]:
+    """Frames/s of the network alone (encode, decode) and of the entropy coder alone (encode,
+    decode; one thread), GOP by GOP; the first pass warms up. The sequential model path is
+    1 / (1/network + 1/coder): what a decode gets with no overlap."""
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
                                          tensor_to_frames)
     from tokcodec.device import select_runtime
     from tokcodec.model.zoo import load_tokenizer
 
-    runtime = select_runtime("auto")
+    runtime = select_runtime(device)
+    sync = torch.cuda.synchronize if runtime.device.type == "cuda" else (lambda: None)
     loaded = prepare_model(load_tokenizer(model_name), runtime)
     cfg = loaded.config
     t, h, w, _ = frames.shape
     header = make_header(loaded, runtime, w, h, gop=gop)
     coder = encoder_for(header.coder_id, loaded)
     groups = [list(frames[i:i + gop]) for i in range(0, t - gop + 1, gop)]
-    enc_s = dec_s = 0.0
-    n = 0
-    for r in range(repeats + 1):  # the first pass warms up
+    sec = dict.fromkeys(("net_enc", "coder_enc", "coder_dec", "net_dec"), 0.0)
+    n = tokens = 0
+    for r in range(repeats + 1):
         for g in groups:
             t0 = time.perf_counter()
             with torch.inference_mode(), runtime.autocast():
                 idx = loaded.tokenizer.encode_indices(frames_to_tensor(g, header, runtime))
-            payload = coder.encode(idx[0].numpy().astype(np.int32), cfg.bits)
+            idx = idx[0].cpu().numpy().astype(np.int32)
             t1 = time.perf_counter()
-            tokens = coder.decode(payload, idx.shape[1:], cfg.bits)
-            with torch.inference_mode(), runtime.autocast():
-                video = loaded.tokenizer.decode_indices(torch.from_numpy(tokens.astype(np.int64))[None])
-            tensor_to_frames(video, len(g), header)
+            payload = coder.encode(idx, cfg.bits)
             t2 = time.perf_counter()
+            decoded = coder.decode(payload, idx.shape, cfg.bits)
+            t3 = time.perf_counter()
+            with torch.inference_mode(), runtime.autocast():
+                video = loaded.tokenizer.decode_indices(torch.from_numpy(decoded.astype(np.int64))[None].to(runtime.device))
+            tensor_to_frames(video, len(g), header)
+            sync()
+            t4 = time.perf_counter()
             if r:
-                enc_s += t1 - t0
-                dec_s += t2 - t1
+                for key, s in zip(sec, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    sec[key] += s
                 n += len(g)
-    return n / enc_s, n / dec_s
+                tokens += idx.size
+    out = {key: n / s for key, s in sec.items()}
+    out["coder_dec_mtok"] = tokens / sec["coder_dec"] / 1e6
+    out["model_enc"] = n / (sec["net_enc"] + sec["coder_enc"])
+    out["model_dec"] = n / (sec["net_dec"] + sec["coder_dec"])
+    return out
 
 
 def x265_fps(frames: np.ndarray, ffmpeg: str) -> float:
@@ -64,39 +79,63 @@ def x265_fps(frames: np.ndarray, ffmpeg: str) -> float:
     return t / (time.perf_counter() - t0)
 
 
+SIZES = {"360": (360, 640), "720": (720, 1280), "1080": (1080, 1920)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="default")
     ap.add_argument("--frames", type=int, default=68)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--sizes", default="", help="comma-separated of 360, 720, 1080 "
+                    "(default: 360 on the CPU, all three on CUDA)")
     ap.add_argument("--refine", type=int, default=0, help="also time encode --refine N (CLI path)")
+    ap.add_argument("--no-x265", action="store_true", help="skip the x265 comparison")
     a = ap.parse_args()
-    from tokcodec.device import keep_freed_memory, use_all_cores
+    from tokcodec.codec.parallel import coder_threads
+    from tokcodec.codec.pipeline import decode_video, encode_video
+    from tokcodec.device import keep_freed_memory, select_runtime, use_all_cores
+    from tokcodec.io import FrameWriter
     from tokcodec.train.synthetic import validation_clips
 
-    frames = validation_clips(frames=a.frames, height=360, width=640, count=1, seed=5)[0]
     use_all_cores()  # the CLI's thread policy
     keep_freed_memory()  # and its allocator policy (cli._maybe_reexec)
-    enc, dec = model_fps(a.model, frames, 17, a.repeats)
-    print(f"tokcodec {a.model} 640x360 (tokenizer + entropy coder, GOP 17, {torch.get_num_threads()} threads): "
-          f"encode {enc:.1f} fps, decode {dec:.1f} fps")
-    with tempfile.TemporaryDirectory() as tmp:
-        from tokcodec.codec.pipeline import decode_video, encode_video
-        from tokcodec.io import FrameWriter
-        src = Path(tmp) / "in.mkv"
-        with FrameWriter(src, 640, 360, Fraction(25)) as w:
-            for f in frames:
-                w.write(f)
-        es = encode_video(src, Path(tmp) / "a.tok", model=a.model)
-        ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model)
-        print(f"tokcodec CLI path (file -> .tok -> .mkv incl. video IO): encode {es.fps:.1f} fps, "
-              f"decode {ds.fps:.1f} fps, {es.bpp:.4f} bpp")
-        if a.refine:
-            rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine)
-            print(f"tokcodec CLI path encode --refine {a.refine}: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")
+    runtime = select_runtime(a.device)
+    sizes = a.sizes.split(",") if a.sizes else (["360", "720", "1080"] if runtime.device.type == "cuda" else ["360"])
+    where = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} threads")
+    print(f"tokcodec {a.model} on {where}, {runtime.precision}, GOP 17, {a.frames} frames; "
+          f"coder alone on one thread, CLI path with {coder_threads()} coder threads")
+    print(f"{'size':>6} {'net enc':>8} {'net dec':>8} {'coder enc':>10} {'coder dec':>10} {'Mtok/s':>7} "
+          f"{'model enc':>10} {'model dec':>10} {'CLI enc':>8} {'CLI dec':>8} {'bpp':>7}   (frames/s)")
+    x265_frames = None
+    for size in sizes:
+        height, width = SIZES[size]
+        frames = validation_clips(frames=a.frames, height=height, width=width, count=1, seed=5)[0]
+        x265_frames = frames if x265_frames is None else x265_frames
+        m = model_fps(a.model, frames, 17, a.repeats, a.device)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "in.mkv"
+            with FrameWriter(src, width, height, Fraction(25)) as w:
+                for f in frames:
+                    w.write(f)
+            es = encode_video(src, Path(tmp) / "a.tok", model=a.model, device=a.device)
+            ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model, device=a.device)
+            print(f"{height:>5}p {m['net_enc']:8.1f} {m['net_dec']:8.1f} {m['coder_enc']:10.1f} {m['coder_dec']:10.1f} "
+                  f"{m['coder_dec_mtok']:7.2f} {m['model_enc']:10.1f} {m['model_dec']:10.1f} {es.fps:8.1f} "
+                  f"{ds.fps:8.1f} {es.bpp:7.4f}", flush=True)
+            if a.refine and size == sizes[0]:
+                rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine, device=a.device)
+                print(f"CLI path encode --refine {a.refine} at {height}p: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")
+    print("net: the network alone; coder: the entropy coder alone; model: both in sequence, no overlap; "
+          "CLI: file -> .tok -> .mkv with video IO, coder threads overlapping the network")
+    if a.no_x265:
+        return
     try:
         import imageio_ffmpeg
-        print(f"x265 medium (crf 28) encode on the same frames: {x265_fps(frames, imageio_ffmpeg.get_ffmpeg_exe()):.1f} fps")
+        print(f"x265 medium (crf 28) encode on the same frames ({sizes[0]}p): "
+              f"{x265_fps(x265_frames, imageio_ffmpeg.get_ffmpeg_exe()):.1f} fps")
     except Exception as exc:  # noqa: BLE001
         print(f"x265: not measured ({exc})")
 

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from tokcodec.metrics import PSNR_CAP, luma, ms_ssim, ms_ssim_scales, mse, psnr, psnr_y, ssim
+from tokcodec.metrics import (PSNR_CAP, ErrorTotals, colour_drift, luma, ms_ssim, ms_ssim_scales, mse, psnr,
+                              psnr_from_mse, psnr_y, ssim)
 
 
 def _natural(t: int = 3, h: int = 96, w: int = 128) -> np.ndarray:
@@ -115,3 +116,22 @@ def test_colour_drift_is_the_largest_shift_of_a_channel_mean():
     # detail error with equal means is no drift
     swapped = ref[:, :, ::-1].copy()
     assert colour_drift(ref, swapped) == 0.0
+
+
+def test_psnr_of_errors_past_2_to_the_31_matches_a_float64_reference():
+    """One 1080p frame far from its reference: the squared error passes 2^31 (an int32 sum
+    wrapped and printed 26.38 dB for a true 22.12), and streaming frame by frame gives the
+    same numbers as one call over the whole video."""
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 256, (3, 1080, 1920, 3), dtype=np.uint8)
+    dist = (255 - ref).astype(np.uint8)
+    d = ref.astype(np.float64) - dist.astype(np.float64)
+    assert float((d[0] ** 2).sum()) > 2 ** 31
+    expected = 10 * np.log10(255.0 ** 2 / np.mean(d ** 2))
+    assert abs(psnr(ref, dist) - expected) < 1e-9
+    totals = ErrorTotals()
+    for a, b in zip(ref, dist):
+        totals.add(a, b)
+    assert totals.frames == 3 and totals.squared == int((d ** 2).sum())
+    assert totals.psnr() == psnr(ref, dist) and totals.colour_drift == colour_drift(ref, dist)
+    assert psnr_from_mse(0.0, cap=float("inf")) == float("inf") and psnr_from_mse(4.0, peak=2.0) == 0.0

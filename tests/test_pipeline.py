@@ -2,6 +2,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import smooth_clip, write_clip
 from tokcodec.codec.pipeline import (compare_videos, decode_video, encode_video, file_info,
@@ -220,12 +221,15 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
     assert (by_path.name, by_path.sha256) == ("tiny", old)
     # the two versions decode to different pictures: each file got its own weights
     assert compare_videos(tmp_path / "old.mkv", tmp_path / "new.mkv")["psnr"] < 60
+    # the batch worker decodes on the CPU; decode_video above picked CUDA where there is one, and
+    # GPU kernels do not round as the CPU's do (a lent H200: 54.5-57 dB between the two decodes)
+    same_pictures = float("inf") if not torch.cuda.is_available() else 50.0
     for option in (None, "tiny"):
         worker = Worker(BatchOptions("decode", option), device="cpu")
         for name in ("old", "new"):
             dst = tmp_path / f"batch{option}" / f"{name}.mkv"
             assert worker.run(tmp_path / f"{name}.tok", dst).status == "done"
-            assert compare_videos(tmp_path / f"{name}.mkv", dst)["psnr"] == float("inf")
+            assert compare_videos(tmp_path / f"{name}.mkv", dst)["psnr"] >= same_pictures
         if option:  # the --model loaded at start-up serves the files it fits: no second copy
             assert worker._decode_models[("tiny", new)] is worker._models[option]
     # a damaged kept version is refused by decode and by verify

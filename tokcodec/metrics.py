@@ -27,8 +27,10 @@ import numpy as np
 __all__ = [
     "PSNR_CAP",
     "MS_SSIM_WEIGHTS",
+    "ErrorTotals",
     "mse",
     "psnr",
+    "psnr_from_mse",
     "psnr_y",
     "colour_drift",
     "luma",
@@ -66,36 +68,64 @@ def _as_video(ref: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ref, dist
 
 
-def _psnr_from_mse(err: float, peak: float = _PEAK, cap: float = PSNR_CAP) -> float:
+def psnr_from_mse(err: float, peak: float = _PEAK, cap: float = PSNR_CAP) -> float:
+    """PSNR in dB of a mean squared error at this peak-to-peak range (8-bit: 255; the
+    trainer's [-1, 1] tensors: 2); ``cap`` for no error."""
     if err <= 0.0:
         return cap
     return min(cap, 10.0 * math.log10(peak * peak / err))
 
 
+class ErrorTotals:
+    """Squared error and per-channel error sums of uint8 RGB frames, accumulated exactly in
+    Python/int64 integers (one 1080p frame's squared error can pass 2^31, which an int32 sum
+    wrapped: 26.38 dB printed for a true 22.12), so a whole video streams through frame by frame.
+    The one accumulator behind :func:`mse`, :func:`psnr`, :func:`colour_drift` and the CLI's
+    ``decode --compare``."""
+
+    def __init__(self) -> None:
+        self.squared = 0                         # sum of squared differences (exact integer)
+        self.channel = np.zeros(3, np.int64)     # per-channel sum of ref - dist
+        self.values = 0                          # pixels x channels
+        self.frames = 0
+
+    def add(self, ref: np.ndarray, dist: np.ndarray) -> "ErrorTotals":
+        ref, dist = _as_video(ref, dist)
+        for s in range(0, ref.shape[0], _CHUNK):
+            d = ref[s:s + _CHUNK].astype(np.int64) - dist[s:s + _CHUNK]
+            flat = d.ravel()
+            self.squared += int(np.dot(flat, flat))  # int64: fine to 2^63, i.e. ~10^14 values
+            self.channel += d.reshape(-1, 3).sum(0)
+        self.values += ref.size
+        self.frames += ref.shape[0]
+        return self
+
+    @property
+    def mse(self) -> float:
+        return self.squared / max(self.values, 1)
+
+    def psnr(self, cap: float = PSNR_CAP) -> float:
+        return psnr_from_mse(self.mse, cap=cap)
+
+    @property
+    def colour_drift(self) -> float:
+        return float(np.abs(self.channel).max() / max(self.values // 3, 1))
+
+
 def mse(ref: np.ndarray, dist: np.ndarray) -> float:
     """Mean squared error over all pixels, channels and frames (8-bit units)."""
-    ref, dist = _as_video(ref, dist)
-    total = 0.0
-    for s in range(0, ref.shape[0], _CHUNK):
-        d = (ref[s:s + _CHUNK].astype(np.float64) - dist[s:s + _CHUNK]).ravel()
-        total += float(np.dot(d, d))  # exact: integer squares, sum far below 2**53
-    return total / ref.size
+    return ErrorTotals().add(ref, dist).mse
 
 
 def psnr(ref: np.ndarray, dist: np.ndarray, cap: float = PSNR_CAP) -> float:
     """RGB PSNR in dB from the MSE over all pixels of all frames; ``cap`` when identical."""
-    return _psnr_from_mse(mse(ref, dist), cap=cap)
+    return ErrorTotals().add(ref, dist).psnr(cap)
 
 
 def colour_drift(ref: np.ndarray, dist: np.ndarray) -> float:
     """Largest per-channel difference of the two inputs' mean colours, in 8-bit code values (a
     colour cast or level shift; 0 when the means agree, whatever the detail error)."""
-    ref, dist = _as_video(ref, dist)
-    total = np.zeros(3, np.int64)
-    for s in range(0, ref.shape[0], _CHUNK):
-        d = ref[s:s + _CHUNK].astype(np.int64) - dist[s:s + _CHUNK]
-        total += d.reshape(-1, 3).sum(0)
-    return float(np.abs(total).max() / (ref.size // 3))
+    return ErrorTotals().add(ref, dist).colour_drift
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -111,7 +141,7 @@ def psnr_y(ref: np.ndarray, dist: np.ndarray, cap: float = PSNR_CAP) -> float:
     for s in range(0, ref.shape[0], _CHUNK):
         d = (luma(ref[s:s + _CHUNK]) - luma(dist[s:s + _CHUNK])).ravel()
         total += float(np.dot(d, d))
-    return _psnr_from_mse(total / (ref.size // 3), cap=cap)
+    return psnr_from_mse(total / (ref.size // 3), cap=cap)
 
 
 def _gaussian(size: int, sigma: float = _SIGMA) -> np.ndarray:

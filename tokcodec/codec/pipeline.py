@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, TokenCoder, get_coder
+from tokcodec.codec.parallel import ordered_map
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
+from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import RefineConfig, refine_indices
 from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
@@ -249,19 +251,26 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     start = time.perf_counter()
     frames = tokens = 0
     try:
-        with tmp.open("wb") as fh:
-            writer = ContainerWriter(fh, header)
+        def tokens_of_gops() -> Iterator[tuple[int, np.ndarray]]:  # the network, in this thread
             for group in _gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime)
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
                                        autocast=runtime.autocast)
-                idx = found[0].cpu().numpy().astype(np.int32)
-                writer.add_chunk(len(group), idx.shape, coder.encode(idx, cfg.bits))
-                frames += len(group)
+                yield len(group), found[0].cpu().numpy().astype(np.int32)
+
+        def entropy_coded(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, bytes]:
+            return (*item, coder.encode(item[1], cfg.bits))
+
+        with tmp.open("wb") as fh:
+            writer = ContainerWriter(fh, header)
+            # GOPs entropy-code in worker threads while the network works on the next ones
+            for n, idx, payload in ordered_map(entropy_coded, tokens_of_gops()):
+                writer.add_chunk(n, idx.shape, payload)
+                frames += n
                 tokens += idx.size
                 if progress:
-                    progress(len(group))
+                    progress(n)
             if frames == 0:
                 raise InputError(f"{src}: no frames decoded")
             if track is not None:
@@ -311,10 +320,14 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, bits: int, source: str) -> np
 
 
 def _chunk_tokens(reader: ContainerReader) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(first frame, frames, tokens (t, h, w)) per chunk, without running the decoder network."""
+    """(first frame, frames, tokens (t, h, w)) per chunk, without running the decoder network;
+    chunks entropy-decode in worker threads ahead of the caller, yielded in order."""
     coder = get_coder(reader.header.coder_id)
-    for chunk in reader.chunks():
-        yield chunk.first_frame, chunk.frames, _decode_chunk(coder, chunk, reader.header.bits, reader.source)
+
+    def decoded(chunk: Chunk) -> tuple[int, int, np.ndarray]:
+        return chunk.first_frame, chunk.frames, _decode_chunk(coder, chunk, reader.header.bits, reader.source)
+
+    yield from ordered_map(decoded, reader.chunks())
 
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
@@ -326,12 +339,18 @@ def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
 def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[tuple[int, int, np.ndarray]]:
     """(first frame, frames, tokens) of the chunks whose tokens decode; the others are noted."""
     coder = get_coder(reader.header.coder_id)
-    for chunk in reader.chunks():
+
+    def decoded(chunk: Chunk) -> tuple[Chunk, np.ndarray | TokcodecError]:
         try:
-            yield chunk.first_frame, chunk.frames, coder.decode(chunk.payload, chunk.latent_shape,
-                                                                reader.header.bits)
+            return chunk, coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits)
         except TokcodecError as exc:
-            lost.append(f"chunk {chunk.index}: {exc}")
+            return chunk, exc
+
+    for chunk, tokens in ordered_map(decoded, reader.chunks()):
+        if isinstance(tokens, TokcodecError):
+            lost.append(f"chunk {chunk.index}: {tokens}")
+        else:
+            yield chunk.first_frame, chunk.frames, tokens
 
 
 @dataclass
@@ -511,21 +530,13 @@ def _frames_of(path: Path) -> Iterator[np.ndarray]:
 
 
 def compare_videos(reference: str | Path, decoded: str | Path) -> dict:
-    """PSNR (RGB, 8-bit) of a decoded video against its source, accumulated over all frames in
-    exact integer arithmetic (int64: one 1080p frame's squared error can pass 2^31), and the
-    mean colour drift: the largest per-channel difference of the two videos' mean colours."""
-    sq_err = 0
-    count = frames = 0
-    channel_diff = np.zeros(3, np.int64)
+    """PSNR (RGB, 8-bit, uncapped: inf when identical) of a decoded video against its source over
+    all frames, and the mean colour drift (the largest per-channel difference of the two videos'
+    mean colours), streamed frame by frame through :class:`tokcodec.metrics.ErrorTotals`."""
+    totals = ErrorTotals()
     for a, b in zip(_frames_of(Path(reference)), _frames_of(Path(decoded))):
         if a.shape != b.shape:
             raise InputError(f"{decoded}: frame size {b.shape[1]}x{b.shape[0]} differs from the reference")
-        d = a.astype(np.int64) - b.astype(np.int64)
-        sq_err += int(np.einsum("i,i->", d.ravel(), d.ravel()))
-        channel_diff += d.reshape(-1, d.shape[-1]).sum(0)
-        count += d.size
-        frames += 1
-    mse = sq_err / max(count, 1)
-    drift = np.abs(channel_diff) / max(count // 3, 1)
-    return {"frames": frames, "mse": mse, "psnr": 10 * math.log10(255 ** 2 / mse) if mse > 0 else float("inf"),
-            "colour_drift": float(drift.max())}
+        totals.add(a, b)
+    return {"frames": totals.frames, "mse": totals.mse, "psnr": totals.psnr(cap=math.inf),
+            "colour_drift": totals.colour_drift}

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokcodec.metrics import colour_drift, psnr
+from tokcodec.metrics import colour_drift, psnr, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
@@ -165,10 +165,6 @@ def block_mean_mse(x: torch.Tensor, recon: torch.Tensor, block: int = 8) -> torc
 def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), as a user's decoded file holds it."""
     return ((video[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
-
-
-def psnr_from_mse(mse: float) -> float:
-    return 10 * math.log10(4.0 / max(mse, 1e-10))  # signal range [-1, 1] -> peak-to-peak 2
 
 
 class EMA:
@@ -426,7 +422,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
             self.opt_d.step()
         ent = bit_entropy(q.bit_usage.float())
-        return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(float(mse.detach())),
+        return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(float(mse.detach()), peak=2.0),
                 "ms_ssim_loss": float(msssim.detach()), "lowpass_mse": float(lowpass.detach()), "entropy_loss": float(q.entropy_loss.detach()),
                 "commit": float(q.commit_loss.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach()),
                 "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min()),

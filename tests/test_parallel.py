@@ -1,0 +1,62 @@
+"""Entropy coding in worker threads: results in order, errors in their turn, files unchanged."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import smooth_clip, write_clip
+from tokcodec.codec.parallel import coder_threads, ordered_map
+from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
+
+
+def test_results_come_back_in_input_order_whatever_finishes_first():
+    def slow_for_even(i: int) -> tuple[int, str]:
+        time.sleep(0.02 if i % 2 == 0 else 0.0)
+        return i, threading.current_thread().name
+
+    out = list(ordered_map(slow_for_even, range(12), threads=3))
+    assert [i for i, _ in out] == list(range(12))
+    assert out[0][1] == threading.current_thread().name  # the first item warms up in the caller
+    assert any(name.startswith("tokcodec-coder") for _, name in out[1:])
+    assert list(ordered_map(lambda i: i * 2, range(5), threads=1)) == [0, 2, 4, 6, 8]
+    assert list(ordered_map(lambda i: i, [], threads=4)) == []
+
+
+def test_an_error_is_raised_at_its_items_turn_and_stops_the_rest():
+    started: list[int] = []
+
+    def fails_at_3(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ValueError("bad chunk 3")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="bad chunk 3"):
+        for r in ordered_map(fails_at_3, range(100), threads=2, ahead=2):
+            got.append(r)
+    assert got == [0, 1, 2] and max(started) < 10  # items are consumed only a few ahead
+
+
+def test_thread_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TOKCODEC_CODER_THREADS", "3")
+    assert coder_threads() == 3
+    monkeypatch.setenv("TOKCODEC_CODER_THREADS", "many")
+    with pytest.raises(ValueError, match="not a number"):
+        coder_threads()
+
+
+def test_files_and_frames_are_the_same_with_one_thread_or_four(tmp_path, tiny_model, monkeypatch):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(25, 32, 48, seed=4))
+    outputs = {}
+    for threads in ("1", "4"):
+        monkeypatch.setenv("TOKCODEC_CODER_THREADS", threads)
+        tok = tmp_path / f"t{threads}.tok"
+        encode_video(src, tok, model=tiny_model, gop=5)
+        decode_video(tok, tmp_path / f"t{threads}.y4m", model=tiny_model)
+        outputs[threads] = (tok.read_bytes(), (tmp_path / f"t{threads}.y4m").read_bytes(), read_tokens(tok)[1])
+    assert outputs["1"][0] == outputs["4"][0] and outputs["1"][1] == outputs["4"][1]
+    assert len(outputs["1"][2]) == 5 and all(np.array_equal(a, b) for a, b in zip(outputs["1"][2], outputs["4"][2]))
