@@ -294,18 +294,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _coder(coder_id: int, model_sha256: str | None):
-    """Coder 3 with the prior fitted to these weights, as the encoder would pick it (without one
-    it writes coder 2's payload, which is what this then measures)."""
-    from tokcodec.codec.entropy import get_coder
+    """The coder as the encoder builds it for these weights (coder 3: with the prior fitted to
+    them; without one it writes coder 2's payload, which is what this then measures)."""
+    from tokcodec.codec.entropy import CoderContext, get_coder
 
-    if coder_id != 3 or model_sha256 is None:
-        return get_coder(coder_id)
-    from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
+    if coder_id == 3 and model_sha256:
+        from tokcodec.codec.context_coder3 import prior_for_model
 
-    if prior_for_model(model_sha256) is None:
-        print("note: no shipped coder-3 prior for these weights; coder 3 falls back to coder 2's "
-              "bitstream (fit one with bench/fit_coder_prior.py)")
-    return ContextCoder3(model_sha256=model_sha256)
+        if prior_for_model(model_sha256) is None:
+            print("note: no shipped coder-3 prior for these weights; coder 3 falls back to coder 2's "
+                  "bitstream (fit one with bench/fit_coder_prior.py)")
+    return get_coder(coder_id, CoderContext(model_sha256=model_sha256))
 
 
 if __name__ == "__main__":

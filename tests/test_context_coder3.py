@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_coder_conformance import GOLDEN as ALL_GOLDEN
 from test_context_coder import video_tokens
 
 from tokcodec.codec import context_coder3 as c3
@@ -23,9 +24,11 @@ from tokcodec.codec.context_coder3 import (
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, get_coder
 from tokcodec.errors import FormatError
 from tokcodec.model.presets import DEFAULT_PRESET
+from tokcodec.model.zoo import shipped_digests
 
 ROOT = Path(__file__).resolve().parents[1]
-CODER = ContextCoder3()
+DEFAULT_MODEL_SHA256 = shipped_digests()[f"{DEFAULT_PRESET}.safetensors"]  # the default weights
+CODER = ContextCoder3(model_sha256=DEFAULT_MODEL_SHA256)
 PRIOR_FILE = c3.WEIGHTS_DIR / f"{DEFAULT_PRESET}.coder3.safetensors"
 
 
@@ -73,10 +76,10 @@ def test_shipped_prior_is_bound_to_the_default_weights() -> None:
     from tokcodec.model.zoo import shipped_digests
 
     prior = load_prior(PRIOR_FILE)
-    assert prior.model_sha256 == shipped_digests()[f"{DEFAULT_PRESET}.safetensors"] == c3.DEFAULT_MODEL_SHA256
+    assert prior.model_sha256 == DEFAULT_MODEL_SHA256
     assert prior.key == hashlib.sha256(PRIOR_FILE.read_bytes()).digest()[:c3.KEY_BYTES]
     assert prior.bits == 18
-    assert prior_for_model(c3.DEFAULT_MODEL_SHA256) is not None
+    assert prior_for_model(DEFAULT_MODEL_SHA256) is not None
     assert prior_for_model("00" * 32) is None
 
 
@@ -85,10 +88,10 @@ def test_priors_are_read_once_and_match_the_zoo_sums() -> None:
 
     assert c3._shipped_digests() == shipped_digests()
     assert shipped_digests()[PRIOR_FILE.name] == hashlib.sha256(PRIOR_FILE.read_bytes()).hexdigest()
-    first = prior_for_model(c3.DEFAULT_MODEL_SHA256)
+    first = prior_for_model(DEFAULT_MODEL_SHA256)
     misses = c3.shipped_priors.cache_info().misses
     for _ in range(3):
-        assert prior_for_model(c3.DEFAULT_MODEL_SHA256) is first
+        assert prior_for_model(DEFAULT_MODEL_SHA256) is first
     assert c3.shipped_priors.cache_info().misses == misses
     assert first.kernel is first.kernel             # tables built once per prior
 
@@ -107,7 +110,7 @@ def test_prior_not_matching_sha256sums_is_not_used(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(c3, "WEIGHTS_DIR", tmp_path)
     c3.shipped_priors.cache_clear()
     try:
-        assert prior_for_model(c3.DEFAULT_MODEL_SHA256) is None
+        assert prior_for_model(DEFAULT_MODEL_SHA256) is None
         assert PRIOR_FILE.name in c3.SKIPPED_PRIORS
         with pytest.raises(FormatError, match="damaged" if damage == "digest" else "not listed"):
             CODER.decode(payload, tokens.shape, 18)
@@ -132,7 +135,7 @@ def test_prior_arrays_are_checked() -> None:
     from safetensors.numpy import load
 
     arrays = load(PRIOR_FILE.read_bytes())
-    sha = c3.DEFAULT_MODEL_SHA256
+    sha = DEFAULT_MODEL_SHA256
     c3.prior_from_arrays(arrays, sha, b"test")
     for key, value in {"w1": arrays["w1"][:-1], "w2": arrays["w2"].astype(np.float32),
                        "w1 ": arrays["w1"] * 0 + 5000, "ar": arrays["ar"][:, :-1]}.items():
@@ -228,7 +231,7 @@ def test_real_tokens_roundtrip_and_beat_coder_2(real_tokens: np.ndarray) -> None
 # ----------------------------------------------------------------------------- determinism
 
 
-GOLDEN = (1501, 984009925)  # (length, crc32) with the default model's shipped prior
+GOLDEN = ALL_GOLDEN[3]  # (length, crc32) with the default model's shipped prior
 
 
 def test_golden_payload() -> None:
@@ -303,7 +306,7 @@ def test_a_prior_beyond_int32_uses_the_numpy_path() -> None:
     from safetensors.numpy import load
 
     arrays = load(PRIOR_FILE.read_bytes())
-    big = c3.prior_from_arrays({**arrays, "w2": arrays["w2"] * 3000}, c3.DEFAULT_MODEL_SHA256, b"test")
+    big = c3.prior_from_arrays({**arrays, "w2": arrays["w2"] * 3000}, DEFAULT_MODEL_SHA256, b"test")
     assert big.kernel is None
     assert load_prior(PRIOR_FILE).kernel is not None
 
@@ -316,15 +319,16 @@ def test_decode_in_fresh_process(tmp_path: Path) -> None:
     script = (
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from tokcodec.codec.entropy import get_coder\n"
+        "from tokcodec.codec.entropy import CoderContext, get_coder\n"
         "d = Path(sys.argv[1])\n"
         "tokens = np.load(d / 'tokens.npy')\n"
-        "coder = get_coder(3)\n"
+        "coder = get_coder(3, CoderContext(model_sha256=sys.argv[2]))\n"
         "out = coder.decode((d / 'payload.bin').read_bytes(), tokens.shape, 18)\n"
         "np.save(d / 'decoded.npy', out)\n"
         "(d / 'again.bin').write_bytes(coder.encode(tokens, 18))\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=ROOT, timeout=120)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), DEFAULT_MODEL_SHA256], check=True, cwd=ROOT,
+                   timeout=120)
     np.testing.assert_array_equal(np.load(tmp_path / "decoded.npy"), tokens)
     assert (tmp_path / "again.bin").read_bytes() == payload
 
@@ -402,7 +406,7 @@ def test_fitting_features_match_the_coder() -> None:
     from tokcodec.codec import context_coder as c2
 
     arrays = {k: v.astype(np.float64) for k, v in load(PRIOR_FILE.read_bytes()).items()}
-    prior = c3.prior_from_arrays(load(PRIOR_FILE.read_bytes()), c3.DEFAULT_MODEL_SHA256, b"test")
+    prior = c3.prior_from_arrays(load(PRIOR_FILE.read_bytes()), DEFAULT_MODEL_SHA256, b"test")
     hidden = prior.hidden
     tokens = video_tokens(t=2, h=9, w=13, shift=(1, 1), seed=30)
     geo = c2._geometry(9, 13, c3.LEVELS_PER_PASS)

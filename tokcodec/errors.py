@@ -23,3 +23,7 @@ class ModelError(TokcodecError):
 
 class DeviceError(TokcodecError):
     """The requested device is not available."""
+
+
+class SetupError(TokcodecError):
+    """This installation of tokcodec cannot do the job: a broken install or a missing dependency."""

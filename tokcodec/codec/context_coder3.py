@@ -74,6 +74,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -86,14 +87,16 @@ from tokcodec.codec.context_coder import (
     _Geometry,
     _Pass,
 )
-from tokcodec.codec.entropy import RawBitsCoder, _check_tokens, register_coder
+from tokcodec.codec.raw import RawBitsCoder, check_tokens as _check_tokens
 from tokcodec.errors import FormatError
+
+if TYPE_CHECKING:
+    from tokcodec.codec.entropy import CoderContext
 
 MODE_CODER2 = 2
 KEY_BYTES = 4
 PRIOR_FORMAT = "tokcodec-coder3-prior-v1"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL_SHA256 = "3e1aafc43c7c447c891d7fbab4e35367f96325db901d8c42dc3f76f531744f4a"  # fast
 
 LEVELS_PER_PASS = 2         # lattice levels (coder 2's default): 5 passes
 N_PASS_SLOTS = 5
@@ -808,13 +811,17 @@ def _near_static(arr: np.ndarray, motions: list[tuple[int, int]]) -> bool:
 @dataclass(frozen=True)
 class ContextCoder3:
     """Coder 3: learned per-tokenizer prior (see the module docstring). ``model_sha256`` picks
-    the prior the encoder uses (default: the default tokenizer's); decoding reads it from the
-    payload. Where no prior fits the tokens' bit width, the payload is coder 2's (mode 2)."""
+    the prior the encoder uses; decoding reads it from the payload. Where no shipped prior
+    belongs to the model (or fits the tokens' bit width), the payload is coder 2's (mode 2)."""
 
     coder_id: int = 3
     name: str = "context-lfq-prior"
-    model_sha256: str | None = DEFAULT_MODEL_SHA256
-    search: int = 4                 # motion search range in cells (encoder only)
+    model_sha256: str | None = None  # the tokenizer's weights, whose prior the encoder uses
+    search: int = 4                  # motion search range in cells (encoder only)
+
+    @classmethod
+    def from_context(cls, context: CoderContext | None = None) -> "ContextCoder3":
+        return cls(model_sha256=context.model_sha256 if context else None)
 
     def encode(self, tokens: np.ndarray, bits: int) -> bytes:
         c2._check_bits(bits)
@@ -904,5 +911,3 @@ class ContextCoder3:
             out += data
         return bytes(out)
 
-
-register_coder(3, ContextCoder3)

@@ -1,18 +1,23 @@
-"""Token entropy coders and their registry.
+"""Token entropy coders: their interface and their registry.
 
-Every coder maps a GOP's token grid ``(t, h, w)`` of ``bits``-bit indices to bytes and back.
-The container stores the coder id in its header, so new coders can be added without breaking
-old files: decoders look the id up here.
+Every coder maps a GOP's token grid ``(t, h, w)`` of ``bits``-bit indices to bytes and back. The
+container stores the coder id in its header, so new coders can be added without breaking old
+files: decoders look the id up here. The registry names each coder's module and class; a module
+is imported the first time its id is asked for (so reading a file's header stays cheap), and a
+coder is built from a :class:`CoderContext` (what it may need of the model: coder 3 picks the
+prior fitted to the model's tokens by the weights' SHA-256). Coders do not register themselves,
+and no coder module imports this one.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from tokcodec.errors import FormatError
+from tokcodec.codec.raw import RawBitsCoder, check_tokens  # noqa: F401  (coder 1, re-exported)
+from tokcodec.errors import FormatError, SetupError
 
 
 class TokenCoder(Protocol):
@@ -29,83 +34,40 @@ class TokenCoder(Protocol):
         """Bits spent on each latent frame (for `tokcodec info`), without decoding if possible."""
 
 
-def _check_tokens(tokens: np.ndarray, bits: int) -> np.ndarray:
-    if tokens.ndim != 3:
-        raise ValueError(f"tokens must have shape (t, h, w), got {tokens.shape}")
-    arr = np.asarray(tokens, dtype=np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= (1 << bits)):
-        raise ValueError(f"token values must lie in [0, 2**{bits})")
-    return arr
-
-
 @dataclass(frozen=True)
-class RawBitsCoder:
-    """Coder 1: every token's ``bits`` bits packed LSB-first, frame by frame (byte-aligned per frame)."""
+class CoderContext:
+    """What a coder may know of the tokenizer whose tokens it codes. Decoders need none of it:
+    a payload names whatever it was coded with (coder 3: its prior's key)."""
 
-    coder_id: int = 1
-    name: str = "raw-bits"
-
-    def encode(self, tokens: np.ndarray, bits: int) -> bytes:
-        arr = _check_tokens(tokens, bits)
-        out = []
-        for frame in arr:
-            flat = frame.reshape(-1)
-            bitplanes = ((flat[:, None] >> np.arange(bits)) & 1).astype(np.uint8)
-            out.append(np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes())
-        return b"".join(out)
-
-    def _frame_nbytes(self, shape: tuple[int, int, int], bits: int) -> int:
-        return (shape[1] * shape[2] * bits + 7) // 8
-
-    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
-        t, h, w = shape
-        per = self._frame_nbytes(shape, bits)
-        if len(payload) != per * t:
-            raise FormatError(f"raw-bits payload has {len(payload)} bytes, expected {per * t}")
-        raw = np.frombuffer(payload, dtype=np.uint8).reshape(t, per)
-        out = np.empty((t, h * w), dtype=np.int32)
-        weights = (1 << np.arange(bits)).astype(np.int64)
-        for i in range(t):
-            flat_bits = np.unpackbits(raw[i], bitorder="little")[: h * w * bits]
-            out[i] = (flat_bits.reshape(h * w, bits).astype(np.int64) @ weights).astype(np.int32)
-        return out.reshape(t, h, w)
-
-    def frame_bits(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> list[int]:
-        return [self._frame_nbytes(shape, bits) * 8] * shape[0]
+    model_sha256: str | None = None  # the weights' SHA-256 (coder 3: which prior to encode with)
 
 
-_REGISTRY: dict[int, Callable[[], TokenCoder]] = {1: RawBitsCoder}
-DEFAULT_CODER_ID = 3  # the learned-prior coder (tokcodec/codec/context_coder3.py); 1 and 2 stay decodable
+# coder id -> (module, class); each class has ``from_context(CoderContext) -> coder``
+CODERS: dict[int, tuple[str, str]] = {
+    1: ("tokcodec.codec.raw", "RawBitsCoder"),
+    2: ("tokcodec.codec.context_coder", "ContextCoder"),
+    3: ("tokcodec.codec.context_coder3", "ContextCoder3"),
+}
+DEFAULT_CODER_ID = 3  # the learned-prior coder; 1 and 2 stay decodable
 
 
-def register_coder(coder_id: int, factory: Callable[[], TokenCoder]) -> None:
-    _REGISTRY[coder_id] = factory
-
-
-def get_coder(coder_id: int) -> TokenCoder:
-    """Return the coder for an id read from a file; unknown ids are a clean FormatError."""
-    _load_optional_coders()
+def get_coder(coder_id: int, context: CoderContext | None = None) -> TokenCoder:
+    """The coder for an id (read from a file, or chosen to write one). An unknown id is a clean
+    FormatError; a known coder whose module fails to import is a SetupError saying so."""
     try:
-        return _REGISTRY[coder_id]()
-    except KeyError:
+        module, name = CODERS[coder_id]
+    except (KeyError, TypeError):
         raise FormatError(
-            f"unknown entropy coder id {coder_id} (this tokcodec knows {sorted(_REGISTRY)}); "
+            f"unknown entropy coder id {coder_id} (this tokcodec knows {sorted(CODERS)}); "
             "a newer tokcodec may be needed"
         ) from None
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise SetupError(f"entropy coder {coder_id} ({module}) cannot be loaded: {exc}; "
+                         "this installation of tokcodec is broken or lacks a dependency") from exc
+    return cls.from_context(context or CoderContext())
 
 
 def coder_ids() -> list[int]:
-    _load_optional_coders()
-    return sorted(_REGISTRY)
-
-
-def _load_optional_coders() -> None:
-    """Import coder modules that register themselves (kept separate so each has one job)."""
-    try:
-        from tokcodec.codec import context_coder  # noqa: F401
-    except ImportError:
-        pass
-    try:
-        from tokcodec.codec import context_coder3  # noqa: F401
-    except ImportError:
-        pass
+    return sorted(CODERS)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header
-from tokcodec.codec.entropy import DEFAULT_CODER_ID, TokenCoder, get_coder
+from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import ordered_map
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.device import Runtime, select_runtime
@@ -210,12 +210,9 @@ def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, 
 
 
 def encoder_for(coder_id: int, loaded: LoadedModel) -> TokenCoder:
-    """The coder that writes a file's chunks; coder 3 uses the prior fitted to this model's tokens
-    (and falls back to coder 2's bitstream inside its payload when the model has none)."""
-    if coder_id == 3:
-        from tokcodec.codec.context_coder3 import ContextCoder3
-        return ContextCoder3(model_sha256=loaded.sha256)
-    return get_coder(coder_id)
+    """The coder that writes a file's chunks, built for this model (coder 3 uses the prior
+    fitted to its tokens, and coder 2's bitstream inside its payload when it has none)."""
+    return get_coder(coder_id, CoderContext(model_sha256=loaded.sha256))
 
 
 def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction) -> tuple[AudioTrack | None, str]:
