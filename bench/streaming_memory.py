@@ -6,7 +6,6 @@ not grow with the video's length: long/short should stay <= 1.2.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -43,8 +42,9 @@ main()
 
 
 def peak_rss_mb(args: list[str]) -> float:
-    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="68719476736",
-               TOKCODEC_NO_REEXEC="1")  # the CLI's own settings, without its re-exec
+    from tokcodec.device import allocator_environment
+
+    env = {**allocator_environment(), "TOKCODEC_NO_REEXEC": "1"}  # the CLI's own settings, without its re-exec
     res = subprocess.run([sys.executable, "-c", _CHILD, *args, "-q", "-y"], capture_output=True,
                          text=True, env=env)
     if res.returncode != 0:

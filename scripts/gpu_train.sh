@@ -23,6 +23,4 @@ PY=${PYTHON:-$(command -v python3)}
 config=$1 minutes=$2
 shift 2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-# glibc keeps freed buffers for reuse (the CLI's own policy; see tokcodec/device.py)
-export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
 exec "$PY" -m tokcodec.train.kit --config "$config" --minutes "$minutes" --out "${OUT:-runs/gpu_out}" "$@"

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from tokcodec.device import allocator_environment, keep_freed_memory
+
 os.environ.setdefault("TOKCODEC_NO_REEXEC", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+keep_freed_memory()  # the CLI's allocator policy, as `tokcodec` itself runs (faster tests),
+os.environ.update(allocator_environment())  # here and in the processes tests start
 
 
 def smooth_clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:

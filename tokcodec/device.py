@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
 
+from tokcodec.allocator import ALLOCATOR_POLICY, allocator_environment, keep_freed_memory  # noqa: F401
 from tokcodec.errors import DeviceError
 
 
@@ -58,24 +57,3 @@ def use_all_cores() -> None:
     count with OMP_NUM_THREADS. Library callers keep whatever torch.set_num_threads they chose."""
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-
-
-def keep_freed_memory() -> None:
-    """The CLI's allocator policy, applied to a running process (the CLI sets it through the
-    environment before Python starts, so that its batch workers inherit it: cli._maybe_reexec).
-    glibc then serves every allocation from its heap and keeps freed memory for reuse. By default
-    each activation buffer above the mmap threshold is a fresh mapping that the kernel zero-fills
-    page by page on every call: measured here, 60 000-125 000 page faults and +10-30% time per
-    decoded 640x360 GOP. mallopt takes an int, so the trim threshold is 2 GiB (the CLI's
-    environment says 64 GiB). A no-op where the C library is not glibc."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):  # None (or ValueError) off glibc
-            return
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
-    except (ValueError, OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_max = -1, -4
-    mallopt(m_mmap_max, 0)
-    mallopt(m_trim_threshold, 2**31 - 1)

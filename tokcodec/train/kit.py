@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, help="run directory (default runs/kit-TIME)")
     ap.add_argument("--dry-run", action="store_true", help="the same run on the CPU, small batches")
     args = ap.parse_args(argv)
+    from tokcodec.device import keep_freed_memory
+
+    keep_freed_memory()  # the CLI's allocator policy (tokcodec train gets it by re-exec)
     summary = run(args.config, args.minutes, args.out, args.data, args.device, args.dry_run, args.run_dir)
     for name in ("ema", "raw"):
         s = summary[name]
