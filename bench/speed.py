@@ -100,7 +100,7 @@ def main() -> None:
     from tokcodec.train.synthetic import validation_clips
 
     use_all_cores()  # the CLI's thread policy
-    keep_freed_memory()  # and its allocator policy (cli._maybe_reexec)
+    keep_freed_memory()  # and its allocator policy (tokcodec/allocator.py)
     runtime = select_runtime(a.device)
     sizes = a.sizes.split(",") if a.sizes else (["360", "720", "1080"] if runtime.device.type == "cuda" else ["360"])
     where = (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda"

@@ -14,7 +14,7 @@ import typer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from tokcodec.bench import clips  # noqa: E402
-from tokcodec.bench.cli import bench  # noqa: E402
+from tokcodec.cli.bench import bench  # noqa: E402
 from tokcodec.bench.codecs import tokcodec_api  # noqa: E402
 from tokcodec.bench.ffmpeg import find_ffmpeg  # noqa: E402
 from tokcodec.bench.results import METRICS  # noqa: E402

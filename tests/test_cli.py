@@ -170,3 +170,28 @@ def test_cli_thread_policy(monkeypatch, omp):
         assert torch.get_num_threads() == (3 if omp is None else 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_command_shares_one_error_policy(tmp_path):
+    """bench and batch fail as encode does: one `tokcodec: error:` line, exit 1, no traceback."""
+    missing = tmp_path / "missing.mkv"
+    for args in (("encode", missing, "-o", tmp_path / "a.tok"),
+                 ("bench", missing, "-o", tmp_path / "bench", "--codecs", "tokcodec"),
+                 ("batch", "encode", missing, tmp_path / "out")):
+        res = run(*args)
+        assert res.returncode == 1, (args, res.stderr)
+        assert_clean_error(res, "tokcodec: error:")
+
+
+def test_the_cli_package_starts_light_and_without_cycles():
+    """Importing the CLI loads no torch, no coder and no batch engine (start-up stays fast), and
+    its sub-commands import the policy module, never the app."""
+    code = ("import sys, tokcodec.cli, tokcodec.cli.batch, tokcodec.cli.bench\n"
+            "heavy = [m for m in ('torch', 'av', 'tokcodec.batch.run', 'tokcodec.codec.context_coder3') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    from pathlib import Path
+    import tokcodec.cli as cli_pkg
+    for name in ("batch.py", "bench.py", "policy.py", "options.py", "progress.py"):
+        text = (Path(cli_pkg.__file__).parent / name).read_text()
+        assert "tokcodec.cli.app" not in text and "from tokcodec.cli import" not in text, name

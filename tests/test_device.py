@@ -38,7 +38,7 @@ def test_keep_freed_memory_serves_big_buffers_from_the_heap_and_keeps_them():
             return info.arena, mapped - info.hblkhd
 
         default = heap_and_mapped()
-        from tokcodec.device import keep_freed_memory
+        from tokcodec.allocator import keep_freed_memory
         keep_freed_memory()
         kept = heap_and_mapped()
         print(*default, *kept)

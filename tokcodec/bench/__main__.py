@@ -1,4 +1,4 @@
 """``python -m tokcodec.bench CLIP... -o DIR``: the bench without the main CLI."""
-from tokcodec.bench.cli import main
+from tokcodec.cli.bench import main
 
 main()

@@ -7,14 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
+from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
+                                  Precision, Refine, Scale)
+from tokcodec.cli.policy import errors
+
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode or decode whole folder trees (resumable; local processes or Ray).")
 
 _GLOB = "(path relative to SRC, or file name); repeatable."
 Include = Annotated[list[str] | None, typer.Option("--include", help=f"Only files matching this glob {_GLOB}")]
 Exclude = Annotated[list[str] | None, typer.Option("--exclude", help=f"Leave out files matching this glob {_GLOB}")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
 Workers = Annotated[int | None, typer.Option(
     "--workers", "-j", show_default=False,
     help="Worker processes (Ray: actors), each loading the model once "
@@ -23,16 +25,14 @@ Engine = Annotated[str, typer.Option("--engine", help="local, or ray (pip instal
 Address = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster address \\[default: RAY_ADDRESS, else a new local Ray instance].")]
 Force = Annotated[bool, typer.Option("--force", help="Redo outputs that are already complete.")]
-NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: kept).")]
-Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only failures (and the summary if any).")]
+BatchQuiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only failures (and the summary if any).")]
 
 
 def _run(fn: Callable[..., Any], quiet: bool, **kwargs: Any) -> None:
     from tokcodec.batch.progress import default_reporter
     from tokcodec.batch.run import BatchInterrupted
-    from tokcodec.cli import _errors
 
-    with _errors():
+    with errors():
         try:
             summary = fn(reporter=default_reporter(quiet), **kwargs)
         except BatchInterrupted as exc:
@@ -51,19 +51,18 @@ def encode(
     dst: Annotated[Path, typer.Argument(help="Output folder: SRC's tree mirrored, .tok appended.")],
     include: Include = None,
     exclude: Exclude = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")] = "default",
-    gop: Annotated[int, typer.Option("--gop", help="Frames per independently decodable chunk (1 + 4k).")] = 17,
-    scale: Annotated[float, typer.Option("--scale", help="Tokenize at this fraction of the size (rate knob).")] = 1.0,
-    refine: Annotated[int, typer.Option("--refine", min=0, help="Decoder-in-the-loop token search steps per GOP "
-                                        "(closer pictures, much slower encode; see tokcodec encode --help).")] = 0,
+    model: Model = "default",
+    gop: Gop = 17,
+    scale: Scale = 1.0,
+    refine: Refine = 0,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
     engine: Engine = "local",
     address: Address = None,
     force: Force = False,
-    no_audio: NoAudio = False,
-    quiet: Quiet = False,
+    no_audio: NoAudioEncode = False,
+    quiet: BatchQuiet = False,
 ) -> None:
     """Encode every video/image under SRC into DST (a/clip.mp4 -> a/clip.mp4.tok).
 
@@ -86,17 +85,15 @@ def decode(
              "decode can write it, else mkv].")] = None,
     include: Include = None,
     exclude: Exclude = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", show_default=False,
-        help="Weights to use \\[default: the preset named in each file].")] = None,
+    model: DecodeModel = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
     engine: Engine = "local",
     address: Address = None,
     force: Force = False,
-    no_audio: NoAudio = False,
-    quiet: Quiet = False,
+    no_audio: NoAudioDecode = False,
+    quiet: BatchQuiet = False,
 ) -> None:
     """Decode every .tok under SRC into DST (a/clip.mp4.tok -> a/clip.mp4)."""
     from tokcodec.batch.run import batch_decode

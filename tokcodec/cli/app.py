@@ -1,15 +1,18 @@
-"""The `tokcodec` command line: a thin typer layer over tokcodec's library API."""
+"""The `tokcodec` commands: each parses its options and calls the library."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
+
+from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
+                                  Overwrite, Precision, Quiet, Refine, Scale)
+from tokcodec.cli.policy import errors
+from tokcodec.cli.progress import frame_progress, stats_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
@@ -18,100 +21,35 @@ HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch"}
 CODING_COMMANDS = {"encode", "decode", "bench", "batch"}  # train sets its own threads (config)
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"tokcodec: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Turn expected failures into one line on stderr and a non-zero exit, never a traceback."""
-    from tokcodec.errors import TokcodecError
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        typer.echo("tokcodec: interrupted", err=True)
-        raise typer.Exit(130)
-    except BrokenPipeError:
-        # whoever read our stdout stopped early (`tokcodec models | head`): a normal end for a
-        # Unix tool, not an error; point stdout at /dev/null so the exit-time flush stays quiet
-        with contextlib.suppress(OSError, ValueError):  # stdout may be replaced, e.g. in tests
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        raise typer.Exit(141)
-    except (TokcodecError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(str(exc))
-    except MemoryError:
-        _fail("out of memory (try a smaller --gop or --scale)")
-    except Exception as exc:  # noqa: BLE001 - last resort: still one line unless debugging
-        if os.environ.get("TOKCODEC_DEBUG"):
-            raise
-        _fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)")
-
-
-@contextmanager
-def _frame_progress(label: str, total: int | None, quiet: bool):
-    """A rich progress bar with frames/s on stderr; yields an advance(n) callback."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeRemainingColumn)
-
-    class FpsColumn(TextColumn):
-        def render(self, task):  # type: ignore[override]
-            speed = task.finished_speed or task.speed
-            from rich.text import Text
-            return Text(f"{speed:6.1f} fps" if speed else "   -- fps")
-
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                        FpsColumn(""), TimeRemainingColumn(), console=Console(stderr=True),
-                        transient=True)
-    with progress:
-        task = progress.add_task(label, total=total or None)
-        yield lambda n: progress.advance(task, n)
-
-
-def _stats_line(text: str, quiet: bool) -> None:
-    if not quiet:
-        typer.echo(text, err=True)
-
-
 @app.command()
 def encode(
     input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .tok file."),
-    model: str = typer.Option("default", "--model", "-m", help="Preset name or a .safetensors weights file."),
-    gop: int = typer.Option(17, "--gop", help="Frames per independently decodable chunk (1 + 4k)."),
-    scale: float = typer.Option(1.0, "--scale", help="Tokenize at this fraction of the size (rate knob); decode restores the size."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    model: Model = "default",
+    gop: Gop = 17,
+    scale: Scale = 1.0,
+    device: Device = "auto",
+    precision: Precision = "auto",
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
-    refine: int = typer.Option(0, "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps "
-                               "(same format and decode speed). With the default model at 640x360: +2.4 dB PSNR at 8, +3.4 at 32 "
-                               "on held-out clips, ~1 fps encode at 8 on 2 CPU cores, ~1 GB more memory per 17-frame GOP."),
+    refine: Refine = 0,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
-    no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio (default: keep the first audio stream)."),
-    overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or stats line."),
+    no_audio: NoAudioEncode = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens)."""
-    with _errors():
+    with errors():
         from tokcodec.codec.pipeline import encode_video
         from tokcodec.io import probe
         total = probe(input).frame_count or None
         if frames and total:
             total = min(total, frames)
-        with _frame_progress("encode", total, quiet) as advance:
+        with frame_progress("encode", total, quiet) as advance:
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine)
         search = f", refine {st.refine}" if st.refine else ""
-        _stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
+        stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{search}); audio: {st.audio}", quiet)
 
@@ -120,23 +58,23 @@ def encode(
 def decode(
     input: Path = typer.Argument(..., help="A .tok file."),
     output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png or a directory of PNGs."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to use (default: the preset named in the file)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR against this original."),
-    no_audio: bool = typer.Option(False, "--no-audio", help="Leave the stored audio out of the output."),
+    model: DecodeModel = None,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR and colour drift against this original."),
+    no_audio: NoAudioDecode = False,
     salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
                                  "frames repeat the last good one (black before it) and are listed."),
-    overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or stats line."),
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs)."""
-    with _errors():
+    with errors():
         from tokcodec.codec.pipeline import compare_videos, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
         with (open_salvage(input) if salvage else open_tok(input)) as reader:
             total = reader.frame_count
-        with _frame_progress("decode", total, quiet) as advance:
+        with frame_progress("decode", total, quiet) as advance:
             st = decode_video(input, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage)
         for problem in st.problems:
@@ -152,7 +90,7 @@ def decode(
         if compare is not None:
             cmp = compare_videos(compare, output)
             line += f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
-        _stats_line(line, quiet)
+        stats_line(line, quiet)
 
 
 @app.command()
@@ -161,7 +99,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file."""
-    with _errors():
+    with errors():
         from tokcodec.codec.pipeline import file_info
         data = file_info(input)
         if as_json:
@@ -208,7 +146,7 @@ def verify(
 ) -> None:
     """Check every checksum and the weights hash of .tok files without decoding video.
     Exit status 0 when all are good, 1 when any is bad."""
-    with _errors():
+    with errors():
         from tokcodec.codec.verify import verify_file
         bad = 0
         for path in files:
@@ -229,10 +167,10 @@ def tokens(
     input: Path = typer.Argument(..., help="A .tok file."),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors."),
     split: Optional[int] = typer.Option(None, "--split", help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
-    overwrite: bool = typer.Option(False, "-y", "--overwrite", help="Overwrite the output."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Export the token indices without running the decoder network."""
-    with _errors():
+    with errors():
         from tokcodec.tokens import export_tokens
         shape = export_tokens(input, output, split_bits=split, overwrite=overwrite)
         typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)
@@ -241,7 +179,7 @@ def tokens(
 @app.command()
 def models() -> None:
     """List the model presets, their compression and whether trained weights ship."""
-    with _errors():
+    with errors():
         from tokcodec.model.presets import DEFAULT_PRESET, PRESETS
         from tokcodec.model.zoo import kept_versions, parameter_count, shipped_weights_path
         for name, cfg in PRESETS.items():
@@ -272,7 +210,7 @@ def train(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""
-    with _errors():
+    with errors():
         from tokcodec.train.trainer import TrainConfig, resumed_config, train as run_training
         overrides = {k: v for k, v in {"out_dir": out_dir, "preset": preset, "steps": steps,
                                        "sources": tuple(data) if data else None,
@@ -293,11 +231,11 @@ def export_weights(
     output: Path = typer.Option(..., "-o", "--output", help="OUT.safetensors"),
     fp32: bool = typer.Option(False, "--fp32", help="Keep fp32 (default: fp16)."),
     raw: bool = typer.Option(False, "--raw", help="The trained weights themselves, not their EMA."),
-    overwrite: bool = typer.Option(False, "-y", "--overwrite"),
+    overwrite: Overwrite = False,
 ) -> None:
     """Export a checkpoint's EMA weights (or with --raw the trained weights) as a safetensors file
     usable with --model."""
-    with _errors():
+    with errors():
         from tokcodec.codec.pipeline import check_output
         from tokcodec.train.trainer import export_weights
         check_output(output, overwrite)
@@ -305,23 +243,15 @@ def export_weights(
         typer.echo(f"wrote {output} (sha256 {digest})", err=True)
 
 
-def _register_optional_commands() -> None:
-    try:
-        from tokcodec.bench.cli import bench
-    except ImportError:
-        return
+def _register_commands() -> None:
+    from tokcodec.cli.batch import batch_app
+    from tokcodec.cli.bench import bench
+
     app.command(help="Rate-distortion bench against x265, vvenc, SVT-AV1 and x264 via ffmpeg.")(bench)
-
-
-_register_optional_commands()
-
-
-def _register_batch_commands() -> None:
-    from tokcodec.batch.cli import batch_app
     app.add_typer(batch_app, name="batch")
 
 
-_register_batch_commands()
+_register_commands()
 
 
 def _maybe_reexec() -> None:

@@ -1,7 +1,8 @@
-"""The ``tokcodec bench`` command (a typer command function; the main CLI registers it).
+"""The ``tokcodec bench`` command over the installed RD bench (tokcodec/bench/).
 
 Importing this module is cheap: numpy, matplotlib, PyAV and torch are imported only when a bench
-runs. Standalone use: ``python -m tokcodec.bench CLIP... -o DIR``.
+runs. Standalone use: ``python -m tokcodec.bench CLIP... -o DIR``. Errors follow the CLI's one
+policy (tokcodec/cli/policy.py): one line, exit 1.
 """
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from tokcodec.cli.options import Device, Refine
+from tokcodec.cli.policy import errors
 
 __all__ = ["bench", "main"]
 
@@ -24,28 +28,24 @@ def bench(
     frames: Annotated[Optional[int], typer.Option(min=1, help="Use at most N frames of each clip.")] = None,
     anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
     model: Annotated[str, typer.Option(help="tokcodec model: preset name or .safetensors weights file.")] = "default",
-    device: Annotated[str, typer.Option(help="tokcodec device (auto, cpu, cuda, ...).")] = "auto",
-    refine: Annotated[int, typer.Option(min=0, help="tokcodec encode --refine steps (slow encode, better pictures).")] = 0,
+    device: Device = "auto",
+    refine: Refine = 0,
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RD plots (PNG).")] = True,
     keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the raw intermediate files.")] = False,
 ) -> None:
     """Rate-distortion of tokcodec against HEVC (x265), VVC (vvenc), AV1 (SVT-AV1) and x264."""
-    from tokcodec.bench.rd import BenchConfig, parse_codecs, run_bench
-    from tokcodec.bench.report import markdown, write_all
-    from tokcodec.errors import TokcodecError
+    with errors():
+        from tokcodec.bench.rd import BenchConfig, parse_codecs, run_bench
+        from tokcodec.bench.report import markdown, write_all
 
-    try:
         cfg = BenchConfig(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
             frames=frames, anchor=anchor, model=model, device=device, refine=refine, with_vmaf=vmaf,
             plots=plots, keep_work=keep_work,
         )
         report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))
-    except TokcodecError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    paths = write_all(report, out, plots=plots)
+        paths = write_all(report, out, plots=plots)
     typer.echo(markdown(report))
     typer.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['bd_csv']}, {paths['markdown']}"
                + (f", {paths['plots']}/*.png" if "plots" in paths else ""), err=True)

@@ -1,0 +1,24 @@
+"""Options that several commands share (encode, decode, batch encode/decode), declared once.
+Help texts say what an option does; measured effects live in the docs, where they are dated."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
+DecodeModel = Annotated[Optional[str], typer.Option(
+    "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
+Gop = Annotated[int, typer.Option("--gop", help="Frames per independently decodable chunk (1 + 4k).")]
+Scale = Annotated[float, typer.Option(
+    "--scale", help="Tokenize at this fraction of the size (rate knob); decode restores the size.")]
+Refine = Annotated[int, typer.Option(
+    "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps: closer "
+    "pictures, same format and decode speed, a much slower encode that needs more memory "
+    "(docs/usage.md).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
+NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]
+NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
+Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or stats line.")]
