@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tokcodec.codec import context_coder as c2
+from tokcodec.codec import lattice
 from tokcodec.codec import context_coder3 as c3
 
 W1_SCALE = 256              # first-layer weights and biases in 1/256
@@ -110,13 +110,13 @@ def gop_features(gop: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np
     """Features (n, F) float32, bits (n, bits) uint8 and latent frame index (n,) of one GOP, in
     coder 3's coding order, built with coder 3's own functions."""
     t, h, w = gop.shape
-    geo = c2._geometry(h, w, c3.LEVELS_PER_PASS)
+    geo = lattice.geometry(h, w, c3.LEVELS_PER_PASS)
     xs, ys, fs = [], [], []
     prev = None
     for f in range(t):
-        motion = (0, 0) if f == 0 else c2._search_motion(gop[f - 1], gop[f], 4)
+        motion = (0, 0) if f == 0 else lattice.search_motion(gop[f - 1], gop[f], 4)
         prev_feats, has = c3._prev_features(geo, bits, prev, motion)
-        planes = c2._unpack(gop[f].reshape(-1)[geo.order], bits)
+        planes = lattice.unpack_bits(gop[f].reshape(-1)[geo.order], bits)
         signs = np.zeros((h * w + 1, bits), np.float32)
         signs[:-1] = planes * 2.0 - 1.0
         for i, ps in enumerate(geo.passes):
@@ -176,7 +176,7 @@ def fit(x: np.ndarray, y: np.ndarray, bits: int, hidden: int, epochs: int, seed:
 def quantise(fl: dict[str, np.ndarray], bits: int) -> dict[str, np.ndarray]:
     """Float MLP -> the integer arrays of a prior file (see coder 3's docstring for the units)."""
     centre = (np.arange(-c3.LOGIT_RANGE, c3.LOGIT_RANGE + 1) + 0.5) / (1 << (12 - c3.LOGIT_SHIFT))
-    prob = np.rint(c2.PROB_ONE / (1 + np.exp(-centre))).clip(1, c2.PROB_ONE - 1)
+    prob = np.rint(lattice.PROB_ONE / (1 + np.exp(-centre))).clip(1, lattice.PROB_ONE - 1)
     return {
         "w1": np.clip(np.rint(fl["w1"] * W1_SCALE), -2047, 2047).astype(np.int32),
         "b1": np.clip(np.rint(fl["b1"] * W1_SCALE), -(1 << 20), 1 << 20).astype(np.int32),

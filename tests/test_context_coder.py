@@ -14,8 +14,8 @@ from tokcodec.codec.context_coder import (
     MODE_RAW,
     ContextCoder,
     _flip_bytes,
-    _geometry,
 )
+from tokcodec.codec.lattice import geometry
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError
 
@@ -247,7 +247,7 @@ def test_raw_mode_corruption_raises() -> None:
 def test_wrong_header_fields_raise(coded: tuple[np.ndarray, bytes]) -> None:
     tokens, payload = coded
     t, h, w = tokens.shape
-    passes = len(_geometry(h, w, CODER.config.levels).passes)
+    passes = len(geometry(h, w, CODER.config.levels).passes)
     lengths_at = 5 + (t - 1) + _flip_bytes(passes, 18)
     cases = {
         "unknown mode": bytes([7]) + payload[1:],

@@ -73,7 +73,6 @@ def test_registered_as_coder_3_and_default_unchanged() -> None:
 
 
 def test_shipped_prior_is_bound_to_the_default_weights() -> None:
-    from tokcodec.model.zoo import shipped_digests
 
     prior = load_prior(PRIOR_FILE)
     assert prior.model_sha256 == DEFAULT_MODEL_SHA256
@@ -84,7 +83,6 @@ def test_shipped_prior_is_bound_to_the_default_weights() -> None:
 
 
 def test_priors_are_read_once_and_match_the_zoo_sums() -> None:
-    from tokcodec.model.zoo import shipped_digests
 
     assert c3._shipped_digests() == shipped_digests()
     assert shipped_digests()[PRIOR_FILE.name] == hashlib.sha256(PRIOR_FILE.read_bytes()).hexdigest()
@@ -403,18 +401,18 @@ def test_fitting_features_match_the_coder() -> None:
     silently code worse than it measured."""
     from safetensors.numpy import load
 
-    from tokcodec.codec import context_coder as c2
+    from tokcodec.codec import lattice
 
     arrays = {k: v.astype(np.float64) for k, v in load(PRIOR_FILE.read_bytes()).items()}
     prior = c3.prior_from_arrays(load(PRIOR_FILE.read_bytes()), DEFAULT_MODEL_SHA256, b"test")
     hidden = prior.hidden
     tokens = video_tokens(t=2, h=9, w=13, shift=(1, 1), seed=30)
-    geo = c2._geometry(9, 13, c3.LEVELS_PER_PASS)
+    geo = lattice.geometry(9, 13, c3.LEVELS_PER_PASS)
     model = c3._Model(prior, 18)
     prev = None
     for f in range(2):
         prev_feats, has = c3._prev_features(geo, 18, prev, (0, 0) if f == 0 else (1, 1))
-        planes = c2._unpack(tokens[f].reshape(-1)[geo.order], 18)
+        planes = lattice.unpack_bits(tokens[f].reshape(-1)[geo.order], 18)
         fr = c3._Frame3(np.zeros((9 * 13 + 1, 18), np.float32), planes,
                         model.start_frame(geo, prev_feats, has, f == 0), model.pred_part(prev_feats))
         fr.signs[:-1] = planes * 2.0 - 1.0

@@ -42,24 +42,19 @@ The encoder stores the whole GOP raw when coding would not be smaller (e.g. rand
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 
+from tokcodec.codec.lattice import (HEADER_BYTES, MAX_BITS, MODE_CONTEXT, MODE_RAW, PROB_BITS, PROB_ONE,
+                                    Geometry, Pass, check_bits, check_shape, geometry, popcount,
+                                    raw_frame_bytes, search_motion, token_crc, unpack_bits)
 from tokcodec.codec.raw import RawBitsCoder, check_tokens as _check_tokens
+from tokcodec.codec.segments import append_segments, pack_motion, read_mode, read_motion, read_segments
 from tokcodec.errors import FormatError
 
-MODE_RAW = 0
-MODE_CONTEXT = 1
-HEADER_BYTES = 5            # mode + crc32
-PROB_BITS = 12
-PROB_ONE = 1 << PROB_BITS
-MAX_BITS = 20
-MAX_MOTION = 7              # |motion component| in cells a payload may carry
-MAX_TOKENS = 1 << 22        # per GOP (4.2 M: 8K video), checked before any allocation
 
 # Bit contexts: fine = (T * N_Q + q) * N_SPATIAL + s, with
 #   T = pred bit * 10 + ones in the pred 3x3 (0..19) for a predicted cell;
@@ -134,96 +129,7 @@ class ContextCoderConfig:
 # --------------------------------------------------------------------------- geometry
 
 
-@dataclass(frozen=True)
-class _Pass:
-    start: int               # cells [start, stop) of the pass order
-    stop: int
-    nbr: np.ndarray          # (4, n) pass-order positions of coded neighbours; hw = "none"
-    known: np.ndarray        # (n,) int32 number of coded neighbours
-    base: np.ndarray         # (n,) int32 k(k+1)/2, the known-count part of the spatial digit
-    has_nbrs: bool
-    known_u8: np.ndarray     # (n,) uint8 copy of known
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Cells of an h x w grid in pass order: state arrays are kept in this order so a pass is a
-    contiguous slice; row hw of the neighbour-read arrays is a sentinel that reads as zero."""
-
-    h: int
-    w: int
-    order: np.ndarray        # pass-order position -> row-major cell
-    passes: tuple[_Pass, ...]
-
-
-@lru_cache(maxsize=64)
-def _geometry(h: int, w: int, levels: int) -> _Geometry:
-    yy, xx = np.mgrid[0:h, 0:w]
-    done = np.zeros((h, w), bool)
-    stride = 1 << levels
-    steps: list[tuple[np.ndarray, list[tuple[int, int]]]] = []
-    first = (yy % stride == 0) & (xx % stride == 0)
-    steps.append((first, []))
-    done |= first
-    while stride > 1:
-        half = stride // 2
-        centre = (yy % stride == half) & (xx % stride == half)
-        steps.append((centre, [(-half, -half), (-half, half), (half, -half), (half, half)]))
-        done |= centre
-        edge = ~done & (yy % half == 0) & (xx % half == 0)
-        steps.append((edge, [(-half, 0), (half, 0), (0, -half), (0, half)]))
-        done |= edge
-        stride = half
-    order = np.concatenate([np.flatnonzero(m) for m, _ in steps])
-    position = np.empty(h * w + 1, np.int64)
-    position[order] = np.arange(h * w)
-    position[h * w] = h * w
-    passes, start = [], 0
-    for mask, offsets in steps:
-        cells = np.flatnonzero(mask)
-        if cells.size == 0:
-            continue
-        cy, cx = cells // w, cells % w
-        nbr = np.full((4, cells.size), h * w, np.int64)
-        for j, (dy, dx) in enumerate(offsets):
-            ny, nx = cy + dy, cx + dx
-            inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-            nbr[j] = position[np.where(inside, ny * w + nx, h * w)]
-        known = (nbr < h * w).sum(0).astype(np.int32)
-        base = (known * (known + 1) // 2).astype(np.int32)
-        passes.append(_Pass(start, start + cells.size, nbr, known, base, bool(known.any()),
-                            known.astype(np.uint8)))
-        start += cells.size
-    return _Geometry(h, w, order, tuple(passes))
-
-
 # --------------------------------------------------------------------------- motion
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    table = np.array([i.bit_count() for i in range(256)], np.uint8)
-    b = x.view(np.uint8).reshape(x.shape + (x.itemsize,))
-    return table[b].sum(-1, dtype=np.uint8)
-
-
-def _search_motion(prev: np.ndarray, cur: np.ndarray, search: int) -> tuple[int, int]:
-    """Encoder only: the shift (dy, dx) of prev (h, w tokens) with the fewest differing bits,
-    counted over interior cells that every candidate shift keeps inside the frame (every other
-    row and column on larger grids). Any choice decodes, since it is stored."""
-    h, w = cur.shape
-    r = min(search, MAX_MOTION, (h - 1) // 2, (w - 1) // 2)
-    if r <= 0:
-        return 0, 0
-    step = 2 if (h - 2 * r) * (w - 2 * r) >= 512 else 1
-    target = cur[r:h - r:step, r:w - r:step].astype(np.uint32)
-    win = np.lib.stride_tricks.sliding_window_view(prev.astype(np.uint32), (h - 2 * r, w - 2 * r))
-    diff = _popcount(win[:, :, ::step, ::step] ^ target).sum((2, 3), dtype=np.int64)
-    d = np.arange(r, -r - 1, -1)                     # window offset i <-> shift r - i
-    cost = diff * (4 * r + 1) + np.abs(d)[:, None] + np.abs(d)[None, :]   # ties -> small shifts
-    iy, ix = np.unravel_index(int(np.argmin(cost)), cost.shape)
-    return int(d[iy]), int(d[ix])
 
 
 # --------------------------------------------------------------------------- the model
@@ -332,11 +238,6 @@ class _Frame:
     all_valid: bool = True
 
 
-def _unpack(tokens: np.ndarray, bits: int) -> np.ndarray:
-    """int tokens (...,) -> uint8 bit planes (..., bits), LSB first."""
-    return ((tokens[..., None] >> np.arange(bits, dtype=tokens.dtype)) & 1).astype(np.uint8)
-
-
 def _box3(p: np.ndarray) -> np.ndarray:
     """3x3 count of ones around each cell of (h, w, bits) uint8 planes, edges replicated."""
     h, w = p.shape[:2]
@@ -356,7 +257,7 @@ def _plane_parts(bits: int) -> tuple[np.ndarray, np.ndarray]:
     return (NO_PRED_BASE + p) * N_SPATIAL + offset, offset
 
 
-def _start_frame(geo: _Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] | None,
+def _start_frame(geo: Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] | None,
                  motion: tuple[int, int]) -> _Frame:
     """prev: the previous frame's (tokens (hw,) int32, planes (hw, bits) uint8) in row-major
     order, or None for the first frame of the GOP."""
@@ -383,7 +284,7 @@ def _start_frame(geo: _Geometry, bits: int, prev: tuple[np.ndarray, np.ndarray] 
                   inside, np.zeros(hw + 1, np.int32), bool(inside.all()))
 
 
-def _neighbour_ones(fr: _Frame, ps: _Pass) -> np.ndarray:
+def _neighbour_ones(fr: _Frame, ps: Pass) -> np.ndarray:
     """(n, bits) uint8: ones among the coded neighbours of each cell of the pass, per plane."""
     nbr, src = ps.nbr, fr.planes
     return (np.take(src, nbr[0], axis=0) + np.take(src, nbr[1], axis=0)
@@ -399,7 +300,7 @@ def _quality_table(bits: int) -> np.ndarray:
     return (np.where(k > 0, q, 0) * N_SPATIAL).astype(np.int32).reshape(-1)
 
 
-def _contexts(fr: _Frame, ps: _Pass, flips: np.ndarray, q_table: np.ndarray, bits: int) -> np.ndarray:
+def _contexts(fr: _Frame, ps: Pass, flips: np.ndarray, q_table: np.ndarray, bits: int) -> np.ndarray:
     """(n, bits) int32 fine contexts (with plane offsets) of the cells of one pass."""
     n = ps.stop - ps.start
     ones = _neighbour_ones(fr, ps) if ps.has_nbrs else np.zeros((n, bits), np.uint8)
@@ -420,7 +321,7 @@ def _run(side: _Side, cfg: ContextCoderConfig, shape: tuple[int, int, int], bits
     """The model, shared by encoder and decoder; returns the tokens (t, h, w).
     flips: (passes, bits) bool, planes whose neighbours in that pass vote the other way."""
     t, h, w = shape
-    geo = _geometry(h, w, cfg.levels)
+    geo = geometry(h, w, cfg.levels)
     counts = _Counts(cfg)
     out = np.empty((t, h * w), np.int64)
     batch = max(1, (h * w) // cfg.updates_per_frame)
@@ -443,7 +344,7 @@ def _run(side: _Side, cfg: ContextCoderConfig, shape: tuple[int, int, int], bits
                 counts.update(ctx_all, fr.planes[since:ps.stop])
                 pending, since = [], ps.stop
             if fr.mismatch is not None:
-                fr.mismatch[cells] = _popcount(fr.tokens[cells] ^ fr.pred_tokens[cells])
+                fr.mismatch[cells] = popcount(fr.tokens[cells] ^ fr.pred_tokens[cells])
         side.end_frame(f)
         tokens = np.empty(h * w, np.int32)
         tokens[geo.order] = fr.tokens
@@ -464,14 +365,14 @@ def _symbols(tokens: np.ndarray, bits: int) -> np.ndarray:
     return ((tokens[:, None] >> shifts) & masks).ravel()
 
 
-def _choose_flips(arr: np.ndarray, bits: int, geo: _Geometry) -> np.ndarray:
+def _choose_flips(arr: np.ndarray, bits: int, geo: Geometry) -> np.ndarray:
     """Encoder only: per pass and plane, whether the coded neighbours of a cell disagree with it
     more often than they agree (channels whose signs alternate between neighbouring cells, e.g.
     checkerboard-like ones); the decoder reads the choice from the payload."""
     sample = arr[:: max(1, (arr.shape[0] + 1) // 2)]      # a channel property: two frames do
     t = sample.shape[0]
     planes = np.zeros((t, arr[0].size + 1, bits), np.uint8)
-    planes[:, :-1] = _unpack(np.take(sample.reshape(t, -1), geo.order, axis=1).astype(np.int32), bits)
+    planes[:, :-1] = unpack_bits(np.take(sample.reshape(t, -1), geo.order, axis=1).astype(np.int32), bits)
     flips = np.zeros((len(geo.passes), bits), bool)
     for i, ps in enumerate(geo.passes):
         if not ps.has_nbrs:
@@ -484,12 +385,8 @@ def _choose_flips(arr: np.ndarray, bits: int, geo: _Geometry) -> np.ndarray:
     return flips
 
 
-def _raw_frame_bytes(h: int, w: int, bits: int) -> int:
-    return (h * w * bits + 7) // 8
-
-
 class _Encoder:
-    def __init__(self, arr: np.ndarray, bits: int, geo: _Geometry) -> None:
+    def __init__(self, arr: np.ndarray, bits: int, geo: Geometry) -> None:
         import constriction
 
         self._cs = constriction.stream
@@ -499,7 +396,7 @@ class _Encoder:
 
     def start_frame(self, f: int) -> None:
         self._tokens = np.take(self._arr[f].reshape(-1), self._geo.order).astype(np.int32)
-        self._planes = _unpack(self._tokens, self._bits)
+        self._planes = unpack_bits(self._tokens, self._bits)
         self._enc = self._cs.queue.RangeEncoder()
 
     def bits(self, cells: np.ndarray | slice, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -511,7 +408,7 @@ class _Encoder:
     def end_frame(self, f: int) -> None:
         coded = self._enc.get_compressed().astype("<u4").tobytes()
         _, h, w = self._arr.shape
-        if len(coded) >= _raw_frame_bytes(h, w, self._bits):
+        if len(coded) >= raw_frame_bytes(h, w, self._bits):
             self.segments.append((True, RawBitsCoder().encode(self._arr[f:f + 1], self._bits)))
         else:
             self.segments.append((False, coded))
@@ -519,7 +416,7 @@ class _Encoder:
 
 class _Decoder:
     def __init__(self, segments: list[tuple[bool, bytes]], shape: tuple[int, int, int], bits: int,
-                 geo: _Geometry) -> None:
+                 geo: Geometry) -> None:
         import constriction
 
         self._cs = constriction.stream
@@ -533,7 +430,7 @@ class _Decoder:
             _, h, w = self._shape
             grid = RawBitsCoder().decode(data, (1, h, w), self._b)[0]
             self._tokens = np.take(grid.reshape(-1), self._geo.order).astype(np.int32)
-            self._planes = _unpack(self._tokens, self._b)
+            self._planes = unpack_bits(self._tokens, self._b)
             self._dec = None
         else:
             self._dec = self._cs.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
@@ -562,50 +459,6 @@ class _Decoder:
 # --------------------------------------------------------------------------- payload helpers
 
 
-def _put_varint(out: bytearray, v: int) -> None:
-    while True:
-        byte, v = v & 0x7F, v >> 7
-        out.append(byte | (0x80 if v else 0))
-        if not v:
-            return
-
-
-def _get_varint(buf: bytes, pos: int, limit: int, what: str) -> tuple[int, int]:
-    v, shift = 0, 0
-    while True:
-        if pos >= len(buf):
-            raise FormatError(f"context-coded payload ends inside the {what}")
-        byte = buf[pos]
-        pos += 1
-        v |= (byte & 0x7F) << shift
-        if v > limit:
-            raise FormatError(f"{what} is {v}, more than the limit {limit}")
-        if not byte & 0x80:
-            return v, pos
-        shift += 7
-
-
-def _crc(tokens: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u4").tobytes())
-
-
-def _check_bits(bits: int) -> None:
-    if not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
-
-
-def _check_shape(shape: tuple[int, int, int], payload_len: int, bits: int) -> tuple[int, int, int]:
-    """Reject grids no payload of this length could hold, before allocating anything."""
-    if len(shape) != 3 or any(int(s) < 0 for s in shape):
-        raise FormatError(f"token grid shape must be (t, h, w) with no negative size, got {shape}")
-    t, h, w = (int(s) for s in shape)
-    n = t * h * w
-    # a coded bit costs at least -log2(4094/4096) > 1/1500 bit, so a payload bounds its tokens
-    if n > MAX_TOKENS or n * bits > (payload_len * 8 + 64 * (t + 1)) * 2048:
-        raise FormatError(f"a {payload_len}-byte payload cannot hold a {t}x{h}x{w} token grid")
-    return t, h, w
-
-
 @dataclass(frozen=True)
 class _Header:
     motions: list[tuple[int, int]]
@@ -618,47 +471,10 @@ def _flip_bytes(passes: int, bits: int) -> int:
     return ((passes - 1) * bits + 7) // 8          # pass 0 has no neighbours
 
 
-def _read_motion(payload: bytes, pos: int, t: int) -> tuple[list[tuple[int, int]], int]:
-    """The per-frame motion vectors at ``pos`` ((0, 0) for frame 0) and the position after them."""
-    need = max(t - 1, 0)
-    if len(payload) < pos + need:
-        raise FormatError("context-coded payload ends inside the motion vectors")
-    packed = np.frombuffer(payload, np.uint8, count=need, offset=pos).astype(int)
-    mv = np.stack([(packed >> 4) - 8, (packed & 15) - 8], 1)
-    if mv.size and np.abs(mv).max() > MAX_MOTION:
-        raise FormatError(f"context-coded payload has a motion vector beyond {MAX_MOTION} cells")
-    return [(0, 0)] + [(int(a), int(b)) for a, b in mv], pos + need
-
-
-def _read_segments(payload: bytes, pos: int, shape: tuple[int, int, int], bits: int,
-                   words: bool) -> tuple[list[tuple[bool, int]], int]:
-    """The per-latent-frame segment table at ``pos``: (raw, byte length) each, checked against the
-    raw frame size and against the payload's length; with ``words``, coded segments must be whole
-    u32 words (coder 2's range coder writes words, coder 3's writes bytes)."""
-    t, h, w = shape
-    raw_len = _raw_frame_bytes(h, w, bits)
-    limit = 2 * (4 * (h * w * bits + 64)) + 1     # (bytes << 1) | flag, far above any real frame
-    segments = []
-    for f in range(t):
-        v, pos = _get_varint(payload, pos, limit, f"segment length of latent frame {f}")
-        raw, n = bool(v & 1), v >> 1
-        if raw and n != raw_len:
-            raise FormatError(f"raw segment of latent frame {f} has {n} bytes, expected {raw_len}")
-        if words and not raw and n % 4:
-            raise FormatError(f"range-coded segment of latent frame {f} has {n} bytes, not whole words")
-        segments.append((raw, n))
-    if pos + sum(n for _, n in segments) != len(payload):
-        raise FormatError(
-            f"context-coded payload has {len(payload) - pos} bytes of segments, "
-            f"its header announces {sum(n for _, n in segments)}"
-        )
-    return segments, pos
-
-
 def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels: int) -> _Header:
     t, h, w = shape
-    motions, pos = _read_motion(payload, HEADER_BYTES, t)
-    passes = len(_geometry(h, w, levels).passes) if h * w else 1
+    motions, pos = read_motion(payload, HEADER_BYTES, t)
+    passes = len(geometry(h, w, levels).passes) if h * w else 1
     nflip = _flip_bytes(passes, bits)
     if len(payload) < pos + nflip:
         raise FormatError("context-coded payload ends inside the neighbour flips")
@@ -666,7 +482,7 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int, levels
     flips[1:] = np.unpackbits(np.frombuffer(payload, np.uint8, count=nflip, offset=pos),
                               count=(passes - 1) * bits, bitorder="little").reshape(passes - 1, bits).astype(bool)
     pos += nflip
-    segments, pos = _read_segments(payload, pos, shape, bits, words=True)
+    segments, pos = read_segments(payload, pos, shape, bits, word_aligned=True)
     return _Header(motions, flips, segments, pos)
 
 
@@ -686,21 +502,21 @@ class ContextCoder:
         return cls()  # adaptive: needs nothing of the model
 
     def encode(self, tokens: np.ndarray, bits: int) -> bytes:
-        _check_bits(bits)
+        check_bits(bits)
         arr = _check_tokens(tokens, bits)
-        crc = _crc(arr).to_bytes(4, "little")
+        crc = token_crc(arr).to_bytes(4, "little")
         if arr.size == 0:
             return bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
         coded = self._encode_context(arr, bits)
-        if len(coded) >= arr.shape[0] * _raw_frame_bytes(arr.shape[1], arr.shape[2], bits):
+        if len(coded) >= arr.shape[0] * raw_frame_bytes(arr.shape[1], arr.shape[2], bits):
             return bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
         return bytes([MODE_CONTEXT]) + crc + coded
 
     def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
-        _check_bits(bits)
+        check_bits(bits)
         payload = bytes(payload)
-        t, h, w = _check_shape(shape, len(payload), bits)
-        mode, crc = self._mode(payload)
+        t, h, w = check_shape(shape, len(payload), bits)
+        mode, crc = read_mode(payload)
         if mode == MODE_RAW:
             out = RawBitsCoder().decode(payload[HEADER_BYTES:], (t, h, w), bits).astype(np.int64)
         else:
@@ -709,19 +525,19 @@ class ContextCoder:
             for raw, n in hd.segments:
                 segments.append((raw, payload[pos:pos + n]))
                 pos += n
-            geo = _geometry(h, w, self.config.levels)
+            geo = geometry(h, w, self.config.levels)
             out = _run(_Decoder(segments, (t, h, w), bits, geo), self.config, (t, h, w), bits,
                        hd.motions, hd.flips)
-        if _crc(out) != crc:
+        if token_crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out
 
     def frame_bits(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> list[int]:
         """Bits of each latent frame's segment; the payload header is counted in frame 0."""
-        _check_bits(bits)
+        check_bits(bits)
         payload = bytes(payload)
-        t, h, w = _check_shape(shape, len(payload), bits)
-        mode, _ = self._mode(payload)
+        t, h, w = check_shape(shape, len(payload), bits)
+        mode, _ = read_mode(payload)
         if mode == MODE_RAW:
             per = RawBitsCoder().frame_bits(payload[HEADER_BYTES:], (t, h, w), bits)
             if sum(per) != (len(payload) - HEADER_BYTES) * 8:
@@ -734,26 +550,15 @@ class ContextCoder:
             per[0] += 8 * start
         return per
 
-    @staticmethod
-    def _mode(payload: bytes) -> tuple[int, int]:
-        if len(payload) < HEADER_BYTES:
-            raise FormatError(f"context-coded payload has {len(payload)} bytes, needs at least {HEADER_BYTES}")
-        if payload[0] not in (MODE_RAW, MODE_CONTEXT):
-            raise FormatError(f"context-coded payload has unknown mode {payload[0]}")
-        return payload[0], int.from_bytes(payload[1:HEADER_BYTES], "little")
-
     def _encode_context(self, arr: np.ndarray, bits: int) -> bytes:
         t, h, w = arr.shape
-        motions = [(0, 0)] + [_search_motion(arr[f - 1], arr[f], self.config.search) for f in range(1, t)]
-        geo = _geometry(h, w, self.config.levels)
+        motions = [(0, 0)] + [search_motion(arr[f - 1], arr[f], self.config.search) for f in range(1, t)]
+        geo = geometry(h, w, self.config.levels)
         flips = _choose_flips(arr, bits, geo)
         enc = _Encoder(arr, bits, geo)
         _run(enc, self.config, (t, h, w), bits, motions, flips)
-        out = bytearray(((dy + 8) << 4 | (dx + 8)) for dy, dx in motions[1:])
+        out = pack_motion(motions)
         out += np.packbits(flips[1:].reshape(-1), bitorder="little").tobytes()
-        for raw, data in enc.segments:
-            _put_varint(out, (len(data) << 1) | int(raw))
-        for _, data in enc.segments:
-            out += data
+        append_segments(out, enc.segments)
         return bytes(out)
 

@@ -79,14 +79,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tokcodec.codec import context_coder as c2
-from tokcodec.codec.context_coder import (
-    HEADER_BYTES,
-    MAX_MOTION,
-    MODE_CONTEXT,
-    MODE_RAW,
-    _Geometry,
-    _Pass,
-)
+from tokcodec.codec import lattice
+from tokcodec.codec.lattice import (HEADER_BYTES, MAX_BITS, MAX_MOTION, MODE_CONTEXT, MODE_RAW, PROB_ONE,
+                                    Geometry, Pass)
+from tokcodec.codec.segments import append_segments, pack_motion, read_mode, read_motion, read_segments
 from tokcodec.codec.raw import RawBitsCoder, check_tokens as _check_tokens
 from tokcodec.errors import FormatError
 
@@ -175,7 +171,7 @@ def prior_from_arrays(arrays: dict[str, np.ndarray], model_sha256: str, key: byt
     b1 = _as_int(arrays["b1"], 1 << 22, "b1")
     b2 = _as_int(arrays["b2"], 1 << 30, "b2")
     ar = _as_int(arrays["ar"], 1 << 24, "ar")
-    prob = _as_int(arrays["prob"], c2.PROB_ONE, "prob")
+    prob = _as_int(arrays["prob"], PROB_ONE, "prob")
     if (w2.shape != (hidden, bits) or b1.shape != (hidden + bits,) or b2.shape != (bits,)
             or ar.shape != (g, bits - g) or prob.shape != (2 * LOGIT_RANGE + 1,)):
         raise FormatError("coder-3 prior: array shapes do not match")
@@ -194,7 +190,7 @@ def prior_from_arrays(arrays: dict[str, np.ndarray], model_sha256: str, key: byt
         w_known=w1[nb + npv + N_PASS_SLOTS:nb + npv + N_PASS_SLOTS + 5].astype(f32),
         w_first=w1[-2].astype(f32), w_has=w1[-1].astype(f32), b1=b1.astype(f32),
         w2=w2.astype(np.float64), b2=b2.astype(np.float64), ar=ar.astype(np.float64),
-        prob=np.clip(prob, 1, c2.PROB_ONE - 1),
+        prob=np.clip(prob, 1, PROB_ONE - 1),
     )
 
 
@@ -287,7 +283,7 @@ def prior_for_model(model_sha256: str | None) -> Prior | None:
 # --------------------------------------------------------------------------- features and model
 
 
-def _prev_features(geo: _Geometry, bits: int, prev: np.ndarray | None, motion: tuple[int, int]
+def _prev_features(geo: Geometry, bits: int, prev: np.ndarray | None, motion: tuple[int, int]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(hw, 2 * bits) float32: the sign of each plane at a cell's motion-compensated position in
     the previous frame and the sum of the signs over the 3x3 cells around it (0 outside the
@@ -319,7 +315,7 @@ class _Frame3:
     pred: np.ndarray         # (hw, bits) int64 SSE context part of the predicted bit (0, none, 1)
 
 
-def _neighbour_signs(signs: np.ndarray, ps: _Pass) -> np.ndarray:
+def _neighbour_signs(signs: np.ndarray, ps: Pass) -> np.ndarray:
     """(n, 4 * bits) signs of the coded neighbours of a pass's cells, neighbour-major."""
     n, bits = ps.stop - ps.start, signs.shape[1]
     out = np.empty((n, 4, bits), np.float32)
@@ -328,7 +324,7 @@ def _neighbour_signs(signs: np.ndarray, ps: _Pass) -> np.ndarray:
     return out.reshape(n, 4 * bits)
 
 
-def features(geo: _Geometry, ps: _Pass, index: int, signs: np.ndarray, prev_feats: np.ndarray,
+def features(geo: Geometry, ps: Pass, index: int, signs: np.ndarray, prev_feats: np.ndarray,
              has: np.ndarray, first: bool) -> np.ndarray:
     """Fitting only: the (n, n_features) float32 features of one pass, as the coder sees them."""
     n = ps.stop - ps.start
@@ -359,7 +355,7 @@ class _Model:
         self._centre = np.tile(np.take(self.prior.prob, centre + LOGIT_RANGE), N_PRED * bits)
         self._refresh()
 
-    def _cell_constant(self, geo: _Geometry) -> np.ndarray:
+    def _cell_constant(self, geo: Geometry) -> np.ndarray:
         """(hw, hidden + bits) first-layer part of the pass and known-neighbour one-hots and the
         bias, per cell in pass order (fixed by the grid, so built once per GOP)."""
         p = self.prior
@@ -369,7 +365,7 @@ class _Model:
             out[ps.start:ps.stop] += p.w_pass[min(i, N_PASS_SLOTS - 1)] + p.b1
         return out
 
-    def start_frame(self, geo: _Geometry, prev_feats: np.ndarray, has: np.ndarray, first: bool) -> np.ndarray:
+    def start_frame(self, geo: Geometry, prev_feats: np.ndarray, has: np.ndarray, first: bool) -> np.ndarray:
         p = self.prior
         if self._constant is None or self._constant.shape[0] != has.size:
             self._constant = self._cell_constant(geo)
@@ -381,7 +377,7 @@ class _Model:
         out[~has] -= p.w_has             # few cells: those the motion moved in from outside
         return out
 
-    def logits(self, fr: _Frame3, ps: _Pass, index: int) -> np.ndarray:
+    def logits(self, fr: _Frame3, ps: Pass, index: int) -> np.ndarray:
         """(n, bits) float64 integer logits (1/4096 nat) without the cross-group term."""
         p = self.prior
         if ps.has_nbrs:
@@ -413,7 +409,7 @@ class _Model:
     def _refresh(self) -> None:
         c0, c1 = self.counts
         p = ((c1 << PROB_BITS) + SSE_WEIGHT * self._centre) // (c0 + c1 + SSE_WEIGHT)
-        self.prob = np.clip(p, 1, c2.PROB_ONE - 1)
+        self.prob = np.clip(p, 1, PROB_ONE - 1)
 
 
 # --------------------------------------------------------------------------- the range coder
@@ -500,7 +496,7 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
     hw = h * w
     g = (bits + 1) // 2
     gmask = (1 << g) - 1
-    geo = c2._geometry(h, w, LEVELS_PER_PASS)
+    geo = lattice.geometry(h, w, LEVELS_PER_PASS)
     model = _Model(prior, bits)
     cross_np = model.cross_table()
     cross = cross_np.tolist()
@@ -508,7 +504,7 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
     plane_base = planes_idx * N_SSE + SSE_HALF
     out = np.empty((t, hw), np.int64)
     coded: list[tuple[bool, bytes]] = []
-    raw_len = c2._raw_frame_bytes(h, w, bits)
+    raw_len = lattice.raw_frame_bytes(h, w, bits)
     prev = None
     for f in range(t):
         prev_feats, has = _prev_features(geo, bits, prev, motions[f])
@@ -546,7 +542,7 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
                 if g < bits:
                     ctx[:, g:] = ctx2
                 tok[cells] = toks
-            fr.planes[ps.start:ps.stop] = c2._unpack(tok[ps.start:ps.stop], bits)
+            fr.planes[ps.start:ps.stop] = lattice.unpack_bits(tok[ps.start:ps.stop], bits)
             model.update(ctx, fr.planes[ps.start:ps.stop])
             fr.signs[ps.start:ps.stop] = fr.planes[ps.start:ps.stop] * np.float32(2) - np.float32(1)
         if decoding and rc.pos != len(segments[f][1]):
@@ -664,7 +660,7 @@ class _KGeometry:
 
 @lru_cache(maxsize=16)
 def _kgeometry(h: int, w: int) -> _KGeometry:
-    geo = c2._geometry(h, w, LEVELS_PER_PASS)
+    geo = lattice.geometry(h, w, LEVELS_PER_PASS)
     hw = h * w
     nbr = np.full((4, hw), hw, np.int64)
     kp = np.zeros(hw, np.int64)
@@ -703,7 +699,7 @@ class _KState:
         self.prob = kp.prob0.copy()
         self.dirty = np.zeros(n_ctx, np.uint8)
         self.todo = np.empty(n_ctx, np.int64)
-        self.buf = np.empty(c2._raw_frame_bytes(h, w, bits) + 16, np.uint8)
+        self.buf = np.empty(lattice.raw_frame_bytes(h, w, bits) + 16, np.uint8)
         self.prev = np.zeros(hw, np.int32)
 
     def frame(self, K, kp: _KernelPrior, f: int, motion: tuple[int, int], decoding: bool, tok: np.ndarray,
@@ -724,7 +720,7 @@ def _encode_fast(K, arr: np.ndarray, bits: int, prior: Prior, motions: list[tupl
     t, h, w = arr.shape
     kp = prior.kernel
     st = _KState(kp, h, w, bits)
-    raw_len = c2._raw_frame_bytes(h, w, bits)
+    raw_len = lattice.raw_frame_bytes(h, w, bits)
     segments = []
     for f in range(t):
         flat = arr[f].reshape(-1).astype(np.int32)
@@ -779,8 +775,8 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
     if len(payload) < pos + KEY_BYTES:
         raise FormatError("coder-3 payload ends inside the prior key")
     key = payload[pos:pos + KEY_BYTES]
-    motions, pos = c2._read_motion(payload, pos + KEY_BYTES, t)
-    segments, pos = c2._read_segments(payload, pos, shape, bits, words=False)
+    motions, pos = read_motion(payload, pos + KEY_BYTES, t)
+    segments, pos = read_segments(payload, pos, shape, bits, word_aligned=False)
     return _Header3(key, motions, segments, pos)
 
 
@@ -790,8 +786,8 @@ def _parse_header(payload: bytes, shape: tuple[int, int, int], bits: int) -> _He
 def _check_bits_format(bits: int) -> None:
     """Decoding side: a bit width no payload can have is a format error (not a caller's
     ValueError), e.g. from a damaged container header."""
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= c2.MAX_BITS:
-        raise FormatError(f"token bit width must be in 1..{c2.MAX_BITS}, got {bits!r}")
+    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
+        raise FormatError(f"token bit width must be in 1..{MAX_BITS}, got {bits!r}")
 
 
 def _near_static(arr: np.ndarray, motions: list[tuple[int, int]]) -> bool:
@@ -804,7 +800,7 @@ def _near_static(arr: np.ndarray, motions: list[tuple[int, int]]) -> bool:
         a = arr[f, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
         b = arr[f - 1, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
         if a.size:
-            diffs.append(float(c2._popcount((a ^ b).astype(np.uint32)).mean()))
+            diffs.append(float(lattice.popcount((a ^ b).astype(np.uint32)).mean()))
     return bool(diffs) and sum(diffs) / len(diffs) < STATIC_BITS
 
 
@@ -824,17 +820,17 @@ class ContextCoder3:
         return cls(model_sha256=context.model_sha256 if context else None)
 
     def encode(self, tokens: np.ndarray, bits: int) -> bytes:
-        c2._check_bits(bits)
+        lattice.check_bits(bits)
         arr = _check_tokens(tokens, bits)
         prior = prior_for_model(self.model_sha256)
         if prior is None or prior.bits != bits:
             return bytes([MODE_CODER2]) + c2.ContextCoder().encode(arr, bits)
-        crc = c2._crc(arr).to_bytes(4, "little")
+        crc = lattice.token_crc(arr).to_bytes(4, "little")
         if arr.size == 0:
             return bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
-        motions = [(0, 0)] + [c2._search_motion(arr[f - 1], arr[f], self.search) for f in range(1, arr.shape[0])]
+        motions = [(0, 0)] + [lattice.search_motion(arr[f - 1], arr[f], self.search) for f in range(1, arr.shape[0])]
         coded = prior.key + self._encode_context(arr, bits, prior, motions)
-        if len(coded) >= arr.shape[0] * c2._raw_frame_bytes(arr.shape[1], arr.shape[2], bits):
+        if len(coded) >= arr.shape[0] * lattice.raw_frame_bytes(arr.shape[1], arr.shape[2], bits):
             best = bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
         else:
             best = bytes([MODE_CONTEXT]) + crc + coded
@@ -850,8 +846,8 @@ class ContextCoder3:
         payload = bytes(payload)
         if payload[:1] == bytes([MODE_CODER2]):
             return c2.ContextCoder().decode(payload[1:], shape, bits)
-        t, h, w = c2._check_shape(shape, len(payload), bits)
-        mode, crc = c2.ContextCoder._mode(payload)
+        t, h, w = lattice.check_shape(shape, len(payload), bits)
+        mode, crc = read_mode(payload)
         if mode == MODE_RAW:
             out = RawBitsCoder().decode(payload[HEADER_BYTES:], (t, h, w), bits).astype(np.int64)
         else:
@@ -870,7 +866,7 @@ class ContextCoder3:
                 out = _decode_fast(K, segments, prior, (t, h, w), bits, hd.motions)
             else:
                 out = _run(prior, (t, h, w), bits, hd.motions, None, segments)[0]
-        if c2._crc(out) != crc:
+        if lattice.token_crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out
 
@@ -883,8 +879,8 @@ class ContextCoder3:
             if per:
                 per[0] += 8
             return per
-        t, h, w = c2._check_shape(shape, len(payload), bits)
-        mode, _ = c2.ContextCoder._mode(payload)
+        t, h, w = lattice.check_shape(shape, len(payload), bits)
+        mode, _ = read_mode(payload)
         if mode == MODE_RAW:
             per = RawBitsCoder().frame_bits(payload[HEADER_BYTES:], (t, h, w), bits)
             if sum(per) != (len(payload) - HEADER_BYTES) * 8:
@@ -904,10 +900,7 @@ class ContextCoder3:
             segments = _encode_fast(K, arr, bits, prior, motions)
         else:
             segments = _run(prior, (t, h, w), bits, motions, arr, None)[1]
-        out = bytearray(((dy + 8) << 4 | (dx + 8)) for dy, dx in motions[1:])
-        for raw, data in segments:
-            c2._put_varint(out, (len(data) << 1) | int(raw))
-        for _, data in segments:
-            out += data
+        out = pack_motion(motions)
+        append_segments(out, segments)
         return bytes(out)
 
