@@ -68,9 +68,9 @@ def test_audio_kept_in_sync(aac_clip: Path, tmp_path: Path, tiny_model) -> None:
     st = encode_video(aac_clip, tmp_path / "a.tok", model=tiny_model)
     assert "aac" in st.audio and "copied" in st.audio
     info = file_info(tmp_path / "a.tok")
-    assert info["header"]["version"] == "1.1"
-    assert info["audio"]["codec"] == "aac"
-    assert abs(info["audio"]["start_offset_seconds"] - src[1]) < 0.005
+    assert info.header.version == (1, 1)
+    assert info.audio.codec == "aac"
+    assert abs(info.audio.start_offset_seconds - src[1]) < 0.005
     for ext in (".mp4", ".mkv"):
         out = tmp_path / f"back{ext}"
         d = decode_video(tmp_path / "a.tok", out, model=tiny_model)
@@ -85,7 +85,7 @@ def test_audio_kept_in_sync(aac_clip: Path, tmp_path: Path, tiny_model) -> None:
 def test_audio_reencoded_when_output_cannot_hold_codec(tmp_path: Path, tiny_model) -> None:
     clip = make_av_clip(tmp_path / "pcm.mkv", frames=20, audio_start=0.2, acodec="pcm_s16le", sample_rate=16000)
     encode_video(clip, tmp_path / "p.tok", model=tiny_model)
-    assert file_info(tmp_path / "p.tok")["audio"]["codec"] == "pcm_s16le"
+    assert file_info(tmp_path / "p.tok").audio.codec == "pcm_s16le"
     d = decode_video(tmp_path / "p.tok", tmp_path / "p.mp4", model=tiny_model)
     assert d.audio == "re-encoded to Opus"
     codec, start, end = streams_of(tmp_path / "p.mp4")["audio"]
@@ -98,9 +98,9 @@ def test_audio_before_video_start_and_frame_limit(tmp_path: Path, tiny_model) ->
     clip = make_av_clip(tmp_path / "early.mkv", frames=20, audio_start=0.0, video_start_frames=8,
                         acodec="pcm_s16le", sample_rate=16000)
     encode_video(clip, tmp_path / "e.tok", model=tiny_model, max_frames=10)
-    audio = file_info(tmp_path / "e.tok")["audio"]
-    assert abs(audio["start_offset_seconds"] + 0.32) < 0.005
-    assert audio["duration_seconds"] <= 0.32 + 10 / RATE + 0.07   # cut with the frames
+    audio = file_info(tmp_path / "e.tok").audio
+    assert abs(audio.start_offset_seconds + 0.32) < 0.005
+    assert audio.duration_seconds <= 0.32 + 10 / RATE + 0.07   # cut with the frames
     decode_video(tmp_path / "e.tok", tmp_path / "e.mkv", model=tiny_model)
     codec, start, end = streams_of(tmp_path / "e.mkv")["audio"]
     assert start < 0.07 and abs(end - 10 / RATE) < 0.07
@@ -108,8 +108,8 @@ def test_audio_before_video_start_and_frame_limit(tmp_path: Path, tiny_model) ->
 
 def test_no_audio_options_and_audio_less_outputs(aac_clip: Path, tmp_path: Path, tiny_model) -> None:
     st = encode_video(aac_clip, tmp_path / "n.tok", model=tiny_model, audio=False)
-    assert st.audio.startswith("dropped") and file_info(tmp_path / "n.tok")["audio"] is None
-    assert file_info(tmp_path / "n.tok")["header"]["version"] == "1.0"
+    assert st.audio.startswith("dropped") and file_info(tmp_path / "n.tok").audio is None
+    assert file_info(tmp_path / "n.tok").header.version == (1, 0)
     encode_video(aac_clip, tmp_path / "a.tok", model=tiny_model)
     d = decode_video(tmp_path / "a.tok", tmp_path / "x.mp4", model=tiny_model, audio=False)
     assert "audio" not in streams_of(tmp_path / "x.mp4") and d.audio == "none"
@@ -122,4 +122,4 @@ def test_video_without_audio_has_no_block(tmp_path: Path, tiny_model) -> None:
 
     clip = write_clip(tmp_path / "v.mkv", smooth_clip(5, 32, 32), Fraction(RATE))
     st = encode_video(clip, tmp_path / "v.tok", model=tiny_model)
-    assert st.audio == "none" and file_info(tmp_path / "v.tok")["audio"] is None
+    assert st.audio == "none" and file_info(tmp_path / "v.tok").audio is None

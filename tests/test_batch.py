@@ -95,7 +95,7 @@ def test_broken_file_is_reported_and_the_others_go_on(encoded):
     assert not part_files(tok)
     for rel, frames in CLIPS.items():
         info = file_info(tok / (rel + ".tok"))
-        assert info["frames"] == frames and info["header"]["gop"] == 5
+        assert info.frames == frames and info.header.gop == 5
     recs = read_records(tok / MANIFEST_NAME)
     by_input = {Path(r["input"]).relative_to(src).as_posix(): r for r in recs}
     assert len(recs) == 5 and set(by_input) == set(CLIPS) | {"a/broken.mp4", "a/gone.mkv"}
@@ -204,7 +204,7 @@ def test_kill_9_then_resume(tmp_path):
     survived = mtimes(tok)
     assert 0 < len(survived) < len(expected), "the kill came too late to test anything"
     for rel in survived:  # whatever has a final name is complete
-        assert file_info(tok / rel)["frames"] == expected[rel]
+        assert file_info(tok / rel).frames == expected[rel]
 
     res = cli("encode", tmp_path / "src", tok, "--model", "tiny", "-j", "2")
     assert res.returncode == 0, res.stderr
@@ -213,7 +213,7 @@ def test_kill_9_then_resume(tmp_path):
     assert {k: v for k, v in mtimes(tok).items() if k in survived} == survived  # nothing redone
     assert not part_files(tok)
     for rel, frames in expected.items():
-        assert file_info(tok / rel)["frames"] == frames
+        assert file_info(tok / rel).frames == frames
     recs = read_records(tok / MANIFEST_NAME)
     assert {Path(r["output"]).name for r in recs if r["status"] in ("done", "skipped")} >= set(expected)
 
@@ -253,7 +253,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     # the next run skips it as complete)
     assert {Path(r["output"]).name for r in done} <= outputs(tok) - {".tokcodec-batch.lock"}
     for rel in outputs(tok):
-        assert file_info(tok / rel)["frames"] == expected[rel]
+        assert file_info(tok / rel).frames == expected[rel]
 
 
 # --- planning, names, manifest, lock: no workers ---------------------------------------------

@@ -31,7 +31,7 @@ def test_ray_engine_on_three_clips(tmp_path):
     assert "batch encode: 3 done, 0 skipped, 0 failed, 27 frames" in res.stderr
     for rel, n in frames.items():
         info = file_info(tok / f"{rel}.tok")
-        assert info["frames"] == n and info["header"]["gop"] == 5
+        assert info.frames == n and info.header.gop == 5
     assert not [p for p in tok.rglob(".*part-*")]
     recs = read_records(tok / MANIFEST_NAME)
     assert sorted((r["status"], r["frames"]) for r in recs) == [("done", 5), ("done", 9), ("done", 13)]

@@ -44,6 +44,11 @@ def test_info_json(tok_file):
     assert data["bytes"] == tok_file.stat().st_size
     assert all(isinstance(data[k], int) for k in ("tokens", "frames", "width", "height", "bytes"))
     assert len(data["chunks"]) == 3 and data["untrained_model"] is True
+    # the JSON keeps its shape now that the library returns a FileInfo dataclass
+    h = data["header"]
+    assert data["chunks_count"] == 3 and h["version"].count(".") == 1 and "/" in h["frame_rate"]
+    assert h["coder"] and h["coder_id"] == 3 and data["chunks"][0]["latent"] == [3, 4, 6]
+    assert len(data["chunks"][0]["bits_per_token_by_latent_frame"]) == 3
 
 
 def test_info_text_mentions_untrained(tok_file):

@@ -212,7 +212,7 @@ def test_one_and_two_frame_videos(tmp_path, tiny_model, frames, suffix):
     src = write_clip(tmp_path / f"in{suffix}", smooth_clip(frames, 24, 40))
     assert read_frames(src).shape == (frames, 24, 40, 3)
     st = encode_video(src, tmp_path / "a.tok", model=tiny_model)
-    assert st.frames == frames and file_info(tmp_path / "a.tok")["frames"] == frames
+    assert st.frames == frames and file_info(tmp_path / "a.tok").frames == frames
     decode_video(tmp_path / "a.tok", tmp_path / "out.mkv", model=tiny_model)
     assert read_frames(tmp_path / "out.mkv").shape == (frames, 24, 40, 3)
 
@@ -307,8 +307,8 @@ def test_variable_frame_rate_keeps_frames_and_duration(tmp_path, tiny_model, suf
     assert lo <= 30 / info.frame_rate <= hi, info.frame_rate
     st = encode_video(src, tmp_path / "a.tok", model=tiny_model)
     meta = file_info(tmp_path / "a.tok")
-    assert st.frames == meta["frames"] == 30
-    assert lo <= meta["duration_seconds"] <= hi
+    assert st.frames == meta.frames == 30
+    assert lo <= meta.duration_seconds <= hi
     decode_video(tmp_path / "a.tok", tmp_path / "out.mkv", model=tiny_model)
     assert read_frames(tmp_path / "out.mkv").shape[0] == 30
     out = probe(tmp_path / "out.mkv")

@@ -18,9 +18,9 @@ def test_frame_counts_round_trip(tmp_path, tiny_model, frames):
     st = encode_video(src, tmp_path / "a.tok", model=tiny_model)
     assert st.frames == frames
     info = file_info(tmp_path / "a.tok")
-    assert info["frames"] == frames
+    assert info.frames == frames
     gops = -(-frames // 17)
-    assert info["chunks_count"] == gops
+    assert info.chunks_count == gops
     decode_video(tmp_path / "a.tok", tmp_path / "out.mkv", model=tiny_model)
     assert read_frames(tmp_path / "out.mkv").shape == (frames, 24, 40, 3)
 
@@ -41,8 +41,8 @@ def test_gop_streaming_chunks(tmp_path, tiny_model):
     src = write_clip(tmp_path / "in.mkv", smooth_clip(20, 16, 16))
     encode_video(src, tmp_path / "a.tok", model=tiny_model, gop=5)
     info = file_info(tmp_path / "a.tok")
-    assert [c["frames"] for c in info["chunks"]] == [5, 5, 5, 5]
-    assert info["tokens"] == 4 * 2 * 2 * 2
+    assert [c.frames for c in info.chunks] == [5, 5, 5, 5]
+    assert info.tokens == 4 * 2 * 2 * 2
 
 
 def test_scale_records_size_and_restores_it(tmp_path, tiny_model):
@@ -208,7 +208,7 @@ def test_files_of_a_previous_version_of_a_preset_decode(tmp_path, monkeypatch):
     encode_video(src, tmp_path / "old.tok", model=previous)     # as an earlier release made it
     encode_video(src, tmp_path / "new.tok", model="tiny")
     for name, digest in (("old", old), ("new", new)):
-        assert file_info(tmp_path / f"{name}.tok")["header"]["weights_sha256"] == digest
+        assert file_info(tmp_path / f"{name}.tok").header.weights_sha256 == digest
         st = decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv")
         assert st.frames == 5
         assert verify_file(tmp_path / f"{name}.tok").ok

@@ -27,9 +27,9 @@ def test_sample_round_trip_quality(tmp_path):
     st = tokcodec.encode_video(SAMPLE, tmp_path / "s.tok", max_frames=17)
     assert st.frames == 17 and st.width == 640 and st.height == 360
     info = tokcodec.file_info(tmp_path / "s.tok")
-    assert not info["untrained_model"]
-    assert info["header"]["coder_id"] == DEFAULT_CODER_ID
-    assert info["payload_bits_per_token"] < 16.0  # the context coder beats 18 raw bits
+    assert not info.untrained_model
+    assert info.header.coder_id == DEFAULT_CODER_ID
+    assert info.payload_bits_per_token < 16.0  # the context coder beats 18 raw bits
     tokcodec.decode_video(tmp_path / "s.tok", tmp_path / "s.mkv")
     cmp = tokcodec.compare_videos(SAMPLE, tmp_path / "s.mkv")
     assert cmp["frames"] == 17
@@ -42,7 +42,7 @@ def test_files_of_the_previous_defaults_still_decode(tmp_path, previous):
     """The earlier defaults stay shipped: a file made with one names it, and decoding picks it
     without --model."""
     st = tokcodec.encode_video(SAMPLE, tmp_path / "old.tok", max_frames=5, model=previous)
-    assert tokcodec.file_info(tmp_path / "old.tok")["header"]["model_name"] == previous != DEFAULT_PRESET
+    assert tokcodec.file_info(tmp_path / "old.tok").header.model_name == previous != DEFAULT_PRESET
     assert tokcodec.decode_video(tmp_path / "old.tok", tmp_path / "old.mkv").frames == st.frames == 5
 
 
@@ -59,8 +59,8 @@ def test_files_of_kept_versions_still_decode(tmp_path, name):
     old = load_tokenizer_version(preset, digest)
     assert (old.name, old.sha256) == (preset, digest) != (preset, load_tokenizer(preset).sha256)
     tokcodec.encode_video(SAMPLE, tmp_path / "old.tok", max_frames=5, model=old)  # as that release did
-    header = tokcodec.file_info(tmp_path / "old.tok")["header"]
-    assert (header["model_name"], header["weights_sha256"]) == (preset, digest)
+    header = tokcodec.file_info(tmp_path / "old.tok").header
+    assert (header.model_name, header.weights_sha256) == (preset, digest)
     assert tokcodec.decode_video(tmp_path / "old.tok", tmp_path / "old.mkv").frames == 5
     assert tokcodec.compare_videos(SAMPLE, tmp_path / "old.mkv")["psnr"] > 17.5
 

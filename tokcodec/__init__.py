@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DecodeStats": "tokcodec.codec.pipeline", "EncodeStats": "tokcodec.codec.pipeline",
     "compare_videos": "tokcodec.codec.pipeline", "decode_video": "tokcodec.codec.pipeline",
-    "encode_video": "tokcodec.codec.pipeline", "file_info": "tokcodec.codec.pipeline",
+    "encode_video": "tokcodec.codec.pipeline", "file_info": "tokcodec.codec.info", "FileInfo": "tokcodec.codec.info",
     "read_tokens": "tokcodec.codec.pipeline", "verify_file": "tokcodec.codec.verify",
     "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tokcodec.codec.pipeline import check_output, read_tokens, temp_path
+from tokcodec.codec.outputs import check_output, temp_path
+from tokcodec.codec.pipeline import read_tokens
 from tokcodec.errors import OutputError
 
 

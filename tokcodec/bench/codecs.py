@@ -190,7 +190,7 @@ def _untrained(tok: Path) -> Optional[bool]:
     except ImportError:
         return None
     try:
-        return bool(file_info(tok).get("untrained_model"))
+        return file_info(tok).untrained_model
     except Exception:  # noqa: BLE001 - only a note; never fail the bench for it
         return None
 

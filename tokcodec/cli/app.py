@@ -100,38 +100,37 @@ def info(
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file."""
     with errors():
-        from tokcodec.codec.pipeline import file_info
-        data = file_info(input)
+        from tokcodec.codec.info import file_info
+        info = file_info(input)
         if as_json:
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(json.dumps(info.to_dict(), indent=2))
             return
-        h = data["header"]
-        later = data["bits_per_token_later_latent_frames"]
+        h, later = info.header, info.bits_per_token_later_latent_frames
         lines = [
-            f"file        {data['file']}  (format {h['version']})",
-            f"video       {data['width']}x{data['height']}, {data['frames']} frames at {h['frame_rate']} fps "
-            f"({data['duration_seconds']:.2f} s)",
-            f"coded       {h['coded_width']}x{h['coded_height']} padded to {h['padded_width']}x{h['padded_height']}, "
-            f"GOP {h['gop']}, compression {h['temporal_factor']}x{h['spatial_factor']}x{h['spatial_factor']}, "
-            f"{h['bits']} bits/token",
-            f"model       {h['model_name']}  sha256 {h['weights_sha256'][:16]}...  ({h['precision']})"
-            + ("  [UNTRAINED weights: output is not a real reconstruction]" if data["untrained_model"] else ""),
-            f"coder       {h['coder']} (id {h['coder_id']})",
-            f"size        {data['bytes']} bytes, {data['bpp']:.4f} bpp, {data['kbps']:.1f} kbit/s",
-            f"tokens      {data['tokens']}, {data['bits_per_token']:.2f} bits/token "
-            f"(payload {data['payload_bits_per_token']:.2f}; first latent frame "
-            f"{data['bits_per_token_first_latent_frame']:.2f}"
+            f"file        {info.file}  (format {h.version[0]}.{h.version[1]})",
+            f"video       {info.width}x{info.height}, {info.frames} frames at "
+            f"{h.frame_rate.numerator}/{h.frame_rate.denominator} fps ({info.duration_seconds:.2f} s)",
+            f"coded       {h.coded_width}x{h.coded_height} padded to {h.padded_width}x{h.padded_height}, "
+            f"GOP {h.gop}, compression {h.temporal_factor}x{h.spatial_factor}x{h.spatial_factor}, "
+            f"{h.bits} bits/token",
+            f"model       {h.model_name}  sha256 {h.weights_sha256[:16]}...  ({h.precision})"
+            + ("  [UNTRAINED weights: output is not a real reconstruction]" if info.untrained_model else ""),
+            f"coder       {info.coder} (id {h.coder_id})",
+            f"size        {info.bytes} bytes, {info.bpp:.4f} bpp, {info.kbps:.1f} kbit/s",
+            f"tokens      {info.tokens}, {info.bits_per_token:.2f} bits/token "
+            f"(payload {info.payload_bits_per_token:.2f}; first latent frame "
+            f"{info.bits_per_token_first_latent_frame:.2f}"
             + (f", later {later:.2f}" if later is not None else "") + ")",
-            f"chunks      {data['chunks_count']}",
+            f"chunks      {info.chunks_count}",
         ]
-        a = data["audio"]
+        a = info.audio
         lines.insert(-1, "audio       none" if a is None else
-                     f"audio       {a['codec']} {a['sample_rate']} Hz {a['channels']} ch, "
-                     f"{a['duration_seconds']:.2f} s from {a['start_offset_seconds']:+.3f} s, {a['bytes']} bytes")
-        for c in data["chunks"]:
-            per = " ".join(f"{b:.1f}" for b in c["bits_per_token_by_latent_frame"])
-            lines.append(f"  #{c['index']:<5} frames {c['first_frame']}-{c['first_frame'] + c['frames'] - 1}  "
-                         f"{c['bytes']} bytes  {c['bits_per_token']:.2f} bits/token  [per latent frame: {per}]")
+                     f"audio       {a.codec} {a.sample_rate} Hz {a.channels} ch, "
+                     f"{a.duration_seconds:.2f} s from {a.start_offset_seconds:+.3f} s, {a.bytes} bytes")
+        for c in info.chunks:
+            per = " ".join(f"{b:.1f}" for b in c.bits_per_token_by_latent_frame)
+            lines.append(f"  #{c.index:<5} frames {c.first_frame}-{c.first_frame + c.frames - 1}  "
+                         f"{c.bytes} bytes  {c.bits_per_token:.2f} bits/token  [per latent frame: {per}]")
         typer.echo("\n".join(lines))
 
 
@@ -236,7 +235,7 @@ def export_weights(
     """Export a checkpoint's EMA weights (or with --raw the trained weights) as a safetensors file
     usable with --model."""
     with errors():
-        from tokcodec.codec.pipeline import check_output
+        from tokcodec.codec.outputs import check_output
         from tokcodec.train.trainer import export_weights
         check_output(output, overwrite)
         digest = export_weights(checkpoint, output, fp16=not fp32, ema=not raw)

@@ -2,15 +2,16 @@
 
 encode: frames -> [scale] -> pad to the model's multiple -> GOPs of 1 + s*k frames -> tokens ->
 entropy coder -> container chunks. decode: the reverse, cropping padding and restoring the size.
-Outputs are written to a temporary name and renamed when complete, so an interrupted run never
-leaves a file that looks complete.
+Outputs are written to a temporary name and renamed when complete (outputs.py), so an
+interrupted run never leaves a file that looks complete. Beside it: stats.py (what a run
+reports), tensors.py (frames <-> model tensors), info.py (``tokcodec info``), parallel.py
+(entropy coding in threads).
 """
 from __future__ import annotations
 
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,13 +19,16 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header
+from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
+from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import ordered_map
 from tokcodec.codec.salvage import SalvageReader, open_salvage
+from tokcodec.codec.stats import DecodeStats, EncodeStats
+from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
@@ -36,101 +40,6 @@ from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_versi
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
 
-@dataclass
-class EncodeStats:
-    input: str
-    output: str
-    frames: int
-    width: int
-    height: int
-    bytes: int
-    tokens: int
-    seconds: float
-    model: str
-    device: str
-    precision: str
-    scale: float = 1.0
-    audio: str = "none"          # what was kept of the source's audio
-    refine: int = 0              # decoder-in-the-loop search steps per GOP (0: the encoder's tokens)
-
-    @property
-    def bpp(self) -> float:
-        return 8 * self.bytes / max(1, self.frames * self.width * self.height)
-
-    @property
-    def bits_per_token(self) -> float:
-        return 8 * self.bytes / max(1, self.tokens)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / max(self.seconds, 1e-9)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "bpp": self.bpp, "bits_per_token": self.bits_per_token, "fps": self.fps}
-
-
-@dataclass
-class DecodeStats:
-    input: str
-    output: str
-    frames: int
-    width: int
-    height: int
-    seconds: float
-    device: str
-    precision: str
-    audio: str = "none"
-    lost_frames: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges (--salvage)
-    problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
-
-    @property
-    def fps(self) -> float:
-        return self.frames / max(self.seconds, 1e-9)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "fps": self.fps}
-
-
-def check_output(dst: Path, overwrite: bool) -> None:
-    if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
-        raise OutputError(f"{dst}: already exists (use -y to overwrite)")
-    parent = dst.parent if str(dst.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{dst}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{dst}: directory {parent} is not writable")
-
-
-def temp_path(dst: Path) -> Path:
-    """Hidden sibling of dst that keeps its extension (muxers are chosen by it)."""
-    return dst.with_name(f".{dst.stem}.part-{os.getpid()}{dst.suffix}")
-
-
-def commit_output(tmp: Path, dst: Path) -> None:
-    """Give a finished temporary file its final name, durably: its data reaches the disk before
-    the rename, and the rename before we return, so even a power cut never leaves a file under
-    the final name that is not complete."""
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
-    try:
-        fd = os.open(dst.parent if str(dst.parent) else ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory
-    finally:
-        os.close(fd)
-
-
-def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    if not 0.05 <= scale <= 1.0:
-        raise ValueError(f"--scale must lie in [0.05, 1], got {scale}")
-    return max(8, round(width * scale)), max(8, round(height * scale))
-
-
 def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
     """Load (if given a name) and place a tokenizer for inference: device, eval, and on CPU the
     channels_last_3d layout that bf16 convolutions run fastest in."""
@@ -139,53 +48,6 @@ def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
     if runtime.device.type == "cpu":
         tok.to(memory_format=torch.channels_last_3d)
     return loaded
-
-
-def _gops(frames: Iterator[np.ndarray], gop: int) -> Iterator[list[np.ndarray]]:
-    buf: list[np.ndarray] = []
-    for f in frames:
-        buf.append(f)
-        if len(buf) == gop:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
-def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime) -> torch.Tensor:
-    """uint8 frames -> (1, 3, 1+s*k, Hp, Wp) in [-1, 1]: resized to the coded size, edge-padded."""
-    x = torch.from_numpy(np.stack(frames)).to(runtime.device).permute(0, 3, 1, 2).float()
-    x = x.div_(127.5).sub_(1)
-    if (header.coded_height, header.coded_width) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=(header.coded_height, header.coded_width), mode="bicubic",
-                          antialias=True, align_corners=False).clamp_(-1, 1)
-    pad_h = header.padded_height - header.coded_height
-    pad_w = header.padded_width - header.coded_width
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    s = header.temporal_factor
-    t = x.shape[0]
-    target = 1 + s * math.ceil((t - 1) / s)
-    if target > t:
-        x = torch.cat([x, x[-1:].expand(target - t, -1, -1, -1)], 0)
-    x = x.permute(1, 0, 2, 3).unsqueeze(0)
-    if runtime.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    return x
-
-
-def tensor_to_frames(video: torch.Tensor, frames: int, header: Header) -> np.ndarray:
-    """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size."""
-    x = video[0, :, :frames, :header.coded_height, :header.coded_width]
-    if (header.height, header.width) != (header.coded_height, header.coded_width):
-        x = F.interpolate(x.float().permute(1, 0, 2, 3), size=(header.height, header.width),
-                          mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
-    else:
-        # (T, H, W, 3) first: for channels_last_3d output this order is the memory order, so the
-        # passes below stream through memory (measured ~45% faster here than converting first)
-        x = x.permute(1, 2, 3, 0).to(torch.float32, copy=True)
-    x = x.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
-    return np.ascontiguousarray(x.cpu().numpy())
 
 
 def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, *,
@@ -249,7 +111,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     frames = tokens = 0
     try:
         def tokens_of_gops() -> Iterator[tuple[int, np.ndarray]]:  # the network, in this thread
-            for group in _gops(iter_frames(src, max_frames), gop):
+            for group in gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime)
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
@@ -462,59 +324,6 @@ def read_tokens(src: str | Path) -> tuple[Header, list[np.ndarray], list[int]]:
             grids.append(tokens)
             frames.append(n)
         return reader.header, grids, frames
-
-
-def file_info(src: str | Path) -> dict:
-    """Header, per-chunk sizes and bits/token (per latent frame too), and totals of a .tok file."""
-    src = Path(src)
-    with open_tok(src) as reader:
-        h = reader.header
-        coder = get_coder(h.coder_id)
-        chunks = []
-        tokens_total = 0
-        first_bits = first_tokens = later_bits = later_tokens = 0
-        for chunk in reader.chunks():
-            t, lh, lw = chunk.latent_shape
-            per_frame = coder.frame_bits(chunk.payload, chunk.latent_shape, h.bits)
-            n_tok = t * lh * lw
-            tokens_total += n_tok
-            first_bits += per_frame[0]
-            first_tokens += lh * lw
-            later_bits += sum(per_frame[1:])
-            later_tokens += (t - 1) * lh * lw
-            chunks.append({
-                "index": chunk.index, "first_frame": chunk.first_frame, "frames": chunk.frames,
-                "latent": [t, lh, lw], "bytes": len(chunk.payload),
-                "bits_per_token": 8 * len(chunk.payload) / n_tok,
-                "bits_per_token_by_latent_frame": [b / (lh * lw) for b in per_frame],
-            })
-        size = src.stat().st_size
-        frames = reader.frame_count
-        header = asdict(h)
-        header["frame_rate"] = f"{h.frame_rate.numerator}/{h.frame_rate.denominator}"
-        header["version"] = f"{h.version[0]}.{h.version[1]}"
-        header["coder"] = coder.name
-        audio = None
-        if h.has_audio:
-            block = reader.read_audio()
-            track = read_track(block.data, block.start_offset_us / 1_000_000)
-            audio = {"codec": track.codec, "sample_rate": track.sample_rate, "channels": track.channels,
-                     "duration_seconds": track.duration, "start_offset_seconds": track.start_offset,
-                     "bytes": len(track.data)}
-        return {
-            "file": str(src), "bytes": size, "frames": frames, "width": h.width, "height": h.height,
-            "tokens": tokens_total, "chunks_count": len(chunks),
-            "duration_seconds": float(frames / h.frame_rate) if frames else 0.0,
-            "bpp": 8 * size / max(1, frames * h.width * h.height),
-            "bits_per_token": 8 * size / max(1, tokens_total),
-            "payload_bits_per_token": 8 * sum(c["bytes"] for c in chunks) / max(1, tokens_total),
-            "bits_per_token_first_latent_frame": first_bits / max(1, first_tokens),
-            "bits_per_token_later_latent_frames": later_bits / later_tokens if later_tokens else None,
-            "kbps": 8 * size / 1000 / max(1e-9, float(frames / h.frame_rate)) if frames else 0.0,
-            "untrained_model": h.untrained,
-            "audio": audio,
-            "header": header, "chunks": chunks,
-        }
 
 
 def _frames_of(path: Path) -> Iterator[np.ndarray]:

@@ -1,0 +1,112 @@
+"""What ``tokcodec info`` reports of a .tok file: header, per-chunk sizes and bits/token (per
+latent frame too), audio, and totals, read without running the decoder network."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tokcodec.audio import read_track
+from tokcodec.codec.container import ContainerReader, Header
+from tokcodec.codec.entropy import get_coder
+from tokcodec.errors import InputError
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    index: int
+    first_frame: int
+    frames: int
+    latent: tuple[int, int, int]               # (t, h, w) token grid
+    bytes: int
+    bits_per_token: float
+    bits_per_token_by_latent_frame: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_seconds: float
+    start_offset_seconds: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    file: str
+    bytes: int
+    frames: int
+    width: int
+    height: int
+    tokens: int
+    duration_seconds: float
+    bpp: float
+    kbps: float
+    bits_per_token: float                      # whole file, container included
+    payload_bits_per_token: float              # chunk payloads only
+    bits_per_token_first_latent_frame: float
+    bits_per_token_later_latent_frames: float | None  # None: GOPs of one latent frame
+    untrained_model: bool
+    coder: str                                 # the entropy coder's name
+    header: Header
+    audio: AudioInfo | None
+    chunks: tuple[ChunkInfo, ...]
+
+    @property
+    def chunks_count(self) -> int:
+        return len(self.chunks)
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``tokcodec info --json``): the header with its frame rate as "num/den",
+        its version as "major.minor" and the coder's name."""
+        out = asdict(self)
+        h = self.header
+        out["header"].update(frame_rate=f"{h.frame_rate.numerator}/{h.frame_rate.denominator}",
+                             version=f"{h.version[0]}.{h.version[1]}", coder=self.coder)
+        out["chunks_count"] = self.chunks_count
+        for chunk in out["chunks"]:
+            chunk["latent"] = list(chunk["latent"])
+            chunk["bits_per_token_by_latent_frame"] = list(chunk["bits_per_token_by_latent_frame"])
+        del out["coder"]
+        return out
+
+
+def file_info(src: str | Path) -> FileInfo:
+    """Header, per-chunk sizes and bits/token (per latent frame too), audio and totals of a .tok file."""
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
+    with ContainerReader(src) as reader:
+        h = reader.header
+        coder = get_coder(h.coder_id)
+        chunks = []
+        first_bits = first_tokens = later_bits = later_tokens = 0
+        for chunk in reader.chunks():
+            t, lh, lw = chunk.latent_shape
+            per_frame = coder.frame_bits(chunk.payload, chunk.latent_shape, h.bits)
+            first_bits += per_frame[0]
+            first_tokens += lh * lw
+            later_bits += sum(per_frame[1:])
+            later_tokens += (t - 1) * lh * lw
+            chunks.append(ChunkInfo(chunk.index, chunk.first_frame, chunk.frames, (t, lh, lw), len(chunk.payload),
+                                    8 * len(chunk.payload) / (t * lh * lw),
+                                    tuple(b / (lh * lw) for b in per_frame)))
+        audio = None
+        if h.has_audio:
+            block = reader.read_audio()
+            track = read_track(block.data, block.start_offset_us / 1_000_000)
+            audio = AudioInfo(track.codec, track.sample_rate, track.channels, track.duration,
+                              track.start_offset, len(track.data))
+        size, frames = src.stat().st_size, reader.frame_count
+    tokens = sum(c.latent[0] * c.latent[1] * c.latent[2] for c in chunks)
+    seconds = float(frames / h.frame_rate) if frames else 0.0
+    return FileInfo(
+        file=str(src), bytes=size, frames=frames, width=h.width, height=h.height, tokens=tokens,
+        duration_seconds=seconds, bpp=8 * size / max(1, frames * h.width * h.height),
+        kbps=8 * size / 1000 / max(1e-9, seconds) if frames else 0.0,
+        bits_per_token=8 * size / max(1, tokens),
+        payload_bits_per_token=8 * sum(c.bytes for c in chunks) / max(1, tokens),
+        bits_per_token_first_latent_frame=first_bits / max(1, first_tokens),
+        bits_per_token_later_latent_frames=later_bits / later_tokens if later_tokens else None,
+        untrained_model=h.untrained, coder=coder.name, header=h, audio=audio, chunks=tuple(chunks))

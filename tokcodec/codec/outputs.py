@@ -1,0 +1,42 @@
+"""Atomic outputs: a file appears under its final name only when it is complete, even after a
+crash or a power cut; until then it is a hidden sibling with the same extension."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tokcodec.errors import OutputError
+
+
+def check_output(dst: Path, overwrite: bool) -> None:
+    if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
+        raise OutputError(f"{dst}: already exists (use -y to overwrite)")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{dst}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{dst}: directory {parent} is not writable")
+
+
+def temp_path(dst: Path) -> Path:
+    """Hidden sibling of dst that keeps its extension (muxers are chosen by it)."""
+    return dst.with_name(f".{dst.stem}.part-{os.getpid()}{dst.suffix}")
+
+
+def commit_output(tmp: Path, dst: Path) -> None:
+    """Give a finished temporary file its final name, durably: its data reaches the disk before
+    the rename, and the rename before we return, so even a power cut never leaves a file under
+    the final name that is not complete."""
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+    try:
+        fd = os.open(dst.parent if str(dst.parent) else ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)

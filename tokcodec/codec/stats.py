@@ -1,0 +1,59 @@
+"""What encode and decode report: sizes, rates and timings of one run."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class EncodeStats:
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    bytes: int
+    tokens: int
+    seconds: float
+    model: str
+    device: str
+    precision: str
+    scale: float = 1.0
+    audio: str = "none"          # what was kept of the source's audio
+    refine: int = 0              # decoder-in-the-loop search steps per GOP (0: the encoder's tokens)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.bytes / max(1, self.frames * self.width * self.height)
+
+    @property
+    def bits_per_token(self) -> float:
+        return 8 * self.bytes / max(1, self.tokens)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bpp": self.bpp, "bits_per_token": self.bits_per_token, "fps": self.fps}
+
+
+@dataclass
+class DecodeStats:
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    device: str
+    precision: str
+    audio: str = "none"
+    lost_frames: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges (--salvage)
+    problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "fps": self.fps}
