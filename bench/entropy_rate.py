@@ -303,7 +303,7 @@ def _coder(coder_id: int, model_sha256: str | None):
 
         if prior_for_model(model_sha256) is None:
             print("note: no shipped coder-3 prior for these weights; coder 3 falls back to coder 2's "
-                  "bitstream (fit one with bench/fit_coder_prior.py)")
+                  "bitstream (fit one with python -m tokcodec.codec.prior_fit)")
     return get_coder(coder_id, CoderContext(model_sha256=model_sha256))
 
 

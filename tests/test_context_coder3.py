@@ -396,7 +396,7 @@ def test_wrong_shape_bits_or_garbage_raise(coded: tuple[np.ndarray, bytes]) -> N
 
 
 def test_fitting_features_match_the_coder() -> None:
-    """bench/fit_coder_prior.py fits on ``features``; the coder computes the same first layer
+    """tokcodec/codec/prior_fit.py fits on ``features``; the coder computes the same first layer
     in parts (per frame and per pass). Both must give the same logits, or a fitted prior would
     silently code worse than it measured."""
     from safetensors.numpy import load
@@ -425,3 +425,18 @@ def test_fitting_features_match_the_coder() -> None:
         rm = np.empty_like(planes)
         rm[geo.order] = planes
         prev = rm
+
+
+def test_the_prior_fitter_is_a_library_function(tmp_path: Path) -> None:
+    """tokcodec.codec.prior_fit fits and writes a prior that coder 3 can load, and refuses to
+    replace the prior of weights that still ship (files coded with them name it)."""
+    from tokcodec.codec.prior_fit import PriorFitConfig, fit_prior, refuse_to_orphan
+    from tokcodec.errors import ModelError
+
+    with pytest.raises(ModelError, match="may have been coded with"):
+        refuse_to_orphan(PRIOR_FILE, "0" * 64)
+    refuse_to_orphan(PRIOR_FILE, DEFAULT_MODEL_SHA256)  # its own weights may refresh it
+    out = fit_prior(PriorFitConfig(weights="tiny", clips360=1, clips128=1, epochs=1, hidden=4,
+                                   output=tmp_path / "tiny.coder3.safetensors"), log=lambda _: None)
+    prior = load_prior(out)
+    assert out.exists() and prior.bits == 18 and len(prior.model_sha256) == 64

@@ -5,7 +5,7 @@ only. The tokenizer's bits are predictable from much more: the other planes of t
 cells, the other planes of the motion-compensated cell in the previous latent frame, and, for the
 second 9-bit LFQ group, the first group of the same cell (the entropy penalty decorrelates the
 bits within a group, not across groups). Coder 3 predicts every bit with a small MLP fitted
-offline on tokens of the tokenizer's training data (``bench/fit_coder_prior.py``) and shipped
+offline on tokens of the tokenizer's training data (``tokcodec/codec/prior_fit.py``) and shipped
 beside the weights (``tokcodec/weights/<model>.coder3.safetensors``, with the weights' SHA-256 in
 its metadata). The payload names the prior by the first four bytes of the prior file's SHA-256,
 so a decoder without that exact prior (other weights, or a re-fitted prior) refuses the payload

@@ -7,26 +7,27 @@ and the rounded model's rate is measured on the training tokens (and, if asked, 
 tokens, for reporting only). The result is written as ``<weights stem>.coder3.safetensors`` with
 the weights' SHA-256 in its metadata.
 
-Examples::
+From Python: ``fit_prior(PriorFitConfig(weights="default", corpus=Path("data/real")))``. From a
+shell (this module is the whole command; until December 2026 it was ``bench/fit_coder_prior.py``)::
 
-    nice -n 19 .venv/bin/python bench/fit_coder_prior.py                     # shipped default model
-    nice -n 19 .venv/bin/python bench/fit_coder_prior.py --corpus data/real   # + real video windows
-    nice -n 19 .venv/bin/python bench/fit_coder_prior.py --clips360 28 --hidden 32 --epochs 8
-    nice -n 19 .venv/bin/python bench/fit_coder_prior.py --tokens-cache /tmp/tok --report-validation
+    nice -n 19 python -m tokcodec.codec.prior_fit                     # shipped default model
+    nice -n 19 python -m tokcodec.codec.prior_fit --corpus data/real   # + real video windows
+    nice -n 19 python -m tokcodec.codec.prior_fit --clips360 28 --hidden 32 --epochs 8
+    nice -n 19 python -m tokcodec.codec.prior_fit --tokens-cache /tmp/tok --report-validation
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tokcodec.codec import lattice
 from tokcodec.codec import context_coder3 as c3
+from tokcodec.codec import lattice
+from tokcodec.errors import ModelError
 
 W1_SCALE = 256              # first-layer weights and biases in 1/256
 W2_SCALE = 256              # second-layer weights: activation (1/16) x 1/256 = 1/4096 nat
@@ -219,7 +220,7 @@ def refuse_to_orphan(path: Path, sha256: str) -> None:
         previous = (fh.metadata() or {}).get("model_sha256", "")
     kept = [name for name, digest in shipped_digests().items() if digest == previous and previous != sha256]
     if kept:
-        raise SystemExit(f"{path} is the prior of the shipped {kept[0]} ({previous[:16]}...), which files "
+        raise ModelError(f"{path} is the prior of the shipped {kept[0]} ({previous[:16]}...), which files "
                          f"may have been coded with: keep both as {kept[0].split('.')[0].split('-')[0]}-"
                          f"{previous[:8]}[.coder3].safetensors first (and list them in SHA256SUMS), "
                          "or pass --force")
@@ -244,61 +245,87 @@ def _size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", default="default", help="tokenizer: preset name or .safetensors file")
-    ap.add_argument("--clips360", type=int, default=28, help="training clips at 360x640")
-    ap.add_argument("--clips128", type=int, default=48, help="training clips at 128x128")
-    ap.add_argument("--corpus", type=Path, help="also fit on windows of this real corpus's training videos "
-                    "(scripts/training_data.sh DIR)")
-    ap.add_argument("--clips-real", type=int, default=32, help="real video windows with --corpus")
-    ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--tokens-cache", type=Path, help="folder to keep/reuse the token arrays in")
-    ap.add_argument("--report-validation", action="store_true",
-                    help="also print the rate on the held-out validation clips (reporting only)")
-    ap.add_argument("-o", "--output", type=Path, help="default: tokcodec/weights/<model>.coder3.safetensors")
-    ap.add_argument("--force", action="store_true", help="replace the prior of other shipped weights")
-    args = ap.parse_args(argv)
+@dataclass(frozen=True)
+class PriorFitConfig:
+    weights: str = "default"           # tokenizer: preset name or .safetensors file
+    clips360: int = 28                 # training clips at 360x640
+    clips128: int = 48                 # training clips at 128x128
+    corpus: Path | None = None         # also fit on windows of this real corpus's training videos
+    clips_real: int = 32               # real video windows with corpus
+    hidden: int = 32
+    epochs: int = 8
+    seed: int = 7
+    tokens_cache: Path | None = None   # folder to keep/reuse the token arrays in
+    report_validation: bool = False    # also print the rate on the held-out validation clips
+    output: Path | None = None         # default: tokcodec/weights/<model>.coder3.safetensors
+    force: bool = False                # replace the prior of other shipped weights
 
+
+def fit_prior(cfg: PriorFitConfig, log=print) -> Path:
+    """Fit, round and write coder 3's prior for ``cfg.weights``; returns the file written. A
+    prior written into the package's weights folder is listed in SHA256SUMS and its coded rate
+    on the training tokens is logged."""
     from tokcodec.model.presets import resolve_name
     from tokcodec.model.zoo import load_tokenizer, weights_sha256
 
-    stem = resolve_name(args.weights) if not args.weights.endswith(".safetensors") else Path(args.weights).stem
-    out = args.output or c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors"
-    if not args.force:  # before the minutes of fitting
-        refuse_to_orphan(out, weights_sha256(args.weights))
-    sets, sha = [], None
-    for size, count in (((360, 640), args.clips360), ((128, 128), args.clips128)):
-        cache = args.tokens_cache / f"train{size[0]}.npy" if args.tokens_cache else None
+    stem = resolve_name(cfg.weights) if not cfg.weights.endswith(".safetensors") else Path(cfg.weights).stem
+    out = cfg.output or c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors"
+    if not cfg.force:  # before the minutes of fitting
+        refuse_to_orphan(out, weights_sha256(cfg.weights))
+    sets = []
+    for size, count in (((360, 640), cfg.clips360), ((128, 128), cfg.clips128)):
+        cache = cfg.tokens_cache / f"train{size[0]}.npy" if cfg.tokens_cache else None
         if cache is not None and cache.exists():
             arr = np.load(cache)
         else:
-            arr, sha = training_tokens(args.weights, size, count, args.seed)
+            arr, _ = training_tokens(cfg.weights, size, count, cfg.seed)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 np.save(cache, arr)
         sets.append(arr.astype(np.int64))
-    if args.corpus is not None:
-        sets += real_tokens(args.weights, args.corpus, args.clips_real, args.seed)
-    loaded = load_tokenizer(args.weights, "cpu")
-    sha = loaded.sha256
-    bits = int(loaded.config.bits)
+    if cfg.corpus is not None:
+        sets += real_tokens(cfg.weights, cfg.corpus, cfg.clips_real, cfg.seed)
+    loaded = load_tokenizer(cfg.weights, "cpu")
+    sha, bits = loaded.sha256, int(loaded.config.bits)
     x, y, _ = dataset(sets, bits)
-    print(f"{len(x)} training tokens, {x.shape[1]} features, model {sha[:16]}...")
-    arrays = quantise(fit(x, y, bits, args.hidden, args.epochs, args.seed), bits)
+    log(f"{len(x)} training tokens, {x.shape[1]} features, model {sha[:16]}...")
+    arrays = quantise(fit(x, y, bits, cfg.hidden, cfg.epochs, cfg.seed), bits)
     save(arrays, sha, out)
-    print(f"wrote {out}")
+    log(f"wrote {out}")
     if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():
         for name, arr in zip(("360x640", "128x128", "real"), sets):
-            print(f"coded, training {name}: %.3f bits/token (first %.3f, later %.3f)" % coded_rate(arr[:4], bits, sha))
-        if args.report_validation:
+            log(f"coded, training {name}: %.3f bits/token (first %.3f, later %.3f)" % coded_rate(arr[:4], bits, sha))
+        if cfg.report_validation:
             for size in ((360, 640), (128, 128)):
-                cache = args.tokens_cache / f"val{size[0]}.npy" if args.tokens_cache else None
-                val = np.load(cache) if cache is not None and cache.exists() else validation_tokens(args.weights, size)
-                print(f"coded, validation {size[0]}x{size[1]}: %.3f bits/token (first %.3f, later %.3f)"
-                      % coded_rate(val.astype(np.int64), bits, sha))
+                cache = cfg.tokens_cache / f"val{size[0]}.npy" if cfg.tokens_cache else None
+                val = np.load(cache) if cache is not None and cache.exists() else validation_tokens(cfg.weights, size)
+                log(f"coded, validation {size[0]}x{size[1]}: %.3f bits/token (first %.3f, later %.3f)"
+                    % coded_rate(val.astype(np.int64), bits, sha))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tokcodec.codec.prior_fit", description=__doc__.split("\n\n")[0])
+    defaults = PriorFitConfig()
+    for f in fields(PriorFitConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            ap.add_argument(flag, action="store_true")
+        elif f.name == "output":
+            ap.add_argument("-o", flag, type=Path)
+        elif f.name in ("corpus", "tokens_cache"):
+            ap.add_argument(flag, type=Path)
+        else:
+            ap.add_argument(flag, type=type(default), default=default)
+    args = ap.parse_args(argv)
+    from tokcodec.errors import TokcodecError
+
+    try:
+        fit_prior(PriorFitConfig(**{f.name: getattr(args, f.name) for f in fields(PriorFitConfig)}))
+    except TokcodecError as exc:
+        print(f"tokcodec: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
