@@ -48,4 +48,5 @@ def test_keep_freed_memory_serves_big_buffers_from_the_heap_and_keeps_them():
     heap_default, mapped_default, heap_kept, mapped_kept = map(int, out.stdout.split())
     assert mapped_default >= 64 << 20  # by default a 64 MB buffer is a fresh mapping each time
     assert mapped_kept == 0            # with the policy it comes from the heap
-    assert heap_kept >= heap_default + (64 << 20)  # and stays there, freed, for the next one
+    # and stays there, freed, for the next one (less what free heap space already held)
+    assert heap_kept >= heap_default + (63 << 20)
