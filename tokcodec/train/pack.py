@@ -37,7 +37,7 @@ class PackConfig:
     video_short: int = 256    # short side of training video frames (at most; crops up to it fit)
     window: int = 25          # frames per training window (9-frame clips at time stride 2 fit)
     quality: int = 88         # JPEG quality (held-out windows: 92)
-    holdout_frames: int = 17  # frames of each held-out window (the trainer validates on 17)
+    holdout_frames: int = 17  # frames of each held-out window (the trainer validates on 17; 0: none)
 
 
 def _jpeg(array: np.ndarray, path: Path, quality: int) -> int:
@@ -95,7 +95,7 @@ def build_pack(corpus: Path, out: Path, cfg: PackConfig = PackConfig()) -> list[
     used = 0
     packed: list[Entry] = []
 
-    for e in (e for e in entries if e.kind == "video" and e.split == "holdout"):
+    for e in (e for e in entries if e.kind == "video" and e.split == "holdout" and cfg.holdout_frames > 0):
         video = read_frames(corpus / e.file, max_frames=cfg.holdout_frames)
         video = centre_crop(video, 360, 640, 8)
         folder = Path(e.file).with_suffix("")
