@@ -60,3 +60,21 @@ def test_files_and_frames_are_the_same_with_one_thread_or_four(tmp_path, tiny_mo
         outputs[threads] = (tok.read_bytes(), (tmp_path / f"t{threads}.y4m").read_bytes(), read_tokens(tok)[1])
     assert outputs["1"][0] == outputs["4"][0] and outputs["1"][1] == outputs["4"][1]
     assert len(outputs["1"][2]) == 5 and all(np.array_equal(a, b) for a, b in zip(outputs["1"][2], outputs["4"][2]))
+
+
+def test_gops_batched_through_the_network_decode_the_same_frames(tmp_path, tiny_model):
+    """--gop-batch N: N GOPs of one shape at a time (the last, shorter one alone), in order, the
+    same frames as one by one (the batched convolutions may round differently: 50 dB at least);
+    with --salvage, gaps are filled in order too."""
+    from tokcodec.codec.pipeline import compare_videos, same_shape_batches
+
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(23, 32, 48, seed=6))  # 4 GOPs of 5, one of 3
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, gop=5)
+    decode_video(tmp_path / "a.tok", tmp_path / "one.y4m", model=tiny_model)
+    st = decode_video(tmp_path / "a.tok", tmp_path / "three.y4m", model=tiny_model, gop_batch=3)
+    assert st.frames == 23
+    assert compare_videos(tmp_path / "one.y4m", tmp_path / "three.y4m")["psnr"] >= 50
+    grids = [(i, 1, np.zeros(shape)) for i, shape in enumerate([(2, 4, 4)] * 4 + [(1, 4, 4)])]
+    assert [[i for i, _, _ in b] for b in same_shape_batches(iter(grids), 3)] == [[0, 1, 2], [3], [4]]
+    with pytest.raises(ValueError, match="at least 1"):
+        decode_video(tmp_path / "a.tok", tmp_path / "x.y4m", model=tiny_model, gop_batch=0)

@@ -65,6 +65,8 @@ def decode(
     no_audio: NoAudioDecode = False,
     salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
                                  "frames repeat the last good one (black before it) and are listed."),
+    gop_batch: int = typer.Option(1, "--gop-batch", min=1, help="GOPs decoded by the network at once: more "
+                                  "throughput on a GPU, more memory; on a CPU 1 is as fast."),
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -76,7 +78,8 @@ def decode(
             total = reader.frame_count
         with frame_progress("decode", total, quiet) as advance:
             st = decode_video(input, output, model=model, device=device, precision=precision,
-                              overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage)
+                              overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
+                              gop_batch=gop_batch)
         for problem in st.problems:
             typer.echo(f"tokcodec: warning: {problem}", err=True)
         line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {st.output}, {st.fps:.1f} fps "

@@ -241,15 +241,33 @@ class _GapFiller:
         self.written += 1
 
 
+def same_shape_batches(items: Iterator[tuple[int, int, np.ndarray]], size: int
+                       ) -> Iterator[list[tuple[int, int, np.ndarray]]]:
+    """Consecutive (first frame, frames, tokens) items in lists of at most ``size`` whose token
+    grids have one shape (a file's last GOP is often shorter), in their order."""
+    batch: list[tuple[int, int, np.ndarray]] = []
+    for item in items:
+        if batch and (len(batch) == size or item[2].shape != batch[0][2].shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
 def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
                  progress: ProgressFn | None = None, audio: bool = True,
-                 salvage: bool = False) -> DecodeStats:
+                 salvage: bool = False, gop_batch: int = 1) -> DecodeStats:
     """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs.
 
     The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False. With ``salvage``,
     a damaged file decodes from its intact chunks: lost frames repeat the last good frame (black
-    before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them."""
+    before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
+    ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
+    with it; on a CPU 1 is as fast)."""
+    if gop_batch < 1:
+        raise ValueError(f"--gop-batch must be at least 1, got {gop_batch}")
     src, dst = Path(src), Path(dst)
     kind = output_kind(dst)
     check_output(dst, overwrite)
@@ -270,17 +288,18 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
             with FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
                 out = _GapFiller(writer, h.height, h.width)
                 gops = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
-                for first, n, tokens in gops:
-                    filled = out.fill_to(first)
-                    if progress and filled:
-                        progress(filled)
-                    idx = torch.from_numpy(tokens.astype(np.int64)).unsqueeze(0).to(runtime.device)
+                for batch in same_shape_batches(gops, gop_batch):
+                    idx = torch.from_numpy(np.stack([tokens for _, _, tokens in batch]).astype(np.int64))
                     with torch.inference_mode(), runtime.autocast():
-                        video = loaded.tokenizer.decode_indices(idx)
-                    for frame in tensor_to_frames(video, n, h):
-                        out.write(frame)
-                    if progress:
-                        progress(n)
+                        video = loaded.tokenizer.decode_indices(idx.to(runtime.device))
+                    for b, (first, n, _) in enumerate(batch):
+                        filled = out.fill_to(first)
+                        if progress and filled:
+                            progress(filled)
+                        for frame in tensor_to_frames(video[b:b + 1], n, h):
+                            out.write(frame)
+                        if progress:
+                            progress(n)
                 filled = out.fill_to(reader.frame_count)
                 if progress and filled:
                     progress(filled)
