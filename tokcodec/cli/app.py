@@ -65,8 +65,8 @@ def decode(
     no_audio: NoAudioDecode = False,
     salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
                                  "frames repeat the last good one (black before it) and are listed."),
-    gop_batch: int = typer.Option(1, "--gop-batch", min=1, help="GOPs decoded by the network at once: more "
-                                  "throughput on a GPU, more memory; on a CPU 1 is as fast."),
+    gop_batch: int = typer.Option(1, "--gop-batch", min=1, help="GOPs decoded by the network at once "
+                                  "(for a GPU's throughput; memory grows with it)."),
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:

@@ -264,8 +264,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False. With ``salvage``,
     a damaged file decodes from its intact chunks: lost frames repeat the last good frame (black
     before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
-    ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
-    with it; on a CPU 1 is as fast)."""
+    ``gop_batch`` GOPs go through the decoder network at once (meant for a GPU's throughput;
+    memory grows with it)."""
     if gop_batch < 1:
         raise ValueError(f"--gop-batch must be at least 1, got {gop_batch}")
     src, dst = Path(src), Path(dst)
