@@ -86,7 +86,7 @@ PRESETS: dict[str, TokenizerConfig] = {
         name="base", patch=4, channels=(128, 256), blocks=(2, 2), temporal_blocks=2,
         description="widths 128/256, for GPUs"),
 }
-DEFAULT_PRESET = "fast"
+DEFAULT_PRESET = "fast-deep"
 
 
 def resolve_name(name: str) -> str:
