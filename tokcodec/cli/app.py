@@ -190,7 +190,7 @@ def models() -> None:
             if kept := kept_versions(name):
                 trained += f" (earlier ones kept for old files: {', '.join(kept)})"
             default = " (default)" if name == DEFAULT_PRESET else ""
-            typer.echo(f"{name:8s}{default:10s} {t}x{s}x{s}, {cfg.bits} bits, "
+            typer.echo(f"{name:10s}{default:10s} {t}x{s}x{s}, {cfg.bits} bits, "
                        f"{parameter_count(cfg) / 1e6:5.2f} M parameters, {trained}: {cfg.description}")
 
 
