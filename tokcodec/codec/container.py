@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from tokcodec.errors import FormatError
+from tokcodec.errors import FormatError, InputError
 
 MAGIC = b"TOKCODEC"
 CHUNK_MAGIC = b"CHNK"
@@ -395,3 +395,11 @@ class ContainerReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_tok(src: str | Path) -> ContainerReader:
+    """A .tok file's reader; a missing file is the user's InputError, not an OSError."""
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
+    return ContainerReader(src)

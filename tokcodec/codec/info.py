@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tokcodec.audio import read_track
-from tokcodec.codec.container import ContainerReader, Header
+from tokcodec.codec.container import Header, open_tok
 from tokcodec.codec.entropy import get_coder
-from tokcodec.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,7 @@ class FileInfo:
 def file_info(src: str | Path) -> FileInfo:
     """Header, per-chunk sizes and bits/token (per latent frame too), audio and totals of a .tok file."""
     src = Path(src)
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
-    with ContainerReader(src) as reader:
+    with open_tok(src) as reader:
         h = reader.header
         coder = get_coder(h.coder_id)
         chunks = []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
-from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header
+from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -145,13 +145,6 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps)
-
-
-def open_tok(src: str | Path) -> ContainerReader:
-    src = Path(src)
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
-    return ContainerReader(src)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
@@ -287,8 +280,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
             color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
             with FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
                 out = _GapFiller(writer, h.height, h.width)
-                gops = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
-                for batch in same_shape_batches(gops, gop_batch):
+                grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
+                for batch in same_shape_batches(grids, gop_batch):
                     idx = torch.from_numpy(np.stack([tokens for _, _, tokens in batch]).astype(np.int64))
                     with torch.inference_mode(), runtime.autocast():
                         video = loaded.tokenizer.decode_indices(idx.to(runtime.device))

@@ -64,7 +64,7 @@ def summarise(trainer, weights: dict[str, Path]) -> dict:
 
 
 def run(config: Path, minutes: float, out: Path, data: str | None = None, device: str = "auto",
-        dry_run: bool = False, run_dir: Path | None = None, overrides: dict | None = None) -> dict:
+        dry_run: bool = False, run_dir: Path | None = None) -> dict:
     from tokcodec.train.real import is_corpus
     from tokcodec.train.trainer import TrainConfig, train
 
@@ -73,7 +73,7 @@ def run(config: Path, minutes: float, out: Path, data: str | None = None, device
                      "out_dir": str(run_dir or Path("runs") / f"kit-{time.strftime('%Y%m%d-%H%M%S')}")}
     if data:  # the real corpus named in the config is replaced by this one (e.g. a pack)
         changes["sources"] = tuple(s for s in cfg.sources if s == "synthetic" or not is_corpus(Path(s))) + (data,)
-    cfg = cfg.updated({**changes, **(overrides or {})})
+    cfg = cfg.updated(changes)
     if dry_run:
         cfg = cfg.updated(dry_run_overrides(cfg))
     out.mkdir(parents=True, exist_ok=True)

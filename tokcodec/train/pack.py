@@ -73,11 +73,10 @@ def _window_starts(frames: int, window: int) -> list[int]:
     order: list[int] = []
     step = len(slots)
     while step >= 1:
-        for i in range(step // 2, len(slots), max(1, step)):
+        for i in range(step // 2, len(slots), step):
             if slots[i] not in order:
                 order.append(slots[i])
-        step //= 2
-    order += [s for s in slots if s not in order]
+        step //= 2  # the last pass (step 1) takes whatever is left
     return order
 
 

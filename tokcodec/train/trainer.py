@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokcodec.metrics import colour_drift, psnr, psnr_from_mse
+from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
@@ -464,8 +464,9 @@ class Trainer:
                 recon = model.decode_indices(idx).float().clamp(-1, 1)
             a, b = _to_uint8_frames(x), _to_uint8_frames(recon)
             idx = idx.cpu()
-            psnrs.append(psnr(a, b))
-            drifts.append(colour_drift(a, b))
+            totals = ErrorTotals().add(a, b)
+            psnrs.append(totals.psnr())
+            drifts.append(totals.colour_drift)
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
         ent = bit_entropy(torch.cat(usage).mean(0))
         return {"psnr": float(np.mean(psnrs)), "colour_drift": float(np.mean(drifts)),
