@@ -5,7 +5,10 @@ little noise, as walls, sky and roads are in camera video. It goes through the w
 (encode to a .tok, decode to lossless .mkv) and the drift is the largest per-channel difference
 of the clip's mean colour, in 8-bit code values (``decode --compare`` prints the same figure).
 
-    python bench/colour_drift.py [--model NAME|weights.safetensors] [--size 128x128]
+    python bench/colour_drift.py [--model NAME|weights.safetensors] [--size 128x128] [--no-correction]
+
+By default the clips go through the codec as ``tokcodec encode`` sends them (tokens and the
+correction layer); ``--no-correction`` measures the tokens alone, i.e. the model itself.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def flat_clip(rgb: tuple[int, int, int], frames: int = 17, height: int = 128, wi
 
 
 def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: int, width: int,
-          work: Path) -> dict[str, float]:
+          work: Path, correction: bool = True) -> dict[str, float]:
     from fractions import Fraction
 
     import tokcodec
@@ -48,7 +51,7 @@ def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: 
     with FrameWriter(src, width, height, Fraction(25)) as writer:
         for frame in flat_clip(rgb, frames, height, width):
             writer.write(frame)
-    tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True)
+    tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True, correction=correction)
     tokcodec.decode_video(work / "c.tok", work / "out.mkv", model=model, overwrite=True)
     return tokcodec.compare_videos(src, work / "out.mkv")
 
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--size", default="128x128", help="HxW of the clips")
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--json", dest="json_out", default=None)
+    ap.add_argument("--no-correction", action="store_true", help="tokens alone (the model itself)")
     a = ap.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
 
@@ -72,15 +76,17 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, rgb in COLOURS.items():
-            cmp = drift(model, rgb, a.frames, h, w, Path(tmp))
+            cmp = drift(model, rgb, a.frames, h, w, Path(tmp), correction=not a.no_correction)
             rows[name] = {"rgb": rgb, "colour_drift": cmp["colour_drift"], "psnr": cmp["psnr"]}
             print(f"{name:11s} {str(rgb):16s} drift {cmp['colour_drift']:5.1f} code values, "
                   f"PSNR {cmp['psnr']:.2f} dB", flush=True)
     worst = max(r["colour_drift"] for r in rows.values())
     mean = float(np.mean([r["colour_drift"] for r in rows.values()]))
-    print(f"model {model.name} ({model.sha256[:8]}): mean drift {mean:.1f}, worst {worst:.1f} code values ({h}x{w}, {a.frames} frames)")
+    print(f"model {model.name} ({model.sha256[:8]}), {'tokens alone' if a.no_correction else 'with correction'}: "
+          f"mean drift {mean:.1f}, worst {worst:.1f} code values ({h}x{w}, {a.frames} frames)")
     if a.json_out:
-        Path(a.json_out).write_text(json.dumps({"model": a.model, "rows": rows, "mean": mean, "worst": worst}, indent=2))
+        Path(a.json_out).write_text(json.dumps({"model": a.model, "correction": not a.no_correction, "rows": rows,
+                                                "mean": mean, "worst": worst}, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ real-video validation set leads: two 17-frame windows of each held-out camera vi
 set: 640x360 camera moves over held-out images, 17 frames, and the same as still images.
 For each clip it prints PSNR (RGB and Y), SSIM, MS-SSIM, mean colour drift (largest per-channel
 difference of the clip's mean colour, in code values) and bits/token through the real codec path
-(tokenizer + default entropy coder), plus the per-bit token entropy (codebook usage).
+(tokenizer + default entropy coder + the correction layer, as ``tokcodec encode`` does by
+default; ``--no-correction`` for tokens alone), the PSNR of the tokens alone beside it, and the
+per-bit token entropy (codebook usage). bpp counts the coder's payload and the correction record.
 """
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ def main() -> None:
                     help="decoder-in-the-loop search steps per clip at encode (tokcodec encode --refine)")
     ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
     ap.add_argument("--no-synthetic", action="store_true", help="only the real-video validation set")
+    ap.add_argument("--no-correction", action="store_true", help="tokens only (tokcodec encode --no-correction)")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
+    from tokcodec.codec.correction import CorrectionConfig, fit_correction
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
                                          tensor_to_frames)
     from tokcodec.device import keep_freed_memory, select_runtime
@@ -80,7 +84,13 @@ def main() -> None:
         encode_seconds += time.perf_counter() - start
         encoded_frames += len(frames)
         with torch.inference_mode(), runtime.autocast():
-            recon = tensor_to_frames(loaded.tokenizer.decode_indices(idx), len(frames), header)
+            video = loaded.tokenizer.decode_indices(idx)
+        recon = tokens_only = tensor_to_frames(video, len(frames), header)
+        record = b""
+        if not a.no_correction:  # as encode/decode do: fit to the decoded GOP, add before rounding
+            fix = fit_correction(frames, tokens_only, CorrectionConfig())
+            record = 4 * b"\0" + fix.pack()  # the record and the chunk's u32 that sets it apart
+            recon = tensor_to_frames(video, len(frames), header, fix.field(cw, ch))
         tokens = idx[0].cpu().numpy().astype(np.int32)
         all_tokens.append(tokens.ravel())
         payload = coder.encode(tokens, cfg.bits)
@@ -90,33 +100,38 @@ def main() -> None:
             "kind": kind, "clip": i, "source": source, "size": f"{cw}x{ch}",
             "psnr": totals.psnr(), "psnr_y": psnr_y(frames, recon), "ssim": ssim(frames, recon),
             "ms_ssim": ms_ssim(frames, recon), "colour_drift": totals.colour_drift,
-            "bits_per_token": 8 * len(payload) / tokens.size,
-            "bpp": 8 * len(payload) / (len(frames) * ch * cw),
+            "psnr_tokens_only": ErrorTotals().add(frames, tokens_only).psnr(),
+            "bits_per_token": 8 * (len(payload) + len(record)) / tokens.size,
+            "bpp": 8 * (len(payload) + len(record)) / (len(frames) * ch * cw),
         })
     ent = bit_entropy(np.concatenate(all_tokens), cfg.bits)
     print(f"model {loaded.name} ({loaded.source}), {'trained' if loaded.trained else 'UNTRAINED'}, "
           f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}, "
-          f"refine {refine.steps} steps (network encode {encoded_frames / encode_seconds:.2f} fps)")
+          f"refine {refine.steps} steps, {'no correction' if a.no_correction else 'correction'} "
+          f"(network encode {encoded_frames / encode_seconds:.2f} fps)")
     print(f"{'kind':10s} {'source':26s} {'size':>7s} {'PSNR':>6s} {'PSNR-Y':>6s} {'SSIM':>5s} {'MS-SSIM':>7s} "
-          f"{'drift':>5s} {'bits/tok':>8s} {'bpp':>6s}")
+          f"{'drift':>5s} {'bits/tok':>8s} {'bpp':>6s} {'tok-PSNR':>8s}")
     for r in rows:
         print(f"{r['kind']:10s} {r['source'][:26]:26s} {r['size']:>7s} {r['psnr']:6.2f} {r['psnr_y']:6.2f} "
-              f"{r['ssim']:5.3f} {r['ms_ssim']:7.3f} {r['colour_drift']:5.1f} {r['bits_per_token']:8.2f} {r['bpp']:6.4f}")
+              f"{r['ssim']:5.3f} {r['ms_ssim']:7.3f} {r['colour_drift']:5.1f} {r['bits_per_token']:8.2f} "
+              f"{r['bpp']:6.4f} {r['psnr_tokens_only']:8.2f}")
     summary = {}
     for kind in ("real-video", "real-photo", "video", "image"):
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
             continue
         summary[kind] = {k: float(np.mean([r[k] for r in sel]))
-                         for k in ("psnr", "psnr_y", "ssim", "ms_ssim", "colour_drift", "bits_per_token", "bpp")}
+                         for k in ("psnr", "psnr_y", "ssim", "ms_ssim", "colour_drift", "bits_per_token", "bpp",
+                           "psnr_tokens_only")}
         s = summary[kind]
         print(f"mean {kind:10s}: PSNR {s['psnr']:.2f} dB, PSNR-Y {s['psnr_y']:.2f}, SSIM {s['ssim']:.3f}, "
               f"MS-SSIM {s['ms_ssim']:.3f}, drift {s['colour_drift']:.1f}, {s['bits_per_token']:.2f} bits/token, "
-              f"{s['bpp']:.4f} bpp")
+              f"{s['bpp']:.4f} bpp (tokens alone: {s['psnr_tokens_only']:.2f} dB)")
     print(f"per-bit token entropy: mean {ent.mean():.3f}, min {ent.min():.3f} bit")
     if a.json_out:
         with open(a.json_out, "w") as fh:
             json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps,
+                       "correction": not a.no_correction,
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)
 

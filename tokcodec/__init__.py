@@ -5,6 +5,7 @@ Library API (the CLI is a thin layer over these)::
     import tokcodec
     stats = tokcodec.encode_video("in.mp4", "out.tok")          # -> EncodeStats
     tokcodec.encode_video("in.mp4", "out.tok", refine=16)      # slow decoder-in-the-loop search
+    tokcodec.encode_video("in.mp4", "out.tok", correction=False)  # tokens only (.tok 1.x)
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
@@ -30,9 +31,9 @@ _EXPORTS = {
     "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch",
-    "RefineConfig": "tokcodec.model.refine",
+    "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
 }
-__all__ = ["DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "__version__", "batch_decode", "batch_encode",
+__all__ = ["CorrectionConfig", "DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "__version__", "batch_decode", "batch_encode",
            "compare_videos", "decode_video", "encode_video", "export_tokens", "file_info",
            "load_tokenizer", "read_tokens", "split_tokens", "verify_file"]
 
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.batch import batch_decode, batch_encode
+    from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
                                          encode_video, file_info, read_tokens)
     from tokcodec.codec.verify import verify_file

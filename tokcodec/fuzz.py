@@ -117,7 +117,7 @@ def mutate(seeds: list[bytes], rng: random.Random, kind: str | None = None) -> t
         at = rng.randrange(n)
         return kind, bytes(data[:at] + data[at + rng.choice([1, 4, 32, 1000]):])
     if kind == "header":
-        head = bytearray(MAGIC + struct.pack("<HH", 1, rng.choice([0, 1, 7])) + rng.randbytes(HEADER_SIZE - 12))
+        head = bytearray(MAGIC + struct.pack("<HH", rng.choice([1, 2]), rng.choice([0, 1, 7])) + rng.randbytes(HEADER_SIZE - 12))
         if rng.random() < 0.5:  # a plausible size field, so the later checks are reached
             struct.pack_into("<H", head, 12, HEADER_SIZE)
         return kind, reseal(bytes(head) + bytes(data[HEADER_SIZE:]))
@@ -131,6 +131,7 @@ def _one_line(exc: BaseException) -> bool:
 
 def exercise(path: Path) -> Outcome:
     """Run every read path on a (possibly damaged) .tok file, without the decoder network."""
+    from tokcodec.codec.correction import Correction
     from tokcodec.codec.entropy import get_coder
     from tokcodec.codec.pipeline import file_info, read_tokens
     from tokcodec.codec.salvage import open_salvage
@@ -143,6 +144,8 @@ def exercise(path: Path) -> Outcome:
             coder = get_coder(reader.header.coder_id)
             for chunk in reader.chunks():
                 coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits)
+                if chunk.correction:
+                    Correction.unpack(chunk.correction, reader.header.width, reader.header.height)
 
     for stage in (lambda: file_info(path), lambda: read_tokens(path), salvage):
         try:

@@ -32,6 +32,7 @@ class BatchOptions:
     precision: str = "auto"
     audio: bool = True          # keep (encode) / restore (decode) the first audio stream
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
+    correction: bool = True     # encode: send each GOP's correction grid
 
 
 @dataclass
@@ -151,7 +152,8 @@ class Worker:
         o = self.options
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
-                          overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine)
+                          overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
+                          correction=o.correction)
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
                           model=st.model, refine=st.refine)
 

@@ -36,6 +36,7 @@ class BenchConfig:
     model: str = "default"
     device: str = "auto"
     refine: int = 0  # tokcodec encode --refine steps (decoder-in-the-loop token search)
+    correction: bool = True  # tokcodec encode's correction grid
     with_vmaf: bool = True
     plots: bool = True
     keep_work: bool = False
@@ -136,7 +137,8 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         if not Path(c).exists():
             raise InputError(f"{c}: no such file")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device, refine=cfg.refine)
+    codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device, refine=cfg.refine,
+                         correction=cfg.correction)
     report = BenchReport(anchor="", quick=cfg.quick)
     runnable: list[Codec] = []
     for c in codecs:
@@ -162,6 +164,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "model": cfg.model,
         "device": cfg.device,
         "refine": cfg.refine,
+        "correction": cfg.correction,
         "colour": "RGB -> yuv420p BT.709 limited range (swscale accurate_rnd) for ffmpeg codecs; "
                   "vvenc gets the same pixels << 2 as yuv420p10le and its output is rounded back "
                   "((v + 2) >> 2, no dithering)",

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  Overwrite, Precision, Quiet, Refine, Scale)
+                                  NoCorrection, Overwrite, Precision, Quiet, Refine, Scale)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
 
@@ -32,6 +32,7 @@ def encode(
     precision: Precision = "auto",
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
     refine: Refine = 0,
+    no_correction: NoCorrection = False,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
@@ -47,8 +48,10 @@ def encode(
         with frame_progress("encode", total, quiet) as advance:
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
-                              max_frames=frames, audio=not no_audio, refine=refine)
+                              max_frames=frames, audio=not no_audio, refine=refine,
+                              correction=not no_correction)
         search = f", refine {st.refine}" if st.refine else ""
+        search += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{search}); audio: {st.audio}", quiet)
@@ -124,6 +127,8 @@ def info(
             f"(payload {info.payload_bits_per_token:.2f}; first latent frame "
             f"{info.bits_per_token_first_latent_frame:.2f}"
             + (f", later {later:.2f}" if later is not None else "") + ")",
+            "correction  " + (f"{info.correction_bytes} bytes ({100 * info.correction_bytes / max(1, info.bytes):.1f}% "
+                              "of the file)" if h.correction else "none (format 1.x: tokens only)"),
             f"chunks      {info.chunks_count}",
         ]
         a = info.audio
@@ -133,7 +138,8 @@ def info(
         for c in info.chunks:
             per = " ".join(f"{b:.1f}" for b in c.bits_per_token_by_latent_frame)
             lines.append(f"  #{c.index:<5} frames {c.first_frame}-{c.first_frame + c.frames - 1}  "
-                         f"{c.bytes} bytes  {c.bits_per_token:.2f} bits/token  [per latent frame: {per}]")
+                         f"{c.bytes} bytes  {c.bits_per_token:.2f} bits/token  [per latent frame: {per}]"
+                         + (f"  + correction {c.correction_bytes} bytes" if h.correction else ""))
         typer.echo("\n".join(lines))
 
 

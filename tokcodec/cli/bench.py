@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tokcodec.cli.options import Device, Refine
+from tokcodec.cli.options import Device, NoCorrection, Refine
 from tokcodec.cli.policy import errors
 
 __all__ = ["bench", "main"]
@@ -30,6 +30,7 @@ def bench(
     model: Annotated[str, typer.Option(help="tokcodec model: preset name or .safetensors weights file.")] = "default",
     device: Device = "auto",
     refine: Refine = 0,
+    no_correction: NoCorrection = False,
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RD plots (PNG).")] = True,
     keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the raw intermediate files.")] = False,
@@ -41,7 +42,8 @@ def bench(
 
         cfg = BenchConfig(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
-            frames=frames, anchor=anchor, model=model, device=device, refine=refine, with_vmaf=vmaf,
+            frames=frames, anchor=anchor, model=model, device=device, refine=refine,
+            correction=not no_correction, with_vmaf=vmaf,
             plots=plots, keep_work=keep_work,
         )
         report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))

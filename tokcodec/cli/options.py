@@ -16,6 +16,9 @@ Refine = Annotated[int, typer.Option(
     "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps: closer "
     "pictures, same format and decode speed, a much slower encode that needs more memory "
     "(docs/usage.md).")]
+NoCorrection = Annotated[bool, typer.Option(
+    "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
+    "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]

@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from tokcodec.codec.correction import max_record_bytes
 from tokcodec.errors import FormatError, InputError
 
 MAGIC = b"TOKCODEC"
@@ -23,8 +24,12 @@ CHUNK_MAGIC = b"CHNK"
 INDEX_MAGIC = b"INDX"
 TRAILER_MAGIC = b"TOKEND\r\n"
 AUDIO_MAGIC = b"AUDI"
-VERSION_MAJOR = 1
-VERSION_MINOR = 1           # 1.1 adds the optional audio block; files without audio are written as 1.0
+VERSION_MAJOR = 2           # 2.0: each chunk carries a correction record (codec/correction.py)
+VERSION_MINOR = 0
+NEWEST_MINOR = {1: 1, 2: 0}  # majors this tokcodec reads and their newest minor it knows: 1.0;
+                            # 1.1 adds the optional audio block; 2.0 the corrections. A file is
+                            # written in the oldest version that can hold it (1.x without corrections)
+READ_MAJORS = tuple(NEWEST_MINOR)
 
 # header: magic, major, minor, header_size, flags, width, height, coded_w, coded_h, padded_w,
 # padded_h, rate_num, rate_den, frame_count, color_range, colorspace, primaries, transfer,
@@ -79,6 +84,7 @@ class Header:
     transfer: int = 2
     untrained: bool = False
     has_audio: bool = False
+    correction: bool = False     # chunks carry a correction record (format 2.x)
     version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
 
     def latent_shape(self, frames_in_gop: int) -> tuple[int, int, int]:
@@ -93,8 +99,9 @@ class Header:
             raise ValueError("model name longer than 32 bytes")
         prec = {v: k for k, v in PRECISIONS.items()}[self.precision]
         flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0)
-        minor = 1 if self.has_audio else 0   # the oldest format that can hold this file
-        fields_ = (MAGIC, VERSION_MAJOR, minor, HEADER_SIZE, flags,
+        # the oldest format that can hold this file
+        major, minor = (2, 0) if self.correction else (1, 1 if self.has_audio else 0)
+        fields_ = (MAGIC, major, minor, HEADER_SIZE, flags,
                    self.width, self.height, self.coded_width, self.coded_height, self.padded_width,
                    self.padded_height, self.frame_rate.numerator, self.frame_rate.denominator,
                    self.frame_count, self.color_range, self.colorspace, self.primaries, self.transfer,
@@ -108,9 +115,10 @@ class Header:
         if len(data) < 12 or data[:8] != MAGIC:
             raise FormatError(f"{source}: not a .tok file (bad magic)")
         major, minor = struct.unpack_from("<HH", data, 8)
-        if major != VERSION_MAJOR:
+        if major not in READ_MAJORS:
             raise FormatError(f"{source}: unsupported .tok format version {major}.{minor} "
-                              f"(this tokcodec reads {VERSION_MAJOR}.x)")
+                              f"(this tokcodec reads {' and '.join(f'{m}.x' for m in READ_MAJORS)}; "
+                              "a newer tokcodec made it?)")
         if len(data) < HEADER_SIZE:
             raise FormatError(f"{source}: truncated header")
         f = _HEADER.unpack_from(data)
@@ -138,7 +146,7 @@ class Header:
             raise FormatError(f"{source}: invalid model name in header") from None
         return cls(w, h, cw, ch, pw, ph, Fraction(rn, rd), nframes, gop, tf, sf, bits, coder,
                    model_name, sha.hex(), PRECISIONS[prec], crange, cspace, prim, trc,
-                   bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), (major, minor))
+                   bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), major >= 2, (major, minor))
 
 
 @dataclass
@@ -171,14 +179,31 @@ class Chunk:
     first_frame: int
     frames: int
     latent_shape: tuple[int, int, int]
-    payload: bytes
+    payload: bytes               # the entropy coder's bytes
+    correction: bytes = b""      # the GOP's correction record (format 2.x; empty in 1.x)
+    stored_len: int = 0          # bytes after the chunk header in the file
 
 
 def max_payload_bytes(header: Header, latent: tuple[int, int, int]) -> int:
-    """Generous bound on a chunk payload: raw packing plus 1/8 and a fixed allowance."""
+    """Generous bound on a chunk payload: raw packing plus 1/8 and a fixed allowance, plus the
+    largest correction record when the file has them."""
     tokens = latent[0] * latent[1] * latent[2]
     raw = (tokens * header.bits + 7) // 8
-    return raw + raw // 8 + 4096 + 16 * latent[0]
+    extra = 4 + max_record_bytes(header.width, header.height) if header.correction else 0
+    return raw + raw // 8 + 4096 + 16 * latent[0] + extra
+
+
+def _split_payload(stored: bytes, header: Header) -> tuple[bytes, bytes] | None:
+    """(coder payload, correction record) of a chunk's stored bytes; None if they do not split.
+    Format 2.x stores u32 coder payload length, the coder payload, then the record."""
+    if not header.correction:
+        return stored, b""
+    if len(stored) < 4:
+        return None
+    n = struct.unpack_from("<I", stored)[0]
+    if n > len(stored) - 4:
+        return None
+    return stored[4:4 + n], stored[4 + n:]
 
 
 def chunk_at(buf: bytes | memoryview, offset: int, header: Header) -> Chunk | None:
@@ -191,10 +216,11 @@ def chunk_at(buf: bytes | memoryview, offset: int, header: Header) -> Chunk | No
             or plen > max_payload_bytes(header, (lt, lh, lw)) \
             or offset + CHUNK_HEADER_SIZE + plen > len(buf) or first > MAX_FRAMES:
         return None
-    payload = bytes(buf[offset + CHUNK_HEADER_SIZE:offset + CHUNK_HEADER_SIZE + plen])
-    if zlib.crc32(payload, zlib.crc32(bytes(buf[offset:offset + CHUNK_HEADER_SIZE - 4]))) != crc:
+    stored = bytes(buf[offset + CHUNK_HEADER_SIZE:offset + CHUNK_HEADER_SIZE + plen])
+    if zlib.crc32(stored, zlib.crc32(bytes(buf[offset:offset + CHUNK_HEADER_SIZE - 4]))) != crc:
         return None
-    return Chunk(idx, first, frames, (lt, lh, lw), payload)
+    parts = _split_payload(stored, header)
+    return None if parts is None else Chunk(idx, first, frames, (lt, lh, lw), *parts, stored_len=plen)
 
 
 def audio_at(buf: bytes | memoryview, offset: int) -> AudioBlock | None:
@@ -242,9 +268,15 @@ class ContainerWriter:
         self.fh.write(data)
         self.pos += len(data)
 
-    def add_chunk(self, frames: int, latent_shape: tuple[int, int, int], payload: bytes) -> None:
+    def add_chunk(self, frames: int, latent_shape: tuple[int, int, int], payload: bytes,
+                  correction: bytes = b"") -> None:
+        """One GOP: the coder's payload and, in a file with corrections, its correction record."""
         if latent_shape != self.header.latent_shape(frames):
             raise ValueError(f"latent shape {latent_shape} does not match {frames} frames")
+        if self.header.correction:
+            payload = struct.pack("<I", len(payload)) + payload + correction
+        elif correction:
+            raise ValueError("a correction record needs a header made with correction=True")
         fixed = _CHUNK.pack(CHUNK_MAGIC, len(self.entries), self.frames, frames, *latent_shape,
                             len(payload), 0)[:-4]
         crc = zlib.crc32(payload, zlib.crc32(fixed))
@@ -337,7 +369,7 @@ class ContainerReader:
             self.audio_entry = self._read_audio_entry(pos, idx_off)
             pos = idx_off
         if pos != idx_off or next_frame != frames:
-            newer = " or made by a newer tokcodec" if h.version[1] > VERSION_MINOR else ""
+            newer = " or made by a newer tokcodec" if h.version[1] > NEWEST_MINOR[h.version[0]] else ""
             raise FormatError(f"{src}: chunks do not add up to the index (file corrupted{newer})")
         if h.frame_count not in (0, frames):
             raise FormatError(f"{src}: header says {h.frame_count} frames, index {frames}")
@@ -381,7 +413,10 @@ class ContainerReader:
         if magic != CHUNK_MAGIC or idx != i or first != e.first_frame or frames != e.frames \
                 or plen != e.payload_len or (lt, lh, lw) != self.header.latent_shape(frames):
             raise FormatError(f"{self.source}: chunk {i} header disagrees with the index")
-        return Chunk(i, first, frames, (lt, lh, lw), raw[CHUNK_HEADER_SIZE:])
+        parts = _split_payload(raw[CHUNK_HEADER_SIZE:], self.header)
+        if parts is None:
+            raise FormatError(f"{self.source}: chunk {i}: coder payload length exceeds the chunk (file corrupted)")
+        return Chunk(i, first, frames, (lt, lh, lw), *parts, stored_len=plen)
 
     def chunks(self) -> Iterator[Chunk]:
         for i in range(len(self.entries)):

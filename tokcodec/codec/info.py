@@ -16,9 +16,10 @@ class ChunkInfo:
     first_frame: int
     frames: int
     latent: tuple[int, int, int]               # (t, h, w) token grid
-    bytes: int
+    bytes: int                                 # the entropy coder's payload
     bits_per_token: float
     bits_per_token_by_latent_frame: tuple[float, ...]
+    correction_bytes: int = 0                  # the GOP's correction record (format 2.x)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class FileInfo:
     bpp: float
     kbps: float
     bits_per_token: float                      # whole file, container included
-    payload_bits_per_token: float              # chunk payloads only
+    payload_bits_per_token: float              # the entropy coder's payloads only
+    correction_bytes: int                      # all correction records (format 2.x)
     bits_per_token_first_latent_frame: float
     bits_per_token_later_latent_frames: float | None  # None: GOPs of one latent frame
     untrained_model: bool
@@ -88,7 +90,7 @@ def file_info(src: str | Path) -> FileInfo:
             later_tokens += (t - 1) * lh * lw
             chunks.append(ChunkInfo(chunk.index, chunk.first_frame, chunk.frames, (t, lh, lw), len(chunk.payload),
                                     8 * len(chunk.payload) / (t * lh * lw),
-                                    tuple(b / (lh * lw) for b in per_frame)))
+                                    tuple(b / (lh * lw) for b in per_frame), len(chunk.correction)))
         audio = None
         if h.has_audio:
             block = reader.read_audio()
@@ -104,6 +106,7 @@ def file_info(src: str | Path) -> FileInfo:
         kbps=8 * size / 1000 / max(1e-9, seconds) if frames else 0.0,
         bits_per_token=8 * size / max(1, tokens),
         payload_bits_per_token=8 * sum(c.bytes for c in chunks) / max(1, tokens),
+        correction_bytes=sum(c.correction_bytes for c in chunks),
         bits_per_token_first_latent_frame=first_bits / max(1, first_tokens),
         bits_per_token_later_latent_frames=later_bits / later_tokens if later_tokens else None,
         untrained_model=h.untrained, coder=coder.name, header=h, audio=audio, chunks=tuple(chunks))

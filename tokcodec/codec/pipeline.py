@@ -22,6 +22,7 @@ import torch
 
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
+from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -89,13 +90,18 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
-                 audio: bool = True, refine: int | RefineConfig = 0) -> EncodeStats:
+                 audio: bool = True, refine: int | RefineConfig = 0,
+                 correction: bool | CorrectionConfig = True) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``refine`` > 0 searches each GOP's tokens with the decoder in the loop
     (model/refine.py): closer pictures, same format and decode speed, slower encoding.
+    ``correction`` (on by default) decodes each GOP at encode time and sends a coarse grid of
+    colour offsets beside its tokens (codec/correction.py): closer pictures and colours for a
+    few % more bits, format 2.0; False writes tokens only (format 1.x, faster encoding).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     search = refine if isinstance(refine, RefineConfig) else RefineConfig(steps=refine)
+    fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
@@ -105,27 +111,38 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                          gop=gop, scale=scale, coder_id=coder_id, color=info.color)
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
+    header.correction = fix.enabled
     coder = encoder_for(header.coder_id, loaded)
     tmp = temp_path(dst)
     start = time.perf_counter()
-    frames = tokens = 0
+    frames = tokens = correction_bytes = 0
     try:
-        def tokens_of_gops() -> Iterator[tuple[int, np.ndarray]]:  # the network, in this thread
+        def tokens_of_gops() -> Iterator[tuple[list[np.ndarray], np.ndarray, np.ndarray | None]]:
+            """(source frames, tokens, decoded frames or None): the network, in this thread."""
             for group in gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime)
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
                                        autocast=runtime.autocast)
-                yield len(group), found[0].cpu().numpy().astype(np.int32)
+                decoded = None
+                if fix.enabled:  # what the decoder will show, to correct against the source
+                    with torch.inference_mode(), runtime.autocast():
+                        decoded = tensor_to_frames(loaded.tokenizer.decode_indices(found), len(group), header)
+                yield group, found[0].cpu().numpy().astype(np.int32), decoded
 
-        def entropy_coded(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, bytes]:
-            return (*item, coder.encode(item[1], cfg.bits))
+        def entropy_coded(item: tuple[list[np.ndarray], np.ndarray, np.ndarray | None]
+                          ) -> tuple[int, np.ndarray, bytes, bytes]:
+            group, idx, decoded = item
+            record = b"" if decoded is None else fit_correction(np.stack(group), decoded, fix).pack()
+            return len(group), idx, coder.encode(idx, cfg.bits), record
 
         with tmp.open("wb") as fh:
             writer = ContainerWriter(fh, header)
-            # GOPs entropy-code in worker threads while the network works on the next ones
-            for n, idx, payload in ordered_map(entropy_coded, tokens_of_gops()):
-                writer.add_chunk(n, idx.shape, payload)
+            # GOPs entropy-code (and fit their corrections) in worker threads while the network
+            # works on the next ones
+            for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops()):
+                writer.add_chunk(n, idx.shape, payload, record)
+                correction_bytes += len(record)
                 frames += n
                 tokens += idx.size
                 if progress:
@@ -144,7 +161,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     seconds = time.perf_counter() - start
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
-                       audio=audio_note, refine=search.steps)
+                       audio=audio_note, refine=search.steps, correction_bytes=correction_bytes)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
@@ -164,45 +181,52 @@ def model_for_header(header: Header, model: str | LoadedModel | None, source: st
     return loaded
 
 
-def _decode_chunk(coder: TokenCoder, chunk: Chunk, bits: int, source: str) -> np.ndarray:
-    try:
-        return coder.decode(chunk.payload, chunk.latent_shape, bits)
-    except TokcodecError as exc:
-        raise type(exc)(f"{source}: chunk {chunk.index}: {exc}") from None
+# (first frame, frames, tokens (t, h, w), correction or None) of one chunk
+DecodedChunk = tuple[int, int, np.ndarray, Correction | None]
 
 
-def _chunk_tokens(reader: ContainerReader) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(first frame, frames, tokens (t, h, w)) per chunk, without running the decoder network;
-    chunks entropy-decode in worker threads ahead of the caller, yielded in order."""
+def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header) -> DecodedChunk:
+    """A chunk's tokens and correction (the record's sizes checked against the header)."""
+    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits)
+    fix = Correction.unpack(chunk.correction, header.width, header.height) if chunk.correction else None
+    return chunk.first_frame, chunk.frames, tokens, fix
+
+
+def _chunk_tokens(reader: ContainerReader) -> Iterator[DecodedChunk]:
+    """Each chunk's tokens and correction, without running the decoder network; chunks
+    entropy-decode in worker threads ahead of the caller, yielded in order."""
     coder = get_coder(reader.header.coder_id)
 
-    def decoded(chunk: Chunk) -> tuple[int, int, np.ndarray]:
-        return chunk.first_frame, chunk.frames, _decode_chunk(coder, chunk, reader.header.bits, reader.source)
+    def decoded(chunk: Chunk) -> DecodedChunk:
+        try:
+            return _decode_chunk(coder, chunk, reader.header)
+        except TokcodecError as exc:
+            raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
 
     yield from ordered_map(decoded, reader.chunks())
 
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
     """(frames, tokens (t, h, w)) per chunk, without running the decoder network."""
-    for _, frames, tokens in _chunk_tokens(reader):
+    for _, frames, tokens, _ in _chunk_tokens(reader):
         yield frames, tokens
 
 
-def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(first frame, frames, tokens) of the chunks whose tokens decode; the others are noted."""
+def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[DecodedChunk]:
+    """Tokens and corrections of the chunks that decode; the others are noted in ``lost``."""
     coder = get_coder(reader.header.coder_id)
 
-    def decoded(chunk: Chunk) -> tuple[Chunk, np.ndarray | TokcodecError]:
+    def decoded(chunk: Chunk) -> tuple[Chunk, DecodedChunk | TokcodecError]:
         try:
-            return chunk, coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits)
+            return chunk, _decode_chunk(coder, chunk, reader.header)
         except TokcodecError as exc:
             return chunk, exc
 
-    for chunk, tokens in ordered_map(decoded, reader.chunks()):
-        if isinstance(tokens, TokcodecError):
-            lost.append(f"chunk {chunk.index}: {tokens}")
+    for chunk, result in ordered_map(decoded, reader.chunks()):
+        if isinstance(result, TokcodecError):
+            lost.append(f"chunk {chunk.index}: {result}")
         else:
-            yield chunk.first_frame, chunk.frames, tokens
+            yield result
 
 
 @dataclass
@@ -234,11 +258,10 @@ class _GapFiller:
         self.written += 1
 
 
-def same_shape_batches(items: Iterator[tuple[int, int, np.ndarray]], size: int
-                       ) -> Iterator[list[tuple[int, int, np.ndarray]]]:
-    """Consecutive (first frame, frames, tokens) items in lists of at most ``size`` whose token
-    grids have one shape (a file's last GOP is often shorter), in their order."""
-    batch: list[tuple[int, int, np.ndarray]] = []
+def same_shape_batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
+    """Consecutive (first frame, frames, tokens, ...) items in lists of at most ``size`` whose
+    token grids have one shape (a file's last GOP is often shorter), in their order."""
+    batch: list[tuple] = []
     for item in items:
         if batch and (len(batch) == size or item[2].shape != batch[0][2].shape):
             yield batch
@@ -282,14 +305,15 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                 out = _GapFiller(writer, h.height, h.width)
                 grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
                 for batch in same_shape_batches(grids, gop_batch):
-                    idx = torch.from_numpy(np.stack([tokens for _, _, tokens in batch]).astype(np.int64))
+                    idx = torch.from_numpy(np.stack([item[2] for item in batch]).astype(np.int64))
                     with torch.inference_mode(), runtime.autocast():
                         video = loaded.tokenizer.decode_indices(idx.to(runtime.device))
-                    for b, (first, n, _) in enumerate(batch):
+                    for b, (first, n, _, fix) in enumerate(batch):
                         filled = out.fill_to(first)
                         if progress and filled:
                             progress(filled)
-                        for frame in tensor_to_frames(video[b:b + 1], n, h):
+                        offsets = fix.field(h.width, h.height) if fix is not None else None
+                        for frame in tensor_to_frames(video[b:b + 1], n, h, offsets):
                             out.write(frame)
                         if progress:
                             progress(n)

@@ -82,7 +82,7 @@ def _scan_chunks(buf: mmap.mmap, header: Header, candidates: list[int] | None) -
             continue
         spots.append(ChunkSpot(pos, chunk.first_frame, chunk.frames))
         next_frame = chunk.first_frame + chunk.frames
-        pos += CHUNK_HEADER_SIZE + len(chunk.payload)
+        pos += CHUNK_HEADER_SIZE + chunk.stored_len
 
 
 def _find_audio(buf: mmap.mmap) -> AudioBlock | None:

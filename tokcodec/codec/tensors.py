@@ -52,8 +52,10 @@ def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime)
     return x
 
 
-def tensor_to_frames(video: torch.Tensor, frames: int, header: Header) -> np.ndarray:
-    """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size."""
+def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
+                     offsets: np.ndarray | None = None) -> np.ndarray:
+    """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size; ``offsets``
+    (H, W, 3, code values: a GOP's correction field) are added to every frame before rounding."""
     x = video[0, :, :frames, :header.coded_height, :header.coded_width]
     if (header.height, header.width) != (header.coded_height, header.coded_width):
         x = F.interpolate(x.float().permute(1, 0, 2, 3), size=(header.height, header.width),
@@ -62,5 +64,8 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header) -> np.nda
         # (T, H, W, 3) first: for channels_last_3d output this order is the memory order, so the
         # passes below stream through memory (measured ~45% faster here than converting first)
         x = x.permute(1, 2, 3, 0).to(torch.float32, copy=True)
-    x = x.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
+    x = x.clamp_(-1, 1).add_(1).mul_(127.5)
+    if offsets is not None:
+        x = x.add_(torch.from_numpy(offsets).to(x.device)).clamp_(0, 255)
+    x = x.round_().to(torch.uint8)
     return np.ascontiguousarray(x.cpu().numpy())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader
+from tokcodec.codec.correction import Correction
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import TokcodecError
 from tokcodec.model.presets import resolve_name
@@ -82,6 +83,11 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
                     coder.decode(chunk.payload, chunk.latent_shape, h.bits)
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: tokens do not decode ({exc})")
+            try:
+                if chunk.correction:
+                    Correction.unpack(chunk.correction, h.width, h.height)
+            except TokcodecError as exc:
+                report.problems.append(f"chunk {i}: correction record does not decode ({exc})")
         if h.has_audio:
             try:
                 block = reader.read_audio()

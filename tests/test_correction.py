@@ -1,0 +1,159 @@
+"""The correction layer (codec/correction.py): fit, record, and its place in the .tok format."""
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tokcodec
+from tokcodec.codec.container import ContainerReader
+from tokcodec.codec.correction import (RECORD_HEADER_SIZE, Correction, CorrectionConfig, apply_field,
+                                       fit_correction, max_record_bytes, upsample_matrix)
+from tokcodec.errors import FormatError
+
+
+@pytest.mark.parametrize("pixels,grid", [(144, 9), (360, 23), (100, 1), (33, 4), (8, 8)])
+def test_upsampling_is_bilinear_with_half_pixel_centres(pixels, grid):
+    """The spec's interpolation equals torch's bilinear, align_corners=False, on any grid."""
+    g = torch.randn(1, 1, grid, grid + 3, dtype=torch.float64)
+    want = F.interpolate(g, size=(pixels, pixels + 5), mode="bilinear", align_corners=False)[0, 0].numpy()
+    got = upsample_matrix(pixels, grid) @ g[0, 0].numpy() @ upsample_matrix(pixels + 5, grid + 3).T
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def _smooth_offset(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    return np.stack([9 + 12 * x, -5 + 10 * np.sin(3 * y), 3 - 8 * x * y], -1)  # (H, W, 3)
+
+
+def test_fit_removes_a_smooth_offset_and_pins_the_mean_colour():
+    rng = np.random.default_rng(0)
+    source = rng.integers(40, 216, (9, 72, 96, 3)).astype(np.uint8)
+    decoded = np.clip(np.rint(source - _smooth_offset(72, 96)[None]), 0, 255).astype(np.uint8)
+    err_before = np.abs(source.astype(float) - decoded).mean()
+    assert err_before > 6
+    for step, most in ((8, 2.0), (1, 0.8)):  # the default quantiser, and a fine one
+        fix = fit_correction(source, decoded, CorrectionConfig(step=step))
+        assert fix.cell == 16 and fix.steps.shape == (3, 5, 6)
+        corrected = apply_field(decoded, fix.field(96, 72))
+        err_after = np.abs(source.astype(float) - corrected).mean()
+        assert err_after < most, (step, err_after)
+        drift = np.abs(source.reshape(-1, 3).mean(0) - corrected.reshape(-1, 3).mean(0)).max()
+        assert drift < 0.25, (step, drift)
+
+
+def test_cell_follows_the_gop_length_unless_given():
+    assert CorrectionConfig().cell_for(17) == 16 and CorrectionConfig().cell_for(1) == 32
+    assert CorrectionConfig(cell=24).cell_for(1) == 24
+    for bad in ({"cell": 4}, {"cell": 300}, {"step": 0}):
+        with pytest.raises(ValueError):
+            CorrectionConfig(**bad)
+
+
+def test_record_round_trips_and_stays_within_its_bound():
+    rng = np.random.default_rng(1)
+    fix = Correction(16, 8, (-12, 0, 1020), rng.integers(-127, 128, (3, 23, 40)).astype(np.int8))
+    record = fix.pack()
+    back = Correction.unpack(record, 640, 360)
+    assert (back.cell, back.step, back.dc) == (16, 8, (-12, 0, 1020))
+    assert np.array_equal(back.steps, fix.steps)
+    assert len(record) <= max_record_bytes(640, 360)
+
+
+def _bad_records() -> dict[str, bytes]:
+    good = Correction(16, 8, (1, 2, 3), np.zeros((3, 23, 40), np.int8)).pack()
+    head = bytearray(good[:RECORD_HEADER_SIZE])
+    out = {"truncated": good[:5], "no grid": bytes(head), "zstd garbage": bytes(head) + b"\x28\xb5\x2f\xfd junk"}
+    for name, offset, fmt, value in (("kind", 0, "<B", 7), ("cell", 1, "<B", 2), ("step", 2, "<B", 0),
+                                     ("grid height", 4, "<H", 60000), ("dc", 8, "<h", -1021)):
+        b = bytearray(good)
+        struct.pack_into(fmt, b, offset, value)
+        out[name] = bytes(b)
+    import zstandard
+    short = zstandard.ZstdCompressor().compress(bytes(3 * 23 * 40 - 1))
+    out["short grid"] = bytes(head) + short
+    return out
+
+
+@pytest.mark.parametrize("name", list(_bad_records()))
+def test_damaged_records_are_format_errors(name):
+    with pytest.raises(FormatError):
+        Correction.unpack(_bad_records()[name], 640, 360)
+
+
+def test_a_record_for_another_frame_size_is_refused():
+    record = Correction(16, 8, (0, 0, 0), np.zeros((3, 23, 40), np.int8)).pack()
+    with pytest.raises(FormatError, match="does not fit"):
+        Correction.unpack(record, 640, 400)
+
+
+@pytest.fixture(scope="module")
+def tinted_clip(tmp_path_factory):
+    """A clip with a strong colour cast and a gradient: what the tokenizer alone shifts."""
+    from conftest import write_clip
+
+    rng = np.random.default_rng(2)
+    h, w = 96, 128
+    base = np.array([150, 120, 90], float) + _smooth_offset(h, w) * 2
+    clip = np.clip(np.rint(base[None] + rng.normal(0, 3, (13, h, w, 3))), 0, 255).astype(np.uint8)
+    return write_clip(tmp_path_factory.mktemp("tint") / "tint.mkv", clip)
+
+
+def test_codec_path_sends_and_applies_the_correction(tmp_path, tinted_clip):
+    with_fix = tokcodec.encode_video(tinted_clip, tmp_path / "c.tok")
+    without = tokcodec.encode_video(tinted_clip, tmp_path / "n.tok", correction=False)
+    assert with_fix.correction_bytes > 0 and without.correction_bytes == 0
+    assert with_fix.bytes == without.bytes + with_fix.correction_bytes + 4 * 1  # + one u32 per chunk
+    info_c, info_n = tokcodec.file_info(tmp_path / "c.tok"), tokcodec.file_info(tmp_path / "n.tok")
+    assert info_c.header.version == (2, 0) and info_n.header.version == (1, 0)
+    assert info_c.correction_bytes == with_fix.correction_bytes and info_n.correction_bytes == 0
+    assert info_c.payload_bits_per_token == info_n.payload_bits_per_token  # same tokens
+    for name in ("c", "n"):
+        tokcodec.decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv")
+    c = tokcodec.compare_videos(tinted_clip, tmp_path / "c.mkv")
+    n = tokcodec.compare_videos(tinted_clip, tmp_path / "n.mkv")
+    assert c["psnr"] > n["psnr"] + 0.3, (c, n)
+    assert c["colour_drift"] < 1.0, c
+    # the tokens alone still decode the same way (what a language model reads)
+    assert all(np.array_equal(a, b) for a, b in zip(tokcodec.read_tokens(tmp_path / "c.tok")[1],
+                                                    tokcodec.read_tokens(tmp_path / "n.tok")[1]))
+
+
+def test_a_damaged_correction_is_a_chunk_error_and_salvage_drops_the_chunk(tmp_path, tinted_clip):
+    import zlib
+
+    from tokcodec.codec.container import CHUNK_HEADER_SIZE
+
+    tokcodec.encode_video(tinted_clip, tmp_path / "c.tok", gop=9)  # chunks of frames 0-8 and 9-12
+    data = bytearray((tmp_path / "c.tok").read_bytes())
+    with ContainerReader(tmp_path / "c.tok") as reader:
+        e = reader.entries[0]
+        chunk = reader.read_chunk(0)
+    # change the record's cell (byte 1 of the record) and reseal the chunk's CRC: only the
+    # record's own checks can catch it
+    record_at = e.offset + CHUNK_HEADER_SIZE + 4 + len(chunk.payload)
+    data[record_at + 1] = 9
+    start, end = e.offset, e.offset + CHUNK_HEADER_SIZE + e.payload_len
+    crc = zlib.crc32(bytes(data[start + CHUNK_HEADER_SIZE:end]), zlib.crc32(bytes(data[start:start + CHUNK_HEADER_SIZE - 4])))
+    struct.pack_into("<I", data, start + CHUNK_HEADER_SIZE - 4, crc)
+    (tmp_path / "bad.tok").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="chunk 0"):
+        tokcodec.decode_video(tmp_path / "bad.tok", tmp_path / "bad.mkv")
+    st = tokcodec.decode_video(tmp_path / "bad.tok", tmp_path / "s.mkv", salvage=True)
+    assert st.lost_frames == [(0, 8)] and st.frames == 13
+    assert not tokcodec.verify_file(tmp_path / "bad.tok", weights=False).ok
+
+
+def test_an_unknown_major_version_is_refused_clearly(tmp_path, tinted_clip):
+    import zlib
+
+    from tokcodec.codec.container import HEADER_SIZE
+
+    tokcodec.encode_video(tinted_clip, tmp_path / "c.tok", max_frames=1)
+    data = bytearray((tmp_path / "c.tok").read_bytes())
+    struct.pack_into("<H", data, 8, 3)
+    struct.pack_into("<I", data, HEADER_SIZE - 4, zlib.crc32(bytes(data[:HEADER_SIZE - 4])))
+    (tmp_path / "v3.tok").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"version 3\.0 .*reads 1\.x and 2\.x"):
+        tokcodec.file_info(tmp_path / "v3.tok")
