@@ -125,11 +125,16 @@ def main() -> None:
             print(f"{height:>5}p {m['net_enc']:8.1f} {m['net_dec']:8.1f} {m['coder_enc']:10.1f} {m['coder_dec']:10.1f} "
                   f"{m['coder_dec_mtok']:7.2f} {m['model_enc']:10.1f} {m['model_dec']:10.1f} {es.fps:8.1f} "
                   f"{ds.fps:8.1f} {es.bpp:7.4f}", flush=True)
+            ns = encode_video(src, Path(tmp) / "n.tok", model=a.model, device=a.device, correction=False)
+            nd = decode_video(Path(tmp) / "n.tok", Path(tmp) / "n.mkv", model=a.model, device=a.device)
+            print(f"{'':6} tokens only (--no-correction): CLI enc {ns.fps:.1f}, CLI dec {nd.fps:.1f}, "
+                  f"{ns.bpp:.4f} bpp", flush=True)
             if a.refine and size == sizes[0]:
                 rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine, device=a.device)
                 print(f"CLI path encode --refine {a.refine} at {height}p: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")
     print("net: the network alone; coder: the entropy coder alone; model: both in sequence, no overlap; "
-          "CLI: file -> .tok -> .mkv with video IO, coder threads overlapping the network")
+          "CLI: file -> .tok -> .mkv with video IO, coder threads overlapping the network; encode "
+          "decodes each GOP once more for its correction record (the line below: without it)")
     if a.no_x265:
         return
     try:

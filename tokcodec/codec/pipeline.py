@@ -117,29 +117,28 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     start = time.perf_counter()
     frames = tokens = correction_bytes = 0
     try:
-        def tokens_of_gops() -> Iterator[tuple[list[np.ndarray], np.ndarray, np.ndarray | None]]:
-            """(source frames, tokens, decoded frames or None): the network, in this thread."""
+        def tokens_of_gops() -> Iterator[tuple[int, np.ndarray, bytes]]:
+            """(frames, tokens, correction record): the network, in this thread. The correction
+            is fitted here too: its torch ops then share the network's threads."""
             for group in gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime)
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
                                        autocast=runtime.autocast)
-                decoded = None
-                if fix.enabled:  # what the decoder will show, to correct against the source
+                record = b""
+                if fix.enabled:  # what the decoder will show, corrected towards the source
                     with torch.inference_mode(), runtime.autocast():
                         decoded = tensor_to_frames(loaded.tokenizer.decode_indices(found), len(group), header)
-                yield group, found[0].cpu().numpy().astype(np.int32), decoded
+                    record = fit_correction(np.stack(group), decoded, fix).pack()
+                yield len(group), found[0].cpu().numpy().astype(np.int32), record
 
-        def entropy_coded(item: tuple[list[np.ndarray], np.ndarray, np.ndarray | None]
-                          ) -> tuple[int, np.ndarray, bytes, bytes]:
-            group, idx, decoded = item
-            record = b"" if decoded is None else fit_correction(np.stack(group), decoded, fix).pack()
-            return len(group), idx, coder.encode(idx, cfg.bits), record
+        def entropy_coded(item: tuple[int, np.ndarray, bytes]) -> tuple[int, np.ndarray, bytes, bytes]:
+            n, idx, record = item
+            return n, idx, coder.encode(idx, cfg.bits), record
 
         with tmp.open("wb") as fh:
             writer = ContainerWriter(fh, header)
-            # GOPs entropy-code (and fit their corrections) in worker threads while the network
-            # works on the next ones
+            # GOPs entropy-code in worker threads while the network works on the next ones
             for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops()):
                 writer.add_chunk(n, idx.shape, payload, record)
                 correction_bytes += len(record)
@@ -185,21 +184,24 @@ def model_for_header(header: Header, model: str | LoadedModel | None, source: st
 DecodedChunk = tuple[int, int, np.ndarray, Correction | None]
 
 
-def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header) -> DecodedChunk:
-    """A chunk's tokens and correction (the record's sizes checked against the header)."""
+def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: bool = True) -> DecodedChunk:
+    """A chunk's tokens and, with ``correction``, its correction (the record's sizes checked
+    against the header first)."""
     tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits)
-    fix = Correction.unpack(chunk.correction, header.width, header.height) if chunk.correction else None
+    fix = None
+    if correction and chunk.correction:
+        fix = Correction.unpack(chunk.correction, header.width, header.height)
     return chunk.first_frame, chunk.frames, tokens, fix
 
 
-def _chunk_tokens(reader: ContainerReader) -> Iterator[DecodedChunk]:
-    """Each chunk's tokens and correction, without running the decoder network; chunks
-    entropy-decode in worker threads ahead of the caller, yielded in order."""
+def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[DecodedChunk]:
+    """Each chunk's tokens and (with ``correction``) correction, without running the decoder
+    network; chunks are decoded in worker threads ahead of the caller, yielded in order."""
     coder = get_coder(reader.header.coder_id)
 
     def decoded(chunk: Chunk) -> DecodedChunk:
         try:
-            return _decode_chunk(coder, chunk, reader.header)
+            return _decode_chunk(coder, chunk, reader.header, correction)
         except TokcodecError as exc:
             raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
 
@@ -208,7 +210,7 @@ def _chunk_tokens(reader: ContainerReader) -> Iterator[DecodedChunk]:
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
     """(frames, tokens (t, h, w)) per chunk, without running the decoder network."""
-    for _, frames, tokens, _ in _chunk_tokens(reader):
+    for _, frames, tokens, _ in _chunk_tokens(reader, correction=False):
         yield frames, tokens
 
 
@@ -312,7 +314,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                         filled = out.fill_to(first)
                         if progress and filled:
                             progress(filled)
-                        offsets = fix.field(h.width, h.height) if fix is not None else None
+                        offsets = fix.field(h.width, h.height, runtime.device) if fix is not None else None
                         for frame in tensor_to_frames(video[b:b + 1], n, h, offsets):
                             out.write(frame)
                         if progress:

@@ -53,7 +53,7 @@ def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime)
 
 
 def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
-                     offsets: np.ndarray | None = None) -> np.ndarray:
+                     offsets: torch.Tensor | None = None) -> np.ndarray:
     """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size; ``offsets``
     (H, W, 3, code values: a GOP's correction field) are added to every frame before rounding."""
     x = video[0, :, :frames, :header.coded_height, :header.coded_width]
@@ -66,6 +66,6 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
         x = x.permute(1, 2, 3, 0).to(torch.float32, copy=True)
     x = x.clamp_(-1, 1).add_(1).mul_(127.5)
     if offsets is not None:
-        x = x.add_(torch.from_numpy(offsets).to(x.device)).clamp_(0, 255)
+        x = x.add_(offsets.to(x.device)).clamp_(0, 255)
     x = x.round_().to(torch.uint8)
     return np.ascontiguousarray(x.cpu().numpy())
