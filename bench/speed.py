@@ -92,6 +92,7 @@ def main() -> None:
                     "(default: 360 on the CPU, all three on CUDA)")
     ap.add_argument("--refine", type=int, default=0, help="also time encode --refine N (CLI path)")
     ap.add_argument("--no-x265", action="store_true", help="skip the x265 comparison")
+    ap.add_argument("--compile", action="store_true", help="CLI path with torch.compile (encode/decode --compile)")
     a = ap.parse_args()
     from tokcodec.codec.parallel import coder_threads
     from tokcodec.codec.pipeline import decode_video, encode_video
@@ -120,15 +121,17 @@ def main() -> None:
             with FrameWriter(src, width, height, Fraction(25)) as w:
                 for f in frames:
                     w.write(f)
-            es = encode_video(src, Path(tmp) / "a.tok", model=a.model, device=a.device)
-            ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model, device=a.device)
+            es = encode_video(src, Path(tmp) / "a.tok", model=a.model, device=a.device, compile=a.compile)
+            ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model, device=a.device,
+                              compile=a.compile)
             print(f"{height:>5}p {m['net_enc']:8.1f} {m['net_dec']:8.1f} {m['coder_enc']:10.1f} {m['coder_dec']:10.1f} "
                   f"{m['coder_dec_mtok']:7.2f} {m['model_enc']:10.1f} {m['model_dec']:10.1f} {es.fps:8.1f} "
                   f"{ds.fps:8.1f} {es.bpp:7.4f}", flush=True)
             ns = encode_video(src, Path(tmp) / "n.tok", model=a.model, device=a.device, correction=False)
             nd = decode_video(Path(tmp) / "n.tok", Path(tmp) / "n.mkv", model=a.model, device=a.device)
             print(f"{'':6} tokens only (--no-correction): CLI enc {ns.fps:.1f}, CLI dec {nd.fps:.1f}, "
-                  f"{ns.bpp:.4f} bpp", flush=True)
+                  f"{ns.bpp:.4f} bpp; decode took {ds.gop_batch} GOP(s) per network call "
+                  f"(--gop-batch auto){', compiled' if a.compile else ''}", flush=True)
             if a.refine and size == sizes[0]:
                 rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine, device=a.device)
                 print(f"CLI path encode --refine {a.refine} at {height}p: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")

@@ -108,6 +108,14 @@ def test_truncated_and_corrupted_tok(tok_file, tmp_path):
     assert not (tmp_path / "o.mkv").exists()
 
 
+def test_gop_batch_takes_auto_or_a_count(tok_file, tmp_path):
+    bad = run("decode", tok_file, "-o", tmp_path / "o.y4m", "--gop-batch", "0")
+    assert bad.returncode == 2 and "--gop-batch" in bad.stderr and "Traceback" not in bad.stderr
+    for value in ("auto", "3"):
+        res = run("decode", tok_file, "-o", tmp_path / f"{value}.y4m", "--gop-batch", value, "-q")
+        assert res.returncode == 0, res.stderr
+
+
 def test_unknown_version(tok_file, tmp_path):
     bad = bytearray(tok_file.read_bytes())
     bad[8] = 7

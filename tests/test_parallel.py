@@ -76,5 +76,72 @@ def test_gops_batched_through_the_network_decode_the_same_frames(tmp_path, tiny_
     assert compare_videos(tmp_path / "one.y4m", tmp_path / "three.y4m")["psnr"] >= 50
     grids = [(i, 1, np.zeros(shape)) for i, shape in enumerate([(2, 4, 4)] * 4 + [(1, 4, 4)])]
     assert [[i for i, _, _ in b] for b in same_shape_batches(iter(grids), 3)] == [[0, 1, 2], [3], [4]]
-    with pytest.raises(ValueError, match="at least 1"):
-        decode_video(tmp_path / "a.tok", tmp_path / "x.y4m", model=tiny_model, gop_batch=0)
+    for bad in (0, "all"):
+        with pytest.raises(ValueError, match="at least 1"):
+            decode_video(tmp_path / "a.tok", tmp_path / "x.y4m", model=tiny_model, gop_batch=bad)
+    # a size asked as each list fills (--gop-batch auto: 1 until the first GOP was measured)
+    size, batches = [1], []
+    for b in same_shape_batches(iter(grids), lambda: size[0]):
+        batches.append([i for i, _, _ in b])
+        size[0] = 3  # measured after the first batch
+    assert batches == [[0], [1, 2, 3], [4]]
+
+
+def test_auto_gop_batch_and_staging_on_cpu(tmp_path, tiny_model):
+    """On CPU --gop-batch auto is 1 and the stager is a plain copy; on CUDA the batch comes from
+    the memory one GOP took (gop_batch_for), within its bounds."""
+    import torch
+
+    from tokcodec.codec.accel import AutoGopBatch, HostStager, gop_batch_for
+    from tokcodec.codec.pipeline import compare_videos
+    from tokcodec.device import select_runtime
+
+    cpu = select_runtime("cpu")
+    sizer = AutoGopBatch(cpu)
+    assert sizer.size == 1
+    sizer.measure_end(sizer.measure_start())
+    assert sizer.size == 1
+    x = torch.arange(12).reshape(3, 4)
+    assert torch.equal(HostStager(cpu).to_device(x), x)
+    gib = 2 ** 30
+    assert gop_batch_for(per_gop_bytes=2 * gib, free_bytes=70 * gib) == 17
+    assert gop_batch_for(per_gop_bytes=50 * gib, free_bytes=70 * gib) == 1       # never 0
+    assert gop_batch_for(per_gop_bytes=gib // 8, free_bytes=70 * gib) == 32       # capped
+    assert gop_batch_for(per_gop_bytes=0, free_bytes=gib, limit=4) == 4
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(11, 32, 48, seed=3))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, gop=5)
+    decode_video(tmp_path / "a.tok", tmp_path / "auto.y4m", model=tiny_model)  # "auto" is the default
+    decode_video(tmp_path / "a.tok", tmp_path / "one.y4m", model=tiny_model, gop_batch=1)
+    assert compare_videos(tmp_path / "one.y4m", tmp_path / "auto.y4m")["psnr"] == float("inf")
+
+
+def test_compile_wraps_each_network_once(tmp_path, tiny_model, monkeypatch):
+    """--compile hands the encoder and decoder to torch.compile once, however many files a
+    model object codes (a real compile of the tiny model takes ~50 s on CPU: not run here)."""
+    import torch
+
+    from tokcodec.codec.pipeline import compare_videos
+    from tokcodec.model.zoo import load_tokenizer
+
+    compiled = []
+
+    class Wrapped(torch.nn.Module):  # what torch.compile returns, minus the compiling
+        def __init__(self, net):
+            super().__init__()
+            self._orig_mod = net
+            compiled.append(type(net).__name__)
+
+        def forward(self, *args, **kwargs):
+            return self._orig_mod(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", Wrapped)
+    model = load_tokenizer("tiny")
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(6, 32, 48, seed=4))
+    encode_video(src, tmp_path / "c.tok", model=model, compile=True)
+    decode_video(tmp_path / "c.tok", tmp_path / "c.y4m", model=model, compile=True)
+    decode_video(tmp_path / "c.tok", tmp_path / "d.y4m", model=model, compile=True)
+    assert compiled == ["Encoder", "Decoder"]
+    encode_video(src, tmp_path / "e.tok", model=tiny_model)
+    decode_video(tmp_path / "e.tok", tmp_path / "e.y4m", model=tiny_model)
+    assert (tmp_path / "c.tok").read_bytes() == (tmp_path / "e.tok").read_bytes()
+    assert compare_videos(tmp_path / "e.y4m", tmp_path / "c.y4m")["psnr"] == float("inf")

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
+from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
                                   NoCorrection, Overwrite, Precision, Quiet, Refine, Scale)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
@@ -33,6 +33,7 @@ def encode(
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
     refine: Refine = 0,
     no_correction: NoCorrection = False,
+    compile: Compile = False,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
@@ -49,12 +50,19 @@ def encode(
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine,
-                              correction=not no_correction)
+                              correction=not no_correction, compile=compile)
         search = f", refine {st.refine}" if st.refine else ""
         search += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{search}); audio: {st.audio}", quiet)
+
+
+def _gop_batch(value: str) -> str:
+    """Checks --gop-batch at parse time (a usage error unless "auto" or a whole number >= 1)."""
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise typer.BadParameter(f"'auto' or a whole number >= 1, not {value!r}")
+    return value
 
 
 @app.command()
@@ -68,8 +76,10 @@ def decode(
     no_audio: NoAudioDecode = False,
     salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
                                  "frames repeat the last good one (black before it) and are listed."),
-    gop_batch: int = typer.Option(1, "--gop-batch", min=1, help="GOPs decoded by the network at once "
-                                  "(for a GPU's throughput; memory grows with it)."),
+    gop_batch: str = typer.Option("auto", "--gop-batch", callback=_gop_batch,
+                                  help="GOPs decoded by the network at once, or auto: 1 on CPU, on "
+                                  "CUDA as many as half the free memory holds."),
+    compile: Compile = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -82,11 +92,13 @@ def decode(
         with frame_progress("decode", total, quiet) as advance:
             st = decode_video(input, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
-                              gop_batch=gop_batch)
+                              gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
+                              compile=compile)
         for problem in st.problems:
             typer.echo(f"tokcodec: warning: {problem}", err=True)
+        batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
         line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {st.output}, {st.fps:.1f} fps "
-                f"({st.device} {st.precision}); audio: {st.audio}")
+                f"({st.device} {st.precision}{batch}); audio: {st.audio}")
         if st.lost_frames:
             ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
             lost = sum(b - a + 1 for a, b in st.lost_frames)

@@ -19,6 +19,9 @@ Refine = Annotated[int, typer.Option(
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
     "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]
+Compile = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the networks: the first GOP of each shape pays the compilation; "
+    "for long runs on a GPU.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]

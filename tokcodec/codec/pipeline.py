@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
 from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
@@ -91,13 +92,14 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
                  audio: bool = True, refine: int | RefineConfig = 0,
-                 correction: bool | CorrectionConfig = True) -> EncodeStats:
+                 correction: bool | CorrectionConfig = True, compile: bool = False) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``refine`` > 0 searches each GOP's tokens with the decoder in the loop
     (model/refine.py): closer pictures, same format and decode speed, slower encoding.
     ``correction`` (on by default) decodes each GOP at encode time and sends a coarse grid of
     colour offsets beside its tokens (codec/correction.py): closer pictures and colours for a
     few % more bits, format 2.0; False writes tokens only (format 1.x, faster encoding).
+    ``compile`` wraps the networks in torch.compile (codec/accel.py: for long runs on a GPU).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     search = refine if isinstance(refine, RefineConfig) else RefineConfig(steps=refine)
@@ -106,6 +108,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
     loaded = prepare_model(model, runtime)
+    if compile:
+        compile_networks(loaded.tokenizer)
+    stager = HostStager(runtime)
     cfg = loaded.config
     header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
                          gop=gop, scale=scale, coder_id=coder_id, color=info.color)
@@ -121,7 +126,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             """(frames, tokens, correction record): the network, in this thread. The correction
             is fitted here too: its torch ops then share the network's threads."""
             for group in gops(iter_frames(src, max_frames), gop):
-                x = frames_to_tensor(group, header, runtime)
+                x = frames_to_tensor(group, header, runtime, stager.to_device)
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
                                        autocast=runtime.autocast)
@@ -260,12 +265,14 @@ class _GapFiller:
         self.written += 1
 
 
-def same_shape_batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
-    """Consecutive (first frame, frames, tokens, ...) items in lists of at most ``size`` whose
-    token grids have one shape (a file's last GOP is often shorter), in their order."""
+def same_shape_batches(items: Iterator[tuple], size: int | Callable[[], int]) -> Iterator[list[tuple]]:
+    """Consecutive (first frame, frames, tokens, ...) items in lists of at most ``size`` (or of
+    ``size()``, asked as each list fills: it may change between lists) whose token grids have one
+    shape (a file's last GOP is often shorter), in their order."""
+    limit = size if callable(size) else (lambda: size)
     batch: list[tuple] = []
     for item in items:
-        if batch and (len(batch) == size or item[2].shape != batch[0][2].shape):
+        if batch and (len(batch) >= limit() or item[2].shape != batch[0][2].shape):
             yield batch
             batch = []
         batch.append(item)
@@ -276,16 +283,17 @@ def same_shape_batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple
 def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
                  progress: ProgressFn | None = None, audio: bool = True,
-                 salvage: bool = False, gop_batch: int = 1) -> DecodeStats:
+                 salvage: bool = False, gop_batch: int | str = "auto", compile: bool = False) -> DecodeStats:
     """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs.
 
     The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False. With ``salvage``,
     a damaged file decodes from its intact chunks: lost frames repeat the last good frame (black
     before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
-    ``gop_batch`` GOPs go through the decoder network at once (meant for a GPU's throughput;
-    memory grows with it)."""
-    if gop_batch < 1:
-        raise ValueError(f"--gop-batch must be at least 1, got {gop_batch}")
+    ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
+    with it); "auto" is 1 on CPU and on CUDA as many as half the free memory holds, measured on
+    the first GOP (codec/accel.py). ``compile`` wraps the decoder in torch.compile."""
+    if gop_batch != "auto" and (not isinstance(gop_batch, int) or gop_batch < 1):
+        raise ValueError(f"--gop-batch must be 'auto' or at least 1, got {gop_batch!r}")
     src, dst = Path(src), Path(dst)
     kind = output_kind(dst)
     check_output(dst, overwrite)
@@ -297,6 +305,10 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
             raise OutputError(f"{dst}: an image output holds one frame, the file has {reader.frame_count} "
                               "(use a video extension or a directory)")
         loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
+        if compile:
+            compile_networks(loaded.tokenizer)
+        stager = HostStager(runtime)
+        sizer = AutoGopBatch(runtime) if gop_batch == "auto" else None
         out_path = dst if kind == "dir" else temp_path(dst)
         start = time.perf_counter()
         damaged: list[str] = []
@@ -306,10 +318,14 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
             with FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
                 out = _GapFiller(writer, h.height, h.width)
                 grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
-                for batch in same_shape_batches(grids, gop_batch):
+                batch_size = (lambda: sizer.size or 1) if sizer else gop_batch
+                for batch in same_shape_batches(grids, batch_size):
                     idx = torch.from_numpy(np.stack([item[2] for item in batch]).astype(np.int64))
+                    measured_from = sizer.measure_start() if sizer else 0
                     with torch.inference_mode(), runtime.autocast():
-                        video = loaded.tokenizer.decode_indices(idx.to(runtime.device))
+                        video = loaded.tokenizer.decode_indices(stager.to_device(idx))
+                    if sizer:
+                        sizer.measure_end(measured_from)
                     for b, (first, n, _, fix) in enumerate(batch):
                         filled = out.fill_to(first)
                         if progress and filled:
@@ -336,7 +352,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     if audio and h.has_audio and track is None:
         audio_note = "lost (audio block damaged)"
     return DecodeStats(str(src), str(dst), out.written, h.width, h.height, time.perf_counter() - start,
-                       str(runtime.device), runtime.precision, audio_note, out.filled, problems)
+                       str(runtime.device), runtime.precision, audio_note, out.filled, problems,
+                       gop_batch=(sizer.size or 1) if sizer else gop_batch)
 
 
 def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,

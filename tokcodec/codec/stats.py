@@ -51,6 +51,7 @@ class DecodeStats:
     audio: str = "none"
     lost_frames: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges (--salvage)
     problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
+    gop_batch: int = 1           # GOPs per network call (--gop-batch; auto's choice once measured)
 
     @property
     def fps(self) -> float:

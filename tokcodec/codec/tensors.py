@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,9 +30,12 @@ def gops(frames: Iterator[np.ndarray], gop: int) -> Iterator[list[np.ndarray]]:
         yield buf
 
 
-def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime) -> torch.Tensor:
-    """uint8 frames -> (1, 3, 1+s*k, Hp, Wp) in [-1, 1]: resized to the coded size, edge-padded."""
-    x = torch.from_numpy(np.stack(frames)).to(runtime.device).permute(0, 3, 1, 2).float()
+def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime,
+                     to_device: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """uint8 frames -> (1, 3, 1+s*k, Hp, Wp) in [-1, 1]: resized to the coded size, edge-padded.
+    The frames travel to the device as uint8 (through ``to_device``, e.g. a pinned stager)."""
+    host = torch.from_numpy(np.stack(frames))
+    x = (to_device(host) if to_device else host.to(runtime.device)).permute(0, 3, 1, 2).float()
     x = x.div_(127.5).sub_(1)
     if (header.coded_height, header.coded_width) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(header.coded_height, header.coded_width), mode="bicubic",
