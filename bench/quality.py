@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
-    from tokcodec.codec.correction import CorrectionConfig, fit_correction
+    from tokcodec.codec.correction import CorrectionConfig, fit_correction, grid_shape, uncorrectable
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
                                          tensor_to_frames)
     from tokcodec.device import keep_freed_memory, select_runtime
@@ -79,8 +80,10 @@ def main() -> None:
         header = make_header(loaded, runtime, cw, ch, gop=a.frames)
         x = frames_to_tensor(list(frames), header, runtime)
         start = time.perf_counter()
+        grid = grid_shape(cw, ch, CorrectionConfig().cell_for(len(frames)))
         idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
-                             autocast=runtime.autocast)
+                             autocast=runtime.autocast,
+                             residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid))
         encode_seconds += time.perf_counter() - start
         encoded_frames += len(frames)
         with torch.inference_mode(), runtime.autocast():

@@ -157,3 +157,15 @@ def test_an_unknown_major_version_is_refused_clearly(tmp_path, tinted_clip):
     (tmp_path / "v3.tok").write_bytes(bytes(data))
     with pytest.raises(FormatError, match=r"version 3\.0 .*reads 1\.x and 2\.x"):
         tokcodec.file_info(tmp_path / "v3.tok")
+
+
+def test_uncorrectable_is_the_residual_minus_its_grid_fit():
+    from tokcodec.codec.correction import uncorrectable
+
+    g = torch.randn(2, 3, 1, 3, 4, dtype=torch.float64)  # a field the grid can make, constant in time
+    field = torch.tensor(upsample_matrix(40, 3)) @ g @ torch.tensor(upsample_matrix(56, 4)).T
+    noise = torch.randn(2, 3, 5, 40, 56, dtype=torch.float64)
+    assert uncorrectable(field.expand(-1, -1, 5, -1, -1), (3, 4)).abs().max() < 1e-9
+    once = uncorrectable(noise, (3, 4))
+    torch.testing.assert_close(uncorrectable(once, (3, 4)), once)  # a projection
+    assert once.square().sum() < noise.square().sum()

@@ -112,3 +112,22 @@ def test_refined_file_decodes_with_the_same_format(tmp_path, tiny_model):
         decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv", model=tiny_model)
         out[name] = psnr(original, read_frames(tmp_path / f"{name}.mkv"))
     assert out["refined"] > out["plain"]
+
+
+def test_search_with_a_correction_to_follow_minimises_what_the_grid_cannot_remove(tiny_model):
+    """With the correction layer, the search scores the residual minus its grid fit: the tokens
+    it returns are never worse than the encoder's in that error."""
+    from functools import partial
+
+    from tokcodec.codec.correction import uncorrectable
+
+    tok = tiny_model.tokenizer.eval()
+    x = _clip_tensor(5, 32, 48)
+    keep = partial(uncorrectable, grid=(2, 3))
+
+    def kept_error(idx):
+        with torch.no_grad():
+            return float(keep(tok.decoder(indices_to_codes(idx, tok.cfg.bits)) - x).square().sum())
+
+    found = refine_indices(tok, x, RefineConfig(4), residual_filter=keep)
+    assert kept_error(found) <= kept_error(tok.encode_indices(x))

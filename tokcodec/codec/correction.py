@@ -124,7 +124,7 @@ class Correction:
             raise FormatError(f"unknown correction kind {kind}")
         if not MIN_CELL <= cell <= MAX_CELL or step < 1 or any(abs(v) > MAX_DC for v in dc):
             raise FormatError(f"invalid correction fields (cell {cell}, step {step}, dc {dc})")
-        if (gh, gw) != (math.ceil(height / cell), math.ceil(width / cell)):
+        if (gh, gw) != grid_shape(width, height, cell):
             raise FormatError(f"correction grid {gw}x{gh} does not fit {width}x{height} frames at cell {cell}")
         n = 3 * gh * gw
         try:
@@ -147,7 +147,7 @@ def fit_correction(source: np.ndarray, decoded: np.ndarray, config: CorrectionCo
         raise ValueError(f"source {source.shape} and decoded {decoded.shape} must both be (T, H, W, 3)")
     t, h, w, _ = source.shape
     cell = config.cell_for(t)
-    gh, gw = math.ceil(h / cell), math.ceil(w / cell)
+    gh, gw = grid_shape(w, h, cell)
     residual = torch.zeros(3, h, w)  # frame by frame: sums of int16 differences, exact in float32
     for s, d in zip(source, decoded):
         residual += torch.from_numpy(np.subtract(s, d, dtype=np.int16)).permute(2, 0, 1)
@@ -161,6 +161,25 @@ def fit_correction(source: np.ndarray, decoded: np.ndarray, config: CorrectionCo
     mean_of = lambda g: np.einsum("y,cyx,x->c", wy, g, wx)  # noqa: E731
     dc = np.clip(np.rint((mean_of(grid) - mean_of(config.step * steps.astype(np.float64))) / DC_UNIT), -MAX_DC, MAX_DC)
     return Correction(cell, config.step, (int(dc[0]), int(dc[1]), int(dc[2])), steps)
+
+
+def uncorrectable(residual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """What a correction grid of ``grid`` (rows, columns) cells, constant over the GOP, cannot
+    remove from ``residual`` (B, 3, T, H, W): the residual minus its least-squares fit (before
+    quantisation). A token search followed by the correction minimises this, not the whole
+    residual (the grid's cells follow the frame's proportions at any size, so this also holds
+    at a --scale'd coded size)."""
+    _, _, _, h, w = residual.shape
+    opts = {"dtype": residual.dtype, "device": residual.device}
+    py, px = torch.tensor(_fit_matrix(h, grid[0]), **opts), torch.tensor(_fit_matrix(w, grid[1]), **opts)
+    uy, ux = torch.tensor(upsample_matrix(h, grid[0]), **opts), torch.tensor(upsample_matrix(w, grid[1]), **opts)
+    fitted = uy @ (py @ residual.mean(2) @ px.T) @ ux.T
+    return residual - fitted.unsqueeze(2)
+
+
+def grid_shape(width: int, height: int, cell: int) -> tuple[int, int]:
+    """(rows, columns) of a correction grid over ``width`` x ``height`` frames."""
+    return math.ceil(height / cell), math.ceil(width / cell)
 
 
 def apply_field(frames: np.ndarray, field: torch.Tensor) -> np.ndarray:

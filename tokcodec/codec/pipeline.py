@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
-from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction
+from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, grid_shape, uncorrectable
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -127,9 +128,12 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             is fitted here too: its torch ops then share the network's threads."""
             for group in gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime, stager.to_device)
+                # with a correction to follow, the search need not fix what its grid removes
+                grid = grid_shape(info.width, info.height, fix.cell_for(len(group)))
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
-                                       autocast=runtime.autocast)
+                                       autocast=runtime.autocast,
+                                       residual_filter=partial(uncorrectable, grid=grid) if fix.enabled else None)
                 record = b""
                 if fix.enabled:  # what the decoder will show, corrected towards the source
                     with torch.inference_mode(), runtime.autocast():

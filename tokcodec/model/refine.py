@@ -37,25 +37,32 @@ class RefineConfig:
             raise ValueError(f"refine step size must be > 0, got {self.step_size}")
 
 
+ResidualFilter = Callable[[torch.Tensor], torch.Tensor]
+
+
 def refine_indices(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig, *,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
-                   autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
+                   autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                   residual_filter: ResidualFilter | None = None) -> torch.Tensor:
     """Tokens (B, 1+t, h, w) for ``x`` (B, 3, T, H, W in [-1, 1]) after ``config.steps`` steps of
     search. The error counts only the first ``frames`` frames and the top-left ``height`` x
     ``width`` pixels (the rest is padding that decode crops). Returns the best tokens seen, so the
     result is never worse than the encoder's own tokens in that error (at the coded size; a
-    --scale below 1 then resizes the picture, and the rate may grow)."""
+    --scale below 1 then resizes the picture, and the rate may grow). ``residual_filter`` maps
+    the residual (decoded minus source) to the part that counts: with the correction layer,
+    what its grid cannot remove (codec/correction.py ``uncorrectable``)."""
     tokenizer.check_input(x)
     with torch.inference_mode(), autocast():  # steps == 0 is the plain encode: keep it as fast
         z0 = tokenizer.encoder(x).float()
     return search_indices(tokenizer, z0, x, config, frames=frames, height=height, width=width,
-                          autocast=autocast)
+                          autocast=autocast, residual_filter=residual_filter)
 
 
 @torch.inference_mode(False)  # a caller may hold inference mode; the search needs autograd
 def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor, config: RefineConfig, *,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
-                   autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
+                   autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                   residual_filter: ResidualFilter | None = None) -> torch.Tensor:
     """The search of ``refine_indices`` from latents ``z0`` the encoder already gave for ``x``
     (training has them from its own forward pass)."""
     if config.steps == 0:
@@ -66,8 +73,11 @@ def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor,
     def error(z: torch.Tensor) -> torch.Tensor:
         with autocast():
             recon = tokenizer.decoder(tokenizer.quantizer(z, with_losses=False).codes)
+        residual = recon[:, :, :frames, :height, :width].float() - target
+        if residual_filter is not None:
+            residual = residual_filter(residual)
         # a sum, not a mean: Adam ignores the loss scale, and fp16 gradients then do not underflow
-        return F.mse_loss(recon[:, :, :frames, :height, :width].float(), target, reduction="sum")
+        return residual.square().sum()
 
     lr = config.step_size * float(z0.abs().median().clamp_min(1e-6))
     z = z0.clone().requires_grad_(True)
