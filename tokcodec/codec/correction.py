@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import zstandard
 
 from tokcodec.errors import FormatError
 
@@ -109,6 +108,8 @@ class Correction:
         return (uy @ g @ ux.T).permute(1, 2, 0)
 
     def pack(self) -> bytes:
+        import zstandard  # here, not at the top: the trainer (and its GPU kit) fits without it
+
         gh, gw = self.steps.shape[1:]
         data = zstandard.ZstdCompressor(level=19).compress(np.ascontiguousarray(self.steps, np.int8).tobytes())
         return _RECORD.pack(KIND_GRID, self.cell, self.step, 0, gh, gw, *self.dc) + data
@@ -127,6 +128,8 @@ class Correction:
         if (gh, gw) != grid_shape(width, height, cell):
             raise FormatError(f"correction grid {gw}x{gh} does not fit {width}x{height} frames at cell {cell}")
         n = 3 * gh * gw
+        import zstandard
+
         try:
             raw = zstandard.ZstdDecompressor().decompress(record[RECORD_HEADER_SIZE:], max_output_size=n)
         except zstandard.ZstdError as exc:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 

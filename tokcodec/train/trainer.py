@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from tokcodec.codec.correction import CorrectionConfig, apply_field, fit_correction, grid_shape, uncorrectable
 from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
@@ -93,6 +94,9 @@ class TrainConfig:
     seed: int = 0
     init_weights: str = ""         # start a fresh run from these weights (a preset name or a
                                    # .safetensors file), e.g. to fine-tune the shipped model
+    correction_aware: bool = False  # pixel losses on the picture after the codec's correction grid
+                                   # (its least-squares fit to the residual, unquantised): tokens
+                                   # need not carry what the grid sends (codec/correction.py)
     search_steps: int = 0          # >0: each step, also teach the encoder the tokens that this
     search_weight: float = 0.0     # many steps of decoder-in-the-loop search (model/refine.py)
                                    # find for the batch (a hinge on the latents' signs)
@@ -165,6 +169,29 @@ def block_mean_mse(x: torch.Tensor, recon: torch.Tensor, block: int = 8) -> torc
 def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), as a user's decoded file holds it."""
     return ((video[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+def pixel_losses(x: torch.Tensor, recon: torch.Tensor, cfg: TrainConfig
+                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The weighted sum of the picture losses of ``recon`` against ``x`` (B, 3, T, H, W), and its
+    terms (L1, MSE, low-pass MSE, MS-SSIM loss; zero where a term's weight is 0). With
+    ``correction_aware``, ``recon`` is first taken as decode shows it after the GOP's correction
+    grid (its least-squares fit to the residual), so the model is not taught what the grid sends."""
+    if cfg.correction_aware:
+        grid = grid_shape(x.shape[-1], x.shape[-2], CorrectionConfig().cell_for(x.shape[2]))
+        recon = x + uncorrectable(recon - x, grid)
+    l1 = (recon - x).abs().mean()
+    mse = ((recon - x) ** 2).mean()
+    loss = cfg.l1_weight * l1 + cfg.l2_weight * mse
+    lowpass = torch.zeros(())
+    if cfg.lowpass_weight > 0:
+        lowpass = block_mean_mse(x, recon)
+        loss = loss + cfg.lowpass_weight * lowpass
+    msssim = torch.zeros(())
+    if cfg.ms_ssim_weight > 0:
+        msssim = video_ms_ssim_loss(x, recon)
+        loss = loss + cfg.ms_ssim_weight * msssim
+    return loss, (l1, mse, lowpass, msssim)
 
 
 class EMA:
@@ -373,17 +400,7 @@ class Trainer:
             recon, q = self.model_ddp(x)
         recon = recon.float()
         x = x.float()
-        l1 = (recon - x).abs().mean()
-        mse = ((recon - x) ** 2).mean()
-        loss = cfg.l1_weight * l1 + cfg.l2_weight * mse
-        lowpass = torch.zeros(())
-        if cfg.lowpass_weight > 0:
-            lowpass = block_mean_mse(x, recon)
-            loss = loss + cfg.lowpass_weight * lowpass
-        msssim = torch.zeros(())
-        if cfg.ms_ssim_weight > 0:
-            msssim = video_ms_ssim_loss(x, recon)
-            loss = loss + cfg.ms_ssim_weight * msssim
+        loss, (l1, mse, lowpass, msssim) = pixel_losses(x, recon, cfg)
         loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
         search_loss, search_flips = torch.zeros(()), 0.0
         if cfg.search_steps > 0 and q.latents is not None:  # both set, or neither (checked at start)
@@ -456,7 +473,7 @@ class Trainer:
     def _score(self, model: VideoTokenizer, clips: list[torch.Tensor]) -> dict[str, float]:
         """PSNR on 8-bit pixels as a user would measure it, bit usage, and mean colour drift (the
         largest per-channel difference of a clip's mean colour, in code values)."""
-        psnrs, drifts, usage = [], [], []
+        psnrs, corrected, drifts, usage = [], [], [], []
         for clip in clips:
             x = clip.unsqueeze(0).to(self.device)
             with self._autocast():
@@ -466,10 +483,13 @@ class Trainer:
             idx = idx.cpu()
             totals = ErrorTotals().add(a, b)
             psnrs.append(totals.psnr())
+            fix = fit_correction(a, b, CorrectionConfig())  # as encode sends it by default
+            corrected.append(ErrorTotals().add(a, apply_field(b, fix.field(a.shape[2], a.shape[1]))).psnr())
             drifts.append(totals.colour_drift)
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
         ent = bit_entropy(torch.cat(usage).mean(0))
-        return {"psnr": float(np.mean(psnrs)), "colour_drift": float(np.mean(drifts)),
+        return {"psnr": float(np.mean(psnrs)), "psnr_corrected": float(np.mean(corrected)),
+                "colour_drift": float(np.mean(drifts)),
                 "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min())}
 
     # ---------------------------------------------------------------- loop
@@ -512,8 +532,8 @@ class Trainer:
                     val = self.validate()
                     budget.validation = time.time() - val_start
                     self.logger.log(self.step, "val", val)
-                    real = (f", real video {val['real_psnr']:.2f} dB (colour drift {val['real_colour_drift']:.1f})"
-                            if "real_psnr" in val else "")
+                    real = (f", real video {val['real_psnr']:.2f} dB, {val['real_psnr_corrected']:.2f} corrected "
+                            f"(colour drift {val['real_colour_drift']:.1f})" if "real_psnr" in val else "")
                     bar.message(f"step {self.step}: val PSNR {val['psnr']:.2f} dB{real}, "
                                 f"bit entropy {val['bit_entropy_mean']:.3f} (min {val['bit_entropy_min']:.3f})")
                 if self.step % cfg.ckpt_every == 0:
