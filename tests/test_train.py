@@ -223,7 +223,7 @@ def test_correction_aware_losses_ignore_what_the_grid_removes():
     y, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 48), indexing="ij")
     tint = (0.2 + 0.1 * xx * y)[None, None, None]          # smooth, constant in time
     fine = 0.2 * torch.sign(torch.sin(40 * xx))[None, None, None]
-    for aware, tint_costs in ((True, False), (False, True)):
+    for aware, tint_costs in ((1.0, False), (0.0, True)):
         cfg = TrainConfig(correction_aware=aware, l1_weight=1.0, l2_weight=1.0, ms_ssim_weight=0.2,
                           lowpass_weight=4.0)
         exact = float(pixel_losses(x, x.clone(), cfg)[0])
@@ -231,6 +231,11 @@ def test_correction_aware_losses_ignore_what_the_grid_removes():
         patterned = float(pixel_losses(x, x + fine, cfg)[0])
         assert (tinted > exact + 0.05) is tint_costs, (aware, exact, tinted)
         assert patterned > exact + 0.05
+    half = TrainConfig(correction_aware=0.5, ms_ssim_weight=0.0)
+    own, after = (float(pixel_losses(x, x + tint, dataclasses.replace(half, correction_aware=a))[0]) for a in (0.0, 1.0))
+    assert abs(float(pixel_losses(x, x + tint, half)[0]) - (own + after) / 2) < 1e-5
+    with pytest.raises(ValueError):
+        pixel_losses(x, x, dataclasses.replace(half, correction_aware=1.5))
 
 
 def test_unset_preset_follows_resumed_run_then_init_weights_then_default(tmp_path, monkeypatch):

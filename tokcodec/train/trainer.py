@@ -94,9 +94,10 @@ class TrainConfig:
     seed: int = 0
     init_weights: str = ""         # start a fresh run from these weights (a preset name or a
                                    # .safetensors file), e.g. to fine-tune the shipped model
-    correction_aware: bool = False  # pixel losses on the picture after the codec's correction grid
-                                   # (its least-squares fit to the residual, unquantised): tokens
-                                   # need not carry what the grid sends (codec/correction.py)
+    correction_aware: float = 0.0  # share of the picture losses taken after the codec's correction
+                                   # grid (its least-squares fit to the residual, unquantised), the
+                                   # rest on the tokens' own picture: 1 = tokens need not carry
+                                   # what the grid sends (codec/correction.py), 0 = off
     search_steps: int = 0          # >0: each step, also teach the encoder the tokens that this
     search_weight: float = 0.0     # many steps of decoder-in-the-loop search (model/refine.py)
                                    # find for the batch (a hinge on the latents' signs)
@@ -174,12 +175,25 @@ def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 def pixel_losses(x: torch.Tensor, recon: torch.Tensor, cfg: TrainConfig
                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The weighted sum of the picture losses of ``recon`` against ``x`` (B, 3, T, H, W), and its
-    terms (L1, MSE, low-pass MSE, MS-SSIM loss; zero where a term's weight is 0). With
-    ``correction_aware``, ``recon`` is first taken as decode shows it after the GOP's correction
-    grid (its least-squares fit to the residual), so the model is not taught what the grid sends."""
-    if cfg.correction_aware:
-        grid = grid_shape(x.shape[-1], x.shape[-2], CorrectionConfig().cell_for(x.shape[2]))
-        recon = x + uncorrectable(recon - x, grid)
+    terms (L1, MSE, low-pass MSE, MS-SSIM loss; zero where a term's weight is 0). A share
+    ``correction_aware`` of it is taken on ``recon`` as decode shows it after the GOP's correction
+    grid (its least-squares fit to the residual): the model is not taught what the grid sends."""
+    share = cfg.correction_aware
+    if not 0 <= share <= 1:
+        raise ValueError(f"correction_aware must lie in [0, 1], got {share}")
+    if share == 0:
+        return _picture_losses(x, recon, cfg)
+    grid = grid_shape(x.shape[-1], x.shape[-2], CorrectionConfig().cell_for(x.shape[2]))
+    after = _picture_losses(x, x + uncorrectable(recon - x, grid), cfg)
+    if share == 1:
+        return after
+    own = _picture_losses(x, recon, cfg)
+    mix = lambda a, b: share * a + (1 - share) * b  # noqa: E731
+    return mix(after[0], own[0]), tuple(mix(a, b) for a, b in zip(after[1], own[1]))  # type: ignore[return-value]
+
+
+def _picture_losses(x: torch.Tensor, recon: torch.Tensor, cfg: TrainConfig
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     l1 = (recon - x).abs().mean()
     mse = ((recon - x) ** 2).mean()
     loss = cfg.l1_weight * l1 + cfg.l2_weight * mse
@@ -242,6 +256,8 @@ class Trainer:
             cfg = resolve_run(cfg)
         if (cfg.search_steps > 0) != (cfg.search_weight > 0):
             raise ValueError("search_steps and search_weight work together: set both > 0 (or neither)")
+        if not 0 <= cfg.correction_aware <= 1:
+            raise ValueError(f"correction_aware must lie in [0, 1], got {cfg.correction_aware}")
         self.cfg = cfg
         self.device = training_device(cfg.device)
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
