@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
-    from tokcodec.codec.correction import CorrectionConfig, fit_correction, grid_shape, uncorrectable
+    from tokcodec.codec.correction import CorrectionConfig, fit_correction, uncorrectable
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
                                          tensor_to_frames)
     from tokcodec.device import keep_freed_memory, select_runtime
@@ -80,7 +80,7 @@ def main() -> None:
         header = make_header(loaded, runtime, cw, ch, gop=a.frames)
         x = frames_to_tensor(list(frames), header, runtime)
         start = time.perf_counter()
-        grid = grid_shape(cw, ch, CorrectionConfig().cell_for(len(frames)))
+        grid = CorrectionConfig().grid_for(cw, ch, len(frames))
         idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
                              autocast=runtime.autocast,
                              residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid))

@@ -58,6 +58,10 @@ class CorrectionConfig:
     def cell_for(self, frames: int) -> int:
         return self.cell or (16 if frames >= 9 else 32)
 
+    def grid_for(self, width: int, height: int, frames: int) -> tuple[int, int]:
+        """(rows, columns) of the grid of a GOP of ``frames`` frames of ``width`` x ``height``."""
+        return grid_shape(width, height, self.cell_for(frames))
+
 
 def max_record_bytes(width: int, height: int) -> int:
     """Largest record a frame of this size can need (finest cell, incompressible grid)."""
@@ -87,6 +91,12 @@ def _fit_matrix(pixels: int, grid: int) -> np.ndarray:
     return m
 
 
+def _tensor(m: np.ndarray, dtype: torch.dtype = torch.float64,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+    """A cached (read-only) matrix as a torch tensor of its own."""
+    return torch.tensor(m, dtype=dtype, device=device)
+
+
 @dataclass(frozen=True)
 class Correction:
     cell: int
@@ -102,9 +112,9 @@ class Correction:
         """(height, width, 3) float32 offsets to add to every frame of the GOP, on ``device``.
         Computed with torch so that on CPU it shares the network's threads (numpy's BLAS
         threads beside them slowed a 2-core decode by ~10%)."""
-        g = torch.tensor(self.grid(), dtype=torch.float32, device=device)
-        uy = torch.tensor(upsample_matrix(height, g.shape[1]), dtype=torch.float32, device=device)
-        ux = torch.tensor(upsample_matrix(width, g.shape[2]), dtype=torch.float32, device=device)
+        g = _tensor(self.grid(), torch.float32, device)
+        uy = _tensor(upsample_matrix(height, g.shape[1]), torch.float32, device)
+        ux = _tensor(upsample_matrix(width, g.shape[2]), torch.float32, device)
         return (uy @ g @ ux.T).permute(1, 2, 0)
 
     def pack(self) -> bytes:
@@ -155,7 +165,7 @@ def fit_correction(source: np.ndarray, decoded: np.ndarray, config: CorrectionCo
     for s, d in zip(source, decoded):
         residual += torch.from_numpy(np.subtract(s, d, dtype=np.int16)).permute(2, 0, 1)
     residual = residual.double() / t
-    grid = (torch.from_numpy(_fit_matrix(h, gh).copy()) @ residual @ torch.from_numpy(_fit_matrix(w, gw).T.copy())).numpy()
+    grid = (_tensor(_fit_matrix(h, gh)) @ residual @ _tensor(_fit_matrix(w, gw)).T).numpy()
     steps = np.clip(np.rint((grid - grid.mean((1, 2), keepdims=True)) / config.step), -127, 127).astype(np.int8)
     # dc makes the corrected frame's mean colour the fitted one (within 1/8 code value): coarse
     # steps of a smooth grid need not average to zero. Each pixel's weights sum to 1, so the
@@ -173,9 +183,8 @@ def uncorrectable(residual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor
     residual (the grid's cells follow the frame's proportions at any size, so this also holds
     at a --scale'd coded size)."""
     _, _, _, h, w = residual.shape
-    opts = {"dtype": residual.dtype, "device": residual.device}
-    py, px = torch.tensor(_fit_matrix(h, grid[0]), **opts), torch.tensor(_fit_matrix(w, grid[1]), **opts)
-    uy, ux = torch.tensor(upsample_matrix(h, grid[0]), **opts), torch.tensor(upsample_matrix(w, grid[1]), **opts)
+    py, px, uy, ux = (_tensor(m, residual.dtype, residual.device) for m in (
+        _fit_matrix(h, grid[0]), _fit_matrix(w, grid[1]), upsample_matrix(h, grid[0]), upsample_matrix(w, grid[1])))
     fitted = uy @ (py @ residual.mean(2) @ px.T) @ ux.T
     return residual - fitted.unsqueeze(2)
 

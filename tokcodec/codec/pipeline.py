@@ -24,7 +24,7 @@ import torch
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
-from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, grid_shape, uncorrectable
+from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, uncorrectable
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -129,7 +129,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             for group in gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime, stager.to_device)
                 # with a correction to follow, the search need not fix what its grid removes
-                grid = grid_shape(info.width, info.height, fix.cell_for(len(group)))
+                grid = fix.grid_for(info.width, info.height, len(group))
                 found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
                                        height=header.coded_height, width=header.coded_width,
                                        autocast=runtime.autocast,

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokcodec.codec.correction import CorrectionConfig, apply_field, fit_correction, grid_shape, uncorrectable
+from tokcodec.codec.correction import CorrectionConfig, apply_field, fit_correction, uncorrectable
 from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
@@ -183,7 +183,7 @@ def pixel_losses(x: torch.Tensor, recon: torch.Tensor, cfg: TrainConfig
         raise ValueError(f"correction_aware must lie in [0, 1], got {share}")
     if share == 0:
         return _picture_losses(x, recon, cfg)
-    grid = grid_shape(x.shape[-1], x.shape[-2], CorrectionConfig().cell_for(x.shape[2]))
+    grid = CorrectionConfig().grid_for(x.shape[-1], x.shape[-2], x.shape[2])
     after = _picture_losses(x, x + uncorrectable(recon - x, grid), cfg)
     if share == 1:
         return after
