@@ -93,7 +93,7 @@ def main() -> None:
         if not a.no_correction:  # as encode/decode do: fit to the decoded GOP, add before rounding
             fix = fit_correction(frames, tokens_only, CorrectionConfig())
             record = 4 * b"\0" + fix.pack()  # the record and the chunk's u32 that sets it apart
-            recon = tensor_to_frames(video, len(frames), header, fix.field(cw, ch, runtime.device))
+            recon = tensor_to_frames(video, len(frames), header, fix)
         tokens = idx[0].cpu().numpy().astype(np.int32)
         all_tokens.append(tokens.ravel())
         payload = coder.encode(tokens, cfg.bits)

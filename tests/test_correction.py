@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import tokcodec
 from tokcodec.codec.container import ContainerReader
-from tokcodec.codec.correction import (RECORD_HEADER_SIZE, Correction, CorrectionConfig, apply_field,
-                                       fit_correction, max_record_bytes, upsample_matrix)
+from tokcodec.codec.correction import (RECORD_HEADER_SIZE, Correction, CorrectionConfig, fit_correction,
+                                       lowpass, max_record_bytes, upsample_matrix)
 from tokcodec.errors import FormatError
 
 
@@ -34,9 +34,9 @@ def test_fit_removes_a_smooth_offset_and_pins_the_mean_colour():
     err_before = np.abs(source.astype(float) - decoded).mean()
     assert err_before > 6
     for step, most in ((8, 2.0), (1, 0.8)):  # the default quantiser, and a fine one
-        fix = fit_correction(source, decoded, CorrectionConfig(step=step))
-        assert fix.cell == 16 and fix.steps.shape == (3, 5, 6)
-        corrected = apply_field(decoded, fix.field(96, 72))
+        fix = fit_correction(source, decoded, CorrectionConfig(step=step, detail=False))
+        assert fix.cell == 16 and fix.steps.shape == (3, 5, 6) and not fix.has_detail
+        corrected = fix.apply_to_frames(decoded)
         err_after = np.abs(source.astype(float) - corrected).mean()
         assert err_after < most, (step, err_after)
         drift = np.abs(source.reshape(-1, 3).mean(0) - corrected.reshape(-1, 3).mean(0)).max()
@@ -47,18 +47,22 @@ def test_cell_follows_the_gop_length_unless_given():
     assert CorrectionConfig().cell_for(17) == 16 and CorrectionConfig().cell_for(1) == 32
     assert CorrectionConfig(cell=24).cell_for(1) == 24
     assert CorrectionConfig().grid_for(640, 360, 17) == (23, 40) and CorrectionConfig().grid_for(640, 360, 1) == (12, 20)
-    for bad in ({"cell": 4}, {"cell": 300}, {"step": 0}):
+    for bad in ({"cell": 4}, {"cell": 300}, {"step": 0}, {"pool": 1}, {"gain_step": 0}, {"ridge": -1}):
         with pytest.raises(ValueError):
             CorrectionConfig(**bad)
 
 
-def test_record_round_trips_and_stays_within_its_bound():
+@pytest.mark.parametrize("detail", [False, True])
+def test_record_round_trips_and_stays_within_its_bound(detail):
     rng = np.random.default_rng(1)
-    fix = Correction(16, 8, (-12, 0, 1020), rng.integers(-127, 128, (3, 23, 40)).astype(np.int8))
+    grid = lambda: rng.integers(-127, 128, (3, 45, 80)).astype(np.int8)  # noqa: E731  (the finest cell)
+    fix = Correction(8, 8, (-12, 0, 1020), grid(), *((16, 32, grid()) if detail else ()))
     record = fix.pack()
     back = Correction.unpack(record, 640, 360)
-    assert (back.cell, back.step, back.dc) == (16, 8, (-12, 0, 1020))
+    assert (back.cell, back.step, back.dc, back.has_detail) == (8, 8, (-12, 0, 1020), detail)
     assert np.array_equal(back.steps, fix.steps)
+    if detail:
+        assert (back.pool, back.gain_step) == (16, 32) and np.array_equal(back.gains, fix.gains)
     assert len(record) <= max_record_bytes(640, 360)
 
 
@@ -74,6 +78,15 @@ def _bad_records() -> dict[str, bytes]:
     import zstandard
     short = zstandard.ZstdCompressor().compress(bytes(3 * 23 * 40 - 1))
     out["short grid"] = bytes(head) + short
+    detail = bytearray(Correction(16, 8, (1, 2, 3), np.zeros((3, 23, 40), np.int8), 16, 32,
+                                  np.zeros((3, 23, 40), np.int8)).pack())
+    out["detail truncated"] = bytes(detail[:RECORD_HEADER_SIZE + 1])
+    for name, offset, value in (("pool", RECORD_HEADER_SIZE, 1), ("gain step", RECORD_HEADER_SIZE + 1, 0)):
+        b = bytearray(detail)
+        b[offset] = value
+        out[name] = bytes(b)
+    out["detail without gains"] = bytes(detail[:RECORD_HEADER_SIZE + 2]) + out["zstd garbage"][RECORD_HEADER_SIZE:]
+    out["gains missing"] = bytes(detail[:RECORD_HEADER_SIZE + 2]) + zstandard.ZstdCompressor().compress(bytes(3 * 23 * 40))
     return out
 
 
@@ -81,6 +94,42 @@ def _bad_records() -> dict[str, bytes]:
 def test_damaged_records_are_format_errors(name):
     with pytest.raises(FormatError):
         Correction.unpack(_bad_records()[name], 640, 360)
+
+
+@pytest.mark.parametrize("h,w,pool", [(72, 96, 16), (45, 70, 16), (20, 33, 8), (5, 7, 16)])
+def test_lowpass_is_block_means_upsampled(h, w, pool):
+    """The spec's low-pass: means over pool x pool blocks (edge blocks over the pixels they
+    hold), upsampled with the grid's interpolation."""
+    x = torch.rand(2, h, w, 3, dtype=torch.float64) * 255
+    bh, bw = -(-h // pool), -(-w // pool)
+    means = np.zeros((2, bh, bw, 3))
+    for i in range(bh):
+        for j in range(bw):
+            means[:, i, j] = x[:, i * pool:(i + 1) * pool, j * pool:(j + 1) * pool].mean((1, 2)).numpy()
+    want = np.einsum("yi,tijc,xj->tyxc", upsample_matrix(h, bh), means, upsample_matrix(w, bw))
+    np.testing.assert_allclose(lowpass(x, pool).numpy(), want, atol=1e-9)
+
+
+def test_detail_gains_restore_a_softened_picture():
+    """A decode that lost half its local detail, with an offset: the gains bring the detail
+    back, and a flat decode (no detail to scale) gets zero gains."""
+    rng = np.random.default_rng(3)
+    base = torch.from_numpy(rng.uniform(30, 220, (9, 8, 12, 3)))
+    source_f = F.interpolate(base.permute(0, 3, 1, 2), size=(96, 128), mode="bicubic",
+                             align_corners=False).permute(0, 2, 3, 1).clamp(0, 255)
+    soft = lowpass(source_f, 16) + 0.5 * (source_f - lowpass(source_f, 16))
+    source = source_f.round().to(torch.uint8).numpy()
+    decoded = np.clip(np.rint(soft.numpy() - _smooth_offset(96, 128)[None]), 0, 255).astype(np.uint8)
+    mse = lambda a, b: float(((a.astype(float) - b) ** 2).mean())  # noqa: E731
+    offsets_only = fit_correction(source, decoded, CorrectionConfig(detail=False))
+    both = fit_correction(source, decoded, CorrectionConfig())
+    assert both.has_detail and (both.pool, both.gain_step) == (16, 32)
+    assert both.gains.mean() > 0.5  # about +1: the detail doubled back
+    err_offsets = mse(source, offsets_only.apply_to_frames(decoded))
+    err_both = mse(source, both.apply_to_frames(decoded))
+    assert err_both < 0.5 * err_offsets, (err_both, err_offsets)
+    flat = np.full((9, 64, 64, 3), 128, np.uint8)
+    assert not fit_correction(flat, flat, CorrectionConfig()).gains.any()
 
 
 def test_a_record_for_another_frame_size_is_refused():
@@ -107,7 +156,7 @@ def test_codec_path_sends_and_applies_the_correction(tmp_path, tinted_clip):
     assert with_fix.correction_bytes > 0 and without.correction_bytes == 0
     assert with_fix.bytes == without.bytes + with_fix.correction_bytes + 4 * 1  # + one u32 per chunk
     info_c, info_n = tokcodec.file_info(tmp_path / "c.tok"), tokcodec.file_info(tmp_path / "n.tok")
-    assert info_c.header.version == (2, 0) and info_n.header.version == (1, 0)
+    assert info_c.header.version == (2, 1) and info_n.header.version == (1, 0)
     assert info_c.correction_bytes == with_fix.correction_bytes and info_n.correction_bytes == 0
     assert info_c.payload_bits_per_token == info_n.payload_bits_per_token  # same tokens
     for name in ("c", "n"):
@@ -156,7 +205,7 @@ def test_an_unknown_major_version_is_refused_clearly(tmp_path, tinted_clip):
     struct.pack_into("<H", data, 8, 3)
     struct.pack_into("<I", data, HEADER_SIZE - 4, zlib.crc32(bytes(data[:HEADER_SIZE - 4])))
     (tmp_path / "v3.tok").write_bytes(bytes(data))
-    with pytest.raises(FormatError, match=r"version 3\.0 .*reads 1\.x and 2\.x"):
+    with pytest.raises(FormatError, match=r"version 3\.1 .*reads 1\.x and 2\.x"):
         tokcodec.file_info(tmp_path / "v3.tok")
 
 

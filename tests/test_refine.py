@@ -131,3 +131,11 @@ def test_search_with_a_correction_to_follow_minimises_what_the_grid_cannot_remov
 
     found = refine_indices(tok, x, RefineConfig(4), residual_filter=keep)
     assert kept_error(found) <= kept_error(tok.encode_indices(x))
+
+
+def test_default_step_size_grows_with_the_search_length():
+    """A short search takes shorter steps: 0.02 * sqrt(steps), capped at 0.08; a given size wins."""
+    assert RefineConfig(steps=1).lr == pytest.approx(0.02)
+    assert RefineConfig(steps=4).lr == pytest.approx(0.04)
+    assert RefineConfig(steps=16).lr == pytest.approx(0.08) and RefineConfig(steps=64).lr == pytest.approx(0.08)
+    assert RefineConfig(steps=2, step_size=0.3).lr == 0.3

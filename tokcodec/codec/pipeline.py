@@ -118,6 +118,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
     header.correction = fix.enabled
+    header.correction_detail = fix.enabled and fix.detail
     coder = encoder_for(header.coder_id, loaded)
     tmp = temp_path(dst)
     start = time.perf_counter()
@@ -334,8 +335,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                         filled = out.fill_to(first)
                         if progress and filled:
                             progress(filled)
-                        offsets = fix.field(h.width, h.height, runtime.device) if fix is not None else None
-                        for frame in tensor_to_frames(video[b:b + 1], n, h, offsets):
+                        for frame in tensor_to_frames(video[b:b + 1], n, h, fix):
                             out.write(frame)
                         if progress:
                             progress(n)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tokcodec.codec.container import Header
+from tokcodec.codec.correction import Correction
 from tokcodec.device import Runtime
 
 
@@ -56,9 +57,9 @@ def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime,
 
 
 def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
-                     offsets: torch.Tensor | None = None) -> np.ndarray:
-    """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size; ``offsets``
-    (H, W, 3, code values: a GOP's correction field) are added to every frame before rounding."""
+                     correction: Correction | None = None) -> np.ndarray:
+    """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size; a GOP's
+    ``correction`` (codec/correction.py) is applied to its frames before rounding."""
     x = video[0, :, :frames, :header.coded_height, :header.coded_width]
     if (header.height, header.width) != (header.coded_height, header.coded_width):
         x = F.interpolate(x.float().permute(1, 0, 2, 3), size=(header.height, header.width),
@@ -68,7 +69,7 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
         # passes below stream through memory (measured ~45% faster here than converting first)
         x = x.permute(1, 2, 3, 0).to(torch.float32, copy=True)
     x = x.clamp_(-1, 1).add_(1).mul_(127.5)
-    if offsets is not None:
-        x = x.add_(offsets.to(x.device)).clamp_(0, 255)
+    if correction is not None:
+        x = correction.apply_(x)
     x = x.round_().to(torch.uint8)
     return np.ascontiguousarray(x.cpu().numpy())

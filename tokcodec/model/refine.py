@@ -13,6 +13,7 @@ On the shipped ``medium`` model and held-out clips it adds +2.4 dB PSNR at 8 ste
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
@@ -26,15 +27,23 @@ from tokcodec.model.tokenizer import VideoTokenizer
 class RefineConfig:
     """``steps``: decoder forward+backward passes per GOP (0 = the encoder's tokens as they are).
     ``step_size``: Adam's learning rate as a fraction of the median |z| of the encoder's output,
-    so the search moves the latents of any model by the same relative amount."""
+    so the search moves the latents of any model by the same relative amount. None: by the
+    number of steps, ``0.02 * sqrt(steps)`` up to 0.08 (a short search takes shorter steps; on
+    training clips with the correction this beat a fixed 0.08 by +0.1 dB at 2 steps and
+    matched it at 8 and 16)."""
     steps: int = 0
-    step_size: float = 0.08
+    step_size: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"refine steps must be >= 0, got {self.steps}")
-        if not self.step_size > 0:
+        if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"refine step size must be > 0, got {self.step_size}")
+
+    @property
+    def lr(self) -> float:
+        """The step size in use (relative to the median |z|)."""
+        return self.step_size if self.step_size is not None else min(0.08, 0.02 * math.sqrt(self.steps))
 
 
 ResidualFilter = Callable[[torch.Tensor], torch.Tensor]
@@ -79,7 +88,7 @@ def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor,
         # a sum, not a mean: Adam ignores the loss scale, and fp16 gradients then do not underflow
         return residual.square().sum()
 
-    lr = config.step_size * float(z0.abs().median().clamp_min(1e-6))
+    lr = config.lr * float(z0.abs().median().clamp_min(1e-6))
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     best_err, best_z = float("inf"), z0

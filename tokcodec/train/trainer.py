@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokcodec.codec.correction import CorrectionConfig, apply_field, fit_correction, uncorrectable
+from tokcodec.codec.correction import CorrectionConfig, fit_correction, uncorrectable
 from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import indices_to_bits
@@ -500,7 +500,7 @@ class Trainer:
             totals = ErrorTotals().add(a, b)
             psnrs.append(totals.psnr())
             fix = fit_correction(a, b, CorrectionConfig())  # as encode sends it by default
-            corrected.append(ErrorTotals().add(a, apply_field(b, fix.field(a.shape[2], a.shape[1]))).psnr())
+            corrected.append(ErrorTotals().add(a, fix.apply_to_frames(b)).psnr())
             drifts.append(totals.colour_drift)
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
         ent = bit_entropy(torch.cat(usage).mean(0))
