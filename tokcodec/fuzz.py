@@ -168,8 +168,10 @@ def exercise(path: Path) -> Outcome:
 
 def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list[bytes]:
     """Valid .tok files: from the tiny untrained model with the default coder (with audio, and one
-    frame), the raw coder and coder 2, all with correction records (format 2.0), and one without
-    (1.0); and one from the shipped model, whose coder 3 payload uses its learned prior."""
+    frame), the raw coder and coder 2, all with correction records holding detail gains (format
+    2.1), one with offsets only (2.0) and one without (1.0); and one from the shipped model, whose
+    coder 3 payload uses its learned prior."""
+    from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.pipeline import encode_video
     from tokcodec.io import FrameWriter
 
@@ -189,6 +191,7 @@ def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list
     for name, src, kwargs in (("ctx_audio", with_audio, {"gop": 5}), ("raw", video, {"gop": 9, "coder_id": 1}),
                               ("ctx", video, {"gop": 17, "max_frames": 1}),
                               ("coder2", video, {"gop": 9, "coder_id": 2}),
+                              ("offsets_only", video, {"gop": 9, "correction": CorrectionConfig(detail=False)}),
                               ("tokens_only", video, {"gop": 9, "correction": False})):
         dst = workdir / f"{name}.tok"
         encode_video(src, dst, model="tiny", overwrite=True, **kwargs)
