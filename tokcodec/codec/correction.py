@@ -56,7 +56,7 @@ _DETAIL = struct.Struct("<BB")
 
 @dataclass(frozen=True)
 class CorrectionConfig:
-    """``enabled``: send the correction (files then use .tok format 2.0). ``cell``: pixels per
+    """``enabled``: send the correction (files then use .tok format 2.x). ``cell``: pixels per
     grid step, 0 = by GOP length (16 for GOPs of 9 frames or more, 32 for shorter ones, where the
     grid's bits are shared by fewer frames). ``step``: quantiser step of the grid values around
     their exact mean, in code values. ``detail``: also send detail gains (format 2.1), on
