@@ -373,3 +373,15 @@ def test_refine_reaches_every_file(tmp_path):
     assert [r["refine"] for r in done] == [3]
     with pytest.raises(ValueError, match="--refine"):
         batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, refine=-1)
+
+
+def test_correction_options_reach_every_file(tmp_path):
+    """batch encode --no-detail / --no-correction write the formats encode does: 2.0 / 1.0."""
+    from tokcodec.codec.pipeline import file_info
+
+    (tmp_path / "in").mkdir()
+    src = write_clip(tmp_path / "in" / "c.mkv", smooth_clip(5, 32, 48))
+    for name, kwargs, version in (("full", {}, (2, 1)), ("offsets", {"detail": False}, (2, 0)),
+                                  ("tokens", {"correction": False}, (1, 0))):
+        assert batch_encode(src.parent, tmp_path / name, model="tiny", workers=1, **kwargs).done == 1
+        assert file_info(tmp_path / name / "c.mkv.tok").header.version == version, name

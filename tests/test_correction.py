@@ -168,6 +168,13 @@ def test_codec_path_sends_and_applies_the_correction(tmp_path, tinted_clip):
     # the tokens alone still decode the same way (what a language model reads)
     assert all(np.array_equal(a, b) for a, b in zip(tokcodec.read_tokens(tmp_path / "c.tok")[1],
                                                     tokcodec.read_tokens(tmp_path / "n.tok")[1]))
+    # offsets only: format 2.0, a little less close than with the detail gains
+    offsets = tokcodec.encode_video(tinted_clip, tmp_path / "o.tok", correction=CorrectionConfig(detail=False))
+    assert tokcodec.file_info(tmp_path / "o.tok").header.version == (2, 0)
+    assert offsets.correction_bytes < with_fix.correction_bytes
+    tokcodec.decode_video(tmp_path / "o.tok", tmp_path / "o.mkv")
+    o = tokcodec.compare_videos(tinted_clip, tmp_path / "o.mkv")
+    assert n["psnr"] + 0.3 < o["psnr"] <= c["psnr"] + 0.05, (o, c)
 
 
 def test_a_damaged_correction_is_a_chunk_error_and_salvage_drops_the_chunk(tmp_path, tinted_clip):

@@ -250,14 +250,15 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  scale: float = 1.0, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
                  force: bool = False, audio: bool = True, refine: int = 0,
-                 correction: bool = True, reporter: Reporter | None = None) -> BatchSummary:
+                 correction: bool = True, detail: bool = True,
+                 reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
     recorded per file in the summary and dst/manifest.jsonl, never raised.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
-                        correction=correction)
+                        correction=correction, detail=detail)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

@@ -33,6 +33,7 @@ class BatchOptions:
     audio: bool = True          # keep (encode) / restore (decode) the first audio stream
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
     correction: bool = True     # encode: send each GOP's correction grid
+    detail: bool = True         # encode: with detail gains (format 2.1; False: offsets only, 2.0)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Worker:
 
     def _encode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:
+        from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video
         from tokcodec.io import probe
 
@@ -153,7 +155,7 @@ class Worker:
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
-                          correction=o.correction)
+                          correction=CorrectionConfig(enabled=o.correction, detail=o.detail))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
                           model=st.model, refine=st.refine)
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  NoCorrection, Overwrite, Precision, Quiet, Refine, Scale)
+                                  NoCorrection, NoDetail, Overwrite, Precision, Quiet, Refine, Scale)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
 
@@ -33,6 +33,7 @@ def encode(
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
     refine: Refine = 0,
     no_correction: NoCorrection = False,
+    no_detail: NoDetail = False,
     compile: Compile = False,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
@@ -41,6 +42,7 @@ def encode(
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens)."""
     with errors():
+        from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video
         from tokcodec.io import probe
         total = probe(input).frame_count or None
@@ -50,7 +52,8 @@ def encode(
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine,
-                              correction=not no_correction, compile=compile)
+                              correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail),
+                              compile=compile)
         search = f", refine {st.refine}" if st.refine else ""
         search += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "

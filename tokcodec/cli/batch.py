@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  NoCorrection, Precision, Refine, Scale)
+                                  NoCorrection, NoDetail, Precision, Refine, Scale)
 from tokcodec.cli.policy import errors
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -56,6 +56,7 @@ def encode(
     scale: Scale = 1.0,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
+    no_detail: NoDetail = False,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -74,7 +75,7 @@ def encode(
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
-         correction=not no_correction)
+         correction=not no_correction, detail=not no_detail)
 
 
 @batch_app.command("decode")

@@ -19,6 +19,9 @@ Refine = Annotated[int, typer.Option(
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
     "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]
+NoDetail = Annotated[bool, typer.Option(
+    "--no-detail", help="Correction offsets only, no detail gains: lower fidelity, .tok format 2.0 "
+    "that tokcodec versions from before the gains read (docs/usage.md).")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the networks: the first GOP of each shape pays the compilation; "
     "for long runs on a GPU.")]
