@@ -44,9 +44,9 @@ def test_fit_removes_a_smooth_offset_and_pins_the_mean_colour():
 
 
 def test_cell_follows_the_gop_length_unless_given():
-    assert CorrectionConfig().cell_for(17) == 16 and CorrectionConfig().cell_for(1) == 32
+    assert CorrectionConfig().cell_for(17) == 16 and CorrectionConfig().cell_for(1) == 24
     assert CorrectionConfig(cell=24).cell_for(1) == 24
-    assert CorrectionConfig().grid_for(640, 360, 17) == (23, 40) and CorrectionConfig().grid_for(640, 360, 1) == (12, 20)
+    assert CorrectionConfig().grid_for(640, 360, 17) == (23, 40) and CorrectionConfig().grid_for(640, 360, 1) == (15, 27)
     for bad in ({"cell": 4}, {"cell": 300}, {"step": 0}, {"pool": 1}, {"gain_step": 0}, {"ridge": -1}):
         with pytest.raises(ValueError):
             CorrectionConfig(**bad)

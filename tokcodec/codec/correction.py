@@ -57,8 +57,9 @@ _DETAIL = struct.Struct("<BB")
 @dataclass(frozen=True)
 class CorrectionConfig:
     """``enabled``: send the correction (files then use .tok format 2.x). ``cell``: pixels per
-    grid step, 0 = by GOP length (16 for GOPs of 9 frames or more, 32 for shorter ones, where the
-    grid's bits are shared by fewer frames). ``step``: quantiser step of the grid values around
+    grid step, 0 = by GOP length (16 for GOPs of 9 frames or more, 24 for shorter ones, where the
+    grid's bits are shared by fewer frames: on single training photos 24 gave +0.37 dB over 32 for
+    5% more bits, 16 another +0.67 for 15% more). ``step``: quantiser step of the grid values around
     their exact mean, in code values. ``detail``: also send detail gains (format 2.1), on
     ``pool`` x ``pool``-pixel low-pass blocks, quantised in steps of ``gain_step`` / 64, fitted
     with a ridge of ``ridge`` times the mean curvature (gains where a frame holds no detail go
@@ -81,7 +82,7 @@ class CorrectionConfig:
                              f"got {self.pool}, {self.gain_step}, {self.ridge}")
 
     def cell_for(self, frames: int) -> int:
-        return self.cell or (16 if frames >= 9 else 32)
+        return self.cell or (16 if frames >= 9 else 24)
 
     def grid_for(self, width: int, height: int, frames: int) -> tuple[int, int]:
         """(rows, columns) of the grid of a GOP of ``frames`` frames of ``width`` x ``height``."""
