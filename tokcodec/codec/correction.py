@@ -33,11 +33,11 @@ from __future__ import annotations
 import functools
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tokcodec.errors import FormatError
 
@@ -147,21 +147,32 @@ class Correction:
         threads beside them slowed a 2-core decode by ~10%)."""
         return _upsampled(_tensor(self.grid(), torch.float32, device), height, width)
 
-    def apply_(self, frames: torch.Tensor) -> torch.Tensor:
-        """Corrects ``frames`` (T, H, W, 3) float32 code values (the decoded GOP, before
-        rounding) in place and returns them: offsets, and with detail gains
-        ``+ gain * (d - lowpass(d))``, clamped to [0, 255]."""
-        _, h, w, _ = frames.shape
-        field = self.field(w, h, frames.device)
+    def frame_corrector(self, width: int, height: int,
+                        device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function that corrects one decoded frame of the GOP in place and returns it: (H, W, 3)
+        float32 code values before rounding -> offsets added, and with detail gains
+        ``+ gain * (d - lowpass(d))``, clamped to [0, 255]. The GOP's fields are computed once
+        here; callers go frame by frame so that each frame's passes stay in cache (3x faster on
+        a 2-core CPU than the same passes over a whole 640x360 GOP)."""
+        field = self.field(width, height, device)
         if self.gains is None:
-            return frames.add_(field).clamp_(0, 255)
+            return lambda frame: frame.add_(field).clamp_(0, 255)
         gain = _upsampled(_tensor(GAIN_UNIT * self.gain_step * self.gains.astype(np.float64),
-                                  torch.float32, frames.device), h, w)
+                                  torch.float32, device), height, width)
         scale = gain + 1
-        for frame in frames:  # frame by frame, the passes stay in cache: 3x faster than per GOP here
+
+        def correct(frame: torch.Tensor) -> torch.Tensor:
             # d + offsets + gain * (d - low) as d * (1 + gain) + (offsets - gain * low)
             shifted = torch.addcmul(field, lowpass(frame[None], self.pool)[0], gain, value=-1)
-            torch.addcmul(shifted, frame, scale, out=frame).clamp_(0, 255)
+            return torch.addcmul(shifted, frame, scale, out=frame).clamp_(0, 255)
+        return correct
+
+    def apply_(self, frames: torch.Tensor) -> torch.Tensor:
+        """Corrects ``frames`` (T, H, W, 3) float32 code values (a decoded GOP before rounding) in
+        place and returns them (frame_corrector, frame by frame)."""
+        correct = self.frame_corrector(frames.shape[2], frames.shape[1], frames.device)
+        for frame in frames:
+            correct(frame)
         return frames
 
     def apply_to_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -228,13 +239,31 @@ def lowpass(frames: torch.Tensor, pool: int) -> torch.Tensor:
     right and bottom edges average the pixels they hold), upsampled back with half-pixel
     centres, clamped at the edges (upsample_matrix; F.interpolate bilinear, align_corners=False)."""
     t, h, w, c = frames.shape
-    # ceil_mode: the edge blocks' windows end at the frame's edge and divide by what they hold
-    means = F.avg_pool2d(frames.permute(0, 3, 1, 2), pool, ceil_mode=True).permute(0, 2, 3, 1)
+    means = _block_means(frames, pool)
     bh, bw = means.shape[1:3]
     uy = _tensor(upsample_matrix(h, bh), frames.dtype, frames.device)
     ux = _tensor(upsample_matrix(w, bw), frames.dtype, frames.device)
     rows = torch.einsum("xj,tijc->tixc", ux, means).reshape(t, bh, w * c)
     return torch.matmul(uy, rows).view(t, h, w, c)
+
+
+def _block_means(frames: torch.Tensor, pool: int) -> torch.Tensor:
+    """(T, H, W, C) -> (T, ceil(H / pool), ceil(W / pool), C) means over pool x pool blocks, the
+    last row and column of blocks over the pixels they hold. Sums of reshaped views: in the
+    frames' own layout this is 5x faster here than avg_pool2d over a channels-last view."""
+    t, h, w, c = frames.shape
+    hf, wf = h // pool * pool, w // pool * pool
+    rows = frames[:, :hf].reshape(t, hf // pool, pool, w, c).sum(2)
+    if hf < h:
+        rows = torch.cat([rows, frames[:, hf:].sum(1, keepdim=True)], 1)
+    sums = rows[:, :, :wf].reshape(t, rows.shape[1], wf // pool, pool, c).sum(3)
+    if wf < w:
+        sums = torch.cat([sums, rows[:, :, wf:].sum(2, keepdim=True)], 2)
+    bh, bw = sums.shape[1:3]
+    per_row = torch.full((bh,), float(pool), dtype=frames.dtype, device=frames.device)
+    per_col = torch.full((bw,), float(pool), dtype=frames.dtype, device=frames.device)
+    per_row[-1], per_col[-1] = h - (bh - 1) * pool, w - (bw - 1) * pool
+    return sums / (per_row[:, None, None] * per_col[None, :, None])
 
 
 def fit_correction(source: np.ndarray, decoded: np.ndarray, config: CorrectionConfig) -> Correction:
