@@ -7,7 +7,7 @@ set: 640x360 camera moves over held-out images, 17 frames, and the same as still
 For each clip it prints PSNR (RGB and Y), SSIM, MS-SSIM, mean colour drift (largest per-channel
 difference of the clip's mean colour, in code values) and bits/token through the real codec path
 (tokenizer + default entropy coder + the correction layer, as ``tokcodec encode`` does by
-default; ``--no-correction`` for tokens alone), the PSNR of the tokens alone beside it, and the
+default; ``--no-detail`` for its offsets only, ``--no-correction`` for tokens alone), the PSNR of the tokens alone beside it, and the
 per-bit token entropy (codebook usage). bpp counts the coder's payload and the correction record.
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
     ap.add_argument("--no-synthetic", action="store_true", help="only the real-video validation set")
     ap.add_argument("--no-correction", action="store_true", help="tokens only (tokcodec encode --no-correction)")
+    ap.add_argument("--no-detail", action="store_true", help="correction offsets only (tokcodec encode --no-detail)")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
 
@@ -73,6 +74,7 @@ def main() -> None:
         sets += [("video", n, c) for n, c in zip(names, synth)]
         sets += [("image", n, c[:1]) for n, c in zip(names, synth)]
     refine = RefineConfig(steps=a.refine)
+    fix_config = CorrectionConfig(detail=not a.no_detail)
     rows, all_tokens = [], []
     encode_seconds, encoded_frames = 0.0, 0
     for i, (kind, source, frames) in enumerate(sets):
@@ -80,7 +82,7 @@ def main() -> None:
         header = make_header(loaded, runtime, cw, ch, gop=a.frames)
         x = frames_to_tensor(list(frames), header, runtime)
         start = time.perf_counter()
-        grid = CorrectionConfig().grid_for(cw, ch, len(frames))
+        grid = fix_config.grid_for(cw, ch, len(frames))
         idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
                              autocast=runtime.autocast,
                              residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid))
@@ -91,7 +93,7 @@ def main() -> None:
         recon = tokens_only = tensor_to_frames(video, len(frames), header)
         record = b""
         if not a.no_correction:  # as encode/decode do: fit to the decoded GOP, add before rounding
-            fix = fit_correction(frames, tokens_only, CorrectionConfig())
+            fix = fit_correction(frames, tokens_only, fix_config)
             record = 4 * b"\0" + fix.pack()  # the record and the chunk's u32 that sets it apart
             recon = tensor_to_frames(video, len(frames), header, fix)
         tokens = idx[0].cpu().numpy().astype(np.int32)
@@ -110,7 +112,8 @@ def main() -> None:
     ent = bit_entropy(np.concatenate(all_tokens), cfg.bits)
     print(f"model {loaded.name} ({loaded.source}), {'trained' if loaded.trained else 'UNTRAINED'}, "
           f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}, "
-          f"refine {refine.steps} steps, {'no correction' if a.no_correction else 'correction'} "
+          f"refine {refine.steps} steps, "
+          f"{'no correction' if a.no_correction else 'correction, offsets only' if a.no_detail else 'correction'} "
           f"(network encode {encoded_frames / encode_seconds:.2f} fps)")
     print(f"{'kind':10s} {'source':26s} {'size':>7s} {'PSNR':>6s} {'PSNR-Y':>6s} {'SSIM':>5s} {'MS-SSIM':>7s} "
           f"{'drift':>5s} {'bits/tok':>8s} {'bpp':>6s} {'tok-PSNR':>8s}")
@@ -134,7 +137,7 @@ def main() -> None:
     if a.json_out:
         with open(a.json_out, "w") as fh:
             json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps,
-                       "correction": not a.no_correction,
+                       "correction": not a.no_correction, "detail": not (a.no_correction or a.no_detail),
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)
 
