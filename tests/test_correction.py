@@ -56,13 +56,18 @@ def test_cell_follows_the_gop_length_unless_given():
 def test_record_round_trips_and_stays_within_its_bound(detail):
     rng = np.random.default_rng(1)
     grid = lambda: rng.integers(-127, 128, (3, 45, 80)).astype(np.int8)  # noqa: E731  (the finest cell)
-    fix = Correction(8, 8, (-12, 0, 1020), grid(), *((16, 32, grid()) if detail else ()))
+    frames = 4097  # the longest GOP: the bound must hold its per-frame dc too
+    extra = (16, 32, grid(), (-127, 5, 127), rng.integers(-127, 128, (frames, 3)).astype(np.int8)) if detail else ()
+    fix = Correction(8, 8, (-12, 0, 1020), grid(), *extra)
     record = fix.pack()
-    back = Correction.unpack(record, 640, 360)
+    back = Correction.unpack(record, 640, 360, frames)
     assert (back.cell, back.step, back.dc, back.has_detail) == (8, 8, (-12, 0, 1020), detail)
     assert np.array_equal(back.steps, fix.steps)
     if detail:
-        assert (back.pool, back.gain_step) == (16, 32) and np.array_equal(back.gains, fix.gains)
+        assert (back.pool, back.gain_step, back.temporal) == (16, 32, (-127, 5, 127))
+        assert np.array_equal(back.gains, fix.gains) and np.array_equal(back.frame_dc, fix.frame_dc)
+        with pytest.raises(FormatError, match="describes 4097 frames"):
+            Correction.unpack(record, 640, 360, 17)  # a record for another GOP length
     assert len(record) <= max_record_bytes(640, 360)
 
 
@@ -79,14 +84,19 @@ def _bad_records() -> dict[str, bytes]:
     short = zstandard.ZstdCompressor().compress(bytes(3 * 23 * 40 - 1))
     out["short grid"] = bytes(head) + short
     detail = bytearray(Correction(16, 8, (1, 2, 3), np.zeros((3, 23, 40), np.int8), 16, 32,
-                                  np.zeros((3, 23, 40), np.int8)).pack())
+                                  np.zeros((3, 23, 40), np.int8), (0, 0, 0), np.zeros((17, 3), np.int8)).pack())
+    fields = RECORD_HEADER_SIZE + 4  # pool, gain step, frames
     out["detail truncated"] = bytes(detail[:RECORD_HEADER_SIZE + 1])
-    for name, offset, value in (("pool", RECORD_HEADER_SIZE, 1), ("gain step", RECORD_HEADER_SIZE + 1, 0)):
+    for name, offset, fmt, value in (("pool", RECORD_HEADER_SIZE, "<B", 1), ("gain step", RECORD_HEADER_SIZE + 1, "<B", 0),
+                                     ("no frames", RECORD_HEADER_SIZE + 2, "<H", 0),
+                                     ("too many frames", RECORD_HEADER_SIZE + 2, "<H", 4098),
+                                     ("more frames than sent", RECORD_HEADER_SIZE + 2, "<H", 18)):
         b = bytearray(detail)
-        b[offset] = value
+        struct.pack_into(fmt, b, offset, value)
         out[name] = bytes(b)
-    out["detail without gains"] = bytes(detail[:RECORD_HEADER_SIZE + 2]) + out["zstd garbage"][RECORD_HEADER_SIZE:]
-    out["gains missing"] = bytes(detail[:RECORD_HEADER_SIZE + 2]) + zstandard.ZstdCompressor().compress(bytes(3 * 23 * 40))
+    out["detail without gains"] = bytes(detail[:fields]) + out["zstd garbage"][RECORD_HEADER_SIZE:]
+    out["gains missing"] = bytes(detail[:fields]) + zstandard.ZstdCompressor().compress(bytes(3 * 23 * 40))
+    out["frame dc missing"] = bytes(detail[:fields]) + zstandard.ZstdCompressor().compress(bytes(6 * 23 * 40 + 3))
     return out
 
 
@@ -131,6 +141,49 @@ def test_detail_gains_restore_a_softened_picture():
     assert err_both < 0.5 * err_offsets, (err_both, err_offsets)
     flat = np.full((9, 64, 64, 3), 128, np.uint8)
     assert not fit_correction(flat, flat, CorrectionConfig()).gains.any()
+
+
+def test_per_frame_dc_and_temporal_blend_remove_flicker():
+    """Decodes that flicker: a brightness step per frame is taken out (by the per-frame dc and
+    the blend together), noise that changes every frame is averaged by the temporal blend."""
+    from tokcodec.codec.container import MAX_GOP
+    from tokcodec.codec.correction import MAX_GOP_FRAMES, TEMPORAL_UNIT
+
+    assert MAX_GOP_FRAMES == MAX_GOP
+    rng = np.random.default_rng(4)
+    source = np.repeat(rng.integers(60, 190, (1, 48, 64, 3)), 9, 0).astype(np.uint8)
+    steps = np.array([0, 3, -2, 4, -3, 2, 0, -4, 1], float)[:, None, None, None]
+    mse = lambda a, b: float(((a.astype(float) - b) ** 2).mean())  # noqa: E731
+    for name, shift, noise in (("steps", steps, 0.0), ("noise", 0.0, 4.0)):
+        decoded = np.clip(np.rint(source + shift + rng.normal(0, noise, source.shape)), 0, 255).astype(np.uint8)
+        fix = Correction.unpack(fit_correction(source, decoded, CorrectionConfig()).pack(), 64, 48, 9)
+        assert fix.frame_dc.shape == (9, 3), name
+        spatial = Correction(fix.cell, fix.step, fix.dc, fix.steps, fix.pool, fix.gain_step, fix.gains,
+                             (0, 0, 0), np.zeros((9, 3), np.int8))
+        before, after = mse(source, spatial.apply_to_frames(decoded)), mse(source, fix.apply_to_frames(decoded))
+        assert after < (0.2 if name == "steps" else 0.8) * before, (name, before, after)
+        if name == "noise":
+            assert all(0.1 < TEMPORAL_UNIT * b < 1.0 for b in fix.temporal), fix.temporal
+
+
+def test_decode_applies_the_temporal_blend_as_the_fit_does():
+    """tensor_to_frames (decode, frame by frame with its neighbours) and Correction.apply_ (the
+    whole GOP at once) give the same frames."""
+    from tokcodec.codec.container import Header
+    from tokcodec.codec.tensors import tensor_to_frames
+
+    rng = np.random.default_rng(5)
+    video = torch.rand(1, 3, 5, 16, 24) * 2 - 1
+    fix = Correction(8, 4, (3, -2, 1), rng.integers(-3, 4, (3, 2, 3)).astype(np.int8), 8, 24,
+                     rng.integers(-3, 4, (3, 2, 3)).astype(np.int8), (20, -10, 5),
+                     rng.integers(-8, 9, (5, 3)).astype(np.int8))
+    from fractions import Fraction
+
+    header = Header(24, 16, 24, 16, 24, 16, Fraction(25), 5, 5, 4, 8, 18, 3, "tiny", "0" * 64)
+    decoded = tensor_to_frames(video, 5, header, fix)
+    frames = video[0].permute(1, 2, 3, 0).clamp(-1, 1).add(1).mul(127.5)
+    want = fix.apply_(frames.clone()).round().to(torch.uint8).numpy()
+    assert np.abs(decoded.astype(int) - want).max() <= 1  # float order of operations only
 
 
 def test_a_record_for_another_frame_size_is_refused():

@@ -145,7 +145,7 @@ def exercise(path: Path) -> Outcome:
             for chunk in reader.chunks():
                 coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits)
                 if chunk.correction:
-                    Correction.unpack(chunk.correction, reader.header.width, reader.header.height)
+                    Correction.unpack(chunk.correction, reader.header.width, reader.header.height, chunk.frames)
 
     for stage in (lambda: file_info(path), lambda: read_tokens(path), salvage):
         try:

@@ -14,15 +14,18 @@ carry a second grid on the same cells (record kind 2, format 2.1): per channel, 
 ``a`` that scales the decoded frame's local detail, ``d - lowpass(d)``, where ``lowpass`` is the
 mean over ``pool`` x ``pool`` blocks upsampled like the grid. The decoder shows
 ``d + offsets + a * (d - lowpass(d))``: an unsharp mask (or a softening, where ``a`` < 0) whose
-strength the encoder fits by least squares, cell by cell. On the held-out real clips that is
-another +0.36 dB (25.22 -> 25.58 with the default model) for about 4% more rate.
+strength the encoder fits by least squares, cell by cell. Kind 2 also carries what flickers: a
+temporal blend per channel, ``b * ((prev + next) / 2 - d)`` over the decoded frames beside each
+frame, and a dc per frame and channel. On the held-out real clips kind 2 gives +0.49 dB over the
+offsets alone (25.22 -> 25.71 with the default model) for about 4% more rate.
 
 Record layout (little-endian; docs/FORMAT.md): kind u8 (1), cell u8 (pixels per grid step),
 step u8 (quantiser step of the grid values, code values), reserved u8, grid height u16, grid
 width u16, dc i16 x3 (per channel, quarter code values), then a zstd frame of the int8 grid of steps
 (3, grid height, grid width) around dc. Grid height/width are ceil(frame size / cell). Kind 2 adds
-pool u8 (pixels per low-pass block) and gain step u8 (1/64ths) after dc, and its zstd frame holds
-the int8 gain grid (3, grid height, grid width) after the offsets.
+pool u8 (pixels per low-pass block), gain step u8 (1/64ths) and frames u16 after dc, and its zstd
+frame holds, after the offsets, the int8 gain grid (3, grid height, grid width), 3 int8 temporal
+blends (1/64ths) and the int8 per-frame dc (frames, 3) in quarter code values.
 
 Upsampling is separable linear interpolation with half-pixel centres, clamped at the edges (what
 ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` does): output pixel i
@@ -44,14 +47,16 @@ from tokcodec.errors import FormatError
 KIND_GRID = 1
 KIND_GRID_DETAIL = 2         # offsets and detail gains (format 2.1)
 GAIN_UNIT = 1 / 64           # detail gain per unit of a record's gain step
+TEMPORAL_UNIT = 1 / 64       # temporal blend per unit of a kind 2 record's temporal value
 MIN_POOL = 2
+MAX_GOP_FRAMES = 4097        # the container's MAX_GOP: most frames a kind 2 record can describe
 MIN_CELL = 8
 MAX_CELL = 255
 DC_UNIT = 0.25               # code values per unit of a record's dc
 MAX_DC = 1020                # |dc| limit: 255 code values
 _RECORD = struct.Struct("<BBBBHH3h")
 RECORD_HEADER_SIZE = _RECORD.size
-_DETAIL = struct.Struct("<BB")
+_DETAIL = struct.Struct("<BBH")  # pool, gain step, frames
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class CorrectionConfig:
 def max_record_bytes(width: int, height: int) -> int:
     """Largest record a frame of this size can need (finest cell, incompressible grid)."""
     n = 2 * 3 * math.ceil(height / MIN_CELL) * math.ceil(width / MIN_CELL)  # offsets and gains
+    n += 3 + 3 * MAX_GOP_FRAMES  # temporal blends and per-frame dc
     return RECORD_HEADER_SIZE + _DETAIL.size + n + n // 128 + 512
 
 
@@ -132,6 +138,8 @@ class Correction:
     pool: int = 0                # detail low-pass block size in pixels; 0: no detail gains (kind 1)
     gain_step: int = 0           # detail gain quantiser step, in 64ths (GAIN_UNIT)
     gains: np.ndarray | None = None  # int8 (3, grid height, grid width), in units of ``gain_step``
+    temporal: tuple[int, int, int] = (0, 0, 0)  # kind 2: per channel, in 64ths (TEMPORAL_UNIT)
+    frame_dc: np.ndarray | None = None  # kind 2: int8 (frames, 3), quarter code values per frame
 
     @property
     def has_detail(self) -> bool:
@@ -147,23 +155,40 @@ class Correction:
         threads beside them slowed a 2-core decode by ~10%)."""
         return _upsampled(_tensor(self.grid(), torch.float32, device), height, width)
 
+    @property
+    def uses_neighbours(self) -> bool:
+        """Whether correcting a frame reads the decoded frames beside it (a temporal blend)."""
+        return self.gains is not None and any(self.temporal)
+
     def frame_corrector(self, width: int, height: int,
-                        device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-        """A function that corrects one decoded frame of the GOP in place and returns it: (H, W, 3)
-        float32 code values before rounding -> offsets added, and with detail gains
-        ``+ gain * (d - lowpass(d))``, clamped to [0, 255]. The GOP's fields are computed once
-        here; callers go frame by frame so that each frame's passes stay in cache (3x faster on
-        a 2-core CPU than the same passes over a whole 640x360 GOP)."""
+                        device: torch.device | str = "cpu") -> Callable[..., torch.Tensor]:
+        """``correct(frame, t, prev, following)``: corrects frame ``t`` of the GOP in place and
+        returns it. ``frame`` is (H, W, 3) float32 code values before rounding; ``prev`` and
+        ``following`` are the decoded frames beside it, uncorrected (the frame itself at the
+        GOP's ends; read only when ``uses_neighbours``). Offsets are added; kind 2 adds
+        ``gain * (d - lowpass(d))``, ``temporal * ((prev + following) / 2 - d)`` and the
+        frame's dc. Clamped to [0, 255]. The GOP's fields are computed once, here; callers go
+        frame by frame so that each frame's passes stay in cache (3x faster on a 2-core CPU
+        than the same passes over a whole 640x360 GOP)."""
         field = self.field(width, height, device)
         if self.gains is None:
-            return lambda frame: frame.add_(field).clamp_(0, 255)
+            return lambda frame, *_: frame.add_(field).clamp_(0, 255)
         gain = _upsampled(_tensor(GAIN_UNIT * self.gain_step * self.gains.astype(np.float64),
                                   torch.float32, device), height, width)
         scale = gain + 1
+        blend = torch.tensor(self.temporal, dtype=torch.float32, device=device) * TEMPORAL_UNIT
+        frame_dc = None if self.frame_dc is None else \
+            torch.from_numpy(self.frame_dc.astype(np.float32) * DC_UNIT).to(device)
+        blends = self.uses_neighbours
 
-        def correct(frame: torch.Tensor) -> torch.Tensor:
-            # d + offsets + gain * (d - low) as d * (1 + gain) + (offsets - gain * low)
+        def correct(frame: torch.Tensor, t: int = 0, prev: torch.Tensor | None = None,
+                    following: torch.Tensor | None = None) -> torch.Tensor:
+            # d + offsets + gain * (d - low) + ... as d * (1 + gain) + (offsets - gain * low + ...)
             shifted = torch.addcmul(field, lowpass(frame[None], self.pool)[0], gain, value=-1)
+            if blends:  # from the uncorrected frame: before it is overwritten below
+                shifted.addcmul_((prev + following).mul_(0.5).sub_(frame), blend)
+            if frame_dc is not None:
+                shifted.add_(frame_dc[t])
             return torch.addcmul(shifted, frame, scale, out=frame).clamp_(0, 255)
         return correct
 
@@ -171,9 +196,16 @@ class Correction:
         """Corrects ``frames`` (T, H, W, 3) float32 code values (a decoded GOP before rounding) in
         place and returns them (frame_corrector, frame by frame)."""
         correct = self.frame_corrector(frames.shape[2], frames.shape[1], frames.device)
-        for frame in frames:
-            correct(frame)
+        decoded = frames.clone() if self.uses_neighbours else frames
+        last = len(frames) - 1
+        for t, frame in enumerate(frames):
+            correct(frame, t, decoded[max(t - 1, 0)], decoded[min(t + 1, last)])
         return frames
+
+    def _frame_dc(self) -> np.ndarray:
+        if self.frame_dc is None:
+            raise ValueError("a record with detail gains needs its per-frame dc (frames, 3)")
+        return self.frame_dc
 
     def apply_to_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (T, H, W, 3) corrected, rounded and clipped (for callers that hold
@@ -187,15 +219,18 @@ class Correction:
         grids = [np.ascontiguousarray(self.steps, np.int8).tobytes()]
         kind, extra = KIND_GRID, b""
         if self.gains is not None:
-            kind, extra = KIND_GRID_DETAIL, _DETAIL.pack(self.pool, self.gain_step)
-            grids.append(np.ascontiguousarray(self.gains, np.int8).tobytes())
+            frame_dc = self._frame_dc()
+            kind, extra = KIND_GRID_DETAIL, _DETAIL.pack(self.pool, self.gain_step, len(frame_dc))
+            grids += [np.ascontiguousarray(self.gains, np.int8).tobytes(),
+                      np.asarray(self.temporal, np.int8).tobytes(), np.ascontiguousarray(frame_dc, np.int8).tobytes()]
         data = zstandard.ZstdCompressor(level=19).compress(b"".join(grids))
         return _RECORD.pack(kind, self.cell, self.step, 0, gh, gw, *self.dc) + extra + data
 
     @classmethod
-    def unpack(cls, record: bytes, width: int, height: int) -> "Correction":
-        """The record of a GOP of ``width`` x ``height`` frames; FormatError unless every field
-        fits that size (the grid is allocated only after its size has been checked)."""
+    def unpack(cls, record: bytes, width: int, height: int, frames: int | None = None) -> "Correction":
+        """The record of a GOP of ``frames`` frames (None: not checked) of ``width`` x ``height``;
+        FormatError unless every field fits (the grids are allocated only after their sizes
+        have been checked)."""
         if len(record) < RECORD_HEADER_SIZE:
             raise FormatError("correction record truncated")
         kind, cell, step, _, gh, gw, *dc = _RECORD.unpack_from(record)
@@ -205,26 +240,33 @@ class Correction:
             raise FormatError(f"invalid correction fields (cell {cell}, step {step}, dc {dc})")
         if (gh, gw) != grid_shape(width, height, cell):
             raise FormatError(f"correction grid {gw}x{gh} does not fit {width}x{height} frames at cell {cell}")
-        offset, pool, gain_step, planes = RECORD_HEADER_SIZE, 0, 0, 1
+        offset, pool, gain_step, count = RECORD_HEADER_SIZE, 0, 0, 0
+        n = 3 * gh * gw
+        size = n
         if kind == KIND_GRID_DETAIL:
             if len(record) < offset + _DETAIL.size:
                 raise FormatError("correction record truncated")
-            pool, gain_step = _DETAIL.unpack_from(record, offset)
-            if pool < MIN_POOL or gain_step < 1:
-                raise FormatError(f"invalid detail fields (pool {pool}, gain step {gain_step})")
-            offset, planes = offset + _DETAIL.size, 2
-        n = 3 * gh * gw
+            pool, gain_step, count = _DETAIL.unpack_from(record, offset)
+            if pool < MIN_POOL or gain_step < 1 or not 1 <= count <= MAX_GOP_FRAMES:
+                raise FormatError(f"invalid detail fields (pool {pool}, gain step {gain_step}, frames {count})")
+            if frames is not None and count != frames:
+                raise FormatError(f"correction record describes {count} frames, its GOP holds {frames}")
+            offset, size = offset + _DETAIL.size, 2 * n + 3 + 3 * count
         import zstandard
 
         try:
-            raw = zstandard.ZstdDecompressor().decompress(record[offset:], max_output_size=planes * n)
+            raw = zstandard.ZstdDecompressor().decompress(record[offset:], max_output_size=size)
         except zstandard.ZstdError as exc:
             raise FormatError(f"correction grid does not decompress ({exc})") from None
-        if len(raw) != planes * n:
-            raise FormatError(f"correction grid holds {len(raw)} values, expected {planes * n}")
-        values = np.frombuffer(raw, np.int8).reshape(planes, 3, gh, gw)
-        return cls(cell, step, (dc[0], dc[1], dc[2]), values[0], pool, gain_step,
-                   values[1] if planes == 2 else None)
+        if len(raw) != size:
+            raise FormatError(f"correction grid holds {len(raw)} values, expected {size}")
+        values = np.frombuffer(raw, np.int8)
+        steps = values[:n].reshape(3, gh, gw)
+        if kind == KIND_GRID:
+            return cls(cell, step, (dc[0], dc[1], dc[2]), steps)
+        t = values[2 * n:2 * n + 3]
+        return cls(cell, step, (dc[0], dc[1], dc[2]), steps, pool, gain_step, values[n:2 * n].reshape(3, gh, gw),
+                   (int(t[0]), int(t[1]), int(t[2])), values[2 * n + 3:].reshape(count, 3))
 
 
 def _upsampled(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -299,7 +341,33 @@ def fit_correction(source: np.ndarray, decoded: np.ndarray, config: CorrectionCo
     dc3 = (int(dc[0]), int(dc[1]), int(dc[2]))
     if gains is None:
         return Correction(cell, config.step, dc3, steps)
-    return Correction(cell, config.step, dc3, steps, config.pool, config.gain_step, gains)
+    spatial = Correction(cell, config.step, dc3, steps, config.pool, config.gain_step, gains)
+    temporal, frame_dc = _fit_temporal(source, decoded, spatial)
+    return Correction(cell, config.step, dc3, steps, config.pool, config.gain_step, gains, temporal, frame_dc)
+
+
+def _fit_temporal(source: np.ndarray, decoded: np.ndarray,
+                  spatial: Correction) -> tuple[tuple[int, int, int], np.ndarray]:
+    """A kind 2 record's temporal blend (per channel, 64ths) and per-frame dc ((T, 3), quarter
+    code values), fitted by least squares to what ``spatial`` (its offsets and gains) leaves,
+    frame by frame: the blend on the decoded frames' temporal detail ``(prev + next) / 2 - d``
+    (prev / next the frame itself at the GOP's ends), then each frame's mean of the rest."""
+    t, h, w, _ = source.shape
+    correct = spatial.frame_corrector(w, h)
+    qr, qq = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    res_mean, q_mean = torch.zeros(t, 3, dtype=torch.float64), torch.zeros(t, 3, dtype=torch.float64)
+    frame = lambda i: torch.tensor(decoded[min(max(i, 0), t - 1)], dtype=torch.float32)  # noqa: E731
+    for i in range(t):
+        d = frame(i)
+        q = (frame(i - 1) + frame(i + 1)).mul_(0.5).sub_(d)
+        res = torch.tensor(source[i], dtype=torch.float32).sub_(correct(d.clone(), i))
+        qr += (q * res).sum((0, 1)).double()
+        qq += q.square().sum((0, 1)).double()
+        res_mean[i], q_mean[i] = res.mean((0, 1)).double(), q.mean((0, 1)).double()
+    blend = np.clip(np.rint((qr / qq.clamp_min(1e-9)).numpy() / TEMPORAL_UNIT), -127, 127)
+    frame_dc = res_mean.numpy() - blend * TEMPORAL_UNIT * q_mean.numpy()
+    return ((int(blend[0]), int(blend[1]), int(blend[2])),
+            np.clip(np.rint(frame_dc / DC_UNIT), -127, 127).astype(np.int8))
 
 
 @dataclass(frozen=True)
@@ -322,7 +390,7 @@ class _GopSums:
             res = torch.from_numpy(np.subtract(s, d, dtype=np.float32))
             sums[0] += res
             if pool:
-                frame = torch.from_numpy(d).float()
+                frame = torch.tensor(d, dtype=torch.float32)
                 detail = frame.sub_(lowpass(frame[None], pool)[0])
                 sums[1] += detail
                 sums[2].addcmul_(detail, detail)

@@ -200,7 +200,7 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
     tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits)
     fix = None
     if correction and chunk.correction:
-        fix = Correction.unpack(chunk.correction, header.width, header.height)
+        fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames)
     return chunk.first_frame, chunk.frames, tokens, fix
 
 

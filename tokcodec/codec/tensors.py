@@ -66,17 +66,27 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
     correction 7.5 instead of 22)."""
     x = video[0, :, :frames, :header.coded_height, :header.coded_width]
     resize = (header.height, header.width) != (header.coded_height, header.coded_width)
-    correct = correction.frame_corrector(header.width, header.height, x.device) if correction else None
-    out = torch.empty((frames, header.height, header.width, 3), dtype=torch.uint8, device=x.device)
-    for t in range(frames):
+
+    def converted(t: int) -> torch.Tensor:
+        """Frame t as (H, W, 3) float32 code values at the output size, before rounding."""
         if resize:
             frame = F.interpolate(x[None, :, t].float(), size=(header.height, header.width),
                                   mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
         else:
             # (H, W, 3): for channels_last_3d output this order is the memory order
             frame = x[:, t].permute(1, 2, 0).to(torch.float32, copy=True)
-        frame = frame.clamp_(-1, 1).add_(1).mul_(127.5)
+        return frame.clamp_(-1, 1).add_(1).mul_(127.5)
+
+    correct = correction.frame_corrector(header.width, header.height, x.device) if correction else None
+    neighbours = correction is not None and correction.uses_neighbours
+    out = torch.empty((frames, header.height, header.width, 3), dtype=torch.uint8, device=x.device)
+    frame = prev = converted(0)  # prev: the decoded frame before, uncorrected (itself at the start)
+    for t in range(frames):
+        following = converted(t + 1) if t + 1 < frames else frame
         if correct is not None:
-            frame = correct(frame)
+            kept = frame.clone() if neighbours else None
+            correct(frame, t, prev, following)  # reads prev and following before it writes
+            prev = kept
         out[t] = frame.round_()
+        frame = following
     return out.cpu().numpy()

@@ -85,7 +85,7 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
                 report.problems.append(f"chunk {i}: tokens do not decode ({exc})")
             try:
                 if chunk.correction:
-                    Correction.unpack(chunk.correction, h.width, h.height)
+                    Correction.unpack(chunk.correction, h.width, h.height, chunk.frames)
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: correction record does not decode ({exc})")
         if h.has_audio:
