@@ -356,14 +356,17 @@ def _fit_temporal(source: np.ndarray, decoded: np.ndarray,
     correct = spatial.frame_corrector(w, h)
     qr, qq = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     res_mean, q_mean = torch.zeros(t, 3, dtype=torch.float64), torch.zeros(t, 3, dtype=torch.float64)
-    frame = lambda i: torch.tensor(decoded[min(max(i, 0), t - 1)], dtype=torch.float32)  # noqa: E731
+    as_float = lambda i: torch.tensor(decoded[i], dtype=torch.float32)  # noqa: E731
+    prev = d = as_float(0)
     for i in range(t):
-        d = frame(i)
-        q = (frame(i - 1) + frame(i + 1)).mul_(0.5).sub_(d)
-        res = torch.tensor(source[i], dtype=torch.float32).sub_(correct(d.clone(), i))
+        following = as_float(i + 1) if i + 1 < t else d
+        q = (prev + following).mul_(0.5).sub_(d)
+        prev = d.clone()
+        res = torch.tensor(source[i], dtype=torch.float32).sub_(correct(d, i))
         qr += (q * res).sum((0, 1)).double()
         qq += q.square().sum((0, 1)).double()
         res_mean[i], q_mean[i] = res.mean((0, 1)).double(), q.mean((0, 1)).double()
+        d = following
     blend = np.clip(np.rint((qr / qq.clamp_min(1e-9)).numpy() / TEMPORAL_UNIT), -127, 127)
     frame_dc = res_mean.numpy() - blend * TEMPORAL_UNIT * q_mean.numpy()
     return ((int(blend[0]), int(blend[1]), int(blend[2])),
