@@ -65,7 +65,8 @@ class CorrectionConfig:
     grid step, 0 = by GOP length (16 for GOPs of 9 frames or more, 24 for shorter ones, where the
     grid's bits are shared by fewer frames: on single training photos 24 gave +0.37 dB over 32 for
     5% more bits, 16 another +0.67 for 15% more). ``step``: quantiser step of the grid values around
-    their exact mean, in code values. ``detail``: also send detail gains (format 2.1), on
+    their exact mean, in code values. ``detail``: also send detail gains, a temporal blend and
+    a dc per frame (record kind 2, format 2.1); the gains on
     ``pool`` x ``pool``-pixel low-pass blocks, quantised in steps of ``gain_step`` / 64, fitted
     with a ridge of ``ridge`` times the mean curvature (gains where a frame holds no detail go
     to 0 instead of chasing noise)."""
