@@ -314,9 +314,10 @@ def fit_correction(source: np.ndarray, decoded: np.ndarray, config: CorrectionCo
 
     A grid constant over the GOP is fitted to the time-averaged residual (the least-squares fit
     over all frames is the fit to their mean), channel by channel, in closed form. With detail
-    gains, those are fitted next, to what the offsets leave, and the offsets are then fitted
-    again to what the quantised gains leave. The large steps run in torch, on the threads the
-    network uses (numpy's own BLAS threads beside them slow a 2-core CPU down)."""
+    gains, those are fitted next, to what the offsets leave, the offsets are then fitted again
+    to what the quantised gains leave, and last the temporal blend and per-frame dc to what
+    both leave (``_fit_temporal``). The large steps run in torch, on the threads the network
+    uses (numpy's own BLAS threads beside them slow a 2-core CPU down)."""
     if source.shape != decoded.shape or source.ndim != 4 or source.shape[-1] != 3:
         raise ValueError(f"source {source.shape} and decoded {decoded.shape} must both be (T, H, W, 3)")
     t, h, w, _ = source.shape
