@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,16 +197,10 @@ class Correction:
         """Corrects ``frames`` (T, H, W, 3) float32 code values (a decoded GOP before rounding) in
         place and returns them (frame_corrector, frame by frame)."""
         correct = self.frame_corrector(frames.shape[2], frames.shape[1], frames.device)
-        decoded = frames.clone() if self.uses_neighbours else frames
-        last = len(frames) - 1
-        for t, frame in enumerate(frames):
-            correct(frame, t, decoded[max(t - 1, 0)], decoded[min(t + 1, last)])
+        frame_at = frames.__getitem__
+        for t, prev, frame, following in with_neighbours(frame_at, len(frames), keep=self.uses_neighbours):
+            correct(frame, t, prev, following)
         return frames
-
-    def _frame_dc(self) -> np.ndarray:
-        if self.frame_dc is None:
-            raise ValueError("a record with detail gains needs its per-frame dc (frames, 3)")
-        return self.frame_dc
 
     def apply_to_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (T, H, W, 3) corrected, rounded and clipped (for callers that hold
@@ -220,7 +214,9 @@ class Correction:
         grids = [np.ascontiguousarray(self.steps, np.int8).tobytes()]
         kind, extra = KIND_GRID, b""
         if self.gains is not None:
-            frame_dc = self._frame_dc()
+            frame_dc = self.frame_dc
+            if frame_dc is None:
+                raise ValueError("a record with detail gains needs its per-frame dc (frames, 3)")
             kind, extra = KIND_GRID_DETAIL, _DETAIL.pack(self.pool, self.gain_step, len(frame_dc))
             grids += [np.ascontiguousarray(self.gains, np.int8).tobytes(),
                       np.asarray(self.temporal, np.int8).tobytes(), np.ascontiguousarray(frame_dc, np.int8).tobytes()]
@@ -268,6 +264,20 @@ class Correction:
         t = values[2 * n:2 * n + 3]
         return cls(cell, step, (dc[0], dc[1], dc[2]), steps, pool, gain_step, values[n:2 * n].reshape(3, gh, gw),
                    (int(t[0]), int(t[1]), int(t[2])), values[2 * n + 3:].reshape(count, 3))
+
+
+def with_neighbours(frame_at: Callable[[int], torch.Tensor], count: int, keep: bool = True
+                    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(t, prev, frame, following)`` for the frames ``frame_at(0)`` .. ``frame_at(count - 1)``,
+    each fetched once: prev and following are the frames beside ``frame``, as fetched (``frame``
+    itself at the ends). The caller may overwrite ``frame`` once it has read prev and following:
+    with ``keep`` a copy taken before it does so serves as the next frame's prev."""
+    frame = prev = frame_at(0)
+    for t in range(count):
+        following = frame_at(t + 1) if t + 1 < count else frame
+        kept = frame.clone() if keep else frame
+        yield t, prev, frame, following
+        prev, frame = kept, following
 
 
 def _upsampled(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -359,16 +369,12 @@ def _fit_temporal(source: np.ndarray, decoded: np.ndarray,
     qr, qq = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     res_mean, q_mean = torch.zeros(t, 3, dtype=torch.float64), torch.zeros(t, 3, dtype=torch.float64)
     as_float = lambda i: torch.tensor(decoded[i], dtype=torch.float32)  # noqa: E731
-    prev = d = as_float(0)
-    for i in range(t):
-        following = as_float(i + 1) if i + 1 < t else d
+    for i, prev, d, following in with_neighbours(as_float, t):
         q = (prev + following).mul_(0.5).sub_(d)
-        prev = d.clone()
         res = torch.tensor(source[i], dtype=torch.float32).sub_(correct(d, i))
         qr += (q * res).sum((0, 1)).double()
         qq += q.square().sum((0, 1)).double()
         res_mean[i], q_mean[i] = res.mean((0, 1)).double(), q.mean((0, 1)).double()
-        d = following
     blend = np.clip(np.rint((qr / qq.clamp_min(1e-9)).numpy() / TEMPORAL_UNIT), -127, 127)
     frame_dc = res_mean.numpy() - blend * TEMPORAL_UNIT * q_mean.numpy()
     return ((int(blend[0]), int(blend[1]), int(blend[2])),

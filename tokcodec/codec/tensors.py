@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tokcodec.codec.container import Header
-from tokcodec.codec.correction import Correction
+from tokcodec.codec.correction import Correction, with_neighbours
 from tokcodec.device import Runtime
 
 
@@ -78,15 +78,10 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
         return frame.clamp_(-1, 1).add_(1).mul_(127.5)
 
     correct = correction.frame_corrector(header.width, header.height, x.device) if correction else None
-    neighbours = correction is not None and correction.uses_neighbours
     out = torch.empty((frames, header.height, header.width, 3), dtype=torch.uint8, device=x.device)
-    frame = prev = converted(0)  # prev: the decoded frame before, uncorrected (itself at the start)
-    for t in range(frames):
-        following = converted(t + 1) if t + 1 < frames else frame
+    neighbours = correction is not None and correction.uses_neighbours
+    for t, prev, frame, following in with_neighbours(converted, frames, keep=neighbours):
         if correct is not None:
-            kept = frame.clone() if neighbours else None
             correct(frame, t, prev, following)  # reads prev and following before it writes
-            prev = kept
         out[t] = frame.round_()
-        frame = following
     return out.cpu().numpy()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 import torch
-import torch.nn.functional as F
 
 from tokcodec.model.tokenizer import VideoTokenizer
 
