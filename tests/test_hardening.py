@@ -134,17 +134,17 @@ def test_shipped_weights_verified_before_use(tmp_path: Path, monkeypatch) -> Non
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    shutil.copy(zoo.shipped_weights_path("small"), weights / "small.safetensors")
+    shutil.copy(zoo.shipped_weights_path("medium"), weights / "medium.safetensors")
     shutil.copy(zoo.WEIGHTS_DIR / "SHA256SUMS", weights / "SHA256SUMS")
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
-    assert zoo.load_tokenizer("small").trained            # intact copy loads
-    with (weights / "small.safetensors").open("r+b") as fh:
+    assert zoo.load_tokenizer("medium").trained           # intact copy loads
+    with (weights / "medium.safetensors").open("r+b") as fh:
         fh.seek(5000)
         byte = fh.read(1)
         fh.seek(5000)
         fh.write(bytes([byte[0] ^ 1]))
     with pytest.raises(ModelError, match="damaged"):
-        zoo.load_tokenizer("small")
+        zoo.load_tokenizer("medium")
     (weights / "SHA256SUMS").write_text("")
     with pytest.raises(ModelError, match="not listed"):
-        zoo.load_tokenizer("small")
+        zoo.load_tokenizer("medium")

@@ -204,10 +204,10 @@ def models() -> None:
     """List the model presets, their compression and whether trained weights ship."""
     with errors():
         from tokcodec.model.presets import DEFAULT_PRESET, PRESETS
-        from tokcodec.model.zoo import kept_versions, parameter_count, shipped_weights_path
+        from tokcodec.model.zoo import kept_versions, parameter_count, shipped_weights_path, weights_exist
         for name, cfg in PRESETS.items():
             t, s, _ = cfg.compression
-            trained = "trained weights" if shipped_weights_path(name).exists() else "untrained"
+            trained = "trained weights" if weights_exist(shipped_weights_path(name)) else "untrained"
             if kept := kept_versions(name):
                 trained += f" (earlier ones kept for old files: {', '.join(kept)})"
             default = " (default)" if name == DEFAULT_PRESET else ""

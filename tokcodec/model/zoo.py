@@ -3,7 +3,8 @@
 Weights are safetensors only (no pickle). Every loaded model carries the SHA-256 of its weights,
 which the container records so a decoder can refuse tokens made by other weights. Shipped weights
 are checked against weights/SHA256SUMS before use, so a damaged installation fails loudly instead
-of decoding garbage.
+of decoding garbage. A shipped file may lie in the package as a delta against another shipped file
+(``NAME.safetensors.xdelta``, model/weights_delta.py); it is rebuilt byte for byte when loaded.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import torch
 from tokcodec.errors import ModelError
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.tokenizer import VideoTokenizer
+from tokcodec.model.weights_delta import DeltaError, apply_delta, delta_path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CONFIG_KEY = "tokcodec_config"
 FORMAT_KEY = "format"
 WEIGHTS_FORMAT = "tokcodec-weights-v1"
 MAX_WEIGHTS_BYTES = 2 << 30
+MAX_DELTA_CHAIN = 8  # a shipped delta's base may itself be a delta, this many deep at most
 
 
 @dataclass
@@ -40,6 +43,36 @@ class LoadedModel:
 
 def shipped_weights_path(preset: str) -> Path:
     return WEIGHTS_DIR / f"{preset}.safetensors"
+
+
+def _in_package(path: Path) -> bool:
+    return path.parent.resolve() == WEIGHTS_DIR.resolve()
+
+
+def weights_exist(path: Path) -> bool:
+    """Whether weights are at ``path``: the file, or for shipped weights its delta form."""
+    return path.exists() or (_in_package(path) and delta_path(path).exists())
+
+
+def weights_bytes(path: Path, _depth: int = 0) -> bytes:
+    """The bytes of a weights file, rebuilt from its delta form where the package holds that."""
+    try:
+        if not path.exists() and _in_package(path) and delta_path(path).exists():
+            if _depth >= MAX_DELTA_CHAIN:
+                raise ModelError(f"{path}: a chain of more than {MAX_DELTA_CHAIN} weights deltas")
+            try:
+                return apply_delta(delta_path(path).read_bytes(),
+                                   lambda name: weights_bytes(path.parent / name, _depth + 1), MAX_WEIGHTS_BYTES)
+            except DeltaError as exc:
+                raise ModelError(f"{delta_path(path)}: {exc} (damaged installation; reinstall tokcodec)") from None
+        size = path.stat().st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise ModelError(f"{path}: weights file of {size} bytes is larger than the {MAX_WEIGHTS_BYTES} limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: weights file not found") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
 
 
 def shipped_digests() -> dict[str, str]:
@@ -75,8 +108,10 @@ def weights_sha256(name_or_path: str) -> str:
         preset = resolve_name(name_or_path)
         get_preset(preset)
         path = shipped_weights_path(preset)
-        if not path.exists():
+        if not weights_exist(path):
             return load_tokenizer(preset).sha256
+    if not path.exists() and weights_exist(path):
+        return hashlib.sha256(weights_bytes(path)).hexdigest()
     try:
         digest = hashlib.sha256()
         with path.open("rb") as fh:
@@ -91,13 +126,7 @@ def _read_weights(path: Path, shipped: bool) -> tuple[dict[str, torch.Tensor], d
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    try:
-        size = path.stat().st_size
-        if size > MAX_WEIGHTS_BYTES:
-            raise ModelError(f"{path}: weights file of {size} bytes is larger than the {MAX_WEIGHTS_BYTES} limit")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
+    data = weights_bytes(path)
     digest = hashlib.sha256(data).hexdigest()
     if shipped:
         _check_shipped(path, digest)  # before a byte of it is parsed
@@ -140,13 +169,13 @@ def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "
     """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file."""
     as_path = Path(name_or_path)
     if name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists()):
-        if not as_path.exists():
+        if not weights_exist(as_path):
             raise ModelError(f"{as_path}: weights file not found")
         return _load_file(as_path, None, device)
     preset = resolve_name(name_or_path)
     cfg = get_preset(preset)
     path = shipped_weights_path(preset)
-    if path.exists():
+    if weights_exist(path):
         return _load_file(path, preset, device)
     model = random_init(cfg).to(device).eval()
     return LoadedModel(model, preset, state_sha256(model), False, "random-init (untrained)")
@@ -178,7 +207,7 @@ def shipped_version(preset: str, digest: str) -> Path | None:
         return None
     listed = shipped_digests()
     for name in (f"{preset}.safetensors", f"{preset}-{digest[:8]}.safetensors"):
-        if listed.get(name) == digest and (WEIGHTS_DIR / name).exists():
+        if listed.get(name) == digest and weights_exist(WEIGHTS_DIR / name):
             return WEIGHTS_DIR / name
     return None
 
