@@ -135,3 +135,4 @@ def test_psnr_of_errors_past_2_to_the_31_matches_a_float64_reference():
     assert totals.frames == 3 and totals.squared == int((d ** 2).sum())
     assert totals.psnr() == psnr(ref, dist) and totals.colour_drift == colour_drift(ref, dist)
     assert psnr_from_mse(0.0, cap=float("inf")) == float("inf") and psnr_from_mse(4.0, peak=2.0) == 0.0
+    assert np.isnan(psnr_from_mse(float("nan")))  # a broken run must not read as a perfect one

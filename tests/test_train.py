@@ -172,6 +172,64 @@ def test_init_from_weights_starts_model_and_ema_there(tmp_path):
     assert not resumed.ema.ramp
 
 
+def test_a_decoder_only_run_keeps_the_tokens_and_moves_the_picture(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path, steps=3, train_parts="decoder"))
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    tokens = tr.model.encode_indices(x)
+    tr.fit(progress=False)
+    after = tr.model.state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "quantizer."))]
+    trained = [k for k in before if k.startswith("decoder.") and before[k].is_floating_point()]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    assert torch.equal(tr.model.encode_indices(x), tokens)
+    optimised = {id(p) for g in tr.opt.param_groups for p in g["params"]}
+    assert optimised == {id(p) for n, p in tr.model.named_parameters() if n.startswith("decoder.")}
+
+
+def test_non_finite_bf16_gradients_are_redone_in_fp32_and_never_reach_the_weights(tmp_path):
+    """Some bf16 CPU kernels return NaN gradients for some shapes (torch 2.13 on an AMX host:
+    conv3d weight gradients at 32x32 and 36x36); such a step is redone in fp32, and a run whose
+    gradients stay non-finite skips its updates, then stops."""
+    import math
+
+    from tokcodec.train import trainer as trainer_module
+
+    tr = Trainer(tiny_cfg(tmp_path, bf16=True, steps=3))
+    real_step, passes = tr._generator_step, []
+
+    def flaky(x, gan_on, autocast, fail_fp32=False):
+        out = real_step(x, gan_on, autocast)
+        bf16 = autocast == tr._autocast
+        passes.append("bf16" if bf16 else "fp32")
+        if bf16 or fail_fp32:
+            next(tr.model.parameters()).grad.fill_(float("nan"))
+            return dataclasses.replace(out, grad_norm=float("nan"))
+        return out
+
+    tr._generator_step = flaky
+    metrics = tr.train_step()
+    assert passes == ["bf16", "fp32"] and metrics["fp32_retry"] == 1 and metrics["skipped"] == 0
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+    tr._generator_step = lambda x, gan_on, autocast: flaky(x, gan_on, autocast, fail_fp32=True)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in tr.ema.shadow.items()}
+    metrics = tr.train_step()
+    assert metrics["skipped"] == 1 and math.isnan(metrics["grad_norm"])
+    assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())  # no update
+    assert all(torch.equal(ema_before[k], v) for k, v in tr.ema.shadow.items())
+    with pytest.raises(FloatingPointError, match="non-finite gradients for 20 steps"):
+        for _ in range(trainer_module.MAX_BAD_STEPS):
+            tr.train_step()
+
+
+def test_train_parts_is_checked():
+    with pytest.raises(ValueError, match="train_parts must be 'all' or 'decoder'"):
+        Trainer(TrainConfig(preset="tiny", out_dir="unused", train_parts="encoder"))
+
+
 def test_init_from_weights_refuses_another_preset(tmp_path):
     other = get_preset("small")
     path = tmp_path / "small.safetensors"

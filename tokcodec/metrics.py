@@ -70,7 +70,9 @@ def _as_video(ref: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def psnr_from_mse(err: float, peak: float = _PEAK, cap: float = PSNR_CAP) -> float:
     """PSNR in dB of a mean squared error at this peak-to-peak range (8-bit: 255; the
-    trainer's [-1, 1] tensors: 2); ``cap`` for no error."""
+    trainer's [-1, 1] tensors: 2); ``cap`` for no error, NaN for a NaN error."""
+    if math.isnan(err):
+        return math.nan
     if err <= 0.0:
         return cap
     return min(cap, 10.0 * math.log10(peak * peak / err))

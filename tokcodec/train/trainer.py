@@ -3,6 +3,7 @@ exact resume, JSONL (and TensorBoard) metrics, validation, and DistributedDataPa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from torch import nn
 from tokcodec.codec.correction import CorrectionConfig, fit_correction, uncorrectable
 from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
-from tokcodec.model.lfq import indices_to_bits
+from tokcodec.model.lfq import LFQOutput, indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.refine import RefineConfig, search_indices
 from tokcodec.model.tokenizer import VideoTokenizer
@@ -98,6 +99,9 @@ class TrainConfig:
                                    # grid (its least-squares fit to the residual, unquantised), the
                                    # rest on the tokens' own picture: 1 = tokens need not carry
                                    # what the grid sends (codec/correction.py), 0 = off
+    train_parts: str = "all"       # "decoder": train the decoder only, the encoder and quantiser
+                                   # frozen (as init_weights has them), so the tokens of a clip
+                                   # stay what the start weights give and only their picture moves
     search_steps: int = 0          # >0: each step, also teach the encoder the tokens that this
     search_weight: float = 0.0     # many steps of decoder-in-the-loop search (model/refine.py)
                                    # find for the batch (a hinge on the latents' signs)
@@ -128,11 +132,12 @@ class TrainConfig:
 def param_groups(model: nn.Module, level_lr_mult: float) -> list[dict]:
     """AdamW parameter groups: everything at the base rate, and the encoder's level skip (when
     the model has one and ``level_lr_mult`` != 1) in a group of its own with ``lr_mult``."""
-    level = [p for n, p in model.named_parameters() if n.startswith("encoder.level_out.")]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    level = [p for n, p in trained if n.startswith("encoder.level_out.")]
     if not level or level_lr_mult == 1.0:
-        return [{"params": list(model.parameters())}]
+        return [{"params": [p for _, p in trained]}]
     ids = {id(p) for p in level}
-    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+    return [{"params": [p for _, p in trained if id(p) not in ids]},
             {"params": level, "lr_mult": level_lr_mult}]
 
 
@@ -208,6 +213,21 @@ def _picture_losses(x: torch.Tensor, recon: torch.Tensor, cfg: TrainConfig
     return loss, (l1, mse, lowpass, msssim)
 
 
+MAX_BAD_STEPS = 20  # consecutive steps with non-finite gradients (after the fp32 retry) that stop a run
+
+
+@dataclass
+class _GeneratorStep:
+    loss: torch.Tensor
+    terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # L1, MSE, low-pass, MS-SSIM
+    q: LFQOutput
+    recon: torch.Tensor
+    search_loss: torch.Tensor
+    search_flips: float
+    g_adv: torch.Tensor
+    grad_norm: float
+
+
 class EMA:
     """Exponential moving average of the parameters (fp32), plus a copy of the buffers."""
 
@@ -258,6 +278,10 @@ class Trainer:
             raise ValueError("search_steps and search_weight work together: set both > 0 (or neither)")
         if not 0 <= cfg.correction_aware <= 1:
             raise ValueError(f"correction_aware must lie in [0, 1], got {cfg.correction_aware}")
+        if cfg.train_parts not in ("all", "decoder"):
+            raise ValueError(f"train_parts must be 'all' or 'decoder', got {cfg.train_parts!r}")
+        if cfg.train_parts == "decoder" and cfg.search_steps > 0:
+            raise ValueError("search_steps teaches the encoder: it does nothing with train_parts = 'decoder'")
         self.cfg = cfg
         self.device = training_device(cfg.device)
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -276,12 +300,16 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model_cfg = model_cfg or get_preset(cfg.preset)
         self.model = VideoTokenizer(self.model_cfg).to(self.device)
+        if cfg.train_parts == "decoder":
+            self.model.encoder.requires_grad_(False)
+            self.model.quantizer.requires_grad_(False)
         self.disc = Discriminator().to(self.device)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.level_lr_mult), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99),
                                        weight_decay=cfg.weight_decay)
+        self._bad_steps = 0  # consecutive steps skipped for non-finite gradients
         self.lecam_real = torch.zeros((), device=self.device)
         self.lecam_fake = torch.zeros((), device=self.device)
         self.step = 0
@@ -412,34 +440,27 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         gan_on = cfg.gan_weight > 0 and self.step >= cfg.gan_start_step and not images
-        with self._autocast():
-            recon, q = self.model_ddp(x)
-        recon = recon.float()
         x = x.float()
-        loss, (l1, mse, lowpass, msssim) = pixel_losses(x, recon, cfg)
-        loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
-        search_loss, search_flips = torch.zeros(()), 0.0
-        if cfg.search_steps > 0 and q.latents is not None:  # both set, or neither (checked at start)
-            # the search starts from this forward pass's latents, so the encoder runs once per step
-            searched = indices_to_bits(search_indices(self.model, q.latents.detach(), x,
-                                                      RefineConfig(cfg.search_steps),
-                                                      autocast=self._autocast), self.model_cfg.bits)
-            search_loss, search_flips = searched_bits_loss(q.latents, searched)
-            loss = loss + cfg.search_weight * search_loss
-        g_adv = torch.zeros(())
-        if gan_on:
-            for p in self.disc.parameters():
-                p.requires_grad_(False)
-            with self._autocast():
-                g_adv = generator_adv_loss(self.disc_ddp(recon).float())
-            for p in self.disc.parameters():
-                p.requires_grad_(True)
-            loss = loss + cfg.gan_weight * g_adv
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
-        self.ema.update(self.model, self.step)
+        out = self._generator_step(x, gan_on, self._autocast)
+        fp32_retry = not math.isfinite(out.grad_norm) and cfg.bf16
+        if fp32_retry:
+            # bf16 kernels can give non-finite gradients for some shapes while fp32 gives finite
+            # ones (seen on a 2-core AMX host, torch 2.13: the conv3d weight gradient of 96-channel
+            # 36x36 inputs, also 32x32 with 96 -> 192 channels, while 24, 40 and 48 were fine):
+            # redo such a step in fp32 rather than let NaN into the weights
+            out = self._generator_step(x, gan_on, contextlib.nullcontext)
+        if math.isfinite(out.grad_norm):
+            self.opt.step()
+            self.ema.update(self.model, self.step)
+            self._bad_steps = 0
+        else:  # skip the update; a run that only makes non-finite gradients stops
+            self.opt.zero_grad(set_to_none=True)
+            self._bad_steps += 1
+            if self._bad_steps >= MAX_BAD_STEPS:
+                raise FloatingPointError(f"step {self.step}: non-finite gradients for {self._bad_steps} steps in a "
+                                         "row (in fp32 too); lower lr or grad_clip, or check the data")
+        loss, (l1, mse, lowpass, msssim), q, recon = out.loss, out.terms, out.q, out.recon
+        search_loss, search_flips, g_adv, gnorm = out.search_loss, out.search_flips, out.g_adv, out.grad_norm
         d_loss = torch.zeros(())
         if gan_on:
             with self._autocast():
@@ -460,7 +481,39 @@ class Trainer:
                 "commit": float(q.commit_loss.detach()), "g_adv": float(g_adv.detach()), "d_loss": float(d_loss.detach()),
                 "bit_entropy_mean": float(ent.mean()), "bit_entropy_min": float(ent.min()),
                 "grad_norm": float(gnorm), "lr": lr, "images": float(images),
-                "search_loss": float(search_loss.detach()), "search_flips": search_flips}
+                "search_loss": float(search_loss.detach()), "search_flips": search_flips,
+                "fp32_retry": float(fp32_retry), "skipped": float(not math.isfinite(gnorm))}
+
+    def _generator_step(self, x: torch.Tensor, gan_on: bool, autocast) -> "_GeneratorStep":
+        """The tokenizer's forward pass, losses and backward pass (gradients left in the
+        parameters, clipped), under ``autocast``."""
+        cfg = self.cfg
+        with autocast():  # a frozen encoder (train_parts = "decoder") records no graph
+            recon, q = self.model_ddp(x)
+        recon = recon.float()
+        loss, terms = pixel_losses(x, recon, cfg)
+        loss = loss + cfg.entropy_weight * q.entropy_loss + cfg.commit_weight * q.commit_loss
+        search_loss, search_flips = torch.zeros(()), 0.0
+        if cfg.search_steps > 0 and q.latents is not None:  # both set, or neither (checked at start)
+            # the search starts from this forward pass's latents, so the encoder runs once per step
+            searched = indices_to_bits(search_indices(self.model, q.latents.detach(), x,
+                                                      RefineConfig(cfg.search_steps),
+                                                      autocast=autocast), self.model_cfg.bits)
+            search_loss, search_flips = searched_bits_loss(q.latents, searched)
+            loss = loss + cfg.search_weight * search_loss
+        g_adv = torch.zeros(())
+        if gan_on:
+            for p in self.disc.parameters():
+                p.requires_grad_(False)
+            with autocast():
+                g_adv = generator_adv_loss(self.disc_ddp(recon).float())
+            for p in self.disc.parameters():
+                p.requires_grad_(True)
+            loss = loss + cfg.gan_weight * g_adv
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        return _GeneratorStep(loss, terms, q, recon, search_loss, search_flips, g_adv, gnorm)
 
     # ---------------------------------------------------------------- validation
     def ema_model(self) -> VideoTokenizer:
@@ -525,6 +578,7 @@ class Trainer:
             stop["signal"] = signum
 
         previous = {}
+        warned_precision = False
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, request_stop)
@@ -532,6 +586,11 @@ class Trainer:
             while self.step < cfg.steps and stop["signal"] is None:
                 step_start = time.time()
                 metrics = self.train_step()
+                if (metrics["fp32_retry"] or metrics["skipped"]) and not warned_precision:
+                    warned_precision = True
+                    bar.message(f"step {self.step}: non-finite bf16 gradients, the step redone in fp32"
+                                + (" and still not finite: skipped" if metrics["skipped"] else "")
+                                + " (fp32_retry / skipped in metrics.jsonl count such steps)")
                 budget.note_step(time.time() - step_start)
                 self.step += 1
                 self.elapsed = time.time() - t0
