@@ -28,7 +28,7 @@ is_slim() { [ -f "$EXCLUDE" ] && grep -qxF "$BEGIN" "$EXCLUDE"; }
 case "${1:-}" in
   size)
     bytes=$(travelling_bytes)
-    echo "$bytes bytes would travel ($((bytes / 1048576)) MiB of 64)$(is_slim && echo ', tree is slim')"
+    echo "$bytes bytes would travel ($((bytes / 1048576)) MiB of 64, before carried paths such as .whl)$(is_slim && echo ', tree is slim')"
     ;;
   wheels)
     mkdir -p "$(dirname "$EXCLUDE")"
@@ -45,12 +45,17 @@ case "${1:-}" in
     if ! git diff --cached --quiet -- tokcodec/weights; then
       echo "tokcodec/weights has staged changes: commit or unstage them first" >&2; exit 1
     fi
-    preset="${2:-$("$PY" -c 'from tokcodec.model.presets import DEFAULT_PRESET; print(DEFAULT_PRESET)')}"
+    preset="$("$PY" -c 'import sys; from tokcodec.model.presets import resolve_name; print(resolve_name(sys.argv[1]))' \
+      "${2:-default}")"
+    if ! git ls-files --error-unmatch "tokcodec/weights/$preset.safetensors" > /dev/null 2>&1; then
+      echo "no tracked weights file tokcodec/weights/$preset.safetensors to keep" >&2; exit 1
+    fi
     mapfile -t drop < <(git ls-files tokcodec/weights | grep -E '\.(safetensors|xdelta)$' \
       | grep -vxF -e "tokcodec/weights/$preset.safetensors" -e "tokcodec/weights/$preset.coder3.safetensors")
     if [ "${#drop[@]}" -eq 0 ]; then echo "nothing to untrack"; exit 0; fi
-    git rm -q --cached -- "${drop[@]}"
+    mkdir -p "$(dirname "$EXCLUDE")"  # the marked block first: restore then always finds it
     { echo "$BEGIN"; printf '/%s\n' "${drop[@]}"; echo "$END"; } >> "$EXCLUDE"
+    git rm -q --cached -- "${drop[@]}"
     echo "untracked ${#drop[@]} weights files (kept: $preset); $(travelling_bytes) bytes would travel"
     echo "DO NOT COMMIT until: scripts/device_tree.sh restore"
     ;;

@@ -214,12 +214,15 @@ def test_non_finite_bf16_gradients_are_redone_in_fp32_and_never_reach_the_weight
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
 
     tr._generator_step = lambda x, gan_on, autocast: flaky(x, gan_on, autocast, fail_fp32=True)
+    tr.step = 3  # past gan_start_step: the discriminator would train too
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     ema_before = {k: v.clone() for k, v in tr.ema.shadow.items()}
+    disc_before = {k: v.clone() for k, v in tr.disc.state_dict().items()}
     metrics = tr.train_step()
     assert metrics["skipped"] == 1 and math.isnan(metrics["grad_norm"])
     assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())  # no update
     assert all(torch.equal(ema_before[k], v) for k, v in tr.ema.shadow.items())
+    assert all(torch.equal(disc_before[k], v) for k, v in tr.disc.state_dict().items())
     with pytest.raises(FloatingPointError, match="non-finite gradients for 20 steps"):
         for _ in range(trainer_module.MAX_BAD_STEPS):
             tr.train_step()

@@ -60,6 +60,12 @@ def test_damaged_deltas_and_wrong_bases_are_refused():
             apply_delta(bad, lambda name: base, 1 << 30)
     with pytest.raises(DeltaError, match="not the file it was made against"):
         apply_delta(delta, lambda name: base + b" ", len(target))
+    # a payload whose frame states more bytes than the header allows is refused before it is
+    # decompressed (zstd would allocate what the frame states, whatever the caller's bound)
+    longer = make_delta(target + bytes(1000), base, "base.safetensors")  # its frame states the longer size
+    forged = longer[:name_end + 32] + struct.pack("<Q", len(target)) + longer[name_end + 40:]
+    with pytest.raises(DeltaError, match=f"payload states {len(target) + 1000} bytes, expected {len(target)}"):
+        apply_delta(forged, lambda name: base, 1 << 30)
     with pytest.raises(ValueError, match="file name"):
         make_delta(target, base, "dir/base.safetensors")
 
@@ -88,6 +94,7 @@ def test_a_kept_version_stored_as_a_delta_loads_hashes_and_decodes(tmp_path, mon
     assert zoo.weights_bytes(kept) == full and zoo.weights_sha256(str(kept)) == old
     assert zoo.shipped_version("tiny", old) == kept and zoo.kept_versions("tiny") == [old[:8]]
     assert zoo.load_tokenizer_version("tiny", old).sha256 == old
+    assert zoo.weights_config(str(kept)) == tiny  # read from the rebuilt file's metadata
     decode_video(tmp_path / "old.tok", tmp_path / "from_delta.mkv", device="cpu")
     assert compare_videos(tmp_path / "from_file.mkv", tmp_path / "from_delta.mkv")["psnr"] == float("inf")
     assert verify_file(tmp_path / "old.tok").ok

@@ -104,7 +104,9 @@ def validate_options(options: BatchOptions) -> None:
     if options.model:
         path = Path(options.model)
         if options.model.endswith(".safetensors") or (path.suffix and path.exists()):
-            if not path.is_file():
+            from tokcodec.model.zoo import weights_exist
+
+            if not (path.is_file() or weights_exist(path)):  # (shipped weights may be kept as a delta)
                 raise ModelError(f"{path}: weights file not found")
         else:
             cfg = get_preset(resolve_name(options.model))

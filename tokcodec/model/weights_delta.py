@@ -97,7 +97,7 @@ def make_delta(target: bytes, base: bytes, base_name: str) -> bytes:
     import zstandard
 
     name = base_name.encode()
-    if not 0 < len(name) < 256 or "/" in base_name or "\\" in base_name:
+    if not 0 < len(name) < 256 or any(ch in base_name for ch in "/\\\0:"):
         raise ValueError(f"base name {base_name!r} must be a file name of 1-255 bytes")
     residual = bytearray(target)
     _xor_shared_tensors(residual, base)
@@ -123,7 +123,7 @@ def read_delta_header(delta: bytes) -> tuple[str, str, int, str, int]:
         base_name = delta[_FIXED.size:tail].decode()
     except UnicodeDecodeError:
         raise DeltaError("weights delta: base name is not UTF-8") from None
-    if "/" in base_name or "\\" in base_name or base_name in (".", ".."):
+    if any(ch in base_name for ch in "/\\\0:") or base_name in (".", ".."):
         raise DeltaError(f"weights delta: base {base_name!r} is not a file name")
     base_sha, size, target_sha = _TAIL.unpack_from(delta, tail)
     return base_name, base_sha.hex(), size, target_sha.hex(), tail + _TAIL.size
@@ -141,7 +141,10 @@ def apply_delta(delta: bytes, read_base: Callable[[str], bytes], max_bytes: int)
     base = read_base(base_name)
     if hashlib.sha256(base).hexdigest() != base_sha:
         raise DeltaError(f"weights delta: base {base_name} is not the file it was made against")
-    try:
+    try:  # a frame that states its size is decompressed to that size, whatever max_output_size says
+        stated = zstandard.frame_content_size(delta[body:])
+        if stated > size:
+            raise DeltaError(f"weights delta: payload states {stated} bytes, expected {size}")
         planes = zstandard.ZstdDecompressor().decompress(delta[body:], max_output_size=size)
     except zstandard.ZstdError as exc:
         raise DeltaError(f"weights delta: damaged payload ({exc})") from None

@@ -60,6 +60,8 @@ def weights_bytes(path: Path, _depth: int = 0) -> bytes:
         if not path.exists() and _in_package(path) and delta_path(path).exists():
             if _depth >= MAX_DELTA_CHAIN:
                 raise ModelError(f"{path}: a chain of more than {MAX_DELTA_CHAIN} weights deltas")
+            if delta_path(path).stat().st_size > MAX_WEIGHTS_BYTES:
+                raise ModelError(f"{delta_path(path)}: larger than the {MAX_WEIGHTS_BYTES}-byte weights limit")
             try:
                 return apply_delta(delta_path(path).read_bytes(),
                                    lambda name: weights_bytes(path.parent / name, _depth + 1), MAX_WEIGHTS_BYTES)
@@ -190,8 +192,12 @@ def weights_config(name_or_path: str) -> TokenizerConfig:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(as_path), "pt") as fh:
-            metadata = fh.metadata() or {}
+        if not as_path.exists() and weights_exist(as_path):  # a shipped file kept as a delta
+            data = weights_bytes(as_path)
+            metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+        else:
+            with safe_open(str(as_path), "pt") as fh:
+                metadata = fh.metadata() or {}
         return TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
     except FileNotFoundError:
         raise ModelError(f"{as_path}: weights file not found") from None

@@ -462,19 +462,21 @@ class Trainer:
         loss, (l1, mse, lowpass, msssim), q, recon = out.loss, out.terms, out.q, out.recon
         search_loss, search_flips, g_adv, gnorm = out.search_loss, out.search_flips, out.g_adv, out.grad_norm
         d_loss = torch.zeros(())
-        if gan_on:
+        if gan_on and math.isfinite(gnorm):  # no discriminator step beside a skipped update
             with self._autocast():
                 lr_ = self.disc_ddp(x).float()
                 lf_ = self.disc_ddp(recon.detach()).float()
             d_loss = hinge_d_loss(lr_, lf_)
             if cfg.lecam_weight > 0:
                 d_loss = d_loss + cfg.lecam_weight * lecam_loss(lr_, lf_, self.lecam_real, self.lecam_fake)
-            self.lecam_real = cfg.lecam_decay * self.lecam_real + (1 - cfg.lecam_decay) * lr_.mean().detach()
-            self.lecam_fake = cfg.lecam_decay * self.lecam_fake + (1 - cfg.lecam_decay) * lf_.mean().detach()
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
-            self.opt_d.step()
+            if math.isfinite(float(torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip))):
+                self.opt_d.step()  # (non-finite: the discriminator sits this step out, as above)
+                self.lecam_real = cfg.lecam_decay * self.lecam_real + (1 - cfg.lecam_decay) * lr_.mean().detach()
+                self.lecam_fake = cfg.lecam_decay * self.lecam_fake + (1 - cfg.lecam_decay) * lf_.mean().detach()
+            else:
+                self.opt_d.zero_grad(set_to_none=True)
         ent = bit_entropy(q.bit_usage.float())
         return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(float(mse.detach()), peak=2.0),
                 "ms_ssim_loss": float(msssim.detach()), "lowpass_mse": float(lowpass.detach()), "entropy_loss": float(q.entropy_loss.detach()),
