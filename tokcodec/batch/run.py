@@ -106,7 +106,7 @@ def validate_options(options: BatchOptions) -> None:
         if options.model.endswith(".safetensors") or (path.suffix and path.exists()):
             from tokcodec.model.zoo import weights_exist
 
-            if not (path.is_file() or weights_exist(path)):  # (shipped weights may be kept as a delta)
+            if not weights_exist(path):  # (shipped weights may be kept as a delta)
                 raise ModelError(f"{path}: weights file not found")
         else:
             cfg = get_preset(resolve_name(options.model))

@@ -45,6 +45,11 @@ class DeltaError(ValueError):
     """A delta file that is damaged, or whose base is not the file it was made against."""
 
 
+def _is_file_name(name: str) -> bool:
+    """A plain name of a file in the same folder: no path separators, drive colons or NULs."""
+    return bool(name) and not any(ch in name for ch in "/\\\0:") and name not in (".", "..")
+
+
 def delta_path(weights: Path) -> Path:
     """Where the delta form of a weights file lies."""
     return weights.with_name(weights.name + SUFFIX)
@@ -97,7 +102,7 @@ def make_delta(target: bytes, base: bytes, base_name: str) -> bytes:
     import zstandard
 
     name = base_name.encode()
-    if not 0 < len(name) < 256 or any(ch in base_name for ch in "/\\\0:"):
+    if len(name) > 255 or not _is_file_name(base_name):
         raise ValueError(f"base name {base_name!r} must be a file name of 1-255 bytes")
     residual = bytearray(target)
     _xor_shared_tensors(residual, base)
@@ -123,7 +128,7 @@ def read_delta_header(delta: bytes) -> tuple[str, str, int, str, int]:
         base_name = delta[_FIXED.size:tail].decode()
     except UnicodeDecodeError:
         raise DeltaError("weights delta: base name is not UTF-8") from None
-    if any(ch in base_name for ch in "/\\\0:") or base_name in (".", ".."):
+    if not _is_file_name(base_name):
         raise DeltaError(f"weights delta: base {base_name!r} is not a file name")
     base_sha, size, target_sha = _TAIL.unpack_from(delta, tail)
     return base_name, base_sha.hex(), size, target_sha.hex(), tail + _TAIL.size

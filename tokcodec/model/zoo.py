@@ -51,22 +51,23 @@ def _in_package(path: Path) -> bool:
 
 def weights_exist(path: Path) -> bool:
     """Whether weights are at ``path``: the file, or for shipped weights its delta form."""
-    return path.exists() or (_in_package(path) and delta_path(path).exists())
+    return path.is_file() or (_in_package(path) and delta_path(path).is_file())
 
 
 def weights_bytes(path: Path, _depth: int = 0) -> bytes:
     """The bytes of a weights file, rebuilt from its delta form where the package holds that."""
+    delta = delta_path(path)
     try:
-        if not path.exists() and _in_package(path) and delta_path(path).exists():
+        if not path.exists() and _in_package(path) and delta.exists():
             if _depth >= MAX_DELTA_CHAIN:
                 raise ModelError(f"{path}: a chain of more than {MAX_DELTA_CHAIN} weights deltas")
-            if delta_path(path).stat().st_size > MAX_WEIGHTS_BYTES:
-                raise ModelError(f"{delta_path(path)}: larger than the {MAX_WEIGHTS_BYTES}-byte weights limit")
+            if delta.stat().st_size > MAX_WEIGHTS_BYTES:
+                raise ModelError(f"{delta}: larger than the {MAX_WEIGHTS_BYTES}-byte weights limit")
             try:
-                return apply_delta(delta_path(path).read_bytes(),
-                                   lambda name: weights_bytes(path.parent / name, _depth + 1), MAX_WEIGHTS_BYTES)
+                return apply_delta(delta.read_bytes(), lambda name: weights_bytes(path.parent / name, _depth + 1),
+                                   MAX_WEIGHTS_BYTES)
             except DeltaError as exc:
-                raise ModelError(f"{delta_path(path)}: {exc} (damaged installation; reinstall tokcodec)") from None
+                raise ModelError(f"{delta}: {exc} (damaged installation; reinstall tokcodec)") from None
         size = path.stat().st_size
         if size > MAX_WEIGHTS_BYTES:
             raise ModelError(f"{path}: weights file of {size} bytes is larger than the {MAX_WEIGHTS_BYTES} limit")
@@ -133,16 +134,19 @@ def _read_weights(path: Path, shipped: bool) -> tuple[dict[str, torch.Tensor], d
     if shipped:
         _check_shipped(path, digest)  # before a byte of it is parsed
     try:
-        from safetensors import safe_open  # noqa: F401  (metadata is read from the header below)
-        header_len = int.from_bytes(data[:8], "little")
-        if header_len <= 0 or header_len > len(data) - 8:
-            raise ModelError(f"{path}: not a safetensors file (bad header length)")
-        header = json.loads(data[8:8 + header_len])
-        metadata = header.get("__metadata__", {}) or {}
+        metadata = _metadata(data, path)
         tensors = load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
     return tensors, metadata, digest
+
+
+def _metadata(data: bytes, path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's bytes, read from its JSON header."""
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len <= 0 or header_len > len(data) - 8:
+        raise ModelError(f"{path}: not a safetensors file (bad header length)")
+    return json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
 
 
 def random_init(cfg: TokenizerConfig, seed: int = 0) -> VideoTokenizer:
@@ -193,8 +197,7 @@ def weights_config(name_or_path: str) -> TokenizerConfig:
 
     try:
         if not as_path.exists() and weights_exist(as_path):  # a shipped file kept as a delta
-            data = weights_bytes(as_path)
-            metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+            metadata = _metadata(weights_bytes(as_path), as_path)
         else:
             with safe_open(str(as_path), "pt") as fh:
                 metadata = fh.metadata() or {}

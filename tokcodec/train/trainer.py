@@ -486,7 +486,7 @@ class Trainer:
                 "search_loss": float(search_loss.detach()), "search_flips": search_flips,
                 "fp32_retry": float(fp32_retry), "skipped": float(not math.isfinite(gnorm))}
 
-    def _generator_step(self, x: torch.Tensor, gan_on: bool, autocast) -> "_GeneratorStep":
+    def _generator_step(self, x: torch.Tensor, gan_on: bool, autocast) -> _GeneratorStep:
         """The tokenizer's forward pass, losses and backward pass (gradients left in the
         parameters, clipped), under ``autocast``."""
         cfg = self.cfg
