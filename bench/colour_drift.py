@@ -5,7 +5,7 @@ little noise, as walls, sky and roads are in camera video. It goes through the w
 (encode to a .tok, decode to lossless .mkv) and the drift is the largest per-channel difference
 of the clip's mean colour, in 8-bit code values (``decode --compare`` prints the same figure).
 
-    python bench/colour_drift.py [--model NAME|weights.safetensors] [--size 128x128] [--no-correction]
+    python bench/colour_drift.py [--model NAME|weights.safetensors] [--size 128x128] [--no-correction] [--passes N]
 
 By default the clips go through the codec as ``tokcodec encode`` sends them (tokens and the
 correction layer); ``--no-correction`` measures the tokens alone, i.e. the model itself.
@@ -41,7 +41,7 @@ def flat_clip(rgb: tuple[int, int, int], frames: int = 17, height: int = 128, wi
 
 
 def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: int, width: int,
-          work: Path, correction: bool = True) -> dict[str, float]:
+          work: Path, correction: bool = True, passes: int | None = None) -> dict[str, float]:
     from fractions import Fraction
 
     import tokcodec
@@ -51,7 +51,8 @@ def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: 
     with FrameWriter(src, width, height, Fraction(25)) as writer:
         for frame in flat_clip(rgb, frames, height, width):
             writer.write(frame)
-    tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True, correction=correction)
+    tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True, correction=correction,
+                          passes=passes)
     tokcodec.decode_video(work / "c.tok", work / "out.mkv", model=model, overwrite=True)
     return tokcodec.compare_videos(src, work / "out.mkv")
 
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--json", dest="json_out", default=None)
     ap.add_argument("--no-correction", action="store_true", help="tokens alone (the model itself)")
+    ap.add_argument("--passes", type=int, default=None, help="closed-loop encoder passes (default: encode's)")
     a = ap.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
 
@@ -76,7 +78,8 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, rgb in COLOURS.items():
-            cmp = drift(model, rgb, a.frames, h, w, Path(tmp), correction=not a.no_correction)
+            cmp = drift(model, rgb, a.frames, h, w, Path(tmp), correction=not a.no_correction,
+                        passes=a.passes)
             rows[name] = {"rgb": rgb, "colour_drift": cmp["colour_drift"], "psnr": cmp["psnr"]}
             print(f"{name:11s} {str(rgb):16s} drift {cmp['colour_drift']:5.1f} code values, "
                   f"PSNR {cmp['psnr']:.2f} dB", flush=True)

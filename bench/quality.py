@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tokcodec.model.refine import DEFAULT_PASSES
+
 
 def bit_entropy(tokens: np.ndarray, bits: int) -> np.ndarray:
     b = (tokens.reshape(-1, 1).astype(np.int64) >> np.arange(bits)) & 1
@@ -37,7 +39,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--refine", type=int, default=0,
                     help="decoder-in-the-loop search steps per clip at encode (tokcodec encode --refine)")
+    ap.add_argument("--passes", type=int, default=DEFAULT_PASSES,
+                    help="closed-loop encoder passes per clip (tokcodec encode --passes)")
     ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
+    ap.add_argument("--split", choices=("holdout", "train"), default="holdout",
+                    help="real videos to measure: the held-out ones (default), or windows of the colour "
+                         "training videos, to tune an encoder setting without touching the held-out clips")
     ap.add_argument("--no-synthetic", action="store_true", help="only the real-video validation set")
     ap.add_argument("--no-correction", action="store_true", help="tokens only (tokcodec encode --no-correction)")
     ap.add_argument("--no-detail", action="store_true", help="correction offsets only (tokcodec encode --no-detail)")
@@ -49,9 +56,9 @@ def main() -> None:
                                          tensor_to_frames)
     from tokcodec.device import keep_freed_memory, select_runtime
     from tokcodec.metrics import ErrorTotals, ms_ssim, psnr_y, ssim
-    from tokcodec.model.refine import RefineConfig, refine_indices
+    from tokcodec.model.refine import RefineConfig, find_tokens
     from tokcodec.model.zoo import load_tokenizer
-    from tokcodec.train.real import holdout_clips, holdout_photos, is_corpus
+    from tokcodec.train.real import corpus_clips, holdout_photos, is_corpus
     from tokcodec.train.synthetic import VALIDATION_IMAGES, validation_clips
 
     keep_freed_memory()  # the CLI's allocator policy (its fps figure is the network's)
@@ -63,8 +70,9 @@ def main() -> None:
     sets: list[tuple[str, str, np.ndarray]] = []
     corpus = Path(a.corpus)
     if is_corpus(corpus):
-        sets += [("real-video", n, c) for n, c in holdout_clips(corpus, frames=a.frames, max_height=h, max_width=w)]
-        sets += [("real-photo", n, c) for n, c in holdout_photos(corpus, max_height=h, max_width=w)]
+        sets += [("real-video", n, c) for n, c in corpus_clips(corpus, a.split, frames=a.frames, max_height=h, max_width=w)]
+        if a.split == "holdout":
+            sets += [("real-photo", n, c) for n, c in holdout_photos(corpus, max_height=h, max_width=w)]
     else:
         print(f"note: no real corpus at {corpus} (scripts/training_data.sh {corpus} makes it): "
               "synthetic clips only")
@@ -73,7 +81,7 @@ def main() -> None:
         names = [VALIDATION_IMAGES[i % len(VALIDATION_IMAGES)] for i in range(len(synth))]
         sets += [("video", n, c) for n, c in zip(names, synth)]
         sets += [("image", n, c[:1]) for n, c in zip(names, synth)]
-    refine = RefineConfig(steps=a.refine)
+    refine = RefineConfig(steps=a.refine, passes=a.passes)
     fix_config = CorrectionConfig(detail=not a.no_detail)
     rows, all_tokens = [], []
     encode_seconds, encoded_frames = 0.0, 0
@@ -83,12 +91,13 @@ def main() -> None:
         x = frames_to_tensor(list(frames), header, runtime)
         start = time.perf_counter()
         grid = fix_config.grid_for(cw, ch, len(frames))
-        idx = refine_indices(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
-                             autocast=runtime.autocast,
-                             residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid))
+        found = find_tokens(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
+                            autocast=runtime.autocast,
+                            residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid))
         encode_seconds += time.perf_counter() - start
         encoded_frames += len(frames)
-        with torch.inference_mode(), runtime.autocast():
+        idx = found.indices
+        with torch.inference_mode(), runtime.autocast():  # the decode the decoder will do
             video = loaded.tokenizer.decode_indices(idx)
         recon = tokens_only = tensor_to_frames(video, len(frames), header)
         record = b""
@@ -112,7 +121,7 @@ def main() -> None:
     ent = bit_entropy(np.concatenate(all_tokens), cfg.bits)
     print(f"model {loaded.name} ({loaded.source}), {'trained' if loaded.trained else 'UNTRAINED'}, "
           f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}, "
-          f"refine {refine.steps} steps, "
+          f"{refine.passes} closed-loop passes, refine {refine.steps} steps, "
           f"{'no correction' if a.no_correction else 'correction, offsets only' if a.no_detail else 'correction'} "
           f"(network encode {encoded_frames / encode_seconds:.2f} fps)")
     print(f"{'kind':10s} {'source':26s} {'size':>7s} {'PSNR':>6s} {'PSNR-Y':>6s} {'SSIM':>5s} {'MS-SSIM':>7s} "
@@ -136,7 +145,7 @@ def main() -> None:
     print(f"per-bit token entropy: mean {ent.mean():.3f}, min {ent.min():.3f} bit")
     if a.json_out:
         with open(a.json_out, "w") as fh:
-            json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps,
+            json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps, "passes": refine.passes,
                        "correction": not a.no_correction, "detail": not (a.no_correction or a.no_detail),
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)

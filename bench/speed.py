@@ -132,12 +132,15 @@ def main() -> None:
             print(f"{'':6} tokens only (--no-correction): CLI enc {ns.fps:.1f}, CLI dec {nd.fps:.1f}, "
                   f"{ns.bpp:.4f} bpp; decode took {ds.gop_batch} GOP(s) per network call "
                   f"(--gop-batch auto){', compiled' if a.compile else ''}", flush=True)
+            os_ = encode_video(src, Path(tmp) / "o.tok", model=a.model, device=a.device, passes=0)
+            print(f"{'':6} one-shot encoder (--passes 0): CLI enc {os_.fps:.1f}, {os_.bpp:.4f} bpp", flush=True)
             if a.refine and size == sizes[0]:
                 rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine, device=a.device)
                 print(f"CLI path encode --refine {a.refine} at {height}p: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")
     print("net: the network alone; coder: the entropy coder alone; model: both in sequence, no overlap; "
           "CLI: file -> .tok -> .mkv with video IO, coder threads overlapping the network; encode "
-          "decodes each GOP once more for its correction record (the line below: without it)")
+          "decodes each GOP once more for its correction record (the line below: without it) and by "
+          "default runs the encoder in a closed loop of 2 passes (the next line: without them)")
     if a.no_x265:
         return
     try:

@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--repeats", type=int, default=3,
                     help="runs per measurement; the median is kept (peak RSS varies by ~10%% run to run)")
+    ap.add_argument("--passes", type=int, default=None, help="encode --passes (default: encode's)")
     a = ap.parse_args()
+    passes = [] if a.passes is None else ["--passes", str(a.passes)]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         rows = []
@@ -69,7 +71,7 @@ def main() -> None:
             src = d / f"{label}.mkv"
             make_clip(src, n, a.width, a.height)
             enc = statistics.median(peak_rss_mb(["encode", str(src), "-o", str(d / f"{label}.tok"),
-                                                 "--model", a.model]) for _ in range(a.repeats))
+                                                 "--model", a.model, *passes]) for _ in range(a.repeats))
             dec = statistics.median(peak_rss_mb(["decode", str(d / f"{label}.tok"), "-o",
                                                  str(d / f"{label}_out.mkv")]) for _ in range(a.repeats))
             rows.append((label, n, enc, dec))

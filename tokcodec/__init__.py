@@ -4,6 +4,7 @@ Library API (the CLI is a thin layer over these)::
 
     import tokcodec
     stats = tokcodec.encode_video("in.mp4", "out.tok")          # -> EncodeStats
+    tokcodec.encode_video("in.mp4", "out.tok", passes=0)       # one-shot encoder: fastest encode
     tokcodec.encode_video("in.mp4", "out.tok", refine=16)      # slow decoder-in-the-loop search
     tokcodec.encode_video("in.mp4", "out.tok", correction=False)  # tokens only (.tok 1.x)
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats

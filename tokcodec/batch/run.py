@@ -25,6 +25,7 @@ from tokcodec.batch.plan import (
 )
 from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
+from tokcodec.defaults import DEFAULT_PASSES, MAX_PASSES
 from tokcodec.errors import InputError, ModelError, OutputError
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ def validate_options(options: BatchOptions) -> None:
                 raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
     if options.op == "encode" and options.refine < 0:
         raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
+    if options.op == "encode" and not 0 <= options.passes <= MAX_PASSES:
+        raise ValueError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
     if options.op == "encode" and not 0.05 <= options.scale <= 1.0:
         raise ValueError(f"--scale must lie in [0.05, 1], got {options.scale}")
 
@@ -251,7 +254,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  exclude: Sequence[str] = (), model: str = "default", gop: int = 17,
                  scale: float = 1.0, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
-                 force: bool = False, audio: bool = True, refine: int = 0,
+                 force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
                  correction: bool = True, detail: bool = True,
                  reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
@@ -260,7 +263,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     recorded per file in the summary and dst/manifest.jsonl, never raised.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
-                        correction=correction, detail=detail)
+                        passes=passes, correction=correction, detail=detail)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

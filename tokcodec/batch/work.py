@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tokcodec.defaults import DEFAULT_PASSES
+
 if TYPE_CHECKING:
     from tokcodec.codec.container import Header
 
@@ -32,6 +34,7 @@ class BatchOptions:
     precision: str = "auto"
     audio: bool = True          # keep (encode) / restore (decode) the first audio stream
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
+    passes: int = DEFAULT_PASSES  # encode: closed-loop encoder passes per GOP (tokcodec.model.refine)
     correction: bool = True     # encode: send each GOP's correction grid
     detail: bool = True         # encode: with detail gains (format 2.1; False: offsets only, 2.0)
 
@@ -48,6 +51,7 @@ class FileResult:
     error: str | None = None
     model: str | None = None
     refine: int | None = None   # encode: the --refine steps the output was made with
+    passes: int | None = None   # encode: the --passes it was made with
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -62,7 +66,7 @@ def one_line(exc: BaseException) -> str:
     from tokcodec.errors import TokcodecError
 
     if isinstance(exc, MemoryError):
-        return "out of memory (try a smaller --gop or --scale, or fewer --workers)"
+        return "out of memory (try a smaller --gop or --scale, --passes 0, or fewer --workers)"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, (TokcodecError, ValueError)):
         return text or type(exc).__name__
@@ -155,9 +159,10 @@ class Worker:
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
+                          passes=o.passes,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
-                          model=st.model, refine=st.refine)
+                          model=st.model, refine=st.refine, passes=st.passes)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

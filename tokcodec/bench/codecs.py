@@ -208,6 +208,7 @@ class TokcodecCodec(Codec):
     model: str = "default"
     device: str = "auto"
     refine: int = 0  # encode --refine steps; 0 = the encoder's own tokens
+    passes: int | None = None  # encode --passes; None = tokcodec's default
     correction: bool = True  # encode's correction grid (--no-correction: tokens only)
     gop: int = 17
     full_points: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
@@ -229,6 +230,7 @@ class TokcodecCodec(Codec):
         # a weights file is named by its stem: the series names result files and folders
         model = Path(self.model).stem if self.model.endswith(".safetensors") else self.model
         name = "tokcodec" if model == "default" else f"tokcodec-{model}"
+        name = f"{name}-passes{self.passes}" if self.passes is not None else name
         name = f"{name}-refine{self.refine}" if self.refine else name
         return name if self.correction else f"{name}-nocorr"
 
@@ -253,6 +255,8 @@ class TokcodecCodec(Codec):
         t0 = time.perf_counter()
         # passed only when set, so the bench still runs a tokcodec whose API predates --refine
         extra: dict = {"refine": self.refine} if self.refine else {}
+        if self.passes is not None:
+            extra["passes"] = self.passes
         if not self.correction:
             extra["correction"] = False
         stats = enc(src, dst, model=self.model, gop=self.gop, device=self.device, scale=point.value,
@@ -282,7 +286,7 @@ CODEC_KEYS: tuple[str, ...] = ("x265", "vvenc", "svtav1", "x264", "tokcodec")
 
 
 def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto",
-                refine: int = 0, correction: bool = True) -> list[Codec]:
+                refine: int = 0, passes: int | None = None, correction: bool = True) -> list[Codec]:
     """The RD series for the given --codecs keys, in the order given (vvenc gives two presets).
 
     Points were placed from a probe on the 640x360 bench clips so that every curve spans roughly
@@ -314,7 +318,8 @@ def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto"
             "h264", ".h264", "raw H.264 Annex-B stream, SEI removed",
             args=["-preset", "medium"], bsf="filter_units=remove_types=6",
         )],
-        "tokcodec": [TokcodecCodec(model=model, device=device, refine=refine, correction=correction)],
+        "tokcodec": [TokcodecCodec(model=model, device=device, refine=refine, passes=passes,
+                                   correction=correction)],
     }
     out: list[Codec] = []
     for k in keys:

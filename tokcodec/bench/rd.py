@@ -15,6 +15,7 @@ from tokcodec.bench.ffmpeg import FFmpeg, find_ffmpeg, yuv420_to_rgb
 from tokcodec.bench.measure import quality, vmaf
 from tokcodec.bench.reference import Reference, load_reference
 from tokcodec.bench.results import METRICS, BDEntry, BenchReport, ClipInfo, PointResult
+from tokcodec.defaults import DEFAULT_PASSES
 from tokcodec.errors import InputError
 from tokcodec.metrics import psnr, psnr_y
 
@@ -36,6 +37,7 @@ class BenchConfig:
     model: str = "default"
     device: str = "auto"
     refine: int = 0  # tokcodec encode --refine steps (decoder-in-the-loop token search)
+    passes: int | None = None  # tokcodec encode --passes (None: its default)
     correction: bool = True  # tokcodec encode's correction grid
     with_vmaf: bool = True
     plots: bool = True
@@ -138,7 +140,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
             raise InputError(f"{c}: no such file")
     cfg.out.mkdir(parents=True, exist_ok=True)
     codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device, refine=cfg.refine,
-                         correction=cfg.correction)
+                         passes=cfg.passes, correction=cfg.correction)
     report = BenchReport(anchor="", quick=cfg.quick)
     runnable: list[Codec] = []
     for c in codecs:
@@ -164,6 +166,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "model": cfg.model,
         "device": cfg.device,
         "refine": cfg.refine,
+        "passes": cfg.passes if cfg.passes is not None else DEFAULT_PASSES,
         "correction": cfg.correction,
         "colour": "RGB -> yuv420p BT.709 limited range (swscale accurate_rnd) for ffmpeg codecs; "
                   "vvenc gets the same pixels << 2 as yuv420p10le and its output is rounded back "

@@ -10,9 +10,11 @@ from typing import Optional
 import typer
 
 from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  NoCorrection, NoDetail, Overwrite, Precision, Quiet, Refine, Scale)
+                                  NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Refine,
+                                  Scale)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
+from tokcodec.defaults import DEFAULT_PASSES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
@@ -31,6 +33,7 @@ def encode(
     device: Device = "auto",
     precision: Precision = "auto",
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
+    passes: Passes = DEFAULT_PASSES,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
@@ -51,10 +54,11 @@ def encode(
         with frame_progress("encode", total, quiet) as advance:
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
-                              max_frames=frames, audio=not no_audio, refine=refine,
+                              max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail),
                               compile=compile)
-        search = f", refine {st.refine}" if st.refine else ""
+        search = f", passes {st.passes}" if st.passes else ""
+        search += f", refine {st.refine}" if st.refine else ""
         search += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "

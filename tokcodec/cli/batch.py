@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  NoCorrection, NoDetail, Precision, Refine, Scale)
+from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode,
+                                  NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Refine, Scale)
 from tokcodec.cli.policy import errors
+from tokcodec.defaults import DEFAULT_PASSES
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode or decode whole folder trees (resumable; local processes or Ray).")
@@ -54,6 +55,7 @@ def encode(
     model: Model = "default",
     gop: Gop = 17,
     scale: Scale = 1.0,
+    passes: Passes = DEFAULT_PASSES,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
@@ -75,7 +77,7 @@ def encode(
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
-         correction=not no_correction, detail=not no_detail)
+         passes=passes, correction=not no_correction, detail=not no_detail)
 
 
 @batch_app.command("decode")

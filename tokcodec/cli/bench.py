@@ -13,6 +13,7 @@ import typer
 
 from tokcodec.cli.options import Device, NoCorrection, Refine
 from tokcodec.cli.policy import errors
+from tokcodec.defaults import MAX_PASSES
 
 __all__ = ["bench", "main"]
 
@@ -29,6 +30,9 @@ def bench(
     anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
     model: Annotated[str, typer.Option(help="tokcodec model: preset name or .safetensors weights file.")] = "default",
     device: Device = "auto",
+    passes: Annotated[Optional[int], typer.Option(
+        "--passes", min=0, max=MAX_PASSES, show_default=False,
+        help="tokcodec encode --passes \\[default: tokcodec's]; the series is then named with it.")] = None,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
@@ -42,7 +46,7 @@ def bench(
 
         cfg = BenchConfig(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
-            frames=frames, anchor=anchor, model=model, device=device, refine=refine,
+            frames=frames, anchor=anchor, model=model, device=device, refine=refine, passes=passes,
             correction=not no_correction, with_vmaf=vmaf,
             plots=plots, keep_work=keep_work,
         )

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from tokcodec.defaults import MAX_PASSES
+
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
@@ -16,6 +18,11 @@ Refine = Annotated[int, typer.Option(
     "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps: closer "
     "pictures, same format and decode speed, a much slower encode that needs more memory "
     "(docs/usage.md).")]
+Passes = Annotated[int, typer.Option(
+    "--passes", min=0, max=MAX_PASSES, help="Closed-loop encoder passes per GOP: re-encode the source plus "
+    "what the decoder missed. Closer pictures for somewhat more bits, same format and decode speed; "
+    "each pass costs about one more encode and decode, so the default encodes several times slower "
+    "than 0, the one-shot encoder (docs/usage.md).")]
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
     "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]

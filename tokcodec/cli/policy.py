@@ -42,7 +42,7 @@ def errors() -> Iterator[None]:
     except (TokcodecError, ValueError, FileNotFoundError, FileExistsError) as exc:
         fail(str(exc))
     except MemoryError:
-        fail("out of memory (try a smaller --gop or --scale)")
+        fail("out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)")
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless debugging
         if os.environ.get("TOKCODEC_DEBUG"):
             raise

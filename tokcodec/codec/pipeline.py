@@ -37,7 +37,7 @@ from tokcodec.errors import FormatError, InputError, ModelError, OutputError, To
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
-from tokcodec.model.refine import RefineConfig, refine_indices
+from tokcodec.model.refine import RefineConfig, find_tokens
 from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
@@ -92,18 +92,26 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
-                 audio: bool = True, refine: int | RefineConfig = 0,
+                 audio: bool = True, refine: int | RefineConfig = 0, passes: int | None = None,
                  correction: bool | CorrectionConfig = True, compile: bool = False) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
-    ``audio`` is False. ``refine`` > 0 searches each GOP's tokens with the decoder in the loop
-    (model/refine.py): closer pictures, same format and decode speed, slower encoding.
+    ``audio`` is False. ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
+    loop that feeds back what the decoder missed; 0 is the encoder's one-shot tokens, the
+    fastest encode. ``refine`` > 0 then searches each GOP's tokens with the decoder in the loop
+    (model/refine.py): closer pictures, same format and decode speed, slower encoding. A
+    ``RefineConfig`` for ``refine`` sets both (then leave ``passes`` out).
     ``correction`` (on by default) decodes each GOP at encode time and sends a coarse grid of
     colour offsets beside its tokens (codec/correction.py): closer pictures and colours for a
     few % more bits, format 2.0; False writes tokens only (format 1.x, faster encoding).
     ``compile`` wraps the networks in torch.compile (codec/accel.py: for long runs on a GPU).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
-    search = refine if isinstance(refine, RefineConfig) else RefineConfig(steps=refine)
+    if isinstance(refine, RefineConfig):
+        if passes is not None:
+            raise ValueError("passes is part of the RefineConfig given as refine: set it there")
+        search = refine
+    else:
+        search = RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
     check_output(dst, overwrite)
@@ -131,16 +139,18 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                 x = frames_to_tensor(group, header, runtime, stager.to_device)
                 # with a correction to follow, the search need not fix what its grid removes
                 grid = fix.grid_for(info.width, info.height, len(group))
-                found = refine_indices(loaded.tokenizer, x, search, frames=len(group),
-                                       height=header.coded_height, width=header.coded_width,
-                                       autocast=runtime.autocast,
-                                       residual_filter=partial(uncorrectable, grid=grid) if fix.enabled else None)
+                found = find_tokens(loaded.tokenizer, x, search, frames=len(group),
+                                    height=header.coded_height, width=header.coded_width,
+                                    autocast=runtime.autocast,
+                                    residual_filter=partial(uncorrectable, grid=grid) if fix.enabled else None)
                 record = b""
                 if fix.enabled:  # what the decoder will show, corrected towards the source
                     with torch.inference_mode(), runtime.autocast():
-                        decoded = tensor_to_frames(loaded.tokenizer.decode_indices(found), len(group), header)
+                        video = found.decoded if found.decoded is not None else \
+                            loaded.tokenizer.decode_indices(found.indices)
+                        decoded = tensor_to_frames(video, len(group), header)
                     record = fit_correction(np.stack(group), decoded, fix).pack()
-                yield len(group), found[0].cpu().numpy().astype(np.int32), record
+                yield len(group), found.indices[0].cpu().numpy().astype(np.int32), record
 
         def entropy_coded(item: tuple[int, np.ndarray, bytes]) -> tuple[int, np.ndarray, bytes, bytes]:
             n, idx, record = item
@@ -170,7 +180,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     seconds = time.perf_counter() - start
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
-                       audio=audio_note, refine=search.steps, correction_bytes=correction_bytes)
+                       audio=audio_note, refine=search.steps, passes=search.passes,
+                       correction_bytes=correction_bytes)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:

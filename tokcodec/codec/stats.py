@@ -20,6 +20,7 @@ class EncodeStats:
     scale: float = 1.0
     audio: str = "none"          # what was kept of the source's audio
     refine: int = 0              # decoder-in-the-loop search steps per GOP (0: the encoder's tokens)
+    passes: int = 0              # closed-loop encoder passes per GOP (0: the encoder's one-shot tokens)
     correction_bytes: int = 0    # of the correction records (format 2.x), included in ``bytes``
 
     @property

@@ -118,9 +118,16 @@ def holdout_clips(corpus: Path, frames: int = 17, windows: int = 2, multiple: in
     """(name, uint8 (T, H, W, 3)) windows of the held-out videos: ``windows`` evenly spaced
     windows of ``frames`` frames per video, centre-cropped to at most max_height x max_width
     and to multiples of ``multiple``."""
+    return corpus_clips(corpus, "holdout", frames, windows, multiple, max_height, max_width)
+
+
+def corpus_clips(corpus: Path, split: str, frames: int = 17, windows: int = 2, multiple: int = 8,
+                 max_height: int = 360, max_width: int = 640) -> list[tuple[str, np.ndarray]]:
+    """``holdout_clips`` of the videos of ``split`` ("holdout" or "train"; grayscale training
+    sequences are left out: a setting tuned on the training videos is tuned on colour ones)."""
     out = []
     for e in read_manifest(corpus):
-        if e.kind != "video" or e.split != "holdout":
+        if e.kind != "video" or e.split != split or (split == "train" and e.grayscale):
             continue
         video = centre_crop(_load_video(corpus / e.file, max_frames=None), max_height, max_width, multiple)
         t = len(video)
