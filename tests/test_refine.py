@@ -10,7 +10,7 @@ from tokcodec.io import read_frames
 from tokcodec.metrics import psnr
 from tokcodec.model.lfq import indices_to_codes
 from tokcodec.model.refine import (DEFAULT_PASSES, MAX_PASSES, FoundTokens, RefineConfig, feedback_blur,
-                                   find_tokens, pass_gain, refine_indices)
+                                   find_tokens, latent_step_means_, pass_gain, refine_indices)
 
 
 def _clip_tensor(frames: int, height: int, width: int) -> torch.Tensor:
@@ -211,6 +211,16 @@ def test_feedback_blur_keeps_flat_fields_and_removes_pixel_noise():
     assert torch.equal(feedback_blur(noisy, sigma=0), noisy)
     ramp = torch.linspace(-1, 1, 24).expand(1, 3, 2, 20, 24)
     assert torch.allclose(feedback_blur(ramp)[..., 4:-4], ramp[..., 4:-4], atol=1e-5)  # linear: kept
+
+
+def test_the_feedback_is_averaged_over_each_latent_steps_frames():
+    """Frame 0 is a latent step of its own, then every 4 frames share one; a window that ends
+    inside a step averages what it has."""
+    miss = torch.arange(7, dtype=torch.float32).view(1, 1, 7, 1, 1).expand(1, 2, 7, 3, 4).clone()
+    out = latent_step_means_(miss, 4)
+    assert out is miss  # in place
+    assert out[0, 0, :, 0, 0].tolist() == [0, 2.5, 2.5, 2.5, 2.5, 5.5, 5.5]
+    assert torch.equal(out[0, 1], out[0, 0])
 
 
 def test_passes_are_validated_and_their_gain_shrinks():

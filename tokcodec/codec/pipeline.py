@@ -137,7 +137,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             is fitted here too: its torch ops then share the network's threads."""
             for group in gops(iter_frames(src, max_frames), gop):
                 x = frames_to_tensor(group, header, runtime, stager.to_device)
-                # with a correction to follow, the search need not fix what its grid removes
+                # with a correction to follow, the passes and the search need not fix what its grid removes
                 grid = fix.grid_for(info.width, info.height, len(group))
                 found = find_tokens(loaded.tokenizer, x, search, frames=len(group),
                                     height=header.coded_height, width=header.coded_width,
