@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokcodec.model.refine import DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_PASSES
 
 
 def bit_entropy(tokens: np.ndarray, bits: int) -> np.ndarray:

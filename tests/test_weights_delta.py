@@ -115,3 +115,13 @@ def test_every_shipped_file_is_there_as_itself_or_as_a_delta():
         assert zoo.weights_exist(path), name
         if not path.exists():
             assert hashlib.sha256(zoo.weights_bytes(path)).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b"", b"{not json", b"\xff\xfe"], ids=["list", "empty", "json", "utf8"])
+def test_a_weights_file_with_a_malformed_header_is_a_model_error(tmp_path, header):
+    """The zoo reads metadata with the delta module's checked header parser: a header that is not
+    a JSON object is a clear ModelError, never a stray AttributeError or JSON error."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        zoo.load_tokenizer(str(bad))

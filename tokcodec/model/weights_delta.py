@@ -55,9 +55,9 @@ def delta_path(weights: Path) -> Path:
     return weights.with_name(weights.name + SUFFIX)
 
 
-def _tensor_spans(data: bytes | bytearray) -> dict[str, tuple[str, int, int]]:
-    """name -> (dtype, start, end) in absolute offsets of a safetensors file's bytes, checked to
-    lie inside the data."""
+def safetensors_header(data: bytes | bytearray) -> tuple[dict, int]:
+    """(the JSON header, offset of the tensor data) of a safetensors file's bytes; DeltaError
+    (a ValueError) if they are not one."""
     if len(data) < 8:
         raise DeltaError("not a safetensors file (shorter than its header length)")
     header_len = int.from_bytes(data[:8], "little")
@@ -69,7 +69,13 @@ def _tensor_spans(data: bytes | bytearray) -> dict[str, tuple[str, int, int]]:
         raise DeltaError(f"not a safetensors file ({exc})") from None
     if not isinstance(header, dict):
         raise DeltaError("not a safetensors file (header is not an object)")
-    base = 8 + header_len
+    return header, 8 + header_len
+
+
+def _tensor_spans(data: bytes | bytearray) -> dict[str, tuple[str, int, int]]:
+    """name -> (dtype, start, end) in absolute offsets of a safetensors file's bytes, checked to
+    lie inside the data."""
+    header, base = safetensors_header(data)
     spans = {}
     for name, info in header.items():
         if name == "__metadata__":

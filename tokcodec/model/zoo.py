@@ -18,7 +18,7 @@ import torch
 from tokcodec.errors import ModelError
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.tokenizer import VideoTokenizer
-from tokcodec.model.weights_delta import DeltaError, apply_delta, delta_path
+from tokcodec.model.weights_delta import DeltaError, apply_delta, delta_path, safetensors_header
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CONFIG_KEY = "tokcodec_config"
@@ -143,10 +143,11 @@ def _read_weights(path: Path, shipped: bool) -> tuple[dict[str, torch.Tensor], d
 
 def _metadata(data: bytes, path: Path) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's bytes, read from its JSON header."""
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len <= 0 or header_len > len(data) - 8:
-        raise ModelError(f"{path}: not a safetensors file (bad header length)")
-    return json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+    try:
+        header, _ = safetensors_header(data)
+    except DeltaError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    return header.get("__metadata__", {}) or {}
 
 
 def random_init(cfg: TokenizerConfig, seed: int = 0) -> VideoTokenizer:

@@ -499,7 +499,7 @@ class Trainer:
         if cfg.search_steps > 0 and q.latents is not None:  # both set, or neither (checked at start)
             # the search starts from this forward pass's latents, so the encoder runs once per step
             searched = indices_to_bits(search_indices(self.model, q.latents.detach(), x,
-                                                      RefineConfig(cfg.search_steps),
+                                                      RefineConfig(cfg.search_steps, passes=0),
                                                       autocast=autocast), self.model_cfg.bits)
             search_loss, search_flips = searched_bits_loss(q.latents, searched)
             loss = loss + cfg.search_weight * search_loss
