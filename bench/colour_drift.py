@@ -41,18 +41,21 @@ def flat_clip(rgb: tuple[int, int, int], frames: int = 17, height: int = 128, wi
 
 
 def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: int, width: int,
-          work: Path, correction: bool = True, passes: int | None = None) -> dict[str, float]:
+          work: Path, correction: bool = True, passes: int | None = None, rdo: float | None = None,
+          cell: int = 0) -> dict[str, float]:
     from fractions import Fraction
 
     import tokcodec
+    from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.io import FrameWriter
 
     src = work / "in.mkv"  # lossless FFV1
     with FrameWriter(src, width, height, Fraction(25)) as writer:
         for frame in flat_clip(rgb, frames, height, width):
             writer.write(frame)
-    tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True, correction=correction,
-                          passes=passes)
+    extra = {} if rdo is None else {"rdo": rdo}
+    tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True, passes=passes,
+                          correction=CorrectionConfig(enabled=correction, cell=cell), **extra)
     tokcodec.decode_video(work / "c.tok", work / "out.mkv", model=model, overwrite=True)
     return tokcodec.compare_videos(src, work / "out.mkv")
 
@@ -65,6 +68,8 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", default=None)
     ap.add_argument("--no-correction", action="store_true", help="tokens alone (the model itself)")
     ap.add_argument("--passes", type=int, default=None, help="closed-loop encoder passes (default: encode's)")
+    ap.add_argument("--rdo", type=float, default=None, help="encode --rdo (default: encode's)")
+    ap.add_argument("--cell", type=int, default=0, help="correction grid cell in pixels (default 0: encode's)")
     a = ap.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
 
@@ -79,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, rgb in COLOURS.items():
             cmp = drift(model, rgb, a.frames, h, w, Path(tmp), correction=not a.no_correction,
-                        passes=a.passes)
+                        passes=a.passes, rdo=a.rdo, cell=a.cell)
             rows[name] = {"rgb": rgb, "colour_drift": cmp["colour_drift"], "psnr": cmp["psnr"]}
             print(f"{name:11s} {str(rgb):16s} drift {cmp['colour_drift']:5.1f} code values, "
                   f"PSNR {cmp['psnr']:.2f} dB", flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokcodec.defaults import DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO, MAX_RDO
 
 
 def bit_entropy(tokens: np.ndarray, bits: int) -> np.ndarray:
@@ -41,6 +41,13 @@ def main() -> None:
                     help="decoder-in-the-loop search steps per clip at encode (tokcodec encode --refine)")
     ap.add_argument("--passes", type=int, default=DEFAULT_PASSES,
                     help="closed-loop encoder passes per clip (tokcodec encode --passes)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="tokenize at this multiple of the size (tokcodec encode --scale)")
+    ap.add_argument("--rdo", type=float, default=DEFAULT_RDO,
+                    help="rate-distortion trade of the token bits (tokcodec encode --rdo; 0 = their signs)")
+    ap.add_argument("--cell", type=int, default=0,
+                    help="correction grid cell in pixels (CorrectionConfig.cell; 0: the default, 8 for "
+                         "17-frame GOPs; 16 before December 2026)")
     ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
     ap.add_argument("--split", choices=("holdout", "train"), default="holdout",
                     help="real videos to measure: the held-out ones (default), or windows of the colour "
@@ -50,10 +57,12 @@ def main() -> None:
     ap.add_argument("--no-detail", action="store_true", help="correction offsets only (tokcodec encode --no-detail)")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
+    if not 0 <= a.rdo <= MAX_RDO:
+        ap.error(f"--rdo must be in [0, {MAX_RDO}]")
 
     from tokcodec.codec.correction import CorrectionConfig, fit_correction, uncorrectable
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
-                                         tensor_to_frames)
+                                         tensor_to_frames, token_chooser)
     from tokcodec.device import keep_freed_memory, select_runtime
     from tokcodec.metrics import ErrorTotals, ms_ssim, psnr_y, ssim
     from tokcodec.model.refine import RefineConfig, find_tokens
@@ -66,7 +75,9 @@ def main() -> None:
     loaded = prepare_model(load_tokenizer(a.model), runtime)
     cfg = loaded.config
     h, w = a.height, a.width
-    coder = encoder_for(make_header(loaded, runtime, w, h, gop=a.frames).coder_id, loaded)
+    coder_id = make_header(loaded, runtime, w, h, gop=a.frames).coder_id
+    coder = encoder_for(coder_id, loaded)
+    quantize = token_chooser(coder_id, loaded, a.rdo)
     sets: list[tuple[str, str, np.ndarray]] = []
     corpus = Path(a.corpus)
     if is_corpus(corpus):
@@ -82,18 +93,20 @@ def main() -> None:
         sets += [("video", n, c) for n, c in zip(names, synth)]
         sets += [("image", n, c[:1]) for n, c in zip(names, synth)]
     refine = RefineConfig(steps=a.refine, passes=a.passes)
-    fix_config = CorrectionConfig(detail=not a.no_detail)
+    fix_config = CorrectionConfig(detail=not a.no_detail, cell=a.cell)
     rows, all_tokens = [], []
     encode_seconds, encoded_frames = 0.0, 0
     for i, (kind, source, frames) in enumerate(sets):
         ch, cw = frames.shape[1:3]
-        header = make_header(loaded, runtime, cw, ch, gop=a.frames)
+        header = make_header(loaded, runtime, cw, ch, gop=a.frames, scale=a.scale)
         x = frames_to_tensor(list(frames), header, runtime)
         start = time.perf_counter()
         grid = fix_config.grid_for(cw, ch, len(frames))
-        found = find_tokens(loaded.tokenizer, x, refine, frames=len(frames), height=ch, width=cw,
+        found = find_tokens(loaded.tokenizer, x, refine, frames=len(frames), height=header.coded_height,
+                            width=header.coded_width,
                             autocast=runtime.autocast,
-                            residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid))
+                            residual_filter=None if a.no_correction else partial(uncorrectable, grid=grid),
+                            quantize=quantize)
         encode_seconds += time.perf_counter() - start
         encoded_frames += len(frames)
         idx = found.indices
@@ -121,8 +134,10 @@ def main() -> None:
     ent = bit_entropy(np.concatenate(all_tokens), cfg.bits)
     print(f"model {loaded.name} ({loaded.source}), {'trained' if loaded.trained else 'UNTRAINED'}, "
           f"coder {coder.name}, {w}x{h}, {a.frames} frames, {runtime.device} {runtime.precision}, "
-          f"{refine.passes} closed-loop passes, refine {refine.steps} steps, "
-          f"{'no correction' if a.no_correction else 'correction, offsets only' if a.no_detail else 'correction'} "
+          f"scale {a.scale:g}, {refine.passes} closed-loop passes, "
+          f"rdo {a.rdo if quantize else 0:g}, refine {refine.steps} steps, "
+          f"{'no correction' if a.no_correction else 'correction, offsets only' if a.no_detail else 'correction'}"
+          f"{f' (cell {a.cell})' if a.cell and not a.no_correction else ''} "
           f"(network encode {encoded_frames / encode_seconds:.2f} fps)")
     print(f"{'kind':10s} {'source':26s} {'size':>7s} {'PSNR':>6s} {'PSNR-Y':>6s} {'SSIM':>5s} {'MS-SSIM':>7s} "
           f"{'drift':>5s} {'bits/tok':>8s} {'bpp':>6s} {'tok-PSNR':>8s}")
@@ -146,6 +161,7 @@ def main() -> None:
     if a.json_out:
         with open(a.json_out, "w") as fh:
             json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps, "passes": refine.passes,
+                       "rdo": a.rdo if quantize else 0.0, "scale": a.scale, "cell": a.cell,
                        "correction": not a.no_correction, "detail": not (a.no_correction or a.no_detail),
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)

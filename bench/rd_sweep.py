@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--refine", type=int, default=0, help="tokcodec encode --refine steps")
     ap.add_argument("--passes", type=int, default=None, help="tokcodec encode --passes (default: its own)")
+    ap.add_argument("--rdo", type=float, default=None, help="tokcodec encode --rdo (default: its own)")
     ap.add_argument("--regenerate", action="store_true", help="rewrite clips that already exist")
     args = ap.parse_args(argv)
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"clips: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     cfg = BenchConfig(clips=paths, out=args.out, codecs=parse_codecs(args.codecs), quick=args.quick,
                       ffmpeg=args.ffmpeg, frames=args.frames, model=args.model, device=args.device,
-                      refine=args.refine, passes=args.passes)
+                      refine=args.refine, passes=args.passes, rdo=args.rdo)
     report = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     write_all(report, args.out)
     print(markdown(report))

@@ -4,7 +4,8 @@ For each size (640x360; with --device cuda also 1280x720 and 1920x1080) it print
 network alone, the entropy coder alone, both in sequence (the model path), and the whole CLI path
 file -> .tok -> file (17-frame GOPs, the CLI's runtime: bf16 autocast, channels_last_3d on CPU,
 all cores, glibc keeping freed memory, entropy coding in threads beside the network), then x265
-preset medium's encode frames/s on the same frames (ffmpeg from imageio-ffmpeg).
+preset medium's encode frames/s on the same frames (ffmpeg from imageio-ffmpeg). The CLI path is
+also timed with the closed loop off, --scale 1.25 and --rdo 0.
 With --refine N it also times the CLI path's encode with decoder-in-the-loop search (encode
 --refine N), whose decode speed is that of any other file.
 """
@@ -134,6 +135,13 @@ def main() -> None:
                   f"(--gop-batch auto){', compiled' if a.compile else ''}", flush=True)
             os_ = encode_video(src, Path(tmp) / "o.tok", model=a.model, device=a.device, passes=0)
             print(f"{'':6} one-shot encoder (--passes 0): CLI enc {os_.fps:.1f}, {os_.bpp:.4f} bpp", flush=True)
+            ss = encode_video(src, Path(tmp) / "s.tok", model=a.model, device=a.device, scale=1.25)
+            sd = decode_video(Path(tmp) / "s.tok", Path(tmp) / "s.mkv", model=a.model, device=a.device)
+            print(f"{'':6} tokenized finer (--scale 1.25): CLI enc {ss.fps:.1f}, CLI dec {sd.fps:.1f}, "
+                  f"{ss.bpp:.4f} bpp", flush=True)
+            rs0 = encode_video(src, Path(tmp) / "z.tok", model=a.model, device=a.device, rdo=0)
+            print(f"{'':6} token bits as the encoder's signs (--rdo 0): CLI enc {rs0.fps:.1f}, {rs0.bpp:.4f} bpp",
+                  flush=True)
             if a.refine and size == sizes[0]:
                 rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine, device=a.device)
                 print(f"CLI path encode --refine {a.refine} at {height}p: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")

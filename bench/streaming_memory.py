@@ -62,8 +62,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3,
                     help="runs per measurement; the median is kept (peak RSS varies by ~10%% run to run)")
     ap.add_argument("--passes", type=int, default=None, help="encode --passes (default: encode's)")
+    ap.add_argument("--rdo", type=float, default=None, help="encode --rdo (default: encode's)")
     a = ap.parse_args()
     passes = [] if a.passes is None else ["--passes", str(a.passes)]
+    passes += [] if a.rdo is None else ["--rdo", str(a.rdo)]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         rows = []

@@ -408,13 +408,13 @@ def test_fitting_features_match_the_coder() -> None:
     hidden = prior.hidden
     tokens = video_tokens(t=2, h=9, w=13, shift=(1, 1), seed=30)
     geo = lattice.geometry(9, 13, c3.LEVELS_PER_PASS)
-    model = c3._Model(prior, 18)
+    model = c3.PriorModel(prior, 18)
     prev = None
     for f in range(2):
-        prev_feats, has = c3._prev_features(geo, 18, prev, (0, 0) if f == 0 else (1, 1))
+        prev_feats, has = c3.prev_features(geo, 18, prev, (0, 0) if f == 0 else (1, 1))
         planes = lattice.unpack_bits(tokens[f].reshape(-1)[geo.order], 18)
-        fr = c3._Frame3(np.zeros((9 * 13 + 1, 18), np.float32), planes,
-                        model.start_frame(geo, prev_feats, has, f == 0), model.pred_part(prev_feats))
+        fr = c3.FrameState(np.zeros((9 * 13 + 1, 18), np.float32), planes,
+                           model.start_frame(geo, prev_feats, has, f == 0), model.pred_part(prev_feats))
         fr.signs[:-1] = planes * 2.0 - 1.0
         for i, ps in enumerate(geo.passes):
             x = c3.features(geo, ps, i, fr.signs, prev_feats, has, f == 0).astype(np.float64)

@@ -35,7 +35,7 @@ def test_fit_removes_a_smooth_offset_and_pins_the_mean_colour():
     assert err_before > 6
     for step, most in ((8, 2.0), (1, 0.8)):  # the default quantiser, and a fine one
         fix = fit_correction(source, decoded, CorrectionConfig(step=step, detail=False))
-        assert fix.cell == 16 and fix.steps.shape == (3, 5, 6) and not fix.has_detail
+        assert fix.cell == 8 and fix.steps.shape == (3, 9, 12) and not fix.has_detail
         corrected = fix.apply_to_frames(decoded)
         err_after = np.abs(source.astype(float) - corrected).mean()
         assert err_after < most, (step, err_after)
@@ -44,9 +44,10 @@ def test_fit_removes_a_smooth_offset_and_pins_the_mean_colour():
 
 
 def test_cell_follows_the_gop_length_unless_given():
-    assert CorrectionConfig().cell_for(17) == 16 and CorrectionConfig().cell_for(1) == 24
-    assert CorrectionConfig(cell=24).cell_for(1) == 24
-    assert CorrectionConfig().grid_for(640, 360, 17) == (23, 40) and CorrectionConfig().grid_for(640, 360, 1) == (15, 27)
+    assert CorrectionConfig().cell_for(17) == 8 and CorrectionConfig().cell_for(1) == 24
+    assert CorrectionConfig(cell=24).cell_for(1) == 24 and CorrectionConfig(cell=16).cell_for(17) == 16
+    assert CorrectionConfig().grid_for(640, 360, 17) == (45, 80)
+    assert CorrectionConfig().grid_for(640, 360, 1) == (15, 27)
     for bad in ({"cell": 4}, {"cell": 300}, {"step": 0}, {"pool": 1}, {"gain_step": 0}, {"ridge": -1}):
         with pytest.raises(ValueError):
             CorrectionConfig(**bad)

@@ -54,6 +54,24 @@ def test_scale_records_size_and_restores_it(tmp_path, tiny_model):
     assert (h.coded_width, h.coded_height) == (48, 32) and grids[0].shape[1:] == (4, 6)
     decode_video(tmp_path / "b.tok", tmp_path / "b.mkv", model=tiny_model)
     assert read_frames(tmp_path / "b.mkv").shape == (5, 64, 96, 3)
+    larger = encode_video(src, tmp_path / "c.tok", model=tiny_model, scale=1.5)
+    assert larger.scale == 1.5 and read_tokens(tmp_path / "c.tok")[0].coded_width == 144
+    decode_video(tmp_path / "c.tok", tmp_path / "c.mkv", model=tiny_model)
+    assert read_frames(tmp_path / "c.mkv").shape == (5, 64, 96, 3)
+    for bad in (0.01, 2.5):
+        with pytest.raises(ValueError, match="--scale must lie in"):
+            encode_video(src, tmp_path / "d.tok", model=tiny_model, scale=bad)
+
+
+def test_coded_sizes_stay_within_what_a_file_can_hold():
+    from tokcodec.codec.tensors import coded_size
+
+    assert coded_size(4, 6, 1.0) == (8, 8) and coded_size(4000, 2000, 2.0) == (8000, 4000)
+    with pytest.raises(ValueError, match="smaller --scale"):
+        coded_size(8200, 100, 2.0)  # a side over 16384
+    with pytest.raises(ValueError, match="smaller --scale"):
+        coded_size(7680, 4320, 2.0)  # an 8K frame doubled: over the frame-size guard
+
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".y4m", ".mkv", "dir"])
@@ -150,18 +168,23 @@ def test_library_keeps_callers_thread_count(tmp_path, tiny_model):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.5])
+@pytest.mark.parametrize("scale", [1.0, 0.5, 1.5, "tiny"])
 @pytest.mark.parametrize("layout", ["fp32", "bf16-channels-last"])
 def test_frames_from_decoder_output(tiny_model, scale, layout):
     """tensor_to_frames equals the plain formula (crop, resize back, clamp, round) in any layout,
-    and leaves the decoder's tensor as it was."""
+    and leaves the decoder's tensor as it was. A scale above 1 shrinks back with an antialiased
+    filter; below 1 the enlargement is the plain bicubic files made before scales above 1 decode with."""
     import torch
     import torch.nn.functional as F
 
     from tokcodec.codec.pipeline import make_header, tensor_to_frames
     from tokcodec.device import Runtime
 
-    header = make_header(tiny_model, Runtime(torch.device("cpu"), "fp32"), 50, 30, scale=scale)
+    # "tiny": a 6x5 source is coded at 8x8 (the least), as files from before scales above 1 were:
+    # it is enlarged back with the plain bicubic it always was, not shrunk with antialiasing
+    width, height = (6, 5) if scale == "tiny" else (50, 30)
+    header = make_header(tiny_model, Runtime(torch.device("cpu"), "fp32"), width, height,
+                         scale=1.0 if scale == "tiny" else scale)
     torch.manual_seed(0)
     video = torch.rand(1, 3, 5, header.padded_height, header.padded_width) * 2.4 - 1.2
     if layout != "fp32":
@@ -169,10 +192,11 @@ def test_frames_from_decoder_output(tiny_model, scale, layout):
     kept = video.clone()
     x = video[0, :, :4, :header.coded_height, :header.coded_width].float().permute(1, 0, 2, 3)
     if scale != 1.0:
-        x = F.interpolate(x, size=(30, 50), mode="bicubic", align_corners=False)
+        x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False,
+                          antialias=scale != "tiny" and scale > 1)
     expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     frames = tensor_to_frames(video, 4, header)
-    assert frames.shape == (4, 30, 50, 3) and frames.flags["C_CONTIGUOUS"]
+    assert frames.shape == (4, height, width, 3) and frames.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(frames, expected)
     assert torch.equal(video, kept)
 

@@ -4,3 +4,6 @@ from __future__ import annotations
 
 DEFAULT_PASSES = 2  # closed-loop encoder passes per GOP (tokcodec/model/refine.py)
 MAX_PASSES = 16
+DEFAULT_RDO = 0.25  # rate-distortion trade of the token bits (tokcodec/codec/rdo.py); 0 = off
+MAX_RDO = 10.0
+MIN_SCALE, MAX_SCALE = 0.05, 2.0  # --scale: the coded size as a multiple of the source's

@@ -25,7 +25,7 @@ from tokcodec.batch.plan import (
 )
 from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
-from tokcodec.defaults import DEFAULT_PASSES, MAX_PASSES
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO, MAX_SCALE, MIN_SCALE
 from tokcodec.errors import InputError, ModelError, OutputError
 
 if TYPE_CHECKING:
@@ -118,8 +118,10 @@ def validate_options(options: BatchOptions) -> None:
         raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op == "encode" and not 0 <= options.passes <= MAX_PASSES:
         raise ValueError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
-    if options.op == "encode" and not 0.05 <= options.scale <= 1.0:
-        raise ValueError(f"--scale must lie in [0.05, 1], got {options.scale}")
+    if options.op == "encode" and not 0 <= options.rdo <= MAX_RDO:
+        raise ValueError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
+    if options.op == "encode" and not MIN_SCALE <= options.scale <= MAX_SCALE:
+        raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 
 
 class _Sink:
@@ -255,7 +257,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  scale: float = 1.0, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
                  force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
-                 correction: bool = True, detail: bool = True,
+                 rdo: float = DEFAULT_RDO, correction: bool = True, detail: bool = True,
                  reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
@@ -263,7 +265,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     recorded per file in the summary and dst/manifest.jsonl, never raised.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
-                        passes=passes, correction=correction, detail=detail)
+                        passes=passes, rdo=rdo, correction=correction, detail=detail)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

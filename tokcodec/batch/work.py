@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokcodec.defaults import DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 
 if TYPE_CHECKING:
     from tokcodec.codec.container import Header
@@ -35,6 +35,7 @@ class BatchOptions:
     audio: bool = True          # keep (encode) / restore (decode) the first audio stream
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
     passes: int = DEFAULT_PASSES  # encode: closed-loop encoder passes per GOP (tokcodec.model.refine)
+    rdo: float = DEFAULT_RDO    # encode: rate-distortion trade of the token bits (tokcodec.codec.rdo)
     correction: bool = True     # encode: send each GOP's correction grid
     detail: bool = True         # encode: with detail gains (format 2.1; False: offsets only, 2.0)
 
@@ -52,6 +53,7 @@ class FileResult:
     model: str | None = None
     refine: int | None = None   # encode: the --refine steps the output was made with
     passes: int | None = None   # encode: the --passes it was made with
+    rdo: float | None = None    # encode: the --rdo it was made with (0 where the coder has no prior)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -159,10 +161,10 @@ class Worker:
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
-                          passes=o.passes,
+                          passes=o.passes, rdo=o.rdo,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
-                          model=st.model, refine=st.refine, passes=st.passes)
+                          model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

@@ -197,7 +197,8 @@ def _untrained(tok: Path) -> Optional[bool]:
 
 @dataclass
 class TokcodecCodec(Codec):
-    """tokcodec through its library API; the rate knob is ``scale`` (tokenise a down-scaled video).
+    """tokcodec through its library API; the rate knob is ``scale`` (tokenise a resized video), at
+    tokcodec's default --rdo unless ``rdo`` is set.
 
     Timings are the ``seconds`` the API returns for ``encode_video`` / ``decode_video`` (the
     coding loop including reading the input and writing the output file, but not loading the
@@ -209,9 +210,11 @@ class TokcodecCodec(Codec):
     device: str = "auto"
     refine: int = 0  # encode --refine steps; 0 = the encoder's own tokens
     passes: int | None = None  # encode --passes; None = tokcodec's default
+    rdo: float | None = None  # encode --rdo; None = tokcodec's default
     correction: bool = True  # encode's correction grid (--no-correction: tokens only)
     gop: int = 17
-    full_points: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
+    # scale 1.25 (tokenize finer, since December 2026) reaches further up the quality range
+    full_points: tuple[float, ...] = (1.25, 1.0, 0.75, 0.5, 0.35)
     quick_points: tuple[float, ...] = (1.0, 0.5)
     decoded_ext: str = ".mkv"  # decode_video picks the writer by extension; .mkv is its lossless one
     key: str = "tokcodec"
@@ -231,6 +234,7 @@ class TokcodecCodec(Codec):
         model = Path(self.model).stem if self.model.endswith(".safetensors") else self.model
         name = "tokcodec" if model == "default" else f"tokcodec-{model}"
         name = f"{name}-passes{self.passes}" if self.passes is not None else name
+        name = f"{name}-rdo{self.rdo:g}" if self.rdo is not None else name
         name = f"{name}-refine{self.refine}" if self.refine else name
         return name if self.correction else f"{name}-nocorr"
 
@@ -257,6 +261,8 @@ class TokcodecCodec(Codec):
         extra: dict = {"refine": self.refine} if self.refine else {}
         if self.passes is not None:
             extra["passes"] = self.passes
+        if self.rdo is not None:
+            extra["rdo"] = self.rdo
         if not self.correction:
             extra["correction"] = False
         stats = enc(src, dst, model=self.model, gop=self.gop, device=self.device, scale=point.value,
@@ -286,12 +292,14 @@ CODEC_KEYS: tuple[str, ...] = ("x265", "vvenc", "svtav1", "x264", "tokcodec")
 
 
 def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto",
-                refine: int = 0, passes: int | None = None, correction: bool = True) -> list[Codec]:
+                refine: int = 0, passes: int | None = None, rdo: float | None = None,
+                correction: bool = True) -> list[Codec]:
     """The RD series for the given --codecs keys, in the order given (vvenc gives two presets).
 
     Points were placed from a probe on the 640x360 bench clips so that every curve spans roughly
     25-46 dB PSNR-Y (SVT-AV1 stops near 31-33 dB at its maximum CRF 63) and the --quick pairs of
-    different codecs overlap in quality.
+    different codecs overlap in quality; tokcodec's full sweep also has a point above its own
+    size (``--scale 1.25``).
     """
     table: dict[str, list[Codec]] = {
         "x265": [FFmpegCodec(
@@ -318,7 +326,7 @@ def make_codecs(keys: list[str], *, model: str = "default", device: str = "auto"
             "h264", ".h264", "raw H.264 Annex-B stream, SEI removed",
             args=["-preset", "medium"], bsf="filter_units=remove_types=6",
         )],
-        "tokcodec": [TokcodecCodec(model=model, device=device, refine=refine, passes=passes,
+        "tokcodec": [TokcodecCodec(model=model, device=device, refine=refine, passes=passes, rdo=rdo,
                                    correction=correction)],
     }
     out: list[Codec] = []

@@ -15,7 +15,7 @@ from tokcodec.bench.ffmpeg import FFmpeg, find_ffmpeg, yuv420_to_rgb
 from tokcodec.bench.measure import quality, vmaf
 from tokcodec.bench.reference import Reference, load_reference
 from tokcodec.bench.results import METRICS, BDEntry, BenchReport, ClipInfo, PointResult
-from tokcodec.defaults import DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 from tokcodec.errors import InputError
 from tokcodec.metrics import psnr, psnr_y
 
@@ -38,6 +38,7 @@ class BenchConfig:
     device: str = "auto"
     refine: int = 0  # tokcodec encode --refine steps (decoder-in-the-loop token search)
     passes: int | None = None  # tokcodec encode --passes (None: its default)
+    rdo: float | None = None  # tokcodec encode --rdo (None: its default)
     correction: bool = True  # tokcodec encode's correction grid
     with_vmaf: bool = True
     plots: bool = True
@@ -140,7 +141,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
             raise InputError(f"{c}: no such file")
     cfg.out.mkdir(parents=True, exist_ok=True)
     codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device, refine=cfg.refine,
-                         passes=cfg.passes, correction=cfg.correction)
+                         passes=cfg.passes, rdo=cfg.rdo, correction=cfg.correction)
     report = BenchReport(anchor="", quick=cfg.quick)
     runnable: list[Codec] = []
     for c in codecs:
@@ -167,6 +168,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "device": cfg.device,
         "refine": cfg.refine,
         "passes": cfg.passes if cfg.passes is not None else DEFAULT_PASSES,
+        "rdo": cfg.rdo if cfg.rdo is not None else DEFAULT_RDO,  # (off for a model without a coder-3 prior)
         "correction": cfg.correction,
         "colour": "RGB -> yuv420p BT.709 limited range (swscale accurate_rnd) for ffmpeg codecs; "
                   "vvenc gets the same pixels << 2 as yuv420p10le and its output is rounded back "

@@ -10,11 +10,11 @@ from typing import Optional
 import typer
 
 from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Refine,
-                                  Scale)
+                                  NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
+                                  Refine, Scale)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
-from tokcodec.defaults import DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
@@ -34,6 +34,7 @@ def encode(
     precision: Precision = "auto",
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
     passes: Passes = DEFAULT_PASSES,
+    rdo: Rdo = DEFAULT_RDO,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
@@ -56,13 +57,15 @@ def encode(
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail),
-                              compile=compile)
-        search = f", passes {st.passes}" if st.passes else ""
-        search += f", refine {st.refine}" if st.refine else ""
-        search += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
+                              compile=compile, rdo=rdo)
+        settings = f", scale {st.scale:g}" if st.scale != 1 else ""
+        settings += f", passes {st.passes}" if st.passes else ""
+        settings += f", rdo {st.rdo:g}" if st.rdo else ""
+        settings += f", refine {st.refine}" if st.refine else ""
+        settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
-                    f"({st.model}, {st.device} {st.precision}{search}); audio: {st.audio}", quiet)
+                    f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
 
 
 def _gop_batch(value: str) -> str:

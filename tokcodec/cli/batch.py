@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode,
-                                  NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Refine, Scale)
+                                  NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
+                                  Scale)
 from tokcodec.cli.policy import errors
-from tokcodec.defaults import DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode or decode whole folder trees (resumable; local processes or Ray).")
@@ -56,6 +57,7 @@ def encode(
     gop: Gop = 17,
     scale: Scale = 1.0,
     passes: Passes = DEFAULT_PASSES,
+    rdo: Rdo = DEFAULT_RDO,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
@@ -77,7 +79,7 @@ def encode(
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
-         passes=passes, correction=not no_correction, detail=not no_detail)
+         passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail)
 
 
 @batch_app.command("decode")

@@ -13,7 +13,7 @@ import typer
 
 from tokcodec.cli.options import Device, NoCorrection, Refine
 from tokcodec.cli.policy import errors
-from tokcodec.defaults import MAX_PASSES
+from tokcodec.defaults import MAX_PASSES, MAX_RDO
 
 __all__ = ["bench", "main"]
 
@@ -33,6 +33,9 @@ def bench(
     passes: Annotated[Optional[int], typer.Option(
         "--passes", min=0, max=MAX_PASSES, show_default=False,
         help="tokcodec encode --passes \\[default: tokcodec's]; the series is then named with it.")] = None,
+    rdo: Annotated[Optional[float], typer.Option(
+        "--rdo", min=0, max=MAX_RDO, show_default=False,
+        help="tokcodec encode --rdo \\[default: tokcodec's]; the series is then named with it.")] = None,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
@@ -47,7 +50,7 @@ def bench(
         cfg = BenchConfig(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
             frames=frames, anchor=anchor, model=model, device=device, refine=refine, passes=passes,
-            correction=not no_correction, with_vmaf=vmaf,
+            rdo=rdo, correction=not no_correction, with_vmaf=vmaf,
             plots=plots, keep_work=keep_work,
         )
         report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))

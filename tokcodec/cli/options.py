@@ -6,14 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from tokcodec.defaults import MAX_PASSES
+from tokcodec.defaults import MAX_PASSES, MAX_RDO, MAX_SCALE, MIN_SCALE
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
 Gop = Annotated[int, typer.Option("--gop", help="Frames per independently decodable chunk (1 + 4k).")]
 Scale = Annotated[float, typer.Option(
-    "--scale", help="Tokenize at this fraction of the size (rate knob); decode restores the size.")]
+    "--scale", min=MIN_SCALE, max=MAX_SCALE, help="Tokenize at this multiple of the size: below 1 fewer "
+    "bits and a softer picture, above 1 more detail for more bits and a slower encode and decode "
+    "(1.25: about 1.5x the time); decode restores the size.")]
 Refine = Annotated[int, typer.Option(
     "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps: closer "
     "pictures, same format and decode speed, a much slower encode that needs more memory "
@@ -23,6 +25,11 @@ Passes = Annotated[int, typer.Option(
     "what the decoder missed. Closer pictures for somewhat more bits, same format and decode speed; "
     "each pass costs about one more encode and decode, so the default encodes several times slower "
     "than 0, the one-shot encoder (docs/usage.md).")]
+Rdo = Annotated[float, typer.Option(
+    "--rdo", min=0, max=MAX_RDO, help="Rate-distortion trade of the token bits: where the encoder is unsure "
+    "of a bit, take the value the entropy coder expects when that saves enough bits. Larger is fewer "
+    "bits for a softer picture (a rate knob, like a CRF); 0 keeps the encoder's own bits. Same format "
+    "and decode speed (docs/usage.md).")]
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
     "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]

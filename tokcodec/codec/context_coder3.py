@@ -283,7 +283,7 @@ def prior_for_model(model_sha256: str | None) -> Prior | None:
 # --------------------------------------------------------------------------- features and model
 
 
-def _prev_features(geo: Geometry, bits: int, prev: np.ndarray | None, motion: tuple[int, int]
+def prev_features(geo: Geometry, bits: int, prev: np.ndarray | None, motion: tuple[int, int]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(hw, 2 * bits) float32: the sign of each plane at a cell's motion-compensated position in
     the previous frame and the sum of the signs over the 3x3 cells around it (0 outside the
@@ -308,7 +308,7 @@ def _prev_features(geo: Geometry, bits: int, prev: np.ndarray | None, motion: tu
 
 
 @dataclass
-class _Frame3:
+class FrameState:
     signs: np.ndarray        # (hw + 1, bits) float32 +-1 of coded cells, 0 elsewhere (row hw: sentinel)
     planes: np.ndarray       # (hw, bits) uint8 coded bits, pass order
     prev_hidden: np.ndarray  # (hw, hidden + bits) float32 first-layer part fixed for the frame
@@ -338,7 +338,7 @@ def features(geo: Geometry, ps: Pass, index: int, signs: np.ndarray, prev_feats:
 
 
 @dataclass
-class _Model:
+class PriorModel:
     """Static MLP logits and the adaptive per-context recalibration (numpy path; the compiled
     kernels compute the same integers)."""
 
@@ -377,7 +377,7 @@ class _Model:
         out[~has] -= p.w_has             # few cells: those the motion moved in from outside
         return out
 
-    def logits(self, fr: _Frame3, ps: Pass, index: int) -> np.ndarray:
+    def logits(self, fr: FrameState, ps: Pass, index: int) -> np.ndarray:
         """(n, bits) float64 integer logits (1/4096 nat) without the cross-group term."""
         p = self.prior
         if ps.has_nbrs:
@@ -497,7 +497,7 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
     g = (bits + 1) // 2
     gmask = (1 << g) - 1
     geo = lattice.geometry(h, w, LEVELS_PER_PASS)
-    model = _Model(prior, bits)
+    model = PriorModel(prior, bits)
     cross_np = model.cross_table()
     cross = cross_np.tolist()
     planes_idx = np.arange(bits, dtype=np.int64)
@@ -507,8 +507,8 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
     raw_len = lattice.raw_frame_bytes(h, w, bits)
     prev = None
     for f in range(t):
-        prev_feats, has = _prev_features(geo, bits, prev, motions[f])
-        fr = _Frame3(np.zeros((hw + 1, bits), np.float32), np.zeros((hw, bits), np.uint8),
+        prev_feats, has = prev_features(geo, bits, prev, motions[f])
+        fr = FrameState(np.zeros((hw + 1, bits), np.float32), np.zeros((hw, bits), np.uint8),
                      model.start_frame(geo, prev_feats, has, prev is None), model.pred_part(prev_feats))
         decoding = False
         if known is not None:
@@ -628,7 +628,7 @@ def _kernel_prior(p: Prior) -> _KernelPrior | None:
     i32 = np.int32
     b1 = p.b1.astype(np.int64)
     kp = (p.w_pass.astype(np.int64)[:, None, :] + p.w_known.astype(np.int64)[None, :, :] + b1)
-    model = _Model(p, bits)
+    model = PriorModel(p, bits)
     centre = _sign_table(p.w_prev[:bits]).astype(np.int64)
     centre[0] += p.w_has.astype(np.int64)          # added with the centre: only where there is one
     # |first-layer sums| < 2**24 (checked when loading): skip logits < 2**28, activations <= ACT_MAX

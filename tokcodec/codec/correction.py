@@ -2,10 +2,10 @@
 
 The tokenizer's error has a large smooth part: on held-out real video at 640x360 about a quarter
 of the squared error of the default model is a slowly varying offset (a tint, a brightness
-shift) that a grid of one value per 16x16 pixels removes. The encoder knows it (it can decode its
-own tokens), so it sends it: per GOP, per channel, the least-squares grid ``G`` whose bilinear
-upsampling best matches the GOP's mean residual (source minus decoded), quantised as an exact
-mean (``dc``) plus coarse steps around it. The decoder adds the upsampled grid to every frame of
+shift) that a grid of one value per 16x16 pixels removes (8x8 by default since December 2026).
+The encoder knows it (it can decode its own tokens), so it sends it: per GOP, per channel, the
+least-squares grid ``G`` whose bilinear upsampling best matches the GOP's mean residual (source
+minus decoded), quantised as an exact mean (``dc``) plus coarse steps around it. The decoder adds the upsampled grid to every frame of
 the GOP before rounding. On the held-out real clips this is about +0.8 to +1.1 dB PSNR for 1-4% of
 the rate, and it pins each GOP's mean colour to the source's.
 
@@ -52,6 +52,9 @@ MIN_POOL = 2
 MAX_GOP_FRAMES = 4097        # the container's MAX_GOP: most frames a kind 2 record can describe
 MIN_CELL = 8
 MAX_CELL = 255
+LONG_GOP_CELL = 8            # default cell of GOPs of LONG_GOP_FRAMES or more (16 before December 2026)
+SHORT_GOP_CELL = 24          # and of shorter ones
+LONG_GOP_FRAMES = 9
 DC_UNIT = 0.25               # code values per unit of a record's dc
 MAX_DC = 1020                # |dc| limit: 255 code values
 _RECORD = struct.Struct("<BBBBHH3h")
@@ -62,9 +65,13 @@ _DETAIL = struct.Struct("<BBH")  # pool, gain step, frames
 @dataclass(frozen=True)
 class CorrectionConfig:
     """``enabled``: send the correction (files then use .tok format 2.x). ``cell``: pixels per
-    grid step, 0 = by GOP length (16 for GOPs of 9 frames or more, 24 for shorter ones, where the
-    grid's bits are shared by fewer frames: on single training photos 24 gave +0.37 dB over 32 for
-    5% more bits, 16 another +0.67 for 15% more). ``step``: quantiser step of the grid values around
+    grid step, 0 = by GOP length (8 for GOPs of 9 frames or more, one cell per token; 24 for
+    shorter ones, where the grid's bits are shared by fewer frames: on single training photos 24
+    gave +0.37 dB over 32 for 5% more bits, 16 another +0.67 for 15% more). On the training
+    windows (2 passes, --rdo 0.1) cells of 16 / 12 / 10 / 8 gave 26.88 / 27.15 / 27.33 / 27.57
+    dB at 0.0432 / 0.0467 / 0.0501 / 0.0563 bpp: finer cells buy 0.019-0.033 dB per 1% of rate,
+    more than --rdo costs, so the default pairs the finest cells with a larger --rdo
+    (docs/usage.md). ``step``: quantiser step of the grid values around
     their exact mean, in code values. ``detail``: also send detail gains, a temporal blend and
     a dc per frame (record kind 2, format 2.1); the gains on
     ``pool`` x ``pool``-pixel low-pass blocks, quantised in steps of ``gain_step`` / 64, fitted
@@ -88,7 +95,7 @@ class CorrectionConfig:
                              f"got {self.pool}, {self.gain_step}, {self.ridge}")
 
     def cell_for(self, frames: int) -> int:
-        return self.cell or (16 if frames >= 9 else 24)
+        return self.cell or (LONG_GOP_CELL if frames >= LONG_GOP_FRAMES else SHORT_GOP_CELL)
 
     def grid_for(self, width: int, height: int, frames: int) -> tuple[int, int]:
         """(rows, columns) of the grid of a GOP of ``frames`` frames of ``width`` x ``height``."""

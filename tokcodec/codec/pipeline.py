@@ -27,17 +27,20 @@ from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, He
 from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, uncorrectable
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
+from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import ordered_map
+from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
+from tokcodec.defaults import DEFAULT_RDO, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
-from tokcodec.model.refine import RefineConfig, find_tokens
+from tokcodec.model.refine import Quantize, RefineConfig, find_tokens
 from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
@@ -80,6 +83,28 @@ def encoder_for(coder_id: int, loaded: LoadedModel) -> TokenCoder:
     return get_coder(coder_id, CoderContext(model_sha256=loaded.sha256))
 
 
+def token_chooser(coder_id: int, loaded: LoadedModel, rdo: float) -> Quantize | None:
+    """The rate-aware choice of token bits (codec/rdo.py) at trade-off ``rdo`` for files this
+    model writes with coder ``coder_id``, or None (the latents' signs): when ``rdo`` is 0, or the
+    coder is not coder 3 with a prior for this model, so no model of each bit's cost."""
+    if not rdo > 0 or coder_id != ContextCoder3.coder_id:
+        return None
+    prior = prior_for_model(loaded.sha256)
+    if prior is None or prior.bits != loaded.config.bits:
+        return None
+
+    from threadpoolctl import threadpool_limits
+
+    def choose(z: torch.Tensor) -> torch.Tensor:
+        latents = z.detach().float().permute(0, 2, 1, 3, 4).cpu().numpy()  # (B, t, bits, h, w)
+        # one BLAS thread: OpenBLAS's own threads, left spinning beside torch's, slowed the
+        # networks that follow (2-core CPU: +0.35-0.55 s per 640x360 GOP; one thread: +0.1-0.2)
+        with threadpool_limits(limits=1, user_api="blas"):
+            tokens = np.stack([rate_aware_tokens(prior, one, rdo, ContextCoder3.search) for one in latents])
+        return torch.from_numpy(tokens).to(z.device)
+    return choose
+
+
 def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction) -> tuple[AudioTrack | None, str]:
     """The audio to store and how to describe it in the stats."""
     if not keep:
@@ -93,7 +118,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
                  audio: bool = True, refine: int | RefineConfig = 0, passes: int | None = None,
-                 correction: bool | CorrectionConfig = True, compile: bool = False) -> EncodeStats:
+                 correction: bool | CorrectionConfig = True, compile: bool = False,
+                 rdo: float = DEFAULT_RDO) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
     loop that feeds back what the decoder missed; 0 is the encoder's one-shot tokens, the
@@ -104,6 +130,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     colour offsets beside its tokens (codec/correction.py): closer pictures and colours for a
     few % more bits, format 2.0; False writes tokens only (format 1.x, faster encoding).
     ``compile`` wraps the networks in torch.compile (codec/accel.py: for long runs on a GPU).
+    ``rdo`` (default ``DEFAULT_RDO``) lets the entropy coder's cost of each token bit sway the
+    bits the encoder is unsure of (codec/rdo.py): fewer bits for a little quality; 0 is off.
+    ``scale`` tokenizes at that multiple of the size (decode restores it): below 1 fewer bits,
+    above 1 more detail for more bits and time.
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if isinstance(refine, RefineConfig):
@@ -112,6 +142,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         search = refine
     else:
         search = RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
+    if not 0 <= rdo <= MAX_RDO:
+        raise ValueError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
     check_output(dst, overwrite)
@@ -128,6 +160,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     header.correction = fix.enabled
     header.correction_detail = fix.enabled and fix.detail
     coder = encoder_for(header.coder_id, loaded)
+    quantize = token_chooser(header.coder_id, loaded, rdo)
     tmp = temp_path(dst)
     start = time.perf_counter()
     frames = tokens = correction_bytes = 0
@@ -142,7 +175,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                 found = find_tokens(loaded.tokenizer, x, search, frames=len(group),
                                     height=header.coded_height, width=header.coded_width,
                                     autocast=runtime.autocast,
-                                    residual_filter=partial(uncorrectable, grid=grid) if fix.enabled else None)
+                                    residual_filter=partial(uncorrectable, grid=grid) if fix.enabled else None,
+                                    quantize=quantize)
                 record = b""
                 if fix.enabled:  # what the decoder will show, corrected towards the source
                     with torch.inference_mode(), runtime.autocast():
@@ -181,7 +215,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps, passes=search.passes,
-                       correction_bytes=correction_bytes)
+                       rdo=rdo if quantize is not None else 0.0, correction_bytes=correction_bytes)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:

@@ -116,7 +116,7 @@ def gop_features(gop: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np
     prev = None
     for f in range(t):
         motion = (0, 0) if f == 0 else lattice.search_motion(gop[f - 1], gop[f], 4)
-        prev_feats, has = c3._prev_features(geo, bits, prev, motion)
+        prev_feats, has = c3.prev_features(geo, bits, prev, motion)
         planes = lattice.unpack_bits(gop[f].reshape(-1)[geo.order], bits)
         signs = np.zeros((h * w + 1, bits), np.float32)
         signs[:-1] = planes * 2.0 - 1.0

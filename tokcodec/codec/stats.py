@@ -21,6 +21,7 @@ class EncodeStats:
     audio: str = "none"          # what was kept of the source's audio
     refine: int = 0              # decoder-in-the-loop search steps per GOP (0: the encoder's tokens)
     passes: int = 0              # closed-loop encoder passes per GOP (0: the encoder's one-shot tokens)
+    rdo: float = 0.0             # rate-distortion trade of the token bits (0: their signs; codec/rdo.py)
     correction_bytes: int = 0    # of the correction records (format 2.x), included in ``bytes``
 
     @property

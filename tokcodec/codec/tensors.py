@@ -9,15 +9,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tokcodec.codec.container import Header
+from tokcodec.codec.container import MAX_DIM, Header
 from tokcodec.codec.correction import Correction, with_neighbours
+from tokcodec.defaults import MAX_SCALE, MIN_SCALE
 from tokcodec.device import Runtime
+from tokcodec.io import MAX_PIXELS
+
+MIN_CODED = 8  # pixels a side: smaller sources are coded at this size
 
 
 def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    if not 0.05 <= scale <= 1.0:
-        raise ValueError(f"--scale must lie in [0.05, 1], got {scale}")
-    return max(8, round(width * scale)), max(8, round(height * scale))
+    """The size frames are tokenized at: the source's times ``scale``, at least 8 pixels a side,
+    within what a .tok header and the frame-size guard allow."""
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {scale}")
+    cw, ch = max(MIN_CODED, round(width * scale)), max(MIN_CODED, round(height * scale))
+    if max(cw, ch) > MAX_DIM or cw * ch > MAX_PIXELS:
+        raise ValueError(f"--scale {scale:g} makes {cw}x{ch} frames, over the {MAX_DIM} pixels a side "
+                         f"and {MAX_PIXELS / 1e6:.1f} megapixels tokcodec codes; use a smaller --scale")
+    return cw, ch
 
 
 def gops(frames: Iterator[np.ndarray], gop: int) -> Iterator[list[np.ndarray]]:
@@ -66,12 +76,17 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
     correction 7.5 instead of 22)."""
     x = video[0, :, :frames, :header.coded_height, :header.coded_width]
     resize = (header.height, header.width) != (header.coded_height, header.coded_width)
+    # a --scale above 1 shrinks at decode: filter as a shrink must. This path's plain bicubic,
+    # for scales below 1 and for sources under 8 pixels (coded at 8), predates it and stays as it
+    # was, so old files decode the same
+    shrink = (header.coded_width > max(header.width, MIN_CODED)
+              or header.coded_height > max(header.height, MIN_CODED))
 
     def converted(t: int) -> torch.Tensor:
         """Frame t as (H, W, 3) float32 code values at the output size, before rounding."""
         if resize:
             frame = F.interpolate(x[None, :, t].float(), size=(header.height, header.width),
-                                  mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+                                  mode="bicubic", align_corners=False, antialias=shrink)[0].permute(1, 2, 0)
         else:
             # (H, W, 3): for channels_last_3d output this order is the memory order
             frame = x[:, t].permute(1, 2, 0).to(torch.float32, copy=True)

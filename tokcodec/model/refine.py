@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
 
 from tokcodec.defaults import DEFAULT_PASSES, MAX_PASSES
+from tokcodec.model.lfq import indices_to_codes
 from tokcodec.model.tokenizer import VideoTokenizer
 
 PASS_GAIN = 0.5
@@ -66,6 +68,9 @@ class RefineConfig:
 
 
 ResidualFilter = Callable[[torch.Tensor], torch.Tensor]
+#: latents (B, bits, t, h, w) -> tokens (B, t, h, w); None: their signs, as LFQ takes them (the
+#: pipeline passes coder 3's rate-aware choice, codec/rdo.py)
+Quantize = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -88,16 +93,18 @@ def pass_gain(k: int) -> float:
 def refine_indices(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig, *,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-                   residual_filter: ResidualFilter | None = None) -> torch.Tensor:
+                   residual_filter: ResidualFilter | None = None,
+                   quantize: Quantize | None = None) -> torch.Tensor:
     """Tokens (B, 1+t, h, w) for ``x`` (B, 3, T, H, W in [-1, 1]): see ``find_tokens``."""
     return find_tokens(tokenizer, x, config, frames=frames, height=height, width=width,
-                       autocast=autocast, residual_filter=residual_filter).indices
+                       autocast=autocast, residual_filter=residual_filter, quantize=quantize).indices
 
 
 def find_tokens(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig, *,
                 frames: int | None = None, height: int | None = None, width: int | None = None,
                 autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-                residual_filter: ResidualFilter | None = None) -> FoundTokens:
+                residual_filter: ResidualFilter | None = None,
+                quantize: Quantize | None = None) -> FoundTokens:
     """Tokens for ``x`` (B, 3, T, H, W in [-1, 1]) after ``config.passes`` closed-loop encoder
     passes and then ``config.steps`` steps of search. The error counts only the first ``frames``
     frames and the top-left ``height`` x ``width`` pixels (the rest is padding that decode crops).
@@ -105,37 +112,53 @@ def find_tokens(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig
     own tokens in that error (at the coded size; a --scale below 1 then resizes the picture, and
     the rate may grow). ``residual_filter`` maps the residual (decoded minus source) to the part
     that counts: with the correction layer, what its grid cannot remove (codec/correction.py
-    ``uncorrectable``)."""
+    ``uncorrectable``). ``quantize`` turns latents into tokens wherever this does (default: their
+    signs): the closed loop then decodes, and makes up for, what it chose."""
     tokenizer.check_input(x)
+    if quantize is None:
+        quantize = partial(sign_indices, tokenizer)
     with torch.inference_mode(), autocast():  # no passes and no steps: the plain encode, as fast
         z = tokenizer.encoder(x).float()
-    decoded = None
     if config.passes:
-        z, decoded = closed_loop_latents(tokenizer, x, z, config.passes, frames=frames, height=height,
-                                         width=width, autocast=autocast, residual_filter=residual_filter)
+        z, indices, decoded = closed_loop_latents(tokenizer, x, z, config.passes, frames=frames, height=height,
+                                                  width=width, autocast=autocast,
+                                                  residual_filter=residual_filter, quantize=quantize)
+        if not config.steps:
+            return FoundTokens(indices, decoded)
     if config.steps:
         return FoundTokens(search_indices(tokenizer, z, x, config, frames=frames, height=height, width=width,
-                                          autocast=autocast, residual_filter=residual_filter))
-    return FoundTokens(tokenizer.quantizer(z, with_losses=False).indices, decoded)
+                                          autocast=autocast, residual_filter=residual_filter, quantize=quantize))
+    return FoundTokens(quantize(z))
+
+
+def sign_indices(tokenizer: VideoTokenizer, z: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, t, h, w) of latents ``z``: their signs, as the tokenizer's LFQ takes them."""
+    return tokenizer.quantizer(z, with_losses=False).indices
 
 
 @torch.inference_mode()
 def closed_loop_latents(tokenizer: VideoTokenizer, x: torch.Tensor, z0: torch.Tensor, passes: int, *,
                         frames: int | None = None, height: int | None = None, width: int | None = None,
                         autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-                        residual_filter: ResidualFilter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents, decoder output) of the best of the encoder's own latents ``z0`` for ``x`` and
-    ``passes`` re-encodings of ``u``, where ``u`` starts at ``x`` and each pass adds
-    ``pass_gain(k)`` times what the decoder missed (filtered by ``residual_filter``, averaged over
-    each latent step's frames and blurred by ``feedback_blur``, inside the window that counts;
-    padding is left as it is), clamped to [-1, 1]. "Best" is the lowest error in the window
-    (filtered, not averaged or blurred)."""
+                        residual_filter: ResidualFilter | None = None, quantize: Quantize | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(latents, their tokens, the decoder's output for them) of the best of the encoder's own
+    latents ``z0`` for ``x`` and ``passes`` re-encodings of ``u``, where ``u`` starts at ``x`` and
+    each pass adds ``pass_gain(k)`` times what the decoder missed (filtered by
+    ``residual_filter``, averaged over each latent step's frames and blurred by
+    ``feedback_blur``, inside the window that counts; padding is left as it is), clamped to
+    [-1, 1]. "Best" is the lowest error in the window (filtered, not averaged or blurred). The
+    decoder sees ``quantize``'s tokens of each latent."""
+    if quantize is None:
+        quantize = partial(sign_indices, tokenizer)
     window = (slice(None), slice(None), slice(None, frames), slice(None, height), slice(None, width))
     target = x[window].float()
 
-    def decode(z: torch.Tensor) -> torch.Tensor:
+    def decode(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = quantize(z)
+        codes = indices_to_codes(indices, tokenizer.cfg.bits)
         with autocast():
-            return tokenizer.decoder(tokenizer.quantizer(z, with_losses=False).codes)
+            return indices, tokenizer.decoder(codes)
 
     def missed(decoded: torch.Tensor) -> torch.Tensor:
         residual = decoded[window].float().sub_(target) if decoded.dtype != torch.float32 \
@@ -144,24 +167,24 @@ def closed_loop_latents(tokenizer: VideoTokenizer, x: torch.Tensor, z0: torch.Te
             residual = residual_filter(residual)
         return residual.neg_()
 
-    decoded = decode(z0)
+    indices, decoded = decode(z0)
     miss = missed(decoded)
-    best_err, best_z, best_decoded = float(miss.square().sum()), z0, decoded
+    best_err, best = float(miss.square().sum()), (z0, indices, decoded)
     u = x.clone()  # keeps x's memory format
     step = tokenizer.cfg.temporal_factor
     for k in range(1, passes + 1):
         feedback = feedback_blur(latent_step_means_(miss, step))
         u[window] += pass_gain(k) * feedback.to(u.dtype)
         u.clamp_(-1, 1)
-        del miss, decoded  # (best_decoded keeps the one still wanted) before the networks' peak
+        del miss, decoded  # (best keeps the one still wanted) before the networks' peak
         with autocast():
             z = tokenizer.encoder(u).float()
-        decoded = decode(z)
+        indices, decoded = decode(z)
         miss = missed(decoded)
         err = float(miss.square().sum())
         if err < best_err:
-            best_err, best_z, best_decoded = err, z, decoded
-    return best_z, best_decoded
+            best_err, best = err, (z, indices, decoded)
+    return best
 
 
 def latent_step_means_(miss: torch.Tensor, step: int) -> torch.Tensor:
@@ -203,17 +226,24 @@ def feedback_blur(miss: torch.Tensor, sigma: float = FEEDBACK_SIGMA) -> torch.Te
 def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor, config: RefineConfig, *,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-                   residual_filter: ResidualFilter | None = None) -> torch.Tensor:
+                   residual_filter: ResidualFilter | None = None, quantize: Quantize | None = None
+                   ) -> torch.Tensor:
     """The search of ``refine_indices`` from latents ``z0`` the encoder already gave for ``x``
-    (training has them from its own forward pass)."""
+    (training has them from its own forward pass). Each step decodes the tokens ``quantize``
+    (default: the signs) makes of the latents and passes the gradient straight through to them,
+    so the error that picks the best latents is that of the tokens returned."""
+    if quantize is None:
+        quantize = partial(sign_indices, tokenizer)
     if config.steps == 0:
-        return tokenizer.quantizer(z0, with_losses=False).indices
+        return quantize(z0)
     # clone: an inference-mode tensor cannot be saved for backward
     target = x[:, :, :frames, :height, :width].float().clone()
 
     def error(z: torch.Tensor) -> torch.Tensor:
+        chosen = indices_to_codes(quantize(z.detach()), tokenizer.cfg.bits)
+        codes = z + (chosen - z).detach()  # the chosen tokens forward, straight through backward
         with autocast():
-            recon = tokenizer.decoder(tokenizer.quantizer(z, with_losses=False).codes)
+            recon = tokenizer.decoder(codes)
         residual = recon[:, :, :frames, :height, :width].float() - target
         if residual_filter is not None:
             residual = residual_filter(residual)
@@ -237,4 +267,4 @@ def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor,
     with torch.no_grad():
         if float(error(z)) < best_err:
             best_z = z.detach()
-    return tokenizer.quantizer(best_z, with_losses=False).indices
+    return quantize(best_z)
