@@ -42,7 +42,7 @@ def flat_clip(rgb: tuple[int, int, int], frames: int = 17, height: int = 128, wi
 
 def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: int, width: int,
           work: Path, correction: bool = True, passes: int | None = None, rdo: float | None = None,
-          cell: int = 0) -> dict[str, float]:
+          cell: int = 0, pool: int | None = None) -> dict[str, float]:
     from fractions import Fraction
 
     import tokcodec
@@ -55,7 +55,8 @@ def drift(model: "LoadedModel", rgb: tuple[int, int, int], frames: int, height: 
             writer.write(frame)
     extra = {} if rdo is None else {"rdo": rdo}
     tokcodec.encode_video(src, work / "c.tok", model=model, overwrite=True, passes=passes,
-                          correction=CorrectionConfig(enabled=correction, cell=cell), **extra)
+                          correction=CorrectionConfig(enabled=correction, cell=cell,
+                                                      **({} if pool is None else {"pool": pool})), **extra)
     tokcodec.decode_video(work / "c.tok", work / "out.mkv", model=model, overwrite=True)
     return tokcodec.compare_videos(src, work / "out.mkv")
 
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=None, help="closed-loop encoder passes (default: encode's)")
     ap.add_argument("--rdo", type=float, default=None, help="encode --rdo (default: encode's)")
     ap.add_argument("--cell", type=int, default=0, help="correction grid cell in pixels (default 0: encode's)")
+    ap.add_argument("--pool", type=int, default=None, help="detail gains' low-pass block (default: encode's)")
     a = ap.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
 
@@ -84,7 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, rgb in COLOURS.items():
             cmp = drift(model, rgb, a.frames, h, w, Path(tmp), correction=not a.no_correction,
-                        passes=a.passes, rdo=a.rdo, cell=a.cell)
+                        passes=a.passes, rdo=a.rdo, cell=a.cell, pool=a.pool)
             rows[name] = {"rgb": rgb, "colour_drift": cmp["colour_drift"], "psnr": cmp["psnr"]}
             print(f"{name:11s} {str(rgb):16s} drift {cmp['colour_drift']:5.1f} code values, "
                   f"PSNR {cmp['psnr']:.2f} dB", flush=True)

@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--cell", type=int, default=0,
                     help="correction grid cell in pixels (CorrectionConfig.cell; 0: the default, 8 for "
                          "17-frame GOPs; 16 before December 2026)")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="detail gains' low-pass block in pixels (CorrectionConfig.pool; default 16)")
     ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
     ap.add_argument("--split", choices=("holdout", "train"), default="holdout",
                     help="real videos to measure: the held-out ones (default), or windows of the colour "
@@ -93,7 +95,8 @@ def main() -> None:
         sets += [("video", n, c) for n, c in zip(names, synth)]
         sets += [("image", n, c[:1]) for n, c in zip(names, synth)]
     refine = RefineConfig(steps=a.refine, passes=a.passes)
-    fix_config = CorrectionConfig(detail=not a.no_detail, cell=a.cell)
+    fix_config = CorrectionConfig(detail=not a.no_detail, cell=a.cell,
+                                  **({} if a.pool is None else {"pool": a.pool}))
     rows, all_tokens = [], []
     encode_seconds, encoded_frames = 0.0, 0
     for i, (kind, source, frames) in enumerate(sets):
@@ -137,7 +140,8 @@ def main() -> None:
           f"scale {a.scale:g}, {refine.passes} closed-loop passes, "
           f"rdo {a.rdo if quantize else 0:g}, refine {refine.steps} steps, "
           f"{'no correction' if a.no_correction else 'correction, offsets only' if a.no_detail else 'correction'}"
-          f"{f' (cell {a.cell})' if a.cell and not a.no_correction else ''} "
+          f"{f' (cell {a.cell})' if a.cell and not a.no_correction else ''}"
+          f"{f' (pool {a.pool})' if a.pool and not a.no_correction else ''} "
           f"(network encode {encoded_frames / encode_seconds:.2f} fps)")
     print(f"{'kind':10s} {'source':26s} {'size':>7s} {'PSNR':>6s} {'PSNR-Y':>6s} {'SSIM':>5s} {'MS-SSIM':>7s} "
           f"{'drift':>5s} {'bits/tok':>8s} {'bpp':>6s} {'tok-PSNR':>8s}")
@@ -161,7 +165,7 @@ def main() -> None:
     if a.json_out:
         with open(a.json_out, "w") as fh:
             json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps, "passes": refine.passes,
-                       "rdo": a.rdo if quantize else 0.0, "scale": a.scale, "cell": a.cell,
+                       "rdo": a.rdo if quantize else 0.0, "scale": a.scale, "cell": a.cell, "pool": fix_config.pool,
                        "correction": not a.no_correction, "detail": not (a.no_correction or a.no_detail),
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)
