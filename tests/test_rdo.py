@@ -187,3 +187,12 @@ def test_batch_and_bench_carry_rdo(tmp_path, sample_crop):
     assert TokcodecCodec().series == "tokcodec" and TokcodecCodec(rdo=0.5).series == "tokcodec-rdo0.5"
     (codec,) = make_codecs(["tokcodec"], rdo=0.5)
     assert codec.rdo == 0.5
+
+
+def test_bit_planes_pack_back_into_the_tokens_they_came_from():
+    from tokcodec.codec import lattice
+
+    tokens = np.random.default_rng(3).integers(0, 1 << 18, (4, 5, 6))
+    planes = lattice.unpack_bits(tokens, 18)
+    assert np.array_equal(lattice.pack_bits(planes), tokens)
+    assert np.array_equal(lattice.pack_bits(planes.astype(bool)), tokens)

@@ -117,6 +117,11 @@ def unpack_bits(tokens: np.ndarray, bits: int) -> np.ndarray:
     return ((tokens[..., None] >> np.arange(bits, dtype=tokens.dtype)) & 1).astype(np.uint8)
 
 
+def pack_bits(planes: np.ndarray) -> np.ndarray:
+    """Bit planes (..., bits), LSB first (0/1 or bool) -> int64 tokens (...,): unpack_bits' inverse."""
+    return (planes.astype(np.int64) << np.arange(planes.shape[-1], dtype=np.int64)).sum(-1)
+
+
 def raw_frame_bytes(h: int, w: int, bits: int) -> int:
     return (h * w * bits + 7) // 8
 

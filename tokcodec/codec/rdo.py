@@ -56,17 +56,15 @@ def rate_aware_tokens(prior: c3.Prior, z: np.ndarray, lam: float, search: int = 
     t, bits, h, w = z.shape
     if bits != prior.bits:
         raise ValueError(f"the prior codes {prior.bits}-bit tokens, the latents have {bits} channels")
-    planes_idx = np.arange(bits, dtype=np.int64)
-    signs = ((z > 0).astype(np.int64) << planes_idx[None, :, None, None]).sum(1)
+    signs = lattice.pack_bits(np.moveaxis(z > 0, 1, -1))
     if lam <= 0 or z.size == 0:
         return signs
     z = z / max(float(np.median(np.abs(z))), 1e-12)
     hw, g = h * w, (bits + 1) // 2
-    gmask = (1 << g) - 1
     geo = lattice.geometry(h, w, c3.LEVELS_PER_PASS)
     model = c3.PriorModel(prior, bits)
     cross = model.cross_table()
-    plane_base = planes_idx * c3.N_SSE + c3.SSE_HALF
+    plane_base = np.arange(bits, dtype=np.int64) * c3.N_SSE + c3.SSE_HALF
     out = np.empty((t, hw), np.int64)
     prev: np.ndarray | None = None
     for f in range(t):
@@ -84,11 +82,12 @@ def rate_aware_tokens(prior: c3.Prior, z: np.ndarray, lam: float, search: int = 
             base = fr.pred[cells] + plane_base
             ctx = base + np.clip(logit >> c3.SSE_SHIFT, -c3.SSE_HALF, c3.SSE_HALF)
             first = choose_bits(zf[cells, :g], np.take(model.prob, ctx[:, :g]), lam)
-            logit[:, g:] += cross[(first.astype(np.int64) << planes_idx[:g]).sum(1) & gmask]
+            low = lattice.pack_bits(first)
+            logit[:, g:] += cross[low]
             ctx[:, g:] = base[:, g:] + np.clip(logit[:, g:] >> c3.SSE_SHIFT, -c3.SSE_HALF, c3.SSE_HALF)
             second = choose_bits(zf[cells, g:], np.take(model.prob, ctx[:, g:]), lam)
             planes = np.concatenate([first, second], 1).astype(np.uint8)
-            tok[cells] = (planes.astype(np.int64) << planes_idx).sum(1)
+            tok[cells] = low | lattice.pack_bits(second) << g
             fr.planes[cells] = planes
             model.update(ctx, planes)
             fr.signs[cells] = planes * np.float32(2) - np.float32(1)

@@ -119,16 +119,16 @@ def find_tokens(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig
         quantize = partial(sign_indices, tokenizer)
     with torch.inference_mode(), autocast():  # no passes and no steps: the plain encode, as fast
         z = tokenizer.encoder(x).float()
+    if not config.passes and not config.steps:
+        return FoundTokens(quantize(z))
     if config.passes:
         z, indices, decoded = closed_loop_latents(tokenizer, x, z, config.passes, frames=frames, height=height,
                                                   width=width, autocast=autocast,
                                                   residual_filter=residual_filter, quantize=quantize)
-        if not config.steps:
-            return FoundTokens(indices, decoded)
-    if config.steps:
-        return FoundTokens(search_indices(tokenizer, z, x, config, frames=frames, height=height, width=width,
-                                          autocast=autocast, residual_filter=residual_filter, quantize=quantize))
-    return FoundTokens(quantize(z))
+    if not config.steps:
+        return FoundTokens(indices, decoded)
+    return FoundTokens(search_indices(tokenizer, z, x, config, frames=frames, height=height, width=width,
+                                      autocast=autocast, residual_filter=residual_filter, quantize=quantize))
 
 
 def sign_indices(tokenizer: VideoTokenizer, z: torch.Tensor) -> torch.Tensor:
