@@ -131,3 +131,30 @@ def test_a_weights_file_names_its_series_by_its_stem():
     assert TokcodecCodec(model="some/dir/mine.safetensors").series == "tokcodec-mine"
     assert TokcodecCodec(model="small", refine=4).series == "tokcodec-small-refine4"
     assert TokcodecCodec().series == "tokcodec"
+
+
+def test_the_full_tokcodec_ladder_lengthens_gops_within_a_memory_budget():
+    """Below the default size the full sweep's rate knob is the GOP length (then the scale); a
+    point whose GOP would not fit the memory budget at the clip's size falls back to shorter
+    GOPs, never under the series' own, and says so in the report's notes."""
+    from types import SimpleNamespace
+
+    from tokcodec.bench.codecs import TokcodecCodec
+
+    codec = TokcodecCodec()
+    full = codec.points(quick=False)
+    assert [p.label for p in full] == ["scale=1.25", "scale=1", "scale=1,gop=33", "scale=1,gop=65",
+                                       "scale=0.75,gop=65", "scale=0.5,gop=65"]
+    assert [p.gop for p in codec.points(quick=True)] == [17, 17]
+    small = SimpleNamespace(name="small", width=640, height=360)
+    assert codec.points_for(small, quick=False) == full and [p.gop for p in full] == [17, 17, 33, 65, 65, 65]
+    assert codec.notes() == []
+    big = codec.points_for(SimpleNamespace(name="big", width=1920, height=1080), quick=False)
+    assert [(p.label, p.gop) for p in big] == [("scale=1.25", 17), ("scale=1", 17), ("scale=0.75", 17),
+                                                ("scale=0.5,gop=33", 33)]
+    assert len(codec.notes()) == 4
+    assert "scale=1,gop=65 on big (1920x1080): GOPs of 17 frames" in codec.notes()[1]
+    assert "left out" in codec.notes()[1] and "left out" not in codec.notes()[3]
+    # never under the series' own GOP
+    longer = TokcodecCodec(gop=33)
+    assert [p.gop for p in longer.points_for(small, quick=True)] == [33, 33] and longer.notes() == []

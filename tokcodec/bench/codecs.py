@@ -47,8 +47,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    label: str  # e.g. "crf=32", "scale=0.5"
+    label: str  # e.g. "crf=32", "scale=0.5", "scale=1,gop=33"
     value: float
+    gop: Optional[int] = None  # tokcodec: frames per GOP at this point (None: the series' own)
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Codec(ABC):
     @abstractmethod
     def points(self, quick: bool) -> list[OperatingPoint]:
         ...
+
+    def points_for(self, ref: Reference, quick: bool) -> list[OperatingPoint]:
+        """The points to run on this clip (by default the same for every clip)."""
+        return self.points(quick)
 
     @abstractmethod
     def encode(self, ref: Reference, point: OperatingPoint, dst: Path) -> Encoded:
@@ -213,9 +218,21 @@ class TokcodecCodec(Codec):
     rdo: float | None = None  # encode --rdo; None = tokcodec's default
     correction: bool = True  # encode's correction grid (--no-correction: tokens only)
     gop: int = 17
-    # scale 1.25 (tokenize finer, since December 2026) reaches further up the quality range
-    full_points: tuple[float, ...] = (1.25, 1.0, 0.75, 0.5, 0.35)
-    quick_points: tuple[float, ...] = (1.0, 0.5)
+    # (scale, GOP) pairs. Scale 1.25 (tokenize finer) reaches further up the quality range; below
+    # the default, longer GOPs are the cheaper rate knob (one 1-frame latent step and one
+    # correction record per GOP, not per 17 frames), then a smaller scale: on 130-frame windows
+    # of three training videos GOPs of 33 / 65 frames took 28-36% / 42-54% of the bits off for
+    # 0.2-0.8 / 0.4-1.4 dB PSNR and 1.5-4.3 / 3.3-8.7 VMAF, where scale 0.75 took 18-24% off for
+    # 0.4-0.9 dB and 6.5-8.8 VMAF (docs/usage.md).
+    # The --quick clips are 17 frames: one GOP whatever its length, so there the knob is scale.
+    full_points: tuple[tuple[float, int], ...] = ((1.25, 17), (1.0, 17), (1.0, 33), (1.0, 65), (0.75, 65),
+                                                  (0.5, 65))
+    quick_points: tuple[tuple[float, int], ...] = ((1.0, 17), (0.5, 17))
+    # longest GOP a point may use, in coded pixels x frames: a GOP's encode memory grows with
+    # both (peak RSS 2.3 GB at 65 frames of 640x360 on CPU, codec/memory.py); a point over it falls back to shorter
+    # GOPs (65 -> 33 -> 17, never under ``gop``) and notes() says so
+    max_gop_pixels: int = 20_000_000
+    fallbacks: list[str] = field(default_factory=list)
     decoded_ext: str = ".mkv"  # decode_video picks the writer by extension; .mkv is its lossless one
     key: str = "tokcodec"
     container: str = "whole .tok file (header, chunks, index)"
@@ -223,10 +240,11 @@ class TokcodecCodec(Codec):
     untrained: Optional[bool] = None  # from the .tok header once a file was written
 
     def notes(self) -> list[str]:
+        notes = list(self.fallbacks)
         if self.untrained:
-            return [f"{self.series}: model '{self.model}' has untrained (random) weights, so its "
-                    "quality numbers say nothing about the codec yet"]
-        return []
+            notes.append(f"{self.series}: model '{self.model}' has untrained (random) weights, so its "
+                         "quality numbers say nothing about the codec yet")
+        return notes
 
     @property
     def series(self) -> str:  # type: ignore[override]
@@ -250,7 +268,29 @@ class TokcodecCodec(Codec):
         return None
 
     def points(self, quick: bool) -> list[OperatingPoint]:
-        return [OperatingPoint(f"scale={s:g}", s) for s in (self.quick_points if quick else self.full_points)]
+        # the series' own GOP is the shortest: a longer one (no CLI option sets it) lifts them all
+        return [self._point(s, max(g, self.gop)) for s, g in (self.quick_points if quick else self.full_points)]
+
+    def points_for(self, ref: Reference, quick: bool) -> list[OperatingPoint]:
+        """The points with each GOP shortened (halving its latent steps, never under the series'
+        own ``gop``) while a GOP of the coded size would exceed ``max_gop_pixels``; a point that
+        then repeats an earlier one is dropped, and notes() lists what changed."""
+        out: list[OperatingPoint] = []
+        for point in self.points(quick):
+            gop = point.gop or self.gop
+            while gop > self.gop and gop * ref.width * ref.height * point.value ** 2 > self.max_gop_pixels:
+                gop = max(self.gop, 1 + (gop - 1) // 2)
+            fitted = self._point(point.value, gop)
+            if fitted != point:
+                self.fallbacks.append(f"{self.series} {point.label} on {ref.name} ({ref.width}x{ref.height}): "
+                                      f"GOPs of {gop} frames, as a GOP of {point.gop} would need too much memory"
+                                      + (" (the same as an earlier point: left out)" if fitted in out else ""))
+            if fitted not in out:
+                out.append(fitted)
+        return out
+
+    def _point(self, scale: float, gop: int) -> OperatingPoint:
+        return OperatingPoint(f"scale={scale:g}" if gop == self.gop else f"scale={scale:g},gop={gop}", scale, gop)
 
     def encode(self, ref: Reference, point: OperatingPoint, dst: Path) -> Encoded:
         enc, _ = tokcodec_api()
@@ -265,7 +305,7 @@ class TokcodecCodec(Codec):
             extra["rdo"] = self.rdo
         if not self.correction:
             extra["correction"] = False
-        stats = enc(src, dst, model=self.model, gop=self.gop, device=self.device, scale=point.value,
+        stats = enc(src, dst, model=self.model, gop=point.gop or self.gop, device=self.device, scale=point.value,
                     overwrite=True, **extra)
         seconds = _seconds(stats, time.perf_counter() - t0)
         if self.untrained is None:

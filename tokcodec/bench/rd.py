@@ -79,7 +79,7 @@ def _resolve_anchor(anchor: str, codecs: list[Codec]) -> Optional[str]:
 
 def _run_point(codec: Codec, ref: Reference, point: OperatingPoint, cfg: BenchConfig, ff: FFmpeg,
                bitstreams: Path) -> PointResult:
-    tag = point.label.replace("=", "").replace(".", "p")
+    tag = point.label.replace("=", "").replace(".", "p").replace(",", "_")
     dst = bitstreams / f"{codec.series}_{tag}{codec.ext}"
     enc = codec.encode(ref, point, dst)
     work = ref.workdir / "point"
@@ -205,7 +205,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         bitstreams = cfg.out / "bitstreams" / name
         bitstreams.mkdir(parents=True, exist_ok=True)
         for codec in runnable:
-            for point in codec.points(cfg.quick):
+            for point in codec.points_for(ref, cfg.quick):
                 try:
                     p = _run_point(codec, ref, point, cfg, ff, bitstreams)
                 except Exception as e:  # noqa: BLE001 - one failing point must not stop the sweep
@@ -215,7 +215,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
                     continue
                 report.points.append(p)
                 vm = f"{p.vmaf:.2f}" if p.vmaf is not None else "-"
-                log(f"  {codec.series:15s} {point.label:10s} bpp {p.bpp:.4f}  PSNR-Y {p.psnr_y:.2f}  "
+                log(f"  {codec.series:15s} {point.label:14s} bpp {p.bpp:.4f}  PSNR-Y {p.psnr_y:.2f}  "
                     f"MS-SSIM {p.ms_ssim:.4f}  VMAF {vm}  enc {p.enc_fps:.1f} fps  dec {p.dec_fps:.1f} fps")
         if not cfg.keep_work:
             shutil.rmtree(ref.workdir, ignore_errors=True)

@@ -26,6 +26,7 @@ from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
 from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, uncorrectable
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
+from tokcodec.codec.memory import EncodeFootprint, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -37,7 +38,7 @@ from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to
 from tokcodec.defaults import DEFAULT_RDO, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
-from tokcodec.io import ColorInfo, FrameWriter, iter_frames, output_kind, probe
+from tokcodec.io import ColorInfo, FrameWriter, VideoInfo, iter_frames, output_kind, probe
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig, find_tokens
@@ -155,6 +156,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     cfg = loaded.config
     header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
                          gop=gop, scale=scale, coder_id=coder_id, color=info.color)
+    if runtime.device.type == "cpu":  # a GPU's own memory is another matter (codec/accel.py)
+        check_encode_memory(_gop_footprint(header, info, gop, max_frames, runtime, search.steps > 0))
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
     header.correction = fix.enabled
@@ -237,6 +240,17 @@ def model_for_header(header: Header, model: str | LoadedModel | None, source: st
 
 # (first frame, frames, tokens (t, h, w), correction or None) of one chunk
 DecodedChunk = tuple[int, int, np.ndarray, Correction | None]
+
+
+def _gop_footprint(header: Header, info: VideoInfo, gop: int, max_frames: int | None, runtime: Runtime,
+                   refine: bool) -> EncodeFootprint:
+    """The largest GOP this encode will put through the networks: ``gop`` frames, or the whole
+    input when it is shorter, padded to 1 + 4k frames, at the larger of the coded (padded) and
+    the source size."""
+    frames = 1 if info.is_image else min(n for n in (gop, info.frame_count or gop, max_frames or gop))
+    s = header.temporal_factor
+    return EncodeFootprint(max(header.padded_width, info.width), max(header.padded_height, info.height),
+                           1 + s * math.ceil((frames - 1) / s), runtime.precision, refine)
 
 
 def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: bool = True) -> DecodedChunk:

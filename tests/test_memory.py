@@ -1,0 +1,80 @@
+"""The encode memory check: the estimate, the GOP it advises, and its refusal before any work."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from tokcodec.codec import memory
+from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory, longest_gop_within
+
+
+def test_the_estimate_grows_with_pixels_frames_precision_and_refine() -> None:
+    small = EncodeFootprint(640, 368, 17, "bf16")
+    assert small.peak_bytes() < EncodeFootprint(640, 368, 33, "bf16").peak_bytes()
+    assert small.peak_bytes() < EncodeFootprint(1280, 720, 17, "bf16").peak_bytes()
+    assert small.peak_bytes() < EncodeFootprint(640, 368, 17, "fp32").peak_bytes()
+    assert small.peak_bytes() < EncodeFootprint(640, 368, 17, "bf16", refine=True).peak_bytes()
+    # in the measured range: 0.88 GB for 17 frames of 640x360, 2.27 GB for 65 (bf16)
+    assert 0.8 < small.peak_bytes() / 2**30 < 1.1
+    assert 2.0 < EncodeFootprint(640, 368, 65, "bf16").peak_bytes() / 2**30 < 2.6
+
+
+def test_the_advised_gop_is_the_longest_that_fits() -> None:
+    big = EncodeFootprint(3840, 2160, 65, "bf16")
+    available = 6 * 2**30
+    gop = longest_gop_within(big, available)
+    assert gop % 4 == 1 and 1 <= gop < 65
+    assert EncodeFootprint(3840, 2160, gop, "bf16").peak_bytes() <= available
+    assert EncodeFootprint(3840, 2160, gop + 4, "bf16").peak_bytes() > available
+    assert longest_gop_within(big, memory.BASE_BYTES) == 0  # not even one frame
+
+
+def test_the_check_refuses_only_what_does_not_fit() -> None:
+    fp = EncodeFootprint(1920, 1088, 65, "bf16")
+    check_encode_memory(fp, available=fp.peak_bytes())  # fits exactly: no error
+    with pytest.raises(MemoryLimitError, match=r"GOPs of 65 frames at 1920x1088 needs about .* GB .*use --gop \d+ or less"):
+        check_encode_memory(fp, available=fp.peak_bytes() // 2)
+    one = EncodeFootprint(7680, 4320, 1, "fp32")
+    with pytest.raises(MemoryLimitError, match="use a smaller --scale"):
+        check_encode_memory(one, available=one.peak_bytes() - 1)
+
+
+def test_no_check_where_the_system_does_not_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)
+    check_encode_memory(EncodeFootprint(7680, 4320, 4097, "fp32"))
+
+
+def test_available_memory_is_read_from_the_system() -> None:
+    got = memory.available_bytes()
+    assert got is None or got > 0
+
+
+def test_encode_refuses_before_writing_anything(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tokcodec.cli import app
+    from tokcodec.codec.pipeline import encode_video
+    from tokcodec.io import FrameWriter
+
+    src = tmp_path / "clip.mkv"
+    rng = np.random.default_rng(0)
+    with FrameWriter(src, 64, 48, Fraction(25)) as w:
+        for _ in range(9):
+            w.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    seen: list[EncodeFootprint] = []
+    real_check = memory.check_encode_memory
+
+    def tight(fp: EncodeFootprint, available: int | None = None) -> None:
+        seen.append(fp)
+        real_check(fp, available=fp.peak_bytes() - 1)
+
+    monkeypatch.setattr("tokcodec.codec.pipeline.check_encode_memory", tight)
+    with pytest.raises(MemoryLimitError):
+        encode_video(src, tmp_path / "out.tok", model="tiny", device="cpu", gop=17)
+    # the GOP is the clip (9 frames, shorter than --gop) at the padded size the networks see
+    assert seen[0].frames == 9 and seen[0].width >= 64 and seen[0].height >= 48
+    assert not (tmp_path / "out.tok").exists()
+    res = CliRunner().invoke(app, ["encode", str(src), "-o", str(tmp_path / "out.tok"), "--model", "tiny"])
+    assert res.exit_code == 1 and "tokcodec: error: encoding GOPs of 9 frames" in res.output
