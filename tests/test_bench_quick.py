@@ -146,15 +146,22 @@ def test_the_full_tokcodec_ladder_lengthens_gops_within_a_memory_budget():
     assert [p.label for p in full] == ["scale=1.25", "scale=1", "scale=1,gop=33", "scale=1,gop=65",
                                        "scale=0.75,gop=65", "scale=0.5,gop=65"]
     assert [p.gop for p in codec.points(quick=True)] == [17, 17]
-    small = SimpleNamespace(name="small", width=640, height=360)
+    small = SimpleNamespace(name="small", width=640, height=360, frames=130)
     assert codec.points_for(small, quick=False) == full and [p.gop for p in full] == [17, 17, 33, 65, 65, 65]
     assert codec.notes() == []
-    big = codec.points_for(SimpleNamespace(name="big", width=1920, height=1080), quick=False)
+    big = codec.points_for(SimpleNamespace(name="big", width=1920, height=1080, frames=130), quick=False)
     assert [(p.label, p.gop) for p in big] == [("scale=1.25", 17), ("scale=1", 17), ("scale=0.75", 17),
                                                 ("scale=0.5,gop=33", 33)]
     assert len(codec.notes()) == 4
-    assert "scale=1,gop=65 on big (1920x1080): GOPs of 17 frames" in codec.notes()[1]
+    assert "scale=1,gop=65 on big: GOPs of 17 frames, as a longer GOP at 1920x1080 would need too much" \
+        in codec.notes()[1]
     assert "left out" in codec.notes()[1] and "left out" not in codec.notes()[3]
-    # never under the series' own GOP
+    # a GOP no longer than the clip: 30 frames fit in one of 33, so the GOP of 65 repeats it
+    short = TokcodecCodec().points_for(SimpleNamespace(name="short", width=640, height=360, frames=30), quick=False)
+    assert [p.label for p in short] == ["scale=1.25", "scale=1", "scale=1,gop=33", "scale=0.75,gop=33",
+                                        "scale=0.5,gop=33"]
     longer = TokcodecCodec(gop=33)
     assert [p.gop for p in longer.points_for(small, quick=True)] == [33, 33] and longer.notes() == []
+    tiny = TokcodecCodec().points_for(SimpleNamespace(name="tiny", width=64, height=48, frames=5), quick=False)
+    assert [(p.label, p.gop) for p in tiny] == [("scale=1.25", 17), ("scale=1", 17), ("scale=0.75", 17),
+                                                ("scale=0.5", 17)]  # never under the series' own GOP

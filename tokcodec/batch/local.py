@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from tokcodec.batch.plan import Job
 from tokcodec.batch.work import BatchOptions, FileResult
+from tokcodec.codec.memory import available_bytes
 from tokcodec.errors import TokcodecError
 
 # Measured by bench/batch_workers.py on this 2-core machine (README "Batch"): one single-threaded
@@ -64,13 +65,10 @@ def uses_cuda(device: str) -> bool:
 
 
 def available_memory() -> float | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024.0
-    except OSError:
-        pass
+    """Free RAM (no swap: workers that swap crawl), within a container's cgroup limit."""
+    ram = available_bytes(swap=False)
+    if ram is not None:
+        return float(ram)
     try:
         return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):

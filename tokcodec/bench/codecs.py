@@ -12,6 +12,7 @@ chunks, index).
 from __future__ import annotations
 
 import importlib
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -229,8 +230,8 @@ class TokcodecCodec(Codec):
                                                   (0.5, 65))
     quick_points: tuple[tuple[float, int], ...] = ((1.0, 17), (0.5, 17))
     # longest GOP a point may use, in coded pixels x frames: a GOP's encode memory grows with
-    # both (peak RSS 2.3 GB at 65 frames of 640x360 on CPU, codec/memory.py); a point over it falls back to shorter
-    # GOPs (65 -> 33 -> 17, never under ``gop``) and notes() says so
+    # both (peak RSS 2.3 GB at 65 frames of 640x360 on CPU, codec/memory.py); a point over it
+    # falls back to shorter GOPs (65 -> 33 -> 17, never under ``gop``) and notes() says so
     max_gop_pixels: int = 20_000_000
     fallbacks: list[str] = field(default_factory=list)
     decoded_ext: str = ".mkv"  # decode_video picks the writer by extension; .mkv is its lossless one
@@ -272,18 +273,21 @@ class TokcodecCodec(Codec):
         return [self._point(s, max(g, self.gop)) for s, g in (self.quick_points if quick else self.full_points)]
 
     def points_for(self, ref: Reference, quick: bool) -> list[OperatingPoint]:
-        """The points with each GOP shortened (halving its latent steps, never under the series'
-        own ``gop``) while a GOP of the coded size would exceed ``max_gop_pixels``; a point that
-        then repeats an earlier one is dropped, and notes() lists what changed."""
+        """The points with each GOP cut to the clip (a GOP no longer than its frames, padded to
+        1 + 4k) and then shortened, halving its latent steps but never under the series' own
+        ``gop``, while a GOP of the coded size would exceed ``max_gop_pixels``; a point that then
+        repeats an earlier one is dropped, and notes() lists what changed and why."""
         out: list[OperatingPoint] = []
+        whole_clip = 1 + 4 * math.ceil((ref.frames - 1) / 4)
         for point in self.points(quick):
-            gop = point.gop or self.gop
+            gop = max(self.gop, min(point.gop or self.gop, whole_clip))
+            why = f"the clip has {ref.frames} frames" if gop < (point.gop or self.gop) else ""
             while gop > self.gop and gop * ref.width * ref.height * point.value ** 2 > self.max_gop_pixels:
-                gop = max(self.gop, 1 + (gop - 1) // 2)
+                gop = max(self.gop, 1 + 4 * ((gop - 1) // 8))
+                why = f"a longer GOP at {ref.width}x{ref.height} would need too much memory"
             fitted = self._point(point.value, gop)
             if fitted != point:
-                self.fallbacks.append(f"{self.series} {point.label} on {ref.name} ({ref.width}x{ref.height}): "
-                                      f"GOPs of {gop} frames, as a GOP of {point.gop} would need too much memory"
+                self.fallbacks.append(f"{self.series} {point.label} on {ref.name}: GOPs of {gop} frames, as {why}"
                                       + (" (the same as an earlier point: left out)" if fitted in out else ""))
             if fitted not in out:
                 out.append(fitted)

@@ -3,15 +3,18 @@
 A GOP goes through the encoder, the closed loop's decodes and the correction's fit whole, so an
 encode's peak memory grows with the pixels x frames of one GOP (not with the video's length).
 On Linux a job that outgrows the machine is killed by the kernel without a word; this module
-turns that into an error that names the GOP length or scale that would fit.
+turns that into an error that names the longest GOP that would fit (or asks for a smaller
+scale).
 
 The figures are peak RSS of ``tokcodec encode`` with the default preset on a 2-core host
 (``bench/streaming_memory.py``'s method: the child's VmHWM), as a fixed part plus a part per
-coded pixel-frame, rounded up. Measured (MB) in bf16: 320x180 x 17 frames 528; 640x360 x 17 /
-33 / 65: 882 / 1221 / 2269; 1280x720 x 17 / 33: 2431 / 3749. In fp32, 640x360 x 17 / 33: 1042 /
-1729; with --refine 2 (bf16): 1724 / 3074. The estimates land within 7.5% of each of these. The
-check refuses only when the estimate exceeds all the memory the system says is available, so it
-errs towards trying.
+pixel-frame of the GOP, rounded up. Measured (MB) in bf16: 320x180 x 17 frames 528; 640x360 x 17
+/ 33 / 65: 882 / 1221 / 2269; 1280x720 x 17 / 33: 2431 / 3749. In fp32, 640x360 x 17 / 33:
+1042 / 1729; with --refine 2 (bf16): 1724 / 3074. The estimates land within 7.5% of each of
+these. The part per pixel-frame is split between the coded size the networks see and the source
+size, at which only the frames themselves are held (uint8 and float copies, ~32 bytes). The
+check refuses only when the estimate exceeds all the memory the system says is available (what
+this process already holds counted in), so it errs towards trying.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from pathlib import Path
 from tokcodec.errors import TokcodecError
 
 BASE_BYTES = 400 * 2**20            # interpreter, torch, the model, the coders
-ENCODE_BYTES_PER_PIXEL_FRAME = {"bf16": 125, "fp16": 125, "fp32": 190}
+SOURCE_BYTES_PER_PIXEL_FRAME = 32   # the source frames: uint8 and float copies, the correction's stacks
+CODED_BYTES_PER_PIXEL_FRAME = {"bf16": 125 - 32, "fp16": 125 - 32, "fp32": 190 - 32}  # the networks
 REFINE_BYTES_PER_PIXEL_FRAME = 250  # --refine: the decoder's activations kept for its backward pass
 
 
@@ -32,61 +36,102 @@ class MemoryLimitError(TokcodecError):
 
 @dataclass(frozen=True)
 class EncodeFootprint:
-    """One GOP of ``frames`` frames at ``width`` x ``height`` coded pixels (the padded size the
-    networks see; the larger of it and the source size), in ``precision``, with or without
-    ``--refine``."""
+    """One GOP of ``frames`` frames (1 + ``temporal_factor`` k), at ``width`` x ``height`` coded
+    pixels (the padded size the networks see) from a ``source_width`` x ``source_height`` source
+    (0: the coded size), in ``precision``, with or without ``--refine``."""
     width: int
     height: int
     frames: int
     precision: str
     refine: bool = False
-
-    @property
-    def pixel_frames(self) -> int:
-        return self.width * self.height * self.frames
+    source_width: int = 0
+    source_height: int = 0
+    temporal_factor: int = 4
 
     def peak_bytes(self) -> int:
-        per = ENCODE_BYTES_PER_PIXEL_FRAME.get(self.precision, ENCODE_BYTES_PER_PIXEL_FRAME["fp32"])
-        per += REFINE_BYTES_PER_PIXEL_FRAME if self.refine else 0
-        return BASE_BYTES + per * self.pixel_frames
+        return BASE_BYTES + self.frames * self._bytes_per_frame()
+
+    def _bytes_per_frame(self) -> int:
+        coded = CODED_BYTES_PER_PIXEL_FRAME.get(self.precision, CODED_BYTES_PER_PIXEL_FRAME["fp32"])
+        coded += REFINE_BYTES_PER_PIXEL_FRAME if self.refine else 0
+        source = (self.source_width or self.width) * (self.source_height or self.height)
+        return coded * self.width * self.height + SOURCE_BYTES_PER_PIXEL_FRAME * source
+
+    def longest_gop_within(self, budget: int) -> int:
+        """The longest GOP (1 + temporal_factor k frames) whose peak fits ``budget`` bytes, 0 if not
+        even one frame does."""
+        frames = (budget - BASE_BYTES) // max(self._bytes_per_frame(), 1)
+        s = self.temporal_factor
+        return 0 if frames < 1 else 1 + s * ((frames - 1) // s)
 
 
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (memory the kernel can hand out without swapping), or None
-    where there is no such file (not Linux)."""
+def resident_bytes(status: Path = Path("/proc/self/status")) -> int:
+    """This process's resident memory (VmRSS), 0 where the system does not say: the interpreter,
+    torch and the model are loaded before the check, so they are no longer in what is available."""
     try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup"),
+                    swap: bool = True) -> int | None:
+    """What the system can still hand this process, or None where it does not say (not Linux):
+    MemAvailable, plus with ``swap`` free swap (a job that spills into swap is slow, not killed;
+    the host's swap, whatever the cgroup's own swap limit), capped by the headroom of a cgroup v2
+    memory limit (containers: /proc/meminfo shows the host's memory, but the kernel kills at the
+    limit), where the cgroup's reclaimable page cache counts as free."""
+    try:
+        fields = {k: int(v.split()[0]) * 1024 for k, v in
+                  (line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)}
+    except (OSError, ValueError, IndexError):
         return None
-    for line in text.splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return None
+    if "MemAvailable" not in fields:
+        return None
+    available = fields["MemAvailable"] + (fields.get("SwapFree", 0) if swap else 0)
+    headroom = _cgroup_headroom(cgroup)
+    return available if headroom is None else min(available, headroom)
 
 
-def longest_gop_within(footprint: EncodeFootprint, available: int, temporal_factor: int = 4) -> int:
-    """The longest GOP (1 + ``temporal_factor`` k frames) whose footprint fits ``available``, 0 if
-    not even a single frame does."""
-    per_frame = footprint.peak_bytes() - BASE_BYTES
-    frames = (available - BASE_BYTES) * footprint.frames // max(per_frame, 1)
-    return 0 if frames < 1 else 1 + temporal_factor * ((frames - 1) // temporal_factor)
+def _cgroup_headroom(cgroup: Path) -> int | None:
+    """memory.max minus what the cgroup uses that cannot be reclaimed (memory.current less its
+    inactive file cache; none counted where memory.stat is missing), or None without a limit.
+    Only this cgroup's own limit is read, not its ancestors'."""
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        headroom = int(limit) - int((cgroup / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines() if line.strip())
+        headroom += int(stat.get("inactive_file", 0))
+    except (OSError, ValueError):
+        pass
+    return max(0, headroom)
 
 
-def check_encode_memory(footprint: EncodeFootprint, available: int | None = None) -> None:
-    """MemoryLimitError when the footprint's estimate exceeds the available memory (read from the
-    system unless given; no check where it cannot be read)."""
+def check_encode_memory(footprint: EncodeFootprint, available: int | None = None,
+                        resident: int | None = None) -> None:
+    """MemoryLimitError when the footprint's peak exceeds what this process holds (``resident``)
+    plus what the system can still give it (``available``); both read from the system unless
+    given, and no check where the available memory cannot be read."""
     available = available_bytes() if available is None else available
     if available is None:
         return
+    budget = available + (resident_bytes() if resident is None else resident)
     need = footprint.peak_bytes()
-    if need <= available:
+    if need <= budget:
         return
-    gop = longest_gop_within(footprint, available)
-    advice = (f"use --gop {gop} or less" if gop >= 1 and gop < footprint.frames else
-              "use a smaller --scale")
+    gop = footprint.longest_gop_within(budget)
+    advice = f"use --gop {gop} or less" if 1 <= gop < footprint.frames else "use a smaller --scale"
     raise MemoryLimitError(
         f"encoding GOPs of {footprint.frames} frames at {footprint.width}x{footprint.height} needs about "
-        f"{_gb(need)} of memory{' with --refine' if footprint.refine else ''}, and {_gb(available)} is available: "
+        f"{_gb(need)} of memory{' with --refine' if footprint.refine else ''}, and {_gb(budget)} is available: "
         f"{advice} (or free some memory)")
 
 

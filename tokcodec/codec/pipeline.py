@@ -245,12 +245,12 @@ DecodedChunk = tuple[int, int, np.ndarray, Correction | None]
 def _gop_footprint(header: Header, info: VideoInfo, gop: int, max_frames: int | None, runtime: Runtime,
                    refine: bool) -> EncodeFootprint:
     """The largest GOP this encode will put through the networks: ``gop`` frames, or the whole
-    input when it is shorter, padded to 1 + 4k frames, at the larger of the coded (padded) and
-    the source size."""
-    frames = 1 if info.is_image else min(n for n in (gop, info.frame_count or gop, max_frames or gop))
+    input when it is shorter, padded to 1 + 4k frames, at the coded (padded) size, from frames
+    of the source's size."""
+    frames = min(gop, info.frame_count or gop, max_frames or gop)
     s = header.temporal_factor
-    return EncodeFootprint(max(header.padded_width, info.width), max(header.padded_height, info.height),
-                           1 + s * math.ceil((frames - 1) / s), runtime.precision, refine)
+    return EncodeFootprint(header.padded_width, header.padded_height, 1 + s * math.ceil((frames - 1) / s),
+                           runtime.precision, refine, info.width, info.height, s)
 
 
 def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: bool = True) -> DecodedChunk:
