@@ -160,6 +160,8 @@ def test_the_full_tokcodec_ladder_lengthens_gops_within_a_memory_budget():
     short = TokcodecCodec().points_for(SimpleNamespace(name="short", width=640, height=360, frames=30), quick=False)
     assert [p.label for p in short] == ["scale=1.25", "scale=1", "scale=1,gop=33", "scale=0.75,gop=33",
                                         "scale=0.5,gop=33"]
+    refined = TokcodecCodec(refine=4).points_for(small, quick=False)  # --refine: a third of the budget
+    assert [p.label for p in refined] == ["scale=1.25", "scale=1", "scale=0.75,gop=33", "scale=0.5,gop=65"]
     longer = TokcodecCodec(gop=33)
     assert [p.gop for p in longer.points_for(small, quick=True)] == [33, 33] and longer.notes() == []
     tiny = TokcodecCodec().points_for(SimpleNamespace(name="tiny", width=64, height=48, frames=5), quick=False)

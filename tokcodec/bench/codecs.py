@@ -279,10 +279,11 @@ class TokcodecCodec(Codec):
         repeats an earlier one is dropped, and notes() lists what changed and why."""
         out: list[OperatingPoint] = []
         whole_clip = 1 + 4 * math.ceil((ref.frames - 1) / 4)
+        budget = self.max_gop_pixels // (3 if self.refine else 1)  # --refine: ~3x the memory per pixel
         for point in self.points(quick):
             gop = max(self.gop, min(point.gop or self.gop, whole_clip))
             why = f"the clip has {ref.frames} frames" if gop < (point.gop or self.gop) else ""
-            while gop > self.gop and gop * ref.width * ref.height * point.value ** 2 > self.max_gop_pixels:
+            while gop > self.gop and gop * ref.width * ref.height * point.value ** 2 > budget:
                 gop = max(self.gop, 1 + 4 * ((gop - 1) // 8))
                 why = f"a longer GOP at {ref.width}x{ref.height} would need too much memory"
             fitted = self._point(point.value, gop)
