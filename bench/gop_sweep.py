@@ -52,8 +52,7 @@ def main() -> None:
     a = ap.parse_args()
     settings = parse_settings(a.settings)
 
-    from tokcodec.codec.pipeline import decode_video, encode_video, prepare_model
-    from tokcodec.device import select_runtime
+    from tokcodec.codec.pipeline import decode_video, encode_video
     from tokcodec.io import FrameWriter, read_frames
     from tokcodec.metrics import ErrorTotals
     from tokcodec.model.zoo import load_tokenizer
@@ -66,8 +65,9 @@ def main() -> None:
     clips = [(n, c) for n, c in corpus_clips(corpus, a.split, frames=a.frames, windows=1)
              if not wanted or n.split("#")[0] in wanted]
     if not clips:
-        raise SystemExit(f"no {a.split} video of the corpus has {a.frames} frames{' among ' + a.videos if wanted else ''}")
-    loaded = prepare_model(load_tokenizer(a.model), select_runtime("auto"))  # loaded once for every encode
+        among = f" among {a.videos}" if wanted else ""
+        raise SystemExit(f"no {a.split} video of the corpus has {a.frames} frames{among}")
+    loaded = load_tokenizer(a.model)  # loaded once: encode and decode place it on their device
     ff = None
     if a.vmaf:
         from tokcodec.bench.ffmpeg import find_ffmpeg, rgb_to_yuv420
@@ -96,7 +96,8 @@ def main() -> None:
                     rgb_to_yuv420(ff, decoded[:, :ref.height, :ref.width], work / "d.yuv", ref.fps)
                     score = vmaf(ff, work / "d.yuv", ref.yuv420(), ref.width, ref.height, ref.fps, work)
                 row = {"clip": name, "size": f"{clip.shape[2]}x{clip.shape[1]}", "frames": len(clip),
-                       "scale": scale, "gop": gop, "rdo": rdo, "bpp": stats.bpp, "psnr": totals.psnr(),
+                       "scale": scale, "gop": gop, "rdo": rdo, "bits": 8 * stats.bytes,
+                       "pixels": clip.shape[0] * clip.shape[1] * clip.shape[2], "bpp": stats.bpp, "psnr": totals.psnr(),
                        "colour_drift": totals.colour_drift, "vmaf": score, "seconds": seconds}
                 rows.append(row)
                 vm = "" if score is None else f"  VMAF {score:6.2f}"
@@ -108,8 +109,7 @@ def main() -> None:
     for scale, gop, rdo in settings:
         sel = [r for r in rows if (r["scale"], r["gop"], r["rdo"]) == (scale, gop, rdo)]
         vm = [r["vmaf"] for r in sel if r["vmaf"] is not None]
-        pixels = [r["frames"] * int(r["size"].split("x")[0]) * int(r["size"].split("x")[1]) for r in sel]
-        bpp = float(np.dot([r["bpp"] for r in sel], pixels) / sum(pixels))  # all bits over all pixels
+        bpp = sum(r["bits"] for r in sel) / sum(r["pixels"] for r in sel)  # all bits over all pixels
         print(f"  scale {scale:<5g} gop {gop:<3d} rdo {rdo:<5g} bpp {bpp:.4f}  "
               f"PSNR {np.mean([r['psnr'] for r in sel]):6.2f}" + (f"  VMAF {np.mean(vm):6.2f}" if vm else ""))
     if a.json_out:

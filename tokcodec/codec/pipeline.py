@@ -247,9 +247,9 @@ def _gop_footprint(header: Header, info: VideoInfo, gop: int, max_frames: int | 
     """The largest GOP this encode will put through the networks: ``gop`` frames, or the whole
     input when it is shorter, padded to 1 + 4k frames, at the coded (padded) size, from frames
     of the source's size."""
-    frames = min(gop, info.frame_count or gop, max_frames or gop)
     s = header.temporal_factor
-    return EncodeFootprint(header.padded_width, header.padded_height, 1 + s * math.ceil((frames - 1) / s),
+    steps = header.latent_shape(min(gop, info.frame_count or gop, max_frames or gop))[0]
+    return EncodeFootprint(header.padded_width, header.padded_height, 1 + s * (steps - 1),
                            runtime.precision, refine, info.width, info.height, s)
 
 
