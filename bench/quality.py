@@ -50,6 +50,9 @@ def main() -> None:
                          "17-frame GOPs; 16 before December 2026)")
     ap.add_argument("--pool", type=int, default=None,
                     help="detail gains' low-pass block in pixels (CorrectionConfig.pool; default 16)")
+    ap.add_argument("--sharpen", type=float, default=None,
+                    help="detail gains per unit of their fit (tokcodec encode --sharpen; default: 1.5 for "
+                         "GOPs of 9 frames or more, 1 for images; 1 for all before December 2026)")
     ap.add_argument("--corpus", default="data/real", help="real corpus with held-out clips (skipped when absent)")
     ap.add_argument("--split", choices=("holdout", "train"), default="holdout",
                     help="real videos to measure: the held-out ones (default), or windows of the colour "
@@ -95,7 +98,7 @@ def main() -> None:
         sets += [("video", n, c) for n, c in zip(names, synth)]
         sets += [("image", n, c[:1]) for n, c in zip(names, synth)]
     refine = RefineConfig(steps=a.refine, passes=a.passes)
-    fix_config = CorrectionConfig(detail=not a.no_detail, cell=a.cell,
+    fix_config = CorrectionConfig(detail=not a.no_detail, cell=a.cell, sharpen=a.sharpen,
                                   **({} if a.pool is None else {"pool": a.pool}))
     rows, all_tokens = [], []
     encode_seconds, encoded_frames = 0.0, 0
@@ -166,6 +169,7 @@ def main() -> None:
         with open(a.json_out, "w") as fh:
             json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps, "passes": refine.passes,
                        "rdo": a.rdo if quantize else 0.0, "scale": a.scale, "cell": a.cell, "pool": fix_config.pool,
+                       "sharpen": fix_config.sharpen,
                        "correction": not a.no_correction, "detail": not (a.no_correction or a.no_detail),
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)

@@ -385,3 +385,24 @@ def test_correction_options_reach_every_file(tmp_path):
                                   ("tokens", {"correction": False}, (1, 0))):
         assert batch_encode(src.parent, tmp_path / name, model="tiny", workers=1, **kwargs).done == 1
         assert file_info(tmp_path / name / "c.mkv.tok").header.version == version, name
+
+
+def test_sharpen_reaches_every_file(tmp_path):
+    """batch encode --sharpen 0 sends no detail gains where the default sends some; out of
+    range it is refused before any file is encoded."""
+    from tokcodec.codec.container import open_tok
+    from tokcodec.codec.correction import Correction
+
+    (tmp_path / "in").mkdir()
+    src = write_clip(tmp_path / "in" / "c.mkv", smooth_clip(9, 32, 48))
+
+    def gains(out: str, **kw) -> np.ndarray:
+        assert batch_encode(src.parent, tmp_path / out, model="tiny", workers=1, **kw).done == 1
+        with open_tok(tmp_path / out / "c.mkv.tok") as reader:
+            return Correction.unpack(reader.read_chunk(0).correction, reader.header.width,
+                                     reader.header.height).gains
+
+    assert gains("default").any() and not gains("flat", sharpen=0).any()
+    with pytest.raises(ValueError, match="--sharpen"):
+        batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, sharpen=5)
+    assert not (tmp_path / "bad").exists()

@@ -167,3 +167,29 @@ def test_the_full_tokcodec_ladder_lengthens_gops_within_a_memory_budget():
     tiny = TokcodecCodec().points_for(SimpleNamespace(name="tiny", width=64, height=48, frames=5), quick=False)
     assert [(p.label, p.gop) for p in tiny] == [("scale=1.25", 17), ("scale=1", 17), ("scale=0.75", 17),
                                                 ("scale=0.5", 17)]  # never under the series' own GOP
+
+
+def test_vmaf_neg_scores_a_sharpened_copy_below_vmaf(tmp_path: Path) -> None:
+    """measure.vmaf(neg=True) runs libvmaf's vmaf_v0.6.1neg model, which discounts enhancement:
+    a copy sharpened by an unsharp mask scores lower on it than on plain VMAF."""
+    import numpy as np
+
+    from tokcodec.bench.ffmpeg import rgb_to_yuv420
+    from tokcodec.bench.measure import vmaf
+    from tokcodec.bench.reference import load_reference
+    from tokcodec.io import read_frames
+
+    ff = find_ffmpeg()
+    if "libvmaf" not in ff.filters or ff.vmaf_model_option is None:
+        pytest.skip("this ffmpeg has no libvmaf with built-in models")
+    clip = clips.generate(tmp_path, ["pan_china"], width=96, height=64, frames=4)[0]
+    ref = load_reference(clip, ff, tmp_path / "work")
+    frames = read_frames(clip).astype(np.float64)
+    blur = (frames + np.roll(frames, 1, 1) + np.roll(frames, -1, 1) + np.roll(frames, 1, 2)
+            + np.roll(frames, -1, 2)) / 5
+    sharp = np.clip(np.rint(frames + 1.5 * (frames - blur)), 0, 255).astype(np.uint8)
+    rgb_to_yuv420(ff, sharp[:, :ref.height, :ref.width], tmp_path / "s.yuv", ref.fps)
+    plain, neg = (vmaf(ff, tmp_path / "s.yuv", ref.yuv420(), ref.width, ref.height, ref.fps, tmp_path, neg=n)
+                  for n in (False, True))
+    assert plain is not None and neg is not None
+    assert 0 <= neg < plain, (neg, plain)

@@ -220,3 +220,28 @@ def test_encode_correction_options_pick_the_format(tmp_path):
         assert res.returncode == 0, res.stderr
         info = json.loads(run("info", out, "--json").stdout)
         assert info["header"]["version"] == version, option
+
+
+def test_encode_sharpen_sends_larger_gains_and_says_so(tmp_path):
+    """--sharpen scales the detail gains the records carry (0: none); the stats line names it;
+    out of range it is a usage error before anything is written."""
+    from tokcodec.codec.container import open_tok
+    from tokcodec.codec.correction import Correction
+
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 32, 48))
+
+    def gains(option: str) -> np.ndarray:
+        out = tmp_path / f"s{option}.tok"
+        res = run("encode", src, "-o", out, "--model", "tiny", "--sharpen", option)
+        assert res.returncode == 0, res.stderr
+        assert f"sharpen {option}" in res.stderr or option == "0", res.stderr
+        with open_tok(out) as reader:
+            chunk = reader.read_chunk(0)
+            record = Correction.unpack(chunk.correction, reader.header.width, reader.header.height)
+        return np.abs(record.gains.astype(int))
+
+    none, fit, doubled = gains("0"), gains("1"), gains("2")
+    assert not none.any() and fit.any()
+    assert doubled.sum() > 1.5 * fit.sum(), (doubled.sum(), fit.sum())
+    res = run("encode", src, "-o", tmp_path / "bad.tok", "--model", "tiny", "--sharpen", "9")
+    assert res.returncode != 0 and not (tmp_path / "bad.tok").exists()

@@ -121,19 +121,24 @@ def test_lowpass_is_block_means_upsampled(h, w, pool):
     np.testing.assert_allclose(lowpass(x, pool).numpy(), want, atol=1e-9)
 
 
-def test_detail_gains_restore_a_softened_picture():
-    """A decode that lost half its local detail, with an offset: the gains bring the detail
-    back, and a flat decode (no detail to scale) gets zero gains."""
-    rng = np.random.default_rng(3)
+def _softened(seed: int, kept: float) -> tuple[np.ndarray, torch.Tensor]:
+    """A 9-frame 96x128 source (uint8) and a decode (float) keeping ``kept`` of its detail."""
+    rng = np.random.default_rng(seed)
     base = torch.from_numpy(rng.uniform(30, 220, (9, 8, 12, 3)))
     source_f = F.interpolate(base.permute(0, 3, 1, 2), size=(96, 128), mode="bicubic",
                              align_corners=False).permute(0, 2, 3, 1).clamp(0, 255)
-    soft = lowpass(source_f, 16) + 0.5 * (source_f - lowpass(source_f, 16))
-    source = source_f.round().to(torch.uint8).numpy()
+    soft = lowpass(source_f, 16) + kept * (source_f - lowpass(source_f, 16))
+    return source_f.round().to(torch.uint8).numpy(), soft
+
+
+def test_detail_gains_restore_a_softened_picture():
+    """A decode that lost half its local detail, with an offset: the gains bring the detail
+    back, and a flat decode (no detail to scale) gets zero gains."""
+    source, soft = _softened(3, 0.5)
     decoded = np.clip(np.rint(soft.numpy() - _smooth_offset(96, 128)[None]), 0, 255).astype(np.uint8)
     mse = lambda a, b: float(((a.astype(float) - b) ** 2).mean())  # noqa: E731
     offsets_only = fit_correction(source, decoded, CorrectionConfig(detail=False))
-    both = fit_correction(source, decoded, CorrectionConfig())
+    both = fit_correction(source, decoded, CorrectionConfig(sharpen=1))
     assert both.has_detail and (both.pool, both.gain_step) == (16, 24)
     gain = GAIN_UNIT * both.gain_step * both.gains.mean()
     assert 0.6 < gain < 1.4, gain  # about +1: the detail halved, doubled back
@@ -142,6 +147,32 @@ def test_detail_gains_restore_a_softened_picture():
     assert err_both < 0.5 * err_offsets, (err_both, err_offsets)
     flat = np.full((9, 64, 64, 3), 128, np.uint8)
     assert not fit_correction(flat, flat, CorrectionConfig()).gains.any()
+
+
+def test_sharpen_scales_the_fitted_gains():
+    """``sharpen`` multiplies the quantised least-squares gains (the default sends 1.5 times
+    the fit; gains that quantise to 0 stay 0), 0 sends none, and the offsets are refitted to
+    what the gains leave: the mean colour stays pinned whatever the gains."""
+    source, soft = _softened(5, 0.7)
+    decoded = np.clip(np.rint(soft.numpy()), 0, 255).astype(np.uint8)
+    steps = lambda k: fit_correction(source, decoded, CorrectionConfig(sharpen=k)).gains  # noqa: E731
+    fitted = steps(1)
+    assert 0.25 < GAIN_UNIT * 24 * fitted.mean() < 0.6, fitted.mean()  # about 1 / 0.7 - 1
+    auto = CorrectionConfig()  # 1.5 for GOPs of 9 frames or more (this one), 1 for shorter ones
+    assert (auto.sharpen_for(9), auto.sharpen_for(8), auto.sharpen_for(1)) == (1.5, 1.0, 1.0)
+    np.testing.assert_array_equal(fit_correction(source, decoded, auto).gains, steps(1.5))
+    np.testing.assert_array_equal(fit_correction(source[:5], decoded[:5], auto).gains,
+                                  fit_correction(source[:5], decoded[:5], CorrectionConfig(sharpen=1)).gains)
+    for k in (1.5, 2, 3.2):
+        np.testing.assert_array_equal(steps(k), np.clip(np.rint(k * fitted.astype(float)), -127, 127))
+    assert steps(1.5).astype(int).sum() > 1.4 * fitted.astype(int).sum()
+    assert not steps(0).any()
+    for k in (0, 1, 2):
+        out = fit_correction(source, decoded, CorrectionConfig(sharpen=k)).apply_to_frames(decoded)
+        assert np.abs(out.astype(float).mean((0, 1, 2)) - source.mean((0, 1, 2))).max() < 0.6
+    for bad in (-0.5, 4.5, float("nan")):
+        with pytest.raises(ValueError, match="sharpen"):
+            CorrectionConfig(sharpen=bad)
 
 
 def test_per_frame_dc_and_temporal_blend_remove_flicker():

@@ -25,7 +25,7 @@ from tokcodec.batch.plan import (
 )
 from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
-from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO, MAX_SCALE, MIN_SCALE
+from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE
 from tokcodec.errors import InputError, ModelError, OutputError
 
 if TYPE_CHECKING:
@@ -120,6 +120,8 @@ def validate_options(options: BatchOptions) -> None:
         raise ValueError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
     if options.op == "encode" and not 0 <= options.rdo <= MAX_RDO:
         raise ValueError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
+    if options.op == "encode" and options.sharpen is not None and not 0 <= options.sharpen <= MAX_SHARPEN:
+        raise ValueError(f"--sharpen must be in [0, {MAX_SHARPEN:g}], got {options.sharpen}")
     if options.op == "encode" and not MIN_SCALE <= options.scale <= MAX_SCALE:
         raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 
@@ -258,14 +260,15 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  workers: int | None = None, engine: str = "local", address: str | None = None,
                  force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
                  rdo: float = DEFAULT_RDO, correction: bool = True, detail: bool = True,
-                 reporter: Reporter | None = None) -> BatchSummary:
+                 sharpen: float | None = None, reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
     recorded per file in the summary and dst/manifest.jsonl, never raised.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
-                        passes=passes, rdo=rdo, correction=correction, detail=detail)
+                        passes=passes, rdo=rdo, correction=correction, detail=detail,
+                        sharpen=sharpen)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

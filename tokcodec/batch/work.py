@@ -38,6 +38,7 @@ class BatchOptions:
     rdo: float = DEFAULT_RDO    # encode: rate-distortion trade of the token bits (tokcodec.codec.rdo)
     correction: bool = True     # encode: send each GOP's correction grid
     detail: bool = True         # encode: with detail gains (format 2.1; False: offsets only, 2.0)
+    sharpen: float | None = None  # encode: detail gains per unit of their fit (None: by GOP length; codec/correction.py)
 
 
 @dataclass
@@ -162,7 +163,8 @@ class Worker:
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
                           passes=o.passes, rdo=o.rdo,
-                          correction=CorrectionConfig(enabled=o.correction, detail=o.detail))
+                          correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
+                                                       sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo)
 

@@ -15,11 +15,14 @@ __all__ = ["quality", "vmaf"]
 
 
 def vmaf(ff: FFmpeg, dist_yuv: Path, ref_yuv: Path, width: int, height: int, fps: Fraction,
-         workdir: Path) -> Optional[float]:
-    """Mean VMAF (libvmaf's built-in vmaf_v0.6.1 model) of two raw yuv420p files; None without libvmaf."""
-    if "libvmaf" not in ff.filters:
+         workdir: Path, neg: bool = False) -> Optional[float]:
+    """Mean VMAF (libvmaf's built-in vmaf_v0.6.1 model) of two raw yuv420p files; None without libvmaf.
+    ``neg``: the vmaf_v0.6.1neg model instead ("no enhancement gain": it discounts what
+    sharpening and contrast gains add), None where the build has no built-in models."""
+    if "libvmaf" not in ff.filters or (neg and ff.vmaf_model_option is None):
         return None
-    opts = [o for o in (ff.vmaf_model_option, "log_fmt=json", "log_path=vmaf.json", "n_threads=2") if o]
+    model = ff.vmaf_model_option + "neg" if neg else ff.vmaf_model_option
+    opts = [o for o in (model, "log_fmt=json", "log_path=vmaf.json", "n_threads=2") if o]
     args = raw_input_args("yuv420p", width, height, fps, dist_yuv.resolve())
     args += raw_input_args("yuv420p", width, height, fps, ref_yuv.resolve())
     # input 0 is the distorted ("main") video, input 1 the reference

@@ -11,7 +11,7 @@ import typer
 
 from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
                                   NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
-                                  Refine, Scale)
+                                  Refine, Scale, Sharpen)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
 from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
@@ -38,6 +38,7 @@ def encode(
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
+    sharpen: Sharpen = None,
     compile: Compile = False,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
@@ -56,13 +57,15 @@ def encode(
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
-                              correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail),
+                              correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail,
+                                                           sharpen=sharpen),
                               compile=compile, rdo=rdo)
         settings = f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
         settings += f", rdo {st.rdo:g}" if st.rdo else ""
         settings += f", refine {st.refine}" if st.refine else ""
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
+        settings += f", sharpen {st.sharpen:g}" if st.correction_bytes and st.sharpen else ""
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)

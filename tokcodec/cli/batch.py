@@ -9,7 +9,7 @@ import typer
 
 from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
-                                  Scale)
+                                  Scale, Sharpen)
 from tokcodec.cli.policy import errors
 from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 
@@ -61,6 +61,7 @@ def encode(
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
+    sharpen: Sharpen = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -79,7 +80,8 @@ def encode(
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
-         passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail)
+         passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
+         sharpen=sharpen)
 
 
 @batch_app.command("decode")

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tokcodec.defaults import MAX_PASSES, MAX_RDO, MAX_SCALE, MIN_SCALE
+from tokcodec.defaults import DEFAULT_SHARPEN, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
@@ -37,6 +37,11 @@ NoCorrection = Annotated[bool, typer.Option(
 NoDetail = Annotated[bool, typer.Option(
     "--no-detail", help="Correction offsets only, no detail gains: lower fidelity, .tok format 2.0 "
     "that tokcodec versions from before the gains read (docs/usage.md).")]
+Sharpen = Annotated[Optional[float], typer.Option(
+    "--sharpen", min=0, max=MAX_SHARPEN, show_default=False, help="Detail gains sent beside the tokens, "
+    "as a multiple of their least-squares fit: 1 sends the fit, larger is crisper (higher VMAF) for a "
+    f"few more bits, 0 leaves the decoded detail as it is. Default: {DEFAULT_SHARPEN:g} for GOPs of 9 "
+    "frames or more, 1 for shorter ones and images. Same format and decode speed (docs/usage.md).")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the networks: the first GOP of each shape pays the compilation; "
     "for long runs on a GPU.")]

@@ -218,7 +218,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps, passes=search.passes,
-                       rdo=rdo if quantize is not None else 0.0, correction_bytes=correction_bytes)
+                       rdo=rdo if quantize is not None else 0.0, correction_bytes=correction_bytes,
+                       sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
