@@ -14,7 +14,7 @@ docs/usage.md's "Smaller files" came from
 and its comparisons on 66-frame windows of all seven colour training videos from
 ``--frames 66 --settings 1:17,1:17:0.5,1:17:1,1:33,1:33:0.1,1:33:0.05,1:33:0,1:65``; the
 ``--sharpen`` table of docs/usage.md from ``--frames 66 --vmaf --settings
-1:17:0.25:1,1:17:0.25:1.5,1:17:0.25:2,1:17:0.25:2.5,1:17:0.25:3``.
+1:17:0.25:1,1:17:0.25:1.5,1:17:0.25:2,1:17:0.25:3``.
 """
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def main() -> None:
         with open(a.json_out, "w") as fh:
             json.dump({"model": loaded.name, "sha256": loaded.sha256, "refine": refine.steps, "passes": refine.passes,
                        "rdo": a.rdo if quantize else 0.0, "scale": a.scale, "cell": a.cell, "pool": fix_config.pool,
-                       "sharpen": fix_config.sharpen,
+                       "sharpen": "auto" if fix_config.sharpen is None else fix_config.sharpen,
                        "correction": not a.no_correction, "detail": not (a.no_correction or a.no_detail),
                        "network_encode_fps": encoded_frames / encode_seconds, "rows": rows, "summary": summary,
                        "bit_entropy": ent.tolist()}, fh, indent=2)

@@ -405,4 +405,8 @@ def test_sharpen_reaches_every_file(tmp_path):
     assert gains("default").any() and not gains("flat", sharpen=0).any()
     with pytest.raises(ValueError, match="--sharpen"):
         batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, sharpen=5)
+    with pytest.raises(ValueError, match="--no-detail"):
+        batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, sharpen=2, detail=False)
     assert not (tmp_path / "bad").exists()
+    done = [r for r in read_records(tmp_path / "flat" / MANIFEST_NAME) if r["status"] == "done"]
+    assert [r["sharpen"] for r in done] == [0.0]

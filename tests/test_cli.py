@@ -245,3 +245,6 @@ def test_encode_sharpen_sends_larger_gains_and_says_so(tmp_path):
     assert doubled.sum() > 1.5 * fit.sum(), (doubled.sum(), fit.sum())
     res = run("encode", src, "-o", tmp_path / "bad.tok", "--model", "tiny", "--sharpen", "9")
     assert res.returncode != 0 and not (tmp_path / "bad.tok").exists()
+    res = run("encode", src, "-o", tmp_path / "bad.tok", "--model", "tiny", "--sharpen", "2", "--no-detail")
+    assert_clean_error(res, "detail gains")
+    assert not (tmp_path / "bad.tok").exists()

@@ -161,11 +161,17 @@ def test_sharpen_scales_the_fitted_gains():
     auto = CorrectionConfig()  # 1.5 for GOPs of 9 frames or more (this one), 1 for shorter ones
     assert (auto.sharpen_for(9), auto.sharpen_for(8), auto.sharpen_for(1)) == (1.5, 1.0, 1.0)
     np.testing.assert_array_equal(fit_correction(source, decoded, auto).gains, steps(1.5))
-    np.testing.assert_array_equal(fit_correction(source[:5], decoded[:5], auto).gains,
-                                  fit_correction(source[:5], decoded[:5], CorrectionConfig(sharpen=1)).gains)
+    short_fit = fit_correction(source[:5], decoded[:5], CorrectionConfig(sharpen=1)).gains
+    assert short_fit.any()
+    np.testing.assert_array_equal(fit_correction(source[:5], decoded[:5], auto).gains, short_fit)
     for k in (1.5, 2, 3.2):
         np.testing.assert_array_equal(steps(k), np.clip(np.rint(k * fitted.astype(float)), -127, 127))
     assert steps(1.5).astype(int).sum() > 1.4 * fitted.astype(int).sum()
+    # the nearest step, halves to even: at 1.5 one step becomes two, two three, three four
+    for one, want in ((1, 2), (2, 3), (3, 4), (-1, -2)):
+        if (fitted == one).any():
+            assert (steps(1.5)[fitted == one] == want).all(), one
+    assert (fitted == 1).any() and not steps(0.5).any()
     assert not steps(0).any()
     for k in (0, 1, 2):
         out = fit_correction(source, decoded, CorrectionConfig(sharpen=k)).apply_to_frames(decoded)
@@ -173,6 +179,9 @@ def test_sharpen_scales_the_fitted_gains():
     for bad in (-0.5, 4.5, float("nan")):
         with pytest.raises(ValueError, match="sharpen"):
             CorrectionConfig(sharpen=bad)
+    for without_gains in ({"detail": False}, {"enabled": False}):
+        with pytest.raises(ValueError, match="detail gains"):
+            CorrectionConfig(sharpen=1.5, **without_gains)
 
 
 def test_per_frame_dc_and_temporal_blend_remove_flicker():

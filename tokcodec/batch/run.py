@@ -122,6 +122,9 @@ def validate_options(options: BatchOptions) -> None:
         raise ValueError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
     if options.op == "encode" and options.sharpen is not None and not 0 <= options.sharpen <= MAX_SHARPEN:
         raise ValueError(f"--sharpen must be in [0, {MAX_SHARPEN:g}], got {options.sharpen}")
+    if options.op == "encode" and options.sharpen is not None and not (options.correction and options.detail):
+        raise ValueError("--sharpen scales the correction's detail gains: it cannot be used with "
+                         "--no-detail or --no-correction")
     if options.op == "encode" and not MIN_SCALE <= options.scale <= MAX_SCALE:
         raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 

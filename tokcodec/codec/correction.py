@@ -81,7 +81,8 @@ class CorrectionConfig:
     the training windows (cells of 8): 27.46 dB at 0.0477 bpp against 27.42 at 0.0481, but the
     flat clips' tokens alone then drifted up to 9.2 code values instead of 5.3 (docs/usage.md).
 
-    ``sharpen`` multiplies the quantised gains (in steps, rounded again): 1 sends the
+    ``sharpen`` multiplies the quantised gains (in steps, rounded to the nearest step, halves to
+    even: at 1.5 a one-step gain becomes two steps, two steps three, three four): 1 sends the
     least-squares fit, which the ridge shrinks and the coarse gain step rounds towards 0; gains
     that quantise to 0 stay 0, so nothing is sharpened where the fit found no detail to restore.
     None (the default since December 2026) is 1.5 for GOPs of LONG_GOP_FRAMES or more, which
@@ -109,6 +110,9 @@ class CorrectionConfig:
                              f"got {self.pool}, {self.gain_step}, {self.ridge}")
         if self.sharpen is not None and not 0 <= self.sharpen <= MAX_SHARPEN:
             raise ValueError(f"sharpen must be in [0, {MAX_SHARPEN:g}], got {self.sharpen}")
+        if self.sharpen is not None and not (self.enabled and self.detail):
+            raise ValueError("sharpen scales the correction's detail gains: it cannot be set without them "
+                             "(drop --no-detail / --no-correction, or --sharpen)")
 
     def cell_for(self, frames: int) -> int:
         return self.cell or (LONG_GOP_CELL if frames >= LONG_GOP_FRAMES else SHORT_GOP_CELL)

@@ -23,7 +23,8 @@ class EncodeStats:
     passes: int = 0              # closed-loop encoder passes per GOP (0: the encoder's one-shot tokens)
     rdo: float = 0.0             # rate-distortion trade of the token bits (0: their signs; codec/rdo.py)
     correction_bytes: int = 0    # of the correction records (format 2.x), included in ``bytes``
-    sharpen: float = 0.0         # detail gains sent per unit of their fit (0: none sent; codec/correction.py)
+    sharpen: float = 0.0         # detail gains' multiplier of GOPs of the asked length (0: none sent;
+                                 # a last GOP under 9 frames keeps 1; codec/correction.py)
 
     @property
     def bpp(self) -> float:

@@ -554,7 +554,9 @@ class Trainer:
             idx = idx.cpu()
             totals = ErrorTotals().add(a, b)
             psnrs.append(totals.psnr())
-            fix = fit_correction(a, b, CorrectionConfig())  # as encode sends it by default
+            # as encode sends it by default (since December 2026 with --sharpen's default gains;
+            # earlier logs' psnr_corrected had the least-squares gains themselves)
+            fix = fit_correction(a, b, CorrectionConfig())
             corrected.append(ErrorTotals().add(a, fix.apply_to_frames(b)).psnr())
             drifts.append(totals.colour_drift)
             usage.append(((idx.unsqueeze(-1) >> torch.arange(self.model_cfg.bits)) & 1).float().reshape(-1, self.model_cfg.bits))
