@@ -65,7 +65,7 @@ def encode(
         settings += f", rdo {st.rdo:g}" if st.rdo else ""
         settings += f", refine {st.refine}" if st.refine else ""
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
-        settings += f", sharpen {st.sharpen:g}" if st.correction_bytes and st.sharpen else ""
+        settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
