@@ -107,6 +107,33 @@ def test_damaged_records_are_format_errors(name):
         Correction.unpack(_bad_records()[name], 640, 360)
 
 
+@pytest.mark.parametrize("what", ["content size", "window"])
+def test_a_frame_asking_for_gigabytes_is_refused_before_allocating(what):
+    """A zstd frame header can state a content size or a window of gigabytes, which zstd would
+    allocate before reading a byte (found by bench/fuzz_reader.py: a resealed bit flip in a 40x32
+    file's record, whose frame then stated 2.2 GB, made the reader allocate 2 GB before failing);
+    the record's own size bounds what is allocated."""
+    import tracemalloc
+
+    import zstandard
+
+    if what == "content size":  # that fuzz case's record, as found
+        record, size = bytes.fromhex("01180400020002000a004400c0ff28b52ffda00ce100820af50001e8f91337edfe16ff"), (40, 32)
+    else:
+        head = Correction(16, 8, (0, 0, 0), np.zeros((3, 23, 40), np.int8)).pack()[:RECORD_HEADER_SIZE]
+        params = zstandard.ZstdCompressionParameters.from_level(1, window_log=30, write_content_size=False)
+        stream = zstandard.ZstdCompressor(compression_params=params).compressobj()  # size unknown:
+        record, size = head + stream.compress(bytes(3 * 23 * 40)) + stream.flush(), (640, 360)  # 1 GB window
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="does not decompress"):
+            Correction.unpack(record, *size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
 @pytest.mark.parametrize("h,w,pool", [(72, 96, 16), (45, 70, 16), (20, 33, 8), (5, 7, 16)])
 def test_lowpass_is_block_means_upsampled(h, w, pool):
     """The spec's low-pass: means over pool x pool blocks (edge blocks over the pixels they

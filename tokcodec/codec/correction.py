@@ -44,6 +44,7 @@ import torch
 
 from tokcodec.defaults import DEFAULT_SHARPEN, MAX_SHARPEN
 from tokcodec.errors import FormatError
+from tokcodec.zstd_frames import decompress_bounded
 
 KIND_GRID = 1
 KIND_GRID_DETAIL = 2         # offsets and detail gains (format 2.1)
@@ -282,11 +283,9 @@ class Correction:
             if frames is not None and count != frames:
                 raise FormatError(f"correction record describes {count} frames, its GOP holds {frames}")
             offset, size = offset + _DETAIL.size, 2 * n + 3 + 3 * count
-        import zstandard
-
         try:
-            raw = zstandard.ZstdDecompressor().decompress(record[offset:], max_output_size=size)
-        except zstandard.ZstdError as exc:
+            raw = decompress_bounded(record[offset:], size)
+        except ValueError as exc:
             raise FormatError(f"correction grid does not decompress ({exc})") from None
         if len(raw) != size:
             raise FormatError(f"correction grid holds {len(raw)} values, expected {size}")
