@@ -65,11 +65,11 @@ def real_tokens() -> np.ndarray:
 # ----------------------------------------------------------------------------- registry and prior
 
 
-def test_registered_as_coder_3_and_default_unchanged() -> None:
+def test_registered_as_coder_3_and_files_of_older_coders_decode() -> None:
     coder = get_coder(3)
     assert isinstance(coder, ContextCoder3) and coder.coder_id == 3
     assert isinstance(get_coder(2), ContextCoder)      # coder 2 files keep decoding
-    assert DEFAULT_CODER_ID in (2, 3)
+    assert DEFAULT_CODER_ID == 4 and isinstance(get_coder(4), ContextCoder3)  # coder 3 with linked GOPs
 
 
 def test_shipped_prior_is_bound_to_the_default_weights() -> None:

@@ -6,6 +6,8 @@ DEFAULT_PASSES = 2  # closed-loop encoder passes per GOP (tokcodec/model/refine.
 MAX_PASSES = 16
 DEFAULT_RDO = 0.25  # rate-distortion trade of the token bits (tokcodec/codec/rdo.py); 0 = off
 MAX_RDO = 10.0
+DEFAULT_KEY_INTERVAL = 8  # GOPs per key GOP (coder 4 links the others to the GOP before; codec/context_coder4.py)
+MAX_KEY_INTERVAL = 65535
 DEFAULT_SHARPEN = 1.5  # detail gains sent per unit of their fit, GOPs of 9+ frames (codec/correction.py; 1 before December 2026)
 MAX_SHARPEN = 4.0
 MIN_SCALE, MAX_SCALE = 0.05, 2.0  # --scale: the coded size as a multiple of the source's

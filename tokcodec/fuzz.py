@@ -142,8 +142,9 @@ def exercise(path: Path) -> Outcome:
     def salvage() -> None:
         with open_salvage(path) as reader:
             coder = get_coder(reader.header.coder_id)
+            last = None  # what the next chunk may be linked to (coder 4)
             for chunk in reader.chunks():
-                coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits)
+                last = coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits, last)[-1]
                 if chunk.correction:
                     Correction.unpack(chunk.correction, reader.header.width, reader.header.height, chunk.frames)
 
@@ -170,7 +171,7 @@ def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list
     """Valid .tok files: from the tiny untrained model with the default coder (with audio, and one
     frame), the raw coder and coder 2, all with correction records holding detail gains (format
     2.1), one with offsets only (2.0) and one without (1.0); and one from the shipped model, whose
-    coder 3 payload uses its learned prior."""
+    coder 4 payloads use its learned prior, with GOPs linked to the one before."""
     from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.pipeline import encode_video
     from tokcodec.io import FrameWriter
@@ -196,13 +197,14 @@ def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list
         dst = workdir / f"{name}.tok"
         encode_video(src, dst, model="tiny", overwrite=True, **kwargs)
         out.append(dst.read_bytes())
-    if with_prior:  # the shipped model has a learned prior: coder 3's own bitstream (not its fallback)
-        moving = workdir / "moving.mkv"
+    if with_prior:  # the shipped model has a learned prior: coder 3's own bitstream (not its
+        moving = workdir / "moving.mkv"  # fallback), in coder 4's linked GOPs
+        yy, xx = np.mgrid[0:64, 0:96] / 9.0
         with FrameWriter(moving, 96, 64, Fraction(25)) as w:
-            for t in range(9):
-                w.write(np.kron(np.roll(rng.integers(0, 255, (8, 12, 3)), t, axis=1),
-                                np.ones((8, 8, 1))).astype(np.uint8))
-        encode_video(moving, workdir / "prior.tok", model="default", gop=9, overwrite=True)
+            for t in range(13):
+                w.write(np.stack([127 + 100 * np.sin(xx + 0.1 * t + c) * np.cos(yy - 0.05 * t) for c in range(3)],
+                                 -1).astype(np.uint8))
+        encode_video(moving, workdir / "prior.tok", model="default", gop=5, overwrite=True)
         out.append((workdir / "prior.tok").read_bytes())
     return out
 

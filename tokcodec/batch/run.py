@@ -25,7 +25,8 @@ from tokcodec.batch.plan import (
 )
 from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
-from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE
+from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
+                               MAX_SCALE, MAX_SHARPEN, MIN_SCALE)
 from tokcodec.errors import InputError, ModelError, OutputError
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ def validate_options(options: BatchOptions) -> None:
     if options.op == "encode" and options.sharpen is not None and not (options.correction and options.detail):
         raise ValueError("--sharpen scales the correction's detail gains: it cannot be used with "
                          "--no-detail or --no-correction")
+    if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
+        raise ValueError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
     if options.op == "encode" and not MIN_SCALE <= options.scale <= MAX_SCALE:
         raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 
@@ -263,7 +266,8 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  workers: int | None = None, engine: str = "local", address: str | None = None,
                  force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
                  rdo: float = DEFAULT_RDO, correction: bool = True, detail: bool = True,
-                 sharpen: float | None = None, reporter: Reporter | None = None) -> BatchSummary:
+                 sharpen: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
+                 reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
@@ -271,7 +275,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
-                        sharpen=sharpen)
+                        sharpen=sharpen, key_interval=key_interval)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO
 
 if TYPE_CHECKING:
     from tokcodec.codec.container import Header
@@ -39,6 +39,7 @@ class BatchOptions:
     correction: bool = True     # encode: send each GOP's correction grid
     detail: bool = True         # encode: with detail gains (format 2.1; False: offsets only, 2.0)
     sharpen: float | None = None  # encode: detail gains per unit of their fit (None: by GOP length; codec/correction.py)
+    key_interval: int = DEFAULT_KEY_INTERVAL  # encode: GOPs per key GOP (codec/context_coder4.py)
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Worker:
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
-                          passes=o.passes, rdo=o.rdo,
+                          passes=o.passes, rdo=o.rdo, key_interval=o.key_interval,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,

@@ -11,10 +11,10 @@ import typer
 
 from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
                                   NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
-                                  Refine, Scale, Sharpen)
+                                  KeyInterval, Refine, Scale, Sharpen)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, stats_line
-from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
@@ -39,6 +39,7 @@ def encode(
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
     sharpen: Sharpen = None,
+    key_interval: KeyInterval = DEFAULT_KEY_INTERVAL,
     compile: Compile = False,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
@@ -59,13 +60,14 @@ def encode(
                               max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail,
                                                            sharpen=sharpen),
-                              compile=compile, rdo=rdo)
+                              compile=compile, rdo=rdo, key_interval=key_interval)
         settings = f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
         settings += f", rdo {st.rdo:g}" if st.rdo else ""
         settings += f", refine {st.refine}" if st.refine else ""
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
+        settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
@@ -164,6 +166,7 @@ def info(
             per = " ".join(f"{b:.1f}" for b in c.bits_per_token_by_latent_frame)
             lines.append(f"  #{c.index:<5} frames {c.first_frame}-{c.first_frame + c.frames - 1}  "
                          f"{c.bytes} bytes  {c.bits_per_token:.2f} bits/token  [per latent frame: {per}]"
+                         + ("  linked" if c.linked else "")
                          + (f"  + correction {c.correction_bytes} bytes" if h.correction else ""))
         typer.echo("\n".join(lines))
 

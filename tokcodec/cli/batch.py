@@ -9,9 +9,9 @@ import typer
 
 from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
-                                  Scale, Sharpen)
+                                  KeyInterval, Scale, Sharpen)
 from tokcodec.cli.policy import errors
-from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode or decode whole folder trees (resumable; local processes or Ray).")
@@ -62,6 +62,7 @@ def encode(
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
     sharpen: Sharpen = None,
+    key_interval: KeyInterval = DEFAULT_KEY_INTERVAL,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -81,7 +82,7 @@ def encode(
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
-         sharpen=sharpen)
+         sharpen=sharpen, key_interval=key_interval)
 
 
 @batch_app.command("decode")

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tokcodec.defaults import DEFAULT_SHARPEN, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE
+from tokcodec.defaults import (DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN,
+                               MIN_SCALE)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
@@ -42,6 +43,11 @@ Sharpen = Annotated[Optional[float], typer.Option(
     "as a multiple of their least-squares fit: 1 sends the fit, larger is crisper (higher VMAF) for a "
     f"few more bits, 0 leaves the decoded detail as it is. Default: {DEFAULT_SHARPEN:g} for GOPs of 9 "
     "frames or more, 1 for shorter ones and images. Same format and decode speed (docs/usage.md).")]
+KeyInterval = Annotated[int, typer.Option(
+    "--key-interval", min=1, max=MAX_KEY_INTERVAL, help="A key GOP every N GOPs: the GOPs between code their "
+    "first latent frame against the GOP before (entropy coder 4), for smaller files; decoding can start, "
+    "and --salvage resume, at key GOPs. 1 makes every GOP a key GOP and writes coder 3, which tokcodec "
+    "releases before coder 4 read. Same pictures and decode speed (docs/usage.md).")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the networks: the first GOP of each shape pays the compilation; "
     "for long runs on a GPU.")]

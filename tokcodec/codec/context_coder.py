@@ -501,7 +501,8 @@ class ContextCoder:
     def from_context(cls, context: object = None) -> "ContextCoder":
         return cls()  # adaptive: needs nothing of the model
 
-    def encode(self, tokens: np.ndarray, bits: int) -> bytes:
+    def encode(self, tokens: np.ndarray, bits: int, previous: np.ndarray | None = None) -> bytes:
+        # ``previous`` (the GOP before's last latent frame) is for coder 4: this coder ignores it
         check_bits(bits)
         arr = _check_tokens(tokens, bits)
         crc = token_crc(arr).to_bytes(4, "little")
@@ -512,7 +513,12 @@ class ContextCoder:
             return bytes([MODE_RAW]) + crc + RawBitsCoder().encode(arr, bits)
         return bytes([MODE_CONTEXT]) + crc + coded
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
+    def links(self, payload: bytes) -> bool:
+        """Whether ``payload`` needs the previous GOP's tokens to decode: never, here."""
+        return False
+
+    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int,
+               previous: np.ndarray | None = None) -> np.ndarray:
         check_bits(bits)
         payload = bytes(payload)
         t, h, w = check_shape(shape, len(payload), bits)

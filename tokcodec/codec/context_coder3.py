@@ -488,10 +488,11 @@ class _PyRangeDecoder:
 
 
 def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tuple[int, int]],
-         known: np.ndarray | None, segments: list[tuple[bool, bytes]] | None
-         ) -> tuple[np.ndarray, list[tuple[bool, bytes]]]:
+         known: np.ndarray | None, segments: list[tuple[bool, bytes]] | None,
+         previous: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[bool, bytes]]]:
     """The numpy path, shared by encoder (``known``: the tokens; returns the coded segments) and
-    decoder (``segments``; returns the tokens (t, h, w))."""
+    decoder (``segments``; returns the tokens (t, h, w)). ``previous`` (h, w): the latent frame
+    before frame 0 (coder 4's linked GOPs), which frame 0 is then predicted from."""
     t, h, w = shape
     hw = h * w
     g = (bits + 1) // 2
@@ -505,7 +506,7 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
     out = np.empty((t, hw), np.int64)
     coded: list[tuple[bool, bytes]] = []
     raw_len = lattice.raw_frame_bytes(h, w, bits)
-    prev = None
+    prev = None if previous is None else lattice.unpack_bits(previous.reshape(-1).astype(np.int64), bits)
     for f in range(t):
         prev_feats, has = prev_features(geo, bits, prev, motions[f])
         fr = FrameState(np.zeros((hw + 1, bits), np.float32), np.zeros((hw, bits), np.uint8),
@@ -556,6 +557,11 @@ def _run(prior: Prior, shape: tuple[int, int, int], bits: int, motions: list[tup
         planes[geo.order] = fr.planes
         out[f, geo.order] = tok
         prev = planes
+        if f == 0 and previous is not None:
+            # a linked frame 0 agrees less with its predecessor (another GOP's) than later frames
+            # do: counts learnt on it would miscalibrate theirs, so they start afresh, as in coder 3
+            model.counts[:] = 0
+            model._refresh()
     return out.reshape(t, h, w), coded
 
 
@@ -702,11 +708,17 @@ class _KState:
         self.buf = np.empty(lattice.raw_frame_bytes(h, w, bits) + 16, np.uint8)
         self.prev = np.zeros(hw, np.int32)
 
-    def frame(self, K, kp: _KernelPrior, f: int, motion: tuple[int, int], decoding: bool, tok: np.ndarray,
+    def forget(self, kp: _KernelPrior) -> None:
+        """Drop the adaptive counts (after a linked frame 0: see ``_run``)."""
+        self.counts[:] = 0
+        self.prob[:] = kp.prob0
+
+    def frame(self, K, kp: _KernelPrior, first: bool, motion: tuple[int, int], decoding: bool, tok: np.ndarray,
               data: np.ndarray | None = None) -> int:
-        """Code latent frame f (see context_kernels.code_frame); tok: pass-order int32 tokens."""
+        """Code a latent frame (see context_kernels.code_frame), ``first``: with no frame before it
+        (else ``self.prev``); tok: pass-order int32 tokens."""
         g = self.geo
-        K.frame_init(f == 0, self.prev, self.h, self.w, motion[0], motion[1], g.pos, g.kp, kp.kp_table,
+        K.frame_init(first, self.prev, self.h, self.w, motion[0], motion[1], g.pos, g.kp, kp.kp_table,
                      kp.w_first, kp.t_centre, kp.t_sum, self.ph, self.pred, self.u, self.v)
         buf = self.buf if data is None else data
         return K.code_frame(decoding, g.passes, self.hw, g.nbr, tok, self.ph, self.pred, kp.t_nbr, kp.w2t, kp.b2,
@@ -714,47 +726,56 @@ class _KState:
                             self.logit, self.z, self.act, self.ctx, buf, buf.size)
 
 
-def _encode_fast(K, arr: np.ndarray, bits: int, prior: Prior, motions: list[tuple[int, int]]
-                 ) -> list[tuple[bool, bytes]]:
-    """Encoder, compiled path: one kernel call per latent frame."""
+def _encode_fast(K, arr: np.ndarray, bits: int, prior: Prior, motions: list[tuple[int, int]],
+                 previous: np.ndarray | None = None) -> list[tuple[bool, bytes]]:
+    """Encoder, compiled path: one kernel call per latent frame (``previous``: as ``_run``'s)."""
     t, h, w = arr.shape
     kp = prior.kernel
     st = _KState(kp, h, w, bits)
+    if previous is not None:
+        st.prev = previous.reshape(-1).astype(np.int32)
     raw_len = lattice.raw_frame_bytes(h, w, bits)
     segments = []
     for f in range(t):
         flat = arr[f].reshape(-1).astype(np.int32)
-        n = st.frame(K, kp, f, motions[f], False, np.take(flat, st.geo.order))
+        n = st.frame(K, kp, f == 0 and previous is None, motions[f], False, np.take(flat, st.geo.order))
         if n < 0 or n - 1 >= raw_len:
             segments.append((True, RawBitsCoder().encode(arr[f:f + 1], bits)))
         else:
             segments.append((False, st.buf[1:n].tobytes()))     # the first byte is always 0
         st.prev = flat
+        if f == 0 and previous is not None:
+            st.forget(kp)
     return segments
 
 
 def _decode_fast(K, segments: list[tuple[bool, bytes]], prior: Prior, shape: tuple[int, int, int], bits: int,
-                 motions: list[tuple[int, int]]) -> np.ndarray:
-    """Decoder, compiled path: one kernel call per latent frame."""
+                 motions: list[tuple[int, int]], previous: np.ndarray | None = None) -> np.ndarray:
+    """Decoder, compiled path: one kernel call per latent frame (``previous``: as ``_run``'s)."""
     t, h, w = shape
     kp = prior.kernel
     st = _KState(kp, h, w, bits)
+    if previous is not None:
+        st.prev = previous.reshape(-1).astype(np.int32)
     out = np.empty((t, h * w), np.int32)
     for f in range(t):
+        first = f == 0 and previous is None
         raw, data = segments[f]
         if raw:
             flat = RawBitsCoder().decode(data, (1, h, w), bits)[0].reshape(-1).astype(np.int32)
-            st.frame(K, kp, f, motions[f], False, np.take(flat, st.geo.order))   # the model learns it
+            st.frame(K, kp, first, motions[f], False, np.take(flat, st.geo.order))   # the model learns it
             out[f] = flat
         else:
             tok = np.zeros(h * w, np.int32)
             buf = np.frombuffer(data, np.uint8).copy()
-            used = st.frame(K, kp, f, motions[f], True, tok, buf)
+            used = st.frame(K, kp, first, motions[f], True, tok, buf)
             if used != buf.size:
                 raise FormatError(f"range-coded data of latent frame {f} is corrupt (the decoder read "
                                   f"{used} of its {buf.size} bytes)")
             K.unorder(tok, st.geo.order, out[f])
         st.prev = out[f]
+        if f == 0 and previous is not None:
+            st.forget(kp)
     return out.astype(np.int64).reshape(t, h, w)
 
 
@@ -819,7 +840,8 @@ class ContextCoder3:
     def from_context(cls, context: CoderContext | None = None) -> "ContextCoder3":
         return cls(model_sha256=context.model_sha256 if context else None)
 
-    def encode(self, tokens: np.ndarray, bits: int) -> bytes:
+    def encode(self, tokens: np.ndarray, bits: int, previous: np.ndarray | None = None) -> bytes:
+        # ``previous`` (the GOP before's last latent frame) is for coder 4: this coder ignores it
         lattice.check_bits(bits)
         arr = _check_tokens(tokens, bits)
         prior = prior_for_model(self.model_sha256)
@@ -841,7 +863,12 @@ class ContextCoder3:
                 return other
         return best
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
+    def links(self, payload: bytes) -> bool:
+        """Whether ``payload`` needs the previous GOP's tokens to decode: never, here."""
+        return False
+
+    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int,
+               previous: np.ndarray | None = None) -> np.ndarray:
         _check_bits_format(bits)
         payload = bytes(payload)
         if payload[:1] == bytes([MODE_CODER2]):

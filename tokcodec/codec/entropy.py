@@ -24,11 +24,18 @@ class TokenCoder(Protocol):
     coder_id: int
     name: str
 
-    def encode(self, tokens: np.ndarray, bits: int) -> bytes:
-        """Code an int array of shape (t, h, w) with values in [0, 2**bits)."""
+    def encode(self, tokens: np.ndarray, bits: int, previous: np.ndarray | None = None) -> bytes:
+        """Code an int array of shape (t, h, w) with values in [0, 2**bits). ``previous``: the
+        last latent frame (h, w) of the GOP before, which a coder may code the first latent
+        frame against (coder 4's linked GOPs; the others ignore it); None for a key GOP."""
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
-        """Inverse of encode; raise FormatError on malformed payloads."""
+    def links(self, payload: bytes) -> bool:
+        """Whether decoding ``payload`` needs the previous GOP's last latent frame."""
+
+    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int,
+               previous: np.ndarray | None = None) -> np.ndarray:
+        """Inverse of encode (``previous`` as given there, needed where ``links``); raise
+        FormatError on malformed payloads."""
 
     def frame_bits(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> list[int]:
         """Bits spent on each latent frame (for `tokcodec info`), without decoding if possible."""
@@ -47,8 +54,10 @@ CODERS: dict[int, tuple[str, str]] = {
     1: ("tokcodec.codec.raw", "RawBitsCoder"),
     2: ("tokcodec.codec.context_coder", "ContextCoder"),
     3: ("tokcodec.codec.context_coder3", "ContextCoder3"),
+    4: ("tokcodec.codec.context_coder4", "ContextCoder4"),
 }
-DEFAULT_CODER_ID = 3  # the learned-prior coder; 1 and 2 stay decodable
+DEFAULT_CODER_ID = 4  # the learned-prior coder with linked GOPs; 1, 2 and 3 stay decodable
+UNLINKED_CODER_ID = 3  # the default where no GOP can link (key GOPs only, no prior): readable before coder 4
 
 
 def get_coder(coder_id: int, context: CoderContext | None = None) -> TokenCoder:

@@ -20,6 +20,7 @@ class ChunkInfo:
     bits_per_token: float
     bits_per_token_by_latent_frame: tuple[float, ...]
     correction_bytes: int = 0                  # the GOP's correction record (format 2.x)
+    linked: bool = False                       # coded against the GOP before (coder 4); else a key GOP
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def file_info(src: str | Path) -> FileInfo:
             later_tokens += (t - 1) * lh * lw
             chunks.append(ChunkInfo(chunk.index, chunk.first_frame, chunk.frames, (t, lh, lw), len(chunk.payload),
                                     8 * len(chunk.payload) / (t * lh * lw),
-                                    tuple(b / (lh * lw) for b in per_frame), len(chunk.correction)))
+                                    tuple(b / (lh * lw) for b in per_frame), len(chunk.correction),
+                                    coder.links(chunk.payload)))
         audio = None
         if h.has_audio:
             block = reader.read_audio()

@@ -4,7 +4,9 @@ Each GOP's payload codes and decodes on its own, and the coders' numba kernels r
 (``nogil=True``), so threads run them truly in parallel. :func:`ordered_map` runs a function over
 a stream of GOPs in a small thread pool while the caller works on earlier results (the network
 runs in the calling thread): results come back in input order, so the bytes written and the
-frames decoded are exactly those of a sequential run; only the waiting changes.
+frames decoded are exactly those of a sequential run; only the waiting changes. Coder 4's
+linked GOPs decode only after the GOP before them (:func:`linked_map`): a run of linked GOPs
+then decodes one after the other, separate runs (from each key GOP) still side by side.
 """
 from __future__ import annotations
 
@@ -60,3 +62,29 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
             yield pending.popleft().result()
     finally:  # also when the consumer stops early or fails: drop what has not started
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def linked_map(fn: Callable[[T, Callable[[], R | None]], R], items: Iterable[T], threads: int | None = None,
+               ahead: int | None = None) -> Iterator[R]:
+    """:func:`ordered_map` of ``fn(item, previous)``, where ``previous()`` waits for and returns
+    the result of the item before (None for the first item; it raises what that item raised).
+    Items are handed to the pool in order and each waits only on one handed out before it, so a
+    chain of waits always ends at an item that is running: no deadlock, whatever the threads."""
+    def paired() -> Iterator[tuple[T, Future | None, Future]]:
+        before: Future | None = None
+        for item in items:
+            mine: Future = Future()
+            yield item, before, mine
+            before = mine
+
+    def run(job: tuple[T, Future | None, Future]) -> R:
+        item, before, mine = job
+        try:
+            result = fn(item, before.result if before is not None else (lambda: None))
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        mine.set_result(result)
+        return result
+
+    yield from ordered_map(run, paired(), threads, ahead)

@@ -29,13 +29,14 @@ from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.memory import EncodeFootprint, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
-from tokcodec.codec.entropy import DEFAULT_CODER_ID, CoderContext, TokenCoder, get_coder
-from tokcodec.codec.parallel import ordered_map
+from tokcodec.codec.context_coder4 import ContextCoder4
+from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
+from tokcodec.codec.parallel import linked_map, ordered_map
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
-from tokcodec.defaults import DEFAULT_RDO, MAX_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
 from tokcodec.io import ColorInfo, FrameWriter, VideoInfo, iter_frames, output_kind, probe
@@ -84,11 +85,15 @@ def encoder_for(coder_id: int, loaded: LoadedModel) -> TokenCoder:
     return get_coder(coder_id, CoderContext(model_sha256=loaded.sha256))
 
 
+#: coders that code with the model's learned prior (coder 4 is coder 3 with linked GOPs)
+PRIOR_CODER_IDS = (ContextCoder3.coder_id, ContextCoder4.coder_id)
+
+
 def token_chooser(coder_id: int, loaded: LoadedModel, rdo: float) -> Quantize | None:
     """The rate-aware choice of token bits (codec/rdo.py) at trade-off ``rdo`` for files this
     model writes with coder ``coder_id``, or None (the latents' signs): when ``rdo`` is 0, or the
-    coder is not coder 3 with a prior for this model, so no model of each bit's cost."""
-    if not rdo > 0 or coder_id != ContextCoder3.coder_id:
+    coder is not coder 3 or 4 with a prior for this model, so no model of each bit's cost."""
+    if not rdo > 0 or coder_id not in PRIOR_CODER_IDS:
         return None
     prior = prior_for_model(loaded.sha256)
     if prior is None or prior.bits != loaded.config.bits:
@@ -120,7 +125,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  progress: ProgressFn | None = None, max_frames: int | None = None,
                  audio: bool = True, refine: int | RefineConfig = 0, passes: int | None = None,
                  correction: bool | CorrectionConfig = True, compile: bool = False,
-                 rdo: float = DEFAULT_RDO) -> EncodeStats:
+                 rdo: float = DEFAULT_RDO, key_interval: int = DEFAULT_KEY_INTERVAL) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
     loop that feeds back what the decoder missed; 0 is the encoder's one-shot tokens, the
@@ -135,8 +140,15 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     bits the encoder is unsure of (codec/rdo.py): fewer bits for a little quality; 0 is off.
     ``scale`` tokenizes at that multiple of the size (decode restores it): below 1 fewer bits,
     above 1 more detail for more bits and time.
+    ``key_interval``: every that many GOPs a key GOP, coded on its own; with coder 4 (the
+    default) the GOPs between code their first latent frame against the previous GOP's last
+    (codec/context_coder4.py: smaller files; decoding can start, and salvage resume, at key
+    GOPs). 1 makes every GOP a key GOP and, unless ``coder_id`` says otherwise, writes coder 3,
+    which tokcodec releases before coder 4 also read (as for models without a coder-3 prior).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
+    if not 1 <= key_interval <= MAX_KEY_INTERVAL:
+        raise ValueError(f"key interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {key_interval}")
     if isinstance(refine, RefineConfig):
         if passes is not None:
             raise ValueError("passes is part of the RefineConfig given as refine: set it there")
@@ -154,6 +166,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         compile_networks(loaded.tokenizer)
     stager = HostStager(runtime)
     cfg = loaded.config
+    if coder_id is None:  # coder 4 only where it can link: with a prior, and GOPs between key GOPs
+        prior = prior_for_model(loaded.sha256)
+        links = key_interval > 1 and prior is not None and prior.bits == cfg.bits
+        coder_id = DEFAULT_CODER_ID if links else UNLINKED_CODER_ID
     header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
                          gop=gop, scale=scale, coder_id=coder_id, color=info.color)
     if runtime.device.type == "cpu":  # a GPU's own memory is another matter (codec/accel.py)
@@ -166,7 +182,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     quantize = token_chooser(header.coder_id, loaded, rdo)
     tmp = temp_path(dst)
     start = time.perf_counter()
-    frames = tokens = correction_bytes = 0
+    frames = tokens = correction_bytes = gop_count = linked_count = 0
     try:
         def tokens_of_gops() -> Iterator[tuple[int, np.ndarray, bytes]]:
             """(frames, tokens, correction record): the network, in this thread. The correction
@@ -189,16 +205,26 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                     record = fit_correction(np.stack(group), decoded, fix).pack()
                 yield len(group), found.indices[0].cpu().numpy().astype(np.int32), record
 
-        def entropy_coded(item: tuple[int, np.ndarray, bytes]) -> tuple[int, np.ndarray, bytes, bytes]:
-            n, idx, record = item
-            return n, idx, coder.encode(idx, cfg.bits), record
+        def with_previous(items: Iterator[tuple[int, np.ndarray, bytes]]
+                          ) -> Iterator[tuple[int, np.ndarray, bytes, np.ndarray | None]]:
+            """Each GOP with the last latent frame of the GOP before (None for key GOPs)."""
+            previous = None
+            for k, (n, idx, record) in enumerate(items):
+                yield n, idx, record, None if k % key_interval == 0 else previous
+                previous = idx[-1]
+
+        def entropy_coded(item: tuple[int, np.ndarray, bytes, np.ndarray | None]) -> tuple[int, np.ndarray, bytes, bytes]:
+            n, idx, record, previous = item
+            return n, idx, coder.encode(idx, cfg.bits, previous), record
 
         with tmp.open("wb") as fh:
             writer = ContainerWriter(fh, header)
             # GOPs entropy-code in worker threads while the network works on the next ones
-            for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops()):
+            for n, idx, payload, record in ordered_map(entropy_coded, with_previous(tokens_of_gops())):
                 writer.add_chunk(n, idx.shape, payload, record)
                 correction_bytes += len(record)
+                gop_count += 1
+                linked_count += coder.links(payload)
                 frames += n
                 tokens += idx.size
                 if progress:
@@ -219,7 +245,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps, passes=search.passes,
                        rdo=rdo if quantize is not None else 0.0, correction_bytes=correction_bytes,
-                       sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0)
+                       sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
+                       gops=gop_count, linked_gops=linked_count)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
@@ -254,10 +281,19 @@ def _gop_footprint(header: Header, info: VideoInfo, gop: int, max_frames: int | 
                            runtime.precision, refine, info.width, info.height, s)
 
 
-def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: bool = True) -> DecodedChunk:
+def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: bool = True,
+                  before: Callable[[], DecodedChunk | TokcodecError | None] = lambda: None) -> DecodedChunk:
     """A chunk's tokens and, with ``correction``, its correction (the record's sizes checked
-    against the header first)."""
-    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits)
+    against the header first). A linked chunk (coder 4) asks ``before`` for the chunk decoded
+    before it (waiting for it), whose tokens it needs: it must be the GOP just before, intact."""
+    previous = None
+    if coder.links(chunk.payload):
+        prior = before()
+        if not isinstance(prior, tuple) or prior[0] + prior[1] != chunk.first_frame:
+            raise FormatError(f"its GOP is linked to the one before (frames up to {chunk.first_frame - 1}), "
+                              "which did not decode")
+        previous = prior[2][-1]
+    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits, previous)
     fix = None
     if correction and chunk.correction:
         fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames)
@@ -266,16 +302,17 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
 
 def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[DecodedChunk]:
     """Each chunk's tokens and (with ``correction``) correction, without running the decoder
-    network; chunks are decoded in worker threads ahead of the caller, yielded in order."""
+    network; chunks are decoded in worker threads ahead of the caller, yielded in order (a
+    linked chunk after the one before it)."""
     coder = get_coder(reader.header.coder_id)
 
-    def decoded(chunk: Chunk) -> DecodedChunk:
+    def decoded(chunk: Chunk, before: Callable[[], DecodedChunk | None]) -> DecodedChunk:
         try:
-            return _decode_chunk(coder, chunk, reader.header, correction)
+            return _decode_chunk(coder, chunk, reader.header, correction, before)
         except TokcodecError as exc:
             raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
 
-    yield from ordered_map(decoded, reader.chunks())
+    yield from linked_map(decoded, reader.chunks())
 
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
@@ -285,16 +322,18 @@ def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[DecodedChunk]:
-    """Tokens and corrections of the chunks that decode; the others are noted in ``lost``."""
+    """Tokens and corrections of the chunks that decode; the others are noted in ``lost`` (a
+    linked chunk is lost with the one before it: frames are lost up to the next key GOP)."""
     coder = get_coder(reader.header.coder_id)
 
-    def decoded(chunk: Chunk) -> tuple[Chunk, DecodedChunk | TokcodecError]:
+    def decoded(chunk: Chunk, before: Callable[[], tuple[Chunk, DecodedChunk | TokcodecError] | None]
+                ) -> tuple[Chunk, DecodedChunk | TokcodecError]:
         try:
-            return chunk, _decode_chunk(coder, chunk, reader.header)
+            return chunk, _decode_chunk(coder, chunk, reader.header, before=lambda: (before() or (None, None))[1])
         except TokcodecError as exc:
             return chunk, exc
 
-    for chunk, result in ordered_map(decoded, reader.chunks()):
+    for chunk, result in linked_map(decoded, reader.chunks()):
         if isinstance(result, TokcodecError):
             lost.append(f"chunk {chunk.index}: {result}")
         else:

@@ -24,7 +24,8 @@ class RawBitsCoder:
     coder_id: int = 1
     name: str = "raw-bits"
 
-    def encode(self, tokens: np.ndarray, bits: int) -> bytes:
+    def encode(self, tokens: np.ndarray, bits: int, previous: np.ndarray | None = None) -> bytes:
+        # ``previous`` (the GOP before's last latent frame) is for coder 4: this coder ignores it
         arr = check_tokens(tokens, bits)
         out = []
         for frame in arr:
@@ -36,7 +37,12 @@ class RawBitsCoder:
     def _frame_nbytes(self, shape: tuple[int, int, int], bits: int) -> int:
         return (shape[1] * shape[2] * bits + 7) // 8
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
+    def links(self, payload: bytes) -> bool:
+        """Whether ``payload`` needs the previous GOP's tokens to decode: never, here."""
+        return False
+
+    def decode(self, payload: bytes, shape: tuple[int, int, int], bits: int,
+               previous: np.ndarray | None = None) -> np.ndarray:
         t, h, w = shape
         per = self._frame_nbytes(shape, bits)
         if len(payload) != per * t:

@@ -25,6 +25,8 @@ class EncodeStats:
     correction_bytes: int = 0    # of the correction records (format 2.x), included in ``bytes``
     sharpen: float = 0.0         # detail gains' multiplier of GOPs of the asked length (0: none sent;
                                  # a last GOP under 9 frames keeps 1; codec/correction.py)
+    gops: int = 0                # chunks written
+    linked_gops: int = 0         # of them, coded against the GOP before (coder 4; codec/context_coder4.py)
 
     @property
     def bpp(self) -> float:

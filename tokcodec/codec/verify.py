@@ -14,7 +14,7 @@ from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader
 from tokcodec.codec.correction import Correction
 from tokcodec.codec.entropy import get_coder
-from tokcodec.errors import TokcodecError
+from tokcodec.errors import FormatError, TokcodecError
 from tokcodec.model.presets import resolve_name
 from tokcodec.model.zoo import shipped_version, weights_sha256
 
@@ -72,17 +72,22 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
         except TokcodecError as exc:
             report.problems.append(str(exc))
             coder, tokens = None, False
+        last = None  # the previous chunk's last latent frame, while it decodes (linked GOPs need it)
         for i in range(len(reader.entries)):
             try:
                 chunk = reader.read_chunk(i)
             except TokcodecError as exc:
                 report.problems.append(str(exc))
+                last = None
                 continue
             try:
                 if tokens and coder is not None:
-                    coder.decode(chunk.payload, chunk.latent_shape, h.bits)
+                    if coder.links(chunk.payload) and last is None:
+                        raise FormatError("its GOP is linked to the one before, which did not decode")
+                    last = coder.decode(chunk.payload, chunk.latent_shape, h.bits, last)[-1]
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: tokens do not decode ({exc})")
+                last = None
             try:
                 if chunk.correction:
                     Correction.unpack(chunk.correction, h.width, h.height, chunk.frames)
