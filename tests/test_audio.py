@@ -68,7 +68,7 @@ def test_audio_kept_in_sync(aac_clip: Path, tmp_path: Path, tiny_model) -> None:
     st = encode_video(aac_clip, tmp_path / "a.tok", model=tiny_model)
     assert "aac" in st.audio and "copied" in st.audio
     info = file_info(tmp_path / "a.tok")
-    assert info.header.version == (2, 1)  # the correction's format, which holds audio too
+    assert info.header.version == (2, 2)  # the correction's format, which holds audio too
     encode_video(aac_clip, tmp_path / "t.tok", model=tiny_model, correction=False)
     assert file_info(tmp_path / "t.tok").header.version == (1, 1)  # tokens and audio: 1.1 readers read it
     assert info.audio.codec == "aac"

@@ -381,7 +381,7 @@ def test_correction_options_reach_every_file(tmp_path):
 
     (tmp_path / "in").mkdir()
     src = write_clip(tmp_path / "in" / "c.mkv", smooth_clip(5, 32, 48))
-    for name, kwargs, version in (("full", {}, (2, 1)), ("offsets", {"detail": False}, (2, 0)),
+    for name, kwargs, version in (("full", {}, (2, 2)), ("offsets", {"detail": False}, (2, 0)),
                                   ("tokens", {"correction": False}, (1, 0))):
         assert batch_encode(src.parent, tmp_path / name, model="tiny", workers=1, **kwargs).done == 1
         assert file_info(tmp_path / name / "c.mkv.tok").header.version == version, name

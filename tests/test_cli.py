@@ -212,9 +212,9 @@ def test_the_cli_package_starts_light_and_without_cycles():
 
 def test_encode_correction_options_pick_the_format(tmp_path):
     """--no-detail writes offset-only records (format 2.0, for readers from before the detail
-    gains); --no-correction tokens only (1.0); the default 2.1."""
+    gains); --no-correction tokens only (1.0); the default 2.2 (records may be range coded)."""
     src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 32, 48))
-    for option, version in ((None, "2.1"), ("--no-detail", "2.0"), ("--no-correction", "1.0")):
+    for option, version in ((None, "2.2"), ("--no-detail", "2.0"), ("--no-correction", "1.0")):
         out = tmp_path / f"{option or 'default'}.tok"
         res = run("encode", src, "-o", out, "--model", "tiny", "-q", *([option] if option else []))
         assert res.returncode == 0, res.stderr

@@ -1,4 +1,5 @@
 """The correction layer (codec/correction.py): fit, record, and its place in the .tok format."""
+import os
 import struct
 
 import numpy as np
@@ -105,6 +106,63 @@ def _bad_records() -> dict[str, bytes]:
 def test_damaged_records_are_format_errors(name):
     with pytest.raises(FormatError):
         Correction.unpack(_bad_records()[name], 640, 360)
+
+
+def _detail_record(seed: int, shape=(3, 45, 80), frames: int = 17) -> Correction:
+    """A record with detail gains whose grids look like fitted ones (mostly small values)."""
+    rng = np.random.default_rng(seed)
+    steps = np.clip(np.round(rng.laplace(0, 1.5, shape)), -127, 127).astype(np.int8)
+    gains = (2 * np.clip(np.round(rng.laplace(0, 0.6, shape)), -3, 3)).astype(np.int8)
+    return Correction(8, 4, (3, -5, 40), steps, 16, 24, gains, (4, -2, 0),
+                      rng.integers(-3, 4, (frames, 3)).astype(np.int8))
+
+
+def test_range_coded_records_hold_the_same_values_in_fewer_bytes():
+    from tokcodec.codec.correction import KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, record_needs_previous
+
+    first, second = _detail_record(1), _detail_record(1)
+    second.steps[:, ::3] += 1                   # the next GOP: much the same grids
+    zstd_record, coded = second.pack(coded=False), second.pack()
+    assert (zstd_record[0], coded[0]) == (KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED)
+    assert len(coded) < len(zstd_record)
+    linked = second.pack(first)
+    assert record_needs_previous(linked) and not record_needs_previous(coded) and len(linked) < len(coded)
+    for record, previous in ((zstd_record, None), (coded, None), (linked, first)):
+        back = Correction.unpack(record, 640, 360, 17, previous)
+        assert np.array_equal(back.steps, second.steps) and np.array_equal(back.gains, second.gains)
+        assert np.array_equal(back.frame_dc, second.frame_dc) and back.temporal == second.temporal
+        assert (back.cell, back.step, back.dc, back.pool, back.gain_step) == (8, 4, (3, -5, 40), 16, 24)
+    with pytest.raises(FormatError, match="previous GOP's record"):
+        Correction.unpack(linked, 640, 360, 17)
+    with pytest.raises(FormatError):            # another previous record: the decode goes astray
+        Correction.unpack(linked, 640, 360, 17, _detail_record(2))
+    for broken in (coded[:-1], coded + b"\0", coded[:RECORD_HEADER_SIZE + 10], coded[:3] + b"\x02" + coded[4:]):
+        with pytest.raises(FormatError):
+            Correction.unpack(broken, 640, 360, 17)
+
+
+def test_range_coded_record_bytes_are_pinned():
+    """The exact bytes of two kind 3 records (one coded against the other): a change to the
+    binarisation, the contexts, the adaptation or the range coder changes files, and fails here."""
+    import zlib
+
+    a, b = _detail_record(3), _detail_record(4)
+    b.steps[:, ::2] = a.steps[:, ::2]
+    plain, linked = b.pack(), b.pack(a)
+    assert (len(plain), zlib.crc32(plain)) == (6802, 382491872)
+    assert (len(linked), zlib.crc32(linked), linked[3]) == (6117, 2676462378, 1)
+
+
+def test_range_coded_records_are_the_same_bytes_without_numba():
+    import subprocess
+    import sys
+
+    code = ("import hashlib, sys; sys.path.insert(0, 'tests'); from test_correction import _detail_record; "
+            "a, b = _detail_record(3), _detail_record(4); "
+            "print(hashlib.sha256(b.pack() + b.pack(a)).hexdigest())")
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env}).stdout for env in ({}, {"TOKCODEC_NO_NUMBA": "1"})]
+    assert out[0] == out[1] and len(out[0]) == 65
 
 
 @pytest.mark.parametrize("what", ["content size", "window"])
@@ -280,7 +338,7 @@ def test_codec_path_sends_and_applies_the_correction(tmp_path, tinted_clip):
     assert with_fix.correction_bytes > 0 and without.correction_bytes == 0
     assert with_fix.bytes == without.bytes + with_fix.correction_bytes + 4 * 1  # + one u32 per chunk
     info_c, info_n = tokcodec.file_info(tmp_path / "c.tok"), tokcodec.file_info(tmp_path / "n.tok")
-    assert info_c.header.version == (2, 1) and info_n.header.version == (1, 0)
+    assert info_c.header.version == (2, 2) and info_n.header.version == (1, 0)
     assert info_c.correction_bytes == with_fix.correction_bytes and info_n.correction_bytes == 0
     assert info_c.payload_bits_per_token == info_n.payload_bits_per_token  # same tokens
     for name in ("c", "n"):
@@ -337,7 +395,7 @@ def test_an_unknown_major_version_is_refused_clearly(tmp_path, tinted_clip):
     struct.pack_into("<H", data, 8, 3)
     struct.pack_into("<I", data, HEADER_SIZE - 4, zlib.crc32(bytes(data[:HEADER_SIZE - 4])))
     (tmp_path / "v3.tok").write_bytes(bytes(data))
-    with pytest.raises(FormatError, match=r"version 3\.1 .*reads 1\.x and 2\.x"):
+    with pytest.raises(FormatError, match=r"version 3\.2 .*reads 1\.x and 2\.x"):
         tokcodec.file_info(tmp_path / "v3.tok")
 
 

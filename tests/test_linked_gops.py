@@ -1,6 +1,7 @@
-"""Coder 4's linked GOPs: the first latent frame coded against the GOP before; key GOPs every
-``key_interval``; the same tokens and pictures as unlinked files; decode, verify and salvage
-follow the links (a damaged GOP loses frames up to the next key GOP)."""
+"""Coder 4's linked GOPs: the first latent frame (and the correction record, kind 3) coded
+against the GOP before; key GOPs every ``key_interval``; the same tokens and pictures as unlinked
+files; decode, verify and salvage follow the links (a damaged GOP loses frames up to the next
+key GOP)."""
 from __future__ import annotations
 
 import zlib
@@ -16,6 +17,8 @@ from test_context_coder import video_tokens
 from test_hardening import damaged
 from tokcodec.cli import app
 from tokcodec.codec import context_coder3 as c3
+from tokcodec.codec.container import ContainerReader
+from tokcodec.codec.correction import record_needs_previous
 from tokcodec.codec.entropy import CoderContext, get_coder
 from tokcodec.codec.parallel import linked_map
 from tokcodec.codec.pipeline import decode_video, encode_video, file_info, read_tokens
@@ -114,6 +117,9 @@ def test_linked_file_holds_the_same_tokens_and_pictures_in_fewer_bytes(linked_fi
     assert (info.header.coder_id, plain_info.header.coder_id) == (4, 3)   # coder 3: older releases read it
     assert [c.linked for c in info.chunks] == [False, True, True, False, True, True, False]
     assert info.bytes < plain_info.bytes
+    with ContainerReader(linked) as reader:     # a record may be coded against the one before, not at a key GOP
+        predicted = [record_needs_previous(reader.read_chunk(i).correction) for i in range(7)]
+    assert not any(predicted[i] for i in (0, 3, 6))
     for a, b in zip(read_tokens(linked)[1], read_tokens(plain)[1]):
         np.testing.assert_array_equal(a, b)
     decode_video(linked, tmp_path / "a.mkv")
@@ -160,3 +166,23 @@ def test_cli_key_interval_and_info(linked_files, tmp_path) -> None:
     assert bad.exit_code != 0 and not (tmp_path / "d.tok").exists()
     with pytest.raises(ValueError, match="key interval"):
         encode_video(clip, tmp_path / "e.tok", key_interval=0)
+
+
+def test_records_coded_against_the_gop_before_decode_to_the_same_pictures(tmp_path) -> None:
+    """A still scene in GOPs of 9 frames (8-pixel cells, a 12x16 grid): its records repeat, and
+    are coded against the previous GOP's; the pictures equal those of a file of key GOPs only."""
+    still = np.repeat(smooth_clip(1, 96, 128), 27, axis=0)
+    clip = write_clip(tmp_path / "clip.mkv", still, Fraction(25))
+    model = load_tokenizer("default")
+    encode_video(clip, tmp_path / "linked.tok", model=model, gop=9, key_interval=8)
+    encode_video(clip, tmp_path / "plain.tok", model=model, gop=9, key_interval=1)
+    with ContainerReader(tmp_path / "linked.tok") as reader:
+        predicted = [record_needs_previous(reader.read_chunk(i).correction) for i in range(3)]
+    assert predicted == [False, True, True]
+    for name in ("linked", "plain"):
+        decode_video(tmp_path / f"{name}.tok", tmp_path / f"{name}.mkv")
+    np.testing.assert_array_equal(read_frames(tmp_path / "linked.mkv"), read_frames(tmp_path / "plain.mkv"))
+    assert verify_file(tmp_path / "linked.tok").ok
+    bad = damaged(tmp_path / "linked.tok", tmp_path / "bad.tok", flip_chunk=0)
+    st = decode_video(bad, tmp_path / "salvaged.mkv", salvage=True)
+    assert st.lost_frames == [(0, 26)]          # no key GOP after the first: all of it is lost

@@ -142,11 +142,12 @@ def exercise(path: Path) -> Outcome:
     def salvage() -> None:
         with open_salvage(path) as reader:
             coder = get_coder(reader.header.coder_id)
-            last = None  # what the next chunk may be linked to (coder 4)
+            last = fix = None  # what the next chunk may be linked to (coder 4, record kind 3)
             for chunk in reader.chunks():
                 last = coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits, last)[-1]
                 if chunk.correction:
-                    Correction.unpack(chunk.correction, reader.header.width, reader.header.height, chunk.frames)
+                    fix = Correction.unpack(chunk.correction, reader.header.width, reader.header.height,
+                                            chunk.frames, fix)
 
     for stage in (lambda: file_info(path), lambda: read_tokens(path), salvage):
         try:
@@ -171,7 +172,8 @@ def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list
     """Valid .tok files: from the tiny untrained model with the default coder (with audio, and one
     frame), the raw coder and coder 2, all with correction records holding detail gains (format
     2.1), one with offsets only (2.0) and one without (1.0); and one from the shipped model, whose
-    coder 4 payloads use its learned prior, with GOPs linked to the one before."""
+    coder 4 payloads use its learned prior, with GOPs linked to the one before, and one of a still
+    scene whose range-coded records (kind 3) are coded against the one before."""
     from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.pipeline import encode_video
     from tokcodec.io import FrameWriter
@@ -206,6 +208,14 @@ def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list
                                  -1).astype(np.uint8))
         encode_video(moving, workdir / "prior.tok", model="default", gop=5, overwrite=True)
         out.append((workdir / "prior.tok").read_bytes())
+        still = workdir / "still.mkv"  # a still scene: range-coded records coded against the one before
+        with FrameWriter(still, 128, 96, Fraction(25)) as w:
+            yy, xx = np.mgrid[0:96, 0:128] / 11.0
+            frame = np.stack([127 + 90 * np.sin(xx + c) * np.cos(yy) for c in range(3)], -1).astype(np.uint8)
+            for _ in range(19):
+                w.write(frame)
+        encode_video(still, workdir / "still.tok", model="default", gop=9, overwrite=True)
+        out.append((workdir / "still.tok").read_bytes())
     return out
 
 

@@ -25,10 +25,11 @@ INDEX_MAGIC = b"INDX"
 TRAILER_MAGIC = b"TOKEND\r\n"
 AUDIO_MAGIC = b"AUDI"
 VERSION_MAJOR = 2           # 2.0: each chunk carries a correction record (codec/correction.py)
-VERSION_MINOR = 1
-NEWEST_MINOR = {1: 1, 2: 1}  # majors this tokcodec reads and their newest minor it knows: 1.0;
+VERSION_MINOR = 2
+NEWEST_MINOR = {1: 1, 2: 2}  # majors this tokcodec reads and their newest minor it knows: 1.0;
                             # 1.1 adds the optional audio block; 2.0 the corrections; 2.1 their
-                            # detail gains (record kind 2). A file is written in the oldest
+                            # detail gains (record kind 2); 2.2 range-coded records (kind 3).
+                            # A file is written in the oldest
                             # version that can hold it (1.x without corrections)
 READ_MAJORS = tuple(NEWEST_MINOR)
 
@@ -88,6 +89,7 @@ class Header:
     correction: bool = False     # chunks carry a correction record (format 2.x)
     version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
     correction_detail: bool = False  # records may hold detail gains (format 2.1)
+    correction_coded: bool = False   # records may be range coded (kind 3, format 2.2)
 
     def latent_shape(self, frames_in_gop: int) -> tuple[int, int, int]:
         """Token grid of a GOP holding ``frames_in_gop`` real frames (padded up to 1 + s*k)."""
@@ -103,7 +105,7 @@ class Header:
         flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0)
         # the oldest format that can hold this file
         if self.correction:
-            major, minor = 2, 1 if self.correction_detail else 0
+            major, minor = 2, 2 if self.correction_coded else 1 if self.correction_detail else 0
         else:
             major, minor = 1, 1 if self.has_audio else 0
         fields_ = (MAGIC, major, minor, HEADER_SIZE, flags,
@@ -152,7 +154,7 @@ class Header:
         return cls(w, h, cw, ch, pw, ph, Fraction(rn, rd), nframes, gop, tf, sf, bits, coder,
                    model_name, sha.hex(), PRECISIONS[prec], crange, cspace, prim, trc,
                    bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), major >= 2, (major, minor),
-                   correction_detail=(major, minor) >= (2, 1))
+                   correction_detail=(major, minor) >= (2, 1), correction_coded=(major, minor) >= (2, 2))
 
 
 @dataclass

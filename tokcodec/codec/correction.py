@@ -48,6 +48,8 @@ from tokcodec.zstd_frames import decompress_bounded
 
 KIND_GRID = 1
 KIND_GRID_DETAIL = 2         # offsets and detail gains (format 2.1)
+KIND_GRID_DETAIL_CODED = 3   # kind 2's content, its grids range coded (codec/record_coder.py; format 2.2)
+FLAG_PREDICTED = 1           # kind 3: the grids' contexts hold the previous GOP's record
 GAIN_UNIT = 1 / 64           # detail gain per unit of a record's gain step
 TEMPORAL_UNIT = 1 / 64       # temporal blend per unit of a kind 2 record's temporal value
 MIN_POOL = 2
@@ -176,6 +178,14 @@ class Correction:
     temporal: tuple[int, int, int] = (0, 0, 0)  # kind 2: per channel, in 64ths (TEMPORAL_UNIT)
     frame_dc: np.ndarray | None = None  # kind 2: int8 (frames, 3), quarter code values per frame
 
+    def grids(self) -> np.ndarray:
+        """int8 (2, 3, gh, gw): the offsets' steps and the detail gains (a record with gains)."""
+        return np.stack([self.steps, self.gains]).astype(np.int8)
+
+    def predicts(self, other: Correction | None) -> bool:
+        """Whether this record (with gains) can be coded against ``other``'s grids (kind 3)."""
+        return other is not None and other.gains is not None and other.steps.shape == self.steps.shape
+
     @property
     def has_detail(self) -> bool:
         return self.gains is not None
@@ -241,32 +251,53 @@ class Correction:
         rounded frames; the decoder corrects before its own rounding instead)."""
         return self.apply_(torch.from_numpy(frames).float()).round_().to(torch.uint8).numpy()
 
-    def pack(self) -> bytes:
+    def pack(self, previous: Correction | None = None, coded: bool = True) -> bytes:
+        """The record's bytes: kind 1 without detail gains; with them kind 2 (zstd; format 2.1)
+        or, with ``coded`` and where it is smaller, kind 3 (the grids range coded, against
+        ``previous``'s, the previous GOP's record, where that is smaller still)."""
         import zstandard  # here, not at the top: the trainer (and its GPU kit) fits without it
 
         gh, gw = self.steps.shape[1:]
         grids = [np.ascontiguousarray(self.steps, np.int8).tobytes()]
         kind, extra = KIND_GRID, b""
+        small = b""
         if self.gains is not None:
             frame_dc = self.frame_dc
             if frame_dc is None:
                 raise ValueError("a record with detail gains needs its per-frame dc (frames, 3)")
             kind, extra = KIND_GRID_DETAIL, _DETAIL.pack(self.pool, self.gain_step, len(frame_dc))
-            grids += [np.ascontiguousarray(self.gains, np.int8).tobytes(),
-                      np.asarray(self.temporal, np.int8).tobytes(), np.ascontiguousarray(frame_dc, np.int8).tobytes()]
+            small = np.asarray(self.temporal, np.int8).tobytes() + np.ascontiguousarray(frame_dc, np.int8).tobytes()
+            grids += [np.ascontiguousarray(self.gains, np.int8).tobytes(), small]
         data = zstandard.ZstdCompressor(level=19).compress(b"".join(grids))
-        return _RECORD.pack(kind, self.cell, self.step, 0, gh, gw, *self.dc) + extra + data
+        record = _RECORD.pack(kind, self.cell, self.step, 0, gh, gw, *self.dc) + extra + data
+        if self.gains is None or not coded:
+            return record
+        from tokcodec.codec.record_coder import encode_grids
+
+        body, flags = encode_grids(self.grids()), 0
+        if self.predicts(previous):
+            other = encode_grids(self.grids(), previous.grids())
+            if len(other) < len(body):
+                body, flags = other, FLAG_PREDICTED
+        if len(small) + len(body) >= len(data):  # e.g. noise-like grids, which zstd stores nearly raw
+            return record
+        return _RECORD.pack(KIND_GRID_DETAIL_CODED, self.cell, self.step, flags, gh, gw, *self.dc) \
+            + extra + small + body
 
     @classmethod
-    def unpack(cls, record: bytes, width: int, height: int, frames: int | None = None) -> "Correction":
+    def unpack(cls, record: bytes, width: int, height: int, frames: int | None = None,
+               previous: Correction | None = None) -> "Correction":
         """The record of a GOP of ``frames`` frames (None: not checked) of ``width`` x ``height``;
         FormatError unless every field fits (the grids are allocated only after their sizes
-        have been checked)."""
+        have been checked). A kind 3 record predicted from the previous GOP's (``predicted``)
+        needs that record as ``previous``."""
         if len(record) < RECORD_HEADER_SIZE:
             raise FormatError("correction record truncated")
-        kind, cell, step, _, gh, gw, *dc = _RECORD.unpack_from(record)
-        if kind not in (KIND_GRID, KIND_GRID_DETAIL):
+        kind, cell, step, flags, gh, gw, *dc = _RECORD.unpack_from(record)
+        if kind not in (KIND_GRID, KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED):
             raise FormatError(f"unknown correction kind {kind} (made by a newer tokcodec?)")
+        if flags & ~(FLAG_PREDICTED if kind == KIND_GRID_DETAIL_CODED else 0):
+            raise FormatError(f"correction record of kind {kind} has unknown flags {flags:#x}")
         if not MIN_CELL <= cell <= MAX_CELL or step < 1 or any(abs(v) > MAX_DC for v in dc):
             raise FormatError(f"invalid correction fields (cell {cell}, step {step}, dc {dc})")
         if (gh, gw) != grid_shape(width, height, cell):
@@ -274,7 +305,7 @@ class Correction:
         offset, pool, gain_step, count = RECORD_HEADER_SIZE, 0, 0, 0
         n = 3 * gh * gw
         size = n
-        if kind == KIND_GRID_DETAIL:
+        if kind != KIND_GRID:
             if len(record) < offset + _DETAIL.size:
                 raise FormatError("correction record truncated")
             pool, gain_step, count = _DETAIL.unpack_from(record, offset)
@@ -283,6 +314,10 @@ class Correction:
             if frames is not None and count != frames:
                 raise FormatError(f"correction record describes {count} frames, its GOP holds {frames}")
             offset, size = offset + _DETAIL.size, 2 * n + 3 + 3 * count
+        if kind == KIND_GRID_DETAIL_CODED:
+            return cls._unpack_coded(record, offset, (cell, step, (dc[0], dc[1], dc[2]), pool, gain_step),
+                                     (gh, gw, count), previous if flags & FLAG_PREDICTED else None,
+                                     bool(flags & FLAG_PREDICTED))
         try:
             raw = decompress_bounded(record[offset:], size)
         except ValueError as exc:
@@ -296,6 +331,38 @@ class Correction:
         t = values[2 * n:2 * n + 3]
         return cls(cell, step, (dc[0], dc[1], dc[2]), steps, pool, gain_step, values[n:2 * n].reshape(3, gh, gw),
                    (int(t[0]), int(t[1]), int(t[2])), values[2 * n + 3:].reshape(count, 3))
+
+    @classmethod
+    def _unpack_coded(cls, record: bytes, offset: int, fields: tuple, shape: tuple[int, int, int],
+                      previous: Correction | None, predicted: bool) -> "Correction":
+        """Kind 3 after its fixed fields: temporal (3 int8), frame dc (frames x 3 int8), then the
+        range-coded grids (codec/record_coder.py)."""
+        from tokcodec.codec.record_coder import decode_grids
+
+        gh, gw, count = shape
+        cell, step, dc, pool, gain_step = fields
+        small = 3 + 3 * count
+        if len(record) < offset + small:
+            raise FormatError("correction record truncated")
+        values = np.frombuffer(record, np.int8, count=small, offset=offset)
+        reference = None
+        if predicted:
+            if previous is None or previous.gains is None or previous.steps.shape != (3, gh, gw):
+                raise FormatError("correction record is coded against the previous GOP's record, which "
+                                  "did not decode (or does not match)")
+            reference = previous.grids()
+        try:
+            grids = decode_grids(record[offset + small:], (2, 3, gh, gw), reference)
+        except ValueError as exc:
+            raise FormatError(f"correction grid does not decode ({exc})") from None
+        return cls(cell, step, dc, grids[0], pool, gain_step, grids[1], (int(values[0]), int(values[1]),
+                   int(values[2])), values[3:].reshape(count, 3).copy())
+
+
+def record_needs_previous(record: bytes) -> bool:
+    """Whether a correction record is coded against the previous GOP's (kind 3, predicted)."""
+    return len(record) >= RECORD_HEADER_SIZE and record[0] == KIND_GRID_DETAIL_CODED \
+        and bool(record[3] & FLAG_PREDICTED)
 
 
 def with_neighbours(frame_at: Callable[[int], torch.Tensor], count: int, keep: bool = True

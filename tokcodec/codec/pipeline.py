@@ -24,7 +24,8 @@ import torch
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
-from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, uncorrectable
+from tokcodec.codec.correction import (Correction, CorrectionConfig, fit_correction, record_needs_previous,
+                                       uncorrectable)
 from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
 from tokcodec.codec.memory import EncodeFootprint, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
@@ -143,8 +144,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     ``key_interval``: every that many GOPs a key GOP, coded on its own; with coder 4 (the
     default) the GOPs between code their first latent frame against the previous GOP's last
     (codec/context_coder4.py: smaller files; decoding can start, and salvage resume, at key
-    GOPs). 1 makes every GOP a key GOP and, unless ``coder_id`` says otherwise, writes coder 3,
-    which tokcodec releases before coder 4 also read (as for models without a coder-3 prior).
+    GOPs); the correction records of the GOPs between may be coded against the previous GOP's
+    (record kind 3). 1 makes every GOP a key GOP and, unless ``coder_id`` says otherwise, writes
+    coder 3 (as for models without a coder-3 prior), which releases before coder 4 read in files
+    without corrections.
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
@@ -177,7 +180,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
     header.correction = fix.enabled
-    header.correction_detail = fix.enabled and fix.detail
+    header.correction_detail = header.correction_coded = fix.enabled and fix.detail
     coder = encoder_for(header.coder_id, loaded)
     quantize = token_chooser(header.coder_id, loaded, rdo)
     tmp = temp_path(dst)
@@ -186,8 +189,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     try:
         def tokens_of_gops() -> Iterator[tuple[int, np.ndarray, bytes]]:
             """(frames, tokens, correction record): the network, in this thread. The correction
-            is fitted here too: its torch ops then share the network's threads."""
-            for group in gops(iter_frames(src, max_frames), gop):
+            is fitted here too: its torch ops then share the network's threads. A record may be
+            coded against the previous GOP's (record kind 3), but not at a key GOP."""
+            previous_fix = None
+            for k, group in enumerate(gops(iter_frames(src, max_frames), gop)):
                 x = frames_to_tensor(group, header, runtime, stager.to_device)
                 # with a correction to follow, the passes and the search need not fix what its grid removes
                 grid = fix.grid_for(info.width, info.height, len(group))
@@ -202,7 +207,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         video = found.decoded if found.decoded is not None else \
                             loaded.tokenizer.decode_indices(found.indices)
                         decoded = tensor_to_frames(video, len(group), header)
-                    record = fit_correction(np.stack(group), decoded, fix).pack()
+                    fitted = fit_correction(np.stack(group), decoded, fix)
+                    record = fitted.pack(None if k % key_interval == 0 else previous_fix)
+                    previous_fix = fitted
                 yield len(group), found.indices[0].cpu().numpy().astype(np.int32), record
 
         def with_previous(items: Iterator[tuple[int, np.ndarray, bytes]]
@@ -284,19 +291,22 @@ def _gop_footprint(header: Header, info: VideoInfo, gop: int, max_frames: int | 
 def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: bool = True,
                   before: Callable[[], DecodedChunk | TokcodecError | None] = lambda: None) -> DecodedChunk:
     """A chunk's tokens and, with ``correction``, its correction (the record's sizes checked
-    against the header first). A linked chunk (coder 4) asks ``before`` for the chunk decoded
-    before it (waiting for it), whose tokens it needs: it must be the GOP just before, intact."""
-    previous = None
-    if coder.links(chunk.payload):
+    against the header first). A linked chunk (coder 4's tokens, or a record coded against the
+    previous GOP's) asks ``before`` for the chunk decoded before it (waiting for it): it must be
+    the GOP just before, intact."""
+    links_tokens = coder.links(chunk.payload)
+    links_record = correction and record_needs_previous(chunk.correction)
+    prior = None
+    if links_tokens or links_record:
         prior = before()
         if not isinstance(prior, tuple) or prior[0] + prior[1] != chunk.first_frame:
             raise FormatError(f"its GOP is linked to the one before (frames up to {chunk.first_frame - 1}), "
                               "which did not decode")
-        previous = prior[2][-1]
-    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits, previous)
+    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits, prior[2][-1] if links_tokens else None)
     fix = None
     if correction and chunk.correction:
-        fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames)
+        fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames,
+                                prior[3] if links_record else None)
     return chunk.first_frame, chunk.frames, tokens, fix
 
 

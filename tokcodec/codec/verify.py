@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader
-from tokcodec.codec.correction import Correction
+from tokcodec.codec.correction import Correction, record_needs_previous
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError, TokcodecError
 from tokcodec.model.presets import resolve_name
@@ -73,12 +73,13 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
             report.problems.append(str(exc))
             coder, tokens = None, False
         last = None  # the previous chunk's last latent frame, while it decodes (linked GOPs need it)
+        fix = None   # and its correction record (a record may be coded against it)
         for i in range(len(reader.entries)):
             try:
                 chunk = reader.read_chunk(i)
             except TokcodecError as exc:
                 report.problems.append(str(exc))
-                last = None
+                last = fix = None
                 continue
             try:
                 if tokens and coder is not None:
@@ -89,9 +90,12 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
                 report.problems.append(f"chunk {i}: tokens do not decode ({exc})")
                 last = None
             try:
-                if chunk.correction:
-                    Correction.unpack(chunk.correction, h.width, h.height, chunk.frames)
+                if record_needs_previous(chunk.correction) and fix is None:
+                    raise FormatError("it is coded against the previous GOP's record, which did not decode")
+                fix = Correction.unpack(chunk.correction, h.width, h.height, chunk.frames, fix) \
+                    if chunk.correction else None
             except TokcodecError as exc:
+                fix = None
                 report.problems.append(f"chunk {i}: correction record does not decode ({exc})")
         if h.has_audio:
             try:
