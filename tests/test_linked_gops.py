@@ -95,6 +95,17 @@ def test_linked_map_hands_each_item_the_one_before() -> None:
     with pytest.raises(ValueError):                 # item 4 waits on 3 and gets its error
         list(linked_map(fails_at_3, range(6), threads=2))
 
+    started = []
+
+    def slow(x: int, before) -> int:
+        started.append(x)
+        before()
+        return x
+    items = linked_map(slow, range(1000), threads=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()                                   # a consumer that stops early: nothing hangs
+    assert len(started) < 1000
+
 
 @pytest.fixture(scope="module")
 def linked_files(tmp_path_factory) -> tuple[Path, Path, Path, np.ndarray]:

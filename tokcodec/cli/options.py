@@ -47,7 +47,7 @@ KeyInterval = Annotated[int, typer.Option(
     "--key-interval", min=1, max=MAX_KEY_INTERVAL, help="A key GOP every N GOPs: the GOPs between code their "
     "first latent frame against the GOP before (entropy coder 4), for smaller files; decoding can start, "
     "and --salvage resume, at key GOPs. 1 makes every GOP a key GOP (entropy coder 3, which tokcodec "
-    "releases before coder 4 read in files without corrections). Same pictures and decode speed (docs/usage.md).")]
+    "releases before coder 4 read in files without corrections). Same pictures; the same decode speed on a CPU (docs/usage.md).")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the networks: the first GOP of each shape pays the compilation; "
     "for long runs on a GPU.")]

@@ -7,7 +7,11 @@ about a third of all token bits at the default GOP of 17 frames. Consecutive GOP
 scene, so their tokens agree: a GOP's first latent frame agrees in 75-86% of its bits with the
 previous GOP's last one. Coder 4 codes the first latent frame exactly as coder 3 codes a later
 one, with the previous GOP's last latent frame as its predecessor (its own motion vector), where
-that makes the payload smaller; everything else is coder 3's, with the same prior.
+that makes the payload smaller; everything else is coder 3's, with the same prior. After that
+frame the adaptive counts are reset (all zero, the probabilities back to the prior's): frames
+1.. then code as in coder 3 from fresh counts. (Kept, the counts learnt on the cross-GOP frame,
+which agrees less with its predecessor than frames within a GOP do, made later frames 0.1-0.3
+bits/token dearer.)
 
 The price is a dependency: a linked GOP's tokens decode only after those of the GOP before it
 (the encoder's choice, per GOP; ``payload_links`` reads it from the first byte). The encoder
@@ -25,7 +29,8 @@ writes), or mode 3, linked::
                          then of each frame f >= 1 against frame f-1, as coder 3
     t x varint           segment f: (byte length << 1) | raw flag
     segments             as coder 3; frame 0 coded as a later frame whose predecessor is the
-                         previous GOP's last latent frame (same grid size and bit width)
+                         previous GOP's last latent frame (same grid size and bit width), then
+                         the counts reset before frame 1
 """
 from __future__ import annotations
 

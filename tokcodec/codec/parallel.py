@@ -6,7 +6,9 @@ a stream of GOPs in a small thread pool while the caller works on earlier result
 runs in the calling thread): results come back in input order, so the bytes written and the
 frames decoded are exactly those of a sequential run; only the waiting changes. Coder 4's
 linked GOPs decode only after the GOP before them (:func:`linked_map`): a run of linked GOPs
-then decodes one after the other, separate runs (from each key GOP) still side by side.
+then decodes one after the other. A waiting item holds its worker thread, so with a few threads
+the runs of successive key GOPs barely overlap: on a CPU this stays hidden behind the network
+(some 6 ms of token decoding against 300 ms of network per 640x360 GOP on 2 cores).
 """
 from __future__ import annotations
 

@@ -300,8 +300,8 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
     if links_tokens or links_record:
         prior = before()
         if not isinstance(prior, tuple) or prior[0] + prior[1] != chunk.first_frame:
-            raise FormatError(f"its GOP is linked to the one before (frames up to {chunk.first_frame - 1}), "
-                              "which did not decode")
+            before_it = f"frames up to {chunk.first_frame - 1}" if chunk.first_frame else "there is none"
+            raise FormatError(f"its GOP is linked to the one before ({before_it}), which did not decode")
     tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits, prior[2][-1] if links_tokens else None)
     fix = None
     if correction and chunk.correction:

@@ -81,6 +81,7 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
                 report.problems.append(str(exc))
                 last = fix = None
                 continue
+            lost = False  # as decode --salvage would lose it: then what links to it fails too
             try:
                 if tokens and coder is not None:
                     if coder.links(chunk.payload) and last is None:
@@ -88,15 +89,17 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
                     last = coder.decode(chunk.payload, chunk.latent_shape, h.bits, last)[-1]
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: tokens do not decode ({exc})")
-                last = None
+                lost = True
             try:
                 if record_needs_previous(chunk.correction) and fix is None:
                     raise FormatError("it is coded against the previous GOP's record, which did not decode")
                 fix = Correction.unpack(chunk.correction, h.width, h.height, chunk.frames, fix) \
                     if chunk.correction else None
             except TokcodecError as exc:
-                fix = None
                 report.problems.append(f"chunk {i}: correction record does not decode ({exc})")
+                lost = True
+            if lost:
+                last = fix = None
         if h.has_audio:
             try:
                 block = reader.read_audio()
