@@ -387,6 +387,23 @@ def test_correction_options_reach_every_file(tmp_path):
         assert file_info(tmp_path / name / "c.mkv.tok").header.version == version, name
 
 
+def test_key_interval_reaches_every_file(tmp_path):
+    """batch encode --key-interval: linked GOPs (coder 4) by default, none with 1 (coder 3); the
+    manifest counts them; out of range it is refused before any file is encoded."""
+    import json
+
+    (tmp_path / "in").mkdir()
+    src = write_clip(tmp_path / "in" / "c.mkv", smooth_clip(17, 32, 48))
+    for name, kwargs, coder in (("default", {}, 4), ("keys", {"key_interval": 1}, 3)):
+        assert batch_encode(src.parent, tmp_path / name, gop=5, workers=1, **kwargs).done == 1
+        assert file_info(tmp_path / name / "c.mkv.tok").header.coder_id == coder, name
+        record = json.loads((tmp_path / name / "manifest.jsonl").read_text().splitlines()[-1])
+        assert (record["linked_gops"] > 0) == (coder == 4), record
+    with pytest.raises(ValueError, match="--key-interval"):
+        batch_encode(src.parent, tmp_path / "bad", model="tiny", workers=1, key_interval=0)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_sharpen_reaches_every_file(tmp_path):
     """batch encode --sharpen 0 sends no detail gains where the default sends some; out of
     range it is refused before any file is encoded."""

@@ -57,6 +57,7 @@ class FileResult:
     passes: int | None = None   # encode: the --passes it was made with
     rdo: float | None = None    # encode: the --rdo it was made with (0 where the coder has no prior)
     sharpen: float | None = None  # encode: the --sharpen its detail gains were sent with (0: no gains)
+    linked_gops: int | None = None  # encode: GOPs coded against the one before (--key-interval; coder 4)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -168,7 +169,8 @@ class Worker:
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
-                          model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen)
+                          model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
+                          linked_gops=st.linked_gops)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

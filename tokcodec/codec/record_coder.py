@@ -7,8 +7,10 @@ of a file. Here each value is binarised (zero?, sign, magnitude in unary up to `
 one coder 3 uses) under a probability that adapts as the GOP's values go by (12 bits, shift 4).
 A decision's context is its grid (offsets or gains), channel and bin, and, when the record is
 predicted from the previous GOP's record (same cells), the previous value at the same cell
-clipped to -2..2: a static camera's records repeat. On training videos (136 frames, 6 clips)
-this coded the grids in 8-17% fewer bytes than zstd, 11-19.5% with the previous record.
+clipped to -2..2: a static camera's records repeat. On the records of six training videos
+(136 frames) the ideal code lengths of this scheme were 8-17.5% below zstd's bytes per grid and
+channel, 11-19.5% with the previous record; the files of the training videos came out 7.5-13.3%
+smaller, those of the held-out clips 4.9-6.9% (with coder 4's linked GOPs; docs/results.md).
 
 The kernels are compiled with numba (cached on disk); without numba the same source runs as
 Python, slowly, and writes the same bytes: every step is integer arithmetic.
