@@ -779,6 +779,37 @@ def _decode_fast(K, segments: list[tuple[bool, bytes]], prior: Prior, shape: tup
     return out.astype(np.int64).reshape(t, h, w)
 
 
+def coded_segments(arr: np.ndarray, bits: int, prior: Prior, motions: list[tuple[int, int]],
+                   previous: np.ndarray | None = None) -> list[tuple[bool, bytes]]:
+    """(raw?, bytes) of each latent frame of ``arr`` (t, h, w), by the compiled path where the
+    prior has one, else the numpy path (the same bytes); ``previous``: as ``_run``'s."""
+    K = _kernels() if prior.kernel is not None else None
+    if K is not None:
+        return _encode_fast(K, arr, bits, prior, motions, previous)
+    return _run(prior, arr.shape, bits, motions, arr, None, previous)[1]
+
+
+def decode_segments(payload: bytes, key: bytes, spans: list[tuple[bool, int]], start: int,
+                    shape: tuple[int, int, int], bits: int, motions: list[tuple[int, int]],
+                    previous: np.ndarray | None = None, coder: str = "coder-3") -> np.ndarray:
+    """Tokens (t, h, w) of the segments ``spans`` (raw?, length) laid out from ``start`` in
+    ``payload``, with the shipped prior named by ``key`` (a FormatError if there is none);
+    ``previous``: as ``_run``'s. The caller checks the tokens' CRC."""
+    prior = shipped_priors().get(key)
+    if prior is None or prior.bits != bits:
+        skipped = "; ".join(f"{k}: {v}" for k, v in SKIPPED_PRIORS.items())
+        raise FormatError(f"{coder} payload needs the prior with key {key.hex()}, which this "
+                          "tokcodec does not ship" + (f" (skipped priors: {skipped})" if skipped else ""))
+    segments, pos = [], start
+    for raw, n in spans:
+        segments.append((raw, payload[pos:pos + n]))
+        pos += n
+    K = _kernels() if prior.kernel is not None else None
+    if K is not None:
+        return _decode_fast(K, segments, prior, shape, bits, motions, previous)
+    return _run(prior, shape, bits, motions, None, segments, previous)[0]
+
+
 # --------------------------------------------------------------------------- header
 
 
@@ -879,20 +910,7 @@ class ContextCoder3:
             out = RawBitsCoder().decode(payload[HEADER_BYTES:], (t, h, w), bits).astype(np.int64)
         else:
             hd = _parse_header(payload, (t, h, w), bits)
-            prior = shipped_priors().get(hd.key)
-            if prior is None or prior.bits != bits:
-                skipped = "; ".join(f"{k}: {v}" for k, v in SKIPPED_PRIORS.items())
-                raise FormatError(f"coder-3 payload needs the prior with key {hd.key.hex()}, which this "
-                                  "tokcodec does not ship" + (f" (skipped priors: {skipped})" if skipped else ""))
-            segments, pos = [], hd.start
-            for raw, n in hd.segments:
-                segments.append((raw, payload[pos:pos + n]))
-                pos += n
-            K = _kernels() if prior.kernel is not None else None
-            if K is not None:
-                out = _decode_fast(K, segments, prior, (t, h, w), bits, hd.motions)
-            else:
-                out = _run(prior, (t, h, w), bits, hd.motions, None, segments)[0]
+            out = decode_segments(payload, hd.key, hd.segments, hd.start, (t, h, w), bits, hd.motions)
         if lattice.token_crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out
@@ -921,13 +939,7 @@ class ContextCoder3:
         return per
 
     def _encode_context(self, arr: np.ndarray, bits: int, prior: Prior, motions: list[tuple[int, int]]) -> bytes:
-        t, h, w = arr.shape
-        K = _kernels() if prior.kernel is not None else None
-        if K is not None:
-            segments = _encode_fast(K, arr, bits, prior, motions)
-        else:
-            segments = _run(prior, (t, h, w), bits, motions, arr, None)[1]
         out = pack_motion(motions)
-        append_segments(out, segments)
+        append_segments(out, coded_segments(arr, bits, prior, motions))
         return bytes(out)
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokcodec.codec import lattice
-from tokcodec.codec.context_coder3 import (KEY_BYTES, SKIPPED_PRIORS, ContextCoder3, _decode_fast, _encode_fast,
-                                           _kernels, _run, prior_for_model, shipped_priors)
+from tokcodec.codec.context_coder3 import (KEY_BYTES, ContextCoder3, coded_segments, decode_segments,
+                                           prior_for_model)
 from tokcodec.codec.lattice import HEADER_BYTES
 from tokcodec.codec.raw import check_tokens
 from tokcodec.codec.segments import append_segments, pack_motion, read_motion, read_segments
@@ -84,11 +84,7 @@ class ContextCoder4(ContextCoder3):
         previous = check_tokens(previous[None], bits)[0]
         chain = np.concatenate([previous[None], arr])
         motions = [lattice.search_motion(chain[f - 1], chain[f], self.search) for f in range(1, chain.shape[0])]
-        K = _kernels() if prior.kernel is not None else None
-        if K is not None:
-            segments = _encode_fast(K, arr, bits, prior, motions, previous)
-        else:
-            segments = _run(prior, arr.shape, bits, motions, arr, None, previous)[1]
+        segments = coded_segments(arr, bits, prior, motions, previous)
         out = bytearray([MODE_LINKED]) + lattice.token_crc(arr).to_bytes(4, "little") + prior.key
         out += pack_motion([(0, 0)] + motions)      # pack_motion skips the first entry
         append_segments(out, segments)
@@ -113,20 +109,7 @@ class ContextCoder4(ContextCoder3):
         moved, pos = read_motion(payload, HEADER_BYTES + KEY_BYTES, t + 1)
         motions = moved[1:]
         spans, pos = read_segments(payload, pos, (t, h, w), bits, word_aligned=False)
-        prior = shipped_priors().get(key)
-        if prior is None or prior.bits != bits:
-            skipped = "; ".join(f"{k}: {v}" for k, v in SKIPPED_PRIORS.items())
-            raise FormatError(f"coder-4 payload needs the prior with key {key.hex()}, which this "
-                              "tokcodec does not ship" + (f" (skipped priors: {skipped})" if skipped else ""))
-        segments = []
-        for raw, n in spans:
-            segments.append((raw, payload[pos:pos + n]))
-            pos += n
-        K = _kernels() if prior.kernel is not None else None
-        if K is not None:
-            out = _decode_fast(K, segments, prior, (t, h, w), bits, motions, previous)
-        else:
-            out = _run(prior, (t, h, w), bits, motions, None, segments, previous)[0]
+        out = decode_segments(payload, key, spans, pos, (t, h, w), bits, motions, previous, "coder-4")
         if lattice.token_crc(out) != crc:
             raise FormatError("context-coded payload is corrupt (token checksum mismatch)")
         return out

@@ -274,9 +274,10 @@ class Correction:
             return record
         from tokcodec.codec.record_coder import encode_grids
 
-        body, flags = encode_grids(self.grids()), 0
+        values = self.grids()
+        body, flags = encode_grids(values), 0
         if self.predicts(previous):
-            other = encode_grids(self.grids(), previous.grids())
+            other = encode_grids(values, previous.grids())
             if len(other) < len(body):
                 body, flags = other, FLAG_PREDICTED
         if len(small) + len(body) >= len(data):  # e.g. noise-like grids, which zstd stores nearly raw

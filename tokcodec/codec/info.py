@@ -20,7 +20,7 @@ class ChunkInfo:
     bits_per_token: float
     bits_per_token_by_latent_frame: tuple[float, ...]
     correction_bytes: int = 0                  # the GOP's correction record (format 2.x)
-    linked: bool = False                       # coded against the GOP before (coder 4); else a key GOP
+    linked: bool = False                       # tokens coded against the GOP before's (coder 4)
 
 
 @dataclass(frozen=True)

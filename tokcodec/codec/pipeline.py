@@ -187,12 +187,14 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = 0
     try:
-        def tokens_of_gops() -> Iterator[tuple[int, np.ndarray, bytes]]:
-            """(frames, tokens, correction record): the network, in this thread. The correction
-            is fitted here too: its torch ops then share the network's threads. A record may be
-            coded against the previous GOP's (record kind 3), but not at a key GOP."""
-            previous_fix = None
+        def tokens_of_gops() -> Iterator[tuple[int, np.ndarray, bytes, np.ndarray | None]]:
+            """(frames, tokens, correction record, the previous GOP's last latent frame or None at
+            a key GOP): the network, in this thread. The correction is fitted here too: its torch
+            ops then share the network's threads. Between key GOPs the tokens (coder 4) and the
+            record (kind 3) may be coded against the previous GOP's."""
+            previous_fix = previous_frame = None
             for k, group in enumerate(gops(iter_frames(src, max_frames), gop)):
+                key = k % key_interval == 0
                 x = frames_to_tensor(group, header, runtime, stager.to_device)
                 # with a correction to follow, the passes and the search need not fix what its grid removes
                 grid = fix.grid_for(info.width, info.height, len(group))
@@ -208,17 +210,11 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                             loaded.tokenizer.decode_indices(found.indices)
                         decoded = tensor_to_frames(video, len(group), header)
                     fitted = fit_correction(np.stack(group), decoded, fix)
-                    record = fitted.pack(None if k % key_interval == 0 else previous_fix)
+                    record = fitted.pack(None if key else previous_fix)
                     previous_fix = fitted
-                yield len(group), found.indices[0].cpu().numpy().astype(np.int32), record
-
-        def with_previous(items: Iterator[tuple[int, np.ndarray, bytes]]
-                          ) -> Iterator[tuple[int, np.ndarray, bytes, np.ndarray | None]]:
-            """Each GOP with the last latent frame of the GOP before (None for key GOPs)."""
-            previous = None
-            for k, (n, idx, record) in enumerate(items):
-                yield n, idx, record, None if k % key_interval == 0 else previous
-                previous = idx[-1]
+                idx = found.indices[0].cpu().numpy().astype(np.int32)
+                yield len(group), idx, record, None if key else previous_frame
+                previous_frame = idx[-1]
 
         def entropy_coded(item: tuple[int, np.ndarray, bytes, np.ndarray | None]) -> tuple[int, np.ndarray, bytes, bytes]:
             n, idx, record, previous = item
@@ -227,7 +223,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         with tmp.open("wb") as fh:
             writer = ContainerWriter(fh, header)
             # GOPs entropy-code in worker threads while the network works on the next ones
-            for n, idx, payload, record in ordered_map(entropy_coded, with_previous(tokens_of_gops())):
+            for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops()):
                 writer.add_chunk(n, idx.shape, payload, record)
                 correction_bytes += len(record)
                 gop_count += 1

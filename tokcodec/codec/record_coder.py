@@ -148,13 +148,14 @@ def _code_values(decoding, values, ctx, probs, buf, size):
     return state[4]
 
 
-def contexts(grids: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-    """(values,) int32 context rows for ``grids`` (G, 3, gh, gw) in C order: (grid * 3 + channel)
-    * BUCKETS + the previous record's value at the cell (clipped to -2..2, + 2), or NO_PREVIOUS."""
-    g, c = grids.shape[:2]
+def contexts(shape: tuple[int, ...], previous: np.ndarray | None) -> np.ndarray:
+    """(values,) int32 context rows for grids of ``shape`` (G, 3, gh, gw) in C order: (grid * 3 +
+    channel) * BUCKETS + the previous record's value at the cell (clipped to -2..2, + 2), or
+    NO_PREVIOUS."""
+    g, c = shape[:2]
     base = (np.arange(g * c, dtype=np.int32) * BUCKETS).reshape(g, c, 1, 1)
     bucket = NO_PREVIOUS if previous is None else np.clip(previous.astype(np.int32), -2, 2) + 2
-    return (base + bucket + np.zeros(grids.shape, np.int32)).reshape(-1)
+    return (base + bucket + np.zeros(shape, np.int32)).reshape(-1)
 
 
 def encode_grids(grids: np.ndarray, previous: np.ndarray | None = None) -> bytes:
@@ -162,7 +163,7 @@ def encode_grids(grids: np.ndarray, previous: np.ndarray | None = None) -> bytes
     values = grids.astype(np.int32).reshape(-1)
     probs = np.full((grids.shape[0] * 3 * BUCKETS, BINS), PROB_INIT, np.int64)
     buf = np.zeros(BYTES_PER_VALUE * values.size + 16, np.uint8)
-    n = _code_values(False, values.copy(), contexts(grids, previous), probs, buf, buf.size)
+    n = _code_values(False, values.copy(), contexts(grids.shape, previous), probs, buf, buf.size)
     return buf[1:n].tobytes()
 
 
@@ -176,7 +177,7 @@ def decode_grids(data: bytes, shape: tuple[int, ...], previous: np.ndarray | Non
     values = np.zeros(count, np.int32)
     probs = np.full((shape[0] * 3 * BUCKETS, BINS), PROB_INIT, np.int64)
     buf = np.frombuffer(data, np.uint8).copy()  # writable: the kernel is compiled for both directions
-    used = _code_values(True, values, contexts(np.empty(shape, np.int8), previous), probs, buf, buf.size)
+    used = _code_values(True, values, contexts(shape, previous), probs, buf, buf.size)
     if used != len(data):
         raise ValueError(f"range-coded grids are corrupt (the decoder read {used} of {len(data)} bytes)")
     if values.size and (values.min() < -128 or values.max() > 127):
