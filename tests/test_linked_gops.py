@@ -4,6 +4,7 @@ files; decode, verify and salvage follow the links (a damaged GOP loses frames u
 key GOP)."""
 from __future__ import annotations
 
+import threading
 import zlib
 from fractions import Fraction
 from pathlib import Path
@@ -105,6 +106,33 @@ def test_linked_map_hands_each_item_the_one_before() -> None:
     assert [next(items) for _ in range(3)] == [0, 1, 2]
     items.close()                                   # a consumer that stops early: nothing hangs
     assert len(started) < 1000
+
+
+def test_linked_map_runs_from_independent_items_side_by_side() -> None:
+    """Items 0, 4, 8, ... are independent (key GOPs), the rest need the one before. Item 1 holds
+    its worker until item 9 has run, so with two workers the later runs must go on without the
+    worker item 1 holds: linked items waiting for it (2, 3) must not take the other one. And no
+    linked item starts before the one before it is done."""
+    third_run = threading.Event()
+    done: set[int] = set()
+    early: list[int] = []
+
+    def fn(x: int, before) -> int:
+        if x % 4 and x - 1 not in done:
+            early.append(x)
+        if x == 1:
+            assert third_run.wait(10), "the later runs waited for the first"
+        if x == 9:
+            third_run.set()
+        if x % 4:
+            assert before() == x - 1
+        done.add(x)
+        return x
+
+    assert list(linked_map(fn, range(24), lambda x: x % 4 != 0, threads=2)) == list(range(24))
+    assert early == []
+    with pytest.raises(RuntimeError, match="independent"):   # an independent item has no "before"
+        list(linked_map(lambda x, before: before(), range(3), lambda x: False, threads=2))
 
 
 @pytest.fixture(scope="module")

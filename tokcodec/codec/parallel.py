@@ -6,9 +6,9 @@ a stream of GOPs in a small thread pool while the caller works on earlier result
 runs in the calling thread): results come back in input order, so the bytes written and the
 frames decoded are exactly those of a sequential run; only the waiting changes. Coder 4's
 linked GOPs decode only after the GOP before them (:func:`linked_map`): a run of linked GOPs
-then decodes one after the other. A waiting item holds its worker thread, so with a few threads
-the runs of successive key GOPs barely overlap: on a CPU this stays hidden behind the network
-(some 6 ms of token decoding against 300 ms of network per 640x360 GOP on 2 cores).
+decodes one after the other, but a linked GOP is handed to a worker only once the GOP before it
+is done, so no worker sits waiting and the runs that start at successive key GOPs decode side by
+side.
 """
 from __future__ import annotations
 
@@ -66,27 +66,79 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def linked_map(fn: Callable[[T, Callable[[], R | None]], R], items: Iterable[T], threads: int | None = None,
+def linked_map(fn: Callable[[T, Callable[[], R | None]], R], items: Iterable[T],
+               needs_previous: Callable[[T], bool] | None = None, threads: int | None = None,
                ahead: int | None = None) -> Iterator[R]:
-    """:func:`ordered_map` of ``fn(item, previous)``, where ``previous()`` waits for and returns
-    the result of the item before (None for the first item; it raises what that item raised).
-    Items are handed to the pool in order and each waits only on one handed out before it, so a
-    chain of waits always ends at an item that is running: no deadlock, whatever the threads."""
-    def paired() -> Iterator[tuple[T, Future | None, Future]]:
-        before: Future | None = None
-        for item in items:
-            mine: Future = Future()
-            yield item, before, mine
-            before = mine
+    """:func:`ordered_map` of ``fn(item, previous)``, where ``previous()`` returns the result of
+    the item before (None for the first item; it raises what that item raised). An item for which
+    ``needs_previous(item)`` is true (every item when it is None) is handed to a worker only once
+    the item before it is done, so no worker waits: the runs that begin at independent items
+    (coder 4's key GOPs) decode side by side, up to ``ahead`` items (default 8 x threads) beyond
+    the consumer. An independent item must not call ``previous()`` (it raises RuntimeError).
+    ``needs_previous`` runs in the calling thread; where it raises, the item counts as
+    independent (``fn`` then meets the same fault and raises or reports it)."""
+    threads = coder_threads() if threads is None else max(1, threads)
+    it = iter(items)
+    first = next(it, _END)
+    if first is _END:
+        return
+    first_result = fn(first, lambda: None)  # type: ignore[arg-type]  # in this thread: warm-up, as ordered_map
+    yield first_result
+    if threads == 1:
+        last = first_result
+        for item in it:
+            last = fn(item, (lambda r=last: r) if _is_linked(item, needs_previous) else _independent)
+            yield last
+        return
+    ahead = max(1, ahead or 8 * threads)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="tokcodec-coder")
+    before: Future = Future()
+    before.set_result(first_result)
+    pending: deque[Future[R]] = deque()
 
-    def run(job: tuple[T, Future | None, Future]) -> R:
-        item, before, mine = job
-        try:
-            result = fn(item, before.result if before is not None else (lambda: None))
-        except BaseException as exc:
-            mine.set_exception(exc)
-            raise
-        mine.set_result(result)
-        return result
+    def schedule(item: T, before: Future) -> Future[R]:
+        mine: Future[R] = Future()
+        linked = _is_linked(item, needs_previous)
+        previous = before.result if linked else _independent
 
-    yield from ordered_map(run, paired(), threads, ahead)
+        def run() -> None:
+            try:
+                result = fn(item, previous)
+            except BaseException as exc:  # handed to the consumer with this item's result
+                mine.set_exception(exc)
+            else:
+                mine.set_result(result)
+
+        def submit(_: Future | None = None) -> None:
+            try:
+                pool.submit(run)
+            except RuntimeError as exc:  # the pool shut down: the consumer has stopped
+                mine.set_exception(exc)
+
+        if linked:  # start once the item before is done (at once if it is)
+            before.add_done_callback(submit)
+        else:
+            submit()
+        return mine
+
+    try:
+        for item in it:
+            before = schedule(item, before)
+            pending.append(before)
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # also when the consumer stops early or fails: drop what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _is_linked(item: T, needs_previous: Callable[[T], bool] | None) -> bool:
+    try:
+        return needs_previous is None or bool(needs_previous(item))
+    except Exception:  # fn meets the same fault
+        return False
+
+
+def _independent() -> None:
+    raise RuntimeError("linked_map: an item declared independent asked for the one before")

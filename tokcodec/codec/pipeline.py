@@ -306,6 +306,13 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
     return chunk.first_frame, chunk.frames, tokens, fix
 
 
+def _chunk_links(coder: TokenCoder, chunk: Chunk, correction: bool = True) -> bool:
+    """Whether ``_decode_chunk`` will ask for the chunk before this one: the scheduler's test,
+    so that a linked chunk is handed to a worker only once the one before it is done (it must
+    agree with the test there)."""
+    return coder.links(chunk.payload) or (correction and record_needs_previous(chunk.correction))
+
+
 def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[DecodedChunk]:
     """Each chunk's tokens and (with ``correction``) correction, without running the decoder
     network; chunks are decoded in worker threads ahead of the caller, yielded in order (a
@@ -318,7 +325,7 @@ def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[
         except TokcodecError as exc:
             raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
 
-    yield from linked_map(decoded, reader.chunks())
+    yield from linked_map(decoded, reader.chunks(), partial(_chunk_links, coder, correction=correction))
 
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
@@ -339,7 +346,7 @@ def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[Decoded
         except TokcodecError as exc:
             return chunk, exc
 
-    for chunk, result in linked_map(decoded, reader.chunks()):
+    for chunk, result in linked_map(decoded, reader.chunks(), partial(_chunk_links, coder)):
         if isinstance(result, TokcodecError):
             lost.append(f"chunk {chunk.index}: {result}")
         else:
