@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import smooth_clip, write_clip
 from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
@@ -162,8 +163,14 @@ def test_closed_loop_keeps_its_best_pass_and_hands_back_that_pass_decode(tiny_mo
         assert _window_error(tok, found.indices, x, 7) <= _window_error(tok, tok.encode_indices(x), x, 7)
     plain = find_tokens(tok, x, RefineConfig(passes=0))
     assert plain.decoded is None and torch.equal(plain.indices, tok.encode_indices(x))
-    searched = find_tokens(tok, x, RefineConfig(steps=2, passes=1))  # the search decodes no final answer
-    assert searched.decoded is None
+    returned = 0
+    for steps in (1, 2, 4):  # the search hands back its last step's decode where it keeps that step
+        searched = find_tokens(tok, x, RefineConfig(steps=steps, passes=1))
+        if searched.decoded is not None:
+            returned += 1
+            with torch.no_grad():
+                assert torch.equal(searched.decoded, tok.decode_indices(searched.indices))
+    assert returned
 
 
 def test_closed_loop_moves_the_shipped_models_tokens_closer():
@@ -191,15 +198,24 @@ def test_encode_reuses_the_closed_loops_decode_without_changing_a_byte(tmp_path,
     from tokcodec.codec import pipeline
 
     src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 48, 64))
-    encode_video(src, tmp_path / "reused.tok")
     real = pipeline.find_tokens
+    handed_back = []
+
+    def noting(*args, **kwargs) -> FoundTokens:
+        found = real(*args, **kwargs)
+        handed_back.append(found.decoded is not None)
+        return found
 
     def tokens_without_their_decode(*args, **kwargs) -> FoundTokens:
         return FoundTokens(real(*args, **kwargs).indices)
 
-    monkeypatch.setattr(pipeline, "find_tokens", tokens_without_their_decode)
-    encode_video(src, tmp_path / "decoded_again.tok")
-    assert (tmp_path / "reused.tok").read_bytes() == (tmp_path / "decoded_again.tok").read_bytes()
+    for refine in (0, 3):  # the closed loop's decode, then the search's last step's
+        monkeypatch.setattr(pipeline, "find_tokens", noting)
+        encode_video(src, tmp_path / "reused.tok", refine=refine, overwrite=True)
+        monkeypatch.setattr(pipeline, "find_tokens", tokens_without_their_decode)
+        encode_video(src, tmp_path / "decoded_again.tok", refine=refine, overwrite=True)
+        assert (tmp_path / "reused.tok").read_bytes() == (tmp_path / "decoded_again.tok").read_bytes()
+    assert handed_back == [True, True]
 
 
 def test_feedback_blur_keeps_flat_fields_and_removes_pixel_noise():
@@ -211,6 +227,16 @@ def test_feedback_blur_keeps_flat_fields_and_removes_pixel_noise():
     assert torch.equal(feedback_blur(noisy, sigma=0), noisy)
     ramp = torch.linspace(-1, 1, 24).expand(1, 3, 2, 20, 24)
     assert torch.allclose(feedback_blur(ramp)[..., 4:-4], ramp[..., 4:-4], atol=1e-5)  # linear: kept
+    # the separable Gaussian it is, edges replicated: against a plain 2D convolution
+    sigma, r = 1.5, 4
+    taps = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma * sigma))
+    kernel = torch.outer(taps, taps) / taps.sum() ** 2
+    x = torch.randn(2, 3, 3, 21, 30, generator=torch.Generator().manual_seed(0))
+    frames = x.permute(0, 2, 1, 3, 4).reshape(6, 3, 21, 30)
+    direct = F.conv2d(F.pad(frames, (r, r, r, r), mode="replicate"), kernel.expand(3, 1, 9, 9), groups=3)
+    expected = direct.view(2, 3, 3, 21, 30).permute(0, 2, 1, 3, 4)
+    assert torch.allclose(feedback_blur(x, sigma), expected, atol=1e-6)
+    assert torch.allclose(feedback_blur(x.bfloat16(), sigma).float(), expected, atol=0.02)
 
 
 def test_the_feedback_is_averaged_over_each_latent_steps_frames():

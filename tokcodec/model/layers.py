@@ -46,6 +46,12 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
 def pad_front_frames(x: torch.Tensor, n: int) -> torch.Tensor:
     """Prepend n copies of frame 0, keeping x's memory format (torch.cat would drop channels_last,
     and every convolution after it would then pay a layout conversion)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        # with autograd, a replicate pad (its backward sums the copies' gradients in one kernel)
+        # rather than slice assignments, whose backward copies the gradient slice by slice; in
+        # x's dtype (autocast would pad in float32 for the convolution to cast back)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.pad(x, (0, 0, 0, 0, n, 0), mode="replicate")
     b, c, t, h, w = x.shape
     out = torch.empty((b, c, t + n, h, w), dtype=x.dtype, device=x.device,
                       memory_format=memory_format_of(x))
@@ -112,10 +118,14 @@ class AdaptiveGroupNorm(nn.Module):
             y[:, :, :1].mul_(1 + scale[:, :, :1]).add_(shift[:, :, :1])
             y[:, :, 1:].unflatten(2, (tc - 1, s)).mul_(1 + scale[:, :, 1:, None]).add_(shift[:, :, 1:, None])
             return y
-        head = y[:, :, :1] * (1 + scale[:, :, :1]) + shift[:, :, :1]
-        rest = y[:, :, 1:].unflatten(2, (tc - 1, s))
-        rest = rest * (1 + scale[:, :, 1:, None]) + shift[:, :, 1:, None]
-        return torch.cat([head, rest.flatten(2, 3)], dim=2)
+        # with autograd: scale and shift repeated to every frame in y's layout, one fused
+        # multiply-add (torch.cat of the two parts gave a contiguous tensor, which in a
+        # channels_last model made each following convolution and its backward convert layouts)
+        frames = torch.arange(t, device=y.device).sub_(1).div_(s, rounding_mode="floor").add_(1)  # 0, 1 x s, 2 x s, ...
+        layout = memory_format_of(y)
+        scale = scale.index_select(2, frames).contiguous(memory_format=layout)
+        shift = shift.index_select(2, frames).contiguous(memory_format=layout)
+        return torch.addcmul(shift, y, scale.add(1))
 
 
 class ResBlock(nn.Module):

@@ -75,9 +75,10 @@ Quantize = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class FoundTokens:
-    """Tokens (B, 1+t, h, w) and, when the closed loop chose them, the decoder's output for them
-    (the raw ``tokenizer.decoder`` output, what ``decode_indices`` gives), which saves the caller
-    a decoder pass; None when it was not computed (no passes, or a search after them)."""
+    """Tokens (B, 1+t, h, w) and, when the closed loop or the search's last step chose them, the
+    decoder's output for them (the raw ``tokenizer.decoder`` output, what ``decode_indices``
+    gives), which saves the caller a decoder pass; None when it was not computed (no passes and
+    no search, or a search that kept an earlier step's tokens)."""
     indices: torch.Tensor
     decoded: torch.Tensor | None = None
 
@@ -127,8 +128,8 @@ def find_tokens(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig
                                                   residual_filter=residual_filter, quantize=quantize)
     if not config.steps:
         return FoundTokens(indices, decoded)
-    return FoundTokens(search_indices(tokenizer, z, x, config, frames=frames, height=height, width=width,
-                                      autocast=autocast, residual_filter=residual_filter, quantize=quantize))
+    return search_tokens(tokenizer, z, x, config, frames=frames, height=height, width=width,
+                         autocast=autocast, residual_filter=residual_filter, quantize=quantize)
 
 
 def sign_indices(tokenizer: VideoTokenizer, z: torch.Tensor) -> torch.Tensor:
@@ -207,48 +208,69 @@ def feedback_blur(miss: torch.Tensor, sigma: float = FEEDBACK_SIGMA) -> torch.Te
     1% fewer bits than no blur; 3 and 5 saved 2.4% and 4.3% of the bits for -0.02 and -0.09 dB."""
     if sigma <= 0:
         return miss
+    if miss.dtype != torch.float32:  # (the closed loop's misses are float32 already)
+        return feedback_blur(miss.float(), sigma).to(miss.dtype)
     r = math.ceil(2.5 * sigma)
     taps = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma * sigma))
-    taps = (taps / taps.sum()).to(miss.device, miss.dtype)
-    b, c, t, h, w = miss.shape
-    n = b * c  # each channel a group of its own: a depthwise convolution (a single-channel one
-    # went through an unfolded copy 9x the frame's size: 1.5 GB for a 640x360 GOP)
-    across, down = taps.view(1, 1, 1, -1).expand(n, 1, 1, -1), taps.view(1, 1, -1, 1).expand(n, 1, -1, 1)
+    taps = (taps / taps.sum()).tolist()
+    h, w = miss.shape[-2:]
     out = torch.empty_like(miss)
-    for i in range(t):  # frame by frame: the padded copies stay small
-        y = miss[:, :, i].reshape(1, n, h, w)
-        y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), across, groups=n)
-        out[:, :, i] = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), down, groups=n).view(b, c, h, w)
+    for i in range(miss.shape[2]):  # frame by frame: the padded copies stay small
+        # separable, as shifted multiply-adds over all channels at once: 3-4x faster on a CPU
+        # than the depthwise convolutions this replaced (the same sums: equal to the bit on the
+        # host that measured it, and the same encoded files)
+        padded = F.pad(miss[:, :, i], (r, r, 0, 0), mode="replicate")
+        across = padded[..., :w] * taps[0]
+        for k in range(1, 2 * r + 1):
+            across.add_(padded[..., k:k + w], alpha=taps[k])
+        padded = F.pad(across, (0, 0, r, r), mode="replicate")
+        frame = out[:, :, i].copy_(padded[..., :h, :]).mul_(taps[0])
+        for k in range(1, 2 * r + 1):
+            frame.add_(padded[..., k:k + h, :], alpha=taps[k])
     return out
 
 
-@torch.inference_mode(False)  # a caller may hold inference mode; the search needs autograd
 def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor, config: RefineConfig, *,
                    frames: int | None = None, height: int | None = None, width: int | None = None,
                    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
                    residual_filter: ResidualFilter | None = None, quantize: Quantize | None = None
                    ) -> torch.Tensor:
     """The search of ``refine_indices`` from latents ``z0`` the encoder already gave for ``x``
-    (training has them from its own forward pass). Each step decodes the tokens ``quantize``
-    (default: the signs) makes of the latents and passes the gradient straight through to them,
-    so the error that picks the best latents is that of the tokens returned."""
+    (training has them from its own forward pass): ``search_tokens``'s tokens."""
+    return search_tokens(tokenizer, z0, x, config, frames=frames, height=height, width=width,
+                         autocast=autocast, residual_filter=residual_filter, quantize=quantize).indices
+
+
+@torch.inference_mode(False)  # a caller may hold inference mode; the search needs autograd
+def search_tokens(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor, config: RefineConfig, *,
+                  frames: int | None = None, height: int | None = None, width: int | None = None,
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                  residual_filter: ResidualFilter | None = None, quantize: Quantize | None = None
+                  ) -> FoundTokens:
+    """The search from latents ``z0``: each step decodes the tokens ``quantize`` (default: the
+    signs) makes of the latents and passes the gradient straight through to them, so the error
+    that picks the best latents is that of the tokens returned. The last step's latents are
+    decoded once more, without autograd, to score them; when they are the best, that decode (what
+    ``decode_indices`` gives for the tokens) comes back with them and saves the caller one."""
     if quantize is None:
         quantize = partial(sign_indices, tokenizer)
     if config.steps == 0:
-        return quantize(z0)
+        return FoundTokens(quantize(z0))
     # clone: an inference-mode tensor cannot be saved for backward
     target = x[:, :, :frames, :height, :width].float().clone()
 
-    def error(z: torch.Tensor) -> torch.Tensor:
-        chosen = indices_to_codes(quantize(z.detach()), tokenizer.cfg.bits)
-        codes = z + (chosen - z).detach()  # the chosen tokens forward, straight through backward
-        with autocast():
-            recon = tokenizer.decoder(codes)
+    def error_of(recon: torch.Tensor) -> torch.Tensor:
         residual = recon[:, :, :frames, :height, :width].float() - target
         if residual_filter is not None:
             residual = residual_filter(residual)
         # a sum, not a mean: Adam ignores the loss scale, and fp16 gradients then do not underflow
         return residual.square().sum()
+
+    def error(z: torch.Tensor) -> torch.Tensor:
+        chosen = indices_to_codes(quantize(z.detach()), tokenizer.cfg.bits)
+        codes = z + (chosen - z).detach()  # the chosen tokens forward, straight through backward
+        with autocast():
+            return error_of(tokenizer.decoder(codes))
 
     lr = config.lr * float(z0.abs().median().clamp_min(1e-6))
     z = z0.clone().requires_grad_(True)
@@ -265,6 +287,9 @@ def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor,
             z.grad = grad
             opt.step()
     with torch.no_grad():
-        if float(error(z)) < best_err:
-            best_z = z.detach()
-    return quantize(best_z)
+        last = quantize(z.detach())
+        with autocast():
+            decoded = tokenizer.decoder(indices_to_codes(last, tokenizer.cfg.bits))
+        if float(error_of(decoded)) < best_err:
+            return FoundTokens(last, decoded)
+    return FoundTokens(quantize(best_z))
