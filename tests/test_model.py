@@ -3,7 +3,7 @@ import torch
 
 from tokcodec.errors import ModelError
 from tokcodec.model import VideoTokenizer, get_preset
-from tokcodec.model.layers import depth_to_space, space_to_depth
+from tokcodec.model.layers import AdaptiveGroupNorm, depth_to_space, pad_front_frames, space_to_depth
 from tokcodec.model.lfq import LFQ, bits_to_indices, indices_to_bits, indices_to_codes, split_indices
 from tokcodec.model.zoo import random_init
 
@@ -255,3 +255,29 @@ def test_level_skip_grows_exactly_stays_causal_and_sees_flat_levels():
         - (centre_latents(src, 0.6) - centre_latents(src, 0.2))
     expected = grown.encoder.level_out.weight.detach()[:, :, 0, 0, 0].sum(1) * 0.4
     assert torch.allclose(change, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d], ids=["contiguous", "channels_last"])
+def test_modulation_and_time_padding_with_autograd_compute_what_inference_does(layout):
+    """Training and the encoder's search run the decoder with autograd, where the adaptive norm's
+    modulation and the time padding take other kernels than inference, per layout (a channels_last
+    activation keeps its layout): the same values, and the gradient of the padded frames summed
+    into frame 0."""
+    torch.manual_seed(1)
+    norm = AdaptiveGroupNorm(16, 18, groups=4)
+    torch.nn.init.normal_(norm.to_scale_shift.weight, std=0.2)  # modulation that varies with the latent frame
+    cond = torch.randn(1, 18, 3, 4, 5)
+    for frames in (3, 5, 9):  # latent frame j drives frames (j-1)*s+1 .. j*s, for s = 1, 2, 4
+        x = torch.randn(1, 16, frames, 8, 10).contiguous(memory_format=layout)
+        with torch.inference_mode():
+            expected = norm(x.clone(), cond)
+        out = norm(x.clone().requires_grad_(True), cond)
+        assert torch.allclose(out, expected, atol=1e-5)
+        if frames > 3 and layout == torch.channels_last_3d:
+            assert out.is_contiguous(memory_format=layout)
+
+    x = torch.randn(1, 2, 3, 4, 5).contiguous(memory_format=layout).requires_grad_(True)
+    padded = pad_front_frames(x, 2)
+    assert torch.equal(padded.detach(), torch.cat([x[:, :, :1]] * 2 + [x], dim=2).detach())
+    padded.backward(torch.ones_like(padded))
+    assert x.grad[:, :, 0].eq(3).all() and x.grad[:, :, 1:].eq(1).all()
