@@ -225,3 +225,18 @@ def test_records_coded_against_the_gop_before_decode_to_the_same_pictures(tmp_pa
     bad = damaged(tmp_path / "linked.tok", tmp_path / "bad.tok", flip_chunk=0)
     st = decode_video(bad, tmp_path / "salvaged.mkv", salvage=True)
     assert st.lost_frames == [(0, 26)]          # no key GOP after the first: all of it is lost
+
+
+def test_a_gop_whose_record_alone_is_linked_counts_as_linked(tmp_path) -> None:
+    """Coder 3 (asked for, or for a model without a prior) has no token links, but the records of
+    GOPs between key GOPs may still be coded against the GOP before's: such GOPs decode only
+    after that one, and the stats line and ``info`` count and mark them as linked."""
+    still = np.repeat(smooth_clip(1, 96, 128), 27, axis=0)
+    clip = write_clip(tmp_path / "clip.mkv", still, Fraction(25))
+    st = encode_video(clip, tmp_path / "c3.tok", gop=9, key_interval=8, coder_id=3)
+    info = file_info(tmp_path / "c3.tok")
+    assert info.header.coder_id == 3
+    with ContainerReader(tmp_path / "c3.tok") as reader:
+        predicted = [record_needs_previous(reader.read_chunk(i).correction) for i in range(3)]
+    assert predicted == [False, True, True]
+    assert [c.linked for c in info.chunks] == predicted and st.linked_gops == 2

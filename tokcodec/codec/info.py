@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tokcodec.audio import read_track
 from tokcodec.codec.container import Header, open_tok
+from tokcodec.codec.correction import record_needs_previous
 from tokcodec.codec.entropy import get_coder
 
 
@@ -20,7 +21,8 @@ class ChunkInfo:
     bits_per_token: float
     bits_per_token_by_latent_frame: tuple[float, ...]
     correction_bytes: int = 0                  # the GOP's correction record (format 2.x)
-    linked: bool = False                       # tokens coded against the GOP before's (coder 4)
+    linked: bool = False                       # decodes after the GOP before: its tokens (coder 4) or its
+    # correction record (kind 3) coded against that GOP's
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def file_info(src: str | Path) -> FileInfo:
             chunks.append(ChunkInfo(chunk.index, chunk.first_frame, chunk.frames, (t, lh, lw), len(chunk.payload),
                                     8 * len(chunk.payload) / (t * lh * lw),
                                     tuple(b / (lh * lw) for b in per_frame), len(chunk.correction),
-                                    coder.links(chunk.payload)))
+                                    coder.links(chunk.payload) or record_needs_previous(chunk.correction)))
         audio = None
         if h.has_audio:
             block = reader.read_audio()

@@ -227,7 +227,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                 writer.add_chunk(n, idx.shape, payload, record)
                 correction_bytes += len(record)
                 gop_count += 1
-                linked_count += coder.links(payload)
+                linked_count += coder.links(payload) or record_needs_previous(record)  # decodes after the GOP before
                 frames += n
                 tokens += idx.size
                 if progress:

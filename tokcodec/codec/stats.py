@@ -26,7 +26,7 @@ class EncodeStats:
     sharpen: float = 0.0         # detail gains' multiplier of GOPs of the asked length (0: none sent;
                                  # a last GOP under 9 frames keeps 1; codec/correction.py)
     gops: int = 0                # chunks written
-    linked_gops: int = 0         # of them, coded against the GOP before (coder 4; codec/context_coder4.py)
+    linked_gops: int = 0         # of them, decoding after the GOP before: tokens (coder 4) or record (kind 3) coded against it
 
     @property
     def bpp(self) -> float:
