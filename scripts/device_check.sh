@@ -32,8 +32,8 @@ timeout 200 "$PY" bench/speed.py --device "$DEVICE" --sizes "$SIZES" --no-x265 -
 echo "speed: exit $?"; tail -12 "$OUT/speed.log"
 timeout 120 "$PY" bench/speed.py --device "$DEVICE" --no-x265 --frames 68 --sizes 360 --compile > "$OUT/speed_compile.log" 2>&1
 echo "speed --compile: exit $?"; tail -5 "$OUT/speed_compile.log"
-timeout 40 "$PY" bench/token_threads.py --threads 1,4,8 --repeat 2 > "$OUT/token_threads.log" 2>&1
+timeout 60 "$PY" bench/token_threads.py --threads 1,4,8 --repeat 2 > "$OUT/token_threads.log" 2>&1
 echo "token threads: exit $?"; tail -4 "$OUT/token_threads.log"
-timeout 140 "$PY" -m pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_parallel.py tests/test_cli.py \
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_parallel.py tests/test_cli.py \
   tests/test_device.py > "$OUT/tests.log" 2>&1
 echo "tests: exit $?"; tail -15 "$OUT/tests.log"

@@ -57,7 +57,7 @@ class FileResult:
     passes: int | None = None   # encode: the --passes it was made with
     rdo: float | None = None    # encode: the --rdo it was made with (0 where the coder has no prior)
     sharpen: float | None = None  # encode: the --sharpen its detail gains were sent with (0: no gains)
-    linked_gops: int | None = None  # encode: GOPs coded against the one before (--key-interval; coder 4)
+    linked_gops: int | None = None  # encode: GOPs coded against the one before, tokens or record (--key-interval)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)

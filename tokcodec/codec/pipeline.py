@@ -213,6 +213,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                     record = fitted.pack(None if key else previous_fix)
                     previous_fix = fitted
                 idx = found.indices[0].cpu().numpy().astype(np.int32)
+                found = video = None  # the GOP's decode is not kept through the next GOP's networks
                 yield len(group), idx, record, None if key else previous_frame
                 previous_frame = idx[-1]
 

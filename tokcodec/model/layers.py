@@ -46,10 +46,11 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
 def pad_front_frames(x: torch.Tensor, n: int) -> torch.Tensor:
     """Prepend n copies of frame 0, keeping x's memory format (torch.cat would drop channels_last,
     and every convolution after it would then pay a layout conversion)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        # with autograd, a replicate pad (its backward sums the copies' gradients in one kernel)
-        # rather than slice assignments, whose backward copies the gradient slice by slice; in
-        # x's dtype (autocast would pad in float32 for the convolution to cast back)
+    if torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu":
+        # with autograd on a CPU, a replicate pad (its backward sums the copies' gradients in one
+        # kernel) rather than slice assignments, whose backward copies the gradient slice by
+        # slice; in x's dtype (autocast would pad in float32 for the convolution to cast back).
+        # (On CUDA that backward adds atomically, so not deterministic: the slices stay there.)
         with torch.autocast(x.device.type, enabled=False):
             return F.pad(x, (0, 0, 0, 0, n, 0), mode="replicate")
     b, c, t, h, w = x.shape

@@ -236,9 +236,11 @@ def search_indices(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor,
                    residual_filter: ResidualFilter | None = None, quantize: Quantize | None = None
                    ) -> torch.Tensor:
     """The search of ``refine_indices`` from latents ``z0`` the encoder already gave for ``x``
-    (training has them from its own forward pass): ``search_tokens``'s tokens."""
-    return search_tokens(tokenizer, z0, x, config, frames=frames, height=height, width=width,
-                         autocast=autocast, residual_filter=residual_filter, quantize=quantize).indices
+    (training has them from its own forward pass): ``search_tokens``'s tokens, as an ordinary
+    tensor (an inference-mode one could not be saved for a loss's backward)."""
+    indices = search_tokens(tokenizer, z0, x, config, frames=frames, height=height, width=width,
+                            autocast=autocast, residual_filter=residual_filter, quantize=quantize).indices
+    return indices.clone() if indices.is_inference() else indices
 
 
 @torch.inference_mode(False)  # a caller may hold inference mode; the search needs autograd
@@ -286,7 +288,7 @@ def search_tokens(tokenizer: VideoTokenizer, z0: torch.Tensor, x: torch.Tensor, 
                 break
             z.grad = grad
             opt.step()
-    with torch.no_grad():
+    with torch.inference_mode():  # as encode decodes (a compiled decoder keeps one graph per mode)
         last = quantize(z.detach())
         with autocast():
             decoded = tokenizer.decoder(indices_to_codes(last, tokenizer.cfg.bits))
