@@ -131,23 +131,21 @@ def _one_line(exc: BaseException) -> bool:
 
 def exercise(path: Path) -> Outcome:
     """Run every read path on a (possibly damaged) .tok file, without the decoder network."""
-    from tokcodec.codec.correction import Correction
-    from tokcodec.codec.entropy import get_coder
-    from tokcodec.codec.pipeline import file_info, read_tokens
+    from tokcodec.codec.pipeline import _salvaged_tokens, file_info, read_tokens
     from tokcodec.codec.salvage import open_salvage
     from tokcodec.codec.verify import verify_file
 
     details = []
 
     def salvage() -> None:
+        """decode --salvage's token path: every chunk that decodes (its tokens and record, in the
+        coder threads, following links), the others noted as lost; it never raises for a chunk."""
         with open_salvage(path) as reader:
-            coder = get_coder(reader.header.coder_id)
-            last = fix = None  # what the next chunk may be linked to (coder 4, record kind 3)
-            for chunk in reader.chunks():
-                last = coder.decode(chunk.payload, chunk.latent_shape, reader.header.bits, last)[-1]
-                if chunk.correction:
-                    fix = Correction.unpack(chunk.correction, reader.header.width, reader.header.height,
-                                            chunk.frames, fix)
+            lost: list[str] = []
+            for _ in _salvaged_tokens(reader, lost):
+                pass
+            if lost and not all(_one_line(Exception(note)) for note in lost):
+                raise RuntimeError(f"salvage noted a multi-line loss: {lost!r}")
 
     for stage in (lambda: file_info(path), lambda: read_tokens(path), salvage):
         try:
