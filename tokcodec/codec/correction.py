@@ -184,7 +184,7 @@ class Correction:
 
     def predicts(self, other: Correction | None) -> bool:
         """Whether this record (with gains) can be coded against ``other``'s grids (kind 3)."""
-        return other is not None and other.gains is not None and other.steps.shape == self.steps.shape
+        return _can_reference(other, self.steps.shape)
 
     @property
     def has_detail(self) -> bool:
@@ -348,7 +348,7 @@ class Correction:
         values = np.frombuffer(record, np.int8, count=small, offset=offset)
         reference = None
         if predicted:
-            if previous is None or previous.gains is None or previous.steps.shape != (3, gh, gw):
+            if not _can_reference(previous, (3, gh, gw)):
                 raise FormatError("correction record is coded against the previous GOP's record, which "
                                   "did not decode (or does not match)")
             reference = previous.grids()
@@ -358,6 +358,12 @@ class Correction:
             raise FormatError(f"correction grid does not decode ({exc})") from None
         return cls(cell, step, dc, grids[0], pool, gain_step, grids[1], (int(values[0]), int(values[1]),
                    int(values[2])), values[3:].reshape(count, 3).copy())
+
+
+def _can_reference(previous: Correction | None, shape: tuple[int, ...]) -> bool:
+    """Whether ``previous``'s grids can be the contexts of a kind 3 record whose grids have
+    ``shape`` (3, gh, gw): a record with gains, on the same grid."""
+    return previous is not None and previous.gains is not None and previous.steps.shape == shape
 
 
 def record_needs_previous(record: bytes) -> bool:

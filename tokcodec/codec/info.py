@@ -8,7 +8,14 @@ from pathlib import Path
 from tokcodec.audio import read_track
 from tokcodec.codec.container import Header, open_tok
 from tokcodec.codec.correction import record_needs_previous
-from tokcodec.codec.entropy import get_coder
+from tokcodec.codec.entropy import TokenCoder, get_coder
+
+
+def links_to_previous(coder: TokenCoder, payload: bytes, record: bytes) -> bool:
+    """Whether a chunk decodes only after the chunk before: its tokens (coder 4) or its correction
+    record (kind 3) coded against that chunk's. What ``info`` marks and encode's stats count as
+    linked, and what decode waits for."""
+    return coder.links(payload) or record_needs_previous(record)
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ def file_info(src: str | Path) -> FileInfo:
             chunks.append(ChunkInfo(chunk.index, chunk.first_frame, chunk.frames, (t, lh, lw), len(chunk.payload),
                                     8 * len(chunk.payload) / (t * lh * lw),
                                     tuple(b / (lh * lw) for b in per_frame), len(chunk.correction),
-                                    coder.links(chunk.payload) or record_needs_previous(chunk.correction)))
+                                    links_to_previous(coder, chunk.payload, chunk.correction)))
         audio = None
         if h.has_audio:
             block = reader.read_audio()

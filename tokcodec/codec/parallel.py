@@ -52,18 +52,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
         for item in it:
             yield fn(item)
         return
-    ahead = max(1, ahead or 2 * threads)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="tokcodec-coder")
-    pending: deque[Future[R]] = deque()
-    try:
-        for item in it:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:  # also when the consumer stops early or fails: drop what has not started
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from _in_order((pool.submit(fn, item) for item in it), pool, max(1, ahead or 2 * threads))
 
 
 def linked_map(fn: Callable[[T, Callable[[], R | None]], R], items: Iterable[T],
@@ -90,11 +80,7 @@ def linked_map(fn: Callable[[T, Callable[[], R | None]], R], items: Iterable[T],
             last = fn(item, (lambda r=last: r) if _is_linked(item, needs_previous) else _independent)
             yield last
         return
-    ahead = max(1, ahead or 8 * threads)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="tokcodec-coder")
-    before: Future = Future()
-    before.set_result(first_result)
-    pending: deque[Future[R]] = deque()
 
     def schedule(item: T, before: Future) -> Future[R]:
         mine: Future[R] = Future()
@@ -121,15 +107,29 @@ def linked_map(fn: Callable[[T, Callable[[], R | None]], R], items: Iterable[T],
             submit()
         return mine
 
-    try:
+    def scheduled() -> Iterator[Future[R]]:
+        before: Future = Future()
+        before.set_result(first_result)
         for item in it:
             before = schedule(item, before)
-            pending.append(before)
+            yield before
+
+    yield from _in_order(scheduled(), pool, max(1, ahead or 8 * threads))
+
+
+def _in_order(futures: Iterator[Future[R]], pool: ThreadPoolExecutor, ahead: int) -> Iterator[R]:
+    """The results of ``futures`` (each submitted to ``pool`` as it is drawn), in order, with at
+    most ``ahead`` drawn beyond the one yielded; the pool is shut down at the end, also when the
+    consumer stops early or fails (what has not started is dropped)."""
+    pending: deque[Future[R]] = deque()
+    try:
+        for future in futures:
+            pending.append(future)
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-    finally:  # also when the consumer stops early or fails: drop what has not started
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 

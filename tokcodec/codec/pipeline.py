@@ -26,7 +26,7 @@ from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
 from tokcodec.codec.correction import (Correction, CorrectionConfig, fit_correction, record_needs_previous,
                                        uncorrectable)
-from tokcodec.codec.info import FileInfo, file_info  # noqa: F401  (re-exported)
+from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
@@ -228,7 +228,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                 writer.add_chunk(n, idx.shape, payload, record)
                 correction_bytes += len(record)
                 gop_count += 1
-                linked_count += coder.links(payload) or record_needs_previous(record)  # decodes after the GOP before
+                linked_count += links_to_previous(coder, payload, record)
                 frames += n
                 tokens += idx.size
                 if progress:
@@ -291,27 +291,26 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
     against the header first). A linked chunk (coder 4's tokens, or a record coded against the
     previous GOP's) asks ``before`` for the chunk decoded before it (waiting for it): it must be
     the GOP just before, intact."""
-    links_tokens = coder.links(chunk.payload)
-    links_record = correction and record_needs_previous(chunk.correction)
     prior = None
-    if links_tokens or links_record:
+    if _chunk_links(coder, chunk, correction):
         prior = before()
         if not isinstance(prior, tuple) or prior[0] + prior[1] != chunk.first_frame:
             before_it = f"frames up to {chunk.first_frame - 1}" if chunk.first_frame else "there is none"
             raise FormatError(f"its GOP is linked to the one before ({before_it}), which did not decode")
-    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits, prior[2][-1] if links_tokens else None)
+    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits,
+                          prior[2][-1] if coder.links(chunk.payload) else None)
     fix = None
     if correction and chunk.correction:
         fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames,
-                                prior[3] if links_record else None)
+                                prior[3] if record_needs_previous(chunk.correction) else None)
     return chunk.first_frame, chunk.frames, tokens, fix
 
 
 def _chunk_links(coder: TokenCoder, chunk: Chunk, correction: bool = True) -> bool:
-    """Whether ``_decode_chunk`` will ask for the chunk before this one: the scheduler's test,
-    so that a linked chunk is handed to a worker only once the one before it is done (it must
-    agree with the test there)."""
-    return coder.links(chunk.payload) or (correction and record_needs_previous(chunk.correction))
+    """Whether ``_decode_chunk`` asks for the chunk before this one (the record counts only when
+    it is decoded): also the scheduler's test, so that a linked chunk is handed to a worker only
+    once the one before it is done."""
+    return links_to_previous(coder, chunk.payload, chunk.correction if correction else b"")
 
 
 def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[DecodedChunk]:
