@@ -427,3 +427,19 @@ def test_sharpen_reaches_every_file(tmp_path):
     assert not (tmp_path / "bad").exists()
     done = [r for r in read_records(tmp_path / "flat" / MANIFEST_NAME) if r["status"] == "done"]
     assert [r["sharpen"] for r in done] == [0.0]
+
+
+def test_a_target_rate_reaches_every_file(tmp_path):
+    """batch encode --bpp: each file gets its own plan (the manifest says the target, GOP and
+    scale); --bpp with --rdo, or with --bitrate, is refused before any file is encoded."""
+    import json
+
+    (tmp_path / "in").mkdir()
+    src = write_clip(tmp_path / "in" / "c.mkv", smooth_clip(9, 32, 48))
+    assert batch_encode(src.parent, tmp_path / "out", workers=1, bpp=0.3).done == 1
+    record = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[-1])
+    assert record["target_bpp"] == 0.3 and record["gop"] in (17, 33, 65) and "scale" in record
+    for kwargs, needle in (({"bpp": 0.3, "rdo": 0.5}, "--rdo"), ({"bpp": 0.3, "bitrate": 1e5}, "not both")):
+        with pytest.raises(ValueError, match=needle):
+            batch_encode(src.parent, tmp_path / "bad", workers=1, **kwargs)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.tok"))

@@ -158,9 +158,12 @@ def test_every_entry_point_defaults_to_the_same_rdo():
     from tokcodec.batch.work import BatchOptions
 
     cli_app, cli_batch = (importlib.import_module(f"tokcodec.cli.{m}") for m in ("app", "batch"))
-    assert BatchOptions("encode").rdo == DEFAULT_RDO
+    # None everywhere: encode_video then takes DEFAULT_RDO (or, with a target rate, a controller's)
+    assert BatchOptions("encode").rdo is None
     for command in (batch_encode, encode_video, cli_app.encode, cli_batch.encode):
-        assert inspect.signature(command).parameters["rdo"].default == DEFAULT_RDO, command
+        assert inspect.signature(command).parameters["rdo"].default is None, command
+    from tokcodec.cli.options import Rdo
+    assert f"default: {DEFAULT_RDO:g}" in Rdo.__metadata__[0].help
 
 
 def test_the_cli_takes_and_reports_rdo_and_refuses_a_bad_one(tmp_path, sample_crop):

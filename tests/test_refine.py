@@ -195,10 +195,10 @@ def test_closed_loop_moves_the_shipped_models_tokens_closer():
 def test_encode_reuses_the_closed_loops_decode_without_changing_a_byte(tmp_path, monkeypatch):
     """encode fits the correction to the decode the closed loop hands back; decoding the tokens
     again instead must give the very same file."""
-    from tokcodec.codec import pipeline
+    from tokcodec.codec import gop_encoder
 
     src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 48, 64))
-    real = pipeline.find_tokens
+    real = gop_encoder.find_tokens
     handed_back = []
 
     def noting(*args, **kwargs) -> FoundTokens:
@@ -210,9 +210,9 @@ def test_encode_reuses_the_closed_loops_decode_without_changing_a_byte(tmp_path,
         return FoundTokens(real(*args, **kwargs).indices)
 
     for refine in (0, 3):  # the closed loop's decode, then the search's last step's
-        monkeypatch.setattr(pipeline, "find_tokens", noting)
+        monkeypatch.setattr(gop_encoder, "find_tokens", noting)
         encode_video(src, tmp_path / "reused.tok", refine=refine, overwrite=True)
-        monkeypatch.setattr(pipeline, "find_tokens", tokens_without_their_decode)
+        monkeypatch.setattr(gop_encoder, "find_tokens", tokens_without_their_decode)
         encode_video(src, tmp_path / "decoded_again.tok", refine=refine, overwrite=True)
         assert (tmp_path / "reused.tok").read_bytes() == (tmp_path / "decoded_again.tok").read_bytes()
     assert handed_back == [True, True]

@@ -7,6 +7,7 @@ Library API (the CLI is a thin layer over these)::
     tokcodec.encode_video("in.mp4", "out.tok", passes=0)       # one-shot encoder: fastest encode
     tokcodec.encode_video("in.mp4", "out.tok", refine=16)      # slow decoder-in-the-loop search
     tokcodec.encode_video("in.mp4", "out.tok", correction=False)  # tokens only (.tok 1.x)
+    tokcodec.encode_video("in.mp4", "out.tok", bpp=0.02)       # a target rate (or bitrate=3e5, bits/s)
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run

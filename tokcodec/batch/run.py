@@ -25,7 +25,8 @@ from tokcodec.batch.plan import (
 )
 from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
-from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
+from tokcodec.codec.ratecontrol import check_target
+from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
                                MAX_SCALE, MAX_SHARPEN, MIN_SCALE)
 from tokcodec.errors import InputError, ModelError, OutputError
 
@@ -113,14 +114,21 @@ def validate_options(options: BatchOptions) -> None:
         else:
             cfg = get_preset(resolve_name(options.model))
             t = cfg.temporal_factor
-            if options.op == "encode" and (options.gop < 1 or (options.gop - 1) % t):
+            if options.op == "encode" and options.gop is not None and (options.gop < 1 or (options.gop - 1) % t):
                 raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
     if options.op == "encode" and options.refine < 0:
         raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op == "encode" and not 0 <= options.passes <= MAX_PASSES:
         raise ValueError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
-    if options.op == "encode" and not 0 <= options.rdo <= MAX_RDO:
+    if options.op == "encode" and options.rdo is not None and not 0 <= options.rdo <= MAX_RDO:
         raise ValueError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
+    if options.op == "encode" and options.bpp is not None and options.bitrate is not None:
+        raise ValueError("give the target rate as --bpp or as --bitrate, not both")
+    if options.op == "encode" and (options.bpp is not None or options.bitrate is not None) \
+            and options.rdo is not None:
+        raise ValueError("--rdo and a target rate (--bpp, --bitrate) both set the token bits' trade-off: give one")
+    if options.op == "encode" and options.bpp is not None:
+        check_target(options.bpp)
     if options.op == "encode" and options.sharpen is not None and not 0 <= options.sharpen <= MAX_SHARPEN:
         raise ValueError(f"--sharpen must be in [0, {MAX_SHARPEN:g}], got {options.sharpen}")
     if options.op == "encode" and options.sharpen is not None and not (options.correction and options.detail):
@@ -128,7 +136,7 @@ def validate_options(options: BatchOptions) -> None:
                          "--no-detail or --no-correction")
     if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
         raise ValueError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
-    if options.op == "encode" and not MIN_SCALE <= options.scale <= MAX_SCALE:
+    if options.op == "encode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
         raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 
 
@@ -261,21 +269,23 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
 
 
 def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (),
-                 exclude: Sequence[str] = (), model: str = "default", gop: int = 17,
-                 scale: float = 1.0, device: str = "auto", precision: str = "auto",
+                 exclude: Sequence[str] = (), model: str = "default", gop: int | None = None,
+                 scale: float | None = None, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
                  force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
-                 rdo: float = DEFAULT_RDO, correction: bool = True, detail: bool = True,
+                 rdo: float | None = None, correction: bool = True, detail: bool = True,
                  sharpen: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
+                 bpp: float | None = None, bitrate: float | None = None,
                  reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
-    recorded per file in the summary and dst/manifest.jsonl, never raised.
+    recorded per file in the summary and dst/manifest.jsonl, never raised. ``bpp`` or
+    ``bitrate`` set a target rate for each file (``encode_video``'s).
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
-                        sharpen=sharpen, key_interval=key_interval)
+                        sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
 
 if TYPE_CHECKING:
     from tokcodec.codec.container import Header
@@ -28,18 +28,20 @@ class BatchOptions:
 
     op: str                     # "encode" or "decode"
     model: str | None = None  # encode: preset/weights (None = default); decode: None = as in each file
-    gop: int = 17
-    scale: float = 1.0
+    gop: int | None = None      # encode: None = 17, or with a target rate the plan's choice
+    scale: float | None = None  # encode: None = 1, or with a target rate the plan's choice
     device: str = "auto"
     precision: str = "auto"
     audio: bool = True          # keep (encode) / restore (decode) the first audio stream
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
     passes: int = DEFAULT_PASSES  # encode: closed-loop encoder passes per GOP (tokcodec.model.refine)
-    rdo: float = DEFAULT_RDO    # encode: rate-distortion trade of the token bits (tokcodec.codec.rdo)
+    rdo: float | None = None    # encode: rate-distortion trade of the token bits (None: the default; tokcodec.codec.rdo)
     correction: bool = True     # encode: send each GOP's correction grid
     detail: bool = True         # encode: with detail gains (format 2.1; False: offsets only, 2.0)
     sharpen: float | None = None  # encode: detail gains per unit of their fit (None: by GOP length; codec/correction.py)
     key_interval: int = DEFAULT_KEY_INTERVAL  # encode: GOPs per key GOP (codec/context_coder4.py)
+    bpp: float | None = None    # encode: target rate per file (codec/ratecontrol.py), instead of rdo
+    bitrate: float | None = None  # encode: the same in bits per second of video
 
 
 @dataclass
@@ -58,6 +60,9 @@ class FileResult:
     rdo: float | None = None    # encode: the --rdo it was made with (0 where the coder has no prior)
     sharpen: float | None = None  # encode: the --sharpen its detail gains were sent with (0: no gains)
     linked_gops: int | None = None  # encode: GOPs coded against the one before, tokens or record (--key-interval)
+    gop: int | None = None      # encode: frames per GOP (with a target rate, the plan's choice)
+    scale: float | None = None  # encode: the --scale it was made at (the same)
+    target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -165,12 +170,13 @@ class Worker:
         st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
-                          passes=o.passes, rdo=o.rdo, key_interval=o.key_interval,
+                          passes=o.passes, rdo=o.rdo, key_interval=o.key_interval, bpp=o.bpp,
+                          bitrate=o.bitrate,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
-                          linked_gops=st.linked_gops)
+                          linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

@@ -9,12 +9,14 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Compile, DecodeModel, Device, Gop, Model, NoAudioDecode, NoAudioEncode,
-                                  NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
-                                  KeyInterval, Refine, Scale, Sharpen)
+from tokcodec.cli.options import (Bitrate, Bpp, Compile, DecodeModel, Device, Gop, Model, NoAudioDecode,
+                                  NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet,
+                                  Rdo, KeyInterval, Refine, Scale, Sharpen)
 from tokcodec.cli.policy import errors
-from tokcodec.cli.progress import frame_progress, stats_line
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO
+from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
+
+TARGET_TOLERANCE = 0.1  # encode warns when a target rate is missed by more than this share
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
@@ -28,13 +30,15 @@ def encode(
     input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .tok file."),
     model: Model = "default",
-    gop: Gop = 17,
-    scale: Scale = 1.0,
+    gop: Gop = None,
+    scale: Scale = None,
+    bpp: Bpp = None,
+    bitrate: Bitrate = None,
     device: Device = "auto",
     precision: Precision = "auto",
     coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
     passes: Passes = DEFAULT_PASSES,
-    rdo: Rdo = DEFAULT_RDO,
+    rdo: Rdo = None,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
@@ -50,27 +54,47 @@ def encode(
     with errors():
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video
+        from tokcodec.codec.ratecontrol import parse_bitrate
         from tokcodec.io import probe
+        target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None
         total = probe(input).frame_count or None
         if frames and total:
             total = min(total, frames)
-        with frame_progress("encode", total, quiet) as advance:
+        stages = [("rate plan", None)] if bpp is not None or bitrate is not None else []
+        with staged_progress(stages + [("encode", total)], quiet) as (*plan_advance, advance):
             st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail,
                                                            sharpen=sharpen),
-                              compile=compile, rdo=rdo, key_interval=key_interval)
-        settings = f", scale {st.scale:g}" if st.scale != 1 else ""
+                              compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
+                              bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None)
+        settings = f", GOP {st.gop}" if st.gop != 17 else ""
+        settings += f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
-        settings += f", rdo {st.rdo:g}" if st.rdo else ""
+        if st.rdo_range is not None and st.rdo_range[0] != st.rdo_range[1]:
+            settings += f", rdo {st.rdo_range[0]:.2f}-{st.rdo_range[1]:.2f} (mean {st.rdo:.2f})"
+        elif st.rdo_range is not None:
+            settings += f", rdo {st.rdo:.2f}"
+        elif st.rdo:
+            settings += f", rdo {st.rdo:g}"
         settings += f", refine {st.refine}" if st.refine else ""
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
         settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
+        target = ""
+        if st.target_bpp is not None:
+            target = (f", video {st.video_bpp:.4f} bpp for a target of {st.target_bpp:.4f} "
+                      f"(rate plan {st.plan_seconds:.1f} s)")
         stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
-                    f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
+                    f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps{target} "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
+        if st.target_bpp is not None and abs(st.video_bpp / st.target_bpp - 1) > TARGET_TOLERANCE:
+            advice = ("a smaller --scale or a longer --gop goes lower" if st.video_bpp > st.target_bpp
+                      else "a larger --scale or --passes/--refine spend more")
+            typer.echo(f"tokcodec: warning: the video took {st.video_bpp:.4f} bpp, "
+                       f"{st.video_bpp / st.target_bpp - 1:+.0%} off the target {st.target_bpp:.4f}: "
+                       f"beyond what the rate plan reaches on this input ({advice})", err=True)
 
 
 def _gop_batch(value: str) -> str:

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tokcodec.cli.options import (DecodeModel, Device, Gop, Model, NoAudioDecode,
+from tokcodec.cli.options import (Bitrate, Bpp, DecodeModel, Device, Gop, Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
                                   KeyInterval, Scale, Sharpen)
 from tokcodec.cli.policy import errors
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode or decode whole folder trees (resumable; local processes or Ray).")
@@ -54,10 +54,12 @@ def encode(
     include: Include = None,
     exclude: Exclude = None,
     model: Model = "default",
-    gop: Gop = 17,
-    scale: Scale = 1.0,
+    gop: Gop = None,
+    scale: Scale = None,
+    bpp: Bpp = None,
+    bitrate: Bitrate = None,
     passes: Passes = DEFAULT_PASSES,
-    rdo: Rdo = DEFAULT_RDO,
+    rdo: Rdo = None,
     refine: Refine = 0,
     no_correction: NoCorrection = False,
     no_detail: NoDetail = False,
@@ -77,12 +79,14 @@ def encode(
     Default inputs: video and image files (hidden files and DST itself are left out). Complete outputs newer than their input are skipped, so an interrupted run resumes where it stopped.
     """
     from tokcodec.batch.run import batch_encode
+    from tokcodec.codec.ratecontrol import parse_bitrate
 
+    target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None  # (checked when parsed)
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
-         sharpen=sharpen, key_interval=key_interval)
+         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate)
 
 
 @batch_app.command("decode")

@@ -6,18 +6,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from tokcodec.defaults import (DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN,
-                               MIN_SCALE)
+from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
+from tokcodec.defaults import (DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
+                               MAX_SHARPEN, MIN_SCALE)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
-Gop = Annotated[int, typer.Option("--gop", help="Frames per independently decodable chunk (1 + 4k); "
-                                   "longer: smaller files (33: about 30% fewer bits), more memory.")]
-Scale = Annotated[float, typer.Option(
-    "--scale", min=MIN_SCALE, max=MAX_SCALE, help="Tokenize at this multiple of the size: below 1 fewer "
-    "bits and a softer picture, above 1 more detail for more bits and a slower encode and decode "
-    "(1.25: about 1.5x the time); decode restores the size.")]
+Gop = Annotated[Optional[int], typer.Option(
+    "--gop", show_default=False, help="Frames per independently decodable chunk (1 + 4k); longer: smaller "
+    "files (33: about 30% fewer bits), more memory. \\[default: 17, or with --bpp/--bitrate the rate "
+    "plan's choice]")]
+Scale = Annotated[Optional[float], typer.Option(
+    "--scale", min=MIN_SCALE, max=MAX_SCALE, show_default=False, help="Tokenize at this multiple of the "
+    "size: below 1 fewer bits and a softer picture, above 1 more detail for more bits and a slower encode "
+    "and decode (1.25: about 1.5x the time); decode restores the size. \\[default: 1, or with "
+    "--bpp/--bitrate the rate plan's choice]")]
 Refine = Annotated[int, typer.Option(
     "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps: closer "
     "pictures, same format and decode speed, a much slower encode that needs more memory "
@@ -27,11 +31,28 @@ Passes = Annotated[int, typer.Option(
     "what the decoder missed. Closer pictures for somewhat more bits, same format and decode speed; "
     "each pass costs about one more encode and decode, so the default encodes several times slower "
     "than 0, the one-shot encoder (docs/usage.md).")]
-Rdo = Annotated[float, typer.Option(
-    "--rdo", min=0, max=MAX_RDO, help="Rate-distortion trade of the token bits: where the encoder is unsure "
-    "of a bit, take the value the entropy coder expects when that saves enough bits. Larger is fewer "
-    "bits for a softer picture (a rate knob, like a CRF); 0 keeps the encoder's own bits. Same format "
-    "and decode speed (docs/usage.md).")]
+Rdo = Annotated[Optional[float], typer.Option(
+    "--rdo", min=0, max=MAX_RDO, show_default=False, help="Rate-distortion trade of the token bits: where "
+    "the encoder is unsure of a bit, take the value the entropy coder expects when that saves enough bits. "
+    "Larger is fewer bits for a softer picture (a rate knob, like a CRF); 0 keeps the encoder's own bits. "
+    f"Same format and decode speed (docs/usage.md). \\[default: {DEFAULT_RDO:g}]")]
+Bpp = Annotated[Optional[float], typer.Option(
+    "--bpp", min=MIN_TARGET_BPP, max=MAX_TARGET_BPP, show_default=False, help="Target rate in bits per "
+    "pixel, met on average over the file (audio not counted): a probe of a few GOPs picks --gop and "
+    "--scale where they are not given, and each GOP's --rdo follows the budget (docs/usage.md).")]
+def _checked_bitrate(value: Optional[str]) -> Optional[str]:
+    """--bitrate checked at parse time: a usage error unless ``parse_bitrate`` reads it."""
+    if value is not None:
+        try:
+            parse_bitrate(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+Bitrate = Annotated[Optional[str], typer.Option(
+    "--bitrate", "-b", show_default=False, callback=_checked_bitrate, help="Target rate in bits per second of video, as ffmpeg's -b:v "
+    "takes it (300k, 1.5M): --bpp at the input's frame rate and size.")]
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
     "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]

@@ -10,8 +10,17 @@ import typer
 @contextmanager
 def frame_progress(label: str, total: int | None, quiet: bool):
     """A rich progress bar with frames/s on stderr; yields an advance(n) callback."""
+    with staged_progress([(label, total)], quiet) as (advance,):
+        yield advance
+
+
+@contextmanager
+def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
+    """One progress bar that goes through ``stages`` (label, total frames or None) in order:
+    yields an advance(n) callback per stage (Nones when quiet or not on a terminal); a stage's
+    bar appears at its first advance and takes the place of the stage before."""
     if quiet or not sys.stderr.isatty():
-        yield None
+        yield tuple(None for _ in stages)
         return
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
@@ -23,12 +32,24 @@ def frame_progress(label: str, total: int | None, quiet: bool):
             from rich.text import Text
             return Text(f"{speed:6.1f} fps" if speed else "   -- fps")
 
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                         FpsColumn(""), TimeRemainingColumn(), console=Console(stderr=True),
                         transient=True)
     with progress:
-        task = progress.add_task(label, total=total or None)
-        yield lambda n: progress.advance(task, n)
+        tasks = [progress.add_task(label, total=total or None, visible=k == 0)
+                 for k, (label, total) in enumerate(stages)]
+        shown = [0]
+
+        def advancer(k: int):
+            def advance(n: int) -> None:
+                if shown[0] != k:  # a later stage began: it takes the bar
+                    progress.update(tasks[shown[0]], visible=False)
+                    progress.update(tasks[k], visible=True)
+                    shown[0] = k
+                progress.advance(tasks[k], n)
+            return advance
+
+        yield tuple(advancer(k) for k in range(len(stages)))
 
 
 def stats_line(text: str, quiet: bool) -> None:

@@ -43,6 +43,20 @@ _CHUNK = struct.Struct("<4sIQHHHHII")
 CHUNK_HEADER_SIZE = _CHUNK.size
 _INDEX_HEAD = struct.Struct("<4sI")
 _INDEX_ENTRY = struct.Struct("<QQII")  # offset, first_frame, frames, payload_len
+
+
+def chunk_file_bytes(payload: int, record: int, correction: bool) -> int:
+    """Bytes one chunk adds to a file: its header, its payload (in a file with corrections, the
+    payload's length and the record after it) and its index entry (what ``add_chunk`` and
+    ``close`` write for it)."""
+    return CHUNK_HEADER_SIZE + (4 if correction else 0) + payload + record + _INDEX_ENTRY.size
+
+
+def fixed_file_bytes(header: Header) -> int:
+    """Bytes of a file that no chunk or audio accounts for: header, index head and CRC, trailer."""
+    return len(header.pack()) + _INDEX_HEAD.size + 4 + TRAILER_SIZE
+
+
 # trailer: index_offset, index_size, frame_count, chunk_count, crc, magic
 _TRAILER = struct.Struct("<QIQII8s")
 TRAILER_SIZE = _TRAILER.size
@@ -264,6 +278,7 @@ class ContainerWriter:
         self.frames = 0
         self.pos = 0
         self.audio: AudioBlock | None = None
+        self.audio_bytes = 0  # of the audio block, once written (close)
         self._write(header.pack())
 
     def set_audio(self, data: bytes, start_offset_us: int, kind: int = AUDIO_KIND_MATROSKA) -> None:
@@ -298,7 +313,9 @@ class ContainerWriter:
         a = self.audio
         fixed = _AUDIO.pack(AUDIO_MAGIC, AUDIO_HEADER_SIZE, a.kind, a.start_offset_us, len(a.data),
                             zlib.crc32(a.data), 0)[:-4]
-        self._write(fixed + struct.pack("<I", zlib.crc32(fixed)) + a.data)
+        block = fixed + struct.pack("<I", zlib.crc32(fixed)) + a.data
+        self._write(block)
+        self.audio_bytes = len(block)
 
     def close(self) -> None:
         if self.header.has_audio:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
@@ -23,16 +23,19 @@ import torch
 
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
-from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
-from tokcodec.codec.correction import (Correction, CorrectionConfig, fit_correction, record_needs_previous,
-                                       uncorrectable)
+from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
+                                      fixed_file_bytes, open_tok)
+from tokcodec.codec.correction import Correction, CorrectionConfig, record_needs_previous
+from tokcodec.codec.gop_encoder import PROBE_WINDOWS, GopEncoder, measure_bpp, probe_windows
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
-from tokcodec.codec.memory import EncodeFootprint, check_encode_memory
+from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import linked_map, ordered_map
+from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, RateController, RatePlan, Rung, check_target,
+                                        plan_long, plan_short, short_gop_factor)
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
@@ -43,7 +46,7 @@ from tokcodec.errors import FormatError, InputError, ModelError, OutputError, To
 from tokcodec.io import ColorInfo, FrameWriter, VideoInfo, iter_frames, output_kind, probe
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
-from tokcodec.model.refine import Quantize, RefineConfig, find_tokens
+from tokcodec.model.refine import Quantize, RefineConfig
 from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
@@ -121,12 +124,14 @@ def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction)
 
 
 def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel = "default",
-                 gop: int = 17, device: str = "auto", precision: str = "auto", scale: float = 1.0,
-                 coder_id: int | None = None, overwrite: bool = False,
+                 gop: int | None = None, device: str = "auto", precision: str = "auto",
+                 scale: float | None = None, coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
                  audio: bool = True, refine: int | RefineConfig = 0, passes: int | None = None,
                  correction: bool | CorrectionConfig = True, compile: bool = False,
-                 rdo: float = DEFAULT_RDO, key_interval: int = DEFAULT_KEY_INTERVAL) -> EncodeStats:
+                 rdo: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
+                 bpp: float | None = None, bitrate: float | None = None,
+                 plan_progress: ProgressFn | None = None) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
     loop that feeds back what the decoder missed; 0 is the encoder's one-shot tokens, the
@@ -139,8 +144,12 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     ``compile`` wraps the networks in torch.compile (codec/accel.py: for long runs on a GPU).
     ``rdo`` (default ``DEFAULT_RDO``) lets the entropy coder's cost of each token bit sway the
     bits the encoder is unsure of (codec/rdo.py): fewer bits for a little quality; 0 is off.
-    ``scale`` tokenizes at that multiple of the size (decode restores it): below 1 fewer bits,
-    above 1 more detail for more bits and time.
+    ``scale`` (default 1) tokenizes at that multiple of the size (decode restores it): below 1
+    fewer bits, above 1 more detail for more bits and time. ``gop``: frames per GOP (default 17).
+    ``bpp`` or ``bitrate`` (bits per second of video) set a target rate instead of ``rdo``: the
+    video's bytes (all but the audio) average that rate over the file (codec/ratecontrol.py: a
+    probe of a few GOPs picks ``gop`` and ``scale`` where they are not given, and each GOP's
+    ``rdo`` follows the budget); ``plan_progress`` is told the frames the probe encodes.
     ``key_interval``: every that many GOPs a key GOP, coded on its own; with coder 4 (the
     default) the GOPs between code their first latent frame against the previous GOP's last
     (codec/context_coder4.py: smaller files; decoding can start, and salvage resume, at key
@@ -158,10 +167,18 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         search = refine
     else:
         search = RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
-    if not 0 <= rdo <= MAX_RDO:
+    targeted = bpp is not None or bitrate is not None
+    if bpp is not None and bitrate is not None:
+        raise ValueError("give the target rate as bpp or as bitrate, not both")
+    if targeted and rdo is not None:
+        raise ValueError("rdo and a target rate both set the token bits' trade-off: give one of them")
+    if rdo is not None and not 0 <= rdo <= MAX_RDO:
         raise ValueError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
+    if bpp is not None:
+        check_target(bpp)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
+    target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
     loaded = prepare_model(model, runtime)
@@ -173,16 +190,45 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         prior = prior_for_model(loaded.sha256)
         links = key_interval > 1 and prior is not None and prior.bits == cfg.bits
         coder_id = DEFAULT_CODER_ID if links else UNLINKED_CODER_ID
-    header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
-                         gop=gop, scale=scale, coder_id=coder_id, color=info.color)
+    choosers: dict[float, Quantize | None] = {}
+
+    def chooser(lam: float) -> Quantize | None:
+        """The token bits' choice at ``lam`` (made once per value: a rate plan asks for many)."""
+        lam = round(lam, 3)
+        if lam not in choosers:
+            choosers[lam] = token_chooser(coder_id, loaded, lam)
+        return choosers[lam]
+
+    def coding_at(rung: Rung) -> tuple[Header, GopEncoder]:
+        header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
+                             gop=rung.gop, scale=rung.scale, coder_id=coder_id, color=info.color)
+        header.correction = fix.enabled
+        header.correction_detail = header.correction_coded = fix.enabled and fix.detail
+        return header, GopEncoder(loaded, header, runtime, stager, search, fix, info.width, info.height)
+
+    plan = None
+    plan_start = time.perf_counter()
+    if target is not None:
+        if chooser(DEFAULT_RDO) is None:
+            raise ModelError(f"a target rate needs the model's coder 3 prior, and {loaded.name} has none for "
+                             f"coder {coder_id} (the shipped presets have one: python -m tokcodec.codec.prior_fit fits one)")
+        plan = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, chooser, key_interval,
+                          lambda rung: _fits_memory(coding_at(rung)[0], info, max_frames, runtime, search),
+                          plan_progress)
+        gop, scale = plan.rung.gop, plan.rung.scale
+    gop = 17 if gop is None else gop
+    scale = 1.0 if scale is None else scale
+    header, encode_gop = coding_at(Rung(scale, gop, 1.0))
     if runtime.device.type == "cpu":  # a GPU's own memory is another matter (codec/accel.py)
         check_encode_memory(_gop_footprint(header, info, gop, max_frames, runtime, search.steps > 0))
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
-    header.correction = fix.enabled
-    header.correction_detail = header.correction_coded = fix.enabled and fix.detail
     coder = encoder_for(header.coder_id, loaded)
-    quantize = token_chooser(header.coder_id, loaded, rdo)
+    control = None
+    if plan is not None:
+        control = RateController(target, plan.content_bpp, spent_bits=8 * fixed_file_bytes(header),
+                                 total_pixels=plan.frames * info.width * info.height,
+                                 feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
     tmp = temp_path(dst)
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = 0
@@ -195,25 +241,13 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             previous_fix = previous_frame = None
             for k, group in enumerate(gops(iter_frames(src, max_frames), gop)):
                 key = k % key_interval == 0
-                x = frames_to_tensor(group, header, runtime, stager.to_device)
-                # with a correction to follow, the passes and the search need not fix what its grid removes
-                grid = fix.grid_for(info.width, info.height, len(group))
-                found = find_tokens(loaded.tokenizer, x, search, frames=len(group),
-                                    height=header.coded_height, width=header.coded_width,
-                                    autocast=runtime.autocast,
-                                    residual_filter=partial(uncorrectable, grid=grid) if fix.enabled else None,
-                                    quantize=quantize)
+                lam = control.next_rdo(len(group) * info.width * info.height,
+                                       short_gop_factor(len(group), gop)) if control else rdo
+                idx, fitted = encode_gop(group, chooser(DEFAULT_RDO if lam is None else lam))
                 record = b""
-                if fix.enabled:  # what the decoder will show, corrected towards the source
-                    with torch.inference_mode(), runtime.autocast():
-                        video = found.decoded if found.decoded is not None else \
-                            loaded.tokenizer.decode_indices(found.indices)
-                        decoded = tensor_to_frames(video, len(group), header)
-                    fitted = fit_correction(np.stack(group), decoded, fix)
+                if fitted is not None:
                     record = fitted.pack(None if key else previous_fix)
                     previous_fix = fitted
-                idx = found.indices[0].cpu().numpy().astype(np.int32)
-                found = video = None  # the GOP's decode is not kept through the next GOP's networks
                 yield len(group), idx, record, None if key else previous_frame
                 previous_frame = idx[-1]
 
@@ -223,9 +257,14 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
 
         with tmp.open("wb") as fh:
             writer = ContainerWriter(fh, header)
-            # GOPs entropy-code in worker threads while the network works on the next ones
-            for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops()):
+            # GOPs entropy-code in worker threads while the network works on the next ones; with a
+            # target rate each GOP is coded before the next one's rdo is chosen (its size then
+            # counts at once; the coder takes some 2% of a GOP's encode time, the network the rest)
+            for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops(),
+                                                       ahead=1 if control else None):
                 writer.add_chunk(n, idx.shape, payload, record)
+                if control:
+                    control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
                 correction_bytes += len(record)
                 gop_count += 1
                 linked_count += links_to_previous(coder, payload, record)
@@ -245,12 +284,78 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         if tmp.exists():
             tmp.unlink()
     seconds = time.perf_counter() - start
+    used_rdo = (control.mean_rdo if control else DEFAULT_RDO if rdo is None else rdo) \
+        if chooser(DEFAULT_RDO) is not None else 0.0
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps, passes=search.passes,
-                       rdo=rdo if quantize is not None else 0.0, correction_bytes=correction_bytes,
+                       rdo=used_rdo, correction_bytes=correction_bytes,
                        sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
-                       gops=gop_count, linked_gops=linked_count)
+                       gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
+                       audio_bytes=writer.audio_bytes, plan_seconds=start - plan_start if plan else 0.0,
+                       rdo_range=(min(control.used), max(control.used)) if control and control.used else None)
+
+
+def _bitrate_bpp(bitrate: float, info: VideoInfo, src: Path) -> float:
+    """A target in bits per second of video as bits per pixel of the source."""
+    if not bitrate > 0 or not math.isfinite(bitrate):
+        raise ValueError(f"bitrate must be a positive number of bits per second, got {bitrate}")
+    if info.is_image:
+        raise InputError(f"{src}: an image has no bitrate: give the target as bits per pixel (--bpp)")
+    return check_target(bitrate / (float(info.frame_rate) * info.width * info.height))
+
+
+def _fits_memory(header: Header, info: VideoInfo, max_frames: int | None, runtime: Runtime,
+                 search: RefineConfig) -> bool:
+    """Whether GOPs coded as ``header`` says fit this process's memory (always on a GPU)."""
+    if runtime.device.type != "cpu":
+        return True
+    try:
+        check_encode_memory(_gop_footprint(header, info, header.gop, max_frames, runtime, search.steps > 0))
+    except MemoryLimitError:
+        return False
+    return True
+
+
+def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float, gop: int | None,
+               scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]],
+               chooser: Callable[[float], Quantize | None], key_interval: int,
+               fits: Callable[[Rung], bool], progress: ProgressFn | None = None) -> RatePlan:
+    """The rate plan for ``target`` bpp (codec/ratecontrol.py): the ladder's rungs that fit in
+    memory, or only the rung of the ``gop`` and ``scale`` given. An input no longer than
+    ``PROBE_WINDOWS`` of the ladder's longest GOPs (too few GOPs for the controller's feedback)
+    is measured whole at each setting tried (``plan_short``); a longer one on ``PROBE_WINDOWS``
+    GOPs spread over it, at the base rung and then at the rung ``plan_long`` takes from it."""
+    if gop is None and scale is None:
+        base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if rung == DEFAULT_RUNG or fits(rung)]
+    else:
+        base = Rung(1.0 if scale is None else scale, 17 if gop is None else gop, 1.0)
+        ladder = [base]
+    total = info.frame_count or sum(1 for _ in iter_frames(src, max_frames))
+    total = min(total, max_frames) if max_frames else total
+    header, encode_gop = coding_at(base)
+    coder = encoder_for(header.coder_id, encode_gop.loaded)
+
+    def measure(rung: Rung, lam: float, groups: Iterable[list[np.ndarray]] | None = None) -> float:
+        """The rate at ``rung`` and ``lam`` of ``groups``, or of the whole input (its GOPs linked)."""
+        _, encode_gop = coding_at(rung)
+        linked = groups is None
+        groups = gops(iter_frames(src, max_frames), rung.gop) if groups is None else groups
+        return measure_bpp(encode_gop, coder, groups, chooser(lam), linked=linked, key_interval=key_interval,
+                           progress=progress)
+
+    # what the chunks may take: the target less the file's own bytes (a short file's header counts)
+    chunks = max(0.05 * target, target - 8 * fixed_file_bytes(header) / max(1, total * info.width * info.height))
+    if total <= PROBE_WINDOWS * max(rung.gop for rung in ladder):  # too few GOPs for feedback
+        plan = plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor)
+    else:
+        plan = plan_long(chunks, measure(base, DEFAULT_RDO, probe_windows(src, max_frames, total, base.gop)),
+                         ladder, base)
+        if plan.rung != base:  # the ladder's ratio was a guess: this input's rate on the rung chosen
+            rung = plan.rung
+            plan = replace(plan, content_bpp=measure(rung, DEFAULT_RDO,
+                                                     probe_windows(src, max_frames, total, rung.gop)))
+    return replace(plan, frames=total)
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:

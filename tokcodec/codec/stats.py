@@ -27,10 +27,20 @@ class EncodeStats:
                                  # a last GOP under 9 frames keeps 1; codec/correction.py)
     gops: int = 0                # chunks written
     linked_gops: int = 0         # of them, decoding after the GOP before: tokens (coder 4) or record (kind 3) coded against it
+    gop: int = 17                # frames per GOP
+    rdo_range: tuple[float, float] | None = None  # with a target rate: the least and most rdo of a GOP (``rdo``: their mean)
+    target_bpp: float | None = None  # the target rate asked for (codec/ratecontrol.py), else None
+    audio_bytes: int = 0         # of the stored audio, included in ``bytes``
+    plan_seconds: float = 0.0    # the target rate's probe, before ``seconds``
 
     @property
     def bpp(self) -> float:
         return 8 * self.bytes / max(1, self.frames * self.width * self.height)
+
+    @property
+    def video_bpp(self) -> float:
+        """What a target rate counts: every byte but the audio's."""
+        return 8 * (self.bytes - self.audio_bytes) / max(1, self.frames * self.width * self.height)
 
     @property
     def bits_per_token(self) -> float:
@@ -41,7 +51,8 @@ class EncodeStats:
         return self.frames / max(self.seconds, 1e-9)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "bpp": self.bpp, "bits_per_token": self.bits_per_token, "fps": self.fps}
+        return {**asdict(self), "bpp": self.bpp, "video_bpp": self.video_bpp, "bits_per_token": self.bits_per_token,
+                "fps": self.fps}
 
 
 @dataclass

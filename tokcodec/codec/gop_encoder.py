@@ -1,0 +1,103 @@
+"""The network side of encoding one GOP, and the rate a few GOPs take (the rate plan's probe).
+
+``GopEncoder`` turns a GOP's frames into tokens (closed loop, search) and fits its correction to
+what the decoder will show; ``encode_video`` runs it GOP by GOP. ``measure_bpp`` codes GOPs the
+same way, entropy coder included, and counts the bytes they would add to a file: what a rate plan
+(codec/ratecontrol.py) measures on ``probe_windows`` of the source or on a short input whole.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+from tokcodec.codec.accel import HostStager
+from tokcodec.codec.container import Header, chunk_file_bytes
+from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, uncorrectable
+from tokcodec.codec.entropy import TokenCoder
+from tokcodec.codec.tensors import frames_to_tensor, tensor_to_frames
+from tokcodec.device import Runtime
+from tokcodec.io import iter_frames
+from tokcodec.model.refine import Quantize, RefineConfig, find_tokens
+from tokcodec.model.zoo import LoadedModel
+
+PROBE_WINDOWS = 3
+
+
+@dataclass
+class GopEncoder:
+    """Tokens (t, h, w) int32 and, with the correction on, the correction fitted to their decode,
+    for one GOP of source frames (``width`` x ``height``) coded as ``header`` says."""
+    loaded: LoadedModel
+    header: Header
+    runtime: Runtime
+    stager: HostStager
+    search: RefineConfig
+    fix: CorrectionConfig
+    width: int
+    height: int
+
+    def __call__(self, group: list[np.ndarray], quantize: Quantize | None) -> tuple[np.ndarray, Correction | None]:
+        header, runtime = self.header, self.runtime
+        x = frames_to_tensor(group, header, runtime, self.stager.to_device)
+        # with a correction to follow, the passes and the search need not fix what its grid removes
+        grid = self.fix.grid_for(self.width, self.height, len(group))
+        found = find_tokens(self.loaded.tokenizer, x, self.search, frames=len(group),
+                            height=header.coded_height, width=header.coded_width, autocast=runtime.autocast,
+                            residual_filter=partial(uncorrectable, grid=grid) if self.fix.enabled else None,
+                            quantize=quantize)
+        fitted = None
+        if self.fix.enabled:  # what the decoder will show, corrected towards the source
+            with torch.inference_mode(), runtime.autocast():
+                video = found.decoded if found.decoded is not None else \
+                    self.loaded.tokenizer.decode_indices(found.indices)
+                decoded = tensor_to_frames(video, len(group), header)
+            fitted = fit_correction(np.stack(group), decoded, self.fix)
+        return found.indices[0].cpu().numpy().astype(np.int32), fitted
+
+
+def measure_bpp(encode: GopEncoder, coder: TokenCoder, groups: Iterable[list[np.ndarray]],
+                quantize: Quantize | None, *, linked: bool = False, key_interval: int = 1,
+                progress: Callable[[int], None] | None = None) -> float:
+    """Bits per source pixel that ``groups`` take as chunks of a file: each GOP encoded and
+    entropy coded, its record packed. ``linked``: the groups are the consecutive GOPs of one
+    input, coded against the GOP before as encode codes them (a key GOP every
+    ``key_interval``); otherwise each is coded on its own (windows from far apart). ``progress``
+    is told each GOP's frames."""
+    bits = pixels = 0
+    previous_frame: np.ndarray | None = None
+    previous_fix: Correction | None = None
+    for k, group in enumerate(groups):
+        key = not linked or k % key_interval == 0
+        idx, fitted = encode(group, quantize)
+        payload = coder.encode(idx, encode.header.bits, None if key else previous_frame)
+        record = fitted.pack(None if key else previous_fix) if fitted is not None else b""
+        bits += 8 * chunk_file_bytes(len(payload), len(record), encode.header.correction)
+        pixels += len(group) * encode.width * encode.height
+        previous_frame, previous_fix = idx[-1], fitted
+        if progress:
+            progress(len(group))
+    if not pixels:
+        raise ValueError("no frames to measure")
+    return bits / pixels
+
+
+def probe_windows(src, max_frames: int | None, total: int, length: int,
+                  count: int = PROBE_WINDOWS) -> Iterator[list[np.ndarray]]:
+    """``count`` windows of ``length`` frames spread over the first ``total`` frames of ``src``
+    (centred on 1/6, 1/2 and 5/6 of the way for three), read in one pass that stops after the
+    last; they may overlap when ``total`` is under ``count + 1`` windows' length."""
+    span = max(0, total - length)
+    starts = sorted({round(span * (2 * i + 1) / (2 * count)) for i in range(count)})
+    windows: dict[int, list[np.ndarray]] = {}
+    end = starts[-1] + length
+    for i, frame in enumerate(iter_frames(src, min(end, max_frames) if max_frames else end)):
+        for s in starts:
+            if s <= i < s + length:
+                windows.setdefault(s, []).append(frame)
+        if i - length + 1 in windows:
+            yield windows.pop(i - length + 1)
+    yield from (windows.pop(s) for s in sorted(windows))  # (an input shorter than it said)
