@@ -259,3 +259,19 @@ def test_probe_windows_spread_over_the_input(tmp_path) -> None:
     assert [w[0] for w in firsts] == [7, 22, 36] and all(w == list(range(w[0], w[0] + 17)) for w in firsts)
     assert [len(w) for w in probe_windows(clip, 30, 30, 17)] == [17, 17, 17]   # overlapping, within --frames
     assert [len(w) for w in probe_windows(clip, None, 80, 17)] == [17, 17, 8]   # the input was shorter than said
+
+
+def test_a_container_that_overstates_its_frames_is_counted(tmp_path, monkeypatch) -> None:
+    """The plan's windows find the input ended early: it counts the frames and plans again (here
+    as a short input, measured whole), where it used to fail or read partial windows as dear."""
+    from dataclasses import replace
+
+    from tokcodec.codec import pipeline
+
+    clip = write_clip(tmp_path / "short.mkv", textured_clip(30, 48, 64), Fraction(25))
+    real_probe = pipeline.probe
+    monkeypatch.setattr(pipeline, "probe", lambda path: replace(real_probe(path), frame_count=1000))
+    model = load_tokenizer("default")
+    free = encode_video(clip, tmp_path / "free.tok", model=model)
+    st = encode_video(clip, tmp_path / "t.tok", model=model, bpp=free.video_bpp)
+    assert st.frames == 30 and st.video_bpp == pytest.approx(free.video_bpp, rel=0.05)

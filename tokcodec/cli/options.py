@@ -15,13 +15,13 @@ DecodeModel = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
 Gop = Annotated[Optional[int], typer.Option(
     "--gop", show_default=False, help="Frames per independently decodable chunk (1 + 4k); longer: smaller "
-    "files (33: about 30% fewer bits), more memory. \\[default: 17, or with --bpp/--bitrate the rate "
-    "plan's choice]")]
+    "files (33: about 30% fewer bits), more memory. \\[default: 17; with --bpp/--bitrate and no --scale, "
+    "the rate plan's choice]")]
 Scale = Annotated[Optional[float], typer.Option(
     "--scale", min=MIN_SCALE, max=MAX_SCALE, show_default=False, help="Tokenize at this multiple of the "
     "size: below 1 fewer bits and a softer picture, above 1 more detail for more bits and a slower encode "
-    "and decode (1.25: about 1.5x the time); decode restores the size. \\[default: 1, or with "
-    "--bpp/--bitrate the rate plan's choice]")]
+    "and decode (1.25: about 1.5x the time); decode restores the size. \\[default: 1; with "
+    "--bpp/--bitrate and no --gop, the rate plan's choice]")]
 Refine = Annotated[int, typer.Option(
     "--refine", min=0, help="Search each GOP's tokens with the decoder in the loop for N steps: closer "
     "pictures, same format and decode speed, a much slower encode that needs more memory "

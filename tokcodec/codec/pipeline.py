@@ -34,8 +34,8 @@ from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import linked_map, ordered_map
-from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, RateController, RatePlan, Rung, check_target,
-                                        plan_long, plan_short, short_gop_factor)
+from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, RateController, RatePlan, Rung,
+                                        check_target, plan_long, plan_short, short_gop_factor)
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
@@ -193,8 +193,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     choosers: dict[float, Quantize | None] = {}
 
     def chooser(lam: float) -> Quantize | None:
-        """The token bits' choice at ``lam`` (made once per value: a rate plan asks for many)."""
-        lam = round(lam, 3)
+        """The token bits' choice at ``lam`` (made once per value: a rate plan asks for some twice)."""
         if lam not in choosers:
             choosers[lam] = token_chooser(coder_id, loaded, lam)
         return choosers[lam]
@@ -213,14 +212,13 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             raise ModelError(f"a target rate needs the model's coder 3 prior, and {loaded.name} has none for "
                              f"coder {coder_id} (the shipped presets have one: python -m tokcodec.codec.prior_fit fits one)")
         plan = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, chooser, key_interval,
-                          lambda rung: _fits_memory(coding_at(rung)[0], info, max_frames, runtime, search),
+                          lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
                           plan_progress)
         gop, scale = plan.rung.gop, plan.rung.scale
     gop = 17 if gop is None else gop
     scale = 1.0 if scale is None else scale
     header, encode_gop = coding_at(Rung(scale, gop, 1.0))
-    if runtime.device.type == "cpu":  # a GPU's own memory is another matter (codec/accel.py)
-        check_encode_memory(_gop_footprint(header, info, gop, max_frames, runtime, search.steps > 0))
+    _check_memory(header, info, max_frames, runtime, search)
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
     coder = encoder_for(header.coder_id, loaded)
@@ -305,57 +303,88 @@ def _bitrate_bpp(bitrate: float, info: VideoInfo, src: Path) -> float:
     return check_target(bitrate / (float(info.frame_rate) * info.width * info.height))
 
 
-def _fits_memory(header: Header, info: VideoInfo, max_frames: int | None, runtime: Runtime,
-                 search: RefineConfig) -> bool:
-    """Whether GOPs coded as ``header`` says fit this process's memory (always on a GPU)."""
-    if runtime.device.type != "cpu":
-        return True
-    try:
+def _check_memory(header: Header, info: VideoInfo, max_frames: int | None, runtime: Runtime,
+                  search: RefineConfig) -> None:
+    """MemoryLimitError where a CPU encode's GOPs, coded as ``header`` says, do not fit this
+    process's memory (a GPU's own memory is another matter: codec/accel.py)."""
+    if runtime.device.type == "cpu":
         check_encode_memory(_gop_footprint(header, info, header.gop, max_frames, runtime, search.steps > 0))
-    except MemoryLimitError:
-        return False
-    return True
 
 
 def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float, gop: int | None,
                scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]],
                chooser: Callable[[float], Quantize | None], key_interval: int,
-               fits: Callable[[Rung], bool], progress: ProgressFn | None = None) -> RatePlan:
+               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None) -> RatePlan:
     """The rate plan for ``target`` bpp (codec/ratecontrol.py): the ladder's rungs that fit in
-    memory, or only the rung of the ``gop`` and ``scale`` given. An input no longer than
-    ``PROBE_WINDOWS`` of the ladder's longest GOPs (too few GOPs for the controller's feedback)
-    is measured whole at each setting tried (``plan_short``); a longer one on ``PROBE_WINDOWS``
-    GOPs spread over it, at the base rung and then at the rung ``plan_long`` takes from it."""
+    memory (``check_memory`` raises for the base rung: as encode would), or only the rung of the
+    ``gop`` and ``scale`` given. An input no longer than ``PROBE_WINDOWS`` of the ladder's longest
+    GOPs (too few GOPs for the controller's feedback) is measured whole at each setting tried
+    (``plan_short``); a longer one on ``PROBE_WINDOWS`` GOPs spread over it (coded on their own,
+    so scaled by ``LINKED_RATE`` where GOPs will link), at the base rung and then at the rung
+    ``plan_long`` takes from it. Where the input proves shorter than its container said, its
+    frames are counted and the plan made again."""
     if gop is None and scale is None:
-        base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if rung == DEFAULT_RUNG or fits(rung)]
+        base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if _fits(check_memory, rung)]
     else:
         base = Rung(1.0 if scale is None else scale, 17 if gop is None else gop, 1.0)
         ladder = [base]
+    check_memory(base)
     total = info.frame_count or sum(1 for _ in iter_frames(src, max_frames))
-    total = min(total, max_frames) if max_frames else total
     header, encode_gop = coding_at(base)
     coder = encoder_for(header.coder_id, encode_gop.loaded)
+    linked_share = LINKED_RATE if key_interval > 1 else 1.0
 
     def measure(rung: Rung, lam: float, groups: Iterable[list[np.ndarray]] | None = None) -> float:
         """The rate at ``rung`` and ``lam`` of ``groups``, or of the whole input (its GOPs linked)."""
         _, encode_gop = coding_at(rung)
         linked = groups is None
-        groups = gops(iter_frames(src, max_frames), rung.gop) if groups is None else groups
+        groups = gops(iter_frames(src, total), rung.gop) if groups is None else groups
         return measure_bpp(encode_gop, coder, groups, chooser(lam), linked=linked, key_interval=key_interval,
                            progress=progress)
 
-    # what the chunks may take: the target less the file's own bytes (a short file's header counts)
-    chunks = max(0.05 * target, target - 8 * fixed_file_bytes(header) / max(1, total * info.width * info.height))
-    if total <= PROBE_WINDOWS * max(rung.gop for rung in ladder):  # too few GOPs for feedback
-        plan = plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor)
-    else:
-        plan = plan_long(chunks, measure(base, DEFAULT_RDO, probe_windows(src, max_frames, total, base.gop)),
-                         ladder, base)
-        if plan.rung != base:  # the ladder's ratio was a guess: this input's rate on the rung chosen
-            rung = plan.rung
-            plan = replace(plan, content_bpp=measure(rung, DEFAULT_RDO,
-                                                     probe_windows(src, max_frames, total, rung.gop)))
-    return replace(plan, frames=total)
+    def probed(rung: Rung) -> float | None:
+        """The rate of windows of ``rung`` spread over the input, or None where it ended early."""
+        seen = [0]
+
+        def windows() -> Iterator[list[np.ndarray]]:
+            for window in probe_windows(src, max_frames, total, rung.gop):
+                seen[0] += len(window)
+                yield window
+        try:
+            rate = measure(rung, DEFAULT_RDO, windows())
+        except ValueError:  # no frames at all where the windows were
+            return None
+        return rate * linked_share if seen[0] == PROBE_WINDOWS * rung.gop else None
+
+    for counted in (False, True):
+        if counted:  # the container's frame count was too high: count them
+            total = sum(1 for _ in iter_frames(src, max_frames))
+            if not total:
+                raise InputError(f"{src}: no frames decoded")
+        total = min(total, max_frames) if max_frames else total
+        # what the chunks may take: the target less the file's own bytes (a short file's header counts)
+        chunks = max(0.05 * target, target - 8 * fixed_file_bytes(header) / max(1, total * info.width * info.height))
+        if total <= PROBE_WINDOWS * max(rung.gop for rung in ladder):  # too few GOPs for feedback
+            return replace(plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor),
+                           frames=total)
+        rate = probed(base)
+        if rate is None:
+            continue
+        plan = plan_long(chunks, rate, ladder, base)
+        if plan.rung == base:
+            return replace(plan, frames=total)
+        rate = probed(plan.rung)  # the ladder's ratio was a guess: this input's rate on the rung chosen
+        if rate is not None:
+            return replace(plan, content_bpp=rate, frames=total)
+    raise InputError(f"{src}: the input ended before its frames could be measured")
+
+
+def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:
+    try:
+        check_memory(rung)
+    except MemoryLimitError:
+        return False
+    return True
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
