@@ -184,6 +184,11 @@ def test_encode_meets_a_target_on_a_short_clip_and_decodes(clip, tmp_path) -> No
         assert st.target_bpp == target and st.video_bpp == pytest.approx(target, rel=0.1)
         assert st.rdo_range is not None and st.plan_seconds > 0
         assert (st.video_bpp < free.video_bpp) == (share < 1)
+    # where the plan's last measurement was kept as the file, it is the file those settings give
+    kept = encode_video(clip, tmp_path / "t0.6.tok", model=model, bpp=free.video_bpp * 0.6, overwrite=True)
+    again = encode_video(clip, tmp_path / "again.tok", model=model, gop=kept.gop, scale=kept.scale, rdo=kept.rdo)
+    assert (tmp_path / "t0.6.tok").read_bytes() == (tmp_path / "again.tok").read_bytes()
+    assert kept.seconds > 0 and kept.plan_seconds > 0
     frames = read_frames(clip)
     out = decode_video(tmp_path / "t0.6.tok", tmp_path / "t.mkv")
     assert out.frames == len(frames)
@@ -275,3 +280,18 @@ def test_a_container_that_overstates_its_frames_is_counted(tmp_path, monkeypatch
     free = encode_video(clip, tmp_path / "free.tok", model=model)
     st = encode_video(clip, tmp_path / "t.tok", model=model, bpp=free.video_bpp)
     assert st.frames == 30 and st.video_bpp == pytest.approx(free.video_bpp, rel=0.05)
+
+
+def test_a_short_input_whose_plan_needs_no_correction_is_encoded_once(clip, tmp_path, monkeypatch) -> None:
+    """Asked for the rate the defaults give, the plan measures the defaults and keeps that encode
+    as the file: the same bytes as the plain encode, and no second pass over the input."""
+    from tokcodec.codec import pipeline
+
+    model = load_tokenizer("default")
+    free = encode_video(clip, tmp_path / "free.tok", model=model)
+    passes = []
+    real_map = pipeline.ordered_map
+    monkeypatch.setattr(pipeline, "ordered_map", lambda *a, **k: passes.append(1) or real_map(*a, **k))
+    st = encode_video(clip, tmp_path / "t.tok", model=model, bpp=free.video_bpp)
+    assert passes == [] and (st.gop, st.scale, st.rdo) == (17, 1.0, 0.25)
+    assert (tmp_path / "t.tok").read_bytes() == (tmp_path / "free.tok").read_bytes()

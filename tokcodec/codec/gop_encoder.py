@@ -59,14 +59,18 @@ class GopEncoder:
         return found.indices[0].cpu().numpy().astype(np.int32), fitted
 
 
+#: a GOP as a file's chunk: (frames, tokens (t, h, w), entropy-coded payload, correction record)
+CodedGop = tuple[int, np.ndarray, bytes, bytes]
+
+
 def measure_bpp(encode: GopEncoder, coder: TokenCoder, groups: Iterable[list[np.ndarray]],
                 quantize: Quantize | None, *, linked: bool = False, key_interval: int = 1,
-                progress: Callable[[int], None] | None = None) -> float:
+                progress: Callable[[int], None] | None = None, keep: list[CodedGop] | None = None) -> float:
     """Bits per source pixel that ``groups`` take as chunks of a file: each GOP encoded and
     entropy coded, its record packed. ``linked``: the groups are the consecutive GOPs of one
     input, coded against the GOP before as encode codes them (a key GOP every
-    ``key_interval``); otherwise each is coded on its own (windows from far apart). ``progress``
-    is told each GOP's frames."""
+    ``key_interval``): the very chunks encode would write, which ``keep`` collects; otherwise
+    each is coded on its own (windows from far apart). ``progress`` is told each GOP's frames."""
     bits = pixels = 0
     previous_frame: np.ndarray | None = None
     previous_fix: Correction | None = None
@@ -77,6 +81,8 @@ def measure_bpp(encode: GopEncoder, coder: TokenCoder, groups: Iterable[list[np.
         record = fitted.pack(None if key else previous_fix) if fitted is not None else b""
         bits += 8 * chunk_file_bytes(len(payload), len(record), encode.header.correction)
         pixels += len(group) * encode.width * encode.height
+        if keep is not None:
+            keep.append((len(group), idx, payload, record))
         previous_frame, previous_fix = idx[-1], fitted
         if progress:
             progress(len(group))

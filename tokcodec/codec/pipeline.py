@@ -9,6 +9,7 @@ reports), tensors.py (frames <-> model tensors), info.py (``tokcodec info``), pa
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
 from tokcodec.codec.correction import Correction, CorrectionConfig, record_needs_previous
-from tokcodec.codec.gop_encoder import PROBE_WINDOWS, GopEncoder, measure_bpp, probe_windows
+from tokcodec.codec.gop_encoder import PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, probe_windows
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
@@ -205,15 +206,15 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         header.correction_detail = header.correction_coded = fix.enabled and fix.detail
         return header, GopEncoder(loaded, header, runtime, stager, search, fix, info.width, info.height)
 
-    plan = None
+    plan = kept = None
     plan_start = time.perf_counter()
     if target is not None:
         if chooser(DEFAULT_RDO) is None:
             raise ModelError(f"a target rate needs the model's coder 3 prior, and {loaded.name} has none for "
                              f"coder {coder_id} (the shipped presets have one: python -m tokcodec.codec.prior_fit fits one)")
-        plan = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, chooser, key_interval,
-                          lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
-                          plan_progress)
+        plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, chooser, key_interval,
+                                lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
+                                plan_progress)
         gop, scale = plan.rung.gop, plan.rung.scale
     gop = 17 if gop is None else gop
     scale = 1.0 if scale is None else scale
@@ -223,7 +224,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     header.has_audio = track is not None
     coder = encoder_for(header.coder_id, loaded)
     control = None
-    if plan is not None:
+    if plan is not None and kept is None:
         control = RateController(target, plan.content_bpp, spent_bits=8 * fixed_file_bytes(header),
                                  total_pixels=plan.frames * info.width * info.height,
                                  feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
@@ -258,8 +259,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             # GOPs entropy-code in worker threads while the network works on the next ones; with a
             # target rate each GOP is coded before the next one's rdo is chosen (its size then
             # counts at once; the coder takes some 2% of a GOP's encode time, the network the rest)
-            for n, idx, payload, record in ordered_map(entropy_coded, tokens_of_gops(),
-                                                       ahead=1 if control else None):
+            coded = iter(kept.chunks) if kept else ordered_map(entropy_coded, tokens_of_gops(),
+                                                               ahead=1 if control else None)
+            for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
                 writer.add_chunk(n, idx.shape, payload, record)
                 if control:
                     control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
@@ -282,7 +284,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         if tmp.exists():
             tmp.unlink()
     seconds = time.perf_counter() - start
-    used_rdo = (control.mean_rdo if control else DEFAULT_RDO if rdo is None else rdo) \
+    plan_seconds = start - plan_start if plan else 0.0
+    if kept:  # the plan's last encode made the file: its time is the encode's
+        seconds, plan_seconds = seconds + kept.seconds, plan_seconds - kept.seconds
+    used_rdo = (control.mean_rdo if control else plan.fixed_rdo if kept else DEFAULT_RDO if rdo is None else rdo) \
         if chooser(DEFAULT_RDO) is not None else 0.0
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
@@ -290,8 +295,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                        rdo=used_rdo, correction_bytes=correction_bytes,
                        sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                        gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
-                       audio_bytes=writer.audio_bytes, plan_seconds=start - plan_start if plan else 0.0,
-                       rdo_range=(min(control.used), max(control.used)) if control and control.used else None)
+                       audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds,
+                       rdo_range=(min(control.used), max(control.used)) if control and control.used else
+                       (used_rdo, used_rdo) if kept else None)
 
 
 def _bitrate_bpp(bitrate: float, info: VideoInfo, src: Path) -> float:
@@ -314,7 +320,8 @@ def _check_memory(header: Header, info: VideoInfo, max_frames: int | None, runti
 def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float, gop: int | None,
                scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]],
                chooser: Callable[[float], Quantize | None], key_interval: int,
-               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None) -> RatePlan:
+               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None
+               ) -> tuple[RatePlan, MeasuredEncode | None]:
     """The rate plan for ``target`` bpp (codec/ratecontrol.py): the ladder's rungs that fit in
     memory (``check_memory`` raises for the base rung: as encode would), or only the rung of the
     ``gop`` and ``scale`` given. An input no longer than ``PROBE_WINDOWS`` of the ladder's longest
@@ -322,7 +329,8 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     (``plan_short``); a longer one on ``PROBE_WINDOWS`` GOPs spread over it (coded on their own,
     so scaled by ``LINKED_RATE`` where GOPs will link), at the base rung and then at the rung
     ``plan_long`` takes from it. Where the input proves shorter than its container said, its
-    frames are counted and the plan made again."""
+    frames are counted and the plan made again. With the plan, the encode of a short input's last
+    measurement where the plan keeps its settings: the file's very chunks (None otherwise)."""
     if gop is None and scale is None:
         base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if _fits(check_memory, rung)]
     else:
@@ -335,12 +343,19 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     linked_share = LINKED_RATE if key_interval > 1 else 1.0
 
     def measure(rung: Rung, lam: float, groups: Iterable[list[np.ndarray]] | None = None) -> float:
-        """The rate at ``rung`` and ``lam`` of ``groups``, or of the whole input (its GOPs linked)."""
+        """The rate at ``rung`` and ``lam`` of ``groups``, or of the whole input (its GOPs linked,
+        the chunks kept in ``last`` with the time they took)."""
         _, encode_gop = coding_at(rung)
-        linked = groups is None
-        groups = gops(iter_frames(src, total), rung.gop) if groups is None else groups
-        return measure_bpp(encode_gop, coder, groups, chooser(lam), linked=linked, key_interval=key_interval,
-                           progress=progress)
+        if groups is not None:
+            return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
+        last.clear()
+        start, chunks = time.perf_counter(), []
+        rate = measure_bpp(encode_gop, coder, gops(iter_frames(src, total), rung.gop), chooser(lam),
+                           linked=True, key_interval=key_interval, progress=progress, keep=chunks)
+        last.update(setting=(rung, lam), chunks=chunks, seconds=time.perf_counter() - start)
+        return rate
+
+    last: dict = {}
 
     def probed(rung: Rung) -> float | None:
         """The rate of windows of ``rung`` spread over the input, or None where it ended early."""
@@ -365,18 +380,37 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         # what the chunks may take: the target less the file's own bytes (a short file's header counts)
         chunks = max(0.05 * target, target - 8 * fixed_file_bytes(header) / max(1, total * info.width * info.height))
         if total <= PROBE_WINDOWS * max(rung.gop for rung in ladder):  # too few GOPs for feedback
-            return replace(plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor),
+            plan = replace(plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor),
                            frames=total)
+            kept = None
+            if last.get("setting") == (plan.rung, plan.fixed_rdo) and _ends_after(src, max_frames, last["chunks"]):
+                kept = MeasuredEncode(last["chunks"], last["seconds"])
+            return plan, kept
         rate = probed(base)
         if rate is None:
             continue
         plan = plan_long(chunks, rate, ladder, base)
         if plan.rung == base:
-            return replace(plan, frames=total)
+            return replace(plan, frames=total), None
         rate = probed(plan.rung)  # the ladder's ratio was a guess: this input's rate on the rung chosen
         if rate is not None:
-            return replace(plan, content_bpp=rate, frames=total)
+            return replace(plan, content_bpp=rate, frames=total), None
     raise InputError(f"{src}: the input ended before its frames could be measured")
+
+
+@dataclass
+class MeasuredEncode:
+    """A rate plan's encode of the whole input at the settings it chose: the file's chunks, and
+    the seconds they took (the encode's own time)."""
+    chunks: list[CodedGop]
+    seconds: float
+
+
+def _ends_after(src: Path, max_frames: int | None, chunks: list[CodedGop]) -> bool:
+    """Whether the input has no frame beyond those ``chunks`` hold (its container may have said
+    fewer than there are)."""
+    held = sum(n for n, *_ in chunks)
+    return next(itertools.islice(iter_frames(src, max_frames), held, None), None) is None
 
 
 def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:

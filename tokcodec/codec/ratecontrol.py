@@ -162,7 +162,9 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
     lambda in [0, ``PLAN_MAX_RDO``] cannot reach it (to the rung ``plan_long`` would take from
     the last measurement, which need not be the next one); then measures the lambda that
     ``RATE_FACTOR`` says reaches the target and corrects it once along the line through the two
-    measurements (log rate against lambda): at most ``tries`` measurements in all."""
+    measurements (log rate against lambda): at most ``tries`` measurements in all. Where no
+    correction was needed, the plan's rung and lambda are those of the last measurement, whose
+    encode the caller may keep as the file's."""
     rungs: list[Rung] = []
     seen: set[tuple[float, int]] = set()
     for rung in ladder:  # the first of the rungs that act alike on this input
@@ -190,7 +192,9 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
     rate = measured[i]
     lam = rdo_for_factor(target / max(rate, 1e-9))
     got = rate
-    if abs(lam - DEFAULT_RDO) >= 0.01:
+    if abs(lam - DEFAULT_RDO) < 0.01:  # the measurement itself (its encode may be kept)
+        lam = DEFAULT_RDO
+    else:
         got = measure(rungs[i], lam)
         slope = (math.log(max(got, 1e-9)) - math.log(max(rate, 1e-9))) / (lam - DEFAULT_RDO)
         if abs(got / target - 1) > 0.02 and slope < 0:
