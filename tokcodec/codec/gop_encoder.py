@@ -63,29 +63,44 @@ class GopEncoder:
 CodedGop = tuple[int, np.ndarray, bytes, bytes]
 
 
-def measure_bpp(encode: GopEncoder, coder: TokenCoder, groups: Iterable[list[np.ndarray]],
-                quantize: Quantize | None, *, linked: bool = False, key_interval: int = 1,
-                progress: Callable[[int], None] | None = None, keep: list[CodedGop] | None = None) -> float:
-    """Bits per source pixel that ``groups`` take as chunks of a file: each GOP encoded and
-    entropy coded, its record packed. ``linked``: the groups are the consecutive GOPs of one
-    input, coded against the GOP before as encode codes them (a key GOP every
-    ``key_interval``): the very chunks encode would write, which ``keep`` collects; otherwise
-    each is coded on its own (windows from far apart). ``progress`` is told each GOP's frames."""
-    bits = pixels = 0
-    previous_frame: np.ndarray | None = None
+def network_stage(encode: GopEncoder, groups: Iterable[list[np.ndarray]],
+                  quantize_for: Callable[[int], Quantize | None], key_interval: int = 1
+                  ) -> Iterator[tuple[int, np.ndarray, bytes, np.ndarray | None]]:
+    """(frames, tokens, correction record, the previous GOP's last latent frame or None at a key
+    GOP) of each GOP of ``groups``, the consecutive GOPs of one input: what encode hands its
+    entropy coder. ``quantize_for(frames)`` gives each GOP's token choice as it comes. Between key
+    GOPs (every ``key_interval``) the tokens (coder 4) and the record (kind 3) may be coded
+    against the previous GOP's; 1 codes every GOP on its own."""
     previous_fix: Correction | None = None
+    previous_frame: np.ndarray | None = None
     for k, group in enumerate(groups):
-        key = not linked or k % key_interval == 0
-        idx, fitted = encode(group, quantize)
-        payload = coder.encode(idx, encode.header.bits, None if key else previous_frame)
-        record = fitted.pack(None if key else previous_fix) if fitted is not None else b""
+        key = k % key_interval == 0
+        idx, fitted = encode(group, quantize_for(len(group)))
+        record = b""
+        if fitted is not None:
+            record = fitted.pack(None if key else previous_fix)
+            previous_fix = fitted
+        yield len(group), idx, record, None if key else previous_frame
+        previous_frame = idx[-1]
+
+
+def measure_bpp(encode: GopEncoder, coder: TokenCoder, groups: Iterable[list[np.ndarray]],
+                quantize: Quantize | None, *, key_interval: int = 1,
+                progress: Callable[[int], None] | None = None, keep: list[CodedGop] | None = None) -> float:
+    """Bits per source pixel that ``groups`` take as chunks of a file: each GOP through
+    ``network_stage`` and the entropy coder. With ``key_interval`` above 1 the groups are the
+    consecutive GOPs of one input, coded as encode codes them: the very chunks encode would
+    write, which ``keep`` collects; with 1 each is coded on its own (windows from far apart).
+    ``progress`` is told each GOP's frames."""
+    bits = pixels = 0
+    for n, idx, record, previous in network_stage(encode, groups, lambda _: quantize, key_interval):
+        payload = coder.encode(idx, encode.header.bits, previous)
         bits += 8 * chunk_file_bytes(len(payload), len(record), encode.header.correction)
-        pixels += len(group) * encode.width * encode.height
+        pixels += n * encode.width * encode.height
         if keep is not None:
-            keep.append((len(group), idx, payload, record))
-        previous_frame, previous_fix = idx[-1], fitted
+            keep.append((n, idx, payload, record))
         if progress:
-            progress(len(group))
+            progress(n)
     if not pixels:
         raise ValueError("no frames to measure")
     return bits / pixels

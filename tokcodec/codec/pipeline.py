@@ -27,7 +27,8 @@ from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
 from tokcodec.codec.correction import Correction, CorrectionConfig, record_needs_previous
-from tokcodec.codec.gop_encoder import PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, probe_windows
+from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, network_stage,
+                                        probe_windows)
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
 from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
@@ -36,7 +37,7 @@ from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import linked_map, ordered_map
 from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, RateController, RatePlan, Rung,
-                                        check_target, plan_long, plan_short, short_gop_factor)
+                                        check_bitrate, check_target, plan_long, plan_short, short_gop_factor)
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
@@ -206,13 +207,14 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         header.correction_detail = header.correction_coded = fix.enabled and fix.detail
         return header, GopEncoder(loaded, header, runtime, stager, search, fix, info.width, info.height)
 
+    coder = encoder_for(coder_id, loaded)
     plan = kept = None
     plan_start = time.perf_counter()
     if target is not None:
         if chooser(DEFAULT_RDO) is None:
             raise ModelError(f"a target rate needs the model's coder 3 prior, and {loaded.name} has none for "
                              f"coder {coder_id} (the shipped presets have one: python -m tokcodec.codec.prior_fit fits one)")
-        plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, chooser, key_interval,
+        plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
                                 plan_progress)
         gop, scale = plan.rung.gop, plan.rung.scale
@@ -222,7 +224,6 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     _check_memory(header, info, max_frames, runtime, search)
     track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
     header.has_audio = track is not None
-    coder = encoder_for(header.coder_id, loaded)
     control = None
     if plan is not None and kept is None:
         control = RateController(target, plan.content_bpp, spent_bits=8 * fixed_file_bytes(header),
@@ -232,23 +233,11 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = 0
     try:
-        def tokens_of_gops() -> Iterator[tuple[int, np.ndarray, bytes, np.ndarray | None]]:
-            """(frames, tokens, correction record, the previous GOP's last latent frame or None at
-            a key GOP): the network, in this thread. The correction is fitted here too: its torch
-            ops then share the network's threads. Between key GOPs the tokens (coder 4) and the
-            record (kind 3) may be coded against the previous GOP's."""
-            previous_fix = previous_frame = None
-            for k, group in enumerate(gops(iter_frames(src, max_frames), gop)):
-                key = k % key_interval == 0
-                lam = control.next_rdo(len(group) * info.width * info.height,
-                                       short_gop_factor(len(group), gop)) if control else rdo
-                idx, fitted = encode_gop(group, chooser(DEFAULT_RDO if lam is None else lam))
-                record = b""
-                if fitted is not None:
-                    record = fitted.pack(None if key else previous_fix)
-                    previous_fix = fitted
-                yield len(group), idx, record, None if key else previous_frame
-                previous_frame = idx[-1]
+        def quantize_for(n: int) -> Quantize | None:
+            """The token choice of the next GOP, of ``n`` frames: the controller's rdo for it, with a
+            target rate."""
+            lam = control.next_rdo(n * info.width * info.height, short_gop_factor(n, gop)) if control else rdo
+            return chooser(DEFAULT_RDO if lam is None else lam)
 
         def entropy_coded(item: tuple[int, np.ndarray, bytes, np.ndarray | None]) -> tuple[int, np.ndarray, bytes, bytes]:
             n, idx, record, previous = item
@@ -256,11 +245,12 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
 
         with tmp.open("wb") as fh:
             writer = ContainerWriter(fh, header)
-            # GOPs entropy-code in worker threads while the network works on the next ones; with a
-            # target rate each GOP is coded before the next one's rdo is chosen (its size then
-            # counts at once; the coder takes some 2% of a GOP's encode time, the network the rest)
-            coded = iter(kept.chunks) if kept else ordered_map(entropy_coded, tokens_of_gops(),
-                                                               ahead=1 if control else None)
+            # GOPs entropy-code in worker threads while the network (and the correction's fit,
+            # sharing its torch threads) works on the next ones in this thread; with a target rate
+            # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
+            # the coder takes some 2% of a GOP's encode time, the network the rest)
+            network = network_stage(encode_gop, gops(iter_frames(src, max_frames), gop), quantize_for, key_interval)
+            coded = iter(kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
             for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
                 writer.add_chunk(n, idx.shape, payload, record)
                 if control:
@@ -287,23 +277,23 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     plan_seconds = start - plan_start if plan else 0.0
     if kept:  # the plan's last encode made the file: its time is the encode's
         seconds, plan_seconds = seconds + kept.seconds, plan_seconds - kept.seconds
-    used_rdo = (control.mean_rdo if control else plan.fixed_rdo if kept else DEFAULT_RDO if rdo is None else rdo) \
-        if chooser(DEFAULT_RDO) is not None else 0.0
+    used_rdo, rdo_range = 0.0 if chooser(DEFAULT_RDO) is None else DEFAULT_RDO if rdo is None else rdo, None
+    if plan is not None and plan.fixed_rdo is not None:  # one rdo throughout
+        used_rdo, rdo_range = plan.fixed_rdo, (plan.fixed_rdo, plan.fixed_rdo)
+    elif plan is not None:  # the controller's, per GOP
+        used_rdo, rdo_range = control.mean_rdo, (min(control.used), max(control.used))
     return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps, passes=search.passes,
                        rdo=used_rdo, correction_bytes=correction_bytes,
                        sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                        gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
-                       audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds,
-                       rdo_range=(min(control.used), max(control.used)) if control and control.used else
-                       (used_rdo, used_rdo) if kept else None)
+                       audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range)
 
 
 def _bitrate_bpp(bitrate: float, info: VideoInfo, src: Path) -> float:
     """A target in bits per second of video as bits per pixel of the source."""
-    if not bitrate > 0 or not math.isfinite(bitrate):
-        raise ValueError(f"bitrate must be a positive number of bits per second, got {bitrate}")
+    check_bitrate(bitrate)
     if info.is_image:
         raise InputError(f"{src}: an image has no bitrate: give the target as bits per pixel (--bpp)")
     return check_target(bitrate / (float(info.frame_rate) * info.width * info.height))
@@ -318,7 +308,7 @@ def _check_memory(header: Header, info: VideoInfo, max_frames: int | None, runti
 
 
 def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float, gop: int | None,
-               scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]],
+               scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]], coder: TokenCoder,
                chooser: Callable[[float], Quantize | None], key_interval: int,
                check_memory: Callable[[Rung], None], progress: ProgressFn | None = None
                ) -> tuple[RatePlan, MeasuredEncode | None]:
@@ -337,9 +327,8 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         base = Rung(1.0 if scale is None else scale, 17 if gop is None else gop, 1.0)
         ladder = [base]
     check_memory(base)
-    total = info.frame_count or sum(1 for _ in iter_frames(src, max_frames))
-    header, encode_gop = coding_at(base)
-    coder = encoder_for(header.coder_id, encode_gop.loaded)
+    total = info.frame_count or _count_frames(src, max_frames)
+    header = coding_at(base)[0]
     linked_share = LINKED_RATE if key_interval > 1 else 1.0
 
     def measure(rung: Rung, lam: float, groups: Iterable[list[np.ndarray]] | None = None) -> float:
@@ -349,10 +338,14 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         if groups is not None:
             return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
         last.clear()
-        start, chunks = time.perf_counter(), []
-        rate = measure_bpp(encode_gop, coder, gops(iter_frames(src, total), rung.gop), chooser(lam),
-                           linked=True, key_interval=key_interval, progress=progress, keep=chunks)
-        last.update(setting=(rung, lam), chunks=chunks, seconds=time.perf_counter() - start)
+        start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames)
+        rate = measure_bpp(encode_gop, coder, gops(itertools.islice(frames, total), rung.gop), chooser(lam),
+                           key_interval=key_interval, progress=progress, keep=chunks)
+        seconds = time.perf_counter() - start
+        # the chunks are the whole input's only where no frame follows (its container may have said fewer)
+        whole = next(frames, None) is None
+        frames.close()
+        last.update(setting=(rung, lam), chunks=chunks, seconds=seconds, whole=whole)
         return rate
 
     last: dict = {}
@@ -373,7 +366,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
 
     for counted in (False, True):
         if counted:  # the container's frame count was too high: count them
-            total = sum(1 for _ in iter_frames(src, max_frames))
+            total = _count_frames(src, max_frames)
             if not total:
                 raise InputError(f"{src}: no frames decoded")
         total = min(total, max_frames) if max_frames else total
@@ -383,7 +376,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
             plan = replace(plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor),
                            frames=total)
             kept = None
-            if last.get("setting") == (plan.rung, plan.fixed_rdo) and _ends_after(src, max_frames, last["chunks"]):
+            if last.get("setting") == (plan.rung, plan.fixed_rdo) and last["whole"]:
                 kept = MeasuredEncode(last["chunks"], last["seconds"])
             return plan, kept
         rate = probed(base)
@@ -406,11 +399,9 @@ class MeasuredEncode:
     seconds: float
 
 
-def _ends_after(src: Path, max_frames: int | None, chunks: list[CodedGop]) -> bool:
-    """Whether the input has no frame beyond those ``chunks`` hold (its container may have said
-    fewer than there are)."""
-    held = sum(n for n, *_ in chunks)
-    return next(itertools.islice(iter_frames(src, max_frames), held, None), None) is None
+def _count_frames(src: Path, max_frames: int | None) -> int:
+    """The frames the input holds (up to ``max_frames``), decoded and counted."""
+    return sum(1 for _ in iter_frames(src, max_frames))
 
 
 def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:

@@ -114,8 +114,14 @@ def parse_bitrate(text: str) -> float:
         bits = float(number) * multiplier
     except ValueError:
         raise ValueError(f"bitrate {text!r}: expected a number of bits per second, e.g. 300k or 1.5M") from None
+    return check_bitrate(bits, text)
+
+
+def check_bitrate(bits: float, text: str | None = None) -> float:
+    """``bits`` (per second), where a positive finite number; ``text``: what the user wrote."""
     if not bits > 0 or not math.isfinite(bits):
-        raise ValueError(f"bitrate {text!r}: must be a positive number of bits per second")
+        raise ValueError(f"bitrate {text if text is not None else bits!r}: must be a positive number of bits "
+                         "per second")
     return bits
 
 
@@ -239,7 +245,6 @@ class RateController:
         self.smoothing = smoothing
         self.total_pixels = total_pixels
         self.spent = float(spent_bits)  # bits of the GOPs coded (and the header)
-        self.pixels = 0                 # their pixels
         self.asked_pixels = 0           # of every GOP asked for, coded or not
         self.observed = 0               # GOPs coded
         self.in_flight: deque[tuple[int, float, float]] = deque()  # (pixels, shortness, lambda) asked, not coded
@@ -272,7 +277,6 @@ class RateController:
         """The size of the oldest GOP asked for, now coded."""
         pixels, shortness, rdo = self.in_flight.popleft()
         self.spent += bits
-        self.pixels += pixels
         if self.feedback and pixels:
             self.observed += 1
             weight = max(self.smoothing, 1 / (self.observed + 0.5))
