@@ -283,6 +283,8 @@ def test_globs():
     assert not wanted("encode", "a/notes.txt", (), ())
     assert not wanted("encode", "a/x.mp4.tok", (), ())
     assert wanted("decode", "a/x.mp4.tok", (), ())
+    assert wanted("tokens", "a/x.mp4.tok", (), ()) and wanted("tokens", "a/x.MP4", (), ())
+    assert not wanted("tokens", "a/notes.txt", (), ()) and not wanted("tokens", "a/x.safetensors", (), ())
     assert wanted("encode", "cam1/x.mkv", ("cam1/*",), ())
     assert not wanted("encode", "cam2/x.mkv", ("cam1/*",), ())
     assert not wanted("encode", "a/b/x.mkv", (), ("*.mkv",))   # a bare pattern matches the name
@@ -443,3 +445,31 @@ def test_a_target_rate_reaches_every_file(tmp_path):
         with pytest.raises(ValueError, match=needle):
             batch_encode(src.parent, tmp_path / "bad", workers=1, **kwargs)
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.tok"))
+
+
+def test_tokens_of_a_tree(encoded, tmp_path):
+    """batch tokens: videos tokenized as tokens alone (the tokens of encode --no-correction with the
+    same options), .tok files' tokens exported, names mirrored with .safetensors appended; a rerun
+    skips what is complete and the manifest keeps the frames."""
+    from tokcodec.batch import batch_tokens
+    from tokcodec.codec.pipeline import encode_video
+    from tokcodec.tokens import read_token_file, token_file_of
+
+    _, src, tok, _ = encoded
+    mixed = tmp_path / "mixed"
+    shutil.copytree(src / "a" / "b", mixed / "videos")
+    shutil.copy(tok / "a" / "c1.mkv.tok", mixed / "c1.mkv.tok")
+    s = cli("tokens", mixed, tmp_path / "tokens", "--model", "tiny", "--gop", "5", "-j", "1")
+    assert s.returncode == 0, s.stderr
+    assert outputs(tmp_path / "tokens") == {"videos/c2.mp4.safetensors", "c1.mkv.tok.safetensors"}
+    exported = read_token_file(tmp_path / "tokens" / "c1.mkv.tok.safetensors")
+    assert np.array_equal(exported.tokens, token_file_of(mixed / "c1.mkv.tok").tokens)
+    encode_video(mixed / "videos" / "c2.mp4", tmp_path / "c2.tok", model="tiny", gop=5, correction=False)
+    video = read_token_file(tmp_path / "tokens" / "videos" / "c2.mp4.safetensors")
+    assert np.array_equal(video.tokens, token_file_of(tmp_path / "c2.tok").tokens)
+    assert video.gop_frames == [5] and exported.gop_frames == [5, 4]
+    again = batch_tokens(mixed, tmp_path / "tokens", model="tiny", gop=5, workers=1)
+    assert (again.done, again.skipped, again.failed) == (0, 2, 0)
+    records = read_records(tmp_path / "tokens" / MANIFEST_NAME)
+    assert {r["op"] for r in records} == {"tokens"}
+    assert sorted(r["frames"] for r in records if r["status"] == "skipped") == [5, 9]

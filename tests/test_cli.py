@@ -71,6 +71,102 @@ def test_tokens_export(tok_file, tmp_path):
     assert_clean_error(run("tokens", tok_file, "-o", tmp_path / "t.npy"), "already exists")
 
 
+def test_tokens_of_a_video(tok_file, tmp_path):
+    """`tokens VIDEO` tokenizes as encode --no-correction would; encoding options are for videos only."""
+    src = tok_file.parent / "in.mkv"
+    res = run("tokens", src, "-o", tmp_path / "v.npy", "--model", "tiny", "--gop", "9", "--frames", "13")
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "v.npy").shape == (3 + 2, 4, 6)  # GOPs of 9 and 4 frames
+    assert run("encode", src, "-o", tmp_path / "n.tok", "--model", "tiny", "--gop", "9", "--frames", "13",
+               "--no-correction").returncode == 0
+    assert run("tokens", tmp_path / "n.tok", "-o", tmp_path / "n.npy").returncode == 0
+    assert np.array_equal(np.load(tmp_path / "v.npy"), np.load(tmp_path / "n.npy"))
+    assert_clean_error(run("tokens", tok_file, "-o", tmp_path / "x.npy", "--gop", "9"), "--gop apply to a video")
+    assert_clean_error(run("tokens", src, "-o", tmp_path / "x.txt"), ".npy or .safetensors")
+    assert_clean_error(run("tokens", tmp_path / "none.mp4", "-o", tmp_path / "x.npy"), "none.mp4")
+
+
+def test_detokenize(tok_file, tmp_path):
+    """Exported tokens back to video: the file's size, frames and rate; the correction layer is
+    not in the tokens, so the picture is below decode's but close to it."""
+    assert run("tokens", tok_file, "-o", tmp_path / "t.safetensors").returncode == 0
+    res = run("detokenize", tmp_path / "t.safetensors", "-o", tmp_path / "o.mkv",
+              "--compare", tok_file.parent / "in.mkv")
+    assert res.returncode == 0, res.stderr
+    assert "decoded 21 frames 48x32 from tokens" in res.stderr and "PSNR" in res.stderr
+    assert_clean_error(run("detokenize", tmp_path / "t.safetensors", "-o", tmp_path / "o.mkv"), "already exists")
+    res = run("info", tmp_path / "t.safetensors")
+    assert res.returncode == 0 and "token file" in res.stdout and "48x32, 21 frames" in res.stdout, res.stdout
+    assert "latent frames 3 x2, 2, frames 9 x2, 3" in res.stdout
+    data = json.loads(run("info", tmp_path / "t.safetensors", "--json").stdout)
+    assert data["shape"] == [8, 4, 6] and data["gop_frames"] == [9, 9, 3] and data["bits"] == 18
+    np.save(tmp_path / "f.npy", np.zeros((2, 4, 6), np.float32))
+    assert_clean_error(run("detokenize", tmp_path / "f.npy", "-o", tmp_path / "f.mkv"), "not integers")
+    np.save(tmp_path / "t.npy", np.zeros((2, 4, 6), np.int32))
+    assert_clean_error(run("detokenize", tmp_path / "t.npy", "-o", tmp_path / "g.mkv", "--fps", "x"), "--fps")
+    res = run("detokenize", tmp_path / "t.npy", "-o", tmp_path / "g.y4m", "--model", "tiny", "-q")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert (tmp_path / "g.y4m").read_bytes().count(b"FRAME") == 5
+
+
+def piped(*args, stdin=b""):
+    env = dict(os.environ, TOKCODEC_NO_REEXEC="1")
+    return subprocess.run([sys.executable, "-m", "tokcodec", *map(str, args)], input=stdin, capture_output=True,
+                          env=env, timeout=300)
+
+
+def test_standard_input_and_output(tok_file, tmp_path):
+    """"-" as ffmpeg takes it: decode to a Y4M stream on stdout, encode and decode from stdin,
+    a .tok to stdout (the file's bytes but for the frame count); messages name stdin and stdout."""
+    res = piped("decode", tok_file, "-o", "-")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(b"YUV4MPEG2 W48 H32 F25:1") and res.stdout.count(b"FRAME\n") == 21
+    assert b"-> stdout" in res.stderr
+    y4m = res.stdout
+    res = piped("encode", "-", "-o", "-", "--model", "tiny", "--gop", "9", stdin=y4m)
+    assert res.returncode == 0 and b"-> stdout" in res.stderr, res.stderr
+    (tmp_path / "y.y4m").write_bytes(y4m)
+    assert piped("encode", tmp_path / "y.y4m", "-o", tmp_path / "f.tok", "--model", "tiny", "--gop", "9").returncode == 0
+    from tokcodec.codec.container import HEADER_SIZE
+    # the same file, but for the header's frame count: patched in where the output can seek back
+    # (FORMAT.md: 0 in a pipe, the trailer is authoritative)
+    assert res.stdout[HEADER_SIZE:] == (tmp_path / "f.tok").read_bytes()[HEADER_SIZE:]
+    # standard output that is a file opened for appending: the header is not patched at its start
+    env = dict(os.environ, TOKCODEC_NO_REEXEC="1")
+    (tmp_path / "appended").write_bytes(b"x" * 10)
+    with open(tmp_path / "appended", "ab") as out:
+        subprocess.run([sys.executable, "-m", "tokcodec", "encode", str(tmp_path / "y.y4m"), "-o", "-", "--model",
+                        "tiny", "--gop", "9"], stdout=out, env=env, timeout=300, check=True)
+    assert (tmp_path / "appended").read_bytes() == b"x" * 10 + res.stdout
+    # a reader that stops early: exit 141, quietly, as Unix tools do
+    proc = subprocess.Popen([sys.executable, "-m", "tokcodec", "decode", str(tok_file), "-o", "-"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the first frame is written
+    assert proc.wait(timeout=300) == 141 and proc.stderr.read() == b""
+    res = piped("decode", "-", "-o", tmp_path / "back.y4m", stdin=res.stdout)
+    assert res.returncode == 0 and (tmp_path / "back.y4m").read_bytes().count(b"FRAME") == 21
+    res = piped("tokens", "-", "-o", tmp_path / "t.safetensors", stdin=tok_file.read_bytes())
+    assert res.returncode == 0, res.stderr
+    res = piped("detokenize", "-", "-o", "-", stdin=(tmp_path / "t.safetensors").read_bytes())
+    assert res.returncode == 0 and res.stdout.count(b"FRAME\n") == 21, res.stderr
+    for args, stdin, needle in ((("encode", "-", "-o", tmp_path / "e.tok"), b"", "standard input is empty"),
+                                (("encode", "-", "-o", tmp_path / "e.tok"), b"not a video", "stdin: not a readable"),
+                                (("decode", tok_file, "-o", "-", "--compare", tok_file), b"", "--compare")):
+        res = piped(*args, stdin=stdin)
+        assert res.returncode != 0 and needle in res.stderr.decode() and b"Traceback" not in res.stderr, res.stderr
+    assert not list(tmp_path.glob("-"))  # "-" is never taken as a file or directory name
+
+
+def test_standard_output_is_not_a_terminal(monkeypatch):
+    from pathlib import Path
+    from tokcodec.codec.outputs import check_output
+    from tokcodec.errors import OutputError
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with pytest.raises(OutputError, match="terminal"):
+        check_output(Path("-"), overwrite=False)
+
+
 def test_decode_and_compare(tok_file, tmp_path):
     res = run("decode", tok_file, "-o", tmp_path / "o.y4m", "--compare", tok_file.parent / "in.mkv")
     assert res.returncode == 0, res.stderr

@@ -111,3 +111,31 @@ def test_not_a_tok_file(tmp_path):
     p.write_bytes(b"hello world" * 20)
     with pytest.raises(FormatError, match="not a .tok file"):
         read_all(p)
+
+
+@pytest.mark.parametrize("fields, needle", [
+    (dict(width=16384, height=16384), "cannot be coded at"),   # 8 GB frames from a 104x72 token area
+    (dict(width=20, height=70), "cannot be coded at"),         # beyond --scale 2
+    (dict(width=8192, height=8192, coded_width=8192, coded_height=8192, padded_width=8192,
+          padded_height=8192), "megapixels"),
+])
+def test_a_display_size_encode_cannot_make_is_refused(fields, needle):
+    """Decode allocates frames at the header's display size: it must be one that --scale in
+    [0.05, 2] makes from the coded size, within the frame-size guard."""
+    with pytest.raises(FormatError, match=needle):
+        Header.unpack(make_header(**fields).pack(), "x.tok")
+
+
+def test_every_size_encode_makes_is_accepted():
+    from tokcodec.codec.container import check_display_size
+    from tokcodec.codec.tensors import coded_size
+
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        w, h = int(rng.integers(1, 8193)), int(rng.integers(1, 4609))
+        scale = float(rng.choice([0.05, 0.1, 0.5, 0.75, 1, 1.25, 2, rng.uniform(0.05, 2)]))
+        try:
+            cw, ch = coded_size(w, h, scale)
+        except ValueError:  # over the frame-size guard
+            continue
+        check_display_size(w, h, cw, ch, "x")

@@ -67,6 +67,10 @@ def test_files_of_kept_versions_still_decode(tmp_path, name):
 
 #: largest mean-colour drift (8-bit code values) a decoded flat clip may show
 MAX_FLAT_DRIFT = 4.0
+#: what the model's tokens alone must reach to count as fixed: below MAX_FLAT_DRIFT by a margin
+#: that bf16 rounding on different hosts cannot cross (the skin clip drifts by 3.93 on a 2-core
+#: AMD EPYC with AVX512-BF16 and by more than 4 on an Intel Xeon with AMX; grey 6.34 on the EPYC)
+FIXED_TOKEN_DRIFT = 3.0
 
 
 def _flat_clip_drift(tmp_path, rgb, correction: bool, passes: int | None = None, rdo: float | None = None) -> float:
@@ -90,11 +94,11 @@ def test_flat_clips_keep_their_colour(tmp_path, rgb):
 
 
 @pytest.mark.xfail(strict=True, reason="known defect (issue 19): the default model's tokens alone move the "
-                   "mean colour of flat clips by 4-9 code values (python bench/colour_drift.py "
+                   "mean colour of flat clips by 4-9 code values (skin 3.9 on some hosts; python bench/colour_drift.py "
                    "--no-correction --passes 0 --rdo 0); strict, so this fails as soon as a model fixes it, and then "
                    "the mark must go. The closed-loop passes bring the mean over 8 colours from 5.8 to 3.3 "
                    "but pick passes by error, not drift: single colours still land at 4-5")
 @pytest.mark.parametrize("rgb", [(128, 128, 128), (224, 172, 145)], ids=["grey", "skin"])
 def test_flat_clips_keep_their_colour_from_tokens_alone(tmp_path, rgb):
     drift = _flat_clip_drift(tmp_path, rgb, correction=False, passes=0, rdo=0)  # the model's own tokens
-    assert drift <= MAX_FLAT_DRIFT, f"mean colour of a flat {rgb} clip moved by {drift:.1f} code values"
+    assert drift <= FIXED_TOKEN_DRIFT, f"mean colour of a flat {rgb} clip moved by {drift:.1f} code values"

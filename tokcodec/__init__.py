@@ -11,6 +11,10 @@ Library API (the CLI is a thin layer over these)::
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
+    tokens = tokcodec.tokenize("in.mp4")                        # TokenFile: tokens alone + what decoding needs
+    tokcodec.write_token_file(tokens, "t.safetensors")          # (or .npy, the bare array)
+    tokcodec.detokenize("tokens.safetensors", "back.mp4")       # token arrays (tokens -o, an LM's) -> video
+    frames = tokcodec.detokenize_frames(token_array)            # ... -> uint8 (T, H, W, 3) in memory
     report = tokcodec.verify_file("out.tok")                    # checksums + weights hash, no decoding
     model = tokcodec.load_tokenizer("default")                  # the network itself
     tokcodec.batch_encode("videos/", "tok/", workers=2)         # whole trees -> BatchSummary
@@ -31,13 +35,16 @@ _EXPORTS = {
     "encode_video": "tokcodec.codec.pipeline", "file_info": "tokcodec.codec.info", "FileInfo": "tokcodec.codec.info",
     "read_tokens": "tokcodec.codec.pipeline", "verify_file": "tokcodec.codec.verify",
     "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
-    "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens",
-    "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch",
+    "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens", "join_tokens": "tokcodec.tokens",
+    "detokenize": "tokcodec.tokens", "detokenize_frames": "tokcodec.tokens", "read_token_file": "tokcodec.tokens",
+    "tokenize": "tokcodec.tokens", "write_token_file": "tokcodec.tokens", "TokenFile": "tokcodec.tokens",
+    "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
 }
-__all__ = ["CorrectionConfig", "DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "__version__", "batch_decode", "batch_encode",
-           "compare_videos", "decode_video", "encode_video", "export_tokens", "file_info",
-           "load_tokenizer", "read_tokens", "split_tokens", "verify_file"]
+__all__ = ["CorrectionConfig", "DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "TokenFile", "__version__",
+           "batch_decode", "batch_encode", "batch_tokens", "compare_videos", "decode_video", "detokenize", "detokenize_frames",
+           "encode_video", "export_tokens", "file_info", "join_tokens", "load_tokenizer", "read_token_file",
+           "read_tokens", "split_tokens", "tokenize", "verify_file", "write_token_file"]
 
 
 def __getattr__(name: str) -> Any:

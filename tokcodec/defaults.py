@@ -11,3 +11,4 @@ MAX_KEY_INTERVAL = 65535
 DEFAULT_SHARPEN = 1.5  # detail gains sent per unit of their fit, GOPs of 9+ frames (codec/correction.py; 1 before December 2026)
 MAX_SHARPEN = 4.0
 MIN_SCALE, MAX_SCALE = 0.05, 2.0  # --scale: the coded size as a multiple of the source's
+MIN_CODED = 8  # pixels a side: smaller sources are coded at this size

@@ -19,6 +19,7 @@ import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
 from tokcodec.audio import COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
+from tokcodec.codec.outputs import STDIO
 from tokcodec.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -322,7 +323,10 @@ def read_frames(path: Path | str, max_frames: int | None = None) -> np.ndarray:
 
 
 def output_kind(path: Path) -> str:
-    """'video', 'image' or 'dir', from the extension (a path without one is a directory)."""
+    """'video', 'image' or 'dir', from the extension (a path without one is a directory), or
+    'stream' for "-": a Y4M stream on standard output."""
+    if str(path) == STDIO:
+        return "stream"
     suffix = path.suffix.lower()
     if suffix in VIDEO_OUTPUT_SUFFIXES:
         return "video"
@@ -353,9 +357,16 @@ class FrameWriter:
         if self.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
             return
-        suffix = path.suffix.lower()
+        suffix = ".y4m" if self.kind == "stream" else path.suffix.lower()
         try:
-            if self.kind == "image":
+            if self.kind == "stream":  # Y4M through FFmpeg's pipe protocol, fd 1: nothing else writes there
+                self.container = av.open("pipe:1", "w", format="yuv4mpegpipe")
+                self.stream = self.container.add_stream("rawvideo", rate=rate)
+                self.stream.pix_fmt = "yuv444p"
+                if audio is not None:
+                    self.audio_note = "dropped (standard output carries a Y4M stream, video only)"
+                    audio = None
+            elif self.kind == "image":
                 self.container = av.open(str(path), "w", format="image2", options={"update": "1"})
                 codec = "png" if suffix == ".png" else ("mjpeg" if suffix in (".jpg", ".jpeg") else "png")
                 self.stream = self.container.add_stream(codec, rate=1)

@@ -1,9 +1,10 @@
-"""Batch encode/decode of folder trees, locally (a process pool) or on a Ray cluster.
+"""Batch encode/decode/tokens of folder trees, locally (a process pool) or on a Ray cluster.
 
     from tokcodec.batch import batch_encode, batch_decode
     summary = batch_encode("videos/", "tok/", model="small", workers=2)   # -> BatchSummary
     print(summary.line(), summary.failures)
     batch_decode("tok/", "restored/", to="mkv")
+    batch_tokens("videos/", "tokens/")      # token files for language models (x.mp4.safetensors)
 
 Outputs are written under temporary names and renamed when complete, complete outputs newer than
 their input are skipped on a rerun, and every file gets a line in DST/manifest.jsonl.
@@ -16,6 +17,7 @@ from tokcodec.batch.run import (
            BatchSummary,
            batch_decode,
            batch_encode,
+           batch_tokens,
            run_batch,
 )
 from tokcodec.batch.work import BatchOptions, FileResult
@@ -28,5 +30,6 @@ __all__ = [
            "FileResult",
            "batch_decode",
            "batch_encode",
+           "batch_tokens",
            "run_batch",
 ]

@@ -1,8 +1,10 @@
 """What a batch run has to do: walk SRC, filter by globs, mirror paths into DST, decide skips.
 
 Names: encode keeps the input's full name (`a/clip.mp4` -> `a/clip.mp4.tok`) so that decode can
-restore it (`a/clip.mp4.tok` -> `a/clip.mp4`). An output is complete when its final name exists
-(only an atomic rename creates it) and it is not older than its input.
+restore it (`a/clip.mp4.tok` -> `a/clip.mp4`); tokens appends .safetensors (`a/clip.mp4` ->
+`a/clip.mp4.safetensors`, `a/clip.mp4.tok` -> `a/clip.mp4.tok.safetensors`). An output is
+complete when its final name exists (only an atomic rename creates it) and it is not older than
+its input.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from tokcodec.errors import InputError, OutputError
 from tokcodec.io import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
 TOK_SUFFIX = ".tok"
+TOKENS_SUFFIX = ".safetensors"
+OPS = ("encode", "decode", "tokens")
 VIDEO_INPUT_SUFFIXES = {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".mpg", ".mpeg",
                         ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".gif"}
 MEDIA_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
@@ -66,11 +70,14 @@ def _matches(rel: str, patterns: Iterable[str]) -> bool:
 
 
 def wanted(op: str, rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Default selection: media files for encode, .tok files for decode; --include replaces it."""
+    """Default selection: media files for encode, .tok files for decode, both for tokens;
+    --include replaces it."""
     if include:
         ok = _matches(rel, include)
     elif op == "encode":
         ok = Path(rel).suffix.lower() in MEDIA_SUFFIXES
+    elif op == "tokens":
+        ok = Path(rel).suffix.lower() in MEDIA_SUFFIXES or rel.lower().endswith(TOK_SUFFIX)
     else:
         ok = rel.lower().endswith(TOK_SUFFIX)
     return ok and not _matches(rel, exclude)
@@ -147,7 +154,7 @@ def is_complete(src: Path, out: Path) -> bool:
 
 def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
               exclude: Sequence[str] = (), to: str | None = None, force: bool = False) -> Plan:
-    if op not in ("encode", "decode"):
+    if op not in OPS:
         raise ValueError(f"unknown batch operation {op!r}")
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
         raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
@@ -165,6 +172,8 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
                            if wanted(op, r, include, exclude)]
     if op == "encode":
         outputs = [encode_output(dst, r) for r in rels]
+    elif op == "tokens":
+        outputs = [dst / (r + TOKENS_SUFFIX) for r in rels]
     else:
         outputs = decode_outputs(dst, rels, to)
     plan = Plan(op, src, dst, errors=errors)

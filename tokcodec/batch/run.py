@@ -114,13 +114,13 @@ def validate_options(options: BatchOptions) -> None:
         else:
             cfg = get_preset(resolve_name(options.model))
             t = cfg.temporal_factor
-            if options.op == "encode" and options.gop is not None and (options.gop < 1 or (options.gop - 1) % t):
+            if options.op != "decode" and options.gop is not None and (options.gop < 1 or (options.gop - 1) % t):
                 raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
-    if options.op == "encode" and options.refine < 0:
+    if options.op != "decode" and options.refine < 0:
         raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
-    if options.op == "encode" and not 0 <= options.passes <= MAX_PASSES:
+    if options.op != "decode" and not 0 <= options.passes <= MAX_PASSES:
         raise ValueError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
-    if options.op == "encode" and options.rdo is not None and not 0 <= options.rdo <= MAX_RDO:
+    if options.op != "decode" and options.rdo is not None and not 0 <= options.rdo <= MAX_RDO:
         raise ValueError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
     if options.op == "encode" and options.bpp is not None and options.bitrate is not None:
         raise ValueError("give the target rate as --bpp or as --bitrate, not both")
@@ -136,7 +136,7 @@ def validate_options(options: BatchOptions) -> None:
                          "--no-detail or --no-correction")
     if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
         raise ValueError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
-    if options.op == "encode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
+    if options.op != "decode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
         raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 
 
@@ -166,6 +166,13 @@ def _read_back(op: str, job: Job) -> dict:
     """Frames, bpp and model of a complete output with no manifest record (e.g. a moved DST)."""
     from tokcodec.codec.pipeline import open_tok
 
+    if op == "tokens":
+        from tokcodec.tokens import read_token_file
+        try:
+            tokens = read_token_file(job.output, header_only=True)
+            return {"frames": sum(tokens.gop_frames or ()), "model": tokens.model}
+        except Exception:  # noqa: BLE001 - only informative; a skip never fails
+            return {}
     try:
         tok = job.output if op == "encode" else job.input
         with open_tok(tok) as reader:
@@ -287,6 +294,22 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
                         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
+                     workers=workers, engine=engine, address=address, reporter=reporter)
+
+
+def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (),
+                 exclude: Sequence[str] = (), model: str = "default", gop: int | None = None,
+                 scale: float | None = None, passes: int = DEFAULT_PASSES, rdo: float | None = None,
+                 refine: int = 0, device: str = "auto", precision: str = "auto", workers: int | None = None,
+                 engine: str = "local", address: str | None = None, force: bool = False,
+                 reporter: Reporter | None = None) -> BatchSummary:
+    """Token files for language models of every video/image and .tok under src
+    (`a/x.mp4` -> `a/x.mp4.safetensors`, as `tokcodec tokens` writes them: videos tokenized as
+    tokens alone, ``encode_video(correction=False)``, with these options; .tok files' tokens as
+    they are)."""
+    opts = BatchOptions("tokens", model, gop, scale, device, precision, audio=False, refine=refine,
+                        passes=passes, rdo=rdo, correction=False)
+    return run_batch("tokens", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 
 

@@ -1,4 +1,4 @@
-"""One batch worker: loads the model once, then encodes or decodes files one at a time.
+"""One batch worker: loads the model once, then encodes, decodes or tokenizes files one at a time.
 
 Shared by the local process pool and the Ray actors. Every per-file failure becomes a FileResult
 with a one-line reason; only KeyboardInterrupt/SystemExit escape (the pipeline's `finally` then
@@ -26,7 +26,7 @@ StartFn = Callable[[int], None]
 class BatchOptions:
     """What every file of a run is coded with (the encode options of `tokcodec encode`)."""
 
-    op: str                     # "encode" or "decode"
+    op: str                     # "encode", "decode" or "tokens" (tokenize videos, export .tok files' tokens)
     model: str | None = None  # encode: preset/weights (None = default); decode: None = as in each file
     gop: int | None = None      # encode: None = 17, or with a target rate the plan's choice
     scale: float | None = None  # encode: None = 1, or with a target rate the plan's choice
@@ -51,7 +51,7 @@ class FileResult:
     status: str                 # "done", "skipped" or "failed"
     frames: int = 0
     bytes: int = 0              # size of the output file
-    bpp: float | None = None  # coded bits per pixel of the .tok
+    bpp: float | None = None  # coded bits per pixel of the .tok (none for tokens)
     seconds: float = 0.0
     error: str | None = None
     model: str | None = None
@@ -108,7 +108,7 @@ class Worker:
             torch.cuda.set_device(self.runtime.device)
         self._models: dict[str, Any] = {}          # encode: by --model
         self._decode_models: dict[tuple[str, str], Any] = {}  # decode: by the weights a file names
-        if options.op == "encode" or options.model:
+        if options.op in ("encode", "tokens") or options.model:
             self.model(options.model or "default")  # fail at start-up, not on every file
 
     def model(self, name: str):
@@ -147,6 +147,8 @@ class Worker:
             dst.parent.mkdir(parents=True, exist_ok=True)
             if self.options.op == "encode":
                 result = self._encode(src, dst, overwrite, started, progress)
+            elif self.options.op == "tokens":
+                result = self._tokens(src, dst, overwrite, started, progress)
             else:
                 result = self._decode(src, dst, overwrite, started, progress)
             if src.stat().st_mtime_ns != mtime:
@@ -177,6 +179,33 @@ class Worker:
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp)
+
+    def _tokens(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
+                progress: ProgressFn | None) -> FileResult:
+        """A video's tokens (tokenized as encode --no-correction), or a .tok file's, as .safetensors."""
+        from tokcodec.codec.container import is_tok_file
+        from tokcodec.io import probe
+        from tokcodec.tokens import token_file_of, tokenize, write_token_file
+
+        t0 = time.perf_counter()
+        o = self.options
+        exported = is_tok_file(src)
+        if exported:  # no network run: the progress bar learns the frames at the end
+            tokens = token_file_of(src)
+        else:
+            if started:
+                started(probe(src).frame_count)
+            tokens = tokenize(src, model=self.model(o.model or "default"), gop=o.gop, scale=o.scale,
+                              passes=o.passes, rdo=o.rdo, refine=o.refine, device=self.device,
+                              precision=o.precision, progress=progress)
+        write_token_file(tokens, dst, overwrite=overwrite)
+        frames = sum(tokens.gop_frames or ())
+        if exported and started:
+            started(frames)
+        if exported and progress:
+            progress(frames)
+        return FileResult(str(src), str(dst), "done", frames, dst.stat().st_size, None,
+                          time.perf_counter() - t0, model=tokens.model)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

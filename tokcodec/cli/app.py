@@ -14,21 +14,24 @@ from tokcodec.cli.options import (Bitrate, Bpp, Compile, DecodeModel, Device, Go
                                   Rdo, KeyInterval, Refine, Scale, Sharpen)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
+from tokcodec.cli.stdio import input_file
+from tokcodec.codec.outputs import STDIO, check_output
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_PASSES, MAX_SCALE, MIN_SCALE
+from tokcodec.errors import InputError, OutputError
 
 TARGET_TOLERANCE = 0.1  # encode warns when a target rate is missed by more than this share
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
 
-HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch"}
-CODING_COMMANDS = {"encode", "decode", "bench", "batch"}  # train sets its own threads (config)
+HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch", "tokens", "detokenize"}
+CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize"}  # train sets its own threads (config)
 
 
 @app.command()
 def encode(
-    input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output .tok file."),
+    input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads), or - for standard input."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .tok file, or - for standard output."),
     model: Model = "default",
     gop: Gop = None,
     scale: Scale = None,
@@ -51,18 +54,18 @@ def encode(
     quiet: Quiet = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens)."""
-    with errors():
+    with errors(), input_file(input, check_output=lambda: check_output(output, overwrite)) as src:
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video
         from tokcodec.codec.ratecontrol import parse_bitrate
         from tokcodec.io import probe
         target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None
-        total = probe(input).frame_count or None
+        total = probe(src).frame_count or None
         if frames and total:
             total = min(total, frames)
         stages = [("rate plan", None)] if bpp is not None or bitrate is not None else []
         with staged_progress(stages + [("encode", total)], quiet) as (*plan_advance, advance):
-            st = encode_video(input, output, model=model, gop=gop, device=device, precision=precision,
+            st = encode_video(src, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail,
@@ -86,7 +89,7 @@ def encode(
         if st.target_bpp is not None:
             target = (f", video {st.video_bpp:.4f} bpp for a target of {st.target_bpp:.4f} "
                       f"(rate plan {st.plan_seconds:.1f} s)")
-        stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {st.output}: {st.bytes} bytes, "
+        stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {_named(output)}: {st.bytes} bytes, "
                     f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps{target} "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
         if st.target_bpp is not None and abs(st.video_bpp / st.target_bpp - 1) > TARGET_TOLERANCE:
@@ -104,10 +107,31 @@ def _gop_batch(value: str) -> str:
     return value
 
 
+def _checked(output: Path, overwrite: bool, compare: Optional[Path]) -> None:
+    """The checks of a video output, made before any work (the library makes them again)."""
+    from tokcodec.io import output_kind
+
+    if compare is not None and str(output) == STDIO:
+        raise OutputError("--compare reads the decoded video back: give -o a file name, not -")
+    output_kind(output)
+    check_output(output, overwrite)
+
+
+def _token_output_checked(output: Path, overwrite: bool) -> None:
+    from tokcodec.tokens import check_token_output
+
+    check_token_output(output, overwrite)
+
+
+def _named(output: Path) -> str:
+    return "stdout" if str(output) == STDIO else str(output)
+
+
 @app.command()
 def decode(
-    input: Path = typer.Argument(..., help="A .tok file."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png or a directory of PNGs."),
+    input: Path = typer.Argument(..., help="A .tok file, or - for standard input."),
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
+                                "of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: DecodeModel = None,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -123,20 +147,21 @@ def decode(
     quiet: Quiet = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs)."""
-    with errors():
+    with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare)) as src:
         from tokcodec.codec.pipeline import compare_videos, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
-        with (open_salvage(input) if salvage else open_tok(input)) as reader:
+        _checked(output, overwrite, compare)
+        with (open_salvage(src) if salvage else open_tok(src)) as reader:
             total = reader.frame_count
         with frame_progress("decode", total, quiet) as advance:
-            st = decode_video(input, output, model=model, device=device, precision=precision,
+            st = decode_video(src, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
                               compile=compile)
         for problem in st.problems:
             typer.echo(f"tokcodec: warning: {problem}", err=True)
         batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
-        line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {st.output}, {st.fps:.1f} fps "
+        line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
                 f"({st.device} {st.precision}{batch}); audio: {st.audio}")
         if st.lost_frames:
             ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
@@ -152,11 +177,14 @@ def decode(
 
 @app.command()
 def info(
-    input: Path = typer.Argument(..., help="A .tok file."),
+    input: Path = typer.Argument(..., help="A .tok file, or a token file (.npy, .safetensors)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show the header, chunks, sizes, bpp and bits per token of a .tok file."""
+    """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records)."""
     with errors():
+        if input.suffix.lower() in (".npy", ".safetensors"):
+            _token_file_info(input, as_json)
+            return
         from tokcodec.codec.info import file_info
         info = file_info(input)
         if as_json:
@@ -195,6 +223,40 @@ def info(
         typer.echo("\n".join(lines))
 
 
+def _runs(values: list[int]) -> str:
+    """[5, 5, 5, 3] -> '5 x3, 3': a long list of GOP lengths in a line."""
+    parts: list[list[int]] = []
+    for v in values:
+        if parts and parts[-1][0] == v:
+            parts[-1][1] += 1
+        else:
+            parts.append([v, 1])
+    return ", ".join(f"{v} x{n}" if n > 1 else str(v) for v, n in parts)
+
+
+def _token_file_info(path: Path, as_json: bool) -> None:
+    from tokcodec.tokens import read_token_file
+
+    d = read_token_file(path, header_only=True).to_dict()
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    unknown = "not recorded"
+    split = f", sub-tokens of {d['split_bits']} bits" if d["split_bits"] else ""
+    lines = [f"file        {d['file']}  (token file)",
+             f"tokens      {' x '.join(map(str, d['shape']))} {d['dtype']}{split}, "
+             + (f"{d['bits']} bits/token" if d["bits"] else "bits not recorded"),
+             "GOPs        " + (f"{d['gops']}: latent frames {_runs(d['gop_latent_frames'])}"
+                               + (f", frames {_runs(d['gop_frames'])}" if d["gop_frames"] else "")
+                               if d["gops"] is not None else f"{unknown} (decoded in GOPs of --gop frames)"),
+             "model       " + (f"{d['model']}  sha256 {d['weights_sha256'][:16]}..." if d["weights_sha256"]
+                               else f"{unknown} (decoded by --model)"),
+             "video       " + (f"{d['size'][0]}x{d['size'][1]}" if d["size"] else unknown)
+             + (f", {d['frames']} frames" if d["frames"] is not None else "")
+             + (f" at {d['frame_rate']} fps" if d["frame_rate"] else "")]
+    typer.echo("\n".join(lines))
+
+
 @app.command()
 def verify(
     files: list[Path] = typer.Argument(..., help=".tok files to check."),
@@ -224,16 +286,94 @@ def verify(
 
 @app.command()
 def tokens(
-    input: Path = typer.Argument(..., help="A .tok file."),
-    output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors."),
+    input: Path = typer.Argument(..., help="A .tok file, or a video or image to tokenize (as tokens alone, "
+                                 "encode --no-correction); - for standard input."),
+    output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors (which also records "
+                                "what detokenize needs: GOPs, model, frame rate, size)."),
     split: Optional[int] = typer.Option(None, "--split", help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
+                                        help="Of a video: preset name or a .safetensors weights file \\[default: default]."),
+    gop: Optional[int] = typer.Option(None, "--gop", show_default=False,
+                                      help="Of a video: frames per GOP (1 + 4k) \\[default: 17]."),
+    scale: Optional[float] = typer.Option(None, "--scale", min=MIN_SCALE, max=MAX_SCALE, show_default=False,
+                                          help="Of a video: tokenize at this multiple of the size \\[default: 1]."),
+    passes: Optional[int] = typer.Option(None, "--passes", min=0, max=MAX_PASSES, show_default=False,
+                                         help=f"Of a video: closed-loop encoder passes \\[default: {DEFAULT_PASSES}]."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Of a video: tokenize at most this many frames."),
+    device: Device = "auto",
+    precision: Precision = "auto",
     overwrite: Overwrite = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Export the token indices without running the decoder network."""
-    with errors():
-        from tokcodec.tokens import export_tokens
-        shape = export_tokens(input, output, split_bits=split, overwrite=overwrite)
-        typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)
+    """Token indices for language models: of a .tok file (no network run), or of a video."""
+    with errors(), input_file(input, "a video or a .tok file",
+                              check_output=lambda: _token_output_checked(output, overwrite)) as src:
+        from tokcodec.codec.container import is_tok_file
+        from tokcodec.tokens import check_token_output, export_tokens, tokenize, write_token_file
+        if is_tok_file(src):
+            given = [name for name, value in (("--model", model), ("--gop", gop), ("--scale", scale),
+                                              ("--passes", passes), ("--frames", frames)) if value is not None]
+            if given:
+                raise InputError(f"{input} is a .tok file: {', '.join(given)} apply to a video input")
+            shape = export_tokens(src, output, split_bits=split, overwrite=overwrite)
+        else:
+            from tokcodec.io import probe
+            check_token_output(output, overwrite)
+            if split is not None and not Path(model or "").suffix:  # a preset: check --split before the encode
+                from tokcodec.model.presets import get_preset
+                bits = get_preset(model or "default").bits
+                if split <= 0 or bits % split:
+                    raise InputError(f"--split {split}: {bits}-bit tokens do not split into {split}-bit parts")
+            total = probe(src).frame_count or None
+            total = min(total, frames) if total and frames else total
+            with frame_progress("tokenize", total, quiet) as advance:
+                tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
+                                     max_frames=frames, device=device, precision=precision, progress=advance)
+            shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
+        if not quiet:
+            typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)
+
+
+@app.command()
+def detokenize(
+    input: Path = typer.Argument(..., help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
+                                 "array (latent frames, h, w) of token indices, e.g. a language model's; - for standard input."),
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
+                                "of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
+                                        help="Weights \\[default: those the file records, else the default preset]."),
+    gop: Optional[int] = typer.Option(None, "--gop", show_default=False,
+                                      help="Frames per GOP of a bare array (1 + 4k) \\[default: 17, encode's]."),
+    split: Optional[int] = typer.Option(None, "--split", help="The last axis holds sub-tokens of this many bits "
+                                        "(as `tokens --split` writes them)."),
+    fps: Optional[str] = typer.Option(None, "--fps", show_default=False,
+                                      help="Frame rate, e.g. 25 or 30000/1001 \\[default: the file's, else 25]."),
+    device: Device = "auto",
+    precision: Precision = "auto",
+    gop_batch: str = typer.Option("auto", "--gop-batch", callback=_gop_batch,
+                                  help="GOPs decoded by the network at once, or auto: 1 on CPU, on "
+                                  "CUDA as many as half the free memory holds."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR and colour drift against this original."),
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Decode token indices back to video without a .tok file (the network alone: no correction layer, so below `decode` of the same file)."""
+    with errors(), input_file(input, "tokens", check_output=lambda: _checked(output, overwrite, compare)) as src:
+        from tokcodec.codec.pipeline import compare_videos
+        from tokcodec.tokens import detokenize as detokenize_file, read_token_file
+        _checked(output, overwrite, compare)
+        tokens = read_token_file(src)
+        total = sum(tokens.gop_frames) if tokens.gop_frames else None
+        with frame_progress("decode", total, quiet) as advance:
+            st = detokenize_file(tokens, output, model=model, gop=gop, split_bits=split, frame_rate=fps,
+                                 device=device, precision=precision, overwrite=overwrite, progress=advance,
+                                 gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch))
+        line = (f"decoded {st.frames} frames {st.width}x{st.height} from tokens -> {_named(output)}, "
+                f"{st.fps:.1f} fps ({st.device} {st.precision})")
+        if compare is not None:
+            cmp = compare_videos(compare, output)
+            line += f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
+        stats_line(line, quiet)
 
 
 @app.command()

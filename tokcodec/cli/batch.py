@@ -1,4 +1,4 @@
-"""`tokcodec batch encode|decode SRC DST`: the typer sub-app over tokcodec.batch."""
+"""`tokcodec batch encode|decode|tokens SRC DST`: the typer sub-app over tokcodec.batch."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,7 +14,7 @@ from tokcodec.cli.policy import errors
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                        help="Encode or decode whole folder trees (resumable; local processes or Ray).")
+                        help="Encode, decode or tokenize whole folder trees (resumable; local processes or Ray).")
 
 _GLOB = "(path relative to SRC, or file name); repeatable."
 Include = Annotated[list[str] | None, typer.Option("--include", help=f"Only files matching this glob {_GLOB}")]
@@ -87,6 +87,37 @@ def encode(
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
          sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate)
+
+
+@batch_app.command("tokens")
+def tokens(
+    src: Annotated[Path, typer.Argument(help="Folder (searched recursively) or a single file.")],
+    dst: Annotated[Path, typer.Argument(help="Output folder: SRC's tree mirrored, .safetensors appended.")],
+    include: Include = None,
+    exclude: Exclude = None,
+    model: Model = "default",
+    gop: Gop = None,
+    scale: Scale = None,
+    passes: Passes = DEFAULT_PASSES,
+    rdo: Rdo = None,
+    refine: Refine = 0,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = None,
+    engine: Engine = "local",
+    address: Address = None,
+    force: Force = False,
+    quiet: BatchQuiet = False,
+) -> None:
+    """Token files for language models of every video/image and .tok under SRC (a/clip.mp4 -> a/clip.mp4.safetensors).
+
+    As `tokcodec tokens` writes them: videos are tokenized as tokens alone (as encode --no-correction, with the options given), the tokens of .tok files exported as they are. Complete outputs newer than their input are skipped, so an interrupted run resumes.
+    """
+    from tokcodec.batch.run import batch_tokens
+
+    _run(batch_tokens, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
+         model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine, device=device,
+         precision=precision, workers=workers, engine=engine, address=address, force=force)
 
 
 @batch_app.command("decode")

@@ -8,6 +8,7 @@ field against the header and the file size before it allocates anything.
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import zlib
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from tokcodec.codec.correction import max_record_bytes
+from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE
 from tokcodec.errors import FormatError, InputError
 
 MAGIC = b"TOKCODEC"
@@ -157,6 +159,7 @@ class Header:
             raise FormatError(f"{source}: invalid compression factors {tf}x{sf}x{sf} / {bits} bits")
         if pw % sf or ph % sf or pw < cw or ph < ch or pw - cw >= sf or ph - ch >= sf:
             raise FormatError(f"{source}: inconsistent padding {cw}x{ch} -> {pw}x{ph}")
+        check_display_size(w, h, cw, ch, source)
         if not 1 <= gop <= MAX_GOP or (gop - 1) % tf:
             raise FormatError(f"{source}: invalid GOP length {gop}")
         if rn <= 0 or rd <= 0 or nframes > MAX_FRAMES or name_len > 32 or prec not in PRECISIONS:
@@ -271,8 +274,11 @@ def trailer_frames(buf: bytes | memoryview) -> int | None:
 class ContainerWriter:
     """Streams a .tok file: header first, chunks as they come, index and trailer at close."""
 
-    def __init__(self, fh: BinaryIO, header: Header) -> None:
+    def __init__(self, fh: BinaryIO, header: Header, patch_header: bool = True) -> None:
+        """``patch_header``: at close, seek back to write the frame count into the header where
+        ``fh`` can seek (not for standard output, which may be a file opened for appending)."""
         self.fh = fh
+        self.patch_header = patch_header
         self.header = header
         self.entries: list[ChunkEntry] = []
         self.frames = 0
@@ -331,7 +337,7 @@ class ContainerWriter:
         self._write(_TRAILER.pack(index_offset, len(index), self.frames, len(self.entries), crc, TRAILER_MAGIC))
         # the header's frame count is patched in when the output can seek back
         try:
-            if self.fh.seekable():
+            if self.patch_header and self.fh.seekable():
                 self.header.frame_count = self.frames
                 self.fh.seek(0)
                 self.fh.write(self.header.pack())
@@ -455,6 +461,34 @@ class ContainerReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_display_size(width: int, height: int, coded_width: int, coded_height: int, source: str) -> None:
+    """FormatError unless frames of ``width`` x ``height`` could have been coded at the coded size
+    (--scale in [MIN_SCALE, MAX_SCALE], at least MIN_CODED pixels a side) and lie within the
+    frame-size guard: decode allocates its output frames at this size."""
+    from tokcodec.io import MAX_PIXELS
+
+    for size, coded in ((width, coded_width), (height, coded_height)):
+        low = 1 if coded <= MIN_CODED else math.floor((coded - 0.5) / MAX_SCALE)
+        if not low <= size <= math.ceil((coded + 0.5) / MIN_SCALE):
+            raise FormatError(f"{source}: a {width}x{height} video cannot be coded at {coded_width}x{coded_height}")
+    for w, h in ((width, height), (coded_width, coded_height)):
+        if w * h > MAX_PIXELS:
+            raise FormatError(f"{source}: {w}x{h} frames are over the {MAX_PIXELS / 1e6:.1f} megapixels "
+                              "tokcodec codes")
+
+
+def is_tok_file(path: str | Path) -> bool:
+    """Whether ``path`` is meant as a .tok file: named .tok, or starting with its magic."""
+    path = Path(path)
+    if path.suffix.lower() == ".tok":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
 
 
 def open_tok(src: str | Path) -> ContainerReader:

@@ -3,12 +3,23 @@ crash or a power cut; until then it is a hidden sibling with the same extension.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tokcodec.errors import OutputError
 
+#: the output (and input) name meaning standard output (input), as ffmpeg takes it
+STDIO = "-"
+
 
 def check_output(dst: Path, overwrite: bool) -> None:
+    if str(dst) == STDIO:
+        if sys.stdout.isatty():
+            raise OutputError("-: standard output is a terminal; pipe it on (| mpv -, | tokcodec decode - ...) "
+                              "or give a file name")
+        return
     if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
         raise OutputError(f"{dst}: already exists (use -y to overwrite)")
     parent = dst.parent if str(dst.parent) else Path(".")
@@ -21,6 +32,23 @@ def check_output(dst: Path, overwrite: bool) -> None:
 def temp_path(dst: Path) -> Path:
     """Hidden sibling of dst that keeps its extension (muxers are chosen by it)."""
     return dst.with_name(f".{dst.stem}.part-{os.getpid()}{dst.suffix}")
+
+
+@contextmanager
+def staged_output(dst: Path, kind: str) -> Iterator[Path]:
+    """The path to write ``dst`` at: a temporary sibling that becomes ``dst`` when the block
+    completes and is removed when it fails; a directory of PNGs ("dir", written frame by frame)
+    and standard output ("stream") as they are."""
+    if kind in ("dir", "stream"):
+        yield dst
+        return
+    tmp = temp_path(dst)
+    try:
+        yield tmp
+        commit_output(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def commit_output(tmp: Path, dst: Path) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 import av
 import numpy as np
@@ -31,7 +32,7 @@ from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, mea
                                         probe_windows)
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
-from tokcodec.codec.outputs import check_output, commit_output, temp_path  # noqa: F401  (re-exported)
+from tokcodec.codec.outputs import STDIO, check_output, commit_output, staged_output, temp_path  # noqa: F401  (re-exported)
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -229,7 +230,6 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         control = RateController(target, plan.content_bpp, spent_bits=8 * fixed_file_bytes(header),
                                  total_pixels=plan.frames * info.width * info.height,
                                  feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
-    tmp = temp_path(dst)
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = 0
     try:
@@ -243,8 +243,11 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             n, idx, record, previous = item
             return n, idx, coder.encode(idx, cfg.bits, previous), record
 
-        with tmp.open("wb") as fh:
-            writer = ContainerWriter(fh, header)
+        # a .tok is written in one pass (its index last), so it streams to standard output too
+        to_stdout = str(dst) == STDIO
+        with staged_output(dst, "stream" if to_stdout else "file") as out_path, \
+                (open(sys.stdout.fileno(), "wb", closefd=False) if to_stdout else out_path.open("wb")) as fh:
+            writer = ContainerWriter(fh, header, patch_header=not to_stdout)
             # GOPs entropy-code in worker threads while the network (and the correction's fit,
             # sharing its torch threads) works on the next ones in this thread; with a target rate
             # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
@@ -267,12 +270,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             if track is not None:
                 writer.set_audio(track.data, round(track.start_offset * 1_000_000))
             writer.close()
-        commit_output(tmp, dst)
-    except OSError as exc:
+    except BrokenPipeError:  # the reader of standard output stopped: the CLI ends quietly
+        raise
+    except OSError as exc:  # disk full, unwritable place
         raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     seconds = time.perf_counter() - start
     plan_seconds = start - plan_start if plan else 0.0
     if kept:  # the plan's last encode made the file: its time is the encode's
@@ -282,7 +283,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         used_rdo, rdo_range = plan.fixed_rdo, (plan.fixed_rdo, plan.fixed_rdo)
     elif plan is not None:  # the controller's, per GOP
         used_rdo, rdo_range = control.mean_rdo, (min(control.used), max(control.used))
-    return EncodeStats(str(src), str(dst), frames, info.width, info.height, dst.stat().st_size,
+    return EncodeStats(str(src), str(dst), frames, info.width, info.height, writer.pos,
                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
                        audio=audio_note, refine=search.steps, passes=search.passes,
                        rdo=used_rdo, correction_bytes=correction_bytes,
@@ -413,18 +414,25 @@ def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
-    if model is None and resolve_name(header.model_name) not in PRESETS:
-        raise ModelError(f"{source}: made with custom weights {header.model_name!r} "
-                         f"(sha256 {header.weights_sha256[:16]}...): pass --model with that weights file")
+    return model_for_weights(header.model_name, header.weights_sha256, model, source)
+
+
+def model_for_weights(name: str, sha256: str, model: str | LoadedModel | None, source: str) -> LoadedModel:
+    """The model whose weights made ``source`` (a .tok file or a token file), which names the
+    weights and records their hash: ``model`` when given (its hash must match), else the shipped
+    version of preset ``name`` with that hash."""
+    if model is None and resolve_name(name) not in PRESETS:
+        raise ModelError(f"{source}: made with custom weights {name!r} "
+                         f"(sha256 {sha256[:16]}...): pass --model with that weights file")
     if isinstance(model, LoadedModel):
         loaded = model
-    elif model and resolve_name(model) != resolve_name(header.model_name):
+    elif model and resolve_name(model) != resolve_name(name):
         loaded = load_tokenizer(model, "cpu")
     else:  # the preset the file names: the version of its weights with the recorded hash
-        loaded = load_tokenizer_version(header.model_name, header.weights_sha256, "cpu")
-    if loaded.sha256 != header.weights_sha256:
-        raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} "
-                         f"weights {header.weights_sha256[:16]}..., model {loaded.name} has "
+        loaded = load_tokenizer_version(name, sha256, "cpu")
+    if loaded.sha256 != sha256:
+        raise ModelError(f"{source}: weights hash mismatch: the file was made with {name} "
+                         f"weights {sha256[:16]}..., model {loaded.name} has "
                          f"{loaded.sha256[:16]}... (pass --model with the weights used to encode)")
     return loaded
 
@@ -512,11 +520,17 @@ def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[Decoded
             yield result
 
 
+class FrameSink(Protocol):
+    """Where decoded frames go: a FrameWriter, or a list in memory."""
+
+    def write(self, frame: np.ndarray) -> None: ...
+
+
 @dataclass
-class _GapFiller:
+class GapFiller:
     """Writes frames in order, filling frames lost to damage with the last good frame (or black)."""
 
-    writer: FrameWriter
+    writer: FrameSink
     height: int
     width: int
     written: int = 0
@@ -556,6 +570,37 @@ def same_shape_batches(items: Iterator[tuple], size: int | Callable[[], int]) ->
         yield batch
 
 
+def check_gop_batch(gop_batch: int | str) -> None:
+    if gop_batch != "auto" and (not isinstance(gop_batch, int) or gop_batch < 1):
+        raise ValueError(f"--gop-batch must be 'auto' or at least 1, got {gop_batch!r}")
+
+
+def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Runtime, header: Header,
+                out: GapFiller, gop_batch: int | str = "auto", progress: ProgressFn | None = None) -> int:
+    """Put GOPs' tokens through the decoder network, ``gop_batch`` GOPs per call ("auto": see
+    decode_video), and write their frames to ``out`` in order, filling frames missing before a
+    GOP. Returns the GOPs per call used (auto's choice once measured)."""
+    stager = HostStager(runtime)
+    sizer = AutoGopBatch(runtime) if gop_batch == "auto" else None
+    batch_size = (lambda: sizer.size or 1) if sizer else gop_batch
+    for batch in same_shape_batches(iter(items), batch_size):
+        idx = torch.from_numpy(np.stack([item[2] for item in batch]).astype(np.int64))
+        measured_from = sizer.measure_start() if sizer else 0
+        with torch.inference_mode(), runtime.autocast():
+            video = loaded.tokenizer.decode_indices(stager.to_device(idx))
+        if sizer:
+            sizer.measure_end(measured_from)
+        for b, (first, n, _, fix) in enumerate(batch):
+            filled = out.fill_to(first)
+            if progress and filled:
+                progress(filled)
+            for frame in tensor_to_frames(video[b:b + 1], n, header, fix):
+                out.write(frame)
+            if progress:
+                progress(n)
+    return (sizer.size or 1) if sizer else int(gop_batch)
+
+
 def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
                  progress: ProgressFn | None = None, audio: bool = True,
@@ -568,8 +613,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
     with it); "auto" is 1 on CPU and on CUDA as many as half the free memory holds, measured on
     the first GOP (codec/accel.py). ``compile`` wraps the decoder in torch.compile."""
-    if gop_batch != "auto" and (not isinstance(gop_batch, int) or gop_batch < 1):
-        raise ValueError(f"--gop-batch must be 'auto' or at least 1, got {gop_batch!r}")
+    check_gop_batch(gop_batch)
     src, dst = Path(src), Path(dst)
     kind = output_kind(dst)
     check_output(dst, overwrite)
@@ -583,52 +627,32 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
         loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
         if compile:
             compile_networks(loaded.tokenizer)
-        stager = HostStager(runtime)
-        sizer = AutoGopBatch(runtime) if gop_batch == "auto" else None
-        out_path = dst if kind == "dir" else temp_path(dst)
         start = time.perf_counter()
         damaged: list[str] = []
         try:
             track = _stored_audio(reader, audio, damaged if salvage else None)
             color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-            with FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
-                out = _GapFiller(writer, h.height, h.width)
+            with staged_output(dst, kind) as out_path, \
+                    FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
+                out = GapFiller(writer, h.height, h.width)
                 grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
-                batch_size = (lambda: sizer.size or 1) if sizer else gop_batch
-                for batch in same_shape_batches(grids, batch_size):
-                    idx = torch.from_numpy(np.stack([item[2] for item in batch]).astype(np.int64))
-                    measured_from = sizer.measure_start() if sizer else 0
-                    with torch.inference_mode(), runtime.autocast():
-                        video = loaded.tokenizer.decode_indices(stager.to_device(idx))
-                    if sizer:
-                        sizer.measure_end(measured_from)
-                    for b, (first, n, _, fix) in enumerate(batch):
-                        filled = out.fill_to(first)
-                        if progress and filled:
-                            progress(filled)
-                        for frame in tensor_to_frames(video[b:b + 1], n, h, fix):
-                            out.write(frame)
-                        if progress:
-                            progress(n)
+                used_batch = decode_gops(grids, loaded, runtime, h, out, gop_batch, progress)
                 filled = out.fill_to(reader.frame_count)
                 if progress and filled:
                     progress(filled)
                 audio_note = writer.audio_note
-            if kind != "dir":
-                commit_output(out_path, dst)
         except FormatError as exc:
             raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
+        except BrokenPipeError:  # the reader of standard output stopped: the CLI ends quietly
+            raise
         except (OSError, av.FFmpegError) as exc:  # disk full, unwritable place, muxer refusal
             raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
-        finally:
-            if kind != "dir" and out_path.exists():
-                out_path.unlink()
         problems = reader.problems + damaged if salvage else []
     if audio and h.has_audio and track is None:
         audio_note = "lost (audio block damaged)"
     return DecodeStats(str(src), str(dst), out.written, h.width, h.height, time.perf_counter() - start,
                        str(runtime.device), runtime.precision, audio_note, out.filled, problems,
-                       gop_batch=(sizer.size or 1) if sizer else gop_batch)
+                       gop_batch=used_batch)
 
 
 def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,

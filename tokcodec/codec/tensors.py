@@ -11,11 +11,10 @@ import torch.nn.functional as F
 
 from tokcodec.codec.container import MAX_DIM, Header
 from tokcodec.codec.correction import Correction, with_neighbours
-from tokcodec.defaults import MAX_SCALE, MIN_SCALE
+from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE  # noqa: F401  (MIN_CODED re-exported)
 from tokcodec.device import Runtime
 from tokcodec.io import MAX_PIXELS
 
-MIN_CODED = 8  # pixels a side: smaller sources are coded at this size
 
 
 def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
