@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
-from tokcodec.codec.outputs import check_output, staged_output
+from tokcodec.codec.outputs import check_output, output_errors, staged_output
 from tokcodec.errors import FormatError, InputError, OutputError
 
 if TYPE_CHECKING:
@@ -110,15 +110,12 @@ def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None 
     array = tokens.tokens.astype(np.int32)
     if split_bits:
         array = split_tokens(array, tokens.bits, split_bits)
-    try:
-        with staged_output(dst, "file") as tmp:
-            if dst.suffix == ".npy":
-                np.save(tmp, array, allow_pickle=False)
-            else:
-                from safetensors.numpy import save_file
-                save_file({TOKENS_KEY: array}, str(tmp), metadata=_metadata(tokens, split_bits))
-    except OSError as exc:  # disk full, unwritable place
-        raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+    with output_errors(dst), staged_output(dst, "file") as tmp:  # disk full, unwritable place
+        if dst.suffix == ".npy":
+            np.save(tmp, array, allow_pickle=False)
+        else:
+            from safetensors.numpy import save_file
+            save_file({TOKENS_KEY: array}, str(tmp), metadata=_metadata(tokens, split_bits))
     return array.shape
 
 
@@ -479,16 +476,11 @@ def detokenize(src: TokenSource, dst: str | Path, *, model: str | LoadedModel | 
         raise OutputError(f"{dst}: an image output holds one frame, the tokens decode to {plan.frame_count} "
                           "(use a video extension or a directory)")
     start = time.perf_counter()
-    try:
-        color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-        with staged_output(dst, kind) as out_path, \
-                FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:
-            out = GapFiller(writer, h.height, h.width)
-            used_batch = decode_gops(plan.items(), loaded, runtime, h, out, gop_batch, progress)
-    except BrokenPipeError:  # the reader of standard output stopped: the CLI ends quietly
-        raise
-    except (OSError, av.FFmpegError) as exc:  # disk full, unwritable place, muxer refusal
-        raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
+    color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
+    with output_errors(dst, av.FFmpegError), staged_output(dst, kind) as out_path, \
+            FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:  # muxer refusal too
+        out = GapFiller(writer, h.height, h.width)
+        used_batch = decode_gops(plan.items(), loaded, runtime, h, out, gop_batch, progress)
     return DecodeStats(plan.source, str(dst), out.written, h.width, h.height, time.perf_counter() - start,
                        str(runtime.device), runtime.precision, gop_batch=used_batch)
 

@@ -28,7 +28,7 @@ DECODE_TARGETS = ("mkv", "mp4", "y4m")
 RESTORABLE_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".png", ".jpg", ".jpeg"}  # what decode can write as-is
 FALLBACK_VIDEO = ".mkv"   # lossless, for inputs like .avi/.webm that decode cannot write
 FALLBACK_IMAGE = ".png"
-# hidden temporary outputs: pipeline.temp_path -> ".{stem}.part-{pid}{suffix}"
+# hidden temporary outputs: codec.outputs.temp_path -> ".{stem}.part-{pid}{suffix}"
 PART_RE = re.compile(r"^\..+\.part-(\d+)(\.[^./]+)?$")
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".tokcodec-batch.lock"

@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, Compile, DecodeModel, Device, Gop, Model, NoAudioDecode,
-                                  NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet,
-                                  Rdo, KeyInterval, Refine, Scale, Sharpen)
+from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeModel, Device, Gop, GopBatch, Model,
+                                  NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision,
+                                  Quiet, Rdo, KeyInterval, Refine, Scale, Sharpen)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
@@ -100,13 +100,6 @@ def encode(
                        f"beyond what the rate plan reaches on this input ({advice})", err=True)
 
 
-def _gop_batch(value: str) -> str:
-    """Checks --gop-batch at parse time (a usage error unless "auto" or a whole number >= 1)."""
-    if value != "auto" and not (value.isdigit() and int(value) >= 1):
-        raise typer.BadParameter(f"'auto' or a whole number >= 1, not {value!r}")
-    return value
-
-
 def _checked(output: Path, overwrite: bool, compare: Optional[Path]) -> None:
     """The checks of a video output, made before any work (the library makes them again)."""
     from tokcodec.io import output_kind
@@ -123,6 +116,16 @@ def _token_output_checked(output: Path, overwrite: bool) -> None:
     check_token_output(output, overwrite)
 
 
+def _compared(output: Path, compare: Optional[Path]) -> str:
+    """The stats line's comparison of a decoded ``output`` with its original (--compare), or ''."""
+    if compare is None:
+        return ""
+    from tokcodec.codec.pipeline import compare_videos
+
+    cmp = compare_videos(compare, output)
+    return f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
+
+
 def _named(output: Path) -> str:
     return "stdout" if str(output) == STDIO else str(output)
 
@@ -135,20 +138,18 @@ def decode(
     model: DecodeModel = None,
     device: Device = "auto",
     precision: Precision = "auto",
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR and colour drift against this original."),
+    compare: Compare = None,
     no_audio: NoAudioDecode = False,
     salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
                                  "frames repeat the last good one (black before it) and are listed."),
-    gop_batch: str = typer.Option("auto", "--gop-batch", callback=_gop_batch,
-                                  help="GOPs decoded by the network at once, or auto: 1 on CPU, on "
-                                  "CUDA as many as half the free memory holds."),
+    gop_batch: GopBatch = "auto",
     compile: Compile = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs)."""
     with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare)) as src:
-        from tokcodec.codec.pipeline import compare_videos, decode_video, open_tok
+        from tokcodec.codec.pipeline import decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
         _checked(output, overwrite, compare)
         with (open_salvage(src) if salvage else open_tok(src)) as reader:
@@ -169,10 +170,7 @@ def decode(
             line += f"; LOST {lost} frames ({ranges}), filled by repeating the last good frame (black before any)"
         elif salvage:
             line += "; no frames lost"
-        if compare is not None:
-            cmp = compare_videos(compare, output)
-            line += f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
-        stats_line(line, quiet)
+        stats_line(line + _compared(output, compare), quiet)
 
 
 @app.command()
@@ -350,16 +348,13 @@ def detokenize(
                                       help="Frame rate, e.g. 25 or 30000/1001 \\[default: the file's, else 25]."),
     device: Device = "auto",
     precision: Precision = "auto",
-    gop_batch: str = typer.Option("auto", "--gop-batch", callback=_gop_batch,
-                                  help="GOPs decoded by the network at once, or auto: 1 on CPU, on "
-                                  "CUDA as many as half the free memory holds."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Report PSNR and colour drift against this original."),
+    gop_batch: GopBatch = "auto",
+    compare: Compare = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Decode token indices back to video without a .tok file (the network alone: no correction layer, so below `decode` of the same file)."""
     with errors(), input_file(input, "tokens", check_output=lambda: _checked(output, overwrite, compare)) as src:
-        from tokcodec.codec.pipeline import compare_videos
         from tokcodec.tokens import detokenize as detokenize_file, read_token_file
         _checked(output, overwrite, compare)
         tokens = read_token_file(src)
@@ -370,10 +365,7 @@ def detokenize(
                                  gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch))
         line = (f"decoded {st.frames} frames {st.width}x{st.height} from tokens -> {_named(output)}, "
                 f"{st.fps:.1f} fps ({st.device} {st.precision})")
-        if compare is not None:
-            cmp = compare_videos(compare, output)
-            line += f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
-        stats_line(line, quiet)
+        stats_line(line + _compared(output, compare), quiet)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 Help texts say what an option does; measured effects live in the docs, where they are dated."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -72,6 +73,17 @@ KeyInterval = Annotated[int, typer.Option(
 Compile = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the networks: the first GOP of each shape pays the compilation; "
     "for long runs on a GPU.")]
+def _checked_gop_batch(value: str) -> str:
+    """Checks --gop-batch at parse time (a usage error unless "auto" or a whole number >= 1)."""
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise typer.BadParameter(f"'auto' or a whole number >= 1, not {value!r}")
+    return value
+
+
+GopBatch = Annotated[str, typer.Option(
+    "--gop-batch", callback=_checked_gop_batch,
+    help="GOPs decoded by the network at once, or auto: 1 on CPU, on CUDA as many as half the free memory holds.")]
+Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]

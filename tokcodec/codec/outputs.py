@@ -51,6 +51,19 @@ def staged_output(dst: Path, kind: str) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def output_errors(dst: Path, *also: type[Exception]) -> Iterator[None]:
+    """Errors while writing ``dst`` as one OutputError: OS errors (disk full, an unwritable
+    place) and ``also`` (e.g. a muxer's refusal). A closed pipe passes as it is: the CLI ends
+    quietly when whoever reads standard output stops."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except (OSError, *also) as exc:
+        raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def commit_output(tmp: Path, dst: Path) -> None:
     """Give a finished temporary file its final name, durably: its data reaches the disk before
     the rename, and the rename before we return, so even a power cut never leaves a file under

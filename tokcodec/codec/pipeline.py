@@ -32,7 +32,7 @@ from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, mea
                                         probe_windows)
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
-from tokcodec.codec.outputs import STDIO, check_output, commit_output, staged_output, temp_path  # noqa: F401  (re-exported)
+from tokcodec.codec.outputs import STDIO, check_output, output_errors, staged_output
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -232,7 +232,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                                  feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = 0
-    try:
+    with output_errors(dst):  # disk full, unwritable place
         def quantize_for(n: int) -> Quantize | None:
             """The token choice of the next GOP, of ``n`` frames: the controller's rdo for it, with a
             target rate."""
@@ -270,10 +270,6 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             if track is not None:
                 writer.set_audio(track.data, round(track.start_offset * 1_000_000))
             writer.close()
-    except BrokenPipeError:  # the reader of standard output stopped: the CLI ends quietly
-        raise
-    except OSError as exc:  # disk full, unwritable place
-        raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     seconds = time.perf_counter() - start
     plan_seconds = start - plan_start if plan else 0.0
     if kept:  # the plan's last encode made the file: its time is the encode's
@@ -630,23 +626,20 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
         start = time.perf_counter()
         damaged: list[str] = []
         try:
-            track = _stored_audio(reader, audio, damaged if salvage else None)
-            color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-            with staged_output(dst, kind) as out_path, \
-                    FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
-                out = GapFiller(writer, h.height, h.width)
-                grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
-                used_batch = decode_gops(grids, loaded, runtime, h, out, gop_batch, progress)
-                filled = out.fill_to(reader.frame_count)
-                if progress and filled:
-                    progress(filled)
-                audio_note = writer.audio_note
+            with output_errors(dst, av.FFmpegError):  # disk full, unwritable place, muxer refusal
+                track = _stored_audio(reader, audio, damaged if salvage else None)
+                color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
+                with staged_output(dst, kind) as out_path, \
+                        FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
+                    out = GapFiller(writer, h.height, h.width)
+                    grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
+                    used_batch = decode_gops(grids, loaded, runtime, h, out, gop_batch, progress)
+                    filled = out.fill_to(reader.frame_count)
+                    if progress and filled:
+                        progress(filled)
+                    audio_note = writer.audio_note
         except FormatError as exc:
             raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
-        except BrokenPipeError:  # the reader of standard output stopped: the CLI ends quietly
-            raise
-        except (OSError, av.FFmpegError) as exc:  # disk full, unwritable place, muxer refusal
-            raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
         problems = reader.problems + damaged if salvage else []
     if audio and h.has_audio and track is None:
         audio_note = "lost (audio block damaged)"
