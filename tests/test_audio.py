@@ -14,15 +14,18 @@ RATE = 25
 
 
 def make_av_clip(path: Path, *, frames: int = 25, audio_start: float = 0.5, video_start_frames: int = 0,
-                 acodec: str = "aac", sample_rate: int = 48000, container: str | None = None) -> Path:
-    """A small video with a tone whose first sample plays ``audio_start`` s after time 0."""
+                 acodec: str = "aac", sample_rate: int = 48000, container: str | None = None,
+                 pictures: np.ndarray | None = None) -> Path:
+    """A small video (flat frames, or ``pictures``: (frames, 48, 64, 3) uint8) with a tone whose
+    first sample plays ``audio_start`` s after time 0."""
     out = av.open(str(path), "w", format=container)
     vcodec = "ffv1" if path.suffix == ".mkv" else "libx264"
     v = out.add_stream(vcodec, rate=RATE)
     v.width, v.height, v.pix_fmt = 64, 48, "bgr0" if vcodec == "ffv1" else "yuv420p"
     a = out.add_stream(acodec, rate=sample_rate, layout="mono")
     for i in range(frames):
-        f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 9) % 255, np.uint8), format="rgb24")
+        picture = np.full((48, 64, 3), (i * 9) % 255, np.uint8) if pictures is None else pictures[i]
+        f = av.VideoFrame.from_ndarray(picture, format="rgb24")
         f.pts = i + video_start_frames
         for p in v.encode(f):
             out.mux(p)

@@ -228,6 +228,25 @@ def test_non_finite_bf16_gradients_are_redone_in_fp32_and_never_reach_the_weight
             tr.train_step()
 
 
+def test_the_discriminator_takes_its_widths_and_stem_from_the_config(tmp_path):
+    """disc_patch 4 and narrower disc_channels make GAN steps affordable on a CPU; a run with them
+    trains the discriminator, resumes into the same shape, and bad values are refused."""
+    cfg = tiny_cfg(tmp_path, steps=3, disc_patch=4, disc_channels=(8, 16, 16), ckpt_every=3,
+                   val_every=100, image_every=100, train_parts="decoder")
+    tr = Trainer(cfg)
+    assert tr.disc.patch == 4 and tr.disc.conv_in.in_channels == 3 * 16
+    assert [b.conv2.out_channels for b in tr.disc.blocks] == [16, 16]
+    before = {k: v.clone() for k, v in tr.disc.state_dict().items()}
+    tr.fit(progress=False)
+    assert any(not torch.equal(before[k], v) for k, v in tr.disc.state_dict().items())
+    resumed = Trainer(dataclasses.replace(cfg, steps=4))
+    resumed.load()
+    assert all(torch.equal(resumed.disc.state_dict()[k], v) for k, v in tr.disc.state_dict().items())
+    for bad in (dict(disc_patch=0), dict(disc_channels=(8,)), dict(disc_channels=(8, 0))):
+        with pytest.raises(ValueError, match="discriminator needs"):
+            Trainer(TrainConfig(preset="tiny", out_dir="unused", **bad))
+
+
 def test_train_parts_is_checked():
     with pytest.raises(ValueError, match="train_parts must be 'all' or 'decoder'"):
         Trainer(TrainConfig(preset="tiny", out_dir="unused", train_parts="encoder"))

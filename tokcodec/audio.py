@@ -10,7 +10,7 @@ offset so picture and sound stay in sync.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -42,6 +42,15 @@ class AudioTrack:
     channels: int
     duration: float
     reencoded: bool = False
+    end: float | None = None   # seconds on the output timeline from which packets are left out
+
+    def cut(self, start: float, length: float) -> AudioTrack:
+        """The track for ``length`` seconds of the video from ``start`` (decode --ss/-t): shifted
+        so that ``start`` is 0, and packets that start at or after ``length`` left out (whole
+        packets: the audio ends within one packet, some 20 ms, of the video)."""
+        offset = self.start_offset - start
+        kept = min(offset + self.duration, length) - max(offset, 0.0)
+        return replace(self, start_offset=offset, end=length, duration=max(0.0, kept))
 
     def describe(self) -> str:
         how = "re-encoded to Opus" if self.reencoded else "copied"
@@ -216,6 +225,8 @@ class AudioMuxer:
             packet.dts = packet.pts if packet.dts is None else packet.dts + shift
             if packet.pts < 0:
                 continue
+            if self.track.end is not None and packet.pts * tb >= self.track.end:
+                return
             yield packet
 
     def mux_until(self, seconds: float | None) -> None:

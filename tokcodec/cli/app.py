@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeModel, Device, Gop, GopBatch, Model,
-                                  NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision,
-                                  Quiet, Rdo, KeyInterval, Refine, Scale, Sharpen)
+from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Device, Duration, Gop,
+                                  GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail, Overwrite,
+                                  Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale, Sharpen, Start)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
@@ -116,13 +116,14 @@ def _token_output_checked(output: Path, overwrite: bool) -> None:
     check_token_output(output, overwrite)
 
 
-def _compared(output: Path, compare: Optional[Path]) -> str:
-    """The stats line's comparison of a decoded ``output`` with its original (--compare), or ''."""
+def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> str:
+    """The stats line's comparison of a decoded ``output`` (which starts at the original's frame
+    ``first_frame``) with its original (--compare), or ''."""
     if compare is None:
         return ""
     from tokcodec.codec.pipeline import compare_videos
 
-    cmp = compare_videos(compare, output)
+    cmp = compare_videos(compare, output, reference_start=first_frame)
     return f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
 
 
@@ -144,25 +145,30 @@ def decode(
                                  "frames repeat the last good one (black before it) and are listed."),
     gop_batch: GopBatch = "auto",
     compile: Compile = False,
+    start: Start = None,
+    duration: Duration = None,
+    frames: DecodeFrames = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs)."""
+    """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare)) as src:
-        from tokcodec.codec.pipeline import decode_video, open_tok
+        from tokcodec.codec.pipeline import decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
         _checked(output, overwrite, compare)
+        part = dict(start=start, duration=duration, frames=frames)
         with (open_salvage(src) if salvage else open_tok(src)) as reader:
-            total = reader.frame_count
+            total = decode_part(reader, **part).frames
         with frame_progress("decode", total, quiet) as advance:
             st = decode_video(src, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
-                              compile=compile)
+                              compile=compile, **part)
         for problem in st.problems:
             typer.echo(f"tokcodec: warning: {problem}", err=True)
         batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
-        line = (f"decoded {st.frames} frames {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
+        first = f" from frame {st.first_frame}" if st.first_frame else ""
+        line = (f"decoded {st.frames} frames{first} {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
                 f"({st.device} {st.precision}{batch}); audio: {st.audio}")
         if st.lost_frames:
             ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
@@ -170,7 +176,7 @@ def decode(
             line += f"; LOST {lost} frames ({ranges}), filled by repeating the last good frame (black before any)"
         elif salvage:
             line += "; no frames lost"
-        stats_line(line + _compared(output, compare), quiet)
+        stats_line(line + _compared(output, compare, st.first_frame), quiet)
 
 
 @app.command()

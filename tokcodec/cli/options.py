@@ -3,10 +3,11 @@ Help texts say what an option does; measured effects live in the docs, where the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
+from tokcodec.codec.ranges import parse_time
 from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
 from tokcodec.defaults import (DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
                                MAX_SHARPEN, MIN_SCALE)
@@ -41,18 +42,21 @@ Bpp = Annotated[Optional[float], typer.Option(
     "--bpp", min=MIN_TARGET_BPP, max=MAX_TARGET_BPP, show_default=False, help="Target rate in bits per "
     "pixel, met on average over the file (audio not counted): a probe of a few GOPs picks --gop and "
     "--scale where they are not given, and each GOP's --rdo follows the budget (docs/usage.md).")]
-def _checked_bitrate(value: Optional[str]) -> Optional[str]:
-    """--bitrate checked at parse time: a usage error unless ``parse_bitrate`` reads it."""
-    if value is not None:
-        try:
-            parse_bitrate(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return value
+def _read_by(parse: Callable[[str], object]) -> Callable[[Optional[str]], Optional[str]]:
+    """A parse-time check of a text option: a usage error unless ``parse`` reads the value (the
+    command parses it again where it uses it)."""
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+        return value
+    return check
 
 
 Bitrate = Annotated[Optional[str], typer.Option(
-    "--bitrate", "-b", show_default=False, callback=_checked_bitrate, help="Target rate in bits per second of video, as ffmpeg's -b:v "
+    "--bitrate", "-b", show_default=False, callback=_read_by(parse_bitrate), help="Target rate in bits per second of video, as ffmpeg's -b:v "
     "takes it (300k, 1.5M): --bpp at the input's frame rate and size.")]
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
@@ -83,6 +87,16 @@ def _checked_gop_batch(value: str) -> str:
 GopBatch = Annotated[str, typer.Option(
     "--gop-batch", callback=_checked_gop_batch,
     help="GOPs decoded by the network at once, or auto: 1 on CPU, on CUDA as many as half the free memory holds.")]
+Start = Annotated[Optional[str], typer.Option(
+    "--ss", callback=_read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
+    "[HH:]MM:SS[.frac], as ffmpeg's -ss; the output starts with the first frame at or after it. Only "
+    "the GOPs that hold the part asked for are decoded.")]
+Duration = Annotated[Optional[str], typer.Option(
+    "-t", "--duration", callback=_read_by(parse_time), show_default=False, help="Decode this long (seconds or "
+    "[HH:]MM:SS[.frac], as ffmpeg's -t) \\[default: to the end].")]
+DecodeFrames = Annotated[Optional[int], typer.Option(
+    "--frames", min=1, show_default=False, help="Decode at most this many frames (--frames 1 -o still.png: "
+    "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]

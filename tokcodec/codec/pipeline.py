@@ -39,6 +39,7 @@ from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderCon
 from tokcodec.codec.parallel import linked_map, ordered_map
 from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, RateController, RatePlan, Rung,
                                         check_bitrate, check_target, plan_long, plan_short, short_gop_factor)
+from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, seconds, time_of
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
@@ -476,10 +477,12 @@ def _chunk_links(coder: TokenCoder, chunk: Chunk, correction: bool = True) -> bo
     return links_to_previous(coder, chunk.payload, chunk.correction if correction else b"")
 
 
-def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[DecodedChunk]:
+def _chunk_tokens(reader: ContainerReader, correction: bool = True,
+                  chunks: Iterable[Chunk] | None = None) -> Iterator[DecodedChunk]:
     """Each chunk's tokens and (with ``correction``) correction, without running the decoder
-    network; chunks are decoded in worker threads ahead of the caller, yielded in order (a
-    linked chunk after the one before it)."""
+    network; chunks (all of the file's, or ``chunks``: a run of them that starts at a key chunk)
+    are decoded in worker threads ahead of the caller, yielded in order (a linked chunk after the
+    one before it)."""
     coder = get_coder(reader.header.coder_id)
 
     def decoded(chunk: Chunk, before: Callable[[], DecodedChunk | None]) -> DecodedChunk:
@@ -488,7 +491,8 @@ def _chunk_tokens(reader: ContainerReader, correction: bool = True) -> Iterator[
         except TokcodecError as exc:
             raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
 
-    yield from linked_map(decoded, reader.chunks(), partial(_chunk_links, coder, correction=correction))
+    yield from linked_map(decoded, reader.chunks() if chunks is None else chunks,
+                          partial(_chunk_links, coder, correction=correction))
 
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
@@ -524,7 +528,9 @@ class FrameSink(Protocol):
 
 @dataclass
 class GapFiller:
-    """Writes frames in order, filling frames lost to damage with the last good frame (or black)."""
+    """Writes frames in order, filling frames lost to damage with the last good frame (or black).
+    Positions are the file's frame numbers: a filler for part of a file starts at its first frame
+    (``written``) and ends before ``stop``; frames outside it are passed over."""
 
     writer: FrameSink
     height: int
@@ -532,9 +538,12 @@ class GapFiller:
     written: int = 0
     last: np.ndarray | None = None
     filled: list[tuple[int, int]] = field(default_factory=list)  # inclusive frame ranges
+    stop: int | None = None
 
     def fill_to(self, frame_number: int) -> int:
         """Fill up to (not including) ``frame_number``; returns how many frames were filled."""
+        if self.stop is not None:
+            frame_number = min(frame_number, self.stop)
         count = frame_number - self.written
         if count <= 0:
             return 0
@@ -549,6 +558,15 @@ class GapFiller:
         self.writer.write(frame)
         self.last = frame
         self.written += 1
+
+    def put(self, position: int, frame: np.ndarray) -> bool:
+        """Write frame number ``position`` if it lies in this filler's part of the file (frames
+        before it lost are filled first); whether it was written."""
+        if position < self.written or (self.stop is not None and position >= self.stop):
+            return False
+        self.fill_to(position)
+        self.write(frame)
+        return True
 
 
 def same_shape_batches(items: Iterator[tuple], size: int | Callable[[], int]) -> Iterator[list[tuple]]:
@@ -590,17 +608,19 @@ def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Run
             filled = out.fill_to(first)
             if progress and filled:
                 progress(filled)
-            for frame in tensor_to_frames(video[b:b + 1], n, header, fix):
-                out.write(frame)
+            kept = sum(out.put(first + k, frame) for k, frame in
+                       enumerate(tensor_to_frames(video[b:b + 1], n, header, fix)))
             if progress:
-                progress(n)
+                progress(kept)
     return (sizer.size or 1) if sizer else int(gop_batch)
 
 
 def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
                  progress: ProgressFn | None = None, audio: bool = True,
-                 salvage: bool = False, gop_batch: int | str = "auto", compile: bool = False) -> DecodeStats:
+                 salvage: bool = False, gop_batch: int | str = "auto", compile: bool = False,
+                 start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
+                 frames: int | None = None) -> DecodeStats:
     """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs.
 
     The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False. With ``salvage``,
@@ -608,7 +628,11 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
     ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
     with it); "auto" is 1 on CPU and on CUDA as many as half the free memory holds, measured on
-    the first GOP (codec/accel.py). ``compile`` wraps the decoder in torch.compile."""
+    the first GOP (codec/accel.py). ``compile`` wraps the decoder in torch.compile.
+    ``start`` and ``duration`` (seconds, or "1:30"-style strings) and ``frames`` decode part of
+    the file, as ffmpeg's -ss, -t and -frames:v do: the output (and its audio) starts at 0 with
+    the first frame at or after ``start``, and only the GOPs that hold the part go through the
+    network (codec/ranges.py)."""
     check_gop_batch(gop_batch)
     src, dst = Path(src), Path(dst)
     kind = output_kind(dst)
@@ -617,35 +641,67 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     reader = open_salvage(src) if salvage else open_tok(src)
     with reader:
         h = reader.header
-        if kind == "image" and reader.frame_count != 1:
-            raise OutputError(f"{dst}: an image output holds one frame, the file has {reader.frame_count} "
-                              "(use a video extension or a directory)")
+        part = decode_part(reader, start, duration, frames)
+        if kind == "image" and part.frames != 1:
+            what = "the part asked for holds" if part.frames != reader.frame_count else "the file has"
+            raise OutputError(f"{dst}: an image output holds one frame, {what} {part.frames} "
+                              "(use a video extension or a directory, or --frames 1)")
         loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
         if compile:
             compile_networks(loaded.tokenizer)
-        start = time.perf_counter()
+        start_time = time.perf_counter()
         damaged: list[str] = []
         try:
             with output_errors(dst, av.FFmpegError):  # disk full, unwritable place, muxer refusal
                 track = _stored_audio(reader, audio, damaged if salvage else None)
+                stored = track is not None
+                if stored and part.frames != reader.frame_count:
+                    track = track.cut(float(time_of(part.start, h.frame_rate)),
+                                      float(time_of(part.frames, h.frame_rate)))
+                    track = track if track.duration > 0 else None
                 color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
                 with staged_output(dst, kind) as out_path, \
                         FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
-                    out = GapFiller(writer, h.height, h.width)
-                    grids = _salvaged_tokens(reader, damaged) if salvage else _chunk_tokens(reader)
-                    used_batch = decode_gops(grids, loaded, runtime, h, out, gop_batch, progress)
-                    filled = out.fill_to(reader.frame_count)
+                    out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
+                    grids = (_salvaged_tokens(reader, damaged) if salvage
+                             else _chunk_tokens(reader, chunks=_chunks_for(reader, part)))
+                    used_batch = decode_gops(in_range(grids, part), loaded, runtime, h, out, gop_batch, progress)
+                    filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)
                     audio_note = writer.audio_note
         except FormatError as exc:
             raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
         problems = reader.problems + damaged if salvage else []
-    if audio and h.has_audio and track is None:
+    if audio and h.has_audio and not stored:
         audio_note = "lost (audio block damaged)"
-    return DecodeStats(str(src), str(dst), out.written, h.width, h.height, time.perf_counter() - start,
-                       str(runtime.device), runtime.precision, audio_note, out.filled, problems,
-                       gop_batch=used_batch)
+    elif stored and track is None:
+        audio_note = "none in this part"
+    return DecodeStats(str(src), str(dst), out.written - part.start, h.width, h.height,
+                       time.perf_counter() - start_time, str(runtime.device), runtime.precision, audio_note,
+                       out.filled, problems, gop_batch=used_batch, first_frame=part.start)
+
+
+def decode_part(reader: ContainerReader | SalvageReader, start: float | Fraction | str | None = None,
+                duration: float | Fraction | str | None = None, frames: int | None = None) -> FrameRange:
+    """The frames decode_video writes of an open file: all of them, or the part ``start`` and
+    ``duration`` (seconds, or times as ``--ss`` takes them) and ``frames`` name (an InputError
+    when it holds none)."""
+    if start is None and duration is None and frames is None:
+        return FrameRange(0, reader.frame_count)
+    return frame_range(reader.frame_count, reader.header.frame_rate, start=seconds(start),
+                       duration=seconds(duration), frames=frames, source=str(reader.path))
+
+
+def _chunks_for(reader: ContainerReader, part: FrameRange) -> Iterator[Chunk]:
+    """The chunks that decode ``part``: those that hold its frames, from the key chunk before them
+    (the chunks between are entropy-decoded for the links, not put through the network)."""
+    if part.frames == reader.frame_count:
+        return reader.chunks()
+    coder = get_coder(reader.header.coder_id)
+    first, last = chunk_span([e.first_frame for e in reader.entries], [e.frames for e in reader.entries],
+                             part, lambda i: _chunk_links(coder, reader.read_chunk(i)))
+    return (reader.read_chunk(i) for i in range(first, last + 1))
 
 
 def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
@@ -682,12 +738,14 @@ def _frames_of(path: Path) -> Iterator[np.ndarray]:
         yield from iter_frames(path)
 
 
-def compare_videos(reference: str | Path, decoded: str | Path) -> dict:
+def compare_videos(reference: str | Path, decoded: str | Path, reference_start: int = 0) -> dict:
     """PSNR (RGB, 8-bit, uncapped: inf when identical) of a decoded video against its source over
     all frames, and the mean colour drift (the largest per-channel difference of the two videos'
-    mean colours), streamed frame by frame through :class:`tokcodec.metrics.ErrorTotals`."""
+    mean colours), streamed frame by frame through :class:`tokcodec.metrics.ErrorTotals`. A
+    decoded part of a file (decode --ss) starts at the source's frame ``reference_start``."""
     totals = ErrorTotals()
-    for a, b in zip(_frames_of(Path(reference)), _frames_of(Path(decoded))):
+    source_frames = itertools.islice(_frames_of(Path(reference)), reference_start, None)
+    for a, b in zip(source_frames, _frames_of(Path(decoded))):
         if a.shape != b.shape:
             raise InputError(f"{decoded}: frame size {b.shape[1]}x{b.shape[0]} differs from the reference")
         totals.add(a, b)

@@ -69,6 +69,7 @@ class DecodeStats:
     lost_frames: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges (--salvage)
     problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
     gop_batch: int = 1           # GOPs per network call (--gop-batch; auto's choice once measured)
+    first_frame: int = 0         # the file's frame the output starts with (--ss)
 
     @property
     def fps(self) -> float:

@@ -66,6 +66,8 @@ class TrainConfig:
     gan_weight: float = 0.05
     gan_start_step: int = 10000
     disc_lr: float = 2e-4
+    disc_channels: tuple[int, ...] = (64, 96, 128, 128)  # the discriminator's widths by level
+    disc_patch: int = 2            # its space-to-depth stem: 4 costs a quarter of 2's convolutions
     lecam_weight: float = 0.001
     lecam_decay: float = 0.99
     ema_decay: float = 0.999
@@ -282,6 +284,9 @@ class Trainer:
             raise ValueError(f"train_parts must be 'all' or 'decoder', got {cfg.train_parts!r}")
         if cfg.train_parts == "decoder" and cfg.search_steps > 0:
             raise ValueError("search_steps teaches the encoder: it does nothing with train_parts = 'decoder'")
+        if cfg.disc_patch < 1 or len(cfg.disc_channels) < 2 or min(cfg.disc_channels) < 1:
+            raise ValueError(f"the discriminator needs disc_patch >= 1 and at least two positive "
+                             f"disc_channels, got {cfg.disc_patch} and {list(cfg.disc_channels)}")
         self.cfg = cfg
         self.device = training_device(cfg.device)
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -303,7 +308,7 @@ class Trainer:
         if cfg.train_parts == "decoder":
             self.model.encoder.requires_grad_(False)
             self.model.quantizer.requires_grad_(False)
-        self.disc = Discriminator().to(self.device)
+        self.disc = Discriminator(tuple(cfg.disc_channels), cfg.disc_patch).to(self.device)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.level_lr_mult), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)

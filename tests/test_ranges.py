@@ -1,0 +1,150 @@
+"""decode --ss / -t / --frames: part of a file, exactly the frames a whole decode gives there,
+with its audio cut to match, and only the GOPs that hold the part through the network."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import smooth_clip
+from test_audio import make_av_clip, streams_of
+from tokcodec.cli import app
+from tokcodec.codec.pipeline import decode_video, encode_video
+from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, parse_time
+from tokcodec.errors import InputError, OutputError
+from tokcodec.io import read_frames
+from tokcodec.model.tokenizer import VideoTokenizer
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90", 90), ("1.5", Fraction(3, 2)), (".5", Fraction(1, 2)), ("2.", 2), ("250ms", Fraction(1, 4)),
+    ("1500us", Fraction(3, 2000)), ("3s", 3), ("1:30", 90), ("01:02:03.5", Fraction(7447, 2)),
+    ("0:00:00.04", Fraction(1, 25)), ("75:00", 4500), (" 12 ", 12)])
+def test_times_are_read_as_ffmpeg_writes_them_and_kept_exact(text, seconds):
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1", "1:60", "1:60:00", "1:2:3:4", "1e3", "5 s", "ms", "1:"])
+def test_what_is_not_a_time_is_refused(text):
+    with pytest.raises(ValueError, match="not a time|below 60"):
+        parse_time(text)
+
+
+def test_a_range_holds_the_frames_from_its_start_for_its_duration():
+    rate = Fraction(25)
+    assert frame_range(100, rate) == FrameRange(0, 100)
+    assert frame_range(100, rate, start=Fraction(1)) == FrameRange(25, 100)
+    assert frame_range(100, rate, start=Fraction(101, 100)) == FrameRange(26, 100)  # first frame at or after it
+    assert frame_range(100, rate, start=Fraction(1), duration=Fraction(1, 2)) == FrameRange(25, 38)
+    assert frame_range(100, rate, duration=Fraction(1, 25)) == FrameRange(0, 1)
+    assert frame_range(100, rate, start=Fraction(3), duration=Fraction(10)) == FrameRange(75, 100)  # to the end
+    assert frame_range(100, rate, frames=5, duration=Fraction(1)) == FrameRange(0, 5)    # whichever ends first
+    assert frame_range(100, rate, frames=50, duration=Fraction(1)) == FrameRange(0, 25)
+    ntsc = Fraction(30000, 1001)
+    assert frame_range(1000, ntsc, start=Fraction(10)) == FrameRange(300, 1000)           # 299.7 -> 300
+    for bad, match in ((dict(start=Fraction(4)), "after the end"), (dict(start=Fraction(-1)), "negative"),
+                       (dict(duration=Fraction(0)), "more than 0"), (dict(frames=0), "at least 1"),
+                       (dict(start=Fraction(101, 100), duration=Fraction(1, 100)), "holds no frame")):
+        with pytest.raises(InputError, match=match):
+            frame_range(100, rate, source="x.tok", **bad)
+
+
+def test_the_chunks_read_start_at_the_key_chunk_before_the_part():
+    firsts, counts = [0, 5, 10, 15, 20, 25], [5] * 6
+    linked = {1, 2, 4, 5}                         # key chunks 0 and 3
+    links = linked.__contains__
+    assert chunk_span(firsts, counts, FrameRange(12, 14), links) == (0, 2)
+    assert chunk_span(firsts, counts, FrameRange(15, 16), links) == (3, 3)
+    assert chunk_span(firsts, counts, FrameRange(14, 21), links) == (0, 4)
+    assert chunk_span(firsts, counts, FrameRange(26, 30), links) == (3, 5)
+    assert chunk_span(firsts, counts, FrameRange(26, 30), lambda i: False) == (5, 5)
+
+
+@pytest.fixture(scope="module")
+def linked_file(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
+    """45 frames with a tone from 0.2 s, GOPs of 5 with a key GOP every 3 (chunks 1, 2, 4, 5, 7,
+    8 linked: the default model's tokens of a smooth clip link), and its whole decode (lossless FFV1)."""
+    work = tmp_path_factory.mktemp("ranges")
+    clip = make_av_clip(work / "tone.mkv", frames=45, audio_start=0.2, pictures=smooth_clip(45, 48, 64))
+    tok = work / "t.tok"
+    st = encode_video(clip, tok, gop=5, key_interval=3, passes=0)
+    assert st.linked_gops == 6
+    decode_video(tok, work / "whole.mkv")
+    return clip, tok, read_frames(work / "whole.mkv")
+
+
+def test_part_of_a_file_is_the_whole_decode_s_frames_and_runs_only_its_gops(linked_file, tmp_path, monkeypatch):
+    _, tok, whole = linked_file
+    calls = []
+    real = VideoTokenizer.decode_indices
+
+    def counted(self, idx, *args, **kwargs):
+        calls.append(tuple(idx.shape))
+        return real(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(VideoTokenizer, "decode_indices", counted)
+    st = decode_video(tok, tmp_path / "part.mkv", start=0.88, duration=0.3)   # frames 22-29, in linked chunks 4, 5
+    assert (st.first_frame, st.frames) == (22, 8)
+    np.testing.assert_array_equal(read_frames(tmp_path / "part.mkv"), whole[22:30])
+    assert len(calls) == 2                     # chunk 3 (the key GOP) entropy-decoded, not run
+    calls.clear()
+    st = decode_video(tok, tmp_path / "tail.mkv", start=Fraction(42, 25))      # past the last key GOP
+    assert (st.first_frame, st.frames, len(calls)) == (42, 3, 1)
+    np.testing.assert_array_equal(read_frames(tmp_path / "tail.mkv"), whole[42:])
+    st = decode_video(tok, tmp_path / "head.mkv", frames=7)
+    np.testing.assert_array_equal(read_frames(tmp_path / "head.mkv"), whole[:7])
+
+
+def test_the_audio_of_a_part_is_cut_to_it(linked_file, tmp_path):
+    _, tok, _ = linked_file
+    st = decode_video(tok, tmp_path / "part.mkv", start=0.88, duration=0.4)
+    assert "aac copied" in st.audio
+    streams = streams_of(tmp_path / "part.mkv")
+    assert streams["video"][1] == 0
+    _, start, end = streams["audio"]
+    assert abs(start) < 0.03 and abs(end - 0.4) < 0.05, (start, end)   # whole AAC packets of 21 ms
+    st = decode_video(tok, tmp_path / "early.mkv", duration=0.4)           # the tone starts at 0.2 s
+    _, start, end = streams_of(tmp_path / "early.mkv")["audio"]
+    assert abs(start - 0.2) < 0.03 and abs(end - 0.4) < 0.05, (start, end)
+    st = decode_video(tok, tmp_path / "silent.mkv", duration=0.12)         # before the tone
+    assert st.audio == "none in this part" and "audio" not in streams_of(tmp_path / "silent.mkv")
+
+
+def test_decode_part_from_the_command_line(linked_file, tmp_path):
+    clip, tok, whole = linked_file
+    still = tmp_path / "still.png"
+    r = runner.invoke(app, ["decode", str(tok), "-o", str(still), "--ss", "0:00:01", "--frames", "1"])
+    assert r.exit_code == 0, r.output
+    assert "decoded 1 frames from frame 25" in r.output
+    np.testing.assert_array_equal(read_frames(still)[0], whole[25])
+    r = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "p.mkv"), "--ss", "400ms", "-t", "0.2",
+                            "--compare", str(clip)])
+    assert r.exit_code == 0, r.output
+    assert "decoded 5 frames from frame 10" in r.output and "PSNR" in r.output
+    r = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "late.mkv"), "--ss", "5"])
+    assert r.exit_code == 1 and "after the end: the file has 45 frames (1.800 s)" in r.output
+    assert not (tmp_path / "late.mkv").exists()
+    r = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "x.png"), "--ss", "1"])
+    assert r.exit_code == 1 and "the part asked for holds 20" in r.output
+    r = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "x.mkv"), "-t", "1:2:3:4"])
+    assert r.exit_code == 2 and "not a time" in r.output
+
+
+def test_a_part_of_a_damaged_file_salvages_what_it_can(linked_file, tmp_path):
+    from test_hardening import damaged
+
+    _, tok, whole = linked_file
+    broken = damaged(tok, tmp_path / "broken.tok", flip_chunk=3)   # frames 15-19, the key GOP of chunks 4, 5
+    st = decode_video(broken, tmp_path / "s.mkv", salvage=True, start=0.48, duration=0.6)   # frames 12-26
+    assert (st.first_frame, st.frames) == (12, 15)
+    assert st.lost_frames == [(15, 26)]       # chunk 3 and the linked chunks 4, 5 after it
+    frames = read_frames(tmp_path / "s.mkv")
+    np.testing.assert_array_equal(frames[:3], whole[12:15])
+    assert all(np.array_equal(f, whole[14]) for f in frames[3:])
+    with pytest.raises(OutputError, match="one frame"):
+        decode_video(tok, tmp_path / "many.png", frames=2)
