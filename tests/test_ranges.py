@@ -13,7 +13,7 @@ from conftest import smooth_clip
 from test_audio import make_av_clip, streams_of
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import decode_video, encode_video
-from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, parse_time
+from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, parse_time, seconds
 from tokcodec.errors import InputError, OutputError
 from tokcodec.io import read_frames
 from tokcodec.model.tokenizer import VideoTokenizer
@@ -45,6 +45,14 @@ def test_a_range_holds_the_frames_from_its_start_for_its_duration():
     assert frame_range(100, rate, start=Fraction(3), duration=Fraction(10)) == FrameRange(75, 100)  # to the end
     assert frame_range(100, rate, frames=5, duration=Fraction(1)) == FrameRange(0, 5)    # whichever ends first
     assert frame_range(100, rate, frames=50, duration=Fraction(1)) == FrameRange(0, 25)
+    part = frame_range(100, rate, start=seconds(np.float64(0.88)), duration=seconds(0.2))   # exact decimals
+    assert part == FrameRange(22, 27) and seconds(np.float32(0.5)) == Fraction(1, 2)
+    assert frame_range(100, rate, frames=np.int64(3)) == FrameRange(0, 3)
+    for bad in (float("nan"), float("inf"), "x"):
+        with pytest.raises(InputError, match="not a time"):
+            seconds(bad)
+    with pytest.raises(InputError, match="whole number"):
+        frame_range(100, rate, frames=2.5)
     ntsc = Fraction(30000, 1001)
     assert frame_range(1000, ntsc, start=Fraction(10)) == FrameRange(300, 1000)           # 299.7 -> 300
     for bad, match in ((dict(start=Fraction(4)), "after the end"), (dict(start=Fraction(-1)), "negative"),
@@ -63,6 +71,22 @@ def test_the_chunks_read_start_at_the_key_chunk_before_the_part():
     assert chunk_span(firsts, counts, FrameRange(14, 21), links) == (0, 4)
     assert chunk_span(firsts, counts, FrameRange(26, 30), links) == (3, 5)
     assert chunk_span(firsts, counts, FrameRange(26, 30), lambda i: False) == (5, 5)
+
+
+def test_only_the_chunks_in_the_part_reach_the_network_and_a_salvage_keeps_a_lead_in():
+    chunks = [(0, 5), (5, 5), (15, 5), (20, 5), (25, 5)]      # frames 10-14 lost
+    read = []
+
+    def items():
+        for c in chunks:
+            read.append(c[0])
+            yield c
+    assert list(in_range(items(), FrameRange(6, 16))) == [(5, 5), (15, 5)]
+    assert read == [0, 5, 15, 20]                              # stops at the first chunk past the part
+    assert list(in_range(iter(chunks), FrameRange(11, 16), lead_in=True)) == [(5, 5), (15, 5)]
+    assert list(in_range(iter(chunks), FrameRange(11, 13), lead_in=True)) == [(5, 5)]
+    assert list(in_range(iter(chunks), FrameRange(11, 13))) == []
+    assert list(in_range(iter(chunks), FrameRange(15, 16), lead_in=True)) == [(15, 5)]
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +137,10 @@ def test_the_audio_of_a_part_is_cut_to_it(linked_file, tmp_path):
     assert abs(start - 0.2) < 0.03 and abs(end - 0.4) < 0.05, (start, end)
     st = decode_video(tok, tmp_path / "silent.mkv", duration=0.12)         # before the tone
     assert st.audio == "none in this part" and "audio" not in streams_of(tmp_path / "silent.mkv")
+    decode_video(tok, tmp_path / "whole.mkv")                               # a part to the end keeps
+    decode_video(tok, tmp_path / "tail.mkv", start=1.2)                     # what a whole decode keeps
+    whole_end, tail_end = streams_of(tmp_path / "whole.mkv")["audio"][2], streams_of(tmp_path / "tail.mkv")["audio"][2]
+    assert abs(tail_end - (whole_end - 1.2)) < 0.03, (whole_end, tail_end)
 
 
 def test_decode_part_from_the_command_line(linked_file, tmp_path):
@@ -146,5 +174,10 @@ def test_a_part_of_a_damaged_file_salvages_what_it_can(linked_file, tmp_path):
     frames = read_frames(tmp_path / "s.mkv")
     np.testing.assert_array_equal(frames[:3], whole[12:15])
     assert all(np.array_equal(f, whole[14]) for f in frames[3:])
+    # a part that starts among the lost frames repeats the last good frame before it, as a whole
+    # salvage does (not black); the chunks after the part are not read
+    st = decode_video(broken, tmp_path / "lost.mkv", salvage=True, start=0.64, duration=0.4)   # frames 16-25
+    assert (st.first_frame, st.frames, st.lost_frames) == (16, 10, [(16, 25)])
+    assert all(np.array_equal(f, whole[14]) for f in read_frames(tmp_path / "lost.mkv"))
     with pytest.raises(OutputError, match="one frame"):
         decode_video(tok, tmp_path / "many.png", frames=2)

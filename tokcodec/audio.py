@@ -44,13 +44,14 @@ class AudioTrack:
     reencoded: bool = False
     end: float | None = None   # seconds on the output timeline from which packets are left out
 
-    def cut(self, start: float, length: float) -> AudioTrack:
-        """The track for ``length`` seconds of the video from ``start`` (decode --ss/-t): shifted
-        so that ``start`` is 0, and packets that start at or after ``length`` left out (whole
-        packets: the audio ends within one packet, some 20 ms, of the video)."""
+    def cut(self, start: float, length: float | None) -> AudioTrack:
+        """The track for ``length`` seconds of the video (None: to the end of the audio) from
+        ``start`` (decode --ss/-t): shifted so that ``start`` is 0, and packets that start at or
+        after ``length`` left out (whole packets: the audio ends within one packet, some 20 ms,
+        of the video)."""
         offset = self.start_offset - start
-        kept = min(offset + self.duration, length) - max(offset, 0.0)
-        return replace(self, start_offset=offset, end=length, duration=max(0.0, kept))
+        end = offset + self.duration if length is None else min(offset + self.duration, length)
+        return replace(self, start_offset=offset, end=length, duration=max(0.0, end - max(offset, 0.0)))
 
     def describe(self) -> str:
         how = "re-encoded to Opus" if self.reencoded else "copied"

@@ -561,8 +561,12 @@ class GapFiller:
 
     def put(self, position: int, frame: np.ndarray) -> bool:
         """Write frame number ``position`` if it lies in this filler's part of the file (frames
-        before it lost are filled first); whether it was written."""
-        if position < self.written or (self.stop is not None and position >= self.stop):
+        before it lost are filled first); whether it was written. A frame before the part is kept
+        as the one to repeat over lost frames at its start."""
+        if position < self.written:
+            self.last = frame
+            return False
+        if self.stop is not None and position >= self.stop:
             return False
         self.fill_to(position)
         self.write(frame)
@@ -655,9 +659,9 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
             with output_errors(dst, av.FFmpegError):  # disk full, unwritable place, muxer refusal
                 track = _stored_audio(reader, audio, damaged if salvage else None)
                 stored = track is not None
-                if stored and part.frames != reader.frame_count:
-                    track = track.cut(float(time_of(part.start, h.frame_rate)),
-                                      float(time_of(part.frames, h.frame_rate)))
+                if stored and part.frames != reader.frame_count:  # to the end: all the audio, as a whole decode
+                    length = float(time_of(part.frames, h.frame_rate)) if part.stop < reader.frame_count else None
+                    track = track.cut(float(time_of(part.start, h.frame_rate)), length)
                     track = track if track.duration > 0 else None
                 color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
                 with staged_output(dst, kind) as out_path, \
@@ -665,7 +669,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
                     grids = (_salvaged_tokens(reader, damaged) if salvage
                              else _chunk_tokens(reader, chunks=_chunks_for(reader, part)))
-                    used_batch = decode_gops(in_range(grids, part), loaded, runtime, h, out, gop_batch, progress)
+                    used_batch = decode_gops(in_range(grids, part, lead_in=salvage), loaded, runtime, h, out,
+                                             gop_batch, progress)
                     filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)

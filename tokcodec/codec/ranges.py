@@ -11,6 +11,8 @@ frames whose presentation time t satisfies start <= t < start + duration.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,16 +43,18 @@ def parse_time(text: str) -> Fraction:
 
 
 def seconds(value: float | Fraction | str | None) -> Fraction | None:
-    """A time from Python as an exact Fraction: a float as the decimal it prints as (0.88 is
-    22/25, not 0.88000000000000000444, which would start a range one frame late at 25 fps),
-    a string through parse_time."""
+    """A time from Python as an exact Fraction: a float (or a numpy float) as the decimal it
+    prints as (0.88 is 22/25, not 0.88000000000000000444, which would start a range one frame
+    late at 25 fps), a string through parse_time."""
     if value is None or isinstance(value, Fraction):
         return value
     try:
         if isinstance(value, str):
             return parse_time(value)
-        return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
-    except (ValueError, TypeError) as exc:
+        if isinstance(value, numbers.Rational):
+            return Fraction(value)
+        return Fraction(str(float(value)))  # float, numpy floats: the shortest decimal that prints
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"{value!r} is not a time ({exc})") from None
 
 
@@ -91,6 +95,10 @@ def frame_range(frame_count: int, frame_rate: Fraction, *, start: Fraction | Non
             raise InputError(f"{where}the duration must be more than 0 s")
         stop = min(stop, math.ceil(((start or 0) + duration) * rate))
     if frames is not None:
+        try:
+            frames = operator.index(frames)
+        except TypeError:
+            raise InputError(f"{where}the frame count must be a whole number, not {frames!r}") from None
         if frames < 1:
             raise InputError(f"{where}the frame count must be at least 1")
         stop = min(stop, first + frames)
@@ -119,9 +127,27 @@ def chunk_span(first_frames: list[int], counts: list[int], wanted: FrameRange,
     return first, overlapping[-1]
 
 
-def in_range(items: Iterator[tuple], wanted: FrameRange) -> Iterator[tuple]:
-    """The (first frame, frames, ...) items that overlap ``wanted``: the chunks decoded only so
-    that a linked chunk after them could be are dropped before the network."""
-    for item in items:
-        if wanted.overlaps(item[0], item[1]):
-            yield item
+def in_range(items: Iterator[tuple], wanted: FrameRange, lead_in: bool = False) -> Iterator[tuple]:
+    """The (first frame, frames, ...) items, in frame order, that overlap ``wanted``: the chunks
+    decoded only so that a linked chunk after them could be are dropped before the network, and
+    ``items`` is closed once past the range. With ``lead_in`` (a salvage, where chunks may be
+    missing) the last item before the range is kept too when no item holds the range's first
+    frame: lost frames repeat the last good frame before them, as in a whole decode."""
+    before = None
+    try:
+        for item in items:
+            if item[0] >= wanted.stop:
+                break
+            if wanted.overlaps(item[0], item[1]):
+                if before is not None and item[0] > wanted.start:
+                    yield before
+                before = None
+                yield item
+            elif lead_in:
+                before = item
+        if before is not None:
+            yield before
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
