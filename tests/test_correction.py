@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 import tokcodec
 from tokcodec.codec.container import ContainerReader
-from tokcodec.codec.correction import (GAIN_UNIT, RECORD_HEADER_SIZE, Correction, CorrectionConfig, fit_correction,
-                                       lowpass, max_record_bytes, upsample_matrix)
+from tokcodec.codec.correction import Correction, CorrectionConfig, fit_correction, lowpass, upsample_matrix
+from tokcodec.codec.correction_record import GAIN_UNIT, RECORD_HEADER_SIZE, max_record_bytes
 from tokcodec.errors import FormatError
 
 
@@ -118,7 +118,7 @@ def _detail_record(seed: int, shape=(3, 45, 80), frames: int = 17) -> Correction
 
 
 def test_range_coded_records_hold_the_same_values_in_fewer_bytes():
-    from tokcodec.codec.correction import KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, record_needs_previous
+    from tokcodec.codec.correction_record import KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, record_needs_previous
 
     first, second = _detail_record(1), _detail_record(1)
     second.steps[:, ::3] += 1                   # the next GOP: much the same grids
@@ -277,7 +277,7 @@ def test_per_frame_dc_and_temporal_blend_remove_flicker():
     """Decodes that flicker: a brightness step per frame is taken out (by the per-frame dc and
     the blend together), noise that changes every frame is averaged by the temporal blend."""
     from tokcodec.codec.container import MAX_GOP
-    from tokcodec.codec.correction import MAX_GOP_FRAMES, TEMPORAL_UNIT
+    from tokcodec.codec.correction_record import MAX_GOP_FRAMES, TEMPORAL_UNIT
 
     assert MAX_GOP_FRAMES == MAX_GOP
     rng = np.random.default_rng(4)
@@ -413,3 +413,20 @@ def test_uncorrectable_is_the_residual_minus_its_grid_fit():
     once = uncorrectable(noise, (3, 4))
     torch.testing.assert_close(uncorrectable(once, (3, 4)), once)  # a projection
     assert once.square().sum() < noise.square().sum()
+
+
+def test_describing_a_file_does_not_load_torch():
+    """`tokcodec info` reads headers, the index and the records' kinds: the record format lives in
+    correction_record, torch-free, so the command starts in a fraction of a second (2 s with torch)."""
+    import subprocess
+    import sys
+
+    from tokcodec.codec.correction_record import CorrectionRecord
+
+    record = _detail_record(3)
+    back = CorrectionRecord.unpack(record.pack(), 640, 360, 17)
+    assert np.array_equal(back.grids(), record.grids()) and type(back).__name__ == "CorrectionRecord"
+    code = ("import sys; import tokcodec.cli.app, tokcodec.codec.info, tokcodec.codec.container, "
+            "tokcodec.codec.correction_record; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

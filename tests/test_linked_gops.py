@@ -19,7 +19,7 @@ from test_hardening import damaged
 from tokcodec.cli import app
 from tokcodec.codec import context_coder3 as c3
 from tokcodec.codec.container import ContainerReader
-from tokcodec.codec.correction import record_needs_previous
+from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.entropy import CoderContext, get_coder
 from tokcodec.codec.parallel import linked_map
 from tokcodec.codec.pipeline import decode_video, encode_video, file_info, read_tokens

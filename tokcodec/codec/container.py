@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from tokcodec.codec.correction import max_record_bytes
+from tokcodec.codec.correction_record import max_record_bytes
 from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE
 from tokcodec.errors import FormatError, InputError
 

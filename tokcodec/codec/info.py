@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokcodec.audio import read_track
 from tokcodec.codec.container import Header, open_tok
-from tokcodec.codec.correction import record_needs_previous
+from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.entropy import TokenCoder, get_coder
 
 

@@ -27,7 +27,8 @@ from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
-from tokcodec.codec.correction import Correction, CorrectionConfig, record_needs_previous
+from tokcodec.codec.correction import Correction, CorrectionConfig
+from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, network_stage,
                                         probe_windows)
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader
-from tokcodec.codec.correction import Correction, record_needs_previous
+from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError, TokcodecError
 from tokcodec.model.presets import resolve_name
@@ -93,7 +93,7 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
             try:
                 if record_needs_previous(chunk.correction) and fix is None:
                     raise FormatError("it is coded against the previous GOP's record, which did not decode")
-                fix = Correction.unpack(chunk.correction, h.width, h.height, chunk.frames, fix) \
+                fix = CorrectionRecord.unpack(chunk.correction, h.width, h.height, chunk.frames, fix) \
                     if chunk.correction else None
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: correction record does not decode ({exc})")
