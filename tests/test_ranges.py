@@ -181,3 +181,47 @@ def test_a_part_of_a_damaged_file_salvages_what_it_can(linked_file, tmp_path):
     assert all(np.array_equal(f, whole[14]) for f in read_frames(tmp_path / "lost.mkv"))
     with pytest.raises(OutputError, match="one frame"):
         decode_video(tok, tmp_path / "many.png", frames=2)
+
+
+def test_encode_part_of_an_input_is_the_encode_of_those_frames(linked_file, tmp_path):
+    """encode --ss/-t: the tokens of the part are those of a clip cut to it, its audio starts with
+    it, and the rate plan (--bpp) reads the part too."""
+    from conftest import write_clip
+    from tokcodec.codec.pipeline import file_info, read_tokens
+
+    clip, _, _ = linked_file
+    source = read_frames(clip)
+    st = encode_video(clip, tmp_path / "part.tok", start=0.88, duration=0.3, passes=0, gop=5)
+    assert st.frames == 8
+    cut = write_clip(tmp_path / "cut.mkv", source[22:30])
+    encode_video(cut, tmp_path / "cut.tok", passes=0, gop=5)
+    _, part_grids, _ = read_tokens(tmp_path / "part.tok")
+    _, cut_grids, _ = read_tokens(tmp_path / "cut.tok")
+    assert all(np.array_equal(a, b) for a, b in zip(part_grids, cut_grids, strict=True))
+    audio = file_info(tmp_path / "part.tok").audio        # the tone plays from 0.2 s: all through the part
+    assert -0.03 < audio.start_offset_seconds <= 0 and abs(audio.duration_seconds - 0.32) < 0.05
+    st = encode_video(clip, tmp_path / "head.tok", start="0:00:00.4", max_frames=6, passes=0)
+    assert st.frames == 6
+    st = encode_video(clip, tmp_path / "rate.tok", start=1.0, bpp=0.5, passes=0)
+    assert st.frames == 20 and st.target_bpp == 0.5
+    with pytest.raises(InputError, match="after the end"):
+        encode_video(clip, tmp_path / "late.tok", start=2)
+    r = runner.invoke(app, ["encode", str(clip), "-o", str(tmp_path / "c.tok"), "--ss", "400ms", "-t", "0.2",
+                            "--passes", "0"])
+    assert r.exit_code == 0 and "encoded 5 frames" in r.output, r.output
+    still = tmp_path / "still.png"
+    decode_video(tmp_path / "c.tok", still, frames=1)
+    r = runner.invoke(app, ["encode", str(still), "-o", str(tmp_path / "s.tok"), "--ss", "1"])
+    assert r.exit_code == 1 and "an image holds one frame" in r.output
+
+
+def test_tokens_of_part_of_a_video(linked_file, tmp_path):
+    from tokcodec.tokens import read_token_file
+
+    clip, tok, _ = linked_file
+    out = tmp_path / "t.safetensors"
+    r = runner.invoke(app, ["tokens", str(clip), "-o", str(out), "--ss", "0.4", "-t", "0.36", "--gop", "5"])
+    assert r.exit_code == 0, r.output
+    assert read_token_file(out).gop_frames == [5, 4]       # frames 10-18
+    r = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "x.npy"), "--ss", "1"])
+    assert r.exit_code == 1 and "--ss apply to a video input" in r.output

@@ -81,21 +81,23 @@ def has_audio(src: Path) -> bool:
         return False
 
 
-def extract_audio(src: str | Path, max_seconds: float | None = None) -> AudioTrack | None:
+def extract_audio(src: str | Path, max_seconds: float | None = None, start: float = 0.0) -> AudioTrack | None:
     """The first audio stream of ``src`` (None when it has none), cut at ``max_seconds`` of video
-    time when given (an encode of the first N frames keeps the matching audio)."""
+    time when given (an encode of the first N frames keeps the matching audio). ``start`` > 0
+    (encode --ss) moves the video's zero point that far in and leaves out the audio that ends
+    before it."""
     src = Path(src)
     try:
         with av.open(str(src)) as container:
             if not container.streams.audio:
                 return None
-            video_start = _video_start(container)
+            video_start = _video_start(container) + start
             try:
-                return _copy_packets(container, video_start, max_seconds)
+                return _copy_packets(container, video_start, max_seconds, trim=start > 0)
             except (av.FFmpegError, ValueError):
                 pass  # Matroska refused the codec (or its packets): re-encode below
         with av.open(str(src)) as container:
-            return _reencode(container, video_start, max_seconds)
+            return _reencode(container, video_start, max_seconds, trim=start > 0)
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{src}: cannot read the audio stream ({str(exc).splitlines()[0][:160]}); "
                          "use --no-audio to encode the video alone") from None
@@ -106,7 +108,9 @@ def _in_range(t: float, video_start: float, max_seconds: float | None) -> bool:
 
 
 def _copy_packets(container: av.container.InputContainer, video_start: float,
-                  max_seconds: float | None) -> AudioTrack | None:
+                  max_seconds: float | None, trim: bool = False) -> AudioTrack | None:
+    """The packets from the start (with ``trim``, those that end after ``video_start``) to
+    ``max_seconds`` of video time, copied into a Matroska block."""
     stream = container.streams.audio[0]
     buf = io.BytesIO()
     first: int | None = None
@@ -116,8 +120,11 @@ def _copy_packets(container: av.container.InputContainer, video_start: float,
         for packet in container.demux(stream):
             if packet.pts is None or packet.size == 0:
                 continue
-            if not _in_range(float(packet.pts * stream.time_base), video_start, max_seconds):
+            t = float(packet.pts * stream.time_base)
+            if not _in_range(t, video_start, max_seconds):
                 break
+            if trim and t + float((packet.duration or 0) * stream.time_base) <= video_start:
+                continue
             if first is None:
                 first = packet.pts
             packet.pts -= first
@@ -133,7 +140,7 @@ def _copy_packets(container: av.container.InputContainer, video_start: float,
 
 
 def _reencode(container: av.container.InputContainer, video_start: float,
-              max_seconds: float | None) -> AudioTrack | None:
+              max_seconds: float | None, trim: bool = False) -> AudioTrack | None:
     stream = container.streams.audio[0]
     buf = io.BytesIO()
     start: float | None = None
@@ -146,6 +153,8 @@ def _reencode(container: av.container.InputContainer, video_start: float,
             t = _seconds(frame.pts, frame.time_base)
             if t is not None and not _in_range(t, video_start, max_seconds):
                 break
+            if trim and t is not None and t + frame.samples / frame.sample_rate <= video_start:
+                continue
             if start is None:
                 start = t if t is not None else video_start
             samples = _encode_opus(resampler, out_stream, out, frame, samples)

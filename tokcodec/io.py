@@ -284,10 +284,11 @@ def _probe(path: Path) -> VideoInfo:
         container.close()
 
 
-def iter_frames(path: Path | str, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:
     """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix,
     turned upright by the display matrix; all at the first frame's size and orientation, so a
-    mid-stream change cannot give frames of another shape."""
+    mid-stream change cannot give frames of another shape. The first ``skip`` frames are decoded
+    and passed over (encode --ss: exact to the frame, where a seek would land on a key frame)."""
     path = Path(path)
     container = _open_input(path)
     try:
@@ -303,6 +304,9 @@ def iter_frames(path: Path | str, max_frames: int | None = None) -> Iterator[np.
                     size = (frame.width, frame.height)
                     _check_size(path, *size)
                     orientation = _orientation(frame)
+                if skip:
+                    skip -= 1
+                    continue
                 yield _to_rgb(frame, *size, orientation)
                 count += 1
                 if max_frames is not None and count >= max_frames:

@@ -156,11 +156,13 @@ def check_token_output(dst: Path, overwrite: bool) -> None:
 def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale: float | None = None,
              passes: int | None = None, rdo: float | None = None, refine: int = 0,
              max_frames: int | None = None, device: str = "auto", precision: str = "auto",
-             progress: Callable[[int], None] | None = None) -> TokenFile:
+             progress: Callable[[int], None] | None = None, start: float | str | None = None,
+             duration: float | str | None = None) -> TokenFile:
     """A video's (or image's) tokens, encoded as tokens alone (``encode --no-correction``: no
     correction layer beside them, so that they stand on their own), with what decoding them
-    back needs. Streams like encode: memory does not grow with the video's length beyond the
-    tokens themselves."""
+    back needs; ``start``/``duration``/``max_frames``: of part of it (as encode_video's).
+    Streams like encode: memory does not grow with the video's length beyond the tokens
+    themselves."""
     import tempfile
 
     from tokcodec.codec.pipeline import encode_video
@@ -169,7 +171,7 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
         tok = Path(tmp) / "tokens.tok"
         encode_video(src, tok, model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine,
                      max_frames=max_frames, device=device, precision=precision, progress=progress,
-                     correction=False, audio=False)
+                     correction=False, audio=False, start=start, duration=duration)
         return replace(token_file_of(tok), source=str(src))
 
 

@@ -9,13 +9,15 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Device, Duration, Gop,
-                                  GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail, Overwrite,
-                                  Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale, Sharpen, Start)
+from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Device, Duration,
+                                  EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
+                                  NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale,
+                                  Sharpen, Start, read_by)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output
+from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_PASSES, MAX_SCALE, MIN_SCALE
 from tokcodec.errors import InputError, OutputError
 
@@ -48,21 +50,24 @@ def encode(
     sharpen: Sharpen = None,
     key_interval: KeyInterval = DEFAULT_KEY_INTERVAL,
     compile: Compile = False,
+    start: EncodeStart = None,
+    duration: Duration = None,
     frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Encode a video into a .tok file (its first audio stream is kept beside the tokens)."""
+    """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, check_output=lambda: check_output(output, overwrite)) as src:
         from tokcodec.codec.correction import CorrectionConfig
-        from tokcodec.codec.pipeline import encode_video
+        from tokcodec.codec.pipeline import encode_video, input_part
         from tokcodec.codec.ratecontrol import parse_bitrate
         from tokcodec.io import probe
         target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None
-        total = probe(src).frame_count or None
-        if frames and total:
-            total = min(total, frames)
+        _, limit, info = input_part(src, probe(src), start, duration, frames)
+        total = info.frame_count or None
+        if limit and total:
+            total = min(total, limit)
         stages = [("rate plan", None)] if bpp is not None or bitrate is not None else []
         with staged_progress(stages + [("encode", total)], quiet) as (*plan_advance, advance):
             st = encode_video(src, output, model=model, gop=gop, device=device, precision=precision,
@@ -71,7 +76,8 @@ def encode(
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail,
                                                            sharpen=sharpen),
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
-                              bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None)
+                              bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
+                              start=start, duration=duration)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
         settings += f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
@@ -303,6 +309,10 @@ def tokens(
                                           help="Of a video: tokenize at this multiple of the size \\[default: 1]."),
     passes: Optional[int] = typer.Option(None, "--passes", min=0, max=MAX_PASSES, show_default=False,
                                          help=f"Of a video: closed-loop encoder passes \\[default: {DEFAULT_PASSES}]."),
+    start: Optional[str] = typer.Option(None, "--ss", callback=read_by(parse_time), show_default=False,
+                                        help="Of a video: start at this time, as encode --ss."),
+    duration: Optional[str] = typer.Option(None, "-t", "--duration", callback=read_by(parse_time),
+                                           show_default=False, help="Of a video: this long, as encode -t."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Of a video: tokenize at most this many frames."),
     device: Device = "auto",
     precision: Precision = "auto",
@@ -316,7 +326,8 @@ def tokens(
         from tokcodec.tokens import check_token_output, export_tokens, tokenize, write_token_file
         if is_tok_file(src):
             given = [name for name, value in (("--model", model), ("--gop", gop), ("--scale", scale),
-                                              ("--passes", passes), ("--frames", frames)) if value is not None]
+                                              ("--passes", passes), ("--ss", start), ("-t", duration),
+                                              ("--frames", frames)) if value is not None]
             if given:
                 raise InputError(f"{input} is a .tok file: {', '.join(given)} apply to a video input")
             shape = export_tokens(src, output, split_bits=split, overwrite=overwrite)
@@ -328,11 +339,14 @@ def tokens(
                 bits = get_preset(model or "default").bits
                 if split <= 0 or bits % split:
                     raise InputError(f"--split {split}: {bits}-bit tokens do not split into {split}-bit parts")
-            total = probe(src).frame_count or None
-            total = min(total, frames) if total and frames else total
+            from tokcodec.codec.pipeline import input_part
+            _, limit, info = input_part(src, probe(src), start, duration, frames)
+            total = info.frame_count or None
+            total = min(total, limit) if total and limit else total
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
-                                     max_frames=frames, device=device, precision=precision, progress=advance)
+                                     max_frames=frames, device=device, precision=precision, progress=advance,
+                                     start=start, duration=duration)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
         if not quiet:
             typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)

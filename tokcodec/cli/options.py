@@ -42,7 +42,7 @@ Bpp = Annotated[Optional[float], typer.Option(
     "--bpp", min=MIN_TARGET_BPP, max=MAX_TARGET_BPP, show_default=False, help="Target rate in bits per "
     "pixel, met on average over the file (audio not counted): a probe of a few GOPs picks --gop and "
     "--scale where they are not given, and each GOP's --rdo follows the budget (docs/usage.md).")]
-def _read_by(parse: Callable[[str], object]) -> Callable[[Optional[str]], Optional[str]]:
+def read_by(parse: Callable[[str], object]) -> Callable[[Optional[str]], Optional[str]]:
     """A parse-time check of a text option: a usage error unless ``parse`` reads the value (the
     command parses it again where it uses it)."""
     def check(value: Optional[str]) -> Optional[str]:
@@ -56,7 +56,7 @@ def _read_by(parse: Callable[[str], object]) -> Callable[[Optional[str]], Option
 
 
 Bitrate = Annotated[Optional[str], typer.Option(
-    "--bitrate", "-b", show_default=False, callback=_read_by(parse_bitrate), help="Target rate in bits per second of video, as ffmpeg's -b:v "
+    "--bitrate", "-b", show_default=False, callback=read_by(parse_bitrate), help="Target rate in bits per second of video, as ffmpeg's -b:v "
     "takes it (300k, 1.5M): --bpp at the input's frame rate and size.")]
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
@@ -88,12 +88,16 @@ GopBatch = Annotated[str, typer.Option(
     "--gop-batch", callback=_checked_gop_batch,
     help="GOPs decoded by the network at once, or auto: 1 on CPU, on CUDA as many as half the free memory holds.")]
 Start = Annotated[Optional[str], typer.Option(
-    "--ss", callback=_read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
+    "--ss", callback=read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
     "[HH:]MM:SS[.frac], as ffmpeg's -ss; the output starts with the first frame at or after it. Only "
     "the GOPs that hold the part asked for are decoded.")]
+EncodeStart = Annotated[Optional[str], typer.Option(
+    "--ss", callback=read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
+    "[HH:]MM:SS[.frac], as ffmpeg's -ss; the file starts with the input's first frame at or after it "
+    "(the frames before are decoded and passed over) and keeps the audio from there.")]
 Duration = Annotated[Optional[str], typer.Option(
-    "-t", "--duration", callback=_read_by(parse_time), show_default=False, help="Decode this long (seconds or "
-    "[HH:]MM:SS[.frac], as ffmpeg's -t) \\[default: to the end].")]
+    "-t", "--duration", callback=read_by(parse_time), show_default=False, help="This long from the start "
+    "(seconds or [HH:]MM:SS[.frac], as ffmpeg's -t) \\[default: to the end].")]
 DecodeFrames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, show_default=False, help="Decode at most this many frames (--frames 1 -o still.png: "
     "one frame as an image).")]

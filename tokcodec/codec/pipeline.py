@@ -120,11 +120,12 @@ def token_chooser(coder_id: int, loaded: LoadedModel, rdo: float) -> Quantize | 
     return choose
 
 
-def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction) -> tuple[AudioTrack | None, str]:
-    """The audio to store and how to describe it in the stats."""
+def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction,
+                  skip: int = 0) -> tuple[AudioTrack | None, str]:
+    """The audio to store (of the frames from ``skip`` on) and how to describe it in the stats."""
     if not keep:
         return None, "dropped (--no-audio)" if has_audio(src) else "none"
-    track = extract_audio(src, float(max_frames / rate) if max_frames else None)
+    track = extract_audio(src, float(max_frames / rate) if max_frames else None, float(skip / rate))
     return track, track.describe() if track is not None else "none"
 
 
@@ -136,7 +137,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  correction: bool | CorrectionConfig = True, compile: bool = False,
                  rdo: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
-                 plan_progress: ProgressFn | None = None) -> EncodeStats:
+                 plan_progress: ProgressFn | None = None, start: float | Fraction | str | None = None,
+                 duration: float | Fraction | str | None = None) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
     loop that feeds back what the decoder missed; 0 is the encoder's one-shot tokens, the
@@ -162,6 +164,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     (record kind 3). 1 makes every GOP a key GOP and, unless ``coder_id`` says otherwise, writes
     coder 3 (as for models without a coder-3 prior), which releases before coder 4 read in files
     without corrections.
+    ``start`` and ``duration`` (seconds, or "1:30"-style strings) encode part of the input, as
+    ffmpeg's -ss and -t do (with ``max_frames``: whichever ends first): the file starts with the
+    input's first frame at or after ``start`` (frames before it are decoded and passed over) and
+    keeps the audio from there.
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
@@ -183,6 +189,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         check_target(bpp)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
+    skip, max_frames, info = input_part(src, info, start, duration, max_frames)
     target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
     check_output(dst, overwrite)
     runtime = select_runtime(device, precision)
@@ -219,13 +226,13 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                              f"coder {coder_id} (the shipped presets have one: python -m tokcodec.codec.prior_fit fits one)")
         plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
-                                plan_progress)
+                                plan_progress, skip)
         gop, scale = plan.rung.gop, plan.rung.scale
     gop = 17 if gop is None else gop
     scale = 1.0 if scale is None else scale
     header, encode_gop = coding_at(Rung(scale, gop, 1.0))
     _check_memory(header, info, max_frames, runtime, search)
-    track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate)
+    track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate, skip)
     header.has_audio = track is not None
     control = None
     if plan is not None and kept is None:
@@ -254,7 +261,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             # sharing its torch threads) works on the next ones in this thread; with a target rate
             # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
             # the coder takes some 2% of a GOP's encode time, the network the rest)
-            network = network_stage(encode_gop, gops(iter_frames(src, max_frames), gop), quantize_for, key_interval)
+            network = network_stage(encode_gop, gops(iter_frames(src, max_frames, skip), gop), quantize_for,
+                                    key_interval)
             coded = iter(kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
             for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
                 writer.add_chunk(n, idx.shape, payload, record)
@@ -268,7 +276,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                 if progress:
                     progress(n)
             if frames == 0:
-                raise InputError(f"{src}: no frames decoded")
+                raise InputError(f"{src}: no frames decoded" + (f" from frame {skip} (--ss) on" if skip else ""))
             if track is not None:
                 writer.set_audio(track.data, round(track.start_offset * 1_000_000))
             writer.close()
@@ -309,7 +317,7 @@ def _check_memory(header: Header, info: VideoInfo, max_frames: int | None, runti
 def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float, gop: int | None,
                scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]], coder: TokenCoder,
                chooser: Callable[[float], Quantize | None], key_interval: int,
-               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None
+               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None, skip: int = 0
                ) -> tuple[RatePlan, MeasuredEncode | None]:
     """The rate plan for ``target`` bpp (codec/ratecontrol.py): the ladder's rungs that fit in
     memory (``check_memory`` raises for the base rung: as encode would), or only the rung of the
@@ -319,14 +327,15 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     so scaled by ``LINKED_RATE`` where GOPs will link), at the base rung and then at the rung
     ``plan_long`` takes from it. Where the input proves shorter than its container said, its
     frames are counted and the plan made again. With the plan, the encode of a short input's last
-    measurement where the plan keeps its settings: the file's very chunks (None otherwise)."""
+    measurement where the plan keeps its settings: the file's very chunks (None otherwise). The
+    input's frames start after its first ``skip`` (encode --ss)."""
     if gop is None and scale is None:
         base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if _fits(check_memory, rung)]
     else:
         base = Rung(1.0 if scale is None else scale, 17 if gop is None else gop, 1.0)
         ladder = [base]
     check_memory(base)
-    total = info.frame_count or _count_frames(src, max_frames)
+    total = info.frame_count or _count_frames(src, max_frames, skip)
     header = coding_at(base)[0]
     linked_share = LINKED_RATE if key_interval > 1 else 1.0
 
@@ -337,7 +346,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         if groups is not None:
             return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
         last.clear()
-        start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames)
+        start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames, skip)
         rate = measure_bpp(encode_gop, coder, gops(itertools.islice(frames, total), rung.gop), chooser(lam),
                            key_interval=key_interval, progress=progress, keep=chunks)
         seconds = time.perf_counter() - start
@@ -354,7 +363,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         seen = [0]
 
         def windows() -> Iterator[list[np.ndarray]]:
-            for window in probe_windows(src, max_frames, total, rung.gop):
+            for window in probe_windows(src, max_frames, total, rung.gop, skip=skip):
                 seen[0] += len(window)
                 yield window
         try:
@@ -365,7 +374,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
 
     for counted in (False, True):
         if counted:  # the container's frame count was too high: count them
-            total = _count_frames(src, max_frames)
+            total = _count_frames(src, max_frames, skip)
             if not total:
                 raise InputError(f"{src}: no frames decoded")
         total = min(total, max_frames) if max_frames else total
@@ -398,9 +407,28 @@ class MeasuredEncode:
     seconds: float
 
 
-def _count_frames(src: Path, max_frames: int | None) -> int:
-    """The frames the input holds (up to ``max_frames``), decoded and counted."""
-    return sum(1 for _ in iter_frames(src, max_frames))
+def _count_frames(src: Path, max_frames: int | None, skip: int = 0) -> int:
+    """The frames the input holds after its first ``skip`` (up to ``max_frames``), decoded and counted."""
+    return sum(1 for _ in iter_frames(src, max_frames, skip))
+
+
+def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
+                duration: float | Fraction | str | None, max_frames: int | None
+                ) -> tuple[int, int | None, VideoInfo]:
+    """The part of the input an encode reads (--ss, -t, --frames): the frames to pass over, the
+    most to read after them, and ``info`` with the frame count left. A start at or after the
+    end (when the container says how many frames it holds) is an InputError here; one past an
+    unknown end, when no frame comes."""
+    if start is None and duration is None:
+        return 0, max_frames, info
+    if info.is_image:
+        raise InputError(f"{src}: an image holds one frame: --ss and -t are for videos")
+    known = info.frame_count or sys.maxsize
+    part = frame_range(known, info.frame_rate, start=seconds(start), duration=seconds(duration),
+                       frames=max_frames, source=str(src))
+    limit = part.frames if part.stop < known or max_frames is not None else None
+    left = max(0, info.frame_count - part.start) if info.frame_count else 0
+    return part.start, limit, replace(info, frame_count=left)
 
 
 def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:
