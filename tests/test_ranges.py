@@ -2,6 +2,7 @@
 with its audio cut to match, and only the GOPs that hold the part through the network."""
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -225,3 +226,23 @@ def test_tokens_of_part_of_a_video(linked_file, tmp_path):
     assert read_token_file(out).gop_frames == [5, 4]       # frames 10-18
     r = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "x.npy"), "--ss", "1"])
     assert r.exit_code == 1 and "--ss apply to a video input" in r.output
+
+
+def test_the_part_of_an_input_does_not_trust_a_low_frame_count(tmp_path):
+    """A container that states fewer frames than it holds: -t and --frames still say how many to
+    read (the input's end ends them), and a start past an unknown end is a clear error."""
+    from conftest import write_clip
+    from tokcodec.codec.pipeline import input_part
+    from tokcodec.io import VideoInfo
+
+    info = VideoInfo(64, 48, Fraction(10), 10, "yuv420p", False)
+    assert input_part(Path("x.mp4"), info, 0, 1.5, None)[:2] == (0, 15)
+    assert input_part(Path("x.mp4"), info, 0, None, 50)[:2] == (0, 50)
+    assert input_part(Path("x.mp4"), info, 0.5, None, None)[0::2] == (5, dataclasses.replace(info, frame_count=5))
+    assert input_part(Path("x.mp4"), info, 0.5, None, 0)[1] is None          # --frames 0: no limit, as without --ss
+    with pytest.raises(InputError, match="after the end"):
+        input_part(Path("x.mp4"), info, 1, None, None)
+    y4m = write_clip(tmp_path / "five.y4m", smooth_clip(5, 48, 64))          # y4m: no frame count; 25 fps
+    for kwargs in (dict(), dict(bpp=0.05)):
+        with pytest.raises(InputError, match=r"no frames decoded from frame 250 \(--ss\) on"):
+            encode_video(y4m, tmp_path / "late.tok", start=10, passes=0, **kwargs)

@@ -109,7 +109,8 @@ def _in_range(t: float, video_start: float, max_seconds: float | None) -> bool:
 
 def _copy_packets(container: av.container.InputContainer, video_start: float,
                   max_seconds: float | None, trim: bool = False) -> AudioTrack | None:
-    """The packets from the start (with ``trim``, those that end after ``video_start``) to
+    """The packets from the start (with ``trim``, from the last one that starts at or before
+    ``video_start``: those before it end before it, whether or not packets state a duration) to
     ``max_seconds`` of video time, copied into a Matroska block."""
     stream = container.streams.audio[0]
     buf = io.BytesIO()
@@ -117,14 +118,15 @@ def _copy_packets(container: av.container.InputContainer, video_start: float,
     last_end = 0
     with av.open(buf, "w", format="matroska") as out:
         out_stream = out.add_stream_from_template(stream)
-        for packet in container.demux(stream):
+        packets = container.demux(stream)
+        if trim:
+            packets = _from_zero_point(packets, stream.time_base, video_start)
+        for packet in packets:
             if packet.pts is None or packet.size == 0:
                 continue
             t = float(packet.pts * stream.time_base)
             if not _in_range(t, video_start, max_seconds):
                 break
-            if trim and t + float((packet.duration or 0) * stream.time_base) <= video_start:
-                continue
             if first is None:
                 first = packet.pts
             packet.pts -= first
@@ -137,6 +139,23 @@ def _copy_packets(container: av.container.InputContainer, video_start: float,
     ctx = stream.codec_context
     return AudioTrack(buf.getvalue(), float(first * stream.time_base) - video_start, ctx.name,
                       ctx.sample_rate, ctx.channels, float(last_end * stream.time_base))
+
+
+def _from_zero_point(packets: Iterator[av.Packet], time_base: Fraction, video_start: float) -> Iterator[av.Packet]:
+    """``packets`` from the last one that starts at or before ``video_start`` on."""
+    held = None
+    for packet in packets:
+        if packet.pts is None or packet.size == 0:
+            continue
+        if float(packet.pts * time_base) <= video_start:
+            held = packet  # the one before ends at or before this one starts: left out
+            continue
+        if held is not None:
+            yield held
+            held = None
+        yield packet
+    if held is not None:
+        yield held
 
 
 def _reencode(container: av.container.InputContainer, video_start: float,

@@ -336,6 +336,8 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         ladder = [base]
     check_memory(base)
     total = info.frame_count or _count_frames(src, max_frames, skip)
+    if not total:
+        raise InputError(f"{src}: no frames decoded" + (f" from frame {skip} (--ss) on" if skip else ""))
     header = coding_at(base)[0]
     linked_share = LINKED_RATE if key_interval > 1 else 1.0
 
@@ -423,10 +425,13 @@ def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
         return 0, max_frames, info
     if info.is_image:
         raise InputError(f"{src}: an image holds one frame: --ss and -t are for videos")
-    known = info.frame_count or sys.maxsize
-    part = frame_range(known, info.frame_rate, start=seconds(start), duration=seconds(duration),
-                       frames=max_frames, source=str(src))
-    limit = part.frames if part.stop < known or max_frames is not None else None
+    begin, length = seconds(start), seconds(duration)
+    if info.frame_count:  # a start after the end the container states is an error at once
+        frame_range(info.frame_count, info.frame_rate, start=begin, source=str(src))
+    # the part's length is not capped at the container's count, which can be low: the input's end ends it
+    part = frame_range(sys.maxsize, info.frame_rate, start=begin, duration=length, frames=max_frames or None,
+                       source=str(src))
+    limit = None if part.stop == sys.maxsize else part.frames
     left = max(0, info.frame_count - part.start) if info.frame_count else 0
     return part.start, limit, replace(info, frame_count=left)
 
