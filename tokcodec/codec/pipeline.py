@@ -276,7 +276,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                 if progress:
                     progress(n)
             if frames == 0:
-                raise InputError(f"{src}: no frames decoded" + (f" from frame {skip} (--ss) on" if skip else ""))
+                raise _no_frames(src, skip)
             if track is not None:
                 writer.set_audio(track.data, round(track.start_offset * 1_000_000))
             writer.close()
@@ -337,7 +337,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     check_memory(base)
     total = info.frame_count or _count_frames(src, max_frames, skip)
     if not total:
-        raise InputError(f"{src}: no frames decoded" + (f" from frame {skip} (--ss) on" if skip else ""))
+        raise _no_frames(src, skip)
     header = coding_at(base)[0]
     linked_share = LINKED_RATE if key_interval > 1 else 1.0
 
@@ -378,7 +378,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         if counted:  # the container's frame count was too high: count them
             total = _count_frames(src, max_frames, skip)
             if not total:
-                raise InputError(f"{src}: no frames decoded")
+                raise _no_frames(src, skip)
         total = min(total, max_frames) if max_frames else total
         # what the chunks may take: the target less the file's own bytes (a short file's header counts)
         chunks = max(0.05 * target, target - 8 * fixed_file_bytes(header) / max(1, total * info.width * info.height))
@@ -407,6 +407,11 @@ class MeasuredEncode:
     the seconds they took (the encode's own time)."""
     chunks: list[CodedGop]
     seconds: float
+
+
+def _no_frames(src: Path, skip: int) -> InputError:
+    """The error of an input that gave no frame (from frame ``skip`` on, with encode --ss)."""
+    return InputError(f"{src}: no frames decoded" + (f" from frame {skip} (--ss) on" if skip else ""))
 
 
 def _count_frames(src: Path, max_frames: int | None, skip: int = 0) -> int:
@@ -738,9 +743,15 @@ def _chunks_for(reader: ContainerReader, part: FrameRange) -> Iterator[Chunk]:
     if part.frames == reader.frame_count:
         return reader.chunks()
     coder = get_coder(reader.header.coder_id)
+    searched: dict[int, Chunk] = {}  # the chunks the key search read, handed on instead of read again
+
+    def links(i: int) -> bool:
+        searched[i] = reader.read_chunk(i)
+        return _chunk_links(coder, searched[i])
+
     first, last = chunk_span([e.first_frame for e in reader.entries], [e.frames for e in reader.entries],
-                             part, lambda i: _chunk_links(coder, reader.read_chunk(i)))
-    return (reader.read_chunk(i) for i in range(first, last + 1))
+                             part, links)
+    return (searched.pop(i) if i in searched else reader.read_chunk(i) for i in range(first, last + 1))
 
 
 def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
