@@ -128,3 +128,25 @@ def test_video_without_audio_has_no_block(tmp_path: Path, tiny_model) -> None:
     clip = write_clip(tmp_path / "v.mkv", smooth_clip(5, 32, 32), Fraction(RATE))
     st = encode_video(clip, tmp_path / "v.tok", model=tiny_model)
     assert st.audio == "none" and file_info(tmp_path / "v.tok").audio is None
+
+
+def test_rates_count_the_video_alone(aac_clip: Path, tmp_path: Path, tiny_model) -> None:
+    """bpp, kbit/s and bits/token compare with a video codec's: the stored audio is counted apart
+    (the same encode without audio has the same video rates), while the whole-file figures keep it."""
+    from typer.testing import CliRunner
+
+    from tokcodec.cli.app import app
+
+    with_audio = encode_video(aac_clip, tmp_path / "a.tok", model=tiny_model)
+    without = encode_video(aac_clip, tmp_path / "n.tok", model=tiny_model, audio=False)
+    assert with_audio.audio_bytes > 1000 and without.audio_bytes == 0
+    assert with_audio.bytes - with_audio.audio_bytes == without.bytes
+    assert with_audio.video_bpp == without.video_bpp == without.bpp < with_audio.bpp
+    assert with_audio.video_bits_per_token == without.bits_per_token < with_audio.bits_per_token
+    a, n = file_info(tmp_path / "a.tok"), file_info(tmp_path / "n.tok")
+    assert a.bytes == with_audio.bytes and a.video_bytes == n.video_bytes == n.bytes == without.bytes
+    assert a.video_bpp == n.video_bpp == n.bpp < a.bpp and a.video_kbps == n.kbps < a.kbps
+    assert a.video_bits_per_token == n.bits_per_token
+    text = CliRunner().invoke(app, ["info", str(tmp_path / "a.tok")]).stdout
+    assert f"video {n.bytes} bytes, {n.bpp:.4f} bpp" in text
+    assert f"{n.bits_per_token:.2f} bits/token" in text

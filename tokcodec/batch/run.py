@@ -176,8 +176,8 @@ def _read_back(op: str, job: Job) -> dict:
     try:
         tok = job.output if op == "encode" else job.input
         with open_tok(tok) as reader:
-            h, frames = reader.header, reader.frame_count
-        bpp = 8 * tok.stat().st_size / max(1, frames * h.width * h.height)
+            h, frames, video_bytes = reader.header, reader.frame_count, reader.video_bytes
+        bpp = 8 * video_bytes / max(1, frames * h.width * h.height)
         return {"frames": frames, "bpp": bpp, "model": h.model_name}
     except Exception:  # noqa: BLE001 - only informative; a skip never fails
         return {}

@@ -51,7 +51,7 @@ class FileResult:
     status: str                 # "done", "skipped" or "failed"
     frames: int = 0
     bytes: int = 0              # size of the output file
-    bpp: float | None = None  # coded bits per pixel of the .tok (none for tokens)
+    bpp: float | None = None  # bits per pixel of the .tok's video, audio left out (none for tokens)
     seconds: float = 0.0
     error: str | None = None
     model: str | None = None
@@ -176,7 +176,7 @@ class Worker:
                           bitrate=o.bitrate,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
-        return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.bpp, st.seconds,
+        return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp)
 
@@ -213,13 +213,13 @@ class Worker:
 
         with open_tok(src) as reader:
             header = reader.header
-            total = reader.frame_count
+            total, video_bytes = reader.frame_count, reader.video_bytes
         if started:
             started(total)
         model = self.model_for(header, str(src))
         st = decode_video(src, dst, model=model, device=self.device,
                           precision=self.options.precision, overwrite=overwrite, progress=progress,
                           audio=self.options.audio)
-        bpp = 8 * src.stat().st_size / max(1, st.frames * st.width * st.height)
+        bpp = 8 * video_bytes / max(1, st.frames * st.width * st.height)
         return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,
                           model=self.options.model or header.model_name)

@@ -93,10 +93,12 @@ def encode(
         settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
         target = ""
         if st.target_bpp is not None:
-            target = (f", video {st.video_bpp:.4f} bpp for a target of {st.target_bpp:.4f} "
-                      f"(rate plan {st.plan_seconds:.1f} s)")
-        stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {_named(output)}: {st.bytes} bytes, "
-                    f"{st.bpp:.4f} bpp, {st.bits_per_token:.2f} bits/token, {st.fps:.1f} fps{target} "
+            target = f" (target {st.target_bpp:.4f}, rate plan {st.plan_seconds:.1f} s)"
+        # the rates are the video's: the audio's bytes are counted apart, as ffmpeg does
+        sizes = f"{st.bytes} bytes" + (f" (video {st.bytes - st.audio_bytes}, audio {st.audio_bytes}), video"
+                                        if st.audio_bytes else ",")
+        stats_line(f"encoded {st.frames} frames {st.width}x{st.height} -> {_named(output)}: {sizes} "
+                    f"{st.video_bpp:.4f} bpp{target}, {st.video_bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
         if st.target_bpp is not None and abs(st.video_bpp / st.target_bpp - 1) > TARGET_TOLERANCE:
             advice = ("a smaller --scale or a longer --gop goes lower" if st.video_bpp > st.target_bpp
@@ -211,13 +213,15 @@ def info(
             f"model       {h.model_name}  sha256 {h.weights_sha256[:16]}...  ({h.precision})"
             + ("  [UNTRAINED weights: output is not a real reconstruction]" if info.untrained_model else ""),
             f"coder       {info.coder} (id {h.coder_id})",
-            f"size        {info.bytes} bytes, {info.bpp:.4f} bpp, {info.kbps:.1f} kbit/s",
-            f"tokens      {info.tokens}, {info.bits_per_token:.2f} bits/token "
+            f"size        {info.bytes} bytes, "
+            + (f"{info.kbps:.1f} kbit/s; video {info.video_bytes} bytes, " if info.audio is not None else "")
+            + f"{info.video_bpp:.4f} bpp, {info.video_kbps:.1f} kbit/s",
+            f"tokens      {info.tokens}, {info.video_bits_per_token:.2f} bits/token "
             f"(payload {info.payload_bits_per_token:.2f}; first latent frame "
             f"{info.bits_per_token_first_latent_frame:.2f}"
             + (f", later {later:.2f}" if later is not None else "") + ")",
-            "correction  " + (f"{info.correction_bytes} bytes ({100 * info.correction_bytes / max(1, info.bytes):.1f}% "
-                              "of the file)" if h.correction else "none (format 1.x: tokens only)"),
+            "correction  " + (f"{info.correction_bytes} bytes ({100 * info.correction_bytes / max(1, info.video_bytes):.1f}% "
+                              "of the video)" if h.correction else "none (format 1.x: tokens only)"),
             f"chunks      {info.chunks_count}",
         ]
         a = info.audio

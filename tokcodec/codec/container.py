@@ -420,6 +420,12 @@ class ContainerReader:
             raise FormatError(f"{src}: audio block does not fit the file (file corrupted)")
         return AudioEntry(pos + size, plen, pcrc, start_us, kind)
 
+    @property
+    def video_bytes(self) -> int:
+        """Bytes of the file that are not audio (the rate a video codec is compared by)."""
+        e = self.audio_entry
+        return self.size - (AUDIO_HEADER_SIZE + e.payload_len if e is not None else 0)
+
     def read_audio(self) -> AudioBlock | None:
         """The stored audio (None when the file has none), checked against its CRC."""
         e = self.audio_entry

@@ -51,9 +51,13 @@ class FileInfo:
     height: int
     tokens: int
     duration_seconds: float
-    bpp: float
+    bpp: float                                 # whole file, audio included
     kbps: float
-    bits_per_token: float                      # whole file, container included
+    bits_per_token: float                      # whole file, container and audio included
+    video_bytes: int                           # all but the audio block: what the video costs
+    video_bpp: float
+    video_kbps: float
+    video_bits_per_token: float
     payload_bits_per_token: float              # the entropy coder's payloads only
     correction_bytes: int                      # all correction records (format 2.x)
     bits_per_token_first_latent_frame: float
@@ -108,7 +112,7 @@ def file_info(src: str | Path) -> FileInfo:
             track = read_track(block.data, block.start_offset_us / 1_000_000)
             audio = AudioInfo(track.codec, track.sample_rate, track.channels, track.duration,
                               track.start_offset, len(track.data))
-        size, frames = src.stat().st_size, reader.frame_count
+        size, video_bytes, frames = reader.size, reader.video_bytes, reader.frame_count
     tokens = sum(c.latent[0] * c.latent[1] * c.latent[2] for c in chunks)
     seconds = float(frames / h.frame_rate) if frames else 0.0
     return FileInfo(
@@ -116,6 +120,9 @@ def file_info(src: str | Path) -> FileInfo:
         duration_seconds=seconds, bpp=8 * size / max(1, frames * h.width * h.height),
         kbps=8 * size / 1000 / max(1e-9, seconds) if frames else 0.0,
         bits_per_token=8 * size / max(1, tokens),
+        video_bytes=video_bytes, video_bpp=8 * video_bytes / max(1, frames * h.width * h.height),
+        video_kbps=8 * video_bytes / 1000 / max(1e-9, seconds) if frames else 0.0,
+        video_bits_per_token=8 * video_bytes / max(1, tokens),
         payload_bits_per_token=8 * sum(c.bytes for c in chunks) / max(1, tokens),
         correction_bytes=sum(c.correction_bytes for c in chunks),
         bits_per_token_first_latent_frame=first_bits / max(1, first_tokens),

@@ -35,6 +35,7 @@ class EncodeStats:
 
     @property
     def bpp(self) -> float:
+        """Of the whole file, audio included (``video_bpp`` leaves it out)."""
         return 8 * self.bytes / max(1, self.frames * self.width * self.height)
 
     @property
@@ -47,12 +48,16 @@ class EncodeStats:
         return 8 * self.bytes / max(1, self.tokens)
 
     @property
+    def video_bits_per_token(self) -> float:
+        return 8 * (self.bytes - self.audio_bytes) / max(1, self.tokens)
+
+    @property
     def fps(self) -> float:
         return self.frames / max(self.seconds, 1e-9)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "bpp": self.bpp, "video_bpp": self.video_bpp, "bits_per_token": self.bits_per_token,
-                "fps": self.fps}
+                "video_bits_per_token": self.video_bits_per_token, "fps": self.fps}
 
 
 @dataclass
