@@ -19,6 +19,9 @@ import av
 
 from tokcodec.errors import FormatError, InputError, OutputError
 
+# muxer flags that leave out what changes from run to run (Matroska's random segment UID, the date,
+# the library's version): the same input then gives the same bytes, in a .tok and in a decode
+BITEXACT = {"fflags": "+bitexact"}
 # Audio codecs each output container takes as they are (others are re-encoded to Opus).
 COPYABLE = {
     ".mkv": None,  # Matroska holds any audio codec
@@ -116,7 +119,7 @@ def _copy_packets(container: av.container.InputContainer, video_start: float,
     buf = io.BytesIO()
     first: int | None = None
     last_end = 0
-    with av.open(buf, "w", format="matroska") as out:
+    with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
         out_stream = out.add_stream_from_template(stream)
         packets = container.demux(stream)
         if trim:
@@ -164,7 +167,7 @@ def _reencode(container: av.container.InputContainer, video_start: float,
     buf = io.BytesIO()
     start: float | None = None
     samples = 0
-    with av.open(buf, "w", format="matroska") as out:
+    with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
         out_stream = out.add_stream("libopus", rate=OPUS_RATE)
         out_stream.bit_rate = OPUS_BITRATE
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=OPUS_RATE)

@@ -7,6 +7,7 @@ Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes)
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import struct
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
-from tokcodec.audio import COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
+from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
 from tokcodec.codec.outputs import STDIO
 from tokcodec.errors import InputError, OutputError
 
@@ -284,11 +285,85 @@ def _probe(path: Path) -> VideoInfo:
         container.close()
 
 
+@dataclass(frozen=True)
+class _SeekPoint:
+    """Where decoding may start to reach frame ``skip`` without decoding the frames before it."""
+
+    key_pts: int     # a key packet's timestamp at or before the target (stream time base)
+    target_pts: int  # the timestamp of frame ``skip``: the frame ``skip`` frames after the first
+
+
+# packets read past frame ``skip`` to see that no later packet shows before it (B-frame reordering
+# is at most 16 frames deep in H.264/HEVC)
+_REORDER_LOOKAHEAD = 32
+
+
+def _seek_point(path: Path, skip: int) -> _SeekPoint | None:
+    """From the packets alone (no decoding; about 100 000 packets/s): the timestamp of frame
+    ``skip`` (the ``skip``-th smallest packet timestamp, which is frame ``skip`` of a decode that
+    counts frames, as each packet holds one frame) and the last key packet at or before it. None
+    where that cannot be trusted (packets without timestamps, repeated ones, packets the demuxer
+    discards or marks corrupt, a reorder deeper than the look-ahead) or does not pay (no key
+    packet after the first frame's): the frames are then decoded and counted from the start."""
+    container = _open_input(path)
+    try:
+        stream = _video_stream(container, path)
+        stamps: list[int] = []
+        keys: list[int] = []
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            if packet.pts is None or packet.is_discard or packet.is_corrupt:
+                return None
+            stamps.append(packet.pts)
+            if packet.is_keyframe:
+                keys.append(packet.pts)
+            if len(stamps) > skip + _REORDER_LOOKAHEAD:
+                break
+    except av.FFmpegError:
+        return None
+    finally:
+        container.close()
+    if len(stamps) <= skip or len(set(stamps)) != len(stamps):
+        return None
+    target = sorted(stamps)[skip]
+    if len(stamps) > skip + _REORDER_LOOKAHEAD and min(stamps[-_REORDER_LOOKAHEAD // 2:]) <= target:
+        return None  # packets far past frame skip still show before it: reordered too deep to trust
+    before = [k for k in keys if k <= target]
+    first = min(stamps)
+    if not before or max(before) <= first:
+        return None
+    return _SeekPoint(max(before), target)
+
+
+def _frames_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 point: _SeekPoint) -> Iterator[av.VideoFrame] | None:
+    """Decoded frames from the seek point's target on, after a seek to its key packet; None when
+    the first frame at or after the target is not the target itself (a demuxer whose seek lands
+    elsewhere, frames without timestamps): the caller then decodes from the start."""
+    try:
+        container.seek(point.key_pts, stream=stream, backward=True, any_frame=False)
+        frames = container.decode(stream)
+        for frame in frames:
+            if frame.pts is None:
+                return None
+            if frame.pts < point.target_pts:
+                continue
+            if frame.pts != point.target_pts:
+                return None
+            return itertools.chain((frame,), frames)
+    except av.FFmpegError:
+        pass
+    return None
+
+
 def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:
     """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix,
     turned upright by the display matrix; all at the first frame's size and orientation, so a
-    mid-stream change cannot give frames of another shape. The first ``skip`` frames are decoded
-    and passed over (encode --ss: exact to the frame, where a seek would land on a key frame)."""
+    mid-stream change cannot give frames of another shape. The first ``skip`` frames are passed
+    over (encode --ss, exact to the frame): where the packets' timestamps allow, by a seek to the
+    key frame before frame ``skip`` and decoding from there, as ffmpeg's -ss does; else they are
+    decoded and counted. Either way the frames are those of a decode from the start."""
     path = Path(path)
     container = _open_input(path)
     try:
@@ -299,15 +374,27 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) 
         size: tuple[int, int] | None = None
         orientation = (False, 0)
         try:
-            for frame in container.decode(stream):
-                if size is None:
-                    size = (frame.width, frame.height)
-                    _check_size(path, *size)
-                    orientation = _orientation(frame)
-                if skip:
-                    skip -= 1
-                    continue
-                yield _to_rgb(frame, *size, orientation)
+            frames: Iterator[av.VideoFrame] = container.decode(stream)
+            for frame in frames:  # the first frame sets the size and orientation of all
+                size = (frame.width, frame.height)
+                _check_size(path, *size)
+                orientation = _orientation(frame)
+                frames = itertools.chain((frame,), frames)
+                break
+            point = _seek_point(path, skip) if skip and size is not None else None
+            seeked = _frames_from(container, stream, point) if point is not None else None
+            if seeked is not None:
+                frames = seeked
+            elif point is not None:  # the seek did not land where the packets said: from the start
+                container.close()
+                container = _open_input(path)
+                stream = _video_stream(container, path)
+                stream.thread_type = "AUTO"
+                frames = container.decode(stream)
+            if seeked is None:
+                frames = itertools.islice(frames, skip, None)
+            for frame in frames:
+                yield _to_rgb(frame, *size, orientation)  # type: ignore[misc]
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     return
@@ -376,7 +463,7 @@ class FrameWriter:
                 self.stream = self.container.add_stream(codec, rate=1)
                 self.stream.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
             else:
-                self.container = av.open(str(path), "w")
+                self.container = av.open(str(path), "w", options=BITEXACT)
                 if suffix == ".mkv":
                     self.stream = self.container.add_stream("ffv1", rate=rate)
                     self.stream.pix_fmt = "bgr0"

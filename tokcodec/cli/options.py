@@ -94,7 +94,7 @@ Start = Annotated[Optional[str], typer.Option(
 EncodeStart = Annotated[Optional[str], typer.Option(
     "--ss", callback=read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
     "[HH:]MM:SS[.frac], as ffmpeg's -ss; the file starts with the input's first frame at or after it "
-    "(the frames before are decoded and passed over) and keeps the audio from there.")]
+    "(reached by a seek to the key frame before it, exact to the frame) and keeps the audio from there.")]
 Duration = Annotated[Optional[str], typer.Option(
     "-t", "--duration", callback=read_by(parse_time), show_default=False, help="This long from the start "
     "(seconds or [HH:]MM:SS[.frac], as ffmpeg's -t) \\[default: to the end].")]

@@ -166,7 +166,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     without corrections.
     ``start`` and ``duration`` (seconds, or "1:30"-style strings) encode part of the input, as
     ffmpeg's -ss and -t do (with ``max_frames``: whichever ends first): the file starts with the
-    input's first frame at or after ``start`` (frames before it are decoded and passed over) and
+    input's first frame at or after ``start`` (reached by a seek to the key frame before it where the
+    packets' timestamps allow, else by decoding the frames before it; exact to the frame either way) and
     keeps the audio from there.
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
