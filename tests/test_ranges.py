@@ -239,7 +239,9 @@ def test_the_part_of_an_input_does_not_trust_a_low_frame_count(tmp_path):
     assert input_part(Path("x.mp4"), info, 0, 1.5, None)[:2] == (0, 15)
     assert input_part(Path("x.mp4"), info, 0, None, 50)[:2] == (0, 50)
     assert input_part(Path("x.mp4"), info, 0.5, None, None)[0::2] == (5, dataclasses.replace(info, frame_count=5))
-    assert input_part(Path("x.mp4"), info, 0.5, None, 0)[1] is None          # --frames 0: no limit, as without --ss
+    for frames in (0, -1):  # not "no limit": an error, with --ss as without (leave it out for no limit)
+        with pytest.raises(ValueError, match="at least 1"):
+            input_part(Path("x.mp4"), info, 0.5, None, frames)
     with pytest.raises(InputError, match="after the end"):
         input_part(Path("x.mp4"), info, 1, None, None)
     y4m = write_clip(tmp_path / "five.y4m", smooth_clip(5, 48, 64))          # y4m: no frame count; 25 fps

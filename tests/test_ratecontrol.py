@@ -225,7 +225,7 @@ def test_cli_bpp_stats_line_and_warning(clip, tmp_path) -> None:
     out = tmp_path / "c.tok"
     result = runner.invoke(app, ["encode", str(clip), "-o", str(out), "--bpp", "0.0005", "--no-audio"])
     assert result.exit_code == 0, result.output
-    assert "for a target of 0.0005" in result.output
+    assert "bpp (target 0.0005, rate plan" in result.output
     assert "warning" in result.output and "off the target" in result.output  # far out of reach
     bad = runner.invoke(app, ["encode", str(clip), "-o", str(out), "-y", "--bitrate", "fast"])
     assert bad.exit_code == 2 and "bitrate" in bad.output

@@ -140,7 +140,7 @@ def _copy_packets(container: av.container.InputContainer, video_start: float,
     if first is None:
         return None
     ctx = stream.codec_context
-    return AudioTrack(buf.getvalue(), float(first * stream.time_base) - video_start, ctx.name,
+    return AudioTrack(buf.getvalue(), float(first * stream.time_base) - video_start, codec_name(ctx),
                       ctx.sample_rate, ctx.channels, float(last_end * stream.time_base))
 
 
@@ -202,6 +202,12 @@ def _encode_opus(resampler: av.AudioResampler, stream: av.audio.stream.AudioStre
     return pts
 
 
+def codec_name(ctx: av.codec.context.CodecContext) -> str:
+    """The format's name of a stream's codec ("mp3"), not its decoder's ("mp3float"): what the
+    muxers' lists of codecs they hold name."""
+    return ctx.codec.canonical_name or ctx.name
+
+
 def read_track(data: bytes, start_offset: float) -> AudioTrack:
     """Describe a stored Matroska audio block (codec, rate, channels, duration)."""
     try:
@@ -216,7 +222,7 @@ def read_track(data: bytes, start_offset: float) -> AudioTrack:
             for packet in container.demux(stream):
                 if packet.pts is not None:
                     end = max(end, packet.pts + (packet.duration or 0))
-            return AudioTrack(data, start_offset, ctx.name, ctx.sample_rate, ctx.channels,
+            return AudioTrack(data, start_offset, codec_name(ctx), ctx.sample_rate, ctx.channels,
                               float(end * stream.time_base))
     except (av.FFmpegError, ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
         # a damaged block is parsed by FFmpeg's Matroska demuxer: any of its failures is "unreadable"
@@ -233,7 +239,7 @@ class AudioMuxer:
         self.source = av.open(io.BytesIO(track.data), "r", format="matroska")
         self.in_stream = self.source.streams.audio[0]
         copyable = COPYABLE.get(suffix.lower(), set())
-        self.copy = copyable is None or self.in_stream.codec_context.name in copyable
+        self.copy = copyable is None or codec_name(self.in_stream.codec_context) in copyable
         if self.copy:
             self.out_stream = output.add_stream_from_template(self.in_stream)
         else:

@@ -1,4 +1,7 @@
 """Exceptions with messages meant for users: the CLI prints them as one line, never a traceback."""
+from __future__ import annotations
+
+import os
 
 
 class TokcodecError(Exception):
@@ -27,3 +30,10 @@ class DeviceError(TokcodecError):
 
 class SetupError(TokcodecError):
     """This installation of tokcodec cannot do the job: a broken install or a missing dependency."""
+
+
+def why_not_a_file(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a file ("no such file", "is a directory"), or None when it can."""
+    if os.path.isfile(path):
+        return None
+    return "is a directory, expected a file" if os.path.isdir(path) else "no such file"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ MAX_DIMENSION = 16384
 # times that, so probe() refuses larger inputs before anything is decoded
 MAX_PIXELS = 8192 * 4608
 _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
+_FRAME_NUMBER = re.compile(r"frame_(\d{6,})\.png")  # the names of a directory output's frames
 # demuxers whose frames carry no timestamps of their own: constant rate by construction
 _CONSTANT_RATE_FORMATS = _IMAGE_FORMATS | {"yuv4mpegpipe", "rawvideo"}
 
@@ -442,6 +444,7 @@ class FrameWriter:
         self.stream = None
         self.audio: AudioMuxer | None = None
         self.audio_note = "none"   # what happened to the audio: none / copied / re-encoded / dropped (why)
+        self.warnings: list[str] = []  # what the output is not as usual (an odd size's H.264 4:4:4)
         self.color = color or ColorInfo()
         if self.kind == "dir" and audio is not None:
             self.audio_note = "dropped (a directory of PNGs holds no audio; decode to .mkv or .mp4 to keep it)"
@@ -475,6 +478,10 @@ class FrameWriter:
                     self.stream = self.container.add_stream("libx264", rate=rate)
                     even = width % 2 == 0 and height % 2 == 0
                     self.stream.pix_fmt = "yuv420p" if even else "yuv444p"
+                    if not even:
+                        self.warnings.append(f"H.264 4:4:4, as {width}x{height} is odd (4:2:0 needs "
+                                             "even sizes); many players and browsers play only 4:2:0: "
+                                             "decode to .mkv, or encode an even size")
                     self.stream.options = {"crf": str(crf), "preset": "medium"}
                     self.stream.codec_context.color_range = 1  # limited range, the usual for H.264
                     self.stream.codec_context.colorspace = 1    # BT.709 matrix
@@ -538,5 +545,15 @@ class FrameWriter:
     def __enter__(self) -> "FrameWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close()
+        if exc_type is None and self.kind == "dir":
+            self._remove_later_frames()
+
+    def _remove_later_frames(self) -> None:
+        """Frames numbered from this decode's count on, left by an earlier, longer one (-y): a
+        directory then holds one video's frames, not the end of another's."""
+        for png in self.path.glob("frame_*.png"):
+            number = _FRAME_NUMBER.fullmatch(png.name)
+            if number and int(number.group(1)) >= self.count:
+                png.unlink(missing_ok=True)

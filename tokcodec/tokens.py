@@ -21,7 +21,7 @@ import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
-from tokcodec.errors import FormatError, InputError, OutputError
+from tokcodec.errors import FormatError, InputError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
     from tokcodec.codec.stats import DecodeStats
@@ -181,8 +181,9 @@ def read_token_file(path: str | Path, header_only: bool = False) -> TokenFile:
     ``header_only``: the tokens are not read (``tokens`` is a zero-filled read-only view of their
     shape and dtype), for what the metadata says."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    reason = why_not_a_file(path)
+    if reason:
+        raise InputError(f"{path}: {reason}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:  # the header is parsed and the shape checked against the file's length, no data read
@@ -484,7 +485,7 @@ def detokenize(src: TokenSource, dst: str | Path, *, model: str | LoadedModel | 
         out = GapFiller(writer, h.height, h.width)
         used_batch = decode_gops(plan.items(), loaded, runtime, h, out, gop_batch, progress)
     return DecodeStats(plan.source, str(dst), out.written, h.width, h.height, time.perf_counter() - start,
-                       str(runtime.device), runtime.precision, gop_batch=used_batch)
+                       str(runtime.device), runtime.precision, gop_batch=used_batch, warnings=writer.warnings)
 
 
 def detokenize_frames(src: TokenSource, *, model: str | LoadedModel | None = None, gop: int | None = None,

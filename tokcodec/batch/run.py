@@ -2,6 +2,7 @@
 skips, run the engine, write the manifest as files finish, and summarise."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,7 @@ from tokcodec.batch.plan import (
 )
 from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
+from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
 from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
                                MAX_SCALE, MAX_SHARPEN, MIN_SCALE)
@@ -116,6 +119,12 @@ def validate_options(options: BatchOptions) -> None:
             t = cfg.temporal_factor
             if options.op != "decode" and options.gop is not None and (options.gop < 1 or (options.gop - 1) % t):
                 raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
+    if options.op != "decode":
+        seconds(options.start)  # an InputError unless a time
+        if options.duration is not None and seconds(options.duration) <= 0:
+            raise ValueError("-t: the duration must be more than 0 s")
+        if options.max_frames is not None and options.max_frames < 1:
+            raise ValueError(f"--frames must be at least 1, got {options.max_frames}")
     if options.op != "decode" and options.refine < 0:
         raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op != "decode" and not 0 <= options.passes <= MAX_PASSES:
@@ -210,6 +219,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class NothingToDo(InputError):
+    """SRC holds no file the operation takes (none, or none that --include/--exclude let through)."""
+
+
+_WHAT = {"encode": "videos or images", "decode": ".tok files", "tokens": "videos, images or .tok files"}
+
+
 def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, *,
               include: Sequence[str] = (), exclude: Sequence[str] = (), to: str | None = None,
               force: bool = False, workers: int | None = None, engine: str = "local",
@@ -225,10 +241,25 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
         raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
     validate_options(options)
+    created = not dst.exists()
     try:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{dst}: cannot create ({exc.strerror or exc})") from None
+    try:
+        return _run_locked(op, src, dst, options, reporter, to=to, include=include, exclude=exclude,
+                           force=force, workers=workers, engine=engine, address=address)
+    except NothingToDo:
+        if created:  # leave no trace of a run that found nothing (a mistyped SRC or pattern)
+            (dst / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                dst.rmdir()
+        raise
+
+
+def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: Reporter, *,
+                to: str | None, include: Sequence[str], exclude: Sequence[str], force: bool,
+                workers: int | None, engine: str, address: str | None) -> BatchSummary:
     if engine == "ray":
         from tokcodec.batch.ray_engine import check_ray
 
@@ -236,6 +267,9 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
     with DirLock(dst / LOCK_NAME):
         remove_stale_parts(dst)
         plan: Plan = make_plan(op, src, dst, include=include, exclude=exclude, to=to, force=force)
+        if not plan.total and not plan.errors:
+            patterns = " matching --include/--exclude" if include or exclude else ""
+            raise NothingToDo(f"{src}: no {_WHAT[op]}{patterns} found")
         from tokcodec.batch.local import default_workers
 
         n = workers or default_workers(options.device)
@@ -283,16 +317,20 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  rdo: float | None = None, correction: bool = True, detail: bool = True,
                  sharpen: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
+                 start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
+                 max_frames: int | None = None,
                  reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
     recorded per file in the summary and dst/manifest.jsonl, never raised. ``bpp`` or
-    ``bitrate`` set a target rate for each file (``encode_video``'s).
+    ``bitrate`` set a target rate for each file (``encode_video``'s). ``start``, ``duration``
+    and ``max_frames`` encode part of each video (images whole), as ``encode_video``'s.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
-                        sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate)
+                        sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate,
+                        start=start, duration=duration, max_frames=max_frames)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 
@@ -302,13 +340,15 @@ def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  scale: float | None = None, passes: int = DEFAULT_PASSES, rdo: float | None = None,
                  refine: int = 0, device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
-                 reporter: Reporter | None = None) -> BatchSummary:
+                 start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
+                 max_frames: int | None = None, reporter: Reporter | None = None) -> BatchSummary:
     """Token files for language models of every video/image and .tok under src
     (`a/x.mp4` -> `a/x.mp4.safetensors`, as `tokcodec tokens` writes them: videos tokenized as
-    tokens alone, ``encode_video(correction=False)``, with these options; .tok files' tokens as
-    they are)."""
+    tokens alone, ``encode_video(correction=False)``, with these options, of the part ``start``,
+    ``duration`` and ``max_frames`` ask for; .tok files' tokens as they are)."""
     opts = BatchOptions("tokens", model, gop, scale, device, precision, audio=False, refine=refine,
-                        passes=passes, rdo=rdo, correction=False)
+                        passes=passes, rdo=rdo, correction=False, start=start, duration=duration,
+                        max_frames=max_frames)
     return run_batch("tokens", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 
@@ -317,9 +357,10 @@ def batch_decode(src: str | Path, dst: str | Path, *, to: str | None = None,
                  include: Sequence[str] = (), exclude: Sequence[str] = (), model: str | None = None,
                  device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
-                 audio: bool = True, reporter: Reporter | None = None) -> BatchSummary:
+                 audio: bool = True, salvage: bool = False, reporter: Reporter | None = None) -> BatchSummary:
     """Decode every .tok under src into dst, restoring the original names (`x.mp4.tok` -> `x.mp4`,
-    or `x.mkv` with to="mkv")."""
-    opts = BatchOptions("decode", model, device=device, precision=precision, audio=audio)
+    or `x.mkv` with to="mkv"). ``salvage`` decodes the intact GOPs of damaged files (as decode
+    --salvage: lost frames repeat the last good one; each file's record counts them)."""
+    opts = BatchOptions("decode", model, device=device, precision=precision, audio=audio, salvage=salvage)
     return run_batch("decode", src, dst, opts, to=to, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)

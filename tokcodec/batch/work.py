@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,10 @@ class BatchOptions:
     key_interval: int = DEFAULT_KEY_INTERVAL  # encode: GOPs per key GOP (codec/context_coder4.py)
     bpp: float | None = None    # encode: target rate per file (codec/ratecontrol.py), instead of rdo
     bitrate: float | None = None  # encode: the same in bits per second of video
+    salvage: bool = False       # decode: decode the intact GOPs of damaged files, lost frames filled
+    start: float | Fraction | str | None = None     # encode, tokens: of each video, the part from this
+    duration: float | Fraction | str | None = None  # time (--ss; images whole), this long (-t)
+    max_frames: int | None = None  # ... at most this many frames (--frames)
 
 
 @dataclass
@@ -63,6 +68,7 @@ class FileResult:
     gop: int | None = None      # encode: frames per GOP (with a target rate, the plan's choice)
     scale: float | None = None  # encode: the --scale it was made at (the same)
     target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
+    lost_frames: int | None = None  # decode --salvage: frames lost to damage (filled by the last good one)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -164,12 +170,10 @@ class Worker:
                 progress: ProgressFn | None) -> FileResult:
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video
-        from tokcodec.io import probe
 
-        if started:
-            started(probe(src).frame_count)
+        part = self._part(src, started)
         o = self.options
-        st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop,
+        st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop, **part,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
                           passes=o.passes, rdo=o.rdo, key_interval=o.key_interval, bpp=o.bpp,
@@ -180,11 +184,25 @@ class Worker:
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp)
 
+    def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
+        """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply
+        to videos: an image is taken whole), after telling ``started`` how many frames it holds."""
+        from tokcodec.codec.pipeline import input_part
+        from tokcodec.io import probe
+
+        o, info = self.options, probe(src)
+        part = dict(max_frames=o.max_frames)
+        if not info.is_image:
+            part.update(start=o.start, duration=o.duration)
+        _, limit, info = input_part(src, info, part.get("start"), part.get("duration"), o.max_frames)
+        if started:
+            started(min(info.frame_count, limit) if info.frame_count and limit else info.frame_count)
+        return part
+
     def _tokens(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:
         """A video's tokens (tokenized as encode --no-correction), or a .tok file's, as .safetensors."""
         from tokcodec.codec.container import is_tok_file
-        from tokcodec.io import probe
         from tokcodec.tokens import token_file_of, tokenize, write_token_file
 
         t0 = time.perf_counter()
@@ -193,9 +211,8 @@ class Worker:
         if exported:  # no network run: the progress bar learns the frames at the end
             tokens = token_file_of(src)
         else:
-            if started:
-                started(probe(src).frame_count)
-            tokens = tokenize(src, model=self.model(o.model or "default"), gop=o.gop, scale=o.scale,
+            part = self._part(src, started)
+            tokens = tokenize(src, model=self.model(o.model or "default"), gop=o.gop, scale=o.scale, **part,
                               passes=o.passes, rdo=o.rdo, refine=o.refine, device=self.device,
                               precision=o.precision, progress=progress)
         write_token_file(tokens, dst, overwrite=overwrite)
@@ -219,7 +236,8 @@ class Worker:
         model = self.model_for(header, str(src))
         st = decode_video(src, dst, model=model, device=self.device,
                           precision=self.options.precision, overwrite=overwrite, progress=progress,
-                          audio=self.options.audio)
+                          audio=self.options.audio, salvage=self.options.salvage)
         bpp = 8 * video_bytes / max(1, st.frames * st.width * st.height)
+        lost = sum(b - a + 1 for a, b in st.lost_frames) if self.options.salvage else None
         return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,
-                          model=self.options.model or header.model_name)
+                          model=self.options.model or header.model_name, lost_frames=lost)

@@ -12,13 +12,13 @@ import typer
 from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Device, Duration,
                                   EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
                                   NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale,
-                                  Sharpen, Start, read_by)
+                                  Sharpen, Start, TokensGop, TokensScale, read_by)
 from tokcodec.cli.policy import errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
-from tokcodec.codec.outputs import STDIO, check_output
+from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_PASSES, MAX_SCALE, MIN_SCALE
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO
 from tokcodec.errors import InputError, OutputError
 
 TARGET_TOLERANCE = 0.1  # encode warns when a target rate is missed by more than this share
@@ -52,13 +52,13 @@ def encode(
     compile: Compile = False,
     start: EncodeStart = None,
     duration: Duration = None,
-    frames: Optional[int] = typer.Option(None, "--frames", help="Encode at most this many frames."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Encode at most this many frames."),
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
-    with errors(), input_file(input, check_output=lambda: check_output(output, overwrite)) as src:
+    with errors(), input_file(input, check_output=lambda: check_tok_output(output, overwrite, input)) as src:
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video, input_part
         from tokcodec.codec.ratecontrol import parse_bitrate
@@ -132,6 +132,12 @@ def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> st
     from tokcodec.codec.pipeline import compare_videos
 
     cmp = compare_videos(compare, output, reference_start=first_frame)
+    if cmp["longer"] is not None:
+        start = f" from its frame {first_frame}" if first_frame else ""
+        hint = (" (a file encoded with --ss starts that far into its original: compare with the same "
+                "part of it)" if cmp["longer"] == "reference" else "")
+        typer.echo(f"tokcodec: warning: --compare: the {cmp['longer']} video has more frames; compared the "
+                   f"{cmp['frames']} both have (the reference's{start}){hint}", err=True)
     return f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
 
 
@@ -161,18 +167,20 @@ def decode(
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare)) as src:
-        from tokcodec.codec.pipeline import decode_part, decode_video, open_tok
+        from tokcodec.codec.pipeline import check_reference, decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
         _checked(output, overwrite, compare)
         part = dict(start=start, duration=duration, frames=frames)
         with (open_salvage(src) if salvage else open_tok(src)) as reader:
             total = decode_part(reader, **part).frames
+            if compare is not None:
+                check_reference(compare, reader.header.width, reader.header.height)
         with frame_progress("decode", total, quiet) as advance:
             st = decode_video(src, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
                               compile=compile, **part)
-        for problem in st.problems:
+        for problem in st.problems + st.warnings:
             typer.echo(f"tokcodec: warning: {problem}", err=True)
         batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
         first = f" from frame {st.first_frame}" if st.first_frame else ""
@@ -194,6 +202,8 @@ def info(
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records)."""
     with errors():
+        if str(input) == STDIO:
+            raise InputError("-: info reads a file, not standard input: give its path")
         if input.suffix.lower() in (".npy", ".safetensors"):
             _token_file_info(input, as_json)
             return
@@ -293,7 +303,7 @@ def verify(
             elif report.ok and not quiet:
                 typer.echo(f"{path}: OK ({report.frames} frames, {report.chunks} chunks, model {report.model})")
             elif not report.ok:
-                typer.echo(f"{path}: BAD: " + "; ".join(report.problems))
+                typer.echo(f"{path}: BAD: " + "; ".join(p.removeprefix(f"{path}: ") for p in report.problems))
         if bad:
             raise typer.Exit(1)
 
@@ -304,20 +314,23 @@ def tokens(
                                  "encode --no-correction); - for standard input."),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors (which also records "
                                 "what detokenize needs: GOPs, model, frame rate, size)."),
-    split: Optional[int] = typer.Option(None, "--split", help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
+    split: Optional[int] = typer.Option(None, "--split", min=1, help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
                                         help="Of a video: preset name or a .safetensors weights file \\[default: default]."),
-    gop: Optional[int] = typer.Option(None, "--gop", show_default=False,
-                                      help="Of a video: frames per GOP (1 + 4k) \\[default: 17]."),
-    scale: Optional[float] = typer.Option(None, "--scale", min=MIN_SCALE, max=MAX_SCALE, show_default=False,
-                                          help="Of a video: tokenize at this multiple of the size \\[default: 1]."),
+    gop: TokensGop = None,
+    scale: TokensScale = None,
     passes: Optional[int] = typer.Option(None, "--passes", min=0, max=MAX_PASSES, show_default=False,
                                          help=f"Of a video: closed-loop encoder passes \\[default: {DEFAULT_PASSES}]."),
+    rdo: Optional[float] = typer.Option(None, "--rdo", min=0, max=MAX_RDO, show_default=False,
+                                        help=f"Of a video: rate-distortion trade of the token bits, as encode "
+                                             f"--rdo \\[default: {DEFAULT_RDO:g}]."),
+    refine: int = typer.Option(0, "--refine", min=0, help="Of a video: decoder-in-the-loop search steps "
+                               "per GOP, as encode --refine (slow)."),
     start: Optional[str] = typer.Option(None, "--ss", callback=read_by(parse_time), show_default=False,
                                         help="Of a video: start at this time, as encode --ss."),
     duration: Optional[str] = typer.Option(None, "-t", "--duration", callback=read_by(parse_time),
                                            show_default=False, help="Of a video: this long, as encode -t."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Of a video: tokenize at most this many frames."),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Of a video: tokenize at most this many frames."),
     device: Device = "auto",
     precision: Precision = "auto",
     overwrite: Overwrite = False,
@@ -330,8 +343,9 @@ def tokens(
         from tokcodec.tokens import check_token_output, export_tokens, tokenize, write_token_file
         if is_tok_file(src):
             given = [name for name, value in (("--model", model), ("--gop", gop), ("--scale", scale),
-                                              ("--passes", passes), ("--ss", start), ("-t", duration),
-                                              ("--frames", frames)) if value is not None]
+                                              ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
+                                              ("--ss", start), ("-t", duration), ("--frames", frames))
+                     if value is not None]
             if given:
                 raise InputError(f"{input} is a .tok file: {', '.join(given)} apply to a video input")
             shape = export_tokens(src, output, split_bits=split, overwrite=overwrite)
@@ -349,7 +363,7 @@ def tokens(
             total = min(total, limit) if total and limit else total
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
-                                     max_frames=frames, device=device, precision=precision, progress=advance,
+                                     rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,
                                      start=start, duration=duration)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
         if not quiet:
@@ -387,6 +401,8 @@ def detokenize(
             st = detokenize_file(tokens, output, model=model, gop=gop, split_bits=split, frame_rate=fps,
                                  device=device, precision=precision, overwrite=overwrite, progress=advance,
                                  gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch))
+        for warning in st.warnings:
+            typer.echo(f"tokcodec: warning: {warning}", err=True)
         line = (f"decoded {st.frames} frames {st.width}x{st.height} from tokens -> {_named(output)}, "
                 f"{st.fps:.1f} fps ({st.device} {st.precision})")
         stats_line(line + _compared(output, compare), quiet)
@@ -493,7 +509,7 @@ def main() -> None:
             from tokcodec.device import use_all_cores
 
             use_all_cores()
-        app()
+        app(prog_name="tokcodec")  # (not "python -m tokcodec", which the re-exec above runs)
     except KeyboardInterrupt:  # e.g. during an import, before a command's own handler is active
         typer.echo("tokcodec: interrupted", err=True)
         sys.exit(130)

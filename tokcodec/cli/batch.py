@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, DecodeModel, Device, Gop, Model, NoAudioDecode,
+from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Device, Duration, Gop,
+                                  Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
-                                  KeyInterval, Scale, Sharpen)
+                                  KeyInterval, Scale, Sharpen, TokensGop, TokensScale)
 from tokcodec.cli.policy import errors
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
 
@@ -65,6 +66,9 @@ def encode(
     no_detail: NoDetail = False,
     sharpen: Sharpen = None,
     key_interval: KeyInterval = DEFAULT_KEY_INTERVAL,
+    start: BatchStart = None,
+    duration: Duration = None,
+    frames: BatchFrames = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -86,7 +90,8 @@ def encode(
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
-         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate)
+         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate, start=start,
+         duration=duration, max_frames=frames)
 
 
 @batch_app.command("tokens")
@@ -96,11 +101,14 @@ def tokens(
     include: Include = None,
     exclude: Exclude = None,
     model: Model = "default",
-    gop: Gop = None,
-    scale: Scale = None,
+    gop: TokensGop = None,
+    scale: TokensScale = None,
     passes: Passes = DEFAULT_PASSES,
     rdo: Rdo = None,
     refine: Refine = 0,
+    start: BatchStart = None,
+    duration: Duration = None,
+    frames: BatchFrames = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -117,7 +125,8 @@ def tokens(
 
     _run(batch_tokens, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine, device=device,
-         precision=precision, workers=workers, engine=engine, address=address, force=force)
+         precision=precision, workers=workers, engine=engine, address=address, force=force, start=start,
+         duration=duration, max_frames=frames)
 
 
 @batch_app.command("decode")
@@ -138,6 +147,9 @@ def decode(
     address: Address = None,
     force: Force = False,
     no_audio: NoAudioDecode = False,
+    salvage: Annotated[bool, typer.Option(
+        "--salvage", help="Decode the intact GOPs of damaged files: lost frames repeat the last good one "
+        "(black before any), and each file's line and manifest record count them.")] = False,
     quiet: BatchQuiet = False,
 ) -> None:
     """Decode every .tok under SRC into DST (a/clip.mp4.tok -> a/clip.mp4)."""
@@ -145,4 +157,4 @@ def decode(
 
     _run(batch_decode, quiet, src=src, dst=dst, to=to, include=include or (), exclude=exclude or (),
          model=model, device=device, precision=precision, workers=workers, engine=engine,
-         address=address, force=force, audio=not no_audio)
+         address=address, force=force, audio=not no_audio, salvage=salvage)

@@ -19,6 +19,11 @@ Gop = Annotated[Optional[int], typer.Option(
     "--gop", show_default=False, help="Frames per independently decodable chunk (1 + 4k); longer: smaller "
     "files (33: about 30% fewer bits), more memory. \\[default: 17; with --bpp/--bitrate and no --scale, "
     "the rate plan's choice]")]
+TokensGop = Annotated[Optional[int], typer.Option(
+    "--gop", show_default=False, help="Of a video: frames per GOP (1 + 4k) \\[default: 17].")]
+TokensScale = Annotated[Optional[float], typer.Option(
+    "--scale", min=MIN_SCALE, max=MAX_SCALE, show_default=False,
+    help="Of a video: tokenize at this multiple of the size \\[default: 1].")]
 Scale = Annotated[Optional[float], typer.Option(
     "--scale", min=MIN_SCALE, max=MAX_SCALE, show_default=False, help="Tokenize at this multiple of the "
     "size: below 1 fewer bits and a softer picture, above 1 more detail for more bits and a slower encode "
@@ -98,6 +103,11 @@ EncodeStart = Annotated[Optional[str], typer.Option(
 Duration = Annotated[Optional[str], typer.Option(
     "-t", "--duration", callback=read_by(parse_time), show_default=False, help="This long from the start "
     "(seconds or [HH:]MM:SS[.frac], as ffmpeg's -t) \\[default: to the end].")]
+BatchStart = Annotated[Optional[str], typer.Option(
+    "--ss", callback=read_by(parse_time), show_default=False, help="Of each video: start at this time, as "
+    "encode --ss (images are taken whole; a video that ends before it fails).")]
+BatchFrames = Annotated[Optional[int], typer.Option(
+    "--frames", min=1, show_default=False, help="Of each video: at most this many frames.")]
 DecodeFrames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, show_default=False, help="Decode at most this many frames (--frames 1 -o still.png: "
     "one frame as an image).")]

@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator
 
 from tokcodec.codec.correction_record import max_record_bytes
 from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE
-from tokcodec.errors import FormatError, InputError
+from tokcodec.errors import FormatError, InputError, why_not_a_file
 
 MAGIC = b"TOKCODEC"
 CHUNK_MAGIC = b"CHNK"
@@ -500,6 +500,7 @@ def is_tok_file(path: str | Path) -> bool:
 def open_tok(src: str | Path) -> ContainerReader:
     """A .tok file's reader; a missing file is the user's InputError, not an OSError."""
     src = Path(src)
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
+    reason = why_not_a_file(src)
+    if reason:
+        raise InputError(f"{src}: {reason}")
     return ContainerReader(src)

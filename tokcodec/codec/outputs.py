@@ -14,19 +14,44 @@ from tokcodec.errors import OutputError
 STDIO = "-"
 
 
-def check_output(dst: Path, overwrite: bool) -> None:
+def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None:
+    """Refuse an output that cannot or must not be written: an existing file without ``overwrite``,
+    a missing or read-only directory, the ``source`` itself (-y would replace the input with the
+    output, as ffmpeg refuses to), a terminal as standard output."""
     if str(dst) == STDIO:
         if sys.stdout.isatty():
             raise OutputError("-: standard output is a terminal; pipe it on (| mpv -, | tokcodec decode - ...) "
                               "or give a file name")
         return
+    if source is not None and str(source) != STDIO and _same_file(source, dst):
+        raise OutputError(f"{dst}: is the input; give the output another name")
     if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
         raise OutputError(f"{dst}: already exists (use -y to overwrite)")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"{dst}: directory {parent} does not exist")
+        raise OutputError(f"{dst}: {parent} is a file, not a directory" if parent.exists()
+                          else f"{dst}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{dst}: directory {parent} is not writable")
+
+
+def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> None:
+    """check_output for a .tok file, which is refused a video or image name (a player or ffmpeg
+    would take it for one: tokcodec decode makes those)."""
+    from tokcodec.io import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES  # (io imports this module)
+
+    suffix = dst.suffix.lower()
+    if suffix in VIDEO_OUTPUT_SUFFIXES | IMAGE_SUFFIXES | {".webm", ".avi", ".mpg", ".npy", ".safetensors"}:
+        raise OutputError(f"{dst}: encode writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
+                          "tokcodec decode makes video from it)")
+    check_output(dst, overwrite, source)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def temp_path(dst: Path) -> Path:

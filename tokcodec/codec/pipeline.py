@@ -33,7 +33,7 @@ from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, mea
                                         probe_windows)
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
-from tokcodec.codec.outputs import STDIO, check_output, output_errors, staged_output
+from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, output_errors, staged_output
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -192,7 +192,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     info = probe(src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
     target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
-    check_output(dst, overwrite)
+    check_tok_output(dst, overwrite, src)
     runtime = select_runtime(device, precision)
     loaded = prepare_model(model, runtime)
     if compile:
@@ -427,6 +427,8 @@ def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
     most to read after them, and ``info`` with the frame count left. A start at or after the
     end (when the container says how many frames it holds) is an InputError here; one past an
     unknown end, when no frame comes."""
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--frames must be at least 1 (leave it out for all the frames), got {max_frames}")
     if start is None and duration is None:
         return 0, max_frames, info
     if info.is_image:
@@ -435,7 +437,7 @@ def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
     if info.frame_count:  # a start after the end the container states is an error at once
         frame_range(info.frame_count, info.frame_rate, start=begin, source=str(src))
     # the part's length is not capped at the container's count, which can be low: the input's end ends it
-    part = frame_range(sys.maxsize, info.frame_rate, start=begin, duration=length, frames=max_frames or None,
+    part = frame_range(sys.maxsize, info.frame_rate, start=begin, duration=length, frames=max_frames,
                        source=str(src))
     limit = None if part.stop == sys.maxsize else part.frames
     left = max(0, info.frame_count - part.start) if info.frame_count else 0
@@ -680,7 +682,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     check_gop_batch(gop_batch)
     src, dst = Path(src), Path(dst)
     kind = output_kind(dst)
-    check_output(dst, overwrite)
+    check_output(dst, overwrite, src)
     runtime = select_runtime(device, precision)
     reader = open_salvage(src) if salvage else open_tok(src)
     with reader:
@@ -714,9 +716,9 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)
-                    audio_note = writer.audio_note
+                    audio_note, warnings = writer.audio_note, writer.warnings
         except FormatError as exc:
-            raise FormatError(f"{exc} (tokcodec decode --salvage decodes the intact parts)") from None
+            raise FormatError(f"{exc} (--salvage decodes the intact parts)") from None
         problems = reader.problems + damaged if salvage else []
     if audio and h.has_audio and not stored:
         audio_note = "lost (audio block damaged)"
@@ -724,7 +726,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
         audio_note = "none in this part"
     return DecodeStats(str(src), str(dst), out.written - part.start, h.width, h.height,
                        time.perf_counter() - start_time, str(runtime.device), runtime.precision, audio_note,
-                       out.filled, problems, gop_batch=used_batch, first_frame=part.start)
+                       out.filled, problems, gop_batch=used_batch, first_frame=part.start, warnings=warnings)
 
 
 def decode_part(reader: ContainerReader | SalvageReader, start: float | Fraction | str | None = None,
@@ -789,16 +791,37 @@ def _frames_of(path: Path) -> Iterator[np.ndarray]:
         yield from iter_frames(path)
 
 
+def check_reference(reference: str | Path, width: int, height: int) -> None:
+    """decode --compare's reference, checked before anything is decoded: a video, image or
+    directory of numbered PNGs whose frames are ``width`` x ``height``."""
+    path = Path(reference)
+    first = min(path.glob("frame_*.png"), default=None) if path.is_dir() else path
+    if first is None:
+        raise InputError(f"--compare {reference}: a directory without frame_*.png files")
+    info = probe(first)
+    if (info.width, info.height) != (width, height):
+        raise InputError(f"--compare {reference}: its frames are {info.width}x{info.height}, "
+                         f"the decoded ones {width}x{height}")
+
+
 def compare_videos(reference: str | Path, decoded: str | Path, reference_start: int = 0) -> dict:
     """PSNR (RGB, 8-bit, uncapped: inf when identical) of a decoded video against its source over
     all frames, and the mean colour drift (the largest per-channel difference of the two videos'
     mean colours), streamed frame by frame through :class:`tokcodec.metrics.ErrorTotals`. A
-    decoded part of a file (decode --ss) starts at the source's frame ``reference_start``."""
+    decoded part of a file (decode --ss) starts at the source's frame ``reference_start``.
+    ``longer`` names the video that has frames left when the other ends ("reference", "decoded",
+    or None): only the frames both have are compared."""
     totals = ErrorTotals()
     source_frames = itertools.islice(_frames_of(Path(reference)), reference_start, None)
-    for a, b in zip(source_frames, _frames_of(Path(decoded))):
+    decoded_frames = _frames_of(Path(decoded))
+    while True:
+        a, b = next(source_frames, None), next(decoded_frames, None)
+        if a is None or b is None:
+            longer = "reference" if a is not None else "decoded" if b is not None else None
+            break
         if a.shape != b.shape:
-            raise InputError(f"{decoded}: frame size {b.shape[1]}x{b.shape[0]} differs from the reference")
+            raise InputError(f"--compare {reference}: its frames are {a.shape[1]}x{a.shape[0]}, "
+                             f"the decoded ones {b.shape[1]}x{b.shape[0]}")
         totals.add(a, b)
     return {"frames": totals.frames, "mse": totals.mse, "psnr": totals.psnr(cap=math.inf),
-            "colour_drift": totals.colour_drift}
+            "colour_drift": totals.colour_drift, "longer": longer}

@@ -15,7 +15,7 @@ from typing import Iterator
 from tokcodec.codec.container import (AUDIO_MAGIC, CHUNK_HEADER_SIZE, CHUNK_MAGIC, HEADER_SIZE,
                                       AudioBlock, Chunk, ContainerReader, Header, audio_at, chunk_at,
                                       trailer_frames)
-from tokcodec.errors import FormatError, InputError
+from tokcodec.errors import FormatError, InputError, why_not_a_file
 
 
 @dataclass
@@ -98,8 +98,9 @@ def _find_audio(buf: mmap.mmap) -> AudioBlock | None:
 def open_salvage(path: str | Path) -> SalvageReader:
     """Intact chunks (and audio) of a possibly damaged .tok file; only its header must be readable."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    reason = why_not_a_file(path)
+    if reason:
+        raise InputError(f"{path}: {reason}")
     size = path.stat().st_size
     if size < HEADER_SIZE:
         raise FormatError(f"{path}: only {size} bytes, too short for a .tok header; nothing to salvage")

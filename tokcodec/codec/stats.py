@@ -75,6 +75,7 @@ class DecodeStats:
     problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
     gop_batch: int = 1           # GOPs per network call (--gop-batch; auto's choice once measured)
     first_frame: int = 0         # the file's frame the output starts with (--ss)
+    warnings: list[str] = field(default_factory=list)  # what the output is not as usual, one line each
 
     @property
     def fps(self) -> float:

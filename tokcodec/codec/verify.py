@@ -14,7 +14,7 @@ from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader
 from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.entropy import get_coder
-from tokcodec.errors import FormatError, TokcodecError
+from tokcodec.errors import FormatError, TokcodecError, why_not_a_file
 from tokcodec.model.presets import resolve_name
 from tokcodec.model.zoo import shipped_version, weights_sha256
 
@@ -56,8 +56,9 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
     """Every check that does not need the decoder network; problems are one line each."""
     path = Path(path)
     report = VerifyReport(str(path))
-    if not path.is_file():
-        report.problems.append("no such file")
+    reason = why_not_a_file(path)
+    if reason:
+        report.problems.append(reason)
         return report
     try:
         reader = ContainerReader(path)
