@@ -148,3 +148,17 @@ def test_shipped_weights_verified_before_use(tmp_path: Path, monkeypatch) -> Non
     (weights / "SHA256SUMS").write_text("")
     with pytest.raises(ModelError, match="not listed"):
         zoo.load_tokenizer("medium")
+
+
+def test_verify_does_without_torch(tmp_path: Path) -> None:
+    """verify checks the weights hash from the weights file's bytes and decodes the tokens with the
+    entropy coder alone: torch is never imported (it took half of verify's time)."""
+    import subprocess
+    import sys
+
+    clip = write_clip(tmp_path / "c.mkv", smooth_clip(5, 32, 48), Fraction(25))
+    encode_video(clip, tmp_path / "c.tok", model="default", passes=0)
+    code = ("import sys; from tokcodec.codec.verify import verify_file; "
+            f"r = verify_file({str(tmp_path / 'c.tok')!r}); print(r.ok, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"], out

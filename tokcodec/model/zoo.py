@@ -12,13 +12,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tokcodec.errors import ModelError
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
-from tokcodec.model.tokenizer import VideoTokenizer
 from tokcodec.model.weights_delta import DeltaError, apply_delta, delta_path, safetensors_header
+
+if TYPE_CHECKING:  # torch is imported where a model is built: hashes and files (verify) do without it
+    import torch
+
+    from tokcodec.model.tokenizer import VideoTokenizer
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CONFIG_KEY = "tokcodec_config"
@@ -152,6 +155,10 @@ def _metadata(data: bytes, path: Path) -> dict[str, str]:
 
 def random_init(cfg: TokenizerConfig, seed: int = 0) -> VideoTokenizer:
     """Deterministic untrained weights (same seed -> same weights -> same hash on one torch version)."""
+    import torch
+
+    from tokcodec.model.tokenizer import VideoTokenizer
+
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -162,6 +169,10 @@ def random_init(cfg: TokenizerConfig, seed: int = 0) -> VideoTokenizer:
 
 def parameter_count(cfg: TokenizerConfig) -> int:
     """Parameters of a preset, counted without allocating them (meta device)."""
+    import torch
+
+    from tokcodec.model.tokenizer import VideoTokenizer
+
     with torch.device("meta"):
         return sum(p.numel() for p in VideoTokenizer(cfg).parameters())
 
@@ -247,6 +258,8 @@ def _load_file(path: Path, preset: str | None, device: str | torch.device) -> Lo
         cfg = TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{path}: bad model config in metadata ({exc})") from None
+    from tokcodec.model.tokenizer import VideoTokenizer
+
     model = VideoTokenizer(cfg)
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
