@@ -175,3 +175,51 @@ def test_batch_takes_part_of_each_video_and_images_whole(clip, tmp_path) -> None
     assert late.failed == 1 and "after the end" in late.failures[0].error
     with pytest.raises(ValueError, match="more than 0"):
         batch_encode(src, tmp_path / "bad", model="tiny", duration=0)
+
+
+def _vfr_clip(path: Path) -> Path:
+    """20 frames: 10 at 30 fps, then 10 at 10 fps (a phone's variable rate), in a 1 ms time base."""
+    import av
+
+    pictures = smooth_clip(20, 32, 48, seed=4)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "bgr0"
+        stream.time_base = Fraction(1, 1000)
+        times = [round(1000 * i / 30) for i in range(10)] + [333 + 100 * i for i in range(1, 11)]
+        for picture, t in zip(pictures, times):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_variable_rate_and_missed_targets_are_warned_in_the_stats(clip, tmp_path, tiny_model) -> None:
+    """A variable-rate input stored at its average rate moved its frames 0.18 s against its audio
+    without a word; a missed target rate was warned by the CLI only, not in EncodeStats."""
+    from tokcodec.io import timing_drift
+
+    vfr = _vfr_clip(tmp_path / "vfr.mkv")
+    st = encode_video(vfr, tmp_path / "v.tok", model=tiny_model, passes=0)
+    assert st.frames == 20
+    assert len(st.warnings) == 1 and "variable frame rate" in st.warnings[0], st.warnings
+    assert timing_drift(clip, Fraction(25)) < 0.002
+    assert not encode_video(clip, tmp_path / "c.tok", model=tiny_model, passes=0).warnings
+    res = runner.invoke(app, ["encode", str(vfr), "-o", str(tmp_path / "w.tok"), "--model", "tiny", "--passes", "0"])
+    assert res.exit_code == 0 and "warning: variable frame rate" in res.output
+    missed = encode_video(clip, tmp_path / "m.tok", model="default", passes=0, bpp=0.0005)
+    assert any("off the target" in w for w in missed.warnings)
+
+
+def test_token_value_errors_name_the_file_and_dir_lists_the_api(tmp_path) -> None:
+    import tokcodec
+    from tokcodec.tokens import detokenize
+
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full((2, 4, 6), 1 << 18, np.int32))
+    with pytest.raises(InputError, match=r"bad\.npy: tokens range over"):
+        detokenize(bad, tmp_path / "x.mkv", model="tiny")
+    assert {"encode_video", "decode_video", "batch_encode", "tokenize"} <= set(dir(tokcodec))

@@ -149,7 +149,7 @@ def test_decode_part_from_the_command_line(linked_file, tmp_path):
     still = tmp_path / "still.png"
     r = runner.invoke(app, ["decode", str(tok), "-o", str(still), "--ss", "0:00:01", "--frames", "1"])
     assert r.exit_code == 0, r.output
-    assert "decoded 1 frames from frame 25" in r.output
+    assert "decoded 1 frame from frame 25" in r.output
     np.testing.assert_array_equal(read_frames(still)[0], whole[25])
     r = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "p.mkv"), "--ss", "400ms", "-t", "0.2",
                             "--compare", str(clip)])

@@ -18,6 +18,7 @@ Library API (the CLI is a thin layer over these)::
     report = tokcodec.verify_file("out.tok")                    # checksums + weights hash, no decoding
     model = tokcodec.load_tokenizer("default")                  # the network itself
     tokcodec.batch_encode("videos/", "tok/", workers=2)         # whole trees -> BatchSummary
+                                                                # (in a script: under if __name__ == "__main__":)
 
 Names are imported on first use, so `import tokcodec` (and the CLI's start-up, `tokcodec verify`,
 `tokcodec --help`) does not pay for importing torch until something needs it.
@@ -53,6 +54,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'tokcodec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too (tab completion, help())
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs

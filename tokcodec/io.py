@@ -87,7 +87,9 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 def _check_size(path: Path, width: int, height: int) -> None:
     """Refuse sizes the codec cannot hold, before a frame of that size is decoded or allocated."""
     if width <= 0 or height <= 0:
-        raise InputError(f"{path}: invalid frame size {width}x{height}")
+        hint = (" (an animated WebP, which this FFmpeg build cannot decode: convert it first, e.g. "
+                "to .mp4 or .gif)" if path.suffix.lower() == ".webp" else "")
+        raise InputError(f"{path}: invalid frame size {width}x{height}{hint}")
     if max(width, height) > MAX_DIMENSION or width * height > MAX_PIXELS:
         raise InputError(f"{path}: frame size {width}x{height} ({width * height / 1e6:.1f} megapixels) "
                          f"is too large: at most {MAX_DIMENSION} pixels a side and "
@@ -189,6 +191,7 @@ class _Scan:
     first: av.VideoFrame | None = None
     packets: int = 0
     span: Fraction | None = None    # seconds from the first packet's start to the last one's end
+    discards: bool = False          # packets before the first frame that the demuxer discards
 
 
 def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -201,13 +204,14 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
     try:
         for packet in container.demux(stream):
             if scan.first is None:
+                scan.discards = scan.discards or packet.is_discard
                 frames = stream.decode(packet)
                 scan.first = frames[0] if frames else None
             if not count:
                 if scan.first is not None:
                     break
                 continue
-            if not packet.size:
+            if not packet.size or packet.is_discard:  # (discarded: before an edit list's start)
                 continue
             scan.packets += 1
             if packet.pts is not None:
@@ -229,14 +233,18 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
     return scan
 
 
+def _nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(nominal) if nominal and nominal > 0 else None
+
+
 def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int,
                 span: Fraction | None) -> Fraction:
     """The one rate a .tok stores. For a variable-rate input that is the average, frames over
     duration, so that every frame is kept and the total duration survives."""
     if is_image:
         return DEFAULT_IMAGE_RATE
-    nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
-    nominal = Fraction(nominal) if nominal and nominal > 0 else None
+    nominal = _nominal_rate(stream)
     duration = Fraction(stream.duration) * stream.time_base if stream.duration and stream.time_base else span
     if frames > 1 and duration and duration > 0:
         measured = Fraction(frames) / duration
@@ -278,6 +286,14 @@ def _probe(path: Path) -> VideoInfo:
         width, height = _display_size(first)
         frames = int(stream.frames or scan.packets)
         rate = _frame_rate(stream, is_image, frames, scan.span)
+        if stream.frames and scan.discards:
+            # the container's count holds packets the demuxer discards (an .mp4 cut without
+            # re-encoding: its edit list starts after them), and its rate follows from that count:
+            # count the packets it keeps
+            with _open_input(path) as again:
+                kept = _scan(again, _video_stream(again, path), path, count=True).packets
+            if kept and kept != frames:
+                frames, rate = kept, _frame_rate(stream, is_image, kept, None)
         color = ColorInfo(_enum(getattr(ctx, "color_range", 0), 0), _enum(getattr(ctx, "colorspace", 2), 2),
                           _enum(getattr(ctx, "color_primaries", 2), 2), _enum(getattr(ctx, "color_trc", 2), 2))
         pix = ctx.format.name if ctx.format is not None else "unknown"
@@ -357,6 +373,32 @@ def _frames_from(container: av.container.InputContainer, stream: av.video.stream
     except av.FFmpegError:
         pass
     return None
+
+
+def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: int | None = None) -> float | None:
+    """How far (seconds, the most over the frames from ``skip`` on, ``max_frames`` of them) the
+    input's own frame times stray from a constant ``rate``: what storing a variable-rate video at
+    one rate moves its frames against its timing and audio. From the packets' timestamps alone
+    (no decoding); None where they are missing or repeated."""
+    path = Path(path)
+    container = _open_input(path)
+    try:
+        stream = _video_stream(container, path)
+        base = stream.time_base
+        stamps = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
+    except av.FFmpegError:
+        return None
+    finally:
+        container.close()
+    if not base or None in stamps or len(set(stamps)) != len(stamps):
+        return None
+    stamps = sorted(stamps)[skip:]
+    if max_frames is not None:
+        stamps = stamps[:max_frames]
+    if len(stamps) < 2:
+        return 0.0
+    start, step = stamps[0], 1 / float(rate)
+    return max(abs(float((t - start) * base) - k * step) for k, t in enumerate(stamps))
 
 
 def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:

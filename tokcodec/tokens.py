@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 TOKENS_KEY = "tokens"
 #: the integer dtypes of safetensors, by their name there
 SAFETENSORS_INTS = {f"{k}{n}": np.dtype(f"{t}{n}") for k, t in (("I", "int"), ("U", "uint")) for n in (8, 16, 32, 64)}
+T = TypeVar("T")
 #: frames per GOP of a bare array (.npy, or an array handed to detokenize): encode's default
 DEFAULT_TOKEN_GOP = 17
 MAX_FRAME_RATE = 1000
@@ -254,6 +255,14 @@ def _check_array(tokens: np.ndarray, source: str) -> None:
     _check_shape(tokens.shape, source)
 
 
+def _named_errors(source: str, check: Callable[..., T], *args: object) -> T:
+    """``check(*args)``, its InputError naming ``source`` as every other error of a token file does."""
+    try:
+        return check(*args)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+
+
 def _check_range(tokens: np.ndarray, bits: int, what: str) -> None:
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= 1 << bits:
@@ -360,11 +369,11 @@ def _plan(src: TokenFile, loaded: LoadedModel, runtime: Runtime, gop: int | None
         if not split_bits:
             raise InputError(f"{source}: tokens of shape {tokens.shape} have a fourth axis: pass --split BITS "
                              "if it holds sub-tokens")
-        tokens = join_tokens(tokens, bits, split_bits)
+        tokens = _named_errors(source, join_tokens, tokens, bits, split_bits)
     elif split_bits:
         raise InputError(f"{source}: --split {split_bits} needs a fourth axis of sub-tokens; the tokens are {tokens.shape}")
     else:
-        _check_range(tokens, bits, "token")  # kept in their own dtype: decode takes them GOP by GOP
+        _named_errors(source, _check_range, tokens, bits, "token")  # (own dtype: decoded GOP by GOP)
     latent, th, tw = tokens.shape
     lengths = _gop_lengths(src, latent, gop, s)
     if max(lengths) > 1 + (MAX_GOP - 1) // s:

@@ -37,8 +37,9 @@ def file_line(plan: Plan, job: Job, result: FileResult) -> str:
     fps = result.frames / result.seconds if result.seconds > 0 else 0.0
     bpp = f", {result.bpp:.4f} bpp" if result.bpp is not None else ""
     lost = f", {result.lost_frames} frames LOST (filled)" if result.lost_frames else ""
+    warned = "".join(f"; warning: {w}" for w in result.warnings or ())
     return (f"{job.rel} -> {_rel(result.output, plan.dst)}: {result.frames} frames, "
-            f"{result.bytes} bytes{bpp}, {fps:.1f} fps{lost}")
+            f"{result.bytes} bytes{bpp}, {fps:.1f} fps{lost}{warned}")
 
 
 def begin_line(plan: Plan, workers: int, engine: str) -> str:

@@ -69,6 +69,7 @@ class FileResult:
     scale: float | None = None  # encode: the --scale it was made at (the same)
     target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
     lost_frames: int | None = None  # decode --salvage: frames lost to damage (filled by the last good one)
+    warnings: list[str] | None = None  # encode: what the file is not as asked (EncodeStats.warnings)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -182,7 +183,8 @@ class Worker:
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
-                          linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp)
+                          linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
+                          warnings=st.warnings or None)
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply

@@ -26,7 +26,7 @@ def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None
     if source is not None and str(source) != STDIO and _same_file(source, dst):
         raise OutputError(f"{dst}: is the input; give the output another name")
     if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
-        raise OutputError(f"{dst}: already exists (use -y to overwrite)")
+        raise OutputError(f"{dst}: already exists (use -y to overwrite; overwrite=True from Python)")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{dst}: {parent} is a file, not a directory" if parent.exists()

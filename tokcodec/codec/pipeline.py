@@ -38,8 +38,9 @@ from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import linked_map, ordered_map
-from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, RateController, RatePlan, Rung,
-                                        check_bitrate, check_target, plan_long, plan_short, short_gop_factor)
+from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, TARGET_TOLERANCE, RateController,
+                                        RatePlan, Rung, check_bitrate, check_target, plan_long, plan_short,
+                                        short_gop_factor)
 from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, seconds, time_of
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
@@ -48,7 +49,7 @@ from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
-from tokcodec.io import ColorInfo, FrameWriter, VideoInfo, iter_frames, output_kind, probe
+from tokcodec.io import ColorInfo, FrameWriter, VideoInfo, iter_frames, output_kind, probe, timing_drift
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
@@ -290,13 +291,35 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         used_rdo, rdo_range = plan.fixed_rdo, (plan.fixed_rdo, plan.fixed_rdo)
     elif plan is not None:  # the controller's, per GOP
         used_rdo, rdo_range = control.mean_rdo, (min(control.used), max(control.used))
-    return EncodeStats(str(src), str(dst), frames, info.width, info.height, writer.pos,
-                       tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
-                       audio=audio_note, refine=search.steps, passes=search.passes,
-                       rdo=used_rdo, correction_bytes=correction_bytes,
-                       sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
-                       gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
-                       audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range)
+    stats = EncodeStats(str(src), str(dst), frames, info.width, info.height, writer.pos,
+                        tokens, seconds, loaded.name, str(runtime.device), runtime.precision, scale,
+                        audio=audio_note, refine=search.steps, passes=search.passes,
+                        rdo=used_rdo, correction_bytes=correction_bytes,
+                        sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
+                        gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
+                        audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range)
+    stats.warnings.extend(_encode_warnings(src, info, skip, stats))
+    return stats
+
+
+def _encode_warnings(src: Path, info: VideoInfo, skip: int, st: EncodeStats) -> list[str]:
+    """What the file is not as asked: a target rate missed by more than TARGET_TOLERANCE, and a
+    variable-rate input whose frames, stored at one rate, move against its timing and audio by
+    more than a frame (the .tok holds one rate)."""
+    out = []
+    if st.target_bpp is not None and abs(st.video_bpp / st.target_bpp - 1) > TARGET_TOLERANCE:
+        advice = ("a smaller --scale or a longer --gop goes lower" if st.video_bpp > st.target_bpp
+                  else "a larger --scale or --passes/--refine spend more")
+        out.append(f"the video took {st.video_bpp:.4f} bpp, {st.video_bpp / st.target_bpp - 1:+.0%} off the "
+                   f"target {st.target_bpp:.4f}: beyond what the rate plan reaches on this input ({advice})")
+    if not info.is_image and st.frames > 1:
+        drift = timing_drift(src, info.frame_rate, skip, st.frames)
+        if drift is not None and drift > 1 / float(info.frame_rate):
+            audio = " and its audio" if st.audio_bytes else ""
+            out.append(f"variable frame rate: the frames are stored at its average {float(info.frame_rate):.3f} "
+                       f"fps, so they show up to {drift:.2f} s early or late against the source's timing{audio}; "
+                       "to keep it, make the input constant-rate first (ffmpeg -i IN -fps_mode cfr -r 30 OUT)")
+    return out
 
 
 def _bitrate_bpp(bitrate: float, info: VideoInfo, src: Path) -> float:

@@ -49,6 +49,7 @@ PLAN_MAX_RDO = 0.5     # a rung is planned for lambdas up to this; lower rates t
 #: GOPs linked (--key-interval 8): coder 4 and kind 3 records took 7.5-13% off the training videos
 #: (docs/results.md, "Smaller files, same pictures")
 LINKED_RATE = 0.91
+TARGET_TOLERANCE = 0.1  # encode warns when a target rate is missed by more than this share
 MIN_TARGET_BPP = 1e-4
 MAX_TARGET_BPP = 24.0  # more than 8-bit RGB itself: a target above it is a mistake
 

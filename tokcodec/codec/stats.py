@@ -32,6 +32,7 @@ class EncodeStats:
     target_bpp: float | None = None  # the target rate asked for (codec/ratecontrol.py), else None
     audio_bytes: int = 0         # of the stored audio, included in ``bytes``
     plan_seconds: float = 0.0    # the target rate's probe, before ``seconds``
+    warnings: list[str] = field(default_factory=list)  # what the file is not as asked, one line each
 
     @property
     def bpp(self) -> float:
