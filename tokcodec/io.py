@@ -375,6 +375,24 @@ def _frames_from(container: av.container.InputContainer, stream: av.video.stream
     return None
 
 
+#: the most a grey source's channels may differ (code values): a camera's monochrome mode or a
+#: grey frame through 4:2:0 chroma rounding gives 1-2
+GREY_TOLERANCE = 2
+
+
+def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> bool:
+    """Whether every frame (from ``skip`` on, ``max_frames`` of them) is grey: its red, green and
+    blue within GREY_TOLERANCE of each other everywhere. Stops at the first frame that is not, so
+    a colour video costs one frame."""
+    grey = False
+    for frame in iter_frames(path, max_frames, skip):
+        wide = frame.astype(np.int16)
+        if max(np.abs(wide[..., 0] - wide[..., 1]).max(), np.abs(wide[..., 1] - wide[..., 2]).max()) > GREY_TOLERANCE:
+            return False
+        grey = True
+    return grey
+
+
 def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: int | None = None) -> float | None:
     """How far (seconds, the most over the frames from ``skip`` on, ``max_frames`` of them) the
     input's own frame times stray from a constant ``rate``: what storing a variable-rate video at

@@ -72,6 +72,7 @@ class TokenFile:
     size: tuple[int, int] | None = None          # (width, height) as displayed
     coded_size: tuple[int, int] | None = None    # (width, height) the tokens cover, before padding
     color: tuple[int, int, int, int] | None = None  # range, space, primaries, transfer (FFmpeg enums)
+    grey: bool = False                           # the source was grey: decode shows grey (Header.grey)
 
     def to_dict(self) -> dict:
         """What `tokcodec info` shows of a token file (JSON-ready; None where not recorded)."""
@@ -85,7 +86,7 @@ class TokenFile:
                 "frame_rate": f"{rate.numerator}/{rate.denominator}" if rate is not None else None,
                 "size": list(self.size) if self.size else None,
                 "coded_size": list(self.coded_size) if self.coded_size else None,
-                "color": list(self.color) if self.color else None}
+                "color": list(self.color) if self.color else None, "grey": self.grey}
 
 
 def token_file_of(src: str | Path) -> TokenFile:
@@ -97,7 +98,7 @@ def token_file_of(src: str | Path) -> TokenFile:
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=frames,
                      model=h.model_name, weights_sha256=h.weights_sha256, frame_rate=h.frame_rate,
                      size=(h.width, h.height), coded_size=(h.coded_width, h.coded_height),
-                     color=(h.color_range, h.colorspace, h.primaries, h.transfer))
+                     color=(h.color_range, h.colorspace, h.primaries, h.transfer), grey=h.grey)
 
 
 def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None = None,
@@ -136,6 +137,8 @@ def _metadata(t: TokenFile, split_bits: int | None) -> dict[str, str]:
         meta.update(coded_width=str(t.coded_size[0]), coded_height=str(t.coded_size[1]))
     if t.color is not None:
         meta["color"] = json.dumps(list(t.color))
+    if t.grey:
+        meta["grey"] = "true"
     return meta
 
 
@@ -238,7 +241,7 @@ def _read_safetensors(path: Path, header_only: bool) -> TokenFile:
         gop_frames=_int_list(meta, "gop_frames", src, 1, MAX_GOP),
         model=meta.get("model") or None, weights_sha256=_sha_field(meta, src),
         frame_rate=_rate_field(meta.get("frame_rate"), src), size=size, coded_size=coded,
-        color=tuple(color) if color is not None else None)
+        color=tuple(color) if color is not None else None, grey=meta.get("grey") == "true")
 
 
 def _check_shape(shape: tuple[int, ...], source: str) -> None:
@@ -397,7 +400,7 @@ def _plan(src: TokenFile, loaded: LoadedModel, runtime: Runtime, gop: int | None
     color = src.color or (0, 2, 2, 2)
     header = Header(width, height, coded[0], coded[1], padded[0], padded[1],
                     frame_rate or src.frame_rate or Fraction(25), sum(frames), 1 + s * (max(lengths) - 1), s, f, bits,
-                    0, loaded.name, loaded.sha256, runtime.precision, *color)
+                    0, loaded.name, loaded.sha256, runtime.precision, *color, grey=src.grey)
     bounds = np.cumsum([0] + lengths)
     return _Plan([tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:])], frames, header, source)
 

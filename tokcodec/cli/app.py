@@ -90,6 +90,7 @@ def encode(
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
         settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
+        settings += ", grey source: decodes grey" if st.grey else ""
         target = ""
         if st.target_bpp is not None:
             target = f" (target {st.target_bpp:.4f}, rate plan {st.plan_seconds:.1f} s)"
@@ -216,7 +217,8 @@ def info(
         lines = [
             f"file        {info.file}  (format {h.version[0]}.{h.version[1]})",
             f"video       {info.width}x{info.height}, {info.frames} frames at "
-            f"{h.frame_rate.numerator}/{h.frame_rate.denominator} fps ({info.duration_seconds:.2f} s)",
+            f"{h.frame_rate.numerator}/{h.frame_rate.denominator} fps ({info.duration_seconds:.2f} s)"
+            + (", grey (decodes grey)" if h.grey else ""),
             f"coded       {h.coded_width}x{h.coded_height} padded to {h.padded_width}x{h.padded_height}, "
             f"GOP {h.gop}, compression {h.temporal_factor}x{h.spatial_factor}x{h.spatial_factor}, "
             f"{h.bits} bits/token",

@@ -70,6 +70,9 @@ AUDIO_KIND_MATROSKA = 1
 
 FLAG_UNTRAINED = 1
 FLAG_AUDIO = 2
+# every source frame was grey (its channels within io.GREY_TOLERANCE of each other): a decoder
+# shows grey; readers from before it ignore the bit and show the network's faint tint
+FLAG_GREY = 4
 PRECISIONS = {0: "fp32", 1: "bf16", 2: "fp16"}
 MAX_FRAMES = 1 << 40
 MAX_DIM = 16384
@@ -106,6 +109,7 @@ class Header:
     version: tuple[int, int] = (VERSION_MAJOR, VERSION_MINOR)
     correction_detail: bool = False  # records may hold detail gains (format 2.1)
     correction_coded: bool = False   # records may be range coded (kind 3, format 2.2)
+    grey: bool = False               # every source frame was grey: decode shows grey (FLAG_GREY)
 
     def latent_shape(self, frames_in_gop: int) -> tuple[int, int, int]:
         """Token grid of a GOP holding ``frames_in_gop`` real frames (padded up to 1 + s*k)."""
@@ -118,7 +122,8 @@ class Header:
         if len(name) > 32:
             raise ValueError("model name longer than 32 bytes")
         prec = {v: k for k, v in PRECISIONS.items()}[self.precision]
-        flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0)
+        flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0) \
+            | (FLAG_GREY if self.grey else 0)
         # the oldest format that can hold this file
         if self.correction:
             major, minor = 2, 2 if self.correction_coded else 1 if self.correction_detail else 0
@@ -171,7 +176,8 @@ class Header:
         return cls(w, h, cw, ch, pw, ph, Fraction(rn, rd), nframes, gop, tf, sf, bits, coder,
                    model_name, sha.hex(), PRECISIONS[prec], crange, cspace, prim, trc,
                    bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), major >= 2, (major, minor),
-                   correction_detail=(major, minor) >= (2, 1), correction_coded=(major, minor) >= (2, 2))
+                   correction_detail=(major, minor) >= (2, 1), correction_coded=(major, minor) >= (2, 2),
+                   grey=bool(flags & FLAG_GREY))
 
 
 @dataclass

@@ -49,7 +49,8 @@ from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
-from tokcodec.io import ColorInfo, FrameWriter, VideoInfo, iter_frames, output_kind, probe, timing_drift
+from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames, output_kind, probe,
+                         timing_drift)
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
@@ -200,6 +201,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         compile_networks(loaded.tokenizer)
     stager = HostStager(runtime)
     cfg = loaded.config
+    grey = is_grey(src, skip, max_frames)  # (a colour input answers at its first frame)
     if coder_id is None:  # coder 4 only where it can link: with a prior, and GOPs between key GOPs
         prior = prior_for_model(loaded.sha256)
         links = key_interval > 1 and prior is not None and prior.bits == cfg.bits
@@ -217,6 +219,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                              gop=rung.gop, scale=rung.scale, coder_id=coder_id, color=info.color)
         header.correction = fix.enabled
         header.correction_detail = header.correction_coded = fix.enabled and fix.detail
+        header.grey = grey
         return header, GopEncoder(loaded, header, runtime, stager, search, fix, info.width, info.height)
 
     coder = encoder_for(coder_id, loaded)
@@ -297,7 +300,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         rdo=used_rdo, correction_bytes=correction_bytes,
                         sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                         gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
-                        audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range)
+                        audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
+                        grey=grey)
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
     return stats
 

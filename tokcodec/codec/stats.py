@@ -33,6 +33,7 @@ class EncodeStats:
     audio_bytes: int = 0         # of the stored audio, included in ``bytes``
     plan_seconds: float = 0.0    # the target rate's probe, before ``seconds``
     warnings: list[str] = field(default_factory=list)  # what the file is not as asked, one line each
+    grey: bool = False           # every source frame was grey: the file says so, and decodes grey
 
     @property
     def bpp(self) -> float:

@@ -89,7 +89,10 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
         else:
             # (H, W, 3): for channels_last_3d output this order is the memory order
             frame = x[:, t].permute(1, 2, 0).to(torch.float32, copy=True)
-        return frame.clamp_(-1, 1).add_(1).mul_(127.5)
+        frame = frame.clamp_(-1, 1).add_(1).mul_(127.5)
+        # a grey source (header.grey): the channels' mean, so that the correction, fitted to it
+        # at encode, sees what it was fitted to
+        return frame.copy_(frame.mean(-1, keepdim=True).expand_as(frame)) if header.grey else frame
 
     correct = correction.frame_corrector(header.width, header.height, x.device) if correction else None
     out = torch.empty((frames, header.height, header.width, 3), dtype=torch.uint8, device=x.device)
@@ -97,5 +100,7 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
     for t, prev, frame, following in with_neighbours(converted, frames, keep=neighbours):
         if correct is not None:
             correct(frame, t, prev, following)  # reads prev and following before it writes
+            if header.grey:  # (the same fit for each channel; this keeps R = G = B to the bit)
+                frame.copy_(frame.mean(-1, keepdim=True).expand_as(frame))
         out[t] = frame.round_()
     return out.cpu().numpy()
