@@ -44,13 +44,40 @@ def sources(tmp_path_factory) -> dict[str, Path]:
         *x264, "-g", "10", str(d / "vfr.mkv"))
     subprocess.run([ffmpeg, "-v", "error", "-y", "-ss", "1.3", "-i", str(d / "bframes.mp4"), "-c", "copy",
                     str(d / "cut.mp4")], check=True)
-    return {"ffv1": ffv1, "bframes": d / "bframes.mp4", "vfr": d / "vfr.mkv", "cut": d / "cut.mp4"}
+    _cut_at_second_key(d / "bframes.mp4", d / "opengop.mkv")
+    return {"ffv1": ffv1, "bframes": d / "bframes.mp4", "vfr": d / "vfr.mkv", "cut": d / "cut.mp4",
+            "opengop": d / "opengop.mkv"}
+
+
+def _cut_at_second_key(src: Path, dst: Path) -> None:
+    """The packets from the second key frame on, timestamps kept, into .mkv (no edit list): the
+    open GOP's leading B-frames after that key frame show before it and never decode, as in a
+    stream-copied cut or a .ts segment."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        keys = 0
+        for packet in inp.demux(stream):
+            keys += packet.is_keyframe
+            if keys < 2 or not packet.size:
+                continue
+            packet.stream = copy
+            out.mux(packet)
+
+
+def _first_pts(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return next(container.decode(container.streams.video[0])).pts
 
 
 def _counted(path: Path, max_frames: int | None, skip: int, monkeypatch) -> list[np.ndarray]:
     """The frames as a decode from the start gives them (no seek)."""
     with monkeypatch.context() as m:
-        m.setattr(io, "_seek_point", lambda path, skip: None)
+        m.setattr(io, "_seek_point", lambda path, skip, first_pts: None)
         return list(io.iter_frames(path, max_frames, skip))
 
 
@@ -80,7 +107,7 @@ def test_seek_gives_the_frames_of_a_decode_from_the_start(sources, name, monkeyp
 def test_timestamps_that_cannot_be_trusted_are_decoded_and_counted(sources, monkeypatch) -> None:
     """Packets the demuxer discards (an edit list) make frame ranks by timestamp unreliable."""
     path = sources["cut"]
-    assert io._seek_point(path, 40) is None
+    assert io._seek_point(path, 40, _first_pts(path)) is None
     # the .mp4's own count holds the discarded packets too: the probe counts the packets kept
     # (two of which, B-frames of the open GOP the cut broke, do not decode here)
     import av
@@ -98,12 +125,30 @@ def test_timestamps_that_cannot_be_trusted_are_decoded_and_counted(sources, monk
 
 def test_a_seek_that_lands_elsewhere_falls_back_to_counting(sources, monkeypatch) -> None:
     path = sources["bframes"]
-    point = io._seek_point(path, 50)
+    point = io._seek_point(path, 50, _first_pts(path))
     assert point is not None and point.key_pts < point.target_pts
     want = _counted(path, 5, 50, monkeypatch)
     real = io._seek_point
     for wrong in (io._SeekPoint(point.key_pts, point.target_pts + 1),       # no frame at that time
                   io._SeekPoint(point.target_pts + 10**6, point.target_pts)):  # lands past it
-        monkeypatch.setattr(io, "_seek_point", lambda p, s, wrong=wrong: wrong if s == 50 else real(p, s))
+        monkeypatch.setattr(io, "_seek_point", lambda p, s, f, wrong=wrong: wrong if s == 50 else real(p, s, f))
         got = list(io.iter_frames(path, 5, 50))
         assert len(got) == 5 and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_packets_that_never_decode_do_not_count(sources, monkeypatch) -> None:
+    """A file that starts at an open GOP's key frame holds leading B-frames the decoder drops:
+    frame N is the N-th timestamp from the first decoded frame's on (the seek was 3 frames early)."""
+    import av
+
+    path = sources["opengop"]
+    with av.open(str(path)) as container:
+        packets = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+    total = len(_counted(path, None, 0, monkeypatch))
+    assert packets > total  # the case this is about
+    for skip in (1, 3, 10, 20, 40, total - 1):
+        got = list(io.iter_frames(path, 4, skip))
+        want = _counted(path, 4, skip, monkeypatch)
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want)), skip
+    assert io._seek_point(path, 20, _first_pts(path)) is not None  # the seek was taken
+    assert io.timing_drift(path, Fraction(25)) < 0.001

@@ -26,6 +26,9 @@ from tokcodec.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_OUTPUT_SUFFIXES = {".mp4", ".mkv", ".y4m", ".mov"}
+#: the names of videos (batch inputs; names an encode's .tok must not take)
+VIDEO_INPUT_SUFFIXES = {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".mpg", ".mpeg",
+                        ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".gif"}
 DEFAULT_IMAGE_RATE = Fraction(25, 1)
 MAX_DIMENSION = 16384
 # 8K (7680x4320 and DCI 8192x4320 fit): one RGB frame of this is 113 MB and the model needs many
@@ -316,10 +319,12 @@ class _SeekPoint:
 _REORDER_LOOKAHEAD = 32
 
 
-def _seek_point(path: Path, skip: int) -> _SeekPoint | None:
+def _seek_point(path: Path, skip: int, first_pts: int | None) -> _SeekPoint | None:
     """From the packets alone (no decoding; about 100 000 packets/s): the timestamp of frame
-    ``skip`` (the ``skip``-th smallest packet timestamp, which is frame ``skip`` of a decode that
-    counts frames, as each packet holds one frame) and the last key packet at or before it. None
+    ``skip`` (the ``skip``-th smallest packet timestamp from the first decoded frame's,
+    ``first_pts``, on, which is frame ``skip`` of a decode that counts frames, as each packet
+    holds one frame; packets that show before the first decoded frame, such as an open GOP's
+    leading B-frames at the start of a cut, never decode) and the last key packet at or before it. None
     where that cannot be trusted (packets without timestamps, repeated ones, packets the demuxer
     discards or marks corrupt, a reorder deeper than the look-ahead) or does not pay (no key
     packet after the first frame's): the frames are then decoded and counted from the start."""
@@ -342,14 +347,16 @@ def _seek_point(path: Path, skip: int) -> _SeekPoint | None:
         return None
     finally:
         container.close()
-    if len(stamps) <= skip or len(set(stamps)) != len(stamps):
+    if first_pts is None or len(set(stamps)) != len(stamps):
         return None
-    target = sorted(stamps)[skip]
+    shown = sorted(t for t in stamps if t >= first_pts)
+    if len(shown) <= skip:
+        return None
+    target = shown[skip]
     if len(stamps) > skip + _REORDER_LOOKAHEAD and min(stamps[-_REORDER_LOOKAHEAD // 2:]) <= target:
         return None  # packets far past frame skip still show before it: reordered too deep to trust
     before = [k for k in keys if k <= target]
-    first = min(stamps)
-    if not before or max(before) <= first:
+    if not before or max(before) <= first_pts:
         return None
     return _SeekPoint(max(before), target)
 
@@ -386,8 +393,7 @@ def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> b
     a colour video costs one frame."""
     grey = False
     for frame in iter_frames(path, max_frames, skip):
-        wide = frame.astype(np.int16)
-        if max(np.abs(wide[..., 0] - wide[..., 1]).max(), np.abs(wide[..., 1] - wide[..., 2]).max()) > GREY_TOLERANCE:
+        if int((frame.max(-1) - frame.min(-1)).max()) > GREY_TOLERANCE:
             return False
         grey = True
     return grey
@@ -399,18 +405,20 @@ def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: in
     one rate moves its frames against its timing and audio. From the packets' timestamps alone
     (no decoding); None where they are missing or repeated."""
     path = Path(path)
-    container = _open_input(path)
+    first_pts = None
     try:
-        stream = _video_stream(container, path)
-        base = stream.time_base
-        stamps = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
+        with _open_input(path) as container:  # packets that show before the first frame never decode
+            first = next(container.decode(_video_stream(container, path)), None)
+            first_pts = first.pts if first is not None else None
+        with _open_input(path) as container:
+            stream = _video_stream(container, path)
+            base = stream.time_base
+            stamps = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
     except av.FFmpegError:
         return None
-    finally:
-        container.close()
-    if not base or None in stamps or len(set(stamps)) != len(stamps):
+    if not base or first_pts is None or None in stamps or len(set(stamps)) != len(stamps):
         return None
-    stamps = sorted(stamps)[skip:]
+    stamps = sorted(t for t in stamps if t >= first_pts)[skip:]
     if max_frames is not None:
         stamps = stamps[:max_frames]
     if len(stamps) < 2:
@@ -437,13 +445,15 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) 
         orientation = (False, 0)
         try:
             frames: Iterator[av.VideoFrame] = container.decode(stream)
+            first_pts = None
             for frame in frames:  # the first frame sets the size and orientation of all
                 size = (frame.width, frame.height)
                 _check_size(path, *size)
                 orientation = _orientation(frame)
+                first_pts = frame.pts
                 frames = itertools.chain((frame,), frames)
                 break
-            point = _seek_point(path, skip) if skip and size is not None else None
+            point = _seek_point(path, skip, first_pts) if skip and size is not None else None
             seeked = _frames_from(container, stream, point) if point is not None else None
             if seeked is not None:
                 frames = seeked

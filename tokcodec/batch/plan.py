@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokcodec.errors import InputError, OutputError
-from tokcodec.io import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
+from tokcodec.io import IMAGE_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
 TOK_SUFFIX = ".tok"
 TOKENS_SUFFIX = ".safetensors"
 OPS = ("encode", "decode", "tokens")
-VIDEO_INPUT_SUFFIXES = {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".mpg", ".mpeg",
-                        ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".gif"}
 MEDIA_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
 DECODE_TARGETS = ("mkv", "mp4", "y4m")
 RESTORABLE_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".png", ".jpg", ".jpeg"}  # what decode can write as-is

@@ -323,7 +323,8 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
-    recorded per file in the summary and dst/manifest.jsonl, never raised. ``bpp`` or
+    recorded per file in the summary and dst/manifest.jsonl, never raised (a src with nothing
+    to encode raises NothingToDo, an InputError, and leaves no dst). ``bpp`` or
     ``bitrate`` set a target rate for each file (``encode_video``'s). ``start``, ``duration``
     and ``max_frames`` encode part of each video (images whole), as ``encode_video``'s.
     """

@@ -69,7 +69,7 @@ class FileResult:
     scale: float | None = None  # encode: the --scale it was made at (the same)
     target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
     lost_frames: int | None = None  # decode --salvage: frames lost to damage (filled by the last good one)
-    warnings: list[str] | None = None  # encode: what the file is not as asked (EncodeStats.warnings)
+    warnings: list[str] | None = None  # what the output is not as asked or as usual (EncodeStats/DecodeStats.warnings)
 
     def record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -229,8 +229,9 @@ class Worker:
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:
         from tokcodec.codec.pipeline import decode_video, open_tok
+        from tokcodec.codec.salvage import open_salvage
 
-        with open_tok(src) as reader:
+        with (open_salvage(src) if self.options.salvage else open_tok(src)) as reader:  # (a cut file too)
             header = reader.header
             total, video_bytes = reader.frame_count, reader.video_bytes
         if started:
@@ -242,4 +243,5 @@ class Worker:
         bpp = 8 * video_bytes / max(1, st.frames * st.width * st.height)
         lost = sum(b - a + 1 for a, b in st.lost_frames) if self.options.salvage else None
         return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,
-                          model=self.options.model or header.model_name, lost_frames=lost)
+                          model=self.options.model or header.model_name, lost_frames=lost,
+                          warnings=st.warnings or None)

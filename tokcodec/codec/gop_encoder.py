@@ -45,9 +45,10 @@ class GopEncoder:
         x = frames_to_tensor(group, header, runtime, self.stager.to_device)
         # with a correction to follow, the passes and the search need not fix what its grid removes
         grid = self.fix.grid_for(self.width, self.height, len(group))
+        correctable = partial(uncorrectable, grid=grid) if self.fix.enabled else None
         found = find_tokens(self.loaded.tokenizer, x, self.search, frames=len(group),
                             height=header.coded_height, width=header.coded_width, autocast=runtime.autocast,
-                            residual_filter=partial(uncorrectable, grid=grid) if self.fix.enabled else None,
+                            residual_filter=_then_grey(correctable) if header.grey else correctable,
                             quantize=quantize)
         fitted = None
         if self.fix.enabled:  # what the decoder will show, corrected towards the source
@@ -57,6 +58,15 @@ class GopEncoder:
                 decoded = tensor_to_frames(video, len(group), header)
             fitted = fit_correction(np.stack(group), decoded, self.fix)
         return found.indices[0].cpu().numpy().astype(np.int32), fitted
+
+
+def _then_grey(first: Callable[[torch.Tensor], torch.Tensor] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A residual filter for a grey source: what counts of the residual (B, 3, T, H, W) is its
+    channels' mean, as decode shows that mean (after ``first``, the correction's filter)."""
+    def grey(residual: torch.Tensor) -> torch.Tensor:
+        residual = first(residual) if first is not None else residual
+        return residual.mean(1, keepdim=True).expand_as(residual).contiguous()
+    return grey
 
 
 #: a GOP as a file's chunk: (frames, tokens (t, h, w), entropy-coded payload, correction record)

@@ -317,12 +317,16 @@ def _encode_warnings(src: Path, info: VideoInfo, skip: int, st: EncodeStats) -> 
         out.append(f"the video took {st.video_bpp:.4f} bpp, {st.video_bpp / st.target_bpp - 1:+.0%} off the "
                    f"target {st.target_bpp:.4f}: beyond what the rate plan reaches on this input ({advice})")
     if not info.is_image and st.frames > 1:
-        drift = timing_drift(src, info.frame_rate, skip, st.frames)
+        try:
+            drift = timing_drift(src, info.frame_rate, skip, st.frames)
+        except TokcodecError:  # (the input went away since: the file is written, say nothing)
+            drift = None
         if drift is not None and drift > 1 / float(info.frame_rate):
             audio = " and its audio" if st.audio_bytes else ""
-            out.append(f"variable frame rate: the frames are stored at its average {float(info.frame_rate):.3f} "
-                       f"fps, so they show up to {drift:.2f} s early or late against the source's timing{audio}; "
-                       "to keep it, make the input constant-rate first (ffmpeg -i IN -fps_mode cfr -r 30 OUT)")
+            out.append(f"the input's frame times are not those of one rate (variable frame rate): stored at "
+                       f"{float(info.frame_rate):.3f} fps, its frames show up to {drift:.2f} s early or late "
+                       f"against the source's timing{audio}; to keep it, make the input constant-rate first "
+                       "(ffmpeg -i IN -fps_mode cfr -r 30 OUT)")
     return out
 
 

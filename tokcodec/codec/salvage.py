@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tokcodec.codec.container import (AUDIO_MAGIC, CHUNK_HEADER_SIZE, CHUNK_MAGIC, HEADER_SIZE,
+from tokcodec.codec.container import (AUDIO_HEADER_SIZE, AUDIO_MAGIC, CHUNK_HEADER_SIZE, CHUNK_MAGIC, HEADER_SIZE,
                                       AudioBlock, Chunk, ContainerReader, Header, audio_at, chunk_at,
                                       trailer_frames)
 from tokcodec.errors import FormatError, InputError, why_not_a_file
@@ -36,6 +36,12 @@ class SalvageReader:
     audio: AudioBlock | None
     problems: list[str] = field(default_factory=list)  # what was found damaged, one line each
     _buf: mmap.mmap | None = None
+
+    @property
+    def video_bytes(self) -> int:
+        """Bytes of the file that are not its (intact) audio block, as ContainerReader.video_bytes."""
+        audio = AUDIO_HEADER_SIZE + len(self.audio.data) if self.audio is not None else 0
+        return self.path.stat().st_size - audio
 
     def lost_ranges(self) -> list[tuple[int, int]]:
         """Inclusive frame ranges that no intact chunk covers."""
