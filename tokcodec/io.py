@@ -347,10 +347,8 @@ def _seek_point(path: Path, skip: int, first_pts: int | None) -> _SeekPoint | No
         return None
     finally:
         container.close()
-    if first_pts is None or len(set(stamps)) != len(stamps):
-        return None
-    shown = sorted(t for t in stamps if t >= first_pts)
-    if len(shown) <= skip:
+    shown = _shown(stamps, first_pts)
+    if shown is None or len(shown) <= skip:
         return None
     target = shown[skip]
     if len(stamps) > skip + _REORDER_LOOKAHEAD and min(stamps[-_REORDER_LOOKAHEAD // 2:]) <= target:
@@ -359,6 +357,15 @@ def _seek_point(path: Path, skip: int, first_pts: int | None) -> _SeekPoint | No
     if not before or max(before) <= first_pts:
         return None
     return _SeekPoint(max(before), target)
+
+
+def _shown(stamps: list[int], first_pts: int | None) -> list[int] | None:
+    """Packet timestamps in the order the frames show, from the first decoded frame's on (packets
+    that show before it never decode); None when they cannot rank frames (no first frame's
+    timestamp, repeated timestamps)."""
+    if first_pts is None or len(set(stamps)) != len(stamps):
+        return None
+    return sorted(t for t in stamps if t >= first_pts)
 
 
 def _frames_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -416,9 +423,10 @@ def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: in
             stamps = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
     except av.FFmpegError:
         return None
-    if not base or first_pts is None or None in stamps or len(set(stamps)) != len(stamps):
+    shown = _shown(stamps, first_pts) if base and None not in stamps else None
+    if shown is None:
         return None
-    stamps = sorted(t for t in stamps if t >= first_pts)[skip:]
+    stamps = shown[skip:]
     if max_frames is not None:
         stamps = stamps[:max_frames]
     if len(stamps) < 2:

@@ -65,6 +65,11 @@ def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime,
     return x
 
 
+def _grey_(frame: torch.Tensor) -> torch.Tensor:
+    """``frame`` (H, W, 3) with each pixel's channels set to their mean, in place."""
+    return frame.copy_(frame.mean(-1, keepdim=True).expand_as(frame))
+
+
 def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
                      correction: Correction | None = None) -> np.ndarray:
     """(1, 3, T, Hp, Wp) in [-1, 1] -> uint8 (frames, H, W, 3) at the source size; a GOP's
@@ -92,7 +97,7 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
         frame = frame.clamp_(-1, 1).add_(1).mul_(127.5)
         # a grey source (header.grey): the channels' mean, so that the correction, fitted to it
         # at encode, sees what it was fitted to
-        return frame.copy_(frame.mean(-1, keepdim=True).expand_as(frame)) if header.grey else frame
+        return _grey_(frame) if header.grey else frame
 
     correct = correction.frame_corrector(header.width, header.height, x.device) if correction else None
     out = torch.empty((frames, header.height, header.width, 3), dtype=torch.uint8, device=x.device)
@@ -101,6 +106,6 @@ def tensor_to_frames(video: torch.Tensor, frames: int, header: Header,
         if correct is not None:
             correct(frame, t, prev, following)  # reads prev and following before it writes
             if header.grey:  # (the same fit for each channel; this keeps R = G = B to the bit)
-                frame.copy_(frame.mean(-1, keepdim=True).expand_as(frame))
+                _grey_(frame)
         out[t] = frame.round_()
     return out.cpu().numpy()
