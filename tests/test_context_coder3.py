@@ -437,6 +437,6 @@ def test_the_prior_fitter_is_a_library_function(tmp_path: Path) -> None:
         refuse_to_orphan(PRIOR_FILE, "0" * 64)
     refuse_to_orphan(PRIOR_FILE, DEFAULT_MODEL_SHA256)  # its own weights may refresh it
     out = fit_prior(PriorFitConfig(weights="tiny", clips360=1, clips128=1, epochs=1, hidden=4,
-                                   output=tmp_path / "tiny.coder3.safetensors"), log=lambda _: None)
+                                   output=tmp_path / "tiny.coder3.safetensors"), log=lambda _: None).path
     prior = load_prior(out)
     assert out.exists() and prior.bits == 18 and len(prior.model_sha256) == 64

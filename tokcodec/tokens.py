@@ -89,11 +89,12 @@ class TokenFile:
                 "color": list(self.color) if self.color else None, "grey": self.grey}
 
 
-def token_file_of(src: str | Path) -> TokenFile:
-    """A .tok file's tokens (entropy decoded, no network run) with what decoding them needs."""
+def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
+    """A .tok file's tokens (entropy decoded, no network run) with what decoding them needs;
+    ``model``: the weights file of your own that made it (for the coder-3 prior beside it)."""
     from tokcodec.codec.pipeline import read_tokens
 
-    h, grids, frames = read_tokens(src)
+    h, grids, frames = read_tokens(src, model)
     return TokenFile(np.concatenate(grids, 0).astype(np.int32), str(src), bits=h.bits,
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=frames,
                      model=h.model_name, weights_sha256=h.weights_sha256, frame_rate=h.frame_rate,
@@ -143,10 +144,11 @@ def _metadata(t: TokenFile, split_bits: int | None) -> dict[str, str]:
 
 
 def export_tokens(src: str | Path, dst: str | Path, split_bits: int | None = None,
-                  overwrite: bool = False) -> tuple[int, ...]:
-    """A .tok file's tokens as .npy or .safetensors (:func:`write_token_file`); returns the shape."""
+                  overwrite: bool = False, model: str | None = None) -> tuple[int, ...]:
+    """A .tok file's tokens as .npy or .safetensors (:func:`write_token_file`); returns the shape.
+    ``model``: as :func:`token_file_of`'s."""
     check_token_output(Path(dst), overwrite)  # before the file is read
-    return write_token_file(token_file_of(src), dst, split_bits, overwrite)
+    return write_token_file(token_file_of(src, model), dst, split_bits, overwrite)
 
 
 def check_token_output(dst: Path, overwrite: bool) -> None:

@@ -108,10 +108,10 @@ def validate_options(options: BatchOptions) -> None:
 
     select_runtime(options.device, options.precision)
     if options.model:
-        path = Path(options.model)
-        if options.model.endswith(".safetensors") or (path.suffix and path.exists()):
-            from tokcodec.model.zoo import weights_exist
+        from tokcodec.model.zoo import is_weights_file, weights_exist
 
+        path = Path(options.model)
+        if is_weights_file(options.model):
             if not weights_exist(path):  # (shipped weights may be kept as a delta)
                 raise ModelError(f"{path}: weights file not found")
         else:

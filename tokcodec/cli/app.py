@@ -19,14 +19,14 @@ from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO
-from tokcodec.errors import InputError, OutputError
+from tokcodec.errors import InputError, OutputError, why_not_a_file
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
 
-HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch", "tokens", "detokenize"}
-CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize"}  # train sets its own threads (config)
+HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch", "tokens", "detokenize", "fit-prior"}
+CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize", "fit-prior"}  # train sets its own threads (config)
 
 
 @app.command()
@@ -319,7 +319,9 @@ def tokens(
                                 "what detokenize needs: GOPs, model, frame rate, size)."),
     split: Optional[int] = typer.Option(None, "--split", min=1, help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
-                                        help="Of a video: preset name or a .safetensors weights file \\[default: default]."),
+                                        help="Of a video: preset name or a .safetensors weights file \\[default: default]. "
+                                             "Of a .tok made with weights of your own: that file (its coder-3 "
+                                             "prior lies beside it)."),
     gop: TokensGop = None,
     scale: TokensScale = None,
     passes: Optional[int] = typer.Option(None, "--passes", min=0, max=MAX_PASSES, show_default=False,
@@ -345,13 +347,13 @@ def tokens(
         from tokcodec.codec.container import is_tok_file
         from tokcodec.tokens import check_token_output, export_tokens, tokenize, write_token_file
         if is_tok_file(src):
-            given = [name for name, value in (("--model", model), ("--gop", gop), ("--scale", scale),
+            given = [name for name, value in (("--gop", gop), ("--scale", scale),
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
                                               ("--ss", start), ("-t", duration), ("--frames", frames))
                      if value is not None]
             if given:
                 raise InputError(f"{input} is a .tok file: {', '.join(given)} apply to a video input")
-            shape = export_tokens(src, output, split_bits=split, overwrite=overwrite)
+            shape = export_tokens(src, output, split_bits=split, overwrite=overwrite, model=model)
         else:
             from tokcodec.io import probe
             check_token_output(output, overwrite)
@@ -475,7 +477,50 @@ def export_weights(
         from tokcodec.train.trainer import export_weights
         check_output(output, overwrite)
         digest = export_weights(checkpoint, output, fp16=not fp32, ema=not raw)
-        typer.echo(f"wrote {output} (sha256 {digest})", err=True)
+        typer.echo(f"wrote {output} (sha256 {digest}); `tokcodec fit-prior {output} --data DIR` fits its "
+                   "coder-3 prior, without which its files are larger", err=True)
+
+
+@app.command("fit-prior")
+def fit_prior(
+    weights: Path = typer.Argument(..., help="Weights of your own (.safetensors, e.g. from export-weights)."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", show_default=False, metavar="PATH",
+                                              help="Videos and images like those you will code (files or "
+                                                   "folders; repeatable): windows of them are fitted on "
+                                                   "too. Recommended."),
+    clips: int = typer.Option(32, "--clips", min=1, help="Windows of 17 frames taken from --data."),
+    synthetic: int = typer.Option(76, "--synthetic", min=0, help="Procedural clips over the bundled photos "
+                                  "(28 of every 76 at 640x360, the rest at 128x128); 0 for --data alone."),
+    epochs: int = typer.Option(8, "--epochs", min=1, help="Passes over the tokens."),
+    quiet: Quiet = False,
+) -> None:
+    """Fit coder 3's learned prior for weights of your own, so that their files code as small as
+    the shipped models' (without one, tokens are coded by coder 2: larger files, and no --rdo).
+    It is written beside the weights (MODEL.coder3.safetensors), where encode and decode look for
+    it; a prior it replaces is kept (MODEL.coder3-KEY.safetensors) so files coded with it still
+    decode. A few minutes on a CPU."""
+    with errors():
+        from tokcodec.codec.prior_fit import PriorFitConfig
+        from tokcodec.codec.prior_fit import fit_prior as fit
+        from tokcodec.model.zoo import WEIGHTS_DIR, is_weights_file
+
+        problem = why_not_a_file(weights)
+        if problem:
+            raise InputError(f"{weights}: {problem}")
+        if not is_weights_file(str(weights)):
+            raise InputError(f"{weights}: not a .safetensors weights file")
+        if weights.resolve().parent == WEIGHTS_DIR.resolve():
+            raise InputError(f"{weights}: the shipped weights come with their priors (maintainers re-fit "
+                             "them with python -m tokcodec.codec.prior_fit)")
+        near = round(synthetic * 28 / 76)
+        cfg = PriorFitConfig(weights=str(weights), clips360=near, clips128=synthetic - near,
+                             data=tuple(data or ()), clips_data=clips, epochs=epochs)
+        if not cfg.data and not synthetic:
+            raise InputError("nothing to fit on: give --data, or procedural clips (--synthetic)")
+        fitted = fit(cfg, log=(lambda _: None) if quiet else (lambda line: typer.echo(line, err=True)))
+        if not quiet:
+            typer.echo(f"fitted {fitted.tokens} tokens -> {fitted.path}: {fitted.coder3_bits:.2f} bits/token "
+                       f"with the prior, {fitted.coder2_bits:.2f} without it", err=True)
 
 
 def _register_commands() -> None:

@@ -69,6 +69,7 @@ Payload (little-endian)::
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -271,13 +272,71 @@ def shipped_priors() -> dict[bytes, Prior]:
 
 
 def prior_for_model(model_sha256: str | None) -> Prior | None:
-    """The shipped prior of a tokenizer (by its weights' SHA-256), or None."""
+    """The prior a tokenizer (by its weights' SHA-256) codes with: its shipped one, else the
+    current one beside its weights file (``use_priors_beside``), or None."""
     if not model_sha256:
         return None
     for prior in shipped_priors().values():
         if prior.model_sha256 == model_sha256.lower():
             return prior
-    return None
+    return _CURRENT_BESIDE.get(model_sha256.lower())
+
+
+def known_prior(key: bytes) -> Prior | None:
+    """The prior a payload names by ``key``: a shipped one, or one found beside weights."""
+    return shipped_priors().get(key) or _BESIDE.get(key)
+
+
+# Priors of weights that are not shipped (a model you trained) live beside the weights file:
+# MODEL.coder3.safetensors is the one to code with (``tokcodec fit-prior`` writes it), and
+# MODEL.coder3-KEY.safetensors are earlier fits kept so that files coded with them still decode.
+PRIOR_SUFFIX = ".coder3.safetensors"
+MAX_PRIOR_BYTES = 1 << 22       # shipped priors take 44 KB; a bigger file is not read
+_BESIDE: dict[bytes, Prior] = {}            # key -> prior, of every weights file loaded so far
+_CURRENT_BESIDE: dict[str, Prior] = {}      # weights SHA-256 -> the prior to code with
+
+
+def prior_path(weights: Path) -> Path:
+    """Where the prior of a weights file (not shipped) is looked for and written: beside it."""
+    return weights.with_name(weights.name.removesuffix(".safetensors") + PRIOR_SUFFIX)
+
+
+def kept_prior_path(weights: Path, key: bytes) -> Path:
+    """Where an earlier prior of a weights file is kept when it is re-fitted."""
+    return weights.with_name(f"{weights.name.removesuffix('.safetensors')}.coder3-{key.hex()}.safetensors")
+
+
+def use_priors_beside(weights: Path, model_sha256: str) -> list[str]:
+    """Make the priors beside a weights file known to this process: the current one (used to
+    code) and kept earlier ones (to decode files coded with them), each only if it was fitted
+    for these very weights. Returns what could not be used, and why (for the caller to warn).
+    The package's own weights folder is left to ``shipped_priors`` (checked against SHA256SUMS)."""
+    if weights.resolve().parent == WEIGHTS_DIR:
+        return []
+    current = prior_path(weights)
+    stem = weights.name.removesuffix(".safetensors")
+    kept = sorted(weights.parent.glob(glob.escape(stem) + ".coder3-*.safetensors"))
+    problems = []
+    for path in [*kept, current]:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue  # (no prior beside these weights)
+        try:
+            if size > MAX_PRIOR_BYTES:
+                raise FormatError(f"{path}: {size} bytes, larger than any coder-3 prior")
+            prior = load_prior(path)
+        except FormatError as exc:
+            problems.append(str(exc))
+            continue
+        if prior.model_sha256 != model_sha256.lower():
+            problems.append(f"{path} was fitted for other weights (sha256 {prior.model_sha256[:16]}...), "
+                            f"not for {weights.name} ({model_sha256[:16]}...)")
+            continue
+        _BESIDE[prior.key] = prior
+        if path == current:
+            _CURRENT_BESIDE[prior.model_sha256] = prior
+    return problems
 
 
 # --------------------------------------------------------------------------- features and model
@@ -795,11 +854,14 @@ def decode_segments(payload: bytes, key: bytes, spans: list[tuple[bool, int]], s
     """Tokens (t, h, w) of the segments ``spans`` (raw?, length) laid out from ``start`` in
     ``payload``, with the shipped prior named by ``key`` (a FormatError if there is none);
     ``previous``: as ``_run``'s. The caller checks the tokens' CRC."""
-    prior = shipped_priors().get(key)
+    prior = known_prior(key)
     if prior is None or prior.bits != bits:
         skipped = "; ".join(f"{k}: {v}" for k, v in SKIPPED_PRIORS.items())
-        raise FormatError(f"{coder} payload needs the prior with key {key.hex()}, which this "
-                          "tokcodec does not ship" + (f" (skipped priors: {skipped})" if skipped else ""))
+        raise FormatError(f"{coder} payload needs the prior with key {key.hex()}, which this tokcodec does "
+                          "not ship; a prior fitted for weights of your own is found beside the weights "
+                          "file given with --model (MODEL.coder3.safetensors, or an earlier fit kept as "
+                          f"MODEL.coder3-{key.hex()}.safetensors)"
+                          + (f" (skipped priors: {skipped})" if skipped else ""))
     segments, pos = [], start
     for raw, n in spans:
         segments.append((raw, payload[pos:pos + n]))

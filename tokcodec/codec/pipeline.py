@@ -34,7 +34,7 @@ from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, mea
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, output_errors, staged_output
-from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model
+from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model, use_priors_beside
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import linked_map, ordered_map
@@ -54,7 +54,7 @@ from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
-from tokcodec.model.zoo import LoadedModel, load_tokenizer, load_tokenizer_version
+from tokcodec.model.zoo import LoadedModel, is_weights_file, load_tokenizer, load_tokenizer_version, weights_sha256
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -227,8 +227,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     plan_start = time.perf_counter()
     if target is not None:
         if chooser(DEFAULT_RDO) is None:
+            fit = (f"tokcodec fit-prior {loaded.source} fits one" if not loaded.shipped
+                   else "the trained presets have one")
             raise ModelError(f"a target rate needs the model's coder 3 prior, and {loaded.name} has none for "
-                             f"coder {coder_id} (the shipped presets have one: python -m tokcodec.codec.prior_fit fits one)")
+                             f"coder {coder_id} ({fit})")
         plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
                                 plan_progress, skip)
@@ -303,7 +305,20 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
                         grey=grey)
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
+    if coder_id in PRIOR_CODER_IDS:
+        stats.warnings.extend(prior_warnings(loaded))
     return stats
+
+
+def prior_warnings(loaded: LoadedModel) -> list[str]:
+    """Why weights of your own code without a learned prior (coder 2 inside coder 3's payload:
+    larger files, and no --rdo), and priors beside them that could not be used."""
+    out = list(loaded.prior_problems)
+    if not loaded.shipped and prior_for_model(loaded.sha256) is None:
+        out.append(f"{loaded.name} has no coder-3 prior: its tokens are coded without one (larger files, "
+                   f"and no --rdo); `tokcodec fit-prior {loaded.source}` fits one (a few minutes) beside "
+                   "the weights, where encode and decode find it")
+    return out
 
 
 def _encode_warnings(src: Path, info: VideoInfo, skip: int, st: EncodeStats) -> list[str]:
@@ -505,6 +520,19 @@ def model_for_weights(name: str, sha256: str, model: str | LoadedModel | None, s
                          f"weights {sha256[:16]}..., model {loaded.name} has "
                          f"{loaded.sha256[:16]}... (pass --model with the weights used to encode)")
     return loaded
+
+
+def use_priors_of(model: str, header: Header, source: str) -> None:
+    """Before entropy decoding without the network: the coder-3 priors beside weights of your own
+    (``model``, a .safetensors file), which must be the weights that made ``source``; a preset
+    name needs nothing (its prior ships)."""
+    if not is_weights_file(model):
+        return
+    digest = weights_sha256(model)
+    if digest != header.weights_sha256:
+        raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} weights "
+                         f"{header.weights_sha256[:16]}..., {model} has {digest[:16]}...")
+    use_priors_beside(Path(model), digest)
 
 
 # (first frame, frames, tokens (t, h, w), correction or None) of one chunk
@@ -803,9 +831,13 @@ def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
         return None
 
 
-def read_tokens(src: str | Path) -> tuple[Header, list[np.ndarray], list[int]]:
-    """All token grids of a .tok file (one (t, h, w) array per GOP) and each GOP's frame count."""
+def read_tokens(src: str | Path, model: str | None = None) -> tuple[Header, list[np.ndarray], list[int]]:
+    """All token grids of a .tok file (one (t, h, w) array per GOP) and each GOP's frame count.
+    ``model``: the weights file that made it, where those are weights of your own (their coder-3
+    prior lies beside them; the network is not run)."""
     with open_tok(src) as reader:
+        if model is not None:
+            use_priors_of(model, reader.header, str(src))
         grids, frames = [], []
         for n, tokens in decode_tokens(reader):
             grids.append(tokens)

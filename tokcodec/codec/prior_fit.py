@@ -1,14 +1,18 @@
 """Fit coder 3's prior (a small MLP over causal token features) for one tokenizer, offline.
 
-Tokens come from the tokenizer's own training data (procedural clips over ``TRAIN_IMAGES``, the
-same camera motions as the validation clips, and with ``--corpus`` windows of the real corpus's
-training videos); held-out images and videos are never used here. The MLP is fitted in float with torch, then rounded to the integers coder 3 computes with,
-and the rounded model's rate is measured on the training tokens (and, if asked, on validation
-tokens, for reporting only). The result is written as ``<weights stem>.coder3.safetensors`` with
-the weights' SHA-256 in its metadata.
+Tokens come from procedural clips over ``TRAIN_IMAGES`` (the same camera motions as the
+validation clips), with ``--corpus`` windows of the real corpus's training videos, and with
+``data`` windows of any videos and images (``tokcodec fit-prior --data``); held-out images and
+videos are never used here. The MLP is fitted in float with torch, then rounded to the integers
+coder 3 computes with. The result is written with the weights' SHA-256 in its metadata: for a
+shipped preset as ``tokcodec/weights/<preset>.coder3.safetensors`` (listed in SHA256SUMS), for
+weights of your own beside them as ``MODEL.coder3.safetensors`` (``context_coder3.prior_path``),
+where encode and decode look for it; a prior replaced there is kept as
+``MODEL.coder3-KEY.safetensors``, so files coded with it still decode.
 
-From Python: ``fit_prior(PriorFitConfig(weights="default", corpus=Path("data/real")))``. From a
-shell (this module is the whole command; until December 2026 it was ``bench/fit_coder_prior.py``)::
+Weights of your own: ``tokcodec fit-prior mine.safetensors --data videos/`` (cli/app.py). From
+Python: ``fit_prior(PriorFitConfig(weights="default", corpus=Path("data/real")))``. A shipped
+preset's prior, from a shell (until December 2026 this was ``bench/fit_coder_prior.py``)::
 
     nice -n 19 python -m tokcodec.codec.prior_fit                     # shipped default model
     nice -n 19 python -m tokcodec.codec.prior_fit --corpus data/real   # + real video windows
@@ -27,7 +31,7 @@ import numpy as np
 
 from tokcodec.codec import context_coder3 as c3
 from tokcodec.codec import lattice
-from tokcodec.errors import ModelError
+from tokcodec.errors import FormatError, InputError, ModelError
 
 W1_SCALE = 256              # first-layer weights and biases in 1/256
 W2_SCALE = 256              # second-layer weights: activation (1/16) x 1/256 = 1/4096 nat
@@ -44,7 +48,6 @@ def training_tokens(weights: str, size: tuple[int, int], count: int, seed: int) 
     from tokcodec.model.zoo import load_tokenizer
     from tokcodec.train.synthetic import TRAIN_IMAGES, SynthConfig, _scene, load_images
 
-    torch.set_num_threads(1)
     loaded = load_tokenizer(weights, "cpu")
     model = loaded.tokenizer.eval()
     images = load_images(TRAIN_IMAGES)
@@ -69,7 +72,6 @@ def real_tokens(weights: str, corpus: Path, count: int, seed: int, frames: int =
     from tokcodec.model.zoo import load_tokenizer
     from tokcodec.train.real import RealVideos
 
-    torch.set_num_threads(1)
     model = load_tokenizer(weights, "cpu").tokenizer.eval()
     videos = RealVideos(corpus)
     rng = np.random.default_rng(seed)
@@ -86,6 +88,76 @@ def real_tokens(weights: str, corpus: Path, count: int, seed: int, frames: int =
             clip = np.ascontiguousarray(video[t0:t0 + frames, y0:y0 + ch, x0:x0 + cw])
             x = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
             out.append(model.encode_indices(x).numpy().astype(np.int64))
+    return out
+
+
+def media_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The videos and images among ``paths`` (folders searched recursively), sorted."""
+    from tokcodec.batch.plan import MEDIA_SUFFIXES
+
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            found.update(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+        elif path.is_file():
+            found.add(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    if not found:
+        raise InputError(f"no videos or images in {', '.join(map(str, paths))}")
+    return sorted(found)
+
+
+def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, frames: int = 17,
+                log=print) -> list[np.ndarray]:
+    """(1, t, h, w) tokens of ``count`` windows of your own videos and images (``paths``): a file
+    drawn at random, ``frames`` frames from a random start (an image: itself), cropped at random
+    to at most 360x640 (multiples of 8). Files that cannot be read are skipped with a word."""
+    import torch
+
+    from tokcodec.errors import TokcodecError
+    from tokcodec.io import iter_frames, probe
+    from tokcodec.model.zoo import load_tokenizer
+
+    files = media_files(paths)
+    loaded = load_tokenizer(weights, "cpu")
+    model, step = loaded.tokenizer.eval(), loaded.config.temporal_factor
+    rng = np.random.default_rng(seed)
+    lengths: dict[Path, int] = {}
+    out = []
+    tries = 0
+    with torch.no_grad():
+        while len(out) < count and tries < 4 * count:
+            tries += 1
+            path = files[int(rng.integers(len(files)))]
+            try:
+                if path not in lengths:
+                    lengths[path] = max(1, probe(path).frame_count or 1)
+                start = int(rng.integers(0, max(1, lengths[path] - frames + 1)))
+                read = list(iter_frames(path, frames, start))
+            except TokcodecError as exc:
+                read, start = [], 0
+                log(f"skipped {path}: {exc}")
+            if not read and start > 0:  # fewer frames than its container said: start earlier next time
+                lengths[path] = start
+                continue
+            if not read:
+                files.remove(path)
+                if not files:
+                    break
+                continue
+            clip = np.stack(read)
+            t, h, w, _ = clip.shape
+            ch, cw = min(h, 360) // 8 * 8, min(w, 640) // 8 * 8
+            if ch < 8 or cw < 8:
+                continue
+            t = 1 + (t - 1) // step * step  # (1 + s*k frames: no padded frames in the statistics)
+            y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            clip = np.ascontiguousarray(clip[:t, y0:y0 + ch, x0:x0 + cw])
+            x = torch.from_numpy(clip).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+            out.append(model.encode_indices(x).numpy().astype(np.int64))
+    if not out:
+        raise InputError(f"no frames could be read from {', '.join(map(str, paths))}")
     return out
 
 
@@ -138,7 +210,8 @@ def dataset(tokens: list[np.ndarray], bits: int) -> tuple[np.ndarray, np.ndarray
 # --------------------------------------------------------------------------- fitting
 
 
-def fit(x: np.ndarray, y: np.ndarray, bits: int, hidden: int, epochs: int, seed: int) -> dict[str, np.ndarray]:
+def fit(x: np.ndarray, y: np.ndarray, bits: int, hidden: int, epochs: int, seed: int,
+        log=print) -> dict[str, np.ndarray]:
     """Float MLP with a first-group -> second-group linear term; returns float arrays."""
     import torch
 
@@ -169,7 +242,7 @@ def fit(x: np.ndarray, y: np.ndarray, bits: int, hidden: int, epochs: int, seed:
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        print(f"epoch {epoch}: {total / len(x) * bits / math.log(2):.3f} bits/token (float, training)", flush=True)
+        log(f"epoch {epoch + 1}/{epochs}: {total / len(x) * bits / math.log(2):.3f} bits/token (float, training)")
     return {"w1": l1.weight.detach().numpy().T, "b1": l1.bias.detach().numpy(),
             "w2": l2.weight.detach().numpy().T, "b2": l2.bias.detach().numpy(), "ar": ar.detach().numpy()}
 
@@ -226,9 +299,17 @@ def refuse_to_orphan(path: Path, sha256: str) -> None:
                          "or pass --force")
 
 
-def coded_rate(tokens: np.ndarray, bits: int, sha256: str) -> tuple[float, float, float]:
-    """(overall, first latent frame, later) bits/token of coder 3 with the prior just written."""
-    c3.shipped_priors.cache_clear()
+def coder2_rate(tokens: list[np.ndarray], bits: int) -> float:
+    """Bits/token of coder 2 (what codes a model's tokens without a prior) over (t, h, w) grids."""
+    from tokcodec.codec.context_coder import ContextCoder
+
+    coder = ContextCoder()
+    return sum(8 * len(coder.encode(g, bits)) for g in tokens) / sum(g.size for g in tokens)
+
+
+def coded_rate(tokens: np.ndarray | list[np.ndarray], bits: int, sha256: str) -> tuple[float, float, float]:
+    """(overall, first latent frame, later) bits/token of coder 3 with the prior just written
+    (known to this process: shipped, or beside the weights)."""
     coder = c3.ContextCoder3(model_sha256=sha256)
     total = first = cells = n = 0
     for gop in tokens:
@@ -248,36 +329,54 @@ def _size(text: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class PriorFitConfig:
     weights: str = "default"           # tokenizer: preset name or .safetensors file
-    clips360: int = 28                 # training clips at 360x640
-    clips128: int = 48                 # training clips at 128x128
+    clips360: int = 28                 # procedural training clips at 360x640
+    clips128: int = 48                 # procedural training clips at 128x128
     corpus: Path | None = None         # also fit on windows of this real corpus's training videos
     clips_real: int = 32               # real video windows with corpus
+    data: tuple[Path, ...] = ()        # also fit on windows of these videos and images (folders searched)
+    clips_data: int = 32               # windows of data
     hidden: int = 32
     epochs: int = 8
     seed: int = 7
     tokens_cache: Path | None = None   # folder to keep/reuse the token arrays in
     report_validation: bool = False    # also print the rate on the held-out validation clips
-    output: Path | None = None         # default: tokcodec/weights/<model>.coder3.safetensors
+    output: Path | None = None         # default: beside a weights file of your own (prior_path), else
+    #                                    tokcodec/weights/<preset>.coder3.safetensors
     force: bool = False                # replace the prior of other shipped weights
 
 
-def fit_prior(cfg: PriorFitConfig, log=print) -> Path:
-    """Fit, round and write coder 3's prior for ``cfg.weights``; returns the file written. A
-    prior written into the package's weights folder is listed in SHA256SUMS and its coded rate
-    on the training tokens is logged."""
-    from tokcodec.model.presets import resolve_name
-    from tokcodec.model.zoo import load_tokenizer, weights_sha256
+@dataclass(frozen=True)
+class FittedPrior:
+    path: Path                         # the prior written
+    kept: Path | None                  # the prior it replaced, kept under its key for old files
+    tokens: int                        # tokens fitted on
+    coder3_bits: float                 # bits/token with it, on a sample of the fitting tokens
+    coder2_bits: float                 # ... and without it (coder 2, what codes without a prior)
 
-    stem = resolve_name(cfg.weights) if not cfg.weights.endswith(".safetensors") else Path(cfg.weights).stem
-    out = cfg.output or c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors"
+
+def fit_prior(cfg: PriorFitConfig, log=print) -> FittedPrior:
+    """Fit, round and write coder 3's prior for ``cfg.weights``. A prior written into the
+    package's weights folder is listed in SHA256SUMS; one written beside weights of your own
+    keeps the prior it replaces (as MODEL.coder3-KEY.safetensors), so files coded with that one
+    still decode."""
+    from tokcodec.model.presets import resolve_name
+    from tokcodec.model.zoo import is_weights_file, load_tokenizer, weights_sha256
+
+    own = is_weights_file(cfg.weights)
+    stem = Path(cfg.weights).stem if own else resolve_name(cfg.weights)
+    out = cfg.output or (c3.prior_path(Path(cfg.weights)) if own else c3.WEIGHTS_DIR / f"{stem}.coder3.safetensors")
+    sha = weights_sha256(cfg.weights)
     if not cfg.force:  # before the minutes of fitting
-        refuse_to_orphan(out, weights_sha256(cfg.weights))
+        refuse_to_orphan(out, sha)
     sets = []
     for size, count in (((360, 640), cfg.clips360), ((128, 128), cfg.clips128)):
+        if count <= 0:
+            continue
         cache = cfg.tokens_cache / f"train{size[0]}.npy" if cfg.tokens_cache else None
         if cache is not None and cache.exists():
             arr = np.load(cache)
         else:
+            log(f"tokens of {count} procedural clips at {size[1]}x{size[0]}")
             arr, _ = training_tokens(cfg.weights, size, count, cfg.seed)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
@@ -285,13 +384,31 @@ def fit_prior(cfg: PriorFitConfig, log=print) -> Path:
         sets.append(arr.astype(np.int64))
     if cfg.corpus is not None:
         sets += real_tokens(cfg.weights, cfg.corpus, cfg.clips_real, cfg.seed)
-    loaded = load_tokenizer(cfg.weights, "cpu")
-    sha, bits = loaded.sha256, int(loaded.config.bits)
+    if cfg.data:
+        log(f"tokens of {cfg.clips_data} windows of {', '.join(map(str, cfg.data))}")
+        sets += data_tokens(cfg.weights, cfg.data, cfg.clips_data, cfg.seed, log=log)
+    if not sets:
+        raise ValueError("nothing to fit on: no procedural clips and no data")
+    bits = int(load_tokenizer(cfg.weights, "cpu").config.bits)
     x, y, _ = dataset(sets, bits)
-    log(f"{len(x)} training tokens, {x.shape[1]} features, model {sha[:16]}...")
-    arrays = quantise(fit(x, y, bits, cfg.hidden, cfg.epochs, cfg.seed), bits)
+    log(f"fitting on {len(x)} tokens, {x.shape[1]} features, model {sha[:16]}...")
+    arrays = quantise(fit(x, y, bits, cfg.hidden, cfg.epochs, cfg.seed, log), bits)
+    kept = keep_replaced(out, sha) if own and cfg.output is None else None
     save(arrays, sha, out)
-    log(f"wrote {out}")
+    log(f"wrote {out}" + (f"; the prior it replaces is kept as {kept} (files coded with it still decode)"
+                          if kept else ""))
+    if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():
+        c3.shipped_priors.cache_clear()
+    elif own:
+        c3.use_priors_beside(Path(cfg.weights), sha)
+    sample = [g for arr in sets for g in arr][::max(1, sum(map(len, sets)) // 8)][:8]
+    coder3 = coder2 = math.nan
+    in_use = c3.prior_for_model(sha)
+    if in_use is not None and in_use.key == c3.load_prior(out).key:  # (an -o elsewhere is not in use)
+        coder3, coder2 = coded_rate(sample, bits, sha)[0], coder2_rate(sample, bits)
+        change = f"{1 - coder3 / coder2:.0%} fewer" if coder3 <= coder2 else f"{coder3 / coder2 - 1:.0%} more"
+        log(f"coder 3 with it: {coder3:.3f} bits/token; coder 2, without it: {coder2:.3f} "
+            f"({change} bits; on {len(sample)} of the clips it was fitted on)")
     if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():
         for name, arr in zip(("360x640", "128x128", "real"), sets):
             log(f"coded, training {name}: %.3f bits/token (first %.3f, later %.3f)" % coded_rate(arr[:4], bits, sha))
@@ -301,7 +418,23 @@ def fit_prior(cfg: PriorFitConfig, log=print) -> Path:
                 val = np.load(cache) if cache is not None and cache.exists() else validation_tokens(cfg.weights, size)
                 log(f"coded, validation {size[0]}x{size[1]}: %.3f bits/token (first %.3f, later %.3f)"
                     % coded_rate(val.astype(np.int64), bits, sha))
-    return out
+    return FittedPrior(out, kept, len(x), coder3, coder2)
+
+
+def keep_replaced(path: Path, sha256: str) -> Path | None:
+    """Before a prior beside weights of your own is replaced: rename it to the name an earlier
+    fit is kept under (MODEL.coder3-KEY.safetensors), when it was fitted for these weights (files
+    coded with them may name it). A prior of other weights is simply replaced."""
+    try:
+        data = path.read_bytes()
+        previous = c3.load_prior(path, data)
+    except (OSError, FormatError):
+        return None
+    if previous.model_sha256 != sha256:
+        return None
+    kept = c3.kept_prior_path(path.with_name(path.name.removesuffix(c3.PRIOR_SUFFIX) + ".safetensors"), previous.key)
+    path.replace(kept)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,11 +449,17 @@ def main(argv: list[str] | None = None) -> int:
             ap.add_argument("-o", flag, type=Path)
         elif f.name in ("corpus", "tokens_cache"):
             ap.add_argument(flag, type=Path)
+        elif f.name == "data":
+            ap.add_argument(flag, type=Path, nargs="+", default=())
         else:
             ap.add_argument(flag, type=type(default), default=default)
     args = ap.parse_args(argv)
+    import torch
+
     from tokcodec.errors import TokcodecError
 
+    torch.set_num_threads(1)  # (a maintainer's fit runs beside training: one core)
+    args.data = tuple(args.data)
     try:
         fit_prior(PriorFitConfig(**{f.name: getattr(args, f.name) for f in fields(PriorFitConfig)}))
     except TokcodecError as exc:

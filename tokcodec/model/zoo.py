@@ -38,6 +38,8 @@ class LoadedModel:
     sha256: str          # hex digest of the weights
     trained: bool
     source: str          # path of the weights file, or "random-init (untrained)"
+    shipped: bool = True  # shipped with tokcodec (a preset's weights), not a file of your own
+    prior_problems: tuple[str, ...] = ()  # coder-3 priors beside your weights that were not used
 
     @property
     def config(self) -> TokenizerConfig:
@@ -104,11 +106,16 @@ def _check_shipped(path: Path, digest: str) -> None:
                          f"{expected[:16]}...); reinstall tokcodec")
 
 
+def is_weights_file(name_or_path: str) -> bool:
+    """Whether ``--model`` names a weights file (else a preset)."""
+    return name_or_path.endswith(".safetensors") or bool(Path(name_or_path).suffix and Path(name_or_path).exists())
+
+
 def weights_sha256(name_or_path: str) -> str:
     """SHA-256 of the weights a name or path resolves to, without building the model when a file
     holds them (random-init presets are built: their hash is that of their state)."""
     as_path = Path(name_or_path)
-    if name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists()):
+    if is_weights_file(name_or_path):
         path = as_path
     else:
         preset = resolve_name(name_or_path)
@@ -186,7 +193,7 @@ def state_sha256(model: VideoTokenizer) -> str:
 def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "cpu") -> LoadedModel:
     """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file."""
     as_path = Path(name_or_path)
-    if name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists()):
+    if is_weights_file(name_or_path):
         if not weights_exist(as_path):
             raise ModelError(f"{as_path}: weights file not found")
         return _load_file(as_path, None, device)
@@ -203,7 +210,7 @@ def weights_config(name_or_path: str) -> TokenizerConfig:
     """The model config that weights (a preset name or a .safetensors file) hold, read from the
     file's metadata without loading its tensors."""
     as_path = Path(name_or_path)
-    if not (name_or_path.endswith(".safetensors") or (as_path.suffix and as_path.exists())):
+    if not is_weights_file(name_or_path):
         return get_preset(name_or_path)
     from safetensors import SafetensorError, safe_open
 
@@ -275,7 +282,14 @@ def _load_file(path: Path, preset: str | None, device: str | torch.device) -> Lo
     is_shipped = cfg.name in PRESETS and path.resolve() in {
         p.resolve() for p in (shipped_weights_path(cfg.name), shipped_version(cfg.name, digest)) if p}
     name = preset or (cfg.name if is_shipped else path.stem)
-    return LoadedModel(model.to(device).eval(), name, digest, metadata.get("trained", "true") == "true", str(path))
+    shipped = preset is not None or is_shipped
+    problems: list[str] = []
+    if not shipped:  # weights of your own: their coder-3 prior (tokcodec fit-prior) lies beside them
+        from tokcodec.codec.context_coder3 import use_priors_beside
+
+        problems = use_priors_beside(path, digest)
+    return LoadedModel(model.to(device).eval(), name, digest, metadata.get("trained", "true") == "true", str(path),
+                       shipped, tuple(problems))
 
 
 def save_weights(state: dict[str, torch.Tensor], cfg: TokenizerConfig, path: Path,

@@ -1,0 +1,180 @@
+"""Weights of your own code with a coder-3 prior fitted for them (tokcodec fit-prior), found
+beside the weights file; earlier fits are kept so that files coded with them still decode."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import smooth_clip, write_clip
+from tokcodec.cli import app
+from tokcodec.codec import context_coder3 as c3
+from tokcodec.codec.container import open_tok
+from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
+from tokcodec.codec.prior_fit import PriorFitConfig, fit_prior
+from tokcodec.errors import FormatError, ModelError
+from tokcodec.model import zoo
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fresh_priors(monkeypatch):
+    """A process that has not yet met any prior beside weights (as a new `tokcodec` run)."""
+    monkeypatch.setattr(c3, "_BESIDE", {})
+    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+
+
+@pytest.fixture
+def own(tmp_path, fresh_priors):
+    """Weights of your own (the tiny preset's, saved as a file) and a folder of clips like yours."""
+    weights = tmp_path / "w" / "mine.safetensors"
+    model = zoo.random_init(zoo.get_preset("tiny"), 3)
+    zoo.save_weights(model.state_dict(), model.cfg, weights, fp16=False)
+    data = tmp_path / "clips"
+    data.mkdir()
+    for i in range(2):
+        write_clip(data / f"c{i}.mkv", smooth_clip(9, 48, 64, seed=i))
+    return weights, data
+
+
+def _fit(weights, data, seed=7):
+    return fit_prior(PriorFitConfig(weights=str(weights), clips360=0, clips128=1, data=(data,), clips_data=2,
+                                    epochs=1, seed=seed), log=lambda _: None)
+
+
+def _first_payload(tok):
+    with open_tok(tok) as reader:
+        return next(iter(reader.chunks())).payload
+
+
+def test_own_weights_code_with_the_prior_fitted_beside_them(tmp_path, own):
+    weights, data = own
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 32, 48, seed=5))
+    plain = encode_video(src, tmp_path / "plain.tok", model=str(weights))
+    assert _first_payload(tmp_path / "plain.tok")[0] == c3.MODE_CODER2  # no prior: coder 2 inside
+    assert plain.rdo == 0
+    assert any("has no coder-3 prior" in w and f"tokcodec fit-prior {weights}" in w for w in plain.warnings)
+
+    fitted = _fit(weights, data)
+    assert fitted.path == weights.with_name("mine.coder3.safetensors") and fitted.path.exists()
+    assert fitted.kept is None and np.isfinite(fitted.coder3_bits) and np.isfinite(fitted.coder2_bits)
+    key = c3.load_prior(fitted.path).key
+
+    coded = encode_video(src, tmp_path / "a.tok", model=str(weights))
+    assert c3.prior_for_model(zoo.weights_sha256(str(weights))).key == key
+    assert coded.rdo > 0 and not coded.warnings  # (--rdo needs the prior)
+    payload = _first_payload(tmp_path / "a.tok")  # (coder 2 inside where smaller on near-static content)
+    assert payload[0] in (c3.MODE_CONTEXT, c3.MODE_CODER2)
+    if payload[0] == c3.MODE_CONTEXT:
+        assert payload[5:5 + c3.KEY_BYTES] == key
+    assert decode_video(tmp_path / "a.tok", tmp_path / "a.mkv", model=str(weights)).frames == 9
+
+
+def test_a_new_process_finds_the_prior_beside_the_weights_or_says_where_it_looks(tmp_path, own, monkeypatch):
+    weights, data = own
+    _fit(weights, data)
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")  # (the same tokens on any host)
+    assert _first_payload(tmp_path / "a.tok")[0] == c3.MODE_CONTEXT  # coded with the prior
+    _, grids, _ = read_tokens(tmp_path / "a.tok")
+
+    monkeypatch.setattr(c3, "_BESIDE", {})  # a new process, which has not loaded the weights
+    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    with pytest.raises(FormatError, match="beside the weights file given with --model"):
+        read_tokens(tmp_path / "a.tok")
+    _, again, _ = read_tokens(tmp_path / "a.tok", model=str(weights))  # tokens alone: no network run
+    assert all(np.array_equal(a, b) for a, b in zip(grids, again))
+
+    r = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--model", str(weights)])
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other.safetensors"
+    zoo.save_weights(zoo.random_init(zoo.get_preset("tiny"), 9).state_dict(), zoo.get_preset("tiny"), other)
+    r = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "u.npy"), "--model", str(other)])
+    assert r.exit_code == 1 and "hash mismatch" in r.output
+
+    shutil.move(weights.with_name("mine.coder3.safetensors"), tmp_path / "elsewhere.safetensors")
+    monkeypatch.setattr(c3, "_BESIDE", {})
+    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    with pytest.raises(FormatError, match="needs the prior with key"):
+        decode_video(tmp_path / "a.tok", tmp_path / "a.mkv", model=str(weights))
+
+
+def test_a_refit_keeps_the_prior_earlier_files_name(tmp_path, own, monkeypatch):
+    weights, data = own
+    first = _fit(weights, data, seed=1)
+    old_key = c3.load_prior(first.path).key
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    encode_video(src, tmp_path / "old.tok", model=str(weights), precision="fp32")
+    assert _first_payload(tmp_path / "old.tok")[5:5 + c3.KEY_BYTES] == old_key
+
+    second = _fit(weights, data, seed=2)
+    assert second.kept == weights.with_name(f"mine.coder3-{old_key.hex()}.safetensors") and second.kept.exists()
+    new_key = c3.load_prior(second.path).key
+    assert new_key != old_key
+
+    monkeypatch.setattr(c3, "_BESIDE", {})  # a new process: both priors found beside the weights
+    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    assert decode_video(tmp_path / "old.tok", tmp_path / "old.mkv", model=str(weights)).frames == 5
+    assert c3.known_prior(old_key) is not None
+    assert c3.prior_for_model(zoo.weights_sha256(str(weights))).key == new_key  # new files: the current one
+
+
+def test_a_prior_of_other_weights_is_not_used_and_said(tmp_path, own):
+    weights, data = own
+    fitted = _fit(weights, data)
+    other = tmp_path / "o" / "theirs.safetensors"
+    model = zoo.random_init(zoo.get_preset("tiny"), 4)
+    zoo.save_weights(model.state_dict(), model.cfg, other, fp16=False)
+    shutil.copy(fitted.path, other.with_name("theirs.coder3.safetensors"))
+    loaded = zoo.load_tokenizer(str(other))
+    assert loaded.prior_problems and "fitted for other weights" in loaded.prior_problems[0]
+    assert c3.prior_for_model(loaded.sha256) is None
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    stats = encode_video(src, tmp_path / "a.tok", model=str(other))
+    assert any("fitted for other weights" in w for w in stats.warnings)
+    assert any("has no coder-3 prior" in w for w in stats.warnings)
+
+
+def test_an_oversized_prior_file_is_not_read(tmp_path, own, monkeypatch):
+    weights, data = own
+    _fit(weights, data)
+    monkeypatch.setattr(c3, "_BESIDE", {})
+    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    monkeypatch.setattr(c3, "MAX_PRIOR_BYTES", 1000)
+    loaded = zoo.load_tokenizer(str(weights))
+    assert "larger than any coder-3 prior" in loaded.prior_problems[0]
+    assert c3.prior_for_model(loaded.sha256) is None
+
+
+def test_shipped_models_are_unchanged(tmp_path, fresh_priors):
+    """The shipped presets keep their own priors; nothing beside them is looked for."""
+    loaded = zoo.load_tokenizer("default")
+    assert loaded.shipped and loaded.prior_problems == ()
+    assert c3.prior_for_model(loaded.sha256) is not None and c3._BESIDE == {}
+
+
+def test_cli_fit_prior(tmp_path, own):
+    weights, data = own
+    r = runner.invoke(app, ["fit-prior", str(weights), "--data", str(data), "--clips", "2", "--synthetic", "0",
+                            "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    assert weights.with_name("mine.coder3.safetensors").exists()
+    assert "bits/token with the prior" in r.output
+    r = runner.invoke(app, ["fit-prior", str(weights), "--synthetic", "0"])
+    assert r.exit_code == 1 and "nothing to fit on" in r.output
+    r = runner.invoke(app, ["fit-prior", str(tmp_path / "missing.safetensors")])
+    assert r.exit_code == 1 and "no such file" in r.output
+    r = runner.invoke(app, ["fit-prior", str(zoo.shipped_weights_path("fast-deep"))])
+    assert r.exit_code == 1 and "come with their priors" in r.output
+    r = runner.invoke(app, ["fit-prior", str(weights), "--data", str(tmp_path / "none"), "--synthetic", "0"])
+    assert r.exit_code == 1 and "no such file or directory" in r.output
+
+
+def test_bpp_target_with_own_weights_without_a_prior_names_fit_prior(tmp_path, own):
+    weights, _ = own
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    with pytest.raises(ModelError, match="tokcodec fit-prior"):
+        encode_video(src, tmp_path / "a.tok", model=str(weights), bpp=0.05)
