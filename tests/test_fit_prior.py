@@ -178,3 +178,12 @@ def test_bpp_target_with_own_weights_without_a_prior_names_fit_prior(tmp_path, o
     src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
     with pytest.raises(ModelError, match="tokcodec fit-prior"):
         encode_video(src, tmp_path / "a.tok", model=str(weights), bpp=0.05)
+
+
+def test_tokens_of_a_tok_refuse_a_model_that_did_not_make_it(tmp_path, tiny_model):
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model)
+    r = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--model", "small"])
+    assert r.exit_code == 1 and "made with tiny weights, not small's" in r.output
+    r = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--model", "tiny"])
+    assert r.exit_code == 0, r.output

@@ -525,8 +525,10 @@ def model_for_weights(name: str, sha256: str, model: str | LoadedModel | None, s
 def use_priors_of(model: str, header: Header, source: str) -> None:
     """Before entropy decoding without the network: the coder-3 priors beside weights of your own
     (``model``, a .safetensors file), which must be the weights that made ``source``; a preset
-    name needs nothing (its prior ships)."""
+    name needs nothing (its prior ships), but must be the one that made it."""
     if not is_weights_file(model):
+        if resolve_name(model) != resolve_name(header.model_name):
+            raise ModelError(f"{source}: made with {header.model_name} weights, not {model}'s")
         return
     digest = weights_sha256(model)
     if digest != header.weights_sha256:
