@@ -187,3 +187,16 @@ def test_tokens_of_a_tok_refuse_a_model_that_did_not_make_it(tmp_path, tiny_mode
     assert r.exit_code == 1 and "made with tiny weights, not small's" in r.output
     r = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--model", "tiny"])
     assert r.exit_code == 0, r.output
+
+
+def test_batch_says_once_that_weights_have_no_prior(tmp_path, own):
+    weights, data = own
+    r = runner.invoke(app, ["batch", "encode", str(data), str(tmp_path / "tok"), "--model", str(weights),
+                            "--workers", "1", "--passes", "0"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("has no coder-3 prior") == 1 and "warning: mine has no coder-3 prior" in r.output
+    from tokcodec.batch import batch_encode
+
+    _fit(weights, data)
+    summary = batch_encode(data, tmp_path / "tok2", model=str(weights), workers=1, passes=0)
+    assert summary.done == 2 and summary.warnings == []

@@ -18,6 +18,7 @@ class Reporter:
     def started(self, job: Job, total_frames: int) -> None: ...
     def advanced(self, job: Job, frames: int) -> None: ...
     def finished(self, job: Job, result: FileResult) -> None: ...
+    def note(self, warning: str) -> None: ...  # about the whole run (e.g. weights without a prior)
     def end(self) -> None: ...
 
 
@@ -58,6 +59,9 @@ class LineReporter(Reporter):
     def begin(self, plan: Plan, workers: int, engine: str) -> None:
         self.plan = plan
         print(begin_line(plan, workers, engine), file=self.stream, flush=True)
+
+    def note(self, warning: str) -> None:
+        print(f"warning: {warning}", file=self.stream, flush=True)
 
     def finished(self, job: Job, result: FileResult) -> None:
         self.count += 1
@@ -115,8 +119,11 @@ class RichReporter(Reporter):
         if job.index not in self.total:  # no per-frame progress (Ray): count the frames now
             self.frames += result.frames
         self.progress.advance(self.task, 1.0 - self.credited.pop(job.index, 0.0))
-        if result.status == "failed":
-            self.progress.console.print(file_line(self.plan, job, result))
+        if result.status == "failed" or result.warnings:  # (a file's warnings too: not only in logs)
+            self.progress.console.print(file_line(self.plan, job, result), markup=False, highlight=False)
+
+    def note(self, warning: str) -> None:
+        self.progress.console.print(f"warning: {warning}", markup=False, highlight=False)
 
     def end(self) -> None:
         if hasattr(self, "progress"):

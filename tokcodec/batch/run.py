@@ -49,6 +49,7 @@ class BatchSummary:
     results: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)  # about the whole run, said once (not per file)
 
     def _count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -241,6 +242,11 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
         raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
     validate_options(options)
+    notes: list[str] = []
+    if op == "encode" and options.model:  # said once here, not on every file's line
+        from tokcodec.codec.pipeline import prior_warnings_of
+
+        notes = prior_warnings_of(options.model)
     created = not dst.exists()
     try:
         dst.mkdir(parents=True, exist_ok=True)
@@ -248,7 +254,7 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
         raise OutputError(f"{dst}: cannot create ({exc.strerror or exc})") from None
     try:
         return _run_locked(op, src, dst, options, reporter, to=to, include=include, exclude=exclude,
-                           force=force, workers=workers, engine=engine, address=address)
+                           force=force, workers=workers, engine=engine, address=address, notes=notes)
     except NothingToDo:
         if created:  # leave no trace of a run that found nothing (a mistyped SRC or pattern)
             (dst / LOCK_NAME).unlink(missing_ok=True)
@@ -259,7 +265,7 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
 
 def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: Reporter, *,
                 to: str | None, include: Sequence[str], exclude: Sequence[str], force: bool,
-                workers: int | None, engine: str, address: str | None) -> BatchSummary:
+                workers: int | None, engine: str, address: str | None, notes: list[str]) -> BatchSummary:
     if engine == "ray":
         from tokcodec.batch.ray_engine import check_ray
 
@@ -273,7 +279,7 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
         from tokcodec.batch.local import default_workers
 
         n = workers or default_workers(options.device)
-        summary = BatchSummary(op, str(src), str(dst), str(dst / MANIFEST_NAME), n, engine)
+        summary = BatchSummary(op, str(src), str(dst), str(dst / MANIFEST_NAME), n, engine, warnings=notes)
         with Manifest(dst / MANIFEST_NAME) as manifest:
             sink = _Sink(manifest, reporter, summary,
                          datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6])
@@ -294,6 +300,8 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
                 summary.workers = min(n, max(1, len(plan.todo)))
                 pool = LocalPool(options, summary.workers, sink)
             reporter.begin(plan, summary.workers, engine)
+            for note in notes:
+                reporter.note(note)
             t0 = time.perf_counter()
             try:
                 with _sigterm_as_interrupt():

@@ -170,11 +170,12 @@ class Worker:
     def _encode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:
         from tokcodec.codec.correction import CorrectionConfig
-        from tokcodec.codec.pipeline import encode_video
+        from tokcodec.codec.pipeline import encode_video, prior_warnings
 
         part = self._part(src, started)
         o = self.options
-        st = encode_video(src, dst, model=self.model(o.model or "default"), gop=o.gop, **part,
+        model = self.model(o.model or "default")
+        st = encode_video(src, dst, model=model, gop=o.gop, **part,
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
                           passes=o.passes, rdo=o.rdo, key_interval=o.key_interval, bpp=o.bpp,
@@ -184,7 +185,7 @@ class Worker:
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
                           model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
-                          warnings=st.warnings or None)
+                          warnings=[w for w in st.warnings if w not in prior_warnings(model)] or None)
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply

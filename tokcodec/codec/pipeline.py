@@ -54,7 +54,8 @@ from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
-from tokcodec.model.zoo import LoadedModel, is_weights_file, load_tokenizer, load_tokenizer_version, weights_sha256
+from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, is_weights_file, load_tokenizer, load_tokenizer_version,
+                                weights_sha256)
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -315,10 +316,26 @@ def prior_warnings(loaded: LoadedModel) -> list[str]:
     larger files, and no --rdo), and priors beside them that could not be used."""
     out = list(loaded.prior_problems)
     if not loaded.shipped and prior_for_model(loaded.sha256) is None:
-        out.append(f"{loaded.name} has no coder-3 prior: its tokens are coded without one (larger files, "
-                   f"and no --rdo); `tokcodec fit-prior {loaded.source}` fits one (a few minutes) beside "
-                   "the weights, where encode and decode find it")
+        out.append(_no_prior(loaded.name, loaded.source))
     return out
+
+
+def prior_warnings_of(model: str) -> list[str]:
+    """``prior_warnings`` of the weights ``model`` names, without building the network (a batch
+    says them once, before its workers start)."""
+    if not is_weights_file(model) or not Path(model).is_file() or Path(model).resolve().parent == WEIGHTS_DIR:
+        return []
+    digest = weights_sha256(model)
+    out = use_priors_beside(Path(model), digest)
+    if prior_for_model(digest) is None:
+        out.append(_no_prior(Path(model).stem, str(Path(model))))
+    return out
+
+
+def _no_prior(name: str, source: str) -> str:
+    return (f"{name} has no coder-3 prior: its tokens are coded without one (larger files, and no --rdo); "
+            f"`tokcodec fit-prior {source}` fits one (a few minutes) beside the weights, where encode and "
+            "decode find it")
 
 
 def _encode_warnings(src: Path, info: VideoInfo, skip: int, st: EncodeStats) -> list[str]:
