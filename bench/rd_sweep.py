@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = clipgen.generate(clip_dir, names, width=args.width, height=args.height, frames=args.length,
                              overwrite=args.regenerate)
     print(f"clips: {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    cfg = BenchConfig(clips=paths, out=args.out, codecs=parse_codecs(args.codecs), quick=args.quick,
+    cfg = BenchConfig(clips=paths, out=args.out, codecs=parse_codecs(args.codecs), quick=args.quick, overwrite=True,
                       ffmpeg=args.ffmpeg, frames=args.frames, model=args.model, device=args.device,
                       refine=args.refine, passes=args.passes, rdo=args.rdo)
     report = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -77,7 +77,7 @@ def test_compare_checks_the_reference_first_and_says_what_it_compared(clip, tok,
     res = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "p.mkv"), "--frames", "4",
                               "--compare", str(clip), "--model", "tiny"])
     assert res.exit_code == 0, res.output
-    assert "the reference video has more frames; compared the 4 both have" in res.output
+    assert "the reference has more frames than the decode; compared the first 4 of the reference" in res.output
     assert compare_videos(clip, tmp_path / "p.mkv")["longer"] == "reference"
     assert compare_videos(tmp_path / "p.mkv", clip)["longer"] == "decoded"
     decode_video(tok, tmp_path / "all.mkv")

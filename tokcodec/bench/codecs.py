@@ -102,6 +102,10 @@ class Codec(ABC):
         """Facts worth printing with the results (e.g. an untrained model)."""
         return []
 
+    @abstractmethod
+    def describe(self) -> str:
+        """How each point is made, enough to reproduce it (results.json settings.encoders)."""
+
 
 @dataclass
 class FFmpegCodec(Codec):
@@ -134,6 +138,12 @@ class FFmpegCodec(Codec):
     def points(self, quick: bool) -> list[OperatingPoint]:
         values = self.quick_points if quick else self.full_points
         return [OperatingPoint(f"{self.param}={v:g}", v) for v in (values or ())]
+
+    def describe(self) -> str:
+        pix = "yuv420p10le (the 8-bit reference << 2)" if self.ten_bit else "yuv420p"
+        bsf = f" -bsf:v {self.bsf}" if self.bsf else ""
+        return (f"ffmpeg -f rawvideo -pix_fmt {pix} -i REF -vf {TAG_BT709} -c:v {self.encoder} "
+                f"{' '.join(self.args)} -{self.param} POINT{bsf} -f {self.muxer}").replace("  ", " ")
 
     def _ff(self) -> FFmpeg:
         if self.ff is None:
@@ -239,6 +249,21 @@ class TokcodecCodec(Codec):
     container: str = "whole .tok file (header, chunks, index)"
     ff: Optional[FFmpeg] = None
     untrained: Optional[bool] = None  # from the .tok header once a file was written
+
+    def describe(self) -> str:
+        from tokcodec.model.zoo import weights_sha256
+
+        try:
+            digest = weights_sha256(self.model)[:16] + "..."
+        except Exception:  # noqa: BLE001 - only a description
+            digest = "unknown"
+        options = [f"--model {self.model} (weights sha256 {digest})", f"--device {self.device}"]
+        options += [f"--passes {self.passes}"] if self.passes is not None else []
+        options += [f"--rdo {self.rdo:g}"] if self.rdo is not None else []
+        options += [f"--refine {self.refine}"] if self.refine else []
+        options += [] if self.correction else ["--no-correction"]
+        return (f"tokcodec encode REF.mkv -o OUT.tok {' '.join(options)} --scale S --gop G at POINT = "
+                "scale=S[,gop=G] (GOP 17 unless given); decode_video to lossless .mkv")
 
     def notes(self) -> list[str]:
         notes = list(self.fallbacks)

@@ -5,6 +5,7 @@ import os
 import platform
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -43,6 +44,7 @@ class BenchConfig:
     with_vmaf: bool = True
     plots: bool = True
     keep_work: bool = False
+    overwrite: bool = False  # replace an earlier bench's results in ``out`` (else refused)
 
     def frame_cap(self) -> Optional[int]:
         if self.frames is not None:
@@ -58,6 +60,77 @@ def parse_codecs(text: str) -> list[str]:
     if not keys:
         raise InputError("--codecs is empty")
     return list(dict.fromkeys(keys))
+
+
+RESERVED_NAMES = {"mean"}  # the BD-rate table over all clips is named so
+RESULT_FILES = ("results.json", "points.csv", "bdrate.csv", "report.md")
+RESULT_DIRS = ("bitstreams", "plots", "work")
+
+
+def clip_names(clips: list[Path]) -> list[str]:
+    """A distinct name per clip (its rows, tables, bitstream folder and plots are named by it):
+    the file's stem; where stems collide, or a stem is reserved, the parent folder's name and the
+    stem, then a number."""
+    stems = [Path(c).stem for c in clips]
+    taken = Counter(stem.lower() for stem in stems)
+    names: list[str] = []
+    used: set[str] = set()
+    for clip, stem in zip(clips, stems):
+        name = stem
+        if taken[stem.lower()] > 1 or stem.lower() in RESERVED_NAMES:
+            parent = Path(os.path.abspath(clip)).parent.name
+            name = f"{parent}-{stem}" if parent else stem
+        base, k = name, 2
+        while name.lower() in used or name.lower() in RESERVED_NAMES:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def check_clips(clips: list[Path]) -> None:
+    """Every clip exists and its first frame decodes, before any codec runs: a bad file late in
+    the list must not cost the hours spent on the clips before it."""
+    import av
+
+    from tokcodec.errors import TokcodecError
+    from tokcodec.io import iter_frames, probe
+
+    for clip in clips:
+        path = Path(clip)
+        if not path.is_file():
+            raise InputError(f"{path}: {'is a directory, expected a video file' if path.is_dir() else 'no such file'}")
+        try:
+            probe(path)
+            first = next(iter_frames(path, 1), None)
+        except (TokcodecError, OSError, av.FFmpegError) as exc:
+            raise InputError(f"{exc} (checked before the bench starts)") from None
+        if first is None:
+            raise InputError(f"{path}: no video frame could be decoded (checked before the bench starts)")
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """``out`` for a new bench: an earlier bench's results there are refused, or with
+    ``overwrite`` removed first (with its bitstreams and plots, so that none of them is stale)."""
+    earlier = [out / name for name in RESULT_FILES if (out / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(f"{out}: holds an earlier bench's results ({earlier[0].name}); "
+                         "use -y to replace them, or another -o")
+    if earlier:
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RESULT_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tokcodec")
+    except Exception:  # noqa: BLE001 - only a record
+        return "unknown"
 
 
 def _loadavg() -> Optional[float]:
@@ -114,9 +187,13 @@ def compute_bd_rates(report: BenchReport) -> list[BDEntry]:
                 t = [p for p in report.points if p.clip == clip and p.series == s]
                 if not a or not t:
                     continue
+                measured = [p.metric(metric) for p in a + t if p.metric(metric) is not None]
+                if not measured:  # (VMAF with --no-vmaf, or no libvmaf)
+                    per_clip.append(BDEntry(clip, s, metric, None, "not measured"))
+                    continue
                 r = bd_rate_detail([p.bpp for p in a], [p.metric(metric) for p in a],
                                    [p.bpp for p in t], [p.metric(metric) for p in t])
-                per_clip.append(BDEntry(clip, s, metric, r.value, r.reason))
+                per_clip.append(BDEntry(clip, s, metric, r.value, r.reason, r.q_lo, r.q_hi, len(a), len(t)))
             entries.extend(per_clip)
             if len(per_clip) > 1:
                 # averaging over a subset of clips would compare different things: all or nothing
@@ -136,12 +213,15 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
     """Run the sweep, write nothing but bitstreams and work files; ``report.write_all`` saves results."""
     t_start = time.perf_counter()
     ff = find_ffmpeg(cfg.ffmpeg)
-    for c in cfg.clips:
-        if not Path(c).exists():
-            raise InputError(f"{c}: no such file")
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    check_clips(cfg.clips)
+    names = clip_names(cfg.clips)
     codecs = make_codecs(cfg.codecs, model=cfg.model, device=cfg.device, refine=cfg.refine,
                          passes=cfg.passes, rdo=cfg.rdo, correction=cfg.correction)
+    if "tokcodec" in cfg.codecs:  # a device that is not there fails here, not at every point
+        from tokcodec.device import select_runtime
+
+        select_runtime(cfg.device)
+    prepare_output(cfg.out, cfg.overwrite)
     report = BenchReport(anchor="", quick=cfg.quick)
     runnable: list[Codec] = []
     for c in codecs:
@@ -173,10 +253,16 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "colour": "RGB -> yuv420p BT.709 limited range (swscale accurate_rnd) for ffmpeg codecs; "
                   "vvenc gets the same pixels << 2 as yuv420p10le and its output is rounded back "
                   "((v + 2) >> 2, no dithering)",
-        "metrics": "on full-resolution RGB vs the reference: PSNR over all pixels of all frames; "
-                   "PSNR-Y/SSIM/MS-SSIM on BT.709 luma; VMAF vmaf_v0.6.1 on yuv420p",
+        "metrics": "against the reference's RGB frames at full resolution: PSNR-RGB over all pixels "
+                   "of all frames; PSNR-Y, SSIM and MS-SSIM on full-range BT.709 luma computed from RGB "
+                   "(peak 255), so PSNR-Y reads about 1.3 dB below ffmpeg's psnr filter on limited-range "
+                   "Y (20 log10(255/219)); MS-SSIM uses as many of its 5 scales as the size holds (one "
+                   "11-pixel window at the coarsest: below 22 pixels a side it is SSIM); VMAF vmaf_v0.6.1 "
+                   "on yuv420p",
         "fps": "frames / ffmpeg -benchmark rtime for ffmpeg codecs (raw yuv in, bitstream out / "
-               "bitstream in, raw yuv out); wall time of encode_video/decode_video for tokcodec",
+               "bitstream in, raw yuv out; 1 ms resolution, coarse on short clips); the seconds "
+               "encode_video/decode_video report for tokcodec (model loading excluded, the first GOP's "
+               "warm-up included)",
     }
     if cfg.quick:
         report.settings["quick"] = (f"2 points per codec, at most {cfg.frame_cap()} frames per clip, "
@@ -188,13 +274,24 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_start": _loadavg(),
+        "tokcodec": _version(),
     }
 
+    report.settings["encoders"] = {c.series: c.describe() for c in runnable}
+    renamed = {str(c): n for c, n in zip(cfg.clips, names) if Path(c).stem != n}
+    if renamed:
+        report.notes.append("clips named apart (their file names collide or are reserved): "
+                            + ", ".join(f"{c} as {n}" for c, n in renamed.items()))
     work_root = cfg.out / "work"
-    for clip in cfg.clips:
+    for clip, name in zip(cfg.clips, names):
         clip = Path(clip)
-        name = clip.stem
-        ref = load_reference(clip, ff, work_root / name, cfg.frame_cap(), name)
+        try:
+            ref = load_reference(clip, ff, work_root / name, cfg.frame_cap(), name)
+        except Exception as e:  # noqa: BLE001 - a clip that fails to load must not lose the others
+            msg = f"{name}: cannot read {clip}: {type(e).__name__}: {e}"
+            report.failures.append(msg)
+            log(f"FAILED {msg}")
+            continue
         ceiling = yuv420_to_rgb(ff, ref.yuv420(), ref.width, ref.height, ref.fps)
         info = ClipInfo(name, str(clip), ref.frames, ref.width, ref.height, str(ref.fps),
                         psnr(ref.rgb, ceiling), psnr_y(ref.rgb, ceiling), list(ref.notes))

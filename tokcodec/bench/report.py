@@ -32,10 +32,15 @@ def write_csv(report: BenchReport, points_path: Path, bd_path: Path) -> None:
             w.writerow({n: getattr(p, n) for n in names})
     with bd_path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["clip", "series", "anchor", "metric", "bd_rate_percent", "note"])
+        w.writerow(["clip", "series", "anchor", "metric", "bd_rate_percent", "note", "quality_from", "quality_to",
+                    "anchor_points", "test_points"])
         for e in report.bd_rates:
             w.writerow([e.clip, e.series, report.anchor, e.metric,
-                        "" if e.value is None else f"{e.value:.3f}", e.reason or ""])
+                        "" if e.value is None else f"{e.value:.3f}", e.reason or "",
+                        "" if e.quality_from is None else f"{e.quality_from:.6g}",
+                        "" if e.quality_to is None else f"{e.quality_to:.6g}",
+                        "" if e.anchor_points is None else e.anchor_points,
+                        "" if e.test_points is None else e.test_points])
 
 
 def markdown(report: BenchReport) -> str:
@@ -45,6 +50,8 @@ def markdown(report: BenchReport) -> str:
     out.append(f"# tokcodec bench ({mode})\n")
     for n in report.notes:
         out.append(f"**Note:** {n}.\n")
+    if report.settings.get("metrics"):
+        out.append(f"Metrics: {report.settings['metrics']}.\n")
     for clip in report.clips:
         out.append(f"## {clip.name}: {clip.width}x{clip.height}, {clip.frames} frames @ {clip.fps} fps\n")
         out.append(f"RGB -> YUV 4:2:0 -> RGB round trip alone (the ceiling of the ffmpeg codecs): "
@@ -69,7 +76,11 @@ def markdown(report: BenchReport) -> str:
             title = "mean over clips" if scope == "mean" else scope
             out.append(f"## BD-rate vs {report.anchor}: {title}\n")
             out.append("Negative = fewer bits than the anchor at equal quality; "
-                       "\"no overlap\" = the quality ranges do not meet (nothing is extrapolated).\n")
+                       "\"no overlap\" = the quality ranges do not meet (nothing is extrapolated). "
+                       "Log-rate is interpolated (PCHIP) against quality and averaged over the quality "
+                       "range both curves share: bdrate.csv gives that range (quality_from, quality_to) "
+                       "and the points on each curve" + (" (2 with --quick: straight lines)" if report.quick else "")
+                       + ".\n")
             out.append("| codec | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |")
             out.append("|---|" + "---:|" * len(METRICS))
             series = list(dict.fromkeys(e.series for e in report.bd_rates if e.clip == scope))
@@ -86,7 +97,13 @@ def markdown(report: BenchReport) -> str:
                 out.append(f"| {s} | " + " | ".join(cells) + " |")
             out.append("")
     elif report.points:
-        out.append(f"No BD-rates: anchor {report.anchor} did not run.\n")
+        if not any(p.series == report.anchor for p in report.points):
+            why = report.skipped.get(report.anchor) or ("its points failed (below)" if report.failures
+                                                          else "it is not among --codecs")
+            out.append(f"No BD-rates: the anchor {report.anchor} has no points: {why}.\n")
+        else:
+            out.append(f"No BD-rates: no other codec has points to compare with the anchor {report.anchor}"
+                       + (" (see the failures below)" if report.failures else "") + ".\n")
     if report.skipped:
         out.append("## Not run\n")
         for k, v in report.skipped.items():

@@ -64,7 +64,11 @@ class BDEntry:
     series: str
     metric: str
     value: Optional[float]  # percent; None when undefined
-    reason: Optional[str] = None  # "no overlap", "too few points", ...
+    reason: Optional[str] = None  # "no overlap", "too few points", "not measured", ...
+    quality_from: Optional[float] = None  # the quality range both curves share, over which the
+    quality_to: Optional[float] = None    # rate difference is averaged (per clip; None for the mean)
+    anchor_points: Optional[int] = None   # points on each curve (2 with --quick: straight lines)
+    test_points: Optional[int] = None
 
 
 @dataclass

@@ -128,13 +128,16 @@ def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> st
     from tokcodec.codec.pipeline import compare_videos
 
     cmp = compare_videos(compare, output, reference_start=first_frame)
-    if cmp["longer"] is not None:
-        start = f" from its frame {first_frame}" if first_frame else ""
-        hint = (" (a file encoded with --ss starts that far into its original: compare with the same "
-                "part of it)" if cmp["longer"] == "reference" else "")
-        typer.echo(f"tokcodec: warning: --compare: the {cmp['longer']} video has more frames; compared the "
-                   f"{cmp['frames']} both have (the reference's{start}){hint}", err=True)
-    return f", PSNR {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
+    start = f" from its frame {first_frame}" if first_frame else ""
+    if cmp["longer"] == "reference":
+        typer.echo(f"tokcodec: warning: --compare: the reference has more frames than the decode; compared "
+                   f"the first {cmp['frames']} of the reference{start} with the decode's {cmp['frames']} (a file "
+                   "encoded with --ss starts that far into its original: compare with that part of it)", err=True)
+    elif cmp["longer"] == "decoded":
+        typer.echo(f"tokcodec: warning: --compare: the decode has more frames than the reference; compared "
+                   f"its first {cmp['frames']} with the reference's {cmp['frames']}{start}", err=True)
+    # (RGB PSNR, as the bench's PSNR-RGB: ffmpeg's psnr filter reports Y, U and V of limited-range YUV)
+    return f", PSNR-RGB {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
 
 
 def _n(count: int, noun: str) -> str:

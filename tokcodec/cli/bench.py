@@ -24,7 +24,8 @@ def bench(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (results, plots, bitstreams).")],
     codecs: Annotated[str, typer.Option(help="Comma-separated: x265, vvenc, svtav1, x264, tokcodec.")] =
         "x265,vvenc,svtav1,x264,tokcodec",
-    quick: Annotated[bool, typer.Option("--quick", help="2 points per codec, 17 frames, vvenc preset faster only.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="2 points per codec, 17 frames (unless --frames), "
+                                        "vvenc preset faster only.")] = False,
     ffmpeg: Annotated[Optional[Path], typer.Option(help="ffmpeg binary (default: the imageio-ffmpeg one).")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="Use at most N frames of each clip.")] = None,
     anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
@@ -41,8 +42,13 @@ def bench(
     vmaf: Annotated[bool, typer.Option("--vmaf/--no-vmaf", help="Measure VMAF with ffmpeg libvmaf.")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RD plots (PNG).")] = True,
     keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the raw intermediate files.")] = False,
+    overwrite: Annotated[bool, typer.Option("-y", "--overwrite", help="Replace an earlier bench's results "
+                                            "in the output folder (with its bitstreams and plots).")] = False,
 ) -> None:
-    """Rate-distortion of tokcodec against HEVC (x265), VVC (vvenc), AV1 (SVT-AV1) and x264."""
+    """Rate-distortion of tokcodec against HEVC (x265), VVC (vvenc), AV1 (SVT-AV1) and x264.
+
+    Writes results.json, points.csv, bdrate.csv, report.md and plots into the output folder; exit
+    status 1 when any point or clip failed (the others are still measured and reported)."""
     with errors():
         from tokcodec.bench.rd import BenchConfig, parse_codecs, run_bench
         from tokcodec.bench.report import markdown, write_all
@@ -51,14 +57,17 @@ def bench(
             clips=list(clips), out=out, codecs=parse_codecs(codecs), quick=quick, ffmpeg=ffmpeg,
             frames=frames, anchor=anchor, model=model, device=device, refine=refine, passes=passes,
             rdo=rdo, correction=not no_correction, with_vmaf=vmaf,
-            plots=plots, keep_work=keep_work,
+            plots=plots, keep_work=keep_work, overwrite=overwrite,
         )
         report = run_bench(cfg, log=lambda s: typer.echo(s, err=True))
         paths = write_all(report, out, plots=plots)
     typer.echo(markdown(report))
     typer.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['bd_csv']}, {paths['markdown']}"
                + (f", {paths['plots']}/*.png" if "plots" in paths else ""), err=True)
-    if not report.points:
+    if report.failures:
+        typer.echo(f"tokcodec: {len(report.failures)} point(s) or clip(s) failed, listed in {paths['markdown']}",
+                   err=True)
+    if not report.points or report.failures:
         raise typer.Exit(1)
 
 
