@@ -114,3 +114,28 @@ def test_bench_of_clips_sharing_a_name_keeps_them_apart(tmp_path):
     res = CliRunner().invoke(_app(), args)  # a rerun into the same folder
     assert res.exit_code == 1 and "use -y" in res.output
     assert CliRunner().invoke(_app(), args + ["-y"]).exit_code == 0
+
+
+def test_an_interrupted_bench_writes_the_results_so_far(tmp_path, monkeypatch):
+    from tokcodec.bench import rd
+    from tokcodec.bench.ffmpeg import find_ffmpeg
+
+    if not find_ffmpeg().has_encoder("libx264"):
+        pytest.skip("no libx264 in this ffmpeg")
+    clip = clips.generate(tmp_path / "clips", ["objects"], width=64, height=48, frames=3)[0]
+    real, calls = rd._run_point, []
+
+    def interrupted_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rd, "_run_point", interrupted_at_the_second)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(_app(), [str(clip), "-o", str(out), "--quick", "--codecs", "x264", "--anchor", "x264",
+                                      "--no-vmaf", "--no-plots"])
+    assert res.exit_code == 130 and "results so far" in res.output
+    report = json.loads((out / "results.json").read_text())
+    assert report["interrupted"] and len(report["points"]) == 1
+    assert not (out / "work").exists()

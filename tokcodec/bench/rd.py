@@ -283,39 +283,44 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         report.notes.append("clips named apart (their file names collide or are reserved): "
                             + ", ".join(f"{c} as {n}" for c, n in renamed.items()))
     work_root = cfg.out / "work"
-    for clip, name in zip(cfg.clips, names):
-        clip = Path(clip)
-        try:
-            ref = load_reference(clip, ff, work_root / name, cfg.frame_cap(), name)
-        except Exception as e:  # noqa: BLE001 - a clip that fails to load must not lose the others
-            msg = f"{name}: cannot read {clip}: {type(e).__name__}: {e}"
-            report.failures.append(msg)
-            log(f"FAILED {msg}")
-            continue
-        ceiling = yuv420_to_rgb(ff, ref.yuv420(), ref.width, ref.height, ref.fps)
-        info = ClipInfo(name, str(clip), ref.frames, ref.width, ref.height, str(ref.fps),
-                        psnr(ref.rgb, ceiling), psnr_y(ref.rgb, ceiling), list(ref.notes))
-        del ceiling
-        report.clips.append(info)
-        log(f"{name}: {ref.width}x{ref.height}, {ref.frames} frames @ {ref.fps} fps "
-            f"(4:2:0 round trip alone: PSNR-RGB {info.yuv420_psnr_rgb:.2f} dB)")
-        bitstreams = cfg.out / "bitstreams" / name
-        bitstreams.mkdir(parents=True, exist_ok=True)
-        for codec in runnable:
-            for point in codec.points_for(ref, cfg.quick):
-                try:
-                    p = _run_point(codec, ref, point, cfg, ff, bitstreams)
-                except Exception as e:  # noqa: BLE001 - one failing point must not stop the sweep
-                    msg = f"{name} {codec.series} {point.label}: {type(e).__name__}: {e}"
-                    report.failures.append(msg)
-                    log(f"FAILED {msg}")
-                    continue
-                report.points.append(p)
-                vm = f"{p.vmaf:.2f}" if p.vmaf is not None else "-"
-                log(f"  {codec.series:15s} {point.label:14s} bpp {p.bpp:.4f}  PSNR-Y {p.psnr_y:.2f}  "
-                    f"MS-SSIM {p.ms_ssim:.4f}  VMAF {vm}  enc {p.enc_fps:.1f} fps  dec {p.dec_fps:.1f} fps")
-        if not cfg.keep_work:
-            shutil.rmtree(ref.workdir, ignore_errors=True)
+    try:  # (Ctrl-C: the points so far are still reported)
+        for clip, name in zip(cfg.clips, names):
+            clip = Path(clip)
+            try:
+                ref = load_reference(clip, ff, work_root / name, cfg.frame_cap(), name)
+            except Exception as e:  # noqa: BLE001 - a clip that fails to load must not lose the others
+                msg = f"{name}: cannot read {clip}: {type(e).__name__}: {e}"
+                report.failures.append(msg)
+                log(f"FAILED {msg}")
+                continue
+            ceiling = yuv420_to_rgb(ff, ref.yuv420(), ref.width, ref.height, ref.fps)
+            info = ClipInfo(name, str(clip), ref.frames, ref.width, ref.height, str(ref.fps),
+                            psnr(ref.rgb, ceiling), psnr_y(ref.rgb, ceiling), list(ref.notes))
+            del ceiling
+            report.clips.append(info)
+            log(f"{name}: {ref.width}x{ref.height}, {ref.frames} frames @ {ref.fps} fps "
+                f"(4:2:0 round trip alone: PSNR-RGB {info.yuv420_psnr_rgb:.2f} dB)")
+            bitstreams = cfg.out / "bitstreams" / name
+            bitstreams.mkdir(parents=True, exist_ok=True)
+            for codec in runnable:
+                for point in codec.points_for(ref, cfg.quick):
+                    try:
+                        p = _run_point(codec, ref, point, cfg, ff, bitstreams)
+                    except Exception as e:  # noqa: BLE001 - one failing point must not stop the sweep
+                        msg = f"{name} {codec.series} {point.label}: {type(e).__name__}: {e}"
+                        report.failures.append(msg)
+                        log(f"FAILED {msg}")
+                        continue
+                    report.points.append(p)
+                    vm = f"{p.vmaf:.2f}" if p.vmaf is not None else "-"
+                    log(f"  {codec.series:15s} {point.label:14s} bpp {p.bpp:.4f}  PSNR-Y {p.psnr_y:.2f}  "
+                        f"MS-SSIM {p.ms_ssim:.4f}  VMAF {vm}  enc {p.enc_fps:.1f} fps  dec {p.dec_fps:.1f} fps")
+            if not cfg.keep_work:
+                shutil.rmtree(ref.workdir, ignore_errors=True)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        report.notes.append(f"interrupted after {len(report.points)} points: the results so far")
+        log("interrupted: writing the results so far")
     if not cfg.keep_work:
         shutil.rmtree(work_root, ignore_errors=True)
     for c in runnable:

@@ -84,6 +84,7 @@ class BenchReport:
     settings: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     elapsed_seconds: Optional[float] = None
+    interrupted: bool = False  # Ctrl-C: the points measured so far
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

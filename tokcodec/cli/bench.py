@@ -64,6 +64,9 @@ def bench(
     typer.echo(markdown(report))
     typer.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['bd_csv']}, {paths['markdown']}"
                + (f", {paths['plots']}/*.png" if "plots" in paths else ""), err=True)
+    if report.interrupted:
+        typer.echo("tokcodec: interrupted (the results so far are written)", err=True)
+        raise typer.Exit(130)
     if report.failures:
         typer.echo(f"tokcodec: {len(report.failures)} point(s) or clip(s) failed, listed in {paths['markdown']}",
                    err=True)
