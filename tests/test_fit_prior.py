@@ -20,11 +20,16 @@ from tokcodec.model import zoo
 runner = CliRunner()
 
 
-@pytest.fixture
-def fresh_priors(monkeypatch):
-    """A process that has not yet met any prior beside weights (as a new `tokcodec` run)."""
+def _new_process(monkeypatch):
+    """As a new `tokcodec` run: no prior beside weights met yet."""
     monkeypatch.setattr(c3, "_BESIDE", {})
     monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    monkeypatch.setattr(c3, "_LOOKED_BESIDE", [])
+
+
+@pytest.fixture
+def fresh_priors(monkeypatch):
+    _new_process(monkeypatch)
 
 
 @pytest.fixture
@@ -81,8 +86,7 @@ def test_a_new_process_finds_the_prior_beside_the_weights_or_says_where_it_looks
     assert _first_payload(tmp_path / "a.tok")[0] == c3.MODE_CONTEXT  # coded with the prior
     _, grids, _ = read_tokens(tmp_path / "a.tok")
 
-    monkeypatch.setattr(c3, "_BESIDE", {})  # a new process, which has not loaded the weights
-    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    _new_process(monkeypatch)  # a new process, which has not loaded the weights
     with pytest.raises(FormatError, match="beside the weights file given with --model"):
         read_tokens(tmp_path / "a.tok")
     _, again, _ = read_tokens(tmp_path / "a.tok", model=str(weights))  # tokens alone: no network run
@@ -96,8 +100,7 @@ def test_a_new_process_finds_the_prior_beside_the_weights_or_says_where_it_looks
     assert r.exit_code == 1 and "hash mismatch" in r.output
 
     shutil.move(weights.with_name("mine.coder3.safetensors"), tmp_path / "elsewhere.safetensors")
-    monkeypatch.setattr(c3, "_BESIDE", {})
-    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    _new_process(monkeypatch)
     with pytest.raises(FormatError, match="needs the prior with key"):
         decode_video(tmp_path / "a.tok", tmp_path / "a.mkv", model=str(weights))
 
@@ -115,8 +118,7 @@ def test_a_refit_keeps_the_prior_earlier_files_name(tmp_path, own, monkeypatch):
     new_key = c3.load_prior(second.path).key
     assert new_key != old_key
 
-    monkeypatch.setattr(c3, "_BESIDE", {})  # a new process: both priors found beside the weights
-    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    _new_process(monkeypatch)  # a new process: both priors found beside the weights
     assert decode_video(tmp_path / "old.tok", tmp_path / "old.mkv", model=str(weights)).frames == 5
     assert c3.known_prior(old_key) is not None
     assert c3.prior_for_model(zoo.weights_sha256(str(weights))).key == new_key  # new files: the current one
@@ -141,8 +143,7 @@ def test_a_prior_of_other_weights_is_not_used_and_said(tmp_path, own):
 def test_an_oversized_prior_file_is_not_read(tmp_path, own, monkeypatch):
     weights, data = own
     _fit(weights, data)
-    monkeypatch.setattr(c3, "_BESIDE", {})
-    monkeypatch.setattr(c3, "_CURRENT_BESIDE", {})
+    _new_process(monkeypatch)
     monkeypatch.setattr(c3, "MAX_PRIOR_BYTES", 1000)
     loaded = zoo.load_tokenizer(str(weights))
     assert "larger than any coder-3 prior" in loaded.prior_problems[0]
@@ -162,13 +163,15 @@ def test_cli_fit_prior(tmp_path, own):
                             "--epochs", "1"])
     assert r.exit_code == 0, r.output
     assert weights.with_name("mine.coder3.safetensors").exists()
-    assert "bits/token with the prior" in r.output
+    assert "coder 3 with it:" in r.output and "bits/token; coder 2, without it:" in r.output
     r = runner.invoke(app, ["fit-prior", str(weights), "--synthetic", "0"])
     assert r.exit_code == 1 and "nothing to fit on" in r.output
     r = runner.invoke(app, ["fit-prior", str(tmp_path / "missing.safetensors")])
     assert r.exit_code == 1 and "no such file" in r.output
     r = runner.invoke(app, ["fit-prior", str(zoo.shipped_weights_path("fast-deep"))])
     assert r.exit_code == 1 and "come with their priors" in r.output
+    r = runner.invoke(app, ["fit-prior", "default"])
+    assert r.exit_code == 1 and "the presets come with their priors" in r.output
     r = runner.invoke(app, ["fit-prior", str(weights), "--data", str(tmp_path / "none"), "--synthetic", "0"])
     assert r.exit_code == 1 and "no such file or directory" in r.output
 
@@ -200,3 +203,62 @@ def test_batch_says_once_that_weights_have_no_prior(tmp_path, own):
     _fit(weights, data)
     summary = batch_encode(data, tmp_path / "tok2", model=str(weights), workers=1, passes=0)
     assert summary.done == 2 and summary.warnings == []
+
+
+def test_the_same_weights_export_to_the_same_bytes(tmp_path):
+    """safetensors writes metadata in a random order; a .tok records the weights' hash, so an
+    export of the same checkpoint must hash the same every time."""
+    model = zoo.random_init(zoo.get_preset("tiny"), 3)
+    digests = {zoo.save_weights(model.state_dict(), model.cfg, tmp_path / f"w{i}.safetensors",
+                                extra={"steps": "5", "averaging": "ema", "train_seconds": "1"}) for i in range(4)}
+    assert len(digests) == 1
+    assert zoo.load_tokenizer(str(tmp_path / "w0.safetensors")).config == model.cfg
+
+
+def test_verify_finds_the_prior_beside_model_and_asks_for_it(tmp_path, own, monkeypatch):
+    from tokcodec.codec.verify import verify_file
+
+    weights, data = own
+    _fit(weights, data)
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
+    _new_process(monkeypatch)  # a new process
+    bare = verify_file(tmp_path / "a.tok")
+    assert len(bare.problems) == 1 and "weights of your own" in bare.problems[0] and "--model" in bare.problems[0]
+    assert verify_file(tmp_path / "a.tok", model=str(weights)).ok
+
+
+def test_a_missing_prior_is_not_damage(tmp_path, own, monkeypatch):
+    from tokcodec.errors import MissingPriorError
+
+    weights, data = own
+    _fit(weights, data)
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
+    moved = tmp_path / "moved" / "mine.safetensors"
+    moved.parent.mkdir()
+    shutil.copy(weights, moved)  # the weights without their prior
+    _new_process(monkeypatch)
+    for salvage in (False, True):
+        with pytest.raises(MissingPriorError) as info:
+            decode_video(tmp_path / "a.tok", tmp_path / f"o{salvage}.mkv", model=str(moved), salvage=salvage)
+        assert "--salvage" not in str(info.value) and "mine.coder3.safetensors" in str(info.value)
+        assert str(moved.parent) in str(info.value)
+
+
+def test_rdo_and_targets_with_weights_without_a_prior_are_refused(tmp_path, own):
+    weights, data = own
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    with pytest.raises(ModelError, match="--rdo 1 needs a coder-3 prior.*tokcodec fit-prior"):
+        encode_video(src, tmp_path / "a.tok", model=str(weights), rdo=1)
+    encode_video(src, tmp_path / "b.tok", model=str(weights), rdo=0)  # (0: the encoder's own bits)
+    r = runner.invoke(app, ["batch", "encode", str(data), str(tmp_path / "out"), "--model", str(weights), "--rdo", "1"])
+    assert r.exit_code == 1 and "need a coder-3 prior" in r.output and not (tmp_path / "out").exists()
+
+
+def test_export_weights_says_what_its_input_and_output_are_not(tmp_path, own):
+    weights, _ = own
+    r = runner.invoke(app, ["export-weights", str(weights), "-o", str(tmp_path / "x.safetensors")])
+    assert r.exit_code == 1 and "not a training checkpoint (a weights file" in r.output
+    r = runner.invoke(app, ["export-weights", str(weights), "-o", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "NAME.safetensors" in r.output

@@ -12,6 +12,11 @@ class FormatError(TokcodecError):
     """A .tok file is malformed, truncated, corrupted or of an unknown version."""
 
 
+class MissingPriorError(FormatError):
+    """A payload names a coder-3 prior this process does not have: an intact file, coded with
+    weights of your own whose prior was not found beside them (not damage: --salvage cannot help)."""
+
+
 class InputError(TokcodecError):
     """An input file is missing, unreadable or not a video/image."""
 

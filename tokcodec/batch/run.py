@@ -243,10 +243,14 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
         raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
     validate_options(options)
     notes: list[str] = []
-    if op == "encode" and options.model:  # said once here, not on every file's line
-        from tokcodec.codec.pipeline import prior_warnings_of
+    if op in ("encode", "tokens") and options.model:  # said once here, not on every file's line
+        from tokcodec.codec.pipeline import lacks_prior, prior_warnings_of
 
-        notes = prior_warnings_of(options.model)
+        asked = options.bpp is not None or options.bitrate is not None or bool(options.rdo)
+        if asked and lacks_prior(options.model):  # (refused by every file's encode: say it once, now)
+            raise ModelError(f"--bpp, --bitrate and --rdo need a coder-3 prior for {options.model}: "
+                             f"`tokcodec fit-prior {options.model}` fits one")
+        notes = prior_warnings_of(options.model) if op == "encode" else []
     created = not dst.exists()
     try:
         dst.mkdir(parents=True, exist_ok=True)

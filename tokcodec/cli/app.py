@@ -477,11 +477,19 @@ def export_weights(
     usable with --model."""
     with errors():
         from tokcodec.codec.outputs import check_output
-        from tokcodec.train.trainer import export_weights
+        from tokcodec.train.trainer import export_weights, read_checkpoint
+        if output.suffix != ".safetensors":
+            raise OutputError(f"{output}: weights are written as NAME.safetensors (what --model takes)")
         check_output(output, overwrite)
-        digest = export_weights(checkpoint, output, fp16=not fp32, ema=not raw)
+        state = read_checkpoint(checkpoint)
+        digest = export_weights(checkpoint, output, fp16=not fp32, ema=not raw, state=state)
         typer.echo(f"wrote {output} (sha256 {digest}); `tokcodec fit-prior {output} --data DIR` fits its "
                    "coder-3 prior, without which its files are larger", err=True)
+        steps = int(state["step"])
+        if not raw and state.get("init_weights") and steps < 5000:  # (EMA decay 0.999 per step)
+            typer.echo(f"tokcodec: note: after {steps} steps from {state['init_weights']}, the EMA still holds "
+                       f"{0.999 ** steps:.0%} of those weights; --raw exports the trained weights themselves "
+                       "(compare both)", err=True)
 
 
 @app.command("fit-prior")
@@ -507,7 +515,12 @@ def fit_prior(
         from tokcodec.codec.prior_fit import fit_prior as fit
         from tokcodec.model.zoo import WEIGHTS_DIR, is_weights_file
 
+        from tokcodec.model.presets import PRESETS, resolve_name
+
         problem = why_not_a_file(weights)
+        if problem and resolve_name(str(weights)) in PRESETS:
+            raise InputError(f"{weights}: the presets come with their priors; fit-prior takes a weights file "
+                             "of your own (.safetensors)")
         if problem:
             raise InputError(f"{weights}: {problem}")
         if not is_weights_file(str(weights)):
@@ -520,10 +533,7 @@ def fit_prior(
                              data=tuple(data or ()), clips_data=clips, epochs=epochs)
         if not cfg.data and not synthetic:
             raise InputError("nothing to fit on: give --data, or procedural clips (--synthetic)")
-        fitted = fit(cfg, log=(lambda _: None) if quiet else (lambda line: typer.echo(line, err=True)))
-        if not quiet:
-            typer.echo(f"fitted {fitted.tokens} tokens -> {fitted.path}: {fitted.coder3_bits:.2f} bits/token "
-                       f"with the prior, {fitted.coder2_bits:.2f} without it", err=True)
+        fit(cfg, log=(lambda _: None) if quiet else (lambda line: typer.echo(line, err=True)))
 
 
 def _register_commands() -> None:

@@ -85,7 +85,7 @@ from tokcodec.codec.lattice import (HEADER_BYTES, MAX_BITS, MAX_MOTION, MODE_CON
                                     Geometry, Pass)
 from tokcodec.codec.segments import append_segments, pack_motion, read_mode, read_motion, read_segments
 from tokcodec.codec.raw import RawBitsCoder, check_tokens as _check_tokens
-from tokcodec.errors import FormatError
+from tokcodec.errors import FormatError, MissingPriorError
 
 if TYPE_CHECKING:
     from tokcodec.codec.entropy import CoderContext
@@ -294,6 +294,7 @@ PRIOR_SUFFIX = ".coder3.safetensors"
 MAX_PRIOR_BYTES = 1 << 22       # shipped priors take 44 KB; a bigger file is not read
 _BESIDE: dict[bytes, Prior] = {}            # key -> prior, of every weights file loaded so far
 _CURRENT_BESIDE: dict[str, Prior] = {}      # weights SHA-256 -> the prior to code with
+_LOOKED_BESIDE: list[Path] = []             # weights files whose priors were looked for (for errors)
 
 
 def prior_path(weights: Path) -> Path:
@@ -313,6 +314,8 @@ def use_priors_beside(weights: Path, model_sha256: str) -> list[str]:
     The package's own weights folder is left to ``shipped_priors`` (checked against SHA256SUMS)."""
     if weights.resolve().parent == WEIGHTS_DIR:
         return []
+    if weights not in _LOOKED_BESIDE:
+        _LOOKED_BESIDE.append(weights)
     current = prior_path(weights)
     stem = weights.name.removesuffix(".safetensors")
     kept = sorted(weights.parent.glob(glob.escape(stem) + ".coder3-*.safetensors"))
@@ -857,11 +860,11 @@ def decode_segments(payload: bytes, key: bytes, spans: list[tuple[bool, int]], s
     prior = known_prior(key)
     if prior is None or prior.bits != bits:
         skipped = "; ".join(f"{k}: {v}" for k, v in SKIPPED_PRIORS.items())
-        raise FormatError(f"{coder} payload needs the prior with key {key.hex()}, which this tokcodec does "
-                          "not ship; a prior fitted for weights of your own is found beside the weights "
-                          "file given with --model (MODEL.coder3.safetensors, or an earlier fit kept as "
-                          f"MODEL.coder3-{key.hex()}.safetensors)"
-                          + (f" (skipped priors: {skipped})" if skipped else ""))
+        looked = "; ".join(f"{prior_path(w)} (or {kept_prior_path(w, key).name})" for w in _LOOKED_BESIDE)
+        where = (f"; it is not at {looked}" if looked else "; a prior fitted for weights of your own is found "
+                 "beside the weights file given with --model")
+        raise MissingPriorError(f"{coder} payload needs the prior with key {key.hex()}, which this tokcodec does "
+                                f"not ship{where}" + (f" (skipped priors: {skipped})" if skipped else ""))
     segments, pos = [], start
     for raw, n in spans:
         segments.append((raw, payload[pos:pos + n]))

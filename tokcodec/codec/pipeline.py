@@ -48,7 +48,7 @@ from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
-from tokcodec.errors import FormatError, InputError, ModelError, OutputError, TokcodecError
+from tokcodec.errors import FormatError, InputError, MissingPriorError, ModelError, OutputError, TokcodecError
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames, output_kind, probe,
                          timing_drift)
 from tokcodec.metrics import ErrorTotals
@@ -226,12 +226,14 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     coder = encoder_for(coder_id, loaded)
     plan = kept = None
     plan_start = time.perf_counter()
+    asked = "a target rate (--bpp, --bitrate)" if target is not None else f"--rdo {rdo:g}" if rdo else None
+    if asked and chooser(DEFAULT_RDO) is None:  # (both weigh token bits by the prior's cost of them)
+        fit = (f"`tokcodec fit-prior {loaded.source}` fits one" if not loaded.shipped
+               else "the trained presets have one")
+        needs = (f"coder 3 or 4, not coder {coder_id}" if coder_id not in PRIOR_CODER_IDS
+                 else f"a coder-3 prior for the model's tokens, and {loaded.name} has none ({fit})")
+        raise ModelError(f"{asked} needs {needs}")
     if target is not None:
-        if chooser(DEFAULT_RDO) is None:
-            fit = (f"tokcodec fit-prior {loaded.source} fits one" if not loaded.shipped
-                   else "the trained presets have one")
-            raise ModelError(f"a target rate needs the model's coder 3 prior, and {loaded.name} has none for "
-                             f"coder {coder_id} ({fit})")
         plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
                                 plan_progress, skip)
@@ -330,6 +332,11 @@ def prior_warnings_of(model: str) -> list[str]:
     if prior_for_model(digest) is None:
         out.append(_no_prior(Path(model).stem, str(Path(model))))
     return out
+
+
+def lacks_prior(model: str) -> bool:
+    """Whether ``model`` is a weights file of your own with no coder-3 prior beside it."""
+    return any(w == _no_prior(Path(model).stem, str(Path(model))) for w in prior_warnings_of(model))
 
 
 def _no_prior(name: str, source: str) -> str:
@@ -630,6 +637,8 @@ def _salvaged_tokens(reader: SalvageReader, lost: list[str]) -> Iterator[Decoded
                 ) -> tuple[Chunk, DecodedChunk | TokcodecError]:
         try:
             return chunk, _decode_chunk(coder, chunk, reader.header, before=lambda: (before() or (None, None))[1])
+        except MissingPriorError:
+            raise  # (not damage: every chunk would be "lost")
         except TokcodecError as exc:
             return chunk, exc
 
@@ -795,6 +804,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     if progress and filled:
                         progress(filled)
                     audio_note, warnings = writer.audio_note, writer.warnings
+        except MissingPriorError:
+            raise  # (an intact file: --salvage cannot help)
         except FormatError as exc:
             raise FormatError(f"{exc} (--salvage decodes the intact parts)") from None
         problems = reader.problems + damaged if salvage else []

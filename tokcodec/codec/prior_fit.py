@@ -267,10 +267,13 @@ def save(arrays: dict[str, np.ndarray], sha256: str, path: Path) -> None:
     weights/SHA256SUMS, since coder 3 only uses shipped priors that match it."""
     import hashlib
 
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as save_bytes
 
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
-              metadata={"format": c3.PRIOR_FORMAT, "model_sha256": sha256})
+    from tokcodec.model.weights_delta import canonical_safetensors
+
+    data = save_bytes({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                      metadata={"format": c3.PRIOR_FORMAT, "model_sha256": sha256})
+    path.write_bytes(canonical_safetensors(data))  # (a prior's key is its file's hash: one per contents)
     path.chmod(0o644)
     if path.parent.resolve() == c3.WEIGHTS_DIR.resolve():
         sums = c3.WEIGHTS_DIR / "SHA256SUMS"
@@ -368,6 +371,8 @@ def fit_prior(cfg: PriorFitConfig, log=print) -> FittedPrior:
     sha = weights_sha256(cfg.weights)
     if not cfg.force:  # before the minutes of fitting
         refuse_to_orphan(out, sha)
+    if cfg.data:
+        media_files(cfg.data)  # (a --data without videos fails now, not after the procedural clips)
     sets = []
     for size, count in (((360, 640), cfg.clips360), ((128, 128), cfg.clips128)):
         if count <= 0:

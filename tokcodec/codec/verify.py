@@ -15,8 +15,9 @@ from tokcodec.codec.container import ContainerReader
 from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError, TokcodecError, why_not_a_file
-from tokcodec.model.presets import resolve_name
-from tokcodec.model.zoo import shipped_version, weights_sha256
+from tokcodec.codec.context_coder3 import use_priors_beside
+from tokcodec.model.presets import PRESETS, resolve_name
+from tokcodec.model.zoo import is_weights_file, shipped_version, weights_sha256
 
 
 @dataclass
@@ -51,9 +52,26 @@ def _check_weights(report: VerifyReport, expected: str, model: str | None, name:
                                f"made with {expected[:16]}... (pass --model with the weights used to encode)")
 
 
+def _own_weights(report: VerifyReport, model: str | None, expected: str, name: str) -> bool:
+    """For a file made with weights of your own: whether its tokens can be checked. They need the
+    weights file (``model``), whose coder-3 prior lies beside it; without it that is the problem."""
+    if model is None:
+        report.problems.append(f"weights: made with weights of your own ({name!r}, sha256 {expected[:16]}...): "
+                               "pass --model with that file to check them and the tokens")
+        return False
+    if is_weights_file(model) and Path(model).is_file():
+        try:
+            if weights_sha256(model) == expected:
+                use_priors_beside(Path(model), expected)
+        except TokcodecError:
+            pass  # (_check_weights says what is wrong with the file)
+    return True
+
+
 def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = True,
                 weights: bool = True) -> VerifyReport:
-    """Every check that does not need the decoder network; problems are one line each."""
+    """Every check that does not need the decoder network; problems are one line each. A file
+    made with weights of your own needs ``model`` (its weights file) for the weights and tokens."""
     path = Path(path)
     report = VerifyReport(str(path))
     reason = why_not_a_file(path)
@@ -68,6 +86,9 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
     with reader:
         h = reader.header
         report.frames, report.chunks, report.model = reader.frame_count, len(reader.entries), h.model_name
+        if resolve_name(h.model_name) not in PRESETS and not _own_weights(report, model, h.weights_sha256,
+                                                                           h.model_name):
+            tokens = weights = False
         try:
             coder = get_coder(h.coder_id)
         except TokcodecError as exc:

@@ -74,6 +74,20 @@ def safetensors_header(data: bytes | bytearray) -> tuple[dict, int]:
     return header, 8 + header_len
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its metadata keys in sorted order. The safetensors library
+    writes metadata in a random order (a hash map), so the same weights exported twice hashed
+    differently, and a .tok records the weights' hash: this makes a file a function of its
+    contents. Tensor entries and their data are kept as written (their order is fixed)."""
+    header, base = safetensors_header(data)
+    if isinstance(header.get("__metadata__"), dict):
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # (the data stays 8-byte aligned, as the library writes it)
+    return len(text).to_bytes(8, "little") + text + bytes(data[base:])
+
+
 def _tensor_spans(data: bytes | bytearray) -> dict[str, tuple[str, int, int]]:
     """name -> (dtype, start, end) in absolute offsets of a safetensors file's bytes, checked to
     lie inside the data."""

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from tokcodec.errors import ModelError
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
-from tokcodec.model.weights_delta import DeltaError, apply_delta, delta_path, safetensors_header
+from tokcodec.model.weights_delta import (DeltaError, apply_delta, canonical_safetensors, delta_path,
+                                         safetensors_header)
 
 if TYPE_CHECKING:  # torch is imported where a model is built: hashes and files (verify) do without it
     import torch
@@ -301,7 +302,7 @@ def save_weights(state: dict[str, torch.Tensor], cfg: TokenizerConfig, path: Pat
                for k, v in state.items()}
     meta = {FORMAT_KEY: WEIGHTS_FORMAT, CONFIG_KEY: json.dumps(cfg.to_dict()), "trained": "true"}
     meta.update(extra or {})
-    data = save(tensors, metadata=meta)
+    data = canonical_safetensors(save(tensors, metadata=meta))  # (the same weights, the same hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)

@@ -828,14 +828,34 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     return trainer
 
 
+def read_checkpoint(checkpoint: Path) -> dict:
+    """A training checkpoint's state (no pickle: tensors and plain values only), or a ModelError
+    that says what the file is not."""
+    from tokcodec.errors import ModelError
+
+    hint = (" (a weights file: it is already exported, and --model takes it)"
+            if str(checkpoint).endswith(".safetensors") else "")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{checkpoint}: no such file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{checkpoint}: is a directory (a run's checkpoint is RUN_DIR/checkpoint.pt)") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a file that is not its own
+        raise ModelError(f"{checkpoint}: not a training checkpoint{hint} ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model_config" not in state or "step" not in state:
+        raise ModelError(f"{checkpoint}: not a training checkpoint{hint}")
+    return state
+
+
 def export_weights(checkpoint: Path, out: Path, fp16: bool = True, extra: dict[str, str] | None = None,
-                   ema: bool = True) -> str:
+                   ema: bool = True, state: dict | None = None) -> str:
     """Write a checkpoint's EMA weights (``ema=False``: the trained weights themselves) as shipped
     safetensors; returns the file's SHA-256. The EMA is usually better; after a short fine-tune
     from other weights it still holds a share of them (0.999^steps), so compare both."""
     from tokcodec.model.zoo import save_weights
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state if state is not None else read_checkpoint(checkpoint)  # (``state``: already read)
     cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
     meta = {"steps": str(int(state["step"])), "train_seconds": f"{float(state['elapsed']):.0f}",
             "averaging": "ema" if ema else "none"}
