@@ -132,7 +132,7 @@ def test_sigterm_stops_with_a_checkpoint(tmp_path):
 
     tr.train_step = step_then_signal
     tr.fit(progress=False)
-    assert 2 <= tr.step < 50
+    assert 2 <= tr.step < 50 and tr.stopped_by == sig.SIGTERM  # (the CLI exits 143)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert int(saved["step"]) == tr.step
 

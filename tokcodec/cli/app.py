@@ -462,7 +462,9 @@ def train(
             cfg = resumed_config(overrides)
         else:
             cfg = TrainConfig().updated(overrides)
-        run_training(cfg, resume=resume, progress=not quiet)
+        trainer = run_training(cfg, resume=resume, progress=not quiet)
+    if trainer.stopped_by is not None:  # (saved, but not finished: as a shell reports a signal)
+        raise typer.Exit(128 + trainer.stopped_by)
 
 
 @app.command("export-weights")

@@ -7,21 +7,19 @@ horizontal flips are applied here. Still images are 1-frame clips (joint image-v
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tokcodec.train.real import RealVideos, corpus_photos, flat_clip, is_corpus
 from tokcodec.train.synthetic import (TRAIN_IMAGES, SynthConfig, load_images, render_clip,
                                       validation_clips)
 
 __all__ = ["ClipSampler", "DataConfig", "validation_clips"]
-
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m", ".m4v"}
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 @dataclass
 class DataConfig:
@@ -36,44 +34,77 @@ class DataConfig:
 
 
 class FolderSource:
-    """Random windows of 1+4k frames from the videos (and images) under a folder."""
+    """Random windows of 1+4k frames from the videos (and images) under a folder (or one file).
 
-    def __init__(self, root: Path, cache_frames: int = 64) -> None:
-        self.files = sorted(p for p in root.rglob("*")
-                            if p.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS)
+    A video is read a window of ``cache_frames`` frames at a time, from a random start (reached
+    by a seek), and a window is redrawn after ``uses`` samples, so long videos are seen whole, not
+    only their first seconds. Frames smaller than the crop are scaled up to it. On a video step
+    an image is moved by the synthetic camera (as the corpus's photos are); a file that cannot be
+    read is dropped with a word, and only a folder with no usable file left stops training."""
+
+    def __init__(self, root: Path, cache_frames: int = 64, uses: int = 8) -> None:
+        from tokcodec.io import IMAGE_SUFFIXES, VIDEO_INPUT_SUFFIXES
+
+        media = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
+        self.root = root
+        if root.is_file():
+            self.files = [root] if root.suffix.lower() in media else []
+        else:
+            self.files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in media)
         if not self.files:
             raise FileNotFoundError(f"{root}: no videos or images found for training")
-        self.cache_frames = cache_frames
-        self._cache: dict[Path, np.ndarray] = {}
+        self.cache_frames, self.uses = cache_frames, uses
+        self._cache: dict[Path, list] = {}     # path -> [frames, samples left]
+        self._lengths: dict[Path, int] = {}
+        self.dropped: list[str] = []
 
-    def _frames_of(self, path: Path) -> np.ndarray:
-        if path not in self._cache:
-            from tokcodec.io import read_frames
+    def _frames_of(self, path: Path, rng: np.random.Generator) -> np.ndarray:
+        entry = self._cache.get(path)
+        if entry is None or entry[1] <= 0:
+            from tokcodec.io import iter_frames, probe
 
-            frames = read_frames(path, max_frames=self.cache_frames)
+            if path not in self._lengths:
+                self._lengths[path] = max(1, probe(path).frame_count or 1)
+            start = int(rng.integers(0, max(1, self._lengths[path] - self.cache_frames + 1)))
+            frames = list(iter_frames(path, self.cache_frames, start))
+            if not frames and start:  # (fewer frames than the container said)
+                self._lengths[path] = start
+                frames = list(iter_frames(path, self.cache_frames))
+            if not frames:
+                raise ValueError("no frames decoded")
             if len(self._cache) > 32:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[path] = frames
-        return self._cache[path]
+            entry = self._cache[path] = [np.stack(frames), self.uses]
+        entry[1] -= 1
+        return entry[0]
 
     def sample(self, rng: np.random.Generator, frames: int, size: int) -> torch.Tensor:
-        for _ in range(10):
+        while self.files:
             path = self.files[rng.integers(len(self.files))]
             try:
-                video = self._frames_of(path)
-            except Exception:  # noqa: BLE001 - a broken file must not stop training
+                video = self._frames_of(path, rng)
+            except Exception as exc:  # noqa: BLE001 - a broken file must not stop training
+                self.files.remove(path)
+                self.dropped.append(f"{path}: {exc}")
+                print(f"training data: left out {path} ({exc})", file=sys.stderr)
                 continue
-            t, h, w, _ = video.shape
-            if h < size or w < size:
-                continue
+            clip = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float() / 255
+            t, _, h, w = clip.shape
+            if min(h, w) < size:  # scaled up to the crop
+                k = size / min(h, w)
+                clip = F.interpolate(clip, size=(max(size, round(h * k)), max(size, round(w * k))),
+                                     mode="bilinear", align_corners=False).clamp_(0, 1)
+                t, _, h, w = clip.shape
+            if t == 1 and frames > 1:  # a still on a video step: the synthetic camera moves over it
+                return render_clip(rng, (clip[0],), SynthConfig(frames=frames, height=size, width=size))
             n = min(frames, 1 + 4 * ((t - 1) // 4))
-            if n != frames and frames != 1:
-                continue
+            if n != frames and frames != 1:  # a video shorter than the window: as a still
+                return render_clip(rng, (clip[0],), SynthConfig(frames=frames, height=size, width=size))
             t0 = int(rng.integers(0, t - n + 1))
             y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-            clip = video[t0:t0 + n, y0:y0 + size, x0:x0 + size]
-            return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float() / 255
-        raise RuntimeError("could not sample a clip from the training folders")
+            return clip[t0:t0 + n, :, y0:y0 + size, x0:x0 + size].contiguous()
+        raise RuntimeError(f"{self.root}: no usable video or image left for training "
+                           f"({len(self.dropped)} could not be read; the first: {self.dropped[0] if self.dropped else '-'})")
 
 
 def tint(rng: np.random.Generator, clip: torch.Tensor) -> torch.Tensor:

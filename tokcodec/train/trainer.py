@@ -339,6 +339,7 @@ class Trainer:
         self._save_seconds = 0.0  # how long the last checkpoint took (the time budget keeps room for it)
         self._val: list[torch.Tensor] | None = None
         self._val_real: list[torch.Tensor] | None = None
+        self.stopped_by: int | None = None  # the signal that ended fit() early (its checkpoint saved)
         self.init_from = ""    # the weights this run started from (init_weights), kept across resumes
         self.init_sha256 = ""  # and their SHA-256
 
@@ -627,7 +628,9 @@ class Trainer:
                     bar.message(f"time limit reached at step {self.step}")
                     break
             if stop["signal"] is not None:
-                bar.message(f"stopped by signal {stop['signal']} at step {self.step}; checkpoint saved")
+                self.stopped_by = int(stop["signal"])
+                bar.message(f"stopped by signal {stop['signal']} at step {self.step}; checkpoint saved "
+                            "(--resume continues)")
         finally:
             if running:  # the steps since the last log line (a short run may have no other)
                 avg = {k: float(np.mean(v)) for k, v in running.items()}
