@@ -139,3 +139,13 @@ def test_an_interrupted_bench_writes_the_results_so_far(tmp_path, monkeypatch):
     report = json.loads((out / "results.json").read_text())
     assert report["interrupted"] and len(report["points"]) == 1
     assert not (out / "work").exists()
+
+
+def test_the_mean_over_clips_is_over_all_of_them_or_says_why_not():
+    report = BenchReport(anchor="x265-medium", quick=True)
+    report.clips = [ClipInfo("c", "c.mp4", 9, 64, 48, "25"), ClipInfo("d", "d.mp4", 9, 64, 48, "25")]
+    report.points = [_point("c", "x265-medium", 0.1, 30), _point("c", "x265-medium", 0.2, 34),
+                     _point("c", "x264-medium", 0.12, 31), _point("c", "x264-medium", 0.3, 35),
+                     _point("d", "x265-medium", 0.1, 30), _point("d", "x265-medium", 0.2, 34)]
+    means = [e for e in compute_bd_rates(report) if e.clip == "mean" and e.metric == "psnr_y"]
+    assert len(means) == 1 and means[0].value is None and means[0].reason == "no points on 1/2 clips"

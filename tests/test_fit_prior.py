@@ -55,6 +55,16 @@ def _first_payload(tok):
         return next(iter(reader.chunks())).payload
 
 
+def _coded_with_the_prior(tok) -> bytes:
+    """The first chunk's payload, which these tests need coded with the fitted prior. Coder 3
+    keeps raw or coder-2 bytes where those are smaller: with a weak 1-epoch prior over a random
+    model's tokens that could happen on some host (not on those tested), so the test then says so."""
+    payload = _first_payload(tok)
+    if payload[0] != c3.MODE_CONTEXT:
+        pytest.skip(f"the fitted prior lost to mode {payload[0]} on this host's tokens")
+    return payload
+
+
 def test_own_weights_code_with_the_prior_fitted_beside_them(tmp_path, own):
     weights, data = own
     src = write_clip(tmp_path / "in.mkv", smooth_clip(9, 32, 48, seed=5))
@@ -83,7 +93,7 @@ def test_a_new_process_finds_the_prior_beside_the_weights_or_says_where_it_looks
     _fit(weights, data)
     src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
     encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")  # (the same tokens on any host)
-    assert _first_payload(tmp_path / "a.tok")[0] == c3.MODE_CONTEXT  # coded with the prior
+    _coded_with_the_prior(tmp_path / "a.tok")
     _, grids, _ = read_tokens(tmp_path / "a.tok")
 
     _new_process(monkeypatch)  # a new process, which has not loaded the weights
@@ -111,7 +121,7 @@ def test_a_refit_keeps_the_prior_earlier_files_name(tmp_path, own, monkeypatch):
     old_key = c3.load_prior(first.path).key
     src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
     encode_video(src, tmp_path / "old.tok", model=str(weights), precision="fp32")
-    assert _first_payload(tmp_path / "old.tok")[5:5 + c3.KEY_BYTES] == old_key
+    assert _coded_with_the_prior(tmp_path / "old.tok")[5:5 + c3.KEY_BYTES] == old_key
 
     second = _fit(weights, data, seed=2)
     assert second.kept == weights.with_name(f"mine.coder3-{old_key.hex()}.safetensors") and second.kept.exists()
@@ -222,6 +232,7 @@ def test_verify_finds_the_prior_beside_model_and_asks_for_it(tmp_path, own, monk
     _fit(weights, data)
     src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
     encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
+    _coded_with_the_prior(tmp_path / "a.tok")
     _new_process(monkeypatch)  # a new process
     bare = verify_file(tmp_path / "a.tok")
     assert len(bare.problems) == 1 and "weights of your own" in bare.problems[0] and "--model" in bare.problems[0]
@@ -235,6 +246,7 @@ def test_a_missing_prior_is_not_damage(tmp_path, own, monkeypatch):
     _fit(weights, data)
     src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
     encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
+    _coded_with_the_prior(tmp_path / "a.tok")
     moved = tmp_path / "moved" / "mine.safetensors"
     moved.parent.mkdir()
     shutil.copy(weights, moved)  # the weights without their prior
@@ -262,3 +274,16 @@ def test_export_weights_says_what_its_input_and_output_are_not(tmp_path, own):
     assert r.exit_code == 1 and "not a training checkpoint (a weights file" in r.output
     r = runner.invoke(app, ["export-weights", str(weights), "-o", str(tmp_path / "x")])
     assert r.exit_code == 1 and "NAME.safetensors" in r.output
+
+
+def test_a_malformed_prior_beside_the_weights_is_named_not_a_crash(tmp_path, own):
+    from safetensors.numpy import save_file
+
+    weights, _ = own
+    sha = zoo.weights_sha256(str(weights))
+    save_file({"w1": np.zeros(3, np.int32), "b1": np.zeros(1, np.int32), "w2": np.zeros(1, np.int32),
+               "b2": np.zeros(1, np.int64), "ar": np.zeros(1, np.int64), "prob": np.zeros(1, np.int64),
+               "bits": np.zeros(0, np.int64)}, str(c3.prior_path(weights)),
+              metadata={"format": c3.PRIOR_FORMAT, "model_sha256": sha})
+    loaded = zoo.load_tokenizer(str(weights))
+    assert loaded.prior_problems and "malformed coder-3 prior" in loaded.prior_problems[0]

@@ -125,12 +125,9 @@ def prepare_output(out: Path, overwrite: bool) -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    import tokcodec
 
-        return version("tokcodec")
-    except Exception:  # noqa: BLE001 - only a record
-        return "unknown"
+    return getattr(tokcodec, "__version__", "unknown")
 
 
 def _loadavg() -> Optional[float]:
@@ -195,7 +192,10 @@ def compute_bd_rates(report: BenchReport) -> list[BDEntry]:
                                    [p.bpp for p in t], [p.metric(metric) for p in t])
                 per_clip.append(BDEntry(clip, s, metric, r.value, r.reason, r.q_lo, r.q_hi, len(a), len(t)))
             entries.extend(per_clip)
-            if len(per_clip) > 1:
+            if len(clips) > 1 and len(per_clip) < len(clips):  # a clip without points for either series
+                entries.append(BDEntry("mean", s, metric, None,
+                                       f"no points on {len(clips) - len(per_clip)}/{len(clips)} clips"))
+            elif len(per_clip) > 1:
                 # averaging over a subset of clips would compare different things: all or nothing
                 vals = [e.value for e in per_clip if e.value is not None]
                 if len(vals) == len(per_clip):

@@ -488,9 +488,14 @@ def export_weights(
         typer.echo(f"wrote {output} (sha256 {digest}); `tokcodec fit-prior {output} --data DIR` fits its "
                    "coder-3 prior, without which its files are larger", err=True)
         steps = int(state["step"])
-        if not raw and state.get("init_weights") and steps < 5000:  # (EMA decay 0.999 per step)
+        try:
+            run = json.loads(state.get("train_config") or "{}")
+        except ValueError:
+            run = {}
+        held = float(run.get("ema_decay", 0.999)) ** steps
+        if not raw and state.get("init_weights") and not run.get("ema_warmup") and held >= 0.01:
             typer.echo(f"tokcodec: note: after {steps} steps from {state['init_weights']}, the EMA still holds "
-                       f"{0.999 ** steps:.0%} of those weights; --raw exports the trained weights themselves "
+                       f"{held:.0%} of those weights; --raw exports the trained weights themselves "
                        "(compare both)", err=True)
 
 
@@ -525,7 +530,7 @@ def fit_prior(
                              "of your own (.safetensors)")
         if problem:
             raise InputError(f"{weights}: {problem}")
-        if not is_weights_file(str(weights)):
+        if weights.suffix != ".safetensors":
             raise InputError(f"{weights}: not a .safetensors weights file")
         if weights.resolve().parent == WEIGHTS_DIR.resolve():
             raise InputError(f"{weights}: the shipped weights come with their priors (maintainers re-fit "

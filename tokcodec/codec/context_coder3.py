@@ -72,6 +72,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -218,7 +219,10 @@ def load_prior(path: Path, data: bytes | None = None) -> Prior:
     if missing:
         raise FormatError(f"{path}: coder-3 prior lacks {sorted(missing)}")
     key = hashlib.sha256(data).digest()[:KEY_BYTES]
-    return prior_from_arrays(arrays, meta["model_sha256"].lower(), key)
+    try:
+        return prior_from_arrays(arrays, meta["model_sha256"].lower(), key)
+    except (IndexError, ValueError, TypeError, KeyError) as exc:  # arrays of the wrong shape or kind
+        raise FormatError(f"{path}: malformed coder-3 prior ({type(exc).__name__}: {exc})") from None
 
 
 def _shipped_digests() -> dict[str, str]:
@@ -322,19 +326,22 @@ def use_priors_beside(weights: Path, model_sha256: str) -> list[str]:
     problems = []
     for path in [*kept, current]:
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError:
             continue  # (no prior beside these weights)
         try:
-            if size > MAX_PRIOR_BYTES:
-                raise FormatError(f"{path}: {size} bytes, larger than any coder-3 prior")
+            if not stat.S_ISREG(st.st_mode):
+                raise FormatError(f"{path}: not a regular file")
+            if st.st_size > MAX_PRIOR_BYTES:
+                raise FormatError(f"{path}: {st.st_size} bytes, larger than any coder-3 prior")
             prior = load_prior(path)
-        except FormatError as exc:
-            problems.append(str(exc))
+        except (FormatError, OSError) as exc:
+            problems.append(str(exc) if isinstance(exc, FormatError) else f"{path}: unreadable ({exc})")
             continue
         if prior.model_sha256 != model_sha256.lower():
-            problems.append(f"{path} was fitted for other weights (sha256 {prior.model_sha256[:16]}...), "
-                            f"not for {weights.name} ({model_sha256[:16]}...)")
+            if path == current:  # (a kept fit of earlier weights of that name is simply not used)
+                problems.append(f"{path} was fitted for other weights (sha256 {prior.model_sha256[:16]}...), "
+                                f"not for {weights.name} ({model_sha256[:16]}...)")
             continue
         _BESIDE[prior.key] = prior
         if path == current:
@@ -860,7 +867,7 @@ def decode_segments(payload: bytes, key: bytes, spans: list[tuple[bool, int]], s
     prior = known_prior(key)
     if prior is None or prior.bits != bits:
         skipped = "; ".join(f"{k}: {v}" for k, v in SKIPPED_PRIORS.items())
-        looked = "; ".join(f"{prior_path(w)} (or {kept_prior_path(w, key).name})" for w in _LOOKED_BESIDE)
+        looked = "; ".join(f"{prior_path(w)} (or {kept_prior_path(w, key).name})" for w in _LOOKED_BESIDE[-1:])
         where = (f"; it is not at {looked}" if looked else "; a prior fitted for weights of your own is found "
                  "beside the weights file given with --model")
         raise MissingPriorError(f"{coder} payload needs the prior with key {key.hex()}, which this tokcodec does "

@@ -336,7 +336,11 @@ def prior_warnings_of(model: str) -> list[str]:
 
 def lacks_prior(model: str) -> bool:
     """Whether ``model`` is a weights file of your own with no coder-3 prior beside it."""
-    return any(w == _no_prior(Path(model).stem, str(Path(model))) for w in prior_warnings_of(model))
+    if not is_weights_file(model) or not Path(model).is_file() or Path(model).resolve().parent == WEIGHTS_DIR:
+        return False
+    digest = weights_sha256(model)
+    use_priors_beside(Path(model), digest)
+    return prior_for_model(digest) is None
 
 
 def _no_prior(name: str, source: str) -> str:

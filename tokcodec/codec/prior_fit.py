@@ -112,7 +112,8 @@ def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, fr
                 log=print) -> list[np.ndarray]:
     """(1, t, h, w) tokens of ``count`` windows of your own videos and images (``paths``): a file
     drawn at random, ``frames`` frames from a random start (an image: itself), cropped at random
-    to at most 360x640 (multiples of 8). Files that cannot be read are skipped with a word."""
+    to at most 360x640 (multiples of the model's spatial factor). Files that cannot be read are
+    skipped with a word."""
     import torch
 
     from tokcodec.errors import TokcodecError
@@ -148,8 +149,9 @@ def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, fr
                 continue
             clip = np.stack(read)
             t, h, w, _ = clip.shape
-            ch, cw = min(h, 360) // 8 * 8, min(w, 640) // 8 * 8
-            if ch < 8 or cw < 8:
+            f = loaded.config.spatial_factor
+            ch, cw = min(h, 360) // f * f, min(w, 640) // f * f
+            if ch < f or cw < f:
                 continue
             t = 1 + (t - 1) // step * step  # (1 + s*k frames: no padded frames in the statistics)
             y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
@@ -398,8 +400,14 @@ def fit_prior(cfg: PriorFitConfig, log=print) -> FittedPrior:
     x, y, _ = dataset(sets, bits)
     log(f"fitting on {len(x)} tokens, {x.shape[1]} features, model {sha[:16]}...")
     arrays = quantise(fit(x, y, bits, cfg.hidden, cfg.epochs, cfg.seed, log), bits)
-    kept = keep_replaced(out, sha) if own and cfg.output is None else None
-    save(arrays, sha, out)
+    kept = None
+    if own and cfg.output is None:  # beside your weights: the new prior is whole before the old one moves
+        part = out.with_name(out.name + ".part")
+        save(arrays, sha, part)
+        kept = keep_replaced(out, sha, c3.load_prior(part).key)
+        part.replace(out)
+    else:
+        save(arrays, sha, out)
     log(f"wrote {out}" + (f"; the prior it replaces is kept as {kept} (files coded with it still decode)"
                           if kept else ""))
     if out.parent.resolve() == c3.WEIGHTS_DIR.resolve():
@@ -426,16 +434,16 @@ def fit_prior(cfg: PriorFitConfig, log=print) -> FittedPrior:
     return FittedPrior(out, kept, len(x), coder3, coder2)
 
 
-def keep_replaced(path: Path, sha256: str) -> Path | None:
+def keep_replaced(path: Path, sha256: str, new_key: bytes) -> Path | None:
     """Before a prior beside weights of your own is replaced: rename it to the name an earlier
     fit is kept under (MODEL.coder3-KEY.safetensors), when it was fitted for these weights (files
-    coded with them may name it). A prior of other weights is simply replaced."""
+    coded with them may name it) and differs from the new one (key ``new_key``). A prior of other
+    weights is simply replaced."""
     try:
-        data = path.read_bytes()
-        previous = c3.load_prior(path, data)
+        previous = c3.load_prior(path)
     except (OSError, FormatError):
         return None
-    if previous.model_sha256 != sha256:
+    if previous.model_sha256 != sha256 or previous.key == new_key:
         return None
     kept = c3.kept_prior_path(path.with_name(path.name.removesuffix(c3.PRIOR_SUFFIX) + ".safetensors"), previous.key)
     path.replace(kept)

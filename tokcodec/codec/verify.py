@@ -86,9 +86,9 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
     with reader:
         h = reader.header
         report.frames, report.chunks, report.model = reader.frame_count, len(reader.entries), h.model_name
-        if resolve_name(h.model_name) not in PRESETS and not _own_weights(report, model, h.weights_sha256,
-                                                                           h.model_name):
-            tokens = weights = False
+        if weights and resolve_name(h.model_name) not in PRESETS and not _own_weights(
+                report, model, h.weights_sha256, h.model_name):
+            tokens = weights = False  # (said once: without the weights file, its prior is not known)
         try:
             coder = get_coder(h.coder_id)
         except TokcodecError as exc:

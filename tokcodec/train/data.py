@@ -88,23 +88,36 @@ class FolderSource:
                 self.dropped.append(f"{path}: {exc}")
                 print(f"training data: left out {path} ({exc})", file=sys.stderr)
                 continue
-            clip = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float() / 255
-            t, _, h, w = clip.shape
-            if min(h, w) < size:  # scaled up to the crop
-                k = size / min(h, w)
-                clip = F.interpolate(clip, size=(max(size, round(h * k)), max(size, round(w * k))),
-                                     mode="bilinear", align_corners=False).clamp_(0, 1)
-                t, _, h, w = clip.shape
-            if t == 1 and frames > 1:  # a still on a video step: the synthetic camera moves over it
-                return render_clip(rng, (clip[0],), SynthConfig(frames=frames, height=size, width=size))
+            t, h, w, _ = video.shape
             n = min(frames, 1 + 4 * ((t - 1) // 4))
-            if n != frames and frames != 1:  # a video shorter than the window: as a still
-                return render_clip(rng, (clip[0],), SynthConfig(frames=frames, height=size, width=size))
+            if (t == 1 and frames > 1) or (n != frames and frames != 1):
+                # a still on a video step (or a video shorter than the window): the synthetic
+                # camera moves over its first frame
+                still = _as_float(video[:1], size)[0]
+                return render_clip(rng, (still,), SynthConfig(frames=frames, height=size, width=size))
             t0 = int(rng.integers(0, t - n + 1))
+            if min(h, w) < size:  # scaled up to the crop (only this window's frames)
+                video = _as_float(video[t0:t0 + n], size)
+                _, _, h, w = video.shape
+                y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+                return video[:, :, y0:y0 + size, x0:x0 + size].contiguous()
             y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-            return clip[t0:t0 + n, :, y0:y0 + size, x0:x0 + size].contiguous()
+            crop = np.ascontiguousarray(video[t0:t0 + n, y0:y0 + size, x0:x0 + size])  # (uint8: crop first)
+            return torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 255
         raise RuntimeError(f"{self.root}: no usable video or image left for training "
                            f"({len(self.dropped)} could not be read; the first: {self.dropped[0] if self.dropped else '-'})")
+
+
+def _as_float(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [0, 1], scaled up so that both sides are at
+    least ``size``."""
+    clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    h, w = clip.shape[-2:]
+    if min(h, w) < size:
+        k = size / min(h, w)
+        clip = F.interpolate(clip, size=(max(size, round(h * k)), max(size, round(w * k))),
+                             mode="bilinear", align_corners=False).clamp_(0, 1)
+    return clip
 
 
 def tint(rng: np.random.Generator, clip: torch.Tensor) -> torch.Tensor:
