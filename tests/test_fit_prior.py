@@ -2,6 +2,7 @@
 beside the weights file; earlier fits are kept so that files coded with them still decode."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -72,6 +73,12 @@ def test_own_weights_code_with_the_prior_fitted_beside_them(tmp_path, own):
     assert _first_payload(tmp_path / "plain.tok")[0] == c3.MODE_CODER2  # no prior: coder 2 inside
     assert plain.rdo == 0
     assert any("has no coder-3 prior" in w and f"tokcodec fit-prior {weights}" in w for w in plain.warnings)
+    from tokcodec.codec import info
+
+    assert info.MODE_CODER2 == c3.MODE_CODER2
+    assert all(c.without_prior for c in info.file_info(tmp_path / "plain.tok").chunks)
+    r = runner.invoke(app, ["info", str(tmp_path / "plain.tok")])
+    assert r.exit_code == 0 and "1 of 1 chunks by coder 2 inside" in r.output
 
     fitted = _fit(weights, data)
     assert fitted.path == weights.with_name("mine.coder3.safetensors") and fitted.path.exists()
@@ -287,3 +294,17 @@ def test_a_malformed_prior_beside_the_weights_is_named_not_a_crash(tmp_path, own
               metadata={"format": c3.PRIOR_FORMAT, "model_sha256": sha})
     loaded = zoo.load_tokenizer(str(weights))
     assert loaded.prior_problems and "malformed coder-3 prior" in loaded.prior_problems[0]
+
+
+def test_info_of_a_weights_file_shows_its_model_record_and_priors(tmp_path, own):
+    weights, data = own
+    r = runner.invoke(app, ["info", str(weights)])
+    assert r.exit_code == 0 and "preset tiny" in r.output and "none beside it" in r.output
+    fitted = _fit(weights, data)
+    r = runner.invoke(app, ["info", str(weights), "--json"])
+    d = json.loads(r.output)
+    assert d["sha256"] == zoo.weights_sha256(str(weights)) and d["parameters"] > 0
+    assert d["priors"] == [{"file": str(fitted.path), "key": c3.load_prior(fitted.path).key.hex(),
+                            "note": "fitted for these weights", "current": True}]
+    r = runner.invoke(app, ["info", str(zoo.shipped_weights_path("fast-deep"))])
+    assert r.exit_code == 0 and "shipped with it" in r.output

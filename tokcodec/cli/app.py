@@ -201,13 +201,15 @@ def decode(
 
 @app.command()
 def info(
-    input: Path = typer.Argument(..., help="A .tok file, or a token file (.npy, .safetensors)."),
+    input: Path = typer.Argument(..., help="A .tok file, a token file (.npy, .safetensors) or a weights file."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records)."""
+    """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records; of a weights file: its model, training record and priors)."""
     with errors():
         if str(input) == STDIO:
             raise InputError("-: info reads a file, not standard input: give its path")
+        if input.suffix.lower() == ".safetensors" and input.is_file() and _weights_info(input, as_json):
+            return
         if input.suffix.lower() in (".npy", ".safetensors"):
             _token_file_info(input, as_json)
             return
@@ -227,7 +229,7 @@ def info(
             f"{h.bits} bits/token",
             f"model       {h.model_name}  sha256 {h.weights_sha256[:16]}...  ({h.precision})"
             + ("  [UNTRAINED weights: output is not a real reconstruction]" if info.untrained_model else ""),
-            f"coder       {info.coder} (id {h.coder_id})",
+            f"coder       {info.coder} (id {h.coder_id})" + _without_prior(info),
             f"size        {info.bytes} bytes, "
             + (f"{info.kbps:.1f} kbit/s; video {info.video_bytes} bytes, " if info.audio is not None else "")
             + f"{info.video_bpp:.4f} bpp, {info.video_kbps:.1f} kbit/s",
@@ -252,6 +254,15 @@ def info(
         typer.echo("\n".join(lines))
 
 
+def _without_prior(info) -> str:
+    """The coder line's note on chunks coded by coder 2 inside coders 3 and 4's payloads."""
+    n = sum(c.without_prior for c in info.chunks)
+    if not n:
+        return ""
+    return (f"; {n} of {info.chunks_count} chunks by coder 2 inside (near-static content, or weights "
+            "without a coder-3 prior: tokcodec fit-prior)")
+
+
 def _runs(values: list[int]) -> str:
     """[5, 5, 5, 3] -> '5 x3, 3': a long list of GOP lengths in a line."""
     parts: list[list[int]] = []
@@ -261,6 +272,32 @@ def _runs(values: list[int]) -> str:
         else:
             parts.append([v, 1])
     return ", ".join(f"{v} x{n}" if n > 1 else str(v) for v, n in parts)
+
+
+def _weights_info(path: Path, as_json: bool) -> bool:
+    """``info`` of a tokcodec weights file (False when the file is not one)."""
+    from tokcodec.model.zoo import weights_info
+
+    d = weights_info(path)
+    if d is None:
+        return False
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return True
+    meta = d["metadata"]
+    lines = [f"file        {d['file']}  (tokcodec weights{', shipped' if d['shipped'] else ''})",
+             f"model       preset {d['preset']}, {d['parameters'] / 1e6:.2f} M parameters ({', '.join(d['dtypes'])}), "
+             f"sha256 {d['sha256'][:16]}...",
+             "training    " + ", ".join(f"{k} {v}" for k, v in meta.items()) if meta else "training    not recorded"]
+    if d["shipped"]:
+        lines.append("prior       shipped with it (weights/SHA256SUMS)")
+    elif not d["priors"]:
+        lines.append(f"prior       none beside it: `tokcodec fit-prior {path}` fits one (without it, larger files)")
+    for prior in [] if d["shipped"] else d["priors"]:
+        role = "current" if prior["current"] else "kept"
+        lines.append(f"prior       {prior['file']}  ({role}; key {prior['key'] or '-'}; {prior['note']})")
+    typer.echo("\n".join(lines))
+    return True
 
 
 def _token_file_info(path: Path, as_json: bool) -> None:

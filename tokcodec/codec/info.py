@@ -10,6 +10,9 @@ from tokcodec.codec.container import Header, open_tok
 from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.entropy import TokenCoder, get_coder
 
+PRIOR_CODERS = (3, 4)   # whose payloads name a learned prior (or carry coder 2's bytes: MODE_CODER2)
+MODE_CODER2 = 2         # (context_coder3.MODE_CODER2; that module is not imported by info)
+
 
 def links_to_previous(coder: TokenCoder, payload: bytes, record: bytes) -> bool:
     """Whether a chunk decodes only after the chunk before: its tokens (coder 4) or its correction
@@ -30,6 +33,8 @@ class ChunkInfo:
     correction_bytes: int = 0                  # the GOP's correction record (format 2.x)
     linked: bool = False                       # decodes after the GOP before: its tokens (coder 4) or its
     # correction record (kind 3) coded against that GOP's
+    without_prior: bool = False                # coders 3 and 4: coded by coder 2 inside (near-static content,
+    # or weights without a coder-3 prior)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ def file_info(src: str | Path) -> FileInfo:
             chunks.append(ChunkInfo(chunk.index, chunk.first_frame, chunk.frames, (t, lh, lw), len(chunk.payload),
                                     8 * len(chunk.payload) / (t * lh * lw),
                                     tuple(b / (lh * lw) for b in per_frame), len(chunk.correction),
-                                    links_to_previous(coder, chunk.payload, chunk.correction)))
+                                    links_to_previous(coder, chunk.payload, chunk.correction),
+                                    h.coder_id in PRIOR_CODERS and chunk.payload[:1] == bytes([MODE_CODER2])))
         audio = None
         if h.has_audio:
             block = reader.read_audio()

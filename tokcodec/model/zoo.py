@@ -8,13 +8,14 @@ of decoding garbage. A shipped file may lie in the package as a delta against an
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokcodec.errors import ModelError
+from tokcodec.errors import FormatError, ModelError
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.weights_delta import (DeltaError, apply_delta, canonical_safetensors, delta_path,
                                          safetensors_header)
@@ -150,6 +151,54 @@ def _read_weights(path: Path, shipped: bool) -> tuple[dict[str, torch.Tensor], d
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not a valid safetensors file ({exc})") from None
     return tensors, metadata, digest
+
+
+def weights_info(path: Path) -> dict | None:
+    """What ``tokcodec info`` shows of a weights file, without torch: its preset, parameters,
+    dtypes, hash, training record (metadata) and the coder-3 priors beside it; None when the file
+    is a safetensors file but not tokcodec weights (e.g. a token file)."""
+    from math import prod
+
+    from tokcodec.codec import context_coder3 as c3
+
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        raise ModelError(f"{path}: {size} bytes, over the {MAX_WEIGHTS_BYTES >> 20} MiB a weights file may take")
+    data = path.read_bytes()
+    try:
+        header, _ = safetensors_header(data)
+    except DeltaError:
+        return None
+    meta = header.get("__metadata__") or {}
+    if meta.get(FORMAT_KEY) != WEIGHTS_FORMAT:
+        return None
+    tensors = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    try:
+        config = json.loads(meta.get(CONFIG_KEY, "{}"))
+    except ValueError:
+        config = {}
+    digest = hashlib.sha256(data).hexdigest()
+    priors = []
+    for prior_file in [c3.prior_path(path), *sorted(path.parent.glob(
+            glob.escape(path.name.removesuffix(".safetensors")) + ".coder3-*.safetensors"))]:
+        if not prior_file.is_file():
+            continue
+        try:
+            prior = c3.load_prior(prior_file) if prior_file.stat().st_size <= c3.MAX_PRIOR_BYTES else None
+            note = ("fitted for these weights" if prior and prior.model_sha256 == digest
+                    else "fitted for OTHER weights: not used" if prior else "too large: not read")
+            key = prior.key.hex() if prior else ""
+        except (FormatError, OSError) as exc:
+            note, key = f"unreadable: {exc}", ""
+        priors.append({"file": str(prior_file), "key": key, "note": note,
+                       "current": prior_file == c3.prior_path(path)})
+    return {
+        "file": str(path), "bytes": size, "sha256": digest, "preset": config.get("name", "?"),
+        "parameters": sum(prod(t.get("shape", [])) for t in tensors.values()),
+        "dtypes": sorted({t.get("dtype", "?") for t in tensors.values()}),
+        "metadata": {k: v for k, v in sorted(meta.items()) if k not in (FORMAT_KEY, CONFIG_KEY)},
+        "shipped": path.resolve().parent == WEIGHTS_DIR, "priors": priors,
+    }
 
 
 def _metadata(data: bytes, path: Path) -> dict[str, str]:
