@@ -55,3 +55,24 @@ def test_an_unreadable_file_is_left_out(tmp_path, capsys):
     (only_bad / "x.mp4").write_bytes(b"nothing")
     with pytest.raises(RuntimeError, match="no usable video or image left"):
         FolderSource(only_bad).sample(rng, 5, 16)
+
+
+def test_a_run_that_fails_before_a_step_exports_no_weights(tmp_path):
+    from test_train import tiny_cfg  # noqa: E402  (the tiny run settings of the trainer's tests)
+    from tokcodec.train.trainer import Trainer
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.mp4").write_bytes(b"not a video")
+    cfg = tiny_cfg(tmp_path, steps=5, export_at_end=True, sources=(str(bad),))
+    with pytest.raises(RuntimeError, match="no usable video or image left"):
+        Trainer(cfg).fit(progress=False)
+    assert not list((tmp_path / "run").glob("*.safetensors"))  # (a checkpoint at step 0 may stay: --resume)
+
+
+def test_init_from_a_checkpoint_says_what_to_do(tmp_path):
+    from test_train import tiny_cfg  # noqa: E402
+    from tokcodec.train.trainer import Trainer
+
+    with pytest.raises(ValueError, match="is a training checkpoint: --resume"):
+        Trainer(tiny_cfg(tmp_path)).init_from_weights(str(tmp_path / "run" / "checkpoint.pt"))

@@ -375,6 +375,9 @@ class Trainer:
         their SHA-256. Used to fine-tune shipped weights when no checkpoint is at hand."""
         from tokcodec.model.zoo import load_tokenizer
 
+        if name_or_path.endswith(".pt"):
+            raise ValueError(f"init_weights {name_or_path!r} is a training checkpoint: --resume --out-dir RUN "
+                             "continues its run, or `tokcodec export-weights` makes weights of it for --init")
         loaded = load_tokenizer(name_or_path)
         if not loaded.trained:
             raise ValueError(f"init_weights {name_or_path!r}: no trained weights to start from")
@@ -592,6 +595,7 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, request_stop)
+        ran = False  # (the loop ended without an exception)
         try:
             while self.step < cfg.steps and stop["signal"] is None:
                 step_start = time.time()
@@ -631,15 +635,20 @@ class Trainer:
                 self.stopped_by = int(stop["signal"])
                 bar.message(f"stopped by signal {stop['signal']} at step {self.step}; checkpoint saved "
                             "(--resume continues)")
+            ran = True
         finally:
             if running:  # the steps since the last log line (a short run may have no other)
                 avg = {k: float(np.mean(v)) for k, v in running.items()}
                 avg["steps_per_hour"] = 3600 * (self.step - start_step) / max(1e-9, time.time() - session_start)
                 self.logger.log(self.step, "train", avg)
             self.save()
-            if cfg.export_at_end and self.rank == 0:
-                for name in self.export():
+            # weights only from a run that trained (not one that failed, or stopped, before a step)
+            if cfg.export_at_end and self.rank == 0 and ran and self.step > 0:
+                written = self.export()
+                for name in written:
                     bar.message(f"wrote {name}")
+                bar.message(f"next: `tokcodec fit-prior {written[0]} --data DIR` fits the coder-3 prior its "
+                            "files need to be small; then encode --model with it")
             bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -821,6 +830,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     trainer = Trainer(cfg)
     if resume:
         trainer.load()
+        if trainer.rank == 0:
+            print(f"resuming {cfg.out_dir} at step {trainer.step} of {cfg.steps}", file=sys.stderr)
     elif cfg.init_weights:
         digest = trainer.init_from_weights(cfg.init_weights)
         if trainer.rank == 0:
