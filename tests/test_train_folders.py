@@ -76,3 +76,20 @@ def test_init_from_a_checkpoint_says_what_to_do(tmp_path):
 
     with pytest.raises(ValueError, match="is a training checkpoint: --resume"):
         Trainer(tiny_cfg(tmp_path)).init_from_weights(str(tmp_path / "run" / "checkpoint.pt"))
+
+
+def test_your_own_held_out_videos_are_validated(tmp_path):
+    from test_train import tiny_cfg  # noqa: E402
+    from tokcodec.train.data import heldout_clips
+    from tokcodec.train.trainer import Trainer
+
+    held = tmp_path / "held"
+    held.mkdir()
+    _numbered(held / "v.mkv", 40)
+    write_clip(held / "still.png", smooth_clip(1, 40, 60))
+    clips = heldout_clips((str(held),), frames=9, max_height=32, max_width=48)
+    assert sorted(c.shape for c in clips) == [(1, 32, 48, 3), (9, 32, 32, 3), (9, 32, 32, 3)]
+    firsts = sorted(int(c[0, 0, 0, 0]) // 2 for c in clips if len(c) == 9)
+    assert firsts == [0, 31]  # evenly spaced windows: the first and the last 9 frames
+    val = Trainer(tiny_cfg(tmp_path, val_data=(str(held),), val_height=32, val_width=32, frames=9)).validate()
+    assert {"heldout_psnr", "heldout_colour_drift"} <= set(val) and np.isfinite(val["heldout_psnr"])

@@ -435,6 +435,23 @@ def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: in
     return max(abs(float((t - start) * base) - k * step) for k, t in enumerate(stamps))
 
 
+def media_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
+    """The videos and images among ``paths`` (folders searched recursively), sorted; an
+    InputError when a path is missing or none is found."""
+    media = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.update(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in media)
+        elif path.is_file():
+            found.add(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    if not found:
+        raise InputError(f"no videos or images in {', '.join(map(str, paths))}")
+    return sorted(found)
+
+
 def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:
     """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix,
     turned upright by the display matrix; all at the first frame's size and orientation, so a

@@ -479,6 +479,8 @@ def train(
                                          "else the default preset)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps."),
     data: Optional[list[str]] = typer.Option(None, "--data", help="'synthetic' and/or folders of videos/images (repeatable)."),
+    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="Your own held-out videos/images (files "
+                                                 "or folders, repeatable; never trained on): validated too."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop with a checkpoint after this long."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from these weights (preset name or .safetensors), "
                                        "e.g. to fine-tune the shipped model or grow it into a deeper "
@@ -491,6 +493,7 @@ def train(
         from tokcodec.train.trainer import TrainConfig, resumed_config, train as run_training
         overrides = {k: v for k, v in {"out_dir": out_dir, "preset": preset, "steps": steps,
                                        "sources": tuple(data) if data else None,
+                                       "val_data": tuple(val_data) if val_data else None,
                                        "max_minutes": max_minutes, "init_weights": init,
                                        "device": device}.items() if v is not None}
         if config:

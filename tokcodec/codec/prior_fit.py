@@ -91,23 +91,6 @@ def real_tokens(weights: str, corpus: Path, count: int, seed: int, frames: int =
     return out
 
 
-def media_files(paths: tuple[Path, ...]) -> list[Path]:
-    """The videos and images among ``paths`` (folders searched recursively), sorted."""
-    from tokcodec.batch.plan import MEDIA_SUFFIXES
-
-    found: set[Path] = set()
-    for path in paths:
-        if path.is_dir():
-            found.update(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
-        elif path.is_file():
-            found.add(path)
-        else:
-            raise InputError(f"{path}: no such file or directory")
-    if not found:
-        raise InputError(f"no videos or images in {', '.join(map(str, paths))}")
-    return sorted(found)
-
-
 def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, frames: int = 17,
                 log=print) -> list[np.ndarray]:
     """(1, t, h, w) tokens of ``count`` windows of your own videos and images (``paths``): a file
@@ -117,7 +100,7 @@ def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, fr
     import torch
 
     from tokcodec.errors import TokcodecError
-    from tokcodec.io import iter_frames, probe
+    from tokcodec.io import iter_frames, media_files, probe
     from tokcodec.model.zoo import load_tokenizer
 
     files = media_files(paths)
@@ -374,6 +357,8 @@ def fit_prior(cfg: PriorFitConfig, log=print) -> FittedPrior:
     if not cfg.force:  # before the minutes of fitting
         refuse_to_orphan(out, sha)
     if cfg.data:
+        from tokcodec.io import media_files
+
         media_files(cfg.data)  # (a --data without videos fails now, not after the procedural clips)
     sets = []
     for size, count in (((360, 640), cfg.clips360), ((128, 128), cfg.clips128)):

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tokcodec.errors import InputError
 from tokcodec.train.real import RealVideos, corpus_photos, flat_clip, is_corpus
 from tokcodec.train.synthetic import (TRAIN_IMAGES, SynthConfig, load_images, render_clip,
                                       validation_clips)
 
-__all__ = ["ClipSampler", "DataConfig", "validation_clips"]
+__all__ = ["ClipSampler", "DataConfig", "heldout_clips", "validation_clips"]
 
 @dataclass
 class DataConfig:
@@ -43,16 +44,10 @@ class FolderSource:
     read is dropped with a word, and only a folder with no usable file left stops training."""
 
     def __init__(self, root: Path, cache_frames: int = 64, uses: int = 8) -> None:
-        from tokcodec.io import IMAGE_SUFFIXES, VIDEO_INPUT_SUFFIXES
+        from tokcodec.io import media_files
 
-        media = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
         self.root = root
-        if root.is_file():
-            self.files = [root] if root.suffix.lower() in media else []
-        else:
-            self.files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in media)
-        if not self.files:
-            raise FileNotFoundError(f"{root}: no videos or images found for training")
+        self.files = media_files((root,))
         self.cache_frames, self.uses = cache_frames, uses
         self._cache: dict[Path, list] = {}     # path -> [frames, samples left]
         self._lengths: dict[Path, int] = {}
@@ -106,6 +101,34 @@ class FolderSource:
             return torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 255
         raise RuntimeError(f"{self.root}: no usable video or image left for training "
                            f"({len(self.dropped)} could not be read; the first: {self.dropped[0] if self.dropped else '-'})")
+
+
+def heldout_clips(paths: tuple[str, ...], frames: int = 17, windows: int = 2, max_height: int = 360,
+                  max_width: int = 640, multiple: int = 8) -> list[np.ndarray]:
+    """uint8 (T, H, W, 3) validation clips of your own held-out videos and images (``paths``:
+    files or folders): ``windows`` evenly spaced windows of ``frames`` frames per video (an image:
+    itself), centre-cropped to at most max_height x max_width in multiples of ``multiple``. A file
+    that cannot be read is left out with a line on stderr."""
+    from tokcodec.errors import TokcodecError
+    from tokcodec.io import iter_frames, media_files, probe
+    from tokcodec.train.real import centre_crop
+
+    out = []
+    for path in media_files([Path(p) for p in paths]):
+        try:
+            count = max(1, probe(path).frame_count or 1)
+            starts = sorted({round(x) for x in np.linspace(0, max(0, count - frames), windows)})
+            for start in starts:
+                clip = list(iter_frames(path, frames, start))
+                if len(clip) == frames or (len(clip) == 1 and count == 1):
+                    clip = centre_crop(np.stack(clip), max_height, max_width, multiple)
+                    if min(clip.shape[1:3]) >= multiple:
+                        out.append(np.ascontiguousarray(clip))
+        except TokcodecError as exc:
+            print(f"validation data: left out {path} ({exc})", file=sys.stderr)
+    if not out:
+        raise InputError(f"no validation clip of {frames} frames (or image) in {', '.join(paths)}")
+    return out
 
 
 def _as_float(frames: np.ndarray, size: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ from tokcodec.model.lfq import LFQOutput, indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.refine import RefineConfig, search_indices
 from tokcodec.model.tokenizer import VideoTokenizer
-from tokcodec.train.data import ClipSampler, DataConfig, validation_clips
+from tokcodec.train.data import ClipSampler, DataConfig, heldout_clips, validation_clips
 from tokcodec.train.real import holdout_clips, is_corpus
 from tokcodec.train.discriminator import Discriminator
 from tokcodec.train.losses import (generator_adv_loss, hinge_d_loss, lecam_loss,
@@ -81,6 +81,8 @@ class TrainConfig:
     val_every: int = 500
     val_clips: int = 8             # synthetic validation clips (always); with a real corpus among
                                    # the sources its held-out videos are validated too ("real_*")
+    val_data: tuple[str, ...] = () # your own held-out videos/images (files or folders, never trained
+                                   # on): 2 windows of 17 frames per video validated too ("heldout_*")
     val_height: int = 0            # validation frame size; 0 = the training crop size. Full-size
     val_width: int = 0             # frames (e.g. 360 x 640) show what crop-size validation misses
     ckpt_every: int = 500
@@ -339,6 +341,7 @@ class Trainer:
         self._save_seconds = 0.0  # how long the last checkpoint took (the time budget keeps room for it)
         self._val: list[torch.Tensor] | None = None
         self._val_real: list[torch.Tensor] | None = None
+        self._val_own: list[torch.Tensor] = []
         self.stopped_by: int | None = None  # the signal that ended fit() early (its checkpoint saved)
         self.init_from = ""    # the weights this run started from (init_weights), kept across resumes
         self.init_sha256 = ""  # and their SHA-256
@@ -544,10 +547,15 @@ class Trainer:
             real = [clip for c in corpora for _, clip in holdout_clips(
                 c, frames=17, max_height=self.cfg.val_height or 360, max_width=self.cfg.val_width or 640)]
             self._val_real = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in real]
+            own = heldout_clips(self.cfg.val_data, max_height=self.cfg.val_height or 360,
+                                max_width=self.cfg.val_width or 640) if self.cfg.val_data else []
+            self._val_own = [torch.from_numpy(c).permute(3, 0, 1, 2).float().div(127.5).sub(1) for c in own]
         model = model if model is not None else self.ema_model()
         out = self._score(model, self._val)
         if self._val_real:
             out.update({f"real_{k}": v for k, v in self._score(model, self._val_real).items()})
+        if self._val_own:
+            out.update({f"heldout_{k}": v for k, v in self._score(model, self._val_own).items()})
         return out
 
     def _score(self, model: VideoTokenizer, clips: list[torch.Tensor]) -> dict[str, float]:
@@ -623,6 +631,8 @@ class Trainer:
                     self.logger.log(self.step, "val", val)
                     real = (f", real video {val['real_psnr']:.2f} dB, {val['real_psnr_corrected']:.2f} corrected "
                             f"(colour drift {val['real_colour_drift']:.1f})" if "real_psnr" in val else "")
+                    real += (f", your held-out {val['heldout_psnr']:.2f} dB ({val['heldout_psnr_corrected']:.2f} "
+                             "corrected)" if "heldout_psnr" in val else "")
                     bar.message(f"step {self.step}: val PSNR {val['psnr']:.2f} dB{real}, "
                                 f"bit entropy {val['bit_entropy_mean']:.3f} (min {val['bit_entropy_min']:.3f})")
                 if self.step % cfg.ckpt_every == 0:
