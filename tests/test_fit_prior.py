@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,16 @@ def own(tmp_path, fresh_priors):
 def _fit(weights, data, seed=7):
     return fit_prior(PriorFitConfig(weights=str(weights), clips360=0, clips128=1, data=(data,), clips_data=2,
                                     epochs=1, seed=seed), log=lambda _: None)
+
+
+def _coded_with_a_fitted_prior(tmp_path, weights, data) -> Path:
+    """A prior fitted beside ``weights``, and a .tok of a small clip coded with it (fp32: the same
+    tokens on any host)."""
+    _fit(weights, data)
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
+    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
+    _coded_with_the_prior(tmp_path / "a.tok")
+    return tmp_path / "a.tok"
 
 
 def _first_payload(tok):
@@ -97,10 +108,7 @@ def test_own_weights_code_with_the_prior_fitted_beside_them(tmp_path, own):
 
 def test_a_new_process_finds_the_prior_beside_the_weights_or_says_where_it_looks(tmp_path, own, monkeypatch):
     weights, data = own
-    _fit(weights, data)
-    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
-    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")  # (the same tokens on any host)
-    _coded_with_the_prior(tmp_path / "a.tok")
+    _coded_with_a_fitted_prior(tmp_path, weights, data)
     _, grids, _ = read_tokens(tmp_path / "a.tok")
 
     _new_process(monkeypatch)  # a new process, which has not loaded the weights
@@ -236,10 +244,7 @@ def test_verify_finds_the_prior_beside_model_and_asks_for_it(tmp_path, own, monk
     from tokcodec.codec.verify import verify_file
 
     weights, data = own
-    _fit(weights, data)
-    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
-    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
-    _coded_with_the_prior(tmp_path / "a.tok")
+    _coded_with_a_fitted_prior(tmp_path, weights, data)
     _new_process(monkeypatch)  # a new process
     bare = verify_file(tmp_path / "a.tok")
     assert len(bare.problems) == 1 and "weights of your own" in bare.problems[0] and "--model" in bare.problems[0]
@@ -250,10 +255,7 @@ def test_a_missing_prior_is_not_damage(tmp_path, own, monkeypatch):
     from tokcodec.errors import MissingPriorError
 
     weights, data = own
-    _fit(weights, data)
-    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=5))
-    encode_video(src, tmp_path / "a.tok", model=str(weights), precision="fp32")
-    _coded_with_the_prior(tmp_path / "a.tok")
+    _coded_with_a_fitted_prior(tmp_path, weights, data)
     moved = tmp_path / "moved" / "mine.safetensors"
     moved.parent.mkdir()
     shutil.copy(weights, moved)  # the weights without their prior

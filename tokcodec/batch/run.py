@@ -244,13 +244,14 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
     validate_options(options)
     notes: list[str] = []
     if op in ("encode", "tokens") and options.model:  # said once here, not on every file's line
-        from tokcodec.codec.pipeline import lacks_prior, prior_warnings_of
+        from tokcodec.codec.pipeline import prior_warnings_of
 
+        warnings, lacking = prior_warnings_of(options.model)
         asked = options.bpp is not None or options.bitrate is not None or bool(options.rdo)
-        if asked and lacks_prior(options.model):  # (refused by every file's encode: say it once, now)
+        if asked and lacking:  # (refused by every file's encode: say it once, now)
             raise ModelError(f"--bpp, --bitrate and --rdo need a coder-3 prior for {options.model}: "
                              f"`tokcodec fit-prior {options.model}` fits one")
-        notes = prior_warnings_of(options.model) if op == "encode" else []
+        notes = warnings if op == "encode" else []
     created = not dst.exists()
     try:
         dst.mkdir(parents=True, exist_ok=True)

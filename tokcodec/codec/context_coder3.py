@@ -311,6 +311,24 @@ def kept_prior_path(weights: Path, key: bytes) -> Path:
     return weights.with_name(f"{weights.name.removesuffix('.safetensors')}.coder3-{key.hex()}.safetensors")
 
 
+def prior_files_beside(weights: Path) -> list[Path]:
+    """The current prior's path beside ``weights`` (whether or not it exists), then the kept
+    earlier fits there."""
+    stem = weights.name.removesuffix(".safetensors")
+    return [prior_path(weights), *sorted(weights.parent.glob(glob.escape(stem) + ".coder3-*.safetensors"))]
+
+
+def read_prior_file(path: Path) -> Prior:
+    """A prior file not checked against SHA256SUMS (one beside weights of your own): a regular
+    file of at most MAX_PRIOR_BYTES, else FormatError; OSError when it cannot be read."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(f"{path}: not a regular file")
+    if st.st_size > MAX_PRIOR_BYTES:
+        raise FormatError(f"{path}: {st.st_size} bytes, larger than any coder-3 prior")
+    return load_prior(path)
+
+
 def use_priors_beside(weights: Path, model_sha256: str) -> list[str]:
     """Make the priors beside a weights file known to this process: the current one (used to
     code) and kept earlier ones (to decode files coded with them), each only if it was fitted
@@ -320,21 +338,13 @@ def use_priors_beside(weights: Path, model_sha256: str) -> list[str]:
         return []
     if weights not in _LOOKED_BESIDE:
         _LOOKED_BESIDE.append(weights)
-    current = prior_path(weights)
-    stem = weights.name.removesuffix(".safetensors")
-    kept = sorted(weights.parent.glob(glob.escape(stem) + ".coder3-*.safetensors"))
+    current, *_ = files = prior_files_beside(weights)
     problems = []
-    for path in [*kept, current]:
+    for path in files:
         try:
-            st = path.stat()
-        except OSError:
+            prior = read_prior_file(path)
+        except FileNotFoundError:
             continue  # (no prior beside these weights)
-        try:
-            if not stat.S_ISREG(st.st_mode):
-                raise FormatError(f"{path}: not a regular file")
-            if st.st_size > MAX_PRIOR_BYTES:
-                raise FormatError(f"{path}: {st.st_size} bytes, larger than any coder-3 prior")
-            prior = load_prior(path)
         except (FormatError, OSError) as exc:
             problems.append(str(exc) if isinstance(exc, FormatError) else f"{path}: unreadable ({exc})")
             continue

@@ -322,25 +322,18 @@ def prior_warnings(loaded: LoadedModel) -> list[str]:
     return out
 
 
-def prior_warnings_of(model: str) -> list[str]:
+def prior_warnings_of(model: str) -> tuple[list[str], bool]:
     """``prior_warnings`` of the weights ``model`` names, without building the network (a batch
-    says them once, before its workers start)."""
+    says them once, before its workers start), and whether they are weights of your own with no
+    usable prior (what --rdo and a target rate need)."""
     if not is_weights_file(model) or not Path(model).is_file() or Path(model).resolve().parent == WEIGHTS_DIR:
-        return []
+        return [], False
     digest = weights_sha256(model)
     out = use_priors_beside(Path(model), digest)
-    if prior_for_model(digest) is None:
+    lacking = prior_for_model(digest) is None
+    if lacking:
         out.append(_no_prior(Path(model).stem, str(Path(model))))
-    return out
-
-
-def lacks_prior(model: str) -> bool:
-    """Whether ``model`` is a weights file of your own with no coder-3 prior beside it."""
-    if not is_weights_file(model) or not Path(model).is_file() or Path(model).resolve().parent == WEIGHTS_DIR:
-        return False
-    digest = weights_sha256(model)
-    use_priors_beside(Path(model), digest)
-    return prior_for_model(digest) is None
+    return out, lacking
 
 
 def _no_prior(name: str, source: str) -> str:

@@ -100,8 +100,9 @@ def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, fr
     import torch
 
     from tokcodec.errors import TokcodecError
-    from tokcodec.io import iter_frames, media_files, probe
+    from tokcodec.io import media_files
     from tokcodec.model.zoo import load_tokenizer
+    from tokcodec.train.data import random_window
 
     files = media_files(paths)
     loaded = load_tokenizer(weights, "cpu")
@@ -115,15 +116,11 @@ def data_tokens(weights: str, paths: tuple[Path, ...], count: int, seed: int, fr
             tries += 1
             path = files[int(rng.integers(len(files)))]
             try:
-                if path not in lengths:
-                    lengths[path] = max(1, probe(path).frame_count or 1)
-                start = int(rng.integers(0, max(1, lengths[path] - frames + 1)))
-                read = list(iter_frames(path, frames, start))
+                read, start = random_window(path, frames, rng, lengths)
             except TokcodecError as exc:
                 read, start = [], 0
                 log(f"skipped {path}: {exc}")
             if not read and start > 0:  # fewer frames than its container said: start earlier next time
-                lengths[path] = start
                 continue
             if not read:
                 files.remove(path)

@@ -8,7 +8,6 @@ of decoding garbage. A shipped file may lie in the package as a delta against an
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 from dataclasses import dataclass
@@ -179,19 +178,17 @@ def weights_info(path: Path) -> dict | None:
         config = {}
     digest = hashlib.sha256(data).hexdigest()
     priors = []
-    for prior_file in [c3.prior_path(path), *sorted(path.parent.glob(
-            glob.escape(path.name.removesuffix(".safetensors")) + ".coder3-*.safetensors"))]:
-        if not prior_file.is_file():
-            continue
+    current, *_ = files = c3.prior_files_beside(path)
+    for prior_file in files:
         try:
-            prior = c3.load_prior(prior_file) if prior_file.stat().st_size <= c3.MAX_PRIOR_BYTES else None
-            note = ("fitted for these weights" if prior and prior.model_sha256 == digest
-                    else "fitted for OTHER weights: not used" if prior else "too large: not read")
-            key = prior.key.hex() if prior else ""
+            prior = c3.read_prior_file(prior_file)
+            note = "fitted for these weights" if prior.model_sha256 == digest else "fitted for OTHER weights: not used"
+            key = prior.key.hex()
+        except FileNotFoundError:
+            continue
         except (FormatError, OSError) as exc:
             note, key = f"unreadable: {exc}", ""
-        priors.append({"file": str(prior_file), "key": key, "note": note,
-                       "current": prior_file == c3.prior_path(path)})
+        priors.append({"file": str(prior_file), "key": key, "note": note, "current": prior_file == current})
     return {
         "file": str(path), "bytes": size, "sha256": digest, "preset": config.get("name", "?"),
         "parameters": sum(prod(t.get("shape", [])) for t in tensors.values()),

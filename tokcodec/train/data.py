@@ -34,6 +34,23 @@ class DataConfig:
                                                # gain and offset, the same on every frame)
 
 
+def random_window(path: Path, frames: int, rng: np.random.Generator,
+                  lengths: dict[Path, int]) -> tuple[list[np.ndarray], int]:
+    """Up to ``frames`` frames of ``path`` from a random start (reached by a seek), and that
+    start. ``lengths`` keeps each file's frame count (probed once); a window that comes back empty
+    past the true end (a container that overstates its length) records the start as the count,
+    so later draws stay inside."""
+    from tokcodec.io import iter_frames, probe
+
+    if path not in lengths:
+        lengths[path] = max(1, probe(path).frame_count or 1)
+    start = int(rng.integers(0, max(1, lengths[path] - frames + 1)))
+    read = list(iter_frames(path, frames, start))
+    if not read and start:
+        lengths[path] = start
+    return read, start
+
+
 class FolderSource:
     """Random windows of 1+4k frames from the videos (and images) under a folder (or one file).
 
@@ -56,14 +73,10 @@ class FolderSource:
     def _frames_of(self, path: Path, rng: np.random.Generator) -> np.ndarray:
         entry = self._cache.get(path)
         if entry is None or entry[1] <= 0:
-            from tokcodec.io import iter_frames, probe
+            from tokcodec.io import iter_frames
 
-            if path not in self._lengths:
-                self._lengths[path] = max(1, probe(path).frame_count or 1)
-            start = int(rng.integers(0, max(1, self._lengths[path] - self.cache_frames + 1)))
-            frames = list(iter_frames(path, self.cache_frames, start))
+            frames, start = random_window(path, self.cache_frames, rng, self._lengths)
             if not frames and start:  # (fewer frames than the container said)
-                self._lengths[path] = start
                 frames = list(iter_frames(path, self.cache_frames))
             if not frames:
                 raise ValueError("no frames decoded")
