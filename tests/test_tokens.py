@@ -1,6 +1,7 @@
 """Token arrays in and out: `tokcodec tokens` exports, `tokcodec detokenize` decodes them back to
 the frames `decode` gives for the same tokens, and refuses arrays and metadata it cannot trust."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from conftest import smooth_clip, write_clip
 from tokcodec.codec.pipeline import _frames_of, decode_video, encode_video
 from tokcodec.errors import FormatError, InputError, ModelError, OutputError
 from tokcodec.tokens import (detokenize, detokenize_frames, export_tokens, join_tokens, parse_frame_rate,
-                             read_token_file, split_tokens, token_file_of, tokenize, write_token_file)
+                             read_token_file, split_tokens, token_file_of, tokenize, tokenize_frames,
+                             write_token_file)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,74 @@ def test_tokenize_is_a_tokens_only_encode(tokens_only, tmp_path, tiny_model):
     assert np.array_equal(back.tokens, want.tokens) and back.coded_size == (44, 30) and back.size == (44, 30)
     assert np.array_equal(detokenize_frames(back), frames(d / "decoded"))
     assert tokenize(d / "in.mkv", model=tiny_model, gop=9, max_frames=5).gop_frames == [5]
+
+
+def _same_tokens(got, want) -> None:
+    assert np.array_equal(got.tokens, want.tokens)
+    for name in ("bits", "gop_latent_frames", "gop_frames", "model", "weights_sha256", "size", "coded_size", "grey"):
+        assert getattr(got, name) == getattr(want, name), name
+
+
+def test_tokenize_frames_gives_the_tokens_of_a_lossless_file(tokens_only, tiny_model):
+    """Frames in memory (an array, or a generator read GOP by GOP) tokenize as a lossless file of
+    them does: the tiny model here, the shipped default (rate-aware bits, linked GOPs) below."""
+    d = tokens_only
+    clip = frames(d / "in.mkv")
+    want = tokenize(d / "in.mkv", model=tiny_model, gop=9)
+    told = []
+    got = tokenize_frames(clip, model=tiny_model, gop=9, progress=told.append, frame_rate="30000/1001")
+    _same_tokens(got, want)
+    assert told == [9, 9, 3] and got.source == "frames" and str(got.frame_rate) == "30000/1001"
+    _same_tokens(tokenize_frames((f for f in clip), model=tiny_model, gop=9), want)
+    assert np.array_equal(detokenize_frames(got, model=tiny_model), frames(d / "decoded"))
+
+
+def test_tokenize_frames_with_the_shipped_model(tmp_path):
+    clip = smooth_clip(21, 32, 48, seed=3)
+    want = tokenize(write_clip(tmp_path / "in.mkv", clip))
+    assert want.gop_frames == [17, 4]
+    _same_tokens(tokenize_frames(clip), want)
+    _same_tokens(tokenize_frames(clip, passes=0, rdo=0), tokenize(tmp_path / "in.mkv", passes=0, rdo=0))
+
+
+def test_tokenize_frames_of_a_grey_source(tmp_path, tiny_model):
+    """Grey frames are coded as encode codes a grey file; a colour frame after grey ones, in a
+    stream, makes it a colour source (the grey ones were held to find out, none lost)."""
+    colour = smooth_clip(9, 16, 24)
+    grey = np.repeat(colour.mean(-1, keepdims=True).astype(np.uint8), 3, -1)
+    want = tokenize(write_clip(tmp_path / "grey.mkv", grey), model=tiny_model, gop=9)
+    got = tokenize_frames(list(grey), model=tiny_model, gop=9)
+    assert got.grey and want.grey
+    _same_tokens(got, want)
+    assert not tokenize_frames(grey, model=tiny_model, gop=9, grey=False).grey
+    mixed = np.concatenate([grey[:5], colour[5:]])
+    streamed = tokenize_frames(iter(mixed), model=tiny_model, gop=9)
+    assert not streamed.grey and streamed.gop_frames == [9]
+    _same_tokens(streamed, tokenize_frames(mixed, model=tiny_model, gop=9))
+
+
+@pytest.mark.parametrize("source, needle", [
+    (np.zeros((2, 16, 16, 3), np.float32), "got float32 (16, 16, 3) (scale to 0..255"),
+    (np.zeros((2, 16, 16), np.uint8), "got shape (2, 16, 16) (grey frames: repeat them to 3 channels)"),
+    ([np.zeros((16, 16), np.uint8)], "frame 0: must be uint8 RGB (H, W, 3), got uint8 (16, 16)"),
+    (np.zeros((1, 2, 16, 16, 3), np.uint8), "got shape (1, 2, 16, 16, 3)"),
+    ([np.zeros((16, 16, 3), np.uint8), np.zeros((16, 24, 3), np.uint8)], "frame 1: must be uint8 (16, 16, 3), got"),
+    ([], "no frames"),
+    (np.zeros((1, 2, 17000, 3), np.uint8), "too large"),
+])
+def test_tokenize_frames_refuses_what_it_cannot_code(source, needle, tiny_model):
+    with pytest.raises(InputError, match=re.escape(needle)):
+        tokenize_frames(source, model=tiny_model)
+
+
+def test_tokenize_frames_settings_are_checked(tiny_model):
+    clip = smooth_clip(5, 16, 16)
+    with pytest.raises(ModelError, match="rdo 0.5 needs"):  # the tiny preset has no prior to price bits
+        tokenize_frames(clip, model=tiny_model, rdo=0.5)
+    with pytest.raises(ValueError, match="--gop must be"):
+        tokenize_frames(clip, model=tiny_model, gop=8)
+    one = tokenize_frames(clip[0], model=tiny_model)  # one image (H, W, 3)
+    assert one.gop_frames == [1] and one.tokens.shape == (1, 2, 2)
 
 
 def test_a_bare_array_needs_its_model_and_gop(tokens_only, tmp_path, tiny_model):

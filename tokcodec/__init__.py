@@ -12,6 +12,7 @@ Library API (the CLI is a thin layer over these)::
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
     tokens = tokcodec.tokenize("in.mp4")                        # TokenFile: tokens alone + what decoding needs
+    tokens = tokcodec.tokenize_frames(frames)                   # ... of uint8 (T, H, W, 3) frames in memory
     tokcodec.write_token_file(tokens, "t.safetensors")          # (or .npy, the bare array)
     tokcodec.detokenize("tokens.safetensors", "back.mp4")       # token arrays (tokens -o, an LM's) -> video
     frames = tokcodec.detokenize_frames(token_array)            # ... -> uint8 (T, H, W, 3) in memory
@@ -38,14 +39,16 @@ _EXPORTS = {
     "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens", "join_tokens": "tokcodec.tokens",
     "detokenize": "tokcodec.tokens", "detokenize_frames": "tokcodec.tokens", "read_token_file": "tokcodec.tokens",
-    "tokenize": "tokcodec.tokens", "write_token_file": "tokcodec.tokens", "TokenFile": "tokcodec.tokens",
+    "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.tokens", "write_token_file": "tokcodec.tokens",
+    "TokenFile": "tokcodec.tokens",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
 }
 __all__ = ["CorrectionConfig", "DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "TokenFile", "__version__",
            "batch_decode", "batch_encode", "batch_tokens", "compare_videos", "decode_video", "detokenize", "detokenize_frames",
            "encode_video", "export_tokens", "file_info", "join_tokens", "load_tokenizer", "read_token_file",
-           "read_tokens", "split_tokens", "tokenize", "verify_file", "write_token_file"]
+           "read_tokens", "split_tokens", "tokenize", "tokenize_frames", "verify_file",
+           "write_token_file"]
 
 
 def __getattr__(name: str) -> Any:
@@ -69,4 +72,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.errors import TokcodecError
     from tokcodec.model.refine import RefineConfig
     from tokcodec.model.zoo import load_tokenizer
-    from tokcodec.tokens import export_tokens, split_tokens
+    from tokcodec.tokens import export_tokens, split_tokens, tokenize_frames

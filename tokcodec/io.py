@@ -89,14 +89,23 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 
 def _check_size(path: Path, width: int, height: int) -> None:
     """Refuse sizes the codec cannot hold, before a frame of that size is decoded or allocated."""
+    problem = frame_size_problem(width, height)
+    if problem and (width <= 0 or height <= 0) and path.suffix.lower() == ".webp":
+        problem += (" (an animated WebP, which this FFmpeg build cannot decode: convert it first, e.g. "
+                    "to .mp4 or .gif)")
+    if problem:
+        raise InputError(f"{path}: {problem}")
+
+
+def frame_size_problem(width: int, height: int) -> str | None:
+    """Why frames of this size cannot be coded, or None."""
     if width <= 0 or height <= 0:
-        hint = (" (an animated WebP, which this FFmpeg build cannot decode: convert it first, e.g. "
-                "to .mp4 or .gif)" if path.suffix.lower() == ".webp" else "")
-        raise InputError(f"{path}: invalid frame size {width}x{height}{hint}")
+        return f"invalid frame size {width}x{height}"
     if max(width, height) > MAX_DIMENSION or width * height > MAX_PIXELS:
-        raise InputError(f"{path}: frame size {width}x{height} ({width * height / 1e6:.1f} megapixels) "
-                         f"is too large: at most {MAX_DIMENSION} pixels a side and "
-                         f"{MAX_PIXELS / 1e6:.1f} megapixels (8K); downscale it first")
+        return (f"frame size {width}x{height} ({width * height / 1e6:.1f} megapixels) "
+                f"is too large: at most {MAX_DIMENSION} pixels a side and "
+                f"{MAX_PIXELS / 1e6:.1f} megapixels (8K); downscale it first")
+    return None
 
 
 def _check_y4m_header(path: Path) -> None:
@@ -400,10 +409,15 @@ def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> b
     a colour video costs one frame."""
     grey = False
     for frame in iter_frames(path, max_frames, skip):
-        if int((frame.max(-1) - frame.min(-1)).max()) > GREY_TOLERANCE:
+        if not is_grey_frame(frame):
             return False
         grey = True
     return grey
+
+
+def is_grey_frame(frame: np.ndarray) -> bool:
+    """Whether an RGB uint8 frame (H, W, 3) is grey: its channels within GREY_TOLERANCE everywhere."""
+    return int((frame.max(-1) - frame.min(-1)).max()) <= GREY_TOLERANCE
 
 
 def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: int | None = None) -> float | None:

@@ -123,6 +123,33 @@ def token_chooser(coder_id: int, loaded: LoadedModel, rdo: float) -> Quantize | 
     return choose
 
 
+def search_config(refine: int | RefineConfig, passes: int | None) -> RefineConfig:
+    """The encoder's closed loop and token search: ``refine`` steps and ``passes`` (default
+    DEFAULT_PASSES), or a whole RefineConfig given as ``refine``."""
+    if isinstance(refine, RefineConfig):
+        if passes is not None:
+            raise ValueError("passes is part of the RefineConfig given as refine: set it there")
+        return refine
+    return RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
+
+
+def default_coder_id(loaded: LoadedModel, key_interval: int) -> int:
+    """The coder an encode writes: coder 4 only where it can link, with a prior for the model's
+    tokens and GOPs between key GOPs; else coder 3 (coder 2 inside it without a prior)."""
+    prior = prior_for_model(loaded.sha256)
+    links = key_interval > 1 and prior is not None and prior.bits == loaded.config.bits
+    return DEFAULT_CODER_ID if links else UNLINKED_CODER_ID
+
+
+def no_rate_model(asked: str, coder_id: int, loaded: LoadedModel) -> ModelError:
+    """The error for ``asked`` (an rdo or a target rate) where nothing prices the token bits."""
+    fit = (f"`tokcodec fit-prior {loaded.source}` fits one" if not loaded.shipped
+           else "the trained presets have one")
+    needs = (f"coder 3 or 4, not coder {coder_id}" if coder_id not in PRIOR_CODER_IDS
+             else f"a coder-3 prior for the model's tokens, and {loaded.name} has none ({fit})")
+    return ModelError(f"{asked} needs {needs}")
+
+
 def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction,
                   skip: int = 0) -> tuple[AudioTrack | None, str]:
     """The audio to store (of the frames from ``skip`` on) and how to describe it in the stats."""
@@ -176,12 +203,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
         raise ValueError(f"key interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {key_interval}")
-    if isinstance(refine, RefineConfig):
-        if passes is not None:
-            raise ValueError("passes is part of the RefineConfig given as refine: set it there")
-        search = refine
-    else:
-        search = RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
+    search = search_config(refine, passes)
     targeted = bpp is not None or bitrate is not None
     if bpp is not None and bitrate is not None:
         raise ValueError("give the target rate as bpp or as bitrate, not both")
@@ -203,10 +225,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     stager = HostStager(runtime)
     cfg = loaded.config
     grey = is_grey(src, skip, max_frames)  # (a colour input answers at its first frame)
-    if coder_id is None:  # coder 4 only where it can link: with a prior, and GOPs between key GOPs
-        prior = prior_for_model(loaded.sha256)
-        links = key_interval > 1 and prior is not None and prior.bits == cfg.bits
-        coder_id = DEFAULT_CODER_ID if links else UNLINKED_CODER_ID
+    if coder_id is None:
+        coder_id = default_coder_id(loaded, key_interval)
     choosers: dict[float, Quantize | None] = {}
 
     def chooser(lam: float) -> Quantize | None:
@@ -228,11 +248,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     plan_start = time.perf_counter()
     asked = "a target rate (--bpp, --bitrate)" if target is not None else f"--rdo {rdo:g}" if rdo else None
     if asked and chooser(DEFAULT_RDO) is None:  # (both weigh token bits by the prior's cost of them)
-        fit = (f"`tokcodec fit-prior {loaded.source}` fits one" if not loaded.shipped
-               else "the trained presets have one")
-        needs = (f"coder 3 or 4, not coder {coder_id}" if coder_id not in PRIOR_CODER_IDS
-                 else f"a coder-3 prior for the model's tokens, and {loaded.name} has none ({fit})")
-        raise ModelError(f"{asked} needs {needs}")
+        raise no_rate_model(asked, coder_id, loaded)
     if target is not None:
         plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
