@@ -81,7 +81,7 @@ def test_tokens_of_a_video(tok_file, tmp_path):
                "--no-correction").returncode == 0
     assert run("tokens", tmp_path / "n.tok", "-o", tmp_path / "n.npy").returncode == 0
     assert np.array_equal(np.load(tmp_path / "v.npy"), np.load(tmp_path / "n.npy"))
-    assert_clean_error(run("tokens", tok_file, "-o", tmp_path / "x.npy", "--gop", "9"), "--gop apply to a video")
+    assert_clean_error(run("tokens", tok_file, "-o", tmp_path / "x.npy", "--gop", "9"), "--gop applies only to a video")
     assert_clean_error(run("tokens", src, "-o", tmp_path / "x.txt"), ".npy or .safetensors")
     assert_clean_error(run("tokens", tmp_path / "none.mp4", "-o", tmp_path / "x.npy"), "none.mp4")
 
@@ -98,6 +98,8 @@ def test_detokenize(tok_file, tmp_path):
     res = run("info", tmp_path / "t.safetensors")
     assert res.returncode == 0 and "token file" in res.stdout and "48x32, 21 frames" in res.stdout, res.stdout
     assert "latent frames 3 x2, 2, frames 9 x2, 3" in res.stdout
+    assert "grid        6x4 tokens a latent frame (coded 48x32), 192 tokens, 229 a second of video" in res.stdout
+    assert "made        precision " in res.stdout
     data = json.loads(run("info", tmp_path / "t.safetensors", "--json").stdout)
     assert data["shape"] == [8, 4, 6] and data["gop_frames"] == [9, 9, 3] and data["bits"] == 18
     np.save(tmp_path / "f.npy", np.zeros((2, 4, 6), np.float32))

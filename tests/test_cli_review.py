@@ -109,7 +109,7 @@ def test_tokens_takes_rdo_and_refine_as_batch_tokens_does(clip, tok, tmp_path) -
                               "--rdo", "0", "--passes", "0", "--frames", "5"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "b.npy"), "--rdo", "0.5"])
-    assert res.exit_code == 1 and "--rdo" in res.output and "apply to a video input" in res.output
+    assert res.exit_code == 1 and "--rdo applies only to a video input" in res.output
     res = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "c.npy"), "--split", "0"])
     assert res.exit_code == 2
 
@@ -209,9 +209,11 @@ def test_variable_rate_and_missed_targets_are_warned_in_the_stats(clip, tmp_path
     vfr = _vfr_clip(tmp_path / "vfr.mkv")
     st = encode_video(vfr, tmp_path / "v.tok", model=tiny_model, passes=0)
     assert st.frames == 20
-    assert len(st.warnings) == 1 and "variable frame rate" in st.warnings[0], st.warnings
+    warned = [w for w in st.warnings if "untrained" not in w]  # (the tiny test preset's, said too)
+    assert len(warned) == 1 and "variable frame rate" in warned[0], st.warnings
     assert timing_drift(clip, Fraction(25)) < 0.002
-    assert not encode_video(clip, tmp_path / "c.tok", model=tiny_model, passes=0).warnings
+    assert [w for w in encode_video(clip, tmp_path / "c.tok", model=tiny_model, passes=0).warnings
+            if "untrained" not in w] == []
     res = runner.invoke(app, ["encode", str(vfr), "-o", str(tmp_path / "w.tok"), "--model", "tiny", "--passes", "0"])
     assert res.exit_code == 0 and "warning: the input's frame times are not those of one rate" in res.output
     missed = encode_video(clip, tmp_path / "m.tok", model="default", passes=0, bpp=0.0005)

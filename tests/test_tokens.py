@@ -131,6 +131,48 @@ def test_tokenize_frames_settings_are_checked(tiny_model):
     assert one.gop_frames == [1] and one.tokens.shape == (1, 2, 2)
 
 
+def test_token_files_say_how_they_were_made_and_are_the_same_bytes_each_time(tokens_only, tmp_path, tiny_model):
+    """What the tokens depend on beyond input and weights is recorded (precision, threads,
+    settings); one TokenFile written twice gives the same bytes (sorted metadata), readable by
+    all as the umask allows (safetensors' own save_file made 0600 files)."""
+    import os
+
+    import torch
+
+    got = tokenize(tokens_only / "in.mkv", model=tiny_model, gop=9, passes=0)
+    made = got.made
+    assert made["precision"] in ("bf16", "fp32") and made["threads"] == torch.get_num_threads()
+    assert (made["passes"], made["rdo"], made["refine"], made["scale"], made["device"]) == (0, 0.0, 0, 1.0, "cpu")
+    assert tokenize_frames(frames(tokens_only / "in.mkv"), model=tiny_model, gop=9, passes=0).made == made
+    assert token_file_of(tokens_only / "a.tok").made == {"precision": made["precision"]}
+    old = os.umask(0o022)
+    try:
+        for name in ("a", "b"):
+            write_token_file(got, tmp_path / f"{name}.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
+    back = read_token_file(tmp_path / "a.safetensors")
+    assert back.made == made and back.tokens_per_second() == round(got.tokens.size * 25 / 21, 1)
+
+
+def test_write_token_file_refuses_what_would_not_decode(tokens_only, tmp_path):
+    from dataclasses import replace
+
+    t = token_file_of(tokens_only / "a.tok")
+    with pytest.raises(TypeError, match="takes a TokenFile"):
+        write_token_file(t.tokens, tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="add up to 8 latent frames, the tokens have 3"):
+        write_token_file(replace(t, tokens=t.tokens[:3]), tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="18-bit tokens lie in"):
+        write_token_file(replace(t, tokens=t.tokens + (1 << 18)), tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+    (tmp_path / "text.npy").write_text("hello")
+    with pytest.raises(FormatError, match="not a .npy array \\(no NumPy header\\)"):
+        read_token_file(tmp_path / "text.npy")
+
+
 def test_a_bare_array_needs_its_model_and_gop(tokens_only, tmp_path, tiny_model):
     d = tokens_only
     export_tokens(d / "a.tok", tmp_path / "t.npy")

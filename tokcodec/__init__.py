@@ -36,19 +36,20 @@ _EXPORTS = {
     "compare_videos": "tokcodec.codec.pipeline", "decode_video": "tokcodec.codec.pipeline",
     "encode_video": "tokcodec.codec.pipeline", "file_info": "tokcodec.codec.info", "FileInfo": "tokcodec.codec.info",
     "read_tokens": "tokcodec.codec.pipeline", "verify_file": "tokcodec.codec.verify",
-    "TokcodecError": "tokcodec.errors", "load_tokenizer": "tokcodec.model.zoo",
+    "VerifyReport": "tokcodec.codec.verify", "load_tokenizer": "tokcodec.model.zoo", "LoadedModel": "tokcodec.model.zoo",
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens", "join_tokens": "tokcodec.tokens",
     "detokenize": "tokcodec.tokens", "detokenize_frames": "tokcodec.tokens", "read_token_file": "tokcodec.tokens",
     "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.tokens", "write_token_file": "tokcodec.tokens",
     "TokenFile": "tokcodec.tokens",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
+    "BatchSummary": "tokcodec.batch.run",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
+    # what the library raises on purpose: TokcodecError and its kinds (docs/usage.md, errors)
+    **{name: "tokcodec.errors" for name in ("TokcodecError", "ArgumentError", "DeviceError", "FormatError",
+                                            "InputError", "MissingPriorError", "ModelError", "OutputError",
+                                            "SetupError")},
 }
-__all__ = ["CorrectionConfig", "DecodeStats", "EncodeStats", "RefineConfig", "TokcodecError", "TokenFile", "__version__",
-           "batch_decode", "batch_encode", "batch_tokens", "compare_videos", "decode_video", "detokenize", "detokenize_frames",
-           "encode_video", "export_tokens", "file_info", "join_tokens", "load_tokenizer", "read_token_file",
-           "read_tokens", "split_tokens", "tokenize", "tokenize_frames", "verify_file",
-           "write_token_file"]
+__all__ = sorted(set(_EXPORTS) | {"__version__"})
 
 
 def __getattr__(name: str) -> Any:
@@ -59,17 +60,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tokcodec' has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:  # the lazy names too (tab completion, help())
-    return sorted(set(globals()) | set(_EXPORTS))
+def __dir__() -> list[str]:  # the public names, lazy ones too (tab completion, help())
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from tokcodec.batch import batch_decode, batch_encode
+    from tokcodec.batch import batch_decode, batch_encode, batch_tokens
+    from tokcodec.batch.run import BatchSummary
     from tokcodec.codec.correction import CorrectionConfig
+    from tokcodec.codec.info import FileInfo
     from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
                                          encode_video, file_info, read_tokens)
-    from tokcodec.codec.verify import verify_file
-    from tokcodec.errors import TokcodecError
+    from tokcodec.codec.verify import VerifyReport, verify_file
+    from tokcodec.errors import (ArgumentError, DeviceError, FormatError, InputError, MissingPriorError,
+                                 ModelError, OutputError, SetupError, TokcodecError)
     from tokcodec.model.refine import RefineConfig
-    from tokcodec.model.zoo import load_tokenizer
-    from tokcodec.tokens import export_tokens, split_tokens, tokenize_frames
+    from tokcodec.model.zoo import LoadedModel, load_tokenizer
+    from tokcodec.tokens import (TokenFile, detokenize, detokenize_frames, export_tokens, join_tokens,
+                                 read_token_file, split_tokens, tokenize, tokenize_frames, write_token_file)

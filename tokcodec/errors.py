@@ -33,6 +33,11 @@ class DeviceError(TokcodecError):
     """The requested device is not available."""
 
 
+class ArgumentError(TokcodecError, ValueError):
+    """An argument or option out of its range or against another one (--gop 10, rdo=-1, bpp and
+    bitrate both): a ValueError too, so code that caught ValueError still does."""
+
+
 class SetupError(TokcodecError):
     """This installation of tokcodec cannot do the job: a broken install or a missing dependency."""
 

@@ -22,7 +22,7 @@ from av.sidedata.sidedata import Type as SideDataType
 
 from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
 from tokcodec.codec.outputs import STDIO
-from tokcodec.errors import InputError, OutputError
+from tokcodec.errors import ArgumentError, InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_OUTPUT_SUFFIXES = {".mp4", ".mkv", ".y4m", ".mov"}
@@ -612,7 +612,7 @@ class FrameWriter:
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8 {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
+            raise ArgumentError(f"frame must be uint8 {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
         if self.kind == "dir":
             self._write_png(self.path / f"frame_{self.count:06d}.png", frame)
         else:

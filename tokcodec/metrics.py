@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from tokcodec.errors import ArgumentError
+
 __all__ = [
     "PSNR_CAP",
     "MS_SSIM_WEIGHTS",
@@ -56,15 +58,15 @@ def _as_video(ref: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray
     ref = np.asarray(ref)
     dist = np.asarray(dist)
     if ref.shape != dist.shape:
-        raise ValueError(f"shape mismatch: ref {ref.shape} vs dist {dist.shape}")
+        raise ArgumentError(f"shape mismatch: ref {ref.shape} vs dist {dist.shape}")
     if ref.ndim == 3:
         ref, dist = ref[None], dist[None]
     if ref.ndim != 4 or ref.shape[-1] != 3:
-        raise ValueError(f"expected (T, H, W, 3) or (H, W, 3) RGB arrays, got {ref.shape}")
+        raise ArgumentError(f"expected (T, H, W, 3) or (H, W, 3) RGB arrays, got {ref.shape}")
     if ref.dtype != np.uint8 or dist.dtype != np.uint8:
-        raise ValueError(f"expected uint8 arrays, got {ref.dtype} and {dist.dtype}")
+        raise ArgumentError(f"expected uint8 arrays, got {ref.dtype} and {dist.dtype}")
     if ref.size == 0:
-        raise ValueError("empty input")
+        raise ArgumentError("empty input")
     return ref, dist
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
-from tokcodec.errors import FormatError, InputError, OutputError, why_not_a_file
+from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
     from tokcodec.codec.stats import DecodeStats
@@ -41,7 +41,7 @@ MAX_FRAME_RATE = 1000
 def split_tokens(tokens: np.ndarray, bits: int, sub_bits: int) -> np.ndarray:
     """Token factorisation (MAGVIT-v2): each ``bits``-bit index -> bits/sub_bits sub-tokens, low bits first."""
     if sub_bits <= 0 or bits % sub_bits:
-        raise ValueError(f"--split {sub_bits}: {bits}-bit tokens do not split into {sub_bits}-bit parts")
+        raise ArgumentError(f"--split {sub_bits}: {bits}-bit tokens do not split into {sub_bits}-bit parts")
     shifts = np.arange(bits // sub_bits, dtype=np.int64) * sub_bits
     return ((tokens[..., None].astype(np.int64) >> shifts) & ((1 << sub_bits) - 1)).astype(np.int32)
 
@@ -74,6 +74,9 @@ class TokenFile:
     coded_size: tuple[int, int] | None = None    # (width, height) the tokens cover, before padding
     color: tuple[int, int, int, int] | None = None  # range, space, primaries, transfer (FFmpeg enums)
     grey: bool = False                           # the source was grey: decode shows grey (Header.grey)
+    #: how the tokens were made (precision, device, threads, versions, encoder settings): tokens
+    #: are reproducible only where these match (docs/usage.md)
+    made: dict[str, str | int | float] | None = None
 
     def to_dict(self) -> dict:
         """What `tokcodec info` shows of a token file (JSON-ready; None where not recorded)."""
@@ -87,7 +90,16 @@ class TokenFile:
                 "frame_rate": f"{rate.numerator}/{rate.denominator}" if rate is not None else None,
                 "size": list(self.size) if self.size else None,
                 "coded_size": list(self.coded_size) if self.coded_size else None,
-                "color": list(self.color) if self.color else None, "grey": self.grey}
+                "color": list(self.color) if self.color else None, "grey": self.grey,
+                "tokens_per_second": self.tokens_per_second(), "made": self.made}
+
+    def tokens_per_second(self) -> float | None:
+        """Whole tokens per second of video, where the frames and the rate are recorded."""
+        frames = sum(self.gop_frames) if self.gop_frames else 0
+        if not frames or self.frame_rate is None:
+            return None
+        count = int(np.prod(self.tokens.shape[:3]))
+        return round(count * float(self.frame_rate) / frames, 1)
 
 
 def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
@@ -100,7 +112,19 @@ def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=frames,
                      model=h.model_name, weights_sha256=h.weights_sha256, frame_rate=h.frame_rate,
                      size=(h.width, h.height), coded_size=(h.coded_width, h.coded_height),
-                     color=(h.color_range, h.colorspace, h.primaries, h.transfer), grey=h.grey)
+                     color=(h.color_range, h.colorspace, h.primaries, h.transfer), grey=h.grey,
+                     made={"precision": h.precision})
+
+
+def made_here(runtime_device: str, precision: str, **settings: str | int | float) -> dict[str, str | int | float]:
+    """What a tokenization here depends on beyond its input and weights: the precision, device,
+    torch threads (bf16 results on a CPU vary with them) and versions, then ``settings``."""
+    import torch
+
+    from tokcodec import __version__
+
+    return {"precision": precision, "device": runtime_device, "threads": torch.get_num_threads(),
+            "tokcodec": __version__, "torch": torch.__version__.split("+")[0], **settings}
 
 
 def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None = None,
@@ -108,9 +132,14 @@ def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None 
     """Write whole tokens as one int32 array (latent frames, h, w[, parts]); a .safetensors
     output also records what :func:`detokenize` needs (the TokenFile's fields that are known)."""
     dst = Path(dst)
+    if not isinstance(tokens, TokenFile):
+        raise TypeError("write_token_file takes a TokenFile: for an array of your own, TokenFile(array, bits=18, "
+                        "...) with what you know of decoding it (model, weights_sha256, gop_latent_frames, "
+                        "frame_rate, size); np.save writes the bare array")
     check_token_output(dst, overwrite)
     if tokens.tokens.ndim != 3 or tokens.bits is None:
-        raise ValueError("write_token_file takes whole tokens of a known width")
+        raise ArgumentError("write_token_file takes whole tokens (latent frames, h, w) of a known width (bits)")
+    _check_consistent(tokens)
     array = tokens.tokens.astype(np.int32)
     if split_bits:
         array = split_tokens(array, tokens.bits, split_bits)
@@ -118,9 +147,28 @@ def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None 
         if dst.suffix == ".npy":
             np.save(tmp, array, allow_pickle=False)
         else:
-            from safetensors.numpy import save_file
-            save_file({TOKENS_KEY: array}, str(tmp), metadata=_metadata(tokens, split_bits))
+            from safetensors.numpy import save
+
+            from tokcodec.model.weights_delta import canonical_safetensors
+            # bytes, then a plain write: the same tokens give the same file (sorted metadata), and
+            # it takes the umask's mode (the library's own save_file made it 0600)
+            tmp.write_bytes(canonical_safetensors(save({TOKENS_KEY: array}, metadata=_metadata(tokens, split_bits))))
     return array.shape
+
+
+def _check_consistent(t: TokenFile) -> None:
+    """ValueError where a TokenFile's fields disagree with its tokens (what detokenize would refuse)."""
+    latent = t.tokens.shape[0]
+    if t.gop_latent_frames is not None and sum(t.gop_latent_frames) != latent:
+        raise ArgumentError(f"gop_latent_frames add up to {sum(t.gop_latent_frames)} latent frames, the tokens "
+                         f"have {latent}")
+    if t.gop_frames is not None and len(t.gop_frames) != len(t.gop_latent_frames or ()):
+        raise ArgumentError(f"gop_frames lists {len(t.gop_frames)} GOPs, gop_latent_frames "
+                         f"{len(t.gop_latent_frames or ())}")
+    try:
+        _check_range(t.tokens, t.bits, "token")
+    except InputError as exc:
+        raise ArgumentError(str(exc)) from None
 
 
 def _metadata(t: TokenFile, split_bits: int | None) -> dict[str, str]:
@@ -141,6 +189,8 @@ def _metadata(t: TokenFile, split_bits: int | None) -> dict[str, str]:
         meta["color"] = json.dumps(list(t.color))
     if t.grey:
         meta["grey"] = "true"
+    if t.made:
+        meta["made"] = json.dumps(t.made, sort_keys=True)
     return meta
 
 
@@ -176,10 +226,11 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
 
     with tempfile.TemporaryDirectory(prefix="tokcodec-") as tmp:
         tok = Path(tmp) / "tokens.tok"
-        encode_video(src, tok, model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine,
-                     max_frames=max_frames, device=device, precision=precision, progress=progress,
-                     correction=False, audio=False, start=start, duration=duration)
-        return replace(token_file_of(tok), source=str(src))
+        st = encode_video(src, tok, model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine,
+                          max_frames=max_frames, device=device, precision=precision, progress=progress,
+                          correction=False, audio=False, start=start, duration=duration)
+        made = made_here(st.device, st.precision, passes=st.passes, rdo=st.rdo, refine=st.refine, scale=st.scale)
+        return replace(token_file_of(tok), source=str(src), made=made)
 
 
 #: frames in memory: one uint8 RGB array (T, H, W, 3), one image (H, W, 3), or an iterable of
@@ -211,7 +262,7 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     from tokcodec.io import VideoInfo
 
     if rdo is not None and not 0 <= rdo <= MAX_RDO:
-        raise ValueError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
+        raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     rate = parse_frame_rate(str(frame_rate)) if frame_rate is not None else None
     search = search_config(refine, passes)
     first, stream, count = _frame_stream(frames)
@@ -241,7 +292,10 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     return TokenFile(np.concatenate(grids, 0), "frames", bits=header.bits,
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=gop_frames,
                      model=header.model_name, weights_sha256=header.weights_sha256, frame_rate=rate,
-                     size=(width, height), coded_size=(header.coded_width, header.coded_height), grey=grey)
+                     size=(width, height), coded_size=(header.coded_width, header.coded_height), grey=grey,
+                     made=made_here(str(runtime.device), runtime.precision, passes=search.passes,
+                                    rdo=0.0 if quantize is None else DEFAULT_RDO if rdo is None else rdo,
+                                    refine=search.steps, scale=1.0 if scale is None else scale))
 
 
 def _frame_stream(frames: FrameSource) -> tuple[np.ndarray, Iterator[np.ndarray], int]:
@@ -304,13 +358,16 @@ def read_token_file(path: str | Path, header_only: bool = False) -> TokenFile:
         raise InputError(f"{path}: {reason}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        with path.open("rb") as fh:
+            magic = fh.read(6)
+        if magic.startswith(b"PK"):
+            raise FormatError(f"{path}: an .npz archive, not one .npy array")
+        if magic != b"\x93NUMPY":
+            raise FormatError(f"{path}: not a .npy array (no NumPy header)")
         try:  # the header is parsed and the shape checked against the file's length, no data read
             tokens = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - numpy's header parser raises what its tokenizer does
             raise FormatError(f"{path}: not a readable .npy array ({type(exc).__name__}: {str(exc)[:80]})") from None
-        if not isinstance(tokens, np.ndarray):  # an .npz archive under another name
-            tokens.close()
-            raise FormatError(f"{path}: an .npz archive, not one .npy array")
         _check_array(tokens, str(path))
         return TokenFile(tokens, str(path))
     if suffix == ".safetensors":
@@ -355,7 +412,23 @@ def _read_safetensors(path: Path, header_only: bool) -> TokenFile:
         gop_frames=_int_list(meta, "gop_frames", src, 1, MAX_GOP),
         model=meta.get("model") or None, weights_sha256=_sha_field(meta, src),
         frame_rate=_rate_field(meta.get("frame_rate"), src), size=size, coded_size=coded,
-        color=tuple(color) if color is not None else None, grey=meta.get("grey") == "true")
+        color=tuple(color) if color is not None else None, grey=meta.get("grey") == "true",
+        made=_made_field(meta, src))
+
+
+def _made_field(meta: dict[str, str], source: str) -> dict[str, str | int | float] | None:
+    """The 'made' record: a JSON object of at most 32 short names and plain values."""
+    if "made" not in meta:
+        return None
+    try:
+        made = json.loads(meta["made"])
+    except ValueError:
+        made = None
+    if not (isinstance(made, dict) and len(made) <= 32
+            and all(isinstance(k, str) and len(k) <= 40 and type(v) in (str, int, float) and len(str(v)) <= 200
+                    for k, v in made.items())):
+        raise FormatError(f"{source}: metadata 'made' must be a JSON object of at most 32 short names and values")
+    return made
 
 
 def _check_shape(shape: tuple[int, ...], source: str) -> None:

@@ -8,6 +8,9 @@
 
 Outputs are written under temporary names and renamed when complete, complete outputs newer than
 their input are skipped on a rerun, and every file gets a line in DST/manifest.jsonl.
+``summary.to_dict()`` is the run as JSON. Called from the main thread, a run takes SIGTERM as it
+takes Ctrl-C (workers stopped, partial outputs removed, BatchInterrupted raised) and puts the
+previous SIGTERM handler back when it ends; from another thread it leaves signals alone.
 """
 from __future__ import annotations
 

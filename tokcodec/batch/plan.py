@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokcodec.errors import InputError, OutputError
+from tokcodec.errors import ArgumentError, InputError, OutputError
 from tokcodec.io import IMAGE_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
 TOK_SUFFIX = ".tok"
@@ -26,8 +26,8 @@ DECODE_TARGETS = ("mkv", "mp4", "y4m")
 RESTORABLE_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".png", ".jpg", ".jpeg"}  # what decode can write as-is
 FALLBACK_VIDEO = ".mkv"   # lossless, for inputs like .avi/.webm that decode cannot write
 FALLBACK_IMAGE = ".png"
-# hidden temporary outputs: codec.outputs.temp_path -> ".{stem}.part-{pid}{suffix}"
-PART_RE = re.compile(r"^\..+\.part-(\d+)(\.[^./]+)?$")
+# hidden temporary outputs: codec.outputs.temp_path -> ".{stem}.part-{pid}[-{n}]{suffix}"
+PART_RE = re.compile(r"^\..+\.part-(\d+)(?:-\d+)?(\.[^./]+)?$")
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".tokcodec-batch.lock"
 
@@ -153,9 +153,9 @@ def is_complete(src: Path, out: Path) -> bool:
 def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
               exclude: Sequence[str] = (), to: str | None = None, force: bool = False) -> Plan:
     if op not in OPS:
-        raise ValueError(f"unknown batch operation {op!r}")
+        raise ArgumentError(f"unknown batch operation {op!r}")
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
-        raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
+        raise ArgumentError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
     src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
     if not src.exists():
         raise InputError(f"{src}: no such file or directory")

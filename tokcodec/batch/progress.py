@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from tokcodec.batch.plan import Job, Plan
 from tokcodec.batch.work import FileResult
+from tokcodec.text import plural
 
 
 class Reporter:
@@ -37,9 +38,9 @@ def file_line(plan: Plan, job: Job, result: FileResult) -> str:
         return f"FAILED {job.rel}: {error}"
     fps = result.frames / result.seconds if result.seconds > 0 else 0.0
     bpp = f", {result.bpp:.4f} bpp" if result.bpp is not None else ""
-    lost = f", {result.lost_frames} frames LOST (filled)" if result.lost_frames else ""
+    lost = f", {plural(result.lost_frames, 'frame')} LOST (filled)" if result.lost_frames else ""
     warned = "".join(f"; warning: {w}" for w in result.warnings or ())
-    return (f"{job.rel} -> {_rel(result.output, plan.dst)}: {result.frames} frames, "
+    return (f"{job.rel} -> {_rel(result.output, plan.dst)}: {plural(result.frames, 'frame')}, "
             f"{result.bytes} bytes{bpp}, {fps:.1f} fps{lost}{warned}")
 
 

@@ -31,7 +31,8 @@ from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
 from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
                                MAX_SCALE, MAX_SHARPEN, MIN_SCALE)
-from tokcodec.errors import InputError, ModelError, OutputError
+from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
+from tokcodec.text import plural
 
 if TYPE_CHECKING:
     from tokcodec.batch.local import LocalPool
@@ -87,10 +88,18 @@ class BatchSummary:
     def ok(self) -> bool:
         return self.failed == 0 and not self.interrupted
 
+    def to_dict(self) -> dict:
+        """JSON-ready: the run, its counts and each file's record (as the manifest writes it)."""
+        return {"op": self.op, "src": self.src, "dst": self.dst, "manifest": self.manifest, "workers": self.workers,
+                "engine": self.engine, "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
+                "done": self.done, "skipped": self.skipped, "failed": self.failed, "frames": self.frames,
+                "bytes": self.bytes, "fps": self.fps, "ok": self.ok, "warnings": list(self.warnings),
+                "results": [r.record() for r in self.results]}
+
     def line(self) -> str:
         mb = self.bytes / 1e6
         return (f"batch {self.op}: {self.done} done, {self.skipped} skipped, {self.failed} failed, "
-                f"{self.frames} frames, {mb:.{1 if mb >= 1 or mb == 0 else 3}f} MB, {self.fps:.1f} fps")
+                f"{plural(self.frames, 'frame')}, {mb:.{1 if mb >= 1 or mb == 0 else 3}f} MB, {self.fps:.1f} fps")
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -119,35 +128,35 @@ def validate_options(options: BatchOptions) -> None:
             cfg = get_preset(resolve_name(options.model))
             t = cfg.temporal_factor
             if options.op != "decode" and options.gop is not None and (options.gop < 1 or (options.gop - 1) % t):
-                raise ValueError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
+                raise ArgumentError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
     if options.op != "decode":
         seconds(options.start)  # an InputError unless a time
         if options.duration is not None and seconds(options.duration) <= 0:
-            raise ValueError("-t: the duration must be more than 0 s")
+            raise ArgumentError("-t: the duration must be more than 0 s")
         if options.max_frames is not None and options.max_frames < 1:
-            raise ValueError(f"--frames must be at least 1, got {options.max_frames}")
+            raise ArgumentError(f"--frames must be at least 1, got {options.max_frames}")
     if options.op != "decode" and options.refine < 0:
-        raise ValueError(f"--refine must be >= 0 steps, got {options.refine}")
+        raise ArgumentError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op != "decode" and not 0 <= options.passes <= MAX_PASSES:
-        raise ValueError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
+        raise ArgumentError(f"--passes must be in 0..{MAX_PASSES}, got {options.passes}")
     if options.op != "decode" and options.rdo is not None and not 0 <= options.rdo <= MAX_RDO:
-        raise ValueError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
+        raise ArgumentError(f"--rdo must be in [0, {MAX_RDO}], got {options.rdo}")
     if options.op == "encode" and options.bpp is not None and options.bitrate is not None:
-        raise ValueError("give the target rate as --bpp or as --bitrate, not both")
+        raise ArgumentError("give the target rate as --bpp or as --bitrate, not both")
     if options.op == "encode" and (options.bpp is not None or options.bitrate is not None) \
             and options.rdo is not None:
-        raise ValueError("--rdo and a target rate (--bpp, --bitrate) both set the token bits' trade-off: give one")
+        raise ArgumentError("--rdo and a target rate (--bpp, --bitrate) both set the token bits' trade-off: give one")
     if options.op == "encode" and options.bpp is not None:
         check_target(options.bpp)
     if options.op == "encode" and options.sharpen is not None and not 0 <= options.sharpen <= MAX_SHARPEN:
-        raise ValueError(f"--sharpen must be in [0, {MAX_SHARPEN:g}], got {options.sharpen}")
+        raise ArgumentError(f"--sharpen must be in [0, {MAX_SHARPEN:g}], got {options.sharpen}")
     if options.op == "encode" and options.sharpen is not None and not (options.correction and options.detail):
-        raise ValueError("--sharpen scales the correction's detail gains: it cannot be used with "
+        raise ArgumentError("--sharpen scales the correction's detail gains: it cannot be used with "
                          "--no-detail or --no-correction")
     if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
-        raise ValueError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
+        raise ArgumentError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
     if options.op != "decode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
-        raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
+        raise ArgumentError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
 
 
 class _Sink:
@@ -232,25 +241,29 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
               force: bool = False, workers: int | None = None, engine: str = "local",
               address: str | None = None, reporter: Reporter | None = None) -> BatchSummary:
     if engine not in ("local", "ray"):
-        raise ValueError(f"--engine must be local or ray, got {engine!r}")
+        raise ArgumentError(f"--engine must be local or ray, got {engine!r}")
     if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise ArgumentError(f"--workers must be at least 1, got {workers}")
     reporter = reporter or Reporter()
     src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
     if not src.exists():
         raise InputError(f"{src}: no such file or directory")
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
-        raise ValueError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
+        raise ArgumentError(f"--to must be one of {', '.join(DECODE_TARGETS)}, got {to!r}")
     validate_options(options)
     notes: list[str] = []
     if op in ("encode", "tokens") and options.model:  # said once here, not on every file's line
-        from tokcodec.codec.pipeline import prior_warnings_of
+        from tokcodec.codec.pipeline import prior_warnings_of, untrained_warning
+        from tokcodec.model.presets import resolve_name
+        from tokcodec.model.zoo import is_weights_file, shipped_weights_path, weights_exist
 
         warnings, lacking = prior_warnings_of(options.model)
         asked = options.bpp is not None or options.bitrate is not None or bool(options.rdo)
         if asked and lacking:  # (refused by every file's encode: say it once, now)
             raise ModelError(f"--bpp, --bitrate and --rdo need a coder-3 prior for {options.model}: "
                              f"`tokcodec fit-prior {options.model}` fits one")
+        if not is_weights_file(options.model) and not weights_exist(shipped_weights_path(resolve_name(options.model))):
+            warnings = [untrained_warning(resolve_name(options.model)), *warnings]
         notes = warnings if op == "encode" else []
     created = not dst.exists()
     try:

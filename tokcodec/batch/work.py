@@ -60,13 +60,14 @@ class FileResult:
     seconds: float = 0.0
     error: str | None = None
     model: str | None = None
-    refine: int | None = None   # encode: the --refine steps the output was made with
-    passes: int | None = None   # encode: the --passes it was made with
-    rdo: float | None = None    # encode: the --rdo it was made with (0 where the coder has no prior)
+    precision: str | None = None  # encode, tokens: the arithmetic it was made in (bf16, fp32)
+    refine: int | None = None   # encode, tokens: the --refine steps the output was made with
+    passes: int | None = None   # encode, tokens: the --passes it was made with
+    rdo: float | None = None    # encode, tokens: the --rdo it was made with (0 where the coder has no prior)
     sharpen: float | None = None  # encode: the --sharpen its detail gains were sent with (0: no gains)
     linked_gops: int | None = None  # encode: GOPs coded against the one before, tokens or record (--key-interval)
     gop: int | None = None      # encode: frames per GOP (with a target rate, the plan's choice)
-    scale: float | None = None  # encode: the --scale it was made at (the same)
+    scale: float | None = None  # encode, tokens: the --scale it was made at (the same)
     target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
     lost_frames: int | None = None  # decode --salvage: frames lost to damage (filled by the last good one)
     warnings: list[str] | None = None  # what the output is not as asked or as usual (EncodeStats/DecodeStats.warnings)
@@ -170,7 +171,7 @@ class Worker:
     def _encode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:
         from tokcodec.codec.correction import CorrectionConfig
-        from tokcodec.codec.pipeline import encode_video, prior_warnings
+        from tokcodec.codec.pipeline import encode_video, model_warnings
 
         part = self._part(src, started)
         o = self.options
@@ -183,9 +184,10 @@ class Worker:
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
-                          model=st.model, refine=st.refine, passes=st.passes, rdo=st.rdo, sharpen=st.sharpen,
+                          model=st.model, precision=st.precision, refine=st.refine, passes=st.passes, rdo=st.rdo,
+                          sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
-                          warnings=[w for w in st.warnings if w not in prior_warnings(model)] or None)
+                          warnings=[w for w in st.warnings if w not in model_warnings(model)] or None)
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply
@@ -224,8 +226,10 @@ class Worker:
             started(frames)
         if exported and progress:
             progress(frames)
+        made = tokens.made or {}
+        settings = {} if exported else {k: made.get(k) for k in ("refine", "passes", "rdo", "scale")}
         return FileResult(str(src), str(dst), "done", frames, dst.stat().st_size, None,
-                          time.perf_counter() - t0, model=tokens.model)
+                          time.perf_counter() - t0, model=tokens.model, precision=made.get("precision"), **settings)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

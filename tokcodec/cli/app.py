@@ -20,6 +20,7 @@ from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO
 from tokcodec.errors import InputError, OutputError, why_not_a_file
+from tokcodec.text import plural
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -97,7 +98,7 @@ def encode(
         # the rates are the video's: the audio's bytes are counted apart, as ffmpeg does
         sizes = f"{st.bytes} bytes" + (f" (video {st.bytes - st.audio_bytes}, audio {st.audio_bytes}), video"
                                         if st.audio_bytes else ",")
-        stats_line(f"encoded {_n(st.frames, 'frame')} {st.width}x{st.height} -> {_named(output)}: {sizes} "
+        stats_line(f"encoded {plural(st.frames, 'frame')} {st.width}x{st.height} -> {_named(output)}: {sizes} "
                     f"{st.video_bpp:.4f} bpp{target}, {st.video_bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
         for warning in st.warnings:
@@ -138,11 +139,6 @@ def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> st
                    f"its first {cmp['frames']} with the reference's {cmp['frames']}{start}", err=True)
     # (RGB PSNR, as the bench's PSNR-RGB: ffmpeg's psnr filter reports Y, U and V of limited-range YUV)
     return f", PSNR-RGB {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
-
-
-def _n(count: int, noun: str) -> str:
-    """'1 frame', '2 frames'."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _named(output: Path) -> str:
@@ -188,7 +184,7 @@ def decode(
             typer.echo(f"tokcodec: warning: {problem}", err=True)
         batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
         first = f" from frame {st.first_frame}" if st.first_frame else ""
-        line = (f"decoded {_n(st.frames, 'frame')}{first} {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
+        line = (f"decoded {plural(st.frames, 'frame')}{first} {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
                 f"({st.device} {st.precision}{batch}); audio: {st.audio}")
         if st.lost_frames:
             ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
@@ -320,6 +316,13 @@ def _token_file_info(path: Path, as_json: bool) -> None:
              "video       " + (f"{d['size'][0]}x{d['size'][1]}" if d["size"] else unknown)
              + (f", {d['frames']} frames" if d["frames"] is not None else "")
              + (f" at {d['frame_rate']} fps" if d["frame_rate"] else "")]
+    latent, th, tw = d["shape"][:3]
+    coded = f" (coded {d['coded_size'][0]}x{d['coded_size'][1]})" if d["coded_size"] else ""
+    rate = f", {d['tokens_per_second']:,.0f} a second of video" if d["tokens_per_second"] else ""
+    lines.append(f"grid        {tw}x{th} tokens a latent frame{coded}, {latent * th * tw:,} tokens{rate}")
+    made = d["made"]
+    if made:
+        lines.append("made        " + ", ".join(f"{k} {v}" for k, v in made.items()))
     typer.echo("\n".join(lines))
 
 
@@ -343,7 +346,7 @@ def verify(
             if as_json:
                 typer.echo(json.dumps(report.to_dict()))
             elif report.ok and not quiet:
-                typer.echo(f"{path}: OK ({_n(report.frames, 'frame')}, {_n(report.chunks, 'chunk')}, "
+                typer.echo(f"{path}: OK ({plural(report.frames, 'frame')}, {plural(report.chunks, 'chunk')}, "
                            f"model {report.model})")
             elif not report.ok:
                 typer.echo(f"{path}: BAD: " + "; ".join(p.removeprefix(f"{path}: ") for p in report.problems))
@@ -392,7 +395,8 @@ def tokens(
                                               ("--ss", start), ("-t", duration), ("--frames", frames))
                      if value is not None]
             if given:
-                raise InputError(f"{input} is a .tok file: {', '.join(given)} apply to a video input")
+                verb = "applies" if len(given) == 1 else "apply"
+                raise InputError(f"{input} is a .tok file: {', '.join(given)} {verb} only to a video input")
             shape = export_tokens(src, output, split_bits=split, overwrite=overwrite, model=model)
         else:
             from tokcodec.io import probe
@@ -448,7 +452,7 @@ def detokenize(
                                  gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch))
         for warning in st.warnings:
             typer.echo(f"tokcodec: warning: {warning}", err=True)
-        line = (f"decoded {_n(st.frames, 'frame')} {st.width}x{st.height} from tokens -> {_named(output)}, "
+        line = (f"decoded {plural(st.frames, 'frame')} {st.width}x{st.height} from tokens -> {_named(output)}, "
                 f"{st.fps:.1f} fps ({st.device} {st.precision})")
         stats_line(line + _compared(output, compare), quiet)
 

@@ -113,7 +113,8 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
     "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")]
+Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a CPU with "
+                                        "native bf16, else fp32; on CUDA bf16, else fp16).")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
 Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]

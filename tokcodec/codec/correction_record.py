@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokcodec.defaults import DEFAULT_SHARPEN, MAX_SHARPEN
-from tokcodec.errors import FormatError
+from tokcodec.errors import ArgumentError, FormatError
 from tokcodec.zstd_frames import decompress_bounded
 
 KIND_GRID = 1
@@ -76,16 +76,16 @@ class CorrectionConfig:
 
     def __post_init__(self) -> None:
         if self.cell and not MIN_CELL <= self.cell <= MAX_CELL:
-            raise ValueError(f"correction cell must be 0 (auto) or {MIN_CELL}..{MAX_CELL} pixels, got {self.cell}")
+            raise ArgumentError(f"correction cell must be 0 (auto) or {MIN_CELL}..{MAX_CELL} pixels, got {self.cell}")
         if not 1 <= self.step <= 64:
-            raise ValueError(f"correction step must be 1..64 code values, got {self.step}")
+            raise ArgumentError(f"correction step must be 1..64 code values, got {self.step}")
         if not MIN_POOL <= self.pool <= 255 or not 1 <= self.gain_step <= 255 or not self.ridge >= 0:
-            raise ValueError(f"detail pool must be {MIN_POOL}..255 pixels, gain step 1..255 (64ths), ridge >= 0; "
+            raise ArgumentError(f"detail pool must be {MIN_POOL}..255 pixels, gain step 1..255 (64ths), ridge >= 0; "
                              f"got {self.pool}, {self.gain_step}, {self.ridge}")
         if self.sharpen is not None and not 0 <= self.sharpen <= MAX_SHARPEN:
-            raise ValueError(f"sharpen must be in [0, {MAX_SHARPEN:g}], got {self.sharpen}")
+            raise ArgumentError(f"sharpen must be in [0, {MAX_SHARPEN:g}], got {self.sharpen}")
         if self.sharpen is not None and not (self.enabled and self.detail):
-            raise ValueError("sharpen scales the correction's detail gains: it cannot be set without them "
+            raise ArgumentError("sharpen scales the correction's detail gains: it cannot be set without them "
                              "(drop --no-detail / --no-correction, or --sharpen)")
 
     def cell_for(self, frames: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,8 @@ def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> 
     if suffix in VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES | {".npy", ".safetensors"}:
         raise OutputError(f"{dst}: encode writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
                           "tokcodec decode makes video from it)")
+    if str(dst) != STDIO and dst.is_dir():  # (before the encode, not at its end)
+        raise OutputError(f"{dst}: is a directory; give the .tok file's name")
     check_output(dst, overwrite, source)
 
 
@@ -54,9 +57,26 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def temp_path(dst: Path) -> Path:
-    """Hidden sibling of dst that keeps its extension (muxers are chosen by it)."""
-    return dst.with_name(f".{dst.stem}.part-{os.getpid()}{dst.suffix}")
+def temp_path(dst: Path, number: int = 1) -> Path:
+    """Hidden sibling of dst that keeps its extension (muxers are chosen by it): .NAME.part-PID.EXT,
+    or .NAME.part-PID-N.EXT for the N-th (from 2) written at once in this process."""
+    tag = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
+    return dst.with_name(f".{dst.stem}.part-{tag}{dst.suffix}")
+
+
+_STAGED: set[Path] = set()      # temporary outputs being written in this process
+_STAGED_LOCK = threading.Lock()
+
+
+def _claim_temp_path(dst: Path) -> Path:
+    """A temporary name for ``dst`` that no other output of this process is using: two threads
+    writing the same output each write their own file (the last to finish is the output)."""
+    with _STAGED_LOCK:
+        number = 1
+        while (tmp := temp_path(dst, number)).absolute() in _STAGED:
+            number += 1
+        _STAGED.add(tmp.absolute())
+        return tmp
 
 
 @contextmanager
@@ -67,13 +87,17 @@ def staged_output(dst: Path, kind: str) -> Iterator[Path]:
     if kind in ("dir", "stream"):
         yield dst
         return
-    tmp = temp_path(dst)
+    tmp = _claim_temp_path(dst)
     try:
         yield tmp
         commit_output(tmp, dst)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if tmp.exists():
+                tmp.unlink()
+        finally:
+            with _STAGED_LOCK:
+                _STAGED.discard(tmp.absolute())
 
 
 @contextmanager

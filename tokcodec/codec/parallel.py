@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from tokcodec.errors import ArgumentError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -31,7 +33,7 @@ def coder_threads() -> int:
         try:
             return max(1, int(env))
         except ValueError:
-            raise ValueError(f"TOKCODEC_CODER_THREADS={env!r} is not a number of threads") from None
+            raise ArgumentError(f"TOKCODEC_CODER_THREADS={env!r} is not a number of threads") from None
     return max(1, min(8, os.cpu_count() or 1))
 
 

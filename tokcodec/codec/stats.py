@@ -6,17 +6,19 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class EncodeStats:
+    """One encode: its sizes (bytes), rates (bits per pixel, per token) and timings (seconds)."""
+
     input: str
     output: str
     frames: int
-    width: int
+    width: int                   # of the source, as displayed
     height: int
-    bytes: int
-    tokens: int
-    seconds: float
+    bytes: int                   # of the whole .tok, audio and correction records included
+    tokens: int                  # token indices coded (latent frames x grid, all GOPs)
+    seconds: float               # the encode itself: no model loading, no rate plan (``plan_seconds``)
     model: str
     device: str
-    precision: str
+    precision: str               # bf16, fp16 or fp32: the arithmetic the tokens were made in
     scale: float = 1.0
     audio: str = "none"          # what was kept of the source's audio
     refine: int = 0              # decoder-in-the-loop search steps per GOP (0: the encoder's tokens)
@@ -64,15 +66,17 @@ class EncodeStats:
 
 @dataclass
 class DecodeStats:
+    """One decode: frames written, their size and the time it took (``fps``)."""
+
     input: str
     output: str
-    frames: int
+    frames: int                  # written to the output (lost ones filled with --salvage included)
     width: int
     height: int
-    seconds: float
+    seconds: float               # the decode itself, model loading not included
     device: str
     precision: str
-    audio: str = "none"
+    audio: str = "none"          # what was restored of the stored audio
     lost_frames: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges (--salvage)
     problems: list[str] = field(default_factory=list)  # damage found (--salvage), one line each
     gop_batch: int = 1           # GOPs per network call (--gop-batch; auto's choice once measured)

@@ -13,6 +13,7 @@ from tokcodec.codec.container import MAX_DIM, Header
 from tokcodec.codec.correction import Correction, with_neighbours
 from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE  # noqa: F401  (MIN_CODED re-exported)
 from tokcodec.device import Runtime
+from tokcodec.errors import ArgumentError
 from tokcodec.io import MAX_PIXELS
 
 
@@ -21,10 +22,10 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """The size frames are tokenized at: the source's times ``scale``, at least 8 pixels a side,
     within what a .tok header and the frame-size guard allow."""
     if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise ValueError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {scale}")
+        raise ArgumentError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {scale}")
     cw, ch = max(MIN_CODED, round(width * scale)), max(MIN_CODED, round(height * scale))
     if max(cw, ch) > MAX_DIM or cw * ch > MAX_PIXELS:
-        raise ValueError(f"--scale {scale:g} makes {cw}x{ch} frames, over the {MAX_DIM} pixels a side "
+        raise ArgumentError(f"--scale {scale:g} makes {cw}x{ch} frames, over the {MAX_DIM} pixels a side "
                          f"and {MAX_PIXELS / 1e6:.1f} megapixels tokcodec codes; use a smaller --scale")
     return cw, ch
 

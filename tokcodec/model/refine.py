@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tokcodec.defaults import DEFAULT_PASSES, MAX_PASSES
+from tokcodec.errors import ArgumentError
 from tokcodec.model.lfq import indices_to_codes
 from tokcodec.model.tokenizer import VideoTokenizer
 
@@ -55,11 +56,11 @@ class RefineConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 0:
-            raise ValueError(f"refine steps must be >= 0, got {self.steps}")
+            raise ArgumentError(f"refine steps must be >= 0, got {self.steps}")
         if not 0 <= self.passes <= MAX_PASSES:
-            raise ValueError(f"closed-loop passes must be in 0..{MAX_PASSES}, got {self.passes}")
+            raise ArgumentError(f"closed-loop passes must be in 0..{MAX_PASSES}, got {self.passes}")
         if self.step_size is not None and not self.step_size > 0:
-            raise ValueError(f"refine step size must be > 0, got {self.step_size}")
+            raise ArgumentError(f"refine step size must be > 0, got {self.step_size}")
 
     @property
     def lr(self) -> float:

@@ -238,7 +238,13 @@ def state_sha256(model: VideoTokenizer) -> str:
 
 
 def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file."""
+    """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file,
+    onto ``device`` (cpu, cuda, cuda:N or auto; DeviceError when it is not there). The returned
+    model may be handed to any number of calls, from several threads too (each call places it
+    for its device once: codec/pipeline.prepare_model)."""
+    from tokcodec.device import select_runtime
+
+    device = select_runtime(str(device), "fp32").device  # (a DeviceError, not torch's RuntimeError)
     as_path = Path(name_or_path)
     if is_weights_file(name_or_path):
         if not weights_exist(as_path):
