@@ -118,3 +118,14 @@ def test_the_package_names_what_it_exports():
         assert getattr(tokcodec, name) is not None, name
     assert {"tokenize_frames", "FileInfo", "VerifyReport", "BatchSummary", "LoadedModel", "InputError"} <= set(public)
     assert (Path(tokcodec.__file__).parent / "py.typed").is_file()
+
+
+def test_tokenizing_says_what_encoding_says(clip, tiny_model):
+    """tokenize dropped encode's warnings (a variable frame rate, the model); they come back in
+    TokenFile.warnings (not written to files), tokenize_frames' too."""
+    from tokcodec.io import iter_frames
+    from tokcodec.tokens import tokenize, tokenize_frames
+
+    for tokens in (tokenize(clip, model=tiny_model), tokenize_frames(list(iter_frames(clip)), model=tiny_model)):
+        assert [w for w in tokens.warnings if "tiny has untrained" in w], tokens.warnings
+    assert tokenize(clip).warnings == ()

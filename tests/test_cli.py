@@ -100,6 +100,9 @@ def test_detokenize(tok_file, tmp_path):
     assert "latent frames 3 x2, 2, frames 9 x2, 3" in res.stdout
     assert "grid        6x4 tokens a latent frame (coded 48x32), 192 tokens, 229 a second of video" in res.stdout
     assert "made        precision " in res.stdout
+    both = run("info", tmp_path / "t.safetensors", tok_file, tmp_path / "none.tok", "--json")
+    assert both.returncode == 1 and "none.tok: no such file" in both.stderr  # the others still shown
+    assert [d["file"] for d in json.loads(both.stdout)] == [str(tmp_path / "t.safetensors"), str(tok_file)]
     data = json.loads(run("info", tmp_path / "t.safetensors", "--json").stdout)
     assert data["shape"] == [8, 4, 6] and data["gop_frames"] == [9, 9, 3] and data["bits"] == 18
     np.save(tmp_path / "f.npy", np.zeros((2, 4, 6), np.float32))

@@ -77,6 +77,9 @@ class TokenFile:
     #: how the tokens were made (precision, device, threads, versions, encoder settings): tokens
     #: are reproducible only where these match (docs/usage.md)
     made: dict[str, str | int | float] | None = None
+    #: what tokenizing had to say (as EncodeStats.warnings: a variable frame rate, the model); not
+    #: written to files
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """What `tokcodec info` shows of a token file (JSON-ready; None where not recorded)."""
@@ -230,7 +233,7 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
                           max_frames=max_frames, device=device, precision=precision, progress=progress,
                           correction=False, audio=False, start=start, duration=duration)
         made = made_here(st.device, st.precision, passes=st.passes, rdo=st.rdo, refine=st.refine, scale=st.scale)
-        return replace(token_file_of(tok), source=str(src), made=made)
+        return replace(token_file_of(tok), source=str(src), made=made, warnings=tuple(st.warnings))
 
 
 #: frames in memory: one uint8 RGB array (T, H, W, 3), one image (H, W, 3), or an iterable of
@@ -254,8 +257,8 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.gop_encoder import GopEncoder, network_stage
     from tokcodec.codec.accel import HostStager
-    from tokcodec.codec.pipeline import (_check_memory, default_coder_id, make_header, no_rate_model,
-                                         prepare_model, search_config, token_chooser)
+    from tokcodec.codec.pipeline import (_check_memory, default_coder_id, make_header, model_warnings,
+                                         no_rate_model, prepare_model, search_config, token_chooser)
     from tokcodec.codec.tensors import gops
     from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_RDO
     from tokcodec.device import select_runtime
@@ -295,7 +298,8 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
                      size=(width, height), coded_size=(header.coded_width, header.coded_height), grey=grey,
                      made=made_here(str(runtime.device), runtime.precision, passes=search.passes,
                                     rdo=0.0 if quantize is None else DEFAULT_RDO if rdo is None else rdo,
-                                    refine=search.steps, scale=1.0 if scale is None else scale))
+                                    refine=search.steps, scale=1.0 if scale is None else scale),
+                     warnings=tuple(model_warnings(loaded, coder_id)))
 
 
 def _frame_stream(frames: FrameSource) -> tuple[np.ndarray, Iterator[np.ndarray], int]:

@@ -264,7 +264,7 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
                              f"`tokcodec fit-prior {options.model}` fits one")
         if not is_weights_file(options.model) and not weights_exist(shipped_weights_path(resolve_name(options.model))):
             warnings = [untrained_warning(resolve_name(options.model)), *warnings]
-        notes = warnings if op == "encode" else []
+        notes = warnings
     created = not dst.exists()
     try:
         dst.mkdir(parents=True, exist_ok=True)

@@ -208,6 +208,7 @@ class Worker:
                 progress: ProgressFn | None) -> FileResult:
         """A video's tokens (tokenized as encode --no-correction), or a .tok file's, as .safetensors."""
         from tokcodec.codec.container import is_tok_file
+        from tokcodec.codec.pipeline import model_warnings
         from tokcodec.tokens import token_file_of, tokenize, write_token_file
 
         t0 = time.perf_counter()
@@ -228,8 +229,10 @@ class Worker:
             progress(frames)
         made = tokens.made or {}
         settings = {} if exported else {k: made.get(k) for k in ("refine", "passes", "rdo", "scale")}
+        said_once = [] if exported else model_warnings(self.model(o.model or "default"))
         return FileResult(str(src), str(dst), "done", frames, dst.stat().st_size, None,
-                          time.perf_counter() - t0, model=tokens.model, precision=made.get("precision"), **settings)
+                          time.perf_counter() - t0, model=tokens.model, precision=made.get("precision"), **settings,
+                          warnings=[w for w in tokens.warnings if w not in said_once] or None)
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

@@ -197,57 +197,82 @@ def decode(
 
 @app.command()
 def info(
-    input: Path = typer.Argument(..., help="A .tok file, a token file (.npy, .safetensors) or a weights file."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    inputs: list[Path] = typer.Argument(..., help="Files: .tok, token files (.npy, .safetensors) or weights files."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (a list for several files)."),
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records; of a weights file: its model, training record and priors)."""
+    from tokcodec.errors import TokcodecError
+
     with errors():
-        if str(input) == STDIO:
-            raise InputError("-: info reads a file, not standard input: give its path")
-        if input.suffix.lower() == ".safetensors" and input.is_file() and _weights_info(input, as_json):
-            return
-        if input.suffix.lower() in (".npy", ".safetensors"):
-            _token_file_info(input, as_json)
-            return
-        from tokcodec.codec.info import file_info
-        info = file_info(input)
+        shown: list[tuple[dict, str]] = []
+        failed = 0
+        for input in inputs:
+            try:
+                shown.append(_info_of(input))
+            except (TokcodecError, ValueError) as exc:
+                if len(inputs) == 1:
+                    raise
+                typer.echo(f"tokcodec: error: {exc}", err=True)  # the others are still shown
+                failed += 1
         if as_json:
-            typer.echo(json.dumps(info.to_dict(), indent=2))
-            return
-        h, later = info.header, info.bits_per_token_later_latent_frames
-        lines = [
-            f"file        {info.file}  (format {h.version[0]}.{h.version[1]})",
-            f"video       {info.width}x{info.height}, {info.frames} frames at "
-            f"{h.frame_rate.numerator}/{h.frame_rate.denominator} fps ({info.duration_seconds:.2f} s)"
-            + (", grey (decodes grey)" if h.grey else ""),
-            f"coded       {h.coded_width}x{h.coded_height} padded to {h.padded_width}x{h.padded_height}, "
-            f"GOP {h.gop}, compression {h.temporal_factor}x{h.spatial_factor}x{h.spatial_factor}, "
-            f"{h.bits} bits/token",
-            f"model       {h.model_name}  sha256 {h.weights_sha256[:16]}...  ({h.precision})"
-            + ("  [UNTRAINED weights: output is not a real reconstruction]" if info.untrained_model else ""),
-            f"coder       {info.coder} (id {h.coder_id})" + _without_prior(info),
-            f"size        {info.bytes} bytes, "
-            + (f"{info.kbps:.1f} kbit/s; video {info.video_bytes} bytes, " if info.audio is not None else "")
-            + f"{info.video_bpp:.4f} bpp, {info.video_kbps:.1f} kbit/s",
-            f"tokens      {info.tokens}, {info.video_bits_per_token:.2f} bits/token "
-            f"(payload {info.payload_bits_per_token:.2f}; first latent frame "
-            f"{info.bits_per_token_first_latent_frame:.2f}"
-            + (f", later {later:.2f}" if later is not None else "") + ")",
-            "correction  " + (f"{info.correction_bytes} bytes ({100 * info.correction_bytes / max(1, info.video_bytes):.1f}% "
-                              "of the video)" if h.correction else "none (format 1.x: tokens only)"),
-            f"chunks      {info.chunks_count}",
-        ]
-        a = info.audio
-        lines.insert(-1, "audio       none" if a is None else
-                     f"audio       {a.codec} {a.sample_rate} Hz {a.channels} ch, "
-                     f"{a.duration_seconds:.2f} s from {a.start_offset_seconds:+.3f} s, {a.bytes} bytes")
-        for c in info.chunks:
-            per = " ".join(f"{b:.1f}" for b in c.bits_per_token_by_latent_frame)
-            lines.append(f"  #{c.index:<5} frames {c.first_frame}-{c.first_frame + c.frames - 1}  "
-                         f"{c.bytes} bytes  {c.bits_per_token:.2f} bits/token  [per latent frame: {per}]"
-                         + ("  linked" if c.linked else "")
-                         + (f"  + correction {c.correction_bytes} bytes" if h.correction else ""))
-        typer.echo("\n".join(lines))
+            docs = [d for d, _ in shown]
+            typer.echo(json.dumps(docs[0] if len(inputs) == 1 else docs, indent=2))
+        elif shown:
+            typer.echo("\n\n".join(text for _, text in shown))
+        if failed:
+            raise typer.Exit(1)
+
+
+def _info_of(input: Path) -> tuple[dict, str]:
+    """``info`` of one file: what --json prints, and the text."""
+    if str(input) == STDIO:
+        raise InputError("-: info reads a file, not standard input: give its path")
+    if input.suffix.lower() == ".safetensors" and input.is_file():
+        weights = _weights_info(input)
+        if weights is not None:
+            return weights
+    if input.suffix.lower() in (".npy", ".safetensors"):
+        return _token_file_info(input)
+    return _tok_info(input)
+
+
+def _tok_info(input: Path) -> tuple[dict, str]:
+    from tokcodec.codec.info import file_info
+    info = file_info(input)
+    h, later = info.header, info.bits_per_token_later_latent_frames
+    lines = [
+        f"file        {info.file}  (format {h.version[0]}.{h.version[1]})",
+        f"video       {info.width}x{info.height}, {info.frames} frames at "
+        f"{h.frame_rate.numerator}/{h.frame_rate.denominator} fps ({info.duration_seconds:.2f} s)"
+        + (", grey (decodes grey)" if h.grey else ""),
+        f"coded       {h.coded_width}x{h.coded_height} padded to {h.padded_width}x{h.padded_height}, "
+        f"GOP {h.gop}, compression {h.temporal_factor}x{h.spatial_factor}x{h.spatial_factor}, "
+        f"{h.bits} bits/token",
+        f"model       {h.model_name}  sha256 {h.weights_sha256[:16]}...  ({h.precision})"
+        + ("  [UNTRAINED weights: output is not a real reconstruction]" if info.untrained_model else ""),
+        f"coder       {info.coder} (id {h.coder_id})" + _without_prior(info),
+        f"size        {info.bytes} bytes, "
+        + (f"{info.kbps:.1f} kbit/s; video {info.video_bytes} bytes, " if info.audio is not None else "")
+        + f"{info.video_bpp:.4f} bpp, {info.video_kbps:.1f} kbit/s",
+        f"tokens      {info.tokens}, {info.video_bits_per_token:.2f} bits/token "
+        f"(payload {info.payload_bits_per_token:.2f}; first latent frame "
+        f"{info.bits_per_token_first_latent_frame:.2f}"
+        + (f", later {later:.2f}" if later is not None else "") + ")",
+        "correction  " + (f"{info.correction_bytes} bytes ({100 * info.correction_bytes / max(1, info.video_bytes):.1f}% "
+                          "of the video)" if h.correction else "none (format 1.x: tokens only)"),
+        f"chunks      {info.chunks_count}",
+    ]
+    a = info.audio
+    lines.insert(-1, "audio       none" if a is None else
+                 f"audio       {a.codec} {a.sample_rate} Hz {a.channels} ch, "
+                 f"{a.duration_seconds:.2f} s from {a.start_offset_seconds:+.3f} s, {a.bytes} bytes")
+    for c in info.chunks:
+        per = " ".join(f"{b:.1f}" for b in c.bits_per_token_by_latent_frame)
+        lines.append(f"  #{c.index:<5} frames {c.first_frame}-{c.first_frame + c.frames - 1}  "
+                     f"{c.bytes} bytes  {c.bits_per_token:.2f} bits/token  [per latent frame: {per}]"
+                     + ("  linked" if c.linked else "")
+                     + (f"  + correction {c.correction_bytes} bytes" if h.correction else ""))
+    return info.to_dict(), "\n".join(lines)
 
 
 def _without_prior(info) -> str:
@@ -270,16 +295,13 @@ def _runs(values: list[int]) -> str:
     return ", ".join(f"{v} x{n}" if n > 1 else str(v) for v, n in parts)
 
 
-def _weights_info(path: Path, as_json: bool) -> bool:
-    """``info`` of a tokcodec weights file (False when the file is not one)."""
+def _weights_info(path: Path) -> tuple[dict, str] | None:
+    """``info`` of a tokcodec weights file (None when the file is not one)."""
     from tokcodec.model.zoo import weights_info
 
     d = weights_info(path)
     if d is None:
-        return False
-    if as_json:
-        typer.echo(json.dumps(d, indent=2))
-        return True
+        return None
     meta = d["metadata"]
     lines = [f"file        {d['file']}  (tokcodec weights{', shipped' if d['shipped'] else ''})",
              f"model       preset {d['preset']}, {d['parameters'] / 1e6:.2f} M parameters ({', '.join(d['dtypes'])}), "
@@ -292,17 +314,13 @@ def _weights_info(path: Path, as_json: bool) -> bool:
     for prior in [] if d["shipped"] else d["priors"]:
         role = "current" if prior["current"] else "kept"
         lines.append(f"prior       {prior['file']}  ({role}; key {prior['key'] or '-'}; {prior['note']})")
-    typer.echo("\n".join(lines))
-    return True
+    return d, "\n".join(lines)
 
 
-def _token_file_info(path: Path, as_json: bool) -> None:
+def _token_file_info(path: Path) -> tuple[dict, str]:
     from tokcodec.tokens import read_token_file
 
     d = read_token_file(path, header_only=True).to_dict()
-    if as_json:
-        typer.echo(json.dumps(d, indent=2))
-        return
     unknown = "not recorded"
     split = f", sub-tokens of {d['split_bits']} bits" if d["split_bits"] else ""
     lines = [f"file        {d['file']}  (token file)",
@@ -323,7 +341,7 @@ def _token_file_info(path: Path, as_json: bool) -> None:
     made = d["made"]
     if made:
         lines.append("made        " + ", ".join(f"{k} {v}" for k, v in made.items()))
-    typer.echo("\n".join(lines))
+    return d, "\n".join(lines)
 
 
 @app.command()
@@ -415,6 +433,8 @@ def tokens(
                                      rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,
                                      start=start, duration=duration)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
+            for warning in tokenized.warnings:
+                typer.echo(f"tokcodec: warning: {warning}", err=True)
         if not quiet:
             typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)
 
