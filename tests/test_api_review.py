@@ -50,12 +50,18 @@ def test_threads_sharing_a_fresh_model_leave_its_weights_alone(clip, tmp_path):
         assert [k for k in before if not torch.equal(before[k], after[k])] == []
 
 
-def test_a_placed_model_is_left_as_it_is(tiny_model):
+def test_a_placed_model_is_left_as_it_is(monkeypatch):
+    """Once placed, a model is not moved again (a move swaps storage under other threads)."""
+    model = load_tokenizer("tiny")
     runtime = select_runtime("cpu", "fp32")
-    prepare_model(tiny_model, runtime)
-    storage = [p.data_ptr() for p in tiny_model.tokenizer.parameters()]
-    prepare_model(tiny_model, runtime)
-    assert [p.data_ptr() for p in tiny_model.tokenizer.parameters()] == storage
+    prepare_model(model, runtime)
+    moves = []
+    monkeypatch.setattr(model.tokenizer, "to", lambda *a, **k: moves.append((a, k)) or model.tokenizer)
+    prepare_model(model, runtime)
+    assert moves == []
+    model.tokenizer.train()  # (not in eval mode: placed again)
+    prepare_model(model, runtime)
+    assert len(moves) == 2
 
 
 def test_two_writers_of_one_output_each_write_their_own_file(tmp_path):
@@ -124,7 +130,8 @@ def test_tokenizing_says_what_encoding_says(clip, tiny_model):
     """tokenize dropped encode's warnings (a variable frame rate, the model); they come back in
     TokenFile.warnings (not written to files), tokenize_frames' too."""
     from tokcodec.io import iter_frames
-    from tokcodec.tokens import tokenize, tokenize_frames
+    from tokcodec.frame_tokens import tokenize_frames
+    from tokcodec.tokens import tokenize
 
     for tokens in (tokenize(clip, model=tiny_model), tokenize_frames(list(iter_frames(clip)), model=tiny_model)):
         assert [w for w in tokens.warnings if "tiny has untrained" in w], tokens.warnings

@@ -10,10 +10,10 @@ from safetensors.numpy import load_file, save_file
 
 from conftest import smooth_clip, write_clip
 from tokcodec.codec.pipeline import _frames_of, decode_video, encode_video
-from tokcodec.errors import FormatError, InputError, ModelError, OutputError
+from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, OutputError
+from tokcodec.frame_tokens import tokenize_frames
 from tokcodec.tokens import (detokenize, detokenize_frames, export_tokens, join_tokens, parse_frame_rate,
-                             read_token_file, split_tokens, token_file_of, tokenize, tokenize_frames,
-                             write_token_file)
+                             read_token_file, split_tokens, token_file_of, tokenize, write_token_file)
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +139,15 @@ def test_token_files_say_how_they_were_made_and_are_the_same_bytes_each_time(tok
 
     import torch
 
-    got = tokenize(tokens_only / "in.mkv", model=tiny_model, gop=9, passes=0)
+    got = tokenize(tokens_only / "in.mkv", model=tiny_model, gop=9, passes=0, device="cpu")
     made = got.made
     assert made["precision"] in ("bf16", "fp32") and made["threads"] == torch.get_num_threads()
     assert (made["passes"], made["rdo"], made["refine"], made["scale"], made["device"]) == (0, 0.0, 0, 1.0, "cpu")
-    assert tokenize_frames(frames(tokens_only / "in.mkv"), model=tiny_model, gop=9, passes=0).made == made
+    assert tokenize_frames(frames(tokens_only / "in.mkv"), model=tiny_model, gop=9, passes=0, device="cpu").made == made
+    assert "prior" not in made  # no rate-aware bits without a prior; the shipped model's tokens name theirs
+    from tokcodec.codec.context_coder3 import prior_for_model
+    shipped = tokenize_frames(smooth_clip(5, 16, 16), device="cpu")
+    assert shipped.made["rdo"] == 0.25 and shipped.made["prior"] == prior_for_model(shipped.weights_sha256).key.hex()
     assert token_file_of(tokens_only / "a.tok").made == {"precision": made["precision"]}
     old = os.umask(0o022)
     try:
@@ -167,6 +171,8 @@ def test_write_token_file_refuses_what_would_not_decode(tokens_only, tmp_path):
         write_token_file(replace(t, tokens=t.tokens[:3]), tmp_path / "x.safetensors")
     with pytest.raises(ValueError, match="18-bit tokens lie in"):
         write_token_file(replace(t, tokens=t.tokens + (1 << 18)), tmp_path / "x.safetensors")
+    with pytest.raises(ArgumentError, match="'made' must be"):  # what read_token_file would refuse
+        write_token_file(replace(t, made={"ok": True}), tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
     (tmp_path / "text.npy").write_text("hello")
     with pytest.raises(FormatError, match="not a .npy array \\(no NumPy header\\)"):
@@ -292,7 +298,7 @@ def test_bad_arrays_are_refused(tmp_path, tiny_model):
         with pytest.raises(error, match=needle):
             detokenize(path, tmp_path / "o.mkv", model=tiny_model)
     np.save(tmp_path / "ok.npy", np.zeros((2, 3, 4), np.int32))
-    with pytest.raises(InputError, match="1 \\+ 4k"):
+    with pytest.raises(ArgumentError, match="1 \\+ 4k"):
         detokenize(tmp_path / "ok.npy", tmp_path / "o.mkv", model=tiny_model, gop=10)
     with pytest.raises(InputError, match="fourth axis"):
         detokenize(tmp_path / "ok.npy", tmp_path / "o.mkv", model=tiny_model, split_bits=9)

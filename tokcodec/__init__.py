@@ -39,7 +39,7 @@ _EXPORTS = {
     "VerifyReport": "tokcodec.codec.verify", "load_tokenizer": "tokcodec.model.zoo", "LoadedModel": "tokcodec.model.zoo",
     "export_tokens": "tokcodec.tokens", "split_tokens": "tokcodec.tokens", "join_tokens": "tokcodec.tokens",
     "detokenize": "tokcodec.tokens", "detokenize_frames": "tokcodec.tokens", "read_token_file": "tokcodec.tokens",
-    "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.tokens", "write_token_file": "tokcodec.tokens",
+    "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.frame_tokens", "write_token_file": "tokcodec.tokens",
     "TokenFile": "tokcodec.tokens",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "BatchSummary": "tokcodec.batch.run",
@@ -74,7 +74,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.codec.verify import VerifyReport, verify_file
     from tokcodec.errors import (ArgumentError, DeviceError, FormatError, InputError, MissingPriorError,
                                  ModelError, OutputError, SetupError, TokcodecError)
+    from tokcodec.frame_tokens import tokenize_frames
     from tokcodec.model.refine import RefineConfig
     from tokcodec.model.zoo import LoadedModel, load_tokenizer
     from tokcodec.tokens import (TokenFile, detokenize, detokenize_frames, export_tokens, join_tokens,
-                                 read_token_file, split_tokens, tokenize, tokenize_frames, write_token_file)
+                                 read_token_file, split_tokens, tokenize, write_token_file)

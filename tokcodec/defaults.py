@@ -2,6 +2,7 @@
 the CLI declares its options (and ``tokcodec --help`` runs) without loading torch."""
 from __future__ import annotations
 
+DEFAULT_GOP = 17  # frames per GOP (1 + 4k): 5 latent frames
 DEFAULT_PASSES = 2  # closed-loop encoder passes per GOP (tokcodec/model/refine.py)
 MAX_PASSES = 16
 DEFAULT_RDO = 0.25  # rate-distortion trade of the token bits (tokcodec/codec/rdo.py); 0 = off

@@ -10,18 +10,18 @@ of ``encode --no-correction`` tokens' quality or below, not ``decode``'s.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
+from tokcodec.defaults import DEFAULT_GOP
 from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ TOKENS_KEY = "tokens"
 SAFETENSORS_INTS = {f"{k}{n}": np.dtype(f"{t}{n}") for k, t in (("I", "int"), ("U", "uint")) for n in (8, 16, 32, 64)}
 T = TypeVar("T")
 #: frames per GOP of a bare array (.npy, or an array handed to detokenize): encode's default
-DEFAULT_TOKEN_GOP = 17
+DEFAULT_TOKEN_GOP = DEFAULT_GOP
 MAX_FRAME_RATE = 1000
 
 
@@ -119,15 +119,24 @@ def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
                      made={"precision": h.precision})
 
 
-def made_here(runtime_device: str, precision: str, **settings: str | int | float) -> dict[str, str | int | float]:
+def made_here(runtime_device: str, precision: str, weights_sha256: str, rdo: float,
+              **settings: str | int | float) -> dict[str, str | int | float]:
     """What a tokenization here depends on beyond its input and weights: the precision, device,
-    torch threads (bf16 results on a CPU vary with them) and versions, then ``settings``."""
+    torch threads (results vary with them: docs/usage.md), versions, the coder-3 prior that
+    priced the token bits (``rdo`` above 0; a refit changes it, not the weights), then
+    ``settings``."""
     import torch
 
     from tokcodec import __version__
+    from tokcodec.codec.context_coder3 import prior_for_model
 
-    return {"precision": precision, "device": runtime_device, "threads": torch.get_num_threads(),
-            "tokcodec": __version__, "torch": torch.__version__.split("+")[0], **settings}
+    made: dict[str, str | int | float] = {
+        "precision": precision, "device": runtime_device, "threads": torch.get_num_threads(),
+        "tokcodec": __version__, "torch": torch.__version__.split("+")[0], "rdo": rdo, **settings}
+    prior = prior_for_model(weights_sha256) if rdo > 0 else None
+    if prior is not None:
+        made["prior"] = prior.key.hex()
+    return made
 
 
 def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None = None,
@@ -160,17 +169,19 @@ def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None 
 
 
 def _check_consistent(t: TokenFile) -> None:
-    """ValueError where a TokenFile's fields disagree with its tokens (what detokenize would refuse)."""
+    """ArgumentError where a TokenFile's fields disagree with its tokens or would not read back."""
     latent = t.tokens.shape[0]
     if t.gop_latent_frames is not None and sum(t.gop_latent_frames) != latent:
         raise ArgumentError(f"gop_latent_frames add up to {sum(t.gop_latent_frames)} latent frames, the tokens "
-                         f"have {latent}")
+                            f"have {latent}")
     if t.gop_frames is not None and len(t.gop_frames) != len(t.gop_latent_frames or ()):
         raise ArgumentError(f"gop_frames lists {len(t.gop_frames)} GOPs, gop_latent_frames "
-                         f"{len(t.gop_latent_frames or ())}")
+                            f"{len(t.gop_latent_frames or ())}")
     try:
         _check_range(t.tokens, t.bits, "token")
-    except InputError as exc:
+        if t.made is not None:
+            _made_field({"made": json.dumps(t.made)}, "made")
+    except (InputError, FormatError) as exc:
         raise ArgumentError(str(exc)) from None
 
 
@@ -232,123 +243,10 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
         st = encode_video(src, tok, model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine,
                           max_frames=max_frames, device=device, precision=precision, progress=progress,
                           correction=False, audio=False, start=start, duration=duration)
-        made = made_here(st.device, st.precision, passes=st.passes, rdo=st.rdo, refine=st.refine, scale=st.scale)
-        return replace(token_file_of(tok), source=str(src), made=made, warnings=tuple(st.warnings))
-
-
-#: frames in memory: one uint8 RGB array (T, H, W, 3), one image (H, W, 3), or an iterable of
-#: (H, W, 3) frames (a list, a generator: read GOP by GOP)
-FrameSource = np.ndarray | Iterable[np.ndarray]
-
-
-def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default", gop: int | None = None,
-                    scale: float | None = None, passes: int | None = None, rdo: float | None = None,
-                    refine: int = 0, frame_rate: float | Fraction | str | None = None, grey: bool | None = None,
-                    device: str = "auto", precision: str = "auto",
-                    progress: Callable[[int], None] | None = None) -> TokenFile:
-    """:func:`tokenize` of frames in memory (uint8 RGB, all of one size): the tokens tokenize
-    gives for a lossless file of the same frames, with the same settings, on the same machine,
-    without writing one. An iterable is read a GOP at a time, so memory holds a GOP, not the
-    video; a generator can feed a data loader's decoded frames straight in.
-    ``grey`` (None: found out) codes a grey source as encode does (decode then shows grey); to
-    find out, an iterable's frames are held until its first colour frame, so give ``grey=False``
-    to stream a long grey video without holding it. ``frame_rate`` is recorded for detokenize
-    (not recorded when None: detokenize then takes 25). ``progress`` is told each GOP's frames."""
-    from tokcodec.codec.correction import CorrectionConfig
-    from tokcodec.codec.gop_encoder import GopEncoder, network_stage
-    from tokcodec.codec.accel import HostStager
-    from tokcodec.codec.pipeline import (_check_memory, default_coder_id, make_header, model_warnings,
-                                         no_rate_model, prepare_model, search_config, token_chooser)
-    from tokcodec.codec.tensors import gops
-    from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_RDO
-    from tokcodec.device import select_runtime
-    from tokcodec.io import VideoInfo
-
-    if rdo is not None and not 0 <= rdo <= MAX_RDO:
-        raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
-    rate = parse_frame_rate(str(frame_rate)) if frame_rate is not None else None
-    search = search_config(refine, passes)
-    first, stream, count = _frame_stream(frames)
-    height, width = first.shape[:2]
-    if grey is None:
-        grey, stream = _grey_lookahead(stream)
-    runtime = select_runtime(device, precision)
-    loaded = prepare_model(model, runtime)
-    coder_id = default_coder_id(loaded, DEFAULT_KEY_INTERVAL)
-    header = make_header(loaded, runtime, width, height, frame_rate=rate or Fraction(25),
-                         gop=DEFAULT_TOKEN_GOP if gop is None else gop, scale=1.0 if scale is None else scale,
-                         coder_id=coder_id)
-    header.grey = grey
-    info = VideoInfo(width, height, header.frame_rate, count, "rgb24", False)
-    _check_memory(header, info, None, runtime, search)
-    quantize = token_chooser(coder_id, loaded, DEFAULT_RDO if rdo is None else rdo)
-    if rdo and quantize is None:
-        raise no_rate_model(f"rdo {rdo:g}", coder_id, loaded)
-    encode = GopEncoder(loaded, header, runtime, HostStager(runtime), search, CorrectionConfig(enabled=False),
-                        width, height)
-    grids, gop_frames = [], []
-    for n, idx, _, _ in network_stage(encode, gops(stream, header.gop), lambda _: quantize, DEFAULT_KEY_INTERVAL):
-        grids.append(idx)
-        gop_frames.append(n)
-        if progress:
-            progress(n)
-    return TokenFile(np.concatenate(grids, 0), "frames", bits=header.bits,
-                     gop_latent_frames=[g.shape[0] for g in grids], gop_frames=gop_frames,
-                     model=header.model_name, weights_sha256=header.weights_sha256, frame_rate=rate,
-                     size=(width, height), coded_size=(header.coded_width, header.coded_height), grey=grey,
-                     made=made_here(str(runtime.device), runtime.precision, passes=search.passes,
-                                    rdo=0.0 if quantize is None else DEFAULT_RDO if rdo is None else rdo,
-                                    refine=search.steps, scale=1.0 if scale is None else scale),
-                     warnings=tuple(model_warnings(loaded, coder_id)))
-
-
-def _frame_stream(frames: FrameSource) -> tuple[np.ndarray, Iterator[np.ndarray], int]:
-    """The first frame, every frame (checked: uint8 (H, W, 3) of the first one's size, InputError
-    naming the first that is not) and the count where known (0 for an iterator)."""
-    from tokcodec.io import frame_size_problem
-
-    if isinstance(frames, np.ndarray):
-        if frames.ndim not in (3, 4) or frames.shape[-1] != 3:
-            hint = " (grey frames: repeat them to 3 channels)" if frames.ndim == 3 else ""
-            raise InputError(f"frames must be uint8 RGB (T, H, W, 3) or one image (H, W, 3), got shape "
-                             f"{frames.shape}{hint}")
-        frames = frames[None] if frames.ndim == 3 else frames
-    count = len(frames) if isinstance(frames, (np.ndarray, Sequence)) else 0
-    it = iter(frames)
-    first = next(it, None)
-    if first is None:
-        raise InputError("no frames to tokenize")
-
-    def checked(number: int, frame: object) -> np.ndarray:
-        array = np.asarray(frame)
-        shape = first_shape if number else None
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3 or (shape and array.shape != shape):
-            wanted = f"uint8 {shape}" if shape else "uint8 RGB (H, W, 3)"
-            raise InputError(f"frame {number}: must be {wanted}, got {array.dtype} {array.shape}"
-                             + (" (scale to 0..255 and convert to uint8)" if array.dtype.kind == "f" else ""))
-        return array
-
-    first_shape: tuple[int, ...] | None = None
-    head = checked(0, first)
-    first_shape = head.shape
-    problem = frame_size_problem(head.shape[1], head.shape[0])
-    if problem:
-        raise InputError(f"frames: {problem}")
-    rest = (checked(number, frame) for number, frame in enumerate(it, 1))
-    return head, itertools.chain((head,), rest), count
-
-
-def _grey_lookahead(frames: Iterator[np.ndarray]) -> tuple[bool, Iterator[np.ndarray]]:
-    """Whether every frame is grey (as encode's io.is_grey), and the frames: those read to find
-    out (up to the first colour frame, or all), then the rest."""
-    from tokcodec.io import is_grey_frame
-
-    held = []
-    for frame in frames:
-        held.append(frame)
-        if not is_grey_frame(frame):
-            return False, itertools.chain(held, frames)
-    return True, iter(held)
+        tokens = token_file_of(tok)
+        made = made_here(st.device, st.precision, tokens.weights_sha256 or "", st.rdo, passes=st.passes,
+                         refine=st.refine, scale=st.scale)
+        return replace(tokens, source=str(src), made=made, warnings=tuple(st.warnings))
 
 
 def read_token_file(path: str | Path, header_only: bool = False) -> TokenFile:
@@ -607,7 +505,7 @@ def _gop_lengths(src: TokenFile, latent: int, gop: int | None, s: int) -> list[i
         return list(src.gop_latent_frames)
     gop = DEFAULT_TOKEN_GOP if gop is None else gop
     if not 1 <= gop <= MAX_GOP or (gop - 1) % s:
-        raise InputError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
+        raise ArgumentError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
     per_gop = 1 + (gop - 1) // s
     full, rest = divmod(latent, per_gop)
     return [per_gop] * full + ([rest] if rest else [])

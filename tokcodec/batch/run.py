@@ -255,15 +255,16 @@ def run_batch(op: str, src: str | Path, dst: str | Path, options: BatchOptions, 
     if op in ("encode", "tokens") and options.model:  # said once here, not on every file's line
         from tokcodec.codec.pipeline import prior_warnings_of, untrained_warning
         from tokcodec.model.presets import resolve_name
-        from tokcodec.model.zoo import is_weights_file, shipped_weights_path, weights_exist
+        from tokcodec.model.zoo import is_weights_file, weights_trained
 
         warnings, lacking = prior_warnings_of(options.model)
         asked = options.bpp is not None or options.bitrate is not None or bool(options.rdo)
         if asked and lacking:  # (refused by every file's encode: say it once, now)
             raise ModelError(f"--bpp, --bitrate and --rdo need a coder-3 prior for {options.model}: "
                              f"`tokcodec fit-prior {options.model}` fits one")
-        if not is_weights_file(options.model) and not weights_exist(shipped_weights_path(resolve_name(options.model))):
-            warnings = [untrained_warning(resolve_name(options.model)), *warnings]
+        if not weights_trained(options.model):
+            name = Path(options.model).stem if is_weights_file(options.model) else resolve_name(options.model)
+            warnings = [untrained_warning(name), *warnings]
         notes = warnings
     created = not dst.exists()
     try:

@@ -13,7 +13,7 @@ from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, 
                                   EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
                                   NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale,
                                   Sharpen, Start, TokensGop, TokensScale, read_by)
-from tokcodec.cli.policy import errors
+from tokcodec.cli.policy import errors, expected_errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
@@ -201,15 +201,13 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (a list for several files)."),
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records; of a weights file: its model, training record and priors)."""
-    from tokcodec.errors import TokcodecError
-
     with errors():
         shown: list[tuple[dict, str]] = []
         failed = 0
         for input in inputs:
             try:
                 shown.append(_info_of(input))
-            except (TokcodecError, ValueError) as exc:
+            except (*expected_errors(), OSError) as exc:
                 if len(inputs) == 1:
                     raise
                 typer.echo(f"tokcodec: error: {exc}", err=True)  # the others are still shown

@@ -20,10 +20,16 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The failures a command reports as one line of its own (the rest: "unexpected ...")."""
+    from tokcodec.errors import TokcodecError
+
+    return TokcodecError, ValueError, FileNotFoundError, FileExistsError
+
+
 @contextmanager
 def errors() -> Iterator[None]:
     """Turn expected failures into one line on stderr and a non-zero exit, never a traceback."""
-    from tokcodec.errors import TokcodecError
     try:
         yield
     except typer.Exit:
@@ -39,7 +45,7 @@ def errors() -> Iterator[None]:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         raise typer.Exit(141)
-    except (TokcodecError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except expected_errors() as exc:
         fail(str(exc))
     except MemoryError:
         fail("out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)")

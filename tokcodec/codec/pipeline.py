@@ -47,7 +47,7 @@ from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
+from tokcodec.defaults import DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
@@ -70,7 +70,8 @@ def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
     channels_last_3d layout that bf16 convolutions run fastest in. A model already placed so is
     left alone, and placing is one thread at a time: threads that share a model (each call on it
     does this) must not swap its weights' storage under one another's running convolutions,
-    which corrupted weights for good and could crash."""
+    which corrupted weights for good and could crash. So threads may share a model on one
+    device; a call for another device moves it, under any call running on the first."""
     loaded = model if isinstance(model, LoadedModel) else load_tokenizer(model, "cpu")
     with _PLACING:
         if not _placed(loaded.tokenizer, runtime):
@@ -82,11 +83,13 @@ def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
 
 def _placed(tok: torch.nn.Module, runtime: Runtime) -> bool:
     """Whether ``tok`` is already in eval mode on ``runtime``'s device, in its layout there."""
-    if tok.training:
+    if any(m.training for m in tok.modules()):
         return False
     want = runtime.device
+    if want.type == "cuda" and want.index is None:  # "cuda": the current device, where frames go
+        want = torch.device("cuda", torch.cuda.current_device())
     for p in itertools.chain(tok.parameters(), tok.buffers()):
-        if p.device.type != want.type or (want.index is not None and p.device.index != want.index):
+        if p.device != want:
             return False
         if want.type == "cpu" and p.ndim == 5 and not p.is_contiguous(memory_format=torch.channels_last_3d):
             return False
@@ -94,7 +97,7 @@ def _placed(tok: torch.nn.Module, runtime: Runtime) -> bool:
 
 
 def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, *,
-                frame_rate: Fraction = Fraction(25), gop: int = 17, scale: float = 1.0,
+                frame_rate: Fraction = Fraction(25), gop: int = DEFAULT_GOP, scale: float = 1.0,
                 coder_id: int | None = None, color: ColorInfo | None = None) -> Header:
     """The .tok header for a video of this size coded by this model: coded size (after --scale),
     padding to the model's spatial factor, GOP, coder and model identity."""
@@ -154,6 +157,18 @@ def search_config(refine: int | RefineConfig, passes: int | None) -> RefineConfi
             raise ArgumentError("passes is part of the RefineConfig given as refine: set it there")
         return refine
     return RefineConfig(steps=refine) if passes is None else RefineConfig(steps=refine, passes=passes)
+
+
+def coding_for(loaded: LoadedModel, runtime: Runtime, stager: HostStager, info: VideoInfo, rung: Rung,
+               coder_id: int, fix: CorrectionConfig, search: RefineConfig, grey: bool) -> tuple[Header, GopEncoder]:
+    """The header and the GOP encoder of an encode of ``info``'s frames at ``rung`` (scale, GOP
+    length): what encode_video codes each GOP with, and tokenize_frames too."""
+    header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
+                         gop=rung.gop, scale=rung.scale, coder_id=coder_id, color=info.color)
+    header.correction = fix.enabled
+    header.correction_detail = header.correction_coded = fix.enabled and fix.detail
+    header.grey = grey
+    return header, GopEncoder(loaded, header, runtime, stager, search, fix, info.width, info.height)
 
 
 def default_coder_id(loaded: LoadedModel, key_interval: int) -> int:
@@ -265,12 +280,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         return choosers[lam]
 
     def coding_at(rung: Rung) -> tuple[Header, GopEncoder]:
-        header = make_header(loaded, runtime, info.width, info.height, frame_rate=info.frame_rate,
-                             gop=rung.gop, scale=rung.scale, coder_id=coder_id, color=info.color)
-        header.correction = fix.enabled
-        header.correction_detail = header.correction_coded = fix.enabled and fix.detail
-        header.grey = grey
-        return header, GopEncoder(loaded, header, runtime, stager, search, fix, info.width, info.height)
+        return coding_for(loaded, runtime, stager, info, rung, coder_id, fix, search, grey)
 
     coder = encoder_for(coder_id, loaded)
     plan = kept = None
@@ -283,7 +293,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
                                 plan_progress, skip)
         gop, scale = plan.rung.gop, plan.rung.scale
-    gop = 17 if gop is None else gop
+    gop = DEFAULT_GOP if gop is None else gop
     scale = 1.0 if scale is None else scale
     header, encode_gop = coding_at(Rung(scale, gop, 1.0))
     _check_memory(header, info, max_frames, runtime, search)

@@ -240,8 +240,8 @@ def state_sha256(model: VideoTokenizer) -> str:
 def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "cpu") -> LoadedModel:
     """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file,
     onto ``device`` (cpu, cuda, cuda:N or auto; DeviceError when it is not there). The returned
-    model may be handed to any number of calls, from several threads too (each call places it
-    for its device once: codec/pipeline.prepare_model)."""
+    model may be handed to any number of calls on one device, from several threads too (a call
+    places it for its device once: codec/pipeline.prepare_model); load one per device."""
     from tokcodec.device import select_runtime
 
     device = select_runtime(str(device), "fp32").device  # (a DeviceError, not torch's RuntimeError)
@@ -262,18 +262,32 @@ def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "
 def weights_config(name_or_path: str) -> TokenizerConfig:
     """The model config that weights (a preset name or a .safetensors file) hold, read from the
     file's metadata without loading its tensors."""
-    as_path = Path(name_or_path)
     if not is_weights_file(name_or_path):
         return get_preset(name_or_path)
+    metadata = _file_metadata(Path(name_or_path))
+    try:
+        return TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{name_or_path}: not a tokcodec weights file ({exc})") from None
+
+
+def weights_trained(name_or_path: str) -> bool:
+    """Whether the weights a preset name or a .safetensors file names are trained (as the
+    LoadedModel's ``trained`` would say), without loading them: a preset with no shipped weights
+    is random-init."""
+    if not is_weights_file(name_or_path):
+        return weights_exist(shipped_weights_path(resolve_name(name_or_path)))
+    return _file_metadata(Path(name_or_path)).get("trained", "true") == "true"
+
+
+def _file_metadata(as_path: Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     try:
         if not as_path.exists() and weights_exist(as_path):  # a shipped file kept as a delta
-            metadata = _metadata(weights_bytes(as_path), as_path)
-        else:
-            with safe_open(str(as_path), "pt") as fh:
-                metadata = fh.metadata() or {}
-        return TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+            return _metadata(weights_bytes(as_path), as_path)
+        with safe_open(str(as_path), "pt") as fh:
+            return fh.metadata() or {}
     except FileNotFoundError:
         raise ModelError(f"{as_path}: weights file not found") from None
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as exc:
