@@ -278,6 +278,43 @@ def test_decode_name_collisions_keep_the_original_extension(tmp_path):
     assert [o.relative_to(tmp_path).as_posix() for o in outs] == ["x/a.mp4.mkv", "x/a.mkv.mkv", "y/a.mkv"]
 
 
+def test_a_restored_name_does_not_depend_on_the_runs_selection(tmp_path, tiny_model):
+    """`a.avi.tok` restored alone (--include) was named `a.mkv`; a later run with `a.mkv.tok`
+    then skipped `a.mkv`, which held a.avi's pictures. Names count every .tok of the tree, and
+    an output the manifest says was made from another input is redone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_clip(src / "avi.mkv", smooth_clip(5, 32, 48)).rename(src / "a.avi")  # (read by content)
+    write_clip(src / "a.mkv", smooth_clip(9, 32, 48))
+    tok = tmp_path / "tok"
+    assert batch_encode(src, tok, model="tiny", workers=1, passes=0).done == 2
+    out = tmp_path / "out"
+    assert batch_decode(tok, out, include=["a.avi.tok"], workers=1).done == 1
+    assert outputs(out) == {"a.avi.mkv"}
+    assert batch_decode(tok, out, workers=1).done == 1
+    assert probe(out / "a.mkv").frame_count == 9 and probe(out / "a.avi.mkv").frame_count == 5
+    # an output made from one input, and now another's name (a .tok added to the tree later)
+    (tok / "a.mkv.tok").rename(tmp_path / "later.tok")
+    again = tmp_path / "again"
+    batch_decode(tok, again, workers=1)
+    assert probe(again / "a.mkv").frame_count == 5  # a.avi.tok, alone: the preferred name
+    (tmp_path / "later.tok").rename(tok / "a.mkv.tok")
+    (tok / "a.mkv.tok").touch()
+    os.utime(again / "a.mkv")  # (newer than its input: only the manifest tells)
+    summary = batch_decode(tok, again, workers=1)
+    assert summary.done == 2 and probe(again / "a.mkv").frame_count == 9
+    assert probe(again / "a.avi.mkv").frame_count == 5
+
+
+def test_files_left_out_are_named(tmp_path):
+    root = make_tree(tmp_path / "src")
+    plan = make_plan("encode", root, tmp_path / "dst")
+    assert plan.left_out == ["notes.txt"]  # (hidden files are not inputs, and not named)
+    assert plan.left_out_note() == f"1 file of {root} left out, not video or image by name: notes.txt (--include takes them)"
+    assert make_plan("encode", root, tmp_path / "dst", include=["*.mkv"]).left_out == []  # chosen, not passed over
+    assert make_plan("decode", root, tmp_path / "dst").left_out == []
+
+
 def test_globs():
     assert wanted("encode", "a/b/x.MP4", (), ())
     assert not wanted("encode", "a/notes.txt", (), ())

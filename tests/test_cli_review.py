@@ -115,8 +115,17 @@ def test_tokens_takes_rdo_and_refine_as_batch_tokens_does(clip, tok, tmp_path) -
 
 
 def test_paths_that_are_not_files_are_named_as_such(tok, tmp_path) -> None:
+    res = runner.invoke(app, ["verify", str(tmp_path)])  # a folder: the .tok files under it, here none
+    assert res.exit_code == 1 and "a folder without .tok files" in res.output and res.output.count(str(tmp_path)) == 1
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for rel in ("a/x.tok", "a/b/y.tok"):
+        (tmp_path / rel).write_bytes(tok.read_bytes())
+    (tmp_path / "a" / "b" / "z.tok").write_bytes(tok.read_bytes()[:-40])  # cut short
     res = runner.invoke(app, ["verify", str(tmp_path)])
-    assert res.exit_code == 1 and "is a directory" in res.output and res.output.count(str(tmp_path)) == 1
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and [line.split(":")[0] for line in lines] == [
+        str(tmp_path / rel) for rel in ("a/b/y.tok", "a/b/z.tok", "a/x.tok")]
+    assert ": OK" in lines[0] and ": BAD" in lines[1]
     res = runner.invoke(app, ["decode", str(tmp_path), "-o", str(tmp_path / "x.mkv")])
     assert res.exit_code == 1 and "is a directory" in res.output
     res = runner.invoke(app, ["decode", str(tok), "-o", str(tok / "x.mkv")])
@@ -146,6 +155,7 @@ def test_batch_decode_salvages_damaged_files(tok, tmp_path) -> None:
     assert len(read_frames(tmp_path / "out" / "bad.mkv")) == 9
     records = [line for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines() if "bad.mkv" in line]
     assert '"lost_frames": 4' in records[-1]  # the second GOP: frames 5-8
+    assert any("damaged" in w for w in summary.results[0].warnings)  # what salvage found, as decode says
     # a file cut short (an interrupted copy: no index, no trailer) too
     damaged(tok, tmp_path / "in" / "bad.mkv.tok", keep=0.6)
     summary = batch_decode(tmp_path / "in", tmp_path / "cut", salvage=True)

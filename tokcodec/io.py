@@ -23,6 +23,7 @@ from av.sidedata.sidedata import Type as SideDataType
 from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
 from tokcodec.codec.outputs import STDIO
 from tokcodec.errors import ArgumentError, InputError, OutputError
+from tokcodec.text import plural
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_OUTPUT_SUFFIXES = {".mp4", ".mkv", ".y4m", ".mov"}
@@ -413,6 +414,35 @@ def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> b
             return False
         grey = True
     return grey
+
+
+def not_kept(path: Path | str, streams: bool = True) -> list[str]:
+    """What of an input a .tok does not hold, one line each: pixels that are not square, more
+    than 8 bits a channel, and (``streams``) streams beyond the first video and audio stream."""
+    path = Path(path)
+    out = []
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        sar = stream.sample_aspect_ratio
+        if sar and sar != 1:
+            out.append(f"the input's pixels are not square (sample aspect ratio {sar.numerator}:{sar.denominator}): "
+                       "they are coded as square pixels, so the decode looks stretched; to keep the shape, "
+                       "scale to square pixels first (ffmpeg -i IN -vf scale=iw*sar:ih,setsar=1 OUT)")
+        fmt = stream.codec_context.format
+        bits = max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
+        if bits > 8:
+            out.append(f"the input has {bits} bits a channel ({fmt.name}): tokcodec codes and decodes 8")
+        extra_audio = max(0, len(container.streams.audio) - 1)
+        others = [s for s in container.streams if s.type not in ("video", "audio")]
+        extra_video = [s for s in container.streams.video if s is not stream
+                       and not s.disposition & av.stream.Disposition.attached_pic]
+        dropped = [plural(n, kind) for n, kind in ((extra_audio, "more audio stream"),
+                                                   (len(extra_video), "more video stream"),
+                                                   (len(others), "subtitle or data stream")) if n]
+        if streams and dropped:
+            out.append(f"the input's other streams are not kept: {', '.join(dropped)} (a .tok holds one "
+                       "video stream and the first audio stream)")
+    return out
 
 
 def is_grey_frame(frame: np.ndarray) -> bool:

@@ -141,6 +141,13 @@ def _worker_main(wid: int, options: BatchOptions, device: str, threads: int,
         return
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads a CPU worker gets: OMP_NUM_THREADS where the user set it (as `tokcodec`
+    itself takes it: a busy machine may want fewer), else its share of the cores."""
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cpu_count() // workers)
+
+
 @dataclass
 class _Slot:
     wid: int
@@ -167,7 +174,7 @@ class LocalPool:
         n = max(1, min(self.workers, len(jobs)))
         cuda = uses_cuda(self.options.device)
         gpus = gpu_count() if cuda else 0
-        threads = 1 if cuda else max(1, cpu_count() // n)
+        threads = 1 if cuda else worker_threads(n)
         self._slots: list[_Slot] = []
         self._threads = threads
         pending = deque(jobs)

@@ -49,6 +49,16 @@ class Plan:
     todo: list[Job] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable dirs
+    left_out: list[str] = field(default_factory=list)  # files of SRC the default selection passed over
+
+    def left_out_note(self) -> str | None:
+        """One line naming the files left out (up to 5), or None."""
+        if not self.left_out:
+            return None
+        named = ", ".join(self.left_out[:5]) + (f" and {len(self.left_out) - 5} more" if len(self.left_out) > 5 else "")
+        what = "video, image or .tok" if self.op == "tokens" else "video or image"
+        return (f"{len(self.left_out)} file{'s' if len(self.left_out) > 1 else ''} of {self.src} left out, "
+                f"not {what} by name: {named} (--include takes them)")
 
     @property
     def total(self) -> int:
@@ -123,19 +133,20 @@ def decode_name(tok_name: str, to: str | None) -> tuple[str, str]:
     return stem + new, base + new
 
 
-def decode_outputs(dst: Path, rels: Sequence[str], to: str | None) -> list[Path]:
+def decode_outputs(dst: Path, rels: Sequence[str], to: str | None, among: Sequence[str] = ()) -> list[Path]:
     """Mirror .tok paths to output paths; names that would collide (`a.mp4.tok` and `a.mkv.tok`
-    with --to mkv) keep their original extension instead (`a.mp4.mkv`, `a.mkv`... -> `a.mkv.mkv`)."""
-    names = []
-    for rel in rels:
+    with --to mkv) keep their original extension instead (`a.mp4.mkv`, `a.mkv`... -> `a.mkv.mkv`).
+    Collisions are counted over ``among`` too (every .tok of the tree), so that a file's name does
+    not depend on which files --include picks for a run."""
+    def split(rel: str) -> tuple[str, str, str]:
         parent, _, name = rel.rpartition("/")
-        preferred, unique = decode_name(name, to)
-        names.append((parent, preferred, unique))
+        return (parent, *decode_name(name, to))
+
     counts: dict[tuple[str, str], int] = {}
-    for parent, preferred, _ in names:
+    for parent, preferred, _ in map(split, sorted(set(rels) | set(among))):
         counts[(parent, preferred)] = counts.get((parent, preferred), 0) + 1
     out = []
-    for parent, preferred, unique in names:
+    for parent, preferred, unique in map(split, rels):
         name = preferred if counts[(parent, preferred)] == 1 else unique
         out.append(dst / parent / name if parent else dst / name)
     return out
@@ -151,7 +162,10 @@ def is_complete(src: Path, out: Path) -> bool:
 
 
 def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
-              exclude: Sequence[str] = (), to: str | None = None, force: bool = False) -> Plan:
+              exclude: Sequence[str] = (), to: str | None = None, force: bool = False,
+              made_from: dict[str, str] | None = None) -> Plan:
+    """What a run has to do. ``made_from``: output -> the input an earlier run made it from (the
+    manifest's); an output made from another input is redone, not skipped."""
     if op not in OPS:
         raise ArgumentError(f"unknown batch operation {op!r}")
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
@@ -164,25 +178,39 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
                           "and could replace, the original videos)")
     errors: list[tuple[str, str]] = []
     if src.is_file():
-        root, rels = src.parent, [src.name]
+        root, found = src.parent, [src.name]
     else:
-        root, rels = src, [r for r in walk(src, [dst] if dst != src else [], errors)
-                           if wanted(op, r, include, exclude)]
+        root, found = src, walk(src, [dst] if dst != src else [], errors)
+    rels = [r for r in found if src.is_file() or wanted(op, r, include, exclude)]
     if op == "encode":
         outputs = [encode_output(dst, r) for r in rels]
     elif op == "tokens":
         outputs = [dst / (r + TOKENS_SUFFIX) for r in rels]
     else:
-        outputs = decode_outputs(dst, rels, to)
+        outputs = decode_outputs(dst, rels, to, among=[r for r in found if r.lower().endswith(TOK_SUFFIX)])
     plan = Plan(op, src, dst, errors=errors)
+    if op != "decode" and not include and not exclude and not src.is_file():
+        chosen = set(rels)
+        plan.left_out = [r for r in found if r not in chosen]
+    made_from = made_from or {}
     for i, (rel, out) in enumerate(zip(rels, outputs)):
         inp = root / rel
         exists = out.exists()
-        if exists and not force and is_complete(inp, out):
+        other = _made_from_other(made_from.get(str(out)), rel)
+        if exists and not force and not other and is_complete(inp, out):
             plan.skipped.append(Job(i, inp, out, rel, False))
         else:
             plan.todo.append(Job(i, inp, out, rel, exists))
     return plan
+
+
+def _made_from_other(made_from: str | None, rel: str) -> bool:
+    """Whether an output an earlier run recorded as made from ``made_from`` came from another
+    input than ``rel`` (compared by the path under the source root, so a moved tree still resumes)."""
+    if made_from is None:
+        return False
+    parts = Path(rel).parts
+    return Path(made_from).parts[-len(parts):] != parts
 
 
 def pid_alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokcodec.batch.manifest import DirLock, Manifest
+from tokcodec.batch.manifest import DirLock, Manifest, read_records
 from tokcodec.batch.plan import (
     DECODE_TARGETS,
     LOCK_NAME,
@@ -291,12 +291,17 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
         check_ray()
     with DirLock(dst / LOCK_NAME):
         remove_stale_parts(dst)
-        plan: Plan = make_plan(op, src, dst, include=include, exclude=exclude, to=to, force=force)
+        made_from = {rec["output"]: rec.get("input") for rec in read_records(dst / MANIFEST_NAME)
+                     if rec.get("status") == "done" and rec.get("output")}
+        plan: Plan = make_plan(op, src, dst, include=include, exclude=exclude, to=to, force=force,
+                               made_from=made_from)
         if not plan.total and not plan.errors:
             patterns = " matching --include/--exclude" if include or exclude else ""
             raise NothingToDo(f"{src}: no {_WHAT[op]}{patterns} found")
         from tokcodec.batch.local import default_workers
 
+        if plan.left_out_note():
+            notes = [*notes, plan.left_out_note()]
         n = workers or default_workers(options.device)
         summary = BatchSummary(op, str(src), str(dst), str(dst / MANIFEST_NAME), n, engine, warnings=notes)
         with Manifest(dst / MANIFEST_NAME) as manifest:

@@ -252,4 +252,4 @@ class Worker:
         lost = sum(b - a + 1 for a, b in st.lost_frames) if self.options.salvage else None
         return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,
                           model=self.options.model or header.model_name, lost_frames=lost,
-                          warnings=st.warnings or None)
+                          warnings=[*st.problems, *st.warnings] or None)  # (--salvage: the damage found)

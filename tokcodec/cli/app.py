@@ -342,9 +342,25 @@ def _token_file_info(path: Path) -> tuple[dict, str]:
     return d, "\n".join(lines)
 
 
+def _tok_files(paths: list[Path]) -> list[Path]:
+    """``paths`` with each folder replaced by the .tok files under it (a batch's tree), sorted;
+    a folder without one is an error."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".tok" and p.is_file()
+                       and not p.name.startswith("."))  # (hidden: a batch's temporary files)
+        if not found:
+            raise InputError(f"{path}: a folder without .tok files")
+        out.extend(found)
+    return out
+
+
 @app.command()
 def verify(
-    files: list[Path] = typer.Argument(..., help=".tok files to check."),
+    files: list[Path] = typer.Argument(..., help=".tok files to check, or folders: every .tok under them."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to check the files against "
                                         "(default: the preset each file names)."),
     fast: bool = typer.Option(False, "--fast", help="Check container checksums only, not the coded tokens."),
@@ -356,7 +372,7 @@ def verify(
     with errors():
         from tokcodec.codec.verify import verify_file
         bad = 0
-        for path in files:
+        for path in _tok_files(files):
             report = verify_file(path, model=model, tokens=not fast)
             bad += not report.ok
             if as_json:

@@ -2,6 +2,7 @@
 crash or a power cut; until then it is a hidden sibling with the same extension."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -57,11 +58,21 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+#: the longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes)
+NAME_MAX = 255
+
+
 def temp_path(dst: Path, number: int = 1) -> Path:
     """Hidden sibling of dst that keeps its extension (muxers are chosen by it): .NAME.part-PID.EXT,
-    or .NAME.part-PID-N.EXT for the N-th (from 2) written at once in this process."""
+    or .NAME.part-PID-N.EXT for the N-th (from 2) written at once in this process. A NAME too
+    long to take the additions is cut, with a hash of it so that it stays its own."""
     tag = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
-    return dst.with_name(f".{dst.stem}.part-{tag}{dst.suffix}")
+    stem, tail = dst.stem, f".part-{tag}{dst.suffix}"
+    if len(f".{stem}{tail}".encode()) > NAME_MAX:
+        digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
+        room = NAME_MAX - len(f".~{digest}{tail}".encode())
+        stem = stem.encode()[:max(room, 1)].decode(errors="ignore") + "~" + digest
+    return dst.with_name(f".{stem}{tail}")
 
 
 _STAGED: set[Path] = set()      # temporary outputs being written in this process

@@ -51,7 +51,7 @@ from tokcodec.defaults import DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MA
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
-from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames, output_kind, probe,
+from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames, not_kept, output_kind, probe,
                          timing_drift)
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
@@ -363,6 +363,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
                         grey=grey)
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
+    stats.warnings.extend(not_kept(src, streams=audio))
     stats.warnings.extend(model_warnings(loaded, coder_id))
     return stats
 
