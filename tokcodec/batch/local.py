@@ -14,7 +14,6 @@ import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 import pickle
-import queue
 import signal
 import sys
 import time
@@ -124,12 +123,14 @@ def _worker_main(wid: int, options: BatchOptions, device: str, threads: int,
             return
         results.send(("ready", wid, os.getpid()))
         while True:
-            try:
-                task = tasks.get(timeout=1.0)
-            except queue.Empty:
+            if not tasks.poll(1.0):
                 if parent is not None and not parent.is_alive():
                     return
                 continue
+            try:
+                task = tasks.recv()
+            except EOFError:  # the driver is gone
+                return
             if task is None:
                 return
             idx, src, dst, overwrite = task
@@ -139,6 +140,14 @@ def _worker_main(wid: int, options: BatchOptions, device: str, threads: int,
             results.send(("result", wid, idx, res))
     except KeyboardInterrupt:
         return
+
+
+def _send_stop(slot: "_Slot") -> None:
+    """Tell a worker to finish (it may have died already: its pipe is then broken)."""
+    try:
+        slot.tasks.send(None)
+    except OSError:
+        pass
 
 
 def worker_threads(workers: int) -> int:
@@ -152,8 +161,8 @@ def worker_threads(workers: int) -> int:
 class _Slot:
     wid: int
     process: Any
-    tasks: Any
-    results: Any                # read end of this worker's pipe
+    tasks: Any                  # write end of this worker's task pipe
+    results: Any                # read end of this worker's result pipe
     device: str
     job: Job | None = None
     pid: int | None = None
@@ -267,10 +276,12 @@ class LocalPool:
         return replaced
 
     def _start(self, wid: int, device: str) -> _Slot:
-        tasks = self.ctx.Queue()
+        # pipes, not a multiprocessing.Queue: a Queue's named semaphore made Python's resource
+        # tracker warn of a "leaked semaphore" at the end of every run
+        task_reader, tasks = self.ctx.Pipe(duplex=False)
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_worker_main, name=f"tokcodec-batch-{wid}", daemon=True,
-                                args=(wid, self.options, device, self._threads, tasks, writer))
+                                args=(wid, self.options, device, self._threads, task_reader, writer))
         # start the child with SIGINT ignored (Python keeps an inherited SIG_IGN), so a Ctrl-C
         # while it is still importing torch does not print a traceback from it
         try:
@@ -283,6 +294,7 @@ class LocalPool:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         writer.close()  # the child holds its own copy; EOF on the reader then means it is gone
+        task_reader.close()
         self.pids.add(proc.pid)
         return _Slot(wid, proc, tasks, reader, device, pid=proc.pid)
 
@@ -290,10 +302,10 @@ class LocalPool:
         if pending:
             job = pending.popleft()
             slot.job = job
-            slot.tasks.put((job.index, str(job.input), str(job.output), job.overwrite))
+            slot.tasks.send((job.index, str(job.input), str(job.output), job.overwrite))
         elif not slot.stopping:
             slot.stopping = True
-            slot.tasks.put(None)
+            _send_stop(slot)
 
     def _stop(self, graceful: bool) -> None:
         slots = getattr(self, "_slots", [])
@@ -301,13 +313,12 @@ class LocalPool:
             if not graceful and slot.process.is_alive():
                 slot.process.terminate()  # SIGTERM -> KeyboardInterrupt -> temp output removed
             elif not slot.stopping:
-                slot.tasks.put(None)
+                _send_stop(slot)
         for slot in slots:
             slot.process.join(timeout=10 if not graceful else 30)
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=5)
         for slot in slots:
-            slot.tasks.cancel_join_thread()
             slot.tasks.close()
             slot.results.close()
