@@ -236,16 +236,18 @@ def test_a_worker_that_dies_fails_only_its_file(tmp_path):
     assert not part_files(tok)
 
 
-def test_ctrl_c_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_cleanly(tmp_path, signum):
+    """Ctrl-C and `kill` stop a run the same way; the exit status says which (130, 143)."""
     expected = _clips(tmp_path / "src", 6)
     tok = tmp_path / "tok"
     proc = cli("encode", tmp_path / "src", tok, "--model", "tiny", "-j", "1", wait=False)
     deadline = time.monotonic() + 120
     while not (tok.exists() and outputs(tok)) and time.monotonic() < deadline:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err
     assert not part_files(tok)
     done = [r for r in read_records(tok / MANIFEST_NAME) if r["status"] == "done"]

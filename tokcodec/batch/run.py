@@ -103,11 +103,17 @@ class BatchSummary:
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) during a run; workers were stopped and their temporary files removed."""
+    """Ctrl-C (or SIGTERM) during a run; workers were stopped and their temporary files removed.
+    ``signum``: the signal that stopped it (a shell's exit status for it is 128 + signum)."""
 
-    def __init__(self, summary: BatchSummary) -> None:
+    def __init__(self, summary: BatchSummary, signum: int = signal.SIGINT) -> None:
         super().__init__("interrupted")
         self.summary = summary
+        self.signum = int(signum)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, stopping a run as Ctrl-C does."""
 
 
 def validate_options(options: BatchOptions) -> None:
@@ -216,7 +222,7 @@ def _skipped_result(op: str, job: Job, manifest: Manifest) -> FileResult:
 def _sigterm_as_interrupt() -> Iterator[None]:
     """`kill PID` stops a run like Ctrl-C does (workers stopped, partial outputs removed)."""
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise _Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -330,9 +336,10 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
             try:
                 with _sigterm_as_interrupt():
                     pool.run(plan.todo)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 summary.interrupted = True
-                raise BatchInterrupted(summary) from None
+                raise BatchInterrupted(summary, signal.SIGTERM if isinstance(exc, _Terminated)
+                                       else signal.SIGINT) from None
             finally:
                 summary.seconds = time.perf_counter() - t0
                 summary.workers = getattr(pool, "size", 0) or summary.workers

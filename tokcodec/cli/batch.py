@@ -40,7 +40,7 @@ def _run(fn: Callable[..., Any], quiet: bool, **kwargs: Any) -> None:
             summary = fn(reporter=default_reporter(quiet), **kwargs)
         except BatchInterrupted as exc:
             typer.echo(f"{exc.summary.line()} (interrupted; rerun to resume)", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + exc.signum) from None  # 130 for Ctrl-C, 143 for SIGTERM
     if not quiet or summary.failed:
         typer.echo(summary.line(), err=True)
     if summary.failed:
