@@ -43,3 +43,16 @@ def test_a_long_legal_name_encodes(tmp_path, tiny_model):
     encode_video(src, dst, model=tiny_model, passes=0)
     assert decode_video(dst, tmp_path / "out.mkv", model=tiny_model).frames == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, dst.name, "out.mkv"])
+
+
+def test_a_name_that_is_not_utf8_encodes(tmp_path, tiny_model):
+    """A Latin-1 name (which Python holds with surrogates) broke the temporary name's length check."""
+    import os
+
+    name = os.fsdecode(b"caf\xe9.mkv")
+    try:
+        src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48)).rename(tmp_path / name)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes UTF-8 names only")
+    encode_video(src, tmp_path / f"{name}.tok", model=tiny_model, passes=0)
+    assert decode_video(tmp_path / f"{name}.tok", tmp_path / "out.mkv", model=tiny_model).frames == 5

@@ -335,6 +335,62 @@ def test_workers_get_their_tasks_without_a_multiprocessing_queue(tmp_path, monke
     assert batch_encode(src, tmp_path / "tok", model="tiny", workers=1, passes=0).done == 1
 
 
+def test_a_job_that_could_not_be_sent_goes_to_the_next_worker(tmp_path):
+    """A worker that died between jobs broke its task pipe: the send failed and ended the run
+    (a Queue never failed there). The job now waits for the worker that replaces it."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from tokcodec.batch.local import LocalPool, _Slot
+    from tokcodec.batch.plan import Job
+    from tokcodec.batch.work import BatchOptions
+
+    class BrokenPipe:
+        def send(self, message):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    finished, started = [], []
+    pool = LocalPool(BatchOptions(op="encode"), 1, SimpleNamespace(finished=lambda job, r: finished.append(r)))
+    dead = SimpleNamespace(is_alive=lambda: False, exitcode=0)
+    pool._slots = [_Slot(0, dead, BrokenPipe(), SimpleNamespace(closed=False), "cpu")]
+    pool._start = lambda wid, device: started.append(wid) or _Slot(wid, dead, BrokenPipe(), None, device)
+    job = Job(0, tmp_path / "a.mkv", tmp_path / "a.mkv.tok", "a.mkv", False)
+    pending = deque([job])
+    pool._dispatch(pool._slots[0], pending)  # (no exception)
+    assert pool._slots[0].unsent and pool._slots[0].job is job
+    pool._dispatch = lambda slot, queue: None  # (the successor takes it from pending)
+    assert pool._replace_dead(pending) == 1
+    assert finished == [] and list(pending) == [job] and started == [0]
+
+
+def test_decode_names_never_meet(tmp_path):
+    outs = decode_outputs(tmp_path, ["a.avi.tok", "a.mkv.tok", "a.avi.mkv.tok"], None)
+    assert [o.name for o in outs] == ["a.avi.tok.mkv", "a.mkv", "a.avi.mkv.tok.mkv"]
+
+
+def test_a_name_too_long_once_coded_fails_alone(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_clip(src / "ok.mkv", smooth_clip(5, 32, 48))
+    long_name = "x" * 248 + ".mkv"  # (252 bytes: 256 with .tok)
+    (src / long_name).write_bytes((src / "ok.mkv").read_bytes())
+    plan = make_plan("encode", src, tmp_path / "tok")
+    assert [j.rel for j in plan.todo] == ["ok.mkv"]
+    assert len(plan.errors) == 1 and "a name of 256 bytes" in plan.errors[0][1] and long_name in plan.errors[0][0]
+
+
+def test_worker_threads_take_omp_num_threads_up_to_their_share(monkeypatch):
+    from tokcodec.batch.local import cpu_count, worker_threads
+
+    share = max(1, cpu_count() // 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert worker_threads(1) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "512")
+    assert worker_threads(1) == share
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert worker_threads(1) == share
+
+
 def test_files_left_out_are_named(tmp_path):
     root = make_tree(tmp_path / "src")
     plan = make_plan("encode", root, tmp_path / "dst")
@@ -342,6 +398,7 @@ def test_files_left_out_are_named(tmp_path):
     assert plan.left_out_note() == f"1 file of {root} left out, not video or image by name: notes.txt (--include takes them)"
     assert make_plan("encode", root, tmp_path / "dst", include=["*.mkv"]).left_out == []  # chosen, not passed over
     assert make_plan("decode", root, tmp_path / "dst").left_out == []
+    assert make_plan("encode", root, root).left_out == []  # (in place: its own outputs are no news)
 
 
 def test_globs():

@@ -418,7 +418,8 @@ def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> b
 
 def not_kept(path: Path | str, streams: bool = True) -> list[str]:
     """What of an input a .tok does not hold, one line each: pixels that are not square, more
-    than 8 bits a channel, and (``streams``) streams beyond the first video and audio stream."""
+    than 8 bits a channel, and (``streams``) the video, audio and subtitle streams beyond the
+    first video and audio stream."""
     path = Path(path)
     out = []
     with _open_input(path) as container:
@@ -432,13 +433,14 @@ def not_kept(path: Path | str, streams: bool = True) -> list[str]:
         bits = max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
         if bits > 8:
             out.append(f"the input has {bits} bits a channel ({fmt.name}): tokcodec codes and decodes 8")
+        # (data streams, a phone's or camera's timecode and metadata tracks, go as ffmpeg drops
+        # them: without a word, as the container's metadata does)
         extra_audio = max(0, len(container.streams.audio) - 1)
-        others = [s for s in container.streams if s.type not in ("video", "audio")]
         extra_video = [s for s in container.streams.video if s is not stream
                        and not s.disposition & av.stream.Disposition.attached_pic]
         dropped = [plural(n, kind) for n, kind in ((extra_audio, "more audio stream"),
                                                    (len(extra_video), "more video stream"),
-                                                   (len(others), "subtitle or data stream")) if n]
+                                                   (len(container.streams.subtitles), "subtitle stream")) if n]
         if streams and dropped:
             out.append(f"the input's other streams are not kept: {', '.join(dropped)} (a .tok holds one "
                        "video stream and the first audio stream)")

@@ -151,10 +151,12 @@ def _send_stop(slot: "_Slot") -> None:
 
 
 def worker_threads(workers: int) -> int:
-    """Torch threads a CPU worker gets: OMP_NUM_THREADS where the user set it (as `tokcodec`
-    itself takes it: a busy machine may want fewer), else its share of the cores."""
+    """Torch threads a CPU worker gets: its share of the cores, or fewer where OMP_NUM_THREADS
+    asks for fewer (a busy machine; a cluster job's count of all its cores is no more than the
+    share)."""
+    share = max(1, cpu_count() // workers)
     asked = os.environ.get("OMP_NUM_THREADS", "")
-    return int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cpu_count() // workers)
+    return min(int(asked), share) if asked.isdigit() and int(asked) > 0 else share
 
 
 @dataclass
@@ -167,6 +169,7 @@ class _Slot:
     job: Job | None = None
     pid: int | None = None
     stopping: bool = False
+    unsent: bool = False        # its job could not be sent (it had died): give the job to another
 
 
 @dataclass
@@ -268,8 +271,11 @@ class LocalPool:
             why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
             if code == -signal.SIGKILL:
                 why += ", out of memory?"
-            self.events.finished(job, FileResult(str(job.input), str(job.output), "failed",
-                                                 error=f"worker process died ({why})"))
+            if slot.unsent:  # the job never reached it: not its failure
+                pending.appendleft(job)
+            else:
+                self.events.finished(job, FileResult(str(job.input), str(job.output), "failed",
+                                                     error=f"worker process died ({why})"))
             self._slots[i] = self._start(slot.wid, slot.device)
             self._dispatch(self._slots[i], pending)
             replaced += 1
@@ -302,7 +308,10 @@ class LocalPool:
         if pending:
             job = pending.popleft()
             slot.job = job
-            slot.tasks.send((job.index, str(job.input), str(job.output), job.overwrite))
+            try:
+                slot.tasks.send((job.index, str(job.input), str(job.output), job.overwrite))
+            except OSError:  # it died between jobs: _replace_dead hands the job to its successor
+                slot.unsent = True
         elif not slot.stopping:
             slot.stopping = True
             _send_stop(slot)

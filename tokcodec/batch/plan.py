@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tokcodec.codec.outputs import NAME_MAX
 from tokcodec.errors import ArgumentError, InputError, OutputError
 from tokcodec.io import IMAGE_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
@@ -142,12 +143,24 @@ def decode_outputs(dst: Path, rels: Sequence[str], to: str | None, among: Sequen
         parent, _, name = rel.rpartition("/")
         return (parent, *decode_name(name, to))
 
+    every = sorted(set(rels) | set(among))
     counts: dict[tuple[str, str], int] = {}
-    for parent, preferred, _ in map(split, sorted(set(rels) | set(among))):
+    for parent, preferred, _ in map(split, every):
         counts[(parent, preferred)] = counts.get((parent, preferred), 0) + 1
+    names = {rel: preferred if counts[(parent, preferred)] == 1 else unique
+             for rel, (parent, preferred, unique) in zip(every, map(split, every))}
+    # a name still taken twice (`a.avi.tok`'s a.avi.mkv and `a.avi.mkv.tok`'s): each keeps its
+    # whole .tok name in front (a.avi.tok.mkv), which no other can have
+    taken: dict[tuple[str, str], int] = {}
+    for rel in every:
+        key = (rel.rpartition("/")[0], names[rel])
+        taken[key] = taken.get(key, 0) + 1
     out = []
-    for parent, preferred, unique in map(split, rels):
-        name = preferred if counts[(parent, preferred)] == 1 else unique
+    for rel in rels:
+        parent, _, tok_name = rel.rpartition("/")
+        name = names[rel]
+        if taken[(parent, name)] > 1:
+            name = tok_name + Path(name).suffix
         out.append(dst / parent / name if parent else dst / name)
     return out
 
@@ -189,13 +202,22 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
     else:
         outputs = decode_outputs(dst, rels, to, among=[r for r in found if r.lower().endswith(TOK_SUFFIX)])
     plan = Plan(op, src, dst, errors=errors)
-    if op != "decode" and not include and not exclude and not src.is_file():
+    if op != "decode" and not include and not exclude and not src.is_file() and dst != src:
         chosen = set(rels)
         plan.left_out = [r for r in found if r not in chosen]
     made_from = made_from or {}
     for i, (rel, out) in enumerate(zip(rels, outputs)):
         inp = root / rel
-        exists = out.exists()
+        size = len(os.fsencode(out.name))  # (the input's name, and .tok added, say)
+        problem = f"a name of {size} bytes, more than the {NAME_MAX} a file system takes" if size > NAME_MAX else None
+        if problem is None:
+            try:
+                exists = out.exists()
+            except OSError as exc:
+                problem = exc.strerror or str(exc)
+        if problem:
+            plan.errors.append((str(inp), f"cannot write its output {out.name[:40]}...: {problem}"))
+            continue
         other = _made_from_other(made_from.get(str(out)), rel)
         if exists and not force and not other and is_complete(inp, out):
             plan.skipped.append(Job(i, inp, out, rel, False))
@@ -206,7 +228,8 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
 
 def _made_from_other(made_from: str | None, rel: str) -> bool:
     """Whether an output an earlier run recorded as made from ``made_from`` came from another
-    input than ``rel`` (compared by the path under the source root, so a moved tree still resumes)."""
+    input than ``rel`` (compared by the path under the source root, so a moved SRC still resumes;
+    outputs are looked up by their own path, so after DST moved there is nothing to compare)."""
     if made_from is None:
         return False
     parts = Path(rel).parts

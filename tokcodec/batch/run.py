@@ -303,7 +303,8 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
                                made_from=made_from)
         if not plan.total and not plan.errors:
             patterns = " matching --include/--exclude" if include or exclude else ""
-            raise NothingToDo(f"{src}: no {_WHAT[op]}{patterns} found")
+            left = f"; {plan.left_out_note()}" if plan.left_out else ""
+            raise NothingToDo(f"{src}: no {_WHAT[op]}{patterns} found{left}")
         from tokcodec.batch.local import default_workers
 
         if plan.left_out_note():

@@ -351,7 +351,8 @@ def _tok_files(paths: list[Path]) -> list[Path]:
             out.append(path)
             continue
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".tok" and p.is_file()
-                       and not p.name.startswith("."))  # (hidden: a batch's temporary files)
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        # (hidden files and folders left out, as batch leaves them: its temporary files, .Trash)
         if not found:
             raise InputError(f"{path}: a folder without .tok files")
         out.extend(found)

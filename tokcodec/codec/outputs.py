@@ -48,6 +48,9 @@ def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> 
                           "tokcodec decode makes video from it)")
     if str(dst) != STDIO and dst.is_dir():  # (before the encode, not at its end)
         raise OutputError(f"{dst}: is a directory; give the .tok file's name")
+    if len(os.fsencode(dst.name)) > NAME_MAX:
+        raise OutputError(f"{dst.name[:40]}...: a name of {len(os.fsencode(dst.name))} bytes, more than the "
+                          f"{NAME_MAX} a file system takes")
     check_output(dst, overwrite, source)
 
 
@@ -68,10 +71,10 @@ def temp_path(dst: Path, number: int = 1) -> Path:
     long to take the additions is cut, with a hash of it so that it stays its own."""
     tag = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
     stem, tail = dst.stem, f".part-{tag}{dst.suffix}"
-    if len(f".{stem}{tail}".encode()) > NAME_MAX:
-        digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
-        room = NAME_MAX - len(f".~{digest}{tail}".encode())
-        stem = stem.encode()[:max(room, 1)].decode(errors="ignore") + "~" + digest
+    if len(os.fsencode(f".{stem}{tail}")) > NAME_MAX:  # (the file system's bytes: any name, UTF-8 or not)
+        digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+        room = NAME_MAX - len(os.fsencode(f".~{digest}{tail}"))
+        stem = os.fsencode(stem)[:max(room, 1)].decode("utf-8", errors="ignore") + "~" + digest
     return dst.with_name(f".{stem}{tail}")
 
 
