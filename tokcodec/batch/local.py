@@ -142,7 +142,7 @@ def _worker_main(wid: int, options: BatchOptions, device: str, threads: int,
         return
 
 
-def _send_stop(slot: "_Slot") -> None:
+def _send_stop(slot: _Slot) -> None:
     """Tell a worker to finish (it may have died already: its pipe is then broken)."""
     try:
         slot.tasks.send(None)
@@ -283,7 +283,7 @@ class LocalPool:
 
     def _start(self, wid: int, device: str) -> _Slot:
         # pipes, not a multiprocessing.Queue: a Queue's named semaphore made Python's resource
-        # tracker warn of a "leaked semaphore" at the end of every run
+        # tracker warn of a "leaked semaphore" at the end of many runs
         task_reader, tasks = self.ctx.Pipe(duplex=False)
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_worker_main, name=f"tokcodec-batch-{wid}", daemon=True,
