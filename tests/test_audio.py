@@ -106,9 +106,14 @@ def test_audio_before_video_start_and_frame_limit(tmp_path: Path, tiny_model) ->
     audio = file_info(tmp_path / "e.tok").audio
     assert abs(audio.start_offset_seconds + 0.32) < 0.005
     assert audio.duration_seconds <= 0.32 + 10 / RATE + 0.07   # cut with the frames
-    decode_video(tmp_path / "e.tok", tmp_path / "e.mkv", model=tiny_model)
+    st = decode_video(tmp_path / "e.tok", tmp_path / "e.mkv", model=tiny_model)
     codec, start, end = streams_of(tmp_path / "e.mkv")["audio"]
     assert start < 0.07 and abs(end - 10 / RATE) < 0.07
+    # ... and said (it went without a word)
+    assert st.warnings == ["the stored audio begins 0.32 s before the first frame; the output starts with "
+                           "the first frame, so that much of the audio is left out"]
+    later = decode_video(tmp_path / "e.tok", tmp_path / "later.mkv", model=tiny_model, start=0.2)
+    assert later.warnings == []  # (a part: the audio before it is not the part's)
 
 
 def test_no_audio_options_and_audio_less_outputs(aac_clip: Path, tmp_path: Path, tiny_model) -> None:

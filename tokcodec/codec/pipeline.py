@@ -869,6 +869,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     if progress and filled:
                         progress(filled)
                     audio_note, warnings = writer.audio_note, writer.warnings
+                    if track is not None and part.start == 0 and not audio_note.startswith("dropped"):
+                        warnings.extend(_lead_in_left_out(track, h.frame_rate))
         except MissingPriorError:
             raise  # (an intact file: --salvage cannot help)
         except FormatError as exc:
@@ -909,6 +911,17 @@ def _chunks_for(reader: ContainerReader, part: FrameRange) -> Iterator[Chunk]:
     first, last = chunk_span([e.first_frame for e in reader.entries], [e.frames for e in reader.entries],
                              part, links)
     return (searched.pop(i) if i in searched else reader.read_chunk(i) for i in range(first, last + 1))
+
+
+def _lead_in_left_out(track: AudioTrack, rate: Fraction) -> list[str]:
+    """The warning for stored audio that plays before the first frame (an input whose video
+    starts later than its audio): the output starts with the first frame, so it is left out.
+    Below a frame or 50 ms (an AAC encoder's priming packet) it goes without a word."""
+    lead = -track.start_offset
+    if lead <= max(0.05, 1 / float(rate)):
+        return []
+    return [f"the stored audio begins {lead:.2f} s before the first frame; the output starts with the first "
+            "frame, so that much of the audio is left out"]
 
 
 def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
