@@ -349,3 +349,16 @@ def test_encode_sharpen_sends_larger_gains_and_says_so(tmp_path):
     res = run("encode", src, "-o", tmp_path / "bad.tok", "--model", "tiny", "--sharpen", "2", "--no-detail")
     assert_clean_error(res, "detail gains")
     assert not (tmp_path / "bad.tok").exists()
+
+
+def test_usage_errors_are_one_line_too():
+    """typer printed an unknown option or a bad value in a three-line box; like every other
+    error it is one line now, with where to look, and still exit status 2."""
+    for args, needle in ((("encode", "--bogus"), "No such option: --bogus (see `tokcodec encode --help`)"),
+                         (("tokens", "a.tok", "-o", "y.npy", "--split", "0"), "Invalid value for '--split'"),
+                         (("batch", "encode"), "Missing argument 'src'. (see `tokcodec batch encode --help`)")):
+        res = run(*args)
+        assert res.returncode == 2, res.stderr
+        assert_clean_error(res, needle)
+    res = run()  # no command: the help, as before
+    assert res.returncode == 2 and "encode" in res.stdout and "Traceback" not in res.stderr

@@ -656,10 +656,23 @@ def main() -> None:
             from tokcodec.device import use_all_cores
 
             use_all_cores()
-        app(prog_name="tokcodec")  # (not "python -m tokcodec", which the re-exec above runs)
+        # (prog_name: not "python -m tokcodec", which the re-exec above runs)
+        code = app(prog_name="tokcodec", standalone_mode=False)
     except KeyboardInterrupt:  # e.g. during an import, before a command's own handler is active
         typer.echo("tokcodec: interrupted", err=True)
         sys.exit(130)
+    except typer.TyperException as exc:  # typer's own click: usage errors (exit status 2)
+        if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+            exc.show()  # (`tokcodec`, `tokcodec batch`: the help)
+        else:  # one line, as every other error
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"tokcodec: error: {exc.format_message()}{where}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("tokcodec: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
