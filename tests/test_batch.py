@@ -596,3 +596,14 @@ def test_tokens_of_a_tree(encoded, tmp_path):
     records = read_records(tmp_path / "tokens" / MANIFEST_NAME)
     assert {r["op"] for r in records} == {"tokens"}
     assert sorted(r["frames"] for r in records if r["status"] == "skipped") == [5, 9]
+    # --split: sub-tokens, as `tokens --split` writes them, checked against the model up front
+    from tokcodec.errors import ArgumentError
+    from tokcodec.tokens import join_tokens
+    split = batch_tokens(mixed, tmp_path / "split", model="tiny", gop=5, workers=1, split_bits=9)
+    assert split.done == 2
+    parts = read_token_file(tmp_path / "split" / "c1.mkv.tok.safetensors")
+    assert parts.split_bits == 9 and parts.tokens.shape == (*exported.tokens.shape, 2)
+    assert np.array_equal(join_tokens(parts.tokens, 18, 9), exported.tokens)
+    with pytest.raises(ArgumentError, match="--split 5: 18-bit tokens"):
+        batch_tokens(mixed, tmp_path / "split5", model="tiny", workers=1, split_bits=5)
+    assert not (tmp_path / "split5").exists()

@@ -141,6 +141,13 @@ def validate_options(options: BatchOptions) -> None:
             raise ArgumentError("-t: the duration must be more than 0 s")
         if options.max_frames is not None and options.max_frames < 1:
             raise ArgumentError(f"--frames must be at least 1, got {options.max_frames}")
+    if options.split_bits is not None:
+        from tokcodec.model.zoo import weights_config
+
+        bits = weights_config(options.model or "default").bits
+        if options.split_bits <= 0 or bits % options.split_bits:
+            raise ArgumentError(f"--split {options.split_bits}: {bits}-bit tokens do not split into "
+                                f"{options.split_bits}-bit parts")
     if options.op != "decode" and options.refine < 0:
         raise ArgumentError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op != "decode" and not 0 <= options.passes <= MAX_PASSES:
@@ -382,14 +389,16 @@ def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  refine: int = 0, device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
-                 max_frames: int | None = None, reporter: Reporter | None = None) -> BatchSummary:
+                 max_frames: int | None = None, split_bits: int | None = None,
+                 reporter: Reporter | None = None) -> BatchSummary:
     """Token files for language models of every video/image and .tok under src
     (`a/x.mp4` -> `a/x.mp4.safetensors`, as `tokcodec tokens` writes them: videos tokenized as
     tokens alone, ``encode_video(correction=False)``, with these options, of the part ``start``,
-    ``duration`` and ``max_frames`` ask for; .tok files' tokens as they are)."""
+    ``duration`` and ``max_frames`` ask for; .tok files' tokens as they are; ``split_bits``: each
+    token as sub-tokens of that many bits, as `tokens --split`)."""
     opts = BatchOptions("tokens", model, gop, scale, device, precision, audio=False, refine=refine,
                         passes=passes, rdo=rdo, correction=False, start=start, duration=duration,
-                        max_frames=max_frames)
+                        max_frames=max_frames, split_bits=split_bits)
     return run_batch("tokens", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

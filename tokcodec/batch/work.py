@@ -47,6 +47,7 @@ class BatchOptions:
     start: float | Fraction | str | None = None     # encode, tokens: of each video, the part from this
     duration: float | Fraction | str | None = None  # time (--ss; images whole), this long (-t)
     max_frames: int | None = None  # ... at most this many frames (--frames)
+    split_bits: int | None = None  # tokens: each token as sub-tokens of this many bits (--split)
 
 
 @dataclass
@@ -221,7 +222,7 @@ class Worker:
             tokens = tokenize(src, model=self.model(o.model or "default"), gop=o.gop, scale=o.scale, **part,
                               passes=o.passes, rdo=o.rdo, refine=o.refine, device=self.device,
                               precision=o.precision, progress=progress)
-        write_token_file(tokens, dst, overwrite=overwrite)
+        write_token_file(tokens, dst, split_bits=o.split_bits, overwrite=overwrite)
         frames = sum(tokens.gop_frames or ())
         if exported and started:
             started(frames)

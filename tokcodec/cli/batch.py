@@ -109,6 +109,8 @@ def tokens(
     start: BatchStart = None,
     duration: Duration = None,
     frames: BatchFrames = None,
+    split: Annotated[int | None, typer.Option("--split", min=1, help="Factorise each token into "
+                                                 "sub-tokens of this many bits (e.g. 9), as `tokens --split`.")] = None,
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -126,7 +128,7 @@ def tokens(
     _run(batch_tokens, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine, device=device,
          precision=precision, workers=workers, engine=engine, address=address, force=force, start=start,
-         duration=duration, max_frames=frames)
+         duration=duration, max_frames=frames, split_bits=split)
 
 
 @batch_app.command("decode")
