@@ -61,6 +61,8 @@ class VideoInfo:
     is_image: bool
     color: ColorInfo = field(default_factory=ColorInfo)
     rotation: int = 0           # display-matrix rotation applied when reading, degrees counter-clockwise
+    pixel_aspect: Fraction | None = None  # the sample aspect ratio where the container states one
+    other_streams: tuple[int, int, int] = (0, 0, 0)  # more audio, more video and subtitle streams (not kept)
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -311,9 +313,20 @@ def _probe(path: Path) -> VideoInfo:
                           _enum(getattr(ctx, "color_primaries", 2), 2), _enum(getattr(ctx, "color_trc", 2), 2))
         pix = ctx.format.name if ctx.format is not None else "unknown"
         rotation = round(first.rotation / 90) * 90 % 360
-        return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation)
+        return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation,
+                         stream.sample_aspect_ratio or None, _other_streams(container, stream))
     finally:
         container.close()
+
+
+def _other_streams(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                   ) -> tuple[int, int, int]:
+    """More audio, more video (cover art aside) and subtitle streams than the .tok keeps. Data
+    streams (a phone's or camera's timecode and metadata tracks) are not counted: they go as
+    ffmpeg drops them, without a word, as the container's metadata does."""
+    extra_video = [s for s in container.streams.video if s is not stream
+                   and not s.disposition & av.stream.Disposition.attached_pic]
+    return max(0, len(container.streams.audio) - 1), len(extra_video), len(container.streams.subtitles)
 
 
 @dataclass(frozen=True)
@@ -416,34 +429,27 @@ def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> b
     return grey
 
 
-def not_kept(path: Path | str, streams: bool = True) -> list[str]:
-    """What of an input a .tok does not hold, one line each: pixels that are not square, more
-    than 8 bits a channel, and (``streams``) the video, audio and subtitle streams beyond the
-    first video and audio stream."""
-    path = Path(path)
+def not_kept(info: VideoInfo, streams: bool = True) -> list[str]:
+    """What of an input (as ``probe`` found it) a .tok does not hold, one line each: pixels that
+    are not square, more than 8 bits a channel, and (``streams``) the video, audio and subtitle
+    streams beyond the first video and audio stream."""
     out = []
-    with _open_input(path) as container:
-        stream = _video_stream(container, path)
-        sar = stream.sample_aspect_ratio
-        if sar and sar != 1:
-            out.append(f"the input's pixels are not square (sample aspect ratio {sar.numerator}:{sar.denominator}): "
-                       "they are coded as square pixels, so the decode looks stretched; to keep the shape, "
-                       "scale to square pixels first (ffmpeg -i IN -vf scale=iw*sar:ih,setsar=1 OUT)")
-        fmt = stream.codec_context.format
-        bits = max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
-        if bits > 8:
-            out.append(f"the input has {bits} bits a channel ({fmt.name}): tokcodec codes and decodes 8")
-        # (data streams, a phone's or camera's timecode and metadata tracks, go as ffmpeg drops
-        # them: without a word, as the container's metadata does)
-        extra_audio = max(0, len(container.streams.audio) - 1)
-        extra_video = [s for s in container.streams.video if s is not stream
-                       and not s.disposition & av.stream.Disposition.attached_pic]
-        dropped = [plural(n, kind) for n, kind in ((extra_audio, "more audio stream"),
-                                                   (len(extra_video), "more video stream"),
-                                                   (len(container.streams.subtitles), "subtitle stream")) if n]
-        if streams and dropped:
-            out.append(f"the input's other streams are not kept: {', '.join(dropped)} (a .tok holds one "
-                       "video stream and the first audio stream)")
+    sar = info.pixel_aspect
+    if sar is not None and sar != 1:
+        out.append(f"the input's pixels are not square (sample aspect ratio {sar.numerator}:{sar.denominator}): "
+                   "they are coded as square pixels, so the decode looks stretched; to keep the shape, "
+                   "scale to square pixels first (ffmpeg -i IN -vf scale=iw*sar:ih,setsar=1 OUT)")
+    try:
+        bits = max((c.bits for c in av.VideoFormat(info.pixel_format).components), default=8)
+    except ValueError:  # (a format name this FFmpeg does not know: "unknown")
+        bits = 8
+    if bits > 8:
+        out.append(f"the input has {bits} bits a channel ({info.pixel_format}): tokcodec codes and decodes 8")
+    dropped = [plural(n, kind) for n, kind in zip(info.other_streams,
+                                                  ("more audio stream", "more video stream", "subtitle stream")) if n]
+    if streams and dropped:
+        out.append(f"the input's other streams are not kept: {', '.join(dropped)} (a .tok holds one "
+                   "video stream and the first audio stream)")
     return out
 
 

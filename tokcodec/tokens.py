@@ -38,10 +38,15 @@ DEFAULT_TOKEN_GOP = DEFAULT_GOP
 MAX_FRAME_RATE = 1000
 
 
-def split_tokens(tokens: np.ndarray, bits: int, sub_bits: int) -> np.ndarray:
-    """Token factorisation (MAGVIT-v2): each ``bits``-bit index -> bits/sub_bits sub-tokens, low bits first."""
+def check_split(bits: int, sub_bits: int) -> None:
+    """ArgumentError unless ``bits``-bit tokens split into ``sub_bits``-bit parts (--split)."""
     if sub_bits <= 0 or bits % sub_bits:
         raise ArgumentError(f"--split {sub_bits}: {bits}-bit tokens do not split into {sub_bits}-bit parts")
+
+
+def split_tokens(tokens: np.ndarray, bits: int, sub_bits: int) -> np.ndarray:
+    """Token factorisation (MAGVIT-v2): each ``bits``-bit index -> bits/sub_bits sub-tokens, low bits first."""
+    check_split(bits, sub_bits)
     shifts = np.arange(bits // sub_bits, dtype=np.int64) * sub_bits
     return ((tokens[..., None].astype(np.int64) >> shifts) & ((1 << sub_bits) - 1)).astype(np.int32)
 
@@ -179,10 +184,10 @@ def _check_consistent(t: TokenFile) -> None:
                             f"{len(t.gop_latent_frames or ())}")
     try:
         _check_range(t.tokens, t.bits, "token")
-        if t.made is not None:
-            _made_field({"made": json.dumps(t.made)}, "made")
-    except (InputError, FormatError) as exc:
+    except InputError as exc:
         raise ArgumentError(str(exc)) from None
+    if t.made is not None and not _plain_record(t.made):
+        raise ArgumentError(f"made: metadata 'made' {MADE_RULE}")  # (what read_token_file would say)
 
 
 def _metadata(t: TokenFile, split_bits: int | None) -> dict[str, str]:
@@ -318,18 +323,26 @@ def _read_safetensors(path: Path, header_only: bool) -> TokenFile:
         made=_made_field(meta, src))
 
 
+MADE_RULE = "must be a JSON object of at most 32 short names and values"
+
+
+def _plain_record(made: object) -> bool:
+    """Whether ``made`` is what a 'made' record may hold: at most 32 short names of plain values."""
+    return (isinstance(made, dict) and len(made) <= 32
+            and all(isinstance(k, str) and len(k) <= 40 and type(v) in (str, int, float) and len(str(v)) <= 200
+                    for k, v in made.items()))
+
+
 def _made_field(meta: dict[str, str], source: str) -> dict[str, str | int | float] | None:
-    """The 'made' record: a JSON object of at most 32 short names and plain values."""
+    """The 'made' record (``_plain_record``), FormatError where it is not one."""
     if "made" not in meta:
         return None
     try:
         made = json.loads(meta["made"])
     except ValueError:
         made = None
-    if not (isinstance(made, dict) and len(made) <= 32
-            and all(isinstance(k, str) and len(k) <= 40 and type(v) in (str, int, float) and len(str(v)) <= 200
-                    for k, v in made.items())):
-        raise FormatError(f"{source}: metadata 'made' must be a JSON object of at most 32 short names and values")
+    if not _plain_record(made):
+        raise FormatError(f"{source}: metadata 'made' {MADE_RULE}")
     return made
 
 

@@ -34,13 +34,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def done_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Output -> the latest record that made it, of a manifest's finished files."""
+    return {rec["output"]: rec for rec in read_records(path) if rec.get("status") == "done" and rec.get("output")}
+
+
 class Manifest:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, previous: dict[str, dict[str, Any]] | None = None) -> None:
+        """Appends to ``path``; ``previous``: its ``done_records`` where the caller read them already."""
         self.path = path
-        self.previous: dict[str, dict[str, Any]] = {}
-        for rec in read_records(path):
-            if rec.get("status") == "done" and rec.get("output"):
-                self.previous[rec["output"]] = rec
+        self.previous = done_records(path) if previous is None else previous
         try:
             self._fh = path.open("ab")
             if self._fh.tell() > 0:

@@ -190,11 +190,12 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
         raise OutputError(f"{dst}: decode needs a DST different from SRC (outputs would sit beside, "
                           "and could replace, the original videos)")
     errors: list[tuple[str, str]] = []
-    if src.is_file():
+    single = src.is_file()
+    if single:
         root, found = src.parent, [src.name]
     else:
         root, found = src, walk(src, [dst] if dst != src else [], errors)
-    rels = [r for r in found if src.is_file() or wanted(op, r, include, exclude)]
+    rels = [r for r in found if single or wanted(op, r, include, exclude)]
     if op == "encode":
         outputs = [encode_output(dst, r) for r in rels]
     elif op == "tokens":
@@ -202,7 +203,7 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
     else:
         outputs = decode_outputs(dst, rels, to, among=[r for r in found if r.lower().endswith(TOK_SUFFIX)])
     plan = Plan(op, src, dst, errors=errors)
-    if op != "decode" and not include and not exclude and not src.is_file() and dst != src:
+    if op != "decode" and not include and not exclude and not single and dst != src:
         chosen = set(rels)
         plan.left_out = [r for r in found if r not in chosen]
     made_from = made_from or {}

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokcodec.batch.manifest import DirLock, Manifest, read_records
+from tokcodec.batch.manifest import DirLock, Manifest, done_records
 from tokcodec.batch.plan import (
     DECODE_TARGETS,
     LOCK_NAME,
@@ -143,11 +143,9 @@ def validate_options(options: BatchOptions) -> None:
             raise ArgumentError(f"--frames must be at least 1, got {options.max_frames}")
     if options.split_bits is not None:
         from tokcodec.model.zoo import weights_config
+        from tokcodec.tokens import check_split
 
-        bits = weights_config(options.model or "default").bits
-        if options.split_bits <= 0 or bits % options.split_bits:
-            raise ArgumentError(f"--split {options.split_bits}: {bits}-bit tokens do not split into "
-                                f"{options.split_bits}-bit parts")
+        check_split(weights_config(options.model or "default").bits, options.split_bits)
     if options.op != "decode" and options.refine < 0:
         raise ArgumentError(f"--refine must be >= 0 steps, got {options.refine}")
     if options.op != "decode" and not 0 <= options.passes <= MAX_PASSES:
@@ -304,21 +302,20 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
         check_ray()
     with DirLock(dst / LOCK_NAME):
         remove_stale_parts(dst)
-        made_from = {rec["output"]: rec.get("input") for rec in read_records(dst / MANIFEST_NAME)
-                     if rec.get("status") == "done" and rec.get("output")}
+        previous = done_records(dst / MANIFEST_NAME)
         plan: Plan = make_plan(op, src, dst, include=include, exclude=exclude, to=to, force=force,
-                               made_from=made_from)
+                               made_from={out: rec.get("input") for out, rec in previous.items()})
+        left_out = plan.left_out_note()
         if not plan.total and not plan.errors:
             patterns = " matching --include/--exclude" if include or exclude else ""
-            left = f"; {plan.left_out_note()}" if plan.left_out else ""
-            raise NothingToDo(f"{src}: no {_WHAT[op]}{patterns} found{left}")
+            raise NothingToDo(f"{src}: no {_WHAT[op]}{patterns} found" + (f"; {left_out}" if left_out else ""))
         from tokcodec.batch.local import default_workers
 
-        if plan.left_out_note():
-            notes = [*notes, plan.left_out_note()]
+        if left_out:
+            notes = [*notes, left_out]
         n = workers or default_workers(options.device)
         summary = BatchSummary(op, str(src), str(dst), str(dst / MANIFEST_NAME), n, engine, warnings=notes)
-        with Manifest(dst / MANIFEST_NAME) as manifest:
+        with Manifest(dst / MANIFEST_NAME, previous) as manifest:
             sink = _Sink(manifest, reporter, summary,
                          datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6])
             for path, reason in plan.errors:  # e.g. an unreadable directory: reported, not fatal

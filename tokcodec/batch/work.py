@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -79,6 +79,11 @@ class FileResult:
             rec["bpp"] = round(rec["bpp"], 6)
         rec["seconds"] = round(rec["seconds"], 3)
         return {k: v for k, v in rec.items() if v is not None}
+
+
+def _besides(warnings: Sequence[str], said_once: Sequence[str]) -> list[str] | None:
+    """A file's warnings but those the run says once (the model's), None when none is left."""
+    return [w for w in warnings if w not in said_once] or None
 
 
 def one_line(exc: BaseException) -> str:
@@ -188,7 +193,7 @@ class Worker:
                           model=st.model, precision=st.precision, refine=st.refine, passes=st.passes, rdo=st.rdo,
                           sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
-                          warnings=[w for w in st.warnings if w not in model_warnings(model)] or None)
+                          warnings=_besides(st.warnings, model_warnings(model)))
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply
@@ -233,7 +238,7 @@ class Worker:
         said_once = [] if exported else model_warnings(self.model(o.model or "default"))
         return FileResult(str(src), str(dst), "done", frames, dst.stat().st_size, None,
                           time.perf_counter() - t0, model=tokens.model, precision=made.get("precision"), **settings,
-                          warnings=[w for w in tokens.warnings if w not in said_once] or None)
+                          warnings=_besides(tokens.warnings, said_once))
 
     def _decode(self, src: Path, dst: Path, overwrite: bool, started: StartFn | None,
                 progress: ProgressFn | None) -> FileResult:

@@ -436,9 +436,8 @@ def tokens(
             check_token_output(output, overwrite)
             if split is not None and not Path(model or "").suffix:  # a preset: check --split before the encode
                 from tokcodec.model.presets import get_preset
-                bits = get_preset(model or "default").bits
-                if split <= 0 or bits % split:
-                    raise InputError(f"--split {split}: {bits}-bit tokens do not split into {split}-bit parts")
+                from tokcodec.tokens import check_split
+                check_split(get_preset(model or "default").bits, split)
             from tokcodec.codec.pipeline import input_part
             _, limit, info = input_part(src, probe(src), start, duration, frames)
             total = info.frame_count or None

@@ -269,7 +269,6 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     stager = HostStager(runtime)
     cfg = loaded.config
     grey = is_grey(src, skip, max_frames)  # (a colour input answers at its first frame)
-    kept_not = not_kept(src, streams=audio)  # (said with the stats; read now, while the input is there)
     if coder_id is None:
         coder_id = default_coder_id(loaded, key_interval)
     choosers: dict[float, Quantize | None] = {}
@@ -364,7 +363,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
                         grey=grey)
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
-    stats.warnings.extend(kept_not)
+    stats.warnings.extend(not_kept(info, streams=audio))
     stats.warnings.extend(model_warnings(loaded, coder_id))
     return stats
 
