@@ -2,6 +2,8 @@
 the CLI declares its options (and ``tokcodec --help`` runs) without loading torch."""
 from __future__ import annotations
 
+from tokcodec.errors import ArgumentError
+
 DEFAULT_GOP = 17  # frames per GOP (1 + 4k): 5 latent frames
 DEFAULT_PASSES = 2  # closed-loop encoder passes per GOP (tokcodec/model/refine.py)
 MAX_PASSES = 16
@@ -13,3 +15,12 @@ DEFAULT_SHARPEN = 1.5  # detail gains sent per unit of their fit, GOPs of 9+ fra
 MAX_SHARPEN = 4.0
 MIN_SCALE, MAX_SCALE = 0.05, 2.0  # --scale: the coded size as a multiple of the source's
 MIN_CODED = 8  # pixels a side: smaller sources are coded at this size
+#: how interlaced input is read (io.iter_frames): "auto" deinterlaces the frames of an interlaced
+#: input that are flagged interlaced (a stream may mix them with progressive ones), "on" every frame
+#: (interlaced content that its stream does not flag), "off" none (each frame's two fields stay woven)
+DEINTERLACE_MODES = ("auto", "on", "off")
+
+
+def check_deinterlace(mode: str) -> None:
+    if mode not in DEINTERLACE_MODES:
+        raise ArgumentError(f"deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {mode!r}")

@@ -1,7 +1,7 @@
 """Video input and output with PyAV: RGB uint8 frames (H, W, 3) in, frames out by file extension.
 
 Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes) and still images
-(a 1-frame video). Output: .mp4 (H.264, high quality), .mkv (lossless FFV1 RGB), .y4m (4:4:4),
+(a 1-frame video); interlaced video is deinterlaced as it is read (``iter_frames``). Output: .mp4 (H.264, high quality), .mkv (lossless FFV1 RGB), .y4m (4:4:4),
 .png/.jpg (a single frame), or a directory (numbered PNGs).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from av.sidedata.sidedata import Type as SideDataType
 
 from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
 from tokcodec.codec.outputs import STDIO
+from tokcodec.defaults import check_deinterlace
 from tokcodec.errors import ArgumentError, InputError, OutputError
 from tokcodec.text import plural
 
@@ -63,6 +64,7 @@ class VideoInfo:
     rotation: int = 0           # display-matrix rotation applied when reading, degrees counter-clockwise
     pixel_aspect: Fraction | None = None  # the sample aspect ratio where the container states one
     other_streams: tuple[int, int, int] = (0, 0, 0)  # more audio, more video and subtitle streams (not kept)
+    interlaced: bool = False    # its stream's field order, or its first frame, says interlaced
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -199,6 +201,49 @@ def _to_rgb(frame: av.VideoFrame, width: int, height: int,
     return _upright(rgb.to_ndarray(), orientation)
 
 
+_INTERLACED_FIELD_ORDERS = {2, 3, 4, 5}  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
+
+
+def _interlaced(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> bool:
+    """Whether an input is interlaced: its stream's field order says so, or its first frame is flagged."""
+    order = _enum(getattr(stream.codec_context, "field_order", 0), 0)
+    return order in _INTERLACED_FIELD_ORDERS or bool(first.interlaced_frame)
+
+
+def _deinterlaced(frames: Iterator[av.VideoFrame], first: av.VideoFrame, time_base: Fraction | None,
+                  every: bool) -> Iterator[av.VideoFrame]:
+    """``frames`` (the first of them ``first``) through FFmpeg's bwdif deinterlacer, one frame
+    out per frame in, so that the count, rate and timing stay: motion-adaptive, so still parts
+    keep both fields' lines and moving parts are interpolated from the field in time. Each
+    frame out depends on the frames just before and after it only. ``every``: all frames, else
+    only those flagged interlaced (the others pass unchanged)."""
+    graph = av.filter.Graph()
+    source = graph.add_buffer(width=first.width, height=first.height, format=first.format,
+                              time_base=first.time_base or time_base or Fraction(1, 1000))
+    bwdif = graph.add("bwdif", f"mode=send_frame:parity=auto:deint={'all' if every else 'interlaced'}")
+    sink = graph.add("buffersink")
+    source.link_to(bwdif)
+    bwdif.link_to(sink)
+    graph.configure()
+    shape = (first.width, first.height, first.format.name)
+    for frame in frames:
+        if (frame.width, frame.height, frame.format.name) != shape:  # a mid-stream change: as the first
+            frame = frame.reformat(width=first.width, height=first.height, format=first.format.name)
+        graph.vpush(frame)
+        yield from _pulled(graph)
+    graph.vpush(None)  # the last frame comes out when the filter learns there is no next one
+    yield from _pulled(graph)
+
+
+def _pulled(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
+    """The frames a filter graph has ready."""
+    while True:
+        try:
+            yield graph.vpull()
+        except (BlockingIOError, EOFError):  # (PyAV's EAGAIN and EOF errors are also these)
+            return
+
+
 @dataclass
 class _Scan:
     """What one pass over the packets tells: the first frame and, when asked, packet timing."""
@@ -314,7 +359,8 @@ def _probe(path: Path) -> VideoInfo:
         pix = ctx.format.name if ctx.format is not None else "unknown"
         rotation = round(first.rotation / 90) * 90 % 360
         return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation,
-                         stream.sample_aspect_ratio or None, _other_streams(container, stream))
+                         stream.sample_aspect_ratio or None, _other_streams(container, stream),
+                         interlaced=not is_image and _interlaced(stream, first))
     finally:
         container.close()
 
@@ -504,13 +550,18 @@ def media_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:
+def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
+                deinterlace: str = "auto") -> Iterator[np.ndarray]:
     """Decoded frames as RGB uint8 (H, W, 3), converted with the source's own colour matrix,
     turned upright by the display matrix; all at the first frame's size and orientation, so a
     mid-stream change cannot give frames of another shape. The first ``skip`` frames are passed
     over (encode --ss, exact to the frame): where the packets' timestamps allow, by a seek to the
     key frame before frame ``skip`` and decoding from there, as ffmpeg's -ss does; else they are
-    decoded and counted. Either way the frames are those of a decode from the start."""
+    decoded and counted. Either way the frames are those of a decode from the start.
+    ``deinterlace`` (defaults.DEINTERLACE_MODES): an interlaced input's frames are deinterlaced one frame
+    per frame ("auto": those flagged interlaced; "on": all frames of any input; "off": none);
+    a part then starts one frame earlier, the frame the deinterlacer looks back at."""
+    check_deinterlace(deinterlace)
     path = Path(path)
     container = _open_input(path)
     try:
@@ -520,17 +571,23 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) 
         count = 0
         size: tuple[int, int] | None = None
         orientation = (False, 0)
+        first: av.VideoFrame | None = None
+        time_base = stream.time_base
         try:
             frames: Iterator[av.VideoFrame] = container.decode(stream)
             first_pts = None
-            for frame in frames:  # the first frame sets the size and orientation of all
-                size = (frame.width, frame.height)
+            for first in frames:  # the first frame sets the size and orientation of all
+                size = (first.width, first.height)
                 _check_size(path, *size)
-                orientation = _orientation(frame)
-                first_pts = frame.pts
-                frames = itertools.chain((frame,), frames)
+                orientation = _orientation(first)
+                first_pts = first.pts
+                frames = itertools.chain((first,), frames)
                 break
-            point = _seek_point(path, skip, first_pts) if skip and size is not None else None
+            interlaced = first is not None and (deinterlace == "on" or (deinterlace == "auto"
+                                                                         and _interlaced(stream, first)))
+            lead = 1 if interlaced and skip else 0  # (the frame before a part: the deinterlacer's look back)
+            start = skip - lead
+            point = _seek_point(path, start, first_pts) if start and size is not None else None
             seeked = _frames_from(container, stream, point) if point is not None else None
             if seeked is not None:
                 frames = seeked
@@ -541,7 +598,10 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0) 
                 stream.thread_type = "AUTO"
                 frames = container.decode(stream)
             if seeked is None:
-                frames = itertools.islice(frames, skip, None)
+                frames = itertools.islice(frames, start, None)
+            if interlaced:
+                frames = itertools.islice(_deinterlaced(frames, first, time_base, every=deinterlace == "on"),
+                                          lead, None)
             for frame in frames:
                 yield _to_rgb(frame, *size, orientation)  # type: ignore[misc]
                 count += 1

@@ -30,7 +30,7 @@ from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
 from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
-                               MAX_SCALE, MAX_SHARPEN, MIN_SCALE)
+                               MAX_SCALE, MAX_SHARPEN, MIN_SCALE, check_deinterlace)
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
 from tokcodec.text import plural
 
@@ -164,6 +164,8 @@ def validate_options(options: BatchOptions) -> None:
     if options.op == "encode" and options.sharpen is not None and not (options.correction and options.detail):
         raise ArgumentError("--sharpen scales the correction's detail gains: it cannot be used with "
                          "--no-detail or --no-correction")
+    if options.op != "decode":
+        check_deinterlace(options.deinterlace)
     if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
         raise ArgumentError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
     if options.op != "decode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
@@ -362,7 +364,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  sharpen: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
-                 max_frames: int | None = None,
+                 max_frames: int | None = None, deinterlace: str = "auto",
                  reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
@@ -370,12 +372,13 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     recorded per file in the summary and dst/manifest.jsonl, never raised (a src with nothing
     to encode raises NothingToDo, an InputError, and leaves no dst). ``bpp`` or
     ``bitrate`` set a target rate for each file (``encode_video``'s). ``start``, ``duration``
-    and ``max_frames`` encode part of each video (images whole), as ``encode_video``'s.
+    and ``max_frames`` encode part of each video (images whole), and ``deinterlace`` reads
+    interlaced ones, as ``encode_video``'s.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
                         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate,
-                        start=start, duration=duration, max_frames=max_frames)
+                        start=start, duration=duration, max_frames=max_frames, deinterlace=deinterlace)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 
@@ -386,16 +389,16 @@ def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  refine: int = 0, device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
-                 max_frames: int | None = None, split_bits: int | None = None,
+                 max_frames: int | None = None, split_bits: int | None = None, deinterlace: str = "auto",
                  reporter: Reporter | None = None) -> BatchSummary:
     """Token files for language models of every video/image and .tok under src
     (`a/x.mp4` -> `a/x.mp4.safetensors`, as `tokcodec tokens` writes them: videos tokenized as
     tokens alone, ``encode_video(correction=False)``, with these options, of the part ``start``,
     ``duration`` and ``max_frames`` ask for; .tok files' tokens as they are; ``split_bits``: each
-    token as sub-tokens of that many bits, as `tokens --split`)."""
+    token as sub-tokens of that many bits, as `tokens --split`; ``deinterlace`` as ``encode_video``'s)."""
     opts = BatchOptions("tokens", model, gop, scale, device, precision, audio=False, refine=refine,
                         passes=passes, rdo=rdo, correction=False, start=start, duration=duration,
-                        max_frames=max_frames, split_bits=split_bits)
+                        max_frames=max_frames, split_bits=split_bits, deinterlace=deinterlace)
     return run_batch("tokens", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

@@ -48,6 +48,7 @@ class BatchOptions:
     duration: float | Fraction | str | None = None  # time (--ss; images whole), this long (-t)
     max_frames: int | None = None  # ... at most this many frames (--frames)
     split_bits: int | None = None  # tokens: each token as sub-tokens of this many bits (--split)
+    deinterlace: str = "auto"   # encode, tokens: interlaced input (defaults.DEINTERLACE_MODES)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class FileResult:
     gop: int | None = None      # encode: frames per GOP (with a target rate, the plan's choice)
     scale: float | None = None  # encode, tokens: the --scale it was made at (the same)
     target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
+    deinterlaced: bool | None = None  # encode, tokens: True where the input was deinterlaced as it was read
     lost_frames: int | None = None  # decode --salvage: frames lost to damage (filled by the last good one)
     warnings: list[str] | None = None  # what the output is not as asked or as usual (EncodeStats/DecodeStats.warnings)
 
@@ -186,14 +188,14 @@ class Worker:
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
                           passes=o.passes, rdo=o.rdo, key_interval=o.key_interval, bpp=o.bpp,
-                          bitrate=o.bitrate,
+                          bitrate=o.bitrate, deinterlace=o.deinterlace,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
                           model=st.model, precision=st.precision, refine=st.refine, passes=st.passes, rdo=st.rdo,
                           sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
-                          warnings=_besides(st.warnings, model_warnings(model)))
+                          deinterlaced=st.deinterlaced or None, warnings=_besides(st.warnings, model_warnings(model)))
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply
@@ -226,7 +228,7 @@ class Worker:
             part = self._part(src, started)
             tokens = tokenize(src, model=self.model(o.model or "default"), gop=o.gop, scale=o.scale, **part,
                               passes=o.passes, rdo=o.rdo, refine=o.refine, device=self.device,
-                              precision=o.precision, progress=progress)
+                              precision=o.precision, progress=progress, deinterlace=o.deinterlace)
         write_token_file(tokens, dst, split_bits=o.split_bits, overwrite=overwrite)
         frames = sum(tokens.gop_frames or ())
         if exported and started:
@@ -235,6 +237,7 @@ class Worker:
             progress(frames)
         made = tokens.made or {}
         settings = {} if exported else {k: made.get(k) for k in ("refine", "passes", "rdo", "scale")}
+        settings.update(deinterlaced=True if made.get("deinterlaced") else None)
         said_once = [] if exported else model_warnings(self.model(o.model or "default"))
         return FileResult(str(src), str(dst), "done", frames, dst.stat().st_size, None,
                           time.perf_counter() - t0, model=tokens.model, precision=made.get("precision"), **settings,

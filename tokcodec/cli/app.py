@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Device, Duration,
+from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device, Duration,
                                   EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
                                   NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale,
                                   Sharpen, Start, TokensGop, TokensScale, read_by)
@@ -53,6 +53,7 @@ def encode(
     start: EncodeStart = None,
     duration: Duration = None,
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Encode at most this many frames."),
+    deinterlace: Deinterlace = "auto",
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -77,7 +78,7 @@ def encode(
                                                            sharpen=sharpen),
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
-                              start=start, duration=duration)
+                              start=start, duration=duration, deinterlace=deinterlace)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
         settings += f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
@@ -92,6 +93,7 @@ def encode(
         settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
         settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
         settings += ", grey source: decodes grey" if st.grey else ""
+        settings += ", deinterlaced" if st.deinterlaced else ""
         target = ""
         if st.target_bpp is not None:
             target = f" (target {st.target_bpp:.4f}, rate plan {st.plan_seconds:.1f} s)"
@@ -412,6 +414,7 @@ def tokens(
     duration: Optional[str] = typer.Option(None, "-t", "--duration", callback=read_by(parse_time),
                                            show_default=False, help="Of a video: this long, as encode -t."),
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Of a video: tokenize at most this many frames."),
+    deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
     overwrite: Overwrite = False,
@@ -425,7 +428,8 @@ def tokens(
         if is_tok_file(src):
             given = [name for name, value in (("--gop", gop), ("--scale", scale),
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
-                                              ("--ss", start), ("-t", duration), ("--frames", frames))
+                                              ("--ss", start), ("-t", duration), ("--frames", frames),
+                                              ("--deinterlace", None if deinterlace == "auto" else deinterlace))
                      if value is not None]
             if given:
                 verb = "applies" if len(given) == 1 else "apply"
@@ -445,7 +449,7 @@ def tokens(
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
                                      rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,
-                                     start=start, duration=duration)
+                                     start=start, duration=duration, deinterlace=deinterlace)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
             for warning in tokenized.warnings:
                 typer.echo(f"tokcodec: warning: {warning}", err=True)

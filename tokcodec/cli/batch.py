@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Device, Duration, Gop,
+from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration, Gop,
                                   Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
                                   KeyInterval, Scale, Sharpen, TokensGop, TokensScale)
@@ -69,6 +69,7 @@ def encode(
     start: BatchStart = None,
     duration: Duration = None,
     frames: BatchFrames = None,
+    deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -91,7 +92,7 @@ def encode(
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
          sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate, start=start,
-         duration=duration, max_frames=frames)
+         duration=duration, max_frames=frames, deinterlace=deinterlace)
 
 
 @batch_app.command("tokens")
@@ -111,6 +112,7 @@ def tokens(
     frames: BatchFrames = None,
     split: Annotated[int | None, typer.Option("--split", min=1, help="Factorise each token into "
                                                  "sub-tokens of this many bits (e.g. 9), as `tokens --split`.")] = None,
+    deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
     workers: Workers = None,
@@ -128,7 +130,7 @@ def tokens(
     _run(batch_tokens, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine, device=device,
          precision=precision, workers=workers, engine=engine, address=address, force=force, start=start,
-         duration=duration, max_frames=frames, split_bits=split)
+         duration=duration, max_frames=frames, split_bits=split, deinterlace=deinterlace)
 
 
 @batch_app.command("decode")

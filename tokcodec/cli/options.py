@@ -10,7 +10,7 @@ import typer
 from tokcodec.codec.ranges import parse_time
 from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
 from tokcodec.defaults import (DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
-                               MAX_SHARPEN, MIN_SCALE)
+                               MAX_SHARPEN, MIN_SCALE, check_deinterlace)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
@@ -113,6 +113,11 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
     "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Deinterlace = Annotated[str, typer.Option(
+    "--deinterlace", callback=read_by(check_deinterlace), help="auto, on or off: deinterlace an interlaced "
+    "input (bwdif, one frame per frame: count, rate and audio stay) as it is read; auto: the frames its "
+    "stream flags as interlaced, on: every frame (for interlaced video that is not flagged), off: code its "
+    "fields woven together.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a CPU with "
                                         "native bf16, else fp32; on CUDA bf16, else fp16).")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]

@@ -117,16 +117,16 @@ def measure_bpp(encode: GopEncoder, coder: TokenCoder, groups: Iterable[list[np.
 
 
 def probe_windows(src, max_frames: int | None, total: int, length: int,
-                  count: int = PROBE_WINDOWS, skip: int = 0) -> Iterator[list[np.ndarray]]:
+                  count: int = PROBE_WINDOWS, skip: int = 0, deinterlace: str = "auto") -> Iterator[list[np.ndarray]]:
     """``count`` windows of ``length`` frames spread over the first ``total`` frames of ``src``
     after its first ``skip`` (centred on 1/6, 1/2 and 5/6 of the way for three), read in one pass
     that stops after the last; they may overlap when ``total`` is under ``count + 1`` windows'
-    length."""
+    length. Frames are read as ``deinterlace`` says (io.iter_frames)."""
     span = max(0, total - length)
     starts = sorted({round(span * (2 * i + 1) / (2 * count)) for i in range(count)})
     windows: dict[int, list[np.ndarray]] = {}
     end = starts[-1] + length
-    for i, frame in enumerate(iter_frames(src, min(end, max_frames) if max_frames else end, skip)):
+    for i, frame in enumerate(iter_frames(src, min(end, max_frames) if max_frames else end, skip, deinterlace)):
         for s in starts:
             if s <= i < s + length:
                 windows.setdefault(s, []).append(frame)

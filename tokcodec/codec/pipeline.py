@@ -47,7 +47,8 @@ from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
-from tokcodec.defaults import DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO
+from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO,
+                               check_deinterlace)
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
@@ -206,7 +207,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  rdo: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
                  plan_progress: ProgressFn | None = None, start: float | Fraction | str | None = None,
-                 duration: float | Fraction | str | None = None) -> EncodeStats:
+                 duration: float | Fraction | str | None = None, deinterlace: str = "auto") -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
     load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
@@ -243,6 +244,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     input's first frame at or after ``start`` (reached by a seek to the key frame before it where the
     packets' timestamps allow, else by decoding the frames before it; exact to the frame either way) and
     keeps the audio from there.
+    ``deinterlace`` ("auto", "on", "off"; defaults.DEINTERLACE_MODES): an interlaced input's frames are
+    deinterlaced as they are read, one frame per frame (the count, rate and audio stay): "auto"
+    those its stream flags as interlaced, "on" every frame, "off" none (its fields are coded woven
+    together, as progressive frames: combed where things move; the stats warn).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
@@ -257,6 +262,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     if bpp is not None:
         check_target(bpp)
+    check_deinterlace(deinterlace)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
@@ -291,7 +297,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     if target is not None:
         plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
-                                plan_progress, skip)
+                                plan_progress, skip, deinterlace)
         gop, scale = plan.rung.gop, plan.rung.scale
     gop = DEFAULT_GOP if gop is None else gop
     scale = 1.0 if scale is None else scale
@@ -326,8 +332,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             # sharing its torch threads) works on the next ones in this thread; with a target rate
             # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
             # the coder takes some 2% of a GOP's encode time, the network the rest)
-            network = network_stage(encode_gop, gops(iter_frames(src, max_frames, skip), gop), quantize_for,
-                                    key_interval)
+            network = network_stage(encode_gop, gops(iter_frames(src, max_frames, skip, deinterlace), gop),
+                                    quantize_for, key_interval)
             coded = iter(kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
             for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
                 writer.add_chunk(n, idx.shape, payload, record)
@@ -361,8 +367,12 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                         gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
-                        grey=grey)
+                        grey=grey, deinterlaced=not info.is_image and (deinterlace == "on" or
+                                                                        deinterlace == "auto" and info.interlaced))
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
+    if info.interlaced and deinterlace == "off":
+        stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
+                              "frames (combed where things move); --deinterlace auto deinterlaces it")
     stats.warnings.extend(not_kept(info, streams=audio))
     stats.warnings.extend(model_warnings(loaded, coder_id))
     return stats
@@ -452,8 +462,8 @@ def _check_memory(header: Header, info: VideoInfo, max_frames: int | None, runti
 def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float, gop: int | None,
                scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]], coder: TokenCoder,
                chooser: Callable[[float], Quantize | None], key_interval: int,
-               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None, skip: int = 0
-               ) -> tuple[RatePlan, MeasuredEncode | None]:
+               check_memory: Callable[[Rung], None], progress: ProgressFn | None = None, skip: int = 0,
+               deinterlace: str = "auto") -> tuple[RatePlan, MeasuredEncode | None]:
     """The rate plan for ``target`` bpp (codec/ratecontrol.py): the ladder's rungs that fit in
     memory (``check_memory`` raises for the base rung: as encode would), or only the rung of the
     ``gop`` and ``scale`` given. An input no longer than ``PROBE_WINDOWS`` of the ladder's longest
@@ -463,7 +473,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     ``plan_long`` takes from it. Where the input proves shorter than its container said, its
     frames are counted and the plan made again. With the plan, the encode of a short input's last
     measurement where the plan keeps its settings: the file's very chunks (None otherwise). The
-    input's frames start after its first ``skip`` (encode --ss)."""
+    input's frames start after its first ``skip`` (encode --ss) and are read as ``deinterlace`` says."""
     if gop is None and scale is None:
         base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if _fits(check_memory, rung)]
     else:
@@ -483,7 +493,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         if groups is not None:
             return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
         last.clear()
-        start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames, skip)
+        start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames, skip, deinterlace)
         rate = measure_bpp(encode_gop, coder, gops(itertools.islice(frames, total), rung.gop), chooser(lam),
                            key_interval=key_interval, progress=progress, keep=chunks)
         seconds = time.perf_counter() - start
@@ -500,7 +510,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         seen = [0]
 
         def windows() -> Iterator[list[np.ndarray]]:
-            for window in probe_windows(src, max_frames, total, rung.gop, skip=skip):
+            for window in probe_windows(src, max_frames, total, rung.gop, skip=skip, deinterlace=deinterlace):
                 seen[0] += len(window)
                 yield window
         try:
@@ -550,8 +560,9 @@ def _no_frames(src: Path, skip: int) -> InputError:
 
 
 def _count_frames(src: Path, max_frames: int | None, skip: int = 0) -> int:
-    """The frames the input holds after its first ``skip`` (up to ``max_frames``), decoded and counted."""
-    return sum(1 for _ in iter_frames(src, max_frames, skip))
+    """The frames the input holds after its first ``skip`` (up to ``max_frames``), decoded and counted
+    (not deinterlaced: one frame comes out of that per frame in)."""
+    return sum(1 for _ in iter_frames(src, max_frames, skip, deinterlace="off"))
 
 
 def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,

@@ -36,6 +36,7 @@ class EncodeStats:
     plan_seconds: float = 0.0    # the target rate's probe, before ``seconds``
     warnings: list[str] = field(default_factory=list)  # what the file is not as asked, one line each
     grey: bool = False           # every source frame was grey: the file says so, and decodes grey
+    deinterlaced: bool = False   # the frames were deinterlaced as they were read (io.iter_frames)
 
     @property
     def bpp(self) -> float:
