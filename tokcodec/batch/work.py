@@ -148,6 +148,7 @@ class Worker:
             else:
                 loaded = model_for_header(header, self.options.model, source)
                 self._decode_models[key] = prepare_model(loaded, self.runtime)
+        header.check_model(self._decode_models[key].config, source)  # (each file's header, not only the first's)
         return self._decode_models[key]
 
     def run(self, src: Path | str, dst: Path | str, overwrite: bool = False,

@@ -117,6 +117,17 @@ class Header:
         return (1 + (frames_in_gop - 1 + s - 1) // s, self.padded_height // self.spatial_factor,
                 self.padded_width // self.spatial_factor)
 
+    def check_model(self, config: object, source: str) -> None:
+        """FormatError where this header's token grid is not the one of the weights that made the
+        file (``config``: their TokenizerConfig, which fixes the temporal and spatial factors and
+        the bits): a damaged or crafted header whose checksum holds would crash the network or
+        decode noise."""
+        mine = (self.temporal_factor, self.spatial_factor, self.bits)
+        theirs = (config.temporal_factor, config.spatial_factor, config.bits)  # type: ignore[attr-defined]
+        if mine != theirs:
+            raise FormatError(f"{source}: the header's temporal factor, spatial factor and bits {mine} are not "
+                              f"those of its weights {self.model_name} {theirs}")
+
     def pack(self) -> bytes:
         name = self.model_name.encode("utf-8")
         if len(name) > 32:
@@ -392,6 +403,8 @@ class ContainerReader:
         magic, n = _INDEX_HEAD.unpack_from(index)
         if magic != INDEX_MAGIC or n != count:
             raise FormatError(f"{src}: corrupted index")
+        if count == 0:  # (an encode that read no frame writes no file)
+            raise FormatError(f"{src}: holds no chunks, so no frames (file corrupted)")
         entries, pos, next_frame = [], HEADER_SIZE, 0
         h = self.header
         for i in range(count):
@@ -415,8 +428,9 @@ class ContainerReader:
 
     def _read_audio_entry(self, pos: int, end: int) -> AudioEntry:
         src = self.source
-        if end - pos < AUDIO_HEADER_SIZE:
-            raise FormatError(f"{src}: the audio block is missing (file corrupted)")
+        if end - pos < AUDIO_HEADER_SIZE:  # (the chunks end where the audio block should be)
+            raise FormatError(f"{src}: chunks do not add up to the index: no room for the audio block "
+                              "(file corrupted)")
         self.fh.seek(pos)
         raw = self.fh.read(AUDIO_HEADER_SIZE)
         magic, size, kind, start_us, plen, pcrc, crc = _AUDIO.unpack(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from contextlib import closing
 import sys
 import threading
 import time
@@ -334,23 +335,25 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             # the coder takes some 2% of a GOP's encode time, the network the rest)
             network = network_stage(encode_gop, gops(iter_frames(src, max_frames, skip, deinterlace), gop),
                                     quantize_for, key_interval)
-            coded = iter(kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
-            for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
-                writer.add_chunk(n, idx.shape, payload, record)
-                if control:
-                    control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
-                correction_bytes += len(record)
-                gop_count += 1
-                linked_count += links_to_previous(coder, payload, record)
-                frames += n
-                tokens += idx.size
-                if progress:
-                    progress(n)
-            if frames == 0:
-                raise _no_frames(src, skip)
-            if track is not None:
-                writer.set_audio(track.data, round(track.start_offset * 1_000_000))
-            writer.close()
+            coded = (chunk for chunk in kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
+            # closed on the way out, failure included: the input is closed and the coder's threads stop
+            with closing(network), closing(coded):
+                for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
+                    writer.add_chunk(n, idx.shape, payload, record)
+                    if control:
+                        control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
+                    correction_bytes += len(record)
+                    gop_count += 1
+                    linked_count += links_to_previous(coder, payload, record)
+                    frames += n
+                    tokens += idx.size
+                    if progress:
+                        progress(n)
+                if frames == 0:
+                    raise _no_frames(src, skip)
+                if track is not None:
+                    writer.set_audio(track.data, round(track.start_offset * 1_000_000))
+                writer.close()
     seconds = time.perf_counter() - start
     plan_seconds = start - plan_start if plan else 0.0
     if kept:  # the plan's last encode made the file: its time is the encode's
@@ -598,7 +601,11 @@ def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:
 
 
 def model_for_header(header: Header, model: str | LoadedModel | None, source: str) -> LoadedModel:
-    return model_for_weights(header.model_name, header.weights_sha256, model, source)
+    """The model that decodes the .tok file ``source`` (as model_for_weights picks it), checked
+    to have the token grid its header states."""
+    loaded = model_for_weights(header.model_name, header.weights_sha256, model, source)
+    header.check_model(loaded.config, source)
+    return loaded
 
 
 def model_for_weights(name: str, sha256: str, model: str | LoadedModel | None, source: str) -> LoadedModel:
@@ -873,8 +880,10 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
                     grids = (_salvaged_tokens(reader, damaged) if salvage
                              else _chunk_tokens(reader, chunks=_chunks_for(reader, part)))
-                    used_batch = decode_gops(in_range(grids, part, lead_in=salvage), loaded, runtime, h, out,
-                                             gop_batch, progress)
+                    # closed on the way out, failure included: the entropy decoder's threads stop
+                    # then, not when the exception that ended the decode is let go of
+                    with closing(grids), closing(in_range(grids, part, lead_in=salvage)) as items:
+                        used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress)
                     filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)

@@ -53,7 +53,9 @@ def seconds(value: float | Fraction | str | None) -> Fraction | None:
             return parse_time(value)
         if isinstance(value, numbers.Rational):
             return Fraction(value)
-        return Fraction(str(float(value)))  # float, numpy floats: the shortest decimal that prints
+        if type(value).__module__ == "numpy":  # np.float32(0.2) prints 0.2, but as a float is 0.2000000029...
+            return Fraction(str(value))
+        return Fraction(str(float(value)))  # floats: the shortest decimal that prints
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"{value!r} is not a time ({exc})") from None
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokcodec.audio import read_track
-from tokcodec.codec.container import ContainerReader
+from tokcodec.codec.container import ContainerReader, Header
 from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import FormatError, TokcodecError, why_not_a_file
 from tokcodec.codec.context_coder3 import use_priors_beside
 from tokcodec.model.presets import PRESETS, resolve_name
-from tokcodec.model.zoo import is_weights_file, shipped_version, weights_sha256
+from tokcodec.model.zoo import is_weights_file, shipped_version, weights_config, weights_sha256
 
 
 @dataclass
@@ -37,7 +37,10 @@ class VerifyReport:
                 "chunks": self.chunks, "model": self.model}
 
 
-def _check_weights(report: VerifyReport, expected: str, model: str | None, name: str) -> None:
+def _check_weights(report: VerifyReport, header: Header, model: str | None, source: str) -> None:
+    """The weights the file names are here (as decode finds them), with the recorded hash and the
+    token grid its header states."""
+    expected, name = header.weights_sha256, header.model_name
     # without --model, or naming the file's own preset: that preset's shipped weights with the
     # recorded hash (current or kept version), as decode picks them
     same_preset = model is None or resolve_name(model) == resolve_name(name)
@@ -50,6 +53,11 @@ def _check_weights(report: VerifyReport, expected: str, model: str | None, name:
     if actual != expected:
         report.problems.append(f"weights: {model or name} here has sha256 {actual[:16]}..., the file was "
                                f"made with {expected[:16]}... (pass --model with the weights used to encode)")
+        return
+    try:
+        header.check_model(weights_config(model or name), source)
+    except TokcodecError as exc:
+        report.problems.append(str(exc))
 
 
 def _own_weights(report: VerifyReport, model: str | None, expected: str, name: str) -> bool:
@@ -130,5 +138,5 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
             except TokcodecError as exc:
                 report.problems.append(f"audio: {exc}")
         if weights:
-            _check_weights(report, h.weights_sha256, model, h.model_name)
+            _check_weights(report, h, model, str(path))
     return report
