@@ -15,10 +15,17 @@ DEFAULT_SHARPEN = 1.5  # detail gains sent per unit of their fit, GOPs of 9+ fra
 MAX_SHARPEN = 4.0
 MIN_SCALE, MAX_SCALE = 0.05, 2.0  # --scale: the coded size as a multiple of the source's
 MIN_CODED = 8  # pixels a side: smaller sources are coded at this size
+DEFAULT_SCENECUT = 12.0  # a GOP ends before a scene cut this sharp (code values; codec/scenecut.py); 0 = off
+MAX_SCENECUT = 255.0
 #: how interlaced input is read (io.iter_frames): "auto" deinterlaces the frames of an interlaced
 #: input that are flagged interlaced (a stream may mix them with progressive ones), "on" every frame
 #: (interlaced content that its stream does not flag), "off" none (each frame's two fields stay woven)
 DEINTERLACE_MODES = ("auto", "on", "off")
+
+
+def check_scenecut(threshold: float) -> None:
+    if not 0 <= threshold <= MAX_SCENECUT:
+        raise ArgumentError(f"scenecut must be in [0, {MAX_SCENECUT:g}] (0: off), got {threshold}")
 
 
 def check_deinterlace(mode: str) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tokcodec.defaults import DEFAULT_GOP
+from tokcodec.defaults import DEFAULT_GOP, DEFAULT_SCENECUT
 from tokcodec.errors import ArgumentError, InputError
 from tokcodec.tokens import TokenFile, made_here, parse_frame_rate
 
@@ -26,7 +26,7 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
                     scale: float | None = None, passes: int | None = None, rdo: float | None = None,
                     refine: int = 0, frame_rate: float | Fraction | str | None = None, grey: bool | None = None,
                     device: str = "auto", precision: str = "auto",
-                    progress: Callable[[int], None] | None = None) -> TokenFile:
+                    progress: Callable[[int], None] | None = None, scenecut: float = DEFAULT_SCENECUT) -> TokenFile:
     """:func:`tokcodec.tokens.tokenize` of frames in memory (uint8 RGB, all of one size): the
     tokens it gives for a lossless file of the same frames, with the same settings, on the same
     machine (tested against one). An iterable is read a GOP at a time, so memory holds a GOP, not
@@ -34,21 +34,22 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     grey); to find out, an iterable's frames are held until its first colour frame, so give
     ``grey=False`` to stream a long grey video without holding it. ``frame_rate`` is recorded
     for detokenize (None: not recorded, and detokenize takes 25). ``progress`` is told each
-    GOP's frames."""
+    GOP's frames. ``scenecut``: GOPs end before scene cuts, as encode_video's."""
     from tokcodec.codec.accel import HostStager
     from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.gop_encoder import network_stage
     from tokcodec.codec.pipeline import (_check_memory, coding_for, default_coder_id, model_warnings, no_rate_model,
                                          prepare_model, search_config, token_chooser)
     from tokcodec.codec.ratecontrol import Rung
-    from tokcodec.codec.tensors import gops
-    from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_RDO
+    from tokcodec.codec.scenecut import split_gops
+    from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_RDO, check_scenecut
     from tokcodec.device import select_runtime
     from tokcodec.io import VideoInfo
 
     # every setting is checked before a frame is held (a grey stream is, until it ends)
     if rdo is not None and not 0 <= rdo <= MAX_RDO:
         raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
+    check_scenecut(scenecut)
     rate = parse_frame_rate(str(frame_rate), "frame_rate", ArgumentError) if frame_rate is not None else None
     search = search_config(refine, passes)
     first, stream, count = _frame_stream(frames)
@@ -68,13 +69,14 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     if grey is None:
         header.grey, stream = _grey_lookahead(stream)  # (the encoder reads header.grey per GOP)
     grids, gop_frames = [], []
-    for n, idx, _, _ in network_stage(encode, gops(stream, header.gop), lambda _: quantize, DEFAULT_KEY_INTERVAL):
+    gop_stream = split_gops(stream, header.gop, scenecut)
+    for n, idx, _, _ in network_stage(encode, gop_stream, lambda _: quantize, DEFAULT_KEY_INTERVAL):
         grids.append(idx)
         gop_frames.append(n)
         if progress:
             progress(n)
     made = made_here(str(runtime.device), runtime.precision, loaded.sha256, 0.0 if quantize is None else lam,
-                     passes=search.passes, refine=search.steps, scale=rung.scale)
+                     passes=search.passes, refine=search.steps, scale=rung.scale, scenecut=scenecut)
     return TokenFile(np.concatenate(grids, 0), "frames", bits=header.bits,
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=gop_frames,
                      model=header.model_name, weights_sha256=header.weights_sha256, frame_rate=rate,

@@ -21,7 +21,7 @@ import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
-from tokcodec.defaults import DEFAULT_GOP
+from tokcodec.defaults import DEFAULT_GOP, DEFAULT_SCENECUT
 from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
@@ -233,11 +233,12 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
              passes: int | None = None, rdo: float | None = None, refine: int = 0,
              max_frames: int | None = None, device: str = "auto", precision: str = "auto",
              progress: Callable[[int], None] | None = None, start: float | str | None = None,
-             duration: float | str | None = None, deinterlace: str = "auto") -> TokenFile:
+             duration: float | str | None = None, deinterlace: str = "auto",
+             scenecut: float = DEFAULT_SCENECUT) -> TokenFile:
     """A video's (or image's) tokens, encoded as tokens alone (``encode --no-correction``: no
     correction layer beside them, so that they stand on their own), with what decoding them
-    back needs; ``start``/``duration``/``max_frames``: of part of it, ``deinterlace``: as
-    encode_video's.
+    back needs; ``start``/``duration``/``max_frames``: of part of it, ``deinterlace`` and
+    ``scenecut`` (GOPs that end before scene cuts): as encode_video's.
     Streams like encode: memory does not grow with the video's length beyond the tokens
     themselves."""
     import tempfile
@@ -248,10 +249,12 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
         tok = Path(tmp) / "tokens.tok"
         st = encode_video(src, tok, model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine,
                           max_frames=max_frames, device=device, precision=precision, progress=progress,
-                          correction=False, audio=False, start=start, duration=duration, deinterlace=deinterlace)
+                          correction=False, audio=False, start=start, duration=duration, deinterlace=deinterlace,
+                          scenecut=scenecut)
         tokens = token_file_of(tok)
         made = made_here(st.device, st.precision, tokens.weights_sha256 or "", st.rdo, passes=st.passes,
-                         refine=st.refine, scale=st.scale, **({"deinterlaced": 1} if st.deinterlaced else {}))
+                         refine=st.refine, scale=st.scale, scenecut=scenecut,
+                         **({"deinterlaced": 1} if st.deinterlaced else {}))
         return replace(tokens, source=str(src), made=made, warnings=tuple(st.warnings))
 
 

@@ -29,8 +29,9 @@ from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
-from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
-                               MAX_SCALE, MAX_SHARPEN, MIN_SCALE, check_deinterlace)
+from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
+                               MAX_SCALE, MAX_SHARPEN, MIN_SCALE, check_deinterlace,
+                               check_scenecut)
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
 from tokcodec.text import plural
 
@@ -166,6 +167,7 @@ def validate_options(options: BatchOptions) -> None:
                          "--no-detail or --no-correction")
     if options.op != "decode":
         check_deinterlace(options.deinterlace)
+        check_scenecut(options.scenecut)
     if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
         raise ArgumentError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
     if options.op != "decode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
@@ -365,20 +367,21 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  bpp: float | None = None, bitrate: float | None = None,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
                  max_frames: int | None = None, deinterlace: str = "auto",
-                 reporter: Reporter | None = None) -> BatchSummary:
+                 scenecut: float = DEFAULT_SCENECUT, reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
     recorded per file in the summary and dst/manifest.jsonl, never raised (a src with nothing
     to encode raises NothingToDo, an InputError, and leaves no dst). ``bpp`` or
     ``bitrate`` set a target rate for each file (``encode_video``'s). ``start``, ``duration``
-    and ``max_frames`` encode part of each video (images whole), and ``deinterlace`` reads
-    interlaced ones, as ``encode_video``'s.
+    and ``max_frames`` encode part of each video (images whole), ``deinterlace`` reads
+    interlaced ones and ``scenecut`` starts GOPs at scene cuts, as ``encode_video``'s.
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
                         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate,
-                        start=start, duration=duration, max_frames=max_frames, deinterlace=deinterlace)
+                        start=start, duration=duration, max_frames=max_frames, deinterlace=deinterlace,
+                        scenecut=scenecut)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 
@@ -390,15 +393,16 @@ def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  engine: str = "local", address: str | None = None, force: bool = False,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
                  max_frames: int | None = None, split_bits: int | None = None, deinterlace: str = "auto",
-                 reporter: Reporter | None = None) -> BatchSummary:
+                 scenecut: float = DEFAULT_SCENECUT, reporter: Reporter | None = None) -> BatchSummary:
     """Token files for language models of every video/image and .tok under src
     (`a/x.mp4` -> `a/x.mp4.safetensors`, as `tokcodec tokens` writes them: videos tokenized as
     tokens alone, ``encode_video(correction=False)``, with these options, of the part ``start``,
     ``duration`` and ``max_frames`` ask for; .tok files' tokens as they are; ``split_bits``: each
-    token as sub-tokens of that many bits, as `tokens --split`; ``deinterlace`` as ``encode_video``'s)."""
+    token as sub-tokens of that many bits, as `tokens --split`; ``deinterlace`` and ``scenecut``
+    as ``encode_video``'s)."""
     opts = BatchOptions("tokens", model, gop, scale, device, precision, audio=False, refine=refine,
                         passes=passes, rdo=rdo, correction=False, start=start, duration=duration,
-                        max_frames=max_frames, split_bits=split_bits, deinterlace=deinterlace)
+                        max_frames=max_frames, split_bits=split_bits, deinterlace=deinterlace, scenecut=scenecut)
     return run_batch("tokens", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 

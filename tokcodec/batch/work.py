@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT
 
 if TYPE_CHECKING:
     from tokcodec.codec.container import Header
@@ -49,6 +49,7 @@ class BatchOptions:
     max_frames: int | None = None  # ... at most this many frames (--frames)
     split_bits: int | None = None  # tokens: each token as sub-tokens of this many bits (--split)
     deinterlace: str = "auto"   # encode, tokens: interlaced input (defaults.DEINTERLACE_MODES)
+    scenecut: float = DEFAULT_SCENECUT  # encode, tokens: GOPs end before scene cuts this sharp (0: off)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class FileResult:
     scale: float | None = None  # encode, tokens: the --scale it was made at (the same)
     target_bpp: float | None = None  # encode: the target rate asked for (--bpp, --bitrate)
     deinterlaced: bool | None = None  # encode, tokens: True where the input was deinterlaced as it was read
+    scene_cuts: int | None = None  # encode: GOPs that start at a scene cut (--scenecut)
     lost_frames: int | None = None  # decode --salvage: frames lost to damage (filled by the last good one)
     warnings: list[str] | None = None  # what the output is not as asked or as usual (EncodeStats/DecodeStats.warnings)
 
@@ -189,14 +191,14 @@ class Worker:
                           device=self.device, precision=o.precision, scale=o.scale,
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
                           passes=o.passes, rdo=o.rdo, key_interval=o.key_interval, bpp=o.bpp,
-                          bitrate=o.bitrate, deinterlace=o.deinterlace,
+                          bitrate=o.bitrate, deinterlace=o.deinterlace, scenecut=o.scenecut,
                           correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
                           model=st.model, precision=st.precision, refine=st.refine, passes=st.passes, rdo=st.rdo,
                           sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
-                          deinterlaced=st.deinterlaced or None, warnings=_besides(st.warnings, model_warnings(model)))
+                          deinterlaced=st.deinterlaced or None, scene_cuts=st.scene_cuts, warnings=_besides(st.warnings, model_warnings(model)))
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply
@@ -229,7 +231,8 @@ class Worker:
             part = self._part(src, started)
             tokens = tokenize(src, model=self.model(o.model or "default"), gop=o.gop, scale=o.scale, **part,
                               passes=o.passes, rdo=o.rdo, refine=o.refine, device=self.device,
-                              precision=o.precision, progress=progress, deinterlace=o.deinterlace)
+                              precision=o.precision, progress=progress, deinterlace=o.deinterlace,
+                              scenecut=o.scenecut)
         write_token_file(tokens, dst, split_bits=o.split_bits, overwrite=overwrite)
         frames = sum(tokens.gop_frames or ())
         if exported and started:

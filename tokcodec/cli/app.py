@@ -11,14 +11,14 @@ import typer
 
 from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device, Duration,
                                   EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
-                                  NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale,
+                                  NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale, Scenecut,
                                   Sharpen, Start, TokensGop, TokensScale, read_by)
 from tokcodec.cli.policy import errors, expected_errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, MAX_PASSES, MAX_RDO
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_PASSES, MAX_RDO
 from tokcodec.errors import InputError, OutputError, why_not_a_file
 from tokcodec.text import plural
 
@@ -53,6 +53,7 @@ def encode(
     start: EncodeStart = None,
     duration: Duration = None,
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Encode at most this many frames."),
+    scenecut: Scenecut = DEFAULT_SCENECUT,
     deinterlace: Deinterlace = "auto",
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
@@ -78,7 +79,7 @@ def encode(
                                                            sharpen=sharpen),
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
-                              start=start, duration=duration, deinterlace=deinterlace)
+                              start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
         settings += f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
@@ -92,6 +93,7 @@ def encode(
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
         settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
+        settings += f", {plural(st.scene_cuts, 'GOP')} from a scene cut" if st.scene_cuts else ""
         settings += ", grey source: decodes grey" if st.grey else ""
         settings += ", deinterlaced" if st.deinterlaced else ""
         target = ""
@@ -414,6 +416,7 @@ def tokens(
     duration: Optional[str] = typer.Option(None, "-t", "--duration", callback=read_by(parse_time),
                                            show_default=False, help="Of a video: this long, as encode -t."),
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Of a video: tokenize at most this many frames."),
+    scenecut: Scenecut = DEFAULT_SCENECUT,
     deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
@@ -429,7 +432,8 @@ def tokens(
             given = [name for name, value in (("--gop", gop), ("--scale", scale),
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
                                               ("--ss", start), ("-t", duration), ("--frames", frames),
-                                              ("--deinterlace", None if deinterlace == "auto" else deinterlace))
+                                              ("--deinterlace", None if deinterlace == "auto" else deinterlace),
+                                              ("--scenecut", None if scenecut == DEFAULT_SCENECUT else scenecut))
                      if value is not None]
             if given:
                 verb = "applies" if len(given) == 1 else "apply"
@@ -449,7 +453,7 @@ def tokens(
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
                                      rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,
-                                     start=start, duration=duration, deinterlace=deinterlace)
+                                     start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
             for warning in tokenized.warnings:
                 typer.echo(f"tokcodec: warning: {warning}", err=True)

@@ -10,9 +10,9 @@ import typer
 from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration, Gop,
                                   Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
-                                  KeyInterval, Scale, Sharpen, TokensGop, TokensScale)
+                                  KeyInterval, Scale, Scenecut, Sharpen, TokensGop, TokensScale)
 from tokcodec.cli.policy import errors
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode, decode or tokenize whole folder trees (resumable; local processes or Ray).")
@@ -69,6 +69,7 @@ def encode(
     start: BatchStart = None,
     duration: Duration = None,
     frames: BatchFrames = None,
+    scenecut: Scenecut = DEFAULT_SCENECUT,
     deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
@@ -92,7 +93,7 @@ def encode(
          engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
          sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate, start=start,
-         duration=duration, max_frames=frames, deinterlace=deinterlace)
+         duration=duration, max_frames=frames, deinterlace=deinterlace, scenecut=scenecut)
 
 
 @batch_app.command("tokens")
@@ -112,6 +113,7 @@ def tokens(
     frames: BatchFrames = None,
     split: Annotated[int | None, typer.Option("--split", min=1, help="Factorise each token into "
                                                  "sub-tokens of this many bits (e.g. 9), as `tokens --split`.")] = None,
+    scenecut: Scenecut = DEFAULT_SCENECUT,
     deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",
@@ -130,7 +132,7 @@ def tokens(
     _run(batch_tokens, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine, device=device,
          precision=precision, workers=workers, engine=engine, address=address, force=force, start=start,
-         duration=duration, max_frames=frames, split_bits=split, deinterlace=deinterlace)
+         duration=duration, max_frames=frames, split_bits=split, deinterlace=deinterlace, scenecut=scenecut)
 
 
 @batch_app.command("decode")

@@ -10,7 +10,7 @@ import typer
 from tokcodec.codec.ranges import parse_time
 from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
 from tokcodec.defaults import (DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
-                               MAX_SHARPEN, MIN_SCALE, check_deinterlace)
+                               MAX_SCENECUT, MAX_SHARPEN, MIN_SCALE, check_deinterlace)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
@@ -113,6 +113,11 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
     "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Scenecut = Annotated[float, typer.Option(
+    "--scenecut", min=0, max=MAX_SCENECUT, help="A GOP ends before a cut to another shot and the next one "
+    "starts with it, so that no GOP blends two shots (each cut costs about one latent frame): a cut is "
+    "an isolated jump of at least this many code values in the mean luma of thumbnails; 0 turns it off, "
+    "GOPs of fixed length (docs/usage.md).")]
 Deinterlace = Annotated[str, typer.Option(
     "--deinterlace", callback=read_by(check_deinterlace), help="auto, on or off: deinterlace an interlaced "
     "input (bwdif, one frame per frame: count, rate and audio stay) as it is read; auto: the frames its "

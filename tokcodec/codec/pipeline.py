@@ -47,9 +47,10 @@ from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range,
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
-from tokcodec.codec.tensors import coded_size, frames_to_tensor, gops, tensor_to_frames  # noqa: F401
-from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, MAX_KEY_INTERVAL, MAX_RDO,
-                               check_deinterlace)
+from tokcodec.codec.scenecut import split_gops
+from tokcodec.codec.tensors import coded_size, frames_to_tensor, tensor_to_frames  # noqa: F401
+from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_KEY_INTERVAL,
+                               MAX_RDO, check_deinterlace, check_scenecut)
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
@@ -208,7 +209,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  rdo: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
                  plan_progress: ProgressFn | None = None, start: float | Fraction | str | None = None,
-                 duration: float | Fraction | str | None = None, deinterlace: str = "auto") -> EncodeStats:
+                 duration: float | Fraction | str | None = None, deinterlace: str = "auto",
+                 scenecut: float = DEFAULT_SCENECUT) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
     load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
@@ -249,6 +251,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     deinterlaced as they are read, one frame per frame (the count, rate and audio stay): "auto"
     those its stream flags as interlaced, "on" every frame, "off" none (its fields are coded woven
     together, as progressive frames: combed where things move; the stats warn).
+    ``scenecut`` (code values, 0 = off): a GOP ends before a cut to another shot at least this
+    sharp and the next GOP starts with it (codec/scenecut.py), so that no GOP blends two shots.
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
@@ -264,6 +268,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     if bpp is not None:
         check_target(bpp)
     check_deinterlace(deinterlace)
+    check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     info = probe(src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
@@ -298,7 +303,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     if target is not None:
         plan, kept = _plan_rate(src, info, max_frames, target, gop, scale, coding_at, coder, chooser, key_interval,
                                 lambda rung: _check_memory(coding_at(rung)[0], info, max_frames, runtime, search),
-                                plan_progress, skip, deinterlace)
+                                plan_progress, skip, deinterlace, scenecut)
         gop, scale = plan.rung.gop, plan.rung.scale
     gop = DEFAULT_GOP if gop is None else gop
     scale = 1.0 if scale is None else scale
@@ -312,7 +317,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                                  total_pixels=plan.frames * info.width * info.height,
                                  feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
     start = time.perf_counter()
-    frames = tokens = correction_bytes = gop_count = linked_count = 0
+    frames = tokens = correction_bytes = gop_count = linked_count = cut_count = 0
+    ended_short = False  # the GOP before ended short, so a scene cut began this one
     with output_errors(dst):  # disk full, unwritable place
         def quantize_for(n: int) -> Quantize | None:
             """The token choice of the next GOP, of ``n`` frames: the controller's rdo for it, with a
@@ -333,8 +339,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             # sharing its torch threads) works on the next ones in this thread; with a target rate
             # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
             # the coder takes some 2% of a GOP's encode time, the network the rest)
-            network = network_stage(encode_gop, gops(iter_frames(src, max_frames, skip, deinterlace), gop),
-                                    quantize_for, key_interval)
+            network = network_stage(encode_gop, split_gops(iter_frames(src, max_frames, skip, deinterlace), gop,
+                                                           scenecut), quantize_for, key_interval)
             coded = (chunk for chunk in kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
             # closed on the way out, failure included: the input is closed and the coder's threads stop
             with closing(network), closing(coded):
@@ -344,6 +350,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
                     correction_bytes += len(record)
                     gop_count += 1
+                    cut_count += ended_short
+                    ended_short = n < gop
                     linked_count += links_to_previous(coder, payload, record)
                     frames += n
                     tokens += idx.size
@@ -370,7 +378,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                         gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
-                        grey=grey, deinterlaced=not info.is_image and (deinterlace == "on" or
+                        grey=grey, scene_cuts=cut_count, deinterlaced=not info.is_image and (deinterlace == "on" or
                                                                         deinterlace == "auto" and info.interlaced))
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
     if info.interlaced and deinterlace == "off":
@@ -466,7 +474,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
                scale: float | None, coding_at: Callable[[Rung], tuple[Header, GopEncoder]], coder: TokenCoder,
                chooser: Callable[[float], Quantize | None], key_interval: int,
                check_memory: Callable[[Rung], None], progress: ProgressFn | None = None, skip: int = 0,
-               deinterlace: str = "auto") -> tuple[RatePlan, MeasuredEncode | None]:
+               deinterlace: str = "auto", scenecut: float = 0.0) -> tuple[RatePlan, MeasuredEncode | None]:
     """The rate plan for ``target`` bpp (codec/ratecontrol.py): the ladder's rungs that fit in
     memory (``check_memory`` raises for the base rung: as encode would), or only the rung of the
     ``gop`` and ``scale`` given. An input no longer than ``PROBE_WINDOWS`` of the ladder's longest
@@ -476,7 +484,8 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     ``plan_long`` takes from it. Where the input proves shorter than its container said, its
     frames are counted and the plan made again. With the plan, the encode of a short input's last
     measurement where the plan keeps its settings: the file's very chunks (None otherwise). The
-    input's frames start after its first ``skip`` (encode --ss) and are read as ``deinterlace`` says."""
+    input's frames start after its first ``skip`` (encode --ss) and are read as ``deinterlace`` says;
+    a whole-input measurement splits GOPs at scene cuts as encode does (``scenecut``)."""
     if gop is None and scale is None:
         base, ladder = DEFAULT_RUNG, [rung for rung in LADDER if _fits(check_memory, rung)]
     else:
@@ -497,7 +506,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
             return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
         last.clear()
         start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames, skip, deinterlace)
-        rate = measure_bpp(encode_gop, coder, gops(itertools.islice(frames, total), rung.gop), chooser(lam),
+        rate = measure_bpp(encode_gop, coder, split_gops(itertools.islice(frames, total), rung.gop, scenecut), chooser(lam),
                            key_interval=key_interval, progress=progress, keep=chunks)
         seconds = time.perf_counter() - start
         # the chunks are the whole input's only where no frame follows (its container may have said fewer)

@@ -30,17 +30,6 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return cw, ch
 
 
-def gops(frames: Iterator[np.ndarray], gop: int) -> Iterator[list[np.ndarray]]:
-    buf: list[np.ndarray] = []
-    for f in frames:
-        buf.append(f)
-        if len(buf) == gop:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
 def frames_to_tensor(frames: list[np.ndarray], header: Header, runtime: Runtime,
                      to_device: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 frames -> (1, 3, 1+s*k, Hp, Wp) in [-1, 1]: resized to the coded size, edge-padded.
