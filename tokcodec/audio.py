@@ -30,7 +30,10 @@ COPYABLE = {
              "pcm_s24le", "pcm_f32le"},
 }
 OPUS_RATE = 48000
-OPUS_BITRATE = 128_000
+OPUS_BITRATE = 128_000  # for stereo: 64 kb/s a channel
+#: the channel layouts libopus codes (Vorbis order), by channel count: audio is re-encoded with
+#: as many channels as it has (more than 8 are mixed down to 7.1)
+OPUS_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 MUX_AHEAD_SECONDS = 0.5  # audio is interleaved this far ahead of the last video frame written
 
 
@@ -57,7 +60,7 @@ class AudioTrack:
         return replace(self, start_offset=offset, end=length, duration=max(0.0, end - max(offset, 0.0)))
 
     def describe(self) -> str:
-        how = "re-encoded to Opus" if self.reencoded else "copied"
+        how = "re-encoded to Opus" if self.reencoded else "copied"  # (Opus: as many channels, up to 8)
         return (f"{self.codec} {self.sample_rate} Hz {self.channels} ch, {self.duration:.2f} s "
                 f"from {self.start_offset:+.3f} s ({how}, {len(self.data)} bytes)")
 
@@ -168,9 +171,7 @@ def _reencode(container: av.container.InputContainer, video_start: float,
     start: float | None = None
     samples = 0
     with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
-        out_stream = out.add_stream("libopus", rate=OPUS_RATE)
-        out_stream.bit_rate = OPUS_BITRATE
-        resampler = av.AudioResampler(format="flt", layout="stereo", rate=OPUS_RATE)
+        out_stream, resampler = opus_output(out, stream.codec_context.channels)
         for frame in container.decode(stream):
             t = _seconds(frame.pts, frame.time_base)
             if t is not None and not _in_range(t, video_start, max_seconds):
@@ -185,8 +186,20 @@ def _reencode(container: av.container.InputContainer, video_start: float,
             out.mux(packet)
     if start is None:
         return None
-    return AudioTrack(buf.getvalue(), start - video_start, "opus", OPUS_RATE, 2, samples / OPUS_RATE,
-                      reencoded=True)
+    return AudioTrack(buf.getvalue(), start - video_start, "opus", OPUS_RATE, out_stream.codec_context.channels,
+                      samples / OPUS_RATE, reencoded=True)
+
+
+def opus_output(output: av.container.OutputContainer, channels: int
+                ) -> tuple[av.audio.stream.AudioStream, av.AudioResampler]:
+    """An Opus stream in ``output`` for audio of ``channels`` channels, with as many (libopus's
+    layout of that count: 5.1(side) becomes 5.1; more than 8 channels are mixed down to 7.1) at
+    64 kb/s a channel, and the resampler that brings the audio to it."""
+    layout = OPUS_LAYOUTS[min(max(channels, 1), 8)]
+    stream = output.add_stream("libopus", rate=OPUS_RATE)
+    stream.layout = layout
+    stream.bit_rate = OPUS_BITRATE // 2 * len(av.AudioLayout(layout).channels)
+    return stream, av.AudioResampler(format="flt", layout=layout, rate=OPUS_RATE)
 
 
 def _encode_opus(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
@@ -243,9 +256,7 @@ class AudioMuxer:
         if self.copy:
             self.out_stream = output.add_stream_from_template(self.in_stream)
         else:
-            self.out_stream = output.add_stream("libopus", rate=OPUS_RATE)
-            self.out_stream.bit_rate = OPUS_BITRATE
-            self.resampler = av.AudioResampler(format="flt", layout="stereo", rate=OPUS_RATE)
+            self.out_stream, self.resampler = opus_output(output, self.in_stream.codec_context.channels)
             self.samples = 0
         self.reencoded = not self.copy
         self.packets = self._shifted_packets()

@@ -298,10 +298,23 @@ def _nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     return Fraction(nominal) if nominal and nominal > 0 else None
 
 
+#: the rates cameras, broadcast and film use: a rate within STANDARD_RATE_TOLERANCE of one is
+#: taken as it (Matroska's millisecond timestamps make 59.94 fps read as 19001/317)
+STANDARD_RATES = [Fraction(n, d) for n, d in ((24000, 1001), (30000, 1001), (60000, 1001), (120000, 1001),
+                                              (48000, 1001))] + [Fraction(n) for n in (24, 25, 30, 48, 50, 60, 100, 120)]
+STANDARD_RATE_TOLERANCE = Fraction(1, 2000)  # 0.05%
+
+
+def _standard(rate: Fraction) -> Fraction:
+    """``rate``, or the standard rate it is within STANDARD_RATE_TOLERANCE of."""
+    return next((r for r in STANDARD_RATES if abs(rate / r - 1) <= STANDARD_RATE_TOLERANCE), rate)
+
+
 def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int,
                 span: Fraction | None) -> Fraction:
     """The one rate a .tok stores. For a variable-rate input that is the average, frames over
-    duration, so that every frame is kept and the total duration survives."""
+    duration, so that every frame is kept and the total duration survives; a rate within 0.05%
+    of a standard one (STANDARD_RATES) is that one."""
     if is_image:
         return DEFAULT_IMAGE_RATE
     nominal = _nominal_rate(stream)
@@ -309,8 +322,8 @@ def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int
     if frames > 1 and duration and duration > 0:
         measured = Fraction(frames) / duration
         if nominal is None or abs(nominal - measured) > measured / 100:
-            return measured.limit_denominator(1001)
-    return nominal or DEFAULT_IMAGE_RATE
+            return _standard(measured.limit_denominator(1001))
+    return _standard(nominal) if nominal else DEFAULT_IMAGE_RATE
 
 
 def probe(path: Path | str) -> VideoInfo:
@@ -490,7 +503,7 @@ def not_kept(info: VideoInfo, streams: bool = True) -> list[str]:
     except ValueError:  # (a format name this FFmpeg does not know: "unknown")
         bits = 8
     if bits > 8:
-        out.append(f"the input has {bits} bits a channel ({info.pixel_format}): tokcodec codes and decodes 8")
+        out.append(f"the input has {bits} bits a channel ({info.pixel_format}): tokcodec codes and decodes 8 bits a channel, so the decode is 8-bit")
     dropped = [plural(n, kind) for n, kind in zip(info.other_streams,
                                                   ("more audio stream", "more video stream", "subtitle stream")) if n]
     if streams and dropped:
@@ -635,11 +648,23 @@ def output_kind(path: Path) -> str:
     if suffix == "" or path.is_dir():
         return "dir"
     raise OutputError(f"{path}: unknown output format {suffix!r} "
-                      "(use .mp4, .mkv, .y4m, .png or a directory)")
+                      "(use .mp4, .mov, .mkv, .y4m, .png or a directory)")
+
+
+#: RGB -> YUV matrices that swscale has (AVCOL_SPC: BT.709, FCC, BT.470BG, SMPTE 170M, SMPTE 240M, BT.2020 NCL)
+_SWSCALE_MATRICES = {1, 4, 5, 6, 7, 9}
+
+
+def _stated(value: int, default: int) -> int:
+    """A colour tag as the source stated it, or ``default`` where it stated none (0, 2)."""
+    return value if value not in (0, 2) else default
 
 
 class FrameWriter:
-    """Writes RGB uint8 frames to a video, one image, or a directory of numbered PNGs."""
+    """Writes RGB uint8 frames to a video, one image, or a directory of numbered PNGs. Video
+    outputs are tagged with ``color`` (the source's tags, which the decoded RGB keeps: its
+    primaries and transfer, e.g. BT.2020 and PQ of HDR video): H.264 in the source's own matrix
+    where swscale has it (else BT.709), limited range; FFV1 as RGB, full range."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction,
                  color: ColorInfo | None = None, crf: int = 12, audio: AudioTrack | None = None) -> None:
@@ -653,6 +678,7 @@ class FrameWriter:
         self.audio_note = "none"   # what happened to the audio: none / copied / re-encoded / dropped (why)
         self.warnings: list[str] = []  # what the output is not as usual (an odd size's H.264 4:4:4)
         self.color = color or ColorInfo()
+        self.matrix: int | None = None  # an H.264 output's RGB -> YUV matrix (AVCOL_SPC)
         if self.kind == "dir" and audio is not None:
             self.audio_note = "dropped (a directory of PNGs holds no audio; decode to .mkv or .mp4 to keep it)"
         if self.kind == "dir":
@@ -678,6 +704,10 @@ class FrameWriter:
                     self.stream = self.container.add_stream("ffv1", rate=rate)
                     self.stream.pix_fmt = "bgr0"
                     self.stream.options = {"level": "3", "g": "1"}
+                    ctx = self.stream.codec_context
+                    ctx.colorspace, ctx.color_range = 0, 2  # RGB, full range
+                    ctx.color_primaries = _stated(self.color.primaries, 2)
+                    ctx.color_trc = _stated(self.color.transfer, 2)
                 elif suffix == ".y4m":
                     self.stream = self.container.add_stream("rawvideo", rate=rate)
                     self.stream.pix_fmt = "yuv444p"
@@ -690,10 +720,12 @@ class FrameWriter:
                                              "even sizes); many players and browsers play only 4:2:0: "
                                              "decode to .mkv, or encode an even size")
                     self.stream.options = {"crf": str(crf), "preset": "medium"}
-                    self.stream.codec_context.color_range = 1  # limited range, the usual for H.264
-                    self.stream.codec_context.colorspace = 1    # BT.709 matrix
-                    self.stream.codec_context.color_primaries = 1
-                    self.stream.codec_context.color_trc = 1
+                    self.matrix = self.color.colorspace if self.color.colorspace in _SWSCALE_MATRICES else 1
+                    ctx = self.stream.codec_context
+                    ctx.color_range = 1  # limited range, the usual for H.264
+                    ctx.colorspace = self.matrix
+                    ctx.color_primaries = _stated(self.color.primaries, 1)  # (unstated: BT.709, as before)
+                    ctx.color_trc = _stated(self.color.transfer, 1)
             self.stream.width, self.stream.height = width, height
             if audio is not None:
                 self._add_audio(audio, suffix)
@@ -706,7 +738,11 @@ class FrameWriter:
             self.audio_note = f"dropped ({suffix or 'this output'} holds no audio; decode to .mkv or .mp4 to keep it)"
             return
         self.audio = AudioMuxer(self.container, suffix, audio)
-        self.audio_note = "re-encoded to Opus" if self.audio.reencoded else f"{audio.codec} copied"
+        self.audio_note = f"{audio.codec} copied"
+        if self.audio.reencoded:
+            layout = self.audio.out_stream.codec_context.layout.name
+            mixed = f", mixed down from {audio.channels} channels" if audio.channels > 8 else ""
+            self.audio_note = f"re-encoded to Opus ({layout}{mixed})"
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -715,8 +751,8 @@ class FrameWriter:
             self._write_png(self.path / f"frame_{self.count:06d}.png", frame)
         else:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            if self.stream.pix_fmt.startswith("yuv") and self.path.suffix.lower() == ".mp4":
-                vf = vf.reformat(format=self.stream.pix_fmt, dst_colorspace="ITU709")
+            if self.matrix is not None:  # (.mp4, .mov: the matrix its tags state)
+                vf = vf.reformat(format=self.stream.pix_fmt, dst_colorspace=self.matrix)
             for packet in self.stream.encode(vf):
                 self.container.mux(packet)
         self.count += 1

@@ -152,7 +152,7 @@ def _named(output: Path) -> str:
 @app.command()
 def decode(
     input: Path = typer.Argument(..., help="A .tok file, or - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
                                 "of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: DecodeModel = None,
     device: Device = "auto",
@@ -465,7 +465,7 @@ def tokens(
 def detokenize(
     input: Path = typer.Argument(..., help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
                                  "array (latent frames, h, w) of token indices, e.g. a language model's; - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
                                 "of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
                                         help="Weights \\[default: those the file records, else the default preset]."),

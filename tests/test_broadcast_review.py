@@ -1,0 +1,130 @@
+"""A broadcast engineer's walk-through, fixed: decoded video carries the source's colour tags
+(HDR's BT.2020 and PQ were labelled BT.709), .mov output is converted in the matrix it is tagged
+with, and audio re-encoded to Opus keeps its channels (5.1 became stereo)."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tokcodec.codec.pipeline import decode_video, encode_video
+from tokcodec.io import iter_frames
+
+BARS = [(191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191)]
+
+
+def _bars(frames: int = 9, height: int = 48, width: int = 112) -> np.ndarray:
+    """75% colour bars, 16 pixels each."""
+    row = np.concatenate([np.full((height, width // len(BARS), 3), c, np.uint8) for c in BARS], 1)
+    return np.repeat(row[None], frames, 0)
+
+
+def _tagged_clip(path: Path, primaries: int, transfer: int, matrix: int, audio_layout: str | None = None) -> Path:
+    """Colour bars as H.264 4:2:0 converted with ``matrix`` and tagged with these colour enums,
+    with PCM audio of ``audio_layout`` (a tone in the first channel, the others their own)."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 112, 48, "yuv420p"
+        ctx = v.codec_context
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = primaries, transfer, matrix, 1
+        v.options = {"qp": "0"}
+        a = None
+        if audio_layout is not None:
+            a = out.add_stream("pcm_s16le", rate=48000, layout=audio_layout)
+        for picture in _bars():
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p",
+                                                                                 dst_colorspace=matrix)
+            for packet in v.encode(frame):
+                out.mux(packet)
+        if a is not None:
+            channels = len(av.AudioLayout(audio_layout).channels)
+            t = np.arange(48000 * 9 // 25)
+            tones = np.stack([np.sin(2 * np.pi * (220 + 110 * c) * t / 48000) * 0.2 for c in range(channels)])
+            samples = (tones.T.reshape(1, -1) * 32767).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(samples, format="s16", layout=audio_layout)
+            af.sample_rate, af.pts = 48000, 0
+            for packet in a.encode(af):
+                out.mux(packet)
+        for stream in (v, a) if a is not None else (v,):
+            for packet in stream.encode():
+                out.mux(packet)
+    return path
+
+
+def _tags(path: Path) -> tuple[int, int, int]:
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        return ctx.color_primaries, ctx.color_trc, ctx.colorspace
+
+
+@pytest.mark.parametrize("tags", [(9, 16, 9), (9, 18, 9), (6, 6, 6)], ids=["pq", "hlg", "bt601"])
+def test_decoded_video_keeps_the_sources_colour_tags(tmp_path, tiny_model, tags):
+    """The decoded RGB keeps the source's primaries and transfer (HDR's BT.2020 and PQ/HLG); the
+    outputs said BT.709 (.mp4) or nothing (.mkv), so players showed HDR washed out."""
+    clip = _tagged_clip(tmp_path / "src.mp4", *tags)
+    encode_video(clip, tmp_path / "a.tok", model=tiny_model, passes=0)
+    decode_video(tmp_path / "a.tok", tmp_path / "a.mp4", model=tiny_model)
+    decode_video(tmp_path / "a.tok", tmp_path / "a.mkv", model=tiny_model)
+    assert _tags(tmp_path / "a.mp4") == tags  # (the source's own matrix: swscale has all three)
+    assert _tags(tmp_path / "a.mkv") == (tags[0], tags[1], 0)  # RGB
+
+
+def test_an_untagged_source_decodes_tagged_bt709_as_before(tmp_path, tiny_model):
+    clip = _tagged_clip(tmp_path / "src.mp4", 2, 2, 2)
+    encode_video(clip, tmp_path / "a.tok", model=tiny_model, passes=0)
+    decode_video(tmp_path / "a.tok", tmp_path / "a.mp4", model=tiny_model)
+    assert _tags(tmp_path / "a.mp4") == (1, 1, 1)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_h264_outputs_are_converted_in_the_matrix_they_state(tmp_path, suffix):
+    """.mov was converted to YUV in swscale's default (BT.601) matrix but tagged BT.709: its
+    colours came back shifted (the 75% green bar 191 -> 159 in green, red 191 -> 207)."""
+    from tokcodec.io import ColorInfo, FrameWriter
+
+    bars = _bars()
+    out = tmp_path / f"bars{suffix}"
+    with FrameWriter(out, 112, 48, Fraction(25), ColorInfo(1, 1, 1, 1)) as writer:
+        for picture in bars:
+            writer.write(picture)
+    back = np.stack(list(iter_frames(out)))[:, 8:40]
+    for i, colour in enumerate(BARS):
+        mean = back[:, :, 16 * i + 4:16 * i + 12].reshape(-1, 3).mean(0)
+        assert np.abs(mean - colour).max() <= 4, (suffix, colour, mean)
+
+
+@pytest.mark.parametrize("layout, channels", [("5.1", 6), ("mono", 1), ("quad", 4)])
+def test_audio_reencoded_to_opus_keeps_its_channels(tmp_path, tiny_model, layout, channels):
+    clip = _tagged_clip(tmp_path / "src.mkv", 1, 1, 1, audio_layout=layout)
+    encode_video(clip, tmp_path / "a.tok", model=tiny_model, passes=0)
+    st = decode_video(tmp_path / "a.tok", tmp_path / "a.mp4", model=tiny_model)
+    assert st.audio == f"re-encoded to Opus ({layout})"
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        ctx = c.streams.audio[0].codec_context
+        assert (ctx.name, ctx.channels) == ("opus", channels)
+        decoded = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], 1)
+    assert np.sqrt((decoded.reshape(channels, -1) ** 2).mean(1)).min() > 0.05  # every channel sounds
+
+
+@pytest.mark.parametrize("rate, stored", [(Fraction(60000, 1001), Fraction(60000, 1001)),
+                                          (Fraction(30000, 1001), Fraction(30000, 1001)),
+                                          (Fraction(1234, 100), Fraction(1234, 100))])
+def test_matroska_keeps_broadcast_rates(tmp_path, rate, stored):
+    """Matroska's millisecond timestamps made 59.94 fps read as 19001/317: a rate within 0.05%
+    of a standard one is taken as it; other rates stay as they are."""
+    from tokcodec.io import probe
+
+    path = tmp_path / "clip.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(17):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    assert probe(path).frame_rate == stored
