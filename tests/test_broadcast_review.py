@@ -10,6 +10,8 @@ import av
 import numpy as np
 import pytest
 
+from conftest import smooth_clip
+from tokcodec.codec.container import open_tok
 from tokcodec.codec.pipeline import decode_video, encode_video
 from tokcodec.io import iter_frames
 
@@ -128,3 +130,60 @@ def test_matroska_keeps_broadcast_rates(tmp_path, rate, stored):
         for packet in stream.encode():
             out.mux(packet)
     assert probe(path).frame_rate == stored
+
+
+@pytest.fixture
+def sequence(tmp_path) -> tuple[Path, np.ndarray]:
+    """12 distinct frames as img_1.png ... img_12.png (natural order differs from sorted names)."""
+    from tokcodec.io import FrameWriter
+
+    clip = smooth_clip(12, 48, 64)
+    d = tmp_path / "seq"
+    d.mkdir()
+    for i, frame in enumerate(clip):
+        with FrameWriter(d / f"img_{i + 1}.png", 64, 48, Fraction(25)) as writer:
+            writer.write(frame)
+    (d / "notes.txt").write_text("not an image")
+    return d, clip
+
+
+def test_an_image_sequence_is_read_as_one_video(sequence):
+    from tokcodec.io import probe
+
+    d, clip = sequence
+    info = probe(d)
+    assert (info.frame_count, info.frame_rate, info.is_sequence, info.is_image) == (12, 25, True, False)
+    assert np.array_equal(np.stack(list(iter_frames(d))), clip)  # img_2 before img_10
+    assert np.array_equal(np.stack(list(iter_frames(d, 3, skip=5))), clip[5:8])
+
+
+def test_an_image_sequence_encodes_decodes_and_compares(sequence, tmp_path, tiny_model):
+    from tokcodec.codec.pipeline import compare_videos
+
+    d, clip = sequence
+    st = encode_video(d, tmp_path / "a.tok", model=tiny_model, passes=0, fps="24000/1001")
+    assert st.frames == 12 and st.audio == "none"
+    with open_tok(tmp_path / "a.tok") as reader:
+        assert reader.header.frame_rate == Fraction(24000, 1001)
+    decode_video(tmp_path / "a.tok", tmp_path / "out", model=tiny_model)  # a directory of PNGs
+    assert encode_video(tmp_path / "out", tmp_path / "b.tok", model=tiny_model, passes=0).frames == 12
+    assert compare_videos(d, tmp_path / "out")["frames"] == 12
+    part = encode_video(d, tmp_path / "c.tok", model=tiny_model, passes=0, start=0.2)  # frame 5 on, at 25 fps
+    assert part.frames == 7
+
+
+def test_image_sequence_errors(sequence, tmp_path, tiny_model):
+    from tokcodec.errors import ArgumentError, InputError
+    from tokcodec.io import FrameWriter
+
+    d, clip = sequence
+    with FrameWriter(d / "img_13.png", 32, 32, Fraction(25)) as writer:
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(InputError, match="img_13.png: 32x32, where the sequence's first image is 64x48"):
+        list(iter_frames(d))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="is a directory without images"):
+        encode_video(tmp_path / "empty", tmp_path / "e.tok", model=tiny_model)
+    video = _tagged_clip(tmp_path / "v.mp4", 1, 1, 1)
+    with pytest.raises(ArgumentError, match="--fps sets the rate of an image sequence"):
+        encode_video(video, tmp_path / "v.tok", model=tiny_model, fps=30)

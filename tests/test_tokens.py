@@ -9,9 +9,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from conftest import smooth_clip, write_clip
-from tokcodec.codec.pipeline import _frames_of, decode_video, encode_video
+from tokcodec.codec.pipeline import decode_video, encode_video
 from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, OutputError
 from tokcodec.frame_tokens import tokenize_frames
+from tokcodec.io import iter_frames
 from tokcodec.tokens import (detokenize, detokenize_frames, export_tokens, join_tokens, parse_frame_rate,
                              read_token_file, split_tokens, token_file_of, tokenize, write_token_file)
 
@@ -28,7 +29,7 @@ def tokens_only(tmp_path_factory, tiny_model):
 
 
 def frames(path):
-    return np.stack(list(_frames_of(path)))
+    return np.stack(list(iter_frames(path)))
 
 
 def test_exported_tokens_decode_to_the_files_frames(tokens_only, tmp_path):

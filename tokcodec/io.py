@@ -1,7 +1,8 @@
 """Video input and output with PyAV: RGB uint8 frames (H, W, 3) in, frames out by file extension.
 
-Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes) and still images
-(a 1-frame video); interlaced video is deinterlaced as it is read (``iter_frames``). Output: .mp4 (H.264, high quality), .mkv (lossless FFV1 RGB), .y4m (4:4:4),
+Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes), still images
+(a 1-frame video) and image sequences (a directory of numbered images, at DEFAULT_IMAGE_RATE
+unless told otherwise); interlaced video is deinterlaced as it is read (``iter_frames``). Output: .mp4 (H.264, high quality), .mkv (lossless FFV1 RGB), .y4m (4:4:4),
 .png/.jpg (a single frame), or a directory (numbered PNGs).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,6 +66,42 @@ class VideoInfo:
     pixel_aspect: Fraction | None = None  # the sample aspect ratio where the container states one
     other_streams: tuple[int, int, int] = (0, 0, 0)  # more audio, more video and subtitle streams (not kept)
     interlaced: bool = False    # its stream's field order, or its first frame, says interlaced
+    is_sequence: bool = False   # a directory of images read as one video (image_sequence)
+
+
+def image_sequence(path: Path) -> list[Path]:
+    """The images of a directory read as one video (an image sequence, as `decode -o DIR` writes
+    it and animation and VFX tools export), in the natural order of their names (frame_2 before
+    frame_10); hidden files and other files are left out. InputError where there are none."""
+    images = [p for p in path.iterdir()
+              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    if not images:
+        raise InputError(f"{path}: is a directory without images (an image sequence is a directory of "
+                         f"numbered {', '.join(sorted(IMAGE_SUFFIXES))} files)")
+    return sorted(images, key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+
+
+def _probe_sequence(path: Path) -> VideoInfo:
+    images = image_sequence(path)
+    first = _probe(images[0])
+    return replace(first, frame_rate=DEFAULT_IMAGE_RATE, frame_count=len(images), is_image=False,
+                   is_sequence=True)
+
+
+def _sequence_frames(path: Path, max_frames: int | None, skip: int) -> Iterator[np.ndarray]:
+    """The frames of an image sequence from its ``skip``-th image on, ``max_frames`` of them;
+    InputError at an image of another size than the first's."""
+    images = image_sequence(path)
+    size: tuple[int, ...] | None = None
+    for image in images[skip:] if max_frames is None else images[skip:skip + max_frames]:
+        frame = next(iter_frames(image), None)
+        if frame is None:
+            raise InputError(f"{image}: no picture could be decoded")
+        if size is not None and frame.shape != size:
+            raise InputError(f"{image}: {frame.shape[1]}x{frame.shape[0]}, where the sequence's first image is "
+                             f"{size[1]}x{size[0]} (the images of a sequence share one size)")
+        size = frame.shape
+        yield frame
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -345,6 +382,8 @@ def _probe_cached(path: Path, size: int, mtime_ns: int) -> VideoInfo:
 
 
 def _probe(path: Path) -> VideoInfo:
+    if path.is_dir():
+        return _probe_sequence(path)
     container = _open_input(path)
     try:
         stream = _video_stream(container, path)
@@ -523,6 +562,8 @@ def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: in
     one rate moves its frames against its timing and audio. From the packets' timestamps alone
     (no decoding); None where they are missing or repeated."""
     path = Path(path)
+    if path.is_dir():  # (an image sequence: one rate by construction)
+        return None
     first_pts = None
     try:
         with _open_input(path) as container:  # packets that show before the first frame never decode
@@ -576,6 +617,9 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
     a part then starts one frame earlier, the frame the deinterlacer looks back at."""
     check_deinterlace(deinterlace)
     path = Path(path)
+    if path.is_dir():
+        yield from _sequence_frames(path, max_frames, skip)
+        return
     container = _open_input(path)
     try:
         stream = _video_stream(container, path)

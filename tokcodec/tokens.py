@@ -234,11 +234,12 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
              max_frames: int | None = None, device: str = "auto", precision: str = "auto",
              progress: Callable[[int], None] | None = None, start: float | str | None = None,
              duration: float | str | None = None, deinterlace: str = "auto",
-             scenecut: float = DEFAULT_SCENECUT) -> TokenFile:
+             scenecut: float = DEFAULT_SCENECUT, fps: float | Fraction | str | None = None) -> TokenFile:
     """A video's (or image's) tokens, encoded as tokens alone (``encode --no-correction``: no
     correction layer beside them, so that they stand on their own), with what decoding them
-    back needs; ``start``/``duration``/``max_frames``: of part of it, ``deinterlace`` and
-    ``scenecut`` (GOPs that end before scene cuts): as encode_video's.
+    back needs; ``start``/``duration``/``max_frames``: of part of it, ``deinterlace``,
+    ``scenecut`` (GOPs that end before scene cuts) and ``fps`` (of an image sequence): as
+    encode_video's.
     Streams like encode: memory does not grow with the video's length beyond the tokens
     themselves."""
     import tempfile
@@ -250,7 +251,7 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
         st = encode_video(src, tok, model=model, gop=gop, scale=scale, passes=passes, rdo=rdo, refine=refine,
                           max_frames=max_frames, device=device, precision=precision, progress=progress,
                           correction=False, audio=False, start=start, duration=duration, deinterlace=deinterlace,
-                          scenecut=scenecut)
+                          scenecut=scenecut, fps=fps)
         tokens = token_file_of(tok)
         made = made_here(st.device, st.precision, tokens.weights_sha256 or "", st.rdo, passes=st.passes,
                          refine=st.refine, scale=st.scale, scenecut=scenecut,

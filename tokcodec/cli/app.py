@@ -12,6 +12,7 @@ import typer
 from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device, Duration,
                                   EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
                                   NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale, Scenecut,
+                                  SequenceFps,
                                   Sharpen, Start, TokensGop, TokensScale, read_by)
 from tokcodec.cli.policy import errors, expected_errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
@@ -32,7 +33,8 @@ CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize",
 
 @app.command()
 def encode(
-    input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads), or - for standard input."),
+    input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads), a directory of numbered "
+                                 "images (an image sequence), or - for standard input."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .tok file, or - for standard output."),
     model: Model = "default",
     gop: Gop = None,
@@ -55,6 +57,7 @@ def encode(
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Encode at most this many frames."),
     scenecut: Scenecut = DEFAULT_SCENECUT,
     deinterlace: Deinterlace = "auto",
+    fps: SequenceFps = None,
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -62,11 +65,11 @@ def encode(
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, check_output=lambda: check_tok_output(output, overwrite, input)) as src:
         from tokcodec.codec.correction import CorrectionConfig
-        from tokcodec.codec.pipeline import encode_video, input_part
+        from tokcodec.codec.pipeline import encode_video, input_part, with_rate
         from tokcodec.codec.ratecontrol import parse_bitrate
         from tokcodec.io import probe
         target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None
-        _, limit, info = input_part(src, probe(src), start, duration, frames)
+        _, limit, info = input_part(src, with_rate(probe(src), fps, src), start, duration, frames)
         total = info.frame_count or None
         if limit and total:
             total = min(total, limit)
@@ -79,7 +82,7 @@ def encode(
                                                            sharpen=sharpen),
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
-                              start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut)
+                              start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut, fps=fps)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
         settings += f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
@@ -393,8 +396,9 @@ def verify(
 
 @app.command()
 def tokens(
-    input: Path = typer.Argument(..., help="A .tok file, or a video or image to tokenize (as tokens alone, "
-                                 "encode --no-correction); - for standard input."),
+    input: Path = typer.Argument(..., help="A .tok file, or a video, image or image sequence (a directory of "
+                                 "numbered images) to tokenize (as tokens alone, encode --no-correction); - for "
+                                 "standard input."),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors (which also records "
                                 "what detokenize needs: GOPs, model, frame rate, size)."),
     split: Optional[int] = typer.Option(None, "--split", min=1, help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
@@ -418,6 +422,7 @@ def tokens(
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Of a video: tokenize at most this many frames."),
     scenecut: Scenecut = DEFAULT_SCENECUT,
     deinterlace: Deinterlace = "auto",
+    fps: SequenceFps = None,
     device: Device = "auto",
     precision: Precision = "auto",
     overwrite: Overwrite = False,
@@ -433,7 +438,8 @@ def tokens(
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
                                               ("--ss", start), ("-t", duration), ("--frames", frames),
                                               ("--deinterlace", None if deinterlace == "auto" else deinterlace),
-                                              ("--scenecut", None if scenecut == DEFAULT_SCENECUT else scenecut))
+                                              ("--scenecut", None if scenecut == DEFAULT_SCENECUT else scenecut),
+                                              ("--fps", fps))
                      if value is not None]
             if given:
                 verb = "applies" if len(given) == 1 else "apply"
@@ -446,14 +452,15 @@ def tokens(
                 from tokcodec.model.presets import get_preset
                 from tokcodec.tokens import check_split
                 check_split(get_preset(model or "default").bits, split)
-            from tokcodec.codec.pipeline import input_part
-            _, limit, info = input_part(src, probe(src), start, duration, frames)
+            from tokcodec.codec.pipeline import input_part, with_rate
+            _, limit, info = input_part(src, with_rate(probe(src), fps, src), start, duration, frames)
             total = info.frame_count or None
             total = min(total, limit) if total and limit else total
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
                                      rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,
-                                     start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut)
+                                     start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut,
+                                     fps=fps)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
             for warning in tokenized.warnings:
                 typer.echo(f"tokcodec: warning: {warning}", err=True)

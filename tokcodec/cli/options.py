@@ -113,6 +113,9 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
     "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+SequenceFps = Annotated[Optional[str], typer.Option(
+    "--fps", show_default=False, help="Frame rate of an image sequence (a directory of numbered images) or a "
+    "still image: 24, 25, 30000/1001 \\[default: 25]; a video keeps its own.")]
 Scenecut = Annotated[float, typer.Option(
     "--scenecut", min=0, max=MAX_SCENECUT, help="A GOP ends before a cut to another shot and the next one "
     "starts with it, so that no GOP blends two shots (each cut costs about one latent frame): a cut is "

@@ -210,7 +210,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                  bpp: float | None = None, bitrate: float | None = None,
                  plan_progress: ProgressFn | None = None, start: float | Fraction | str | None = None,
                  duration: float | Fraction | str | None = None, deinterlace: str = "auto",
-                 scenecut: float = DEFAULT_SCENECUT) -> EncodeStats:
+                 scenecut: float = DEFAULT_SCENECUT, fps: float | Fraction | str | None = None) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
     load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
@@ -253,6 +253,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     together, as progressive frames: combed where things move; the stats warn).
     ``scenecut`` (code values, 0 = off): a GOP ends before a cut to another shot at least this
     sharp and the next GOP starts with it (codec/scenecut.py), so that no GOP blends two shots.
+    ``src`` may be a directory of numbered images (an image sequence: io.image_sequence), stored
+    at ``fps`` frames per second (default 25; for a still image too; a video keeps its own rate).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
@@ -270,7 +272,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     check_deinterlace(deinterlace)
     check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
-    info = probe(src)
+    info = with_rate(probe(src), fps, src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
     target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
     check_tok_output(dst, overwrite, src)
@@ -309,7 +311,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     scale = 1.0 if scale is None else scale
     header, encode_gop = coding_at(Rung(scale, gop, 1.0))
     _check_memory(header, info, max_frames, runtime, search)
-    track, audio_note = _source_audio(src, audio and not info.is_image, max_frames, info.frame_rate, skip)
+    track, audio_note = _source_audio(src, audio and not (info.is_image or info.is_sequence), max_frames,
+                                      info.frame_rate, skip)
     header.has_audio = track is not None
     control = None
     if plan is not None and kept is None:
@@ -599,6 +602,19 @@ def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
     limit = None if part.stop == sys.maxsize else part.frames
     left = max(0, info.frame_count - part.start) if info.frame_count else 0
     return part.start, limit, replace(info, frame_count=left)
+
+
+def with_rate(info: VideoInfo, fps: float | Fraction | str | None, src: Path) -> VideoInfo:
+    """``info`` at ``fps`` frames per second where given: the rate of an image sequence or a
+    still image (ArgumentError for a video, which keeps its own)."""
+    if fps is None:
+        return info
+    from tokcodec.tokens import parse_frame_rate
+
+    if not (info.is_image or info.is_sequence):
+        raise ArgumentError(f"{src}: --fps sets the rate of an image sequence or a still image; a video "
+                            "keeps its own")
+    return replace(info, frame_rate=parse_frame_rate(str(fps), "--fps", ArgumentError))
 
 
 def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:
@@ -981,23 +997,14 @@ def read_tokens(src: str | Path, model: str | None = None) -> tuple[Header, list
         return reader.header, grids, frames
 
 
-def _frames_of(path: Path) -> Iterator[np.ndarray]:
-    """Frames of a video/image file, or of a directory of numbered PNGs (as `decode` writes)."""
-    if path.is_dir():
-        for png in sorted(path.glob("frame_*.png")):
-            yield from iter_frames(png)
-    else:
-        yield from iter_frames(path)
-
-
 def check_reference(reference: str | Path, width: int, height: int) -> None:
     """decode --compare's reference, checked before anything is decoded: a video, image or
-    directory of numbered PNGs whose frames are ``width`` x ``height``."""
-    path = Path(reference)
-    first = min(path.glob("frame_*.png"), default=None) if path.is_dir() else path
-    if first is None:
-        raise InputError(f"--compare {reference}: a directory without frame_*.png files")
-    info = probe(first)
+    image sequence (a directory of numbered images, as `decode` writes) whose frames are
+    ``width`` x ``height``."""
+    try:
+        info = probe(reference)
+    except InputError as exc:
+        raise InputError(f"--compare {exc}") from None
     if (info.width, info.height) != (width, height):
         raise InputError(f"--compare {reference}: its frames are {info.width}x{info.height}, "
                          f"the decoded ones {width}x{height}")
@@ -1011,8 +1018,8 @@ def compare_videos(reference: str | Path, decoded: str | Path, reference_start: 
     ``longer`` names the video that has frames left when the other ends ("reference", "decoded",
     or None): only the frames both have are compared."""
     totals = ErrorTotals()
-    source_frames = itertools.islice(_frames_of(Path(reference)), reference_start, None)
-    decoded_frames = _frames_of(Path(decoded))
+    source_frames = iter_frames(reference, skip=reference_start)
+    decoded_frames = iter_frames(decoded)
     while True:
         a, b = next(source_frames, None), next(decoded_frames, None)
         if a is None or b is None:
