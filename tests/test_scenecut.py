@@ -99,12 +99,16 @@ def test_the_cut_no_longer_blends_two_shots(cut_clip, tmp_path):
     assert near[DEFAULT_SCENECUT] > near[0.0] + 1.0, near
 
 
-def test_tokens_of_frames_in_memory_split_at_cuts_as_a_file(cut_clip, tiny_model):
+def test_tokens_keep_gops_of_one_length_unless_asked(cut_clip, tiny_model):
+    """Tokens for language models keep GOPs of one length by default (a bare array's GOP
+    boundaries follow from its length); asked, frames in memory split at a cut as a file does."""
     from tokcodec.frame_tokens import tokenize_frames
     from tokcodec.tokens import tokenize
 
-    from_file = tokenize(cut_clip, model=tiny_model, passes=0)
-    in_memory = tokenize_frames(list(iter_frames(cut_clip)), model=tiny_model, passes=0)
+    assert tokenize(cut_clip, model=tiny_model, passes=0).gop_frames == [17, 17]
+    assert tokenize_frames(list(iter_frames(cut_clip)), model=tiny_model, passes=0).gop_frames == [17, 17]
+    from_file = tokenize(cut_clip, model=tiny_model, passes=0, scenecut=DEFAULT_SCENECUT)
+    in_memory = tokenize_frames(list(iter_frames(cut_clip)), model=tiny_model, passes=0, scenecut=DEFAULT_SCENECUT)
     assert from_file.gop_frames == in_memory.gop_frames == [10, 17, 7]
     assert np.array_equal(from_file.tokens, in_memory.tokens)
     assert from_file.made["scenecut"] == DEFAULT_SCENECUT
@@ -117,7 +121,7 @@ def test_cli_and_batch(cut_clip, tmp_path):
     assert "1 GOP from a scene cut" in res.output
     res = runner.invoke(app, ["encode", str(cut_clip), "-o", str(tmp_path / "b.tok"), "--scenecut", "300"])
     assert res.exit_code == 2
-    res = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--scenecut", "0"])
+    res = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--scenecut", "12"])
     assert res.exit_code != 0 and "--scenecut applies only to a video input" in res.output
 
     from tokcodec.batch.run import batch_encode

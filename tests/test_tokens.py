@@ -102,10 +102,10 @@ def test_tokenize_frames_of_a_grey_source(tmp_path, tiny_model):
     assert got.grey and want.grey
     _same_tokens(got, want)
     assert not tokenize_frames(grey, model=tiny_model, gop=9, grey=False).grey
-    mixed = np.concatenate([grey[:5], colour[5:]])  # (grey to colour: a scene cut, here kept in one GOP)
-    streamed = tokenize_frames(iter(mixed), model=tiny_model, gop=9, scenecut=0)
+    mixed = np.concatenate([grey[:5], colour[5:]])
+    streamed = tokenize_frames(iter(mixed), model=tiny_model, gop=9)
     assert not streamed.grey and streamed.gop_frames == [9]
-    _same_tokens(streamed, tokenize_frames(mixed, model=tiny_model, gop=9, scenecut=0))
+    _same_tokens(streamed, tokenize_frames(mixed, model=tiny_model, gop=9))
 
 
 @pytest.mark.parametrize("source, needle", [

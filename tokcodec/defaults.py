@@ -16,6 +16,9 @@ MAX_SHARPEN = 4.0
 MIN_SCALE, MAX_SCALE = 0.05, 2.0  # --scale: the coded size as a multiple of the source's
 MIN_CODED = 8  # pixels a side: smaller sources are coded at this size
 DEFAULT_SCENECUT = 12.0  # a GOP ends before a scene cut this sharp (code values; codec/scenecut.py); 0 = off
+# tokens for language models keep GOPs of one length, so that a bare token array's GOP boundaries
+# follow from its length alone (as detokenize cuts one); --scenecut T asks for cuts there too
+DEFAULT_TOKEN_SCENECUT = 0.0
 MAX_SCENECUT = 255.0
 #: how interlaced input is read (io.iter_frames): "auto" deinterlaces the frames of an interlaced
 #: input that are flagged interlaced (a stream may mix them with progressive ones), "on" every frame

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tokcodec.defaults import DEFAULT_GOP, DEFAULT_SCENECUT
+from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import ArgumentError, InputError
 from tokcodec.tokens import TokenFile, made_here, parse_frame_rate
 
@@ -26,7 +26,8 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
                     scale: float | None = None, passes: int | None = None, rdo: float | None = None,
                     refine: int = 0, frame_rate: float | Fraction | str | None = None, grey: bool | None = None,
                     device: str = "auto", precision: str = "auto",
-                    progress: Callable[[int], None] | None = None, scenecut: float = DEFAULT_SCENECUT) -> TokenFile:
+                    progress: Callable[[int], None] | None = None,
+                    scenecut: float = DEFAULT_TOKEN_SCENECUT) -> TokenFile:
     """:func:`tokcodec.tokens.tokenize` of frames in memory (uint8 RGB, all of one size): the
     tokens it gives for a lossless file of the same frames, with the same settings, on the same
     machine (tested against one). An iterable is read a GOP at a time, so memory holds a GOP, not
@@ -34,7 +35,7 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     grey); to find out, an iterable's frames are held until its first colour frame, so give
     ``grey=False`` to stream a long grey video without holding it. ``frame_rate`` is recorded
     for detokenize (None: not recorded, and detokenize takes 25). ``progress`` is told each
-    GOP's frames. ``scenecut``: GOPs end before scene cuts, as encode_video's."""
+    GOP's frames. ``scenecut``: GOPs end before scene cuts, as tokenize's (default off)."""
     from tokcodec.codec.accel import HostStager
     from tokcodec.codec.correction import CorrectionConfig
     from tokcodec.codec.gop_encoder import network_stage

@@ -21,7 +21,7 @@ import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
-from tokcodec.defaults import DEFAULT_GOP, DEFAULT_SCENECUT
+from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
@@ -234,12 +234,12 @@ def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale:
              max_frames: int | None = None, device: str = "auto", precision: str = "auto",
              progress: Callable[[int], None] | None = None, start: float | str | None = None,
              duration: float | str | None = None, deinterlace: str = "auto",
-             scenecut: float = DEFAULT_SCENECUT, fps: float | Fraction | str | None = None) -> TokenFile:
+             scenecut: float = DEFAULT_TOKEN_SCENECUT, fps: float | Fraction | str | None = None) -> TokenFile:
     """A video's (or image's) tokens, encoded as tokens alone (``encode --no-correction``: no
     correction layer beside them, so that they stand on their own), with what decoding them
     back needs; ``start``/``duration``/``max_frames``: of part of it, ``deinterlace``,
-    ``scenecut`` (GOPs that end before scene cuts) and ``fps`` (of an image sequence): as
-    encode_video's.
+    ``scenecut`` (GOPs that end before scene cuts; default off here: GOPs of one length) and
+    ``fps`` (of an image sequence): as encode_video's.
     Streams like encode: memory does not grow with the video's length beyond the tokens
     themselves."""
     import tempfile

@@ -29,7 +29,7 @@ from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
-from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
+from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
                                MAX_SCALE, MAX_SHARPEN, MIN_SCALE, check_deinterlace,
                                check_scenecut)
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
@@ -393,13 +393,13 @@ def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  engine: str = "local", address: str | None = None, force: bool = False,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
                  max_frames: int | None = None, split_bits: int | None = None, deinterlace: str = "auto",
-                 scenecut: float = DEFAULT_SCENECUT, reporter: Reporter | None = None) -> BatchSummary:
+                 scenecut: float = DEFAULT_TOKEN_SCENECUT, reporter: Reporter | None = None) -> BatchSummary:
     """Token files for language models of every video/image and .tok under src
     (`a/x.mp4` -> `a/x.mp4.safetensors`, as `tokcodec tokens` writes them: videos tokenized as
     tokens alone, ``encode_video(correction=False)``, with these options, of the part ``start``,
     ``duration`` and ``max_frames`` ask for; .tok files' tokens as they are; ``split_bits``: each
     token as sub-tokens of that many bits, as `tokens --split`; ``deinterlace`` and ``scenecut``
-    as ``encode_video``'s)."""
+    as ``tokenize``'s: GOPs of one length unless ``scenecut`` is given)."""
     opts = BatchOptions("tokens", model, gop, scale, device, precision, audio=False, refine=refine,
                         passes=passes, rdo=rdo, correction=False, start=start, duration=duration,
                         max_frames=max_frames, split_bits=split_bits, deinterlace=deinterlace, scenecut=scenecut)

@@ -12,14 +12,15 @@ import typer
 from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device, Duration,
                                   EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
                                   NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale, Scenecut,
-                                  SequenceFps,
+                                  SequenceFps, TokensScenecut,
                                   Sharpen, Start, TokensGop, TokensScale, read_by)
 from tokcodec.cli.policy import errors, expected_errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_PASSES, MAX_RDO
+from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SCENECUT,
+                               DEFAULT_TOKEN_SCENECUT, MAX_PASSES, MAX_RDO)
 from tokcodec.errors import InputError, OutputError, why_not_a_file
 from tokcodec.text import plural
 
@@ -420,7 +421,7 @@ def tokens(
     duration: Optional[str] = typer.Option(None, "-t", "--duration", callback=read_by(parse_time),
                                            show_default=False, help="Of a video: this long, as encode -t."),
     frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Of a video: tokenize at most this many frames."),
-    scenecut: Scenecut = DEFAULT_SCENECUT,
+    scenecut: TokensScenecut = DEFAULT_TOKEN_SCENECUT,
     deinterlace: Deinterlace = "auto",
     fps: SequenceFps = None,
     device: Device = "auto",
@@ -438,7 +439,7 @@ def tokens(
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
                                               ("--ss", start), ("-t", duration), ("--frames", frames),
                                               ("--deinterlace", None if deinterlace == "auto" else deinterlace),
-                                              ("--scenecut", None if scenecut == DEFAULT_SCENECUT else scenecut),
+                                              ("--scenecut", None if scenecut == DEFAULT_TOKEN_SCENECUT else scenecut),
                                               ("--fps", fps))
                      if value is not None]
             if given:

@@ -10,9 +10,9 @@ import typer
 from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration, Gop,
                                   Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
-                                  KeyInterval, Scale, Scenecut, Sharpen, TokensGop, TokensScale)
+                                  KeyInterval, Scale, Scenecut, Sharpen, TokensGop, TokensScale, TokensScenecut)
 from tokcodec.cli.policy import errors
-from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 
 batch_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Encode, decode or tokenize whole folder trees (resumable; local processes or Ray).")
@@ -113,7 +113,7 @@ def tokens(
     frames: BatchFrames = None,
     split: Annotated[int | None, typer.Option("--split", min=1, help="Factorise each token into "
                                                  "sub-tokens of this many bits (e.g. 9), as `tokens --split`.")] = None,
-    scenecut: Scenecut = DEFAULT_SCENECUT,
+    scenecut: TokensScenecut = DEFAULT_TOKEN_SCENECUT,
     deinterlace: Deinterlace = "auto",
     device: Device = "auto",
     precision: Precision = "auto",

@@ -113,6 +113,10 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
     "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+TokensScenecut = Annotated[float, typer.Option(
+    "--scenecut", min=0, max=MAX_SCENECUT, help="Of a video: GOPs end before scene cuts this sharp, as "
+    "encode --scenecut. \\[default: 0, off: GOPs of one length, so that a bare token array's GOP "
+    "boundaries follow from its length]")]
 SequenceFps = Annotated[Optional[str], typer.Option(
     "--fps", show_default=False, help="Frame rate of an image sequence (a directory of numbered images) or a "
     "still image: 24, 25, 30000/1001 \\[default: 25]; a video keeps its own.")]
