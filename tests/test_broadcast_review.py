@@ -115,7 +115,7 @@ def test_audio_reencoded_to_opus_keeps_its_channels(tmp_path, tiny_model, layout
                                           (Fraction(30000, 1001), Fraction(30000, 1001)),
                                           (Fraction(1234, 100), Fraction(1234, 100))])
 def test_matroska_keeps_broadcast_rates(tmp_path, rate, stored):
-    """Matroska's millisecond timestamps made 59.94 fps read as 19001/317: a rate within 0.05%
+    """Matroska's millisecond timestamps made 59.94 fps read as 19001/317: a rate within 10 ppm
     of a standard one is taken as it; other rates stay as they are."""
     from tokcodec.io import probe
 
@@ -187,3 +187,71 @@ def test_image_sequence_errors(sequence, tmp_path, tiny_model):
     video = _tagged_clip(tmp_path / "v.mp4", 1, 1, 1)
     with pytest.raises(ArgumentError, match="--fps sets the rate of an image sequence"):
         encode_video(video, tmp_path / "v.tok", model=tiny_model, fps=30)
+
+
+def test_a_decoded_directory_is_read_as_its_own_frames(sequence, tmp_path, tiny_model):
+    """A decode with -y leaves other files in its directory: a stray image there was read as the
+    first frame, and --compare compared every frame with the one before."""
+    from tokcodec.codec.pipeline import compare_videos
+    from tokcodec.io import FrameWriter
+
+    d, clip = sequence
+    encode_video(d, tmp_path / "a.tok", model=tiny_model, passes=0)
+    out = tmp_path / "out"
+    decode_video(tmp_path / "a.tok", out, model=tiny_model)
+    with FrameWriter(out / "cover.png", 64, 48, Fraction(25)) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    decode_video(tmp_path / "a.tok", out, model=tiny_model, overwrite=True)
+    decoded = np.stack(list(iter_frames(out)))
+    assert decoded.shape[0] == 12
+    result = compare_videos(d, out)
+    assert result["frames"] == 12 and result["longer"] is None
+
+
+def test_image_names_sort_naturally_and_stably(tmp_path):
+    from tokcodec.io import FrameWriter, image_sequence
+
+    names = ["a10.png", "a2.png", "1\u00b22.png", "A1.png", "a1.png", "01.png", "1.png"]
+    for name in names:
+        with FrameWriter(tmp_path / name, 8, 8, Fraction(25)) as writer:
+            writer.write(np.zeros((8, 8, 3), np.uint8))
+    order = [p.name for p in image_sequence(tmp_path)]
+    assert order == ["01.png", "1.png", "1\u00b22.png", "A1.png", "a1.png", "a2.png", "a10.png"]
+
+
+def test_a_rate_near_but_not_at_a_standard_one_is_kept(tmp_path):
+    """29.99 fps is not 30: stored as 30 it would drift 1.2 s an hour against its audio."""
+    from tokcodec.io import probe
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(2999, 100))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 9 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    assert probe(path).frame_rate == Fraction(2999, 100)
+
+
+def test_deinterlace_on_leaves_images_and_tiny_frames_alone(sequence, tmp_path, tiny_model):
+    """--deinterlace on said "deinterlaced" for an image sequence it did not touch, would have
+    run the deinterlacer on a still image, and failed on frames under 4 lines."""
+    d, clip = sequence
+    st = encode_video(d, tmp_path / "a.tok", model=tiny_model, passes=0, deinterlace="on")
+    assert not st.deinterlaced
+    image = d / "img_1.png"
+    assert np.array_equal(next(iter_frames(image, deinterlace="on")), clip[0])
+    flat = tmp_path / "flat.mp4"
+    with av.open(str(flat), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 16, 2, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((2, 16, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    assert len(list(iter_frames(flat, deinterlace="on"))) == 5

@@ -127,7 +127,7 @@ def test_cli_option(clips, tmp_path):
     assert res.exit_code == 2 and "deinterlace must be one of" in res.output
     res = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"),
                               "--deinterlace", "off"])
-    assert res.exit_code != 0 and "--deinterlace applies only to a video input" in res.output
+    assert res.exit_code != 0 and "--deinterlace applies only to a video, image or image sequence input" in res.output
 
 
 def test_batch_records_deinterlacing(clips, tmp_path):

@@ -118,11 +118,11 @@ def test_cli_and_batch(cut_clip, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["encode", str(cut_clip), "-o", str(tmp_path / "a.tok"), "-m", "tiny", "--passes", "0"])
     assert res.exit_code == 0, res.output
-    assert "1 GOP from a scene cut" in res.output
+    assert "1 GOP ended at a scene cut" in res.output
     res = runner.invoke(app, ["encode", str(cut_clip), "-o", str(tmp_path / "b.tok"), "--scenecut", "300"])
     assert res.exit_code == 2
     res = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy"), "--scenecut", "12"])
-    assert res.exit_code != 0 and "--scenecut applies only to a video input" in res.output
+    assert res.exit_code != 0 and "--scenecut applies only to a video, image or image sequence input" in res.output
 
     from tokcodec.batch.run import batch_encode
 
@@ -134,3 +134,17 @@ def test_cli_and_batch(cut_clip, tmp_path):
     assert record["scene_cuts"] == 1
     with pytest.raises(ArgumentError):
         batch_encode(src, tmp_path / "tok2", model="tiny", scenecut=1000)
+
+
+def test_a_npy_of_gops_of_varying_length_is_warned_of(cut_clip, tmp_path, tiny_model):
+    """A .npy holds no GOP boundaries: tokens of a .tok with a scene cut detokenized from one
+    were cut into GOPs of one length, wrong, without a word."""
+    encode_video(cut_clip, tmp_path / "a.tok", model=tiny_model, passes=0)
+    runner = CliRunner()
+    res = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.npy")])
+    assert res.exit_code == 0 and "its GOPs vary in length" in res.output
+    res = runner.invoke(app, ["tokens", str(tmp_path / "a.tok"), "-o", str(tmp_path / "t.safetensors")])
+    assert res.exit_code == 0 and "vary in length" not in res.output
+    encode_video(cut_clip, tmp_path / "b.tok", model=tiny_model, passes=0, scenecut=0)  # [17, 17]: one length
+    res = runner.invoke(app, ["tokens", str(tmp_path / "b.tok"), "-o", str(tmp_path / "b.npy")])
+    assert res.exit_code == 0 and "vary in length" not in res.output

@@ -20,9 +20,10 @@ DEFAULT_SCENECUT = 12.0  # a GOP ends before a scene cut this sharp (code values
 # follow from its length alone (as detokenize cuts one); --scenecut T asks for cuts there too
 DEFAULT_TOKEN_SCENECUT = 0.0
 MAX_SCENECUT = 255.0
-#: how interlaced input is read (io.iter_frames): "auto" deinterlaces the frames of an interlaced
-#: input that are flagged interlaced (a stream may mix them with progressive ones), "on" every frame
-#: (interlaced content that its stream does not flag), "off" none (each frame's two fields stay woven)
+#: how interlaced input is read (io.iter_frames): "auto" deinterlaces an input whose stream or first
+#: frame says interlaced, its frames flagged interlaced (one that mixes them with progressive ones
+#: keeps those as they are), "on" every frame (interlaced video its stream does not flag), "off" none
+#: (each frame's two fields stay woven)
 DEINTERLACE_MODES = ("auto", "on", "off")
 
 

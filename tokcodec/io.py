@@ -2,8 +2,9 @@
 
 Input: anything ffmpeg reads (mp4, mkv, webm, avi, y4m, 8- or 10-bit, odd sizes), still images
 (a 1-frame video) and image sequences (a directory of numbered images, at DEFAULT_IMAGE_RATE
-unless told otherwise); interlaced video is deinterlaced as it is read (``iter_frames``). Output: .mp4 (H.264, high quality), .mkv (lossless FFV1 RGB), .y4m (4:4:4),
-.png/.jpg (a single frame), or a directory (numbered PNGs).
+unless told otherwise); interlaced video is deinterlaced as it is read (``iter_frames``).
+Output: .mp4 and .mov (H.264, high quality), .mkv (lossless FFV1 RGB), .y4m (4:4:4), .png/.jpg
+(a single frame), or a directory (numbered PNGs).
 """
 from __future__ import annotations
 
@@ -71,14 +72,33 @@ class VideoInfo:
 
 def image_sequence(path: Path) -> list[Path]:
     """The images of a directory read as one video (an image sequence, as `decode -o DIR` writes
-    it and animation and VFX tools export), in the natural order of their names (frame_2 before
-    frame_10); hidden files and other files are left out. InputError where there are none."""
+    it and animation and VFX tools export), in the natural order of their names (img_2 before
+    img_10); hidden files and other files are left out, and where the directory holds a decode's
+    own frames (frame_NNNNNN.png) only those are read (a decode with -y leaves other files be).
+    InputError where there are none. Listed once per state of the directory."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        raise InputError(f"{path}: no such directory") from None
+    return list(_listed_sequence(path, mtime))
+
+
+@functools.lru_cache(maxsize=8)
+def _listed_sequence(path: Path, mtime_ns: int) -> tuple[Path, ...]:
     images = [p for p in path.iterdir()
               if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    decoded = [p for p in images if _FRAME_NUMBER.fullmatch(p.name)]
     if not images:
         raise InputError(f"{path}: is a directory without images (an image sequence is a directory of "
                          f"numbered {', '.join(sorted(IMAGE_SUFFIXES))} files)")
-    return sorted(images, key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+    return tuple(sorted(decoded or images, key=_natural_order))
+
+
+def _natural_order(path: Path) -> tuple[list[int | str], str]:
+    """img_2 before img_10: the runs of digits of a name compare as numbers (the name itself
+    breaks ties: 01 and 1, A and a)."""
+    parts = re.split(r"(\d+)", path.name)  # (odd places: the digit runs; \d is a decimal digit, as int() reads)
+    return [int(t) if i % 2 else t.lower() for i, t in enumerate(parts)], path.name
 
 
 def _probe_sequence(path: Path) -> VideoInfo:
@@ -241,6 +261,18 @@ def _to_rgb(frame: av.VideoFrame, width: int, height: int,
 _INTERLACED_FIELD_ORDERS = {2, 3, 4, 5}  # AVFieldOrder: TT, BB, TB, BT (0 unknown, 1 progressive)
 
 
+def deinterlaces(mode: str, interlaced: bool, is_image: bool, lines: int) -> bool:
+    """Whether frames are deinterlaced as they are read (``mode``: defaults.DEINTERLACE_MODES): "on"
+    any video's, "auto" an interlaced one's; never an image's or an image sequence's, nor frames
+    of under 4 lines (the deinterlacer reads the lines around each)."""
+    return not is_image and lines >= 4 and (mode == "on" or (mode == "auto" and interlaced))
+
+
+def stored_lines(info: VideoInfo) -> int:
+    """The lines of an input's frames as stored, before the display matrix turns them."""
+    return info.height if info.rotation % 180 == 0 else info.width
+
+
 def _interlaced(stream: av.video.stream.VideoStream, first: av.VideoFrame) -> bool:
     """Whether an input is interlaced: its stream's field order says so, or its first frame is flagged."""
     order = _enum(getattr(stream.codec_context, "field_order", 0), 0)
@@ -337,9 +369,11 @@ def _nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
 
 #: the rates cameras, broadcast and film use: a rate within STANDARD_RATE_TOLERANCE of one is
 #: taken as it (Matroska's millisecond timestamps make 59.94 fps read as 19001/317)
-STANDARD_RATES = [Fraction(n, d) for n, d in ((24000, 1001), (30000, 1001), (60000, 1001), (120000, 1001),
-                                              (48000, 1001))] + [Fraction(n) for n in (24, 25, 30, 48, 50, 60, 100, 120)]
-STANDARD_RATE_TOLERANCE = Fraction(1, 2000)  # 0.05%
+STANDARD_RATES = tuple([Fraction(n, 1001) for n in (24000, 30000, 48000, 60000, 120000)]
+                       + [Fraction(n) for n in (24, 25, 30, 48, 50, 60, 100, 120)])
+# 10 ppm: 19001/317 is 0.07 ppm from 60000/1001, while a 29.99 fps video (333 ppm from 30) keeps its
+# own rate, so that its duration and sync with its audio survive
+STANDARD_RATE_TOLERANCE = Fraction(1, 100_000)
 
 
 def _standard(rate: Fraction) -> Fraction:
@@ -350,7 +384,7 @@ def _standard(rate: Fraction) -> Fraction:
 def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int,
                 span: Fraction | None) -> Fraction:
     """The one rate a .tok stores. For a variable-rate input that is the average, frames over
-    duration, so that every frame is kept and the total duration survives; a rate within 0.05%
+    duration, so that every frame is kept and the total duration survives; a rate within 10 ppm
     of a standard one (STANDARD_RATES) is that one."""
     if is_image:
         return DEFAULT_IMAGE_RATE
@@ -542,7 +576,8 @@ def not_kept(info: VideoInfo, streams: bool = True) -> list[str]:
     except ValueError:  # (a format name this FFmpeg does not know: "unknown")
         bits = 8
     if bits > 8:
-        out.append(f"the input has {bits} bits a channel ({info.pixel_format}): tokcodec codes and decodes 8 bits a channel, so the decode is 8-bit")
+        out.append(f"the input has {bits} bits a channel ({info.pixel_format}): tokcodec codes and decodes 8 bits "
+                   "a channel, so the decode is 8-bit")
     dropped = [plural(n, kind) for n, kind in zip(info.other_streams,
                                                   ("more audio stream", "more video stream", "subtitle stream")) if n]
     if streams and dropped:
@@ -640,8 +675,9 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
                 first_pts = first.pts
                 frames = itertools.chain((first,), frames)
                 break
-            interlaced = first is not None and (deinterlace == "on" or (deinterlace == "auto"
-                                                                         and _interlaced(stream, first)))
+            is_image = path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in _IMAGE_FORMATS
+            interlaced = first is not None and deinterlaces(deinterlace, _interlaced(stream, first), is_image,
+                                                            first.height)
             lead = 1 if interlaced and skip else 0  # (the frame before a part: the deinterlacer's look back)
             start = skip - lead
             point = _seek_point(path, start, first_pts) if start and size is not None else None

@@ -221,6 +221,18 @@ def export_tokens(src: str | Path, dst: str | Path, split_bits: int | None = Non
     return write_token_file(token_file_of(src, model), dst, split_bits, overwrite)
 
 
+def bare_array_warning(tokens: TokenFile, dst: str | Path) -> str | None:
+    """The warning for a .npy of tokens whose GOPs vary in length before the last (scene cuts):
+    a bare array does not say where they end, and detokenize would cut it into GOPs of one length."""
+    lengths = list(tokens.gop_latent_frames or [])
+    one_length = len(set(lengths[:-1])) <= 1 and (len(lengths) < 2 or lengths[-1] <= lengths[0])
+    if Path(dst).suffix.lower() != ".npy" or one_length:  # (a short last GOP: as detokenize cuts it)
+        return None
+    return (f"{dst}: its GOPs vary in length (scene cuts: latent frames {', '.join(map(str, lengths[:8]))}"
+            f"{'...' if len(lengths) > 8 else ''}), which a bare .npy array does not record: detokenize would "
+            "cut it wrong; write .safetensors (it records them), or tokenize with --scenecut 0")
+
+
 def check_token_output(dst: Path, overwrite: bool) -> None:
     if dst.suffix not in (".npy", ".safetensors"):
         raise OutputError(f"{dst}: tokens are written as .npy or .safetensors")

@@ -29,9 +29,9 @@ from tokcodec.batch.progress import Reporter, reporter_line
 from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
-from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
-                               MAX_SCALE, MAX_SHARPEN, MIN_SCALE, check_deinterlace,
-                               check_scenecut)
+from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT,
+                               MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE,
+                               check_deinterlace, check_scenecut)
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
 from tokcodec.text import plural
 

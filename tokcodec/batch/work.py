@@ -198,7 +198,8 @@ class Worker:
                           model=st.model, precision=st.precision, refine=st.refine, passes=st.passes, rdo=st.rdo,
                           sharpen=st.sharpen,
                           linked_gops=st.linked_gops, gop=st.gop, scale=st.scale, target_bpp=st.target_bpp,
-                          deinterlaced=st.deinterlaced or None, scene_cuts=st.scene_cuts, warnings=_besides(st.warnings, model_warnings(model)))
+                          deinterlaced=st.deinterlaced or None, scene_cuts=st.scene_cuts or None,
+                          warnings=_besides(st.warnings, model_warnings(model)))
 
     def _part(self, src: Path, started: StartFn | None) -> dict[str, Any]:
         """encode_video's arguments for the part of ``src`` the options ask for (--ss and -t apply

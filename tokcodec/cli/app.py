@@ -9,11 +9,11 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device, Duration,
-                                  EncodeStart, Gop, GopBatch, Model, NoAudioDecode, NoAudioEncode, NoCorrection,
-                                  NoDetail, Overwrite, Passes, Precision, Quiet, Rdo, KeyInterval, Refine, Scale, Scenecut,
-                                  SequenceFps, TokensScenecut,
-                                  Sharpen, Start, TokensGop, TokensScale, read_by)
+from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device,
+                                  Duration, EncodeStart, Gop, GopBatch, KeyInterval, Model, NoAudioDecode,
+                                  NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
+                                  Refine, Scale, Scenecut, SequenceFps, Sharpen, Start, TokensGop, TokensScale,
+                                  TokensScenecut, read_by)
 from tokcodec.cli.policy import errors, expected_errors
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
@@ -97,7 +97,7 @@ def encode(
         settings += f", correction {st.correction_bytes} bytes" if st.correction_bytes else ", no correction"
         settings += f", sharpen {st.sharpen:g}" if st.sharpen else ""
         settings += f", linked {st.linked_gops}/{st.gops} GOPs" if st.linked_gops else ""
-        settings += f", {plural(st.scene_cuts, 'GOP')} from a scene cut" if st.scene_cuts else ""
+        settings += f", {plural(st.scene_cuts, 'GOP')} ended at a scene cut" if st.scene_cuts else ""
         settings += ", grey source: decodes grey" if st.grey else ""
         settings += ", deinterlaced" if st.deinterlaced else ""
         target = ""
@@ -156,8 +156,8 @@ def _named(output: Path) -> str:
 @app.command()
 def decode(
     input: Path = typer.Argument(..., help="A .tok file, or - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
-                                "of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
+                                "a directory of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: DecodeModel = None,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -433,7 +433,7 @@ def tokens(
     with errors(), input_file(input, "a video or a .tok file",
                               check_output=lambda: _token_output_checked(output, overwrite)) as src:
         from tokcodec.codec.container import is_tok_file
-        from tokcodec.tokens import check_token_output, export_tokens, tokenize, write_token_file
+        from tokcodec.tokens import bare_array_warning, check_token_output, token_file_of, tokenize, write_token_file
         if is_tok_file(src):
             given = [name for name, value in (("--gop", gop), ("--scale", scale),
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
@@ -444,8 +444,11 @@ def tokens(
                      if value is not None]
             if given:
                 verb = "applies" if len(given) == 1 else "apply"
-                raise InputError(f"{input} is a .tok file: {', '.join(given)} {verb} only to a video input")
-            shape = export_tokens(src, output, split_bits=split, overwrite=overwrite, model=model)
+                raise InputError(f"{input} is a .tok file: {', '.join(given)} {verb} only to a video, image or "
+                                 "image sequence input")
+            check_token_output(output, overwrite)  # (before the file is read)
+            tokenized = token_file_of(src, model)
+            shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
         else:
             from tokcodec.io import probe
             check_token_output(output, overwrite)
@@ -465,6 +468,8 @@ def tokens(
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
             for warning in tokenized.warnings:
                 typer.echo(f"tokcodec: warning: {warning}", err=True)
+        if (bare := bare_array_warning(tokenized, output)) is not None:
+            typer.echo(f"tokcodec: warning: {bare}", err=True)
         if not quiet:
             typer.echo(f"wrote tokens {tuple(shape)} -> {output}", err=True)
 
@@ -473,8 +478,8 @@ def tokens(
 def detokenize(
     input: Path = typer.Argument(..., help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
                                  "array (latent frames, h, w) of token indices, e.g. a language model's; - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, a directory "
-                                "of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
+    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
+                                "a directory of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
                                         help="Weights \\[default: those the file records, else the default preset]."),
     gop: Optional[int] = typer.Option(None, "--gop", show_default=False,

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration, Gop,
-                                  Model, NoAudioDecode,
-                                  NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine,
-                                  KeyInterval, Scale, Scenecut, Sharpen, TokensGop, TokensScale, TokensScenecut)
+from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration,
+                                  Gop, KeyInterval, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail,
+                                  Passes, Precision, Rdo, Refine, Scale, Scenecut, Sharpen, TokensGop, TokensScale,
+                                  TokensScenecut)
 from tokcodec.cli.policy import errors
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 

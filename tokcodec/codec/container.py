@@ -15,11 +15,14 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from tokcodec.codec.correction_record import max_record_bytes
 from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE
 from tokcodec.errors import FormatError, InputError, why_not_a_file
+
+if TYPE_CHECKING:
+    from tokcodec.model.presets import TokenizerConfig
 
 MAGIC = b"TOKCODEC"
 CHUNK_MAGIC = b"CHNK"
@@ -117,13 +120,13 @@ class Header:
         return (1 + (frames_in_gop - 1 + s - 1) // s, self.padded_height // self.spatial_factor,
                 self.padded_width // self.spatial_factor)
 
-    def check_model(self, config: object, source: str) -> None:
+    def check_model(self, config: TokenizerConfig, source: str) -> None:
         """FormatError where this header's token grid is not the one of the weights that made the
         file (``config``: their TokenizerConfig, which fixes the temporal and spatial factors and
         the bits): a damaged or crafted header whose checksum holds would crash the network or
         decode noise."""
         mine = (self.temporal_factor, self.spatial_factor, self.bits)
-        theirs = (config.temporal_factor, config.spatial_factor, config.bits)  # type: ignore[attr-defined]
+        theirs = (config.temporal_factor, config.spatial_factor, config.bits)
         if mine != theirs:
             raise FormatError(f"{source}: the header's temporal factor, spatial factor and bits {mine} are not "
                               f"those of its weights {self.model_name} {theirs}")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from contextlib import closing
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import partial
@@ -54,8 +54,8 @@ from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, D
 from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
-from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, is_grey, iter_frames, not_kept, output_kind, probe,
-                         timing_drift)
+from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
+                         output_kind, probe, stored_lines, timing_drift)
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
@@ -254,7 +254,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     ``scenecut`` (code values, 0 = off): a GOP ends before a cut to another shot at least this
     sharp and the next GOP starts with it (codec/scenecut.py), so that no GOP blends two shots.
     ``src`` may be a directory of numbered images (an image sequence: io.image_sequence), stored
-    at ``fps`` frames per second (default 25; for a still image too; a video keeps its own rate).
+    at ``fps`` frames per second (default 25; for a still image too; refused for a video, which
+    keeps its own rate).
     Returns sizes and timings."""
     src, dst = Path(src), Path(dst)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
@@ -321,7 +322,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                                  feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = cut_count = 0
-    ended_short = False  # the GOP before ended short, so a scene cut began this one
+    ended_short = False  # the GOP before ended short, so a scene cut began this one (a cut on a GOP
+    # boundary needs no GOP of its own, and is not counted)
     with output_errors(dst):  # disk full, unwritable place
         def quantize_for(n: int) -> Quantize | None:
             """The token choice of the next GOP, of ``n`` frames: the controller's rdo for it, with a
@@ -344,7 +346,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
             # the coder takes some 2% of a GOP's encode time, the network the rest)
             network = network_stage(encode_gop, split_gops(iter_frames(src, max_frames, skip, deinterlace), gop,
                                                            scenecut), quantize_for, key_interval)
-            coded = (chunk for chunk in kept.chunks) if kept else ordered_map(entropy_coded, network, ahead=1 if control else None)
+            coded = ((chunk for chunk in kept.chunks) if kept
+                     else ordered_map(entropy_coded, network, ahead=1 if control else None))
             # closed on the way out, failure included: the input is closed and the coder's threads stop
             with closing(network), closing(coded):
                 for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
@@ -381,10 +384,11 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
                         sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                         gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
                         audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
-                        grey=grey, scene_cuts=cut_count, deinterlaced=not info.is_image and (deinterlace == "on" or
-                                                                        deinterlace == "auto" and info.interlaced))
+                        grey=grey, scene_cuts=cut_count,
+                        deinterlaced=deinterlaces(deinterlace, info.interlaced, info.is_image or info.is_sequence,
+                                                  stored_lines(info)))
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
-    if info.interlaced and deinterlace == "off":
+    if info.interlaced and deinterlace == "off" and not (info.is_image or info.is_sequence):
         stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
                               "frames (combed where things move); --deinterlace auto deinterlaces it")
     stats.warnings.extend(not_kept(info, streams=audio))
@@ -509,7 +513,8 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
             return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
         last.clear()
         start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames, skip, deinterlace)
-        rate = measure_bpp(encode_gop, coder, split_gops(itertools.islice(frames, total), rung.gop, scenecut), chooser(lam),
+        input_gops = split_gops(itertools.islice(frames, total), rung.gop, scenecut)
+        rate = measure_bpp(encode_gop, coder, input_gops, chooser(lam),
                            key_interval=key_interval, progress=progress, keep=chunks)
         seconds = time.perf_counter() - start
         # the chunks are the whole input's only where no frame follows (its container may have said fewer)

@@ -53,7 +53,10 @@ def seconds(value: float | Fraction | str | None) -> Fraction | None:
             return parse_time(value)
         if isinstance(value, numbers.Rational):
             return Fraction(value)
-        if type(value).__module__ == "numpy":  # np.float32(0.2) prints 0.2, but as a float is 0.2000000029...
+        # numpy's floats print as their shortest decimal (np.float32(0.2) prints 0.2) but become
+        # another float on the way to Python's (0.2000000029...): read them as they print (numpy is
+        # not imported here for the test: this module serves the CLI before numpy loads)
+        if type(value).__module__ == "numpy":
             return Fraction(str(value))
         return Fraction(str(float(value)))  # floats: the shortest decimal that prints
     except (ValueError, TypeError, OverflowError) as exc:

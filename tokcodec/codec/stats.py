@@ -37,7 +37,7 @@ class EncodeStats:
     warnings: list[str] = field(default_factory=list)  # what the file is not as asked, one line each
     grey: bool = False           # every source frame was grey: the file says so, and decodes grey
     deinterlaced: bool = False   # the frames were deinterlaced as they were read (io.iter_frames)
-    scene_cuts: int = 0          # GOPs that start at a scene cut, the GOP before them ending short (codec/scenecut.py)
+    scene_cuts: int = 0          # GOPs ended short before a scene cut (codec/scenecut.py; one on a boundary needs none)
 
     @property
     def bpp(self) -> float:

@@ -55,7 +55,7 @@ def _check_weights(report: VerifyReport, header: Header, model: str | None, sour
                                f"made with {expected[:16]}... (pass --model with the weights used to encode)")
         return
     try:
-        header.check_model(weights_config(model or name), source)
+        header.check_model(weights_config(str(shipped) if shipped else model or name), source)
     except TokcodecError as exc:
         report.problems.append(str(exc))
 
