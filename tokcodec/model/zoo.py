@@ -286,7 +286,7 @@ def _file_metadata(as_path: Path) -> dict[str, str]:
     try:
         if not as_path.exists() and weights_exist(as_path):  # a shipped file kept as a delta
             return _metadata(weights_bytes(as_path), as_path)
-        with safe_open(str(as_path), "pt") as fh:
+        with safe_open(str(as_path), "np") as fh:  # (metadata alone: numpy, not torch, is imported)
             return fh.metadata() or {}
     except FileNotFoundError:
         raise ModelError(f"{as_path}: weights file not found") from None
