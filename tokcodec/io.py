@@ -647,9 +647,10 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
     over (encode --ss, exact to the frame): where the packets' timestamps allow, by a seek to the
     key frame before frame ``skip`` and decoding from there, as ffmpeg's -ss does; else they are
     decoded and counted. Either way the frames are those of a decode from the start.
-    ``deinterlace`` (defaults.DEINTERLACE_MODES): an interlaced input's frames are deinterlaced one frame
-    per frame ("auto": those flagged interlaced; "on": all frames of any input; "off": none);
-    a part then starts one frame earlier, the frame the deinterlacer looks back at."""
+    ``deinterlace`` (defaults.DEINTERLACE_MODES): an interlaced video's frames are deinterlaced
+    one frame per frame ("auto": those flagged interlaced; "on": all frames of any video; "off":
+    none; see ``deinterlaces``); a part then starts one frame earlier, the frame the
+    deinterlacer looks back at. A directory is read as an image sequence (``image_sequence``)."""
     check_deinterlace(deinterlace)
     path = Path(path)
     if path.is_dir():
