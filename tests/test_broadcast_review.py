@@ -255,3 +255,51 @@ def test_deinterlace_on_leaves_images_and_tiny_frames_alone(sequence, tmp_path, 
         for packet in stream.encode():
             out.mux(packet)
     assert len(list(iter_frames(flat, deinterlace="on"))) == 5
+
+
+def test_a_sequence_says_what_its_names_leave_open(tmp_path, tiny_model):
+    """A VFX walk-through: a missing frame number was skipped without a word (the frames after
+    it played early), and two series in one folder (beauty and matte passes) were joined."""
+    from tokcodec.io import FrameWriter, sequence_warnings
+
+    d = tmp_path / "shot"
+    d.mkdir()
+    for n in [1, 2, 3, 5, 6, 9]:
+        with FrameWriter(d / f"shot_{n:04d}.png", 16, 16, Fraction(25)) as writer:
+            writer.write(np.full((16, 16, 3), 20 * n, np.uint8))
+    warnings = sequence_warnings(d)
+    assert warnings == [f"{d}: 3 frame numbers missing from shot_#.png (4, 7-8): the frames after a gap play "
+                        "early (fill the gaps, e.g. with copies of the frame before)"]
+    with FrameWriter(d / "matte_0001.png", 16, 16, Fraction(25)) as writer:
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    warnings = sequence_warnings(d)
+    assert "holds 2 numbered series" in warnings[0]
+    st = encode_video(d, tmp_path / "a.tok", model=tiny_model, passes=0)
+    assert any("holds 2 numbered series" in w for w in st.warnings)
+
+
+def test_an_alpha_channel_is_said_to_be_dropped(tmp_path, tiny_model):
+    path = tmp_path / "rgba.png"
+    with av.open(str(path), "w", format="image2", options={"update": "1"}) as out:
+        stream = out.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "rgba"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 4), 128, np.uint8), format="rgba")):
+            out.mux(packet)
+    st = encode_video(path, tmp_path / "a.tok", model=tiny_model, passes=0)
+    assert any("alpha channel" in w for w in st.warnings)
+
+
+def test_a_pattern_name_hints_at_the_directory(tmp_path):
+    from tokcodec.errors import InputError
+
+    with pytest.raises(InputError, match="no such file \\(an image sequence: give its directory\\)"):
+        next(iter_frames(tmp_path / "shot_%04d.png"))
+
+
+@pytest.mark.parametrize("fps, stored", [("23.976", Fraction(24000, 1001)), ("29.97", Fraction(30000, 1001)),
+                                         ("24", Fraction(24)), ("12.5", Fraction(25, 2))])
+def test_fps_takes_the_rates_editing_tools_expect(sequence, tmp_path, tiny_model, fps, stored):
+    d, _ = sequence
+    encode_video(d, tmp_path / "a.tok", model=tiny_model, passes=0, fps=fps, max_frames=1)
+    with open_tok(tmp_path / "a.tok") as reader:
+        assert reader.header.frame_rate == stored

@@ -45,12 +45,21 @@ def test_a_hard_cut_is_found_where_it_is():
     assert _cuts(_shots(10, 30), threshold=200.0) == []
 
 
-def test_steady_motion_and_a_flash_are_not_cuts():
+def test_steady_motion_is_not_a_cut():
     assert _cuts(_pan(30)) == []
+    assert _cuts(smooth_clip(30, 64, 96)) == []
+
+
+def test_a_one_frame_shot_is_a_shot_of_its_own():
+    """Its two jumps, each as large as the other, cancelled each other in the isolated-jump rule:
+    a frame of bars between two shots, a flash, decoded as a smear of the frames around them."""
     flash = smooth_clip(30, 64, 96)
     flash[12] = 255
-    assert _cuts(flash) == []
-    assert _cuts(smooth_clip(30, 64, 96)) == []
+    assert _cuts(flash) == [12, 13]
+    a, b = smooth_clip(30, 64, 96, seed=1), 255 - smooth_clip(30, 64, 96, seed=7)
+    assert _cuts(np.concatenate([a[:17], a[17:18] // 3, b[18:]])) == [17, 18]  # A, one frame of X, B
+    assert _cuts(np.concatenate([a[:17], b[17:19], a[19:]])) == [17, 19]        # two frames: two isolated jumps
+    assert [len(g) for g in split_gops(flash, 17, DEFAULT_SCENECUT)] == [12, 1, 17]
 
 
 def test_gops_end_before_a_cut():

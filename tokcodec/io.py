@@ -101,6 +101,34 @@ def _natural_order(path: Path) -> tuple[list[int | str], str]:
     return [int(t) if i % 2 else t.lower() for i, t in enumerate(parts)], path.name
 
 
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")  # a numbered name: prefix, its last run of digits, suffix
+
+
+def sequence_warnings(path: Path) -> list[str]:
+    """What reading a directory as one image sequence may get wrong, one line each: numbered
+    series of more than one name pattern (a render's beauty and matte passes, shot_0003.png
+    beside shot_0003.jpg), read one after the other in name order; and frame numbers missing
+    from a series (the frames after a gap play early)."""
+    series: dict[tuple[str, str], list[int]] = {}
+    for image in image_sequence(path):
+        if (m := _NUMBERED.match(image.name)) is not None:
+            series.setdefault((m[1], m[3]), []).append(int(m[2]))
+    out = []
+    if len(series) > 1:
+        names = ", ".join(f"{prefix}#{suffix}" for prefix, suffix in list(series)[:4])
+        out.append(f"{path}: holds {len(series)} numbered series ({names}{', ...' if len(series) > 4 else ''}), "
+                   "read as one sequence in name order; give each series a directory of its own")
+    for (prefix, suffix), numbers in series.items():
+        found = sorted(set(numbers))
+        gaps = [(a + 1, b - 1) for a, b in zip(found, found[1:]) if b - a > 1]
+        if gaps:
+            missing = sum(b - a + 1 for a, b in gaps)
+            shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in gaps[:5]) + (", ..." if len(gaps) > 5 else "")
+            out.append(f"{path}: {plural(missing, 'frame number')} missing from {prefix}#{suffix} ({shown}): the "
+                       "frames after a gap play early (fill the gaps, e.g. with copies of the frame before)")
+    return out
+
+
 def _probe_sequence(path: Path) -> VideoInfo:
     images = image_sequence(path)
     first = _probe(images[0])
@@ -126,7 +154,8 @@ def _sequence_frames(path: Path, max_frames: int | None, skip: int) -> Iterator[
 
 def _open_input(path: Path) -> av.container.InputContainer:
     if not path.exists():
-        raise InputError(f"{path}: no such file")
+        hint = " (an image sequence: give its directory)" if "%" in path.name or "*" in path.name else ""
+        raise InputError(f"{path}: no such file{hint}")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a video or image file")
     if path.is_file() and path.stat().st_size == 0:
@@ -376,7 +405,7 @@ STANDARD_RATES = tuple([Fraction(n, 1001) for n in (24000, 30000, 48000, 60000, 
 STANDARD_RATE_TOLERANCE = Fraction(1, 100_000)
 
 
-def _standard(rate: Fraction) -> Fraction:
+def standard_rate(rate: Fraction) -> Fraction:
     """``rate``, or the standard rate it is within STANDARD_RATE_TOLERANCE of."""
     return next((r for r in STANDARD_RATES if abs(rate / r - 1) <= STANDARD_RATE_TOLERANCE), rate)
 
@@ -393,8 +422,8 @@ def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int
     if frames > 1 and duration and duration > 0:
         measured = Fraction(frames) / duration
         if nominal is None or abs(nominal - measured) > measured / 100:
-            return _standard(measured.limit_denominator(1001))
-    return _standard(nominal) if nominal else DEFAULT_IMAGE_RATE
+            return standard_rate(measured.limit_denominator(1001))
+    return standard_rate(nominal) if nominal else DEFAULT_IMAGE_RATE
 
 
 def probe(path: Path | str) -> VideoInfo:
@@ -563,8 +592,8 @@ def is_grey(path: Path | str, skip: int = 0, max_frames: int | None = None) -> b
 
 def not_kept(info: VideoInfo, streams: bool = True) -> list[str]:
     """What of an input (as ``probe`` found it) a .tok does not hold, one line each: pixels that
-    are not square, more than 8 bits a channel, and (``streams``) the video, audio and subtitle
-    streams beyond the first video and audio stream."""
+    are not square, an alpha channel, more than 8 bits a channel, and (``streams``) the video,
+    audio and subtitle streams beyond the first video and audio stream."""
     out = []
     sar = info.pixel_aspect
     if sar is not None and sar != 1:
@@ -572,9 +601,13 @@ def not_kept(info: VideoInfo, streams: bool = True) -> list[str]:
                    "they are coded as square pixels, so the decode looks stretched; to keep the shape, "
                    "scale to square pixels first (ffmpeg -i IN -vf scale=iw*sar:ih,setsar=1 OUT)")
     try:
-        bits = max((c.bits for c in av.VideoFormat(info.pixel_format).components), default=8)
+        components = av.VideoFormat(info.pixel_format).components
     except ValueError:  # (a format name this FFmpeg does not know: "unknown")
-        bits = 8
+        components = ()
+    bits = max((c.bits for c in components), default=8)
+    if any(c.is_alpha for c in components):
+        out.append(f"the input's alpha channel (transparency, {info.pixel_format}) is not kept: tokcodec codes "
+                   "the colour under it as it is")
     if bits > 8:
         out.append(f"the input has {bits} bits a channel ({info.pixel_format}): tokcodec codes and decodes 8 bits "
                    "a channel, so the decode is 8-bit")

@@ -55,7 +55,7 @@ from tokcodec.device import Runtime, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
-                         output_kind, probe, stored_lines, timing_drift)
+                         output_kind, probe, sequence_warnings, standard_rate, stored_lines, timing_drift)
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
@@ -392,6 +392,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
                               "frames (combed where things move); --deinterlace auto deinterlaces it")
     stats.warnings.extend(not_kept(info, streams=audio))
+    if info.is_sequence:
+        stats.warnings.extend(sequence_warnings(src))
     stats.warnings.extend(model_warnings(loaded, coder_id))
     return stats
 
@@ -611,7 +613,8 @@ def input_part(src: Path, info: VideoInfo, start: float | Fraction | str | None,
 
 def with_rate(info: VideoInfo, fps: float | Fraction | str | None, src: Path) -> VideoInfo:
     """``info`` at ``fps`` frames per second where given: the rate of an image sequence or a
-    still image (ArgumentError for a video, which keeps its own)."""
+    still image (ArgumentError for a video, which keeps its own); 23.976 and 29.97 are taken as
+    the 24000/1001 and 30000/1001 editing tools expect (io.standard_rate)."""
     if fps is None:
         return info
     from tokcodec.tokens import parse_frame_rate
@@ -619,7 +622,7 @@ def with_rate(info: VideoInfo, fps: float | Fraction | str | None, src: Path) ->
     if not (info.is_image or info.is_sequence):
         raise ArgumentError(f"{src}: --fps sets the rate of an image sequence or a still image; a video "
                             "keeps its own")
-    return replace(info, frame_rate=parse_frame_rate(str(fps), "--fps", ArgumentError))
+    return replace(info, frame_rate=standard_rate(parse_frame_rate(str(fps), "--fps", ArgumentError)))
 
 
 def _fits(check_memory: Callable[[Rung], None], rung: Rung) -> bool:

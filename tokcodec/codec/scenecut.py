@@ -9,10 +9,13 @@ causal model codes a clip's first frame, on its own. Each cut costs about one la
 A cut is an isolated jump of the picture: the mean luma difference of two consecutive frames'
 thumbnails is at least ``threshold`` code values and at least ``CUT_RATIO`` times the differences
 just before and after it. Steady fast motion (a pan) changes every frame about as much, so it
-makes no cut; a one-frame flash jumps in and out again, so neither is a cut either.
+makes no cut. A single frame that jumps in and out again (a one-frame shot between two others,
+or a flash) is a shot of its own: both of its jumps, large against the changes around the pair,
+are cuts, so that it is coded alone instead of being blended into its neighbours.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -34,23 +37,38 @@ def thumbnail(frame: np.ndarray) -> np.ndarray:
 
 
 def marked_cuts(frames: Iterable[np.ndarray], threshold: float) -> Iterator[tuple[np.ndarray, bool]]:
-    """Each frame with whether a cut comes just before it (never before the first), a frame late:
-    whether a jump is isolated takes the change after it."""
-    held: tuple[np.ndarray, float, float] | None = None  # frame, its change, the change before it
+    """Each frame with whether a cut comes just before it (never before the first), two frames
+    late: whether a jump is isolated, or one of the pair around a one-frame shot, takes the
+    changes after it."""
+    held: deque[np.ndarray] = deque()  # frames not yet yielded (at most 2)
+    changes: list[float] = []          # changes[i]: frame i against frame i - 1 (0 for the first)
     last_thumb: np.ndarray | None = None
-    last_change = 0.0
+    yielded = 0
     for frame in frames:
         thumb = thumbnail(frame)
-        change = 0.0 if last_thumb is None else float(np.abs(thumb - last_thumb).mean())
-        if held is not None:
-            yield held[0], _is_cut(held[1], held[2], change, threshold)
-        held, last_thumb, last_change = (frame, change, last_change), thumb, change
-    if held is not None:
-        yield held[0], _is_cut(held[1], held[2], 0.0, threshold)
+        changes.append(0.0 if last_thumb is None else float(np.abs(thumb - last_thumb).mean()))
+        last_thumb = thumb
+        held.append(frame)
+        if len(held) > 2:
+            yield held.popleft(), _is_cut(changes, yielded, threshold)
+            yielded += 1
+    while held:
+        yield held.popleft(), _is_cut(changes, yielded, threshold)
+        yielded += 1
 
 
-def _is_cut(change: float, before: float, after: float, threshold: float) -> bool:
-    return change >= threshold and change >= CUT_RATIO * max(before, after)
+def _is_cut(changes: list[float], i: int, threshold: float) -> bool:
+    """Whether frame ``i`` starts a shot: an isolated jump, or either jump of a one-frame shot."""
+    def change(k: int) -> float:
+        return changes[k] if 0 < k < len(changes) else 0.0
+
+    def one_frame_shot(k: int) -> bool:  # frame k jumps in and frame k + 1 out, against calm around
+        pair = min(change(k), change(k + 1))
+        return pair >= threshold and pair >= CUT_RATIO * max(change(k - 1), change(k + 2))
+
+    jump = change(i)
+    isolated = jump >= threshold and jump >= CUT_RATIO * max(change(i - 1), change(i + 1))
+    return i > 0 and (isolated or one_frame_shot(i) or one_frame_shot(i - 1))
 
 
 def split_gops(frames: Iterable[np.ndarray], gop: int, scenecut: float = 0.0) -> Iterator[list[np.ndarray]]:
