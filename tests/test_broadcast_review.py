@@ -56,6 +56,21 @@ def _tagged_clip(path: Path, primaries: int, transfer: int, matrix: int, audio_l
     return path
 
 
+def _flat_clip(path: Path, codec: str, rate: Fraction | int, width: int, height: int, frames: int,
+               step: int) -> Path:
+    """A clip of flat grey frames, ``step`` code values brighter each, in ``codec`` at ``rate``."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), step * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def _tags(path: Path) -> tuple[int, int, int]:
     with av.open(str(path)) as c:
         ctx = c.streams.video[0].codec_context
@@ -119,17 +134,7 @@ def test_matroska_keeps_broadcast_rates(tmp_path, rate, stored):
     of a standard one is taken as it; other rates stay as they are."""
     from tokcodec.io import probe
 
-    path = tmp_path / "clip.mkv"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("ffv1", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(17):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    assert probe(path).frame_rate == stored
+    assert probe(_flat_clip(tmp_path / "clip.mkv", "ffv1", rate, 32, 32, 17, 10)).frame_rate == stored
 
 
 @pytest.fixture
@@ -223,16 +228,7 @@ def test_a_rate_near_but_not_at_a_standard_one_is_kept(tmp_path):
     """29.99 fps is not 30: stored as 30 it would drift 1.2 s an hour against its audio."""
     from tokcodec.io import probe
 
-    path = tmp_path / "clip.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(2999, 100))
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 9 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    path = _flat_clip(tmp_path / "clip.mp4", "libx264", Fraction(2999, 100), 32, 32, 10, 9)
     assert probe(path).frame_rate == Fraction(2999, 100)
 
 
@@ -244,16 +240,7 @@ def test_deinterlace_on_leaves_images_and_tiny_frames_alone(sequence, tmp_path, 
     assert not st.deinterlaced
     image = d / "img_1.png"
     assert np.array_equal(next(iter_frames(image, deinterlace="on")), clip[0])
-    flat = tmp_path / "flat.mp4"
-    with av.open(str(flat), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 16, 2, "yuv420p"
-        for i in range(5):
-            frame = av.VideoFrame.from_ndarray(np.full((2, 16, 3), 40 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    flat = _flat_clip(tmp_path / "flat.mp4", "libx264", 25, 16, 2, 5, 40)
     assert len(list(iter_frames(flat, deinterlace="on"))) == 5
 
 

@@ -142,15 +142,15 @@ class Worker:
         of several versions of a preset's weights), loaded once per distinct weights."""
         key = (header.model_name, header.weights_sha256)
         if key not in self._decode_models:
-            from tokcodec.codec.pipeline import model_for_header, prepare_model
+            from tokcodec.codec.pipeline import model_for_weights, prepare_model
 
             given = self._models.get(self.options.model) if self.options.model else None
             if given is not None and given.sha256 == header.weights_sha256:
                 self._decode_models[key] = given  # --model, loaded at start-up: not a second copy
             else:
-                loaded = model_for_header(header, self.options.model, source)
+                loaded = model_for_weights(header.model_name, header.weights_sha256, self.options.model, source)
                 self._decode_models[key] = prepare_model(loaded, self.runtime)
-        header.check_model(self._decode_models[key].config, source)  # (each file's header, not only the first's)
+        header.check_model(self._decode_models[key].config, source)  # (each file's header, as model_for_header does)
         return self._decode_models[key]
 
     def run(self, src: Path | str, dst: Path | str, overwrite: bool = False,
