@@ -116,7 +116,7 @@ def test_tokens_takes_rdo_and_refine_as_batch_tokens_does(clip, tok, tmp_path) -
 
 def test_paths_that_are_not_files_are_named_as_such(tok, tmp_path) -> None:
     res = runner.invoke(app, ["verify", str(tmp_path)])  # a folder: the .tok files under it, here none
-    assert res.exit_code == 1 and "a folder without .tok files" in res.output and res.output.count(str(tmp_path)) == 1
+    assert res.exit_code == 2 and "a folder without .tok files" in res.output and res.output.count(str(tmp_path)) == 1
     (tmp_path / "a" / "b").mkdir(parents=True)
     for rel in ("a/x.tok", "a/b/y.tok"):
         (tmp_path / rel).write_bytes(tok.read_bytes())

@@ -18,6 +18,7 @@ from typing import Iterator
 import av
 
 from tokcodec.errors import FormatError, InputError, OutputError
+from tokcodec.ffmpeg_names import ffmpeg_name
 
 # muxer flags that leave out what changes from run to run (Matroska's random segment UID, the date,
 # the library's version): the same input then gives the same bytes, in a .tok and in a decode
@@ -81,7 +82,7 @@ def _video_start(container: av.container.InputContainer) -> float:
 
 def has_audio(src: Path) -> bool:
     try:
-        with av.open(str(src)) as container:
+        with av.open(ffmpeg_name(src)) as container:
             return bool(container.streams.audio)
     except (av.FFmpegError, OSError):
         return False
@@ -94,7 +95,7 @@ def extract_audio(src: str | Path, max_seconds: float | None = None, start: floa
     before it."""
     src = Path(src)
     try:
-        with av.open(str(src)) as container:
+        with av.open(ffmpeg_name(src)) as container:
             if not container.streams.audio:
                 return None
             video_start = _video_start(container) + start
@@ -102,7 +103,7 @@ def extract_audio(src: str | Path, max_seconds: float | None = None, start: floa
                 return _copy_packets(container, video_start, max_seconds, trim=start > 0)
             except (av.FFmpegError, ValueError):
                 pass  # Matroska refused the codec (or its packets): re-encode below
-        with av.open(str(src)) as container:
+        with av.open(ffmpeg_name(src)) as container:
             return _reencode(container, video_start, max_seconds, trim=start > 0)
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{src}: cannot read the audio stream ({str(exc).splitlines()[0][:160]}); "

@@ -26,6 +26,7 @@ from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, Au
 from tokcodec.codec.outputs import STDIO
 from tokcodec.defaults import check_deinterlace
 from tokcodec.errors import ArgumentError, InputError, OutputError
+from tokcodec.ffmpeg_names import ffmpeg_name
 from tokcodec.text import plural
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -163,7 +164,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: empty file")
     _check_y4m_header(path)
     try:
-        container = av.open(str(path), "r")
+        container = av.open(ffmpeg_name(path), "r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable video or image ({_reason(exc)})") from None
     return container
@@ -809,12 +810,12 @@ class FrameWriter:
                     self.audio_note = "dropped (standard output carries a Y4M stream, video only)"
                     audio = None
             elif self.kind == "image":
-                self.container = av.open(str(path), "w", format="image2", options={"update": "1"})
+                self.container = av.open(ffmpeg_name(path), "w", format="image2", options={"update": "1"})
                 codec = "png" if suffix == ".png" else ("mjpeg" if suffix in (".jpg", ".jpeg") else "png")
                 self.stream = self.container.add_stream(codec, rate=1)
                 self.stream.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
             else:
-                self.container = av.open(str(path), "w", options=BITEXACT)
+                self.container = av.open(ffmpeg_name(path), "w", options=BITEXACT)
                 if suffix == ".mkv":
                     self.stream = self.container.add_stream("ffv1", rate=rate)
                     self.stream.pix_fmt = "bgr0"
@@ -877,7 +878,7 @@ class FrameWriter:
     @staticmethod
     def _write_png(path: Path, frame: np.ndarray) -> None:
         tmp = path.with_name(path.name + ".part")
-        with av.open(str(tmp), "w", format="image2", options={"update": "1"}) as c:
+        with av.open(ffmpeg_name(tmp), "w", format="image2", options={"update": "1"}) as c:
             s = c.add_stream("png", rate=1)
             s.width, s.height, s.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
             for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):

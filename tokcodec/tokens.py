@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
+from tokcodec.codec.lattice import MAX_TOKENS
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
 from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT
-from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError, why_not_a_file
+from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
     from tokcodec.codec.stats import DecodeStats
@@ -116,7 +117,7 @@ def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
     from tokcodec.codec.pipeline import read_tokens
 
     h, grids, frames = read_tokens(src, model)
-    return TokenFile(np.concatenate(grids, 0).astype(np.int32), str(src), bits=h.bits,
+    return TokenFile(np.concatenate(grids, 0).astype(np.int32, copy=False), str(src), bits=h.bits,
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=frames,
                      model=h.model_name, weights_sha256=h.weights_sha256, frame_rate=h.frame_rate,
                      size=(h.width, h.height), coded_size=(h.coded_width, h.coded_height),
@@ -157,7 +158,7 @@ def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None 
     if tokens.tokens.ndim != 3 or tokens.bits is None:
         raise ArgumentError("write_token_file takes whole tokens (latent frames, h, w) of a known width (bits)")
     _check_consistent(tokens)
-    array = tokens.tokens.astype(np.int32)
+    array = tokens.tokens.astype(np.int32, copy=False)  # (a copy only where it is another type)
     if split_bits:
         array = split_tokens(array, tokens.bits, split_bits)
     with output_errors(dst), staged_output(dst, "file") as tmp:  # disk full, unwritable place
@@ -501,6 +502,9 @@ def _plan(src: TokenFile, loaded: LoadedModel, runtime: Runtime, gop: int | None
     if max(lengths) > 1 + (MAX_GOP - 1) // s:
         raise FormatError(f"{source}: a GOP of {max(lengths)} latent frames is longer than any encode makes "
                           f"({MAX_GOP} frames)")
+    if max(lengths) * th * tw > MAX_TOKENS:
+        raise FormatError(f"{source}: a GOP of {max(lengths)}x{th}x{tw} tokens is more than a .tok GOP holds "
+                          f"({MAX_TOKENS}): give shorter GOPs (--gop)")
     frames = src.gop_frames or [1 + s * (n - 1) for n in lengths]
     if len(frames) != len(lengths):
         raise FormatError(f"{source}: metadata lists {len(frames)} GOPs' frames for {len(lengths)} GOPs")
@@ -565,6 +569,7 @@ def _prepared(src: TokenSource, model: str | LoadedModel | None, device: str, pr
               ) -> tuple[Runtime, LoadedModel, _Plan]:
     from tokcodec.codec.pipeline import model_for_weights, prepare_model
     from tokcodec.device import select_runtime
+    from tokcodec.model.presets import PRESETS, resolve_name
     from tokcodec.model.zoo import load_tokenizer
 
     tokens = _token_file(src)
@@ -574,7 +579,12 @@ def _prepared(src: TokenSource, model: str | LoadedModel | None, device: str, pr
     if tokens.weights_sha256 is not None:
         loaded = model_for_weights(tokens.model or "?", tokens.weights_sha256, model, tokens.source)
     elif model is None or isinstance(model, str):
-        loaded = load_tokenizer(model or tokens.model or "default", "cpu")
+        named = tokens.model
+        if model is None and named and resolve_name(named) not in PRESETS:
+            # (a file's metadata names weights: a preset, never a path to load from)
+            raise ModelError(f"{tokens.source}: its metadata names weights {named[:60]!r}, not a preset: "
+                             "pass --model with that weights file")
+        loaded = load_tokenizer(model or named or "default", "cpu")
     else:
         loaded = model
     plan = _plan(tokens, loaded, runtime, gop, split_bits, rate)
@@ -614,7 +624,7 @@ def detokenize(src: TokenSource, dst: str | Path, *, model: str | LoadedModel | 
     with output_errors(dst, av.FFmpegError), staged_output(dst, kind) as out_path, \
             FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:  # muxer refusal too
         out = GapFiller(writer, h.height, h.width)
-        used_batch = decode_gops(plan.items(), loaded, runtime, h, out, gop_batch, progress)
+        used_batch = decode_gops(plan.items(), loaded, runtime, h, out, gop_batch, progress, plan.source)
     return DecodeStats(plan.source, str(dst), out.written, h.width, h.height, time.perf_counter() - start,
                        str(runtime.device), runtime.precision, gop_batch=used_batch, warnings=writer.warnings)
 
@@ -626,5 +636,6 @@ def detokenize_frames(src: TokenSource, *, model: str | LoadedModel | None = Non
 
     runtime, loaded, plan = _prepared(src, model, device, precision, gop, split_bits, None)
     frames = _FrameList()
-    decode_gops(plan.items(), loaded, runtime, plan.header, GapFiller(frames, plan.header.height, plan.header.width))
+    decode_gops(plan.items(), loaded, runtime, plan.header, GapFiller(frames, plan.header.height, plan.header.width),
+                source=plan.source)
     return np.stack(frames.frames)

@@ -18,8 +18,22 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 
+#: the types a record's fields that a rerun reads must have (a hand-edited or damaged line with
+#: others, e.g. "frames": "nine", crashed the rerun; such a record is passed over like a torn one)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "output": (str,), "input": (str,), "status": (str,), "model": (str, type(None)),
+    "frames": (int,), "bpp": (int, float, type(None)),
+}
+
+
+def _well_formed(rec: object) -> bool:
+    return isinstance(rec, dict) and all(
+        type(rec[k]) in types for k, types in _FIELD_TYPES.items() if k in rec)
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed record of a manifest (a torn line from a killed run is ignored)."""
+    """Every well-formed record of a manifest (a torn line from a killed run, or one whose fields
+    have the wrong types, is ignored)."""
     if not path.exists():
         return []
     records = []
@@ -29,7 +43,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict):
+            if _well_formed(rec):
                 records.append(rec)
     return records
 

@@ -29,6 +29,8 @@ FALLBACK_VIDEO = ".mkv"   # lossless, for inputs like .avi/.webm that decode can
 FALLBACK_IMAGE = ".png"
 # hidden temporary outputs: codec.outputs.temp_path -> ".{stem}.part-{pid}[-{n}]{suffix}"
 PART_RE = re.compile(r"^\..+\.part-(\d+)(?:-\d+)?(\.[^./]+)?$")
+# the suffixes of what batch writes: a file of another kind under such a name is someone else's
+PART_SUFFIXES = {".tok", ".mkv", ".mp4", ".mov", ".y4m", ".png", ".jpg", ".jpeg", ".npy", ".safetensors"}
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".tokcodec-batch.lock"
 
@@ -254,13 +256,16 @@ def pid_alive(pid: int) -> bool:
 
 def stale_parts(dst: Path, pids: Iterable[int] | None = None) -> list[Path]:
     """Temporary outputs under dst left by a killed run: those of `pids`, or when None those whose
-    writer is no longer alive on this host (callers hold the DST lock, so no other run writes)."""
+    writer is no longer alive on this host (callers hold the DST lock, so no other run writes).
+    Only names batch writes count (a suffix of its outputs, outside hidden folders): a user's
+    `.notes.part-12.txt` or `.git/.index.part-7.lock` is theirs."""
     wanted_pids = set(pids) if pids is not None else None
     found = []
     for root, dirs, files in os.walk(dst):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # (batch writes in none: .git, .Trash)
         for name in files:
             m = PART_RE.match(name)
-            if not m:
+            if not m or (m.group(2) or "").lower() not in PART_SUFFIXES:
                 continue
             pid = int(m.group(1))
             if (pid in wanted_pids) if wanted_pids is not None else not pid_alive(pid):

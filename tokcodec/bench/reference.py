@@ -16,6 +16,7 @@ import numpy as np
 
 from tokcodec.bench.ffmpeg import FFmpeg, rgb_to_yuv420, yuv8_to_yuv10
 from tokcodec.errors import InputError
+from tokcodec.ffmpeg_names import ffmpeg_name
 
 __all__ = ["Reference", "read_rgb_frames", "write_ffv1_rgb", "load_reference"]
 
@@ -26,7 +27,7 @@ def read_rgb_frames(path: Path, max_frames: Optional[int] = None) -> tuple[np.nd
 
     frames: list[np.ndarray] = []
     try:
-        with av.open(str(path)) as container:
+        with av.open(ffmpeg_name(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path}: no video stream")
             stream = container.streams.video[0]
@@ -48,7 +49,7 @@ def write_ffv1_rgb(frames: np.ndarray, dst: Path, fps: Fraction) -> None:
     import av
 
     t, h, w, _ = frames.shape
-    with av.open(str(dst), "w") as container:
+    with av.open(ffmpeg_name(dst), "w") as container:
         stream = container.add_stream("ffv1", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
         for i in range(t):

@@ -28,6 +28,36 @@ from tokcodec.text import plural
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learned video codec: video <-> 18-bit MAGVIT-v2 tokens in a .tok container.")
 
+
+def version_text() -> str:
+    """``tokcodec --version``: this version and those of what a bug report needs (read from the
+    installed packages' metadata: nothing heavy is imported)."""
+    from importlib import metadata
+
+    from tokcodec import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    parts = ", ".join(f"{name} {installed(name)}" for name in ("torch", "av", "numpy", "numba"))
+    return f"tokcodec {__version__}\nPython {sys.version.split()[0]}, {parts}"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version (and torch's, PyAV's, ...) and exit.")) -> None:
+    """(Options before the command: --version.)"""
+
+
 HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch", "tokens", "detokenize", "fit-prior"}
 CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize", "fit-prior"}  # train sets its own threads (config)
 
@@ -377,8 +407,9 @@ def verify(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only bad files."),
 ) -> None:
     """Check every checksum and the weights hash of .tok files without decoding video.
-    Exit status 0 when all are good, 1 when any is bad."""
-    with errors():
+    Exit status 0 when all are good, 1 when any is bad, 2 when the check itself failed (a folder
+    without .tok files, weights that cannot be read, an unexpected error)."""
+    with errors(code=2):
         from tokcodec.codec.verify import verify_file
         bad = 0
         for path in _tok_files(files):

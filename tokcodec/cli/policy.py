@@ -28,8 +28,9 @@ def expected_errors() -> tuple[type[Exception], ...]:
 
 
 @contextmanager
-def errors() -> Iterator[None]:
-    """Turn expected failures into one line on stderr and a non-zero exit, never a traceback."""
+def errors(code: int = 1) -> Iterator[None]:
+    """Turn expected failures into one line on stderr and exit status ``code``, never a
+    traceback (``verify`` exits 2 on them: its 1 says a file is bad)."""
     try:
         yield
     except typer.Exit:
@@ -46,10 +47,10 @@ def errors() -> Iterator[None]:
             os.close(devnull)
         raise typer.Exit(141)
     except expected_errors() as exc:
-        fail(str(exc))
+        fail(str(exc), code)
     except MemoryError:
-        fail("out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)")
+        fail("out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)", code)
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless debugging
         if os.environ.get("TOKCODEC_DEBUG"):
             raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)")
+        fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)", code)

@@ -80,6 +80,7 @@ PRECISIONS = {0: "fp32", 1: "bf16", 2: "fp16"}
 MAX_FRAMES = 1 << 40
 MAX_DIM = 16384
 MAX_GOP = 4097
+MAX_RATE_TERM = (1 << 31) - 1  # frame-rate numerator and denominator: FFmpeg's AVRational is int32
 MAX_CHUNKS = 1 << 28
 MAX_BITS = 20               # the widest token the entropy coders take
 
@@ -135,6 +136,8 @@ class Header:
         name = self.model_name.encode("utf-8")
         if len(name) > 32:
             raise ValueError("model name longer than 32 bytes")
+        if not 0 < self.frame_rate.numerator <= MAX_RATE_TERM or self.frame_rate.denominator > MAX_RATE_TERM:
+            raise ValueError(f"frame rate {self.frame_rate} out of range")
         prec = {v: k for k, v in PRECISIONS.items()}[self.precision]
         flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0) \
             | (FLAG_GREY if self.grey else 0)
@@ -181,7 +184,9 @@ class Header:
         check_display_size(w, h, cw, ch, source)
         if not 1 <= gop <= MAX_GOP or (gop - 1) % tf:
             raise FormatError(f"{source}: invalid GOP length {gop}")
-        if rn <= 0 or rd <= 0 or nframes > MAX_FRAMES or name_len > 32 or prec not in PRECISIONS:
+        # (the rate's terms within FFmpeg's int32 rationals: a decode hands it to the muxer)
+        if not 0 < rn <= MAX_RATE_TERM or not 0 < rd <= MAX_RATE_TERM or nframes > MAX_FRAMES \
+                or name_len > 32 or prec not in PRECISIONS:
             raise FormatError(f"{source}: invalid header fields")
         try:
             model_name = name[:name_len].decode("utf-8")
@@ -266,6 +271,15 @@ def chunk_at(buf: bytes | memoryview, offset: int, header: Header) -> Chunk | No
         return None
     parts = _split_payload(stored, header)
     return None if parts is None else Chunk(idx, first, frames, (lt, lh, lw), *parts, stored_len=plen)
+
+
+def stated_payload_bytes(buf: bytes | memoryview, offset: int, magic: bytes) -> int:
+    """The payload length the chunk (``CHUNK_MAGIC``) or audio block (``AUDIO_MAGIC``) header at
+    ``offset`` states, within ``buf`` (0 where no such header fits): the bytes checking it reads."""
+    layout, field = (_CHUNK, 7) if magic == CHUNK_MAGIC else (_AUDIO, 4)
+    if offset < 0 or offset + layout.size > len(buf):
+        return 0
+    return min(layout.unpack_from(buf, offset)[field], len(buf) - offset - layout.size)
 
 
 def audio_at(buf: bytes | memoryview, offset: int) -> AudioBlock | None:

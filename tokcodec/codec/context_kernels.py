@@ -14,13 +14,13 @@ summed as vertical then horizontal 3-sums. The second layer is an int32 dot prod
 bound is checked when its tables are built, see ``context_coder3._kernel_prior``).
 
 Imported only when numba is; ``context_coder3`` falls back to its numpy path without it. The
-kernels are cached on disk (``cache=True``): the first use in a process loads them (~0.4 s), and
-the first use ever compiles them (~3 s).
+kernels are cached on disk (``tokcodec.compiled``): the first use in a process loads them (~0.4 s),
+and the first use ever compiles them (~3 s).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from tokcodec.compiled import cached_njit
 
 CHUNK = 9                   # planes per table chunk (512 rows)
 CHUNK_MASK = (1 << CHUNK) - 1
@@ -37,7 +37,7 @@ LANES = 64                  # first-layer rows are padded with zeros to whole LA
 #                             the row loops run whole SIMD blocks (LLVM's vector loop is 64 wide)
 
 
-@njit(cache=True, nogil=True)
+@cached_njit
 def frame_init(first, prev, h, w, dy, dx, pos, kp, kp_table, w_first, t_centre, t_sum,
                ph, pred, u, v):
     """First-layer part fixed for a frame (ph, (hw, padded hidden + bits) int32) and the SSE
@@ -110,7 +110,7 @@ def frame_init(first, prev, h, w, dy, dx, pos, kp, kp_table, w_first, t_centre, 
                         row[o] += src[o]
 
 
-@njit(cache=True, nogil=True)
+@cached_njit
 def pass_logits(s, e, hw, nbr, tok, ph, t_nbr, w2t, b2, logit, z, act):
     """(e - s, bits) int32 logits of cells [s, e) without the cross-group term."""
     hb = ph.shape[1]
@@ -140,7 +140,7 @@ def pass_logits(s, e, hw, nbr, tok, ph, t_nbr, w2t, b2, logit, z, act):
             lg[o] = acc
 
 
-@njit(cache=True, nogil=True)
+@cached_njit
 def update(s, e, ctx, tok, counts, prob, centre, dirty, todo):
     """Count the pass's bits in their contexts and refresh the probabilities of those touched."""
     bits = ctx.shape[1]
@@ -164,7 +164,7 @@ def update(s, e, ctx, tok, counts, prob, centre, dirty, todo):
         prob[x] = min(max(q, 1), PROB_ONE - 1)
 
 
-@njit(cache=True, nogil=True)
+@cached_njit
 def code_frame(decoding, passes, hw, nbr, tok, ph, pred, t_nbr, w2t, b2, cross, g, prob, counts,
                centre, dirty, todo, logit, z, act, ctx, buf, size):
     """Code all passes of one latent frame, bit by bit, with the binary range coder (see
@@ -266,7 +266,7 @@ def code_frame(decoding, passes, hw, nbr, tok, ph, pred, t_nbr, w2t, b2, cross, 
     return -1 if full else n
 
 
-@njit(cache=True, nogil=True)
+@cached_njit
 def unorder(tok, order, out):
     """Pass-order tokens -> row-major."""
     for c in range(order.shape[0]):

@@ -67,8 +67,9 @@ NAME_MAX = 255
 
 def temp_path(dst: Path, number: int = 1) -> Path:
     """Hidden sibling of dst that keeps its extension (muxers are chosen by it): .NAME.part-PID.EXT,
-    or .NAME.part-PID-N.EXT for the N-th (from 2) written at once in this process. A NAME too
-    long to take the additions is cut, with a hash of it so that it stays its own."""
+    or .NAME.part-PID-N.EXT for the N-th (from 2) where the names before are taken (written at
+    once in this process, or left or planted by someone else). A NAME too long to take the
+    additions is cut, with a hash of it so that it stays its own."""
     tag = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
     stem, tail = dst.stem, f".part-{tag}{dst.suffix}"
     if len(os.fsencode(f".{stem}{tail}")) > NAME_MAX:  # (the file system's bytes: any name, UTF-8 or not)
@@ -82,15 +83,30 @@ _STAGED: set[Path] = set()      # temporary outputs being written in this proces
 _STAGED_LOCK = threading.Lock()
 
 
+#: names tried before a temporary output is given up on (each taken by another file)
+MAX_TEMP_TRIES = 1000
+
+
 def _claim_temp_path(dst: Path) -> Path:
-    """A temporary name for ``dst`` that no other output of this process is using: two threads
-    writing the same output each write their own file (the last to finish is the output)."""
+    """A temporary name for ``dst`` that no other output of this process is using (two threads
+    writing the same output each write their own file; the last to finish is the output), made
+    here as a new, empty file. Made exclusively and never through a link: the names are
+    predictable, and in a folder others can write to, a link planted under the name would have
+    had the output written wherever it points (and left the output a link to it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     with _STAGED_LOCK:
-        number = 1
-        while (tmp := temp_path(dst, number)).absolute() in _STAGED:
-            number += 1
-        _STAGED.add(tmp.absolute())
-        return tmp
+        for number in range(1, MAX_TEMP_TRIES + 1):
+            tmp = temp_path(dst, number)
+            if tmp.absolute() in _STAGED:
+                continue
+            try:
+                os.close(os.open(tmp, flags, 0o666))
+            except FileExistsError:
+                continue
+            _STAGED.add(tmp.absolute())
+            return tmp
+    raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary file are all taken "
+                      f"({temp_path(dst).name} and on)")
 
 
 @contextmanager

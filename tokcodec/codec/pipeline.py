@@ -34,7 +34,8 @@ from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, network_stage,
                                         probe_windows)
 from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
-from tokcodec.codec.memory import EncodeFootprint, MemoryLimitError, check_encode_memory
+from tokcodec.codec.memory import (DecodeFootprint, EncodeFootprint, MemoryLimitError, check_decode_memory,
+                                   check_encode_memory)
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, output_errors, staged_output
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model, use_priors_beside
 from tokcodec.codec.context_coder4 import ContextCoder4
@@ -838,10 +839,17 @@ def check_gop_batch(gop_batch: int | str) -> None:
 
 
 def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Runtime, header: Header,
-                out: GapFiller, gop_batch: int | str = "auto", progress: ProgressFn | None = None) -> int:
-    """Put GOPs' tokens through the decoder network, ``gop_batch`` GOPs per call ("auto": see
-    decode_video), and write their frames to ``out`` in order, filling frames missing before a
-    GOP. Returns the GOPs per call used (auto's choice once measured)."""
+                out: GapFiller, gop_batch: int | str = "auto", progress: ProgressFn | None = None,
+                source: str = "") -> int:
+    """Put GOPs' tokens (none longer than ``header.gop``) through the decoder network,
+    ``gop_batch`` GOPs per call ("auto": see decode_video), and write their frames to ``out`` in
+    order, filling frames missing before a GOP. Returns the GOPs per call used (auto's choice once
+    measured). On CPU, a MemoryLimitError first where the GOPs cannot fit (``source`` names the
+    file in it)."""
+    if runtime.device.type == "cpu":  # (auto: 1 GOP per call on CPU)
+        check_decode_memory(DecodeFootprint(header.padded_width, header.padded_height, header.gop,
+                                            runtime.precision, 1 if gop_batch == "auto" else int(gop_batch)),
+                            source)
     stager = HostStager(runtime)
     sizer = AutoGopBatch(runtime) if gop_batch == "auto" else None
     batch_size = (lambda: sizer.size or 1) if sizer else gop_batch
@@ -916,7 +924,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     # closed on the way out, failure included: the entropy decoder's threads stop
                     # then, not when the exception that ended the decode is let go of
                     with closing(grids), closing(in_range(grids, part, lead_in=salvage)) as items:
-                        used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress)
+                        used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress, str(src))
                     filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)
@@ -992,7 +1000,7 @@ def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
 
 
 def read_tokens(src: str | Path, model: str | None = None) -> tuple[Header, list[np.ndarray], list[int]]:
-    """All token grids of a .tok file (one (t, h, w) array per GOP) and each GOP's frame count.
+    """All token grids of a .tok file (one (t, h, w) int32 array per GOP) and each GOP's frame count.
     ``model``: the weights file that made it, where those are weights of your own (their coder-3
     prior lies beside them; the network is not run)."""
     with open_tok(src) as reader:
@@ -1000,7 +1008,7 @@ def read_tokens(src: str | Path, model: str | None = None) -> tuple[Header, list
             use_priors_of(model, reader.header, str(src))
         grids, frames = [], []
         for n, tokens in decode_tokens(reader):
-            grids.append(tokens)
+            grids.append(tokens.astype(np.int32, copy=False))  # (int32: half the memory, as written)
             frames.append(n)
         return reader.header, grids, frames
 

@@ -24,9 +24,7 @@ import numpy as np
 try:  # compiled where numba loads (and TOKCODEC_NO_NUMBA is unset), else the same source in Python
     if os.environ.get("TOKCODEC_NO_NUMBA"):
         raise ImportError("TOKCODEC_NO_NUMBA")
-    from numba import njit
-
-    _jit = njit(cache=True, nogil=True)
+    from tokcodec.compiled import cached_njit as _jit
 except Exception:  # noqa: BLE001 - ImportError, or numba refusing this numpy
     def _jit(fn):
         return fn

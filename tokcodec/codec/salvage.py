@@ -3,7 +3,8 @@
 Every chunk carries its own magic, frame numbers, sizes and CRC, so a damaged file (a truncated
 download, flipped bits on a disk) can be scanned for chunks that still check out. Only the header
 must be intact: it holds the frame size and the model. The total frame count comes from the index
-or trailer when they survived, else from the header, else it ends at the last intact chunk.
+or trailer when they survived, else from the header, else it ends at the last intact chunk; a
+count or a gap in frame numbers that the file's bytes could not have held is not believed.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Iterator
 
 from tokcodec.codec.container import (AUDIO_HEADER_SIZE, AUDIO_MAGIC, CHUNK_HEADER_SIZE, CHUNK_MAGIC, HEADER_SIZE,
                                       AudioBlock, Chunk, ContainerReader, Header, audio_at, chunk_at,
-                                      trailer_frames)
+                                      stated_payload_bytes, trailer_frames)
 from tokcodec.errors import FormatError, InputError, why_not_a_file
 
 
@@ -72,28 +73,62 @@ class SalvageReader:
         self.close()
 
 
-def _scan_chunks(buf: mmap.mmap, header: Header, candidates: list[int] | None) -> list[ChunkSpot]:
+#: a stated frame count is believed up to this many times the frames the intact chunks end at
+#: (a truncated download keeps its length while a sixteenth of it survives); beyond that only as
+#: far as the bytes after the last intact chunk could have held
+TAIL_FILL_FACTOR = 16
+
+
+def could_hold(nbytes: int, frames: int, header: Header) -> bool:
+    """Whether ``nbytes`` of lost file could have held ``frames`` frames: each lost chunk took at
+    least its header's bytes and held at most a GOP. A chunk whose frame numbers leave a longer
+    gap before it is not believed (a file made to make decode --salvage write without end)."""
+    return frames <= nbytes // CHUNK_HEADER_SIZE * header.gop
+
+
+#: the most bytes a scan checks (checksums of candidates: a file full of chunk and audio headers
+#: that each claim the rest of it took time quadratic in its size), as times the file's size
+SCAN_BYTES_FACTOR = 8
+SCAN_BYTES_EXTRA = 64 << 20
+
+
+@dataclass
+class _ScanBudget:
+    """The bytes a scan may still check; ``spent`` once it ran out."""
+
+    left: int
+    spent: bool = False
+
+    def take(self, buf: mmap.mmap, pos: int, magic: bytes) -> bool:
+        self.left -= CHUNK_HEADER_SIZE + stated_payload_bytes(buf, pos, magic)
+        self.spent = self.spent or self.left < 0
+        return not self.spent
+
+
+def _scan_chunks(buf: mmap.mmap, header: Header, candidates: list[int] | None,
+                 budget: _ScanBudget) -> list[ChunkSpot]:
     """Intact chunks at the given offsets, or anywhere in the file when None."""
     spots: list[ChunkSpot] = []
     next_frame = 0
-    pos = HEADER_SIZE
+    pos = end = HEADER_SIZE  # end: where the last intact chunk ended
     offsets = iter(candidates) if candidates is not None else None
     while True:
         pos = next(offsets, -1) if offsets is not None else buf.find(CHUNK_MAGIC, pos)
-        if pos < 0:
+        if pos < 0 or not budget.take(buf, pos, CHUNK_MAGIC):
             return spots
         chunk = chunk_at(buf, pos, header)
-        if chunk is None or chunk.first_frame < next_frame:
+        if chunk is None or chunk.first_frame < next_frame \
+                or not could_hold(pos - end, chunk.first_frame - next_frame, header):
             pos += 1
             continue
         spots.append(ChunkSpot(pos, chunk.first_frame, chunk.frames))
         next_frame = chunk.first_frame + chunk.frames
-        pos += CHUNK_HEADER_SIZE + chunk.stored_len
+        pos = end = pos + CHUNK_HEADER_SIZE + chunk.stored_len
 
 
-def _find_audio(buf: mmap.mmap) -> AudioBlock | None:
+def _find_audio(buf: mmap.mmap, budget: _ScanBudget) -> AudioBlock | None:
     pos = buf.rfind(AUDIO_MAGIC)
-    while pos >= HEADER_SIZE:
+    while pos >= HEADER_SIZE and budget.take(buf, pos, AUDIO_MAGIC):
         audio = audio_at(buf, pos)
         if audio is not None:
             return audio
@@ -125,13 +160,25 @@ def open_salvage(path: str | Path) -> SalvageReader:
         except FormatError as exc:
             problems.append(f"{exc}; scanned the file for intact chunks")
             offsets, total = None, trailer_frames(buf) or header.frame_count
-        spots = _scan_chunks(buf, header, offsets)
+        budget = _ScanBudget(SCAN_BYTES_FACTOR * size + SCAN_BYTES_EXTRA)
+        spots = _scan_chunks(buf, header, offsets, budget)
         if offsets is not None and len(spots) < len(offsets):
             problems.append(f"{path}: {len(offsets) - len(spots)} of {len(offsets)} chunks are damaged")
-        audio = _find_audio(buf) if header.has_audio else None
+        audio = _find_audio(buf, budget) if header.has_audio else None
+        if budget.spent:
+            problems.append(f"{path}: the scan stopped after checking {SCAN_BYTES_FACTOR} times the file's size "
+                            "(it holds very many damaged chunk or audio headers); what lies past that is lost")
         if header.has_audio and audio is None:
             problems.append(f"{path}: the audio block is damaged (audio dropped)")
         end = spots[-1].first_frame + spots[-1].frames if spots else 0
+        if total > end:
+            last = chunk_at(buf, spots[-1].offset, header) if spots else None
+            after = size - (spots[-1].offset + CHUNK_HEADER_SIZE + last.stored_len if last else HEADER_SIZE)
+            believed = max(end * TAIL_FILL_FACTOR, end + after // CHUNK_HEADER_SIZE * header.gop)
+            if total > believed:
+                problems.append(f"{path}: its stated frame count, {total}, is more than the file could hold; "
+                                f"the salvaged video ends at frame {believed}")
+                total = believed
         return SalvageReader(path, header, max(total, end), spots, audio, problems, buf)
     except BaseException:
         buf.close()

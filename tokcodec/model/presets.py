@@ -24,6 +24,17 @@ class TokenizerConfig:
     description: str = ""
 
     def __post_init__(self) -> None:
+        # (a weights file's metadata is a config too: nothing a network cannot be built from)
+        counts = (self.patch, *self.channels, self.bits, self.groups, self.temporal_kernel)
+        if not all(type(v) is int for v in (*counts, *self.blocks, *self.encoder_blocks, self.temporal_blocks,
+                                            self.temporal_downs)) \
+                or min(counts) < 1 or not self.channels or len(self.blocks) != len(self.channels) \
+                or min((*self.blocks, *self.encoder_blocks, self.temporal_blocks, self.temporal_downs)) < 0 \
+                or self.bits > 20 or self.temporal_downs > 4 \
+                or any(c % min(self.groups, c) for c in self.channels):
+            raise ModelError(f"model {self.name!r}: not a tokenizer that can be built (patch {self.patch}, "
+                             f"channels {self.channels}, blocks {self.blocks}, bits {self.bits}, groups {self.groups}, "
+                             f"temporal downs {self.temporal_downs}, kernel {self.temporal_kernel})")
         if self.encoder_blocks and len(self.encoder_blocks) != len(self.channels):
             raise ModelError(f"model {self.name!r}: encoder_blocks {self.encoder_blocks} needs one entry "
                              f"per spatial level ({len(self.channels)})")

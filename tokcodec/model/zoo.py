@@ -169,12 +169,19 @@ def weights_info(path: Path) -> dict | None:
     except DeltaError:
         return None
     meta = header.get("__metadata__") or {}
-    if meta.get(FORMAT_KEY) != WEIGHTS_FORMAT:
+    if not isinstance(meta, dict) or meta.get(FORMAT_KEY) != WEIGHTS_FORMAT:
         return None
     tensors = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    for key, entry in tensors.items():  # (a shape of ["x", 10**11] was multiplied out: 100 GB of "x")
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) \
+                or not isinstance(entry.get("dtype", ""), str):
+            raise ModelError(f"{path}: tensor {key[:60]!r} has an invalid shape or dtype in its header")
     try:
         config = json.loads(meta.get(CONFIG_KEY, "{}"))
-    except ValueError:
+    except (ValueError, TypeError):
+        config = {}
+    if not isinstance(config, dict):
         config = {}
     digest = hashlib.sha256(data).hexdigest()
     priors = []
@@ -328,14 +335,18 @@ def _load_file(path: Path, preset: str | None, device: str | torch.device) -> Lo
     tensors, metadata, digest = _read_weights(path, shipped=preset is not None)
     if metadata.get(FORMAT_KEY) != WEIGHTS_FORMAT or CONFIG_KEY not in metadata:
         raise ModelError(f"{path}: not a tokcodec weights file (missing {FORMAT_KEY}/{CONFIG_KEY} metadata)")
-    try:
-        cfg = TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
-    except (ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: bad model config in metadata ({exc})") from None
+    import torch
+
     from tokcodec.model.tokenizer import VideoTokenizer
 
-    model = VideoTokenizer(cfg)
-    own = model.state_dict()
+    try:
+        cfg = TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+        # built first without memory ("meta" tensors: shapes only), and for real only once its
+        # tensors are those of the file: a config of a few bytes can name billions of parameters
+        with torch.device("meta"):
+            own = VideoTokenizer(cfg).state_dict()
+    except (ValueError, TypeError, AttributeError, RuntimeError, ModelError) as exc:
+        raise ModelError(f"{path}: bad model config in metadata ({exc})") from None
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:
@@ -344,6 +355,7 @@ def _load_file(path: Path, preset: str | None, device: str | torch.device) -> Lo
     for key, value in tensors.items():
         if value.shape != own[key].shape:
             raise ModelError(f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+    model = VideoTokenizer(cfg)
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
     # a shipped file named by its path (current or kept version) still records its preset's name
     is_shipped = cfg.name in PRESETS and path.resolve() in {

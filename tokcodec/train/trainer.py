@@ -11,7 +11,10 @@ import signal
 import sys
 import threading
 import time
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
 from dataclasses import asdict, dataclass, fields
 from collections.abc import Iterator
 from pathlib import Path
