@@ -90,6 +90,21 @@ def test_salvage_does_not_believe_a_chunk_far_past_the_bytes_before_it(tok, tmp_
         assert reader.lost_ranges() == [(5, 9)] and reader.frame_count == 17
 
 
+def test_salvage_keeps_good_chunks_after_bytes_cut_out(tmp_path, tiny_model) -> None:
+    """Bytes cut out of a file (not zeroed: a disk copy that skips bad blocks) leave good chunks
+    with nothing between them; the first version of the rule above lost the chunk after the hole."""
+    from tokcodec.codec.salvage import open_salvage
+
+    clip = write_clip(tmp_path / "c.mkv", smooth_clip(25, 32, 48), Fraction(25))
+    encode_video(clip, tmp_path / "c.tok", model=tiny_model, gop=GOP)
+    data = (tmp_path / "c.tok").read_bytes()
+    first = chunk_offsets(data)
+    (tmp_path / "cut.tok").write_bytes(data[:first[1]] + data[first[2]:])  # GOP 1's bytes gone
+    with open_salvage(tmp_path / "cut.tok") as reader:
+        assert [s.first_frame for s in reader.spots] == [0, 10, 15, 20]
+        assert reader.lost_ranges() == [(5, 9)] and reader.frame_count == 25
+
+
 def test_salvage_scan_work_is_bounded(tok, tmp_path, monkeypatch) -> None:
     """Audio headers that each claim the rest of the file made the scan quadratic in its size
     (a 1 MB file took 6.6 s, 16 MB about half an hour)."""
@@ -132,15 +147,29 @@ def test_decode_refuses_gops_that_cannot_fit_in_memory(tok, tmp_path, tiny_model
     assert list(tmp_path.iterdir()) == []
 
 
-def test_detokenize_refuses_gops_of_more_tokens_than_a_tok_holds(tmp_path, tiny_model) -> None:
-    """A token array could name GOPs four times what a .tok may hold."""
-    from tokcodec.codec.lattice import MAX_TOKENS
+def test_detokenize_checks_memory_too(tmp_path, tiny_model, monkeypatch) -> None:
+    """A 16 MB token array of one GOP of 4097 frames at 512x512 ran out of memory."""
     from tokcodec.tokens import TokenFile, detokenize
 
-    tokens = np.zeros((5, 1024, 1024), np.int32)  # one GOP of 17 frames: 5.2 M tokens
-    assert tokens.size > MAX_TOKENS
-    with pytest.raises(FormatError, match="tokens is more than a .tok GOP holds"):
-        detokenize(TokenFile(tokens, bits=18), tmp_path / "x.y4m", model=tiny_model)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    monkeypatch.setattr(memory, "resident_bytes", lambda: 0)
+    tokens = TokenFile(np.zeros((1025, 64, 64), np.int32), bits=18, gop_latent_frames=[1025])
+    with pytest.raises(memory.MemoryLimitError, match="GOPs of 4097 frames at 512x512 needs about 2.* GB"):
+        detokenize(tokens, tmp_path / "x.y4m", model=tiny_model, device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_short_file_is_checked_for_the_gops_it_holds(tmp_path, tiny_model, monkeypatch) -> None:
+    """The check took the header's GOP (17 by default) for a still image or a short clip: a 4K
+    still in fp32 was priced at 6.9 GB where one frame takes under 1 GB."""
+    from tokcodec.codec import pipeline
+
+    clip = write_clip(tmp_path / "still.mkv", smooth_clip(2, 32, 48), Fraction(25))
+    encode_video(clip, tmp_path / "still.tok", model=tiny_model, gop=17)
+    seen = []
+    monkeypatch.setattr(pipeline, "check_decode_memory", lambda footprint, source: seen.append(footprint.frames))
+    decode_video(tmp_path / "still.tok", tmp_path / "still.y4m", model=tiny_model, device="cpu")
+    assert seen == [5]  # two frames: two latent steps, 5 decoded frames (not 17)
 
 
 def test_token_metadata_names_presets_not_paths(tmp_path, tiny_model) -> None:
@@ -219,16 +248,28 @@ def test_temporary_outputs_are_made_new_never_through_a_link(tmp_path) -> None:
     wherever it pointed, and the output left a link to it."""
     from tokcodec.codec.outputs import staged_output, temp_path
 
+    from tokcodec.io import FrameWriter
+
     victim = tmp_path / "victim.txt"
     victim.write_text("mine")
     dst = tmp_path / "out.tok"
     temp_path(dst).symlink_to(victim)
     with staged_output(dst, "file") as tmp:
-        assert tmp == temp_path(dst, 2)
+        assert tmp == temp_path(dst) and not tmp.is_symlink()  # the link removed, the name made anew
         with tmp.open("wb") as fh:
             fh.write(b"output")
     assert victim.read_text() == "mine"
     assert not dst.is_symlink() and dst.read_bytes() == b"output"
+    # a decode to a folder writes each PNG through NAME.part
+    frame = tmp_path / "frames" / "frame_000000.png"
+    frame.parent.mkdir()
+    frame.with_name(frame.name + ".part").symlink_to(victim)
+    FrameWriter._write_png(frame, np.zeros((8, 8, 3), np.uint8))
+    assert victim.read_text() == "mine" and not frame.is_symlink() and frame.stat().st_size > 0
+    # a leftover of a killed run with this process's id (a container's is always 1) is reused
+    temp_path(dst).write_bytes(b"leftover")
+    with staged_output(dst, "file") as tmp:
+        assert tmp == temp_path(dst) and tmp.stat().st_size == 0
 
 
 def test_batch_leaves_other_peoples_part_files(tmp_path) -> None:

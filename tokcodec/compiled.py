@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +22,7 @@ from typing import TypeVar
 from numba import config, njit
 
 F = TypeVar("F", bound=Callable)
+_CACHE_DIR_LOCK = threading.Lock()  # numba.config.CACHE_DIR is process-wide: set it one kernel at a time
 
 
 def cached_njit(fn: F) -> F:
@@ -31,14 +33,15 @@ def cached_njit(fn: F) -> F:
         pass
     private = private_cache_dir()
     if private is not None:
-        saved = config.CACHE_DIR
-        config.CACHE_DIR = str(private)  # read as the kernel is decorated: set for this one only
-        try:
-            return njit(cache=True, nogil=True)(fn)
-        except RuntimeError:
-            pass
-        finally:
-            config.CACHE_DIR = saved
+        with _CACHE_DIR_LOCK:
+            saved = config.CACHE_DIR
+            config.CACHE_DIR = str(private)  # read as the kernel is decorated: set for this one only
+            try:
+                return njit(cache=True, nogil=True)(fn)
+            except RuntimeError:
+                pass
+            finally:
+                config.CACHE_DIR = saved
     return njit(nogil=True)(fn)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
 from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
-from tokcodec.codec.outputs import STDIO
+from tokcodec.codec.outputs import STDIO, new_file
 from tokcodec.defaults import check_deinterlace
 from tokcodec.errors import ArgumentError, InputError, OutputError
 from tokcodec.ffmpeg_names import ffmpeg_name
@@ -877,7 +877,7 @@ class FrameWriter:
 
     @staticmethod
     def _write_png(path: Path, frame: np.ndarray) -> None:
-        tmp = path.with_name(path.name + ".part")
+        tmp = new_file(path.with_name(path.name + ".part"))
         with av.open(ffmpeg_name(tmp), "w", format="image2", options={"update": "1"}) as c:
             s = c.add_stream("png", rate=1)
             s.width, s.height, s.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"

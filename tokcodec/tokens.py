@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
-from tokcodec.codec.lattice import MAX_TOKENS
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
 from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, OutputError, why_not_a_file
@@ -116,7 +115,7 @@ def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
     ``model``: the weights file of your own that made it (for the coder-3 prior beside it)."""
     from tokcodec.codec.pipeline import read_tokens
 
-    h, grids, frames = read_tokens(src, model)
+    h, grids, frames = read_tokens(src, model, dtype=np.int32)  # (int32 GOP by GOP: the whole file is held)
     return TokenFile(np.concatenate(grids, 0).astype(np.int32, copy=False), str(src), bits=h.bits,
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=frames,
                      model=h.model_name, weights_sha256=h.weights_sha256, frame_rate=h.frame_rate,
@@ -502,9 +501,6 @@ def _plan(src: TokenFile, loaded: LoadedModel, runtime: Runtime, gop: int | None
     if max(lengths) > 1 + (MAX_GOP - 1) // s:
         raise FormatError(f"{source}: a GOP of {max(lengths)} latent frames is longer than any encode makes "
                           f"({MAX_GOP} frames)")
-    if max(lengths) * th * tw > MAX_TOKENS:
-        raise FormatError(f"{source}: a GOP of {max(lengths)}x{th}x{tw} tokens is more than a .tok GOP holds "
-                          f"({MAX_TOKENS}): give shorter GOPs (--gop)")
     frames = src.gop_frames or [1 + s * (n - 1) for n in lengths]
     if len(frames) != len(lengths):
         raise FormatError(f"{source}: metadata lists {len(frames)} GOPs' frames for {len(lengths)} GOPs")

@@ -407,8 +407,9 @@ def verify(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only bad files."),
 ) -> None:
     """Check every checksum and the weights hash of .tok files without decoding video.
-    Exit status 0 when all are good, 1 when any is bad, 2 when the check itself failed (a folder
-    without .tok files, weights that cannot be read, an unexpected error)."""
+    Exit status 0 when all are good, 1 when any is bad (a missing file or weights that cannot be
+    read included: its line says why), 2 when verify itself failed (a folder without .tok files,
+    an unexpected error)."""
     with errors(code=2):
         from tokcodec.codec.verify import verify_file
         bad = 0

@@ -2,6 +2,7 @@
 crash or a power cut; until then it is a hidden sibling with the same extension."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -85,6 +86,27 @@ _STAGED_LOCK = threading.Lock()
 
 #: names tried before a temporary output is given up on (each taken by another file)
 MAX_TEMP_TRIES = 1000
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _made_new(path: Path) -> bool:
+    """Make ``path`` a new, empty file, exclusively and never through a link; False where
+    something (a file, a link) is there already."""
+    try:
+        os.close(os.open(path, _NEW_FILE, 0o666))
+    except FileExistsError:
+        return False
+    return True
+
+
+def new_file(path: Path) -> Path:
+    """``path`` made a new, empty file: what is there already (a leftover of an interrupted
+    write, or a link someone planted) is removed first, never written through."""
+    if not _made_new(path):
+        path.unlink()  # (a link itself, not what it points to)
+        if not _made_new(path):
+            raise OutputError(f"{path}: something keeps taking this name")
+    return path
 
 
 def _claim_temp_path(dst: Path) -> Path:
@@ -92,17 +114,20 @@ def _claim_temp_path(dst: Path) -> Path:
     writing the same output each write their own file; the last to finish is the output), made
     here as a new, empty file. Made exclusively and never through a link: the names are
     predictable, and in a folder others can write to, a link planted under the name would have
-    had the output written wherever it points (and left the output a link to it)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    had the output written wherever it points (and left the output a link to it). Something
+    already under a name of this process's id that it is not writing is not its own (a planted
+    link), or a leftover of a killed run with the same id (a container's is always the same):
+    it is removed, and the name made anew; a name someone keeps taking is passed over."""
     with _STAGED_LOCK:
         for number in range(1, MAX_TEMP_TRIES + 1):
             tmp = temp_path(dst, number)
             if tmp.absolute() in _STAGED:
                 continue
-            try:
-                os.close(os.open(tmp, flags, 0o666))
-            except FileExistsError:
-                continue
+            if not _made_new(tmp):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()  # (a link itself, not what it points to)
+                if not _made_new(tmp):
+                    continue
             _STAGED.add(tmp.absolute())
             return tmp
     raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary file are all taken "

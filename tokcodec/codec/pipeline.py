@@ -840,16 +840,18 @@ def check_gop_batch(gop_batch: int | str) -> None:
 
 def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Runtime, header: Header,
                 out: GapFiller, gop_batch: int | str = "auto", progress: ProgressFn | None = None,
-                source: str = "") -> int:
-    """Put GOPs' tokens (none longer than ``header.gop``) through the decoder network,
-    ``gop_batch`` GOPs per call ("auto": see decode_video), and write their frames to ``out`` in
-    order, filling frames missing before a GOP. Returns the GOPs per call used (auto's choice once
-    measured). On CPU, a MemoryLimitError first where the GOPs cannot fit (``source`` names the
-    file in it)."""
+                source: str = "", longest: int | None = None) -> int:
+    """Put GOPs' tokens through the decoder network, ``gop_batch`` GOPs per call ("auto": see
+    decode_video), and write their frames to ``out`` in order, filling frames missing before a
+    GOP. Returns the GOPs per call used (auto's choice once measured). On CPU, a
+    MemoryLimitError first where the GOPs cannot fit: ``longest`` is the most frames a GOP of
+    ``items`` holds (default: the header's GOP, which a short file's chunks may not reach), and
+    ``source`` names the file in the error."""
     if runtime.device.type == "cpu":  # (auto: 1 GOP per call on CPU)
-        check_decode_memory(DecodeFootprint(header.padded_width, header.padded_height, header.gop,
-                                            runtime.precision, 1 if gop_batch == "auto" else int(gop_batch)),
-                            source)
+        latent = header.latent_shape(longest or header.gop)[0]  # (the network decodes whole latent steps)
+        check_decode_memory(DecodeFootprint(header.padded_width, header.padded_height,
+                                            1 + header.temporal_factor * (latent - 1), runtime.precision,
+                                            1 if gop_batch == "auto" else int(gop_batch)), source)
     stager = HostStager(runtime)
     sizer = AutoGopBatch(runtime) if gop_batch == "auto" else None
     batch_size = (lambda: sizer.size or 1) if sizer else gop_batch
@@ -924,7 +926,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     # closed on the way out, failure included: the entropy decoder's threads stop
                     # then, not when the exception that ended the decode is let go of
                     with closing(grids), closing(in_range(grids, part, lead_in=salvage)) as items:
-                        used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress, str(src))
+                        used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress, str(src),
+                                                 _longest_gop(reader))
                     filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)
@@ -943,6 +946,13 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     return DecodeStats(str(src), str(dst), out.written - part.start, h.width, h.height,
                        time.perf_counter() - start_time, str(runtime.device), runtime.precision, audio_note,
                        out.filled, problems, gop_batch=used_batch, first_frame=part.start, warnings=warnings)
+
+
+def _longest_gop(reader: ContainerReader | SalvageReader) -> int:
+    """The most frames a chunk of the file holds (of its intact ones, salvaging), at least 1."""
+    counts = [s.frames for s in reader.spots] if isinstance(reader, SalvageReader) else \
+        [e.frames for e in reader.entries]
+    return max(counts, default=1)
 
 
 def decode_part(reader: ContainerReader | SalvageReader, start: float | Fraction | str | None = None,
@@ -999,16 +1009,18 @@ def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
         return None
 
 
-def read_tokens(src: str | Path, model: str | None = None) -> tuple[Header, list[np.ndarray], list[int]]:
-    """All token grids of a .tok file (one (t, h, w) int32 array per GOP) and each GOP's frame count.
-    ``model``: the weights file that made it, where those are weights of your own (their coder-3
-    prior lies beside them; the network is not run)."""
+def read_tokens(src: str | Path, model: str | None = None, *, dtype: np.dtype | type | None = None
+                ) -> tuple[Header, list[np.ndarray], list[int]]:
+    """All token grids of a .tok file (one (t, h, w) int64 array per GOP, or of ``dtype``, each
+    converted as it is decoded) and each GOP's frame count. ``model``: the weights file that made
+    it, where those are weights of your own (their coder-3 prior lies beside them; the network is
+    not run)."""
     with open_tok(src) as reader:
         if model is not None:
             use_priors_of(model, reader.header, str(src))
         grids, frames = [], []
         for n, tokens in decode_tokens(reader):
-            grids.append(tokens.astype(np.int32, copy=False))  # (int32: half the memory, as written)
+            grids.append(tokens if dtype is None else tokens.astype(dtype, copy=False))
             frames.append(n)
         return reader.header, grids, frames
 

@@ -73,16 +73,16 @@ class SalvageReader:
         self.close()
 
 
-#: a stated frame count is believed up to this many times the frames the intact chunks end at
-#: (a truncated download keeps its length while a sixteenth of it survives); beyond that only as
-#: far as the bytes after the last intact chunk could have held
+#: lost frames (filled on decode) are believed up to this many times the frames of the intact
+#: chunks, or as far as the lost bytes could have held them: a file made to make decode
+#: --salvage write without end (a header of 2**40 frames, a chunk numbered 2**39) is not, while a
+#: truncated download keeps its length as long as a sixteenth of it survives
 TAIL_FILL_FACTOR = 16
 
 
 def could_hold(nbytes: int, frames: int, header: Header) -> bool:
     """Whether ``nbytes`` of lost file could have held ``frames`` frames: each lost chunk took at
-    least its header's bytes and held at most a GOP. A chunk whose frame numbers leave a longer
-    gap before it is not believed (a file made to make decode --salvage write without end)."""
+    least its header's bytes and held at most a GOP."""
     return frames <= nbytes // CHUNK_HEADER_SIZE * header.gop
 
 
@@ -109,7 +109,7 @@ def _scan_chunks(buf: mmap.mmap, header: Header, candidates: list[int] | None,
                  budget: _ScanBudget) -> list[ChunkSpot]:
     """Intact chunks at the given offsets, or anywhere in the file when None."""
     spots: list[ChunkSpot] = []
-    next_frame = 0
+    next_frame = intact = lost = 0
     pos = end = HEADER_SIZE  # end: where the last intact chunk ended
     offsets = iter(candidates) if candidates is not None else None
     while True:
@@ -117,12 +117,16 @@ def _scan_chunks(buf: mmap.mmap, header: Header, candidates: list[int] | None,
         if pos < 0 or not budget.take(buf, pos, CHUNK_MAGIC):
             return spots
         chunk = chunk_at(buf, pos, header)
-        if chunk is None or chunk.first_frame < next_frame \
-                or not could_hold(pos - end, chunk.first_frame - next_frame, header):
+        gap = chunk.first_frame - next_frame if chunk is not None else -1
+        # (a gap the bytes before the chunk could not have held is believed within the factor:
+        # bytes cut out of a file, not zeroed, leave good chunks with nothing between them)
+        if gap < 0 or not (could_hold(pos - end, gap, header)
+                           or lost + gap <= TAIL_FILL_FACTOR * (intact + chunk.frames)):
             pos += 1
             continue
         spots.append(ChunkSpot(pos, chunk.first_frame, chunk.frames))
         next_frame = chunk.first_frame + chunk.frames
+        intact, lost = intact + chunk.frames, lost + gap
         pos = end = pos + CHUNK_HEADER_SIZE + chunk.stored_len
 
 
