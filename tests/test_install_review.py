@@ -111,3 +111,21 @@ def test_verify_tells_a_failed_check_from_a_bad_file(tmp_path, monkeypatch) -> N
     monkeypatch.setattr("tokcodec.codec.verify.verify_file", broken)
     res = runner.invoke(app, ["verify", str(bad)])
     assert res.exit_code == 2 and "unexpected RuntimeError" in res.output
+
+
+def test_a_missing_training_config_says_where_the_shipped_ones_are(tmp_path, monkeypatch) -> None:
+    """`tokcodec train --config configs/fast_real.toml` outside a checkout said only "No such file
+    or directory": the configs are not in the wheel."""
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["train", "--config", "configs/fast_real.toml"])
+    assert res.exit_code == 1
+    assert "configs/fast_real.toml: no such config file (the training configs are in configs/ of tokcodec's " \
+           "source: a checkout or the sdist)" in res.output
+
+
+def test_the_sdist_is_the_whole_source_release() -> None:
+    """The sdist shipped tests that run scripts/gpu_train.sh without the script (nor the
+    Makefile, configs or docs)."""
+    manifest = (Path(__file__).parents[1] / "MANIFEST.in").read_text()
+    for part in ("graft bench", "graft configs", "graft docs", "graft scripts", "graft tests", "Makefile"):
+        assert part in manifest

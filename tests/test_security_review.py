@@ -314,3 +314,28 @@ def test_names_ffmpeg_would_read_as_protocols_are_files(tmp_path, monkeypatch) -
         FrameWriter._write_png(Path(name), np.full((16, 16, 3), value, np.uint8))
     assert os.path.exists("concat:0003.png|0002.png")
     assert [int(f.mean()) for f in iter_frames(Path("."))] == [10, 200, 40]
+
+
+def test_without_overwrite_an_output_that_appears_meanwhile_is_left_alone(tok, tmp_path, tiny_model) -> None:
+    """Two writers of one name without -y: both found it free, and the last to finish replaced the
+    other's output. The name is now taken only if still free (a hard link)."""
+    from tokcodec.codec.outputs import staged_output
+    from tokcodec.errors import OutputError
+
+    dst = tmp_path / "same.tok"
+    with pytest.raises(OutputError, match="appeared while this output was being written"):
+        with staged_output(dst, "file", overwrite=False) as a:
+            a.write_bytes(b"second")
+            dst.write_bytes(b"first")  # another process, finishing first
+    assert dst.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["same.tok"]
+    out = tmp_path / "out.mkv"
+
+    def other_writer(frames: int) -> None:
+        if not out.exists():
+            out.write_bytes(b"theirs")
+
+    with pytest.raises(OutputError, match="appeared while"):
+        decode_video(tok, out, model=tiny_model, progress=other_writer)
+    assert out.read_bytes() == b"theirs"
+    decode_video(tok, out, model=tiny_model, overwrite=True)  # -y: replaced, as asked
+    assert out.read_bytes() != b"theirs"

@@ -160,7 +160,7 @@ def write_token_file(tokens: TokenFile, dst: str | Path, split_bits: int | None 
     array = tokens.tokens.astype(np.int32, copy=False)  # (a copy only where it is another type)
     if split_bits:
         array = split_tokens(array, tokens.bits, split_bits)
-    with output_errors(dst), staged_output(dst, "file") as tmp:  # disk full, unwritable place
+    with output_errors(dst), staged_output(dst, "file", overwrite) as tmp:  # disk full, unwritable place
         if dst.suffix == ".npy":
             np.save(tmp, array, allow_pickle=False)
         else:
@@ -617,7 +617,7 @@ def detokenize(src: TokenSource, dst: str | Path, *, model: str | LoadedModel | 
                           "(use a video extension or a directory)")
     start = time.perf_counter()
     color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-    with output_errors(dst, av.FFmpegError), staged_output(dst, kind) as out_path, \
+    with output_errors(dst, av.FFmpegError), staged_output(dst, kind, overwrite) as out_path, \
             FrameWriter(out_path, h.width, h.height, h.frame_rate, color) as writer:  # muxer refusal too
         out = GapFiller(writer, h.height, h.width)
         used_batch = decode_gops(plan.items(), loaded, runtime, h, out, gop_batch, progress, plan.source)

@@ -68,9 +68,9 @@ NAME_MAX = 255
 
 def temp_path(dst: Path, number: int = 1) -> Path:
     """Hidden sibling of dst that keeps its extension (muxers are chosen by it): .NAME.part-PID.EXT,
-    or .NAME.part-PID-N.EXT for the N-th (from 2) where the names before are taken (written at
-    once in this process, or left or planted by someone else). A NAME too long to take the
-    additions is cut, with a hash of it so that it stays its own."""
+    or .NAME.part-PID-N.EXT for the N-th (from 2) where the names before are in use (written at
+    once in this process, or taken again by someone else as soon as removed). A NAME too long to
+    take the additions is cut, with a hash of it so that it stays its own."""
     tag = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
     stem, tail = dst.stem, f".part-{tag}{dst.suffix}"
     if len(os.fsencode(f".{stem}{tail}")) > NAME_MAX:  # (the file system's bytes: any name, UTF-8 or not)
@@ -135,17 +135,18 @@ def _claim_temp_path(dst: Path) -> Path:
 
 
 @contextmanager
-def staged_output(dst: Path, kind: str) -> Iterator[Path]:
+def staged_output(dst: Path, kind: str, overwrite: bool = True) -> Iterator[Path]:
     """The path to write ``dst`` at: a temporary sibling that becomes ``dst`` when the block
     completes and is removed when it fails; a directory of PNGs ("dir", written frame by frame)
-    and standard output ("stream") as they are."""
+    and standard output ("stream") as they are. Without ``overwrite``, a ``dst`` that appeared
+    while the block ran (another process writing the same name) is left as it is: OutputError."""
     if kind in ("dir", "stream"):
         yield dst
         return
     tmp = _claim_temp_path(dst)
     try:
         yield tmp
-        commit_output(tmp, dst)
+        commit_output(tmp, dst, overwrite)
     finally:
         try:
             if tmp.exists():
@@ -153,6 +154,21 @@ def staged_output(dst: Path, kind: str) -> Iterator[Path]:
         finally:
             with _STAGED_LOCK:
                 _STAGED.discard(tmp.absolute())
+
+
+def _take_free_name(tmp: Path, dst: Path) -> None:
+    taken = OutputError(f"{dst}: appeared while this output was being written (another process writing "
+                        "the same name?); it is left as it is (use -y to overwrite)")
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise taken from None
+    except OSError:  # a file system without hard links: checked, then renamed (a moment's race)
+        if os.path.lexists(dst):
+            raise taken from None
+        os.replace(tmp, dst)
+        return
+    tmp.unlink()
 
 
 @contextmanager
@@ -168,13 +184,18 @@ def output_errors(dst: Path, *also: type[Exception]) -> Iterator[None]:
         raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
 
 
-def commit_output(tmp: Path, dst: Path) -> None:
+def commit_output(tmp: Path, dst: Path, overwrite: bool = True) -> None:
     """Give a finished temporary file its final name, durably: its data reaches the disk before
     the rename, and the rename before we return, so even a power cut never leaves a file under
-    the final name that is not complete."""
+    the final name that is not complete. Without ``overwrite`` the name is taken only if it is
+    still free (a hard link, made or refused at once), so two writers of one name without -y
+    never replace each other's output: the second gets an OutputError."""
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, dst)
+    if overwrite:
+        os.replace(tmp, dst)
+    else:
+        _take_free_name(tmp, dst)
     try:
         fd = os.open(dst.parent if str(dst.parent) else ".", os.O_RDONLY)
     except OSError:

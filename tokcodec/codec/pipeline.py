@@ -338,7 +338,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
 
         # a .tok is written in one pass (its index last), so it streams to standard output too
         to_stdout = str(dst) == STDIO
-        with staged_output(dst, "stream" if to_stdout else "file") as out_path, \
+        with staged_output(dst, "stream" if to_stdout else "file", overwrite) as out_path, \
                 (open(sys.stdout.fileno(), "wb", closefd=False) if to_stdout else out_path.open("wb")) as fh:
             writer = ContainerWriter(fh, header, patch_header=not to_stdout)
             # GOPs entropy-code in worker threads while the network (and the correction's fit,
@@ -918,7 +918,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     track = track.cut(float(time_of(part.start, h.frame_rate)), length)
                     track = track if track.duration > 0 else None
                 color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-                with staged_output(dst, kind) as out_path, \
+                with staged_output(dst, kind, overwrite) as out_path, \
                         FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
                     out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
                     grids = (_salvaged_tokens(reader, damaged) if salvage

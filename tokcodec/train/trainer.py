@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokcodec.codec.correction import CorrectionConfig, fit_correction, uncorrectable
+from tokcodec.errors import InputError
 from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import LFQOutput, indices_to_bits
@@ -115,6 +116,10 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> "TrainConfig":
+        if not path.is_file():
+            shipped = " (the training configs are in configs/ of tokcodec's source: a checkout or the sdist)" \
+                if not path.is_absolute() and path.parts[:1] == ("configs",) else ""
+            raise InputError(f"{path}: no such config file{shipped}")
         text = path.read_text()
         if path.suffix == ".json":  # e.g. a run's own train_config.json
             raw = json.loads(text)
