@@ -52,6 +52,18 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(dev, precision)
 
 
+def _one_thread_after_fork() -> None:
+    """In a process forked from one whose torch ran its OpenMP threads, torch's first parallel
+    operation waits for ever (GNU OpenMP's thread pool does not survive a fork): a tokcodec call
+    in an `os.fork()` or multiprocessing "fork" child hung without a word. The child runs torch on
+    one thread, as PyTorch's own DataLoader workers do."""
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX)
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+
+
 def use_all_cores() -> None:
     """The CLI's thread policy for coding: one torch thread per core, unless the user chose a
     count with OMP_NUM_THREADS. Library callers keep whatever torch.set_num_threads they chose."""
