@@ -154,6 +154,11 @@ def _sequence_frames(path: Path, max_frames: int | None, skip: int) -> Iterator[
         yield frame
 
 
+def _is_image(path: Path, container: av.container.InputContainer) -> bool:
+    """Whether an opened input is a still image (by its name, or the demuxer FFmpeg chose)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in _IMAGE_FORMATS
+
+
 def _open_input(path: Path) -> av.container.InputContainer:
     if not path.exists():
         hint = " (an image sequence: give its directory)" if "%" in path.name or "*" in path.name else ""
@@ -455,7 +460,7 @@ def _probe(path: Path) -> VideoInfo:
         ctx = stream.codec_context
         _check_size(path, ctx.width, ctx.height)
         fmt = container.format.name
-        is_image = path.suffix.lower() in IMAGE_SUFFIXES or fmt in _IMAGE_FORMATS
+        is_image = _is_image(path, container)
         count = not stream.frames and not is_image and fmt not in _CONSTANT_RATE_FORMATS
         scan = _scan(container, stream, path, count)
         first = scan.first
@@ -711,7 +716,7 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
                 first_pts = first.pts
                 frames = itertools.chain((first,), frames)
                 break
-            is_image = path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in _IMAGE_FORMATS
+            is_image = _is_image(path, container)
             interlaced = first is not None and deinterlaces(deinterlace, _interlaced(stream, first), is_image,
                                                             first.height)
             lead = 1 if interlaced and skip else 0  # (the frame before a part: the deinterlacer's look back)

@@ -116,7 +116,7 @@ def token_file_of(src: str | Path, model: str | None = None) -> TokenFile:
     from tokcodec.codec.pipeline import read_tokens
 
     h, grids, frames = read_tokens(src, model, dtype=np.int32)  # (int32 GOP by GOP: the whole file is held)
-    return TokenFile(np.concatenate(grids, 0).astype(np.int32, copy=False), str(src), bits=h.bits,
+    return TokenFile(np.concatenate(grids, 0), str(src), bits=h.bits,
                      gop_latent_frames=[g.shape[0] for g in grids], gop_frames=frames,
                      model=h.model_name, weights_sha256=h.weights_sha256, frame_rate=h.frame_rate,
                      size=(h.width, h.height), coded_size=(h.coded_width, h.coded_height),

@@ -99,13 +99,21 @@ def _made_new(path: Path) -> bool:
     return True
 
 
+def _made_anew(path: Path) -> bool:
+    """``_made_new``, where what is there already (a leftover of an interrupted write, a link
+    someone planted) is removed first: the link itself, never what it points to. False where
+    that cannot be removed, or is there again at once."""
+    if _made_new(path):
+        return True
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return _made_new(path)
+
+
 def new_file(path: Path) -> Path:
-    """``path`` made a new, empty file: what is there already (a leftover of an interrupted
-    write, or a link someone planted) is removed first, never written through."""
-    if not _made_new(path):
-        path.unlink()  # (a link itself, not what it points to)
-        if not _made_new(path):
-            raise OutputError(f"{path}: something keeps taking this name")
+    """``path`` made a new, empty file (``_made_anew``)."""
+    if not _made_anew(path):
+        raise OutputError(f"{path}: cannot be made anew (something keeps taking this name)")
     return path
 
 
@@ -121,13 +129,8 @@ def _claim_temp_path(dst: Path) -> Path:
     with _STAGED_LOCK:
         for number in range(1, MAX_TEMP_TRIES + 1):
             tmp = temp_path(dst, number)
-            if tmp.absolute() in _STAGED:
+            if tmp.absolute() in _STAGED or not _made_anew(tmp):
                 continue
-            if not _made_new(tmp):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()  # (a link itself, not what it points to)
-                if not _made_new(tmp):
-                    continue
             _STAGED.add(tmp.absolute())
             return tmp
     raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary file are all taken "

@@ -24,6 +24,7 @@ class ChunkSpot:
     offset: int
     first_frame: int
     frames: int
+    end: int  # the byte after the chunk
 
 
 @dataclass
@@ -124,10 +125,11 @@ def _scan_chunks(buf: mmap.mmap, header: Header, candidates: list[int] | None,
                            or lost + gap <= TAIL_FILL_FACTOR * (intact + chunk.frames)):
             pos += 1
             continue
-        spots.append(ChunkSpot(pos, chunk.first_frame, chunk.frames))
+        end = pos + CHUNK_HEADER_SIZE + chunk.stored_len
+        spots.append(ChunkSpot(pos, chunk.first_frame, chunk.frames, end))
         next_frame = chunk.first_frame + chunk.frames
         intact, lost = intact + chunk.frames, lost + gap
-        pos = end = pos + CHUNK_HEADER_SIZE + chunk.stored_len
+        pos = end
 
 
 def _find_audio(buf: mmap.mmap, budget: _ScanBudget) -> AudioBlock | None:
@@ -176,8 +178,7 @@ def open_salvage(path: str | Path) -> SalvageReader:
             problems.append(f"{path}: the audio block is damaged (audio dropped)")
         end = spots[-1].first_frame + spots[-1].frames if spots else 0
         if total > end:
-            last = chunk_at(buf, spots[-1].offset, header) if spots else None
-            after = size - (spots[-1].offset + CHUNK_HEADER_SIZE + last.stored_len if last else HEADER_SIZE)
+            after = size - (spots[-1].end if spots else HEADER_SIZE)
             believed = max(end * TAIL_FILL_FACTOR, end + after // CHUNK_HEADER_SIZE * header.gop)
             if total > believed:
                 problems.append(f"{path}: its stated frame count, {total}, is more than the file could hold; "
