@@ -31,10 +31,11 @@ def _cpu_has_fast_bf16() -> bool:
         return False
 
 
-def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """auto: CUDA when present (bf16 where supported, else fp16), else CPU with bf16 autocast when
-    the CPU has native bf16 (2-3x faster than fp32 for conv3d here; ~0.5% of latent bits differ
-    from fp32, and the precision is recorded in the .tok header), else fp32."""
+def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: bool = False) -> Runtime:
+    """auto: CUDA when present (bf16 where supported, else fp16; fp32 to ``encoding``: the shipped
+    encoders' activations overflow fp16's range, see model/refine.py ``finite_latents``), else CPU
+    with bf16 autocast when the CPU has native bf16 (2-3x faster than fp32 for conv3d here; ~0.5%
+    of latent bits differ from fp32, and the precision is recorded in the .tok header), else fp32."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise DeviceError(f"unknown device {device!r} (use auto, cpu or cuda)")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -44,7 +45,7 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     dev = torch.device(device)
     if precision == "auto":
         if dev.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32" if encoding else "fp16"
         else:
             precision = "bf16" if _cpu_has_fast_bf16() else "fp32"
     if precision not in ("fp32", "bf16", "fp16"):

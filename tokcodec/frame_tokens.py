@@ -55,7 +55,7 @@ def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default"
     search = search_config(refine, passes)
     first, stream, count = _frame_stream(frames)
     height, width = first.shape[:2]
-    runtime = select_runtime(device, precision)
+    runtime = select_runtime(device, precision, encoding=True)
     loaded = prepare_model(model, runtime)
     coder_id = default_coder_id(loaded, DEFAULT_KEY_INTERVAL)
     info = VideoInfo(width, height, rate or Fraction(25), count, "rgb24", False)

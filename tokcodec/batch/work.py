@@ -119,7 +119,7 @@ class Worker:
 
         self.options = options
         self.device = device or options.device
-        self.runtime = select_runtime(self.device, options.precision)
+        self.runtime = select_runtime(self.device, options.precision, encoding=options.op in ("encode", "tokens"))
         if self.runtime.device.type == "cuda":
             import torch
 

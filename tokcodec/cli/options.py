@@ -131,7 +131,8 @@ Deinterlace = Annotated[str, typer.Option(
     "stream flags as interlaced, on: every frame (for interlaced video that is not flagged), off: code its "
     "fields woven together.")]
 Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a CPU with "
-                                        "native bf16, else fp32; on CUDA bf16, else fp16).")]
+                                        "native bf16, else fp32; on CUDA bf16, else fp16 to decode and fp32 to "
+                                        "encode).")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
 Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]

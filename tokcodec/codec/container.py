@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-from tokcodec.codec.correction_record import max_record_bytes
+from tokcodec.codec.correction_record import KIND_GRID, KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, max_record_bytes
 from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE
 from tokcodec.errors import FormatError, InputError, why_not_a_file
 
@@ -115,6 +115,13 @@ class Header:
     correction_coded: bool = False   # records may be range coded (kind 3, format 2.2)
     grey: bool = False               # every source frame was grey: decode shows grey (FLAG_GREY)
 
+    @property
+    def newest_record_kind(self) -> int:
+        """The newest correction record kind this file's version allows (2.0: 1, 2.1: 2, 2.2 and
+        later minors: 3): a record of a later kind is damage or a mislabelled file."""
+        return KIND_GRID_DETAIL_CODED if self.correction_coded else KIND_GRID_DETAIL if self.correction_detail \
+            else KIND_GRID
+
     def latent_shape(self, frames_in_gop: int) -> tuple[int, int, int]:
         """Token grid of a GOP holding ``frames_in_gop`` real frames (padded up to 1 + s*k)."""
         s = self.temporal_factor
@@ -192,6 +199,8 @@ class Header:
             model_name = name[:name_len].decode("utf-8")
         except UnicodeDecodeError:
             raise FormatError(f"{source}: invalid model name in header") from None
+        if any(name[name_len:]):
+            raise FormatError(f"{source}: invalid model name in header (bytes after its {name_len} are not zero)")
         return cls(w, h, cw, ch, pw, ph, Fraction(rn, rd), nframes, gop, tf, sf, bits, coder,
                    model_name, sha.hex(), PRECISIONS[prec], crange, cspace, prim, trc,
                    bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), major >= 2, (major, minor),
@@ -453,7 +462,9 @@ class ContainerReader:
         magic, size, kind, start_us, plen, pcrc, crc = _AUDIO.unpack(raw)
         if magic != AUDIO_MAGIC or zlib.crc32(raw[:-4]) != crc:
             raise FormatError(f"{src}: audio block header corrupted")
-        if size != AUDIO_HEADER_SIZE or kind != AUDIO_KIND_MATROSKA or pos + size + plen != end:
+        if kind != AUDIO_KIND_MATROSKA:
+            raise FormatError(f"{src}: audio block of unknown kind {kind} (made by a newer tokcodec?)")
+        if size != AUDIO_HEADER_SIZE or pos + size + plen != end:
             raise FormatError(f"{src}: audio block does not fit the file (file corrupted)")
         return AudioEntry(pos + size, plen, pcrc, start_us, kind)
 
@@ -485,8 +496,11 @@ class ContainerReader:
             raise FormatError(f"{self.source}: chunk {i} (frames {e.first_frame}-{e.first_frame + e.frames - 1}) "
                               "checksum mismatch (file corrupted)")
         if magic != CHUNK_MAGIC or idx != i or first != e.first_frame or frames != e.frames \
-                or plen != e.payload_len or (lt, lh, lw) != self.header.latent_shape(frames):
+                or plen != e.payload_len:
             raise FormatError(f"{self.source}: chunk {i} header disagrees with the index")
+        if (lt, lh, lw) != self.header.latent_shape(frames):
+            raise FormatError(f"{self.source}: chunk {i}: its token grid {lt}x{lh}x{lw} is not the "
+                              "{}x{}x{} of {} frames at the header's size".format(*self.header.latent_shape(frames), frames))
         parts = _split_payload(raw[CHUNK_HEADER_SIZE:], self.header)
         if parts is None:
             raise FormatError(f"{self.source}: chunk {i}: coder payload length exceeds the chunk (file corrupted)")

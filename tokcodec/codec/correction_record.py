@@ -185,16 +185,21 @@ class CorrectionRecord:
 
     @classmethod
     def unpack(cls, record: bytes, width: int, height: int, frames: int | None = None,
-               previous: CorrectionRecord | None = None) -> "CorrectionRecord":
+               previous: CorrectionRecord | None = None,
+               newest_kind: int = KIND_GRID_DETAIL_CODED) -> "CorrectionRecord":
         """The record of a GOP of ``frames`` frames (None: not checked) of ``width`` x ``height``;
         FormatError unless every field fits (the grids are allocated only after their sizes
         have been checked). A kind 3 record predicted from the previous GOP's (``predicted``)
-        needs that record as ``previous``."""
+        needs that record as ``previous``. ``newest_kind``: the newest kind the file's version
+        allows (``Header.newest_record_kind``)."""
         if len(record) < RECORD_HEADER_SIZE:
             raise FormatError("correction record truncated")
         kind, cell, step, flags, gh, gw, *dc = _RECORD.unpack_from(record)
         if kind not in (KIND_GRID, KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED):
             raise FormatError(f"unknown correction kind {kind} (made by a newer tokcodec?)")
+        if kind > newest_kind:
+            raise FormatError(f"correction record of kind {kind} in a file whose version allows kinds up to "
+                              f"{newest_kind} (file corrupted)")
         if flags & ~(FLAG_PREDICTED if kind == KIND_GRID_DETAIL_CODED else 0):
             raise FormatError(f"correction record of kind {kind} has unknown flags {flags:#x}")
         if not MIN_CELL <= cell <= MAX_CELL or step < 1 or any(abs(v) > MAX_DC for v in dc):

@@ -278,7 +278,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
     target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
     check_tok_output(dst, overwrite, src)
-    runtime = select_runtime(device, precision)
+    runtime = select_runtime(device, precision, encoding=True)
     loaded = prepare_model(model, runtime)
     if compile:
         compile_networks(loaded.tokenizer)
@@ -709,7 +709,8 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
     fix = None
     if correction and chunk.correction:
         fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames,
-                                prior[3] if record_needs_previous(chunk.correction) else None)
+                                prior[3] if record_needs_previous(chunk.correction) else None,
+                                header.newest_record_kind)
     return chunk.first_frame, chunk.frames, tokens, fix
 
 

@@ -1,9 +1,9 @@
 """`tokcodec verify`: check a .tok file's integrity without running the decoder network.
 
 Checks, in order: the header, trailer and index CRCs and their consistency (by opening the file),
-every chunk's CRC, the entropy-decoded tokens' own CRC (coder 2 stores one; skipped with
-``tokens=False``), the audio block's CRC and that it parses, and that the weights the file names
-are installed here with the SHA-256 the file records.
+that the weights the file names are installed here with the SHA-256 the file records and the
+token grid its header states, every chunk's CRC, the entropy-decoded tokens' own CRC (skipped
+with ``tokens=False``), every correction record, and the audio block's CRC and that it parses.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ class VerifyReport:
                 "chunks": self.chunks, "model": self.model}
 
 
-def _check_weights(report: VerifyReport, header: Header, model: str | None, source: str) -> None:
+def _check_weights(report: VerifyReport, header: Header, model: str | None, source: str) -> bool:
     """The weights the file names are here (as decode finds them), with the recorded hash and the
-    token grid its header states."""
+    token grid its header states. False where that grid is not theirs: the tokens are then not
+    worth decoding (the coder would look for a prior of the header's bits, and blame that)."""
     expected, name = header.weights_sha256, header.model_name
     # without --model, or naming the file's own preset: that preset's shipped weights with the
     # recorded hash (current or kept version), as decode picks them
@@ -49,15 +50,17 @@ def _check_weights(report: VerifyReport, header: Header, model: str | None, sour
         actual = weights_sha256(str(shipped) if shipped else model or name)
     except TokcodecError as exc:
         report.problems.append(f"weights: {exc} (pass --model with the weights used to encode)")
-        return
+        return True
     if actual != expected:
         report.problems.append(f"weights: {model or name} here has sha256 {actual[:16]}..., the file was "
                                f"made with {expected[:16]}... (pass --model with the weights used to encode)")
-        return
+        return True
     try:
         header.check_model(weights_config(str(shipped) if shipped else model or name), source)
     except TokcodecError as exc:
         report.problems.append(str(exc))
+        return False
+    return True
 
 
 def _own_weights(report: VerifyReport, model: str | None, expected: str, name: str) -> bool:
@@ -97,6 +100,8 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
         if weights and resolve_name(h.model_name) not in PRESETS and not _own_weights(
                 report, model, h.weights_sha256, h.model_name):
             tokens = weights = False  # (said once: without the weights file, its prior is not known)
+        if weights and not _check_weights(report, h, model, str(path)):
+            tokens = False
         try:
             coder = get_coder(h.coder_id)
         except TokcodecError as exc:
@@ -123,8 +128,8 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
             try:
                 if record_needs_previous(chunk.correction) and fix is None:
                     raise FormatError("it is coded against the previous GOP's record, which did not decode")
-                fix = CorrectionRecord.unpack(chunk.correction, h.width, h.height, chunk.frames, fix) \
-                    if chunk.correction else None
+                fix = CorrectionRecord.unpack(chunk.correction, h.width, h.height, chunk.frames, fix,
+                                              h.newest_record_kind) if chunk.correction else None
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: correction record does not decode ({exc})")
                 lost = True
@@ -137,6 +142,4 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
                     read_track(block.data, block.start_offset_us / 1e6)
             except TokcodecError as exc:
                 report.problems.append(f"audio: {exc}")
-        if weights:
-            _check_weights(report, h, model, str(path))
     return report

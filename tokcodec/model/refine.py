@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tokcodec.defaults import DEFAULT_PASSES, MAX_PASSES
-from tokcodec.errors import ArgumentError
+from tokcodec.errors import ArgumentError, ModelError
 from tokcodec.model.lfq import indices_to_codes
 from tokcodec.model.tokenizer import VideoTokenizer
 
@@ -120,7 +120,7 @@ def find_tokens(tokenizer: VideoTokenizer, x: torch.Tensor, config: RefineConfig
     if quantize is None:
         quantize = partial(sign_indices, tokenizer)
     with torch.inference_mode(), autocast():  # no passes and no steps: the plain encode, as fast
-        z = tokenizer.encoder(x).float()
+        z = finite_latents(tokenizer.encoder(x).float())
     if not config.passes and not config.steps:
         return FoundTokens(quantize(z))
     if config.passes:
@@ -180,13 +180,24 @@ def closed_loop_latents(tokenizer: VideoTokenizer, x: torch.Tensor, z0: torch.Te
         u.clamp_(-1, 1)
         del miss, decoded  # (best keeps the one still wanted) before the networks' peak
         with autocast():
-            z = tokenizer.encoder(u).float()
+            z = finite_latents(tokenizer.encoder(u).float())
         indices, decoded = decode(z)
         miss = missed(decoded)
         err = float(miss.square().sum())
         if err < best_err:
             best_err, best = err, (z, indices, decoded)
     return best
+
+
+def finite_latents(z: torch.Tensor) -> torch.Tensor:
+    """``z``, the encoder's latents, if every one is finite; else a ModelError. In fp16 (range
+    +-65504) the shipped encoders' activations overflow on ordinary video (fast-deep's reach
+    85,837 in fp32 on a face clip): inf, then NaN, whose sign bits all read 0, so every token was
+    0 and encode wrote a tiny, worthless file without a word."""
+    if not bool(torch.isfinite(z).all()):
+        raise ModelError("the encoder's output is not finite (inf or NaN): in fp16 these weights' activations "
+                         "overflow; encode with --precision bf16 or fp32")
+    return z
 
 
 def latent_step_means_(miss: torch.Tensor, step: int) -> torch.Tensor:
