@@ -499,8 +499,9 @@ class ContainerReader:
                 or plen != e.payload_len:
             raise FormatError(f"{self.source}: chunk {i} header disagrees with the index")
         if (lt, lh, lw) != self.header.latent_shape(frames):
-            raise FormatError(f"{self.source}: chunk {i}: its token grid {lt}x{lh}x{lw} is not the "
-                              "{}x{}x{} of {} frames at the header's size".format(*self.header.latent_shape(frames), frames))
+            t, h, w = self.header.latent_shape(frames)
+            raise FormatError(f"{self.source}: chunk {i}: its token grid {lt}x{lh}x{lw} is not the {t}x{h}x{w} "
+                              f"of {frames} frames at the header's size")
         parts = _split_payload(raw[CHUNK_HEADER_SIZE:], self.header)
         if parts is None:
             raise FormatError(f"{self.source}: chunk {i}: coder payload length exceeds the chunk (file corrupted)")

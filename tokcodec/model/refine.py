@@ -196,7 +196,7 @@ def finite_latents(z: torch.Tensor) -> torch.Tensor:
     0 and encode wrote a tiny, worthless file without a word."""
     if not bool(torch.isfinite(z).all()):
         raise ModelError("the encoder's output is not finite (inf or NaN): in fp16 these weights' activations "
-                         "overflow; encode with --precision bf16 or fp32")
+                         "overflow, so encode with --precision bf16 or fp32 (in those, the weights are broken)")
     return z
 
 
