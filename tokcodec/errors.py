@@ -8,6 +8,11 @@ class TokcodecError(Exception):
     """Base class of every error tokcodec raises on purpose."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, systemd, Kubernetes), raised where the CLI takes it so that
+    it stops a command as Ctrl-C does: temporary outputs removed, exit status 143."""
+
+
 class FormatError(TokcodecError):
     """A .tok file is malformed, truncated, corrupted or of an unknown version."""
 
@@ -23,6 +28,11 @@ class InputError(TokcodecError):
 
 class OutputError(TokcodecError):
     """An output cannot be written (exists without overwrite, unwritable location, unknown format)."""
+
+
+class BusyError(OutputError):
+    """Another run holds what this one needs (a batch run's output folder): try again later. The
+    CLI exits 75 (EX_TEMPFAIL), so that a cron job can tell "still running" from a failure (1)."""
 
 
 class ModelError(TokcodecError):

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokcodec.errors import OutputError
+from tokcodec.errors import BusyError, OutputError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -59,7 +59,7 @@ class Manifest:
         self.path = path
         self.previous = done_records(path) if previous is None else previous
         try:
-            self._fh = path.open("ab")
+            self._fh = path.open("ab", buffering=0)  # (a line reaches the file whole, or fails at once)
             if self._fh.tell() > 0:
                 with path.open("rb") as fh:
                     fh.seek(-1, os.SEEK_END)
@@ -69,9 +69,13 @@ class Manifest:
             raise OutputError(f"{path}: cannot write the manifest ({exc.strerror or exc})") from None
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """One record, on the disk when this returns; OutputError where it cannot be (a full disk:
+        the run stops, saying so, instead of "unexpected OSError")."""
+        try:
+            self._fh.write(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None
 
     def close(self) -> None:
         self._fh.close()
@@ -105,7 +109,7 @@ class DirLock:
                 return self
             holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise OutputError(f"{self.path.parent}: another batch run is using this folder "
+            raise BusyError(f"{self.path.parent}: another batch run is using this folder "
                               f"(holder: {holder}; lock {self.path.name})") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())

@@ -46,8 +46,8 @@ def file_line(plan: Plan, job: Job, result: FileResult) -> str:
 
 def begin_line(plan: Plan, workers: int, engine: str) -> str:
     skipped = f", {len(plan.skipped)} already done" if plan.skipped else ""
-    where = f"{workers} worker{'s' if workers != 1 else ''}" if engine == "local" else "Ray"
-    return f"batch {plan.op}: {plan.total} files{skipped}, {len(plan.todo)} to do ({where})"
+    where = plural(workers, "worker") if engine == "local" else "Ray"
+    return f"batch {plan.op}: {plural(plan.total, 'file')}{skipped}, {len(plan.todo)} to do ({where})"
 
 
 class LineReporter(Reporter):

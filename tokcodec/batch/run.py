@@ -32,7 +32,7 @@ from tokcodec.codec.ratecontrol import check_target
 from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT,
                                MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE,
                                check_deinterlace, check_scenecut)
-from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
+from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError, Terminated
 from tokcodec.text import plural
 
 if TYPE_CHECKING:
@@ -82,6 +82,11 @@ class BatchSummary:
         return sum(r.bytes for r in self.results if r.status == "done")
 
     @property
+    def lost_frames(self) -> int:
+        """Frames that --salvage filled in this run's outputs (damage in their files)."""
+        return sum(r.lost_frames or 0 for r in self.results if r.status == "done")
+
+    @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
@@ -94,13 +99,15 @@ class BatchSummary:
         return {"op": self.op, "src": self.src, "dst": self.dst, "manifest": self.manifest, "workers": self.workers,
                 "engine": self.engine, "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
                 "done": self.done, "skipped": self.skipped, "failed": self.failed, "frames": self.frames,
-                "bytes": self.bytes, "fps": self.fps, "ok": self.ok, "warnings": list(self.warnings),
+                "bytes": self.bytes, "lost_frames": self.lost_frames, "fps": self.fps, "ok": self.ok,
+                "warnings": list(self.warnings),
                 "results": [r.record() for r in self.results]}
 
     def line(self) -> str:
         mb = self.bytes / 1e6
+        lost = f" ({self.lost_frames} LOST, filled)" if self.lost_frames else ""
         return (f"batch {self.op}: {self.done} done, {self.skipped} skipped, {self.failed} failed, "
-                f"{plural(self.frames, 'frame')}, {mb:.{1 if mb >= 1 or mb == 0 else 3}f} MB, {self.fps:.1f} fps")
+                f"{plural(self.frames, 'frame')}{lost}, {mb:.{1 if mb >= 1 or mb == 0 else 3}f} MB, {self.fps:.1f} fps")
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -111,10 +118,6 @@ class BatchInterrupted(KeyboardInterrupt):
         super().__init__("interrupted")
         self.summary = summary
         self.signum = int(signum)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, stopping a run as Ctrl-C does."""
 
 
 def validate_options(options: BatchOptions) -> None:
@@ -231,7 +234,7 @@ def _skipped_result(op: str, job: Job, manifest: Manifest) -> FileResult:
 def _sigterm_as_interrupt() -> Iterator[None]:
     """`kill PID` stops a run like Ctrl-C does (workers stopped, partial outputs removed)."""
     def handler(signum: int, frame: object) -> None:
-        raise _Terminated
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -347,7 +350,7 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
                     pool.run(plan.todo)
             except KeyboardInterrupt as exc:
                 summary.interrupted = True
-                raise BatchInterrupted(summary, signal.SIGTERM if isinstance(exc, _Terminated)
+                raise BatchInterrupted(summary, signal.SIGTERM if isinstance(exc, Terminated)
                                        else signal.SIGINT) from None
             finally:
                 summary.seconds = time.perf_counter() - t0

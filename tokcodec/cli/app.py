@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -12,9 +13,9 @@ import typer
 from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device,
                                   Duration, EncodeStart, Gop, GopBatch, KeyInterval, Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
-                                  Refine, Scale, Scenecut, SequenceFps, Sharpen, Start, TokensGop, TokensScale,
-                                  TokensScenecut, read_by)
-from tokcodec.cli.policy import errors, expected_errors
+                                  Refine, Scale, Scenecut, SequenceFps, Sharpen, Start, StatsJson, TokensGop,
+                                  TokensScale, TokensScenecut, read_by)
+from tokcodec.cli.policy import errors, expected_errors, stopped, terminate_as_interrupt
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
@@ -92,9 +93,11 @@ def encode(
     no_audio: NoAudioEncode = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    as_json: StatsJson = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, check_output=lambda: check_tok_output(output, overwrite, input)) as src:
+        _json_checked(as_json, output)
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video, input_part, with_rate
         from tokcodec.codec.ratecontrol import parse_bitrate
@@ -105,7 +108,7 @@ def encode(
         if limit and total:
             total = min(total, limit)
         stages = [("rate plan", None)] if bpp is not None or bitrate is not None else []
-        with staged_progress(stages + [("encode", total)], quiet) as (*plan_advance, advance):
+        with staged_progress(stages + [("encode", total)], quiet or as_json) as (*plan_advance, advance):
             st = encode_video(src, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
                               max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
@@ -136,9 +139,11 @@ def encode(
         # the rates are the video's: the audio's bytes are counted apart, as ffmpeg does
         sizes = f"{st.bytes} bytes" + (f" (video {st.bytes - st.audio_bytes}, audio {st.audio_bytes}), video"
                                         if st.audio_bytes else ",")
+        if as_json:
+            typer.echo(json_text(st.to_dict()))
         stats_line(f"encoded {plural(st.frames, 'frame')} {st.width}x{st.height} -> {_named(output)}: {sizes} "
                     f"{st.video_bpp:.4f} bpp{target}, {st.video_bits_per_token:.2f} bits/token, {st.fps:.1f} fps "
-                    f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet)
+                    f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet or as_json)
         for warning in st.warnings:
             typer.echo(f"tokcodec: warning: {warning}", err=True)
 
@@ -159,11 +164,11 @@ def _token_output_checked(output: Path, overwrite: bool) -> None:
     check_token_output(output, overwrite)
 
 
-def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> str:
-    """The stats line's comparison of a decoded ``output`` (which starts at the original's frame
-    ``first_frame``) with its original (--compare), or ''."""
+def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> dict | None:
+    """The comparison of a decoded ``output`` (which starts at the original's frame
+    ``first_frame``) with its original (--compare), or None."""
     if compare is None:
-        return ""
+        return None
     from tokcodec.codec.pipeline import compare_videos
 
     cmp = compare_videos(compare, output, reference_start=first_frame)
@@ -176,11 +181,39 @@ def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> st
         typer.echo(f"tokcodec: warning: --compare: the decode has more frames than the reference; compared "
                    f"its first {cmp['frames']} with the reference's {cmp['frames']}{start}", err=True)
     # (RGB PSNR, as the bench's PSNR-RGB: ffmpeg's psnr filter reports Y, U and V of limited-range YUV)
-    return f", PSNR-RGB {cmp['psnr']:.2f} dB, colour drift {cmp['colour_drift']:.1f} vs {compare}"
+    return {**cmp, "reference": str(compare), "reference_start": first_frame}
+
+
+def _compared_text(compared: dict | None) -> str:
+    """The stats line's words for a ``_compared`` result ('' without --compare)."""
+    if compared is None:
+        return ""
+    return (f", PSNR-RGB {compared['psnr']:.2f} dB, colour drift {compared['colour_drift']:.1f} "
+            f"vs {compared['reference']}")
+
+
+def _json_checked(as_json: bool, output: Path) -> None:
+    if as_json and str(output) == STDIO:
+        raise OutputError("--json prints on standard output, which -o - takes for the output: give -o a file name")
+
+
+def json_text(doc: object) -> str:
+    """``doc`` as strict JSON, on one line: a non-finite number (the PSNR of identical videos) is null."""
+    def finite(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(doc), allow_nan=False)
 
 
 def _named(output: Path) -> str:
-    return "stdout" if str(output) == STDIO else str(output)
+    if str(output) == STDIO:
+        return "stdout"
+    return f"{output}/ (a directory of PNGs)" if not output.suffix and output.is_dir() else str(output)
 
 
 @app.command()
@@ -202,9 +235,11 @@ def decode(
     frames: DecodeFrames = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    as_json: StatsJson = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare)) as src:
+        _json_checked(as_json, output)
         from tokcodec.codec.pipeline import check_reference, decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
         _checked(output, overwrite, compare)
@@ -213,24 +248,30 @@ def decode(
             total = decode_part(reader, **part).frames
             if compare is not None:
                 check_reference(compare, reader.header.width, reader.header.height)
-        with frame_progress("decode", total, quiet) as advance:
+        with frame_progress("decode", total, quiet or as_json) as advance:
             st = decode_video(src, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
                               compile=compile, **part)
+        lost = sum(b - a + 1 for a, b in st.lost_frames)
+        if lost:  # (said even with -q: the output is not the whole video)
+            ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
+            st.warnings.append(f"LOST {plural(lost, 'frame')} ({ranges}) of {st.frames}, filled by repeating the "
+                               "last good frame (black before any)")
         for problem in st.problems + st.warnings:
             typer.echo(f"tokcodec: warning: {problem}", err=True)
         batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
         first = f" from frame {st.first_frame}" if st.first_frame else ""
         line = (f"decoded {plural(st.frames, 'frame')}{first} {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
                 f"({st.device} {st.precision}{batch}); audio: {st.audio}")
-        if st.lost_frames:
-            ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)
-            lost = sum(b - a + 1 for a, b in st.lost_frames)
-            line += f"; LOST {lost} frames ({ranges}), filled by repeating the last good frame (black before any)"
+        if lost:
+            line += f"; LOST {plural(lost, 'frame')}"
         elif salvage:
             line += "; no frames lost"
-        stats_line(line + _compared(output, compare, st.first_frame), quiet)
+        compared = _compared(output, compare, st.first_frame)
+        if as_json:
+            typer.echo(json_text({**st.to_dict(), "compare": compared}))
+        stats_line(line + _compared_text(compared), quiet or as_json)
 
 
 @app.command()
@@ -403,8 +444,8 @@ def verify(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to check the files against "
                                         "(default: the preset each file names)."),
     fast: bool = typer.Option(False, "--fast", help="Check container checksums only, not the coded tokens."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per file."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only bad files."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file, a line each (JSON Lines)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only bad files (with --json too)."),
 ) -> None:
     """Check every checksum and the weights hash of .tok files without decoding video.
     Exit status 0 when all are good, 1 when any is bad (a missing file or weights that cannot be
@@ -416,12 +457,14 @@ def verify(
         for path in _tok_files(files):
             report = verify_file(path, model=model, tokens=not fast)
             bad += not report.ok
+            if report.ok and quiet:
+                continue
             if as_json:
                 typer.echo(json.dumps(report.to_dict()))
-            elif report.ok and not quiet:
+            elif report.ok:
                 typer.echo(f"{path}: OK ({plural(report.frames, 'frame')}, {plural(report.chunks, 'chunk')}, "
                            f"model {report.model})")
-            elif not report.ok:
+            else:
                 typer.echo(f"{path}: BAD: " + "; ".join(p.removeprefix(f"{path}: ") for p in report.problems))
         if bad:
             raise typer.Exit(1)
@@ -541,7 +584,7 @@ def detokenize(
             typer.echo(f"tokcodec: warning: {warning}", err=True)
         line = (f"decoded {plural(st.frames, 'frame')} {st.width}x{st.height} from tokens -> {_named(output)}, "
                 f"{st.fps:.1f} fps ({st.device} {st.precision})")
-        stats_line(line + _compared(output, compare), quiet)
+        stats_line(line + _compared_text(_compared(output, compare)), quiet)
 
 
 @app.command()
@@ -577,7 +620,7 @@ def train(
                                        "e.g. to fine-tune the shipped model or grow it into a deeper "
                                        "preset (--preset); ignored with --resume."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or progress lines."),
 ) -> None:
     """Train a tokenizer (runs under torchrun with DDP when launched with several processes)."""
     with errors():
@@ -703,6 +746,7 @@ def _maybe_reexec() -> None:
 
 def main() -> None:
     _maybe_reexec()
+    terminate_as_interrupt()
     try:
         if len(sys.argv) > 1 and sys.argv[1] in CODING_COMMANDS:
             from tokcodec.device import use_all_cores
@@ -710,9 +754,8 @@ def main() -> None:
             use_all_cores()
         # (prog_name: not "python -m tokcodec", which the re-exec above runs)
         code = app(prog_name="tokcodec", standalone_mode=False)
-    except KeyboardInterrupt:  # e.g. during an import, before a command's own handler is active
-        typer.echo("tokcodec: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # e.g. during an import, before a command's own handler is active
+        sys.exit(stopped(exc))
     except typer.TyperException as exc:  # typer's own click: usage errors (exit status 2)
         if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
             exc.show()  # (`tokcodec`, `tokcodec batch`: the help)

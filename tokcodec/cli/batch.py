@@ -27,7 +27,7 @@ Workers = Annotated[int | None, typer.Option(
 Engine = Annotated[str, typer.Option("--engine", help="local, or ray (pip install 'tokcodec\\[ray]').")]
 Address = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster address \\[default: RAY_ADDRESS, else a new local Ray instance].")]
-Force = Annotated[bool, typer.Option("--force", help="Redo outputs that are already complete.")]
+Force = Annotated[bool, typer.Option("--force", "-y", help="Redo (overwrite) outputs that are already complete.")]
 BatchQuiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only failures (and the summary if any).")]
 
 

@@ -21,7 +21,7 @@ __all__ = ["bench", "main"]
 def bench(
     clips: Annotated[list[Path], typer.Argument(help="Video files to bench (anything PyAV reads).",
                                                 show_default=False)],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (results, plots, bitstreams).")],
+    out: Annotated[Path, typer.Option("-o", "--output", "--out", help="Output folder (results, plots, bitstreams).")],
     codecs: Annotated[str, typer.Option(help="Comma-separated: x265, vvenc, svtav1, x264, tokcodec.")] =
         "x265,vvenc,svtav1,x264,tokcodec",
     quick: Annotated[bool, typer.Option("--quick", help="2 points per codec, 17 frames (unless --frames), "
@@ -29,7 +29,8 @@ def bench(
     ffmpeg: Annotated[Optional[Path], typer.Option(help="ffmpeg binary (default: the imageio-ffmpeg one).")] = None,
     frames: Annotated[Optional[int], typer.Option(min=1, help="Use at most N frames of each clip.")] = None,
     anchor: Annotated[str, typer.Option(help="BD-rate anchor: a codec key or series name.")] = "x265",
-    model: Annotated[str, typer.Option(help="tokcodec model: preset name or .safetensors weights file.")] = "default",
+    model: Annotated[str, typer.Option("--model", "-m", help="tokcodec model: preset name or .safetensors weights "
+                                       "file.")] = "default",
     device: Device = "auto",
     passes: Annotated[Optional[int], typer.Option(
         "--passes", min=0, max=MAX_PASSES, show_default=False,

@@ -137,3 +137,5 @@ NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio 
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
 Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or stats line.")]
+StatsJson = Annotated[bool, typer.Option("--json", help="The stats as one JSON object on standard output, instead "
+                                         "of the stats line (no progress bar; warnings stay on stderr).")]

@@ -1,7 +1,8 @@
 """The command line's one error and exit-code policy, for every command (bench and batch too).
 
-Expected failures print one line, ``tokcodec: error: ...``, on stderr and exit 1; Ctrl-C exits
-130; a reader that stops early (``| head``) exits 141 quietly; anything unexpected is still one
+Expected failures print one line, ``tokcodec: error: ...``, on stderr and exit 1 (75, EX_TEMPFAIL,
+where another run holds what this one needs: a batch run's folder); Ctrl-C exits
+130, SIGTERM 143 (``stopped``, after the same clean-up); a reader that stops early (``| head``) exits 141 quietly; anything unexpected is still one
 line unless TOKCODEC_DEBUG is set.
 """
 from __future__ import annotations
@@ -13,6 +14,59 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+
+from tokcodec.errors import BusyError
+
+
+def stopped(exc: KeyboardInterrupt) -> int:
+    """Say why the command stopped (Ctrl-C or SIGTERM); its exit status, as a shell gives it."""
+    from tokcodec.errors import Terminated
+
+    terminated = isinstance(exc, Terminated)
+    typer.echo(f"tokcodec: {'terminated' if terminated else 'interrupted'}", err=True)
+    return 143 if terminated else 130
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises ``Terminated`` in the main thread, so a command stops as on
+    Ctrl-C: the ``finally`` blocks of its outputs remove their temporary files (SIGTERM's
+    default, dying at once, left them: ``.clip.part-PID.tok``)."""
+    import signal
+
+    from tokcodec.errors import Terminated
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    with contextlib.suppress(ValueError):  # (not the main thread: signals stay as they are)
+        signal.signal(signal.SIGTERM, handler)
+
+
+#: exit status where another run holds what a command needs (sysexits.h EX_TEMPFAIL: try again later)
+BUSY_EXIT = 75
+
+
+OUT_OF_MEMORY = "out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)"
+
+
+def address_space_note() -> str:
+    """Where this process's address space is limited (``ulimit -v``, RLIMIT_AS; schedulers such
+    as SGE's h_vmem set it), words that say so: an allocation then fails however much memory is
+    free, which the memory checks made before encoding and decoding cannot foresee."""
+    try:
+        import resource
+    except ImportError:  # (not Unix)
+        return ""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return f"; this process may use at most {limit / 2**30:.1f} GB of address space (ulimit -v)"
+
+
+def _unexpected(exc: Exception, code: int) -> None:
+    if os.environ.get("TOKCODEC_DEBUG"):
+        raise exc
+    fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)", code)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -35,9 +89,8 @@ def errors(code: int = 1) -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        typer.echo("tokcodec: interrupted", err=True)
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(stopped(exc)) from None
     except BrokenPipeError:
         # whoever read our stdout stopped early (`tokcodec models | head`): a normal end for a
         # Unix tool, not an error; point stdout at /dev/null so the exit-time flush stays quiet
@@ -46,11 +99,15 @@ def errors(code: int = 1) -> Iterator[None]:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         raise typer.Exit(141)
+    except BusyError as exc:
+        fail(str(exc), BUSY_EXIT)
     except expected_errors() as exc:
         fail(str(exc), code)
     except MemoryError:
-        fail("out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)", code)
+        fail(OUT_OF_MEMORY + address_space_note(), code)
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc):  # (torch's CPU allocator: "DefaultCPUAllocator: ...")
+            _unexpected(exc, code)
+        fail(OUT_OF_MEMORY + address_space_note(), code)
     except Exception as exc:  # noqa: BLE001 - last resort: still one line unless debugging
-        if os.environ.get("TOKCODEC_DEBUG"):
-            raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)", code)
+        _unexpected(exc, code)

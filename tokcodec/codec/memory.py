@@ -134,18 +134,23 @@ def check_encode_memory(footprint: EncodeFootprint, available: int | None = None
     if budget is None or need <= budget:
         return
     gop = footprint.longest_gop_within(budget)
-    advice = f"use --gop {gop} or less" if 1 <= gop < footprint.frames else "use a smaller --scale"
+    advice = "use --gop 1 or a smaller --scale" if gop == 1 < footprint.frames else \
+        f"use --gop {gop} or less" if 1 < gop < footprint.frames else "use a smaller --scale"
     raise MemoryLimitError(
         f"encoding GOPs of {footprint.frames} frames at {footprint.width}x{footprint.height} needs about "
         f"{_gb(need)} of memory{' with --refine' if footprint.refine else ''}, and {_gb(budget)} is available: "
         f"{advice} (or free some memory)")
 
 
-#: decode's peak RSS (``tokcodec decode``, 640x360, GOP 17 and 65, 2-core host): 626 / 878 MB in
-#: bf16, 777 / 1301 MB in fp32; a fixed part plus, per coded pixel-frame of the GOPs decoded at
-#: once, the decoder's activations (the frames go out one by one)
+#: decode's peak RSS (``/usr/bin/time -f %M tokcodec decode``, 2-core AMD EPYC host): 640x360,
+#: GOP 17 and 65: 626 / 878 MB in bf16, 777 / 1301 MB in fp32; 1920x1080, GOP 17: 1.69-2.14 GiB
+#: in bf16 (to .y4m, .mkv, .mp4 with --compare, two sessions), 2.81 / 3.08 GiB in fp32 (.y4m /
+#: .mkv); 3840x2160, 9 frames: 2.85 GiB in bf16. A fixed part plus, per coded pixel-frame of the
+#: GOPs decoded at once, the decoder's activations (the frames go out one by one). The cost per
+#: pixel-frame grows with the frame size (24 B fitted 360p alone; 1080p needed up to 49): these
+#: fit 1080p, and overestimate 360p and 4K by a quarter or so
 DECODE_BASE_BYTES = 600 * 2**20
-DECODE_BYTES_PER_PIXEL_FRAME = {"bf16": 24, "fp16": 24, "fp32": 48}
+DECODE_BYTES_PER_PIXEL_FRAME = {"bf16": 44, "fp16": 44, "fp32": 72}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
 """Atomic outputs: a file appears under its final name only when it is complete, even after a
-crash or a power cut; until then it is a hidden sibling with the same extension."""
+crash or a power cut; until then it is a hidden sibling with the same extension. A directory of
+frames is written in a hidden sibling directory too, and takes its name (or, into an existing
+one, its frames take theirs) only when every frame is there."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +20,8 @@ from tokcodec.errors import OutputError
 
 #: the output (and input) name meaning standard output (input), as ffmpeg takes it
 STDIO = "-"
+#: the names of a directory output's frames (frame_000000.png, ...)
+FRAME_NAME = re.compile(r"frame_(\d{6,})\.png")
 
 
 def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None:
@@ -137,26 +144,85 @@ def _claim_temp_path(dst: Path) -> Path:
                       f"({temp_path(dst).name} and on)")
 
 
+def _claim_temp_dir(dst: Path) -> Path:
+    """A new, empty hidden sibling directory to write the directory output ``dst`` in (``mkdir``
+    is exclusive and follows no link); a name already taken (by a killed run with the same
+    process id, or by someone else) is passed over, never removed."""
+    with _STAGED_LOCK:
+        for number in range(1, MAX_TEMP_TRIES + 1):
+            tmp = temp_path(dst, number)
+            if tmp.absolute() in _STAGED:
+                continue
+            try:
+                tmp.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+            _STAGED.add(tmp.absolute())
+            return tmp
+    raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary directory are all taken "
+                      f"({temp_path(dst).name} and on)")
+
+
 @contextmanager
 def staged_output(dst: Path, kind: str, overwrite: bool = True) -> Iterator[Path]:
-    """The path to write ``dst`` at: a temporary sibling that becomes ``dst`` when the block
-    completes and is removed when it fails; a directory of PNGs ("dir", written frame by frame)
-    and standard output ("stream") as they are. Without ``overwrite``, a ``dst`` that appeared
-    while the block ran (another process writing the same name) is left as it is: OutputError."""
-    if kind in ("dir", "stream"):
+    """The path to write ``dst`` at: a temporary sibling (a directory for a directory of PNGs,
+    "dir") that becomes ``dst`` when the block completes and is removed when it fails or is
+    interrupted; standard output ("stream") as it is. Without ``overwrite``, a ``dst`` that
+    appeared while the block ran (another process writing the same name) is left as it is:
+    OutputError."""
+    if kind == "stream":
         yield dst
         return
-    tmp = _claim_temp_path(dst)
+    tmp = _claim_temp_dir(dst) if kind == "dir" else _claim_temp_path(dst)
     try:
         yield tmp
-        commit_output(tmp, dst, overwrite)
+        if kind == "dir":
+            commit_directory(tmp, dst, overwrite)
+        else:
+            commit_output(tmp, dst, overwrite)
     finally:
         try:
-            if tmp.exists():
+            if kind == "dir":
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
                 tmp.unlink()
         finally:
             with _STAGED_LOCK:
                 _STAGED.discard(tmp.absolute())
+
+
+def commit_directory(tmp: Path, dst: Path, overwrite: bool = True) -> None:
+    """Give a finished directory of frames its name: renamed into place where nothing, or an empty
+    directory, is there (at once); into a directory that holds files (``overwrite``, -y) frame by
+    frame, and then the frames it held beyond this output's are removed (its other files stay).
+    A failed or interrupted decode so never leaves a folder whose first frames are new and the
+    rest an earlier decode's, nor a half-written one under the final name."""
+    try:
+        os.rename(tmp, dst)  # (replaces an empty directory)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+    if not overwrite:
+        raise OutputError(f"{dst}: appeared while this output was being written (another process writing "
+                          "the same name?); it is left as it is (use -y to overwrite)")
+    if not dst.is_dir():
+        raise OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+    written = sorted(tmp.iterdir())
+    for frame in written:
+        os.replace(frame, dst / frame.name)
+    remove_frames(dst, len(written))
+    tmp.rmdir()
+
+
+def remove_frames(directory: Path, first: int) -> None:
+    """A directory output's frames numbered ``first`` and on, left by an earlier, longer output."""
+    for png in directory.glob("frame_*.png"):
+        number = FRAME_NAME.fullmatch(png.name)
+        if number and int(number.group(1)) >= first:
+            png.unlink(missing_ok=True)
 
 
 def _take_free_name(tmp: Path, dst: Path) -> None:

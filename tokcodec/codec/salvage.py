@@ -170,6 +170,10 @@ def open_salvage(path: str | Path) -> SalvageReader:
         spots = _scan_chunks(buf, header, offsets, budget)
         if offsets is not None and len(spots) < len(offsets):
             problems.append(f"{path}: {len(offsets) - len(spots)} of {len(offsets)} chunks are damaged")
+        if not spots:  # (a video of nothing but filler, exit status 0, helped no one)
+            stated = f" of its {total} frames" if total else ""
+            raise FormatError(f"{path}: no GOP{stated} survived intact; nothing to salvage"
+                              + "".join(f" ({p})" for p in problems[:1]))
         audio = _find_audio(buf, budget) if header.has_audio else None
         if budget.spent:
             problems.append(f"{path}: the scan stopped after checking {SCAN_BYTES_FACTOR} times the file's size "
