@@ -14,16 +14,14 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from conftest import smooth_clip, write_clip
 from test_hardening import damaged
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import decode_video, encode_video
-from tokcodec.errors import BusyError, FormatError, OutputError
+from tokcodec.errors import BusyError, OutputError
 
 runner = CliRunner()
 
@@ -178,18 +176,20 @@ def test_the_batch_summary_counts_lost_frames() -> None:
     assert "(40 LOST, filled)" in summary.line() and summary.to_dict()["lost_frames"] == 40
 
 
-def test_a_busy_batch_folder_exits_75(tmp_path) -> None:
+def test_a_busy_batch_folder_exits_75(coded, tmp_path) -> None:
     """"Another batch run is using this folder" exited 1, as a failed file does: a cron job could
     not tell "still running" from a failure."""
     from tokcodec.batch.manifest import DirLock
-    from tokcodec.cli.policy import BUSY_EXIT, errors
 
-    with DirLock(tmp_path / ".tokcodec-batch.lock"):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "a.tok").write_bytes(coded[1].read_bytes())
+    with DirLock(dst / ".tokcodec-batch.lock"):  # (another run's flock: this process's other descriptor)
         with pytest.raises(BusyError, match="another batch run is using this folder"):
-            DirLock(tmp_path / ".tokcodec-batch.lock").__enter__()
-        with pytest.raises(typer.Exit) as ended, errors():
-            DirLock(tmp_path / ".tokcodec-batch.lock").__enter__()
-    assert ended.value.exit_code == BUSY_EXIT == 75
+            DirLock(dst / ".tokcodec-batch.lock").__enter__()
+        res = runner.invoke(app, ["batch", "decode", str(src), str(dst), "--workers", "1"])
+    assert res.exit_code == 75 and "another batch run is using this folder" in res.output, res.output
 
 
 def test_encode_and_decode_print_json(coded, tmp_path) -> None:
@@ -233,5 +233,37 @@ def test_a_folder_output_is_named_as_such(coded, tmp_path) -> None:
     """`-o noext` (an extension forgotten) wrote a folder of PNGs without a word."""
     res = runner.invoke(app, ["decode", str(coded[1]), "-o", str(tmp_path / "noext")])
     assert res.exit_code == 0 and "noext/ (a directory of PNGs)" in res.output
-    assert np.array_equal(sorted(p.name for p in (tmp_path / "noext").iterdir()),
-                          [f"frame_{i:06d}.png" for i in range(9)])
+    assert sorted(p.name for p in (tmp_path / "noext").iterdir()) == [f"frame_{i:06d}.png" for i in range(9)]
+
+
+def test_a_folder_that_exists_is_written_in_place(coded, tmp_path, monkeypatch) -> None:
+    """The diff review of the staged folder output: `-o .` failed ("has an empty name"), a mount
+    point or a link to a folder could not be renamed over, and an existing folder lost its mode.
+    An existing folder now stages its frames inside itself and keeps what it is."""
+    short = coded[1]
+    names = [f"frame_{i:06d}.png" for i in range(9)]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    decode_video(short, Path("."))
+    assert sorted(p.name for p in here.iterdir()) == names
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    kept.chmod(0o2750)
+    decode_video(short, kept)
+    assert sorted(p.name for p in kept.iterdir()) == names and kept.stat().st_mode & 0o7777 == 0o2750
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    decode_video(short, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and sorted(p.name for p in target.iterdir()) == names
+
+
+def test_a_file_in_the_way_of_a_folder_is_refused_before_decoding(coded, tmp_path, monkeypatch) -> None:
+    from tokcodec.io import FrameWriter
+
+    (tmp_path / "frames").write_text("mine")
+    monkeypatch.setattr(FrameWriter, "write", lambda self, frame: pytest.fail("decoded before refusing"))
+    with pytest.raises(OutputError, match="is a file, not a directory"):
+        decode_video(coded[1], tmp_path / "frames", overwrite=True)
+    assert (tmp_path / "frames").read_text() == "mine"

@@ -60,8 +60,8 @@ def test_the_decode_estimate_covers_1080p() -> None:
     frames that peaked at 1.69-2.14 GiB (fp32: 2.8-3.1 GiB)."""
     bf16 = memory.DecodeFootprint(1920, 1088, 17, "bf16").peak_bytes()
     fp32 = memory.DecodeFootprint(1920, 1088, 17, "fp32").peak_bytes()
-    assert 2.0 * 2**30 <= bf16 <= 2.6 * 2**30
-    assert 2.9 * 2**30 <= fp32 <= 3.6 * 2**30
+    assert 2.14 * 2**30 <= bf16 <= 2.6 * 2**30  # (the highest peaks measured: 2.14 and 3.08 GiB)
+    assert 3.08 * 2**30 <= fp32 <= 3.6 * 2**30
 
 
 def test_an_address_space_limit_is_named_when_memory_runs_out(monkeypatch, capsys) -> None:

@@ -114,12 +114,16 @@ def test_zstd_frame_must_end_where_its_record_ends() -> None:
 @pytest.mark.parametrize("checksum", [False, True])
 def test_zstd_frame_length_counts_blocks_and_checksum(checksum: bool) -> None:
     rng = np.random.default_rng(2)
-    content = rng.integers(0, 4, 400_000).astype(np.uint8).tobytes() + bytes(300_000)  # several blocks
+    content = (rng.integers(0, 4, 400_000).astype(np.uint8).tobytes() + bytes(300_000)  # compressed, RLE
+               + rng.integers(0, 256, 200_000).astype(np.uint8).tobytes())  # and raw blocks
     frame = zstandard.ZstdCompressor(level=3, write_checksum=checksum).compress(content)
     assert frame_length(frame) == frame_length(frame + b"more") == len(frame)
     assert decompress_bounded(frame, len(content)) == content
     with pytest.raises(ValueError, match="truncated"):
         frame_length(frame[:-1])
+    for other in (b"abcdefgh" * 2, b"\x50\x2a\x4d\x18" + bytes(12)):  # not zstd; a skippable frame
+        with pytest.raises(ValueError, match="not a zstd frame"):
+            frame_length(other)
 
 
 def test_record_kind_must_fit_the_files_version() -> None:

@@ -292,19 +292,27 @@ def _display_size(frame: av.VideoFrame) -> tuple[int, int]:
 ACCURATE_SWSCALE = 0x2 | 0x40000 | 0x2000 | 0x80000  # BILINEAR | ACCURATE_RND | FULL_CHR_H_INT | BITEXACT
 
 
+def reformatted(frame: av.VideoFrame, **kwargs) -> av.VideoFrame:
+    """``frame.reformat(**kwargs)`` with ACCURATE_SWSCALE, or with swscale's defaults where this
+    PyAV takes no flags in ``interpolation`` (an enum of its own before 18, which may refuse them)."""
+    try:
+        return frame.reformat(interpolation=ACCURATE_SWSCALE, **kwargs)
+    except (TypeError, ValueError):
+        return frame.reformat(**kwargs)
+
+
 def _to_rgb(frame: av.VideoFrame, width: int, height: int,
             orientation: tuple[bool, int]) -> np.ndarray:
     """RGB uint8 with the source's own colour matrix, at (width, height), then turned upright."""
     src_cs = frame.colorspace if frame.colorspace not in (None, 2) else None
     kwargs = {"src_colorspace": src_cs} if src_cs is not None else {}
-    kwargs["interpolation"] = ACCURATE_SWSCALE
     if (frame.width, frame.height) != (width, height):  # a mid-stream size change
         kwargs.update(width=width, height=height)
     try:
-        rgb = frame.reformat(format="rgb24", **kwargs)
+        rgb = reformatted(frame, format="rgb24", **kwargs)
     except (ValueError, av.FFmpegError):
         kwargs.pop("src_colorspace", None)
-        rgb = frame.reformat(format="rgb24", **kwargs)
+        rgb = reformatted(frame, format="rgb24", **kwargs)
     return _upright(rgb.to_ndarray(), orientation)
 
 
@@ -887,8 +895,7 @@ class FrameWriter:
         else:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             if self.matrix is not None:  # (.mp4, .mov: the matrix its tags state)
-                vf = vf.reformat(format=self.stream.pix_fmt, dst_colorspace=self.matrix,
-                                 interpolation=ACCURATE_SWSCALE)
+                vf = reformatted(vf, format=self.stream.pix_fmt, dst_colorspace=self.matrix)
             for packet in self.stream.encode(vf):
                 self.container.mux(packet)
         self.count += 1

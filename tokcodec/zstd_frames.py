@@ -1,6 +1,7 @@
 """zstd frames read from files, decompressed within the memory their expected size needs."""
 from __future__ import annotations
 
+_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first 4 bytes (skippable frames have others: refused)
 _BLOCK_HEADER_BYTES = 3
 _BLOCK_RAW, _BLOCK_RLE, _BLOCK_COMPRESSED = 0, 1, 2
 _CHECKSUM_FLAG = 0x04  # frame header descriptor: a 4-byte content checksum follows the last block
@@ -8,11 +9,14 @@ _CHECKSUM_FLAG = 0x04  # frame header descriptor: a 4-byte content checksum foll
 
 def frame_length(data: bytes) -> int:
     """Bytes of the zstd frame at the start of ``data``: frame header, blocks and checksum (what
-    libzstd's ZSTD_findFrameCompressedSize counts), found by walking the 3-byte block headers
-    (RFC 8878, section 3.1.1.2) without decompressing anything. ValueError if the frame runs
-    past the end of ``data``."""
+    libzstd's ZSTD_findFrameCompressedSize counts for such a frame), found by walking the 3-byte
+    block headers (RFC 8878, section 3.1.1.2) without decompressing anything. ValueError if
+    ``data`` does not start with a zstd frame (skippable frames included: nothing here writes
+    them) or the frame runs past its end."""
     import zstandard
 
+    if bytes(data[:4]) != _MAGIC:
+        raise ValueError("not a zstd frame (its magic number is missing)")
     try:
         pos = zstandard.frame_header_size(data)
     except zstandard.ZstdError as exc:

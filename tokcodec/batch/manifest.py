@@ -59,7 +59,7 @@ class Manifest:
         self.path = path
         self.previous = done_records(path) if previous is None else previous
         try:
-            self._fh = path.open("ab", buffering=0)  # (a line reaches the file whole, or fails at once)
+            self._fh = path.open("ab", buffering=0)  # (written through: an error is this record's)
             if self._fh.tell() > 0:
                 with path.open("rb") as fh:
                     fh.seek(-1, os.SEEK_END)
@@ -71,8 +71,10 @@ class Manifest:
     def write(self, record: dict[str, Any]) -> None:
         """One record, on the disk when this returns; OutputError where it cannot be (a full disk:
         the run stops, saying so, instead of "unexpected OSError")."""
+        line = memoryview(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
         try:
-            self._fh.write(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
+            while line:  # (a short write, on a disk nearly full: the rest, or the error it meets;
+                line = line[self._fh.write(line):]  # a line cut short by it is passed over when read)
             os.fsync(self._fh.fileno())
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None

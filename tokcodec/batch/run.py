@@ -7,8 +7,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -33,6 +32,7 @@ from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCE
                                MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE,
                                check_deinterlace, check_scenecut)
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError, Terminated
+from tokcodec.interrupts import sigterm_as_interrupt
 from tokcodec.text import plural
 
 if TYPE_CHECKING:
@@ -230,23 +230,6 @@ def _skipped_result(op: str, job: Job, manifest: Manifest) -> FileResult:
                       prev.get("bpp"), 0.0, model=prev.get("model"))
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """`kill PID` stops a run like Ctrl-C does (workers stopped, partial outputs removed)."""
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class NothingToDo(InputError):
     """SRC holds no file the operation takes (none, or none that --include/--exclude let through)."""
 
@@ -346,7 +329,7 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
                 reporter.note(note)
             t0 = time.perf_counter()
             try:
-                with _sigterm_as_interrupt():
+                with sigterm_as_interrupt():  # `kill PID`: workers stopped, partial outputs removed
                     pool.run(plan.todo)
             except KeyboardInterrupt as exc:
                 summary.interrupted = True

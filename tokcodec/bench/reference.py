@@ -17,7 +17,7 @@ import numpy as np
 from tokcodec.bench.ffmpeg import FFmpeg, rgb_to_yuv420, yuv8_to_yuv10
 from tokcodec.errors import InputError
 from tokcodec.ffmpeg_names import ffmpeg_name
-from tokcodec.io import ACCURATE_SWSCALE
+from tokcodec.io import reformatted
 
 __all__ = ["Reference", "read_rgb_frames", "write_ffv1_rgb", "load_reference"]
 
@@ -35,7 +35,7 @@ def read_rgb_frames(path: Path, max_frames: Optional[int] = None) -> tuple[np.nd
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
             for frame in container.decode(stream):
-                frames.append(frame.reformat(format="rgb24", interpolation=ACCURATE_SWSCALE).to_ndarray())
+                frames.append(reformatted(frame, format="rgb24").to_ndarray())
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except av.error.FFmpegError as e:

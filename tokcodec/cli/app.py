@@ -15,7 +15,7 @@ from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, 
                                   NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
                                   Refine, Scale, Scenecut, SequenceFps, Sharpen, Start, StatsJson, TokensGop,
                                   TokensScale, TokensScenecut, read_by)
-from tokcodec.cli.policy import errors, expected_errors, stopped, terminate_as_interrupt
+from tokcodec.cli.policy import errors, expected_errors, stopped
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import input_file
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
@@ -96,7 +96,8 @@ def encode(
     as_json: StatsJson = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
-    with errors(), input_file(input, check_output=lambda: check_tok_output(output, overwrite, input)) as src:
+    with errors(), input_file(input, check_output=lambda: _json_checked(as_json, output) or
+                              check_tok_output(output, overwrite, input)) as src:
         _json_checked(as_json, output)
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video, input_part, with_rate
@@ -193,6 +194,7 @@ def _compared_text(compared: dict | None) -> str:
 
 
 def _json_checked(as_json: bool, output: Path) -> None:
+    """--json takes standard output: refused with -o -, whose output goes there."""
     if as_json and str(output) == STDIO:
         raise OutputError("--json prints on standard output, which -o - takes for the output: give -o a file name")
 
@@ -238,7 +240,8 @@ def decode(
     as_json: StatsJson = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs), or part of it (--ss, -t, --frames)."""
-    with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare)) as src:
+    with errors(), input_file(input, "a .tok file", check_output=lambda: _json_checked(as_json, output) or
+                              _checked(output, overwrite, compare)) as src:
         _json_checked(as_json, output)
         from tokcodec.codec.pipeline import check_reference, decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
@@ -746,6 +749,8 @@ def _maybe_reexec() -> None:
 
 def main() -> None:
     _maybe_reexec()
+    from tokcodec.interrupts import terminate_as_interrupt
+
     terminate_as_interrupt()
     try:
         if len(sys.argv) > 1 and sys.argv[1] in CODING_COMMANDS:
@@ -764,7 +769,9 @@ def main() -> None:
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             typer.echo(f"tokcodec: error: {exc.format_message()}{where}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # (click's own: Ctrl-C or SIGTERM while it parsed)
+            sys.exit(stopped(exc.__context__))
         typer.echo("tokcodec: aborted", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

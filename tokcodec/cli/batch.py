@@ -1,6 +1,7 @@
 """`tokcodec batch encode|decode|tokens SRC DST`: the typer sub-app over tokcodec.batch."""
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,7 +40,8 @@ def _run(fn: Callable[..., Any], quiet: bool, **kwargs: Any) -> None:
         try:
             summary = fn(reporter=default_reporter(quiet), **kwargs)
         except BatchInterrupted as exc:
-            typer.echo(f"{exc.summary.line()} (interrupted; rerun to resume)", err=True)
+            how = "terminated" if exc.signum == signal.SIGTERM else "interrupted"
+            typer.echo(f"{exc.summary.line()} ({how}; rerun to resume)", err=True)
             raise typer.Exit(128 + exc.signum) from None  # 130 for Ctrl-C, 143 for SIGTERM
     if not quiet or summary.failed:
         typer.echo(summary.line(), err=True)

@@ -1,9 +1,9 @@
 """The command line's one error and exit-code policy, for every command (bench and batch too).
 
 Expected failures print one line, ``tokcodec: error: ...``, on stderr and exit 1 (75, EX_TEMPFAIL,
-where another run holds what this one needs: a batch run's folder); Ctrl-C exits
-130, SIGTERM 143 (``stopped``, after the same clean-up); a reader that stops early (``| head``) exits 141 quietly; anything unexpected is still one
-line unless TOKCODEC_DEBUG is set.
+where another run holds what this one needs: a batch run's folder); Ctrl-C exits 130, SIGTERM 143
+(``stopped``, after the same clean-up: tokcodec.interrupts); a reader that stops early (``| head``)
+exits 141 quietly; anything unexpected is still one line unless TOKCODEC_DEBUG is set.
 """
 from __future__ import annotations
 
@@ -27,25 +27,8 @@ def stopped(exc: KeyboardInterrupt) -> int:
     return 143 if terminated else 130
 
 
-def terminate_as_interrupt() -> None:
-    """From now on SIGTERM raises ``Terminated`` in the main thread, so a command stops as on
-    Ctrl-C: the ``finally`` blocks of its outputs remove their temporary files (SIGTERM's
-    default, dying at once, left them: ``.clip.part-PID.tok``)."""
-    import signal
-
-    from tokcodec.errors import Terminated
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    with contextlib.suppress(ValueError):  # (not the main thread: signals stay as they are)
-        signal.signal(signal.SIGTERM, handler)
-
-
 #: exit status where another run holds what a command needs (sysexits.h EX_TEMPFAIL: try again later)
 BUSY_EXIT = 75
-
-
 OUT_OF_MEMORY = "out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)"
 
 

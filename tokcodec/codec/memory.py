@@ -134,8 +134,12 @@ def check_encode_memory(footprint: EncodeFootprint, available: int | None = None
     if budget is None or need <= budget:
         return
     gop = footprint.longest_gop_within(budget)
-    advice = "use --gop 1 or a smaller --scale" if gop == 1 < footprint.frames else \
-        f"use --gop {gop} or less" if 1 < gop < footprint.frames else "use a smaller --scale"
+    if gop >= footprint.frames or gop < 1:
+        advice = "use a smaller --scale"
+    elif gop == 1:  # (the shortest GOP there is)
+        advice = "use --gop 1 or a smaller --scale"
+    else:
+        advice = f"use --gop {gop} or less"
     raise MemoryLimitError(
         f"encoding GOPs of {footprint.frames} frames at {footprint.width}x{footprint.height} needs about "
         f"{_gb(need)} of memory{' with --refine' if footprint.refine else ''}, and {_gb(budget)} is available: "
@@ -147,10 +151,10 @@ def check_encode_memory(footprint: EncodeFootprint, available: int | None = None
 #: in bf16 (to .y4m, .mkv, .mp4 with --compare, two sessions), 2.81 / 3.08 GiB in fp32 (.y4m /
 #: .mkv); 3840x2160, 9 frames: 2.85 GiB in bf16. A fixed part plus, per coded pixel-frame of the
 #: GOPs decoded at once, the decoder's activations (the frames go out one by one). The cost per
-#: pixel-frame grows with the frame size (24 B fitted 360p alone; 1080p needed up to 49): these
-#: fit 1080p, and overestimate 360p and 4K by a quarter or so
+#: pixel-frame grows with the frame size (24 B fitted 360p alone; 1080p needed up to 46): these
+#: cover every 1080p peak, and overestimate 4K by a third and 360p by a quarter to a half
 DECODE_BASE_BYTES = 600 * 2**20
-DECODE_BYTES_PER_PIXEL_FRAME = {"bf16": 44, "fp16": 44, "fp32": 72}
+DECODE_BYTES_PER_PIXEL_FRAME = {"bf16": 48, "fp16": 48, "fp32": 76}
 
 
 @dataclass(frozen=True)

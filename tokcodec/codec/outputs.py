@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -144,13 +145,22 @@ def _claim_temp_path(dst: Path) -> Path:
                       f"({temp_path(dst).name} and on)")
 
 
-def _claim_temp_dir(dst: Path) -> Path:
-    """A new, empty hidden sibling directory to write the directory output ``dst`` in (``mkdir``
-    is exclusive and follows no link); a name already taken (by a killed run with the same
-    process id, or by someone else) is passed over, never removed."""
+def _claim_temp_dir(dst: Path) -> tuple[Path, bool]:
+    """(a new, empty hidden directory to write the directory output ``dst`` in, whether it lies
+    inside ``dst``): inside where ``dst`` is a folder already (".", a mount point, a link to a
+    folder: the frames then move up within its file system, and the folder keeps its owner and
+    mode), else a sibling, renamed into place. ``mkdir`` is exclusive and follows no link; a name
+    already taken (by a killed run with the same process id, or by someone else) is passed over,
+    never removed. Something else than a folder under the name is refused before any work."""
+    if dst.is_dir():
+        base, inside = dst / "frames", True
+    elif os.path.lexists(dst):
+        raise OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+    else:
+        base, inside = dst, False
     with _STAGED_LOCK:
         for number in range(1, MAX_TEMP_TRIES + 1):
-            tmp = temp_path(dst, number)
+            tmp = temp_path(base, number)
             if tmp.absolute() in _STAGED:
                 continue
             try:
@@ -160,9 +170,9 @@ def _claim_temp_dir(dst: Path) -> Path:
             except OSError as exc:
                 raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
             _STAGED.add(tmp.absolute())
-            return tmp
+            return tmp, inside
     raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary directory are all taken "
-                      f"({temp_path(dst).name} and on)")
+                      f"({temp_path(base).name} and on)")
 
 
 @contextmanager
@@ -175,11 +185,11 @@ def staged_output(dst: Path, kind: str, overwrite: bool = True) -> Iterator[Path
     if kind == "stream":
         yield dst
         return
-    tmp = _claim_temp_dir(dst) if kind == "dir" else _claim_temp_path(dst)
+    tmp, inside = _claim_temp_dir(dst) if kind == "dir" else (_claim_temp_path(dst), False)
     try:
         yield tmp
         if kind == "dir":
-            commit_directory(tmp, dst, overwrite)
+            commit_directory(tmp, dst, overwrite, inside)
         else:
             commit_output(tmp, dst, overwrite)
     finally:
@@ -193,28 +203,54 @@ def staged_output(dst: Path, kind: str, overwrite: bool = True) -> Iterator[Path
                 _STAGED.discard(tmp.absolute())
 
 
-def commit_directory(tmp: Path, dst: Path, overwrite: bool = True) -> None:
-    """Give a finished directory of frames its name: renamed into place where nothing, or an empty
-    directory, is there (at once); into a directory that holds files (``overwrite``, -y) frame by
-    frame, and then the frames it held beyond this output's are removed (its other files stay).
-    A failed or interrupted decode so never leaves a folder whose first frames are new and the
-    rest an earlier decode's, nor a half-written one under the final name."""
-    try:
-        os.rename(tmp, dst)  # (replaces an empty directory)
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise
-    if not overwrite:
-        raise OutputError(f"{dst}: appeared while this output was being written (another process writing "
-                          "the same name?); it is left as it is (use -y to overwrite)")
-    if not dst.is_dir():
-        raise OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
-    written = sorted(tmp.iterdir())
-    for frame in written:
-        os.replace(frame, dst / frame.name)
-    remove_frames(dst, len(written))
+def commit_directory(tmp: Path, dst: Path, overwrite: bool = True, inside: bool = False) -> None:
+    """Give a finished directory of frames (``tmp``) its name: a sibling folder is renamed into
+    place (at once); one ``inside`` an existing ``dst`` (or a sibling where a folder appeared
+    meanwhile, with ``overwrite``) has its frames take their names there, Ctrl-C and SIGTERM held
+    back until the last one has, and then the frames ``dst`` held beyond this output's are
+    removed (its other files stay). A failed or interrupted decode so leaves neither a folder
+    whose first frames are new and the rest an earlier decode's, nor a half-written one under the
+    final name. (The frames are not synced to the disk: a power cut may still lose them.)"""
+    if not inside:
+        try:
+            os.rename(tmp, dst)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+        if not overwrite:
+            raise OutputError(f"{dst}: appeared while this output was being written (another process writing "
+                              "the same name?); it is left as it is (use -y to overwrite)")
+        if not dst.is_dir():
+            raise OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+    with signals_deferred():
+        written = sorted(tmp.iterdir())
+        for frame in written:
+            os.replace(frame, dst / frame.name)
+        remove_frames(dst, len(written))
     tmp.rmdir()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back (in the main thread) until the block ends, then delivered to
+    the handlers there were: for steps that must not stop half-way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None:  # (None: set outside Python; left alone)
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def remove_frames(directory: Path, first: int) -> None:

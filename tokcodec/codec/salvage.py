@@ -173,16 +173,16 @@ def open_salvage(path: str | Path) -> SalvageReader:
         if not spots:  # (a video of nothing but filler, exit status 0, helped no one)
             stated = f" of its {total} frames" if total else ""
             raise FormatError(f"{path}: no GOP{stated} survived intact; nothing to salvage"
-                              + "".join(f" ({p})" for p in problems[:1]))
+                              + "".join(f" ({p.removeprefix(f'{path}: ')})" for p in problems[:1]))
         audio = _find_audio(buf, budget) if header.has_audio else None
         if budget.spent:
             problems.append(f"{path}: the scan stopped after checking {SCAN_BYTES_FACTOR} times the file's size "
                             "(it holds very many damaged chunk or audio headers); what lies past that is lost")
         if header.has_audio and audio is None:
             problems.append(f"{path}: the audio block is damaged (audio dropped)")
-        end = spots[-1].first_frame + spots[-1].frames if spots else 0
+        end = spots[-1].first_frame + spots[-1].frames
         if total > end:
-            after = size - (spots[-1].end if spots else HEADER_SIZE)
+            after = size - spots[-1].end
             believed = max(end * TAIL_FILL_FACTOR, end + after // CHUNK_HEADER_SIZE * header.gop)
             if total > believed:
                 problems.append(f"{path}: its stated frame count, {total}, is more than the file could hold; "

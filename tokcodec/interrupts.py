@@ -1,0 +1,39 @@
+"""SIGTERM as an exception, ``Terminated`` (a KeyboardInterrupt), so that ``kill``, ``timeout``,
+systemd and Kubernetes stop a command as Ctrl-C does: the ``finally`` blocks of its outputs
+remove their temporary files. SIGTERM's default, dying at once, left them behind."""
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tokcodec.errors import Terminated
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler: raise ``Terminated`` once; a second SIGTERM while the first is being
+    cleaned up after is ignored, so that it cannot cut the clean-up short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises ``Terminated`` in the main thread (the CLI's whole run)."""
+    with contextlib.suppress(ValueError):  # (not the main thread: signals stay as they are)
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` within the block, and the handler there was is back after it
+    (a batch run called from a program of one's own); outside the main thread, nothing changes."""
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
