@@ -57,10 +57,10 @@ def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
 
 def test_the_decode_estimate_covers_1080p() -> None:
     """Fitted at 640x360 alone (24 B a pixel-frame), it said 1.37 GiB for a 1080p GOP of 17
-    frames that peaked at 1.69-2.14 GiB (fp32: 2.8-3.1 GiB)."""
+    frames that peaked at 1.69-2.09 GiB (fp32: 2.8-3.1 GiB)."""
     bf16 = memory.DecodeFootprint(1920, 1088, 17, "bf16").peak_bytes()
     fp32 = memory.DecodeFootprint(1920, 1088, 17, "fp32").peak_bytes()
-    assert 2.14 * 2**30 <= bf16 <= 2.6 * 2**30  # (the highest peaks measured: 2.14 and 3.08 GiB)
+    assert 2.09 * 2**30 <= bf16 <= 2.6 * 2**30  # (the highest peaks measured: 2.09 and 3.08 GiB)
     assert 3.08 * 2**30 <= fp32 <= 3.6 * 2**30
 
 

@@ -147,7 +147,7 @@ def check_encode_memory(footprint: EncodeFootprint, available: int | None = None
 
 
 #: decode's peak RSS (``/usr/bin/time -f %M tokcodec decode``, 2-core AMD EPYC host): 640x360,
-#: GOP 17 and 65: 626 / 878 MB in bf16, 777 / 1301 MB in fp32; 1920x1080, GOP 17: 1.69-2.14 GiB
+#: GOP 17 and 65: 626 / 878 MB in bf16, 777 / 1301 MB in fp32; 1920x1080, GOP 17: 1.69-2.09 GiB
 #: in bf16 (to .y4m, .mkv, .mp4 with --compare, two sessions), 2.81 / 3.08 GiB in fp32 (.y4m /
 #: .mkv); 3840x2160, 9 frames: 2.85 GiB in bf16. A fixed part plus, per coded pixel-frame of the
 #: GOPs decoded at once, the decoder's activations (the frames go out one by one). The cost per
