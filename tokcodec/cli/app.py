@@ -149,10 +149,11 @@ def encode(
             typer.echo(f"tokcodec: warning: {warning}", err=True)
 
 
-def _checked(output: Path, overwrite: bool, compare: Optional[Path]) -> None:
+def _checked(output: Path, overwrite: bool, compare: Optional[Path], as_json: bool = False) -> None:
     """The checks of a video output, made before any work (the library makes them again)."""
     from tokcodec.io import output_kind
 
+    _json_checked(as_json, output)
     if compare is not None and str(output) == STDIO:
         raise OutputError("--compare reads the decoded video back: give -o a file name, not -")
     output_kind(output)
@@ -240,12 +241,11 @@ def decode(
     as_json: StatsJson = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs), or part of it (--ss, -t, --frames)."""
-    with errors(), input_file(input, "a .tok file", check_output=lambda: _json_checked(as_json, output) or
-                              _checked(output, overwrite, compare)) as src:
-        _json_checked(as_json, output)
+    with errors(), input_file(input, "a .tok file",
+                              check_output=lambda: _checked(output, overwrite, compare, as_json)) as src:
         from tokcodec.codec.pipeline import check_reference, decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
-        _checked(output, overwrite, compare)
+        _checked(output, overwrite, compare, as_json)
         part = dict(start=start, duration=duration, frames=frames)
         with (open_salvage(src) if salvage else open_tok(src)) as reader:
             total = decode_part(reader, **part).frames

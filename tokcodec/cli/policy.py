@@ -15,13 +15,11 @@ from contextlib import contextmanager
 
 import typer
 
-from tokcodec.errors import BusyError
+from tokcodec.errors import BusyError, Terminated
 
 
 def stopped(exc: KeyboardInterrupt) -> int:
     """Say why the command stopped (Ctrl-C or SIGTERM); its exit status, as a shell gives it."""
-    from tokcodec.errors import Terminated
-
     terminated = isinstance(exc, Terminated)
     typer.echo(f"tokcodec: {'terminated' if terminated else 'interrupted'}", err=True)
     return 143 if terminated else 130

@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,15 +134,22 @@ def _claim_temp_path(dst: Path) -> Path:
     already under a name of this process's id that it is not writing is not its own (a planted
     link), or a leftover of a killed run with the same id (a container's is always the same):
     it is removed, and the name made anew; a name someone keeps taking is passed over."""
+    return _claim(dst, dst, _made_anew, "file")
+
+
+def _claim(dst: Path, base: Path, made: Callable[[Path], bool], what: str) -> Path:
+    """The first of ``base``'s temporary names (``temp_path``) that no output of this process is
+    writing and that ``made`` makes (False: taken), registered as this process's; OutputError
+    naming ``dst`` when all MAX_TEMP_TRIES are taken."""
     with _STAGED_LOCK:
         for number in range(1, MAX_TEMP_TRIES + 1):
-            tmp = temp_path(dst, number)
-            if tmp.absolute() in _STAGED or not _made_anew(tmp):
+            tmp = temp_path(base, number)
+            if tmp.absolute() in _STAGED or not made(tmp):
                 continue
             _STAGED.add(tmp.absolute())
             return tmp
-    raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary file are all taken "
-                      f"({temp_path(dst).name} and on)")
+    raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary {what} are all taken "
+                      f"({temp_path(base).name} and on)")
 
 
 def _claim_temp_dir(dst: Path) -> tuple[Path, bool]:
@@ -155,24 +162,29 @@ def _claim_temp_dir(dst: Path) -> tuple[Path, bool]:
     if dst.is_dir():
         base, inside = dst / "frames", True
     elif os.path.lexists(dst):
-        raise OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+        raise _not_a_directory(dst)
     else:
         base, inside = dst, False
-    with _STAGED_LOCK:
-        for number in range(1, MAX_TEMP_TRIES + 1):
-            tmp = temp_path(base, number)
-            if tmp.absolute() in _STAGED:
-                continue
-            try:
-                tmp.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
-            _STAGED.add(tmp.absolute())
-            return tmp, inside
-    raise OutputError(f"{dst}: {MAX_TEMP_TRIES} names for its temporary directory are all taken "
-                      f"({temp_path(base).name} and on)")
+
+    def made_dir(path: Path) -> bool:
+        try:
+            path.mkdir()
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+        return True
+
+    return _claim(dst, base, made_dir, "directory"), inside
+
+
+def _not_a_directory(dst: Path) -> OutputError:
+    return OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+
+
+def _appeared(dst: Path) -> OutputError:
+    return OutputError(f"{dst}: appeared while this output was being written (another process writing the "
+                       "same name?); it is left as it is (use -y to overwrite)")
 
 
 @contextmanager
@@ -219,10 +231,9 @@ def commit_directory(tmp: Path, dst: Path, overwrite: bool = True, inside: bool 
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise
         if not overwrite:
-            raise OutputError(f"{dst}: appeared while this output was being written (another process writing "
-                              "the same name?); it is left as it is (use -y to overwrite)")
+            raise _appeared(dst)
         if not dst.is_dir():
-            raise OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+            raise _not_a_directory(dst)
     with signals_deferred():
         written = sorted(tmp.iterdir())
         for frame in written:
@@ -262,8 +273,7 @@ def remove_frames(directory: Path, first: int) -> None:
 
 
 def _take_free_name(tmp: Path, dst: Path) -> None:
-    taken = OutputError(f"{dst}: appeared while this output was being written (another process writing "
-                        "the same name?); it is left as it is (use -y to overwrite)")
+    taken = _appeared(dst)
     try:
         os.link(tmp, dst)
     except FileExistsError:
