@@ -471,16 +471,16 @@ def test_cli_errors_are_one_line(tmp_path):
 
     from tokcodec.cli import app
 
-    for args, needle in [
-        (("encode", tmp_path / "nope", tmp_path / "o"), "no such file"),
-        (("decode", tmp_path, tmp_path), "different from SRC"),
-        (("decode", tmp_path, tmp_path / "o", "--to", "avi"), "--to must be one of"),
-        (("encode", tmp_path, tmp_path / "o", "--model", "tiny", "--gop", "4"), "--gop must be"),
-        (("encode", tmp_path, tmp_path / "o", "--model", "nonesuch"), "nonesuch"),
+    for args, needle, status in [
+        (("encode", tmp_path / "nope", tmp_path / "o"), "no such file", 1),
+        (("decode", tmp_path, tmp_path), "different from SRC", 1),
+        (("decode", tmp_path, tmp_path / "o", "--to", "avi"), "--to must be one of", 2),  # (usage errors: 2)
+        (("encode", tmp_path, tmp_path / "o", "--model", "tiny", "--gop", "4"), "--gop must be", 2),
+        (("encode", tmp_path, tmp_path / "o", "--model", "nonesuch"), "nonesuch", 1),
     ]:
         res = CliRunner().invoke(app, ["batch", *map(str, args)])
         lines = [line for line in res.stderr.splitlines() if line.strip()]
-        assert res.exit_code == 1 and len(lines) == 1, res.stderr
+        assert res.exit_code == status and len(lines) == 1, (res.exit_code, res.stderr)
         assert lines[0].startswith("tokcodec: error:") and needle in lines[0], lines[0]
 
 

@@ -15,7 +15,7 @@ from test_audio import make_av_clip, streams_of
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import decode_video, encode_video
 from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, parse_time, seconds
-from tokcodec.errors import InputError, OutputError
+from tokcodec.errors import ArgumentError, InputError, OutputError
 from tokcodec.io import read_frames
 from tokcodec.model.tokenizer import VideoTokenizer
 
@@ -49,17 +49,22 @@ def test_a_range_holds_the_frames_from_its_start_for_its_duration():
     part = frame_range(100, rate, start=seconds(np.float64(0.88)), duration=seconds(0.2))   # exact decimals
     assert part == FrameRange(22, 27) and seconds(np.float32(0.5)) == Fraction(1, 2)
     assert frame_range(100, rate, frames=np.int64(3)) == FrameRange(0, 3)
+    # settings out of their range are ArgumentErrors (ValueErrors too, as documented): some were
+    # InputErrors, which a program catching ValueError for its arguments missed
     for bad in (float("nan"), float("inf"), "x"):
-        with pytest.raises(InputError, match="not a time"):
+        with pytest.raises(ArgumentError, match="not a time"):
             seconds(bad)
-    with pytest.raises(InputError, match="whole number"):
+    assert str(pytest.raises(ValueError, seconds, "x").value).count("not a time") == 1
+    with pytest.raises(ArgumentError, match="whole number"):
         frame_range(100, rate, frames=2.5)
     ntsc = Fraction(30000, 1001)
     assert frame_range(1000, ntsc, start=Fraction(10)) == FrameRange(300, 1000)           # 299.7 -> 300
-    for bad, match in ((dict(start=Fraction(4)), "after the end"), (dict(start=Fraction(-1)), "negative"),
-                       (dict(duration=Fraction(0)), "more than 0"), (dict(frames=0), "at least 1"),
-                       (dict(start=Fraction(101, 100), duration=Fraction(1, 100)), "holds no frame")):
-        with pytest.raises(InputError, match=match):
+    for bad, error, match in ((dict(start=Fraction(4)), InputError, "after the end"),
+                              (dict(start=Fraction(-1)), ArgumentError, "negative"),
+                              (dict(duration=Fraction(0)), ArgumentError, "more than 0"),
+                              (dict(frames=0), ArgumentError, "at least 1"),
+                              (dict(start=Fraction(101, 100), duration=Fraction(1, 100)), InputError, "holds no frame")):
+        with pytest.raises(error, match=match):
             frame_range(100, rate, source="x.tok", **bad)
 
 

@@ -2,7 +2,7 @@
 the CLI declares its options (and ``tokcodec --help`` runs) without loading torch."""
 from __future__ import annotations
 
-from tokcodec.errors import ArgumentError
+from tokcodec.errors import ArgumentError, DeviceError
 
 DEFAULT_GOP = 17  # frames per GOP (1 + 4k): 5 latent frames
 DEFAULT_PASSES = 2  # closed-loop encoder passes per GOP (tokcodec/model/refine.py)
@@ -27,6 +27,22 @@ MAX_SCENECUT = 255.0
 DEINTERLACE_MODES = ("auto", "on", "off")
 
 
+#: the most frames a GOP may hold (a .tok header's limit)
+MAX_GOP = 4097
+
+
+def check_gop(gop: int, temporal_factor: int) -> None:
+    """A GOP that a model of this temporal factor codes: 1 + factor * k frames, up to MAX_GOP."""
+    if not 1 <= gop <= MAX_GOP or (gop - 1) % temporal_factor:
+        t = temporal_factor
+        raise ArgumentError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), at most {MAX_GOP}, got {gop}")
+
+
+def check_scale(scale: float) -> None:
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise ArgumentError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {scale}")
+
+
 def check_scenecut(threshold: float) -> None:
     if not 0 <= threshold <= MAX_SCENECUT:
         raise ArgumentError(f"scenecut must be in [0, {MAX_SCENECUT:g}] (0: off), got {threshold}")
@@ -35,3 +51,14 @@ def check_scenecut(threshold: float) -> None:
 def check_deinterlace(mode: str) -> None:
     if mode not in DEINTERLACE_MODES:
         raise ArgumentError(f"deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {mode!r}")
+
+
+def check_device_name(device: str) -> None:
+    """A device name select_runtime knows (whether it is there is its own question)."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise DeviceError(f"unknown device {device!r} (use auto, cpu or cuda)")
+
+
+def check_precision_name(precision: str) -> None:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise DeviceError(f"unknown precision {precision!r} (use auto, fp32, bf16 or fp16)")

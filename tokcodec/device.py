@@ -1,13 +1,17 @@
-"""Device and precision choice, shared by the pipeline and the CLI."""
+"""Device and precision choice, and the thread policy (forked children, BLAS), shared by the pipeline and the CLI."""
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from tokcodec.allocator import ALLOCATOR_POLICY, allocator_environment, keep_freed_memory  # noqa: F401
+from tokcodec.defaults import check_device_name, check_precision_name
 from tokcodec.errors import DeviceError
 
 
@@ -35,9 +39,12 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
     """auto: CUDA when present (bf16 where supported, else fp16; fp32 to ``encoding``: the shipped
     encoders' activations overflow fp16's range, see model/refine.py ``finite_latents``), else CPU
     with bf16 autocast when the CPU has native bf16 (2-3x faster than fp32 for conv3d here; ~0.5%
-    of latent bits differ from fp32, and the precision is recorded in the .tok header), else fp32."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise DeviceError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    of latent bits differ from fp32, and the precision is recorded in the .tok header), else fp32.
+    Every tokcodec call starts here: in a forked child, the first sets one torch thread
+    (``one_thread_if_forked``)."""
+    one_thread_if_forked()
+    check_device_name(device)
+    check_precision_name(precision)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"--device {device} requested but CUDA is not available on this machine")
     if device == "auto":
@@ -48,21 +55,61 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32" if encoding else "fp16"
         else:
             precision = "bf16" if _cpu_has_fast_bf16() else "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise DeviceError(f"unknown precision {precision!r} (use auto, fp32, bf16 or fp16)")
     return Runtime(dev, precision)
 
 
-def _one_thread_after_fork() -> None:
+
+_forked = False  # set in a forked child, until its first tokcodec call
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+def one_thread_if_forked() -> None:
     """In a process forked from one whose torch ran its OpenMP threads, torch's first parallel
     operation waits for ever (GNU OpenMP's thread pool does not survive a fork): a tokcodec call
-    in an `os.fork()` or multiprocessing "fork" child hung without a word. The child runs torch on
-    one thread, as PyTorch's own DataLoader workers do."""
-    torch.set_num_threads(1)
+    in an `os.fork()` or multiprocessing "fork" child hung without a word. Such a child's first
+    tokcodec call sets torch to one thread, as PyTorch's own DataLoader workers do. Only then: a
+    forked child that never calls tokcodec (a pre-forking server's worker running models of its
+    own) keeps its thread count."""
+    global _forked
+    if _forked:
+        _forked = False
+        torch.set_num_threads(1)
 
 
 if hasattr(os, "register_at_fork"):  # (POSIX)
-    os.register_at_fork(after_in_child=_one_thread_after_fork)
+    os.register_at_fork(after_in_child=_note_fork)
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limits: object | None = None  # threadpoolctl's limiter while any call holds BLAS to one thread
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread within the block. The limit is the whole process's: threads
+    inside such blocks at once share one, set by the first in and undone by the last out, so the
+    count a program had before is always the one it has after (each block setting and restoring
+    its own, two overlapping calls could leave it at one thread for good)."""
+    global _blas_users, _blas_limits
+    from threadpoolctl import threadpool_limits
+
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limits = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limits.restore_original_limits()  # type: ignore[union-attr]
+                _blas_limits = None
 
 
 def use_all_cores() -> None:

@@ -1,6 +1,7 @@
 """Exceptions with messages meant for users: the CLI prints them as one line, never a traceback."""
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -56,4 +57,15 @@ def why_not_a_file(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be read as a file ("no such file", "is a directory"), or None when it can."""
     if os.path.isfile(path):
         return None
-    return "is a directory, expected a file" if os.path.isdir(path) else "no such file"
+    if os.path.isdir(path):
+        return "is a directory, expected a file"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return "no such file (its name is longer than the file system takes)"
+        if exc.errno == errno.EACCES:
+            return "cannot be reached: a folder on its path may not be searched (permission denied)"
+    except ValueError:  # (a NUL in the name)
+        pass
+    return "no such file"

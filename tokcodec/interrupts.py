@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,11 +29,10 @@ def terminate_as_interrupt() -> None:
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises ``Terminated`` within the block, and the handler there was is back after it
     (a batch run called from a program of one's own); outside the main thread, nothing changes."""
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    except ValueError:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:

@@ -25,7 +25,7 @@ from av.sidedata.sidedata import Type as SideDataType
 from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, AudioTrack
 from tokcodec.codec.outputs import FRAME_NAME, STDIO, new_file, remove_frames
 from tokcodec.defaults import check_deinterlace
-from tokcodec.errors import ArgumentError, InputError, OutputError
+from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
 from tokcodec.ffmpeg_names import ffmpeg_name
 from tokcodec.text import plural
 
@@ -159,9 +159,9 @@ def _is_image(path: Path, container: av.container.InputContainer) -> bool:
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
-    if not path.exists():
+    if not os.path.exists(path):  # (not Path.exists: it raises where the name is too long)
         hint = " (an image sequence: give its directory)" if "%" in path.name or "*" in path.name else ""
-        raise InputError(f"{path}: no such file{hint}")
+        raise InputError(f"{path}: {why_not_a_file(path)}{hint}")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a video or image file")
     if path.is_file() and path.stat().st_size == 0:
@@ -474,7 +474,7 @@ def _probe_cached(path: Path, size: int, mtime_ns: int) -> VideoInfo:
 
 
 def _probe(path: Path) -> VideoInfo:
-    if path.is_dir():
+    if os.path.isdir(path):  # (Path.is_dir raises where the name is too long: _open_input says so)
         return _probe_sequence(path)
     container = _open_input(path)
     try:

@@ -21,7 +21,7 @@ import numpy as np
 
 from tokcodec.codec.container import MAX_DIM, MAX_GOP, Header, check_display_size
 from tokcodec.codec.outputs import check_output, output_errors, staged_output
-from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT
+from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT, check_gop
 from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
@@ -534,8 +534,7 @@ def _gop_lengths(src: TokenFile, latent: int, gop: int | None, s: int) -> list[i
                               f"the tokens {latent}")
         return list(src.gop_latent_frames)
     gop = DEFAULT_TOKEN_GOP if gop is None else gop
-    if not 1 <= gop <= MAX_GOP or (gop - 1) % s:
-        raise ArgumentError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
+    check_gop(gop, s)
     per_gop = 1 + (gop - 1) // s
     full, rest = divmod(latent, per_gop)
     return [per_gop] * full + ([rest] if rest else [])

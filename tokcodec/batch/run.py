@@ -29,8 +29,8 @@ from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.codec.ranges import seconds
 from tokcodec.codec.ratecontrol import check_target
 from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT,
-                               MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE, MAX_SHARPEN, MIN_SCALE,
-                               check_deinterlace, check_scenecut)
+                               MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SHARPEN, check_deinterlace, check_gop,
+                               check_scale, check_scenecut)
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError, Terminated
 from tokcodec.interrupts import sigterm_as_interrupt
 from tokcodec.text import plural
@@ -136,11 +136,10 @@ def validate_options(options: BatchOptions) -> None:
                 raise ModelError(f"{path}: weights file not found")
         else:
             cfg = get_preset(resolve_name(options.model))
-            t = cfg.temporal_factor
-            if options.op != "decode" and options.gop is not None and (options.gop < 1 or (options.gop - 1) % t):
-                raise ArgumentError(f"--gop must be 1 + {t}k frames (e.g. {1 + 4 * t}), got {options.gop}")
+            if options.op != "decode" and options.gop is not None:
+                check_gop(options.gop, cfg.temporal_factor)
     if options.op != "decode":
-        seconds(options.start)  # an InputError unless a time
+        seconds(options.start)  # an ArgumentError unless a time
         if options.duration is not None and seconds(options.duration) <= 0:
             raise ArgumentError("-t: the duration must be more than 0 s")
         if options.max_frames is not None and options.max_frames < 1:
@@ -173,8 +172,8 @@ def validate_options(options: BatchOptions) -> None:
         check_scenecut(options.scenecut)
     if options.op == "encode" and not 1 <= options.key_interval <= MAX_KEY_INTERVAL:
         raise ArgumentError(f"--key-interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {options.key_interval}")
-    if options.op != "decode" and options.scale is not None and not MIN_SCALE <= options.scale <= MAX_SCALE:
-        raise ArgumentError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {options.scale}")
+    if options.op != "decode" and options.scale is not None:
+        check_scale(options.scale)
 
 
 class _Sink:

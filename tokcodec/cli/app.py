@@ -14,14 +14,13 @@ from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, 
                                   Duration, EncodeStart, Gop, GopBatch, KeyInterval, Model, NoAudioDecode,
                                   NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
                                   Refine, Scale, Scenecut, SequenceFps, Sharpen, Start, StatsJson, TokensGop,
-                                  TokensScale, TokensScenecut, read_by)
-from tokcodec.cli.policy import errors, expected_errors, stopped
+                                  TokensPasses, TokensRdo, TokensRefine, TokensScale, TokensScenecut, read_by)
+from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
-from tokcodec.cli.stdio import input_file
+from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
-from tokcodec.defaults import (DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SCENECUT,
-                               DEFAULT_TOKEN_SCENECUT, MAX_PASSES, MAX_RDO)
+from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import InputError, OutputError, why_not_a_file
 from tokcodec.text import plural
 
@@ -65,9 +64,9 @@ CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize",
 
 @app.command()
 def encode(
-    input: Path = typer.Argument(..., help="Video or image file (anything ffmpeg reads), a directory of numbered "
+    input: Path = typer.Argument(..., parser=cli_path, help="Video or image file (anything ffmpeg reads), a directory of numbered "
                                  "images (an image sequence), or - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output .tok file, or - for standard output."),
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help="Output .tok file, or - for standard output."),
     model: Model = "default",
     gop: Gop = None,
     scale: Scale = None,
@@ -75,7 +74,8 @@ def encode(
     bitrate: Bitrate = None,
     device: Device = "auto",
     precision: Precision = "auto",
-    coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id (default: the best available)."),
+    coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id, 1 to 4 (docs/FORMAT.md) \\[default: the best the model has: 4, "
+                                         "GOPs linked; 3 with --key-interval 1]."),
     passes: Passes = DEFAULT_PASSES,
     rdo: Rdo = None,
     refine: Refine = 0,
@@ -99,6 +99,7 @@ def encode(
     with errors(), input_file(input, check_output=lambda: _json_checked(as_json, output) or
                               check_tok_output(output, overwrite, input)) as src:
         _json_checked(as_json, output)
+        check_tok_output(output, overwrite, src)  # (before the input is probed and a bar drawn)
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video, input_part, with_rate
         from tokcodec.codec.ratecontrol import parse_bitrate
@@ -221,8 +222,8 @@ def _named(output: Path) -> str:
 
 @app.command()
 def decode(
-    input: Path = typer.Argument(..., help="A .tok file, or - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
+    input: Path = typer.Argument(..., parser=cli_path, help="A .tok file, or - for standard input."),
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
                                 "a directory of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: DecodeModel = None,
     device: Device = "auto",
@@ -279,7 +280,7 @@ def decode(
 
 @app.command()
 def info(
-    inputs: list[Path] = typer.Argument(..., help="Files: .tok, token files (.npy, .safetensors) or weights files."),
+    inputs: list[Path] = typer.Argument(..., parser=cli_path, help="Files: .tok, token files (.npy, .safetensors) or weights files."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (a list for several files)."),
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records; of a weights file: its model, training record and priors)."""
@@ -429,7 +430,7 @@ def _tok_files(paths: list[Path]) -> list[Path]:
     a folder without one is an error."""
     out: list[Path] = []
     for path in paths:
-        if not path.is_dir():
+        if not os.path.isdir(path):  # (Path.is_dir raises where a name is too long: verify says so)
             out.append(path)
             continue
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".tok" and p.is_file()
@@ -443,7 +444,7 @@ def _tok_files(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def verify(
-    files: list[Path] = typer.Argument(..., help=".tok files to check, or folders: every .tok under them."),
+    files: list[Path] = typer.Argument(..., parser=cli_path, help=".tok files to check, or folders: every .tok under them."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to check the files against "
                                         "(default: the preset each file names)."),
     fast: bool = typer.Option(False, "--fast", help="Check container checksums only, not the coded tokens."),
@@ -475,10 +476,10 @@ def verify(
 
 @app.command()
 def tokens(
-    input: Path = typer.Argument(..., help="A .tok file, or a video, image or image sequence (a directory of "
+    input: Path = typer.Argument(..., parser=cli_path, help="A .tok file, or a video, image or image sequence (a directory of "
                                  "numbered images) to tokenize (as tokens alone, encode --no-correction); - for "
                                  "standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help="OUT.npy or OUT.safetensors (which also records "
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help="OUT.npy or OUT.safetensors (which also records "
                                 "what detokenize needs: GOPs, model, frame rate, size)."),
     split: Optional[int] = typer.Option(None, "--split", min=1, help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
@@ -487,13 +488,9 @@ def tokens(
                                              "prior lies beside it)."),
     gop: TokensGop = None,
     scale: TokensScale = None,
-    passes: Optional[int] = typer.Option(None, "--passes", min=0, max=MAX_PASSES, show_default=False,
-                                         help=f"Of a video: closed-loop encoder passes \\[default: {DEFAULT_PASSES}]."),
-    rdo: Optional[float] = typer.Option(None, "--rdo", min=0, max=MAX_RDO, show_default=False,
-                                        help=f"Of a video: rate-distortion trade of the token bits, as encode "
-                                             f"--rdo \\[default: {DEFAULT_RDO:g}]."),
-    refine: int = typer.Option(0, "--refine", min=0, help="Of a video: decoder-in-the-loop search steps "
-                               "per GOP, as encode --refine (slow)."),
+    passes: TokensPasses = None,
+    rdo: TokensRdo = None,
+    refine: TokensRefine = 0,
     start: Optional[str] = typer.Option(None, "--ss", callback=read_by(parse_time), show_default=False,
                                         help="Of a video: start at this time, as encode --ss."),
     duration: Optional[str] = typer.Option(None, "-t", "--duration", callback=read_by(parse_time),
@@ -554,9 +551,9 @@ def tokens(
 
 @app.command()
 def detokenize(
-    input: Path = typer.Argument(..., help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
+    input: Path = typer.Argument(..., parser=cli_path, help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
                                  "array (latent frames, h, w) of token indices, e.g. a language model's; - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
                                 "a directory of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
                                         help="Weights \\[default: those the file records, else the default preset]."),
@@ -751,6 +748,7 @@ def main() -> None:
     _maybe_reexec()
     from tokcodec.interrupts import terminate_as_interrupt
 
+    reopen_closed_streams()
     terminate_as_interrupt()
     try:
         if len(sys.argv) > 1 and sys.argv[1] in CODING_COMMANDS:
@@ -769,6 +767,8 @@ def main() -> None:
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             typer.echo(f"tokcodec: error: {exc.format_message()}{where}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
+    except BrokenPipeError:  # (the help, --version: | true)
+        sys.exit(reader_gone())
     except typer.Abort as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):  # (click's own: Ctrl-C or SIGTERM while it parsed)
             sys.exit(stopped(exc.__context__))

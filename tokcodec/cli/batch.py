@@ -10,8 +10,8 @@ import typer
 
 from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration,
                                   Gop, KeyInterval, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail,
-                                  Passes, Precision, Rdo, Refine, Scale, Scenecut, Sharpen, TokensGop, TokensScale,
-                                  TokensScenecut)
+                                  Passes, Precision, Rdo, Refine, Scale, Scenecut, Sharpen, TokensGop, TokensPasses,
+                                  TokensRdo, TokensRefine, TokensScale, TokensScenecut)
 from tokcodec.cli.policy import errors
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 
@@ -107,9 +107,9 @@ def tokens(
     model: Model = "default",
     gop: TokensGop = None,
     scale: TokensScale = None,
-    passes: Passes = DEFAULT_PASSES,
-    rdo: Rdo = None,
-    refine: Refine = 0,
+    passes: TokensPasses = DEFAULT_PASSES,
+    rdo: TokensRdo = None,
+    refine: TokensRefine = 0,
     start: BatchStart = None,
     duration: Duration = None,
     frames: BatchFrames = None,

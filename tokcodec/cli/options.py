@@ -9,15 +9,17 @@ import typer
 
 from tokcodec.codec.ranges import parse_time
 from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
-from tokcodec.defaults import (DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
-                               MAX_SCENECUT, MAX_SHARPEN, MIN_SCALE, check_deinterlace)
+from tokcodec.defaults import (DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
+                               MAX_SCENECUT, MAX_SHARPEN, MIN_SCALE, check_deinterlace, check_device_name,
+                               check_precision_name)
+from tokcodec.errors import TokcodecError
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
 Gop = Annotated[Optional[int], typer.Option(
-    "--gop", show_default=False, help="Frames per independently decodable chunk (1 + 4k); longer: smaller "
-    "files (33: about 30% fewer bits), more memory. \\[default: 17; with --bpp/--bitrate and no --scale, "
+    "--gop", show_default=False, help="Frames per GOP (1 + 4k; every --key-interval-th GOP decodes on its "
+    "own); longer: smaller files (33: about 30% fewer bits), more memory. \\[default: 17; with --bpp/--bitrate and no --scale, "
     "the rate plan's choice]")]
 TokensGop = Annotated[Optional[int], typer.Option(
     "--gop", show_default=False, help="Of a video: frames per GOP (1 + 4k) \\[default: 17].")]
@@ -43,6 +45,14 @@ Rdo = Annotated[Optional[float], typer.Option(
     "the encoder is unsure of a bit, take the value the entropy coder expects when that saves enough bits. "
     "Larger is fewer bits for a softer picture (a rate knob, like a CRF); 0 keeps the encoder's own bits. "
     f"Same format and decode speed (docs/usage.md). \\[default: {DEFAULT_RDO:g}]")]
+TokensPasses = Annotated[Optional[int], typer.Option(
+    "--passes", min=0, max=MAX_PASSES, show_default=False,
+    help=f"Of a video: closed-loop encoder passes, as encode --passes \\[default: {DEFAULT_PASSES}].")]
+TokensRdo = Annotated[Optional[float], typer.Option(
+    "--rdo", min=0, max=MAX_RDO, show_default=False,
+    help=f"Of a video: rate-distortion trade of the token bits, as encode --rdo \\[default: {DEFAULT_RDO:g}].")]
+TokensRefine = Annotated[int, typer.Option(
+    "--refine", min=0, help="Of a video: decoder-in-the-loop search steps per GOP, as encode --refine (slow).")]
 Bpp = Annotated[Optional[float], typer.Option(
     "--bpp", min=MIN_TARGET_BPP, max=MAX_TARGET_BPP, show_default=False, help="Target rate in bits per "
     "pixel, met on average over the file (audio not counted): a probe of a few GOPs picks --gop and "
@@ -54,7 +64,7 @@ def read_by(parse: Callable[[str], object]) -> Callable[[Optional[str]], Optiona
         if value is not None:
             try:
                 parse(value)
-            except ValueError as exc:
+            except (ValueError, TokcodecError) as exc:
                 raise typer.BadParameter(str(exc)) from None
         return value
     return check
@@ -65,10 +75,11 @@ Bitrate = Annotated[Optional[str], typer.Option(
     "takes it (300k, 1.5M): --bpp at the input's frame rate and size.")]
 NoCorrection = Annotated[bool, typer.Option(
     "--no-correction", help="Send tokens only, no correction grid beside them: faster encoding, "
-    "lower fidelity, .tok format 1.x that older tokcodec versions read (docs/usage.md).")]
+    "lower fidelity, .tok format 1.x that older tokcodec versions read, with --key-interval 1 "
+    "(docs/usage.md).")]
 NoDetail = Annotated[bool, typer.Option(
     "--no-detail", help="Correction offsets only, no detail gains: lower fidelity, .tok format 2.0 "
-    "that tokcodec versions from before the gains read (docs/usage.md).")]
+    "that tokcodec versions from before the gains read, with --key-interval 1 (docs/usage.md).")]
 Sharpen = Annotated[Optional[float], typer.Option(
     "--sharpen", min=0, max=MAX_SHARPEN, show_default=False, help="Detail gains sent beside the tokens, "
     "as a multiple of their least-squares fit: 1 sends the fit, larger is crisper (higher VMAF) for a "
@@ -112,9 +123,9 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, show_default=False, help="Decode at most this many frames (--frames 1 -o still.png: "
     "one frame as an image).")]
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Device = Annotated[str, typer.Option("--device", callback=read_by(check_device_name), help="auto, cpu or cuda.")]
 TokensScenecut = Annotated[float, typer.Option(
-    "--scenecut", min=0, max=MAX_SCENECUT, help="Of a video: GOPs end before scene cuts this sharp, as "
+    "--scenecut", min=0, max=MAX_SCENECUT, show_default=False, help="Of a video: GOPs end before scene cuts this sharp, as "
     "encode --scenecut. \\[default: 0, off: GOPs of one length, so that a bare token array's GOP "
     "boundaries follow from its length]")]
 SequenceFps = Annotated[Optional[str], typer.Option(
@@ -130,7 +141,7 @@ Deinterlace = Annotated[str, typer.Option(
     "input (bwdif, one frame per frame: count, rate and audio stay) as it is read; auto: the frames its "
     "stream flags as interlaced, on: every frame (for interlaced video that is not flagged), off: code its "
     "fields woven together.")]
-Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a CPU with "
+Precision = Annotated[str, typer.Option("--precision", callback=read_by(check_precision_name), help="auto, fp32, bf16 or fp16 (auto: bf16 on a CPU with "
                                         "native bf16, else fp32; on CUDA bf16, else fp16 to decode and fp32 to "
                                         "encode).")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]

@@ -1,13 +1,15 @@
 """The command line's one error and exit-code policy, for every command (bench and batch too).
 
-Expected failures print one line, ``tokcodec: error: ...``, on stderr and exit 1 (75, EX_TEMPFAIL,
-where another run holds what this one needs: a batch run's folder); Ctrl-C exits 130, SIGTERM 143
+Expected failures print one line, ``tokcodec: error: ...``, on stderr and exit 1 (2 for a usage
+error: an option out of its range or against another; 75, EX_TEMPFAIL, where another run holds
+what this one needs: a batch run's folder); Ctrl-C exits 130, SIGTERM 143
 (``stopped``, after the same clean-up: tokcodec.interrupts); a reader that stops early (``| head``)
 exits 141 quietly; anything unexpected is still one line unless TOKCODEC_DEBUG is set.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 
 import typer
 
-from tokcodec.errors import BusyError, Terminated
+from tokcodec.errors import ArgumentError, BusyError, Terminated
 
 
 def stopped(exc: KeyboardInterrupt) -> int:
@@ -25,6 +27,10 @@ def stopped(exc: KeyboardInterrupt) -> int:
     return 143 if terminated else 130
 
 
+#: what the place written to says (a full disk, a quota, a name too long): no "unexpected" error
+_PLACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.ENAMETOOLONG}
+#: exit status of a usage error: an option out of its range or against another (click's own too)
+USAGE_EXIT = 2
 #: exit status where another run holds what a command needs (sysexits.h EX_TEMPFAIL: try again later)
 BUSY_EXIT = 75
 OUT_OF_MEMORY = "out of memory (try a smaller --gop or --scale, or --passes 0 when encoding)"
@@ -42,6 +48,24 @@ def address_space_note() -> str:
     if limit == resource.RLIM_INFINITY:
         return ""
     return f"; this process may use at most {limit / 2**30:.1f} GB of address space (ulimit -v)"
+
+
+def reader_gone(code: int = 1) -> int:
+    """The exit status of a command whose standard output broke: whoever read it stopped early
+    (`tokcodec models | head`), a normal end for a Unix tool, not an error (141, quietly); or it
+    was closed before the command began (`>&-`: its output was lost, said so, ``code``). Standard
+    output is then pointed at /dev/null, so that the flush at exit stays quiet."""
+    from tokcodec.codec.outputs import CLOSED_STDIO
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # (stdout may be replaced, e.g. in tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if 1 in CLOSED_STDIO:
+        typer.echo("tokcodec: error: standard output is closed (>&-); what this command writes there is lost",
+                   err=True)
+        return code
+    return 141
 
 
 def _unexpected(exc: Exception, code: int) -> None:
@@ -73,19 +97,20 @@ def errors(code: int = 1) -> Iterator[None]:
     except KeyboardInterrupt as exc:
         raise typer.Exit(stopped(exc)) from None
     except BrokenPipeError:
-        # whoever read our stdout stopped early (`tokcodec models | head`): a normal end for a
-        # Unix tool, not an error; point stdout at /dev/null so the exit-time flush stays quiet
-        with contextlib.suppress(OSError, ValueError):  # stdout may be replaced, e.g. in tests
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        raise typer.Exit(141)
+        raise typer.Exit(reader_gone(code)) from None
     except BusyError as exc:
         fail(str(exc), BUSY_EXIT)
+    except ArgumentError as exc:  # (--gop 10, --split 0: a usage error, as click's own are)
+        fail(str(exc), USAGE_EXIT)
     except expected_errors() as exc:
         fail(str(exc), code)
     except MemoryError:
         fail(OUT_OF_MEMORY + address_space_note(), code)
+    except OSError as exc:
+        if exc.errno not in _PLACE_ERRNOS:
+            _unexpected(exc, code)
+        # (a full disk or standard output, `>/dev/full`: what it says is all there is to say)
+        fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"cannot write: {exc.strerror}", code)
     except RuntimeError as exc:
         if "can't allocate memory" not in str(exc):  # (torch's CPU allocator: "DefaultCPUAllocator: ...")
             _unexpected(exc, code)

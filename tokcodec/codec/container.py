@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from tokcodec.codec.correction_record import KIND_GRID, KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, max_record_bytes
-from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE
+from tokcodec.defaults import MAX_GOP, MAX_SCALE, MIN_CODED, MIN_SCALE
 from tokcodec.errors import FormatError, InputError, why_not_a_file
 
 if TYPE_CHECKING:
@@ -79,7 +79,6 @@ FLAG_GREY = 4
 PRECISIONS = {0: "fp32", 1: "bf16", 2: "fp16"}
 MAX_FRAMES = 1 << 40
 MAX_DIM = 16384
-MAX_GOP = 4097
 MAX_RATE_TERM = (1 << 31) - 1  # frame-rate numerator and denominator: FFmpeg's AVRational is int32
 MAX_CHUNKS = 1 << 28
 MAX_BITS = 20               # the widest token the entropy coders take

@@ -21,6 +21,9 @@ from tokcodec.errors import OutputError
 
 #: the output (and input) name meaning standard output (input), as ffmpeg takes it
 STDIO = "-"
+#: standard streams (0, 1, 2) the command line was started without (`>&-`): it gives them stand-ins
+#: (tokcodec/cli/stdio.py) and records them here, so that "-" is refused for them at once
+CLOSED_STDIO: set[int] = set()
 #: the names of a directory output's frames (frame_000000.png, ...)
 FRAME_NAME = re.compile(r"frame_(\d{6,})\.png")
 
@@ -30,14 +33,19 @@ def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None
     a missing or read-only directory, the ``source`` itself (-y would replace the input with the
     output, as ffmpeg refuses to), a terminal as standard output."""
     if str(dst) == STDIO:
+        if sys.stdout is None or 1 in CLOSED_STDIO:
+            raise OutputError("-: standard output is closed (>&-); give a file name, or pipe it on")
         if sys.stdout.isatty():
             raise OutputError("-: standard output is a terminal; pipe it on (| mpv -, | tokcodec decode - ...) "
                               "or give a file name")
         return
+    check_name_length(dst)
     if source is not None and str(source) != STDIO and _same_file(source, dst):
         raise OutputError(f"{dst}: is the input; give the output another name")
-    if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
-        raise OutputError(f"{dst}: already exists (use -y to overwrite; overwrite=True from Python)")
+    # (lexists: a link to nothing is there too; missed, it cost a whole encode, then "appeared")
+    if os.path.lexists(dst) and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
+        what = "" if dst.exists() else " (a link to nothing)"
+        raise OutputError(f"{dst}: already exists{what} (use -y to overwrite; overwrite=True from Python)")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{dst}: {parent} is a file, not a directory" if parent.exists()
@@ -55,12 +63,18 @@ def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> 
     if suffix in VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES | {".npy", ".safetensors"}:
         raise OutputError(f"{dst}: encode writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
                           "tokcodec decode makes video from it)")
+    check_name_length(dst)
     if str(dst) != STDIO and dst.is_dir():  # (before the encode, not at its end)
         raise OutputError(f"{dst}: is a directory; give the .tok file's name")
+    check_output(dst, overwrite, source)
+
+
+def check_name_length(dst: Path) -> None:
+    """An output name longer than a file system takes, refused before any work (it ended an
+    encode or a decode in "unexpected OSError: File name too long")."""
     if len(os.fsencode(dst.name)) > NAME_MAX:
         raise OutputError(f"{dst.name[:40]}...: a name of {len(os.fsencode(dst.name))} bytes, more than the "
                           f"{NAME_MAX} a file system takes")
-    check_output(dst, overwrite, source)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -72,6 +86,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 #: the longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes)
 NAME_MAX = 255
+#: the longest extension a temporary output keeps (muxers' are a few letters)
+MAX_SUFFIX = 16
 
 
 def temp_path(dst: Path, number: int = 1) -> Path:
@@ -80,7 +96,9 @@ def temp_path(dst: Path, number: int = 1) -> Path:
     once in this process, or taken again by someone else as soon as removed). A NAME too long to
     take the additions is cut, with a hash of it so that it stays its own."""
     tag = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
-    stem, tail = dst.stem, f".part-{tag}{dst.suffix}"
+    # (an "extension" of hundreds of bytes chooses no muxer: kept, it left no room for the additions)
+    stem, suffix = (dst.stem, dst.suffix) if len(os.fsencode(dst.suffix)) <= MAX_SUFFIX else (dst.name, "")
+    tail = f".part-{tag}{suffix}"
     if len(os.fsencode(f".{stem}{tail}")) > NAME_MAX:  # (the file system's bytes: any name, UTF-8 or not)
         digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
         room = NAME_MAX - len(os.fsencode(f".~{digest}{tail}"))
@@ -119,8 +137,11 @@ def _made_anew(path: Path) -> bool:
 
 
 def new_file(path: Path) -> Path:
-    """``path`` made a new, empty file (``_made_anew``)."""
-    if not _made_anew(path):
+    """``path`` made a new, empty file (``_made_anew``), Ctrl-C held back meanwhile (one between
+    its open and close leaked the descriptor)."""
+    with signals_deferred():
+        made = _made_anew(path)
+    if not made:
         raise OutputError(f"{path}: cannot be made anew (something keeps taking this name)")
     return path
 
@@ -179,7 +200,8 @@ def _claim_temp_dir(dst: Path) -> tuple[Path, bool]:
 
 
 def _not_a_directory(dst: Path) -> OutputError:
-    return OutputError(f"{dst}: is a file, not a directory; a directory of frames cannot replace it")
+    what = "a link to nothing" if os.path.islink(dst) and not dst.exists() else "a file"
+    return OutputError(f"{dst}: is {what}, not a directory; a directory of frames cannot replace it")
 
 
 def _appeared(dst: Path) -> OutputError:
@@ -197,22 +219,25 @@ def staged_output(dst: Path, kind: str, overwrite: bool = True) -> Iterator[Path
     if kind == "stream":
         yield dst
         return
-    tmp, inside = _claim_temp_dir(dst) if kind == "dir" else (_claim_temp_path(dst), False)
+    tmp: Path | None = None
     try:
+        with signals_deferred():  # (a Ctrl-C between making it and taking it as this output's left it)
+            tmp, inside = _claim_temp_dir(dst) if kind == "dir" else (_claim_temp_path(dst), False)
         yield tmp
         if kind == "dir":
             commit_directory(tmp, dst, overwrite, inside)
         else:
             commit_output(tmp, dst, overwrite)
     finally:
-        try:
-            if kind == "dir":
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif tmp.exists():
-                tmp.unlink()
-        finally:
-            with _STAGED_LOCK:
-                _STAGED.discard(tmp.absolute())
+        if tmp is not None:
+            try:
+                if kind == "dir":
+                    shutil.rmtree(tmp, ignore_errors=True)
+                elif tmp.exists():
+                    tmp.unlink()
+            finally:
+                with _STAGED_LOCK:
+                    _STAGED.discard(tmp.absolute())
 
 
 def commit_directory(tmp: Path, dst: Path, overwrite: bool = True, inside: bool = False) -> None:

@@ -46,13 +46,13 @@ from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, TARGE
                                         short_gop_factor)
 from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, seconds, time_of
 from tokcodec.codec.rdo import rate_aware_tokens
-from tokcodec.codec.salvage import SalvageReader, open_salvage
+from tokcodec.codec.salvage import SalvageReader, nothing_survived, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.scenecut import split_gops
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, tensor_to_frames  # noqa: F401
 from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_KEY_INTERVAL,
-                               MAX_RDO, check_deinterlace, check_scenecut)
-from tokcodec.device import Runtime, select_runtime
+                               MAX_RDO, check_deinterlace, check_gop, check_scenecut)
+from tokcodec.device import Runtime, one_blas_thread, select_runtime
 from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
                              TokcodecError)
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
@@ -107,8 +107,7 @@ def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, 
     padding to the model's spatial factor, GOP, coder and model identity."""
     cfg = loaded.config
     s, f = cfg.temporal_factor, cfg.spatial_factor
-    if gop < 1 or (gop - 1) % s:
-        raise ArgumentError(f"--gop must be 1 + {s}k frames (e.g. {1 + 4 * s}), got {gop}")
+    check_gop(gop, s)
     cw, ch = coded_size(width, height, scale)
     color = color or ColorInfo()
     return Header(
@@ -141,13 +140,11 @@ def token_chooser(coder_id: int, loaded: LoadedModel, rdo: float) -> Quantize | 
     if prior is None or prior.bits != loaded.config.bits:
         return None
 
-    from threadpoolctl import threadpool_limits
-
     def choose(z: torch.Tensor) -> torch.Tensor:
         latents = z.detach().float().permute(0, 2, 1, 3, 4).cpu().numpy()  # (B, t, bits, h, w)
         # one BLAS thread: OpenBLAS's own threads, left spinning beside torch's, slowed the
         # networks that follow (2-core CPU: +0.35-0.55 s per 640x360 GOP; one thread: +0.1-0.2)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             tokens = np.stack([rate_aware_tokens(prior, one, rdo, ContextCoder3.search) for one in latents])
         return torch.from_numpy(tokens).to(z.device)
     return choose
@@ -930,6 +927,12 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                         used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress, str(src),
                                                  _longest_gop(reader))
                     filled = out.fill_to(part.stop)
+                    if salvage and out.last is None:
+                        # no frame decoded, so all of it black (every chunk left was linked to a
+                        # lost one): a video of filler helped no one
+                        which = f" of its {part.frames} frames" if part.frames == reader.frame_count \
+                            else f" of frames {part.start}-{part.stop - 1}"
+                        raise nothing_survived(src, which, reader.problems + damaged)
                     if progress and filled:
                         progress(filled)
                     audio_note, warnings = writer.audio_note, writer.warnings
@@ -938,6 +941,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
         except MissingPriorError:
             raise  # (an intact file: --salvage cannot help)
         except FormatError as exc:
+            if salvage:
+                raise
             raise FormatError(f"{exc} (--salvage decodes the intact parts)") from None
         problems = reader.problems + damaged if salvage else []
     if audio and h.has_audio and not stored:

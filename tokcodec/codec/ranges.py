@@ -48,9 +48,9 @@ def seconds(value: float | Fraction | str | None) -> Fraction | None:
     late at 25 fps), a string through parse_time."""
     if value is None or isinstance(value, Fraction):
         return value
+    if isinstance(value, str):
+        return parse_time(value)
     try:
-        if isinstance(value, str):
-            return parse_time(value)
         if isinstance(value, numbers.Rational):
             return Fraction(value)
         # numpy's floats print as their shortest decimal (np.float32(0.2) prints 0.2) but become
@@ -60,7 +60,7 @@ def seconds(value: float | Fraction | str | None) -> Fraction | None:
             return Fraction(str(value))
         return Fraction(str(float(value)))  # floats: the shortest decimal that prints
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InputError(f"{value!r} is not a time ({exc})") from None
+        raise ArgumentError(f"{value!r} is not a time ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,14 @@ def frame_range(frame_count: int, frame_rate: Fraction, *, start: Fraction | Non
     """The frames of a file of ``frame_count`` frames at ``frame_rate`` from ``start`` seconds for
     ``duration`` seconds or ``frames`` frames (whichever ends first; to the end when neither is
     given). A range that runs past the end stops there, as ffmpeg's does; one that starts at or
-    after the end, or holds no frame, is an error."""
+    after the end, or holds no frame, is an InputError; a setting out of its range (a negative
+    start, no duration, fewer than one frame) an ArgumentError."""
     where = f"{source}: " if source else ""
     rate = Fraction(frame_rate)
     if rate <= 0:
         raise InputError(f"{where}no frame rate to find times by")
     if start is not None and start < 0:
-        raise InputError(f"{where}the start time cannot be negative")
+        raise ArgumentError(f"{where}the start time cannot be negative")
     first = 0 if start is None else math.ceil(start * rate)
     if first >= frame_count:
         raise InputError(f"{where}the range starts at {float(start or 0):g} s (frame {first}), after the "
@@ -97,15 +98,15 @@ def frame_range(frame_count: int, frame_rate: Fraction, *, start: Fraction | Non
     stop = frame_count
     if duration is not None:
         if duration <= 0:
-            raise InputError(f"{where}the duration must be more than 0 s")
+            raise ArgumentError(f"{where}the duration must be more than 0 s")
         stop = min(stop, math.ceil(((start or 0) + duration) * rate))
     if frames is not None:
         try:
             frames = operator.index(frames)
         except TypeError:
-            raise InputError(f"{where}the frame count must be a whole number, not {frames!r}") from None
+            raise ArgumentError(f"{where}the frame count must be a whole number, not {frames!r}") from None
         if frames < 1:
-            raise InputError(f"{where}the frame count must be at least 1")
+            raise ArgumentError(f"{where}the frame count must be at least 1")
         stop = min(stop, first + frames)
     if stop <= first:
         raise InputError(f"{where}{float(duration or 0):g} s from {float(start or 0):g} s holds no frame "

@@ -142,6 +142,13 @@ def _find_audio(buf: mmap.mmap, budget: _ScanBudget) -> AudioBlock | None:
     return None
 
 
+def nothing_survived(path: Path, which: str, problems: list[str]) -> FormatError:
+    """The error of a salvage that would write nothing but filler (no intact chunk, or none that
+    decodes: linked to a lost one), naming the first problem met; ``which``: " of its N frames"."""
+    return FormatError(f"{path}: no GOP{which} survived intact; nothing to salvage"
+                       + "".join(f" ({p.removeprefix(f'{path}: ')})" for p in problems[:1]))
+
+
 def open_salvage(path: str | Path) -> SalvageReader:
     """Intact chunks (and audio) of a possibly damaged .tok file; only its header must be readable."""
     path = Path(path)
@@ -171,9 +178,7 @@ def open_salvage(path: str | Path) -> SalvageReader:
         if offsets is not None and len(spots) < len(offsets):
             problems.append(f"{path}: {len(offsets) - len(spots)} of {len(offsets)} chunks are damaged")
         if not spots:  # (a video of nothing but filler, exit status 0, helped no one)
-            stated = f" of its {total} frames" if total else ""
-            raise FormatError(f"{path}: no GOP{stated} survived intact; nothing to salvage"
-                              + "".join(f" ({p.removeprefix(f'{path}: ')})" for p in problems[:1]))
+            raise nothing_survived(path, f" of its {total} frames" if total else "", problems)
         audio = _find_audio(buf, budget) if header.has_audio else None
         if budget.spent:
             problems.append(f"{path}: the scan stopped after checking {SCAN_BYTES_FACTOR} times the file's size "

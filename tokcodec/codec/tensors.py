@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tokcodec.codec.container import MAX_DIM, Header
 from tokcodec.codec.correction import Correction, with_neighbours
-from tokcodec.defaults import MAX_SCALE, MIN_CODED, MIN_SCALE  # noqa: F401  (MIN_CODED re-exported)
+from tokcodec.defaults import MIN_CODED, check_scale  # noqa: F401  (MIN_CODED re-exported)
 from tokcodec.device import Runtime
 from tokcodec.errors import ArgumentError
 from tokcodec.io import MAX_PIXELS
@@ -21,8 +21,7 @@ from tokcodec.io import MAX_PIXELS
 def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """The size frames are tokenized at: the source's times ``scale``, at least 8 pixels a side,
     within what a .tok header and the frame-size guard allow."""
-    if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise ArgumentError(f"--scale must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {scale}")
+    check_scale(scale)
     cw, ch = max(MIN_CODED, round(width * scale)), max(MIN_CODED, round(height * scale))
     if max(cw, ch) > MAX_DIM or cw * ch > MAX_PIXELS:
         raise ArgumentError(f"--scale {scale:g} makes {cw}x{ch} frames, over the {MAX_DIM} pixels a side "

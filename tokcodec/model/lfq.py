@@ -75,8 +75,10 @@ class LFQ(nn.Module):
         if bits % group_bits:
             group_bits = bits
         self.bits, self.group_bits, self.temperature = bits, group_bits, temperature
-        sub = torch.arange(1 << group_bits)
-        codebook = ((sub.unsqueeze(-1) >> torch.arange(group_bits)) & 1).float() * 2 - 1
+        # made on the CPU even where the model is built on the meta device (zoo: shapes only), whose
+        # arange and & run through torch's Python decompositions and import its compiler (+1 s)
+        sub = torch.arange(1 << group_bits, device="cpu")
+        codebook = ((sub.unsqueeze(-1) >> torch.arange(group_bits, device="cpu")) & 1).float() * 2 - 1
         self.register_buffer("group_codebook", codebook, persistent=False)  # (2^g, g)
 
     def forward(self, z: torch.Tensor, with_losses: bool = True) -> LFQOutput:

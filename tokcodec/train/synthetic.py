@@ -25,7 +25,12 @@ VALIDATION_IMAGES = ("chelsea", "sklearn:china.jpg")
 def load_image(name: str) -> np.ndarray:
     """A bundled image as uint8 RGB (H, W, 3): a scikit-image name, or 'sklearn:FILE'."""
     if name.startswith("sklearn:"):
-        from sklearn.datasets import load_sample_image
+        try:
+            from sklearn.datasets import load_sample_image
+        except ImportError:  # (a plain `pip install tokcodec`: "unexpected ModuleNotFoundError")
+            from tokcodec.errors import SetupError
+            raise SetupError("the synthetic clips (train, fit-prior, bench) use scikit-learn's sample "
+                             "photos: pip install 'tokcodec[train]' (or [bench])") from None
         img = load_sample_image(name.split(":", 1)[1])
     else:
         import skimage.data
