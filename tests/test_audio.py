@@ -122,7 +122,7 @@ def test_no_audio_options_and_audio_less_outputs(aac_clip: Path, tmp_path: Path,
     assert file_info(tmp_path / "n.tok").header.version == (1, 0)
     encode_video(aac_clip, tmp_path / "a.tok", model=tiny_model)
     d = decode_video(tmp_path / "a.tok", tmp_path / "x.mp4", model=tiny_model, audio=False)
-    assert "audio" not in streams_of(tmp_path / "x.mp4") and d.audio == "none"
+    assert "audio" not in streams_of(tmp_path / "x.mp4") and d.audio == "dropped (--no-audio)"  # (was "none")
     d = decode_video(tmp_path / "a.tok", tmp_path / "x.y4m", model=tiny_model)
     assert d.audio.startswith("dropped")
 

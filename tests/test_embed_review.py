@@ -11,9 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,26 +49,85 @@ def test_overlapping_calls_give_back_the_blas_threads_the_program_had() -> None:
         assert set(_blas_threads()) == {2}
 
 
+def _child_status(child: Callable[[], int], timeout: float = 120) -> int:
+    """The exit status of ``child()`` run in an os.fork() child (-1: it hung)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(child())
+        finally:
+            os._exit(99)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="POSIX fork")
-def test_a_forked_child_keeps_its_threads_until_it_calls_tokcodec() -> None:
+def test_a_forked_child_keeps_its_threads_unless_tokcodec_ran_before_the_fork(monkeypatch) -> None:
     """Importing tokcodec registered a fork hook that set every forked child to one torch thread:
-    a pre-forking server's workers ran models of their own on one thread. Now only a child's
-    first tokcodec call does (which the hang it prevents needs: test_dataloader_review)."""
+    a pre-forking server's workers ran models of their own on one thread. A child of a process
+    that made no tokcodec call now keeps its threads until its own first call; one of a process
+    that did starts on one (its parent's OpenMP threads would hang it: below)."""
+    from tokcodec import device
+
+    def threads_then_after_a_call() -> int:
+        before = torch.get_num_threads()
+        select_runtime("cpu")
+        return 10 * before + torch.get_num_threads()
+
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                before = torch.get_num_threads()
-                select_runtime("cpu")
-                os._exit(10 * before + torch.get_num_threads())
-            finally:
-                os._exit(99)
+        monkeypatch.setattr(device, "_ran_here", False)
+        assert _child_status(threads_then_after_a_call) == 21        # 2 threads, then 1
+        select_runtime("cpu")
+        assert device._ran_here
+        assert _child_status(threads_then_after_a_call) == 11        # 1 from the start
     finally:
         torch.set_num_threads(threads)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 21  # 2 threads, then 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="POSIX fork")
+def test_a_forked_child_runs_the_network_itself_after_the_parent_did(tiny_model) -> None:
+    """The diff review's case against a hook that only waited for the child's first tokcodec
+    call: a model loaded and run in the parent (2 torch threads), then run directly in a forked
+    child (``loaded.tokenizer``, no tokcodec call there), hung for good."""
+    import tokcodec
+
+    clip = torch.rand(1, 3, 5, 32, 48) * 2 - 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tokcodec.tokenize_frames(np.zeros((5, 32, 48, 3), np.uint8), model=tiny_model)
+        with torch.inference_mode():
+            indices = tiny_model.tokenizer.encode_indices(clip)
+
+        def decode_directly() -> int:
+            with torch.inference_mode():
+                return 0 if tiny_model.tokenizer.decode_indices(indices).shape[2] == 5 else 3
+        assert _child_status(decode_directly) == 0, "the child hung (-1) or decoded wrongly (3)"
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="POSIX fork")
+def test_a_child_forked_inside_a_blas_limit_has_its_own(monkeypatch) -> None:
+    """A child forked while another thread held the shared BLAS limit inherited its count of
+    holders: its own calls never set the limit (and a held lock would have hung it)."""
+    from tokcodec import device
+
+    if not _blas_threads():
+        pytest.skip("NumPy has no BLAS threadpoolctl knows")
+    with one_blas_thread():
+        def fresh() -> int:
+            return 0 if (device._blas_users, device._blas_limits, device._blas_lock.locked()) == (0, None, False) else 3
+        assert _child_status(fresh) == 0
 
 
 def test_a_batch_error_off_the_main_thread_carries_no_stray_context() -> None:
@@ -105,12 +166,19 @@ def _descriptors() -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-                    reason="Ctrl-C must raise KeyboardInterrupt here")
 def test_a_ctrl_c_as_a_temporary_output_is_made_leaves_nothing(tmp_path, monkeypatch) -> None:
     """A Ctrl-C between the open and the close of a new temporary output (os.close(os.open(...)))
     leaked the descriptor, and one between making it and taking it as the output's left a
     hidden .NAME.part-PID file: a long-lived process collected both."""
+    # Ctrl-C as Python's own handler takes it (a module imported before, ray's, may have set another)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_while_made(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_while_made(tmp_path: Path, monkeypatch) -> None:
     dst = tmp_path / "out.tok"
     monkeypatch.setattr(outputs.os, "open", _interrupt_after(os.open, ".out."))
     fds = _descriptors()

@@ -57,6 +57,8 @@ def test_without_stdout_or_stdin_what_goes_there_fails_and_says_so(coded, tmp_pa
     for command, said in [
         (f"tokcodec info '{tok}' >&-", "standard output is closed"),
         (f"tokcodec info '{tok}' --json >&-", "standard output is closed"),
+        (f"tokcodec decode '{tok}' -o d.mkv --json >&-", "standard output, which is closed"),  # (before the work)
+        ("tokcodec --version >&-", "standard output is closed"),
         (f"tokcodec decode '{tok}' -o - >&-", "-: standard output is closed"),
         ("tokcodec encode - -o e.tok --model tiny <&-", "-: standard input is closed"),
     ]:
@@ -89,6 +91,9 @@ def test_an_output_that_is_a_link_to_nothing_is_refused_before_the_work(coded, t
         res = runner.invoke(app, [*args, "-o", str(link)])
         assert res.exit_code == 1 and "already exists (a link to nothing)" in res.output, res.output
         assert "appeared" not in res.output
+    (tmp_path / "empty.mkv").mkdir()     # (let through as an empty folder output; failed after the decode)
+    res = runner.invoke(app, ["decode", str(tok), "-o", str(tmp_path / "empty.mkv"), "-y"])
+    assert res.exit_code == 1 and "is a directory; a .mkv file cannot replace it" in res.output, res.output
     res = runner.invoke(app, ["encode", str(clip), "--model", "tiny", "--gop", "5", "-o", str(tmp_path / "l.tok"), "-y"])
     assert res.exit_code == 0 and not (tmp_path / "l.tok").is_symlink()    # -y: the link is replaced, itself
     assert not (tmp_path / "nowhere").exists()

@@ -4,8 +4,8 @@ tokcodec codes only pictures, so a source's first audio stream is carried throug
 packets are copied into a small in-memory Matroska file (re-encoded to Opus only when Matroska
 cannot hold the codec), which the .tok stores as one block with the audio's start time relative
 to the first video frame. On decode the packets go into the output container next to the video,
-copied when that container accepts the codec and re-encoded to Opus otherwise, shifted by the same
-offset so picture and sound stay in sync.
+copied when that container accepts the codec and re-encoded otherwise (Opus; ALAC in .mov), shifted
+by the same offset so picture and sound stay in sync.
 """
 from __future__ import annotations
 
@@ -23,13 +23,21 @@ from tokcodec.ffmpeg_names import ffmpeg_name
 # muxer flags that leave out what changes from run to run (Matroska's random segment UID, the date,
 # the library's version): the same input then gives the same bytes, in a .tok and in a decode
 BITEXACT = {"fflags": "+bitexact"}
-# Audio codecs each output container takes as they are (others are re-encoded to Opus).
+# Audio codecs each output container takes as they are (others are re-encoded: REENCODE_AS). FFmpeg's
+# QuickTime muxer refuses Opus, FLAC and Vorbis (a .mov decode of them failed: "Invalid argument").
 COPYABLE = {
     ".mkv": None,  # Matroska holds any audio codec
-    ".mp4": {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"},
-    ".mov": {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be",
-             "pcm_s24le", "pcm_f32le"},
+    ".mp4": {"aac", "mp3", "mp2", "opus", "flac", "alac", "ac3", "eac3"},
+    ".mov": {"aac", "mp3", "mp2", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+             "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f64le", "pcm_u8"},
 }
+#: the encoder audio that an output cannot hold is re-encoded with: Opus (lossy, 64 kb/s a channel),
+#: or for .mov, which takes no Opus, ALAC (lossless: no further loss, whatever the source)
+REENCODE_AS = {".mov": "alac"}
+#: a jump forward in the source's timestamps longer than this (seconds) is a gap: re-encoded
+#: audio gets silence there (numbered by a running count of samples, everything after a gap
+#: played early by its length)
+GAP_SECONDS = 0.010
 OPUS_RATE = 48000
 OPUS_BITRATE = 128_000  # for stereo: 64 kb/s a channel
 #: the channel layouts libopus codes (Vorbis order), by channel count: audio is re-encoded with
@@ -61,7 +69,7 @@ class AudioTrack:
         return replace(self, start_offset=offset, end=length, duration=max(0.0, end - max(offset, 0.0)))
 
     def describe(self) -> str:
-        how = "re-encoded to Opus" if self.reencoded else "copied"
+        how = f"re-encoded to {self.codec}" if self.reencoded else "copied"
         return (f"{self.codec} {self.sample_rate} Hz {self.channels} ch, {self.duration:.2f} s "
                 f"from {self.start_offset:+.3f} s ({how}, {len(self.data)} bytes)")
 
@@ -172,7 +180,8 @@ def _reencode(container: av.container.InputContainer, video_start: float,
     start: float | None = None
     samples = 0
     with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
-        out_stream, resampler = opus_output(out, stream.codec_context.channels)
+        out_stream, resampler = reencode_output(out, stream.codec_context)
+        rate = out_stream.codec_context.sample_rate
         for frame in container.decode(stream):
             t = _seconds(frame.pts, frame.time_base)
             if t is not None and not _in_range(t, video_start, max_seconds):
@@ -181,39 +190,67 @@ def _reencode(container: av.container.InputContainer, video_start: float,
                 continue
             if start is None:
                 start = t if t is not None else video_start
-            samples = _encode_opus(resampler, out_stream, out, frame, samples)
-        samples = _encode_opus(resampler, out_stream, out, None, samples)
+            at = None if t is None else round((t - start) * rate)
+            samples = _encode(resampler, out_stream, out, frame, samples, at)
+        samples = _encode(resampler, out_stream, out, None, samples)
         for packet in out_stream.encode(None):
             out.mux(packet)
     if start is None:
         return None
-    return AudioTrack(buf.getvalue(), start - video_start, "opus", OPUS_RATE, out_stream.codec_context.channels,
-                      samples / OPUS_RATE, reencoded=True)
+    return AudioTrack(buf.getvalue(), start - video_start, "opus", rate, out_stream.codec_context.channels,
+                      samples / rate, reencoded=True)
 
 
-def opus_output(output: av.container.OutputContainer, channels: int
-                ) -> tuple[av.audio.stream.AudioStream, av.AudioResampler]:
-    """An Opus stream in ``output`` for audio of ``channels`` channels, with as many (libopus's
-    layout of that count: 5.1(side) becomes 5.1; more than 8 channels are mixed down to 7.1) at
-    64 kb/s a channel, and the resampler that brings the audio to it."""
-    layout = OPUS_LAYOUTS[min(max(channels, 1), 8)]
-    stream = output.add_stream("libopus", rate=OPUS_RATE)
+def reencode_output(output: av.container.OutputContainer, source: av.codec.context.CodecContext,
+                    encoder: str = "libopus") -> tuple[av.audio.stream.AudioStream, av.AudioResampler]:
+    """A stream in ``output`` that re-encodes audio like ``source``'s, and the resampler that
+    brings the audio to it: Opus at 48 kHz and 64 kb/s a channel, or ALAC at the source's rate in
+    16 or 24 bits as the source has them; with as many channels, in the standard layout of that
+    count (libopus's: 5.1(side) becomes 5.1; more than 8 channels are mixed down to 7.1)."""
+    layout = OPUS_LAYOUTS[min(max(source.channels, 1), 8)]
+    if encoder == "alac":
+        rate = source.sample_rate or OPUS_RATE
+        fmt = "s16p" if source.format is not None and source.format.name in ("s16", "s16p", "u8", "u8p") else "s32p"
+    else:
+        rate, fmt = OPUS_RATE, "flt"
+    stream = output.add_stream(encoder, rate=rate)
     stream.layout = layout
-    stream.bit_rate = OPUS_BITRATE // 2 * len(av.AudioLayout(layout).channels)
-    return stream, av.AudioResampler(format="flt", layout=layout, rate=OPUS_RATE)
+    if encoder == "alac":
+        stream.format = fmt
+    else:
+        stream.bit_rate = OPUS_BITRATE // 2 * len(av.AudioLayout(layout).channels)
+    return stream, av.AudioResampler(format=fmt, layout=layout, rate=rate)
 
 
-def _encode_opus(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
-                 output: av.container.OutputContainer, frame: av.AudioFrame | None, pts: int) -> int:
-    """Resample ``frame`` (None flushes) to 48 kHz, number its samples from ``pts`` on, encode and
-    mux them; returns the next sample number."""
+def _encode(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
+            output: av.container.OutputContainer, frame: av.AudioFrame | None, pts: int,
+            at: int | None = None) -> int:
+    """Resample ``frame`` (None flushes) to the stream's rate, number its samples from ``pts`` on,
+    encode and mux them; returns the next sample number. ``at``: the sample number the frame's
+    source timestamp gives it; where that lies more than GAP_SECONDS beyond ``pts`` (a gap in the
+    source), silence fills the gap first, so that what follows plays when it should."""
+    rate = stream.codec_context.sample_rate
+    if frame is not None and at is not None and at - pts > GAP_SECONDS * rate:
+        pts = _encode(resampler, stream, output, _silence(frame, round((at - pts) * frame.sample_rate / rate)), pts)
     for out_frame in resampler.resample(frame):
         out_frame.pts = pts
-        out_frame.time_base = Fraction(1, OPUS_RATE)
+        out_frame.time_base = Fraction(1, rate)
         pts += out_frame.samples
         for packet in stream.encode(out_frame):
             output.mux(packet)
     return pts
+
+
+def _silence(like: av.AudioFrame, samples: int) -> av.AudioFrame:
+    """``samples`` of silence in ``like``'s format, layout and rate."""
+    import numpy as np
+
+    silent = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=samples)
+    for plane in silent.planes:
+        view = np.frombuffer(plane, np.uint8)
+        view[:] = 128 if like.format.name.startswith("u8") else 0
+    silent.sample_rate = like.sample_rate
+    return silent
 
 
 def codec_name(ctx: av.codec.context.CodecContext) -> str:
@@ -257,8 +294,9 @@ class AudioMuxer:
         if self.copy:
             self.out_stream = output.add_stream_from_template(self.in_stream)
         else:
-            self.out_stream, self.resampler = opus_output(output, self.in_stream.codec_context.channels)
-            self.samples = 0
+            self.out_stream, self.resampler = reencode_output(output, self.in_stream.codec_context,
+                                                              REENCODE_AS.get(suffix.lower(), "libopus"))
+            self.samples: int | None = None
         self.reencoded = not self.copy
         self.packets = self._shifted_packets()
         self.pending = None
@@ -298,16 +336,20 @@ class AudioMuxer:
             packet.stream = self.out_stream
             self.output.mux(packet)
             return
+        rate = self.out_stream.codec_context.sample_rate
+        at: int | None = round(float(packet.pts * self.in_stream.time_base) * rate)
         for frame in packet.decode():
-            start = round(float(packet.pts * self.in_stream.time_base) * OPUS_RATE)
-            self.samples = _encode_opus(self.resampler, self.out_stream, self.output, frame,
-                                        start if self.samples == 0 else self.samples)
+            if frame.pts is not None and frame.time_base is not None:  # (after what the decoder
+                at = round(float(frame.pts * frame.time_base) * rate)   # skipped: Opus's pre-skip)
+            self.samples = _encode(self.resampler, self.out_stream, self.output, frame,
+                                   at if self.samples is None else self.samples, at)
+            at = None  # (a packet's time is its first frame's)
 
     def finish(self) -> None:
         try:
             self.mux_until(None)
-            if not self.copy:
-                self.samples = _encode_opus(self.resampler, self.out_stream, self.output, None, self.samples)
+            if not self.copy and self.samples is not None:
+                self.samples = _encode(self.resampler, self.out_stream, self.output, None, self.samples)
                 for packet in self.out_stream.encode(None):
                     self.output.mux(packet)
         except av.FFmpegError as exc:

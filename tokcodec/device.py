@@ -59,29 +59,42 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
 
 
 
-_forked = False  # set in a forked child, until its first tokcodec call
+_ran_here = False  # whether this process has made a tokcodec call (its torch threads may be running)
+_forked = False    # set in a forked child of a process that had not, until its first tokcodec call
 
 
-def _note_fork() -> None:
-    global _forked
-    _forked = True
+def _after_fork_in_child() -> None:
+    """In a process forked from one whose torch ran its OpenMP threads, torch's first parallel
+    operation waits for ever (GNU OpenMP's thread pool does not survive a fork): a tokcodec call,
+    or the network run directly (``loaded.tokenizer``), in an `os.fork()` or multiprocessing
+    "fork" child hung without a word. A child of a process that made tokcodec calls runs torch on
+    one thread from the start, as PyTorch's own DataLoader workers do; a child of one that had
+    not (a pre-forking server whose workers run models of their own) keeps its thread count until
+    its own first tokcodec call (``one_thread_if_forked``). And the BLAS limit's state is this
+    process's own, not that of a call running in another thread of the parent."""
+    global _forked, _blas_lock, _blas_users, _blas_limits
+    if _ran_here:
+        torch.set_num_threads(1)
+    else:
+        _forked = True
+    if _blas_limits is not None:  # (forked while a thread held it: undone here, where no call holds it)
+        with contextlib.suppress(Exception):
+            _blas_limits.restore_original_limits()  # type: ignore[attr-defined]
+    _blas_lock, _blas_users, _blas_limits = threading.Lock(), 0, None
 
 
 def one_thread_if_forked() -> None:
-    """In a process forked from one whose torch ran its OpenMP threads, torch's first parallel
-    operation waits for ever (GNU OpenMP's thread pool does not survive a fork): a tokcodec call
-    in an `os.fork()` or multiprocessing "fork" child hung without a word. Such a child's first
-    tokcodec call sets torch to one thread, as PyTorch's own DataLoader workers do. Only then: a
-    forked child that never calls tokcodec (a pre-forking server's worker running models of its
-    own) keeps its thread count."""
-    global _forked
+    """Called by every tokcodec call (select_runtime): in a forked child whose parent made none,
+    the first sets torch to one thread (``_after_fork_in_child``)."""
+    global _forked, _ran_here
     if _forked:
+        torch.set_num_threads(1)  # (before the flag clears: another thread of the child may look)
         _forked = False
-        torch.set_num_threads(1)
+    _ran_here = True
 
 
 if hasattr(os, "register_at_fork"):  # (POSIX)
-    os.register_at_fork(after_in_child=_note_fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _blas_lock = threading.Lock()

@@ -885,7 +885,8 @@ class FrameWriter:
         if self.audio.reencoded:
             layout = self.audio.out_stream.codec_context.layout.name
             mixed = f", mixed down from {audio.channels} channels" if audio.channels > 8 else ""
-            self.audio_note = f"re-encoded to Opus ({layout}{mixed})"
+            codec = "ALAC, lossless" if self.audio.out_stream.codec_context.name == "alac" else "Opus"
+            self.audio_note = f"re-encoded to {codec} ({layout}{mixed})"
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:

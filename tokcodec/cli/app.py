@@ -18,7 +18,7 @@ from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, 
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
-from tokcodec.codec.outputs import STDIO, check_output, check_tok_output
+from tokcodec.codec.outputs import CLOSED_STDIO, STDIO, check_output, check_tok_output
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import InputError, OutputError, why_not_a_file
@@ -48,7 +48,10 @@ def version_text() -> str:
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(version_text())
+        try:
+            typer.echo(version_text())
+        except BrokenPipeError:  # (click would exit 1 without a word; `--version >&-` says so)
+            raise typer.Exit(reader_gone()) from None
         raise typer.Exit()
 
 
@@ -176,7 +179,11 @@ def _compared(output: Path, compare: Optional[Path], first_frame: int = 0) -> di
 
     cmp = compare_videos(compare, output, reference_start=first_frame)
     start = f" from its frame {first_frame}" if first_frame else ""
-    if cmp["longer"] == "reference":
+    if cmp["rates"] is not None:
+        theirs, ours = (f"{r:g} fps" for r in cmp["rates"])
+        typer.echo(f"tokcodec: warning: --compare: the reference runs at {theirs}, the decode at {ours}; frames "
+                   "are paired by number, so these figures compare different moments", err=True)
+    elif cmp["longer"] == "reference":
         typer.echo(f"tokcodec: warning: --compare: the reference has more frames than the decode; compared "
                    f"the first {cmp['frames']} of the reference{start} with the decode's {cmp['frames']} (a file "
                    "encoded with --ss starts that far into its original: compare with that part of it)", err=True)
@@ -196,9 +203,12 @@ def _compared_text(compared: dict | None) -> str:
 
 
 def _json_checked(as_json: bool, output: Path) -> None:
-    """--json takes standard output: refused with -o -, whose output goes there."""
+    """--json takes standard output: refused with -o -, whose output goes there, and where it is
+    closed (else the whole job ran, and its output was written, before the JSON could not be)."""
     if as_json and str(output) == STDIO:
         raise OutputError("--json prints on standard output, which -o - takes for the output: give -o a file name")
+    if as_json and 1 in CLOSED_STDIO:
+        raise OutputError("--json prints on standard output, which is closed (>&-)")
 
 
 def json_text(doc: object) -> str:
@@ -767,8 +777,6 @@ def main() -> None:
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             typer.echo(f"tokcodec: error: {exc.format_message()}{where}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
-    except BrokenPipeError:  # (the help, --version: | true)
-        sys.exit(reader_gone())
     except typer.Abort as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):  # (click's own: Ctrl-C or SIGTERM while it parsed)
             sys.exit(stopped(exc.__context__))

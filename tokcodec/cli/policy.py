@@ -107,7 +107,7 @@ def errors(code: int = 1) -> Iterator[None]:
     except MemoryError:
         fail(OUT_OF_MEMORY + address_space_note(), code)
     except OSError as exc:
-        if exc.errno not in _PLACE_ERRNOS:
+        if exc.errno not in _PLACE_ERRNOS or os.environ.get("TOKCODEC_DEBUG"):
             _unexpected(exc, code)
         # (a full disk or standard output, `>/dev/full`: what it says is all there is to say)
         fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"cannot write: {exc.strerror}", code)

@@ -42,6 +42,8 @@ def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None
     check_name_length(dst)
     if source is not None and str(source) != STDIO and _same_file(source, dst):
         raise OutputError(f"{dst}: is the input; give the output another name")
+    if dst.is_dir() and _file_output(dst):  # (found only after the whole decode, as "appeared")
+        raise OutputError(f"{dst}: is a directory; a {dst.suffix} file cannot replace it (give another name)")
     # (lexists: a link to nothing is there too; missed, it cost a whole encode, then "appeared")
     if os.path.lexists(dst) and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
         what = "" if dst.exists() else " (a link to nothing)"
@@ -75,6 +77,14 @@ def check_name_length(dst: Path) -> None:
     if len(os.fsencode(dst.name)) > NAME_MAX:
         raise OutputError(f"{dst.name[:40]}...: a name of {len(os.fsencode(dst.name))} bytes, more than the "
                           f"{NAME_MAX} a file system takes")
+
+
+def _file_output(dst: Path) -> bool:
+    """Whether ``dst`` names a video or image file output (a name without one of their extensions
+    is a directory of frames)."""
+    from tokcodec.io import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES  # (io imports this module)
+
+    return dst.suffix.lower() in VIDEO_OUTPUT_SUFFIXES | IMAGE_SUFFIXES
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -25,7 +25,7 @@ import av
 import numpy as np
 import torch
 
-from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.audio import OPUS_BITRATE, AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
@@ -390,6 +390,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
         stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
                               "frames (combed where things move); --deinterlace auto deinterlaces it")
     stats.warnings.extend(not_kept(info, streams=audio))
+    if track is not None and track.reencoded:  # (lossy for good, and said only in the stats line before)
+        stats.warnings.append(f"the audio is stored re-encoded to Opus at {OPUS_BITRATE // 2000} kb/s a channel: "
+                              f"a .tok (Matroska) cannot hold it as it is")
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
     stats.warnings.extend(model_warnings(loaded, coder_id))
@@ -932,7 +935,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                         # lost one): a video of filler helped no one
                         which = f" of its {part.frames} frames" if part.frames == reader.frame_count \
                             else f" of frames {part.start}-{part.stop - 1}"
-                        raise nothing_survived(src, which, reader.problems + damaged)
+                        raise nothing_survived(src, which, damaged + reader.problems,
+                                               "could be decoded (the intact ones are linked to a lost one)")
                     if progress and filled:
                         progress(filled)
                     audio_note, warnings = writer.audio_note, writer.warnings
@@ -945,7 +949,9 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                 raise
             raise FormatError(f"{exc} (--salvage decodes the intact parts)") from None
         problems = reader.problems + damaged if salvage else []
-    if audio and h.has_audio and not stored:
+    if not audio and h.has_audio:
+        audio_note = "dropped (--no-audio)"  # (as encode says it; "none" read as if there were none)
+    elif h.has_audio and not stored:
         audio_note = "lost (audio block damaged)"
     elif stored and track is None:
         audio_note = "none in this part"
@@ -1050,7 +1056,15 @@ def compare_videos(reference: str | Path, decoded: str | Path, reference_start: 
     mean colours), streamed frame by frame through :class:`tokcodec.metrics.ErrorTotals`. A
     decoded part of a file (decode --ss) starts at the source's frame ``reference_start``.
     ``longer`` names the video that has frames left when the other ends ("reference", "decoded",
-    or None): only the frames both have are compared."""
+    or None): only the frames both have are compared. Frames are paired by number: ``rates``,
+    (the reference's frame rate, the decode's), where they differ and both are videos (paired so,
+    they show different moments), else None."""
+    from tokcodec.io import output_kind, probe
+
+    rates = None
+    if output_kind(Path(reference)) == output_kind(Path(decoded)) == "video":
+        theirs, ours = probe(reference).frame_rate, probe(decoded).frame_rate
+        rates = (float(theirs), float(ours)) if theirs != ours else None
     totals = ErrorTotals()
     source_frames = iter_frames(reference, skip=reference_start)
     decoded_frames = iter_frames(decoded)
@@ -1064,4 +1078,4 @@ def compare_videos(reference: str | Path, decoded: str | Path, reference_start: 
                              f"the decoded ones {b.shape[1]}x{b.shape[0]}")
         totals.add(a, b)
     return {"frames": totals.frames, "mse": totals.mse, "psnr": totals.psnr(cap=math.inf),
-            "colour_drift": totals.colour_drift, "longer": longer}
+            "colour_drift": totals.colour_drift, "longer": longer, "rates": rates}

@@ -142,10 +142,10 @@ def _find_audio(buf: mmap.mmap, budget: _ScanBudget) -> AudioBlock | None:
     return None
 
 
-def nothing_survived(path: Path, which: str, problems: list[str]) -> FormatError:
+def nothing_survived(path: Path, which: str, problems: list[str], what: str = "survived intact") -> FormatError:
     """The error of a salvage that would write nothing but filler (no intact chunk, or none that
     decodes: linked to a lost one), naming the first problem met; ``which``: " of its N frames"."""
-    return FormatError(f"{path}: no GOP{which} survived intact; nothing to salvage"
+    return FormatError(f"{path}: no GOP{which} {what}; nothing to salvage"
                        + "".join(f" ({p.removeprefix(f'{path}: ')})" for p in problems[:1]))
 
 

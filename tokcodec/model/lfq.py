@@ -75,10 +75,14 @@ class LFQ(nn.Module):
         if bits % group_bits:
             group_bits = bits
         self.bits, self.group_bits, self.temperature = bits, group_bits, temperature
-        # made on the CPU even where the model is built on the meta device (zoo: shapes only), whose
-        # arange and & run through torch's Python decompositions and import its compiler (+1 s)
+        # made on the CPU, then moved where the model is built (torch.device("cuda") as a context),
+        # but not to the meta device (zoo: shapes only), whose arange and & run through torch's
+        # Python decompositions and import its compiler: a second or more on every model load
         sub = torch.arange(1 << group_bits, device="cpu")
         codebook = ((sub.unsqueeze(-1) >> torch.arange(group_bits, device="cpu")) & 1).float() * 2 - 1
+        here = torch.empty(()).device
+        if here.type not in ("cpu", "meta"):
+            codebook = codebook.to(here)
         self.register_buffer("group_codebook", codebook, persistent=False)  # (2^g, g)
 
     def forward(self, z: torch.Tensor, with_losses: bool = True) -> LFQOutput:
