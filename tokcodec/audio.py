@@ -69,7 +69,7 @@ class AudioTrack:
         return replace(self, start_offset=offset, end=length, duration=max(0.0, end - max(offset, 0.0)))
 
     def describe(self) -> str:
-        how = f"re-encoded to {self.codec}" if self.reencoded else "copied"
+        how = "re-encoded to Opus" if self.reencoded else "copied"  # (a .tok's re-encodes are Opus)
         return (f"{self.codec} {self.sample_rate} Hz {self.channels} ch, {self.duration:.2f} s "
                 f"from {self.start_offset:+.3f} s ({how}, {len(self.data)} bytes)")
 

@@ -40,8 +40,8 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
     encoders' activations overflow fp16's range, see model/refine.py ``finite_latents``), else CPU
     with bf16 autocast when the CPU has native bf16 (2-3x faster than fp32 for conv3d here; ~0.5%
     of latent bits differ from fp32, and the precision is recorded in the .tok header), else fp32.
-    Every tokcodec call starts here: in a forked child, the first sets one torch thread
-    (``one_thread_if_forked``)."""
+    Every tokcodec call starts here, and so marks the process as one that ran tokcodec, whose
+    forked children start on one torch thread (``_after_fork_in_child``)."""
     one_thread_if_forked()
     check_device_name(device)
     check_precision_name(precision)
@@ -56,7 +56,6 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
         else:
             precision = "bf16" if _cpu_has_fast_bf16() else "fp32"
     return Runtime(dev, precision)
-
 
 
 _ran_here = False  # whether this process has made a tokcodec call (its torch threads may be running)

@@ -18,7 +18,7 @@ from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, 
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
-from tokcodec.codec.outputs import CLOSED_STDIO, STDIO, check_output, check_tok_output
+from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, stdout_closed
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import InputError, OutputError, why_not_a_file
@@ -67,9 +67,11 @@ CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize",
 
 @app.command()
 def encode(
-    input: Path = typer.Argument(..., parser=cli_path, help="Video or image file (anything ffmpeg reads), a directory of numbered "
+    input: Path = typer.Argument(..., parser=cli_path,
+                                 help="Video or image file (anything ffmpeg reads), a directory of numbered "
                                  "images (an image sequence), or - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help="Output .tok file, or - for standard output."),
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>",
+                                help="Output .tok file, or - for standard output."),
     model: Model = "default",
     gop: Gop = None,
     scale: Scale = None,
@@ -77,8 +79,9 @@ def encode(
     bitrate: Bitrate = None,
     device: Device = "auto",
     precision: Precision = "auto",
-    coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id, 1 to 4 (docs/FORMAT.md) \\[default: the best the model has: 4, "
-                                         "GOPs linked; 3 with --key-interval 1]."),
+    coder: Optional[int] = typer.Option(None, "--coder", help="Entropy coder id, 1 to 4 (docs/FORMAT.md) "
+                                        "\\[default: the best the model has: 4, GOPs linked; 3 with "
+                                        "--key-interval 1]."),
     passes: Passes = DEFAULT_PASSES,
     rdo: Rdo = None,
     refine: Refine = 0,
@@ -207,7 +210,7 @@ def _json_checked(as_json: bool, output: Path) -> None:
     closed (else the whole job ran, and its output was written, before the JSON could not be)."""
     if as_json and str(output) == STDIO:
         raise OutputError("--json prints on standard output, which -o - takes for the output: give -o a file name")
-    if as_json and 1 in CLOSED_STDIO:
+    if as_json and stdout_closed():
         raise OutputError("--json prints on standard output, which is closed (>&-)")
 
 
@@ -233,7 +236,8 @@ def _named(output: Path) -> str:
 @app.command()
 def decode(
     input: Path = typer.Argument(..., parser=cli_path, help="A .tok file, or - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>",
+                                help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
                                 "a directory of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: DecodeModel = None,
     device: Device = "auto",
@@ -290,7 +294,8 @@ def decode(
 
 @app.command()
 def info(
-    inputs: list[Path] = typer.Argument(..., parser=cli_path, help="Files: .tok, token files (.npy, .safetensors) or weights files."),
+    inputs: list[Path] = typer.Argument(..., parser=cli_path,
+                                        help="Files: .tok, token files (.npy, .safetensors) or weights files."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (a list for several files)."),
 ) -> None:
     """Show the header, chunks, sizes, bpp and bits per token of a .tok file (of a token file: its shape and what it records; of a weights file: its model, training record and priors)."""
@@ -454,7 +459,8 @@ def _tok_files(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def verify(
-    files: list[Path] = typer.Argument(..., parser=cli_path, help=".tok files to check, or folders: every .tok under them."),
+    files: list[Path] = typer.Argument(..., parser=cli_path,
+                                       help=".tok files to check, or folders: every .tok under them."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Weights to check the files against "
                                         "(default: the preset each file names)."),
     fast: bool = typer.Option(False, "--fast", help="Check container checksums only, not the coded tokens."),
@@ -486,10 +492,12 @@ def verify(
 
 @app.command()
 def tokens(
-    input: Path = typer.Argument(..., parser=cli_path, help="A .tok file, or a video, image or image sequence (a directory of "
+    input: Path = typer.Argument(..., parser=cli_path,
+                                 help="A .tok file, or a video, image or image sequence (a directory of "
                                  "numbered images) to tokenize (as tokens alone, encode --no-correction); - for "
                                  "standard input."),
-    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help="OUT.npy or OUT.safetensors (which also records "
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>",
+                                help="OUT.npy or OUT.safetensors (which also records "
                                 "what detokenize needs: GOPs, model, frame rate, size)."),
     split: Optional[int] = typer.Option(None, "--split", min=1, help="Factorise each token into sub-tokens of this many bits (e.g. 9)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
@@ -561,9 +569,11 @@ def tokens(
 
 @app.command()
 def detokenize(
-    input: Path = typer.Argument(..., parser=cli_path, help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
+    input: Path = typer.Argument(..., parser=cli_path,
+                                 help="Tokens: OUT.safetensors as `tokcodec tokens` writes it, or a .npy "
                                  "array (latent frames, h, w) of token indices, e.g. a language model's; - for standard input."),
-    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>", help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
+    output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>",
+                                help=".mp4 or .mov (H.264), .mkv (lossless FFV1), .y4m, .png, "
                                 "a directory of PNGs, or - for a Y4M stream on standard output (| mpv -)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
                                         help="Weights \\[default: those the file records, else the default preset]."),

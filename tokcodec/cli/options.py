@@ -9,8 +9,8 @@ import typer
 
 from tokcodec.codec.ranges import parse_time
 from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
-from tokcodec.defaults import (DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO, MAX_SCALE,
-                               MAX_SCENECUT, MAX_SHARPEN, MIN_SCALE, check_deinterlace, check_device_name,
+from tokcodec.defaults import (DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
+                               MAX_SCALE, MAX_SCENECUT, MAX_SHARPEN, MIN_SCALE, check_deinterlace, check_device_name,
                                check_precision_name)
 from tokcodec.errors import TokcodecError
 
@@ -19,8 +19,8 @@ DecodeModel = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Weights to use \\[default: the preset named in each file].")]
 Gop = Annotated[Optional[int], typer.Option(
     "--gop", show_default=False, help="Frames per GOP (1 + 4k; every --key-interval-th GOP decodes on its "
-    "own); longer: smaller files (33: about 30% fewer bits), more memory. \\[default: 17; with --bpp/--bitrate and no --scale, "
-    "the rate plan's choice]")]
+    "own); longer: smaller files (33: about 30% fewer bits), more memory. \\[default: 17; with "
+    "--bpp/--bitrate and no --scale, the rate plan's choice]")]
 TokensGop = Annotated[Optional[int], typer.Option(
     "--gop", show_default=False, help="Of a video: frames per GOP (1 + 4k) \\[default: 17].")]
 TokensScale = Annotated[Optional[float], typer.Option(
@@ -125,8 +125,8 @@ DecodeFrames = Annotated[Optional[int], typer.Option(
 Compare = Annotated[Optional[Path], typer.Option("--compare", help="Report PSNR and colour drift against this original.")]
 Device = Annotated[str, typer.Option("--device", callback=read_by(check_device_name), help="auto, cpu or cuda.")]
 TokensScenecut = Annotated[float, typer.Option(
-    "--scenecut", min=0, max=MAX_SCENECUT, show_default=False, help="Of a video: GOPs end before scene cuts this sharp, as "
-    "encode --scenecut. \\[default: 0, off: GOPs of one length, so that a bare token array's GOP "
+    "--scenecut", min=0, max=MAX_SCENECUT, show_default=False, help="Of a video: GOPs end before scene "
+    "cuts this sharp, as encode --scenecut. \\[default: 0, off: GOPs of one length, so that a bare token array's GOP "
     "boundaries follow from its length]")]
 SequenceFps = Annotated[Optional[str], typer.Option(
     "--fps", show_default=False, help="Frame rate of an image sequence (a directory of numbered images) or a "
@@ -141,9 +141,9 @@ Deinterlace = Annotated[str, typer.Option(
     "input (bwdif, one frame per frame: count, rate and audio stay) as it is read; auto: the frames its "
     "stream flags as interlaced, on: every frame (for interlaced video that is not flagged), off: code its "
     "fields woven together.")]
-Precision = Annotated[str, typer.Option("--precision", callback=read_by(check_precision_name), help="auto, fp32, bf16 or fp16 (auto: bf16 on a CPU with "
-                                        "native bf16, else fp32; on CUDA bf16, else fp16 to decode and fp32 to "
-                                        "encode).")]
+Precision = Annotated[str, typer.Option(
+    "--precision", callback=read_by(check_precision_name), help="auto, fp32, bf16 or fp16 (auto: bf16 on a "
+    "CPU with native bf16, else fp32; on CUDA bf16, else fp16 to decode and fp32 to encode).")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
 Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]

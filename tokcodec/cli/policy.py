@@ -55,13 +55,13 @@ def reader_gone(code: int = 1) -> int:
     (`tokcodec models | head`), a normal end for a Unix tool, not an error (141, quietly); or it
     was closed before the command began (`>&-`: its output was lost, said so, ``code``). Standard
     output is then pointed at /dev/null, so that the flush at exit stays quiet."""
-    from tokcodec.codec.outputs import CLOSED_STDIO
+    from tokcodec.codec.outputs import stdout_closed
 
     with contextlib.suppress(OSError, ValueError, AttributeError):  # (stdout may be replaced, e.g. in tests)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    if 1 in CLOSED_STDIO:
+    if stdout_closed():
         typer.echo("tokcodec: error: standard output is closed (>&-); what this command writes there is lost",
                    err=True)
         return code

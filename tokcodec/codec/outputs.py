@@ -24,6 +24,12 @@ STDIO = "-"
 #: standard streams (0, 1, 2) the command line was started without (`>&-`): it gives them stand-ins
 #: (tokcodec/cli/stdio.py) and records them here, so that "-" is refused for them at once
 CLOSED_STDIO: set[int] = set()
+
+
+def stdout_closed() -> bool:
+    """Whether this process was started without a standard output (Python's None, from a program
+    of one's own; CLOSED_STDIO, from the command line)."""
+    return sys.stdout is None or 1 in CLOSED_STDIO
 #: the names of a directory output's frames (frame_000000.png, ...)
 FRAME_NAME = re.compile(r"frame_(\d{6,})\.png")
 
@@ -33,7 +39,7 @@ def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None
     a missing or read-only directory, the ``source`` itself (-y would replace the input with the
     output, as ffmpeg refuses to), a terminal as standard output."""
     if str(dst) == STDIO:
-        if sys.stdout is None or 1 in CLOSED_STDIO:
+        if stdout_closed():
             raise OutputError("-: standard output is closed (>&-); give a file name, or pipe it on")
         if sys.stdout.isatty():
             raise OutputError("-: standard output is a terminal; pipe it on (| mpv -, | tokcodec decode - ...) "
