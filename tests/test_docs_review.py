@@ -93,3 +93,28 @@ def test_without_scikit_learn_the_synthetic_clips_say_what_to_install(monkeypatc
     with pytest.raises(SetupError, match=r"pip install 'tokcodec\[train\]'"):
         load_image("sklearn:china.jpg")
     assert load_image("chelsea").dtype.name == "uint8"           # scikit-image's still load
+
+
+def test_the_header_is_laid_out_as_format_md_says() -> None:
+    """A contributor swapped two header fields in both pack and unpack: every test passed (they
+    round-trip), and every .tok written before would have read wrong. The header is built here
+    from docs/FORMAT.md's table of offsets alone, and must be the bytes tokcodec writes."""
+    import struct
+    import zlib
+    from fractions import Fraction
+
+    from tokcodec.codec.container import Header
+
+    sha = bytes(range(32))
+    header = Header(width=641, height=359, coded_width=321, coded_height=180, padded_width=336, padded_height=192,
+                    frame_rate=Fraction(30000, 1001), frame_count=1234567, gop=33, temporal_factor=4,
+                    spatial_factor=16, bits=18, coder_id=4, model_name="fast-deep", weights_sha256=sha.hex(),
+                    precision="fp16", color_range=1, colorspace=5, primaries=6, transfer=16, untrained=True,
+                    has_audio=True, correction=True, correction_detail=True, correction_coded=True, grey=True)
+    body = struct.pack("<8s4H 8I Q 4B H 6B 32s 32s", b"TOKCODEC", 2, 2, 136, 0b111,  # offsets 0-14
+                       641, 359, 321, 180, 336, 192, 30000, 1001,                        # 16-44
+                       1234567, 1, 5, 6, 16, 33,                                          # 48-60
+                       4, 16, 18, 4, 2, len("fast-deep"), b"fast-deep", sha)              # 62-100
+    assert len(body) == 132
+    assert header.pack() == body + struct.pack("<I", zlib.crc32(body))
+    assert Header.unpack(header.pack(), "x.tok") == header

@@ -11,7 +11,6 @@ chunks, index).
 """
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from abc import ABC, abstractmethod
@@ -181,16 +180,10 @@ class FFmpegCodec(Codec):
 
 
 def tokcodec_api() -> tuple[Optional[Callable[..., Any]], Optional[Callable[..., Any]]]:
-    """tokcodec's (encode_video, decode_video), or (None, None) while the API does not exist."""
-    for name in ("tokcodec", "tokcodec.api"):
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        enc, dec = getattr(mod, "encode_video", None), getattr(mod, "decode_video", None)
-        if callable(enc) and callable(dec):
-            return enc, dec
-    return None, None
+    """tokcodec's (encode_video, decode_video)."""
+    import tokcodec
+
+    return tokcodec.encode_video, tokcodec.decode_video
 
 
 def _seconds(stats: Any, wall: float) -> float:

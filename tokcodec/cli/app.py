@@ -457,7 +457,7 @@ def _tok_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-@app.command()
+@app.command(short_help="Check every checksum and the weights hash of .tok files, without decoding video.")
 def verify(
     files: list[Path] = typer.Argument(..., parser=cli_path,
                                        help=".tok files to check, or folders: every .tok under them."),
@@ -661,7 +661,7 @@ def train(
         raise typer.Exit(128 + trainer.stopped_by)
 
 
-@app.command("export-weights")
+@app.command("export-weights", short_help="Export a checkpoint's weights as a safetensors file for --model.")
 def export_weights(
     checkpoint: Path = typer.Argument(..., help="A training checkpoint.pt."),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.safetensors"),
@@ -693,7 +693,7 @@ def export_weights(
                        "(compare both)", err=True)
 
 
-@app.command("fit-prior")
+@app.command("fit-prior", short_help="Fit coder 3's prior for weights of your own (small files, --rdo).")
 def fit_prior(
     weights: Path = typer.Argument(..., help="Weights of your own (.safetensors, e.g. from export-weights)."),
     data: Optional[list[Path]] = typer.Option(None, "--data", show_default=False, metavar="PATH",
@@ -714,7 +714,7 @@ def fit_prior(
     with errors():
         from tokcodec.codec.prior_fit import PriorFitConfig
         from tokcodec.codec.prior_fit import fit_prior as fit
-        from tokcodec.model.zoo import WEIGHTS_DIR, is_weights_file
+        from tokcodec.model.zoo import WEIGHTS_DIR
 
         from tokcodec.model.presets import PRESETS, resolve_name
 

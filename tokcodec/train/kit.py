@@ -7,7 +7,7 @@ torch, numpy, safetensors, scikit-image (with Pillow) and scikit-learn: with a t
 (``python -m tokcodec.train.pack``) as its real data it never imports PyAV, zstandard or
 constriction. ``--dry-run`` runs the same path on the CPU with small batches, to try it anywhere.
 
-    python -m tokcodec.train.kit --config configs/gpu_fast.toml --minutes 8 --out OUT [--data data/pack]
+    python -m tokcodec.train.kit --config configs/gpu.toml --minutes 8 --out OUT [--data data/pack]
 
 scripts/gpu_train.sh wraps it for a shell.
 """
