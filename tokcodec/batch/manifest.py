@@ -68,13 +68,22 @@ class Manifest:
         except OSError as exc:
             raise OutputError(f"{path}: cannot write the manifest ({exc.strerror or exc})") from None
 
-    def write(self, record: dict[str, Any]) -> None:
-        """One record, on the disk when this returns; OutputError where it cannot be (a full disk:
-        the run stops, saying so, instead of "unexpected OSError")."""
+    def write(self, record: dict[str, Any], sync: bool = True) -> None:
+        """One record, on the disk when this returns (``sync``; else at the next ``sync``: a
+        rerun's skip records, one fsync for them all instead of one each, 28 800 of them 5.9 s
+        here and far more on NFS); OutputError where it cannot be (a full disk: the run stops,
+        saying so, instead of "unexpected OSError")."""
         line = memoryview(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
         try:
             while line:  # (a short write, on a disk nearly full: the rest, or the error it meets;
                 line = line[self._fh.write(line):]  # a line cut short by it is passed over when read)
+            if sync:
+                os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None
+
+    def sync(self) -> None:
+        try:
             os.fsync(self._fh.fileno())
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None

@@ -167,20 +167,24 @@ def decode_outputs(dst: Path, rels: Sequence[str], to: str | None, among: Sequen
     return out
 
 
-def is_complete(src: Path, out: Path) -> bool:
-    """Final name present (only renames of finished temp files create it) and not older than src."""
+def is_complete(src: Path, out: Path, size: int | None = None) -> bool:
+    """Final name present (only renames of finished temp files create it), not older than src,
+    and of the ``size`` the run that made it recorded, where one did: an output truncated or
+    emptied since (by hand, a full disk's copy) was skipped on every rerun, and the run said done."""
     try:
         out_stat = out.stat()
-        return out.is_file() and out_stat.st_mtime_ns >= src.stat().st_mtime_ns
+        return (out.is_file() and out_stat.st_mtime_ns >= src.stat().st_mtime_ns
+                and (size is None or out_stat.st_size == size))
     except OSError:
         return False
 
 
 def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
               exclude: Sequence[str] = (), to: str | None = None, force: bool = False,
-              made_from: dict[str, str] | None = None) -> Plan:
+              made_from: dict[str, str] | None = None, sizes: dict[str, int] | None = None) -> Plan:
     """What a run has to do. ``made_from``: output -> the input an earlier run made it from (the
-    manifest's); an output made from another input is redone, not skipped."""
+    manifest's); an output made from another input is redone, not skipped. ``sizes``: output ->
+    its size in bytes when that run made it; an output of another size now is redone."""
     if op not in OPS:
         raise ArgumentError(f"unknown batch operation {op!r}")
     if to is not None and to.lower().lstrip(".") not in DECODE_TARGETS:
@@ -208,7 +212,7 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
     if op != "decode" and not include and not exclude and not single and dst != src:
         chosen = set(rels)
         plan.left_out = [r for r in found if r not in chosen]
-    made_from = made_from or {}
+    made_from, sizes = made_from or {}, sizes or {}
     for i, (rel, out) in enumerate(zip(rels, outputs)):
         inp = root / rel
         size = len(os.fsencode(out.name))  # (the input's name, and .tok added, say)
@@ -222,7 +226,7 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
             plan.errors.append((str(inp), f"cannot write its output {out.name[:40]}...: {problem}"))
             continue
         other = _made_from_other(made_from.get(str(out)), rel)
-        if exists and not force and not other and is_complete(inp, out):
+        if exists and not force and not other and is_complete(inp, out, sizes.get(str(out))):
             plan.skipped.append(Job(i, inp, out, rel, False))
         else:
             plan.todo.append(Job(i, inp, out, rel, exists))

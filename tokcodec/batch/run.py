@@ -182,9 +182,9 @@ class _Sink:
     def __init__(self, manifest: Manifest, reporter: Reporter, summary: BatchSummary, run_id: str) -> None:
         self.manifest, self.reporter, self.summary, self.run_id = manifest, reporter, summary, run_id
 
-    def record(self, result: FileResult) -> None:
+    def record(self, result: FileResult, sync: bool = True) -> None:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.manifest.write({"run": self.run_id, "time": stamp, "op": self.summary.op, **result.record()})
+        self.manifest.write({"run": self.run_id, "time": stamp, "op": self.summary.op, **result.record()}, sync)
         self.summary.results.append(result)
 
     def started(self, job: Job, total_frames: int) -> None:
@@ -293,7 +293,9 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
         remove_stale_parts(dst)
         previous = done_records(dst / MANIFEST_NAME)
         plan: Plan = make_plan(op, src, dst, include=include, exclude=exclude, to=to, force=force,
-                               made_from={out: rec.get("input") for out, rec in previous.items()})
+                               made_from={out: rec.get("input") for out, rec in previous.items()},
+                               sizes={out: rec["bytes"] for out, rec in previous.items()
+                                      if isinstance(rec.get("bytes"), int) and rec["bytes"] > 0})
         left_out = plan.left_out_note()
         if not plan.total and not plan.errors:
             patterns = " matching --include/--exclude" if include or exclude else ""
@@ -311,8 +313,9 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
                 result = FileResult(path, "", "failed", error=reason)
                 sink.record(result)
                 reporter_line(reporter, plan, path, result)
-            for job in plan.skipped:
-                sink.record(_skipped_result(op, job, manifest))
+            for job in plan.skipped:  # (informational: synced together)
+                sink.record(_skipped_result(op, job, manifest), sync=False)
+            manifest.sync()
             pool: LocalPool | RayPool
             if engine == "ray":
                 from tokcodec.batch.ray_engine import RayPool
