@@ -9,6 +9,8 @@ import errno
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,17 +76,20 @@ class Manifest:
         here and far more on NFS); OutputError where it cannot be (a full disk: the run stops,
         saying so, instead of "unexpected OSError")."""
         line = memoryview(json.dumps(record, separators=(", ", ": ")).encode() + b"\n")
-        try:
+        with self._written():
             while line:  # (a short write, on a disk nearly full: the rest, or the error it meets;
                 line = line[self._fh.write(line):]  # a line cut short by it is passed over when read)
             if sync:
                 os.fsync(self._fh.fileno())
-        except OSError as exc:
-            raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None
 
     def sync(self) -> None:
-        try:
+        with self._written():
             os.fsync(self._fh.fileno())
+
+    @contextmanager
+    def _written(self) -> Iterator[None]:
+        try:
+            yield
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None
 
