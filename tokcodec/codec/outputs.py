@@ -30,6 +30,8 @@ def stdout_closed() -> bool:
     """Whether this process was started without a standard output (Python's None, from a program
     of one's own; CLOSED_STDIO, from the command line)."""
     return sys.stdout is None or 1 in CLOSED_STDIO
+
+
 #: the names of a directory output's frames (frame_000000.png, ...)
 FRAME_NAME = re.compile(r"frame_(\d{6,})\.png")
 
@@ -71,8 +73,9 @@ def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> 
     if suffix in VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES | {".npy", ".safetensors"}:
         raise OutputError(f"{dst}: encode writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
                           "tokcodec decode makes video from it)")
-    check_name_length(dst)
-    if str(dst) != STDIO and dst.is_dir():  # (before the encode, not at its end)
+    # (before the encode, not at its end; os.path's, as Path.is_dir raises where the name is too
+    # long: check_output says that)
+    if str(dst) != STDIO and os.path.isdir(dst):
         raise OutputError(f"{dst}: is a directory; give the .tok file's name")
     check_output(dst, overwrite, source)
 
@@ -86,11 +89,10 @@ def check_name_length(dst: Path) -> None:
 
 
 def _file_output(dst: Path) -> bool:
-    """Whether ``dst`` names a video or image file output (a name without one of their extensions
-    is a directory of frames)."""
-    from tokcodec.io import IMAGE_SUFFIXES, VIDEO_OUTPUT_SUFFIXES  # (io imports this module)
+    """Whether ``dst``, a folder, is named as a video or image file output (io.output_kind)."""
+    from tokcodec.io import output_kind  # (io imports this module)
 
-    return dst.suffix.lower() in VIDEO_OUTPUT_SUFFIXES | IMAGE_SUFFIXES
+    return output_kind(dst) in ("video", "image")
 
 
 def _same_file(a: Path, b: Path) -> bool:
