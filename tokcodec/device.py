@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +28,16 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=dtype)
 
 
+X86_64 = ("x86_64", "amd64")  # platform.machine() on Linux/macOS and on Windows
+
+
 def _cpu_has_fast_bf16() -> bool:
-    """bf16 autocast only pays off with native bf16 instructions (e.g. AVX512-BF16, AMX)."""
+    """bf16 autocast only pays off with native bf16 instructions (e.g. AVX512-BF16, AMX), measured
+    on x86-64 only: on Arm (Apple M2 and later, Graviton) torch reports bf16 support too, but its
+    conv3d there was never timed, and a slow bf16 path costs more than fp32 does, so auto stays
+    fp32 off x86-64 (``--precision bf16`` still asks for it)."""
+    if platform.machine().lower() not in X86_64:
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

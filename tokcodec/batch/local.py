@@ -269,7 +269,7 @@ class LocalPool:
             job, slot.job = slot.job, None
             code = slot.process.exitcode
             why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
-            if code == -signal.SIGKILL:
+            if code == -getattr(signal, "SIGKILL", 9):  # (no signal.SIGKILL on Windows)
                 why += ", out of memory?"
             if slot.unsent:  # the job never reached it: not its failure
                 pending.appendleft(job)

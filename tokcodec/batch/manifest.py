@@ -103,30 +103,63 @@ class Manifest:
         self.close()
 
 
+#: where msvcrt (Windows) locks its one byte: far past the holder's line, which stays readable
+#: (Windows' byte-range locks keep other processes from reading what they cover)
+WINDOWS_LOCK_OFFSET = 1 << 30
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Lock ``fd``'s file for this process without waiting: True if locked, False if another
+    process holds it, None if this system or file system cannot lock (then the run goes unlocked:
+    some NFS set-ups)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return _try_lock_windows(fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    return True
+
+
+def _try_lock_windows(fd: int) -> bool | None:
+    try:
+        import msvcrt
+    except ImportError:
+        return None
+    os.lseek(fd, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    except OSError as exc:
+        return False if exc.errno in (errno.EACCES, errno.EDEADLK) else None
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+    return True
+
+
 class DirLock:
-    """An exclusive flock on DST/.tokcodec-batch.lock; released by the kernel if the run dies."""
+    """An exclusive lock on DST/.tokcodec-batch.lock (flock; on Windows msvcrt's), released by the
+    operating system if the run dies."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
     def __enter__(self) -> Self:
-        import fcntl
-
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
         except OSError as exc:
             raise OutputError(f"{self.path.parent}: cannot create the lock file ({exc.strerror or exc})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                self._fd = fd  # a filesystem without flock (some NFS set-ups): run unlocked
-                return self
+        locked = _try_lock(fd)
+        if locked is None:
+            self._fd = fd  # no locking here: run unlocked
+            return self
+        if not locked:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise BusyError(f"{self.path.parent}: another batch run is using this folder "
-                              f"(holder: {holder}; lock {self.path.name})") from None
+                              f"(holder: {holder}; lock {self.path.name})")
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._fd = fd

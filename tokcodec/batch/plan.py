@@ -192,7 +192,7 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
     src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
     if not src.exists():
         raise InputError(f"{src}: no such file or directory")
-    if op == "decode" and os.path.realpath(src) == os.path.realpath(dst):
+    if op == "decode" and _same_place(src, dst):
         raise OutputError(f"{dst}: decode needs a DST different from SRC (outputs would sit beside, "
                           "and could replace, the original videos)")
     errors: list[tuple[str, str]] = []
@@ -233,6 +233,16 @@ def make_plan(op: str, src: Path, dst: Path, *, include: Sequence[str] = (),
     return plan
 
 
+def _same_place(a: Path, b: Path) -> bool:
+    """Whether two paths name one file or folder: by the file system where both exist (a
+    case-insensitive one, macOS' and Windows' default, takes `toks` and `Toks` as one), else by
+    their resolved names."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _made_from_other(made_from: str | None, rel: str) -> bool:
     """Whether an output an earlier run recorded as made from ``made_from`` came from another
     input than ``rel`` (compared by the path under the source root, so a moved SRC still resumes;
@@ -243,9 +253,14 @@ def _made_from_other(made_from: str | None, rel: str) -> bool:
     return Path(made_from).parts[-len(parts):] != parts
 
 
+WINDOWS = os.name == "nt"
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    if WINDOWS:
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -286,3 +301,19 @@ def remove_stale_parts(dst: Path, pids: Iterable[int] | None = None) -> int:
         except FileNotFoundError:
             pass
     return n
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs, on Windows, where ``os.kill(pid, 0)`` is no check: it sends
+    that process Ctrl-C (0 is CTRL_C_EVENT), and raises a plain OSError for a process long gone."""
+    import _winapi  # type: ignore[import-not-found]
+
+    query_limited_information, still_active, access_denied = 0x1000, 259, 5
+    try:
+        handle = _winapi.OpenProcess(query_limited_information, False, pid)
+    except OSError as exc:
+        return getattr(exc, "winerror", None) == access_denied  # (it exists, not ours to look at)
+    try:
+        return _winapi.GetExitCodeProcess(handle) == still_active
+    finally:
+        _winapi.CloseHandle(handle)

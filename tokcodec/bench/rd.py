@@ -133,7 +133,7 @@ def _version() -> str:
 def _loadavg() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
-    except OSError:  # pragma: no cover - not on every platform
+    except (OSError, AttributeError):  # (no os.getloadavg on Windows)
         return None
 
 

@@ -342,14 +342,27 @@ def output_errors(dst: Path, *also: type[Exception]) -> Iterator[None]:
         raise OutputError(f"{dst}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a closed file's data to the disk. Opened for writing: Windows refuses to fsync a
+    handle opened read-only (EBADF); a file we may not write (made read-only by its writer) is
+    flushed through a read-only one, as POSIX allows."""
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def commit_output(tmp: Path, dst: Path, overwrite: bool = True) -> None:
     """Give a finished temporary file its final name, durably: its data reaches the disk before
     the rename, and the rename before we return, so even a power cut never leaves a file under
     the final name that is not complete. Without ``overwrite`` the name is taken only if it is
     still free (a hard link, made or refused at once), so two writers of one name without -y
     never replace each other's output: the second gets an OutputError."""
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
+    _fsync_file(tmp)
     if overwrite:
         os.replace(tmp, dst)
     else:
