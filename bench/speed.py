@@ -94,11 +94,14 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=0, help="also time encode --refine N (CLI path)")
     ap.add_argument("--no-x265", action="store_true", help="skip the x265 comparison")
     ap.add_argument("--compile", action="store_true", help="CLI path with torch.compile (encode/decode --compile)")
+    ap.add_argument("--main-only", action="store_true", help="each size's first row only (default settings), "
+                    "not the variants' lines (--no-correction, --passes 0, --scale 1.25, --rdo 0)")
     a = ap.parse_args()
     from tokcodec.codec.parallel import coder_threads
     from tokcodec.codec.pipeline import decode_video, encode_video
     from tokcodec.device import keep_freed_memory, select_runtime, use_all_cores
     from tokcodec.io import FrameWriter
+    from tokcodec.model.zoo import load_tokenizer
     from tokcodec.train.synthetic import validation_clips
 
     use_all_cores()  # the CLI's thread policy
@@ -112,6 +115,7 @@ def main() -> None:
     print(f"{'size':>6} {'net enc':>8} {'net dec':>8} {'coder enc':>10} {'coder dec':>10} {'Mtok/s':>7} "
           f"{'model enc':>10} {'model dec':>10} {'CLI enc':>8} {'CLI dec':>8} {'bpp':>7}   (frames/s)")
     x265_frames = None
+    model = load_tokenizer(a.model)  # loaded once: with --compile, compiled once, not for every call
     for size in sizes:
         height, width = SIZES[size]
         frames = validation_clips(frames=a.frames, height=height, width=width, count=1, seed=5)[0]
@@ -122,33 +126,35 @@ def main() -> None:
             with FrameWriter(src, width, height, Fraction(25)) as w:
                 for f in frames:
                     w.write(f)
-            es = encode_video(src, Path(tmp) / "a.tok", model=a.model, device=a.device, compile=a.compile)
-            ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=a.model, device=a.device,
+            es = encode_video(src, Path(tmp) / "a.tok", model=model, device=a.device, compile=a.compile)
+            ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=model, device=a.device,
                               compile=a.compile)
             print(f"{height:>5}p {m['net_enc']:8.1f} {m['net_dec']:8.1f} {m['coder_enc']:10.1f} {m['coder_dec']:10.1f} "
                   f"{m['coder_dec_mtok']:7.2f} {m['model_enc']:10.1f} {m['model_dec']:10.1f} {es.fps:8.1f} "
                   f"{ds.fps:8.1f} {es.bpp:7.4f}", flush=True)
-            ns = encode_video(src, Path(tmp) / "n.tok", model=a.model, device=a.device, correction=False)
-            nd = decode_video(Path(tmp) / "n.tok", Path(tmp) / "n.mkv", model=a.model, device=a.device)
+            if a.main_only:
+                continue
+            ns = encode_video(src, Path(tmp) / "n.tok", model=model, device=a.device, correction=False)
+            nd = decode_video(Path(tmp) / "n.tok", Path(tmp) / "n.mkv", model=model, device=a.device)
             print(f"{'':6} tokens only (--no-correction): CLI enc {ns.fps:.1f}, CLI dec {nd.fps:.1f}, "
                   f"{ns.bpp:.4f} bpp; decode took {ds.gop_batch} GOP(s) per network call "
                   f"(--gop-batch auto){', compiled' if a.compile else ''}", flush=True)
-            os_ = encode_video(src, Path(tmp) / "o.tok", model=a.model, device=a.device, passes=0)
+            os_ = encode_video(src, Path(tmp) / "o.tok", model=model, device=a.device, passes=0)
             print(f"{'':6} one-shot encoder (--passes 0): CLI enc {os_.fps:.1f}, {os_.bpp:.4f} bpp", flush=True)
-            ss = encode_video(src, Path(tmp) / "s.tok", model=a.model, device=a.device, scale=1.25)
-            sd = decode_video(Path(tmp) / "s.tok", Path(tmp) / "s.mkv", model=a.model, device=a.device)
+            ss = encode_video(src, Path(tmp) / "s.tok", model=model, device=a.device, scale=1.25)
+            sd = decode_video(Path(tmp) / "s.tok", Path(tmp) / "s.mkv", model=model, device=a.device)
             print(f"{'':6} tokenized finer (--scale 1.25): CLI enc {ss.fps:.1f}, CLI dec {sd.fps:.1f}, "
                   f"{ss.bpp:.4f} bpp", flush=True)
-            rs0 = encode_video(src, Path(tmp) / "z.tok", model=a.model, device=a.device, rdo=0)
+            rs0 = encode_video(src, Path(tmp) / "z.tok", model=model, device=a.device, rdo=0)
             print(f"{'':6} token bits as the encoder's signs (--rdo 0): CLI enc {rs0.fps:.1f}, {rs0.bpp:.4f} bpp",
                   flush=True)
             if a.refine and size == sizes[0]:
-                rs = encode_video(src, Path(tmp) / "r.tok", model=a.model, refine=a.refine, device=a.device)
+                rs = encode_video(src, Path(tmp) / "r.tok", model=model, refine=a.refine, device=a.device)
                 print(f"CLI path encode --refine {a.refine} at {height}p: {rs.fps:.2f} fps, {rs.bpp:.4f} bpp")
     print("net: the network alone; coder: the entropy coder alone; model: both in sequence, no overlap; "
           "CLI: file -> .tok -> .mkv with video IO, coder threads overlapping the network; encode "
-          "decodes each GOP once more for its correction record (the line below: without it) and by "
-          "default runs the encoder in a closed loop of 2 passes (the next line: without them)")
+          "decodes each GOP once more for its correction record and by default runs the encoder in a "
+          "closed loop of 2 passes" + ("" if a.main_only else " (the lines below: without them)"))
     if a.no_x265:
         return
     try:

@@ -81,7 +81,7 @@ def test_gops_batched_through_the_network_decode_the_same_frames(tmp_path, tiny_
             decode_video(tmp_path / "a.tok", tmp_path / "x.y4m", model=tiny_model, gop_batch=bad)
     # a size asked as each list fills (--gop-batch auto: 1 until the first GOP was measured)
     size, batches = [1], []
-    for b in same_shape_batches(iter(grids), lambda: size[0]):
+    for b in same_shape_batches(iter(grids), lambda shape: size[0]):
         batches.append([i for i, _, _ in b])
         size[0] = 3  # measured after the first batch
     assert batches == [[0], [1, 2, 3], [4]]
@@ -98,9 +98,9 @@ def test_auto_gop_batch_and_staging_on_cpu(tmp_path, tiny_model):
 
     cpu = select_runtime("cpu")
     sizer = AutoGopBatch(cpu)
-    assert sizer.size == 1
-    sizer.measure_end(sizer.measure_start())
-    assert sizer.size == 1
+    assert sizer.size((5, 2, 3)) == 1
+    sizer.measure_end((5, 2, 3), sizer.measure_start((5, 2, 3)))
+    assert sizer.size((5, 2, 3)) == 1 and sizer.largest == 1
     x = torch.arange(12).reshape(3, 4)
     assert torch.equal(HostStager(cpu).to_device(x), x)
     gib = 2 ** 30

@@ -35,10 +35,13 @@ def test_finite_latents_passes_finite_and_refuses_the_rest() -> None:
 
 
 def test_auto_encodes_in_fp32_on_a_cuda_card_without_bf16(monkeypatch) -> None:
+    """Without native bf16 (before compute capability 8.0: T4, V100), where torch's
+    is_bf16_supported() says yes all the same (emulated): it is not asked."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))
     assert select_runtime("auto").precision == "fp16"  # decode: fp16 keeps the quality
     assert select_runtime("auto", encoding=True).precision == "fp32"
     assert select_runtime("cuda", "fp16", encoding=True).precision == "fp16"  # asked for: as asked
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))
     assert select_runtime("auto", encoding=True).precision == "bf16"

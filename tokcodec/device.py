@@ -44,6 +44,12 @@ def _cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cuda_has_bf16(dev: torch.device) -> bool:
+    """Native bf16 on this card (compute capability 8.0 on, Ampere): torch.cuda.is_bf16_supported()
+    also says yes where it is only emulated (T4, V100), where cuDNN has no bf16 convolutions."""
+    return torch.cuda.get_device_capability(dev) >= (8, 0)
+
+
 def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: bool = False) -> Runtime:
     """auto: CUDA when present (bf16 where supported, else fp16; fp32 to ``encoding``: the shipped
     encoders' activations overflow fp16's range, see model/refine.py ``finite_latents``), else CPU
@@ -61,7 +67,7 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
     dev = torch.device(device)
     if precision == "auto":
         if dev.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32" if encoding else "fp16"
+            precision = "bf16" if cuda_has_bf16(dev) else "fp32" if encoding else "fp16"
         else:
             precision = "bf16" if _cpu_has_fast_bf16() else "fp32"
     return Runtime(dev, precision)

@@ -53,6 +53,15 @@ class SetupError(TokcodecError):
     """This installation of tokcodec cannot do the job: a broken install or a missing dependency."""
 
 
+#: what a CUDA out-of-memory error (torch.cuda.OutOfMemoryError, a RuntimeError) tells the user
+GPU_OUT_OF_MEMORY = "out of GPU memory (decode: --gop-batch 1; encode: a smaller --gop or --scale; or --device cpu)"
+
+
+def is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, told without importing torch."""
+    return isinstance(exc, RuntimeError) and type(exc).__name__ == "OutOfMemoryError"
+
+
 def why_not_a_file(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be read as a file ("no such file", "is a directory"), or None when it can."""
     if os.path.isfile(path):

@@ -92,10 +92,12 @@ def _besides(warnings: Sequence[str], said_once: Sequence[str]) -> list[str] | N
 
 def one_line(exc: BaseException) -> str:
     """The user-facing reason for a failure: tokcodec errors as they are, others with their type."""
-    from tokcodec.errors import TokcodecError
+    from tokcodec.errors import GPU_OUT_OF_MEMORY, TokcodecError, is_gpu_out_of_memory
 
     if isinstance(exc, MemoryError):
         return "out of memory (try a smaller --gop or --scale, --passes 0, or fewer --workers)"
+    if is_gpu_out_of_memory(exc):
+        return GPU_OUT_OF_MEMORY
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, (TokcodecError, ValueError)):
         return text or type(exc).__name__

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import typer
 
-from tokcodec.errors import ArgumentError, BusyError, Terminated
+from tokcodec.errors import GPU_OUT_OF_MEMORY, ArgumentError, BusyError, Terminated, is_gpu_out_of_memory
 
 
 def stopped(exc: KeyboardInterrupt) -> int:
@@ -112,6 +112,8 @@ def errors(code: int = 1) -> Iterator[None]:
         # (a full disk or standard output, `>/dev/full`: what it says is all there is to say)
         fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"cannot write: {exc.strerror}", code)
     except RuntimeError as exc:
+        if is_gpu_out_of_memory(exc) and not os.environ.get("TOKCODEC_DEBUG"):
+            fail(GPU_OUT_OF_MEMORY, code)
         if "can't allocate memory" not in str(exc):  # (torch's CPU allocator: "DefaultCPUAllocator: ...")
             _unexpected(exc, code)
         fail(OUT_OF_MEMORY + address_space_note(), code)

@@ -40,7 +40,7 @@ class HostStager:
         buf.copy_(host)
         out = buf.to(self.device, non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))  # (the copy's device: cuda:1 is not the current one)
         self._buffers[key] = (buf, event)
         return out
 
@@ -67,23 +67,38 @@ def gop_batch_for(per_gop_bytes: int, free_bytes: int, limit: int = MAX_AUTO_GOP
 
 class AutoGopBatch:
     """``--gop-batch auto``: 1 on CPU (batching GOPs gains nothing there). On CUDA the first
-    network call decodes one GOP while the peak memory it adds is measured; later calls take as
-    many GOPs as :func:`gop_batch_for` allows in the memory then free."""
+    network call of each token-grid shape decodes one GOP while the peak memory it adds is
+    measured; later calls of that shape take as many GOPs as :func:`gop_batch_for` allows in the
+    memory then free. Per shape, because a file's first GOP is often short (a scene cut after a
+    black leader): sizing 17-frame GOPs from a 2-frame one asked for several times the memory.
+    A batch that still runs out of memory halves its shape's size (``shrink``)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.device = runtime.device
-        self.size: int | None = 1 if runtime.device.type != "cuda" else None
+        self.sizes: dict[tuple[int, ...], int] = {}  # GOPs per call, by token-grid shape (CUDA)
 
-    def measure_start(self) -> int:
-        if self.size is None:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return torch.cuda.memory_allocated(self.device)
-        return 0
+    def size(self, shape: tuple[int, ...]) -> int:
+        return self.sizes.get(tuple(shape), 1)
 
-    def measure_end(self, before: int) -> None:
-        if self.size is None:
-            torch.cuda.synchronize(self.device)
-            per_gop = torch.cuda.max_memory_allocated(self.device) - before
-            free, _ = torch.cuda.mem_get_info(self.device)
-            self.size = gop_batch_for(per_gop, free)
+    def measure_start(self, shape: tuple[int, ...]) -> int | None:
+        """The memory in use before a call, when this call measures (CUDA, a shape not yet seen)."""
+        if self.device.type != "cuda" or tuple(shape) in self.sizes:
+            return None
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def measure_end(self, shape: tuple[int, ...], before: int | None) -> None:
+        if before is None:
+            return
+        torch.cuda.synchronize(self.device)
+        per_gop = torch.cuda.max_memory_allocated(self.device) - before
+        free, _ = torch.cuda.mem_get_info(self.device)
+        self.sizes[tuple(shape)] = gop_batch_for(per_gop, free)
+
+    def shrink(self, shape: tuple[int, ...], tried: int) -> None:
+        self.sizes[tuple(shape)] = max(1, tried // 2)
+
+    @property
+    def largest(self) -> int:
+        return max(self.sizes.values(), default=1)

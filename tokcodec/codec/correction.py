@@ -72,6 +72,15 @@ def _tensor(m: np.ndarray, dtype: torch.dtype = torch.float64,
     return torch.tensor(m, dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=32)
+def upsample_tensor(pixels: int, grid: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`upsample_matrix` as a tensor on ``device``, made once: a frame's correction made it
+    anew each time, on a GPU a copy from pageable memory that waits (2.4 MB a 1080p frame). Made
+    outside inference mode, so that code with gradients (refine) may use it as well."""
+    with torch.inference_mode(False):
+        return _tensor(upsample_matrix(pixels, grid), dtype, device)
+
+
 @dataclass(frozen=True)
 class Correction(CorrectionRecord):
     """A correction record that applies itself to decoded frames (with torch)."""
@@ -148,8 +157,8 @@ def with_neighbours(frame_at: Callable[[int], torch.Tensor], count: int, keep: b
 
 def _upsampled(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(C, gh, gw) -> (height, width, C): the grid's bilinear upsampling (upsample_matrix)."""
-    uy = _tensor(upsample_matrix(height, grid.shape[1]), grid.dtype, grid.device)
-    ux = _tensor(upsample_matrix(width, grid.shape[2]), grid.dtype, grid.device)
+    uy = upsample_tensor(height, grid.shape[1], grid.dtype, grid.device)
+    ux = upsample_tensor(width, grid.shape[2], grid.dtype, grid.device)
     return (uy @ grid @ ux.T).permute(1, 2, 0)
 
 
@@ -160,8 +169,8 @@ def lowpass(frames: torch.Tensor, pool: int) -> torch.Tensor:
     t, h, w, c = frames.shape
     means = _block_means(frames, pool)
     bh, bw = means.shape[1:3]
-    uy = _tensor(upsample_matrix(h, bh), frames.dtype, frames.device)
-    ux = _tensor(upsample_matrix(w, bw), frames.dtype, frames.device)
+    uy = upsample_tensor(h, bh, frames.dtype, frames.device)
+    ux = upsample_tensor(w, bw, frames.dtype, frames.device)
     rows = torch.einsum("xj,tijc->tixc", ux, means).reshape(t, bh, w * c)
     return torch.matmul(uy, rows).view(t, h, w, c)
 

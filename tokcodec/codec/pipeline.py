@@ -53,8 +53,8 @@ from tokcodec.codec.tensors import coded_size, frames_to_tensor, tensor_to_frame
 from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_KEY_INTERVAL,
                                MAX_RDO, check_deinterlace, check_gop, check_scenecut)
 from tokcodec.device import Runtime, one_blas_thread, select_runtime
-from tokcodec.errors import (ArgumentError, FormatError, InputError, MissingPriorError, ModelError, OutputError,
-                             TokcodecError)
+from tokcodec.errors import (GPU_OUT_OF_MEMORY, ArgumentError, FormatError, InputError, MissingPriorError,
+                             ModelError, OutputError, TokcodecError)
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
                          output_kind, probe, sequence_warnings, standard_rate, stored_lines, timing_drift)
 from tokcodec.metrics import ErrorTotals
@@ -80,8 +80,7 @@ def prepare_model(model: str | LoadedModel, runtime: Runtime) -> LoadedModel:
     with _PLACING:
         if not _placed(loaded.tokenizer, runtime):
             tok = loaded.tokenizer.to(runtime.device).eval()
-            if runtime.device.type == "cpu":
-                tok.to(memory_format=torch.channels_last_3d)
+            tok.to(memory_format=_layout(runtime))  # (a move keeps the layout a CPU call gave)
     return loaded
 
 
@@ -95,9 +94,14 @@ def _placed(tok: torch.nn.Module, runtime: Runtime) -> bool:
     for p in itertools.chain(tok.parameters(), tok.buffers()):
         if p.device != want:
             return False
-        if want.type == "cpu" and p.ndim == 5 and not p.is_contiguous(memory_format=torch.channels_last_3d):
+        if p.ndim == 5 and not p.is_contiguous(memory_format=_layout(runtime)):
             return False
     return True
+
+
+def _layout(runtime: Runtime) -> torch.memory_format:
+    """The weights' layout: channels-last on CPU (oneDNN's fast convolutions), else PyTorch's own."""
+    return torch.channels_last_3d if runtime.device.type == "cpu" else torch.contiguous_format
 
 
 def make_header(loaded: LoadedModel, runtime: Runtime, width: int, height: int, *,
@@ -819,14 +823,14 @@ class GapFiller:
         return True
 
 
-def same_shape_batches(items: Iterator[tuple], size: int | Callable[[], int]) -> Iterator[list[tuple]]:
+def same_shape_batches(items: Iterator[tuple], size: int | Callable[[tuple[int, ...]], int]) -> Iterator[list[tuple]]:
     """Consecutive (first frame, frames, tokens, ...) items in lists of at most ``size`` (or of
-    ``size()``, asked as each list fills: it may change between lists) whose token grids have one
-    shape (a file's last GOP is often shorter), in their order."""
-    limit = size if callable(size) else (lambda: size)
+    ``size(shape)`` for their token grids' shape, asked as each list fills: it may change between
+    lists) whose token grids have one shape (a file's last GOP is often shorter), in their order."""
+    limit = size if callable(size) else (lambda shape: size)
     batch: list[tuple] = []
     for item in items:
-        if batch and (len(batch) >= limit() or item[2].shape != batch[0][2].shape):
+        if batch and (len(batch) >= limit(batch[0][2].shape) or item[2].shape != batch[0][2].shape):
             yield batch
             batch = []
         batch.append(item)
@@ -844,7 +848,7 @@ def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Run
                 source: str = "", longest: int | None = None) -> int:
     """Put GOPs' tokens through the decoder network, ``gop_batch`` GOPs per call ("auto": see
     decode_video), and write their frames to ``out`` in order, filling frames missing before a
-    GOP. Returns the GOPs per call used (auto's choice once measured). On CPU, a
+    GOP. Returns the GOPs per call used (auto: the most it chose). On CPU, a
     MemoryLimitError first where the GOPs cannot fit: ``longest`` is the most frames a GOP of
     ``items`` holds (default: the header's GOP, which a short file's chunks may not reach), and
     ``source`` names the file in the error."""
@@ -855,23 +859,44 @@ def decode_gops(items: Iterable[DecodedChunk], loaded: LoadedModel, runtime: Run
                                             1 if gop_batch == "auto" else int(gop_batch)), source)
     stager = HostStager(runtime)
     sizer = AutoGopBatch(runtime) if gop_batch == "auto" else None
-    batch_size = (lambda: sizer.size or 1) if sizer else gop_batch
-    for batch in same_shape_batches(iter(items), batch_size):
+    for batch in same_shape_batches(iter(items), sizer.size if sizer else int(gop_batch)):
         idx = torch.from_numpy(np.stack([item[2] for item in batch]).astype(np.int64))
-        measured_from = sizer.measure_start() if sizer else 0
-        with torch.inference_mode(), runtime.autocast():
-            video = loaded.tokenizer.decode_indices(stager.to_device(idx))
-        if sizer:
-            sizer.measure_end(measured_from)
-        for b, (first, n, _, fix) in enumerate(batch):
+        videos = decode_batch(loaded, runtime, stager, idx, sizer)
+        for (first, n, _, fix), video in zip(batch, videos):
             filled = out.fill_to(first)
             if progress and filled:
                 progress(filled)
             kept = sum(out.put(first + k, frame) for k, frame in
-                       enumerate(tensor_to_frames(video[b:b + 1], n, header, fix)))
+                       enumerate(tensor_to_frames(video, n, header, fix)))
             if progress:
                 progress(kept)
-    return (sizer.size or 1) if sizer else int(gop_batch)
+    return sizer.largest if sizer else int(gop_batch)
+
+
+def decode_batch(loaded: LoadedModel, runtime: Runtime, stager: HostStager, idx: torch.Tensor,
+                 sizer: AutoGopBatch | None = None) -> list[torch.Tensor]:
+    """The decoder network's frames for a batch of GOPs' token grids ``idx``, one [1, C, T, H, W]
+    tensor per GOP. A batch the GPU has no memory for is decoded in halves (and ``sizer`` takes
+    smaller batches of its shape from then on): a CUDA out-of-memory error ended the decode with
+    "unexpected"; only a single GOP that does not fit is an error (MemoryLimitError)."""
+    shape = tuple(idx.shape[1:])
+    measured_from = sizer.measure_start(shape) if sizer else None
+    try:
+        with torch.inference_mode(), runtime.autocast():
+            video = loaded.tokenizer.decode_indices(stager.to_device(idx))
+    except torch.cuda.OutOfMemoryError:
+        if len(idx) == 1:
+            raise MemoryLimitError(f"{GPU_OUT_OF_MEMORY}: one GOP's {shape[0]} latent frames of "
+                                   f"{shape[1]}x{shape[2]} tokens do not fit") from None
+    else:
+        if sizer:
+            sizer.measure_end(shape, measured_from)
+        return [video[b:b + 1] for b in range(len(idx))]
+    torch.cuda.empty_cache()  # (out of the except block: its traceback no longer holds the tensors)
+    if sizer:
+        sizer.shrink(shape, len(idx))
+    half = len(idx) // 2
+    return decode_batch(loaded, runtime, stager, idx[:half], sizer) + decode_batch(loaded, runtime, stager, idx[half:], sizer)
 
 
 def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
@@ -887,7 +912,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
     before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
     ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
     with it); "auto" is 1 on CPU and on CUDA as many as half the free memory holds, measured on
-    the first GOP (codec/accel.py). ``compile`` wraps the decoder in torch.compile.
+    the first GOP of each length (codec/accel.py); a batch out of GPU memory is decoded in halves. ``compile`` wraps the decoder in torch.compile.
     ``start`` and ``duration`` (seconds, or "1:30"-style strings) and ``frames`` decode part of
     the file, as ffmpeg's -ss, -t and -frames:v do: the output (and its audio) starts at 0 with
     the first frame at or after ``start``, and only the GOPs that hold the part go through the

@@ -175,6 +175,10 @@ class ClipSampler:
         self.cfg = cfg
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
+        missing = [s for s in cfg.sources if s != "synthetic" and not Path(s).exists()]
+        if missing:  # (else taken for a folder, whose reader imports PyAV: "No module named 'av'" on a GPU box)
+            raise InputError(f"training source {missing[0]}: no such file or folder (a training pack is made "
+                             "where PyAV is installed: python -m tokcodec.train.pack data/real data/pack)")
         self.synthetic = "synthetic" in cfg.sources
         self.images = load_images(TRAIN_IMAGES) if self.synthetic else ()
         corpora = [Path(s) for s in cfg.sources if s != "synthetic" and is_corpus(Path(s))]

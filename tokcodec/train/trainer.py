@@ -431,7 +431,7 @@ class Trainer:
         self.init_from = str(state.get("init_weights", ""))
         self.init_sha256 = str(state.get("init_sha256", ""))
         self.ema.ramp = not self.init_from or self.cfg.ema_warmup  # as when the run started
-        torch.random.set_rng_state(state["torch_rng"])
+        torch.random.set_rng_state(state["torch_rng"].cpu())  # (map_location moved it to the GPU too)
         if self.rank == 0:
             self.sampler.set_state(json.loads(state["data_rng"]))
         else:  # other ranks keep their own streams, advanced deterministically from the step
