@@ -69,8 +69,10 @@ def test_real_clips_are_random_windows_of_the_training_videos_only(corpus):
     clips = [videos.sample(rng, 5, 32) for _ in range(20)]
     assert all(c is None or (c.shape == (5, 3, 32, 32) and 0 <= c.min() and c.max() <= 1) for c in clips)
     assert sum(c is not None for c in clips) >= 10
-    # too large a crop, or too long a window, gives None instead of a stretched clip
-    assert videos.sample(np.random.default_rng(0), 5, 64) is None
+    # a crop larger than a video, up to twice its short side, scales it up; larger ones, or too
+    # long a window, give None instead of a stretched clip
+    assert videos.sample(np.random.default_rng(0), 5, 64).shape == (5, 3, 64, 64)
+    assert videos.sample(np.random.default_rng(0), 5, 100) is None
     assert all(videos.sample(np.random.default_rng(s), 40, 16) is None for s in range(5))
     # same seed, same clip
     a, b = (videos.sample(np.random.default_rng(7), 5, 24) for _ in range(2))

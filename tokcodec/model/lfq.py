@@ -98,12 +98,15 @@ class LFQ(nn.Module):
         commit = F.mse_loss(z, q.detach())
         flat = z.permute(0, 2, 3, 4, 1).reshape(-1, self.bits)
         groups = flat.view(flat.shape[0], -1, self.group_bits)  # (N, G, g)
-        # -||z - c||^2 = 2 z.c + const, so soft assignment logits are z.c scaled by temperature
-        logits = torch.einsum("ngd,kd->ngk", groups, self.group_codebook) * (2.0 / self.temperature)
-        log_p = logits.log_softmax(-1)
-        p = log_p.exp()
-        sample_entropy = -(p * log_p).sum(-1).mean(0).sum()
-        avg_p = p.mean(0)
-        codebook_entropy = -(avg_p * (avg_p + 1e-10).log()).sum()
+        # in fp32 under the trainer's autocast too: the einsum ran in bf16 there, and logits of
+        # 200 z.c lost most of their precision (the entropy term's gradient cos 0.68 to fp32's)
+        with torch.autocast(z.device.type, enabled=False):
+            # -||z - c||^2 = 2 z.c + const, so soft assignment logits are z.c scaled by temperature
+            logits = torch.einsum("ngd,kd->ngk", groups, self.group_codebook.float()) * (2.0 / self.temperature)
+            log_p = logits.log_softmax(-1)
+            p = log_p.exp()
+            sample_entropy = -(p * log_p).sum(-1).mean(0).sum()
+            avg_p = p.mean(0)
+            codebook_entropy = -(avg_p * (avg_p + 1e-10).log()).sum()
         return LFQOutput(codes, indices, sample_entropy - codebook_entropy, commit,
                          positive.float().mean((0, 2, 3, 4)), z)

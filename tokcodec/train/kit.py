@@ -63,16 +63,24 @@ def summarise(trainer, weights: dict[str, Path]) -> dict:
     return out
 
 
+def with_corpus(sources: tuple[str, ...], data: str) -> tuple[str, ...]:
+    """A config's sources with its real corpus replaced by ``data`` (e.g. a pack): every corpus it
+    names goes, and so does a source that is not there (configs/gpu.toml's data/pack when the pack
+    was carried under another name), which stopped the run at its start, device time spent."""
+    from tokcodec.train.real import is_corpus
+
+    return tuple(s for s in sources if s == "synthetic" or (Path(s).exists() and not is_corpus(Path(s)))) + (data,)
+
+
 def run(config: Path, minutes: float, out: Path, data: str | None = None, device: str = "auto",
         dry_run: bool = False, run_dir: Path | None = None) -> dict:
-    from tokcodec.train.real import is_corpus
     from tokcodec.train.trainer import TrainConfig, train
 
     cfg = TrainConfig.from_file(config)
     changes: dict = {"max_minutes": minutes, "device": device, "export_at_end": True,
                      "out_dir": str(run_dir or Path("runs") / f"kit-{time.strftime('%Y%m%d-%H%M%S')}")}
-    if data:  # the real corpus named in the config is replaced by this one (e.g. a pack)
-        changes["sources"] = tuple(s for s in cfg.sources if s == "synthetic" or not is_corpus(Path(s))) + (data,)
+    if data:
+        changes["sources"] = with_corpus(cfg.sources, data)
     cfg = cfg.updated(changes)
     if dry_run:
         cfg = cfg.updated(dry_run_overrides(cfg))

@@ -2,7 +2,8 @@
 
 - :class:`RealVideos`: every training video decoded once into memory (uint8); clips are random
   windows (time stride 1 or 2), random crops at a random down-scale (0.5-1: detail as in a larger
-  video shown smaller), flips are added by the sampler. Grayscale sequences are used as they are
+  video shown smaller; a video smaller than the crop, down to half of it, scaled up), flips are
+  added by the sampler. Grayscale sequences are used as they are
   (neutral clips teach the model that grey stays grey).
 - :func:`corpus_photos`: the training photos as float tensors for the synthetic camera engine
   and as still images (joint image-video training), downscaled to at most ``max_side``.
@@ -61,28 +62,45 @@ class RealVideos:
         # 4,800-frame clip of a single face taking half of every batch
         weight = np.sqrt([len(v) for v in self.videos])
         self.p = weight / weight.sum()
+        self._usable_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def sample(self, rng: np.random.Generator, frames: int, size: int,
                device: torch.device = torch.device("cpu")) -> torch.Tensor | None:
-        """A clip, or None when the drawn video is too small or short for this size."""
-        video = self.videos[rng.choice(len(self.videos), p=self.p)]
+        """A clip, or None when no video is long enough for ``frames``. Drawn among the videos
+        that can give one: a pack's windows of 25 frames could never give a 17-frame clip at time
+        stride 2, and videos smaller than the crop were drawn and dropped (3 of 10, a third of
+        the draws, with 256-pixel crops). A video down to half the crop is scaled up to it."""
+        usable = self._usable(frames, size)
+        if not usable.any():
+            return None
+        p = np.where(usable, self.p, 0.0)
+        video = self.videos[rng.choice(len(self.videos), p=p / p.sum())]
         t, h, w, _ = video.shape
-        stride = 2 if frames > 1 and rng.random() < 0.25 and t >= 2 * frames else 1
+        stride = 2 if frames > 1 and rng.random() < 0.25 and t >= 2 * (frames - 1) + 1 else 1
         span = (frames - 1) * stride + 1
-        if t < span:
-            return None
         low = max(0.5, size / min(h, w))
-        if low > 1.0:
-            return None
-        scale = float(np.exp(rng.uniform(np.log(low), 0.0))) if rng.random() < 0.5 else 1.0
+        if low <= 1.0:
+            scale = float(np.exp(rng.uniform(np.log(low), 0.0))) if rng.random() < 0.5 else 1.0
+        else:  # a video smaller than the crop: all of its short side, scaled up
+            scale = low
         side = min(int(round(size / scale)), h, w)
         t0 = int(rng.integers(0, t - span + 1))
         y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         clip = video[t0:t0 + span:stride, y0:y0 + side, x0:x0 + side]
         out = torch.from_numpy(np.ascontiguousarray(clip)).to(device).permute(0, 3, 1, 2).float().div_(255)
-        if side != size:
+        if side > size:
             out = F.interpolate(out, size=(size, size), mode="area")
+        elif side < size:
+            out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
         return out
+
+    def _usable(self, frames: int, size: int) -> np.ndarray:
+        """Which videos hold ``frames`` frames and at least half of ``size`` on their short side."""
+        key = (frames, size)
+        if key not in self._usable_cache:
+            self._usable_cache[key] = np.array([len(v) >= frames and 2 * min(v.shape[1:3]) >= size
+                                                for v in self.videos])
+        return self._usable_cache[key]
 
 
 def corpus_photos(corpus: Path, max_side: int = 1280, split: str = "train") -> tuple[torch.Tensor, ...]:

@@ -153,10 +153,13 @@ def param_groups(model: nn.Module, level_lr_mult: float) -> list[dict]:
             {"params": level, "lr_mult": level_lr_mult}]
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, time_spent: float = 0.0) -> float:
+    """Linear warm-up, then a cosine down to ``min_lr_ratio`` at the last step, or sooner where
+    ``time_spent`` (the share of a wall-clock budget used, ``max_minutes``) runs ahead of the
+    steps: a run the budget ends before its steps otherwise stopped at a high rate."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    progress = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_spent))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -347,6 +350,7 @@ class Trainer:
         if cfg.compile:
             self.model_ddp = torch.compile(self.model_ddp)
         self._save_seconds = 0.0  # how long the last checkpoint took (the time budget keeps room for it)
+        self.time_spent = 0.0  # share of this session's time budget used (max_minutes; the schedule follows it)
         self._val: list[torch.Tensor] | None = None
         self._val_real: list[torch.Tensor] | None = None
         self._val_own: list[torch.Tensor] = []
@@ -409,6 +413,19 @@ class Trainer:
         self.ema.ramp = self.cfg.ema_warmup
         return loaded.sha256
 
+    def _optimiser_settings_from_config(self) -> None:
+        """The config's optimiser settings over those a checkpoint brought back: loading an
+        optimiser's state restores each group's weight decay, betas, level multiplier and the
+        discriminator's rate, so a resumed run kept the old ones while train_config.json said the
+        new (the learning rate is set every step)."""
+        cfg = self.cfg
+        for group, fresh in zip(self.opt.param_groups, param_groups(self.model, cfg.level_lr_mult)):
+            group.update(weight_decay=cfg.weight_decay, betas=cfg.betas)
+            if "lr_mult" in fresh:
+                group["lr_mult"] = fresh["lr_mult"]
+        for group in self.opt_d.param_groups:
+            group.update(lr=cfg.disc_lr, weight_decay=cfg.weight_decay)
+
     def load(self, path: Path | None = None) -> None:
         # map_location: a checkpoint written on a GPU resumes on the CPU and back, exactly
         state = torch.load(path or self.ckpt_path, map_location=self.device, weights_only=True)
@@ -425,6 +442,7 @@ class Trainer:
                   "(the GAN phase had not started)", file=sys.stderr)
         self.ema.shadow = {k: v.float() if v.is_floating_point() else v for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])
+        self._optimiser_settings_from_config()
         self.lecam_real, self.lecam_fake = state["lecam"][0].clone(), state["lecam"][1].clone()
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
@@ -456,7 +474,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         x, images = self.next_batch()
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, cfg, self.time_spent)
         for g in self.opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         gan_on = cfg.gan_weight > 0 and self.step >= cfg.gan_start_step and not images
@@ -615,6 +633,7 @@ class Trainer:
         try:
             while self.step < cfg.steps and stop["signal"] is None:
                 step_start = time.time()
+                self.time_spent = budget.spent(self._save_seconds * (3 if cfg.export_at_end else 1))
                 metrics = self.train_step()
                 if (metrics["fp32_retry"] or metrics["skipped"]) and not warned_precision:
                     warned_precision = True
@@ -697,6 +716,12 @@ class Budget:
     def note_step(self, seconds: float) -> None:
         self._recent = (self._recent + [seconds])[-8:]
         self.step = max(self._recent)
+
+    def spent(self, reserve: float) -> float:
+        """The share of the time for steps (the budget less ``reserve``) used so far; 0 without one."""
+        if not self.seconds:
+            return 0.0
+        return min(1.0, (time.time() - self.start) / max(1.0, self.seconds - reserve))
 
     def fits(self, seconds: float, reserve: float) -> bool:
         if not self.seconds:
