@@ -109,7 +109,7 @@ def test_tokens_takes_rdo_and_refine_as_batch_tokens_does(clip, tok, tmp_path) -
                               "--rdo", "0", "--passes", "0", "--frames", "5"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "b.npy"), "--rdo", "0.5"])
-    assert res.exit_code == 1 and "--rdo applies only to a video, image or image sequence input" in res.output
+    assert res.exit_code == 2 and "--rdo applies only to a video, image or image sequence input" in res.output
     res = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "c.npy"), "--split", "0"])
     assert res.exit_code == 2
 

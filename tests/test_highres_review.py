@@ -47,6 +47,7 @@ def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
 
     monkeypatch.setattr(rich.progress, "Progress", Spy)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm")  # (TERM=dumb takes plain lines)
     with frame_progress("encode", 100, quiet=False) as advance:
         time.sleep(0.05)
         advance(17)

@@ -230,7 +230,7 @@ def test_tokens_of_part_of_a_video(linked_file, tmp_path):
     assert r.exit_code == 0, r.output
     assert read_token_file(out).gop_frames == [5, 4]       # frames 10-18
     r = runner.invoke(app, ["tokens", str(tok), "-o", str(tmp_path / "x.npy"), "--ss", "1"])
-    assert r.exit_code == 1 and "--ss applies only to a video, image or image sequence input" in r.output
+    assert r.exit_code == 2 and "--ss applies only to a video, image or image sequence input" in r.output
 
 
 def test_the_part_of_an_input_does_not_trust_a_low_frame_count(tmp_path):

@@ -240,7 +240,7 @@ def test_recorded_rate_size_and_model_are_used(tokens_only, tmp_path, tiny_model
     # the recorded weights hash: other weights are refused, as decode refuses them
     with pytest.raises(ModelError, match="hash mismatch"):
         detokenize_frames(tmp_path / "t.safetensors", model="fast")
-    with pytest.raises(InputError, match="records its GOPs"):
+    with pytest.raises(ArgumentError, match="records its GOPs"):
         detokenize_frames(tmp_path / "t.safetensors", gop=9)
 
 

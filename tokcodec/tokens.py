@@ -528,7 +528,7 @@ def _gop_lengths(src: TokenFile, latent: int, gop: int | None, s: int) -> list[i
     """Latent frames per GOP: as the file records, or GOPs of ``gop`` frames (default 17)."""
     if src.gop_latent_frames is not None:
         if gop is not None:
-            raise InputError(f"{src.source}: the file records its GOPs; --gop is for bare arrays")
+            raise ArgumentError(f"{src.source}: the file records its GOPs; --gop is for bare arrays")
         if sum(src.gop_latent_frames) != latent:
             raise FormatError(f"{src.source}: metadata GOPs hold {sum(src.gop_latent_frames)} latent frames, "
                               f"the tokens {latent}")

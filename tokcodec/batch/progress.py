@@ -9,7 +9,7 @@ from typing import IO, Any
 
 from tokcodec.batch.plan import Job, Plan
 from tokcodec.batch.work import FileResult
-from tokcodec.text import plural
+from tokcodec.text import live_terminal, plural
 
 
 class Reporter:
@@ -62,7 +62,7 @@ class LineReporter(Reporter):
         print(begin_line(plan, workers, engine), file=self.stream, flush=True)
 
     def note(self, warning: str) -> None:
-        print(f"warning: {warning}", file=self.stream, flush=True)
+        print(f"tokcodec: warning: {warning}", file=self.stream, flush=True)
 
     def finished(self, job: Job, result: FileResult) -> None:
         self.count += 1
@@ -124,7 +124,7 @@ class RichReporter(Reporter):
             self.progress.console.print(file_line(self.plan, job, result), markup=False, highlight=False)
 
     def note(self, warning: str) -> None:
-        self.progress.console.print(f"warning: {warning}", markup=False, highlight=False)
+        self.progress.console.print(f"tokcodec: warning: {warning}", markup=False, highlight=False)
 
     def end(self) -> None:
         if hasattr(self, "progress"):
@@ -154,4 +154,4 @@ def reporter_line(reporter: Reporter, plan: Plan, path: str, result: FileResult)
 def default_reporter(quiet: bool) -> Reporter:
     if quiet:
         return FailuresReporter()
-    return RichReporter() if sys.stderr.isatty() else LineReporter()
+    return RichReporter() if live_terminal() else LineReporter()

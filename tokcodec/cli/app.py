@@ -21,7 +21,7 @@ from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, stdout_closed
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
-from tokcodec.errors import InputError, OutputError, why_not_a_file
+from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
 from tokcodec.text import plural
 
 
@@ -162,7 +162,7 @@ def _checked(output: Path, overwrite: bool, compare: Optional[Path], as_json: bo
 
     _json_checked(as_json, output)
     if compare is not None and str(output) == STDIO:
-        raise OutputError("--compare reads the decoded video back: give -o a file name, not -")
+        raise ArgumentError("--compare reads the decoded video back: give -o a file name, not -")
     output_kind(output)
     check_output(output, overwrite)
 
@@ -209,7 +209,7 @@ def _json_checked(as_json: bool, output: Path) -> None:
     """--json takes standard output: refused with -o -, whose output goes there, and where it is
     closed (else the whole job ran, and its output was written, before the JSON could not be)."""
     if as_json and str(output) == STDIO:
-        raise OutputError("--json prints on standard output, which -o - takes for the output: give -o a file name")
+        raise ArgumentError("--json prints on standard output, which -o - takes for the output: give -o a file name")
     if as_json and stdout_closed():
         raise OutputError("--json prints on standard output, which is closed (>&-)")
 
@@ -537,7 +537,7 @@ def tokens(
                      if value is not None]
             if given:
                 verb = "applies" if len(given) == 1 else "apply"
-                raise InputError(f"{input} is a .tok file: {', '.join(given)} {verb} only to a video, image or "
+                raise ArgumentError(f"{input} is a .tok file: {', '.join(given)} {verb} only to a video, image or "
                                  "image sequence input")
             check_token_output(output, overwrite)  # (before the file is read)
             tokenized = token_file_of(src, model)

@@ -46,7 +46,7 @@ def _run(fn: Callable[..., Any], quiet: bool, **kwargs: Any) -> None:
     if not quiet or summary.failed:
         typer.echo(summary.line(), err=True)
     if summary.failed:
-        typer.echo(f"tokcodec: {summary.failed} file(s) failed, listed in {summary.manifest}", err=True)
+        typer.echo(f"tokcodec: error: {summary.failed} file(s) failed, listed in {summary.manifest}", err=True)
         raise typer.Exit(1)
 
 

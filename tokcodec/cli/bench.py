@@ -69,7 +69,7 @@ def bench(
         typer.echo("tokcodec: interrupted (the results so far are written)", err=True)
         raise typer.Exit(130)
     if report.failures:
-        typer.echo(f"tokcodec: {len(report.failures)} point(s) or clip(s) failed, listed in {paths['markdown']}",
+        typer.echo(f"tokcodec: error: {len(report.failures)} point(s) or clip(s) failed, listed in {paths['markdown']}",
                    err=True)
     if not report.points or report.failures:
         raise typer.Exit(1)

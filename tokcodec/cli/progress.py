@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import typer
 
+from tokcodec.text import clock, live_terminal
+
 
 #: the window of the progress bar's frames/s: a whole stage (a day), not rich's 30 s
 WHOLE_STAGE_SECONDS = 86400.0
+#: how often a run whose standard error is no live terminal (a log file, TERM=dumb) says where it is
+LOG_LINE_SECONDS = 60.0
 
 
 @contextmanager
@@ -21,10 +27,15 @@ def frame_progress(label: str, total: int | None, quiet: bool):
 @contextmanager
 def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
     """One progress bar that goes through ``stages`` (label, total frames or None) in order:
-    yields an advance(n) callback per stage (Nones when quiet or not on a terminal); a stage's
-    bar appears at its first advance and takes the place of the stage before."""
-    if quiet or not sys.stderr.isatty():
+    yields an advance(n) callback per stage (Nones when quiet); a stage's bar appears at its first
+    advance and takes the place of the stage before. Where standard error is no live terminal (a
+    log file, TERM=dumb), a plain line every LOG_LINE_SECONDS instead (LogLines)."""
+    if quiet:
         yield tuple(None for _ in stages)
+        return
+    if not live_terminal():
+        lines = LogLines(stages)
+        yield tuple(lines.advancer(k) for k in range(len(stages)))
         return
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
@@ -58,6 +69,38 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
             return advance
 
         yield tuple(advancer(k) for k in range(len(stages)))
+
+
+class LogLines:
+    """Progress for a log: ``encode: 120/472 frames (25%), 8.1 fps, 0:43 left`` on standard error
+    every ``every`` seconds, none in a shorter run. A long encode logged to a file said nothing
+    until its stats line (hours at 1080p: a run killed meanwhile left an empty log)."""
+
+    def __init__(self, stages: list[tuple[str, int | None]], every: float = LOG_LINE_SECONDS,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.stages, self.every, self.now = stages, every, now
+        self.done = [0] * len(stages)
+        self.last = now()
+        self.began: list[float | None] = [self.last] + [None] * (len(stages) - 1)
+
+    def advancer(self, k: int) -> Callable[[int], None]:
+        def advance(n: int) -> None:
+            t = self.now()
+            if self.began[k] is None:
+                self.began[k] = t
+            self.done[k] += n
+            if t - self.last >= self.every:
+                self.last = t
+                print(self.line(k, t), file=sys.stderr, flush=True)
+        return advance
+
+    def line(self, k: int, t: float) -> str:
+        label, total = self.stages[k]
+        done, began = self.done[k], self.began[k]
+        fps = done / max(t - (t if began is None else began), 1e-9)
+        part = f"{done}/{total} frames ({100 * done / total:.0f}%)" if total else f"{done} frames"
+        left = f", {clock((total - done) / fps)} left" if total and fps > 0 and done < total else ""
+        return f"{label}: {part}, {fps:.1f} fps{left}"
 
 
 def stats_line(text: str, quiet: bool) -> None:

@@ -267,7 +267,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     if bpp is not None and bitrate is not None:
         raise ArgumentError("give the target rate as bpp or as bitrate, not both")
     if targeted and rdo is not None:
-        raise ArgumentError("rdo and a target rate both set the token bits' trade-off: give one of them")
+        raise ArgumentError("--rdo and a target rate (--bpp, --bitrate) both set the token bits' trade-off: give one of them")
     if rdo is not None and not 0 <= rdo <= MAX_RDO:
         raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     if bpp is not None:

@@ -33,6 +33,7 @@ from tokcodec.model.lfq import LFQOutput, indices_to_bits
 from tokcodec.model.presets import PRESETS, TokenizerConfig, get_preset, resolve_name
 from tokcodec.model.refine import RefineConfig, search_indices
 from tokcodec.model.tokenizer import VideoTokenizer
+from tokcodec.text import live_terminal
 from tokcodec.train.data import ClipSampler, DataConfig, heldout_clips, validation_clips
 from tokcodec.train.real import holdout_clips, is_corpus
 from tokcodec.train.discriminator import Discriminator
@@ -776,20 +777,23 @@ def worker_batches(cfg: TrainConfig, sampler: ClipSampler, rank: int, start: int
 
 
 class _Progress:
-    """A rich progress bar on a terminal, plain periodic lines otherwise (e.g. under nohup)."""
+    """A rich progress bar on a terminal, plain periodic lines otherwise (e.g. under nohup), both
+    on standard error, as every command's progress (the bar was drawn on standard output, after a
+    look at standard error: `train | tee log` showed and logged nothing until the end)."""
 
     def __init__(self, total: int, start: int, enabled: bool) -> None:
         self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
+        self.tty = enabled and live_terminal()
         self.total, self.start = total, start
         self.t0 = time.time()
         self.progress = None
         if self.tty:
+            from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
             self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                     TimeRemainingColumn())
+                                     TimeRemainingColumn(), console=Console(stderr=True))
             self.task = self.progress.add_task("train", total=total, completed=start, info="")
             self.progress.start()
 
@@ -802,15 +806,16 @@ class _Progress:
         else:
             rate = (step - self.start) / max(1e-9, time.time() - self.t0)
             eta = (self.total - step) / max(rate, 1e-9)
-            print(f"step {step}/{self.total} {info} {rate * 3600:.0f} steps/h ETA {eta / 60:.0f} min", flush=True)
+            print(f"step {step}/{self.total} {info} {rate * 3600:.0f} steps/h ETA {eta / 60:.0f} min",
+                  file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         if self.progress is not None:
-            self.progress.console.print(text)
+            self.progress.console.print(text, markup=False, highlight=False)
         else:
-            print(text, flush=True)
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.progress is not None:
