@@ -310,3 +310,20 @@ def test_info_of_a_weights_file_shows_its_model_record_and_priors(tmp_path, own)
                             "note": "fitted for these weights", "current": True}]
     r = runner.invoke(app, ["info", str(zoo.shipped_weights_path("fast-deep"))])
     assert r.exit_code == 0 and "shipped with it" in r.output
+
+
+def test_verify_takes_the_prior_beside_weights_named_as_a_preset(tmp_path, own, monkeypatch):
+    """Weights of a preset's name (`mine/small.safetensors`: earlier shipped weights kept to read
+    old files): decode found the prior beside them, verify did not and called the tokens bad."""
+    import shutil
+
+    from tokcodec.codec.verify import verify_file
+
+    mine, data = own
+    weights = tmp_path / "kept" / "tiny.safetensors"
+    weights.parent.mkdir()
+    shutil.copyfile(mine, weights)
+    _coded_with_a_fitted_prior(tmp_path, weights, data)
+    _new_process(monkeypatch)  # a new process
+    report = verify_file(tmp_path / "a.tok", model=str(weights))
+    assert report.ok, report.problems

@@ -70,13 +70,20 @@ def _own_weights(report: VerifyReport, model: str | None, expected: str, name: s
         report.problems.append(f"weights: made with weights of your own ({name!r}, sha256 {expected[:16]}...): "
                                "pass --model with that file to check them and the tokens")
         return False
+    _priors_beside(model, expected)
+    return True
+
+
+def _priors_beside(model: str, expected: str) -> None:
+    """The coder-3 priors beside a weights file given with --model, as decode takes them: also for
+    a file whose stem is a preset's name (`mine/small.safetensors`, earlier weights of a preset
+    kept to read old files), whose tokens verify called bad where decode read them."""
     if is_weights_file(model) and Path(model).is_file():
         try:
             if weights_sha256(model) == expected:
                 use_priors_beside(Path(model), expected)
         except TokcodecError:
             pass  # (_check_weights says what is wrong with the file)
-    return True
 
 
 def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = True,
@@ -97,9 +104,11 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
     with reader:
         h = reader.header
         report.frames, report.chunks, report.model = reader.frame_count, len(reader.entries), h.model_name
-        if weights and resolve_name(h.model_name) not in PRESETS and not _own_weights(
-                report, model, h.weights_sha256, h.model_name):
-            tokens = weights = False  # (said once: without the weights file, its prior is not known)
+        if weights and resolve_name(h.model_name) not in PRESETS:
+            if not _own_weights(report, model, h.weights_sha256, h.model_name):
+                tokens = weights = False  # (said once: without the weights file, its prior is not known)
+        elif weights and model is not None:
+            _priors_beside(model, h.weights_sha256)
         if weights and not _check_weights(report, h, model, str(path)):
             tokens = False
         try:
