@@ -1,7 +1,7 @@
 """zstd frames read from files, decompressed within the memory their expected size needs."""
 from __future__ import annotations
 
-_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first 4 bytes (skippable frames have others: refused)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first 4 bytes (skippable frames have others: refused)
 _BLOCK_HEADER_BYTES = 3
 _BLOCK_RAW, _BLOCK_RLE, _BLOCK_COMPRESSED = 0, 1, 2
 _CHECKSUM_FLAG = 0x04  # frame header descriptor: a 4-byte content checksum follows the last block
@@ -15,7 +15,7 @@ def frame_length(data: bytes) -> int:
     them) or the frame runs past its end."""
     import zstandard
 
-    if bytes(data[:4]) != _MAGIC:
+    if bytes(data[:4]) != ZSTD_MAGIC:
         raise ValueError("not a zstd frame (its magic number is missing)")
     try:
         pos = zstandard.frame_header_size(data)

@@ -15,7 +15,7 @@ import numpy as np
 
 from tokcodec.defaults import DEFAULT_SHARPEN, MAX_SHARPEN
 from tokcodec.errors import ArgumentError, FormatError
-from tokcodec.zstd_frames import decompress_bounded
+from tokcodec.zstd_frames import ZSTD_MAGIC, decompress_bounded
 
 KIND_GRID = 1
 KIND_GRID_DETAIL = 2         # offsets and detail gains (format 2.1)
@@ -35,6 +35,7 @@ MAX_DC = 1020                # |dc| limit: 255 code values
 _RECORD = struct.Struct("<BBBBHH3h")
 RECORD_HEADER_SIZE = _RECORD.size
 _DETAIL = struct.Struct("<BBH")  # pool, gain step, frames
+_EARLY_DETAIL_SIZE = 2  # pool, gain step: kind 2 before its frame count (_unpack_early_detail)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,8 @@ class CorrectionRecord:
         if kind != KIND_GRID:
             if len(record) < offset + _DETAIL.size:
                 raise FormatError("correction record truncated")
+            if kind == KIND_GRID_DETAIL and record[offset + _EARLY_DETAIL_SIZE:offset + _EARLY_DETAIL_SIZE + 4] == ZSTD_MAGIC:
+                return cls._unpack_early_detail(record, offset, (cell, step, (dc[0], dc[1], dc[2])), (gh, gw), frames)
             pool, gain_step, count = _DETAIL.unpack_from(record, offset)
             if pool < MIN_POOL or gain_step < 1 or not 1 <= count <= MAX_GOP_FRAMES:
                 raise FormatError(f"invalid detail fields (pool {pool}, gain step {gain_step}, frames {count})")
@@ -235,6 +238,31 @@ class CorrectionRecord:
         t = values[2 * n:2 * n + 3]
         return cls(cell, step, (dc[0], dc[1], dc[2]), steps, pool, gain_step, values[n:2 * n].reshape(3, gh, gw),
                    (int(t[0]), int(t[1]), int(t[2])), values[2 * n + 3:].reshape(count, 3))
+
+    @classmethod
+    def _unpack_early_detail(cls, record: bytes, offset: int, fields: tuple, shape: tuple[int, int],
+                             frames: int | None) -> "CorrectionRecord":
+        """Kind 2 as the development builds of 5 December 2026 wrote it, before its frame count,
+        temporal blend and frame dc (9407784 added them, the version still 2.1): pool and gain
+        step, then the zstd frame of the offsets and the gains. Read as a record without those:
+        the current reader called such files damaged."""
+        cell, step, dc = fields
+        gh, gw = shape
+        pool, gain_step = record[offset], record[offset + 1]
+        if pool < MIN_POOL or gain_step < 1:
+            raise FormatError(f"invalid detail fields (pool {pool}, gain step {gain_step})")
+        if frames is None or not 1 <= frames <= MAX_GOP_FRAMES:
+            raise FormatError("a correction record of the early 2.1 layout needs its GOP's frame count")
+        n = 3 * gh * gw
+        try:
+            raw = decompress_bounded(record[offset + _EARLY_DETAIL_SIZE:], 2 * n)
+        except ValueError as exc:
+            raise FormatError(f"correction grid does not decompress ({exc})") from None
+        if len(raw) != 2 * n:
+            raise FormatError(f"correction grid holds {len(raw)} values, expected {2 * n}")
+        values = np.frombuffer(raw, np.int8).reshape(2, 3, gh, gw)
+        return cls(cell, step, dc, values[0], pool, gain_step, values[1], (0, 0, 0),
+                   np.zeros((frames, 3), np.int8))
 
     @classmethod
     def _unpack_coded(cls, record: bytes, offset: int, fields: tuple, shape: tuple[int, int, int],
