@@ -36,3 +36,30 @@ def test_a_correction_record_of_the_early_2_1_layout_is_read():
         CorrectionRecord.unpack(record, 320, 184)
     with pytest.raises(FormatError, match="does not decompress"):
         CorrectionRecord.unpack(record[:-5], 320, 184, 17)
+
+
+def test_salvage_of_a_file_whose_one_chunk_does_not_read_names_why(tmp_path, tiny_model):
+    """A one-chunk file whose record the reader refuses, checksum intact (an earlier layout): the
+    salvage error said "the intact ones are linked to a lost one", where nothing is linked."""
+    import struct
+    import zlib
+
+    from conftest import smooth_clip, write_clip
+    from tokcodec.codec.container import _CHUNK, ContainerReader
+    from tokcodec.codec.pipeline import decode_video, encode_video
+
+    src = write_clip(tmp_path / "in.mkv", smooth_clip(5, 32, 48, seed=2))
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, gop=5)
+    with ContainerReader(tmp_path / "a.tok") as reader:
+        (entry,) = reader.entries
+    data = bytearray((tmp_path / "a.tok").read_bytes())
+    body = entry.offset + _CHUNK.size
+    coder_bytes = struct.unpack_from("<I", data, body)[0]
+    data[body + 4 + coder_bytes + 14] = 0  # the record's pool: 0, below its least
+    crc = zlib.crc32(bytes(data[body:body + entry.payload_len]), zlib.crc32(bytes(data[entry.offset:body - 4])))
+    struct.pack_into("<I", data, body - 4, crc)
+    (tmp_path / "b.tok").write_bytes(bytes(data))
+    with pytest.raises(FormatError) as caught:
+        decode_video(tmp_path / "b.tok", tmp_path / "b.mkv", model=tiny_model, salvage=True)
+    assert "could be decoded; nothing to salvage (chunk 0: invalid detail fields (pool 0" in str(caught.value)
+    assert "linked" not in str(caught.value)

@@ -957,11 +957,12 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                     filled = out.fill_to(part.stop)
                     if salvage and out.last is None:
                         # no frame decoded, so all of it black (every chunk left was linked to a
-                        # lost one): a video of filler helped no one
+                        # lost one, or its record did not read): a video of filler helped no one
                         which = f" of its {part.frames} frames" if part.frames == reader.frame_count \
                             else f" of frames {part.start}-{part.stop - 1}"
-                        raise nothing_survived(src, which, damaged + reader.problems,
-                                               "could be decoded (the intact ones are linked to a lost one)")
+                        linked = any("linked" in p for p in damaged)
+                        raise nothing_survived(src, which, damaged + reader.problems, "could be decoded"
+                                               + (" (the intact ones are linked to a lost one)" if linked else ""))
                     if progress and filled:
                         progress(filled)
                     audio_note, warnings = writer.audio_note, writer.warnings
