@@ -112,9 +112,7 @@ def encode(
         from tokcodec.io import probe
         target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None
         _, limit, info = input_part(src, with_rate(probe(src), fps, src), start, duration, frames)
-        total = info.frame_count or None
-        if limit and total:
-            total = min(total, limit)
+        total = _bar_total(info.frame_count, limit)
         stages = [("rate plan", None)] if bpp is not None or bitrate is not None else []
         with staged_progress(stages + [("encode", total)], quiet or as_json) as (*plan_advance, advance):
             st = encode_video(src, output, model=model, gop=gop, device=device, precision=precision,
@@ -203,6 +201,12 @@ def _compared_text(compared: dict | None) -> str:
         return ""
     return (f", PSNR-RGB {compared['psnr']:.2f} dB, colour drift {compared['colour_drift']:.1f} "
             f"vs {compared['reference']}")
+
+
+def _bar_total(frames: int, limit: int | None) -> int | None:
+    """The progress bar's total: the input's frames (0: unknown), at most the part asked for; the
+    part alone where the input's count is unknown (`--frames 500` of a stream)."""
+    return min(frames, limit) if frames and limit else frames or limit or None
 
 
 def _json_checked(as_json: bool, output: Path) -> None:
@@ -551,8 +555,7 @@ def tokens(
                 check_split(get_preset(model or "default").bits, split)
             from tokcodec.codec.pipeline import input_part, with_rate
             _, limit, info = input_part(src, with_rate(probe(src), fps, src), start, duration, frames)
-            total = info.frame_count or None
-            total = min(total, limit) if total and limit else total
+            total = _bar_total(info.frame_count, limit)
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
                                      rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,

@@ -9,6 +9,7 @@ reports), tensors.py (frames <-> model tensors), info.py (``tokcodec info``), pa
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
@@ -288,13 +289,11 @@ def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel =
     grey = is_grey(src, skip, max_frames)  # (a colour input answers at its first frame)
     if coder_id is None:
         coder_id = default_coder_id(loaded, key_interval)
-    choosers: dict[float, Quantize | None] = {}
 
+    @functools.lru_cache(maxsize=8)  # (a rate controller asks for a new value each GOP: kept few)
     def chooser(lam: float) -> Quantize | None:
         """The token bits' choice at ``lam`` (made once per value: a rate plan asks for some twice)."""
-        if lam not in choosers:
-            choosers[lam] = token_chooser(coder_id, loaded, lam)
-        return choosers[lam]
+        return token_chooser(coder_id, loaded, lam)
 
     def coding_at(rung: Rung) -> tuple[Header, GopEncoder]:
         return coding_for(loaded, runtime, stager, info, rung, coder_id, fix, search, grey)
