@@ -97,3 +97,25 @@ def test_options_against_one_another_exit_2_as_documented(args, tok, tmp_path):
     res = runner.invoke(app, [names.get(a, a) for a in args] + ["--model", "tiny"])
     assert res.exit_code == 2, res.output
     assert "--" in res.output.split("error:", 1)[1]  # (the message names the options)
+
+
+def test_help_on_a_narrow_terminal_keeps_every_option_name(monkeypatch):
+    """At 40 columns (a braille display's width) rich cut 23 of encode's option names to fit
+    (`--outp…`, `--no-c…`): help is laid out in 80 columns there, the terminal wrapping its lines."""
+    import os
+    import shutil
+
+    import typer.rich_utils
+
+    from tokcodec.cli.app import HELP_MIN_WIDTH, help_at_least
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", None)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((40, 24)))
+    help_at_least(HELP_MIN_WIDTH)
+    assert typer.rich_utils.MAX_WIDTH == 80
+    text = runner.invoke(app, ["encode", "--help"]).output
+    assert "…" not in text and all(name in text for name in ("--no-correction", "--no-detail", "--overwrite",
+                                                               "--precision", "--key-interval"))
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 300)  # TERMINAL_WIDTH set: as the user said
+    help_at_least(HELP_MIN_WIDTH)
+    assert typer.rich_utils.MAX_WIDTH == 300

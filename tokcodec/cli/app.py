@@ -767,12 +767,27 @@ def _maybe_reexec() -> None:
         pass
 
 
+#: columns --help is laid out in, at least: narrower, rich cut option names to fit (`--outp…`,
+#: `--no-c…` at 40, a braille display's width); the terminal wraps its lines instead
+HELP_MIN_WIDTH = 80
+
+
+def help_at_least(columns: int) -> None:
+    import shutil
+
+    import typer.rich_utils
+
+    if typer.rich_utils.MAX_WIDTH is None and shutil.get_terminal_size().columns < columns:  # (TERMINAL_WIDTH unset)
+        typer.rich_utils.MAX_WIDTH = columns
+
+
 def main() -> None:
     _maybe_reexec()
     from tokcodec.interrupts import terminate_as_interrupt
 
     reopen_closed_streams()
     terminate_as_interrupt()
+    help_at_least(HELP_MIN_WIDTH)
     try:
         if len(sys.argv) > 1 and sys.argv[1] in CODING_COMMANDS:
             from tokcodec.device import use_all_cores
