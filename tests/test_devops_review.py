@@ -204,7 +204,7 @@ def test_encode_and_decode_print_json(coded, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["frames"] == 17
     res = runner.invoke(app, ["decode", str(tok), "-o", "-", "--json"])
-    assert res.exit_code == 1 and "--json prints on standard output" in res.output
+    assert res.exit_code == 2 and "--json prints on standard output" in res.output
 
 
 def test_json_text_is_strict_json() -> None:
