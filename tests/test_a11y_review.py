@@ -49,7 +49,17 @@ def test_a_long_run_logged_to_a_file_says_where_it_is(capsys):
     write(10)
     now[0] = 130.0
     write(30)
-    assert capsys.readouterr().err == "write: 40 frames, 1.3 fps\n"
+    assert capsys.readouterr().err == "write: 40 frames, 0.6 fps\n"  # (from the encode's last step, at 60 s)
+    # a stage's first step counts from the last advance before it (a rate plan's end): the first
+    # line of a stage that began over a minute after the last line said 17000000000.0 fps
+    now[0] = 200.0
+    lines = progress.LogLines([("rate plan", None), ("encode", 472)], every=60, now=lambda: now[0])
+    plan, encode = lines.advancer(0), lines.advancer(1)
+    now[0] = 230.0
+    plan(17)
+    now[0] = 300.0
+    encode(17)
+    assert capsys.readouterr().err == "encode: 17/472 frames (4%), 0.2 fps, 31:14 left\n"
     assert clock(3725) == "1:02:05" and clock(59.6) == "1:00"
 
 
@@ -116,6 +126,7 @@ def test_help_on_a_narrow_terminal_keeps_every_option_name(monkeypatch):
     text = runner.invoke(app, ["encode", "--help"]).output
     assert "…" not in text and all(name in text for name in ("--no-correction", "--no-detail", "--overwrite",
                                                                "--precision", "--key-interval"))
-    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 300)  # TERMINAL_WIDTH set: as the user said
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", None)
+    monkeypatch.setenv("TERMINAL_WIDTH", "40")  # as the user said
     help_at_least(HELP_MIN_WIDTH)
-    assert typer.rich_utils.MAX_WIDTH == 300
+    assert typer.rich_utils.MAX_WIDTH is None

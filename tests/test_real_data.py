@@ -69,7 +69,7 @@ def test_real_clips_are_random_windows_of_the_training_videos_only(corpus):
     clips = [videos.sample(rng, 5, 32) for _ in range(20)]
     assert all(c is None or (c.shape == (5, 3, 32, 32) and 0 <= c.min() and c.max() <= 1) for c in clips)
     assert sum(c is not None for c in clips) >= 10
-    # a crop larger than a video, up to twice its short side, scales it up; larger ones, or too
+    # a crop larger than a video, up to 4/3 of its short side, scales it up; larger ones, or too
     # long a window, give None instead of a stretched clip
     assert videos.sample(np.random.default_rng(0), 5, 64).shape == (5, 3, 64, 64)
     assert videos.sample(np.random.default_rng(0), 5, 100) is None

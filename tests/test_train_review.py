@@ -68,10 +68,11 @@ class Windows(RealVideos):
 def test_pack_windows_give_stride_2_clips_and_small_videos_are_scaled_up_not_dropped():
     """With configs/gpu.toml's 17-frame, 256-pixel clips and the pack's windows, clips at time
     stride 2 never happened, and videos smaller than the crop were drawn and dropped (3 of the 10
-    training videos never used, a third of the draws wasted)."""
+    training videos never used, a third of the draws wasted): those down to 3/4 of it are scaled up,
+    smaller ones not drawn."""
     window = np.zeros((33, 320, 400, 3), np.uint8)
     window[::2] = 255  # even frames white: a stride-2 clip is all white
-    small = np.full((40, 144, 176, 3), 128, np.uint8)  # iscc's demo.mkv: 176x144
+    small = np.full((40, 240, 320, 3), 128, np.uint8)  # OpenCV's tree.avi: 320x240
     videos = Windows([window, small])
     rng = np.random.default_rng(0)
     clips = [videos.sample(rng, 17, 256) for _ in range(400)]
@@ -79,7 +80,7 @@ def test_pack_windows_give_stride_2_clips_and_small_videos_are_scaled_up_not_dro
     grey = [c for c in clips if abs(float(c.mean()) - 128 / 255) < 1e-3]
     stride_2 = [c for c in clips if float(c.min()) == 1.0]
     assert 60 < len(grey) < 250 and 15 < len(stride_2)
-    too_small = Windows([np.zeros((40, 100, 120, 3), np.uint8)])  # under half the crop
+    too_small = Windows([np.zeros((40, 144, 176, 3), np.uint8)])  # iscc's demo.mkv: under 3/4 of the crop
     assert too_small.sample(rng, 17, 256) is None
 
 

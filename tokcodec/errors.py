@@ -53,6 +53,10 @@ class SetupError(TokcodecError):
     """This installation of tokcodec cannot do the job: a broken install or a missing dependency."""
 
 
+#: what a chunk lost with the one before it says (salvage tells that case by it, not by "linked":
+#: a damaged linked payload's own messages have the word too)
+LINKED_TO_LOST = "is linked to the one before"
+
 #: what a CUDA out-of-memory error (torch.cuda.OutOfMemoryError, a RuntimeError) tells the user
 GPU_OUT_OF_MEMORY = "out of GPU memory (decode: --gop-batch 1; encode: a smaller --gop or --scale; or --device cpu)"
 

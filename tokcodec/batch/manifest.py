@@ -6,6 +6,7 @@ written (a torn last line is skipped on reading and terminated before the next a
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import socket
@@ -108,14 +109,22 @@ class Manifest:
 WINDOWS_LOCK_OFFSET = 1 << 30
 
 
+def _no_fcntl() -> bool:
+    try:
+        importlib.import_module("fcntl")
+    except ImportError:
+        return True
+    return False
+
+
 def _try_lock(fd: int) -> bool | None:
     """Lock ``fd``'s file for this process without waiting: True if locked, False if another
     process holds it, None if this system or file system cannot lock (then the run goes unlocked:
     some NFS set-ups)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if _no_fcntl():  # Windows
         return _try_lock_windows(fd)
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -138,6 +147,16 @@ def _try_lock_windows(fd: int) -> bool | None:
     return True
 
 
+def _unlock_windows(fd: int) -> None:
+    import msvcrt
+
+    os.lseek(fd, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+    except OSError:
+        pass  # (closing frees it all the same, in time)
+
+
 class DirLock:
     """An exclusive lock on DST/.tokcodec-batch.lock (flock; on Windows msvcrt's), released by the
     operating system if the run dies."""
@@ -145,6 +164,7 @@ class DirLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._windows_locked = False
 
     def __enter__(self) -> Self:
         try:
@@ -152,6 +172,7 @@ class DirLock:
         except OSError as exc:
             raise OutputError(f"{self.path.parent}: cannot create the lock file ({exc.strerror or exc})") from None
         locked = _try_lock(fd)
+        self._windows_locked = bool(locked) and _no_fcntl()
         if locked is None:
             self._fd = fd  # no locking here: run unlocked
             return self
@@ -167,5 +188,7 @@ class DirLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
+            if self._windows_locked:  # (Windows frees a lock left at close only after a while)
+                _unlock_windows(self._fd)
             os.close(self._fd)  # closing drops the flock; the file stays (deleting it would race)
             self._fd = None

@@ -775,9 +775,11 @@ HELP_MIN_WIDTH = 80
 def help_at_least(columns: int) -> None:
     import shutil
 
+    if os.environ.get("TERMINAL_WIDTH") or shutil.get_terminal_size().columns >= columns:
+        return  # (rich not imported for nothing: a tenth of a second of every command)
     import typer.rich_utils
 
-    if typer.rich_utils.MAX_WIDTH is None and shutil.get_terminal_size().columns < columns:  # (TERMINAL_WIDTH unset)
+    if typer.rich_utils.MAX_WIDTH is None:
         typer.rich_utils.MAX_WIDTH = columns
 
 

@@ -80,14 +80,15 @@ class LogLines:
                  now: Callable[[], float] = time.monotonic) -> None:
         self.stages, self.every, self.now = stages, every, now
         self.done = [0] * len(stages)
-        self.last = now()
+        self.last = self.moved = now()  # the last line's time; the last advance's, of any stage
         self.began: list[float | None] = [self.last] + [None] * (len(stages) - 1)
 
     def advancer(self, k: int) -> Callable[[int], None]:
         def advance(n: int) -> None:
             t = self.now()
-            if self.began[k] is None:
-                self.began[k] = t
+            if self.began[k] is None:  # a stage begins where the one before last moved (its first
+                self.began[k] = self.moved  # step's time counts: a rate plan's end, not the GOP's)
+            self.moved = t
             self.done[k] += n
             if t - self.last >= self.every:
                 self.last = t

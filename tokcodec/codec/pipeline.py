@@ -54,7 +54,7 @@ from tokcodec.codec.tensors import coded_size, frames_to_tensor, tensor_to_frame
 from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_KEY_INTERVAL,
                                MAX_RDO, check_deinterlace, check_gop, check_scenecut)
 from tokcodec.device import Runtime, one_blas_thread, select_runtime
-from tokcodec.errors import (GPU_OUT_OF_MEMORY, ArgumentError, FormatError, InputError, MissingPriorError,
+from tokcodec.errors import (LINKED_TO_LOST, ArgumentError, FormatError, InputError, MissingPriorError,
                              ModelError, OutputError, TokcodecError)
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
                          output_kind, probe, sequence_warnings, standard_rate, stored_lines, timing_drift)
@@ -706,7 +706,7 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
         prior = before()
         if not isinstance(prior, tuple) or prior[0] + prior[1] != chunk.first_frame:
             before_it = f"frames up to {chunk.first_frame - 1}" if chunk.first_frame else "there is none"
-            raise FormatError(f"its GOP is linked to the one before ({before_it}), which did not decode")
+            raise FormatError(f"its GOP {LINKED_TO_LOST} ({before_it}), which did not decode")
     tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits,
                           prior[2][-1] if coder.links(chunk.payload) else None)
     fix = None
@@ -885,8 +885,8 @@ def decode_batch(loaded: LoadedModel, runtime: Runtime, stager: HostStager, idx:
             video = loaded.tokenizer.decode_indices(stager.to_device(idx))
     except torch.cuda.OutOfMemoryError:
         if len(idx) == 1:
-            raise MemoryLimitError(f"{GPU_OUT_OF_MEMORY}: one GOP's {shape[0]} latent frames of "
-                                   f"{shape[1]}x{shape[2]} tokens do not fit") from None
+            raise MemoryLimitError(f"out of GPU memory: one GOP of this file ({shape[0]} latent frames of "
+                                   f"{shape[1]}x{shape[2]} tokens) does not fit; decode it with --device cpu") from None
     else:
         if sizer:
             sizer.measure_end(shape, measured_from)
@@ -959,7 +959,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel |
                         # lost one, or its record did not read): a video of filler helped no one
                         which = f" of its {part.frames} frames" if part.frames == reader.frame_count \
                             else f" of frames {part.start}-{part.stop - 1}"
-                        linked = any("linked" in p for p in damaged)
+                        linked = any(LINKED_TO_LOST in p for p in damaged)
                         raise nothing_survived(src, which, damaged + reader.problems, "could be decoded"
                                                + (" (the intact ones are linked to a lost one)" if linked else ""))
                     if progress and filled:

@@ -14,7 +14,7 @@ from tokcodec.audio import read_track
 from tokcodec.codec.container import ContainerReader, Header
 from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.entropy import get_coder
-from tokcodec.errors import FormatError, TokcodecError, why_not_a_file
+from tokcodec.errors import LINKED_TO_LOST, FormatError, TokcodecError, why_not_a_file
 from tokcodec.codec.context_coder3 import use_priors_beside
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.zoo import is_weights_file, shipped_version, weights_config, weights_sha256
@@ -129,7 +129,7 @@ def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = Tr
             try:
                 if tokens and coder is not None:
                     if coder.links(chunk.payload) and last is None:
-                        raise FormatError("its GOP is linked to the one before, which did not decode")
+                        raise FormatError(f"its GOP {LINKED_TO_LOST}, which did not decode")
                     last = coder.decode(chunk.payload, chunk.latent_shape, h.bits, last)[-1]
             except TokcodecError as exc:
                 report.problems.append(f"chunk {i}: tokens do not decode ({exc})")

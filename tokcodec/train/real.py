@@ -2,7 +2,7 @@
 
 - :class:`RealVideos`: every training video decoded once into memory (uint8); clips are random
   windows (time stride 1 or 2), random crops at a random down-scale (0.5-1: detail as in a larger
-  video shown smaller; a video smaller than the crop, down to half of it, scaled up), flips are
+  video shown smaller; a video smaller than the crop, down to 3/4 of it, scaled up), flips are
   added by the sampler. Grayscale sequences are used as they are
   (neutral clips teach the model that grey stays grey).
 - :func:`corpus_photos`: the training photos as float tensors for the synthetic camera engine
@@ -69,7 +69,8 @@ class RealVideos:
         """A clip, or None when no video is long enough for ``frames``. Drawn among the videos
         that can give one: a pack's windows of 25 frames could never give a 17-frame clip at time
         stride 2, and videos smaller than the crop were drawn and dropped (3 of 10, a third of
-        the draws, with 256-pixel crops). A video down to half the crop is scaled up to it."""
+        the draws, with 256-pixel crops). A video down to 3/4 of the crop is scaled up to it (no
+        more: a softer picture than the videos' own)."""
         usable = self._usable(frames, size)
         if not usable.any():
             return None
@@ -95,10 +96,10 @@ class RealVideos:
         return out
 
     def _usable(self, frames: int, size: int) -> np.ndarray:
-        """Which videos hold ``frames`` frames and at least half of ``size`` on their short side."""
+        """Which videos hold ``frames`` frames and at least 3/4 of ``size`` on their short side."""
         key = (frames, size)
         if key not in self._usable_cache:
-            self._usable_cache[key] = np.array([len(v) >= frames and 2 * min(v.shape[1:3]) >= size
+            self._usable_cache[key] = np.array([len(v) >= frames and 4 * min(v.shape[1:3]) >= 3 * size
                                                 for v in self.videos])
         return self._usable_cache[key]
 

@@ -351,7 +351,7 @@ class Trainer:
         if cfg.compile:
             self.model_ddp = torch.compile(self.model_ddp)
         self._save_seconds = 0.0  # how long the last checkpoint took (the time budget keeps room for it)
-        self.time_spent = 0.0  # share of this session's time budget used (max_minutes; the schedule follows it)
+        self.time_spent = 0.0  # share of a time budget used (max_minutes; the schedule follows it; kept on resume)
         self._val: list[torch.Tensor] | None = None
         self._val_real: list[torch.Tensor] | None = None
         self._val_own: list[torch.Tensor] = []
@@ -375,6 +375,7 @@ class Trainer:
             "train_config": json.dumps(asdict(self.cfg)),
             "model_config": json.dumps(self.model_cfg.to_dict()),
             "init_weights": self.init_from, "init_sha256": self.init_sha256,
+            "time_spent": self.time_spent,
         }
 
     def save(self) -> None:
@@ -447,6 +448,7 @@ class Trainer:
         self.lecam_real, self.lecam_fake = state["lecam"][0].clone(), state["lecam"][1].clone()
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
+        self.time_spent = float(state.get("time_spent", 0.0))  # (a resumed schedule goes on from there)
         self.init_from = str(state.get("init_weights", ""))
         self.init_sha256 = str(state.get("init_sha256", ""))
         self.ema.ramp = not self.init_from or self.cfg.ema_warmup  # as when the run started
@@ -634,7 +636,9 @@ class Trainer:
         try:
             while self.step < cfg.steps and stop["signal"] is None:
                 step_start = time.time()
-                self.time_spent = budget.spent(self._save_seconds * (3 if cfg.export_at_end else 1))
+                if self.world == 1:  # (ranks' clocks differ: under DDP their rates would part)
+                    reserve = self._save_seconds * (3 if cfg.export_at_end else 1)
+                    self.time_spent = max(self.time_spent, budget.spent(reserve))
                 metrics = self.train_step()
                 if (metrics["fp32_retry"] or metrics["skipped"]) and not warned_precision:
                     warned_precision = True
