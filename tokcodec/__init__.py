@@ -52,12 +52,13 @@ _EXPORTS = {
 __all__ = sorted(set(_EXPORTS) | {"__version__"})
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tokcodec' has no attribute {name!r}")
+if not TYPE_CHECKING:  # (seen by a type checker, it made every misspelt name, tokcodec.encode_vidoe, Any)
+    def __getattr__(name: str) -> Any:
+        if name in _EXPORTS:
+            value = getattr(importlib.import_module(_EXPORTS[name]), name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'tokcodec' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:  # the public names, lazy ones too (tab completion, help())

@@ -50,7 +50,7 @@ def cuda_has_bf16(dev: torch.device) -> bool:
     return torch.cuda.get_device_capability(dev) >= (8, 0)
 
 
-def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: bool = False) -> Runtime:
+def select_runtime(device: str | torch.device = "auto", precision: str = "auto", *, encoding: bool = False) -> Runtime:
     """auto: CUDA when present (bf16 where supported, else fp16; fp32 to ``encoding``: the shipped
     encoders' activations overflow fp16's range, see model/refine.py ``finite_latents``), else CPU
     with bf16 autocast when the CPU has native bf16 (2-3x faster than fp32 for conv3d here; ~0.5%
@@ -58,6 +58,7 @@ def select_runtime(device: str = "auto", precision: str = "auto", *, encoding: b
     Every tokcodec call starts here, and so marks the process as one that ran tokcodec, whose
     forked children start on one torch thread (``_after_fork_in_child``)."""
     one_thread_if_forked()
+    device = str(device)  # (a torch.device too, as load_tokenizer takes: "cuda:1")
     check_device_name(device)
     check_precision_name(precision)
     if device.startswith("cuda") and not torch.cuda.is_available():

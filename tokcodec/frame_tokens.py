@@ -15,16 +15,18 @@ from tokcodec.errors import ArgumentError, InputError
 from tokcodec.tokens import TokenFile, made_here, parse_frame_rate
 
 if TYPE_CHECKING:
-    from tokcodec.model.zoo import LoadedModel
+    from tokcodec.model.refine import RefineConfig
+    from tokcodec.model.zoo import LoadedModel, ModelName
 
 #: frames in memory: one uint8 RGB array (T, H, W, 3), one image (H, W, 3), or an iterable of
 #: (H, W, 3) frames (a list, a generator: read GOP by GOP)
 FrameSource = np.ndarray | Iterable[np.ndarray]
 
 
-def tokenize_frames(frames: FrameSource, *, model: str | LoadedModel = "default", gop: int | None = None,
+def tokenize_frames(frames: FrameSource, *, model: ModelName | LoadedModel = "default", gop: int | None = None,
                     scale: float | None = None, passes: int | None = None, rdo: float | None = None,
-                    refine: int = 0, frame_rate: float | Fraction | str | None = None, grey: bool | None = None,
+                    refine: int | RefineConfig = 0, frame_rate: float | Fraction | str | None = None,
+                    grey: bool | None = None,
                     device: str = "auto", precision: str = "auto",
                     progress: Callable[[int], None] | None = None,
                     scenecut: float = DEFAULT_TOKEN_SCENECUT) -> TokenFile:

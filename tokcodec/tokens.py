@@ -27,7 +27,8 @@ from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, 
 if TYPE_CHECKING:
     from tokcodec.codec.stats import DecodeStats
     from tokcodec.device import Runtime
-    from tokcodec.model.zoo import LoadedModel
+    from tokcodec.model.refine import RefineConfig
+    from tokcodec.model.zoo import LoadedModel, ModelName
 
 TOKENS_KEY = "tokens"
 #: the integer dtypes of safetensors, by their name there
@@ -214,7 +215,7 @@ def _metadata(t: TokenFile, split_bits: int | None) -> dict[str, str]:
 
 
 def export_tokens(src: str | Path, dst: str | Path, split_bits: int | None = None,
-                  overwrite: bool = False, model: str | None = None) -> tuple[int, ...]:
+                  overwrite: bool = False, model: ModelName | None = None) -> tuple[int, ...]:
     """A .tok file's tokens as .npy or .safetensors (:func:`write_token_file`); returns the shape.
     ``model``: as :func:`token_file_of`'s."""
     check_token_output(Path(dst), overwrite)  # before the file is read
@@ -241,11 +242,12 @@ def check_token_output(dst: Path, overwrite: bool) -> None:
         raise OutputError(f"{dst}: is a directory")
 
 
-def tokenize(src: str | Path, *, model="default", gop: int | None = None, scale: float | None = None,
-             passes: int | None = None, rdo: float | None = None, refine: int = 0,
+def tokenize(src: str | Path, *, model: ModelName | LoadedModel = "default", gop: int | None = None,
+             scale: float | None = None, passes: int | None = None, rdo: float | None = None,
+             refine: int | RefineConfig = 0,
              max_frames: int | None = None, device: str = "auto", precision: str = "auto",
-             progress: Callable[[int], None] | None = None, start: float | str | None = None,
-             duration: float | str | None = None, deinterlace: str = "auto",
+             progress: Callable[[int], None] | None = None, start: float | Fraction | str | None = None,
+             duration: float | Fraction | str | None = None, deinterlace: str = "auto",
              scenecut: float = DEFAULT_TOKEN_SCENECUT, fps: float | Fraction | str | None = None) -> TokenFile:
     """A video's (or image's) tokens, encoded as tokens alone (``encode --no-correction``: no
     correction layer beside them, so that they stand on their own), with what decoding them
@@ -586,7 +588,7 @@ def _prepared(src: TokenSource, model: str | LoadedModel | None, device: str, pr
     return runtime, prepare_model(loaded, runtime), plan
 
 
-def detokenize(src: TokenSource, dst: str | Path, *, model: str | LoadedModel | None = None,
+def detokenize(src: TokenSource, dst: str | Path, *, model: ModelName | LoadedModel | None = None,
                gop: int | None = None, split_bits: int | None = None,
                frame_rate: float | Fraction | str | None = None, device: str = "auto", precision: str = "auto",
                overwrite: bool = False, progress: Callable[[int], None] | None = None,
@@ -624,7 +626,7 @@ def detokenize(src: TokenSource, dst: str | Path, *, model: str | LoadedModel | 
                        str(runtime.device), runtime.precision, gop_batch=used_batch, warnings=writer.warnings)
 
 
-def detokenize_frames(src: TokenSource, *, model: str | LoadedModel | None = None, gop: int | None = None,
+def detokenize_frames(src: TokenSource, *, model: ModelName | LoadedModel | None = None, gop: int | None = None,
                       split_bits: int | None = None, device: str = "auto", precision: str = "auto") -> np.ndarray:
     """:func:`detokenize` into memory: uint8 RGB frames (T, H, W, 3), as a PNG output holds them."""
     from tokcodec.codec.pipeline import GapFiller, decode_gops

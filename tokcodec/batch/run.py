@@ -38,6 +38,7 @@ from tokcodec.text import plural
 if TYPE_CHECKING:
     from tokcodec.batch.local import LocalPool
     from tokcodec.batch.ray_engine import RayPool
+    from tokcodec.model.zoo import ModelName
 
 
 @dataclass
@@ -346,7 +347,7 @@ def _run_locked(op: str, src: Path, dst: Path, options: BatchOptions, reporter: 
 
 
 def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (),
-                 exclude: Sequence[str] = (), model: str = "default", gop: int | None = None,
+                 exclude: Sequence[str] = (), model: ModelName = "default", gop: int | None = None,
                  scale: float | None = None, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
                  force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
@@ -375,7 +376,7 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
 
 
 def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (),
-                 exclude: Sequence[str] = (), model: str = "default", gop: int | None = None,
+                 exclude: Sequence[str] = (), model: ModelName = "default", gop: int | None = None,
                  scale: float | None = None, passes: int = DEFAULT_PASSES, rdo: float | None = None,
                  refine: int = 0, device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
@@ -396,7 +397,7 @@ def batch_tokens(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
 
 
 def batch_decode(src: str | Path, dst: str | Path, *, to: str | None = None,
-                 include: Sequence[str] = (), exclude: Sequence[str] = (), model: str | None = None,
+                 include: Sequence[str] = (), exclude: Sequence[str] = (), model: ModelName | None = None,
                  device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
                  audio: bool = True, salvage: bool = False, reporter: Reporter | None = None) -> BatchSummary:

@@ -51,6 +51,10 @@ class BatchOptions:
     deinterlace: str = "auto"   # encode, tokens: interlaced input (defaults.DEINTERLACE_MODES)
     scenecut: float = DEFAULT_SCENECUT  # encode, tokens: GOPs end before scene cuts this sharp (0: off)
 
+    def __post_init__(self) -> None:
+        if self.model is not None and not isinstance(self.model, str):  # a Path: recorded as text in the manifest
+            object.__setattr__(self, "model", os.fspath(self.model))
+
 
 @dataclass
 class FileResult:

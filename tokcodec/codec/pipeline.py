@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import av
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 from tokcodec.audio import OPUS_BITRATE, AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
@@ -61,7 +62,7 @@ from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_gre
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
-from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, is_weights_file, load_tokenizer, load_tokenizer_version,
+from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, ModelName, is_weights_file, load_tokenizer, load_tokenizer_version,
                                 weights_sha256)
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
@@ -203,7 +204,7 @@ def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction,
     return track, track.describe() if track is not None else "none"
 
 
-def encode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel = "default",
+def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedModel = "default",
                  gop: int | None = None, device: str = "auto", precision: str = "auto",
                  scale: float | None = None, coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
@@ -898,7 +899,7 @@ def decode_batch(loaded: LoadedModel, runtime: Runtime, stager: HostStager, idx:
     return decode_batch(loaded, runtime, stager, idx[:half], sizer) + decode_batch(loaded, runtime, stager, idx[half:], sizer)
 
 
-def decode_video(src: str | Path, dst: str | Path, *, model: str | LoadedModel | None = None,
+def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
                  progress: ProgressFn | None = None, audio: bool = True,
                  salvage: bool = False, gop_batch: int | str = "auto", compile: bool = False,
@@ -1046,7 +1047,7 @@ def _stored_audio(reader: ContainerReader | SalvageReader, keep: bool,
         return None
 
 
-def read_tokens(src: str | Path, model: str | None = None, *, dtype: np.dtype | type | None = None
+def read_tokens(src: str | Path, model: ModelName | None = None, *, dtype: DTypeLike | None = None
                 ) -> tuple[Header, list[np.ndarray], list[int]]:
     """All token grids of a .tok file (one (t, h, w) int64 array per GOP, or of ``dtype``, each
     converted as it is decoded) and each GOP's frame count. ``model``: the weights file that made

@@ -17,7 +17,7 @@ from tokcodec.codec.entropy import get_coder
 from tokcodec.errors import LINKED_TO_LOST, FormatError, TokcodecError, why_not_a_file
 from tokcodec.codec.context_coder3 import use_priors_beside
 from tokcodec.model.presets import PRESETS, resolve_name
-from tokcodec.model.zoo import is_weights_file, shipped_version, weights_config, weights_sha256
+from tokcodec.model.zoo import ModelName, is_weights_file, shipped_version, weights_config, weights_sha256
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _priors_beside(model: str, expected: str) -> None:
             pass  # (_check_weights says what is wrong with the file)
 
 
-def verify_file(path: str | Path, *, model: str | None = None, tokens: bool = True,
+def verify_file(path: str | Path, *, model: ModelName | None = None, tokens: bool = True,
                 weights: bool = True) -> VerifyReport:
     """Every check that does not need the decoder network; problems are one line each. A file
     made with weights of your own needs ``model`` (its weights file) for the weights and tokens."""

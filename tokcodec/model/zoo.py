@@ -9,6 +9,7 @@ of decoding garbage. A shipped file may lie in the package as a delta against an
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,15 @@ def _check_shipped(path: Path, digest: str) -> None:
                          f"{expected[:16]}...); reinstall tokcodec")
 
 
-def is_weights_file(name_or_path: str) -> bool:
-    """Whether ``--model`` names a weights file (else a preset)."""
+#: what ``model`` takes: a preset's name, or the path of a weights file (str or a path object)
+ModelName = str | os.PathLike
+
+
+def is_weights_file(name_or_path: str | os.PathLike[str]) -> bool:
+    """Whether ``--model`` names a weights file (else a preset). A path object always does (a
+    Path given as ``model`` ended in "AttributeError: no attribute 'endswith'")."""
+    if not isinstance(name_or_path, str):
+        return True
     return name_or_path.endswith(".safetensors") or bool(Path(name_or_path).suffix and Path(name_or_path).exists())
 
 
@@ -244,7 +252,7 @@ def state_sha256(model: VideoTokenizer) -> str:
     return hashlib.sha256(save({k: v.contiguous() for k, v in model.state_dict().items()})).hexdigest()
 
 
-def load_tokenizer(name_or_path: str = "default", device: str | torch.device = "cpu") -> LoadedModel:
+def load_tokenizer(name_or_path: ModelName = "default", device: str | torch.device = "cpu") -> LoadedModel:
     """Load a preset's shipped weights (random init when none are shipped), or a .safetensors file,
     onto ``device`` (cpu, cuda, cuda:N or auto; DeviceError when it is not there). The returned
     model may be handed to any number of calls on one device, from several threads too (a call
