@@ -103,7 +103,8 @@ def tok(tmp_path_factory, tiny_model):
                                   ["encode", "SRC", "-o", "OUT.tok", "--bpp", "0.05", "--rdo", "0.3"]])
 def test_options_against_one_another_exit_2_as_documented(args, tok, tmp_path):
     src, tok_file = tok
-    names = {"SRC": str(src), "TOK": str(tok_file), "OUT.npy": str(tmp_path / "t.npy"), "OUT.tok": str(tmp_path / "b.tok")}
+    names = {"SRC": str(src), "TOK": str(tok_file), "OUT.npy": str(tmp_path / "t.npy"),
+             "OUT.tok": str(tmp_path / "b.tok")}
     res = runner.invoke(app, [names.get(a, a) for a in args] + ["--model", "tiny"])
     assert res.exit_code == 2, res.output
     assert "--" in res.output.split("error:", 1)[1]  # (the message names the options)

@@ -115,7 +115,7 @@ def test_a_batch_of_gops_the_gpu_cannot_hold_is_decoded_in_halves(tiny_model):
     assert flaky.batches == [6, 3, 1, 2, 3, 1, 2]  # halves, then halves of those
     assert sizer.size((2, 3, 4)) == 1  # its later batches: smaller from the start
     one = OutOfMemoryAbove(loaded.tokenizer, most=0)
-    with pytest.raises(MemoryLimitError, match=r"out of GPU memory: one GOP of this file \(2 latent frames.*--device cpu"):
+    with pytest.raises(MemoryLimitError, match=r"out of GPU memory: one GOP of this file \(2 latent frames"):
         decode_batch(dataclasses.replace(loaded, tokenizer=one), runtime, HostStager(runtime), idx[:1])
 
 

@@ -213,7 +213,8 @@ class CorrectionRecord:
         if kind != KIND_GRID:
             if len(record) < offset + _DETAIL.size:
                 raise FormatError("correction record truncated")
-            if kind == KIND_GRID_DETAIL and record[offset + _EARLY_DETAIL_SIZE:offset + _EARLY_DETAIL_SIZE + 4] == ZSTD_MAGIC:
+            early = record[offset + _EARLY_DETAIL_SIZE:offset + _EARLY_DETAIL_SIZE + len(ZSTD_MAGIC)]
+            if kind == KIND_GRID_DETAIL and early == ZSTD_MAGIC:
                 return cls._unpack_early_detail(record, offset, (cell, step, (dc[0], dc[1], dc[2])), (gh, gw), frames)
             pool, gain_step, count = _DETAIL.unpack_from(record, offset)
             if pool < MIN_POOL or gain_step < 1 or not 1 <= count <= MAX_GOP_FRAMES:

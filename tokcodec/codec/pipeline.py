@@ -62,8 +62,8 @@ from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_gre
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
-from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, ModelName, is_weights_file, load_tokenizer, load_tokenizer_version,
-                                weights_sha256)
+from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, ModelName, is_weights_file, load_tokenizer,
+                                load_tokenizer_version, weights_sha256)
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -269,7 +269,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     if bpp is not None and bitrate is not None:
         raise ArgumentError("give the target rate as bpp or as bitrate, not both")
     if targeted and rdo is not None:
-        raise ArgumentError("--rdo and a target rate (--bpp, --bitrate) both set the token bits' trade-off: give one of them")
+        raise ArgumentError("--rdo and a target rate (--bpp, --bitrate) both set the token bits' trade-off: "
+                            "give one of them")
     if rdo is not None and not 0 <= rdo <= MAX_RDO:
         raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     if bpp is not None:
@@ -896,7 +897,8 @@ def decode_batch(loaded: LoadedModel, runtime: Runtime, stager: HostStager, idx:
     if sizer:
         sizer.shrink(shape, len(idx))
     half = len(idx) // 2
-    return decode_batch(loaded, runtime, stager, idx[:half], sizer) + decode_batch(loaded, runtime, stager, idx[half:], sizer)
+    return (decode_batch(loaded, runtime, stager, idx[:half], sizer)
+            + decode_batch(loaded, runtime, stager, idx[half:], sizer))
 
 
 def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedModel | None = None,
@@ -912,7 +914,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
     ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
     with it); "auto" is 1 on CPU and on CUDA as many as half the free memory holds, measured on
-    the first GOP of each length (codec/accel.py); a batch out of GPU memory is decoded in halves. ``compile`` wraps the decoder in torch.compile.
+    the first GOP of each length (codec/accel.py); a batch out of GPU memory is decoded in halves.
+    ``compile`` wraps the decoder in torch.compile.
     ``start`` and ``duration`` (seconds, or "1:30"-style strings) and ``frames`` decode part of
     the file, as ffmpeg's -ss, -t and -frames:v do: the output (and its audio) starts at 0 with
     the first frame at or after ``start``, and only the GOPs that hold the part go through the

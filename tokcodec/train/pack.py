@@ -32,7 +32,8 @@ PACK_INFO = "pack.json"
 
 @dataclass(frozen=True)
 class PackConfig:
-    max_mib: float = 40.0     # the whole pack, photos and held-out windows included (with a slim tree, 13 MiB, it fits the lent GPU's 64)
+    max_mib: float = 40.0     # the whole pack, photos and held-out windows included (40: beside a
+    #                           slim tree, 13 MiB, within the 64 MiB that travel to a lent GPU)
     photo_side: int = 512     # long side of photos
     video_short: int = 320    # short side of training video frames (at most): 256-pixel crops at down-scales of 0.8-1
     window: int = 33          # frames per training window (17-frame clips at time stride 2 fit)
