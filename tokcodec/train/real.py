@@ -66,7 +66,7 @@ class RealVideos:
 
     def sample(self, rng: np.random.Generator, frames: int, size: int,
                device: torch.device = torch.device("cpu")) -> torch.Tensor | None:
-        """A clip, or None when no video is long enough for ``frames``. Drawn among the videos
+        """A clip, or None when no video can give one (long and large enough). Drawn among the videos
         that can give one: a pack's windows of 25 frames could never give a 17-frame clip at time
         stride 2, and videos smaller than the crop were drawn and dropped (3 of 10, a third of
         the draws, with 256-pixel crops). A video down to 3/4 of the crop is scaled up to it (no
