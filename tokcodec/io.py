@@ -12,6 +12,7 @@ import functools
 import itertools
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -519,11 +520,14 @@ def _y4m_frames(path: Path, payload: int) -> int:
     percentage or time left. Its frames, each a header line like the first one's and ``payload``
     bytes, fill the file after the stream header; 0 (unknown) where they do not exactly."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # (a FIFO: a second open would wait for a second writer)
+            return 0
         with path.open("rb") as fh:
             head = fh.read(4096)
     except OSError:
         return 0
+    size = info.st_size
     start = head.find(b"\n") + 1
     end = head.find(b"\n", start) + 1
     if not start or not end or not head.startswith(b"FRAME", start) or payload <= 0:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import IO
 
@@ -28,3 +29,13 @@ def clock(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters but newline and tab written as escapes (\\x1b): what
+    a file says of itself (a model name, a weights file's metadata) reached the terminal as it was,
+    so a crafted file could clear the screen, retitle the window or fake output lines (``\\r``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

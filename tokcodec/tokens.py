@@ -358,7 +358,7 @@ def _made_field(meta: dict[str, str], source: str) -> dict[str, str | int | floa
         return None
     try:
         made = json.loads(meta["made"])
-    except ValueError:
+    except (ValueError, RecursionError):
         made = None
     if not _plain_record(made):
         raise FormatError(f"{source}: metadata 'made' {MADE_RULE}")
@@ -410,7 +410,7 @@ def _int_list(meta: dict[str, str], key: str, source: str, low: int, high: int) 
         return None
     try:
         values = json.loads(meta[key])
-    except ValueError:
+    except (ValueError, RecursionError):
         values = None
     if not isinstance(values, list) or not all(type(v) is int and low <= v <= high for v in values):
         raise FormatError(f"{source}: metadata {key!r} must be a list of whole numbers in [{low}, {high}]")

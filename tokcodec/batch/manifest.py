@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,25 @@ def _well_formed(rec: object) -> bool:
         type(rec[k]) in types for k, types in _FIELD_TYPES.items() if k in rec)
 
 
+def own_file(path: Path, flags: int) -> int:
+    """A descriptor of the regular file ``path`` (made if missing), never through a link: a link
+    planted in a shared DST as the lock or the manifest made a batch run truncate, or append to,
+    whatever file it named (another user's ~/.bashrc); a FIFO there hung or failed "unexpected"."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_BINARY", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a link, which is not followed") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every well-formed record of a manifest (a torn line from a killed run, or one whose fields
     have the wrong types, is ignored)."""
@@ -44,7 +64,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         for line in fh:
             try:
                 rec = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # (a line of nested brackets is no record either)
                 continue
             if _well_formed(rec):
                 records.append(rec)
@@ -62,7 +82,7 @@ class Manifest:
         self.path = path
         self.previous = done_records(path) if previous is None else previous
         try:
-            self._fh = path.open("ab", buffering=0)  # (written through: an error is this record's)
+            self._fh = os.fdopen(own_file(path, os.O_WRONLY | os.O_APPEND), "ab", buffering=0)  # (written through)
             if self._fh.tell() > 0:
                 with path.open("rb") as fh:
                     fh.seek(-1, os.SEEK_END)
@@ -168,7 +188,7 @@ class DirLock:
 
     def __enter__(self) -> Self:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+            fd = own_file(self.path, os.O_RDWR)
         except OSError as exc:
             raise OutputError(f"{self.path.parent}: cannot create the lock file ({exc.strerror or exc})") from None
         locked = _try_lock(fd)

@@ -22,7 +22,7 @@ from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, stdout
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
-from tokcodec.text import plural
+from tokcodec.text import plural, printable
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -318,7 +318,7 @@ def info(
             docs = [d for d, _ in shown]
             typer.echo(json.dumps(docs[0] if len(inputs) == 1 else docs, indent=2))
         elif shown:
-            typer.echo("\n\n".join(text for _, text in shown))
+            typer.echo(printable("\n\n".join(text for _, text in shown)))
         if failed:
             raise typer.Exit(1)
 

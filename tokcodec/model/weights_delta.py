@@ -67,7 +67,7 @@ def safetensors_header(data: bytes | bytearray) -> tuple[dict, int]:
         raise DeltaError("not a safetensors file (header length past the end)")
     try:
         header = json.loads(bytes(data[8:8 + header_len]))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DeltaError(f"not a safetensors file ({exc})") from None
     if not isinstance(header, dict):
         raise DeltaError("not a safetensors file (header is not an object)")

@@ -187,7 +187,7 @@ def weights_info(path: Path) -> dict | None:
             raise ModelError(f"{path}: tensor {key[:60]!r} has an invalid shape or dtype in its header")
     try:
         config = json.loads(meta.get(CONFIG_KEY, "{}"))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         config = {}
     if not isinstance(config, dict):
         config = {}
@@ -282,7 +282,7 @@ def weights_config(name_or_path: str) -> TokenizerConfig:
     metadata = _file_metadata(Path(name_or_path))
     try:
         return TokenizerConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ModelError(f"{name_or_path}: not a tokcodec weights file ({exc})") from None
 
 

@@ -430,7 +430,7 @@ class Trainer:
 
     def load(self, path: Path | None = None) -> None:
         # map_location: a checkpoint written on a GPU resumes on the CPU and back, exactly
-        state = torch.load(path or self.ckpt_path, map_location=self.device, weights_only=True)
+        state = load_checkpoint(path or self.ckpt_path, self.device)
         self.model.load_state_dict(state["model"])
         try:
             self.disc.load_state_dict(state["disc"])
@@ -865,9 +865,29 @@ def resumed_config(overrides: dict) -> TrainConfig:
     return (TrainConfig.from_file(saved) if saved.exists() else run).updated({**overrides, "out_dir": run.out_dir})
 
 
+#: torch from which the restricted unpickler of ``torch.load(weights_only=True)`` holds: before 2.6
+#: a crafted file could make it run code (CVE-2025-32434)
+SAFE_CHECKPOINT_TORCH = "2.6"
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device) -> dict:
+    """A training checkpoint's state, tensors and plain values only (weights_only: no code runs),
+    refused on a torch older than SAFE_CHECKPOINT_TORCH (the package takes 2.2 on, for Intel
+    Macs), where that guarantee does not hold."""
+    from torch.torch_version import TorchVersion
+
+    from tokcodec.errors import SetupError
+
+    if TorchVersion(torch.__version__) < SAFE_CHECKPOINT_TORCH:
+        raise SetupError(f"reading a training checkpoint needs torch {SAFE_CHECKPOINT_TORCH} or newer "
+                         f"(this is {torch.__version__}, whose weights_only loader a crafted file can make run "
+                         "code: CVE-2025-32434)")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def checkpoint_preset(ckpt: Path) -> str:
     """The model preset a training checkpoint holds (from its model config)."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = load_checkpoint(ckpt, "cpu")
     name = json.loads(state.get("model_config", "{}")).get("name", "")
     if name not in PRESETS:
         raise ValueError(f"{ckpt}: holds model {name!r}, which is not a preset")
@@ -897,12 +917,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 def read_checkpoint(checkpoint: Path) -> dict:
     """A training checkpoint's state (no pickle: tensors and plain values only), or a ModelError
     that says what the file is not."""
-    from tokcodec.errors import ModelError
+    from tokcodec.errors import ModelError, SetupError
 
     hint = (" (a weights file: it is already exported, and --model takes it)"
             if str(checkpoint).endswith(".safetensors") else "")
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint, "cpu")
+    except SetupError:
+        raise
     except FileNotFoundError:
         raise ModelError(f"{checkpoint}: no such file") from None
     except IsADirectoryError:
