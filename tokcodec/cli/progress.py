@@ -1,6 +1,7 @@
 """Progress bars and the stats line of the coding commands."""
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
     yields an advance(n) callback per stage (Nones when quiet); a stage's bar appears at its first
     advance and takes the place of the stage before. Where standard error is no live terminal (a
     log file, TERM=dumb), a plain line every LOG_LINE_SECONDS instead (LogLines)."""
+    collect_from_here()
     if quiet:
         yield tuple(None for _ in stages)
         return
@@ -69,6 +71,15 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
             return advance
 
         yield tuple(advancer(k) for k in range(len(stages)))
+
+
+def collect_from_here() -> None:
+    """The garbage collector back on as a coding command's work begins (the CLI's main turned it
+    off for the imports: app.GC_AFTER_IMPORTS), with all that is alive now frozen out of its
+    collections: the imports' objects live as long as the process."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 class LogLines:
