@@ -49,7 +49,7 @@ def own_file(path: Path, flags: int) -> int:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
-    if hasattr(os, "set_blocking"):
+    if hasattr(os, "O_NONBLOCK"):  # (opened so only that a FIFO there could not hang the open)
         os.set_blocking(fd, True)
     return fd
 

@@ -66,7 +66,7 @@ HEAVY_COMMANDS = {"encode", "decode", "train", "bench", "batch", "tokens", "deto
 #: commands whose imports (torch, numba, typer's models: objects that live for good) run with the
 #: garbage collector off, and whose work then runs with what those made frozen out of it: 0.3 s of
 #: collections during the imports, and 0.6-0.7 s of them at exit, went on scanning those objects
-#: (a 51-frame 640x360 decode: 4.00 -> 3.36 s a process; encode 14.5 -> 13.6 s; the same bytes)
+#: (a 51-frame 640x360 decode: 4.45-4.53 -> 3.74-3.81 s a process, the same bytes)
 GC_AFTER_IMPORTS = {"encode", "decode", "tokens", "detokenize"}
 CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize", "fit-prior"}  # train sets its own threads (config)
 
@@ -782,7 +782,7 @@ def help_at_least(columns: int) -> None:
     import shutil
 
     if os.environ.get("TERMINAL_WIDTH") or shutil.get_terminal_size().columns >= columns:
-        return  # (rich not imported for nothing: a tenth of a second of every command)
+        return  # (rich not imported for nothing: 0.05-0.08 s of every command)
     import typer.rich_utils
 
     if typer.rich_utils.MAX_WIDTH is None:
