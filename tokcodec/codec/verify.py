@@ -63,7 +63,7 @@ def _check_weights(report: VerifyReport, header: Header, model: str | None, sour
     return True
 
 
-def _own_weights(report: VerifyReport, model: str | None, expected: str, name: str) -> bool:
+def _own_weights(report: VerifyReport, model: ModelName | None, expected: str, name: str) -> bool:
     """For a file made with weights of your own: whether its tokens can be checked. They need the
     weights file (``model``), whose coder-3 prior lies beside it; without it that is the problem."""
     if model is None:
@@ -74,7 +74,7 @@ def _own_weights(report: VerifyReport, model: str | None, expected: str, name: s
     return True
 
 
-def _priors_beside(model: str, expected: str) -> None:
+def _priors_beside(model: ModelName, expected: str) -> None:
     """The coder-3 priors beside a weights file given with --model, as decode takes them: also for
     a file whose stem is a preset's name (`mine/small.safetensors`, earlier weights of a preset
     kept to read old files), whose tokens verify called bad where decode read them."""
