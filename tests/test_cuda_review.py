@@ -27,8 +27,8 @@ from conftest import smooth_clip, write_clip
 
 
 class OnTheGpu:
-    """A tensor as ``torch.load(map_location="cuda")`` gives it: ``set_rng_state`` refuses it
-    (it takes a CPU ByteTensor) until ``.cpu()`` brings it back."""
+    """A tensor as a checkpoint read onto the GPU (map_location="cuda") holds it: ``set_rng_state``
+    refuses it (it takes a CPU ByteTensor) until ``.cpu()`` brings it back."""
 
     def __init__(self, tensor: torch.Tensor) -> None:
         self.tensor = tensor

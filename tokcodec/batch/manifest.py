@@ -138,11 +138,9 @@ def _no_fcntl() -> bool:
 
 
 def _try_lock(fd: int) -> bool | None:
-    """Lock ``fd``'s file for this process without waiting: True if locked, False if another
-    process holds it, None if this system or file system cannot lock (then the run goes unlocked:
+    """Lock ``fd``'s file for this process without waiting (flock): True if locked, False if
+    another process holds it, None if this file system cannot lock (then the run goes unlocked:
     some NFS set-ups)."""
-    if _no_fcntl():  # Windows
-        return _try_lock_windows(fd)
     import fcntl
 
     try:
@@ -191,8 +189,9 @@ class DirLock:
             fd = own_file(self.path, os.O_RDWR)
         except OSError as exc:
             raise OutputError(f"{self.path.parent}: cannot create the lock file ({exc.strerror or exc})") from None
-        locked = _try_lock(fd)
-        self._windows_locked = bool(locked) and _no_fcntl()
+        windows = _no_fcntl()
+        locked = _try_lock_windows(fd) if windows else _try_lock(fd)
+        self._windows_locked = bool(locked) and windows
         if locked is None:
             self._fd = fd  # no locking here: run unlocked
             return self

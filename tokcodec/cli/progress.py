@@ -109,7 +109,8 @@ class LogLines:
     def line(self, k: int, t: float) -> str:
         label, total = self.stages[k]
         done, began = self.done[k], self.began[k]
-        fps = done / max(t - (t if began is None else began), 1e-9)
+        assert began is not None  # (set by the advance that asks for this line)
+        fps = done / max(t - began, 1e-9)
         part = f"{done}/{total} frames ({100 * done / total:.0f}%)" if total else f"{done} frames"
         left = f", {clock((total - done) / fps)} left" if total and fps > 0 and done < total else ""
         return f"{label}: {part}, {fps:.1f} fps{left}"

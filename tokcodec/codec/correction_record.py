@@ -115,6 +115,17 @@ def grid_shape(width: int, height: int, cell: int) -> tuple[int, int]:
     return math.ceil(height / cell), math.ceil(width / cell)
 
 
+def _grid_values(data: bytes, size: int) -> np.ndarray:
+    """The ``size`` int8 values of a record's zstd frame; FormatError unless it holds exactly those."""
+    try:
+        raw = decompress_bounded(data, size)
+    except ValueError as exc:
+        raise FormatError(f"correction grid does not decompress ({exc})") from None
+    if len(raw) != size:
+        raise FormatError(f"correction grid holds {len(raw)} values, expected {size}")
+    return np.frombuffer(raw, np.int8)
+
+
 @dataclass(frozen=True)
 class CorrectionRecord:
     """One GOP's correction record as numbers (its format: pack, unpack); applying it to frames
@@ -226,13 +237,7 @@ class CorrectionRecord:
             return cls._unpack_coded(record, offset, (cell, step, (dc[0], dc[1], dc[2]), pool, gain_step),
                                      (gh, gw, count), previous if flags & FLAG_PREDICTED else None,
                                      bool(flags & FLAG_PREDICTED))
-        try:
-            raw = decompress_bounded(record[offset:], size)
-        except ValueError as exc:
-            raise FormatError(f"correction grid does not decompress ({exc})") from None
-        if len(raw) != size:
-            raise FormatError(f"correction grid holds {len(raw)} values, expected {size}")
-        values = np.frombuffer(raw, np.int8)
+        values = _grid_values(record[offset:], size)
         steps = values[:n].reshape(3, gh, gw)
         if kind == KIND_GRID:
             return cls(cell, step, (dc[0], dc[1], dc[2]), steps)
@@ -254,14 +259,7 @@ class CorrectionRecord:
             raise FormatError(f"invalid detail fields (pool {pool}, gain step {gain_step})")
         if frames is None or not 1 <= frames <= MAX_GOP_FRAMES:
             raise FormatError("a correction record of the early 2.1 layout needs its GOP's frame count")
-        n = 3 * gh * gw
-        try:
-            raw = decompress_bounded(record[offset + _EARLY_DETAIL_SIZE:], 2 * n)
-        except ValueError as exc:
-            raise FormatError(f"correction grid does not decompress ({exc})") from None
-        if len(raw) != 2 * n:
-            raise FormatError(f"correction grid holds {len(raw)} values, expected {2 * n}")
-        values = np.frombuffer(raw, np.int8).reshape(2, 3, gh, gw)
+        values = _grid_values(record[offset + _EARLY_DETAIL_SIZE:], 2 * 3 * gh * gw).reshape(2, 3, gh, gw)
         return cls(cell, step, dc, values[0], pool, gain_step, values[1], (0, 0, 0),
                    np.zeros((frames, 3), np.int8))
 

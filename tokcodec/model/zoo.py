@@ -112,7 +112,7 @@ def _check_shipped(path: Path, digest: str) -> None:
 ModelName = str | os.PathLike
 
 
-def is_weights_file(name_or_path: str | os.PathLike[str]) -> bool:
+def is_weights_file(name_or_path: ModelName) -> bool:
     """Whether ``--model`` names a weights file (else a preset). A path object always does (a
     Path given as ``model`` ended in "AttributeError: no attribute 'endswith'")."""
     if not isinstance(name_or_path, str):

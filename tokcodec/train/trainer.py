@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokcodec.codec.correction import CorrectionConfig, fit_correction, uncorrectable
-from tokcodec.errors import InputError
+from tokcodec.errors import InputError, SetupError
 from tokcodec.metrics import ErrorTotals, psnr_from_mse
 from tokcodec.model.grow import grow_state, growth_error, growth_note, same_architecture
 from tokcodec.model.lfq import LFQOutput, indices_to_bits
@@ -876,8 +876,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device) -> dict:
     Macs), where that guarantee does not hold."""
     from torch.torch_version import TorchVersion
 
-    from tokcodec.errors import SetupError
-
     if TorchVersion(torch.__version__) < SAFE_CHECKPOINT_TORCH:
         raise SetupError(f"reading a training checkpoint needs torch {SAFE_CHECKPOINT_TORCH} or newer "
                          f"(this is {torch.__version__}, whose weights_only loader a crafted file can make run "
@@ -917,7 +915,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 def read_checkpoint(checkpoint: Path) -> dict:
     """A training checkpoint's state (no pickle: tensors and plain values only), or a ModelError
     that says what the file is not."""
-    from tokcodec.errors import ModelError, SetupError
+    from tokcodec.errors import ModelError
 
     hint = (" (a weights file: it is already exported, and --model takes it)"
             if str(checkpoint).endswith(".safetensors") else "")
