@@ -109,7 +109,7 @@ def encode(
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, check_output=lambda: _json_checked(as_json, output) or
-                              check_tok_output(output, overwrite, input)) as src:
+                              check_tok_output(output, overwrite, input), ends_at_interrupt=True) as src:
         _json_checked(as_json, output)
         check_tok_output(output, overwrite, src)  # (before the input is probed and a bar drawn)
         from tokcodec.codec.correction import CorrectionConfig

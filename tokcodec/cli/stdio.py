@@ -2,24 +2,37 @@
 
 tokcodec reads its inputs more than once (a probe, the audio, the frames; the rate plan reads
 windows of the video), which a pipe cannot give, so standard input is first copied to a
-temporary file; messages name it "stdin". Standard output as a video output ("-o -", a Y4M
-stream) is the library's (tokcodec.io.FrameWriter).
+temporary file; messages name it "stdin". For encode, Ctrl-C while that copy runs ends the
+input there (a live capture piped in: `ffmpeg -f v4l2 -i /dev/video0 -f yuv4mpegpipe - | tokcodec
+encode - -o cam.tok`), and what came is encoded, as ffmpeg's first Ctrl-C finishes its output;
+Ctrl-C again, once encoding runs, aborts as anywhere else. Standard output as a video output ("-o
+-", a Y4M stream) is the library's (tokcodec.io.FrameWriter).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from tokcodec.errors import InputError, TokcodecError
+from tokcodec.errors import InputError, Terminated, TokcodecError
 from tokcodec.codec.outputs import CLOSED_STDIO, STDIO
+from tokcodec.text import live_terminal, plural
 
 NPY_MAGIC = b"\x93NUMPY"
+CHUNK = 1 << 20
+#: after Ctrl-C ends standard input, what still comes is taken for at most this long (seconds):
+#: the program piping in got the Ctrl-C too (one terminal, one process group) and sends its last
+#: frames and its trailer (Matroska's index), then closes the pipe
+DRAIN_SECONDS = 2.0
+#: a copy of standard input still running after this long (seconds) says how to end it, on a terminal
+NOTICE_AFTER_SECONDS = 2.0
 
 
 def cli_path(text: str) -> Path:
@@ -32,10 +45,11 @@ def cli_path(text: str) -> Path:
 
 @contextmanager
 def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None,
-               check_output: Callable[[], None] | None = None) -> Iterator[Path]:
+               check_output: Callable[[], None] | None = None, ends_at_interrupt: bool = False) -> Iterator[Path]:
     """``path``, or for "-" the bytes of standard input (``stream``) in a temporary file, removed
     afterwards; ``check_output`` runs first, so that a refused output does not wait for the
-    whole input. A token file read this way gets the suffix its first bytes call for."""
+    whole input. A token file read this way gets the suffix its first bytes call for. With
+    ``ends_at_interrupt`` (encode) Ctrl-C during the copy ends the input there (``_spool``)."""
     if str(path) != STDIO:
         yield path
         return
@@ -49,8 +63,7 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     with tempfile.TemporaryDirectory(prefix="tokcodec-stdin-") as tmp:
         spooled = Path(tmp) / "stdin"
         try:
-            with spooled.open("wb") as out:
-                shutil.copyfileobj(stream, out, 1 << 20)
+            _spool(stream, spooled, ends_at_interrupt)
         except OSError as exc:
             raise InputError(f"stdin: cannot copy it to a temporary file in {tempfile.gettempdir()} "
                              f"({exc.strerror or exc}; set TMPDIR to a place with room)") from None
@@ -64,6 +77,92 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
             yield spooled
         except TokcodecError as exc:  # name the input as the user gave it
             raise type(exc)(str(exc).replace(str(spooled), "stdin")) from None
+
+
+def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool) -> None:
+    """Copy ``stream`` to ``spooled`` to its end, or with ``ends_at_interrupt`` until Ctrl-C:
+    then what comes within DRAIN_SECONDS is taken too (Ctrl-C again stops that wait), and the
+    file holds what came, whole blocks as read (the demuxers end a stream cut within a frame or
+    packet there: Y4M, Matroska, MPEG-TS). Nothing read before the Ctrl-C: interrupted, as
+    before. SIGTERM always aborts."""
+    copy = _StdinCopy(stream, spooled)
+    started, noticed = time.monotonic(), not (ends_at_interrupt and live_terminal())
+    try:
+        while not copy.finished.wait(0.25):
+            if not noticed and time.monotonic() - started > NOTICE_AFTER_SECONDS:
+                noticed = True
+                print("tokcodec: reading standard input (Ctrl-C ends it there, and what came is encoded)",
+                      file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated) or not ends_at_interrupt:
+            copy.stop()
+            raise
+        try:  # the rest of what the program piping in sends as it stops, or a second Ctrl-C
+            copy.finished.wait(DRAIN_SECONDS)
+        except KeyboardInterrupt as again:
+            if isinstance(again, Terminated):
+                copy.stop()
+                raise
+        written = copy.stop()
+        if written == 0 or copy.error is not None:
+            raise exc from None
+        print(f"tokcodec: standard input ended by Ctrl-C after {_size(written)}: encoding what came "
+              "(Ctrl-C again aborts)", file=sys.stderr, flush=True)
+    if copy.error is not None:
+        raise copy.error
+
+
+class _StdinCopy:
+    """Standard input copied to a file by a thread of its own (signals reach only the main
+    thread, which waits and takes Ctrl-C). Each block read is written under a lock, and ``stop``
+    closes the file under it: from then on nothing more is written (a block the thread still
+    waits for on the pipe is never taken), so the file is never cut within a write."""
+
+    def __init__(self, stream: BinaryIO, path: Path) -> None:
+        self.stream, self.fd = stream, _fileno(stream)
+        self.lock, self.finished = threading.Lock(), threading.Event()
+        self.written, self.stopped = 0, False
+        self.error: BaseException | None = None
+        self.out = path.open("wb")
+        threading.Thread(target=self._run, name="tokcodec-stdin", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                block = os.read(self.fd, CHUNK) if self.fd is not None else self.stream.read(CHUNK)
+                with self.lock:
+                    if self.stopped or not block:
+                        break
+                    self.out.write(block)
+                    self.written += len(block)
+            self.stop()
+        except BaseException as exc:  # (an OSError: the caller says where; nothing else is expected)
+            self.error = exc
+            with self.lock, contextlib.suppress(OSError):
+                self.stopped = True
+                self.out.close()
+        finally:
+            self.finished.set()
+
+    def stop(self) -> int:
+        """Write no more and close the file; the bytes written."""
+        with self.lock:
+            self.stopped = True
+            self.out.close()
+            return self.written
+
+
+def _fileno(stream: BinaryIO) -> int | None:
+    """The stream's file descriptor, read unbuffered (a buffered read of 1 MiB waits for all of it,
+    which a live stream of small packets gives only after seconds); None for streams without one."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else plural(count, "byte")
 
 
 def reopen_closed_streams() -> None:
