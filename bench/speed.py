@@ -25,8 +25,10 @@ import torch
 def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int,
               device: str = "auto") -> dict[str, float]:
     """Frames/s of the network alone (encode, decode) and of the entropy coder alone (encode,
-    decode; one thread), GOP by GOP; the first pass warms up. The sequential model path is
-    1 / (1/network + 1/coder): what a decode gets with no overlap."""
+    decode; one thread), GOP by GOP; the first pass warms up, then each stage's fastest of
+    ``repeats`` passes counts (a shared host's slow spells only ever slow a pass down), and
+    ``spread`` is the most any stage's slowest pass took over its fastest. The sequential model
+    path is 1 / (1/network + 1/coder): what a decode gets with no overlap."""
     from tokcodec.codec.pipeline import (encoder_for, frames_to_tensor, make_header, prepare_model,
                                          tensor_to_frames)
     from tokcodec.device import select_runtime
@@ -40,9 +42,11 @@ def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int,
     header = make_header(loaded, runtime, w, h, gop=gop)
     coder = encoder_for(header.coder_id, loaded)
     groups = [list(frames[i:i + gop]) for i in range(0, t - gop + 1, gop)]
-    sec = dict.fromkeys(("net_enc", "coder_enc", "coder_dec", "net_dec"), 0.0)
+    passes: list[dict[str, float]] = []
     n = tokens = 0
     for r in range(repeats + 1):
+        sec = dict.fromkeys(("net_enc", "coder_enc", "coder_dec", "net_dec"), 0.0)
+        n = tokens = 0
         for g in groups:
             t0 = time.perf_counter()
             with torch.inference_mode(), runtime.autocast():
@@ -58,16 +62,26 @@ def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int,
             tensor_to_frames(video, len(g), header)
             sync()
             t4 = time.perf_counter()
-            if r:
-                for key, s in zip(sec, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                    sec[key] += s
-                n += len(g)
-                tokens += idx.size
+            for key, s in zip(sec, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                sec[key] += s
+            n += len(g)
+            tokens += idx.size
+        if r:
+            passes.append(sec)
+    sec = {key: min(p[key] for p in passes) for key in passes[0]}
     out = {key: n / s for key, s in sec.items()}
+    out["spread"] = max(max(p[key] for p in passes) / sec[key] for key in sec)
     out["coder_dec_mtok"] = tokens / sec["coder_dec"] / 1e6
     out["model_enc"] = n / (sec["net_enc"] + sec["coder_enc"])
     out["model_dec"] = n / (sec["net_dec"] + sec["coder_dec"])
     return out
+
+
+def fastest(repeats: int, run):
+    """The fastest of ``repeats`` calls of ``run`` (stats with ``fps``) and the slowest's time over
+    its time."""
+    runs = [run() for _ in range(max(1, repeats))]
+    return max(runs, key=lambda st: st.fps), max(st.fps for st in runs) / min(st.fps for st in runs)
 
 
 def x265_fps(frames: np.ndarray, ffmpeg: str) -> float:
@@ -81,13 +95,16 @@ def x265_fps(frames: np.ndarray, ffmpeg: str) -> float:
 
 
 SIZES = {"360": (360, 640), "720": (720, 1280), "1080": (1080, 1920)}
+#: repeats whose times differ by more than this factor get a warning (a steady host: within 1.1)
+UNSTEADY = 1.3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="default")
     ap.add_argument("--frames", type=int, default=68)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="timed passes (after a warm-up pass for the "
+                    "network alone); the fastest counts, as a shared host only ever slows one down")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--sizes", default="", help="comma-separated of 360, 720, 1080 "
                     "(default: 360 on the CPU, all three on CUDA)")
@@ -126,12 +143,19 @@ def main() -> None:
             with FrameWriter(src, width, height, Fraction(25)) as w:
                 for f in frames:
                     w.write(f)
-            es = encode_video(src, Path(tmp) / "a.tok", model=model, device=a.device, compile=a.compile)
-            ds = decode_video(Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=model, device=a.device,
-                              compile=a.compile)
+            es, enc_spread = fastest(a.repeats, lambda: encode_video(
+                src, Path(tmp) / "a.tok", model=model, device=a.device, compile=a.compile, overwrite=True))
+            ds, dec_spread = fastest(a.repeats, lambda: decode_video(
+                Path(tmp) / "a.tok", Path(tmp) / "out.mkv", model=model, device=a.device, compile=a.compile,
+                overwrite=True))
             print(f"{height:>5}p {m['net_enc']:8.1f} {m['net_dec']:8.1f} {m['coder_enc']:10.1f} {m['coder_dec']:10.1f} "
                   f"{m['coder_dec_mtok']:7.2f} {m['model_enc']:10.1f} {m['model_dec']:10.1f} {es.fps:8.1f} "
                   f"{ds.fps:8.1f} {es.bpp:7.4f}", flush=True)
+            spread = max(m["spread"], enc_spread, dec_spread)
+            if spread > UNSTEADY:
+                print(f"{'':6} warning: a repeat took up to {spread:.1f}x another's time (the fastest of "
+                      f"{a.repeats} is shown): the host's speed swings, so compare figures within one run "
+                      "or run again", flush=True)
             if a.main_only:
                 continue
             ns = encode_video(src, Path(tmp) / "n.tok", model=model, device=a.device, correction=False)
