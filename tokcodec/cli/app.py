@@ -482,6 +482,8 @@ def verify(
     read included: its line says why), 2 when verify itself failed (a folder without .tok files,
     an unexpected error)."""
     with errors(code=2):
+        if any(str(f) == STDIO for f in files):  # (as info: a .tok is checked where it lies)
+            raise InputError("-: verify reads files, not standard input: give their paths")
         from tokcodec.codec.verify import verify_file
         bad = 0
         for path in _tok_files(files):

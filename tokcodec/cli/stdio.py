@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tokcodec.errors import InputError, Terminated, TokcodecError
-from tokcodec.codec.outputs import CLOSED_STDIO, STDIO
+from tokcodec.codec.outputs import CLOSED_STDIO, STDIO, is_pipe
 from tokcodec.text import live_terminal, plural
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -49,49 +49,63 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     """``path``, or for "-" the bytes of standard input (``stream``) in a temporary file, removed
     afterwards; ``check_output`` runs first, so that a refused output does not wait for the
     whole input. A token file read this way gets the suffix its first bytes call for. With
-    ``ends_at_interrupt`` (encode) Ctrl-C during the copy ends the input there (``_spool``)."""
-    if str(path) != STDIO:
+    ``ends_at_interrupt`` (encode) Ctrl-C during the copy ends the input there (``_spool``).
+    A named pipe (``mkfifo``, ``<(ffmpeg ...)``'s /dev/fd/N) is copied as standard input is: read
+    in place, the probe took its first bytes and the next open waited for ever for a writer."""
+    piped = str(path) != STDIO and is_pipe(path)
+    if str(path) != STDIO and not piped:
         yield path
         return
     if check_output is not None:
         check_output()
-    if stream is None and 0 in CLOSED_STDIO:
+    if piped:
+        try:
+            stream = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below (a FIFO: waits for its writer)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    elif stream is None and 0 in CLOSED_STDIO:
         raise InputError(f"-: standard input is closed (<&-); pipe {what} in, or give a file name")
     stream = stream or sys.stdin.buffer
-    if stream.isatty():
+    if not piped and stream.isatty():
         raise InputError(f"-: standard input is a terminal; pipe {what} in (e.g. ... | tokcodec encode - -o out.tok)")
-    with tempfile.TemporaryDirectory(prefix="tokcodec-stdin-") as tmp:
-        spooled = Path(tmp) / "stdin"
-        try:
-            _spool(stream, spooled, ends_at_interrupt)
-        except OSError as exc:
-            raise InputError(f"stdin: cannot copy it to a temporary file in {tempfile.gettempdir()} "
-                             f"({exc.strerror or exc}; set TMPDIR to a place with room)") from None
-        with spooled.open("rb") as f:
-            head = f.read(len(NPY_MAGIC))
-        if not head:
-            raise InputError("-: standard input is empty")
-        if what == "tokens":
-            spooled = spooled.rename(spooled.with_suffix(".npy" if head == NPY_MAGIC else ".safetensors"))
-        try:
-            yield spooled
-        except TokcodecError as exc:  # name the input as the user gave it
-            raise type(exc)(str(exc).replace(str(spooled), "stdin")) from None
+    shown, source = (str(path), "the pipe") if piped else ("stdin", "standard input")
+    whole = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="tokcodec-stdin-") as tmp:
+            spooled = Path(tmp) / "stdin"
+            try:
+                whole = _spool(stream, spooled, ends_at_interrupt, source if not piped else f"{path} (a pipe)")
+            except OSError as exc:
+                raise InputError(f"{shown}: cannot copy it to a temporary file in {tempfile.gettempdir()} "
+                                 f"({exc.strerror or exc}; set TMPDIR to a place with room)") from None
+            with spooled.open("rb") as f:
+                head = f.read(len(NPY_MAGIC))
+            if not head:
+                raise InputError(f"{'-' if not piped else path}: {source} is empty")
+            if what == "tokens":
+                spooled = spooled.rename(spooled.with_suffix(".npy" if head == NPY_MAGIC else ".safetensors"))
+            try:
+                yield spooled
+            except TokcodecError as exc:  # name the input as the user gave it
+                raise type(exc)(str(exc).replace(str(spooled), shown)) from None
+    finally:
+        if piped and whole:  # (else the copy's thread may still wait on it: the process's end closes it)
+            stream.close()
 
 
-def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool) -> None:
+def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool, source: str = "standard input") -> bool:
     """Copy ``stream`` to ``spooled`` to its end, or with ``ends_at_interrupt`` until Ctrl-C:
     then what comes within DRAIN_SECONDS is taken too (Ctrl-C again stops that wait), and the
     file holds what came, whole blocks as read (the demuxers end a stream cut within a frame or
     packet there: Y4M, Matroska, MPEG-TS). Nothing read before the Ctrl-C: interrupted, as
-    before. SIGTERM always aborts."""
+    before. SIGTERM always aborts. Whether the stream was read to its end."""
     copy = _StdinCopy(stream, spooled)
     started, noticed = time.monotonic(), not (ends_at_interrupt and live_terminal())
     try:
         while not copy.finished.wait(0.25):
             if not noticed and time.monotonic() - started > NOTICE_AFTER_SECONDS:
                 noticed = True
-                print("tokcodec: reading standard input (Ctrl-C ends it there, and what came is encoded)",
+                print(f"tokcodec: reading {source} (Ctrl-C ends it there, and what came is encoded)",
                       file=sys.stderr, flush=True)
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated) or not ends_at_interrupt:
@@ -106,10 +120,12 @@ def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool) -> None:
         written = copy.stop()
         if written == 0 or copy.error is not None:
             raise exc from None
-        print(f"tokcodec: standard input ended by Ctrl-C after {_size(written)}: encoding what came "
+        print(f"tokcodec: {source} ended by Ctrl-C after {_size(written)}: encoding what came "
               "(Ctrl-C again aborts)", file=sys.stderr, flush=True)
+        return copy.finished.is_set()
     if copy.error is not None:
         raise copy.error
+    return True
 
 
 class _StdinCopy:

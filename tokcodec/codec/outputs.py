@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,16 @@ STDIO = "-"
 #: standard streams (0, 1, 2) the command line was started without (`>&-`): it gives them stand-ins
 #: (tokcodec/cli/stdio.py) and records them here, so that "-" is refused for them at once
 CLOSED_STDIO: set[int] = set()
+
+
+def is_pipe(path: Path) -> bool:
+    """Whether ``path`` is a named pipe or a socket (links followed: /dev/stdin, /dev/fd/N):
+    read once, unlike a file (the command line copies it first, as standard input)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def stdout_closed() -> bool:

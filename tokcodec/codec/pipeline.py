@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import stat
 import sys
 import threading
 import time
@@ -278,6 +279,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     check_deinterlace(deinterlace)
     check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
+    src_state = file_state(src)
     info = with_rate(probe(src), fps, src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
     target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
@@ -391,6 +393,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                         deinterlaced=deinterlaces(deinterlace, info.interlaced, info.is_image or info.is_sequence,
                                                   stored_lines(info)))
     stats.warnings.extend(_encode_warnings(src, info, skip, stats))
+    if src_state is not None and file_state(src) not in (src_state, None):
+        stats.warnings.append("the input changed while it was read (a recording still being written?): its "
+                              "frame count, audio and frames were read at different moments, so the audio may "
+                              "end before or after the video; encode it once it is complete")
     if info.interlaced and deinterlace == "off" and not (info.is_image or info.is_sequence):
         stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
                               "frames (combed where things move); --deinterlace auto deinterlaces it")
@@ -467,6 +473,16 @@ def _encode_warnings(src: Path, info: VideoInfo, skip: int, st: EncodeStats) -> 
                        f"against the source's timing{audio}; to keep it, make the input constant-rate first "
                        "(ffmpeg -i IN -fps_mode cfr -r 30 OUT)")
     return out
+
+
+def file_state(path: Path) -> tuple[int, int] | None:
+    """A regular file's size and modification time (None for anything else): the same before and
+    after an encode unless something wrote to the file meanwhile."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def _bitrate_bpp(bitrate: float, info: VideoInfo, src: Path) -> float:
