@@ -68,20 +68,20 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     stream = stream or sys.stdin.buffer
     if not piped and stream.isatty():
         raise InputError(f"-: standard input is a terminal; pipe {what} in (e.g. ... | tokcodec encode - -o out.tok)")
-    shown, source = (str(path), "the pipe") if piped else ("stdin", "standard input")
+    shown = str(path) if piped else "stdin"  # (in messages)
     whole = False
     try:
         with tempfile.TemporaryDirectory(prefix="tokcodec-stdin-") as tmp:
             spooled = Path(tmp) / "stdin"
             try:
-                whole = _spool(stream, spooled, ends_at_interrupt, source if not piped else f"{path} (a pipe)")
+                whole = _spool(stream, spooled, ends_at_interrupt, f"{path} (a pipe)" if piped else "standard input")
             except OSError as exc:
                 raise InputError(f"{shown}: cannot copy it to a temporary file in {tempfile.gettempdir()} "
                                  f"({exc.strerror or exc}; set TMPDIR to a place with room)") from None
             with spooled.open("rb") as f:
                 head = f.read(len(NPY_MAGIC))
             if not head:
-                raise InputError(f"{'-' if not piped else path}: {source} is empty")
+                raise InputError(f"{path}: the pipe gave nothing" if piped else "-: standard input is empty")
             if what == "tokens":
                 spooled = spooled.rename(spooled.with_suffix(".npy" if head == NPY_MAGIC else ".safetensors"))
             try:
