@@ -17,6 +17,11 @@ from contextlib import contextmanager
 
 import typer
 
+try:  # (imported here, not when memory has run out: importing it then failed with a traceback)
+    import resource
+except ImportError:  # (not Unix)
+    resource = None  # type: ignore[assignment]
+
 from tokcodec.errors import GPU_OUT_OF_MEMORY, ArgumentError, BusyError, Terminated, is_gpu_out_of_memory
 
 
@@ -40,14 +45,19 @@ def address_space_note() -> str:
     """Where this process's address space is limited (``ulimit -v``, RLIMIT_AS; schedulers such
     as SGE's h_vmem set it), words that say so: an allocation then fails however much memory is
     free, which the memory checks made before encoding and decoding cannot foresee."""
-    try:
-        import resource
-    except ImportError:  # (not Unix)
+    if resource is None:  # (not Unix)
         return ""
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     if limit == resource.RLIM_INFINITY:
         return ""
     return f"; this process may use at most {limit / 2**30:.1f} GB of address space (ulimit -v)"
+
+
+def too_many_files() -> str:
+    """EMFILE: the open-file limit (``ulimit -n``), which a batch of two workers needs some 24 of."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource is not None else None
+    where = f" ({limit}, ulimit -n)" if limit not in (None, getattr(resource, "RLIM_INFINITY", None)) else ""
+    return f"too many open files: the limit on open files{where} is too low; raise it (e.g. ulimit -n 1024)"
 
 
 def reader_gone(code: int = 1) -> int:
@@ -107,6 +117,8 @@ def errors(code: int = 1) -> Iterator[None]:
     except MemoryError:
         fail(OUT_OF_MEMORY + address_space_note(), code)
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE) and not os.environ.get("TOKCODEC_DEBUG"):
+            fail(too_many_files(), code)
         if exc.errno not in _PLACE_ERRNOS or os.environ.get("TOKCODEC_DEBUG"):
             _unexpected(exc, code)
         # (a full disk or standard output, `>/dev/full`: what it says is all there is to say)
