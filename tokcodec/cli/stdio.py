@@ -154,9 +154,8 @@ class _StdinCopy:
             self.stop()
         except BaseException as exc:  # (an OSError: the caller says where; nothing else is expected)
             self.error = exc
-            with self.lock, contextlib.suppress(OSError):
-                self.stopped = True
-                self.out.close()
+            with contextlib.suppress(OSError):  # (the flush of a full disk's last block fails again)
+                self.stop()
         finally:
             self.finished.set()
 
