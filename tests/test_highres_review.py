@@ -56,6 +56,34 @@ def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
     assert made[0].speed_estimate_period >= 3600
 
 
+def test_a_stage_filled_at_once_shows_no_speed(monkeypatch) -> None:
+    """A short input's rate plan may keep its last encode as the file: the encode stage then took
+    every frame in one instant after the plan's seconds, and its bar read "7000205.9 fps"."""
+    import rich.progress
+
+    from tokcodec.cli import progress
+
+    made = []
+
+    class Spy(rich.progress.Progress):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(rich.progress, "Progress", Spy)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(progress, "MIN_SPEED_SECONDS", 0.2)
+    with progress.staged_progress([("rate plan", None), ("encode", 34)], quiet=False) as (plan, encode):
+        time.sleep(0.25)
+        plan(102)
+        encode(34)
+        fps = made[0].columns[4]
+        shown = [fps.render(task).plain for task in made[0].tasks]
+    assert "fps" in shown[0] and "--" not in shown[0]     # the plan's 102 frames over 0.25 s
+    assert shown[1].strip() == "-- fps"
+
+
 def test_the_decode_estimate_covers_1080p() -> None:
     """Fitted at 640x360 alone (24 B a pixel-frame), it said 1.37 GiB for a 1080p GOP of 17
     frames that peaked at 1.69-2.09 GiB (fp32: 2.8-3.1 GiB)."""

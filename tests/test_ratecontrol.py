@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from conftest import smooth_clip, write_clip
 from tokcodec.cli.app import app
 from tokcodec.codec.pipeline import decode_video, encode_video
-from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, MAX_CONTROL_RDO, RATE_FACTOR, RateController, Rung,
+from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, MAX_CONTROL_RDO, PLAN_CLOSE, PLAN_TRIES, RATE_FACTOR,
+                                        RateController, Rung,
                                         parse_bitrate, plan_long, plan_short, rate_factor, rdo_for_factor,
                                         short_gop_factor)
 from tokcodec.io import read_frames
@@ -98,6 +99,41 @@ def test_plan_short_on_one_frame_never_measures_rungs_that_code_it_alike() -> No
     assert fake.rate(plan.rung, plan.fixed_rdo) == pytest.approx(0.1, rel=0.05)
     hopeless = plan_short(1e-4, 1, FakeEncoder(0.2, ratios, 1), tries=4)
     assert not hopeless.reachable and hopeless.fixed_rdo == MAX_CONTROL_RDO
+
+
+class ConvexEncoder(FakeEncoder):
+    """Lambda acting as it does with --no-correction: the rate falls about twice as fast as
+    RATE_FACTOR says, and faster at first than later (convex in log rate), so neither the table
+    nor the line through two measurements is exact."""
+
+    def rate(self, rung: Rung, lam: float) -> float:
+        x = lam - 0.25
+        return self.base * self.ratios[rung.effective(self.frames)] * math.exp(-2.2 * x + 0.9 * x ** 2)
+
+
+@pytest.mark.parametrize("target", [0.033, 0.028, 0.024, 0.019])
+def test_plan_short_ends_on_a_measured_lambda_near_the_target(target: float) -> None:
+    """A lambda the plan only extrapolated to ended 13-17% under --bpp 0.02 --no-correction: the
+    plan now measures until it is within PLAN_CLOSE, and takes a lambda it measured."""
+    frames = 34
+    ratios = {(1.25, 17): 1.3, (1.0, 17): 1.0, (1.0, 33): 0.95, (1.0, 37): 0.9, (0.75, 37): 0.5, (0.5, 37): 0.3}
+    fake = ConvexEncoder(0.04, ratios, frames)
+    plan = plan_short(target, frames, fake)
+    assert (plan.rung, plan.fixed_rdo) in fake.calls and len(fake.calls) <= PLAN_TRIES
+    assert fake.rate(plan.rung, plan.fixed_rdo) == pytest.approx(target, rel=PLAN_CLOSE) and plan.reachable
+
+
+def test_plan_short_does_not_skip_the_rung_that_fits() -> None:
+    """From GOP 37 at scale 1 the ladder's ratios point at scale 0.5, but on this input scale 0.5
+    cannot spend enough even at lambda 0 while scale 0.75 fits: the plan goes back to 0.75."""
+    frames = 34
+    ratios = {(1.25, 17): 1.3, (1.0, 17): 1.0, (1.0, 33): 0.95, (1.0, 37): 0.85, (0.75, 37): 0.6, (0.5, 37): 0.25}
+    fake = FakeEncoder(0.04, ratios, frames)
+    plan = plan_short(0.0178, frames, fake)
+    assert [rung.effective(frames) for rung, lam in fake.calls if lam == 0.25] == [
+        (1.0, 17), (1.0, 37), (0.5, 37), (0.75, 37)]
+    assert plan.rung.effective(frames) == (0.75, 37)
+    assert fake.rate(plan.rung, plan.fixed_rdo) == pytest.approx(0.0178, rel=PLAN_CLOSE) and plan.reachable
 
 
 def simulate(controller: RateController, rates: list[float], pixels: int, lag: int = 1,

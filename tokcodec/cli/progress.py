@@ -14,6 +14,8 @@ from tokcodec.text import clock, live_terminal
 
 #: the window of the progress bar's frames/s: a whole stage (a day), not rich's 30 s
 WHOLE_STAGE_SECONDS = 86400.0
+#: a stage's speed is shown once it has run this long
+MIN_SPEED_SECONDS = 0.5
 #: how often a run whose standard error is no live terminal (a log file, TERM=dumb) says where it is
 LOG_LINE_SECONDS = 60.0
 
@@ -45,7 +47,9 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
 
     class FpsColumn(TextColumn):
         def render(self, task):  # type: ignore[override]
-            speed = task.finished_speed or task.speed
+            # (no speed from a stage's first instant: a rate plan's kept encode is added at once,
+            # which read "7000205.9 fps")
+            speed = (task.finished_speed or task.speed) if (task.elapsed or 0.0) >= MIN_SPEED_SECONDS else None
             from rich.text import Text
             return Text(f"{speed:6.1f} fps" if speed else "   -- fps")
 
@@ -55,8 +59,8 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
                         FpsColumn(""), TimeRemainingColumn(), console=Console(stderr=True),
                         transient=True, speed_estimate_period=WHOLE_STAGE_SECONDS)
     with progress:
-        tasks = [progress.add_task(label, total=total or None, visible=k == 0)
-                 for k, (label, total) in enumerate(stages)]
+        tasks = [progress.add_task(label, total=total or None, visible=k == 0, start=k == 0)
+                 for k, (label, total) in enumerate(stages)]  # (a stage's clock starts when it shows)
         progress.advance(tasks[0], 0)  # (a first sample at the start: the speed shows from the first step)
         shown = [0]
 
@@ -65,6 +69,7 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
                 if shown[0] != k:  # a later stage began: it takes the bar
                     progress.update(tasks[shown[0]], visible=False)
                     progress.update(tasks[k], visible=True)
+                    progress.start_task(tasks[k])
                     progress.advance(tasks[k], 0)
                     shown[0] = k
                 progress.advance(tasks[k], n)

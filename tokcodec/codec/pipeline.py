@@ -529,8 +529,8 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
     (``plan_short``); a longer one on ``PROBE_WINDOWS`` GOPs spread over it (coded on their own,
     so scaled by ``LINKED_RATE`` where GOPs will link), at the base rung and then at the rung
     ``plan_long`` takes from it. Where the input proves shorter than its container said, its
-    frames are counted and the plan made again. With the plan, the encode of a short input's last
-    measurement where the plan keeps its settings: the file's very chunks (None otherwise). The
+    frames are counted and the plan made again. With the plan, the encode of a short input's
+    measurement at the settings the plan chose: the file's very chunks (None otherwise). The
     input's frames start after its first ``skip`` (encode --ss) and are read as ``deinterlace`` says;
     a whole-input measurement splits GOPs at scene cuts as encode does (``scenecut``)."""
     if gop is None and scale is None:
@@ -547,23 +547,22 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
 
     def measure(rung: Rung, lam: float, groups: Iterable[list[np.ndarray]] | None = None) -> float:
         """The rate at ``rung`` and ``lam`` of ``groups``, or of the whole input (its GOPs linked,
-        the chunks kept in ``last`` with the time they took)."""
+        the chunks kept in ``whole_encodes`` with the time they took)."""
         _, encode_gop = coding_at(rung)
         if groups is not None:
             return measure_bpp(encode_gop, coder, groups, chooser(lam), progress=progress)
-        last.clear()
         start, chunks, frames = time.perf_counter(), [], iter_frames(src, max_frames, skip, deinterlace)
         input_gops = split_gops(itertools.islice(frames, total), rung.gop, scenecut)
         rate = measure_bpp(encode_gop, coder, input_gops, chooser(lam),
                            key_interval=key_interval, progress=progress, keep=chunks)
         seconds = time.perf_counter() - start
         # the chunks are the whole input's only where no frame follows (its container may have said fewer)
-        whole = next(frames, None) is None
+        if next(frames, None) is None:
+            whole_encodes[(rung, lam)] = MeasuredEncode(chunks, seconds)
         frames.close()
-        last.update(setting=(rung, lam), chunks=chunks, seconds=seconds, whole=whole)
         return rate
 
-    last: dict = {}
+    whole_encodes: dict[tuple[Rung, float], MeasuredEncode] = {}  # (a short input's: a few MB at most)
 
     def probed(rung: Rung) -> float | None:
         """The rate of windows of ``rung`` spread over the input, or None where it ended early."""
@@ -590,10 +589,7 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         if total <= PROBE_WINDOWS * max(rung.gop for rung in ladder):  # too few GOPs for feedback
             plan = replace(plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor),
                            frames=total)
-            kept = None
-            if last.get("setting") == (plan.rung, plan.fixed_rdo) and last["whole"]:
-                kept = MeasuredEncode(last["chunks"], last["seconds"])
-            return plan, kept
+            return plan, whole_encodes.get((plan.rung, plan.fixed_rdo))
         rate = probed(base)
         if rate is None:
             continue

@@ -21,8 +21,8 @@ over the file with two kinds of knob:
   the table is least sure near lambda 0.
 
 An input of too few GOPs for that feedback is measured whole instead (``plan_short``): at a rung,
-then at the rung the measurement points to, then at the lambda that should meet the target
-there, and lambda is fixed for the whole encode.
+then at the rungs the measurements point to, then at lambdas on the last until one meets the
+target, and that measured lambda is fixed for the whole encode.
 """
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ MAX_CONTROL_RDO = 1.0
 MIN_CONTROL_RDO = 0.05
 MAX_SPEND = 1.25
 PLAN_MAX_RDO = 0.5     # a rung is planned for lambdas up to this; lower rates take the next rung
+#: a short input's plan: at most this many encodes of it, and it stops where one is this close
+PLAN_TRIES = 6
+PLAN_CLOSE = 0.02
 #: a file's rate against that of its GOPs coded on their own (as the probe codes its windows), with
 #: GOPs linked (--key-interval 8): coder 4 and kind 3 records took 7.5-13% off the training videos
 #: (docs/results.md, "Smaller files, same pictures")
@@ -163,16 +166,22 @@ def plan_long(target: float, probe_bpp: float, ladder: Sequence[Rung] = LADDER,
 
 
 def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Rung] = LADDER,
-               base: Rung = DEFAULT_RUNG, tries: int = 4, temporal_factor: int = 4) -> RatePlan:
+               base: Rung = DEFAULT_RUNG, tries: int = PLAN_TRIES, temporal_factor: int = 4) -> RatePlan:
     """The rung and a fixed lambda for an input the probe covers whole (no feedback will follow):
-    ``measure(rung, lam)`` encodes all of it. Starts at the ``base`` rung at lambda 0.25 and moves
-    between distinct rungs (ones that code this input differently) towards the target while
-    lambda in [0, ``PLAN_MAX_RDO``] cannot reach it (to the rung ``plan_long`` would take from
-    the last measurement, which need not be the next one); then measures the lambda that
-    ``RATE_FACTOR`` says reaches the target and corrects it once along the line through the two
-    measurements (log rate against lambda): at most ``tries`` measurements in all. Where no
-    correction was needed, the plan's rung and lambda are those of the last measurement, whose
-    encode the caller may keep as the file's."""
+    ``measure(rung, lam)`` encodes all of it, at most ``tries`` times in all.
+
+    The rung: from ``base`` at lambda 0.25 towards the target, between distinct rungs (ones that
+    code this input differently), until lambda in [0, ``PLAN_MAX_RDO``] reaches it from the rung
+    measured last. Each move goes to the rung ``plan_long`` would take from that measurement, but
+    never past a rung already measured on that side: the ladder's ratios are typical, not this
+    input's, and one wrong guess must not skip the rung that fits (noise at 320x180 went from
+    GOP 37 at scale 1 straight to scale 0.5, and ended 17% under its target).
+    Then lambda on that rung, measured until a measurement is within ``PLAN_CLOSE`` of the target:
+    first where ``RATE_FACTOR`` says, then where the two measurements that bracket the target (or,
+    before there are two, the nearest two) say, with the rate a power of the table's. The plan takes the
+    measurement nearest the target (never an untried lambda: the table was fitted with the
+    correction on, and without it the rate falls twice as fast with lambda), so the caller may
+    keep that measurement's encode as the file."""
     rungs: list[Rung] = []
     seen: set[tuple[float, int]] = set()
     for rung in ladder:  # the first of the rungs that act alike on this input
@@ -184,32 +193,84 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
             rungs.append(Rung(rung.scale, max(min(rung.gop, base.gop), key[1]), rung.ratio))
     i = next(k for k, r in enumerate(rungs) if r.effective(frames, temporal_factor) ==
              base.effective(frames, temporal_factor))
-    start = rungs[i]
     tries = max(2, tries)
     measured: dict[int, float] = {}
     while len(measured) < tries - 1:
         measured[i] = measure(rungs[i], DEFAULT_RDO)
-        # the rung plan_long would take from this measurement (scaled to the start by the ratios)
-        j = rungs.index(plan_long(target, measured[i] * start.ratio / rungs[i].ratio, rungs, start).rung)
-        if j == i or j in measured:
-            i = j
+        j = _next_rung(target, i, measured, rungs)
+        if j is None:
             break
         i = j
-    if i not in measured:  # no measurement left for the last move: the measured rung nearest reach
-        i = min(measured, key=lambda k: (_outside(target / max(measured[k], 1e-9)), k))
-    rate = measured[i]
-    lam = rdo_for_factor(target / max(rate, 1e-9))
-    got = rate
-    if abs(lam - DEFAULT_RDO) < 0.01:  # the measurement itself (its encode may be kept)
-        lam = DEFAULT_RDO
+    if i not in measured or not _reaches(target / measured[i], PLAN_MAX_RDO):
+        i = min(measured, key=lambda k: _rung_order(target / max(measured[k], 1e-9), k))
+    points = [(DEFAULT_RDO, measured[i])]
+    while len(measured) + len(points) - 1 < tries and not _close(points, target):
+        lam = _next_lambda(points, target)
+        if lam is None:
+            break
+        points.append((lam, measure(rungs[i], lam)))
+    lam, got = min(points, key=lambda p: (abs(math.log(max(p[1], 1e-12) / target)), p[0]))
+    return RatePlan(rungs[i], measured[i], lam, reachable=abs(got / target - 1) <= 0.05)
+
+
+def _reaches(need: float, most: float) -> bool:
+    """Does lambda in [0, ``most``] give ``need`` times the rate at lambda 0.25 (as RATE_FACTOR says)?"""
+    return rate_factor(most) <= need <= rate_factor(0.0)
+
+
+def _rung_order(need: float, k: int) -> tuple[float, int, float]:
+    """Which measured rung a short input's plan takes (the least first): one that lambda in [0,
+    ``PLAN_MAX_RDO``] brings to the target, the largest (first in the ladder); then one that
+    lambda up to ``MAX_CONTROL_RDO`` brings there, with the least lambda; then the nearest reach."""
+    if _reaches(need, PLAN_MAX_RDO):
+        return 0.0, 0, k
+    return _outside(need), 1, -need
+
+
+def _next_rung(target: float, i: int, measured: dict[int, float], rungs: Sequence[Rung]) -> int | None:
+    """The rung to measure after ``rungs[i]`` (None: stay): towards the target where lambda in
+    [0, PLAN_MAX_RDO] cannot reach it there, as far as ``plan_long`` says from that measurement
+    but short of any rung measured already on that side."""
+    need = target / max(measured[i], 1e-9)
+    if _reaches(need, PLAN_MAX_RDO):
+        return None
+    step = -1 if need > rate_factor(0.0) else 1      # -1: a larger rung (more bits)
+    bound = next((k for k in range(i + step, -1 if step < 0 else len(rungs), step) if k in measured),
+                 -1 if step < 0 else len(rungs))
+    free = range(i + step, bound, step)
+    if not free:
+        return None
+    guess = rungs.index(plan_long(target, measured[i], rungs, rungs[i]).rung)
+    return guess if guess in free else free[-1] if (guess - i) * step > 0 else free[0]
+
+
+def _close(points: list[tuple[float, float]], target: float) -> bool:
+    return any(abs(rate / target - 1) <= PLAN_CLOSE for _, rate in points)
+
+
+def _next_lambda(points: list[tuple[float, float]], target: float) -> float | None:
+    """The lambda to measure next, from ``points`` (lambda, rate) measured on one rung. The rate is
+    taken as a power of ``rate_factor`` (a line in log rate against log rate_factor: the table's
+    shape, its slope this input's) through the two measurements that bracket the target, else the
+    two nearest it on its side; with one, the table itself. None where lambda's range ends on the
+    side the target lies, or the next lambda would repeat one measured."""
+    above = sorted((p for p in points if p[1] > target), key=lambda p: -p[0])  # rate too high: more lambda
+    below = sorted((p for p in points if p[1] <= target), key=lambda p: p[0])
+    if above and below:
+        pair = [above[0], below[0]]
     else:
-        got = measure(rungs[i], lam)
-        slope = (math.log(max(got, 1e-9)) - math.log(max(rate, 1e-9))) / (lam - DEFAULT_RDO)
-        if abs(got / target - 1) > 0.02 and slope < 0:
-            corrected = min(MAX_CONTROL_RDO, max(0.0, lam + (math.log(target) - math.log(max(got, 1e-9))) / slope))
-            got *= math.exp(slope * (corrected - lam))  # expected, not measured
-            lam = corrected
-    return RatePlan(rungs[i], rate, lam, reachable=abs(got / target - 1) <= 0.05)
+        pair = (above or below)[:2]
+    u = [math.log(rate_factor(lam)) for lam, _ in pair]
+    y = [math.log(max(rate, 1e-12)) for _, rate in pair]
+    slope = 1.0 if len(pair) == 1 else (y[1] - y[0]) / (u[1] - u[0]) if u[1] != u[0] else 0.0
+    if slope <= 0:  # (a rate that does not fall with lambda: noise)
+        return None
+    factor = math.exp(u[0] + (math.log(target) - y[0]) / slope)
+    return _fresh(rdo_for_factor(factor), points)
+
+
+def _fresh(lam: float, points: list[tuple[float, float]]) -> float | None:
+    return None if any(abs(lam - l) < 0.005 for l, _ in points) else lam
 
 
 def _outside(need: float) -> float:
