@@ -56,7 +56,7 @@ def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
     assert made[0].speed_estimate_period >= 3600
 
 
-def test_a_stage_filled_at_once_shows_no_speed(monkeypatch) -> None:
+def test_a_stage_after_a_rate_plan_shows_its_true_speed(monkeypatch) -> None:
     """A short input's rate plan may keep its last encode as the file: the encode stage then took
     every frame in one instant after the plan's seconds, and its bar read "7000205.9 fps"."""
     import rich.progress
@@ -82,6 +82,14 @@ def test_a_stage_filled_at_once_shows_no_speed(monkeypatch) -> None:
         shown = [fps.render(task).plain for task in made[0].tasks]
     assert "fps" in shown[0] and "--" not in shown[0]     # the plan's 102 frames over 0.25 s
     assert shown[1].strip() == "-- fps"
+    # after a plan that kept nothing, the first GOP's time runs from the plan's end: it read
+    # "8527945.4 fps" where 65 frames had taken 13 s
+    with progress.staged_progress([("rate plan", None), ("encode", 300)], quiet=False) as (plan, encode):
+        plan(51)
+        time.sleep(0.3)
+        encode(65)
+        speed = made[1].tasks[1].speed
+    assert speed is not None and 65 / 0.6 < speed < 65 / 0.25
 
 
 def test_the_decode_estimate_covers_1080p() -> None:

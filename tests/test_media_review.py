@@ -39,6 +39,23 @@ def test_compare_against_a_reference_at_another_rate_warns(tmp_path, tiny_model)
     assert json.loads(res.stdout)["compare"]["rates"] is None
 
 
+@pytest.mark.parametrize("suffix", [".avi", ".mpg"])
+def test_compare_takes_a_reference_in_any_input_format(tmp_path, tiny_model, suffix) -> None:
+    """A source .avi or .mpg, as encode reads it, failed `decode --compare` after the whole
+    decode: "w.avi: unknown output format '.avi'" (its kind was asked as an output's)."""
+    ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+    clip = write_clip(tmp_path / "clip.mkv", smooth_clip(5, 32, 48), Fraction(25))
+    source = tmp_path / f"source{suffix}"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-c:v", "mpeg2video", "-q:v", "2", str(source)],
+                   check=True)
+    encode_video(source, tmp_path / "c.tok", model=tiny_model, gop=5)
+    res = runner.invoke(app, ["decode", str(tmp_path / "c.tok"), "-o", str(tmp_path / "d.mkv"),
+                              "--compare", str(source), "--json"])
+    assert res.exit_code == 0, res.output
+    compared = json.loads(res.stdout)["compare"]
+    assert compared["frames"] == 5 and compared["rates"] is None and compared["psnr"] > 10
+
+
 def _clicks_after_a_gap(path: Path, audio_codec: str) -> Path:
     """2 s of 96x64 video at 25 fps and audio with a click every 0.4 s from 0.2 s, whose
     timestamps jump 0.2 s ahead at 0.8 s (a gap: the clicks after it play at 1.2 and 1.6 s)."""

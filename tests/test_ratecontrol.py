@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from conftest import smooth_clip, write_clip
 from tokcodec.cli.app import app
 from tokcodec.codec.pipeline import decode_video, encode_video
-from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, MAX_CONTROL_RDO, PLAN_CLOSE, PLAN_TRIES, RATE_FACTOR,
-                                        RateController, Rung,
+from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, MAX_CONTROL_RDO, MIN_STRENGTH, PLAN_CLOSE,
+                                        PLAN_TRIES, RATE_FACTOR, TARGET_TOLERANCE, RateController, Rung,
+                                        lambda_strength,
                                         parse_bitrate, plan_long, plan_short, rate_factor, rdo_for_factor,
                                         short_gop_factor)
 from tokcodec.io import read_frames
@@ -191,6 +192,56 @@ def test_a_short_last_gop_is_expected_dearer_and_not_held_against_the_content() 
     assert lam > blind.next_rdo(pixels // 5)
     told.coded(0.02 * short_gop_factor(13, 65) * rate_factor(lam) * (pixels // 5))  # as dear as expected:
     assert told.content == pytest.approx(0.02)                                       # the estimate holds
+
+
+def test_lambda_strength_is_measured_and_steadies_the_controller() -> None:
+    """With GOPs of 65 lambda moved the rate about 2.6 times as strongly (in log) as RATE_FACTOR,
+    fitted on GOPs of 17, says: the controller overshot each way in turn, GOPs of one scene took
+    0.0116 and 0.0430 bpp (a 3.5 dB swing) for a target of 0.026. Told the strength the plan
+    measured, it holds each GOP near the target."""
+    assert lambda_strength(0.04, 0.6, 0.04 * rate_factor(0.6) ** 2.6) == pytest.approx(2.6)
+    assert lambda_strength(0.04, 0.25, 0.03) == 1.0                  # no second lambda: the table
+    assert lambda_strength(0.04, 0.6, 0.05) == MIN_STRENGTH          # (noise: a rate that rose)
+    pixels, gops, content = 65 * 640 * 360, 12, 0.05
+    spread = {}
+    for told in (1.0, 2.6):
+        controller = RateController(0.026, content, total_pixels=gops * pixels, strength=told)
+        mean, lams = simulate(controller, [content] * gops, pixels, lag=1, strength=2.6)
+        sizes = [content * rate_factor(lam) ** 2.6 for lam in lams]
+        spread[told] = max(sizes[1:]) / min(sizes[1:])
+        assert mean == pytest.approx(0.026, rel=0.06)
+    assert spread[2.6] < 1.1 < 1.3 < spread[1.0]
+
+
+def test_the_probe_splits_its_windows_at_cuts_and_measures_lambda_s_strength(tmp_path, monkeypatch) -> None:
+    """A probe window across a scene cut was coded as one GOP, dearer than the two GOPs encode
+    makes of it; and a target far from the content's rate has the probe measure lambda's effect."""
+    from tokcodec.codec import pipeline
+
+    a, b = smooth_clip(120, 48, 64, seed=1), 255 - smooth_clip(120, 48, 64, seed=7)
+    clip = write_clip(tmp_path / "cut.mkv", np.concatenate([a[:60], b[60:]]), Fraction(25))
+    model = load_tokenizer("default")
+    free = encode_video(clip, tmp_path / "free.tok", model=model, gop=17)
+    probes, strengths = [], []
+    real_measure, real_controller = pipeline.measure_bpp, pipeline.RateController
+
+    def measure_bpp(encode, coder, groups, quantize, **kw):
+        groups = list(groups)
+        if kw.get("key_interval", 1) == 1:  # (the probe's windows, coded on their own)
+            probes.append([len(g) for g in groups])
+        return real_measure(encode, coder, groups, quantize, **kw)
+
+    def controller(*args, **kw):
+        strengths.append(kw["strength"])
+        return real_controller(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "measure_bpp", measure_bpp)
+    monkeypatch.setattr(pipeline, "RateController", controller)
+    st = encode_video(clip, tmp_path / "t.tok", model=model, gop=17, bpp=0.88 * free.video_bpp)
+    assert probes[:3] == [[17], [8, 9], [17]]                      # the middle window at the cut: two GOPs
+    assert len(probes) == 4 and probes[3] in probes[:3]            # then one window at the strength's lambda
+    assert strengths[0] != 1.0 and st.scene_cuts == 1
+    assert st.video_bpp == pytest.approx(0.88 * free.video_bpp, rel=TARGET_TOLERANCE)
 
 
 def test_controller_without_feedback_and_fixed() -> None:

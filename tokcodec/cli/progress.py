@@ -62,17 +62,26 @@ def staged_progress(stages: list[tuple[str, int | None]], quiet: bool):
         tasks = [progress.add_task(label, total=total or None, visible=k == 0, start=k == 0)
                  for k, (label, total) in enumerate(stages)]  # (a stage's clock starts when it shows)
         progress.advance(tasks[0], 0)  # (a first sample at the start: the speed shows from the first step)
-        shown = [0]
+        shown, moved = [0], [progress.get_time()]
 
         def advancer(k: int):
             def advance(n: int) -> None:
                 if shown[0] != k:  # a later stage began: it takes the bar
                     progress.update(tasks[shown[0]], visible=False)
                     progress.update(tasks[k], visible=True)
-                    progress.start_task(tasks[k])
-                    progress.advance(tasks[k], 0)
+                    # its clock and first sample from where the stage before last moved, as LogLines
+                    # counts: its first step's time is a rate plan's end to the first GOP (started
+                    # at that step, the first GOP's frames took no time: "8527945.4 fps")
+                    now = progress.get_time
+                    progress.get_time = lambda: moved[0]
+                    try:
+                        progress.start_task(tasks[k])
+                        progress.advance(tasks[k], 0)
+                    finally:
+                        progress.get_time = now
                     shown[0] = k
                 progress.advance(tasks[k], n)
+                moved[0] = progress.get_time()
             return advance
 
         yield tuple(advancer(k) for k in range(len(stages)))

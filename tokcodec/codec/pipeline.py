@@ -45,8 +45,8 @@ from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
 from tokcodec.codec.parallel import linked_map, ordered_map
 from tokcodec.codec.ratecontrol import (DEFAULT_RUNG, LADDER, LINKED_RATE, TARGET_TOLERANCE, RateController,
-                                        RatePlan, Rung, check_bitrate, check_target, plan_long, plan_short,
-                                        short_gop_factor)
+                                        STRENGTH_PROBE_RDO, RatePlan, Rung, check_bitrate, check_target,
+                                        lambda_strength, plan_long, plan_short, rdo_for_factor, short_gop_factor)
 from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, seconds, time_of
 from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, nothing_survived, open_salvage
@@ -324,7 +324,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     if plan is not None and kept is None:
         control = RateController(target, plan.content_bpp, spent_bits=8 * fixed_file_bytes(header),
                                  total_pixels=plan.frames * info.width * info.height,
-                                 feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo)
+                                 feedback=plan.fixed_rdo is None, fixed_rdo=plan.fixed_rdo,
+                                 strength=plan.strength)
     start = time.perf_counter()
     frames = tokens = correction_bytes = gop_count = linked_count = cut_count = 0
     ended_short = False  # the GOP before ended short, so a scene cut began this one (a cut on a GOP
@@ -564,19 +565,33 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
 
     whole_encodes: dict[tuple[Rung, float], MeasuredEncode] = {}  # (a short input's: a few MB at most)
 
-    def probed(rung: Rung) -> float | None:
-        """The rate of windows of ``rung`` spread over the input, or None where it ended early."""
-        seen = [0]
-
-        def windows() -> Iterator[list[np.ndarray]]:
-            for window in probe_windows(src, max_frames, total, rung.gop, skip=skip, deinterlace=deinterlace):
-                seen[0] += len(window)
-                yield window
+    def probed(rung: Rung, lam: float = DEFAULT_RDO, only: int | None = None) -> list[float] | None:
+        """The rates at ``lam`` of the windows of ``rung`` spread over the input (of the ``only``-th
+        alone where given), or None where it ended early. A window is split at scene cuts as
+        encode splits GOPs (a window across a cut, coded whole, took more than the GOPs it becomes)."""
+        rates, seen = [], 0
         try:
-            rate = measure(rung, DEFAULT_RDO, windows())
+            with closing(probe_windows(src, max_frames, total, rung.gop, skip=skip, deinterlace=deinterlace)) as windows:
+                for k, window in enumerate(windows):
+                    seen += len(window)
+                    if only is None or k == only:
+                        rates.append(linked_share * measure(rung, lam, split_gops(iter(window), rung.gop, scenecut)))
+                    if k == only:
+                        return rates
         except ValueError:  # no frames at all where the windows were
             return None
-        return rate * linked_share if seen[0] == PROBE_WINDOWS * rung.gop else None
+        return rates if only is None and seen == PROBE_WINDOWS * rung.gop else None
+
+    def strength(rung: Rung, rates: list[float], wanted: float) -> float:
+        """How strongly lambda acts on this input at ``rung``, whose windows took ``rates`` at
+        lambda 0.25: measured on the window of the median rate at the lambda the table gives
+        for ``wanted`` (one window: the plan's cost, two more GOPs' encodes spared)."""
+        lam = rdo_for_factor(wanted / max(sum(rates) / len(rates), 1e-12))
+        if abs(lam - DEFAULT_RDO) < STRENGTH_PROBE_RDO:
+            return 1.0
+        k = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
+        at_lam = probed(rung, lam, only=k)
+        return lambda_strength(rates[k], lam, at_lam[0]) if at_lam else 1.0
 
     for counted in (False, True):
         if counted:  # the container's frame count was too high: count them
@@ -590,15 +605,15 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
             plan = replace(plan_short(chunks, total, measure, ladder, base, temporal_factor=header.temporal_factor),
                            frames=total)
             return plan, whole_encodes.get((plan.rung, plan.fixed_rdo))
-        rate = probed(base)
-        if rate is None:
+        rates = probed(base)
+        if rates is None:
             continue
-        plan = plan_long(chunks, rate, ladder, base)
-        if plan.rung == base:
-            return replace(plan, frames=total), None
-        rate = probed(plan.rung)  # the ladder's ratio was a guess: this input's rate on the rung chosen
-        if rate is not None:
-            return replace(plan, content_bpp=rate, frames=total), None
+        plan = plan_long(chunks, sum(rates) / len(rates), ladder, base)
+        if plan.rung != base:
+            rates = probed(plan.rung)  # the ladder's ratio was a guess: this input's rate on the rung chosen
+        if rates is not None:
+            return replace(plan, content_bpp=sum(rates) / len(rates), frames=total,
+                           strength=strength(plan.rung, rates, chunks)), None
     raise InputError(f"{src}: the input ended before its frames could be measured")
 
 
@@ -1120,9 +1135,13 @@ def compare_videos(reference: str | Path, decoded: str | Path, reference_start: 
     from tokcodec.io import output_kind, probe
 
     rates = None
-    if output_kind(Path(reference)) == output_kind(Path(decoded)) == "video":
-        theirs, ours = probe(reference).frame_rate, probe(decoded).frame_rate
-        rates = (float(theirs), float(ours)) if theirs != ours else None
+    if output_kind(Path(decoded)) == "video":
+        # (the reference is any input, not an output: its kind by output_kind failed an .avi or
+        # .mpg source "unknown output format" after the whole decode)
+        source = probe(reference)
+        if not (source.is_image or source.is_sequence):
+            theirs, ours = source.frame_rate, probe(decoded).frame_rate
+            rates = (float(theirs), float(ours)) if theirs != ours else None
     totals = ErrorTotals()
     source_frames = iter_frames(reference, skip=reference_start)
     decoded_frames = iter_frames(decoded)

@@ -12,9 +12,11 @@ over the file with two kinds of knob:
   (the probe), takes the rung whose typical rate against the default's (``Rung.ratio``,
   measured on training videos) reaches the target with ``--rdo`` at most ``PLAN_MAX_RDO``
   (``plan_long``), and measures that rung too.
-- Per GOP, ``--rdo``'s lambda, in [0, ``MAX_CONTROL_RDO``]. ``RATE_FACTOR`` says what it does to
-  the rate (0 keeps the encoder's own bits: about 1.38 times the rate of the default 0.25; above
-  1 the correction records grow about as fast as the token bits shrink, so it stops there).
+- Per GOP, ``--rdo``'s lambda, in [0, ``MAX_CONTROL_RDO``]. ``RATE_FACTOR`` says what it
+  typically does to the rate (0 keeps the encoder's own bits: about 1.38 times the rate of the
+  default 0.25; above 1 the correction records grow about as fast as the token bits shrink, so it
+  stops there); where the target is far from the input's rate, the probe measures the power of
+  the table that this input follows (``lambda_strength``).
   A ``RateController`` chooses each GOP's lambda from an estimate of the content's rate, updated
   by every GOP coded, and the bits spent so far against the budget, repaying a debt (or spending
   a saving) over the next ``horizon`` GOPs; within ``MIN_CONTROL_RDO`` and ``MAX_SPEND``, as
@@ -49,6 +51,10 @@ PLAN_MAX_RDO = 0.5     # a rung is planned for lambdas up to this; lower rates t
 #: a short input's plan: at most this many encodes of it, and it stops where one is this close
 PLAN_TRIES = 6
 PLAN_CLOSE = 0.02
+#: the range of ``lambda_strength``; a long input's probe measures it where the target is more
+#: than ``STRENGTH_PROBE_RDO`` of lambda away from 0.25 (nearer, the table's error matters little)
+MIN_STRENGTH, MAX_STRENGTH = 0.5, 4.0
+STRENGTH_PROBE_RDO = 0.1
 #: a file's rate against that of its GOPs coded on their own (as the probe codes its windows), with
 #: GOPs linked (--key-interval 8): coder 4 and kind 3 records took 7.5-13% off the training videos
 #: (docs/results.md, "Smaller files, same pictures")
@@ -139,6 +145,7 @@ class RatePlan:
     fixed_rdo: float | None = None
     reachable: bool = True   # False: the target lies outside what the ladder and lambda reach
     frames: int = 0          # of the input (what the probe found)
+    strength: float = 1.0    # lambda's effect on this input: the rate goes as rate_factor ** strength
 
 
 #: bpp of the source at a rung and lambda; what the plan's probe measures
@@ -273,6 +280,17 @@ def _fresh(lam: float, points: list[tuple[float, float]]) -> float | None:
     return None if any(abs(lam - l) < 0.005 for l, _ in points) else lam
 
 
+def lambda_strength(rate: float, lam: float, rate_at_lam: float) -> float:
+    """How strongly lambda acts on an input whose rate was ``rate`` at lambda 0.25 and
+    ``rate_at_lam`` at ``lam``: the power of ``rate_factor`` that joins them, within
+    [``MIN_STRENGTH``, ``MAX_STRENGTH``]. The table was fitted on GOPs of 17 with the correction
+    on; GOPs of 65 moved 3.7x between lambda 0.05 and 0.55 where it says 1.6x (about 2.6)."""
+    u = math.log(rate_factor(lam))
+    if abs(u) < 1e-6 or rate <= 0 or rate_at_lam <= 0:
+        return 1.0
+    return min(MAX_STRENGTH, max(MIN_STRENGTH, math.log(rate_at_lam / rate) / u))
+
+
 def _outside(need: float) -> float:
     """How far (in log rate) lambda in [0, MAX_CONTROL_RDO] falls short of ``need``; 0 within."""
     return max(0.0, math.log(rate_factor(MAX_CONTROL_RDO) / need), math.log(need / rate_factor(0.0)))
@@ -295,14 +313,16 @@ class RateController:
     least ``smoothing``) and the budget: the bits over (or
     under) the target so far, GOPs in flight counted at their expected size, are paid back over
     the next ``horizon`` GOPs, or the GOPs left where fewer. GOPs are coded in the order their
-    lambdas were asked for."""
+    lambdas were asked for. ``strength``: how strongly lambda acts on this input (the plan's
+    ``lambda_strength``): its rate goes as ``rate_factor(lambda) ** strength``."""
 
     def __init__(self, target: float, content_bpp: float, *, spent_bits: float = 0.0,
                  total_pixels: int | None = None, feedback: bool = True, fixed_rdo: float | None = None,
-                 horizon: int = 8, smoothing: float = 0.3) -> None:
+                 horizon: int = 8, smoothing: float = 0.3, strength: float = 1.0) -> None:
         self.target = check_target(target)
         self.content = max(content_bpp, 1e-9)
         self.feedback = feedback
+        self.strength = strength
         self.fixed_rdo = fixed_rdo
         self.horizon = max(1, horizon)
         self.smoothing = smoothing
@@ -320,9 +340,9 @@ class RateController:
         if self.fixed_rdo is not None:
             rdo = self.fixed_rdo
         elif not self.feedback:
-            rdo = rdo_for_factor(self.target / self.content)
+            rdo = self.rdo_for(self.target / self.content)
         else:
-            expected = sum(p * self.content * short * rate_factor(lam) for p, short, lam in self.in_flight)
+            expected = sum(p * self.content * short * self.factor(lam) for p, short, lam in self.in_flight)
             debt = self.spent + expected - self.target * self.asked_pixels
             horizon = self.horizon
             if self.total_pixels and debt > 0:  # a debt is paid by the GOPs left, where fewer;
@@ -330,7 +350,7 @@ class RateController:
                 horizon = max(1, min(horizon, round((self.total_pixels - self.asked_pixels) / max(1, pixels))))
             wanted = self.target - debt / (horizon * max(1, pixels))
             wanted = min(MAX_SPEND * self.target, max(0.5 * self.target, wanted))
-            rdo = max(MIN_CONTROL_RDO, rdo_for_factor(wanted / (self.content * shortness)))
+            rdo = max(MIN_CONTROL_RDO, self.rdo_for(wanted / (self.content * shortness)))
         self.in_flight.append((pixels, shortness, rdo))
         self.asked_pixels += pixels
         self.used.append(rdo)
@@ -343,8 +363,15 @@ class RateController:
         if self.feedback and pixels:
             self.observed += 1
             weight = max(self.smoothing, 1 / (self.observed + 0.5))
-            observed = max(bits, 1.0) / (pixels * shortness * rate_factor(rdo))
+            observed = max(bits, 1.0) / (pixels * shortness * self.factor(rdo))
             self.content = math.exp((1 - weight) * math.log(self.content) + weight * math.log(observed))
+
+    def factor(self, rdo: float) -> float:
+        """The rate at ``rdo`` against lambda 0.25's, on this input."""
+        return rate_factor(rdo) ** self.strength
+
+    def rdo_for(self, factor: float) -> float:
+        return rdo_for_factor(factor ** (1 / self.strength))
 
     @property
     def mean_rdo(self) -> float:
