@@ -31,19 +31,33 @@ from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_fi
 from tokcodec.ffmpeg_names import ffmpeg_name
 from tokcodec.text import plural
 
+#: the image formats a decode writes (and reads)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+#: the names of still images read as inputs (image sequences, batch inputs; names an encode's .tok
+#: must not take): the film and VFX frame formats too (DPX, EXR, TGA; all read by FFmpeg)
+IMAGE_INPUT_SUFFIXES = IMAGE_SUFFIXES | {".tga", ".dpx", ".exr", ".ppm", ".pgm", ".pbm", ".pnm", ".pam",
+                                         ".pcx", ".qoi", ".sgi", ".rgb", ".jp2", ".j2k", ".hdr"}
 VIDEO_OUTPUT_SUFFIXES = {".mp4", ".mkv", ".y4m", ".mov"}
 #: the names of videos (batch inputs; names an encode's .tok must not take)
 VIDEO_INPUT_SUFFIXES = {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".mpg", ".mpeg",
-                        ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".gif"}
+                        ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".gif",
+                        ".vob", ".dv", ".asf", ".nut", ".m1v", ".m2v", ".mpe", ".f4v", ".divx", ".apng",
+                        ".3g2", ".mj2", ".qt", ".rm", ".rmvb", ".h264", ".264", ".h265", ".265", ".hevc",
+                        ".ivf", ".obu", ".mjpeg", ".mjpg"}
 DEFAULT_IMAGE_RATE = Fraction(25, 1)
 MAX_DIMENSION = 16384
 # 8K (7680x4320 and DCI 8192x4320 fit): one RGB frame of this is 113 MB and the model needs many
 # times that, so probe() refuses larger inputs before anything is decoded
 MAX_PIXELS = 8192 * 4608
-_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
+#: FFmpeg's demuxers of one still image: image2 (by the file's name) and the image pipes that
+#: probe a file's content (png_pipe, dpx_pipe, exr_pipe, ...); gif_pipe may hold an animation
+_IMAGE_FORMATS = {"image2", "image2pipe"}
 # demuxers whose frames carry no timestamps of their own: constant rate by construction
 _CONSTANT_RATE_FORMATS = _IMAGE_FORMATS | {"yuv4mpegpipe", "rawvideo"}
+
+
+def _is_image_format(name: str) -> bool:
+    return name in _IMAGE_FORMATS or (name.endswith("_pipe") and name != "gif_pipe")
 
 
 @dataclass
@@ -88,11 +102,11 @@ def image_sequence(path: Path) -> list[Path]:
 @functools.lru_cache(maxsize=8)
 def _listed_sequence(path: Path, mtime_ns: int) -> tuple[Path, ...]:
     images = [p for p in path.iterdir()
-              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+              if p.suffix.lower() in IMAGE_INPUT_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     decoded = [p for p in images if FRAME_NAME.fullmatch(p.name)]
     if not images:
         raise InputError(f"{path}: is a directory without images (an image sequence is a directory of "
-                         f"numbered {', '.join(sorted(IMAGE_SUFFIXES))} files)")
+                         f"numbered {', '.join(sorted(IMAGE_INPUT_SUFFIXES))} files)")
     return tuple(sorted(decoded or images, key=_natural_order))
 
 
@@ -156,8 +170,9 @@ def _sequence_frames(path: Path, max_frames: int | None, skip: int) -> Iterator[
 
 
 def _is_image(path: Path, container: av.container.InputContainer) -> bool:
-    """Whether an opened input is a still image (by its name, or the demuxer FFmpeg chose)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in _IMAGE_FORMATS
+    """Whether an opened input is a still image, by the demuxer FFmpeg chose: not by its name (an
+    animated PNG is named .png: taken for a still, it was stored at 25 fps, whatever its own)."""
+    return _is_image_format(container.format.name)
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -176,6 +191,8 @@ def _open_input(path: Path) -> av.container.InputContainer:
 
         if is_tok_file(path):
             raise InputError(f"{path}: is a .tok file, already encoded (tokcodec decode makes it a video)") from None
+        if path.suffix.lower() in (".npy", ".safetensors"):
+            raise InputError(f"{path}: a token file, not a video (tokcodec detokenize makes it a video)") from None
         raise InputError(f"{path}: not a readable video or image ({_reason(exc)})") from None
     return container
 
@@ -187,6 +204,9 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
     if not streams:
         extra = " (only cover art)" if container.streams.video else ""
         raise InputError(f"{path}: contains no video stream{extra}")
+    if streams[0].codec_context is None:  # (a JPEG XL still: "unexpected AttributeError")
+        raise InputError(f"{path}: this FFmpeg build has no decoder for its pictures (read as "
+                         f"{container.format.name}): convert it first, e.g. to .png or .mp4")
     return streams[0]
 
 
@@ -725,7 +745,7 @@ def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: in
 def media_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
     """The videos and images among ``paths`` (folders searched recursively), sorted; an
     InputError when a path is missing or none is found."""
-    media = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
+    media = VIDEO_INPUT_SUFFIXES | IMAGE_INPUT_SUFFIXES
     found: set[Path] = set()
     for path in map(Path, paths):
         if path.is_dir():

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from tokcodec.codec.outputs import NAME_MAX
 from tokcodec.errors import ArgumentError, InputError, OutputError
-from tokcodec.io import IMAGE_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
+from tokcodec.io import IMAGE_INPUT_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
 TOK_SUFFIX = ".tok"
 TOKENS_SUFFIX = ".safetensors"
 OPS = ("encode", "decode", "tokens")
-MEDIA_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_SUFFIXES
+MEDIA_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_INPUT_SUFFIXES
 DECODE_TARGETS = ("mkv", "mp4", "y4m")
 RESTORABLE_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".png", ".jpg", ".jpeg"}  # what decode can write as-is
 FALLBACK_VIDEO = ".mkv"   # lossless, for inputs like .avi/.webm that decode cannot write
@@ -132,7 +132,7 @@ def decode_name(tok_name: str, to: str | None) -> tuple[str, str]:
     elif suffix in RESTORABLE_SUFFIXES:
         return base, base
     else:
-        new = FALLBACK_IMAGE if suffix in IMAGE_SUFFIXES else FALLBACK_VIDEO
+        new = FALLBACK_IMAGE if suffix in IMAGE_INPUT_SUFFIXES else FALLBACK_VIDEO
     return stem + new, base + new
 
 

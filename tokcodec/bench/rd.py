@@ -19,6 +19,7 @@ from tokcodec.bench.results import METRICS, BDEntry, BenchReport, ClipInfo, Poin
 from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 from tokcodec.errors import InputError
 from tokcodec.metrics import psnr, psnr_y
+from tokcodec.text import plural
 
 __all__ = ["BenchConfig", "QUICK_FRAMES", "parse_codecs", "run_bench", "compute_bd_rates"]
 
@@ -298,7 +299,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
                             psnr(ref.rgb, ceiling), psnr_y(ref.rgb, ceiling), list(ref.notes))
             del ceiling
             report.clips.append(info)
-            log(f"{name}: {ref.width}x{ref.height}, {ref.frames} frames @ {ref.fps} fps "
+            log(f"{name}: {ref.width}x{ref.height}, {plural(ref.frames, 'frame')} @ {ref.fps} fps "
                 f"(4:2:0 round trip alone: PSNR-RGB {info.yuv420_psnr_rgb:.2f} dB)")
             bitstreams = cfg.out / "bitstreams" / name
             bitstreams.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import numpy as np
 from tokcodec.bench.ffmpeg import FFmpeg, rgb_to_yuv420, yuv8_to_yuv10
 from tokcodec.errors import InputError
 from tokcodec.ffmpeg_names import ffmpeg_name
-from tokcodec.io import reformatted
+from tokcodec.io import probe, reformatted
 
 __all__ = ["Reference", "read_rgb_frames", "write_ffv1_rgb", "load_reference"]
 
@@ -33,7 +33,9 @@ def read_rgb_frames(path: Path, max_frames: Optional[int] = None) -> tuple[np.nd
                 raise InputError(f"{path}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            # the rate encode and info read (a DV file's average_rate said 60000 fps, and the anchors
+            # encoded at it decoded short)
+            rate = probe(path).frame_rate
             for frame in container.decode(stream):
                 frames.append(reformatted(frame, format="rgb24").to_ndarray())
                 if max_frames is not None and len(frames) >= max_frames:

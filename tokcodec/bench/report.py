@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from tokcodec.bench.results import METRIC_LABELS, METRICS, BenchReport, PointResult
+from tokcodec.text import plural
 
 __all__ = ["markdown", "write_all", "write_csv", "write_json", "plot_rd"]
 
@@ -53,7 +54,7 @@ def markdown(report: BenchReport) -> str:
     if report.settings.get("metrics"):
         out.append(f"Metrics: {report.settings['metrics']}.\n")
     for clip in report.clips:
-        out.append(f"## {clip.name}: {clip.width}x{clip.height}, {clip.frames} frames @ {clip.fps} fps\n")
+        out.append(f"## {clip.name}: {clip.width}x{clip.height}, {plural(clip.frames, 'frame')} @ {clip.fps} fps\n")
         out.append(f"RGB -> YUV 4:2:0 -> RGB round trip alone (the ceiling of the ffmpeg codecs): "
                    f"PSNR-RGB {_fmt(clip.yuv420_psnr_rgb, 2)} dB, PSNR-Y {_fmt(clip.yuv420_psnr_y, 2)} dB.")
         for n in clip.notes:

@@ -348,7 +348,7 @@ def _tok_info(input: Path) -> tuple[dict, str]:
     h, later = info.header, info.bits_per_token_later_latent_frames
     lines = [
         f"file        {info.file}  (format {h.version[0]}.{h.version[1]})",
-        f"video       {info.width}x{info.height}, {info.frames} frames at "
+        f"video       {info.width}x{info.height}, {plural(info.frames, 'frame')} at "
         f"{h.frame_rate.numerator}/{h.frame_rate.denominator} fps ({info.duration_seconds:.2f} s)"
         + (", grey (decodes grey)" if h.grey else ""),
         f"coded       {h.coded_width}x{h.coded_height} padded to {h.padded_width}x{h.padded_height}, "
@@ -603,9 +603,12 @@ def detokenize(
 ) -> None:
     """Decode token indices back to video without a .tok file (the network alone: no correction layer, so below `decode` of the same file)."""
     with errors(), input_file(input, "tokens", check_output=lambda: _checked(output, overwrite, compare)) as src:
+        from tokcodec.codec.pipeline import check_reference
         from tokcodec.tokens import detokenize as detokenize_file, read_token_file
         _checked(output, overwrite, compare)
         tokens = read_token_file(src)
+        if compare is not None:  # (before the decode, as decode checks it: it failed after)
+            check_reference(compare, *(tokens.size or (None, None)))
         total = sum(tokens.gop_frames) if tokens.gop_frames else None
         with frame_progress("decode", total, quiet) as advance:
             st = detokenize_file(tokens, output, model=model, gop=gop, split_bits=split, frame_rate=fps,

@@ -164,7 +164,7 @@ class Header:
     @classmethod
     def unpack(cls, data: bytes, source: str) -> "Header":
         if len(data) < 12 or data[:8] != MAGIC:
-            raise FormatError(f"{source}: not a .tok file (bad magic)")
+            raise FormatError(f"{source}: not a .tok file (bad magic; `tokcodec encode` makes one of a video)")
         major, minor = struct.unpack_from("<HH", data, 8)
         if major not in READ_MAJORS:
             raise FormatError(f"{source}: unsupported .tok format version {major}.{minor} "

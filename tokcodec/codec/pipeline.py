@@ -1110,15 +1110,15 @@ def read_tokens(src: str | Path, model: ModelName | None = None, *, dtype: DType
         return reader.header, grids, frames
 
 
-def check_reference(reference: str | Path, width: int, height: int) -> None:
+def check_reference(reference: str | Path, width: int | None, height: int | None) -> None:
     """decode --compare's reference, checked before anything is decoded: a video, image or
     image sequence (a directory of numbered images, as `decode` writes) whose frames are
-    ``width`` x ``height``."""
+    ``width`` x ``height`` (any size where None: a token file that does not record it)."""
     try:
         info = probe(reference)
     except InputError as exc:
         raise InputError(f"--compare {exc}") from None
-    if (info.width, info.height) != (width, height):
+    if width is not None and (info.width, info.height) != (width, height):
         raise InputError(f"--compare {reference}: its frames are {info.width}x{info.height}, "
                          f"the decoded ones {width}x{height}")
 
