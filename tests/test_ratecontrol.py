@@ -152,6 +152,18 @@ def test_plan_short_measures_whether_lambda_keeps_the_rung() -> None:
     assert all(rung.scale != 0.5 for rung, _ in fake.calls)
 
 
+def test_plan_short_keeps_a_rung_whose_lambda_half_is_within_reach_of_the_target() -> None:
+    """A noise clip's measurement at lambda 0.5 came 0.5% above the target: the plan left that rung
+    for the next and ran out of encodes 14% under."""
+    frames = 34
+    ratios = {(1.25, 17): 1.3, (1.0, 17): 1.0, (1.0, 33): 0.96, (1.0, 37): 0.87, (0.75, 37): 0.6, (0.5, 37): 0.3}
+    fake = FakeEncoder(0.02834, ratios, frames, power=1.55)
+    target = 1.005 * fake.rate(Rung(1.0, 37, 0.526), 0.5)
+    plan = plan_short(target, frames, fake)
+    assert plan.rung.effective(frames) == (1.0, 37) and plan.fixed_rdo == 0.5 and len(fake.calls) <= 5
+    assert all(rung.scale == 1.0 for rung, _ in fake.calls)
+
+
 def simulate(controller: RateController, rates: list[float], pixels: int, lag: int = 1,
              strength: float = 1.0) -> tuple[float, list[float]]:
     """Code GOPs whose content rate (at lambda 0.25) is ``rates[k]``, lambda acting as

@@ -55,9 +55,6 @@ PLAN_CLOSE = 0.02
 #: than ``STRENGTH_PROBE_RDO`` of lambda away from 0.25 (nearer, the table's error matters little)
 MIN_STRENGTH, MAX_STRENGTH = 0.5, 4.0
 STRENGTH_PROBE_RDO = 0.1
-#: a short input's plan measures whether lambda up to PLAN_MAX_RDO (down to 0) reaches the target
-#: on a rung where a lambda this many times as strong as the table's could (the most seen: 2.8)
-STRONGEST = 3.0
 #: a file's rate against that of its GOPs coded on their own (as the probe codes its windows), with
 #: GOPs linked (--key-interval 8): coder 4 and kind 3 records took 7.5-13% off the training videos
 #: (docs/results.md, "Smaller files, same pictures")
@@ -219,21 +216,23 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
         measured[i] = at(i, DEFAULT_RDO)
         need = target / max(measured[i], 1e-9)
         edge = PLAN_MAX_RDO if need < 1 else 0.0
+        strongest = _strongest(rungs[i].effective(frames, temporal_factor)[1])
         if (not _reaches(need, PLAN_MAX_RDO) and calls < tries - 2
-                and rate_factor(PLAN_MAX_RDO) ** STRONGEST <= need <= rate_factor(0.0) ** STRONGEST):
+                and rate_factor(PLAN_MAX_RDO) ** strongest <= need <= rate_factor(0.0) ** strongest):
             # lambda may act more strongly on this input than the table says (GOPs of 65: about
             # 2.6 times in log): whether lambda within [0, PLAN_MAX_RDO] reaches the target here is
             # measured, not assumed, before leaving the rung (held-out cityCC0 at 0.02 went on to
             # scale 0.5 at lambda 0, 16.07 dB, where scale 0.75 at lambda 0.37 gave 16.48)
             rate = at(i, edge)
-            if (rate - target) * (edge - DEFAULT_RDO) <= 0:
+            if (rate - target) * (edge - DEFAULT_RDO) <= 0 or abs(rate / target - 1) <= PLAN_CLOSE:
                 break
         j = _next_rung(target, i, measured, rungs)
         if j is None:
             break
         i = j
-    if i not in measured or not _reaches(target / measured[i], PLAN_MAX_RDO) and not _bracketed(points[i], target):
-        i = min(measured, key=lambda k: (not _bracketed(points[k], target),
+    if i not in measured or not (_reaches(target / measured[i], PLAN_MAX_RDO) or _bracketed(points[i], target)
+                                 or _close(points[i], target)):
+        i = min(measured, key=lambda k: (not (_bracketed(points[k], target) or _close(points[k], target)),
                                          *_rung_order(target / max(measured[k], 1e-9), k)))
     # lambda's strength as measured on another rung, where one was (the first guess's slope here)
     strength = next((lambda_strength(measured[k], *pts[-1]) for k, pts in points.items()
@@ -245,6 +244,15 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
         at(i, lam)
     lam, got = min(points[i], key=lambda p: (abs(math.log(max(p[1], 1e-12) / target)), p[0]))
     return RatePlan(rungs[i], measured[i], lam, reachable=abs(got / target - 1) <= 0.05)
+
+
+def _strongest(gop: int) -> float:
+    """The strongest lambda (as a power of the table) a short input's plan allows for on a rung of
+    GOPs of ``gop`` frames, where it measures whether lambda up to PLAN_MAX_RDO (down to 0)
+    reaches the target before it leaves the rung: 1.5 for GOPs of 17, where the table was fitted,
+    to 3 for GOPs of 65 (2.6-2.8 measured there; about 2 on GOPs of 37 without the correction).
+    Higher, the plan spends its encodes on rungs it then leaves (a noise clip ended 14% under)."""
+    return min(3.0, max(1.5, 1 + 2 * (gop - 17) / 48))
 
 
 def _bracketed(points: list[tuple[float, float]], target: float) -> bool:
