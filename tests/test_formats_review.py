@@ -117,3 +117,17 @@ def test_output_errors_still_refuse_unknown_output_kinds(tmp_path) -> None:
 
     with pytest.raises(OutputError, match="unknown output format"):
         output_kind(tmp_path / "x.dpx")
+
+
+def test_an_opaque_gif_is_not_warned_of_an_alpha_channel(tmp_path, tiny_model) -> None:
+    """FFmpeg decodes every GIF as bgra: each one was warned "the input's alpha channel
+    (transparency, bgra) is not kept". A frame that uses its alpha still is."""
+    gif = tmp_path / "anim.gif"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "4", str(gif))
+    st = encode_video(gif, tmp_path / "g.tok", model=tiny_model, passes=0)
+    assert st.frames == 4 and not any("alpha" in w for w in st.warnings)
+    see_through = tmp_path / "alpha.mov"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32,format=rgba,geq=r='r(X,Y)':a='if(lt(X,10),0,255)'",
+            "-frames:v", "2", "-c:v", "png", str(see_through))
+    st = encode_video(see_through, tmp_path / "a.tok", model=tiny_model, passes=0)
+    assert any("alpha channel (transparency, rgba)" in w for w in st.warnings)

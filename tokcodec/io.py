@@ -84,6 +84,9 @@ class VideoInfo:
     other_streams: tuple[int, int, int] = (0, 0, 0)  # more audio, more video and subtitle streams (not kept)
     interlaced: bool = False    # its stream's field order, or its first frame, says interlaced
     is_sequence: bool = False   # a directory of images read as one video (image_sequence)
+    #: its pixel format has alpha but its first frame is opaque throughout (FFmpeg decodes every
+    #: GIF as bgra: each warned of an alpha channel not kept)
+    opaque_alpha: bool = False
 
 
 def image_sequence(path: Path) -> list[Path]:
@@ -195,6 +198,13 @@ def _open_input(path: Path) -> av.container.InputContainer:
             raise InputError(f"{path}: a token file, not a video (tokcodec detokenize makes it a video)") from None
         raise InputError(f"{path}: not a readable video or image ({_reason(exc)})") from None
     return container
+
+
+def _opaque(frame: av.VideoFrame) -> bool:
+    """Whether a frame of a format with alpha is opaque throughout (False without alpha)."""
+    if not any(c.is_alpha for c in frame.format.components):
+        return False
+    return bool(frame.reformat(format="rgba").to_ndarray()[..., 3].min() == 255)
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
@@ -536,7 +546,7 @@ def _probe(path: Path) -> VideoInfo:
         rotation = round(first.rotation / 90) * 90 % 360
         return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation,
                          stream.sample_aspect_ratio or None, _other_streams(container, stream),
-                         interlaced=not is_image and _interlaced(stream, first))
+                         interlaced=not is_image and _interlaced(stream, first), opaque_alpha=_opaque(first))
     finally:
         container.close()
 
@@ -688,7 +698,7 @@ def not_kept(info: VideoInfo, streams: bool = True) -> list[str]:
     except ValueError:  # (a format name this FFmpeg does not know: "unknown")
         components = ()
     bits = max((c.bits for c in components), default=8)
-    if any(c.is_alpha for c in components):
+    if any(c.is_alpha for c in components) and not info.opaque_alpha:
         out.append(f"the input's alpha channel (transparency, {info.pixel_format}) is not kept: tokcodec codes "
                    "the colour under it as it is")
     if bits > 8:
