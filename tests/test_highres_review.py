@@ -31,12 +31,9 @@ def test_four_two_zero_video_is_read_at_its_own_brightness(tmp_path) -> None:
     assert np.abs(shift).max() < 0.4, shift
 
 
-def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
-    """rich measures speed over the last 30 s; a 1080p GOP takes 35-200 s on 2 cores, so the bar
-    read "-- fps" and no time left for a whole 3-hour encode."""
+def _progress_bars(monkeypatch) -> list:
+    """The rich progress bars the coding commands make from here on, as on a live terminal."""
     import rich.progress
-
-    from tokcodec.cli.progress import frame_progress
 
     made = []
 
@@ -48,6 +45,15 @@ def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
     monkeypatch.setattr(rich.progress, "Progress", Spy)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     monkeypatch.setenv("TERM", "xterm")  # (TERM=dumb takes plain lines)
+    return made
+
+
+def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
+    """rich measures speed over the last 30 s; a 1080p GOP takes 35-200 s on 2 cores, so the bar
+    read "-- fps" and no time left for a whole 3-hour encode."""
+    from tokcodec.cli.progress import frame_progress
+
+    made = _progress_bars(monkeypatch)
     with frame_progress("encode", 100, quiet=False) as advance:
         time.sleep(0.05)
         advance(17)
@@ -59,20 +65,9 @@ def test_the_progress_bar_has_a_speed_after_its_first_step(monkeypatch) -> None:
 def test_a_stage_after_a_rate_plan_shows_its_true_speed(monkeypatch) -> None:
     """A short input's rate plan may keep its last encode as the file: the encode stage then took
     every frame in one instant after the plan's seconds, and its bar read "7000205.9 fps"."""
-    import rich.progress
-
     from tokcodec.cli import progress
 
-    made = []
-
-    class Spy(rich.progress.Progress):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(rich.progress, "Progress", Spy)
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    monkeypatch.setenv("TERM", "xterm")
+    made = _progress_bars(monkeypatch)
     monkeypatch.setattr(progress, "MIN_SPEED_SECONDS", 0.2)
     with progress.staged_progress([("rate plan", None), ("encode", 34)], quiet=False) as (plan, encode):
         time.sleep(0.25)
