@@ -51,7 +51,7 @@ MAX_DIMENSION = 16384
 MAX_PIXELS = 8192 * 4608
 #: FFmpeg's demuxers of one still image: image2 (by the file's name) and the image pipes that
 #: probe a file's content (png_pipe, dpx_pipe, exr_pipe, ...); gif_pipe may hold an animation
-_IMAGE_FORMATS = {"image2", "image2pipe"}
+_IMAGE_FORMATS = {"image2"}
 # demuxers whose frames carry no timestamps of their own: constant rate by construction
 _CONSTANT_RATE_FORMATS = _IMAGE_FORMATS | {"yuv4mpegpipe", "rawvideo"}
 

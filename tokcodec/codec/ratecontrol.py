@@ -182,7 +182,9 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
     measured last. Each move goes to the rung ``plan_long`` would take from that measurement, but
     never past a rung already measured on that side: the ladder's ratios are typical, not this
     input's, and one wrong guess must not skip the rung that fits (noise at 320x180 went from
-    GOP 37 at scale 1 straight to scale 0.5, and ended 17% under its target).
+    GOP 37 at scale 1 straight to scale 0.5, and ended 17% under its target). Before it leaves a
+    rung where lambda as strong as GOPs of its length show (``_strongest``) could reach the target,
+    it measures lambda ``PLAN_MAX_RDO`` (or 0) there, and stays if that reaches it.
     Then lambda on that rung, measured until a measurement is within ``PLAN_CLOSE`` of the target:
     first where ``RATE_FACTOR`` says, then where the two measurements that bracket the target (or,
     before there are two, the nearest two) say, with the rate a power of the table's. The plan takes the
