@@ -131,3 +131,14 @@ def test_an_opaque_gif_is_not_warned_of_an_alpha_channel(tmp_path, tiny_model) -
             "-frames:v", "2", "-c:v", "png", str(see_through))
     st = encode_video(see_through, tmp_path / "a.tok", model=tiny_model, passes=0)
     assert any("alpha channel (transparency, rgba)" in w for w in st.warnings)
+
+
+def test_an_animated_webp_without_its_name_is_still_explained(tmp_path) -> None:
+    """From standard input (a spooled file without the .webp name) it read a bare "invalid frame
+    size 0x0"; the hint now follows FFmpeg's demuxer."""
+    anim = tmp_path / "anim.webp"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "3", "-loop", "0", str(anim))
+    nameless = tmp_path / "spooled"
+    nameless.write_bytes(anim.read_bytes())
+    with pytest.raises(InputError, match="an animated WebP"):
+        probe(nameless)

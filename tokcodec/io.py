@@ -220,10 +220,11 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
     return streams[0]
 
 
-def _check_size(path: Path, width: int, height: int) -> None:
-    """Refuse sizes the codec cannot hold, before a frame of that size is decoded or allocated."""
+def _check_size(path: Path, width: int, height: int, demuxer: str = "") -> None:
+    """Refuse sizes the codec cannot hold, before a frame of that size is decoded or allocated.
+    ``demuxer``: FFmpeg's, where known (a WebP read from a pipe has no name to tell it by)."""
     problem = frame_size_problem(width, height)
-    if problem and (width <= 0 or height <= 0) and path.suffix.lower() == ".webp":
+    if problem and (width <= 0 or height <= 0) and (path.suffix.lower() == ".webp" or demuxer == "webp_pipe"):
         problem += (" (an animated WebP, which this FFmpeg build cannot decode: convert it first, e.g. "
                     "to .mp4 or .gif)")
     if problem:
@@ -520,8 +521,8 @@ def _probe(path: Path) -> VideoInfo:
     try:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
-        _check_size(path, ctx.width, ctx.height)
         fmt = container.format.name
+        _check_size(path, ctx.width, ctx.height, fmt)
         is_image = _is_image(path, container)
         count = not stream.frames and not is_image and fmt not in _CONSTANT_RATE_FORMATS
         scan = _scan(container, stream, path, count)
