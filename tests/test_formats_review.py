@@ -142,3 +142,23 @@ def test_an_animated_webp_without_its_name_is_still_explained(tmp_path) -> None:
     nameless.write_bytes(anim.read_bytes())
     with pytest.raises(InputError, match="an animated WebP"):
         probe(nameless)
+
+
+def test_a_stream_of_pictures_in_an_image_pipe_is_a_video(tmp_path) -> None:
+    """`ffmpeg -f image2pipe -c:v ppm -` writes a video as a stream of PPM pictures: read through
+    FFmpeg's ppm_pipe it is no still (the review of the change above found it taken for one:
+    "an image holds one frame: --ss and -t are for videos")."""
+    stream = tmp_path / "stream.ppm"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "5", "-f", "image2pipe",
+            "-c:v", "ppm", str(stream))
+    info = probe(stream)
+    assert not info.is_image and info.frame_count == 5
+
+
+def test_a_video_whose_later_frames_are_transparent_is_warned(tmp_path) -> None:
+    from tokcodec.io import not_kept
+
+    clip = tmp_path / "fade.mov"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10,format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':"
+            "a='if(gte(N,1),0,255)'", "-frames:v", "3", "-c:v", "png", str(clip))
+    assert any("alpha channel" in w for w in not_kept(probe(clip)))

@@ -228,7 +228,8 @@ def test_lambda_strength_is_measured_and_steadies_the_controller() -> None:
     measured, it holds each GOP near the target."""
     assert lambda_strength(0.04, 0.6, 0.04 * rate_factor(0.6) ** 2.6) == pytest.approx(2.6)
     assert lambda_strength(0.04, 0.25, 0.03) == 1.0                  # no second lambda: the table
-    assert lambda_strength(0.04, 0.6, 0.05) == MIN_STRENGTH          # (noise: a rate that rose)
+    assert lambda_strength(0.04, 0.6, 0.05) == 1.0                   # (noise: a rate that rose)
+    assert lambda_strength(0.04, 0.6, 0.0399) == MIN_STRENGTH        # (lambda that barely acts)
     pixels, gops, content = 65 * 640 * 360, 12, 0.05
     spread = {}
     for told in (1.0, 2.6):

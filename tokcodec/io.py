@@ -49,15 +49,11 @@ MAX_DIMENSION = 16384
 # 8K (7680x4320 and DCI 8192x4320 fit): one RGB frame of this is 113 MB and the model needs many
 # times that, so probe() refuses larger inputs before anything is decoded
 MAX_PIXELS = 8192 * 4608
-#: FFmpeg's demuxers of one still image: image2 (by the file's name) and the image pipes that
-#: probe a file's content (png_pipe, dpx_pipe, exr_pipe, ...); gif_pipe may hold an animation
-_IMAGE_FORMATS = {"image2"}
+#: FFmpeg's demuxers of one still image: image2 (by the file's name) and the image pipes of the
+#: common formats, whose files hold one picture
+_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
 # demuxers whose frames carry no timestamps of their own: constant rate by construction
 _CONSTANT_RATE_FORMATS = _IMAGE_FORMATS | {"yuv4mpegpipe", "rawvideo"}
-
-
-def _is_image_format(name: str) -> bool:
-    return name in _IMAGE_FORMATS or (name.endswith("_pipe") and name != "gif_pipe")
 
 
 @dataclass
@@ -84,8 +80,8 @@ class VideoInfo:
     other_streams: tuple[int, int, int] = (0, 0, 0)  # more audio, more video and subtitle streams (not kept)
     interlaced: bool = False    # its stream's field order, or its first frame, says interlaced
     is_sequence: bool = False   # a directory of images read as one video (image_sequence)
-    #: its pixel format has alpha but its first frame is opaque throughout (FFmpeg decodes every
-    #: GIF as bgra: each warned of an alpha channel not kept)
+    #: a GIF whose first frame is opaque throughout (FFmpeg decodes every GIF as bgra: each was
+    #: warned of an alpha channel not kept; other formats with alpha state it, and are warned)
     opaque_alpha: bool = False
 
 
@@ -174,8 +170,24 @@ def _sequence_frames(path: Path, max_frames: int | None, skip: int) -> Iterator[
 
 def _is_image(path: Path, container: av.container.InputContainer) -> bool:
     """Whether an opened input is a still image, by the demuxer FFmpeg chose: not by its name (an
-    animated PNG is named .png: taken for a still, it was stored at 25 fps, whatever its own)."""
-    return _is_image_format(container.format.name)
+    animated PNG is named .png: taken for a still, it was stored at 25 fps, whatever its own). The
+    other image pipes (dpx_pipe, exr_pipe, ppm_pipe, ...) also carry streams of pictures (`ffmpeg
+    -f image2pipe -c:v ppm -`): a still where the file holds one picture (GIF's may animate)."""
+    name = container.format.name
+    if name in _IMAGE_FORMATS:
+        return True
+    return name.endswith("_pipe") and name != "gif_pipe" and _pictures(path, 2) == 1
+
+
+def _pictures(path: Path, most: int) -> int:
+    """The video packets of ``path``'s first video stream, counted up to ``most`` (no decoding)."""
+    with av.open(ffmpeg_name(path), "r") as container:
+        count = 0
+        for packet in container.demux(container.streams.video[0]):
+            count += packet.size > 0
+            if count >= most:
+                break
+        return count
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -547,7 +559,8 @@ def _probe(path: Path) -> VideoInfo:
         rotation = round(first.rotation / 90) * 90 % 360
         return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation,
                          stream.sample_aspect_ratio or None, _other_streams(container, stream),
-                         interlaced=not is_image and _interlaced(stream, first), opaque_alpha=_opaque(first))
+                         interlaced=not is_image and _interlaced(stream, first),
+                         opaque_alpha=ctx.name == "gif" and _opaque(first))
     finally:
         container.close()
 

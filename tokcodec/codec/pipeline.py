@@ -558,12 +558,15 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
                            key_interval=key_interval, progress=progress, keep=chunks)
         seconds = time.perf_counter() - start
         # the chunks are the whole input's only where no frame follows (its container may have said fewer)
-        if next(frames, None) is None:
-            whole_encodes[(rung, lam)] = MeasuredEncode(chunks, seconds)
+        if next(frames, None) is None:  # (kept without its tokens, of which a file needs the shape
+            # alone: a 195-frame 4K input's are 26 MB a measurement)
+            whole_encodes[(rung, lam)] = MeasuredEncode(
+                [(n, np.broadcast_to(np.int32(0), idx.shape), payload, record) for n, idx, payload, record in chunks],
+                seconds)
         frames.close()
         return rate
 
-    whole_encodes: dict[tuple[Rung, float], MeasuredEncode] = {}  # (a short input's: a few MB at most)
+    whole_encodes: dict[tuple[Rung, float], MeasuredEncode] = {}
 
     def probed(rung: Rung, lam: float = DEFAULT_RDO, only: int | None = None) -> list[float] | None:
         """The rates at ``lam`` of the windows of ``rung`` spread over the input (of the ``only``-th

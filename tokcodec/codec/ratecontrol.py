@@ -232,7 +232,7 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
         if j is None:
             break
         i = j
-    if i not in measured or not (_reaches(target / measured[i], PLAN_MAX_RDO) or _bracketed(points[i], target)
+    if i not in measured or not (_reaches(target / max(measured[i], 1e-9), PLAN_MAX_RDO) or _bracketed(points[i], target)
                                  or _close(points[i], target)):
         i = min(measured, key=lambda k: (not (_bracketed(points[k], target) or _close(points[k], target)),
                                          *_rung_order(target / max(measured[k], 1e-9), k)))
@@ -330,7 +330,10 @@ def lambda_strength(rate: float, lam: float, rate_at_lam: float) -> float:
     u = math.log(rate_factor(lam))
     if abs(u) < 1e-6 or rate <= 0 or rate_at_lam <= 0:
         return 1.0
-    return min(MAX_STRENGTH, max(MIN_STRENGTH, math.log(rate_at_lam / rate) / u))
+    strength = math.log(rate_at_lam / rate) / u
+    if strength <= 0:  # (the rate moved against lambda: noise, no measure of it; the table's)
+        return 1.0
+    return min(MAX_STRENGTH, max(MIN_STRENGTH, strength))
 
 
 def _outside(need: float) -> float:
