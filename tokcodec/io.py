@@ -181,13 +181,16 @@ def _is_image(path: Path, container: av.container.InputContainer) -> bool:
 
 def _pictures(path: Path, most: int) -> int:
     """The video packets of ``path``'s first video stream, counted up to ``most`` (no decoding)."""
-    with av.open(ffmpeg_name(path), "r") as container:
-        count = 0
-        for packet in container.demux(container.streams.video[0]):
-            count += packet.size > 0
-            if count >= most:
-                break
-        return count
+    count = 0
+    try:
+        with av.open(ffmpeg_name(path), "r") as container:
+            for packet in container.demux(container.streams.video[0]):
+                count += packet.size > 0
+                if count >= most:
+                    break
+    except (av.FFmpegError, OSError):  # (a damaged second picture: what was read counts)
+        pass
+    return count
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
