@@ -585,11 +585,11 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
             return None
         return rates if only is None and seen == PROBE_WINDOWS * rung.gop else None
 
-    def strength(rung: Rung, rates: list[float], wanted: float) -> float:
-        """How strongly lambda acts on this input at ``rung``, whose windows took ``rates`` at
-        lambda 0.25: measured on the window of the median rate at the lambda the table gives
-        for ``wanted`` (one window: the plan's cost, two more GOPs' encodes spared)."""
-        lam = rdo_for_factor(wanted / max(sum(rates) / len(rates), 1e-12))
+    def strength(rung: Rung, rates: list[float], rate: float, wanted: float) -> float:
+        """How strongly lambda acts on this input at ``rung``, whose windows took ``rates`` (on
+        average ``rate``) at lambda 0.25: measured on the window of the median rate at the lambda
+        the table gives for ``wanted`` (one window: the plan's cost, two more GOPs' encodes spared)."""
+        lam = rdo_for_factor(wanted / max(rate, 1e-12))
         if abs(lam - DEFAULT_RDO) < STRENGTH_PROBE_RDO:
             return 1.0
         k = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
@@ -615,8 +615,9 @@ def _plan_rate(src: Path, info: VideoInfo, max_frames: int | None, target: float
         if plan.rung != base:
             rates = probed(plan.rung)  # the ladder's ratio was a guess: this input's rate on the rung chosen
         if rates is not None:
-            return replace(plan, content_bpp=sum(rates) / len(rates), frames=total,
-                           strength=strength(plan.rung, rates, chunks)), None
+            rate = sum(rates) / len(rates)
+            return replace(plan, content_bpp=rate, frames=total,
+                           strength=strength(plan.rung, rates, rate, chunks)), None
     raise InputError(f"{src}: the input ended before its frames could be measured")
 
 

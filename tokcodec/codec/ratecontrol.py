@@ -232,10 +232,8 @@ def plan_short(target: float, frames: int, measure: Measure, ladder: Sequence[Ru
         if j is None:
             break
         i = j
-    if i not in measured or not (_reaches(target / max(measured[i], 1e-9), PLAN_MAX_RDO) or _bracketed(points[i], target)
-                                 or _close(points[i], target)):
-        i = min(measured, key=lambda k: (not (_bracketed(points[k], target) or _close(points[k], target)),
-                                         *_rung_order(target / max(measured[k], 1e-9), k)))
+    if i not in measured or not (_reaches(target / max(measured[i], 1e-9), PLAN_MAX_RDO) or _met(points[i], target)):
+        i = min(measured, key=lambda k: (not _met(points[k], target), *_rung_order(target / max(measured[k], 1e-9), k)))
     # lambda's strength as measured on another rung, where one was (the first guess's slope here)
     strength = next((lambda_strength(measured[k], *pts[-1]) for k, pts in points.items()
                      if k != i and len(pts) > 1), 1.0)
@@ -257,9 +255,11 @@ def _strongest(gop: int) -> float:
     return min(3.0, max(1.5, 1 + 2 * (gop - 17) / 48))
 
 
-def _bracketed(points: list[tuple[float, float]], target: float) -> bool:
-    """Do the rates measured on a rung lie on both sides of the target?"""
-    return min(rate for _, rate in points) <= target <= max(rate for _, rate in points)
+def _met(points: list[tuple[float, float]], target: float) -> bool:
+    """Does lambda on a rung meet the target, as its measurements show: do they lie on both sides
+    of it, or one of them within ``PLAN_CLOSE``?"""
+    return (min(rate for _, rate in points) <= target * (1 + PLAN_CLOSE)
+            and max(rate for _, rate in points) >= target * (1 - PLAN_CLOSE))
 
 
 def _reaches(need: float, most: float) -> bool:
