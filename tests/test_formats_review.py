@@ -6,8 +6,6 @@ at 60000 fps; a JPEG XL still crashed; `detokenize --compare` checked its refere
 decode. Each test is one finding, fixed."""
 from __future__ import annotations
 
-import subprocess
-from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import smooth_clip, write_clip
+from test_archive_review import ffmpeg
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import encode_video
 from tokcodec.errors import InputError, OutputError
@@ -24,20 +23,15 @@ from tokcodec.io import _video_stream, image_sequence, media_files, probe
 runner = CliRunner()
 
 
-def _ffmpeg(*args: str) -> None:
-    ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
-    subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True)
-
-
 def test_an_animated_png_named_png_keeps_its_rate(tmp_path) -> None:
     """APNG's usual name is .png: taken for a still by its name, 20 frames at 10 fps were stored
     at 25 fps (0.8 s for 2 s), with no word."""
     clip = tmp_path / "animated.png"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "6", "-f", "apng", str(clip))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "6", "-f", "apng", str(clip))
     info = probe(clip)
     assert not info.is_image and info.frame_rate == 10
     still = tmp_path / "still.png"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "1", str(still))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "1", str(still))
     assert probe(still).is_image
 
 
@@ -46,7 +40,7 @@ def test_film_and_vfx_stills_are_images_and_their_folders_sequences(tmp_path, ti
     folder = tmp_path / "seq"
     folder.mkdir()
     for k in range(3):
-        _ffmpeg("-f", "lavfi", "-i", f"color=c=0x{40 * k + 40:02x}8040:size=48x32", "-frames:v", "1",
+        ffmpeg("-f", "lavfi", "-i", f"color=c=0x{40 * k + 40:02x}8040:size=48x32", "-frames:v", "1",
                 str(folder / f"f_{k + 1:04d}{suffix}"))
     assert probe(folder / f"f_0001{suffix}").is_image        # (--fps is for stills: it was refused)
     assert [p.name for p in image_sequence(folder)] == [f"f_{k:04d}{suffix}" for k in (1, 2, 3)]
@@ -77,7 +71,7 @@ def test_the_bench_reads_a_dv_file_at_its_rate(tmp_path) -> None:
     from tokcodec.bench.reference import read_rgb_frames
 
     clip = tmp_path / "cam.dv"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25", "-frames:v", "3", "-target", "pal-dv", str(clip))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25", "-frames:v", "3", "-target", "pal-dv", str(clip))
     frames, rate = read_rgb_frames(clip)
     assert rate == probe(clip).frame_rate == 25 and len(frames) == 3
 
@@ -123,11 +117,11 @@ def test_an_opaque_gif_is_not_warned_of_an_alpha_channel(tmp_path, tiny_model) -
     """FFmpeg decodes every GIF as bgra: each one was warned "the input's alpha channel
     (transparency, bgra) is not kept". A frame that uses its alpha still is."""
     gif = tmp_path / "anim.gif"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "4", str(gif))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "4", str(gif))
     st = encode_video(gif, tmp_path / "g.tok", model=tiny_model, passes=0)
     assert st.frames == 4 and not any("alpha" in w for w in st.warnings)
     see_through = tmp_path / "alpha.mov"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32,format=rgba,geq=r='r(X,Y)':a='if(lt(X,10),0,255)'",
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32,format=rgba,geq=r='r(X,Y)':a='if(lt(X,10),0,255)'",
             "-frames:v", "2", "-c:v", "png", str(see_through))
     st = encode_video(see_through, tmp_path / "a.tok", model=tiny_model, passes=0)
     assert any("alpha channel (transparency, rgba)" in w for w in st.warnings)
@@ -137,7 +131,7 @@ def test_an_animated_webp_without_its_name_is_still_explained(tmp_path) -> None:
     """From standard input (a spooled file without the .webp name) it read a bare "invalid frame
     size 0x0"; the hint now follows FFmpeg's demuxer."""
     anim = tmp_path / "anim.webp"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "3", "-loop", "0", str(anim))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "3", "-loop", "0", str(anim))
     nameless = tmp_path / "spooled"
     nameless.write_bytes(anim.read_bytes())
     with pytest.raises(InputError, match="an animated WebP"):
@@ -149,7 +143,7 @@ def test_a_stream_of_pictures_in_an_image_pipe_is_a_video(tmp_path) -> None:
     FFmpeg's ppm_pipe it is no still (the review of the change above found it taken for one:
     "an image holds one frame: --ss and -t are for videos")."""
     stream = tmp_path / "stream.ppm"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "5", "-f", "image2pipe",
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10", "-frames:v", "5", "-f", "image2pipe",
             "-c:v", "ppm", str(stream))
     info = probe(stream)
     assert not info.is_image and info.frame_count == 5
@@ -159,6 +153,6 @@ def test_a_video_whose_later_frames_are_transparent_is_warned(tmp_path) -> None:
     from tokcodec.io import not_kept
 
     clip = tmp_path / "fade.mov"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10,format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10,format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':"
             "a='if(gte(N,1),0,255)'", "-frames:v", "3", "-c:v", "png", str(clip))
     assert any("alpha channel" in w for w in not_kept(probe(clip)))

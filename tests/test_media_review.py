@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import smooth_clip, write_clip
+from test_archive_review import ffmpeg
 from test_audio import streams_of
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import compare_videos, decode_video, encode_video
@@ -43,11 +44,9 @@ def test_compare_against_a_reference_at_another_rate_warns(tmp_path, tiny_model)
 def test_compare_takes_a_reference_in_any_input_format(tmp_path, tiny_model, suffix) -> None:
     """A source .avi or .mpg, as encode reads it, failed `decode --compare` after the whole
     decode: "w.avi: unknown output format '.avi'" (its kind was asked as an output's)."""
-    ffmpeg = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
     clip = write_clip(tmp_path / "clip.mkv", smooth_clip(5, 32, 48), Fraction(25))
     source = tmp_path / f"source{suffix}"
-    subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-c:v", "mpeg2video", "-q:v", "2", str(source)],
-                   check=True)
+    ffmpeg("-i", str(clip), "-c:v", "mpeg2video", "-q:v", "2", str(source))
     encode_video(source, tmp_path / "c.tok", model=tiny_model, gop=5)
     res = runner.invoke(app, ["decode", str(tmp_path / "c.tok"), "-o", str(tmp_path / "d.mkv"),
                               "--compare", str(source), "--json"])
