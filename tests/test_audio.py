@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from tokcodec.audio_choice import AudioChoice
 from tokcodec.codec.pipeline import decode_video, encode_video, file_info
 
 RATE = 25
@@ -89,7 +90,7 @@ def test_audio_kept_in_sync(aac_clip: Path, tmp_path: Path, tiny_model) -> None:
 
 def test_audio_reencoded_when_output_cannot_hold_codec(tmp_path: Path, tiny_model) -> None:
     clip = make_av_clip(tmp_path / "pcm.mkv", frames=20, audio_start=0.2, acodec="pcm_s16le", sample_rate=16000)
-    encode_video(clip, tmp_path / "p.tok", model=tiny_model)
+    encode_video(clip, tmp_path / "p.tok", model=tiny_model, audio=AudioChoice("copy"))  # (auto: FLAC, .mp4 holds it)
     assert file_info(tmp_path / "p.tok").audio.codec == "pcm_s16le"
     d = decode_video(tmp_path / "p.tok", tmp_path / "p.mp4", model=tiny_model)
     assert d.audio == "re-encoded to Opus (mono)"  # (as many channels as it had)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from conftest import smooth_clip, write_clip
 from test_archive_review import ffmpeg
 from test_audio import streams_of
+from tokcodec.audio_choice import AudioChoice
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import compare_videos, decode_video, encode_video
 
@@ -85,10 +86,15 @@ def test_re_encoded_audio_keeps_the_gaps_in_its_timestamps(tmp_path, tiny_model)
     by the gap's length, at decode (PCM to .mp4: Opus) and at encode (float PCM, which Matroska
     cannot hold, stored as Opus: every later decode), with nothing said but "re-encoded"."""
     pcm = _clicks_after_a_gap(tmp_path / "pcm.mkv", "pcm_s16le")
-    encode_video(pcm, tmp_path / "pcm.tok", model=tiny_model, passes=0)
+    encode_video(pcm, tmp_path / "pcm.tok", model=tiny_model, passes=0, audio=AudioChoice("copy"))
     decode_video(tmp_path / "pcm.tok", tmp_path / "pcm.mp4", model=tiny_model)
     assert streams_of(tmp_path / "pcm.mp4")["audio"][0] == "opus"
     assert _click_times(tmp_path / "pcm.mp4") == pytest.approx([0.2, 0.6, 1.2, 1.6], abs=0.005)
+    # packed as FLAC at encode (the default for PCM), the gap is silence in the .tok itself
+    encode_video(pcm, tmp_path / "flac.tok", model=tiny_model, passes=0)
+    decode_video(tmp_path / "flac.tok", tmp_path / "flac.mp4", model=tiny_model)
+    assert streams_of(tmp_path / "flac.mp4")["audio"][0] == "flac"
+    assert _click_times(tmp_path / "flac.mp4") == pytest.approx([0.2, 0.6, 1.2, 1.6], abs=0.005)
 
     floats = _clicks_after_a_gap(tmp_path / "f32be.nut", "pcm_f32be")
     st = encode_video(floats, tmp_path / "f.tok", model=tiny_model, passes=0)

@@ -8,6 +8,7 @@ Library API (the CLI is a thin layer over these)::
     tokcodec.encode_video("in.mp4", "out.tok", refine=16)      # slow decoder-in-the-loop search
     tokcodec.encode_video("in.mp4", "out.tok", correction=False)  # tokens only (.tok 1.x)
     tokcodec.encode_video("in.mp4", "out.tok", bpp=0.02)       # a target rate (or bitrate=3e5, bits/s)
+    tokcodec.encode_video("in.mp4", "out.tok", audio=tokcodec.AudioChoice(bitrate=96e3))  # audio as Opus
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
@@ -44,6 +45,7 @@ _EXPORTS = {
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "BatchSummary": "tokcodec.batch.run",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
+    "AudioChoice": "tokcodec.audio_choice",
     # what the library raises on purpose: TokcodecError and its kinds (docs/usage.md, errors)
     **{name: "tokcodec.errors" for name in ("TokcodecError", "ArgumentError", "DeviceError", "FormatError",
                                             "InputError", "MissingPriorError", "ModelError", "OutputError",
@@ -66,6 +68,7 @@ def __dir__() -> list[str]:  # the public names, lazy ones too (tab completion, 
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
+    from tokcodec.audio_choice import AudioChoice
     from tokcodec.batch import batch_decode, batch_encode, batch_tokens
     from tokcodec.batch.run import BatchSummary
     from tokcodec.codec.correction import CorrectionConfig

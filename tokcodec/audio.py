@@ -1,11 +1,14 @@
 """The audio of a video, kept beside its tokens: extracted on encode, muxed back on decode.
 
-tokcodec codes only pictures, so a source's first audio stream is carried through untouched: its
-packets are copied into a small in-memory Matroska file (re-encoded to Opus only when Matroska
-cannot hold the codec), which the .tok stores as one block with the audio's start time relative
-to the first video frame. On decode the packets go into the output container next to the video,
-copied when that container accepts the codec and re-encoded otherwise (Opus; ALAC in .mov), shifted
-by the same offset so picture and sound stay in sync.
+tokcodec codes only pictures, so a source's first audio stream is carried through: its packets are
+copied into a small in-memory Matroska file, which the .tok stores as one block with the audio's
+start time relative to the first video frame. Uncompressed integer PCM (a camera's, a WAV's, a
+DVD's) is packed as FLAC instead, the same samples in a quarter to a half of the bytes on the
+recordings measured (stereo PCM at 48 kHz is 1.5 Mb/s, several times a 640x360 clip's tokens);
+Opus re-encodes the audio where asked (``AudioChoice``) or where Matroska cannot hold the codec.
+On decode the packets go into the output container next to the video, copied when that container
+accepts the codec and re-encoded otherwise (Opus; ALAC in .mov), shifted by the same offset so
+picture and sound stay in sync.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from typing import Iterator
 
 import av
 
-from tokcodec.errors import FormatError, InputError, OutputError
+from tokcodec.audio_choice import MAX_OPUS_BITRATE_PER_CHANNEL, AudioChoice
+from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError
 from tokcodec.ffmpeg_names import ffmpeg_name
 
 # muxer flags that leave out what changes from run to run (Matroska's random segment UID, the date,
@@ -35,17 +39,18 @@ COPYABLE = {
 #: or for .mov, which takes no Opus, ALAC (lossless: no further loss, whatever the source)
 REENCODE_AS = {".mov": "alac"}
 #: a jump forward in the source's timestamps longer than this (seconds) is a gap: re-encoded
-#: audio gets silence there (numbered by a running count of samples, everything after a gap
-#: played early by its length)
-GAP_SECONDS = 0.010
+#: (or FLAC-packed) audio, whose samples are numbered by a running count, gets silence there, or
+#: everything after the gap would play early by its length. Shorter jumps are closed up: the audio
+#: after one plays less than 45 ms early, below what people notice of sound ahead of the picture
+#: (ITU-R BT.1359), and timestamp jitter (10 ms in an MPEG program stream's DVD LPCM) cuts no
+#: silence into samples that were continuous
+GAP_SECONDS = 0.045
 OPUS_RATE = 48000
 OPUS_BITRATE = 128_000  # for stereo: 64 kb/s a channel
 #: the channel layouts libopus codes (Vorbis order), by channel count: audio is re-encoded with
 #: as many channels as it has (more than 8 are mixed down to 7.1)
 OPUS_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 MUX_AHEAD_SECONDS = 0.5  # audio is interleaved this far ahead of the last video frame written
-
-
 @dataclass
 class AudioTrack:
     """One audio stream as a Matroska file, starting ``start_offset`` seconds after the video."""
@@ -56,7 +61,10 @@ class AudioTrack:
     sample_rate: int
     channels: int
     duration: float
-    reencoded: bool = False
+    stored: str = "copied"     # "copied"; "flac" (packed from source_codec, lossless); "opus" (asked);
+    #                            "opus, unstorable" (re-encoded because Matroska cannot hold the codec)
+    source_codec: str | None = None  # the source's codec where it was re-encoded (flac, opus)
+    bit_rate: int | None = None  # the Opus encoder's bits per second, where re-encoded to Opus
     end: float | None = None   # seconds on the output timeline from which packets are left out
 
     def cut(self, start: float, length: float | None) -> AudioTrack:
@@ -69,7 +77,12 @@ class AudioTrack:
         return replace(self, start_offset=offset, end=length, duration=max(0.0, end - max(offset, 0.0)))
 
     def describe(self) -> str:
-        how = "re-encoded to Opus" if self.reencoded else "copied"  # (a .tok's re-encodes are Opus)
+        if self.stored == "flac":
+            how = f"packed from {self.source_codec}, lossless"
+        elif self.stored.startswith("opus"):
+            how = f"re-encoded to Opus at {self.bit_rate / 1000:g} kb/s from {self.source_codec}"
+        else:
+            how = "copied"
         return (f"{self.codec} {self.sample_rate} Hz {self.channels} ch, {self.duration:.2f} s "
                 f"from {self.start_offset:+.3f} s ({how}, {len(self.data)} bytes)")
 
@@ -96,26 +109,38 @@ def has_audio(src: Path) -> bool:
         return False
 
 
-def extract_audio(src: str | Path, max_seconds: float | None = None, start: float = 0.0) -> AudioTrack | None:
-    """The first audio stream of ``src`` (None when it has none), cut at ``max_seconds`` of video
-    time when given (an encode of the first N frames keeps the matching audio). ``start`` > 0
-    (encode --ss) moves the video's zero point that far in and leaves out the audio that ends
-    before it."""
+def extract_audio(src: str | Path, max_seconds: float | None = None, start: float = 0.0,
+                  choice: AudioChoice = AudioChoice()) -> AudioTrack | None:
+    """The first audio stream of ``src`` (None when it has none), stored as ``choice`` says, cut
+    at ``max_seconds`` of video time when given (an encode of the first N frames keeps the
+    matching audio). ``start`` > 0 (encode --ss) moves the video's zero point that far in and
+    leaves out the audio that ends before it."""
     src = Path(src)
     try:
         with av.open(ffmpeg_name(src)) as container:
             if not container.streams.audio:
                 return None
             video_start = _video_start(container) + start
-            try:
-                return _copy_packets(container, video_start, max_seconds, trim=start > 0)
-            except (av.FFmpegError, ValueError):
-                pass  # Matroska refused the codec (or its packets): re-encode below
-        with av.open(ffmpeg_name(src)) as container:
-            return _reencode(container, video_start, max_seconds, trim=start > 0)
-    except (av.FFmpegError, OSError) as exc:
+            ctx = container.streams.audio[0].codec_context
+            attempts = choice.attempts(codec_name(ctx), ctx.channels) if ctx is not None else ("copy",)
+        for how in attempts:
+            with av.open(ffmpeg_name(src)) as container:
+                try:
+                    if how == "copy":
+                        return _copy_packets(container, video_start, max_seconds, trim=start > 0)
+                    forced = how == "opus" and choice.codec != "opus"
+                    return _reencode(container, video_start, max_seconds, trim=start > 0,
+                                     stored="opus, unstorable" if forced else how, bit_rate=choice.bitrate)
+                except (av.FFmpegError, ValueError):
+                    if how == attempts[-1]:
+                        raise
+                    # FLAC or Matroska refused the codec (or its packets): the next way
+    except ArgumentError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
         raise InputError(f"{src}: cannot read the audio stream ({str(exc).splitlines()[0][:160]}); "
                          "use --no-audio to encode the video alone") from None
+    return None  # (not reached: the last attempt returns or raises)
 
 
 def _in_range(t: float, video_start: float, max_seconds: float | None) -> bool:
@@ -174,13 +199,16 @@ def _from_zero_point(packets: Iterator[av.Packet], time_base: Fraction, video_st
 
 
 def _reencode(container: av.container.InputContainer, video_start: float,
-              max_seconds: float | None, trim: bool = False) -> AudioTrack | None:
+              max_seconds: float | None, trim: bool = False, stored: str = "opus",
+              bit_rate: float | None = None) -> AudioTrack | None:
+    """The audio decoded and stored as FLAC (``stored`` "flac", the same samples) or Opus."""
     stream = container.streams.audio[0]
     buf = io.BytesIO()
     start: float | None = None
     samples = 0
+    encoder = "flac" if stored == "flac" else "libopus"
     with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
-        out_stream, resampler = reencode_output(out, stream.codec_context)
+        out_stream, resampler = reencode_output(out, stream.codec_context, encoder, bit_rate)
         rate = out_stream.codec_context.sample_rate
         for frame in container.decode(stream):
             t = _seconds(frame.pts, frame.time_base)
@@ -195,30 +223,45 @@ def _reencode(container: av.container.InputContainer, video_start: float,
         samples = _encode(resampler, out_stream, out, None, samples)
         for packet in out_stream.encode(None):
             out.mux(packet)
+        out_ctx = out_stream.codec_context
     if start is None:
         return None
-    return AudioTrack(buf.getvalue(), start - video_start, "opus", rate, out_stream.codec_context.channels,
-                      samples / rate, reencoded=True)
+    return AudioTrack(buf.getvalue(), start - video_start, codec_name(out_ctx), rate, out_ctx.channels,
+                      samples / rate, stored=stored, source_codec=codec_name(stream.codec_context),
+                      bit_rate=out_ctx.bit_rate if encoder == "libopus" else None)
 
 
 def reencode_output(output: av.container.OutputContainer, source: av.codec.context.CodecContext,
-                    encoder: str = "libopus") -> tuple[av.audio.stream.AudioStream, av.AudioResampler]:
+                    encoder: str = "libopus", bit_rate: float | None = None,
+                    ) -> tuple[av.audio.stream.AudioStream, av.AudioResampler]:
     """A stream in ``output`` that re-encodes audio like ``source``'s, and the resampler that
-    brings the audio to it: Opus at 48 kHz and 64 kb/s a channel, or ALAC at the source's rate in
-    16 or 24 bits as the source has them; with as many channels, in the standard layout of that
-    count (libopus's: 5.1(side) becomes 5.1; more than 8 channels are mixed down to 7.1)."""
+    brings the audio to it: Opus at 48 kHz and ``bit_rate`` (default 64 kb/s a channel), or ALAC
+    at the source's rate in 16 or 24 bits as the source has them; with as many channels, in the
+    standard layout of that count (libopus's: 5.1(side) becomes 5.1; more than 8 channels are
+    mixed down to 7.1). FLAC keeps the source's rate, layout and samples (16 bits, or 24 in 32)."""
     layout = OPUS_LAYOUTS[min(max(source.channels, 1), 8)]
-    if encoder == "alac":
+    narrow = source.format is not None and source.format.name in ("s16", "s16p", "u8", "u8p")
+    if encoder == "flac":
+        rate, fmt = source.sample_rate, "s16" if narrow else "s32"
+        layout = source.layout.name
+    elif encoder == "alac":
         rate = source.sample_rate or OPUS_RATE
-        fmt = "s16p" if source.format is not None and source.format.name in ("s16", "s16p", "u8", "u8p") else "s32p"
+        fmt = "s16p" if narrow else "s32p"
     else:
         rate, fmt = OPUS_RATE, "flt"
+    channels = len(av.AudioLayout(layout).channels)
+    if encoder == "libopus":
+        bit_rate = round(bit_rate) if bit_rate is not None else OPUS_BITRATE // 2 * channels
+        most = MAX_OPUS_BITRATE_PER_CHANNEL * channels
+        if bit_rate > most:
+            raise ArgumentError(f"audio bitrate {bit_rate / 1000:g}k: Opus takes at most {most // 1000}k for "
+                                f"{channels}-channel audio ({MAX_OPUS_BITRATE_PER_CHANNEL // 1000}k a channel)")
     stream = output.add_stream(encoder, rate=rate)
     stream.layout = layout
-    if encoder == "alac":
-        stream.format = fmt
+    if encoder == "libopus":
+        stream.bit_rate = bit_rate
     else:
-        stream.bit_rate = OPUS_BITRATE // 2 * len(av.AudioLayout(layout).channels)
+        stream.format = fmt
     return stream, av.AudioResampler(format=fmt, layout=layout, rate=rate)
 
 

@@ -36,6 +36,7 @@ from tokcodec.interrupts import sigterm_as_interrupt
 from tokcodec.text import plural
 
 if TYPE_CHECKING:
+    from tokcodec.audio_choice import AudioChoice
     from tokcodec.batch.local import LocalPool
     from tokcodec.batch.ray_engine import RayPool
     from tokcodec.model.zoo import ModelName
@@ -350,8 +351,8 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  exclude: Sequence[str] = (), model: ModelName = "default", gop: int | None = None,
                  scale: float | None = None, device: str = "auto", precision: str = "auto",
                  workers: int | None = None, engine: str = "local", address: str | None = None,
-                 force: bool = False, audio: bool = True, refine: int = 0, passes: int = DEFAULT_PASSES,
-                 rdo: float | None = None, correction: bool = True, detail: bool = True,
+                 force: bool = False, audio: bool | AudioChoice = True, refine: int = 0,
+                 passes: int = DEFAULT_PASSES, rdo: float | None = None, correction: bool = True, detail: bool = True,
                  sharpen: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
@@ -364,7 +365,8 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     to encode raises NothingToDo, an InputError, and leaves no dst). ``bpp`` or
     ``bitrate`` set a target rate for each file (``encode_video``'s). ``start``, ``duration``
     and ``max_frames`` encode part of each video (images whole), ``deinterlace`` reads
-    interlaced ones and ``scenecut`` starts GOPs at scene cuts, as ``encode_video``'s.
+    interlaced ones and ``scenecut`` starts GOPs at scene cuts, as ``encode_video``'s; ``audio``
+    too (an ``AudioChoice``: how each file's audio is stored).
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,

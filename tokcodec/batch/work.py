@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT
 
 if TYPE_CHECKING:
+    from tokcodec.audio_choice import AudioChoice
     from tokcodec.codec.container import Header
 
 ProgressFn = Callable[[int], None]
@@ -33,7 +34,7 @@ class BatchOptions:
     scale: float | None = None  # encode: None = 1, or with a target rate the plan's choice
     device: str = "auto"
     precision: str = "auto"
-    audio: bool = True          # keep (encode) / restore (decode) the first audio stream
+    audio: bool | AudioChoice = True  # keep (encode: how, audio.AudioChoice) / restore (decode) the first audio stream
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
     passes: int = DEFAULT_PASSES  # encode: closed-loop encoder passes per GOP (tokcodec.model.refine)
     rdo: float | None = None    # encode: rate-distortion trade of the token bits (None: the default; tokcodec.codec.rdo)

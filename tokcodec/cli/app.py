@@ -11,11 +11,12 @@ from typing import Optional
 
 import typer
 
-from tokcodec.cli.options import (Bitrate, Bpp, Compare, Compile, DecodeFrames, DecodeModel, Deinterlace, Device,
-                                  Duration, EncodeStart, Gop, GopBatch, KeyInterval, Model, NoAudioDecode,
-                                  NoAudioEncode, NoCorrection, NoDetail, Overwrite, Passes, Precision, Quiet, Rdo,
-                                  Refine, Scale, Scenecut, SequenceFps, Sharpen, Start, StatsJson, TokensGop,
-                                  TokensPasses, TokensRdo, TokensRefine, TokensScale, TokensScenecut, read_by)
+from tokcodec.cli.options import (AudioBitrate, AudioCodec, Bitrate, Bpp, Compare, Compile, DecodeFrames,
+                                  DecodeModel, Deinterlace, Device, Duration, EncodeStart, Gop, GopBatch,
+                                  KeyInterval, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail,
+                                  Overwrite, Passes, Precision, Quiet, Rdo, Refine, Scale, Scenecut, SequenceFps,
+                                  Sharpen, Start, StatsJson, TokensGop, TokensPasses, TokensRdo, TokensRefine,
+                                  TokensScale, TokensScenecut, audio_choice, read_by)
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
@@ -103,6 +104,8 @@ def encode(
     deinterlace: Deinterlace = "auto",
     fps: SequenceFps = None,
     no_audio: NoAudioEncode = False,
+    audio_codec: AudioCodec = "auto",
+    audio_bitrate: AudioBitrate = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: StatsJson = False,
@@ -112,6 +115,7 @@ def encode(
                               check_tok_output(output, overwrite, input), ends_at_interrupt=True) as src:
         _json_checked(as_json, output)
         check_tok_output(output, overwrite, src)  # (before the input is probed and a bar drawn)
+        audio = audio_choice(no_audio, audio_codec, audio_bitrate)
         from tokcodec.codec.correction import CorrectionConfig
         from tokcodec.codec.pipeline import encode_video, input_part, with_rate
         from tokcodec.codec.ratecontrol import parse_bitrate
@@ -123,7 +127,7 @@ def encode(
         with staged_progress(stages + [("encode", total)], quiet or as_json) as (*plan_advance, advance):
             st = encode_video(src, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
-                              max_frames=frames, audio=not no_audio, refine=refine, passes=passes,
+                              max_frames=frames, audio=audio, refine=refine, passes=passes,
                               correction=CorrectionConfig(enabled=not no_correction, detail=not no_detail,
                                                            sharpen=sharpen),
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tokcodec.cli.options import (BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel, Deinterlace, Device, Duration,
-                                  Gop, KeyInterval, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail,
-                                  Passes, Precision, Rdo, Refine, Scale, Scenecut, Sharpen, TokensGop, TokensPasses,
-                                  TokensRdo, TokensRefine, TokensScale, TokensScenecut)
+from tokcodec.cli.options import (AudioBitrate, AudioCodec, BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel,
+                                  Deinterlace, Device, Duration, Gop, KeyInterval, Model, NoAudioDecode,
+                                  NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine, Scale,
+                                  Scenecut, Sharpen, TokensGop, TokensPasses, TokensRdo, TokensRefine, TokensScale,
+                                  TokensScenecut, audio_choice)
 from tokcodec.cli.policy import errors
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 
@@ -80,6 +81,8 @@ def encode(
     address: Address = None,
     force: Force = False,
     no_audio: NoAudioEncode = False,
+    audio_codec: AudioCodec = "auto",
+    audio_bitrate: AudioBitrate = None,
     quiet: BatchQuiet = False,
 ) -> None:
     """Encode every video/image under SRC into DST (a/clip.mp4 -> a/clip.mp4.tok).
@@ -90,9 +93,11 @@ def encode(
     from tokcodec.codec.ratecontrol import parse_bitrate
 
     target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None  # (checked when parsed)
+    with errors():
+        audio = audio_choice(no_audio, audio_codec, audio_bitrate)
     _run(batch_encode, quiet, src=src, dst=dst, include=include or (), exclude=exclude or (),
          model=model, gop=gop, scale=scale, device=device, precision=precision, workers=workers,
-         engine=engine, address=address, force=force, audio=not no_audio, refine=refine,
+         engine=engine, address=address, force=force, audio=audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
          sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate, start=start,
          duration=duration, max_frames=frames, deinterlace=deinterlace, scenecut=scenecut)

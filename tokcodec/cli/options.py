@@ -7,12 +7,13 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from tokcodec.audio_choice import AudioChoice
 from tokcodec.codec.ranges import parse_time
 from tokcodec.codec.ratecontrol import MAX_TARGET_BPP, MIN_TARGET_BPP, parse_bitrate
 from tokcodec.defaults import (DEFAULT_PASSES, DEFAULT_RDO, DEFAULT_SHARPEN, MAX_KEY_INTERVAL, MAX_PASSES, MAX_RDO,
                                MAX_SCALE, MAX_SCENECUT, MAX_SHARPEN, MIN_SCALE, check_deinterlace, check_device_name,
                                check_precision_name)
-from tokcodec.errors import TokcodecError
+from tokcodec.errors import ArgumentError, TokcodecError
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Preset name or a .safetensors weights file.")]
 DecodeModel = Annotated[Optional[str], typer.Option(
@@ -145,8 +146,27 @@ Precision = Annotated[str, typer.Option(
     "--precision", callback=read_by(check_precision_name), help="auto, fp32, bf16 or fp16 (auto: bf16 on a "
     "CPU with native bf16, else fp32; on CUDA bf16, else fp16 to decode and fp32 to encode).")]
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]
+AudioCodec = Annotated[str, typer.Option(
+    "--audio-codec", metavar="<auto|copy|opus>", callback=read_by(lambda name: AudioChoice(name)),
+    help="How the audio is stored: auto copies it, but packs uncompressed PCM as FLAC (the same samples, "
+    "about half the bytes); copy keeps PCM as it is; opus re-encodes it (lossy, smaller: 64 kb/s a channel "
+    "or --audio-bitrate).")]
+AudioBitrate = Annotated[Optional[str], typer.Option(
+    "--audio-bitrate", show_default=False, callback=read_by(lambda text: AudioChoice(bitrate=parse_bitrate(text))),
+    help="Re-encode the audio to Opus at this many bits per second, all channels together, as ffmpeg's "
+    "-b:a takes it (96k).")]
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
 Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or stats line.")]
 StatsJson = Annotated[bool, typer.Option("--json", help="The stats as one JSON object on standard output, instead "
                                          "of the stats line (no progress bar; warnings stay on stderr).")]
+
+
+def audio_choice(no_audio: bool, codec: str, bitrate: Optional[str]) -> AudioChoice | bool:
+    """encode's audio options as encode_video takes them (False: --no-audio)."""
+    if no_audio:
+        if codec != "auto" or bitrate is not None:
+            raise ArgumentError("--no-audio drops the audio: --audio-codec and --audio-bitrate would have "
+                                "nothing to store")
+        return False
+    return AudioChoice(codec, parse_bitrate(bitrate) if bitrate is not None else None)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from numpy.typing import DTypeLike
 
-from tokcodec.audio import OPUS_BITRATE, AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.audio import OPUS_BITRATE, AudioChoice, AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
@@ -196,12 +196,12 @@ def no_rate_model(asked: str, coder_id: int, loaded: LoadedModel) -> ModelError:
     return ModelError(f"{asked} needs {needs}")
 
 
-def _source_audio(src: Path, keep: bool, max_frames: int | None, rate: Fraction,
+def _source_audio(src: Path, choice: AudioChoice | None, max_frames: int | None, rate: Fraction,
                   skip: int = 0) -> tuple[AudioTrack | None, str]:
-    """The audio to store (of the frames from ``skip`` on) and how to describe it in the stats."""
-    if not keep:
+    """The audio to store (of the frames from ``skip`` on; None: none) and how to describe it in the stats."""
+    if choice is None:
         return None, "dropped (--no-audio)" if has_audio(src) else "none"
-    track = extract_audio(src, float(max_frames / rate) if max_frames else None, float(skip / rate))
+    track = extract_audio(src, float(max_frames / rate) if max_frames else None, float(skip / rate), choice)
     return track, track.describe() if track is not None else "none"
 
 
@@ -209,7 +209,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                  gop: int | None = None, device: str = "auto", precision: str = "auto",
                  scale: float | None = None, coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
-                 audio: bool = True, refine: int | RefineConfig = 0, passes: int | None = None,
+                 audio: bool | AudioChoice = True, refine: int | RefineConfig = 0, passes: int | None = None,
                  correction: bool | CorrectionConfig = True, compile: bool = False,
                  rdo: float | None = None, key_interval: int = DEFAULT_KEY_INTERVAL,
                  bpp: float | None = None, bitrate: float | None = None,
@@ -217,7 +217,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                  duration: float | Fraction | str | None = None, deinterlace: str = "auto",
                  scenecut: float = DEFAULT_SCENECUT, fps: float | Fraction | str | None = None) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
-    ``audio`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
+    ``audio`` is False (an ``AudioChoice`` says how: copied by default, integer PCM packed as
+    FLAC, or re-encoded to Opus). ``model``: a preset name, a weights file, or a LoadedModel from
     load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
     time). ``device`` and ``precision`` as the CLI's --device and --precision ("auto": CUDA
     where there is one; bf16 on a CPU with native bf16, else fp32). ``overwrite`` replaces an
@@ -279,6 +280,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     check_deinterlace(deinterlace)
     check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
+    audio_choice = audio if isinstance(audio, AudioChoice) else AudioChoice() if audio else None
     src_state = file_state(src)
     info = with_rate(probe(src), fps, src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
@@ -317,8 +319,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     scale = 1.0 if scale is None else scale
     header, encode_gop = coding_at(Rung(scale, gop, 1.0))
     _check_memory(header, info, max_frames, runtime, search)
-    track, audio_note = _source_audio(src, audio and not (info.is_image or info.is_sequence), max_frames,
-                                      info.frame_rate, skip)
+    track, audio_note = _source_audio(src, None if info.is_image or info.is_sequence else audio_choice,
+                                      max_frames, info.frame_rate, skip)
     header.has_audio = track is not None
     control = None
     if plan is not None and kept is None:
@@ -401,10 +403,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     if info.interlaced and deinterlace == "off" and not (info.is_image or info.is_sequence):
         stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
                               "frames (combed where things move); --deinterlace auto deinterlaces it")
-    stats.warnings.extend(not_kept(info, streams=audio))
-    if track is not None and track.reencoded:  # (lossy for good, and said only in the stats line before)
+    stats.warnings.extend(not_kept(info, streams=audio_choice is not None))
+    if track is not None and track.stored == "opus, unstorable":  # (lossy for good, and not asked for)
         stats.warnings.append(f"the audio is stored re-encoded to Opus at {OPUS_BITRATE // 2000} kb/s a channel: "
-                              f"a .tok (Matroska) cannot hold it as it is")
+                              f"a .tok (Matroska) cannot hold {track.source_codec} as it is")
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
     stats.warnings.extend(model_warnings(loaded, coder_id))
