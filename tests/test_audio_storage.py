@@ -29,10 +29,12 @@ PCM = {
 }
 
 
-def _pcm_clip(path: Path, codec: str, audio_start: float = 0.2) -> Path:
-    """FRAMES frames of video with ``codec`` audio from ``audio_start`` s to the end: a tone plus
-    noise in every bit the format has (so a coder that dropped low bits would show)."""
-    _, fmt, bits, layout, rate = PCM[codec]
+def _pcm_clip(path: Path, codec: str, audio_start: float = 0.2, layout: str | None = None) -> Path:
+    """FRAMES frames of video with ``codec`` audio from ``audio_start`` s to the end, in one
+    packet: a tone plus noise in every bit the format has (so a coder that dropped low bits
+    would show); ``layout`` instead of the codec's own in PCM."""
+    _, fmt, bits, own_layout, rate = PCM[codec]
+    layout = layout or own_layout
     channels = len(av.AudioLayout(layout).channels)
     rng = np.random.default_rng(len(codec))
     n = round((FRAMES / FPS - audio_start) * rate)
@@ -133,15 +135,60 @@ def test_opus_where_asked_at_the_rate_asked(tmp_path, tiny_model):
 def test_audio_choices_are_checked():
     assert AudioChoice(bitrate=96e3).codec == "opus"
     for bad in (lambda: AudioChoice("flac"), lambda: AudioChoice("copy", 96e3), lambda: AudioChoice(bitrate=1e3),
-                lambda: AudioChoice(bitrate=float("nan"))):
+                lambda: AudioChoice(bitrate=float("nan")), lambda: AudioChoice(bitrate="96k")):
         with pytest.raises(ArgumentError):
             bad()
 
 
-def test_opus_above_what_libopus_takes_for_the_channels_is_refused(tmp_path, tiny_model):
+def test_opus_above_what_libopus_takes_is_lowered_and_said(tmp_path, tiny_model):
+    """Refused before, after the model had loaded: a batch failed its mono files and kept its 8-channel ones."""
     src = _pcm_clip(tmp_path / "src.mov", "pcm_s16be")  # mono
-    with pytest.raises(ArgumentError, match="at most 256k for 1-channel audio"):
-        encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0, audio=AudioChoice(bitrate=300e3))
+    st = encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0, audio=AudioChoice(bitrate=300e3))
+    assert "re-encoded to Opus at 256 kb/s" in st.audio
+    assert "the audio is stored as Opus at 256k, not the 300k asked: Opus takes at most 256k a channel" in st.warnings
+
+
+def test_opus_says_what_it_mixes_down(tmp_path, tiny_model):
+    src = _pcm_clip(tmp_path / "src.mkv", "pcm_s16le", layout="hexadecagonal")
+    st = encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0, audio=AudioChoice("opus"))
+    assert file_info(tmp_path / "a.tok").audio.channels == 8
+    assert any("16 channels are stored mixed down to 7.1" in w for w in st.warnings), st.warnings
+    st = encode_video(src, tmp_path / "b.tok", model=tiny_model, passes=0)  # (FLAC takes 8 at most: copied)
+    assert file_info(tmp_path / "b.tok").audio.channels == 16 and "(copied" in st.audio
+
+
+@pytest.mark.parametrize("layout", ["quad", "7.1", "5.1(side)"])
+def test_a_mov_decode_of_layouts_alac_does_not_take(tmp_path, tiny_model, layout):
+    """FFmpeg's ALAC takes Apple's layouts only: a quad or 7.1 PCM source, packed as FLAC, could
+    not be decoded to .mov ("cannot write (Invalid argument)"). Such layouts go in as PCM now."""
+    src = _pcm_clip(tmp_path / "src.mkv", "pcm_s24le", layout=layout)
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0)
+    st = decode_video(tmp_path / "a.tok", tmp_path / "back.mov", model=tiny_model)
+    assert st.audio == f"re-encoded to pcm_s32le, lossless ({layout})"
+    with av.open(str(tmp_path / "back.mov")) as c:
+        assert c.streams.audio[0].codec_context.layout.name == layout
+    assert np.array_equal(_samples(tmp_path / "back.mov"), _samples(src))
+
+
+def test_cuts_are_to_the_sample_and_packets_short(tmp_path, tiny_model):
+    """The source's audio is one packet of 0.4 s. Cut by whole packets, --frames kept all of it
+    past the last frame (a camera's AVI: 1 s of audio for 0.67 s of video); and FLAC's own
+    blocks of 96 ms made the cuts at decode (--ss, audio before the first frame) as coarse."""
+    src = _pcm_clip(tmp_path / "src.mkv", "pcm_s16le", audio_start=0.0)
+    reference = _samples(src).reshape(-1, 2)
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0, max_frames=5)  # 0.2 s
+    stored = file_info(tmp_path / "a.tok").audio
+    assert stored.start_offset_seconds == 0 and stored.duration_seconds == pytest.approx(0.2, abs=1e-4)
+    decode_video(tmp_path / "a.tok", tmp_path / "a.mkv", model=tiny_model)
+    assert np.array_equal(_samples(tmp_path / "a.mkv").reshape(-1, 2), reference[:9600])
+    encode_video(src, tmp_path / "b.tok", model=tiny_model, passes=0, start=0.12)  # frame 3 on
+    stored = file_info(tmp_path / "b.tok").audio
+    assert stored.start_offset_seconds == 0 and stored.duration_seconds == pytest.approx(0.28, abs=1e-4)
+    decode_video(tmp_path / "b.tok", tmp_path / "b.mkv", model=tiny_model)
+    assert np.array_equal(_samples(tmp_path / "b.mkv").reshape(-1, 2), reference[5760:])
+    with av.open(str(tmp_path / "b.mkv")) as c:
+        longest = max(p.duration * p.time_base for p in c.demux(audio=0) if p.duration)
+    assert longest <= 0.025
 
 
 def test_cli_audio_options(tmp_path):

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+import numpy as np
 
 from tokcodec.audio_choice import MAX_OPUS_BITRATE_PER_CHANNEL, AudioChoice
-from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError
+from tokcodec.errors import FormatError, InputError, OutputError
 from tokcodec.ffmpeg_names import ffmpeg_name
 
 # muxer flags that leave out what changes from run to run (Matroska's random segment UID, the date,
@@ -51,6 +52,12 @@ OPUS_BITRATE = 128_000  # for stereo: 64 kb/s a channel
 #: as many channels as it has (more than 8 are mixed down to 7.1)
 OPUS_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 MUX_AHEAD_SECONDS = 0.5  # audio is interleaved this far ahead of the last video frame written
+#: FLAC block length in samples where the rate is FLAC_BLOCK_MIN_RATE or more: 24 ms at 48 kHz,
+#: close to what AAC's packets last. Players and decode's cuts (--ss, -t, audio before the first
+#: frame) cut audio by whole packets, and the encoder's own choice, 4608 (96 ms), made those cuts
+#: four times as coarse; 1152 costs about 3% more bytes (tests/test_audio_storage.py measures)
+FLAC_BLOCK = 1152
+FLAC_BLOCK_MIN_RATE = 32000
 @dataclass
 class AudioTrack:
     """One audio stream as a Matroska file, starting ``start_offset`` seconds after the video."""
@@ -65,6 +72,7 @@ class AudioTrack:
     #                            "opus, unstorable" (re-encoded because Matroska cannot hold the codec)
     source_codec: str | None = None  # the source's codec where it was re-encoded (flac, opus)
     bit_rate: int | None = None  # the Opus encoder's bits per second, where re-encoded to Opus
+    notes: tuple[str, ...] = ()  # what storing it changed that the user should hear of (encode's warnings)
     end: float | None = None   # seconds on the output timeline from which packets are left out
 
     def cut(self, start: float, length: float | None) -> AudioTrack:
@@ -135,8 +143,6 @@ def extract_audio(src: str | Path, max_seconds: float | None = None, start: floa
                     if how == attempts[-1]:
                         raise
                     # FLAC or Matroska refused the codec (or its packets): the next way
-    except ArgumentError:
-        raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise InputError(f"{src}: cannot read the audio stream ({str(exc).splitlines()[0][:160]}); "
                          "use --no-audio to encode the video alone") from None
@@ -201,21 +207,27 @@ def _from_zero_point(packets: Iterator[av.Packet], time_base: Fraction, video_st
 def _reencode(container: av.container.InputContainer, video_start: float,
               max_seconds: float | None, trim: bool = False, stored: str = "opus",
               bit_rate: float | None = None) -> AudioTrack | None:
-    """The audio decoded and stored as FLAC (``stored`` "flac", the same samples) or Opus."""
+    """The audio decoded and stored as FLAC (``stored`` "flac", the same samples) or Opus, cut to
+    the sample at ``max_seconds`` of video time and, with ``trim``, at the video's start (a
+    camera's PCM packets can last a second: cut whole, they ran on past the last frame)."""
     stream = container.streams.audio[0]
     buf = io.BytesIO()
     start: float | None = None
     samples = 0
     encoder = "flac" if stored == "flac" else "libopus"
+    begin = video_start if trim else None
+    end = None if max_seconds is None else video_start + max_seconds
     with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
         out_stream, resampler = reencode_output(out, stream.codec_context, encoder, bit_rate)
         rate = out_stream.codec_context.sample_rate
         for frame in container.decode(stream):
             t = _seconds(frame.pts, frame.time_base)
-            if t is not None and not _in_range(t, video_start, max_seconds):
+            if t is not None and end is not None and t >= end:
                 break
-            if trim and t is not None and t + frame.samples / frame.sample_rate <= video_start:
-                continue
+            if t is not None:
+                frame, t = _cut(frame, t, begin, end)
+                if frame is None:
+                    continue
             if start is None:
                 start = t if t is not None else video_start
             at = None if t is None else round((t - start) * rate)
@@ -226,43 +238,93 @@ def _reencode(container: av.container.InputContainer, video_start: float,
         out_ctx = out_stream.codec_context
     if start is None:
         return None
+    source = stream.codec_context
+    notes = []
+    if encoder == "libopus" and bit_rate is not None and out_ctx.bit_rate < bit_rate:
+        notes.append(f"the audio is stored as Opus at {out_ctx.bit_rate // 1000}k, not the {bit_rate / 1000:g}k "
+                     f"asked: Opus takes at most {MAX_OPUS_BITRATE_PER_CHANNEL // 1000}k a channel")
+    if out_ctx.channels < source.channels:
+        notes.append(f"the audio's {source.channels} channels are stored mixed down to {out_ctx.layout.name} "
+                     f"(Opus codes at most 8); --audio-codec copy keeps them")
     return AudioTrack(buf.getvalue(), start - video_start, codec_name(out_ctx), rate, out_ctx.channels,
-                      samples / rate, stored=stored, source_codec=codec_name(stream.codec_context),
-                      bit_rate=out_ctx.bit_rate if encoder == "libopus" else None)
+                      samples / rate, stored=stored, source_codec=codec_name(source),
+                      bit_rate=out_ctx.bit_rate if encoder == "libopus" else None, notes=tuple(notes))
+
+
+def _cut(frame: av.AudioFrame, t: float, begin: float | None,
+         end: float | None) -> tuple[av.AudioFrame | None, float]:
+    """``frame`` (its first sample at ``t`` s) without its samples before ``begin`` and from
+    ``end`` on (None: no cut there), and the time of its first sample left; None when none is."""
+    rate, count = frame.sample_rate, frame.samples
+    first = 0 if begin is None else min(count, max(0, round((begin - t) * rate)))
+    last = count if end is None else max(0, min(count, round((end - t) * rate)))
+    if first == 0 and last == count:
+        return frame, t
+    if last <= first:
+        return None, t
+    data = frame.to_ndarray()
+    per_sample = 1 if frame.format.is_planar else len(frame.layout.channels)
+    part = np.ascontiguousarray(data[:, first * per_sample:last * per_sample])
+    cut = av.AudioFrame.from_ndarray(part, format=frame.format.name, layout=frame.layout)
+    cut.sample_rate = rate
+    return cut, t + first / rate
 
 
 def reencode_output(output: av.container.OutputContainer, source: av.codec.context.CodecContext,
                     encoder: str = "libopus", bit_rate: float | None = None,
                     ) -> tuple[av.audio.stream.AudioStream, av.AudioResampler]:
     """A stream in ``output`` that re-encodes audio like ``source``'s, and the resampler that
-    brings the audio to it: Opus at 48 kHz and ``bit_rate`` (default 64 kb/s a channel), or ALAC
-    at the source's rate in 16 or 24 bits as the source has them; with as many channels, in the
-    standard layout of that count (libopus's: 5.1(side) becomes 5.1; more than 8 channels are
-    mixed down to 7.1). FLAC keeps the source's rate, layout and samples (16 bits, or 24 in 32)."""
-    layout = OPUS_LAYOUTS[min(max(source.channels, 1), 8)]
+    brings the audio to it. "libopus": Opus at 48 kHz and ``bit_rate`` (default 64 kb/s a
+    channel, at most 256k a channel), with as many channels in the standard layout of that count
+    (libopus's: 5.1(side) becomes 5.1; more than 8 channels are mixed down to 7.1). "flac": the
+    source's rate, layout and samples (16 bits, or 24 in 32), in blocks of FLAC_BLOCK samples.
+    "alac": lossless at the source's rate and layout, in 16 or 24 bits as the source has them, or
+    PCM where ALAC does not take the layout (quad, 5.1(side), 7.1: FFmpeg's ALAC takes the
+    layouts of Apple's list only)."""
     narrow = source.format is not None and source.format.name in ("s16", "s16p", "u8", "u8p")
+    layout = source.layout.name
+    options: dict[str, str] = {}
     if encoder == "flac":
         rate, fmt = source.sample_rate, "s16" if narrow else "s32"
-        layout = source.layout.name
+        if rate >= FLAC_BLOCK_MIN_RATE:
+            options["frame_size"] = str(FLAC_BLOCK)
     elif encoder == "alac":
         rate = source.sample_rate or OPUS_RATE
         fmt = "s16p" if narrow else "s32p"
+        if not _opens("alac", rate, layout, fmt):
+            encoder, fmt = _pcm_for(source)
     else:
         rate, fmt = OPUS_RATE, "flt"
-    channels = len(av.AudioLayout(layout).channels)
-    if encoder == "libopus":
-        bit_rate = round(bit_rate) if bit_rate is not None else OPUS_BITRATE // 2 * channels
-        most = MAX_OPUS_BITRATE_PER_CHANNEL * channels
-        if bit_rate > most:
-            raise ArgumentError(f"audio bitrate {bit_rate / 1000:g}k: Opus takes at most {most // 1000}k for "
-                                f"{channels}-channel audio ({MAX_OPUS_BITRATE_PER_CHANNEL // 1000}k a channel)")
+        layout = OPUS_LAYOUTS[min(max(source.channels, 1), 8)]
     stream = output.add_stream(encoder, rate=rate)
     stream.layout = layout
     if encoder == "libopus":
-        stream.bit_rate = bit_rate
+        channels = len(av.AudioLayout(layout).channels)
+        asked = round(bit_rate) if bit_rate is not None else OPUS_BITRATE // 2 * channels
+        stream.bit_rate = min(asked, MAX_OPUS_BITRATE_PER_CHANNEL * channels)
     else:
         stream.format = fmt
+    stream.options = options
     return stream, av.AudioResampler(format=fmt, layout=layout, rate=rate)
+
+
+def _opens(encoder: str, rate: int, layout: str, fmt: str) -> bool:
+    """Whether FFmpeg's ``encoder`` takes audio of this rate, layout and sample format (asked of
+    a context apart: a stream added to an output cannot be taken back)."""
+    try:
+        ctx = av.CodecContext.create(encoder, "w")
+        ctx.sample_rate, ctx.layout, ctx.format = rate, layout, fmt
+        ctx.open()
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _pcm_for(source: av.codec.context.CodecContext) -> tuple[str, str]:
+    """The PCM encoder and sample format that hold ``source``'s samples as they are."""
+    name = source.format.name.rstrip("p") if source.format is not None else "flt"
+    return {"u8": ("pcm_s16le", "s16"), "s16": ("pcm_s16le", "s16"),
+            "s32": ("pcm_s32le", "s32")}.get(name, ("pcm_f32le", "flt"))
 
 
 def _encode(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
@@ -286,8 +348,6 @@ def _encode(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
 
 def _silence(like: av.AudioFrame, samples: int) -> av.AudioFrame:
     """``samples`` of silence in ``like``'s format, layout and rate."""
-    import numpy as np
-
     silent = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=samples)
     for plane in silent.planes:
         view = np.frombuffer(plane, np.uint8)

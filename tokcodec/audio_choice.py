@@ -16,6 +16,7 @@ FLAC_EXACT = frozenset({"pcm_u8", "pcm_s8", "pcm_s16le", "pcm_s16be", "pcm_s24le
                         "pcm_bluray"})
 FLAC_MAX_CHANNELS = 8
 #: the Opus bit rates libopus takes, in bits per second: at least this, at most 256 kb/s a channel
+#: (a higher rate asked for is lowered to that, with a warning: the channel count is the input's)
 MIN_OPUS_BITRATE = 6_000
 MAX_OPUS_BITRATE_PER_CHANNEL = 256_000
 
@@ -31,6 +32,9 @@ class AudioChoice:
     bitrate: float | None = None
 
     def __post_init__(self) -> None:
+        if self.bitrate is not None and (isinstance(self.bitrate, bool) or not isinstance(self.bitrate, (int, float))):
+            raise ArgumentError(f"audio bitrate {self.bitrate!r}: expected a number of bits per second (96e3; "
+                                "the CLI's --audio-bitrate reads 96k)")
         if self.codec not in AUDIO_CODECS:
             raise ArgumentError(f"audio codec {self.codec!r}: expected one of {', '.join(AUDIO_CODECS)}")
         if self.bitrate is not None:

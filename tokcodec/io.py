@@ -992,9 +992,10 @@ class FrameWriter:
         self.audio = AudioMuxer(self.container, suffix, audio)
         self.audio_note = f"{audio.codec} copied"
         if self.audio.reencoded:
-            layout = self.audio.out_stream.codec_context.layout.name
-            mixed = f", mixed down from {audio.channels} channels" if audio.channels > 8 else ""
-            codec = "ALAC, lossless" if self.audio.out_stream.codec_context.name == "alac" else "Opus"
+            out = self.audio.out_stream.codec_context
+            layout, name = out.layout.name, out.name
+            mixed = f", mixed down from {audio.channels} channels" if out.channels < audio.channels else ""
+            codec = {"alac": "ALAC, lossless", "libopus": "Opus", "opus": "Opus"}.get(name, f"{name}, lossless")
             self.audio_note = f"re-encoded to {codec} ({layout}{mixed})"
 
     def write(self, frame: np.ndarray) -> None:

@@ -269,7 +269,7 @@ def decode(
     quiet: Quiet = False,
     as_json: StatsJson = False,
 ) -> None:
-    """Decode a .tok file back to video (with its audio in .mp4/.mkv outputs), or part of it (--ss, -t, --frames)."""
+    """Decode a .tok file back to video (with its audio in .mkv/.mp4/.mov outputs), or part of it (--ss, -t, --frames)."""
     with errors(), input_file(input, "a .tok file",
                               check_output=lambda: _checked(output, overwrite, compare, as_json)) as src:
         from tokcodec.codec.pipeline import check_reference, decode_part, decode_video, open_tok

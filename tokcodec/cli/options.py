@@ -148,9 +148,9 @@ Precision = Annotated[str, typer.Option(
 NoAudioEncode = Annotated[bool, typer.Option("--no-audio", help="Drop the audio (default: keep the first audio stream).")]
 AudioCodec = Annotated[str, typer.Option(
     "--audio-codec", metavar="<auto|copy|opus>", callback=read_by(lambda name: AudioChoice(name)),
-    help="How the audio is stored: auto copies it, but packs uncompressed PCM as FLAC (the same samples, "
-    "about half the bytes); copy keeps PCM as it is; opus re-encodes it (lossy, smaller: 64 kb/s a channel "
-    "or --audio-bitrate).")]
+    help="How the audio is stored: auto copies it, but packs uncompressed 8- to 24-bit PCM as FLAC (the same "
+    "samples in a quarter to a half of the bytes); copy keeps PCM as it is; opus re-encodes any audio (lossy, "
+    "smaller: 64 kb/s a channel or --audio-bitrate).")]
 AudioBitrate = Annotated[Optional[str], typer.Option(
     "--audio-bitrate", show_default=False, callback=read_by(lambda text: AudioChoice(bitrate=parse_bitrate(text))),
     help="Re-encode the audio to Opus at this many bits per second, all channels together, as ffmpeg's "

@@ -404,6 +404,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
         stats.warnings.append("the input is interlaced: its two fields are coded woven together, as progressive "
                               "frames (combed where things move); --deinterlace auto deinterlaces it")
     stats.warnings.extend(not_kept(info, streams=audio_choice is not None))
+    if track is not None:
+        stats.warnings.extend(track.notes)
     if track is not None and track.stored == "opus, unstorable":  # (lossy for good, and not asked for)
         stats.warnings.append(f"the audio is stored re-encoded to Opus at {OPUS_BITRATE // 2000} kb/s a channel: "
                               f"a .tok (Matroska) cannot hold {track.source_codec} as it is")
