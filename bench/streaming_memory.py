@@ -42,9 +42,9 @@ main()
 
 
 def peak_rss_mb(args: list[str]) -> float:
-    from tokcodec.device import allocator_environment
+    from tokcodec.startup import startup_environment
 
-    env = {**allocator_environment(), "TOKCODEC_NO_REEXEC": "1"}  # the CLI's own settings, without its re-exec
+    env = {**startup_environment(), "TOKCODEC_NO_REEXEC": "1"}  # the CLI's own settings, without its re-exec
     res = subprocess.run([sys.executable, "-c", _CHILD, *args, "-q", "-y"], capture_output=True,
                          text=True, env=env)
     if res.returncode != 0:

@@ -6,14 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from tokcodec.device import allocator_environment, keep_freed_memory
+from tokcodec.startup import startup_environment
+
+# the CLI's start-up settings (tokcodec/startup.py), as `tokcodec` itself runs: here (before torch
+# loads, so that its OpenMP reads them) and in the processes tests start
+os.environ.update(startup_environment())
+
+import torch  # noqa: E402
+
+from tokcodec.device import keep_freed_memory  # noqa: E402
 
 os.environ.setdefault("TOKCODEC_NO_REEXEC", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-keep_freed_memory()  # the CLI's allocator policy, as `tokcodec` itself runs (faster tests),
-os.environ.update(allocator_environment())  # here and in the processes tests start
+keep_freed_memory()  # (glibc read its variables at start-up: applied to this process by hand)
 
 
 def smooth_clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:

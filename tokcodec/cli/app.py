@@ -767,15 +767,17 @@ _register_commands()
 
 
 def _maybe_reexec() -> None:
-    """Heavy commands run faster with glibc keeping big buffers mapped (measured 1.3-3.5x here);
-    the setting must be in the environment before Python starts, so re-exec once with it."""
-    from tokcodec.allocator import ALLOCATOR_POLICY, allocator_environment
+    """Heavy commands run faster with glibc keeping big buffers mapped (measured 1.3-3.5x here)
+    and, on a busy machine, with torch's threads sleeping rather than spinning when they wait
+    (tokcodec/startup.py); the settings must be in the environment before Python starts, so
+    re-exec once with them."""
+    from tokcodec.startup import has_startup_environment, startup_environment
 
-    if sys.platform != "linux" or os.environ.get("TOKCODEC_NO_REEXEC") or set(ALLOCATOR_POLICY) <= set(os.environ):
+    if sys.platform != "linux" or os.environ.get("TOKCODEC_NO_REEXEC") or has_startup_environment():
         return
     if len(sys.argv) < 2 or sys.argv[1] not in HEAVY_COMMANDS:
         return
-    env = {**allocator_environment(), "TOKCODEC_NO_REEXEC": "1"}
+    env = {**startup_environment(), "TOKCODEC_NO_REEXEC": "1"}
     try:
         os.execve(sys.executable, [sys.executable, "-m", "tokcodec", *sys.argv[1:]], env)
     except OSError:
