@@ -3,8 +3,9 @@
 For each size (640x360; with --device cuda also 1280x720 and 1920x1080) it prints frames/s of the
 network alone, the entropy coder alone, both in sequence (the model path), and the whole CLI path
 file -> .tok -> file (17-frame GOPs, the CLI's runtime: bf16 autocast, channels_last_3d on CPU,
-all cores, glibc keeping freed memory, entropy coding in threads beside the network), then x265
-preset medium's encode frames/s on the same frames (ffmpeg from imageio-ffmpeg). The CLI path is
+all cores, glibc keeping freed memory, OpenMP's short spin, entropy coding in threads beside the
+network), then x265 preset medium's encode frames/s on the same frames (ffmpeg from
+imageio-ffmpeg). The CLI path is
 also timed with the closed loop off, --scale 1.25 and --rdo 0.
 With --refine N it also times the CLI path's encode with decoder-in-the-loop search (encode
 --refine N), whose decode speed is that of any other file.
@@ -12,14 +13,19 @@ With --refine N it also times the CLI path's encode with decoder-in-the-loop sea
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-import torch
+from tokcodec.startup import startup_environment
+
+os.environ.update(startup_environment())  # the CLI's start-up settings, before torch's OpenMP reads them
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def model_fps(model_name: str, frames: np.ndarray, gop: int, repeats: int,

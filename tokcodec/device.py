@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from tokcodec.allocator import ALLOCATOR_POLICY, allocator_environment, keep_freed_memory  # noqa: F401
+from tokcodec.cpus import usable_cpus
 from tokcodec.defaults import check_device_name, check_precision_name
 from tokcodec.errors import DeviceError
 
@@ -141,7 +142,7 @@ def one_blas_thread() -> Iterator[None]:
 
 
 def use_all_cores() -> None:
-    """The CLI's thread policy for coding: one torch thread per core, unless the user chose a
-    count with OMP_NUM_THREADS. Library callers keep whatever torch.set_num_threads they chose."""
+    """The CLI's thread policy for coding: one torch thread per core this process may use (its
+    affinity and CPU quota: tokcodec/cpus.py), unless the user chose a count with OMP_NUM_THREADS. Library callers keep whatever torch.set_num_threads they chose."""
     if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(usable_cpus())

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from tokcodec.batch.plan import Job
 from tokcodec.batch.work import BatchOptions, FileResult
 from tokcodec.codec.memory import available_bytes
+from tokcodec.cpus import usable_cpus
 from tokcodec.errors import TokcodecError
 
 # Measured by bench/batch_workers.py on this 2-core machine (README "Batch"): one single-threaded
@@ -45,10 +46,8 @@ class Events(Protocol):
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """The cores the workers share: those this process may use (its affinity and CPU quota)."""
+    return usable_cpus()
 
 
 def gpu_count() -> int:

@@ -16,6 +16,7 @@ from tokcodec.bench.ffmpeg import FFmpeg, find_ffmpeg, yuv420_to_rgb
 from tokcodec.bench.measure import quality, vmaf
 from tokcodec.bench.reference import Reference, load_reference
 from tokcodec.bench.results import METRICS, BDEntry, BenchReport, ClipInfo, PointResult
+from tokcodec.cpus import usable_cpus
 from tokcodec.defaults import DEFAULT_PASSES, DEFAULT_RDO
 from tokcodec.errors import InputError
 from tokcodec.metrics import psnr, psnr_y
@@ -272,6 +273,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
         "ffmpeg": str(ff.exe),
         "ffmpeg_version": ff.version,
         "cpus": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_start": _loadavg(),
@@ -327,7 +329,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchReport:
     for c in runnable:
         report.notes.extend(c.notes())
     report.environment["load_average_end"] = end_load = _loadavg()
-    cpus = os.cpu_count() or 1
+    cpus = os.cpu_count() or 1  # (the load average counts the whole machine's)
     busy = [x for x in (report.environment["load_average_start"], end_load) if x is not None and x > cpus]
     if busy:
         report.notes.append(f"the machine was busy (1-minute load average up to {max(busy):.1f} on {cpus} "

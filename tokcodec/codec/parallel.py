@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from tokcodec.cpus import usable_cpus
 from tokcodec.errors import ArgumentError
 
 T = TypeVar("T")
@@ -27,14 +28,14 @@ _END = object()
 
 
 def coder_threads() -> int:
-    """Threads for entropy coding: TOKCODEC_CODER_THREADS, else one per core up to 8."""
+    """Threads for entropy coding: TOKCODEC_CODER_THREADS, else one per usable core (cpus.py) up to 8."""
     env = os.environ.get("TOKCODEC_CODER_THREADS", "").strip()
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             raise ArgumentError(f"TOKCODEC_CODER_THREADS={env!r} is not a number of threads") from None
-    return max(1, min(8, os.cpu_count() or 1))
+    return min(8, usable_cpus())
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int | None = None,

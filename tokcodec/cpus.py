@@ -1,0 +1,74 @@
+"""How many CPUs this process may use: the cores it may run on (its affinity: taskset, a Slurm
+job's cpuset, ``docker --cpuset-cpus``) or its CPU quota (``docker --cpus``, a Kubernetes limit,
+systemd's CPUQuota: cgroup v2's cpu.max, v1's CFS quota), whichever is fewer. ``os.cpu_count()``
+counts the machine's cores, and threads beyond what the process may use queue behind each other
+at every parallel step. Imports nothing heavy."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def usable_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
+    """The CPUs this process may keep busy: at least 1."""
+    cores = _affinity()
+    quota = cpu_quota(root, proc_cgroup)
+    return max(1, min(cores, math.floor(quota)) if quota is not None else cores)
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # (not on macOS or Windows)
+        return os.cpu_count() or 1
+
+
+def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
+    """CPUs' worth of time the process's control groups allow it (the tightest on its path up
+    to the root), or None where none is set or none can be read."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # cgroup v2: one hierarchy, cpu.max = "QUOTA PERIOD" or "max PERIOD"
+            found += [_v2_quota(d / "cpu.max") for d in _up_from(root, path)]
+        elif "cpu" in controllers.split(","):
+            mount = root / controllers  # ("cpu,cpuacct", or "cpu" beside a link of that name)
+            found += [_v1_quota(d) for d in _up_from(mount, path)]
+    limits = [q for q in found if q is not None]
+    return min(limits) if limits else None
+
+
+def _up_from(mount: Path, path: str) -> list[Path]:
+    """``mount``/``path`` and its parents up to ``mount`` (in a container the path names the
+    host's hierarchy and only the mount itself exists: the missing ones are skipped)."""
+    here = mount / path.strip("/")
+    out = [here, *[p for p in here.parents if p == mount or mount in p.parents]]
+    return out
+
+
+def _v2_quota(file: Path) -> float | None:
+    try:
+        quota, period = file.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
