@@ -55,9 +55,11 @@ MUX_AHEAD_SECONDS = 0.5  # audio is interleaved this far ahead of the last video
 #: FLAC block length in samples where the rate is FLAC_BLOCK_MIN_RATE or more: 24 ms at 48 kHz,
 #: close to what AAC's packets last. Players and decode's cuts (--ss, -t, audio before the first
 #: frame) cut audio by whole packets, and the encoder's own choice, 4608 (96 ms), made those cuts
-#: four times as coarse; 1152 costs about 3% more bytes (tests/test_audio_storage.py measures)
+#: four times as coarse; 1152 cost 3% more bytes on a concert's 48 kHz audio (docs/results.md)
 FLAC_BLOCK = 1152
 FLAC_BLOCK_MIN_RATE = 32000
+
+
 @dataclass
 class AudioTrack:
     """One audio stream as a Matroska file, starting ``start_offset`` seconds after the video."""
@@ -244,8 +246,9 @@ def _reencode(container: av.container.InputContainer, video_start: float,
         notes.append(f"the audio is stored as Opus at {out_ctx.bit_rate // 1000}k, not the {bit_rate / 1000:g}k "
                      f"asked: Opus takes at most {MAX_OPUS_BITRATE_PER_CHANNEL // 1000}k a channel")
     if out_ctx.channels < source.channels:
+        keep = "; --audio-codec copy keeps them" if stored == "opus" else ""  # (not where copying failed)
         notes.append(f"the audio's {source.channels} channels are stored mixed down to {out_ctx.layout.name} "
-                     f"(Opus codes at most 8); --audio-codec copy keeps them")
+                     f"(Opus codes at most 8){keep}")
     return AudioTrack(buf.getvalue(), start - video_start, codec_name(out_ctx), rate, out_ctx.channels,
                       samples / rate, stored=stored, source_codec=codec_name(source),
                       bit_rate=out_ctx.bit_rate if encoder == "libopus" else None, notes=tuple(notes))
