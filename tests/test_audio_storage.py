@@ -125,6 +125,8 @@ def test_opus_where_asked_at_the_rate_asked(tmp_path, tiny_model):
     assert file_info(tmp_path / "a.tok").audio.codec == "opus"
     assert "re-encoded to Opus at 48 kb/s from pcm_s16le" in st.audio
     assert not any("audio" in w for w in st.warnings)  # (asked for: that warning is for audio a .tok cannot hold)
+    st = encode_video(src, tmp_path / "b.tok", model=tiny_model, passes=0, audio=AudioChoice(bitrate=48000.4))
+    assert not any("audio" in w for w in st.warnings)  # (it said "stored at 48k, not the 48.0004k asked")
     seconds = FRAMES / FPS - 0.2
     assert st.audio_bytes < 48e3 / 8 * seconds * 1.5 + 1000  # (noise keeps Opus near its rate)
     decode_video(tmp_path / "a.tok", tmp_path / "back.mkv", model=tiny_model)
@@ -215,3 +217,42 @@ def test_batch_encode_stores_audio_as_asked(tmp_path):
                            audio=AudioChoice(bitrate=32e3))
     assert summary.failed == 0
     assert file_info(tmp_path / "out" / "a.mkv.tok").audio.codec == "opus"
+
+
+def test_64_bit_pcm_cut_by_frames(tmp_path, tiny_model):
+    """numpy cannot hold PyAV's s64 frames: cutting them to the sample failed the encode ("cannot
+    read the audio stream"), where Matroska, refusing pcm_s64le, leaves Opus as the only way."""
+    src = tmp_path / "s64.nut"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=25", "-f", "lavfi", "-i", "sine=r=48000", "-t", "1",
+           "-c:v", "ffv1", "-c:a", "pcm_s64le", str(src))
+    st = encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0, max_frames=10)
+    assert file_info(tmp_path / "a.tok").audio.codec == "opus", st.audio
+
+
+def test_a_long_gap_is_filled_a_second_at_a_time(tmp_path, tiny_model, monkeypatch):
+    """A jump of 30 minutes in PCM timestamps became one frame of silence of 30 minutes (1.2 GB
+    in memory) when packed as FLAC."""
+    import tokcodec.audio as audio
+
+    path = tmp_path / "gap.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("ffv1", rate=FPS)
+        video.width, video.height, video.pix_fmt = 32, 32, "bgr0"
+        sound = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        for i in range(FRAMES):
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 9 * i, np.uint8), "rgb24")):
+                out.mux(packet)
+        for start in (0, 8000 * 5):  # 0.1 s at 0, then 0.1 s at 5 s: a gap of 4.9 s
+            frame = av.AudioFrame.from_ndarray(np.full((1, 800), 1000, np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 8000, start
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for stream in (video, sound):
+            for packet in stream.encode():
+                out.mux(packet)
+    sizes = []
+    made = audio._silence
+    monkeypatch.setattr(audio, "_silence", lambda like, n: sizes.append(n) or made(like, n))
+    encode_video(path, tmp_path / "a.tok", model=tiny_model, passes=0)
+    assert sum(sizes) == 8000 * 5 - 800 and max(sizes) <= 8000, sizes
+    assert file_info(tmp_path / "a.tok").audio.duration_seconds == pytest.approx(5.1, abs=0.01)

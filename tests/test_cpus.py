@@ -47,10 +47,19 @@ def test_cgroup_v1_quota_and_a_container_view(tmp_path, eight_cores):
     assert cpus.cpu_quota(root, proc) is None
 
 
-def test_nothing_readable_is_no_limit(tmp_path, eight_cores):
+def test_controllers_listed_the_other_way_round(tmp_path, eight_cores):
+    """Some kernels list "cpuacct,cpu" for the hierarchy mounted at "cpu,cpuacct"."""
+    root = _tree(tmp_path / "fs", {"cpu,cpuacct/cpu.cfs_quota_us": "300000\n",
+                                   "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    proc = _tree(tmp_path, {"cgroup": "3:cpuacct,cpu:/\n"}) / "cgroup"
+    assert cpus.cpu_quota(root, proc) == 3.0
+
+
+@pytest.mark.parametrize("text", ["lots 100000\n", "100000 0\n", "-5 100000\n", "max\n", ""])
+def test_nothing_readable_is_no_limit(tmp_path, eight_cores, text):
     assert cpus.cpu_quota(tmp_path, tmp_path / "missing") is None
     proc = _tree(tmp_path, {"cgroup": "garbage\n0::/x\n"}) / "cgroup"
-    _tree(tmp_path / "fs", {"x/cpu.max": "lots 100000\n"})
+    _tree(tmp_path / "fs", {"x/cpu.max": text})
     assert cpus.cpu_quota(tmp_path / "fs", proc) is None and cpus.usable_cpus(tmp_path / "fs", proc) == 8
 
 

@@ -18,8 +18,11 @@ def test_the_spin_is_set_unless_the_user_set_how_threads_wait():
         env = startup_environment(mine)
         assert all(env[k] == v for k, v in mine.items()) and env.get("GOMP_SPINCOUNT") == mine.get("GOMP_SPINCOUNT")
         assert has_startup_environment(env)
-    # the allocator policy alone (what an earlier tokcodec's re-exec set) is not all of it
-    assert not has_startup_environment({"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1"})
+    # the allocator policy alone (what an earlier tokcodec's re-exec set) is not all of it, and a
+    # user's own allocator values stay (they were overwritten once the spin made a re-exec run)
+    mine = {"MALLOC_MMAP_MAX_": "65536", "MALLOC_TRIM_THRESHOLD_": "1000"}
+    assert not has_startup_environment(mine)
+    assert startup_environment(mine) == {**mine, "GOMP_SPINCOUNT": "1000"}
 
 
 def test_heavy_commands_re_exec_with_it(monkeypatch):

@@ -242,7 +242,7 @@ def _reencode(container: av.container.InputContainer, video_start: float,
         return None
     source = stream.codec_context
     notes = []
-    if encoder == "libopus" and bit_rate is not None and out_ctx.bit_rate < bit_rate:
+    if encoder == "libopus" and bit_rate is not None and out_ctx.bit_rate < round(bit_rate):
         notes.append(f"the audio is stored as Opus at {out_ctx.bit_rate // 1000}k, not the {bit_rate / 1000:g}k "
                      f"asked: Opus takes at most {MAX_OPUS_BITRATE_PER_CHANNEL // 1000}k a channel")
     if out_ctx.channels < source.channels:
@@ -265,7 +265,10 @@ def _cut(frame: av.AudioFrame, t: float, begin: float | None,
         return frame, t
     if last <= first:
         return None, t
-    data = frame.to_ndarray()
+    try:
+        data = frame.to_ndarray()
+    except (ValueError, TypeError):  # a format numpy cannot hold (PyAV has no dtype for s64): kept whole
+        return frame, t
     per_sample = 1 if frame.format.is_planar else len(frame.layout.channels)
     part = np.ascontiguousarray(data[:, first * per_sample:last * per_sample])
     cut = av.AudioFrame.from_ndarray(part, format=frame.format.name, layout=frame.layout)
@@ -339,7 +342,9 @@ def _encode(resampler: av.AudioResampler, stream: av.audio.stream.AudioStream,
     source), silence fills the gap first, so that what follows plays when it should."""
     rate = stream.codec_context.sample_rate
     if frame is not None and at is not None and at - pts > GAP_SECONDS * rate:
-        pts = _encode(resampler, stream, output, _silence(frame, round((at - pts) * frame.sample_rate / rate)), pts)
+        gap = round((at - pts) * frame.sample_rate / rate)  # (in the source's samples)
+        for done in range(0, gap, frame.sample_rate):  # a second at a time: a jump of hours is no huge frame
+            pts = _encode(resampler, stream, output, _silence(frame, min(frame.sample_rate, gap - done)), pts)
     for out_frame in resampler.resample(frame):
         out_frame.pts = pts
         out_frame.time_base = Fraction(1, rate)

@@ -14,7 +14,9 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def usable_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
-    """The CPUs this process may keep busy: at least 1."""
+    """The CPUs this process may keep busy: at least 1. A quota's part of a CPU counts for none
+    (a thread more than the quota holds is throttled at every period, and the others wait for it
+    at each parallel step)."""
     cores = _affinity()
     quota = cpu_quota(root, proc_cgroup)
     return max(1, min(cores, math.floor(quota)) if quota is not None else cores)
@@ -43,8 +45,10 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> floa
         if controllers == "":  # cgroup v2: one hierarchy, cpu.max = "QUOTA PERIOD" or "max PERIOD"
             found += [_v2_quota(d / "cpu.max") for d in _up_from(root, path)]
         elif "cpu" in controllers.split(","):
-            mount = root / controllers  # ("cpu,cpuacct", or "cpu" beside a link of that name)
-            found += [_v1_quota(d) for d in _up_from(mount, path)]
+            # the hierarchy's folder: named as listed ("cpu,cpuacct"), or "cpu" (a link beside it;
+            # some kernels list the controllers as "cpuacct,cpu" under a folder "cpu,cpuacct")
+            for mount in dict.fromkeys((root / controllers, root / "cpu", root / "cpu,cpuacct")):
+                found += [_v1_quota(d) for d in _up_from(mount, path)]
     limits = [q for q in found if q is not None]
     return min(limits) if limits else None
 
@@ -53,16 +57,18 @@ def _up_from(mount: Path, path: str) -> list[Path]:
     """``mount``/``path`` and its parents up to ``mount`` (in a container the path names the
     host's hierarchy and only the mount itself exists: the missing ones are skipped)."""
     here = mount / path.strip("/")
-    out = [here, *[p for p in here.parents if p == mount or mount in p.parents]]
-    return out
+    return [here, *(p for p in here.parents if p == mount or mount in p.parents)]
 
 
 def _v2_quota(file: Path) -> float | None:
     try:
         quota, period = file.read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+        if quota == "max":
+            return None
+        cpus, per = int(quota), int(period)
     except (OSError, ValueError):
         return None
+    return cpus / per if cpus > 0 and per > 0 else None
 
 
 def _v1_quota(folder: Path) -> float | None:

@@ -143,6 +143,7 @@ def one_blas_thread() -> Iterator[None]:
 
 def use_all_cores() -> None:
     """The CLI's thread policy for coding: one torch thread per core this process may use (its
-    affinity and CPU quota: tokcodec/cpus.py), unless the user chose a count with OMP_NUM_THREADS. Library callers keep whatever torch.set_num_threads they chose."""
+    affinity and CPU quota: tokcodec/cpus.py), unless the user chose a count with OMP_NUM_THREADS.
+    Library callers keep whatever torch.set_num_threads they chose."""
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(usable_cpus())

@@ -19,10 +19,11 @@ USER_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
 def startup_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with the allocator policy and, unless it sets how
-    OpenMP threads wait, the thread wait policy: for a re-exec or a child process."""
+    OpenMP threads wait, the thread wait policy, for a re-exec or a child process; a variable
+    ``env`` sets already keeps its value."""
     base = dict(os.environ if env is None else env)
     waits = {} if any(name in base for name in USER_WAIT_SETTINGS) else THREAD_WAIT_POLICY
-    return {**base, **waits, **{k: str(v) for k, v in ALLOCATOR_POLICY.items()}}
+    return {**{k: str(v) for k, v in ALLOCATOR_POLICY.items()}, **waits, **base}  # (the user's own win)
 
 
 def has_startup_environment(env: dict[str, str] | None = None) -> bool:

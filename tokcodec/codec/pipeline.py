@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from numpy.typing import DTypeLike
 
-from tokcodec.audio import OPUS_BITRATE, AudioChoice, AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.audio import OPUS_BITRATE, AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.audio_choice import AudioChoice
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
