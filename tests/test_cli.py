@@ -276,6 +276,8 @@ def test_cli_thread_policy(monkeypatch, omp):
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr(sys, "argv", ["tokcodec", "encode", "--help"])
     monkeypatch.setattr(os, "cpu_count", lambda: 3)  # differs from conftest's count
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)  # (what it goes by)
+    monkeypatch.setattr("tokcodec.cpus.cpu_quota", lambda *a: None)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 """The encode memory check: the estimate, the GOP it advises, and its refusal before any work."""
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -65,19 +66,22 @@ def test_available_memory_counts_swap_and_keeps_inside_a_cgroup_limit(tmp_path) 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 16000000 kB\nMemAvailable: 8000000 kB\nSwapFree: 1000000 kB\n")
     cgroup = tmp_path / "cgroup"
-    assert memory.available_bytes(meminfo, cgroup) == 9_000_000 * 1024  # no cgroup files: no limit
+    mine = tmp_path / "proc_cgroup"
+    mine.write_text("0::/\n")  # (this process at the root of a v2 hierarchy: a container's view)
+    available_bytes = functools.partial(memory.available_bytes, proc_cgroup=mine)
+    assert available_bytes(meminfo, cgroup) == 9_000_000 * 1024  # no cgroup files: no limit
     cgroup.mkdir()
     (cgroup / "memory.max").write_text("max\n")
-    assert memory.available_bytes(meminfo, cgroup) == 9_000_000 * 1024
+    assert available_bytes(meminfo, cgroup) == 9_000_000 * 1024
     (cgroup / "memory.max").write_text(f"{4 * 2**30}\n")
     (cgroup / "memory.current").write_text(f"{3 * 2**30}\n")
     (cgroup / "memory.stat").write_text(f"anon 100\ninactive_file {2**30}\nactive_file 5\n")
-    assert memory.available_bytes(meminfo, cgroup) == 2 * 2**30  # 4 GB limit, 2 GB of it unreclaimable
-    assert memory.available_bytes(meminfo, cgroup, swap=False) == 2 * 2**30
+    assert available_bytes(meminfo, cgroup) == 2 * 2**30  # 4 GB limit, 2 GB of it unreclaimable
+    assert available_bytes(meminfo, cgroup, swap=False) == 2 * 2**30
     (cgroup / "memory.stat").unlink()  # no memory.stat: the limit still holds, no cache counted free
-    assert memory.available_bytes(meminfo, cgroup) == 2**30
+    assert available_bytes(meminfo, cgroup) == 2**30
     meminfo.write_text("MemTotal: 16000000 kB\n")
-    assert memory.available_bytes(meminfo, cgroup) is None
+    assert available_bytes(meminfo, cgroup) is None
 
 
 def test_resident_memory_is_read_from_the_system(tmp_path) -> None:
@@ -115,3 +119,28 @@ def test_encode_refuses_before_writing_anything(tmp_path, monkeypatch: pytest.Mo
     res = CliRunner().invoke(app, ["encode", str(src), "-o", str(tmp_path / "out.tok"), "--model", "tiny",
                                    "--device", "cpu"])
     assert res.exit_code == 1 and "tokcodec: error: encoding GOPs of 9 frames" in res.output
+
+
+def test_memory_limits_of_a_v1_group_and_of_a_v2_parent_bind_too(tmp_path) -> None:
+    """Only /sys/fs/cgroup/memory.max was read: a Slurm job's or a systemd unit's limit (cgroup
+    v1, or v2 below the root) went unseen, and the kernel killed the encode at it without a word
+    (exit 137, a 600 MB limit, 1.0 GB needed)."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable: 8000000 kB\nSwapFree: 0 kB\n")
+    root = tmp_path / "fs"
+    v1 = root / "memory" / "slurm" / "job_7"
+    v1.mkdir(parents=True)
+    (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # the root: no limit
+    (v1 / "memory.limit_in_bytes").write_text(f"{600 * 2**20}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{200 * 2**20}\n")
+    (v1 / "memory.stat").write_text(f"cache 5\ntotal_inactive_file {50 * 2**20}\n")
+    mine = tmp_path / "proc_cgroup"
+    mine.write_text("7:memory:/slurm/job_7\n3:cpu,cpuacct:/slurm/job_7\n")
+    assert memory.available_bytes(meminfo, root, proc_cgroup=mine) == 450 * 2**20
+    v2 = root / "user.slice" / "run.scope"
+    v2.mkdir(parents=True)
+    (root / "user.slice" / "memory.max").write_text(f"{2**30}\n")
+    (root / "user.slice" / "memory.current").write_text(f"{2**28}\n")
+    (v2 / "memory.max").write_text("max\n")
+    mine.write_text("0::/user.slice/run.scope\n")
+    assert memory.available_bytes(meminfo, root, proc_cgroup=mine) == 3 * 2**28  # the parent's limit

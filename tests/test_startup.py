@@ -3,7 +3,10 @@ re-exec before torch loads; what the user set is kept."""
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,9 @@ def test_the_spin_is_set_unless_the_user_set_how_threads_wait():
     mine = {"MALLOC_MMAP_MAX_": "65536", "MALLOC_TRIM_THRESHOLD_": "1000"}
     assert not has_startup_environment(mine)
     assert startup_environment(mine) == {**mine, "GOMP_SPINCOUNT": "1000"}
+    # an empty OMP_WAIT_POLICY (a leftover `export OMP_WAIT_POLICY=`) is none: libgomp spins long on it
+    env = startup_environment({"OMP_WAIT_POLICY": " "})
+    assert "OMP_WAIT_POLICY" not in env and env["GOMP_SPINCOUNT"] == "1000"
 
 
 def test_heavy_commands_re_exec_with_it(monkeypatch):
@@ -34,9 +40,10 @@ def test_heavy_commands_re_exec_with_it(monkeypatch):
     for name in ("TOKCODEC_NO_REEXEC", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "MALLOC_MMAP_MAX_"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "argv", ["tokcodec", "decode", "a.tok", "-o", "a.mkv"])
+    monkeypatch.setenv("TOKCODEC_NO_REEXEC", "0")  # ("0" is off: it turned the re-exec off)
     cli_app._maybe_reexec()
     (argv, env), = calls
-    assert argv[1:] == ["-m", "tokcodec", "decode", "a.tok", "-o", "a.mkv"]
+    assert argv[1] == "-c" and argv[3:] == ["decode", "a.tok", "-o", "a.mkv"]
     assert env["GOMP_SPINCOUNT"] == "1000" and env["TOKCODEC_NO_REEXEC"] == "1"
     calls.clear()
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice: kept, and still re-exec'd for malloc
@@ -53,3 +60,29 @@ def test_light_commands_do_not(monkeypatch, command):
     monkeypatch.delenv("TOKCODEC_NO_REEXEC", raising=False)
     monkeypatch.setattr(sys, "argv", ["tokcodec", command])
     cli_app._maybe_reexec()
+
+
+def test_the_re_exec_runs_this_tokcodec_not_one_in_the_current_folder(tmp_path):
+    """`python -m tokcodec` put the current folder first: a `tokcodec.py` there ran instead, and
+    the job exited 0 with nothing written."""
+    from conftest import smooth_clip, write_clip
+
+    write_clip(tmp_path / "c.mkv", smooth_clip(5, 32, 48))
+    (tmp_path / "tokcodec.py").write_text("print('not tokcodec')\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TOKCODEC_NO_REEXEC", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}  # (so that it re-execs)
+    script = Path(sys.executable).parent / "tokcodec"
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from tokcodec.cli import main; main()"]
+    done = subprocess.run([*command, "encode", "c.mkv", "-o", "c.tok", "-m", "tiny", "--passes", "0", "-q"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "not tokcodec" not in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "c.tok").stat().st_size > 0
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("yes", True), ("0", False), ("", False), (" Off ", False),
+                                       ("false", False), ("no", False)])
+def test_switches_read_0_as_off(monkeypatch, value, on):
+    from tokcodec.env_flags import env_flag
+
+    monkeypatch.setenv("TOKCODEC_DEBUG", value)
+    assert env_flag("TOKCODEC_DEBUG") is on

@@ -9,8 +9,7 @@ import math
 import os
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_CGROUP = Path("/proc/self/cgroup")
+from tokcodec.cgroups import CGROUP_ROOT, PROC_CGROUP, group_folders
 
 
 def usable_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
@@ -32,32 +31,10 @@ def _affinity() -> int:
 def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """CPUs' worth of time the process's control groups allow it (the tightest on its path up
     to the root), or None where none is set or none can be read."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    found = []
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":  # cgroup v2: one hierarchy, cpu.max = "QUOTA PERIOD" or "max PERIOD"
-            found += [_v2_quota(d / "cpu.max") for d in _up_from(root, path)]
-        elif "cpu" in controllers.split(","):
-            # the hierarchy's folder: named as listed ("cpu,cpuacct"), or "cpu" (a link beside it;
-            # some kernels list the controllers as "cpuacct,cpu" under a folder "cpu,cpuacct")
-            for mount in dict.fromkeys((root / controllers, root / "cpu", root / "cpu,cpuacct")):
-                found += [_v1_quota(d) for d in _up_from(mount, path)]
+    found = [_v2_quota(d / "cpu.max") if version == 2 else _v1_quota(d)
+             for version, d in group_folders("cpu", root, proc_cgroup)]
     limits = [q for q in found if q is not None]
     return min(limits) if limits else None
-
-
-def _up_from(mount: Path, path: str) -> list[Path]:
-    """``mount``/``path`` and its parents up to ``mount`` (in a container the path names the
-    host's hierarchy and only the mount itself exists: the missing ones are skipped)."""
-    here = mount / path.strip("/")
-    return [here, *(p for p in here.parents if p == mount or mount in p.parents)]
 
 
 def _v2_quota(file: Path) -> float | None:

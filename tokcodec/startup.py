@@ -4,6 +4,7 @@ batch workers inherit them. Imports nothing heavy."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from tokcodec.allocator import ALLOCATOR_POLICY
 
@@ -21,12 +22,18 @@ def startup_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with the allocator policy and, unless it sets how
     OpenMP threads wait, the thread wait policy, for a re-exec or a child process; a variable
     ``env`` sets already keeps its value."""
-    base = dict(os.environ if env is None else env)
+    base = _without_empty_waits(os.environ if env is None else env)
     waits = {} if any(name in base for name in USER_WAIT_SETTINGS) else THREAD_WAIT_POLICY
     return {**{k: str(v) for k, v in ALLOCATOR_POLICY.items()}, **waits, **base}  # (the user's own win)
 
 
 def has_startup_environment(env: dict[str, str] | None = None) -> bool:
     """Whether ``env`` (default: this process's) already has what startup_environment would add."""
-    names = set(os.environ if env is None else env)
+    names = set(_without_empty_waits(os.environ if env is None else env))
     return set(ALLOCATOR_POLICY) <= names and any(name in names for name in USER_WAIT_SETTINGS)
+
+
+def _without_empty_waits(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less a wait setting left empty (a job script's `export OMP_WAIT_POLICY=`): libgomp
+    calls it invalid and spins its long default, so it counts as unset."""
+    return {k: v for k, v in env.items() if k not in USER_WAIT_SETTINGS or v.strip()}

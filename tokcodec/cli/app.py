@@ -23,6 +23,7 @@ from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
 from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, stdout_closed
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
+from tokcodec.env_flags import env_flag
 from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
 from tokcodec.text import plural, printable
 
@@ -770,18 +771,30 @@ def _maybe_reexec() -> None:
     """Heavy commands run faster with glibc keeping big buffers mapped (measured 1.3-3.5x here)
     and, on a busy machine, with torch's threads sleeping rather than spinning when they wait
     (tokcodec/startup.py); the settings must be in the environment before Python starts, so
-    re-exec once with them."""
+    re-exec once with them (and TOKCODEC_NO_REEXEC=1, so once only)."""
     from tokcodec.startup import has_startup_environment, startup_environment
 
-    if sys.platform != "linux" or os.environ.get("TOKCODEC_NO_REEXEC") or has_startup_environment():
+    if sys.platform != "linux" or env_flag("TOKCODEC_NO_REEXEC") or has_startup_environment():
         return
     if len(sys.argv) < 2 or sys.argv[1] not in HEAVY_COMMANDS:
         return
     env = {**startup_environment(), "TOKCODEC_NO_REEXEC": "1"}
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "tokcodec", *sys.argv[1:]], env)
+        os.execve(sys.executable, [sys.executable, "-c", reexec_code(), *sys.argv[1:]], env)
     except OSError:
         pass
+
+
+def reexec_code() -> str:
+    """What the re-exec runs: this very tokcodec's CLI. `python -m tokcodec` put the current
+    folder first on the path, so a `tokcodec.py` there ran instead (and exited 0, nothing
+    written); the folder this package was imported from goes first now, in place of the
+    current folder that `-c` puts there."""
+    import tokcodec
+
+    home = str(Path(tokcodec.__file__).resolve().parent.parent)
+    return (f"import sys; sys.path[:sys.path[:1] == ['']] = [{home!r}]; "
+            "from tokcodec.cli import main; main()")
 
 
 #: columns --help is laid out in, at least: narrower, rich cut option names to fit (`--outp…`,

@@ -22,6 +22,7 @@ try:  # (imported here, not when memory has run out: importing it then failed wi
 except ImportError:  # (not Unix)
     resource = None  # type: ignore[assignment]
 
+from tokcodec.env_flags import env_flag
 from tokcodec.errors import GPU_OUT_OF_MEMORY, ArgumentError, BusyError, Terminated, is_gpu_out_of_memory
 
 
@@ -79,7 +80,7 @@ def reader_gone(code: int = 1) -> int:
 
 
 def _unexpected(exc: Exception, code: int) -> None:
-    if os.environ.get("TOKCODEC_DEBUG"):
+    if env_flag("TOKCODEC_DEBUG"):
         raise exc
     fail(f"unexpected {type(exc).__name__}: {exc} (set TOKCODEC_DEBUG=1 for a traceback)", code)
 
@@ -117,14 +118,14 @@ def errors(code: int = 1) -> Iterator[None]:
     except MemoryError:
         fail(OUT_OF_MEMORY + address_space_note(), code)
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE) and not os.environ.get("TOKCODEC_DEBUG"):
+        if exc.errno in (errno.EMFILE, errno.ENFILE) and not env_flag("TOKCODEC_DEBUG"):
             fail(too_many_files(), code)
-        if exc.errno not in _PLACE_ERRNOS or os.environ.get("TOKCODEC_DEBUG"):
+        if exc.errno not in _PLACE_ERRNOS or env_flag("TOKCODEC_DEBUG"):
             _unexpected(exc, code)
         # (a full disk or standard output, `>/dev/full`: what it says is all there is to say)
         fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"cannot write: {exc.strerror}", code)
     except RuntimeError as exc:
-        if is_gpu_out_of_memory(exc) and not os.environ.get("TOKCODEC_DEBUG"):
+        if is_gpu_out_of_memory(exc) and not env_flag("TOKCODEC_DEBUG"):
             fail(GPU_OUT_OF_MEMORY, code)
         if "can't allocate memory" not in str(exc):  # (torch's CPU allocator: "DefaultCPUAllocator: ...")
             _unexpected(exc, code)

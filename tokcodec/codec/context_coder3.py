@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import os
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -86,6 +85,7 @@ from tokcodec.codec.lattice import (HEADER_BYTES, MAX_BITS, MAX_MOTION, MODE_CON
                                     Geometry, Pass)
 from tokcodec.codec.segments import append_segments, pack_motion, read_mode, read_motion, read_segments
 from tokcodec.codec.raw import RawBitsCoder, check_tokens as _check_tokens
+from tokcodec.env_flags import env_flag
 from tokcodec.errors import FormatError, MissingPriorError
 
 if TYPE_CHECKING:
@@ -656,7 +656,7 @@ def _kernels():
     global _KERNELS
     if _KERNELS is None:
         _KERNELS = False
-        if not os.environ.get("TOKCODEC_NO_NUMBA"):
+        if not env_flag("TOKCODEC_NO_NUMBA"):
             try:
                 from tokcodec.codec import context_kernels
             except Exception:  # noqa: BLE001 - ImportError, or numba refusing this numpy

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokcodec.cgroups import CGROUP_ROOT, PROC_CGROUP, group_folders
 from tokcodec.errors import TokcodecError
 
 BASE_BYTES = 400 * 2**20            # interpreter, torch, the model, the coders
@@ -77,13 +78,14 @@ def resident_bytes(status: Path = Path("/proc/self/status")) -> int:
     return 0
 
 
-def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup"),
-                    swap: bool = True) -> int | None:
+def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = CGROUP_ROOT,
+                    swap: bool = True, proc_cgroup: Path = PROC_CGROUP) -> int | None:
     """What the system can still hand this process, or None where it does not say (not Linux):
     MemAvailable, plus with ``swap`` free swap (a job that spills into swap is slow, not killed;
-    the host's swap, whatever the cgroup's own swap limit), capped by the headroom of a cgroup v2
-    memory limit (containers: /proc/meminfo shows the host's memory, but the kernel kills at the
-    limit), where the cgroup's reclaimable page cache counts as free."""
+    the host's swap, whatever the cgroup's own swap limit), capped by the headroom of the memory
+    limits of the process's control groups (``cgroup``: where they are mounted; a container's,
+    a Slurm job's, systemd's MemoryMax, v2 or v1: /proc/meminfo shows the host's memory, but the
+    kernel kills at the limit), where a group's reclaimable page cache counts as free."""
     try:
         fields = {k: int(v.split()[0]) * 1024 for k, v in
                   (line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)}
@@ -92,24 +94,32 @@ def available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("
     if "MemAvailable" not in fields:
         return None
     available = fields["MemAvailable"] + (fields.get("SwapFree", 0) if swap else 0)
-    headroom = _cgroup_headroom(cgroup)
-    return available if headroom is None else min(available, headroom)
+    headrooms = [room for version, folder in group_folders("memory", cgroup, proc_cgroup)
+                 if (room := _cgroup_headroom(folder, version)) is not None]
+    return min([available, *headrooms])
 
 
-def _cgroup_headroom(cgroup: Path) -> int | None:
-    """memory.max minus what the cgroup uses that cannot be reclaimed (memory.current less its
-    inactive file cache; none counted where memory.stat is missing), or None without a limit.
-    Only this cgroup's own limit is read, not its ancestors'."""
+#: memory files by cgroup version: the limit, the use, the stat field of reclaimable page cache
+_MEMORY_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
+                 1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+#: a v1 limit this large is none (the kernel writes 2**63 - 1 rounded down to a page)
+_NO_V1_LIMIT = 2**62
+
+
+def _cgroup_headroom(cgroup: Path, version: int = 2) -> int | None:
+    """The group's limit minus what it uses that cannot be reclaimed (its use less its inactive
+    file cache; none counted where the stat file is missing), or None without a limit."""
+    limit_file, usage_file, cache_field = _MEMORY_FILES[version]
     try:
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit == "max":
+        limit = (cgroup / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= _NO_V1_LIMIT:
             return None
-        headroom = int(limit) - int((cgroup / "memory.current").read_text())
+        headroom = int(limit) - int((cgroup / usage_file).read_text())
     except (OSError, ValueError):
         return None
     try:
-        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines() if line.strip())
-        headroom += int(stat.get("inactive_file", 0))
+        stat = dict(line.split()[:2] for line in (cgroup / "memory.stat").read_text().splitlines() if line.strip())
+        headroom += int(stat.get(cache_field, 0))
     except (OSError, ValueError):
         pass
     return max(0, headroom)

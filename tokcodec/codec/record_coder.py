@@ -17,12 +17,12 @@ Python, slowly, and writes the same bytes: every step is integer arithmetic.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from tokcodec.env_flags import env_flag
+
 try:  # compiled where numba loads (and TOKCODEC_NO_NUMBA is unset), else the same source in Python
-    if os.environ.get("TOKCODEC_NO_NUMBA"):
+    if env_flag("TOKCODEC_NO_NUMBA"):
         raise ImportError("TOKCODEC_NO_NUMBA")
     from tokcodec.compiled import cached_njit as _jit
 except Exception:  # noqa: BLE001 - ImportError, or numba refusing this numpy
