@@ -14,6 +14,7 @@ import pytest
 from tokcodec import device
 from tokcodec.batch import manifest, plan
 from tokcodec.bench import rd
+from tokcodec.codec import outputs
 from tokcodec.codec.outputs import commit_output
 from tokcodec.errors import BusyError, OutputError
 
@@ -108,7 +109,7 @@ def test_leftover_workers_are_looked_up_without_os_kill_on_windows(monkeypatch):
     """os.kill(pid, 0) on Windows sends Ctrl-C (signal 0 is CTRL_C_EVENT), and raises a plain
     OSError for a pid that is gone, which stopped every batch run that found a leftover part."""
     calls: list[str] = []
-    monkeypatch.setattr(plan, "WINDOWS", True)
+    monkeypatch.setattr(outputs, "WINDOWS", True)  # (plan.pid_alive is codec.outputs')
     monkeypatch.setitem(sys.modules, "_winapi", fake_winapi({42}, calls))
     monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill used on Windows"))
     assert plan.pid_alive(42) and not plan.pid_alive(43)

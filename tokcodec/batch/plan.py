@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokcodec.codec.outputs import NAME_MAX
+from tokcodec.codec.outputs import NAME_MAX, pid_alive
 from tokcodec.errors import ArgumentError, InputError, OutputError
 from tokcodec.io import IMAGE_INPUT_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
@@ -253,26 +253,6 @@ def _made_from_other(made_from: str | None, rel: str) -> bool:
     return Path(made_from).parts[-len(parts):] != parts
 
 
-WINDOWS = os.name == "nt"
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if WINDOWS:
-        return _windows_pid_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped, e.g. under a container's init) writes nothing
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def stale_parts(dst: Path, pids: Iterable[int] | None = None) -> list[Path]:
     """Temporary outputs under dst left by a killed run: those of `pids`, or when None those whose
     writer is no longer alive on this host (callers hold the DST lock, so no other run writes).
@@ -301,19 +281,3 @@ def remove_stale_parts(dst: Path, pids: Iterable[int] | None = None) -> int:
         except FileNotFoundError:
             pass
     return n
-
-
-def _windows_pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs, on Windows, where ``os.kill(pid, 0)`` is no check: it sends
-    that process Ctrl-C (0 is CTRL_C_EVENT), and raises a plain OSError for a process long gone."""
-    import _winapi  # type: ignore[import-not-found]
-
-    query_limited_information, still_active, access_denied = 0x1000, 259, 5
-    try:
-        handle = _winapi.OpenProcess(query_limited_information, False, pid)
-    except OSError as exc:
-        return getattr(exc, "winerror", None) == access_denied  # (it exists, not ours to look at)
-    try:
-        return _winapi.GetExitCodeProcess(handle) == still_active
-    finally:
-        _winapi.CloseHandle(handle)

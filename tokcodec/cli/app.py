@@ -20,7 +20,7 @@ from tokcodec.cli.options import (AudioBitrate, AudioCodec, Bitrate, Bpp, Compar
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
 from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
 from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
-from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, stdout_closed
+from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, remove_dead_parts, stdout_closed
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 from tokcodec.env_flags import env_flag
@@ -134,6 +134,8 @@ def encode(
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
                               start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut, fps=fps)
+        if str(output) != STDIO:
+            remove_dead_parts(output)  # (what earlier runs killed outright left, hidden)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
         settings += f", scale {st.scale:g}" if st.scale != 1 else ""
         settings += f", passes {st.passes}" if st.passes else ""
@@ -286,6 +288,8 @@ def decode(
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
                               compile=compile, **part)
+        if str(output) != STDIO:
+            remove_dead_parts(output)
         lost = sum(b - a + 1 for a, b in st.lost_frames)
         if lost:  # (said even with -q: the output is not the whole video)
             ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in st.lost_frames)

@@ -119,6 +119,64 @@ NAME_MAX = 255
 MAX_SUFFIX = 16
 
 
+WINDOWS = os.name == "nt"
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if WINDOWS:
+        return _windows_pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped, e.g. under a container's init) writes nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs, on Windows, where ``os.kill(pid, 0)`` is no check: it sends
+    that process Ctrl-C (0 is CTRL_C_EVENT), and raises a plain OSError for a process long gone."""
+    import _winapi  # type: ignore[import-not-found]
+
+    query_limited_information, still_active, access_denied = 0x1000, 259, 5
+    try:
+        handle = _winapi.OpenProcess(query_limited_information, False, pid)
+    except OSError as exc:
+        return getattr(exc, "winerror", None) == access_denied  # (it exists, not ours to look at)
+    try:
+        return _winapi.GetExitCodeProcess(handle) == still_active
+    finally:
+        _winapi.CloseHandle(handle)
+
+
+def remove_dead_parts(dst: Path) -> int:
+    """Remove the temporary outputs of ``dst`` (temp_path's names, any process's) whose writer is
+    no longer alive on this host: a run killed outright (`kill -9`, the kernel at a memory
+    limit) leaves its part behind, hidden, and no later run took it away. For one output (the
+    CLI's encode and decode): it lists ``dst``'s folder, which batch, writing thousands, does
+    once per run itself (batch.plan.remove_stale_parts). Returns how many it removed."""
+    stem, suffix = (dst.stem, dst.suffix) if len(os.fsencode(dst.suffix)) <= MAX_SUFFIX else (dst.name, "")
+    part = re.compile(rf"\.{re.escape(stem)}\.part-(\d+)(?:-\d+)?{re.escape(suffix)}")
+    try:
+        names = os.listdir(dst.parent)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        found = part.fullmatch(name)
+        if found and int(found.group(1)) != os.getpid() and not pid_alive(int(found.group(1))):
+            with contextlib.suppress(OSError):  # (a folder, or gone already: left as it is)
+                (dst.parent / name).unlink()
+                removed += 1
+    return removed
+
+
 def temp_path(dst: Path, number: int = 1) -> Path:
     """Hidden sibling of dst that keeps its extension (muxers are chosen by it): .NAME.part-PID.EXT,
     or .NAME.part-PID-N.EXT for the N-th (from 2) where the names before are in use (written at
