@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import smooth_clip, write_clip
@@ -38,7 +39,13 @@ def test_an_encode_takes_away_what_a_killed_one_left(tmp_path):
     alive.write_bytes(b"being written")
     other = tmp_path / f".d.part-{killed.pid}.tok"  # (another output's: kept)
     other.write_bytes(b"not ours")
+    recent = tmp_path / f".c.part-{killed.pid}-2.tok"  # (written a minute ago: perhaps another host's writer)
+    recent.write_bytes(b"maybe alive elsewhere")
+    hours_ago = time.time() - 2 * 3600
+    for part in (dead, alive, other):
+        os.utime(part, (hours_ago, hours_ago))
+    os.utime(recent, (time.time() - 60, time.time() - 60))
     done = subprocess.run([sys.executable, "-m", "tokcodec", "encode", "c.mkv", "-o", "c.tok", "-m", "tiny",
                            "--passes", "0", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert not dead.exists() and alive.exists() and other.exists() and recent.exists()

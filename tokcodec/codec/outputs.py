@@ -14,6 +14,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +124,7 @@ WINDOWS = os.name == "nt"
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie counts as gone)."""
     if pid <= 0:
         return False
     if WINDOWS:
@@ -155,12 +157,19 @@ def _windows_pid_alive(pid: int) -> bool:
         _winapi.CloseHandle(handle)
 
 
-def remove_dead_parts(dst: Path) -> int:
+#: a temporary output untouched this long, whose writer is not alive here, is a dead run's: a
+#: writer on another host sharing the folder (its PID means nothing here) writes every GOP
+DEAD_PART_SECONDS = 3600
+
+
+def remove_dead_parts(dst: Path, now: float | None = None) -> int:
     """Remove the temporary outputs of ``dst`` (temp_path's names, any process's) whose writer is
-    no longer alive on this host: a run killed outright (`kill -9`, the kernel at a memory
-    limit) leaves its part behind, hidden, and no later run took it away. For one output (the
-    CLI's encode and decode): it lists ``dst``'s folder, which batch, writing thousands, does
-    once per run itself (batch.plan.remove_stale_parts). Returns how many it removed."""
+    no longer alive on this host and that nothing has written for DEAD_PART_SECONDS: a run
+    killed outright (`kill -9`, the kernel at a memory limit) leaves its part behind, hidden, and
+    no later run took it away. For one output (the CLI's encode and decode): it lists ``dst``'s
+    folder, which batch, writing thousands, does once per run itself (batch.plan's
+    remove_stale_parts, under its lock). Returns how many it removed."""
+    now = time.time() if now is None else now
     stem, suffix = (dst.stem, dst.suffix) if len(os.fsencode(dst.suffix)) <= MAX_SUFFIX else (dst.name, "")
     part = re.compile(rf"\.{re.escape(stem)}\.part-(\d+)(?:-\d+)?{re.escape(suffix)}")
     try:
@@ -170,8 +179,10 @@ def remove_dead_parts(dst: Path) -> int:
     removed = 0
     for name in names:
         found = part.fullmatch(name)
-        if found and int(found.group(1)) != os.getpid() and not pid_alive(int(found.group(1))):
-            with contextlib.suppress(OSError):  # (a folder, or gone already: left as it is)
+        if not found or int(found.group(1)) == os.getpid() or pid_alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):  # (a folder, or gone already: left as it is)
+            if now - (dst.parent / name).stat().st_mtime >= DEAD_PART_SECONDS:
                 (dst.parent / name).unlink()
                 removed += 1
     return removed
