@@ -76,6 +76,7 @@ def test_version_option() -> None:
     first, second = res.output.splitlines()[:2]
     assert first == f"tokcodec {__version__}"
     assert second.startswith(f"Python {sys.version.split()[0]}, torch ") and " av " in second
+    assert re.fullmatch(r"CPUs: \d+ usable of \d+ \((CPU quota [\d.]+|no CPU quota)\)", res.output.splitlines()[2])
 
 
 def test_the_version_has_one_source() -> None:

@@ -46,7 +46,16 @@ def version_text() -> str:
             return "not installed"
 
     parts = ", ".join(f"{name} {installed(name)}" for name in ("torch", "av", "numpy", "numba"))
-    return f"tokcodec {__version__}\nPython {sys.version.split()[0]}, {parts}"
+    return f"tokcodec {__version__}\nPython {sys.version.split()[0]}, {parts}\n{cpus_text()}"
+
+
+def cpus_text() -> str:
+    """The CPUs tokcodec runs its threads on, and why that many (a bug report about speed)."""
+    from tokcodec.cpus import cpu_quota, usable_cpus
+
+    quota = cpu_quota()
+    limit = f"CPU quota {quota:g}" if quota is not None else "no CPU quota"
+    return f"CPUs: {usable_cpus()} usable of {os.cpu_count() or 1} ({limit})"
 
 
 def _print_version(value: bool) -> None:
