@@ -242,6 +242,9 @@ def _reencode(container: av.container.InputContainer, video_start: float,
         return None
     source = stream.codec_context
     notes = []
+    if stored == "opus, unstorable":  # (lossy for good, and not asked for)
+        notes.append(f"the audio is stored re-encoded to Opus at {OPUS_BITRATE // 2000} kb/s a channel: "
+                     f"a .tok (Matroska) cannot hold {codec_name(source)} as it is")
     if encoder == "libopus" and bit_rate is not None and out_ctx.bit_rate < round(bit_rate):
         notes.append(f"the audio is stored as Opus at {out_ctx.bit_rate // 1000}k, not the {bit_rate / 1000:g}k "
                      f"asked: Opus takes at most {MAX_OPUS_BITRATE_PER_CHANNEL // 1000}k a channel")

@@ -44,6 +44,8 @@ VIDEO_INPUT_SUFFIXES = {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".y4m",
                         ".vob", ".dv", ".asf", ".nut", ".m1v", ".m2v", ".mpe", ".f4v", ".divx", ".apng",
                         ".3g2", ".mj2", ".qt", ".rm", ".rmvb", ".h264", ".264", ".h265", ".265", ".hevc",
                         ".ivf", ".obu", ".mjpeg", ".mjpg"}
+#: the names of every input tokcodec reads as video (a still, a sequence's frame, a video)
+MEDIA_INPUT_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_INPUT_SUFFIXES
 DEFAULT_IMAGE_RATE = Fraction(25, 1)
 MAX_DIMENSION = 16384
 # 8K (7680x4320 and DCI 8192x4320 fit): one RGB frame of this is 113 MB and the model needs many
@@ -772,11 +774,10 @@ def timing_drift(path: Path | str, rate: Fraction, skip: int = 0, max_frames: in
 def media_files(paths: tuple[Path, ...] | list[Path]) -> list[Path]:
     """The videos and images among ``paths`` (folders searched recursively), sorted; an
     InputError when a path is missing or none is found."""
-    media = VIDEO_INPUT_SUFFIXES | IMAGE_INPUT_SUFFIXES
     found: set[Path] = set()
     for path in map(Path, paths):
         if path.is_dir():
-            found.update(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in media)
+            found.update(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_INPUT_SUFFIXES)
         elif path.is_file():
             found.add(path)
         else:

@@ -17,12 +17,11 @@ from pathlib import Path
 
 from tokcodec.codec.outputs import NAME_MAX, pid_alive
 from tokcodec.errors import ArgumentError, InputError, OutputError
-from tokcodec.io import IMAGE_INPUT_SUFFIXES, VIDEO_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
+from tokcodec.io import IMAGE_INPUT_SUFFIXES, MEDIA_INPUT_SUFFIXES, VIDEO_OUTPUT_SUFFIXES
 
 TOK_SUFFIX = ".tok"
 TOKENS_SUFFIX = ".safetensors"
 OPS = ("encode", "decode", "tokens")
-MEDIA_SUFFIXES = VIDEO_INPUT_SUFFIXES | IMAGE_INPUT_SUFFIXES
 DECODE_TARGETS = ("mkv", "mp4", "y4m")
 RESTORABLE_SUFFIXES = VIDEO_OUTPUT_SUFFIXES | {".png", ".jpg", ".jpeg"}  # what decode can write as-is
 FALLBACK_VIDEO = ".mkv"   # lossless, for inputs like .avi/.webm that decode cannot write
@@ -86,9 +85,9 @@ def wanted(op: str, rel: str, include: Sequence[str], exclude: Sequence[str]) ->
     if include:
         ok = _matches(rel, include)
     elif op == "encode":
-        ok = Path(rel).suffix.lower() in MEDIA_SUFFIXES
+        ok = Path(rel).suffix.lower() in MEDIA_INPUT_SUFFIXES
     elif op == "tokens":
-        ok = Path(rel).suffix.lower() in MEDIA_SUFFIXES or rel.lower().endswith(TOK_SUFFIX)
+        ok = Path(rel).suffix.lower() in MEDIA_INPUT_SUFFIXES or rel.lower().endswith(TOK_SUFFIX)
     else:
         ok = rel.lower().endswith(TOK_SUFFIX)
     return ok and not _matches(rel, exclude)

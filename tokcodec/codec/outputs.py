@@ -79,10 +79,10 @@ def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None
 def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> None:
     """check_output for a .tok file, which is refused a video or image name (a player or ffmpeg
     would take it for one: tokcodec decode makes those)."""
-    from tokcodec.io import IMAGE_INPUT_SUFFIXES, VIDEO_INPUT_SUFFIXES  # (io imports this module)
+    from tokcodec.io import MEDIA_INPUT_SUFFIXES  # (io imports this module)
 
     suffix = dst.suffix.lower()
-    if suffix in VIDEO_INPUT_SUFFIXES | IMAGE_INPUT_SUFFIXES | {".npy", ".safetensors"}:
+    if suffix in MEDIA_INPUT_SUFFIXES | {".npy", ".safetensors"}:
         raise OutputError(f"{dst}: encode writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
                           "tokcodec decode makes video from it)")
     # (before the encode, not at its end; os.path's, as Path.is_dir raises where the name is too

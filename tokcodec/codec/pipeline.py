@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from numpy.typing import DTypeLike
 
-from tokcodec.audio import OPUS_BITRATE, AudioTrack, extract_audio, has_audio, read_track
+from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.audio_choice import AudioChoice
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
@@ -407,9 +407,6 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     stats.warnings.extend(not_kept(info, streams=audio_choice is not None))
     if track is not None:
         stats.warnings.extend(track.notes)
-    if track is not None and track.stored == "opus, unstorable":  # (lossy for good, and not asked for)
-        stats.warnings.append(f"the audio is stored re-encoded to Opus at {OPUS_BITRATE // 2000} kb/s a channel: "
-                              f"a .tok (Matroska) cannot hold {track.source_codec} as it is")
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
     stats.warnings.extend(model_warnings(loaded, coder_id))
