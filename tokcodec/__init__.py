@@ -10,7 +10,7 @@ Library API (the CLI is a thin layer over these)::
     tokcodec.encode_video("in.mp4", "out.tok", bpp=0.02)       # a target rate (or bitrate=3e5, bits/s)
     tokcodec.encode_video("in.mp4", "out.tok", audio=tokcodec.AudioChoice(bitrate=96e3))  # audio as Opus
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
-    info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token
+    info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token, tags
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
     tokens = tokcodec.tokenize("in.mp4")                        # TokenFile: tokens alone + what decoding needs
     tokens = tokcodec.tokenize_frames(frames)                   # ... of uint8 (T, H, W, 3) frames in memory
@@ -45,7 +45,7 @@ _EXPORTS = {
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "BatchSummary": "tokcodec.batch.run",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
-    "AudioChoice": "tokcodec.audio_choice",
+    "AudioChoice": "tokcodec.audio_choice", "MediaTags": "tokcodec.media_tags", "read_tags": "tokcodec.media_tags",
     # what the library raises on purpose: TokcodecError and its kinds (docs/usage.md, errors)
     **{name: "tokcodec.errors" for name in ("TokcodecError", "ArgumentError", "DeviceError", "FormatError",
                                             "InputError", "MissingPriorError", "ModelError", "OutputError",
@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
                                          encode_video, file_info, read_tokens)
     from tokcodec.codec.verify import VerifyReport, verify_file
+    from tokcodec.media_tags import MediaTags, read_tags
     from tokcodec.errors import (ArgumentError, DeviceError, FormatError, InputError, MissingPriorError,
                                  ModelError, OutputError, SetupError, TokcodecError)
     from tokcodec.frame_tokens import tokenize_frames

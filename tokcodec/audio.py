@@ -101,7 +101,7 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return None if value is None or time_base is None else float(value * time_base)
 
 
-def _video_start(container: av.container.InputContainer) -> float:
+def first_video_time(container: av.container.InputContainer) -> float:
     """Presentation time of the first video frame (the zero point of the .tok's timeline); cover
     art is not the video."""
     cover = av.stream.Disposition.attached_pic
@@ -130,7 +130,7 @@ def extract_audio(src: str | Path, max_seconds: float | None = None, start: floa
         with av.open(ffmpeg_name(src)) as container:
             if not container.streams.audio:
                 return None
-            video_start = _video_start(container) + start
+            video_start = first_video_time(container) + start
             ctx = container.streams.audio[0].codec_context
             attempts = choice.attempts(codec_name(ctx), ctx.channels) if ctx is not None else ("copy",)
         for how in attempts:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tokcodec.codec.container import (AUDIO_HEADER_SIZE, AUDIO_MAGIC, CHUNK_HEADER_SIZE, CHUNK_MAGIC,
-                                      HEADER_SIZE, MAGIC, TRAILER_SIZE)
+                                      HEADER_SIZE, MAGIC, TAGS_HEADER_SIZE, TAGS_MAGIC, TRAILER_SIZE)
 from tokcodec.errors import TokcodecError
 
 MUTATIONS = ("flip", "flip-sealed", "field-sealed", "truncate", "splice", "insert", "delete", "header")
@@ -46,12 +46,14 @@ def reseal(data: bytes) -> bytes:
         crc = zlib.crc32(bytes(buf[pos + CHUNK_HEADER_SIZE:end]), zlib.crc32(bytes(buf[pos:pos + 28])))
         struct.pack_into("<I", buf, pos + 28, crc)
         pos = end
-    if pos + AUDIO_HEADER_SIZE <= len(buf) and buf[pos:pos + 4] == AUDIO_MAGIC:
-        plen = struct.unpack_from("<Q", buf, pos + 16)[0]
-        end = pos + AUDIO_HEADER_SIZE + plen
-        if end <= len(buf):
-            struct.pack_into("<I", buf, pos + 24, zlib.crc32(bytes(buf[pos + AUDIO_HEADER_SIZE:end])))
-            struct.pack_into("<I", buf, pos + 28, zlib.crc32(bytes(buf[pos:pos + 28])))
+    for magic, size in ((TAGS_MAGIC, TAGS_HEADER_SIZE), (AUDIO_MAGIC, AUDIO_HEADER_SIZE)):  # (the same layout)
+        if pos + size <= len(buf) and buf[pos:pos + 4] == magic:
+            plen = struct.unpack_from("<Q", buf, pos + 16)[0]
+            end = pos + size + plen
+            if end <= len(buf):
+                struct.pack_into("<I", buf, pos + 24, zlib.crc32(bytes(buf[pos + size:end])))
+                struct.pack_into("<I", buf, pos + 28, zlib.crc32(bytes(buf[pos:pos + 28])))
+                pos = end
     if len(buf) >= HEADER_SIZE + TRAILER_SIZE:
         t = len(buf) - TRAILER_SIZE
         idx_off, idx_size = struct.unpack_from("<QI", buf, t)
@@ -68,6 +70,7 @@ _HEADER_FIELDS = [(12, "<H"), (14, "<H"), (16, "<I"), (20, "<I"), (24, "<I"), (2
                   (64, "<B"), (65, "<B"), (66, "<B"), (67, "<B")]
 _CHUNK_FIELDS = [(4, "<I"), (8, "<Q"), (16, "<H"), (18, "<H"), (20, "<H"), (22, "<H"), (24, "<I")]
 _TRAILER_FIELDS = [(0, "<Q"), (8, "<I"), (12, "<Q"), (20, "<I")]
+_BLOCK_FIELDS = [(4, "<H"), (6, "<H"), (16, "<Q")]  # of the tags and audio blocks
 
 
 def _extreme(rng: random.Random, fmt: str, old: int) -> int:
@@ -82,6 +85,8 @@ def _set_field(rng: random.Random, buf: bytearray) -> None:
     while pos + CHUNK_HEADER_SIZE <= len(buf) and buf[pos:pos + 4] == CHUNK_MAGIC:
         targets += [(pos, f) for f in _CHUNK_FIELDS]
         pos += CHUNK_HEADER_SIZE + struct.unpack_from("<I", buf, pos + 24)[0]
+    if pos + TAGS_HEADER_SIZE <= len(buf) and buf[pos:pos + 4] in (TAGS_MAGIC, AUDIO_MAGIC):
+        targets += [(pos, f) for f in _BLOCK_FIELDS]
     if len(buf) >= TRAILER_SIZE:
         targets += [(len(buf) - TRAILER_SIZE, f) for f in _TRAILER_FIELDS]
     base, (off, fmt) = rng.choice(targets)
@@ -117,7 +122,7 @@ def mutate(seeds: list[bytes], rng: random.Random, kind: str | None = None) -> t
         at = rng.randrange(n)
         return kind, bytes(data[:at] + data[at + rng.choice([1, 4, 32, 1000]):])
     if kind == "header":
-        head = bytearray(MAGIC + struct.pack("<HH", rng.choice([1, 2]), rng.choice([0, 1, 7])) + rng.randbytes(HEADER_SIZE - 12))
+        head = bytearray(MAGIC + struct.pack("<HH", rng.choice([1, 2]), rng.choice([0, 1, 2, 3, 7])) + rng.randbytes(HEADER_SIZE - 12))
         if rng.random() < 0.5:  # a plausible size field, so the later checks are reached
             struct.pack_into("<H", head, 12, HEADER_SIZE)
         return kind, reseal(bytes(head) + bytes(data[HEADER_SIZE:]))
@@ -167,8 +172,8 @@ def exercise(path: Path) -> Outcome:
 
 
 def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list[bytes]:
-    """Valid .tok files: from the tiny untrained model with the default coder (with audio, and one
-    frame), the raw coder and coder 2, all with correction records holding detail gains (format
+    """Valid .tok files: from the tiny untrained model with the default coder (with audio and tags,
+    and one frame), the raw coder and coder 2, all with correction records holding detail gains (format
     2.1), one with offsets only (2.0) and one without (1.0); and one from the shipped model, whose
     coder 4 payloads use its learned prior, with GOPs linked to the one before, and one of a still
     scene whose range-coded records (kind 3) are coded against the one before."""
@@ -218,8 +223,12 @@ def seed_files(workdir: Path, frames: int = 21, with_prior: bool = True) -> list
 
 
 def _add_tone(video: Path, dst: Path, av) -> None:
-    """Copy ``video`` and add a short PCM tone starting 0.1 s in (a stored audio block to fuzz)."""
+    """Copy ``video`` and add a short PCM tone starting 0.1 s in, a title and a chapter (a stored
+    audio block and a tags block to fuzz)."""
     with av.open(str(video)) as src, av.open(str(dst), "w") as out:
+        out.metadata["title"] = "seed"
+        out.set_chapters([{"id": 1, "start": 0, "end": 400, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "one"}}])
         vin = src.streams.video[0]
         vout = out.add_stream_from_template(vin)
         aout = out.add_stream("pcm_s16le", rate=8000, layout="mono")

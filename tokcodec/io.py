@@ -29,6 +29,7 @@ from tokcodec.codec.outputs import FRAME_NAME, STDIO, is_pipe, new_file, remove_
 from tokcodec.defaults import check_deinterlace
 from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
 from tokcodec.ffmpeg_names import ffmpeg_name
+from tokcodec.media_tags import TAGGED_OUTPUTS, MediaTags, chapter_list, needs_mdta
 from tokcodec.text import plural
 
 #: the image formats a decode writes (and reads)
@@ -914,10 +915,13 @@ class FrameWriter:
     """Writes RGB uint8 frames to a video, one image, or a directory of numbered PNGs. Video
     outputs are tagged with ``color`` (the source's tags, which the decoded RGB keeps: its
     primaries and transfer, e.g. BT.2020 and PQ of HDR video): H.264 in the source's own matrix
-    where swscale has it (else BT.709), limited range; FFV1 as RGB, full range."""
+    where swscale has it (else BT.709), limited range; FFV1 as RGB, full range. ``tags`` (the
+    source's title, creation time, place, stream languages, chapters) go into .mkv, .mp4 and .mov
+    outputs; the others hold none."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction,
-                 color: ColorInfo | None = None, crf: int = 12, audio: AudioTrack | None = None) -> None:
+                 color: ColorInfo | None = None, crf: int = 12, audio: AudioTrack | None = None,
+                 tags: MediaTags | None = None) -> None:
         self.path, self.width, self.height = path, width, height
         self.rate = rate
         self.kind = output_kind(path)
@@ -952,7 +956,9 @@ class FrameWriter:
                 self.stream = self.container.add_stream(codec, rate=1)
                 self.stream.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
             else:
-                self.container = av.open(ffmpeg_name(path), "w", options=BITEXACT)
+                tags = tags if tags and suffix in TAGGED_OUTPUTS else None
+                mdta = {"movflags": "use_metadata_tags"} if tags and needs_mdta(tags, suffix) else {}
+                self.container = av.open(ffmpeg_name(path), "w", options=BITEXACT | mdta)
                 if suffix == ".mkv":
                     self.stream = self.container.add_stream("ffv1", rate=rate)
                     self.stream.pix_fmt = "bgr0"
@@ -982,6 +988,8 @@ class FrameWriter:
             self.stream.width, self.stream.height = width, height
             if audio is not None:
                 self._add_audio(audio, suffix)
+            if tags:
+                self._add_tags(tags)
         except (av.FFmpegError, OSError, ValueError) as exc:
             self.close()
             raise OutputError(f"{path}: cannot open for writing ({_reason(exc)})") from None
@@ -998,6 +1006,15 @@ class FrameWriter:
             mixed = f", mixed down from {audio.channels} channels" if out.channels < audio.channels else ""
             codec = {"alac": "ALAC, lossless", "libopus": "Opus", "opus": "Opus"}.get(name, f"{name}, lossless")
             self.audio_note = f"re-encoded to {codec} ({layout}{mixed})"
+
+    def _add_tags(self, tags: MediaTags) -> None:
+        """The tags and chapters, set before the first packet makes the muxer write its header."""
+        self.container.metadata.update(tags.tags)
+        self.stream.metadata.update(tags.video)
+        if self.audio is not None:
+            self.audio.out_stream.metadata.update(tags.audio)
+        if tags.chapters:
+            self.container.set_chapters(chapter_list(tags.chapters))
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:

@@ -357,7 +357,8 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
                  bpp: float | None = None, bitrate: float | None = None,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
                  max_frames: int | None = None, deinterlace: str = "auto",
-                 scenecut: float = DEFAULT_SCENECUT, reporter: Reporter | None = None) -> BatchSummary:
+                 scenecut: float = DEFAULT_SCENECUT, metadata: bool = True,
+                 reporter: Reporter | None = None) -> BatchSummary:
     """Encode every video/image under src into dst, mirroring the tree (`a/x.mp4` -> `a/x.mp4.tok`).
 
     Complete outputs newer than their input are skipped (force=True redoes them); failures are
@@ -366,13 +367,14 @@ def batch_encode(src: str | Path, dst: str | Path, *, include: Sequence[str] = (
     ``bitrate`` set a target rate for each file (``encode_video``'s). ``start``, ``duration``
     and ``max_frames`` encode part of each video (images whole), ``deinterlace`` reads
     interlaced ones and ``scenecut`` starts GOPs at scene cuts, as ``encode_video``'s; ``audio``
-    too (an ``AudioChoice``: how each file's audio is stored).
+    too (an ``AudioChoice``: how each file's audio is stored), and ``metadata`` (keep the tags
+    and chapters).
     """
     opts = BatchOptions("encode", model, gop, scale, device, precision, audio=audio, refine=refine,
                         passes=passes, rdo=rdo, correction=correction, detail=detail,
                         sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=bitrate,
                         start=start, duration=duration, max_frames=max_frames, deinterlace=deinterlace,
-                        scenecut=scenecut)
+                        scenecut=scenecut, metadata=metadata)
     return run_batch("encode", src, dst, opts, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)
 
@@ -402,10 +404,13 @@ def batch_decode(src: str | Path, dst: str | Path, *, to: str | None = None,
                  include: Sequence[str] = (), exclude: Sequence[str] = (), model: ModelName | None = None,
                  device: str = "auto", precision: str = "auto", workers: int | None = None,
                  engine: str = "local", address: str | None = None, force: bool = False,
-                 audio: bool = True, salvage: bool = False, reporter: Reporter | None = None) -> BatchSummary:
+                 audio: bool = True, salvage: bool = False, metadata: bool = True,
+                 reporter: Reporter | None = None) -> BatchSummary:
     """Decode every .tok under src into dst, restoring the original names (`x.mp4.tok` -> `x.mp4`,
     or `x.mkv` with to="mkv"). ``salvage`` decodes the intact GOPs of damaged files (as decode
-    --salvage: lost frames repeat the last good one; each file's record counts them)."""
-    opts = BatchOptions("decode", model, device=device, precision=precision, audio=audio, salvage=salvage)
+    --salvage: lost frames repeat the last good one; each file's record counts them); ``audio``
+    and ``metadata`` (the tags and chapters) go into the outputs that hold them unless False."""
+    opts = BatchOptions("decode", model, device=device, precision=precision, audio=audio, salvage=salvage,
+                        metadata=metadata)
     return run_batch("decode", src, dst, opts, to=to, include=include, exclude=exclude, force=force,
                      workers=workers, engine=engine, address=address, reporter=reporter)

@@ -35,6 +35,7 @@ class BatchOptions:
     device: str = "auto"
     precision: str = "auto"
     audio: bool | AudioChoice = True  # keep (encode: how, audio.AudioChoice) / restore (decode) the first audio stream
+    metadata: bool = True       # keep (encode) / restore (decode) the tags and chapters (media_tags.py)
     refine: int = 0             # encode: decoder-in-the-loop search steps per GOP
     passes: int = DEFAULT_PASSES  # encode: closed-loop encoder passes per GOP (tokcodec.model.refine)
     rdo: float | None = None    # encode: rate-distortion trade of the token bits (None: the default; tokcodec.codec.rdo)
@@ -199,7 +200,7 @@ class Worker:
                           overwrite=overwrite, progress=progress, audio=o.audio, refine=o.refine,
                           passes=o.passes, rdo=o.rdo, key_interval=o.key_interval, bpp=o.bpp,
                           bitrate=o.bitrate, deinterlace=o.deinterlace, scenecut=o.scenecut,
-                          correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
+                          metadata=o.metadata, correction=CorrectionConfig(enabled=o.correction, detail=o.detail,
                                                        sharpen=o.sharpen))
         return FileResult(str(src), str(dst), "done", st.frames, st.bytes, st.video_bpp, st.seconds,
                           model=st.model, precision=st.precision, refine=st.refine, passes=st.passes, rdo=st.rdo,
@@ -268,7 +269,8 @@ class Worker:
         model = self.model_for(header, str(src))
         st = decode_video(src, dst, model=model, device=self.device,
                           precision=self.options.precision, overwrite=overwrite, progress=progress,
-                          audio=self.options.audio, salvage=self.options.salvage)
+                          audio=self.options.audio, salvage=self.options.salvage,
+                          metadata=self.options.metadata)
         bpp = 8 * video_bytes / max(1, st.frames * st.width * st.height)
         lost = sum(b - a + 1 for a, b in st.lost_frames) if self.options.salvage else None
         return FileResult(str(src), str(dst), "done", st.frames, dst.stat().st_size, bpp, st.seconds,

@@ -14,7 +14,8 @@ import typer
 from tokcodec.cli.options import (AudioBitrate, AudioCodec, Bitrate, Bpp, Compare, Compile, DecodeFrames,
                                   DecodeModel, Deinterlace, Device, Duration, EncodeStart, Gop, GopBatch,
                                   KeyInterval, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail,
-                                  Overwrite, Passes, Precision, Quiet, Rdo, Refine, Scale, Scenecut, SequenceFps,
+                                  NoMetadataDecode, NoMetadataEncode, Overwrite, Passes, Precision, Quiet, Rdo,
+                                  Refine, Scale, Scenecut, SequenceFps,
                                   Sharpen, Start, StatsJson, TokensGop, TokensPasses, TokensRdo, TokensRefine,
                                   TokensScale, TokensScenecut, audio_choice, read_by)
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
@@ -116,6 +117,7 @@ def encode(
     no_audio: NoAudioEncode = False,
     audio_codec: AudioCodec = "auto",
     audio_bitrate: AudioBitrate = None,
+    no_metadata: NoMetadataEncode = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: StatsJson = False,
@@ -142,7 +144,8 @@ def encode(
                                                            sharpen=sharpen),
                               compile=compile, rdo=rdo, key_interval=key_interval, bpp=bpp,
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
-                              start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut, fps=fps)
+                              start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut, fps=fps,
+                              metadata=not no_metadata)
         if str(output) != STDIO:
             remove_dead_parts(output)  # (what earlier runs killed outright left, hidden)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
@@ -164,9 +167,9 @@ def encode(
         target = ""
         if st.target_bpp is not None:
             target = f" (target {st.target_bpp:.4f}, rate plan {st.plan_seconds:.1f} s)"
-        # the rates are the video's: the audio's bytes are counted apart, as ffmpeg does
-        sizes = f"{st.bytes} bytes" + (f" (video {st.bytes - st.audio_bytes}, audio {st.audio_bytes}), video"
-                                        if st.audio_bytes else ",")
+        # the rates are the video's: the audio's bytes (and the tags') are counted apart, as ffmpeg does
+        others = [f"{name} {n}" for name, n in (("audio", st.audio_bytes), ("tags", st.tags_bytes)) if n]
+        sizes = f"{st.bytes} bytes" + (f" (video {st.video_bytes}, {', '.join(others)}), video" if others else ",")
         if as_json:
             typer.echo(json_text(st.to_dict()))
         stats_line(f"encoded {plural(st.frames, 'frame')} {st.width}x{st.height} -> {_named(output)}: {sizes} "
@@ -270,6 +273,7 @@ def decode(
     precision: Precision = "auto",
     compare: Compare = None,
     no_audio: NoAudioDecode = False,
+    no_metadata: NoMetadataDecode = False,
     salvage: bool = typer.Option(False, "--salvage", help="Decode the intact GOPs of a damaged file; lost "
                                  "frames repeat the last good one (black before it) and are listed."),
     gop_batch: GopBatch = "auto",
@@ -296,7 +300,7 @@ def decode(
             st = decode_video(src, output, model=model, device=device, precision=precision,
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
-                              compile=compile, **part)
+                              compile=compile, metadata=not no_metadata, **part)
         if str(output) != STDIO:
             remove_dead_parts(output)
         lost = sum(b - a + 1 for a, b in st.lost_frames)
@@ -376,7 +380,7 @@ def _tok_info(input: Path) -> tuple[dict, str]:
         + ("  [UNTRAINED weights: output is not a real reconstruction]" if info.untrained_model else ""),
         f"coder       {info.coder} (id {h.coder_id})" + _without_prior(info),
         f"size        {info.bytes} bytes, "
-        + (f"{info.kbps:.1f} kbit/s; video {info.video_bytes} bytes, " if info.audio is not None else "")
+        + (f"{info.kbps:.1f} kbit/s; video {info.video_bytes} bytes, " if info.video_bytes != info.bytes else "")
         + f"{info.video_bpp:.4f} bpp, {info.video_kbps:.1f} kbit/s",
         f"tokens      {info.tokens}, {info.video_bits_per_token:.2f} bits/token "
         f"(payload {info.payload_bits_per_token:.2f}; first latent frame "
@@ -390,6 +394,8 @@ def _tok_info(input: Path) -> tuple[dict, str]:
     lines.insert(-1, "audio       none" if a is None else
                  f"audio       {a.codec} {a.sample_rate} Hz {a.channels} ch, "
                  f"{a.duration_seconds:.2f} s from {a.start_offset_seconds:+.3f} s, {a.bytes} bytes")
+    for i, line in enumerate(info.tags.summary() if info.tags else []):
+        lines.insert(-1, f"{'tags' if i == 0 else '':<12}{line}")
     for c in info.chunks:
         per = " ".join(f"{b:.1f}" for b in c.bits_per_token_by_latent_frame)
         lines.append(f"  #{c.index:<5} frames {c.first_frame}-{c.first_frame + c.frames - 1}  "

@@ -10,7 +10,8 @@ import typer
 
 from tokcodec.cli.options import (AudioBitrate, AudioCodec, BatchFrames, BatchStart, Bitrate, Bpp, DecodeModel,
                                   Deinterlace, Device, Duration, Gop, KeyInterval, Model, NoAudioDecode,
-                                  NoAudioEncode, NoCorrection, NoDetail, Passes, Precision, Rdo, Refine, Scale,
+                                  NoAudioEncode, NoCorrection, NoDetail, NoMetadataDecode, NoMetadataEncode, Passes,
+                                  Precision, Rdo, Refine, Scale,
                                   Scenecut, Sharpen, TokensGop, TokensPasses, TokensRdo, TokensRefine, TokensScale,
                                   TokensScenecut, audio_choice)
 from tokcodec.cli.policy import errors
@@ -83,6 +84,7 @@ def encode(
     no_audio: NoAudioEncode = False,
     audio_codec: AudioCodec = "auto",
     audio_bitrate: AudioBitrate = None,
+    no_metadata: NoMetadataEncode = False,
     quiet: BatchQuiet = False,
 ) -> None:
     """Encode every video/image under SRC into DST (a/clip.mp4 -> a/clip.mp4.tok).
@@ -100,7 +102,8 @@ def encode(
          engine=engine, address=address, force=force, audio=audio, refine=refine,
          passes=passes, rdo=rdo, correction=not no_correction, detail=not no_detail,
          sharpen=sharpen, key_interval=key_interval, bpp=bpp, bitrate=target_bitrate, start=start,
-         duration=duration, max_frames=frames, deinterlace=deinterlace, scenecut=scenecut)
+         duration=duration, max_frames=frames, deinterlace=deinterlace, scenecut=scenecut,
+         metadata=not no_metadata)
 
 
 @batch_app.command("tokens")
@@ -160,6 +163,7 @@ def decode(
     address: Address = None,
     force: Force = False,
     no_audio: NoAudioDecode = False,
+    no_metadata: NoMetadataDecode = False,
     salvage: Annotated[bool, typer.Option(
         "--salvage", help="Decode the intact GOPs of damaged files: lost frames repeat the last good one "
         "(black before any), and each file's line and manifest record count them.")] = False,
@@ -170,4 +174,4 @@ def decode(
 
     _run(batch_decode, quiet, src=src, dst=dst, to=to, include=include or (), exclude=exclude or (),
          model=model, device=device, precision=precision, workers=workers, engine=engine,
-         address=address, force=force, audio=not no_audio, salvage=salvage)
+         address=address, force=force, audio=not no_audio, salvage=salvage, metadata=not no_metadata)

@@ -156,6 +156,12 @@ AudioBitrate = Annotated[Optional[str], typer.Option(
     help="Re-encode the audio to Opus at this many bits per second, all channels together, as ffmpeg's "
     "-b:a takes it (96k).")]
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
+NoMetadataEncode = Annotated[bool, typer.Option(
+    "--no-metadata", help="Drop the tags and chapters (default: keep the title, creation time, place, comments, "
+    "stream languages and chapters; .tok format 2.2 then, as before they were kept).")]
+NoMetadataDecode = Annotated[bool, typer.Option(
+    "--no-metadata", help="Leave the stored tags and chapters out of the output (default: into .mkv, .mp4 "
+    "and .mov outputs).")]
 Overwrite = Annotated[bool, typer.Option("-y", "--overwrite", help="Overwrite the output.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or stats line.")]
 StatsJson = Annotated[bool, typer.Option("--json", help="The stats as one JSON object on standard output, instead "

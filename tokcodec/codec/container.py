@@ -1,8 +1,8 @@
 """The .tok container (specified in docs/FORMAT.md).
 
-File = header, chunks (one per GOP), an optional audio block, index, trailer. Little-endian
-throughout. Every byte is covered by a CRC32: the header's, each chunk's (its fixed fields and
-payload), the audio block's, the index's and the trailer's. The index is written last, so a writer can stream; the reader validates every size
+File = header, chunks (one per GOP), an optional tags block, an optional audio block, index,
+trailer. Little-endian throughout. Every byte is covered by a CRC32: the header's, each chunk's
+(its fixed fields and payload), the tags and audio blocks', the index's and the trailer's. The index is written last, so a writer can stream; the reader validates every size
 field against the header and the file size before it allocates anything.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 from tokcodec.codec.correction_record import KIND_GRID, KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, max_record_bytes
 from tokcodec.defaults import MAX_GOP, MAX_SCALE, MIN_CODED, MIN_SCALE
 from tokcodec.errors import FormatError, InputError, why_not_a_file
+from tokcodec.media_tags import MAX_TAGS_BYTES, MediaTags
 
 if TYPE_CHECKING:
     from tokcodec.model.presets import TokenizerConfig
@@ -29,13 +30,15 @@ CHUNK_MAGIC = b"CHNK"
 INDEX_MAGIC = b"INDX"
 TRAILER_MAGIC = b"TOKEND\r\n"
 AUDIO_MAGIC = b"AUDI"
+TAGS_MAGIC = b"TAGS"
 VERSION_MAJOR = 2           # 2.0: each chunk carries a correction record (codec/correction.py)
-VERSION_MINOR = 2
-NEWEST_MINOR = {1: 1, 2: 2}  # majors this tokcodec reads and their newest minor it knows: 1.0;
+VERSION_MINOR = 2           # (of a file with detail gains and no tags: 2.3 with tags, NEWEST_MINOR)
+NEWEST_MINOR = {1: 2, 2: 3}  # majors this tokcodec reads and their newest minor it knows: 1.0;
                             # 1.1 adds the optional audio block; 2.0 the corrections; 2.1 their
-                            # detail gains (record kind 2); 2.2 range-coded records (kind 3).
-                            # A file is written in the oldest
+                            # detail gains (record kind 2); 2.2 range-coded records (kind 3);
+                            # 1.2 and 2.3 the optional tags block. A file is written in the oldest
                             # version that can hold it (1.x without corrections)
+TAGS_MINOR = {1: 2, 2: 3}   # the first minor of each major with the tags block
 READ_MAJORS = tuple(NEWEST_MINOR)
 
 # header: magic, major, minor, header_size, flags, width, height, coded_w, coded_h, padded_w,
@@ -70,12 +73,18 @@ TRAILER_SIZE = _TRAILER.size
 _AUDIO = struct.Struct("<4sHHqQII")
 AUDIO_HEADER_SIZE = _AUDIO.size
 AUDIO_KIND_MATROSKA = 1
+# tags block (1.2, 2.3): magic, block header size, kind, reserved (0), payload length, payload crc,
+# crc of the preceding fields; between the last chunk and the audio block (or the index)
+_TAGS = struct.Struct("<4sHHqQII")
+TAGS_HEADER_SIZE = _TAGS.size
+TAGS_KIND_JSON = 1
 
 FLAG_UNTRAINED = 1
 FLAG_AUDIO = 2
 # every source frame was grey (its channels within io.GREY_TOLERANCE of each other): a decoder
 # shows grey; readers from before it ignore the bit and show the network's faint tint
 FLAG_GREY = 4
+FLAG_TAGS = 8  # a tags block follows the last chunk (1.2, 2.3)
 PRECISIONS = {0: "fp32", 1: "bf16", 2: "fp16"}
 MAX_FRAMES = 1 << 40
 MAX_DIM = 16384
@@ -113,6 +122,7 @@ class Header:
     correction_detail: bool = False  # records may hold detail gains (format 2.1)
     correction_coded: bool = False   # records may be range coded (kind 3, format 2.2)
     grey: bool = False               # every source frame was grey: decode shows grey (FLAG_GREY)
+    has_tags: bool = False           # a tags block follows the last chunk (FLAG_TAGS; 1.2, 2.3)
 
     @property
     def newest_record_kind(self) -> int:
@@ -146,12 +156,14 @@ class Header:
             raise ValueError(f"frame rate {self.frame_rate} out of range")
         prec = {v: k for k, v in PRECISIONS.items()}[self.precision]
         flags = (FLAG_UNTRAINED if self.untrained else 0) | (FLAG_AUDIO if self.has_audio else 0) \
-            | (FLAG_GREY if self.grey else 0)
+            | (FLAG_GREY if self.grey else 0) | (FLAG_TAGS if self.has_tags else 0)
         # the oldest format that can hold this file
         if self.correction:
             major, minor = 2, 2 if self.correction_coded else 1 if self.correction_detail else 0
         else:
             major, minor = 1, 1 if self.has_audio else 0
+        if self.has_tags:
+            minor = TAGS_MINOR[major]
         fields_ = (MAGIC, major, minor, HEADER_SIZE, flags,
                    self.width, self.height, self.coded_width, self.coded_height, self.padded_width,
                    self.padded_height, self.frame_rate.numerator, self.frame_rate.denominator,
@@ -204,7 +216,9 @@ class Header:
                    model_name, sha.hex(), PRECISIONS[prec], crange, cspace, prim, trc,
                    bool(flags & FLAG_UNTRAINED), bool(flags & FLAG_AUDIO), major >= 2, (major, minor),
                    correction_detail=(major, minor) >= (2, 1), correction_coded=(major, minor) >= (2, 2),
-                   grey=bool(flags & FLAG_GREY))
+                   grey=bool(flags & FLAG_GREY),
+                   # (the bit meant nothing before the tags block: an older minor's is ignored)
+                   has_tags=bool(flags & FLAG_TAGS) and minor >= TAGS_MINOR[major])
 
 
 @dataclass
@@ -229,6 +243,13 @@ class AudioBlock:
     kind: int
     start_offset_us: int
     data: bytes
+
+
+@dataclass
+class TagsEntry:
+    offset: int                  # of the payload
+    payload_len: int
+    crc: int
 
 
 @dataclass
@@ -282,8 +303,9 @@ def chunk_at(buf: bytes | memoryview, offset: int, header: Header) -> Chunk | No
 
 
 def stated_payload_bytes(buf: bytes | memoryview, offset: int, magic: bytes) -> int:
-    """The payload length the chunk (``CHUNK_MAGIC``) or audio block (``AUDIO_MAGIC``) header at
-    ``offset`` states, within ``buf`` (0 where no such header fits): the bytes checking it reads."""
+    """The payload length the chunk (``CHUNK_MAGIC``), audio or tags block (``AUDIO_MAGIC``,
+    ``TAGS_MAGIC``: the same layout) header at ``offset`` states, within ``buf`` (0 where no such
+    header fits): the bytes checking it reads."""
     layout, field = (_CHUNK, 7) if magic == CHUNK_MAGIC else (_AUDIO, 4)
     if offset < 0 or offset + layout.size > len(buf):
         return 0
@@ -301,6 +323,27 @@ def audio_at(buf: bytes | memoryview, offset: int) -> AudioBlock | None:
         return None
     data = bytes(buf[offset + size:offset + size + plen])
     return AudioBlock(kind, start_us, data) if zlib.crc32(data) == pcrc else None
+
+
+def tags_at(buf: bytes | memoryview, offset: int) -> bytes | None:
+    """The payload of the tags block starting at ``offset`` if one is there intact, else None."""
+    if offset < 0 or offset + TAGS_HEADER_SIZE > len(buf):
+        return None
+    raw = bytes(buf[offset:offset + TAGS_HEADER_SIZE])
+    magic, size, kind, _, plen, pcrc, crc = _TAGS.unpack(raw)
+    if magic != TAGS_MAGIC or zlib.crc32(raw[:-4]) != crc or size != TAGS_HEADER_SIZE or kind != TAGS_KIND_JSON \
+            or plen > MAX_TAGS_BYTES or offset + size + plen > len(buf):
+        return None
+    data = bytes(buf[offset + size:offset + size + plen])
+    return data if zlib.crc32(data) == pcrc else None
+
+
+def tags_block(data: bytes) -> bytes:
+    """A tags block holding ``data`` (MediaTags.to_json()), header and payload."""
+    if len(data) > MAX_TAGS_BYTES:
+        raise ValueError(f"tags of {len(data)} bytes, more than {MAX_TAGS_BYTES}")
+    fixed = _TAGS.pack(TAGS_MAGIC, TAGS_HEADER_SIZE, TAGS_KIND_JSON, 0, len(data), zlib.crc32(data), 0)[:-4]
+    return fixed + struct.pack("<I", zlib.crc32(fixed)) + data
 
 
 def trailer_frames(buf: bytes | memoryview) -> int | None:
@@ -327,6 +370,8 @@ class ContainerWriter:
         self.pos = 0
         self.audio: AudioBlock | None = None
         self.audio_bytes = 0  # of the audio block, once written (close)
+        self.tags: bytes | None = None
+        self.tags_bytes = 0   # of the tags block, once written (close)
         self._write(header.pack())
 
     def set_audio(self, data: bytes, start_offset_us: int, kind: int = AUDIO_KIND_MATROSKA) -> None:
@@ -334,6 +379,13 @@ class ContainerWriter:
         if not self.header.has_audio:
             raise ValueError("the header was written without the audio flag")
         self.audio = AudioBlock(kind, start_offset_us, data)
+
+    def set_tags(self, data: bytes) -> None:
+        """Tags to store after the last chunk: MediaTags.to_json() (the header must have been
+        made with has_tags)."""
+        if not self.header.has_tags:
+            raise ValueError("the header was written without the tags flag")
+        self.tags = data
 
     def _write(self, data: bytes) -> None:
         self.fh.write(data)
@@ -367,6 +419,12 @@ class ContainerWriter:
         self.audio_bytes = len(head) + len(a.data)
 
     def close(self) -> None:
+        if self.header.has_tags:
+            if self.tags is None:
+                raise ValueError("the header announces tags but none were given")
+            block = tags_block(self.tags)
+            self._write(block)
+            self.tags_bytes = len(block)
         if self.header.has_audio:
             self._write_audio()
         index = bytearray(_INDEX_HEAD.pack(INDEX_MAGIC, len(self.entries)))
@@ -397,6 +455,7 @@ class ContainerReader:
         self.path = Path(path)
         self.source = str(self.path)
         self.audio_entry: AudioEntry | None = None
+        self.tags_entry: TagsEntry | None = None
         try:
             self.fh = self.path.open("rb")
         except OSError as exc:
@@ -441,6 +500,9 @@ class ContainerReader:
             pos = e.offset + CHUNK_HEADER_SIZE + e.payload_len
             next_frame += e.frames
             entries.append(e)
+        if h.has_tags:
+            self.tags_entry = self._read_tags_entry(pos, idx_off)
+            pos = self.tags_entry.offset + self.tags_entry.payload_len
         if h.has_audio:
             self.audio_entry = self._read_audio_entry(pos, idx_off)
             pos = idx_off
@@ -468,11 +530,40 @@ class ContainerReader:
             raise FormatError(f"{src}: audio block does not fit the file (file corrupted)")
         return AudioEntry(pos + size, plen, pcrc, start_us, kind)
 
+    def _read_tags_entry(self, pos: int, end: int) -> TagsEntry:
+        src = self.source
+        if end - pos < TAGS_HEADER_SIZE:
+            raise FormatError(f"{src}: chunks do not add up to the index: no room for the tags block "
+                              "(file corrupted)")
+        self.fh.seek(pos)
+        raw = self.fh.read(TAGS_HEADER_SIZE)
+        magic, size, kind, _, plen, pcrc, crc = _TAGS.unpack(raw)
+        if magic != TAGS_MAGIC or zlib.crc32(raw[:-4]) != crc:
+            raise FormatError(f"{src}: tags block header corrupted")
+        if kind != TAGS_KIND_JSON:
+            raise FormatError(f"{src}: tags block of unknown kind {kind} (made by a newer tokcodec?)")
+        if size != TAGS_HEADER_SIZE or plen > MAX_TAGS_BYTES or pos + size + plen > end:
+            raise FormatError(f"{src}: tags block does not fit the file (file corrupted)")
+        return TagsEntry(pos + size, plen, pcrc)
+
     @property
     def video_bytes(self) -> int:
-        """Bytes of the file that are not audio (the rate a video codec is compared by)."""
-        e = self.audio_entry
-        return self.size - (AUDIO_HEADER_SIZE + e.payload_len if e is not None else 0)
+        """Bytes of the file that are not audio or tags (the rate a video codec is compared by)."""
+        e, t = self.audio_entry, self.tags_entry
+        return self.size - (AUDIO_HEADER_SIZE + e.payload_len if e is not None else 0) \
+            - (TAGS_HEADER_SIZE + t.payload_len if t is not None else 0)
+
+    def read_tags(self) -> MediaTags | None:
+        """The stored tags and chapters (None when the file has none), checked against their CRC
+        and parsed field by field."""
+        e = self.tags_entry
+        if e is None:
+            return None
+        self.fh.seek(e.offset)
+        data = self.fh.read(e.payload_len)
+        if len(data) != e.payload_len or zlib.crc32(data) != e.crc:
+            raise FormatError(f"{self.source}: tags block checksum mismatch (file corrupted)")
+        return MediaTags.from_json(data, self.source)
 
     def read_audio(self) -> AudioBlock | None:
         """The stored audio (None when the file has none), checked against its CRC."""

@@ -61,6 +61,7 @@ from tokcodec.errors import (LINKED_TO_LOST, ArgumentError, FormatError, InputEr
                              ModelError, OutputError, TokcodecError)
 from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
                          output_kind, probe, sequence_warnings, standard_rate, stored_lines, timing_drift)
+from tokcodec.media_tags import MediaTags, read_tags
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
@@ -206,6 +207,20 @@ def _source_audio(src: Path, choice: AudioChoice | None, max_frames: int | None,
     return track, track.describe() if track is not None else "none"
 
 
+def _source_tags(src: Path, info: VideoInfo, keep: bool, skip: int, max_frames: int | None
+                 ) -> tuple[MediaTags, list[str]]:
+    """The tags and chapters to store (of the part from frame ``skip``, ``max_frames`` long),
+    and what was left out of them; none for images and image sequences, or where not ``keep``."""
+    if not keep or info.is_image or info.is_sequence:
+        return MediaTags(), []
+    try:
+        media, notes = read_tags(src)
+    except (av.FFmpegError, OSError) as exc:  # (the video was read: tags that fail to read are not worth the encode)
+        return MediaTags(), [f"all ({str(exc).splitlines()[0][:120]})"]
+    rate = info.frame_rate
+    return media.part(skip / rate, max_frames / rate if max_frames else None), notes
+
+
 def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedModel = "default",
                  gop: int | None = None, device: str = "auto", precision: str = "auto",
                  scale: float | None = None, coder_id: int | None = None, overwrite: bool = False,
@@ -216,10 +231,12 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                  bpp: float | None = None, bitrate: float | None = None,
                  plan_progress: ProgressFn | None = None, start: float | Fraction | str | None = None,
                  duration: float | Fraction | str | None = None, deinterlace: str = "auto",
-                 scenecut: float = DEFAULT_SCENECUT, fps: float | Fraction | str | None = None) -> EncodeStats:
+                 scenecut: float = DEFAULT_SCENECUT, fps: float | Fraction | str | None = None,
+                 metadata: bool = True) -> EncodeStats:
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False (an ``AudioChoice`` says how: copied by default, integer PCM packed as
-    FLAC, or re-encoded to Opus). ``model``: a preset name, a weights file, or a LoadedModel from
+    FLAC, or re-encoded to Opus), and its tags and chapters (title, creation time, place, stream
+    languages: media_tags.py) unless ``metadata`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
     load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
     time). ``device`` and ``precision`` as the CLI's --device and --precision ("auto": CUDA
     where there is one; bf16 on a CPU with native bf16, else fp32). ``overwrite`` replaces an
@@ -323,6 +340,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     track, audio_note = _source_audio(src, None if info.is_image or info.is_sequence else audio_choice,
                                       max_frames, info.frame_rate, skip)
     header.has_audio = track is not None
+    media, tag_notes = _source_tags(src, info, metadata, skip, max_frames)
+    header.has_tags = bool(media)
     control = None
     if plan is not None and kept is None:
         control = RateController(target, plan.content_bpp, spent_bits=8 * fixed_file_bytes(header),
@@ -376,6 +395,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                     raise _no_frames(src, skip)
                 if track is not None:
                     writer.set_audio(track.data, round(track.start_offset * 1_000_000))
+                if media:
+                    writer.set_tags(media.to_json())
                 writer.close()
     seconds = time.perf_counter() - start
     plan_seconds = start - plan_start if plan else 0.0
@@ -392,7 +413,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                         rdo=used_rdo, correction_bytes=correction_bytes,
                         sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                         gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
-                        audio_bytes=writer.audio_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
+                        audio_bytes=writer.audio_bytes, tags_bytes=writer.tags_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
                         grey=grey, scene_cuts=cut_count,
                         deinterlaced=deinterlaces(deinterlace, info.interlaced, info.is_image or info.is_sequence,
                                                   stored_lines(info)))
@@ -407,6 +428,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     stats.warnings.extend(not_kept(info, streams=audio_choice is not None))
     if track is not None:
         stats.warnings.extend(track.notes)
+    if tag_notes:
+        stats.warnings.append(f"left out of the stored tags, too long or too many: {', '.join(tag_notes[:5])}"
+                              + (f" and {len(tag_notes) - 5} more" if len(tag_notes) > 5 else ""))
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
     stats.warnings.extend(model_warnings(loaded, coder_id))
@@ -955,10 +979,11 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                  progress: ProgressFn | None = None, audio: bool = True,
                  salvage: bool = False, gop_batch: int | str = "auto", compile: bool = False,
                  start: float | Fraction | str | None = None, duration: float | Fraction | str | None = None,
-                 frames: int | None = None) -> DecodeStats:
+                 frames: int | None = None, metadata: bool = True) -> DecodeStats:
     """Decode a .tok file to a video file (.mp4/.mkv/.y4m), an image, or a directory of PNGs.
 
-    The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False. With ``salvage``,
+    The stored audio goes into .mp4/.mkv/.mov outputs unless ``audio`` is False, and so do the
+    stored tags and chapters unless ``metadata`` is False. With ``salvage``,
     a damaged file decodes from its intact chunks: lost frames repeat the last good frame (black
     before the first one), so timing is kept, and ``DecodeStats.lost_frames`` lists them.
     ``gop_batch`` GOPs go through the decoder network at once (a GPU's throughput; memory grows
@@ -996,8 +1021,13 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                     track = track.cut(float(time_of(part.start, h.frame_rate)), length)
                     track = track if track.duration > 0 else None
                 color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
+                media = reader.read_tags() if metadata else None
+                if media and part.frames != reader.frame_count:
+                    media = media.part(time_of(part.start, h.frame_rate),
+                                       time_of(part.frames, h.frame_rate) if part.stop < reader.frame_count else None)
                 with staged_output(dst, kind, overwrite) as out_path, \
-                        FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track) as writer:
+                        FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track,
+                                    tags=media) as writer:
                     out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
                     grids = (_salvaged_tokens(reader, damaged) if salvage
                              else _chunk_tokens(reader, chunks=_chunks_for(reader, part)))

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 from tokcodec.codec.container import (AUDIO_HEADER_SIZE, AUDIO_MAGIC, CHUNK_HEADER_SIZE, CHUNK_MAGIC, HEADER_SIZE,
-                                      AudioBlock, Chunk, ContainerReader, Header, audio_at, chunk_at,
-                                      stated_payload_bytes, trailer_frames)
+                                      TAGS_HEADER_SIZE, TAGS_MAGIC, AudioBlock, Chunk, ContainerReader, Header,
+                                      audio_at, chunk_at, stated_payload_bytes, tags_at, trailer_frames)
 from tokcodec.errors import FormatError, InputError, why_not_a_file
+from tokcodec.media_tags import MediaTags
 
 
 @dataclass
@@ -38,12 +39,18 @@ class SalvageReader:
     audio: AudioBlock | None
     problems: list[str] = field(default_factory=list)  # what was found damaged, one line each
     _buf: mmap.mmap | None = None
+    tags: MediaTags | None = None             # the intact tags block's
+    tags_bytes: int = 0                       # of that block
 
     @property
     def video_bytes(self) -> int:
-        """Bytes of the file that are not its (intact) audio block, as ContainerReader.video_bytes."""
+        """Bytes of the file that are not its (intact) audio and tags blocks, as ContainerReader.video_bytes."""
         audio = AUDIO_HEADER_SIZE + len(self.audio.data) if self.audio is not None else 0
-        return self.path.stat().st_size - audio
+        return self.path.stat().st_size - audio - self.tags_bytes
+
+    def read_tags(self) -> MediaTags | None:
+        """The tags found intact (as ContainerReader.read_tags)."""
+        return self.tags
 
     def lost_ranges(self) -> list[tuple[int, int]]:
         """Inclusive frame ranges that no intact chunk covers."""
@@ -142,6 +149,20 @@ def _find_audio(buf: mmap.mmap, budget: _ScanBudget) -> AudioBlock | None:
     return None
 
 
+def _find_tags(buf: mmap.mmap, budget: _ScanBudget, source: str) -> tuple[MediaTags, int] | None:
+    """The last intact tags block of the file, and its size in bytes."""
+    pos = buf.rfind(TAGS_MAGIC)
+    while pos >= HEADER_SIZE and budget.take(buf, pos, TAGS_MAGIC):
+        data = tags_at(buf, pos)
+        if data is not None:
+            try:
+                return MediaTags.from_json(data, source), TAGS_HEADER_SIZE + len(data)
+            except FormatError:
+                pass
+        pos = buf.rfind(TAGS_MAGIC, HEADER_SIZE, pos)
+    return None
+
+
 def nothing_survived(path: Path, which: str, problems: list[str], what: str = "survived intact") -> FormatError:
     """The error of a salvage that would write nothing but filler (no intact chunk, or none that
     decodes: linked to a lost one), naming the first problem met; ``which``: " of its N frames"."""
@@ -180,11 +201,14 @@ def open_salvage(path: str | Path) -> SalvageReader:
         if not spots:  # (a video of nothing but filler, exit status 0, helped no one)
             raise nothing_survived(path, f" of its {total} frames" if total else "", problems)
         audio = _find_audio(buf, budget) if header.has_audio else None
+        found_tags = _find_tags(buf, budget, str(path)) if header.has_tags else None
         if budget.spent:
             problems.append(f"{path}: the scan stopped after checking {SCAN_BYTES_FACTOR} times the file's size "
                             "(it holds very many damaged chunk or audio headers); what lies past that is lost")
         if header.has_audio and audio is None:
             problems.append(f"{path}: the audio block is damaged (audio dropped)")
+        if header.has_tags and found_tags is None:
+            problems.append(f"{path}: the tags block is damaged (tags and chapters dropped)")
         end = spots[-1].first_frame + spots[-1].frames
         if total > end:
             after = size - spots[-1].end
@@ -193,7 +217,8 @@ def open_salvage(path: str | Path) -> SalvageReader:
                 problems.append(f"{path}: its stated frame count, {total}, is more than the file could hold; "
                                 f"the salvaged video ends at frame {believed}")
                 total = believed
-        return SalvageReader(path, header, max(total, end), spots, audio, problems, buf)
+        tags, tags_bytes = found_tags or (None, 0)
+        return SalvageReader(path, header, max(total, end), spots, audio, problems, buf, tags, tags_bytes)
     except BaseException:
         buf.close()
         raise

@@ -33,6 +33,7 @@ class EncodeStats:
     rdo_range: tuple[float, float] | None = None  # with a target rate: the least and most rdo of a GOP (``rdo``: their mean)
     target_bpp: float | None = None  # the target rate asked for (codec/ratecontrol.py), else None
     audio_bytes: int = 0         # of the stored audio, included in ``bytes``
+    tags_bytes: int = 0          # of the stored tags and chapters (media_tags.py), included in ``bytes``
     plan_seconds: float = 0.0    # the target rate's probe, before ``seconds``
     warnings: list[str] = field(default_factory=list)  # what the file is not as asked, one line each
     grey: bool = False           # every source frame was grey: the file says so, and decodes grey
@@ -45,9 +46,13 @@ class EncodeStats:
         return 8 * self.bytes / max(1, self.frames * self.width * self.height)
 
     @property
+    def video_bytes(self) -> int:
+        """What a target rate counts: every byte but the audio's and the tags'."""
+        return self.bytes - self.audio_bytes - self.tags_bytes
+
+    @property
     def video_bpp(self) -> float:
-        """What a target rate counts: every byte but the audio's."""
-        return 8 * (self.bytes - self.audio_bytes) / max(1, self.frames * self.width * self.height)
+        return 8 * self.video_bytes / max(1, self.frames * self.width * self.height)
 
     @property
     def bits_per_token(self) -> float:
@@ -55,14 +60,14 @@ class EncodeStats:
 
     @property
     def video_bits_per_token(self) -> float:
-        return 8 * (self.bytes - self.audio_bytes) / max(1, self.tokens)
+        return 8 * self.video_bytes / max(1, self.tokens)
 
     @property
     def fps(self) -> float:
         return self.frames / max(self.seconds, 1e-9)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "bpp": self.bpp, "video_bpp": self.video_bpp, "bits_per_token": self.bits_per_token,
+        return {**asdict(self), "video_bytes": self.video_bytes, "bpp": self.bpp, "video_bpp": self.video_bpp, "bits_per_token": self.bits_per_token,
                 "video_bits_per_token": self.video_bits_per_token, "fps": self.fps}
 
 

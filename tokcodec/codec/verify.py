@@ -3,7 +3,8 @@
 Checks, in order: the header, trailer and index CRCs and their consistency (by opening the file),
 that the weights the file names are installed here with the SHA-256 the file records and the
 token grid its header states, every chunk's CRC, the entropy-decoded tokens' own CRC (skipped
-with ``tokens=False``), every correction record, and the audio block's CRC and that it parses.
+with ``tokens=False``), every correction record, the tags block's CRC and fields, and the audio
+block's CRC and that it parses.
 """
 from __future__ import annotations
 
@@ -144,6 +145,11 @@ def verify_file(path: str | Path, *, model: ModelName | None = None, tokens: boo
                 lost = True
             if lost:
                 last = fix = None
+        if h.has_tags:
+            try:
+                reader.read_tags()
+            except TokcodecError as exc:
+                report.problems.append(f"tags: {exc}")
         if h.has_audio:
             try:
                 block = reader.read_audio()

@@ -1,0 +1,261 @@
+"""A video's tags and chapters, kept beside its tokens: read on encode, written back on decode.
+
+What a container says about the recording, not about its coding: the title, creation time and
+place, comments, a phone's make and model (``com.apple.quicktime.*``), the first video and audio
+stream's language and title, and the chapters. A photo library sorts by the creation time and
+maps by the place, so an archive that lost them lost something. Tags that describe the source
+file's own coding (its muxer's brands, encoder, handler and vendor names, Matroska's statistics)
+are left out: a decode is coded anew, and its muxer writes its own.
+
+The .tok stores them as one JSON block (codec/container.py, docs/FORMAT.md); every field is
+checked on reading before it is used. Times are seconds from the first video frame, exact
+fractions, as the audio block's offset is.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping
+
+from tokcodec.errors import FormatError
+
+#: the most bytes of JSON the block may hold (a reader refuses more before reading it)
+MAX_TAGS_BYTES = 1 << 20
+MAX_KEY_CHARS = 256
+MAX_VALUE_CHARS = 1 << 16
+MAX_ENTRIES = 1024       # tags per dictionary
+MAX_CHAPTERS = 4096
+MAX_TIME_TERM = (1 << 62)  # numerator and denominator of a chapter time
+#: chapters are written up to this many seconds (68 years; Matroska's nanoseconds past it pass
+#: int64): those that start later are left out, and longer ones end there
+MAX_WRITTEN_SECONDS = 1 << 31
+#: tags of the source file's coding, not of the recording (compared in lower case): a decode's
+#: muxer writes its own, and Matroska's statistics (DURATION, BPS, NUMBER_OF_FRAMES...) would be
+#: wrong for it; ``rotate`` is applied to the pictures on reading
+CODING_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name",
+                         "vendor_id", "duration", "bps", "number_of_frames", "number_of_bytes", "rotate"})
+CODING_TAG_PREFIXES = ("_statistics_",)
+#: tags FFmpeg's MP4 and QuickTime muxers write in their own boxes (lower case; FFmpeg matches
+#: keys without regard to case). A tag outside these is written only with ``movflags
+#: use_metadata_tags`` (QuickTime's ``mdta`` keys, as a phone writes ``com.apple.quicktime.*``),
+#: which then stores all of them that way: so the flag is set only where a tag needs it
+MOV_TAGS = frozenset({"title", "artist", "album", "comment", "date", "copyright", "genre", "composer",
+                      "location", "creation_time"})
+MP4_TAGS = MOV_TAGS | {"album_artist", "description", "synopsis", "keywords", "grouping", "lyrics", "show",
+                       "episode_id", "network", "track", "disc"}
+NATIVE_TAGS = {".mp4": MP4_TAGS, ".mov": MOV_TAGS}
+#: the tags ``tokcodec info`` shows first
+SHOWN_FIRST = ("title", "creation_time", "location", "date", "artist", "comment", "language")
+#: outputs that hold tags and chapters (.y4m, images and PNG directories hold none)
+TAGGED_OUTPUTS = (".mkv", ".mp4", ".mov")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    start: Fraction            # seconds from the first video frame
+    end: Fraction
+    tags: dict[str, str] = field(default_factory=dict)   # its title, mostly
+
+
+@dataclass(frozen=True)
+class MediaTags:
+    """The tags of a container (``tags``), of its first video and first audio stream, and its chapters."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    video: dict[str, str] = field(default_factory=dict)
+    audio: dict[str, str] = field(default_factory=dict)
+    chapters: tuple[Chapter, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.tags or self.video or self.audio or self.chapters)
+
+    def to_json(self) -> bytes:
+        """The block's payload: compact UTF-8 JSON, keys sorted (the same tags give the same bytes)."""
+        doc: dict[str, Any] = {name: value for name, value in
+                               (("tags", self.tags), ("video", self.video), ("audio", self.audio)) if value}
+        if self.chapters:
+            doc["chapters"] = [{"start": _pair(c.start), "end": _pair(c.end), **({"tags": c.tags} if c.tags else {})}
+                               for c in self.chapters]
+        return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> "MediaTags":
+        """The tags of a block's payload, every field checked (FormatError otherwise)."""
+        bad = f"{source}: the tags block is damaged"
+        if len(data) > MAX_TAGS_BYTES:
+            raise FormatError(f"{bad} (longer than {MAX_TAGS_BYTES} bytes)")
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise FormatError(f"{bad} (not JSON)") from None
+        if not isinstance(doc, dict) or not set(doc) <= {"tags", "video", "audio", "chapters"}:
+            raise FormatError(f"{bad} (unknown fields)")
+        chapters = doc.get("chapters", [])
+        if not isinstance(chapters, list) or len(chapters) > MAX_CHAPTERS:
+            raise FormatError(f"{bad} (chapters)")
+        kept = []
+        for c in chapters:
+            if not isinstance(c, dict) or not set(c) <= {"start", "end", "tags"}:
+                raise FormatError(f"{bad} (a chapter)")
+            start, end = _time(c.get("start"), bad), _time(c.get("end"), bad)
+            if not 0 <= start <= end:
+                raise FormatError(f"{bad} (a chapter ends before it starts)")
+            kept.append(Chapter(start, end, _tag_dict(c.get("tags", {}), bad)))
+        return cls(*(_tag_dict(doc.get(name, {}), bad) for name in ("tags", "video", "audio")), tuple(kept))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, times in seconds (``tokcodec info --json``)."""
+        return {"tags": self.tags, "video": self.video, "audio": self.audio,
+                "chapters": [{"start": float(c.start), "end": float(c.end), "tags": c.tags} for c in self.chapters]}
+
+    def summary(self, most: int = 6, width: int = 48) -> list[str]:
+        """A few lines for ``tokcodec info``: the tags (``most`` of them, values cut at ``width``
+        characters), the streams' and the chapters."""
+        def shown(tags: dict[str, str]) -> str:
+            first = sorted(tags, key=lambda k: SHOWN_FIRST.index(k.lower()) if k.lower() in SHOWN_FIRST
+                           else len(SHOWN_FIRST))[:most]
+            items = [f"{k}={tags[k] if len(tags[k]) <= width else tags[k][:width - 3] + '...'}" for k in first]
+            return ", ".join(items) + (f" (+{len(tags) - most} more)" if len(tags) > most else "")
+        lines = [shown(self.tags)] if self.tags else []
+        lines += [f"{name} stream: {shown(tags)}" for name, tags in (("video", self.video), ("audio", self.audio))
+                  if tags]
+        if self.chapters:
+            marks = [f"{float(c.start):.3f} s {c.tags.get('title', '')}".rstrip() for c in self.chapters[:most]]
+            more = f" (+{len(self.chapters) - most} more)" if len(self.chapters) > most else ""
+            lines.append(f"{len(self.chapters)} chapters: {', '.join(marks)}{more}")
+        return lines
+
+    def part(self, start: Fraction, length: Fraction | None) -> "MediaTags":
+        """The tags of the part from ``start`` seconds, ``length`` long (None: to the end): the
+        chapters shifted to it and cut at its ends (those outside it left out); a timecode,
+        which names the first frame, left out where the part starts later."""
+        chapters = []
+        for c in self.chapters:
+            s, e = max(c.start - start, Fraction(0)), c.end - start
+            if length is not None:
+                e = min(e, length)
+            point = c.start == c.end and s == c.start - start and (length is None or s < length)
+            if e > s or point:  # (a chapter of no length inside the part marks a point: kept)
+                chapters.append(Chapter(s, e, c.tags))
+        if start > 0:
+            def drop_timecode(tags: dict[str, str]) -> dict[str, str]:
+                return {k: v for k, v in tags.items() if k.lower() != "timecode"}
+            return MediaTags(drop_timecode(self.tags), drop_timecode(self.video), self.audio, tuple(chapters))
+        return MediaTags(self.tags, self.video, self.audio, tuple(chapters))
+
+
+def _pair(t: Fraction) -> list[int]:
+    return [t.numerator, t.denominator]
+
+
+def _time(value: object, bad: str) -> Fraction:
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+            and 0 <= value[0] <= MAX_TIME_TERM and 0 < value[1] <= MAX_TIME_TERM):
+        raise FormatError(f"{bad} (a chapter time)")
+    return Fraction(value[0], value[1])
+
+
+def _tag_dict(value: object, bad: str) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > MAX_ENTRIES:
+        raise FormatError(f"{bad} (tags)")
+    for k, v in value.items():
+        if not (isinstance(v, str) and 0 < len(k) <= MAX_KEY_CHARS and len(v) <= MAX_VALUE_CHARS) \
+                or "\0" in k or "\0" in v or "=" in k:
+            raise FormatError(f"{bad} (a tag)")
+    return dict(value)
+
+
+def recording_tags(tags: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The tags of ``tags`` that describe the recording (CODING_TAGS left out), and what was left
+    out for not fitting the block's limits (one line each)."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for k, v in tags.items():
+        low = k.lower()
+        if low in CODING_TAGS or low.startswith(CODING_TAG_PREFIXES) or _language_copy(k, v, tags) \
+                or (low == "language" and v == "und") \
+                or (low == "software" and v.startswith("Lavf")):  # ("und": ISO 639's "undetermined", what
+            continue  # muxers write for none; Lavf: FFmpeg's muxer naming itself in an AVI)
+        if not 0 < len(k) <= MAX_KEY_CHARS or len(v) > MAX_VALUE_CHARS or "\0" in k + v or "=" in k \
+                or len(kept) >= MAX_ENTRIES:
+            dropped.append(f"tag {k[:40]!r} ({len(v)} characters)")
+            continue
+        kept[k] = v
+    return kept, dropped
+
+
+def _language_copy(key: str, value: str, tags: Mapping[str, str]) -> bool:
+    """Whether ``key`` is ``name-lng`` beside ``name`` of the same value: FFmpeg's QuickTime
+    reader gives a tag stored with a language both ways (``location`` and ``location-eng``),
+    and its writers take the first."""
+    base, dash, language = key.rpartition("-")
+    return bool(dash) and len(language) == 3 and language.isalpha() and tags.get(base) == value
+
+
+def chapters_of(chapters: list[dict], video_start: float) -> tuple[tuple[Chapter, ...], list[str]]:
+    """PyAV's chapters of an input (``InputContainer.chapters()``) as seconds from its first video
+    frame, which starts at ``video_start`` seconds, and what was left out (one line each)."""
+    kept: list[Chapter] = []
+    dropped: list[str] = []
+    origin = Fraction(video_start).limit_denominator(1 << 30) if math.isfinite(video_start) else Fraction(0)
+    for c in chapters:
+        tb = c.get("time_base")
+        if not tb or tb <= 0 or c["end"] < c["start"]:
+            continue
+        start, end = c["start"] * Fraction(tb) - origin, c["end"] * Fraction(tb) - origin
+        if end < 0:
+            continue
+        start = max(start, Fraction(0))
+        tags, bad = recording_tags(c.get("metadata") or {})
+        if len(kept) >= MAX_CHAPTERS or max(start.numerator, start.denominator, end.numerator,
+                                            end.denominator) > MAX_TIME_TERM:
+            dropped.append(f"chapter {len(kept) + len(dropped) + 1}")
+            continue
+        dropped.extend(bad)
+        kept.append(Chapter(start, end, tags))
+    return tuple(kept), dropped
+
+
+def needs_mdta(tags: MediaTags, suffix: str) -> bool:
+    """Whether an output of ``suffix`` needs ``movflags use_metadata_tags`` to keep every tag."""
+    native = NATIVE_TAGS.get(suffix)
+    if native is None:
+        return False
+    keys = (*tags.tags, *tags.video, *tags.audio)
+    return any(k.lower() not in native | {"language", "title"} for k in keys)
+
+
+def chapter_list(chapters: tuple[Chapter, ...]) -> list[dict]:
+    """``chapters`` as PyAV's ``OutputContainer.set_chapters`` takes them, each in a time base
+    that holds its two ends exactly, or in nanoseconds where none up to that does (up to
+    MAX_WRITTEN_SECONDS)."""
+    out = []
+    for c in chapters:
+        if c.start > MAX_WRITTEN_SECONDS:
+            continue
+        den = min(math.lcm(c.start.denominator, c.end.denominator), 1_000_000_000)
+        out.append({"id": len(out) + 1, "start": round(c.start * den),
+                    "end": round(min(c.end, Fraction(MAX_WRITTEN_SECONDS)) * den),
+                    "time_base": Fraction(1, den), "metadata": dict(c.tags)})
+    return out
+
+
+def read_tags(src: str | Path) -> tuple[MediaTags, list[str]]:
+    """The tags and chapters of a video file, and what was left out for not fitting the block's
+    limits (one line each). Tags that are not UTF-8 are read with U+FFFD for what is not."""
+    import av
+
+    from tokcodec.audio import first_video_time
+    from tokcodec.ffmpeg_names import ffmpeg_name
+
+    with av.open(ffmpeg_name(Path(src)), metadata_errors="replace") as container:
+        cover = av.stream.Disposition.attached_pic
+        videos = [s for s in container.streams.video if not s.disposition & cover]
+        tags, dropped = recording_tags(container.metadata)
+        video, bad_video = recording_tags(videos[0].metadata) if videos else ({}, [])
+        audio, bad_audio = recording_tags(container.streams.audio[0].metadata) if container.streams.audio else ({}, [])
+        chapters, bad_chapters = chapters_of(container.chapters(), first_video_time(container))
+    return MediaTags(tags, video, audio, chapters), dropped + bad_video + bad_audio + bad_chapters
