@@ -104,12 +104,16 @@ def test_plain_mp4_tags_keep_the_usual_boxes(tmp_path: Path) -> None:
     plain = MediaTags({"title": "t", "creation_time": "2026-07-01T10:00:00Z"}, {"language": "eng"})
     assert not needs_mdta(plain, ".mp4") and not needs_mdta(plain, ".mkv")
     assert needs_mdta(MediaTags({"com.apple.quicktime.make": "Apple"}), ".mp4")
+    # (a stream's timecode or name: the flag changes how the container's tags are stored, not the streams')
+    assert not needs_mdta(MediaTags({"title": "t"}, {"timecode": "01:00:00:00", "name": "cam"}), ".mp4")
     assert needs_mdta(MediaTags({"description": "d"}), ".mov") and not needs_mdta(MediaTags({"description": "d"}), ".mp4")
 
 
 def test_outputs_without_tags_and_no_metadata(tagged_tok: Path, tmp_path: Path) -> None:
-    decode_video(tagged_tok, tmp_path / "out.y4m")  # (Y4M holds no tags: decoded all the same)
-    decode_video(tagged_tok, tmp_path / "bare.mkv", metadata=False)
+    st = decode_video(tagged_tok, tmp_path / "out.y4m")  # (Y4M holds no tags: decoded all the same, and said)
+    assert st.tags.startswith("dropped (.y4m holds none")
+    st = decode_video(tagged_tok, tmp_path / "bare.mkv", metadata=False)
+    assert st.tags == "dropped (--no-metadata)"
     with av.open(str(tmp_path / "bare.mkv")) as c:
         assert "title" not in c.metadata and not c.chapters()
 
@@ -184,10 +188,14 @@ def test_a_damaged_tags_block(tagged_tok: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.tok"
     bad.write_bytes(bytes(data))
     assert any(p.startswith("tags:") and "checksum" in p for p in verify_file(bad, tokens=False).problems)
-    with pytest.raises(FormatError, match="tags block checksum.*--salvage"):
-        decode_video(bad, tmp_path / "bad.mkv")
+    st = decode_video(bad, tmp_path / "bad.mkv")  # (a damaged title is no reason to lose the video)
+    assert st.frames == 25 and st.tags == "lost (tags block damaged)"
+    assert any("tags block checksum" in w and "without the tags" in w for w in st.warnings)
     st = decode_video(bad, tmp_path / "salvaged.mkv", salvage=True)
     assert st.frames == 25 and any("tags block is damaged" in p for p in st.problems)
+    text = subprocess.run([sys.executable, "-m", "tokcodec", "info", str(bad)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "tags        DAMAGED:" in text and "chunks      2" in text
     with open_salvage(tagged_tok) as reader:  # (an intact one is found by the scan)
         assert reader.read_tags().tags == TAGS
 
@@ -285,3 +293,85 @@ def test_chapters_far_out_still_write(tmp_path: Path, tiny_model) -> None:
     with av.open(str(tmp_path / "far.mkv")) as c:
         assert c.metadata["title"] == "far"
         assert [round(float(ch["end"] * ch["time_base"])) for ch in c.chapters()] == [1 << 31]
+
+
+def _clip(path: Path, tags: dict[str, str] | None = None, video: dict[str, str] | None = None,
+          audio: dict[str, str] | None = None, frames: int = 3) -> Path:
+    """A few flat frames (and a silent mono track where ``audio`` tags are given) with these tags."""
+    out = av.open(str(path), "w")
+    out.metadata.update(tags or {})
+    v = out.add_stream("ffv1" if path.suffix == ".mkv" else "libx264", rate=RATE)
+    v.width, v.height, v.pix_fmt = 32, 32, "bgr0" if path.suffix == ".mkv" else "yuv420p"
+    v.metadata.update(video or {})
+    a = None
+    if audio is not None:
+        a = out.add_stream("aac", rate=48000, layout="mono")
+        a.metadata.update(audio)
+    for i in range(frames):
+        f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 100, np.uint8), format="rgb24")
+        f.pts = i
+        for p in v.encode(f):
+            out.mux(p)
+    if a is not None:
+        for pos in range(0, 48000 * frames // RATE, 1024):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            af.sample_rate, af.pts = 48000, pos
+            for p in a.encode(af):
+                out.mux(p)
+    for stream in (v, a) if a is not None else (v,):
+        for p in stream.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+def test_tags_that_are_not_utf8_read(tmp_path: Path, tiny_model) -> None:
+    """An old camcorder's Latin-1 tags: the video was unreadable ("'utf-8' codec can't decode
+    byte 0xe9"), even with --no-metadata; now its tags read with U+FFFD for the bad bytes."""
+    src = _clip(tmp_path / "latin1.mp4", {"comment": "CafXYZ creme"})
+    data = src.read_bytes()
+    assert data.count(b"CafXYZ") == 1
+    src.write_bytes(data.replace(b"CafXYZ", b"Caf\xe9YZ"))
+    encode_video(src, tmp_path / "bare.tok", model=tiny_model, passes=0, metadata=False)
+    encode_video(src, tmp_path / "latin1.tok", model=tiny_model, passes=0)
+    with open_tok(tmp_path / "latin1.tok") as reader:
+        assert reader.read_tags().tags["comment"] == "Caf\ufffdYZ creme"
+
+
+def test_tags_over_the_block_limit_are_left_out_up_front(tmp_path: Path, tiny_model) -> None:
+    """20 tags of 120 000 bytes each: the longest are left out (with a warning) until the block
+    fits, where the encode failed at its very end ("tags of 2400255 bytes")."""
+    src = _clip(tmp_path / "huge.mkv", {f"note{i:02d}": "ü" * 60_000 for i in range(20)} | {"title": "kept"})
+    st = encode_video(src, tmp_path / "huge.tok", model=tiny_model, passes=0)
+    with open_tok(tmp_path / "huge.tok") as reader:
+        stored = reader.read_tags().tags
+        assert reader.tags_entry.payload_len <= MAX_TAGS_BYTES
+    assert stored["title"] == "kept" and 0 < len(stored) < 21
+    assert any("left out of the stored tags" in w and "'note" in w for w in st.warnings), st.warnings
+
+
+def test_tags_come_back_the_same_after_two_generations(tmp_path: Path, tiny_model) -> None:
+    """Matroska's capitals and a QuickTime track's ``name`` read back as the other containers name
+    them, so a decode's tags encode to the same tags again; a .mov keeps German as ``ger``."""
+    src = _clip(tmp_path / "a.mkv", {"com.apple.quicktime.location.ISO6709": "+48.8584+002.2945/", "artist": "Ana"},
+                {"title": "main camera", "language": "jpn"}, {"language": "deu"})
+    encode_video(src, tmp_path / "a.tok", model=tiny_model, passes=0)
+    with open_tok(tmp_path / "a.tok") as reader:
+        first = reader.read_tags()
+    for suffix in (".mkv", ".mp4", ".mov"):
+        decode_video(tmp_path / "a.tok", tmp_path / f"b{suffix}")
+        encode_video(tmp_path / f"b{suffix}", tmp_path / "c.tok", model=tiny_model, passes=0, overwrite=True)
+        with open_tok(tmp_path / "c.tok") as reader:
+            again = reader.read_tags()
+        assert again.tags == first.tags == {"com.apple.quicktime.location.ISO6709": "+48.8584+002.2945/",
+                                            "artist": "Ana"}, suffix
+        assert again.video == first.video == {"title": "main camera", "language": "jpn"}, suffix
+        assert again.audio == ({"language": "ger"} if suffix == ".mov" else {"language": "deu"}), suffix
+
+
+def test_info_shows_a_tag_on_one_line() -> None:
+    tags = MediaTags({"comment": "line one\nline two", "title": "x" * 100},
+                     chapters=(Chapter(Fraction(0), Fraction(1), {"title": "y" * 100}),))
+    lines = tags.summary()
+    assert "comment=line one\\nline two" in lines[0] and all("\n" not in line for line in lines)
+    assert all(len(line) < 160 for line in lines)

@@ -23,7 +23,7 @@ import numpy as np
 
 from tokcodec.audio_choice import MAX_OPUS_BITRATE_PER_CHANNEL, AudioChoice
 from tokcodec.errors import FormatError, InputError, OutputError
-from tokcodec.ffmpeg_names import ffmpeg_name
+from tokcodec.ffmpeg_names import TAG_ERRORS, ffmpeg_name
 
 # muxer flags that leave out what changes from run to run (Matroska's random segment UID, the date,
 # the library's version): the same input then gives the same bytes, in a .tok and in a decode
@@ -113,7 +113,7 @@ def first_video_time(container: av.container.InputContainer) -> float:
 
 def has_audio(src: Path) -> bool:
     try:
-        with av.open(ffmpeg_name(src)) as container:
+        with av.open(ffmpeg_name(src), metadata_errors=TAG_ERRORS) as container:
             return bool(container.streams.audio)
     except (av.FFmpegError, OSError):
         return False
@@ -127,14 +127,14 @@ def extract_audio(src: str | Path, max_seconds: float | None = None, start: floa
     leaves out the audio that ends before it."""
     src = Path(src)
     try:
-        with av.open(ffmpeg_name(src)) as container:
+        with av.open(ffmpeg_name(src), metadata_errors=TAG_ERRORS) as container:
             if not container.streams.audio:
                 return None
             video_start = first_video_time(container) + start
             ctx = container.streams.audio[0].codec_context
             attempts = choice.attempts(codec_name(ctx), ctx.channels) if ctx is not None else ("copy",)
         for how in attempts:
-            with av.open(ffmpeg_name(src)) as container:
+            with av.open(ffmpeg_name(src), metadata_errors=TAG_ERRORS) as container:
                 try:
                     if how == "copy":
                         return _copy_packets(container, video_start, max_seconds, trim=start > 0)
@@ -376,7 +376,7 @@ def codec_name(ctx: av.codec.context.CodecContext) -> str:
 def read_track(data: bytes, start_offset: float) -> AudioTrack:
     """Describe a stored Matroska audio block (codec, rate, channels, duration)."""
     try:
-        with av.open(io.BytesIO(data), "r", format="matroska") as container:
+        with av.open(io.BytesIO(data), "r", format="matroska", metadata_errors=TAG_ERRORS) as container:
             if not container.streams.audio:
                 raise ValueError("no audio stream")
             stream = container.streams.audio[0]
@@ -401,7 +401,7 @@ class AudioMuxer:
     def __init__(self, output: av.container.OutputContainer, suffix: str, track: AudioTrack) -> None:
         self.output = output
         self.track = track
-        self.source = av.open(io.BytesIO(track.data), "r", format="matroska")
+        self.source = av.open(io.BytesIO(track.data), "r", format="matroska", metadata_errors=TAG_ERRORS)
         self.in_stream = self.source.streams.audio[0]
         copyable = COPYABLE.get(suffix.lower(), set())
         self.copy = copyable is None or codec_name(self.in_stream.codec_context) in copyable

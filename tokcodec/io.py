@@ -28,8 +28,8 @@ from tokcodec.audio import BITEXACT, COPYABLE, MUX_AHEAD_SECONDS, AudioMuxer, Au
 from tokcodec.codec.outputs import FRAME_NAME, STDIO, is_pipe, new_file, remove_frames
 from tokcodec.defaults import check_deinterlace
 from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
-from tokcodec.ffmpeg_names import ffmpeg_name
-from tokcodec.media_tags import TAGGED_OUTPUTS, MediaTags, chapter_list, needs_mdta
+from tokcodec.ffmpeg_names import TAG_ERRORS, ffmpeg_name
+from tokcodec.media_tags import TAGGED_OUTPUTS, MediaTags, chapter_list, for_output, needs_mdta
 from tokcodec.text import plural
 
 #: the image formats a decode writes (and reads)
@@ -186,7 +186,7 @@ def _pictures(path: Path, most: int) -> int:
     """The video packets of ``path``'s first video stream, counted up to ``most`` (no decoding)."""
     count = 0
     try:
-        with av.open(ffmpeg_name(path), "r") as container:
+        with av.open(ffmpeg_name(path), "r", metadata_errors=TAG_ERRORS) as container:
             for packet in container.demux(container.streams.video[0]):
                 count += packet.size > 0
                 if count >= most:
@@ -206,7 +206,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: empty file")
     _check_y4m_header(path)
     try:
-        container = av.open(ffmpeg_name(path), "r")
+        container = av.open(ffmpeg_name(path), "r", metadata_errors=TAG_ERRORS)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         from tokcodec.codec.container import is_tok_file
 
@@ -930,12 +930,17 @@ class FrameWriter:
         self.stream = None
         self.audio: AudioMuxer | None = None
         self.audio_note = "none"   # what happened to the audio: none / copied / re-encoded / dropped (why)
+        self.tags_note = "none"    # and to the tags: none / written / dropped (why)
         self.warnings: list[str] = []  # what the output is not as usual (an odd size's H.264 4:4:4)
         self.color = color or ColorInfo()
         self.matrix: int | None = None  # an H.264 output's RGB -> YUV matrix (AVCOL_SPC)
         self._stdout: _StdoutBytes | None = None
         if self.kind == "dir" and audio is not None:
             self.audio_note = "dropped (a directory of PNGs holds no audio; decode to .mkv or .mp4 to keep it)"
+        if tags and (self.kind != "video" or path.suffix.lower() not in TAGGED_OUTPUTS):
+            what = {"dir": "a directory of PNGs", "stream": "a Y4M stream", "image": "an image"}.get(
+                self.kind, path.suffix.lower() or "this output")
+            self.tags_note = f"dropped ({what} holds none; decode to .mkv, .mp4 or .mov to keep them)"
         if self.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
             return
@@ -956,7 +961,7 @@ class FrameWriter:
                 self.stream = self.container.add_stream(codec, rate=1)
                 self.stream.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
             else:
-                tags = tags if tags and suffix in TAGGED_OUTPUTS else None
+                tags = for_output(tags, suffix) if tags and suffix in TAGGED_OUTPUTS else None
                 mdta = {"movflags": "use_metadata_tags"} if tags and needs_mdta(tags, suffix) else {}
                 self.container = av.open(ffmpeg_name(path), "w", options=BITEXACT | mdta)
                 if suffix == ".mkv":
@@ -1009,6 +1014,7 @@ class FrameWriter:
 
     def _add_tags(self, tags: MediaTags) -> None:
         """The tags and chapters, set before the first packet makes the muxer write its header."""
+        self.tags_note = "written"
         self.container.metadata.update(tags.tags)
         self.stream.metadata.update(tags.video)
         if self.audio is not None:

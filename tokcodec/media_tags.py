@@ -47,6 +47,13 @@ MOV_TAGS = frozenset({"title", "artist", "album", "comment", "date", "copyright"
 MP4_TAGS = MOV_TAGS | {"album_artist", "description", "synopsis", "keywords", "grouping", "lyrics", "show",
                        "episode_id", "network", "track", "disc"}
 NATIVE_TAGS = {".mp4": MP4_TAGS, ".mov": MOV_TAGS}
+#: ISO 639-2 languages with two codes, where FFmpeg's QuickTime muxer keeps the other one (it
+#: writes the Macintosh language codes: ``deu``, ``zho`` and ``nld`` were left out of .mov
+#: decodes; measured on this FFmpeg, both codes of each of the 20 pairs)
+MOV_LANGUAGES = {"sqi": "alb", "hye": "arm", "eus": "baq", "mya": "bur", "zho": "chi", "cze": "ces",
+                 "nld": "dut", "fre": "fra", "kat": "geo", "deu": "ger", "ell": "gre", "isl": "ice",
+                 "mkd": "mac", "msa": "may", "fas": "per", "rum": "ron", "slo": "slk", "bod": "tib",
+                 "cym": "wel"}
 #: the tags ``tokcodec info`` shows first
 SHOWN_FIRST = ("title", "creation_time", "location", "date", "artist", "comment", "language")
 #: outputs that hold tags and chapters (.y4m, images and PNG directories hold none)
@@ -114,16 +121,20 @@ class MediaTags:
     def summary(self, most: int = 6, width: int = 48) -> list[str]:
         """A few lines for ``tokcodec info``: the tags (``most`` of them, values cut at ``width``
         characters), the streams' and the chapters."""
+        def cut(text: str) -> str:  # (one line: a tag's line breaks and control characters escaped)
+            text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+            return text if len(text) <= width else text[:width - 3] + "..."
+
         def shown(tags: dict[str, str]) -> str:
             first = sorted(tags, key=lambda k: SHOWN_FIRST.index(k.lower()) if k.lower() in SHOWN_FIRST
                            else len(SHOWN_FIRST))[:most]
-            items = [f"{k}={tags[k] if len(tags[k]) <= width else tags[k][:width - 3] + '...'}" for k in first]
+            items = [f"{cut(k)}={cut(tags[k])}" for k in first]
             return ", ".join(items) + (f" (+{len(tags) - most} more)" if len(tags) > most else "")
         lines = [shown(self.tags)] if self.tags else []
         lines += [f"{name} stream: {shown(tags)}" for name, tags in (("video", self.video), ("audio", self.audio))
                   if tags]
         if self.chapters:
-            marks = [f"{float(c.start):.3f} s {c.tags.get('title', '')}".rstrip() for c in self.chapters[:most]]
+            marks = [f"{float(c.start):.3f} s {cut(c.tags.get('title', ''))}".rstrip() for c in self.chapters[:most]]
             more = f" (+{len(self.chapters) - most} more)" if len(self.chapters) > most else ""
             lines.append(f"{len(self.chapters)} chapters: {', '.join(marks)}{more}")
         return lines
@@ -220,12 +231,46 @@ def chapters_of(chapters: list[dict], video_start: float) -> tuple[tuple[Chapter
 
 
 def needs_mdta(tags: MediaTags, suffix: str) -> bool:
-    """Whether an output of ``suffix`` needs ``movflags use_metadata_tags`` to keep every tag."""
+    """Whether an output of ``suffix`` needs ``movflags use_metadata_tags`` to keep every
+    container tag (the flag changes how those are stored, not the streams')."""
     native = NATIVE_TAGS.get(suffix)
-    if native is None:
-        return False
-    keys = (*tags.tags, *tags.video, *tags.audio)
-    return any(k.lower() not in native | {"language", "title"} for k in keys)
+    return native is not None and any(k.lower() not in native for k in tags.tags)
+
+
+def for_output(tags: MediaTags, suffix: str) -> MediaTags:
+    """``tags`` as an output of ``suffix`` can hold them: a .mov's stream languages in the
+    QuickTime (Macintosh) codes its muxer knows, where ISO 639-2 has two codes for a language
+    (``deu`` is written ``ger``: FFmpeg's QuickTime muxer drops ``deu``)."""
+    if suffix != ".mov":
+        return tags
+
+    def aliased(stream: dict[str, str]) -> dict[str, str]:
+        language = stream.get("language", "")
+        return {**stream, "language": MOV_LANGUAGES[language]} if language in MOV_LANGUAGES else stream
+    return MediaTags(tags.tags, aliased(tags.video), aliased(tags.audio), tags.chapters)
+
+
+def fitted(tags: MediaTags) -> tuple[MediaTags, list[str]]:
+    """``tags`` within MAX_TAGS_BYTES of JSON: the longest tags (of the container, the streams
+    and the chapters) left out until they fit, then chapters from the end; and what was left out."""
+    if len(tags.to_json()) <= MAX_TAGS_BYTES:
+        return tags, []
+    dicts = [dict(tags.tags), dict(tags.video), dict(tags.audio), *(dict(c.tags) for c in tags.chapters)]
+    sizes = sorted(((len(json.dumps({k: v}, ensure_ascii=False).encode()), i, k)
+                    for i, d in enumerate(dicts) for k, v in d.items()), reverse=True)
+    excess, dropped = len(tags.to_json()) - MAX_TAGS_BYTES, []
+    for size, i, key in sizes:
+        if excess <= 0:
+            break
+        del dicts[i][key]
+        excess -= size
+        dropped.append(f"tag {key[:40]!r}" + (f" of chapter {i - 2}" if i > 2 else ""))
+    chapters = [Chapter(c.start, c.end, d) for c, d in zip(tags.chapters, dicts[3:])]
+    out = MediaTags(dicts[0], dicts[1], dicts[2], tuple(chapters))
+    while len(out.to_json()) > MAX_TAGS_BYTES and out.chapters:  # (estimates of the sizes fell short)
+        dropped.append(f"chapter {len(out.chapters)}")
+        out = MediaTags(out.tags, out.video, out.audio, out.chapters[:-1])
+    return out, dropped
 
 
 def chapter_list(chapters: tuple[Chapter, ...]) -> list[dict]:
@@ -249,13 +294,35 @@ def read_tags(src: str | Path) -> tuple[MediaTags, list[str]]:
     import av
 
     from tokcodec.audio import first_video_time
-    from tokcodec.ffmpeg_names import ffmpeg_name
+    from tokcodec.ffmpeg_names import TAG_ERRORS, ffmpeg_name
 
-    with av.open(ffmpeg_name(Path(src)), metadata_errors="replace") as container:
+    with av.open(ffmpeg_name(Path(src)), metadata_errors=TAG_ERRORS) as container:
         cover = av.stream.Disposition.attached_pic
         videos = [s for s in container.streams.video if not s.disposition & cover]
         tags, dropped = recording_tags(container.metadata)
         video, bad_video = recording_tags(videos[0].metadata) if videos else ({}, [])
         audio, bad_audio = recording_tags(container.streams.audio[0].metadata) if container.streams.audio else ({}, [])
         chapters, bad_chapters = chapters_of(container.chapters(), first_video_time(container))
-    return MediaTags(tags, video, audio, chapters), dropped + bad_video + bad_audio + bad_chapters
+        media = _as_read_elsewhere(MediaTags(tags, video, audio, chapters), set(container.format.name.split(",")))
+    media, too_many = fitted(media)
+    return media, dropped + bad_video + bad_audio + bad_chapters + too_many
+
+
+def _as_read_elsewhere(tags: MediaTags, demuxers: set[str]) -> MediaTags:
+    """Tags in the names FFmpeg gives them from other containers, so that they come back the same
+    after a decode to one container and an encode of it: Matroska's keys (which its muxer writes
+    in capitals: ``ARTIST``, ``COM.APPLE.QUICKTIME.LOCATION.ISO6709``) in lower case, as the
+    other containers' (QuickTime's keys are case-sensitive: Apple's players look for
+    ``com.apple.quicktime.location.ISO6709``); and a QuickTime track's ``name`` as ``title``,
+    the name its muxer was given it by."""
+    def lower(d: dict[str, str]) -> dict[str, str]:
+        return {k.lower().replace("iso6709", "ISO6709"): v for k, v in d.items()}
+
+    def titled(d: dict[str, str]) -> dict[str, str]:
+        return {("title" if k == "name" and "title" not in d else k): v for k, v in d.items()}
+    if "matroska" in demuxers:
+        tags = MediaTags(lower(tags.tags), lower(tags.video), lower(tags.audio),
+                         tuple(Chapter(c.start, c.end, lower(c.tags)) for c in tags.chapters))
+    if "mov" in demuxers:
+        tags = MediaTags(tags.tags, titled(tags.video), titled(tags.audio), tags.chapters)
+    return tags

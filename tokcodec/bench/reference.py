@@ -16,7 +16,7 @@ import numpy as np
 
 from tokcodec.bench.ffmpeg import FFmpeg, rgb_to_yuv420, yuv8_to_yuv10
 from tokcodec.errors import InputError
-from tokcodec.ffmpeg_names import ffmpeg_name
+from tokcodec.ffmpeg_names import TAG_ERRORS, ffmpeg_name
 from tokcodec.io import probe, reformatted
 
 __all__ = ["Reference", "read_rgb_frames", "write_ffv1_rgb", "load_reference"]
@@ -28,7 +28,7 @@ def read_rgb_frames(path: Path, max_frames: Optional[int] = None) -> tuple[np.nd
 
     frames: list[np.ndarray] = []
     try:
-        with av.open(ffmpeg_name(path)) as container:
+        with av.open(ffmpeg_name(path), metadata_errors=TAG_ERRORS) as container:
             if not container.streams.video:
                 raise InputError(f"{path}: no video stream")
             stream = container.streams.video[0]

@@ -313,7 +313,8 @@ def decode(
         batch = f", {st.gop_batch} GOPs per call" if st.gop_batch > 1 else ""
         first = f" from frame {st.first_frame}" if st.first_frame else ""
         line = (f"decoded {plural(st.frames, 'frame')}{first} {st.width}x{st.height} -> {_named(output)}, {st.fps:.1f} fps "
-                f"({st.device} {st.precision}{batch}); audio: {st.audio}")
+                f"({st.device} {st.precision}{batch}); audio: {st.audio}"
+                + (f"; tags: {st.tags}" if st.tags not in ("none", "written") else ""))
         if lost:
             line += f"; LOST {plural(lost, 'frame')}"
         elif salvage:
@@ -394,6 +395,8 @@ def _tok_info(input: Path) -> tuple[dict, str]:
     lines.insert(-1, "audio       none" if a is None else
                  f"audio       {a.codec} {a.sample_rate} Hz {a.channels} ch, "
                  f"{a.duration_seconds:.2f} s from {a.start_offset_seconds:+.3f} s, {a.bytes} bytes")
+    if info.tags_damaged:
+        lines.insert(-1, f"tags        DAMAGED: {info.tags_damaged}")
     for i, line in enumerate(info.tags.summary() if info.tags else []):
         lines.insert(-1, f"{'tags' if i == 0 else '':<12}{line}")
     for c in info.chunks:

@@ -9,6 +9,7 @@ from tokcodec.audio import read_track
 from tokcodec.codec.container import Header, open_tok
 from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.entropy import TokenCoder, get_coder
+from tokcodec.errors import FormatError
 from tokcodec.media_tags import MediaTags
 
 PRIOR_CODERS = (3, 4)   # whose payloads name a learned prior (or carry coder 2's bytes: MODE_CODER2)
@@ -74,6 +75,7 @@ class FileInfo:
     audio: AudioInfo | None
     chunks: tuple[ChunkInfo, ...]
     tags: MediaTags | None = None              # the stored tags and chapters (media_tags.py)
+    tags_damaged: str | None = None            # why the stored tags do not read (the rest of the file may)
 
     @property
     def chunks_count(self) -> int:
@@ -121,7 +123,11 @@ def file_info(src: str | Path) -> FileInfo:
             track = read_track(block.data, block.start_offset_us / 1_000_000)
             audio = AudioInfo(track.codec, track.sample_rate, track.channels, track.duration,
                               track.start_offset, len(track.data))
-        tags = reader.read_tags()
+        tags, tags_damaged = None, None
+        try:
+            tags = reader.read_tags()
+        except FormatError as exc:  # (the rest of the file is still worth showing)
+            tags_damaged = str(exc)
         size, video_bytes, frames = reader.size, reader.video_bytes, reader.frame_count
     tokens = sum(c.latent[0] * c.latent[1] * c.latent[2] for c in chunks)
     seconds = float(frames / h.frame_rate) if frames else 0.0
@@ -137,4 +143,5 @@ def file_info(src: str | Path) -> FileInfo:
         correction_bytes=sum(c.correction_bytes for c in chunks),
         bits_per_token_first_latent_frame=first_bits / max(1, first_tokens),
         bits_per_token_later_latent_frames=later_bits / later_tokens if later_tokens else None,
-        untrained_model=h.untrained, coder=coder.name, header=h, audio=audio, chunks=tuple(chunks), tags=tags)
+        untrained_model=h.untrained, coder=coder.name, header=h, audio=audio, chunks=tuple(chunks), tags=tags,
+        tags_damaged=tags_damaged)

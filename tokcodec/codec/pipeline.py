@@ -1021,7 +1021,11 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                     track = track.cut(float(time_of(part.start, h.frame_rate)), length)
                     track = track if track.duration > 0 else None
                 color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
-                media = reader.read_tags() if metadata else None
+                media, tags_lost = None, ""
+                try:
+                    media = reader.read_tags() if metadata else None
+                except FormatError as exc:  # (a damaged title is no reason to lose the video: said, and decoded)
+                    tags_lost = str(exc)
                 if media and part.frames != reader.frame_count:
                     media = media.part(time_of(part.start, h.frame_rate),
                                        time_of(part.frames, h.frame_rate) if part.stop < reader.frame_count else None)
@@ -1048,7 +1052,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                     filled = out.fill_to(part.stop)
                     if progress and filled:
                         progress(filled)
-                    audio_note, warnings = writer.audio_note, writer.warnings
+                    audio_note, warnings, tags_note = writer.audio_note, writer.warnings, writer.tags_note
                     if track is not None and part.start == 0 and not audio_note.startswith("dropped"):
                         warnings.extend(_lead_in_left_out(track, h.frame_rate))
         except MissingPriorError:
@@ -1064,9 +1068,15 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
         audio_note = "lost (audio block damaged)"
     elif stored and track is None:
         audio_note = "none in this part"
+    if not metadata and h.has_tags:
+        tags_note = "dropped (--no-metadata)"
+    elif tags_lost:
+        tags_note = "lost (tags block damaged)"
+        warnings.append(f"{tags_lost}: decoded without the tags and chapters (tokcodec verify checks the file)")
     return DecodeStats(str(src), str(dst), out.written - part.start, h.width, h.height,
                        time.perf_counter() - start_time, str(runtime.device), runtime.precision, audio_note,
-                       out.filled, problems, gop_batch=used_batch, first_frame=part.start, warnings=warnings)
+                       out.filled, problems, gop_batch=used_batch, first_frame=part.start, warnings=warnings,
+                       tags=tags_note)
 
 
 def _longest_gop(reader: ContainerReader | SalvageReader) -> int:

@@ -89,6 +89,7 @@ class DecodeStats:
     gop_batch: int = 1           # GOPs per network call (--gop-batch; auto's choice once measured)
     first_frame: int = 0         # the file's frame the output starts with (--ss)
     warnings: list[str] = field(default_factory=list)  # what the output is not as usual, one line each
+    tags: str = "none"           # what became of the stored tags and chapters: none, written, dropped (why), lost
 
     @property
     def fps(self) -> float:
