@@ -107,6 +107,8 @@ def test_plain_mp4_tags_keep_the_usual_boxes(tmp_path: Path) -> None:
     # (a stream's timecode or name: the flag changes how the container's tags are stored, not the streams')
     assert not needs_mdta(MediaTags({"title": "t"}, {"timecode": "01:00:00:00", "name": "cam"}), ".mp4")
     assert needs_mdta(MediaTags({"description": "d"}), ".mov") and not needs_mdta(MediaTags({"description": "d"}), ".mp4")
+    camera = MediaTags({"make": "Canon", "model": "EOS", "title": "t"})  # (QuickTime's own boxes; not MP4's)
+    assert not needs_mdta(camera, ".mov") and needs_mdta(camera, ".mp4")
 
 
 def test_outputs_without_tags_and_no_metadata(tagged_tok: Path, tmp_path: Path) -> None:
@@ -193,6 +195,7 @@ def test_a_damaged_tags_block(tagged_tok: Path, tmp_path: Path) -> None:
     assert any("tags block checksum" in w and "without the tags" in w for w in st.warnings)
     st = decode_video(bad, tmp_path / "salvaged.mkv", salvage=True)
     assert st.frames == 25 and any("tags block is damaged" in p for p in st.problems)
+    assert st.tags == "lost (tags block damaged)"
     text = subprocess.run([sys.executable, "-m", "tokcodec", "info", str(bad)], capture_output=True, text=True,
                           check=True).stdout
     assert "tags        DAMAGED:" in text and "chunks      2" in text
@@ -242,6 +245,8 @@ def test_a_tags_flag_in_an_older_minor_is_ignored(tmp_path: Path) -> None:
     (b'{"chapters": [{"start": [0, 1], "end": [1.5, 1]}]}', "chapter time"),
     (b'{"chapters": [{"start": [0, 1], "end": [1, 1], "x": 1}]}', "a chapter"),
     (b'{"chapters": {}}', "chapters"),
+    (b'{"tags": {"title": "\\ud800x"}}', "a tag"),  # (a lone surrogate: JSON spells it, UTF-8 cannot)
+    (b'{"tags": {"title": "a", "title": "b"}}', "twice"), (b'{"tags": {}, "tags": {"a": "b"}}', "twice"),
 ])
 def test_every_field_of_the_tags_is_checked(payload: bytes, why: str) -> None:
     with pytest.raises(FormatError, match=why):
@@ -375,3 +380,54 @@ def test_info_shows_a_tag_on_one_line() -> None:
     lines = tags.summary()
     assert "comment=line one\\nline two" in lines[0] and all("\n" not in line for line in lines)
     assert all(len(line) < 160 for line in lines)
+
+
+def test_a_key_that_grows_in_lower_case_is_left_out_not_the_block(tmp_path: Path, tiny_model) -> None:
+    """'İ'.lower() is two characters: a Matroska key of 200 of them grew past the 256 a key may
+    have after it was checked, and the block the encode wrote failed to read, title and all."""
+    src = _clip(tmp_path / "dot.mkv", {"title": "Holiday", "İ" * 200: "x"})
+    st = encode_video(src, tmp_path / "dot.tok", model=tiny_model, passes=0)
+    with open_tok(tmp_path / "dot.tok") as reader:
+        assert reader.read_tags().tags == {"title": "Holiday"}
+    assert any("left out of the stored tags" in w for w in st.warnings), st.warnings
+
+
+def test_a_mov_keeps_languages_in_quicktimes_codes(tmp_path: Path, tiny_model) -> None:
+    src = _clip(tmp_path / "l.mkv", video={"language": "swe"}, audio={"language": "mri"})
+    encode_video(src, tmp_path / "l.tok", model=tiny_model, passes=0)
+    st = decode_video(tmp_path / "l.tok", tmp_path / "l.mov")
+    with av.open(str(tmp_path / "l.mov")) as c:
+        languages = {s.type: s.metadata.get("language") for s in c.streams if s.type in ("video", "audio")}
+    assert languages == {"video": "sve", "audio": None}  # (Swedish in QuickTime's code; Maori has none)
+    assert any("'mri' is left out" in w for w in st.warnings), st.warnings
+    st = decode_video(tmp_path / "l.tok", tmp_path / "l.mp4")
+    with av.open(str(tmp_path / "l.mp4")) as c:
+        assert {s.metadata.get("language") for s in c.streams if s.type in ("video", "audio")} == {"swe", "mri"}
+
+
+def test_a_creation_time_that_is_not_a_date_is_not_written(tmp_path: Path) -> None:
+    """FFmpeg's muxers read creation_time "now" as the time of writing: a decode would be dated
+    then, and its bytes would differ from run to run."""
+    from tokcodec.io import FrameWriter
+
+    outputs = []
+    for name in ("a.mkv", "b.mkv"):
+        with FrameWriter(tmp_path / name, 16, 16, Fraction(25), tags=MediaTags({"creation_time": "now",
+                                                                              "title": "t"})) as writer:
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+        outputs.append((tmp_path / name).read_bytes())
+        assert any("creation_time 'now' is not a date" in w for w in writer.warnings)
+    assert outputs[0] == outputs[1]
+    with av.open(str(tmp_path / "a.mkv")) as c:
+        assert "creation_time" not in c.metadata and c.metadata["title"] == "t"
+
+
+def test_a_chapter_that_ends_where_the_video_starts_is_left_out() -> None:
+    from tokcodec.media_tags import chapters_of
+
+    chapters, _ = chapters_of([{"start": 0, "end": 1000, "time_base": Fraction(1, 1000), "metadata": {"title": "pre"}},
+                               {"start": 1000, "end": 3000, "time_base": Fraction(1, 1000),
+                                "metadata": {"title": "main"}},
+                               {"start": 1000, "end": 1000, "time_base": Fraction(1, 1000),
+                                "metadata": {"title": "mark"}}], 1.0)
+    assert [(c.start, c.end, c.tags["title"]) for c in chapters] == [(0, 2, "main"), (0, 0, "mark")]

@@ -85,8 +85,9 @@ def _set_field(rng: random.Random, buf: bytearray) -> None:
     while pos + CHUNK_HEADER_SIZE <= len(buf) and buf[pos:pos + 4] == CHUNK_MAGIC:
         targets += [(pos, f) for f in _CHUNK_FIELDS]
         pos += CHUNK_HEADER_SIZE + struct.unpack_from("<I", buf, pos + 24)[0]
-    if pos + TAGS_HEADER_SIZE <= len(buf) and buf[pos:pos + 4] in (TAGS_MAGIC, AUDIO_MAGIC):
+    while pos + TAGS_HEADER_SIZE <= len(buf) and buf[pos:pos + 4] in (TAGS_MAGIC, AUDIO_MAGIC):  # (same layout)
         targets += [(pos, f) for f in _BLOCK_FIELDS]
+        pos += TAGS_HEADER_SIZE + struct.unpack_from("<Q", buf, pos + 16)[0]
     if len(buf) >= TRAILER_SIZE:
         targets += [(len(buf) - TRAILER_SIZE, f) for f in _TRAILER_FIELDS]
     base, (off, fmt) = rng.choice(targets)

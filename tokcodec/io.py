@@ -961,7 +961,11 @@ class FrameWriter:
                 self.stream = self.container.add_stream(codec, rate=1)
                 self.stream.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
             else:
-                tags = for_output(tags, suffix) if tags and suffix in TAGGED_OUTPUTS else None
+                if tags and suffix in TAGGED_OUTPUTS:
+                    tags, notes = for_output(tags, suffix)
+                    self.warnings.extend(notes)
+                else:
+                    tags = None
                 mdta = {"movflags": "use_metadata_tags"} if tags and needs_mdta(tags, suffix) else {}
                 self.container = av.open(ffmpeg_name(path), "w", options=BITEXACT | mdta)
                 if suffix == ".mkv":

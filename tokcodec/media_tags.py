@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tokcodec.errors import FormatError
 
@@ -42,18 +43,32 @@ CODING_TAG_PREFIXES = ("_statistics_",)
 #: keys without regard to case). A tag outside these is written only with ``movflags
 #: use_metadata_tags`` (QuickTime's ``mdta`` keys, as a phone writes ``com.apple.quicktime.*``),
 #: which then stores all of them that way: so the flag is set only where a tag needs it
-MOV_TAGS = frozenset({"title", "artist", "album", "comment", "date", "copyright", "genre", "composer",
-                      "location", "creation_time"})
-MP4_TAGS = MOV_TAGS | {"album_artist", "description", "synopsis", "keywords", "grouping", "lyrics", "show",
-                       "episode_id", "network", "track", "disc"}
+#: (measured on this FFmpeg with each tag set alone; QuickTime's: ``author`` is written as ``artist``)
+_BOTH_TAGS = frozenset({"title", "artist", "album", "comment", "date", "copyright", "genre", "location",
+                        "creation_time"})
+MOV_TAGS = _BOTH_TAGS | {"make", "model"}
+MP4_TAGS = _BOTH_TAGS | {"album_artist", "composer", "description", "synopsis", "keywords", "grouping", "lyrics",
+                         "show", "episode_id", "network", "track", "disc"}
 NATIVE_TAGS = {".mp4": MP4_TAGS, ".mov": MOV_TAGS}
-#: ISO 639-2 languages with two codes, where FFmpeg's QuickTime muxer keeps the other one (it
-#: writes the Macintosh language codes: ``deu``, ``zho`` and ``nld`` were left out of .mov
-#: decodes; measured on this FFmpeg, both codes of each of the 20 pairs)
+#: the stream languages FFmpeg's QuickTime muxer writes (the Macintosh language codes; it leaves
+#: out any other): every three-letter code tried on this FFmpeg, these came back
+MOV_LANGUAGE_CODES = frozenset({
+    "alb", "amh", "ara", "arm", "asm", "aym", "aze", "baq", "bel", "ben", "bul", "bur", "cat", "ces",
+    "chi", "dan", "dut", "dzo", "eng", "epo", "est", "fin", "fra", "geo", "ger", "gre", "grn", "guj",
+    "heb", "hin", "hun", "ice", "ind", "iri", "ita", "jav", "jpn", "kan", "kas", "kaz", "khm", "kin",
+    "kir", "kor", "kur", "lao", "lat", "lav", "lit", "mac", "mal", "mar", "may", "mlg", "mlt", "mol",
+    "mon", "nep", "nor", "nya", "ori", "orm", "per", "pol", "por", "pus", "que", "ron", "run", "rus",
+    "san", "sin", "slk", "slv", "smi", "snd", "som", "spa", "sve", "swa", "tam", "tat", "tel", "tgk",
+    "tgl", "tha", "tib", "tir", "tuk", "tur", "uig", "ukr", "urd", "uzb", "vie", "wel", "yid"})
+#: languages a .mov holds under another code: ISO 639-2's two codes for one language (the 19 of
+#: its 20 pairs with one in MOV_LANGUAGE_CODES; ``deu``, ``zho`` and ``nld`` were left out of .mov
+#: decodes) and QuickTime's older ones (Swedish ``sve``, Norwegian ``nor``, Irish ``iri``, Sami ``smi``)
 MOV_LANGUAGES = {"sqi": "alb", "hye": "arm", "eus": "baq", "mya": "bur", "zho": "chi", "cze": "ces",
                  "nld": "dut", "fre": "fra", "kat": "geo", "deu": "ger", "ell": "gre", "isl": "ice",
                  "mkd": "mac", "msa": "may", "fas": "per", "rum": "ron", "slo": "slk", "bod": "tib",
-                 "cym": "wel"}
+                 "cym": "wel", "swe": "sve", "nob": "nor", "nno": "nor", "gle": "iri", "sme": "smi"}
+#: a date as FFmpeg's muxers parse ``creation_time`` (ISO 8601, or with a space, as an AVI's)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?", re.IGNORECASE)
 #: the tags ``tokcodec info`` shows first
 SHOWN_FIRST = ("title", "creation_time", "location", "date", "artist", "comment", "language")
 #: outputs that hold tags and chapters (.y4m, images and PNG directories hold none)
@@ -95,9 +110,9 @@ class MediaTags:
         if len(data) > MAX_TAGS_BYTES:
             raise FormatError(f"{bad} (longer than {MAX_TAGS_BYTES} bytes)")
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise FormatError(f"{bad} (not JSON)") from None
+            raise FormatError(f"{bad} (not JSON, or a name twice in an object)") from None
         if not isinstance(doc, dict) or not set(doc) <= {"tags", "video", "audio", "chapters"}:
             raise FormatError(f"{bad} (unknown fields)")
         chapters = doc.get("chapters", [])
@@ -158,6 +173,25 @@ class MediaTags:
         return MediaTags(self.tags, self.video, self.audio, tuple(chapters))
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused (ValueError) where a name comes twice: JSON readers differ on which
+    one counts, so a file that holds two would read differently elsewhere."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a name twice in an object")
+    return out
+
+
+def _text(value: str) -> bool:
+    """Whether ``value`` is text a muxer can write: UTF-8 (JSON's escapes can spell a lone
+    surrogate, which is not) without NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in value
+
+
 def _pair(t: Fraction) -> list[int]:
     return [t.numerator, t.denominator]
 
@@ -174,7 +208,7 @@ def _tag_dict(value: object, bad: str) -> dict[str, str]:
         raise FormatError(f"{bad} (tags)")
     for k, v in value.items():
         if not (isinstance(v, str) and 0 < len(k) <= MAX_KEY_CHARS and len(v) <= MAX_VALUE_CHARS) \
-                or "\0" in k or "\0" in v or "=" in k:
+                or not _text(k) or not _text(v) or "=" in k:
             raise FormatError(f"{bad} (a tag)")
     return dict(value)
 
@@ -190,7 +224,7 @@ def recording_tags(tags: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
                 or (low == "language" and v == "und") \
                 or (low == "software" and v.startswith("Lavf")):  # ("und": ISO 639's "undetermined", what
             continue  # muxers write for none; Lavf: FFmpeg's muxer naming itself in an AVI)
-        if not 0 < len(k) <= MAX_KEY_CHARS or len(v) > MAX_VALUE_CHARS or "\0" in k + v or "=" in k \
+        if not 0 < len(k) <= MAX_KEY_CHARS or len(v) > MAX_VALUE_CHARS or not _text(k + v) or "=" in k \
                 or len(kept) >= MAX_ENTRIES:
             dropped.append(f"tag {k[:40]!r} ({len(v)} characters)")
             continue
@@ -206,9 +240,12 @@ def _language_copy(key: str, value: str, tags: Mapping[str, str]) -> bool:
     return bool(dash) and len(language) == 3 and language.isalpha() and tags.get(base) == value
 
 
-def chapters_of(chapters: list[dict], video_start: float) -> tuple[tuple[Chapter, ...], list[str]]:
+def chapters_of(chapters: list[dict], video_start: float, renamed: Callable[[Mapping[str, str]], dict[str, str]] = dict
+                ) -> tuple[tuple[Chapter, ...], list[str]]:
     """PyAV's chapters of an input (``InputContainer.chapters()``) as seconds from its first video
-    frame, which starts at ``video_start`` seconds, and what was left out (one line each)."""
+    frame, which starts at ``video_start`` seconds, their tags as ``renamed`` names them, and what
+    was left out (one line each). A chapter that ends before the video starts, or where it starts,
+    is left out."""
     kept: list[Chapter] = []
     dropped: list[str] = []
     origin = Fraction(video_start).limit_denominator(1 << 30) if math.isfinite(video_start) else Fraction(0)
@@ -217,10 +254,10 @@ def chapters_of(chapters: list[dict], video_start: float) -> tuple[tuple[Chapter
         if not tb or tb <= 0 or c["end"] < c["start"]:
             continue
         start, end = c["start"] * Fraction(tb) - origin, c["end"] * Fraction(tb) - origin
-        if end < 0:
+        if end < 0 or (end == 0 and c["end"] > c["start"]):
             continue
         start = max(start, Fraction(0))
-        tags, bad = recording_tags(c.get("metadata") or {})
+        tags, bad = recording_tags(renamed(c.get("metadata") or {}))
         if len(kept) >= MAX_CHAPTERS or max(start.numerator, start.denominator, end.numerator,
                                             end.denominator) > MAX_TIME_TERM:
             dropped.append(f"chapter {len(kept) + len(dropped) + 1}")
@@ -237,17 +274,35 @@ def needs_mdta(tags: MediaTags, suffix: str) -> bool:
     return native is not None and any(k.lower() not in native for k in tags.tags)
 
 
-def for_output(tags: MediaTags, suffix: str) -> MediaTags:
-    """``tags`` as an output of ``suffix`` can hold them: a .mov's stream languages in the
-    QuickTime (Macintosh) codes its muxer knows, where ISO 639-2 has two codes for a language
-    (``deu`` is written ``ger``: FFmpeg's QuickTime muxer drops ``deu``)."""
-    if suffix != ".mov":
-        return tags
+def for_output(tags: MediaTags, suffix: str) -> tuple[MediaTags, list[str]]:
+    """``tags`` as an output of ``suffix`` can hold them, and what it cannot (one line each): a
+    ``creation_time`` that is not a date is left out (FFmpeg's muxers read "now" as the time of
+    writing, and drop what they cannot parse); a .mov's stream languages in the QuickTime codes
+    its muxer writes (``deu`` as ``ger``), a language it has no code for left out."""
+    notes: list[str] = []
 
-    def aliased(stream: dict[str, str]) -> dict[str, str]:
-        language = stream.get("language", "")
-        return {**stream, "language": MOV_LANGUAGES[language]} if language in MOV_LANGUAGES else stream
-    return MediaTags(tags.tags, aliased(tags.video), aliased(tags.audio), tags.chapters)
+    def dated(d: dict[str, str], where: str) -> dict[str, str]:
+        out = {}
+        for k, v in d.items():
+            if k.lower() == "creation_time" and not _DATE.fullmatch(v.strip()):
+                notes.append(f"the {where}creation_time {v[:40]!r} is not a date: left out of the output")
+                continue
+            out[k] = v
+        return out
+
+    def languages(d: dict[str, str], where: str) -> dict[str, str]:
+        language = d.get("language")
+        if suffix != ".mov" or language is None:
+            return d
+        language = MOV_LANGUAGES.get(language, language)
+        if language in MOV_LANGUAGE_CODES:
+            return {**d, "language": language}
+        notes.append(f"the {where}language {d['language'][:40]!r} is left out: a .mov holds QuickTime's language "
+                     "codes only (.mkv and .mp4 keep it)")
+        return {k: v for k, v in d.items() if k != "language"}
+    video = languages(dated(tags.video, "video stream's "), "video stream's ")
+    audio = languages(dated(tags.audio, "audio stream's "), "audio stream's ")
+    return MediaTags(dated(tags.tags, ""), video, audio, tags.chapters), notes
 
 
 def fitted(tags: MediaTags) -> tuple[MediaTags, list[str]]:
@@ -299,30 +354,30 @@ def read_tags(src: str | Path) -> tuple[MediaTags, list[str]]:
     with av.open(ffmpeg_name(Path(src)), metadata_errors=TAG_ERRORS) as container:
         cover = av.stream.Disposition.attached_pic
         videos = [s for s in container.streams.video if not s.disposition & cover]
-        tags, dropped = recording_tags(container.metadata)
-        video, bad_video = recording_tags(videos[0].metadata) if videos else ({}, [])
-        audio, bad_audio = recording_tags(container.streams.audio[0].metadata) if container.streams.audio else ({}, [])
-        chapters, bad_chapters = chapters_of(container.chapters(), first_video_time(container))
-        media = _as_read_elsewhere(MediaTags(tags, video, audio, chapters), set(container.format.name.split(",")))
-    media, too_many = fitted(media)
+        demuxers = set(container.format.name.split(","))
+
+        def read(d: Mapping[str, str], stream: bool = False) -> tuple[dict[str, str], list[str]]:
+            return recording_tags(_as_read_elsewhere(d, demuxers, stream))
+        tags, dropped = read(container.metadata)
+        video, bad_video = read(videos[0].metadata, stream=True) if videos else ({}, [])
+        audio, bad_audio = read(container.streams.audio[0].metadata, stream=True) if container.streams.audio \
+            else ({}, [])
+        chapters, bad_chapters = chapters_of(container.chapters(), first_video_time(container),
+                                             lambda d: _as_read_elsewhere(d, demuxers))
+    media, too_many = fitted(MediaTags(tags, video, audio, chapters))
     return media, dropped + bad_video + bad_audio + bad_chapters + too_many
 
 
-def _as_read_elsewhere(tags: MediaTags, demuxers: set[str]) -> MediaTags:
+def _as_read_elsewhere(tags: Mapping[str, str], demuxers: set[str], stream: bool = False) -> dict[str, str]:
     """Tags in the names FFmpeg gives them from other containers, so that they come back the same
     after a decode to one container and an encode of it: Matroska's keys (which its muxer writes
     in capitals: ``ARTIST``, ``COM.APPLE.QUICKTIME.LOCATION.ISO6709``) in lower case, as the
     other containers' (QuickTime's keys are case-sensitive: Apple's players look for
     ``com.apple.quicktime.location.ISO6709``); and a QuickTime track's ``name`` as ``title``,
     the name its muxer was given it by."""
-    def lower(d: dict[str, str]) -> dict[str, str]:
-        return {k.lower().replace("iso6709", "ISO6709"): v for k, v in d.items()}
-
-    def titled(d: dict[str, str]) -> dict[str, str]:
-        return {("title" if k == "name" and "title" not in d else k): v for k, v in d.items()}
+    out = dict(tags)
     if "matroska" in demuxers:
-        tags = MediaTags(lower(tags.tags), lower(tags.video), lower(tags.audio),
-                         tuple(Chapter(c.start, c.end, lower(c.tags)) for c in tags.chapters))
-    if "mov" in demuxers:
-        tags = MediaTags(tags.tags, titled(tags.video), titled(tags.audio), tags.chapters)
-    return tags
+        out = {k.lower().replace("iso6709", "ISO6709"): v for k, v in out.items()}
+    if stream and "mov" in demuxers and "name" in out and "title" not in out:
+        out = {("title" if k == "name" else k): v for k, v in out.items()}
+    return out

@@ -158,7 +158,8 @@ AudioBitrate = Annotated[Optional[str], typer.Option(
 NoAudioDecode = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out of the output.")]
 NoMetadataEncode = Annotated[bool, typer.Option(
     "--no-metadata", help="Drop the tags and chapters (default: keep the title, creation time, place, comments, "
-    "stream languages and chapters; .tok format 2.2 then, as before they were kept).")]
+    "stream languages and chapters): the .tok is then in the format tokcodec wrote before it kept them "
+    "(2.2; with --no-detail 2.0, with --no-correction 1.x).")]
 NoMetadataDecode = Annotated[bool, typer.Option(
     "--no-metadata", help="Leave the stored tags and chapters out of the output (default: into .mkv, .mp4 "
     "and .mov outputs).")]

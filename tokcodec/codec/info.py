@@ -61,7 +61,7 @@ class FileInfo:
     bpp: float                                 # whole file, audio included
     kbps: float
     bits_per_token: float                      # whole file, container and audio included
-    video_bytes: int                           # all but the audio block: what the video costs
+    video_bytes: int                           # all but the audio and tags blocks: what the video costs
     video_bpp: float
     video_kbps: float
     video_bits_per_token: float

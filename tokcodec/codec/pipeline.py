@@ -210,14 +210,19 @@ def _source_audio(src: Path, choice: AudioChoice | None, max_frames: int | None,
 def _source_tags(src: Path, info: VideoInfo, keep: bool, skip: int, max_frames: int | None
                  ) -> tuple[MediaTags, list[str]]:
     """The tags and chapters to store (of the part from frame ``skip``, ``max_frames`` long),
-    and what was left out of them; none for images and image sequences, or where not ``keep``."""
+    and the encode's warnings of what was left out of them; none for images and image sequences,
+    or where not ``keep``."""
     if not keep or info.is_image or info.is_sequence:
         return MediaTags(), []
     try:
         media, notes = read_tags(src)
-    except (av.FFmpegError, OSError) as exc:  # (the video was read: tags that fail to read are not worth the encode)
-        return MediaTags(), [f"all ({str(exc).splitlines()[0][:120]})"]
+        MediaTags.from_json(media.to_json(), str(src))  # (what is stored must read back)
+    except (av.FFmpegError, OSError, FormatError) as exc:  # (the video was read: its tags are not worth the encode)
+        return MediaTags(), [f"its tags and chapters could not be read, and none are stored "
+                             f"({str(exc).splitlines()[0][:160]})"]
     rate = info.frame_rate
+    notes = [f"left out of the stored tags, too long or too many: {', '.join(notes[:5])}"
+             + (f" and {len(notes) - 5} more" if len(notes) > 5 else "")] if notes else []
     return media.part(skip / rate, max_frames / rate if max_frames else None), notes
 
 
@@ -428,9 +433,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     stats.warnings.extend(not_kept(info, streams=audio_choice is not None))
     if track is not None:
         stats.warnings.extend(track.notes)
-    if tag_notes:
-        stats.warnings.append(f"left out of the stored tags, too long or too many: {', '.join(tag_notes[:5])}"
-                              + (f" and {len(tag_notes) - 5} more" if len(tag_notes) > 5 else ""))
+    stats.warnings.extend(tag_notes)
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
     stats.warnings.extend(model_warnings(loaded, coder_id))
@@ -1068,7 +1071,9 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
         audio_note = "lost (audio block damaged)"
     elif stored and track is None:
         audio_note = "none in this part"
-    if not metadata and h.has_tags:
+    if salvage and metadata and h.has_tags and reader.read_tags() is None:
+        tags_note = "lost (tags block damaged)"  # (salvage's problems say how)
+    elif not metadata and h.has_tags:
         tags_note = "dropped (--no-metadata)"
     elif tags_lost:
         tags_note = "lost (tags block damaged)"

@@ -204,7 +204,7 @@ def open_salvage(path: str | Path) -> SalvageReader:
         found_tags = _find_tags(buf, budget, str(path)) if header.has_tags else None
         if budget.spent:
             problems.append(f"{path}: the scan stopped after checking {SCAN_BYTES_FACTOR} times the file's size "
-                            "(it holds very many damaged chunk or audio headers); what lies past that is lost")
+                            "(it holds very many damaged chunk, tags or audio headers); what lies past that is lost")
         if header.has_audio and audio is None:
             problems.append(f"{path}: the audio block is damaged (audio dropped)")
         if header.has_tags and found_tags is None:
