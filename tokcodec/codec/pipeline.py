@@ -241,8 +241,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     """Encode a video (or image) file into a .tok file, keeping its first audio stream unless
     ``audio`` is False (an ``AudioChoice`` says how: copied by default, integer PCM packed as
     FLAC, or re-encoded to Opus), and its tags and chapters (title, creation time, place, stream
-    languages: media_tags.py) unless ``metadata`` is False. ``model``: a preset name, a weights file, or a LoadedModel from
-    load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
+    languages: media_tags.py) unless ``metadata`` is False. ``model``: a preset name, a weights
+    file, or a LoadedModel from load_tokenizer (load once and pass it to every call, from any thread: a name is loaded each
     time). ``device`` and ``precision`` as the CLI's --device and --precision ("auto": CUDA
     where there is one; bf16 on a CPU with native bf16, else fp32). ``overwrite`` replaces an
     existing ``dst`` (else OutputError). ``progress(n)`` is called with the frames each GOP just
@@ -418,7 +418,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                         rdo=used_rdo, correction_bytes=correction_bytes,
                         sharpen=fix.sharpen_for(min(gop, frames)) if header.correction_detail else 0.0,
                         gops=gop_count, linked_gops=linked_count, gop=gop, target_bpp=target,
-                        audio_bytes=writer.audio_bytes, tags_bytes=writer.tags_bytes, plan_seconds=plan_seconds, rdo_range=rdo_range,
+                        audio_bytes=writer.audio_bytes, tags_bytes=writer.tags_bytes, plan_seconds=plan_seconds,
+                        rdo_range=rdo_range,
                         grey=grey, scene_cuts=cut_count,
                         deinterlaced=deinterlaces(deinterlace, info.interlaced, info.is_image or info.is_sequence,
                                                   stored_lines(info)))
@@ -1029,9 +1030,9 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                     media = reader.read_tags() if metadata else None
                 except FormatError as exc:  # (a damaged title is no reason to lose the video: said, and decoded)
                     tags_lost = str(exc)
-                if media and part.frames != reader.frame_count:
-                    media = media.part(time_of(part.start, h.frame_rate),
-                                       time_of(part.frames, h.frame_rate) if part.stop < reader.frame_count else None)
+                if media and part.frames != reader.frame_count:  # (as the audio: to the end, all of it)
+                    length = time_of(part.frames, h.frame_rate) if part.stop < reader.frame_count else None
+                    media = media.part(time_of(part.start, h.frame_rate), length)
                 with staged_output(dst, kind, overwrite) as out_path, \
                         FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track,
                                     tags=media) as writer:
