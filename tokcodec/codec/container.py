@@ -70,12 +70,13 @@ _TRAILER = struct.Struct("<QIQII8s")
 TRAILER_SIZE = _TRAILER.size
 # audio block: magic, block header size, kind, start offset (microseconds, signed), payload length,
 # payload crc, crc of the preceding fields
-_AUDIO = struct.Struct("<4sHHqQII")
+_BLOCK = struct.Struct("<4sHHqQII")
+_AUDIO = _BLOCK
 AUDIO_HEADER_SIZE = _AUDIO.size
 AUDIO_KIND_MATROSKA = 1
-# tags block (1.2, 2.3): magic, block header size, kind, reserved (0), payload length, payload crc,
-# crc of the preceding fields; between the last chunk and the audio block (or the index)
-_TAGS = struct.Struct("<4sHHqQII")
+# tags block (1.2, 2.3), the same layout with its signed field reserved (0); between the last chunk
+# and the audio block (or the index)
+_TAGS = _BLOCK
 TAGS_HEADER_SIZE = _TAGS.size
 TAGS_KIND_JSON = 1
 
@@ -514,36 +515,33 @@ class ContainerReader:
         self.frame_count = frames
         return entries
 
-    def _read_audio_entry(self, pos: int, end: int) -> AudioEntry:
+    def _read_block_head(self, pos: int, end: int, name: str, magic: bytes, kind: int
+                         ) -> tuple[int, int, int, int]:
+        """The audio or tags block header at ``pos`` (before ``end``), checked: (its header
+        size, its signed field, payload length, payload CRC)."""
         src = self.source
-        if end - pos < AUDIO_HEADER_SIZE:  # (the chunks end where the audio block should be)
-            raise FormatError(f"{src}: chunks do not add up to the index: no room for the audio block "
+        if end - pos < _BLOCK.size:  # (the chunks end where the block should be)
+            raise FormatError(f"{src}: chunks do not add up to the index: no room for the {name} block "
                               "(file corrupted)")
         self.fh.seek(pos)
-        raw = self.fh.read(AUDIO_HEADER_SIZE)
-        magic, size, kind, start_us, plen, pcrc, crc = _AUDIO.unpack(raw)
-        if magic != AUDIO_MAGIC or zlib.crc32(raw[:-4]) != crc:
-            raise FormatError(f"{src}: audio block header corrupted")
-        if kind != AUDIO_KIND_MATROSKA:
-            raise FormatError(f"{src}: audio block of unknown kind {kind} (made by a newer tokcodec?)")
+        raw = self.fh.read(_BLOCK.size)
+        found, size, found_kind, field, plen, pcrc, crc = _BLOCK.unpack(raw)
+        if found != magic or zlib.crc32(raw[:-4]) != crc:
+            raise FormatError(f"{src}: {name} block header corrupted")
+        if found_kind != kind:
+            raise FormatError(f"{src}: {name} block of unknown kind {found_kind} (made by a newer tokcodec?)")
+        return size, field, plen, pcrc
+
+    def _read_audio_entry(self, pos: int, end: int) -> AudioEntry:
+        size, start_us, plen, pcrc = self._read_block_head(pos, end, "audio", AUDIO_MAGIC, AUDIO_KIND_MATROSKA)
         if size != AUDIO_HEADER_SIZE or pos + size + plen != end:
-            raise FormatError(f"{src}: audio block does not fit the file (file corrupted)")
-        return AudioEntry(pos + size, plen, pcrc, start_us, kind)
+            raise FormatError(f"{self.source}: audio block does not fit the file (file corrupted)")
+        return AudioEntry(pos + size, plen, pcrc, start_us, AUDIO_KIND_MATROSKA)
 
     def _read_tags_entry(self, pos: int, end: int) -> TagsEntry:
-        src = self.source
-        if end - pos < TAGS_HEADER_SIZE:
-            raise FormatError(f"{src}: chunks do not add up to the index: no room for the tags block "
-                              "(file corrupted)")
-        self.fh.seek(pos)
-        raw = self.fh.read(TAGS_HEADER_SIZE)
-        magic, size, kind, _, plen, pcrc, crc = _TAGS.unpack(raw)
-        if magic != TAGS_MAGIC or zlib.crc32(raw[:-4]) != crc:
-            raise FormatError(f"{src}: tags block header corrupted")
-        if kind != TAGS_KIND_JSON:
-            raise FormatError(f"{src}: tags block of unknown kind {kind} (made by a newer tokcodec?)")
+        size, _, plen, pcrc = self._read_block_head(pos, end, "tags", TAGS_MAGIC, TAGS_KIND_JSON)
         if size != TAGS_HEADER_SIZE or plen > MAX_TAGS_BYTES or pos + size + plen > end:
-            raise FormatError(f"{src}: tags block does not fit the file (file corrupted)")
+            raise FormatError(f"{self.source}: tags block does not fit the file (file corrupted)")
         return TagsEntry(pos + size, plen, pcrc)
 
     @property
