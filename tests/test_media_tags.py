@@ -30,31 +30,12 @@ CHAPTERS = [(0, 500, "Arrival"), (500, 1000, "Beach")]  # milliseconds
 
 
 def make_tagged_clip(path: Path, frames: int = 25, comment: str | None = None) -> Path:
-    """A small .mov with container tags, stream languages, chapters and a tone."""
-    out = av.open(str(path), "w", options={"movflags": "use_metadata_tags"})
-    out.metadata.update(TAGS if comment is None else {**TAGS, "comment": comment})
-    v = out.add_stream("libx264", rate=RATE)
-    v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-    v.metadata["language"] = "eng"
-    a = out.add_stream("aac", rate=48000, layout="mono")
-    a.metadata["language"] = "fra"
-    out.set_chapters([{"id": i, "start": s, "end": e, "time_base": Fraction(1, 1000), "metadata": {"title": t}}
-                      for i, (s, e, t) in enumerate(CHAPTERS)])
-    for i in range(frames):
-        f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 9) % 255, np.uint8), format="rgb24")
-        f.pts = i
-        for p in v.encode(f):
-            out.mux(p)
-    for pos in range(0, 48000 * frames // RATE, 1024):
-        af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        af.sample_rate, af.pts = 48000, pos
-        for p in a.encode(af):
-            out.mux(p)
-    for stream in (v, a):
-        for p in stream.encode():
-            out.mux(p)
-    out.close()
-    return path
+    """A small .mov with container tags, stream languages, chapters and a silent track."""
+    chapters = [{"id": i, "start": s, "end": e, "time_base": Fraction(1, 1000), "metadata": {"title": t}}
+                for i, (s, e, t) in enumerate(CHAPTERS)]
+    return _clip(path, TAGS if comment is None else {**TAGS, "comment": comment}, {"language": "eng"},
+                 {"language": "fra"}, frames=frames, size=(48, 64), chapters=chapters,
+                 options={"movflags": "use_metadata_tags"})
 
 
 @pytest.fixture(scope="module")
@@ -301,19 +282,23 @@ def test_chapters_far_out_still_write(tmp_path: Path, tiny_model) -> None:
 
 
 def _clip(path: Path, tags: dict[str, str] | None = None, video: dict[str, str] | None = None,
-          audio: dict[str, str] | None = None, frames: int = 3) -> Path:
-    """A few flat frames (and a silent mono track where ``audio`` tags are given) with these tags."""
-    out = av.open(str(path), "w")
+          audio: dict[str, str] | None = None, frames: int = 3, size: tuple[int, int] = (32, 32),
+          chapters: list[dict] | None = None, options: dict[str, str] | None = None) -> Path:
+    """A few frames of ``size`` (height, width), and a silent mono track where ``audio`` tags are
+    given, with these tags and ``chapters`` (as PyAV's set_chapters takes them)."""
+    out = av.open(str(path), "w", options=options or {})
     out.metadata.update(tags or {})
     v = out.add_stream("ffv1" if path.suffix == ".mkv" else "libx264", rate=RATE)
-    v.width, v.height, v.pix_fmt = 32, 32, "bgr0" if path.suffix == ".mkv" else "yuv420p"
+    (v.height, v.width), v.pix_fmt = size, "bgr0" if path.suffix == ".mkv" else "yuv420p"
     v.metadata.update(video or {})
     a = None
     if audio is not None:
         a = out.add_stream("aac", rate=48000, layout="mono")
         a.metadata.update(audio)
+    if chapters:
+        out.set_chapters(chapters)
     for i in range(frames):
-        f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 100, np.uint8), format="rgb24")
+        f = av.VideoFrame.from_ndarray(np.full((*size, 3), (i * 9) % 255, np.uint8), format="rgb24")
         f.pts = i
         for p in v.encode(f):
             out.mux(p)

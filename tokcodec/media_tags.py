@@ -206,11 +206,16 @@ def _time(value: object, bad: str) -> Fraction:
 def _tag_dict(value: object, bad: str) -> dict[str, str]:
     if not isinstance(value, dict) or len(value) > MAX_ENTRIES:
         raise FormatError(f"{bad} (tags)")
-    for k, v in value.items():
-        if not (isinstance(v, str) and 0 < len(k) <= MAX_KEY_CHARS and len(v) <= MAX_VALUE_CHARS) \
-                or not _text(k) or not _text(v) or "=" in k:
-            raise FormatError(f"{bad} (a tag)")
+    if not all(_storable(k, v) for k, v in value.items()):
+        raise FormatError(f"{bad} (a tag)")
     return dict(value)
+
+
+def _storable(key: str, value: object) -> bool:
+    """Whether a tag fits the block (what a writer keeps and a reader accepts): a key of 1 to
+    MAX_KEY_CHARS characters without ``=``, a string value of at most MAX_VALUE_CHARS, both text."""
+    return isinstance(value, str) and 0 < len(key) <= MAX_KEY_CHARS and "=" not in key \
+        and len(value) <= MAX_VALUE_CHARS and _text(key) and _text(value)
 
 
 def recording_tags(tags: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -224,8 +229,7 @@ def recording_tags(tags: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
                 or (low == "language" and v == "und") \
                 or (low == "software" and v.startswith("Lavf")):  # ("und": ISO 639's "undetermined", what
             continue  # muxers write for none; Lavf: FFmpeg's muxer naming itself in an AVI)
-        if not 0 < len(k) <= MAX_KEY_CHARS or len(v) > MAX_VALUE_CHARS or not _text(k + v) or "=" in k \
-                or len(kept) >= MAX_ENTRIES:
+        if not _storable(k, v) or len(kept) >= MAX_ENTRIES:
             dropped.append(f"tag {k[:40]!r} ({len(v)} characters)")
             continue
         kept[k] = v
