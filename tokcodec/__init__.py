@@ -11,6 +11,8 @@ Library API (the CLI is a thin layer over these)::
     tokcodec.encode_video("in.mp4", "out.tok", audio=tokcodec.AudioChoice(bitrate=96e3))  # audio as Opus
     tokcodec.decode_video("out.tok", "back.mkv")               # -> DecodeStats
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token, tags
+    tokcodec.cut_file("out.tok", "part.tok", start=90, duration=5)  # part of a .tok, no re-encode -> EditStats
+    tokcodec.concat_files(["a.tok", "b.tok"], "ab.tok")          # .tok files joined, no re-encode
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
     tokens = tokcodec.tokenize("in.mp4")                        # TokenFile: tokens alone + what decoding needs
     tokens = tokcodec.tokenize_frames(frames)                   # ... of uint8 (T, H, W, 3) frames in memory
@@ -42,6 +44,7 @@ _EXPORTS = {
     "detokenize": "tokcodec.tokens", "detokenize_frames": "tokcodec.tokens", "read_token_file": "tokcodec.tokens",
     "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.frame_tokens", "write_token_file": "tokcodec.tokens",
     "TokenFile": "tokcodec.tokens",
+    "cut_file": "tokcodec.codec.splice", "concat_files": "tokcodec.codec.splice", "EditStats": "tokcodec.codec.splice",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "BatchSummary": "tokcodec.batch.run",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
@@ -75,6 +78,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.codec.info import FileInfo
     from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
                                          encode_video, file_info, read_tokens)
+    from tokcodec.codec.splice import EditStats, concat_files, cut_file
     from tokcodec.codec.verify import VerifyReport, verify_file
     from tokcodec.media_tags import MediaTags, read_tags
     from tokcodec.errors import (ArgumentError, DeviceError, FormatError, InputError, MissingPriorError,

@@ -13,6 +13,7 @@ picture and sound stay in sync.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -393,6 +394,98 @@ def read_track(data: bytes, start_offset: float) -> AudioTrack:
         # a damaged block is parsed by FFmpeg's Matroska demuxer: any of its failures is "unreadable"
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise FormatError(f"stored audio is unreadable ({reason})") from None
+
+
+def cut_stored(data: bytes, start_offset: float, start: float, length: float | None) -> AudioTrack | None:
+    """The stored audio of part of a .tok (``tokcodec cut``): the packets that play from ``start``
+    seconds of its video for ``length`` seconds (None: to the end of the audio), copied whole into
+    a new Matroska block, with their offset against the part's first frame; None where no packet
+    plays there. From a ``start`` past 0 the packet under way at ``start`` is kept, as encode --ss
+    keeps it; from 0, audio before the first frame stays, as it was."""
+    try:
+        with av.open(io.BytesIO(data), "r", format="matroska", metadata_errors=TAG_ERRORS) as container:
+            return _copy_packets(container, start - start_offset, length, trim=start > 0)
+    except (av.FFmpegError, ValueError, IndexError) as exc:
+        raise FormatError(f"stored audio is unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0][:160]})") from None
+
+
+@dataclass(frozen=True)
+class StoredAudio:
+    """One .tok's stored audio as ``join_stored`` takes it: the Matroska block, its start offset
+    against that file's first frame, where that file's video begins on the joined timeline and
+    how long it lasts (seconds)."""
+    data: bytes
+    start_offset: float
+    at: float
+    length: float
+
+
+def _signature(stream: av.audio.stream.AudioStream) -> tuple:
+    """What packets of two streams must share to follow one another in one stream: codec, rate,
+    channels, sample format and (but for FLAC, whose header also counts a file's samples) the
+    codec's set-up bytes."""
+    ctx = stream.codec_context
+    name = codec_name(ctx)
+    return (name, ctx.sample_rate, ctx.channels, ctx.format.name if ctx.format else None,
+            None if name == "flac" else bytes(ctx.extradata or b""))
+
+
+def _said(signature: tuple) -> str:
+    return f"{signature[0]} {signature[1]} Hz {signature[2]} ch"
+
+
+def join_stored(parts: list[StoredAudio | None], names: list[str]) -> AudioTrack | None:
+    """One audio stream of the stored audio of .tok files joined one after another (``tokcodec
+    concat``; None for a file without audio): each file's packets that play from its first frame
+    (the first file's also before it) until its video ends (the last file's to the end of its
+    audio), copied whole and moved to where its video begins. Where files have no audio the
+    joined stream is silent. Packets must be of one kind (codec, rate, channels, set-up):
+    InputError otherwise. None where no file has audio."""
+    stored = [(p, name) for p, name in zip(parts, names) if p is not None]
+    if not stored:
+        return None
+    buf = io.BytesIO()
+    first: float | None = None   # the joined stream's first packet, seconds on the joined timeline
+    last = -math.inf             # and its last one written so far
+    end = 0.0
+    reference: tuple | None = None
+    with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
+        out_stream = None
+        for n, (part, name) in enumerate(stored):
+            final = n == len(stored) - 1 and part is parts[-1]
+            try:
+                source = av.open(io.BytesIO(part.data), "r", format="matroska", metadata_errors=TAG_ERRORS)
+            except (av.FFmpegError, ValueError) as exc:
+                raise FormatError(f"{name}: stored audio is unreadable ({str(exc).splitlines()[0][:160]})") from None
+            with source:
+                stream = source.streams.audio[0]
+                signature = _signature(stream)
+                if out_stream is None:
+                    out_stream, reference = out.add_stream_from_template(stream), signature
+                elif signature != reference:
+                    raise InputError(f"{name}: its audio ({_said(signature)}) cannot follow {stored[0][1]}'s "
+                                     f"({_said(reference)}) in one stream; --no-audio joins the video alone")
+                tb = stream.time_base
+                for packet in source.demux(stream):
+                    if packet.pts is None or packet.size == 0:
+                        continue
+                    t = float(packet.pts * tb) + part.start_offset  # on this file's video timeline
+                    if (t < 0 and n > 0) or (t >= part.length and not final):
+                        continue
+                    joined = part.at + t
+                    if joined <= last:  # (overlaps what the file before left playing)
+                        continue
+                    if first is None:
+                        first = joined
+                    packet.pts = packet.dts = round((joined - first) / tb)
+                    packet.stream = out_stream
+                    out.mux(packet)
+                    last = joined
+                    end = max(end, joined + float((packet.duration or 0) * tb))
+    if first is None:
+        return None
+    ctx_name, rate, channels = reference[0], reference[1], reference[2]
+    return AudioTrack(buf.getvalue(), first, ctx_name, rate, channels, end - first)
 
 
 class AudioMuxer:

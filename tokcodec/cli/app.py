@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -18,10 +17,11 @@ from tokcodec.cli.options import (AudioBitrate, AudioCodec, Bitrate, Bpp, Compar
                                   Refine, Scale, Scenecut, SequenceFps,
                                   Sharpen, Start, StatsJson, TokensGop, TokensPasses, TokensRdo, TokensRefine,
                                   TokensScale, TokensScenecut, audio_choice, read_by)
+from tokcodec.cli.edit import concat, cut
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
-from tokcodec.cli.progress import frame_progress, staged_progress, stats_line
+from tokcodec.cli.progress import frame_progress, json_checked, json_text, staged_progress, stats_line
 from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
-from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, remove_dead_parts, stdout_closed
+from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, remove_dead_parts
 from tokcodec.codec.ranges import parse_time
 from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCENECUT, DEFAULT_TOKEN_SCENECUT
 from tokcodec.env_flags import env_flag
@@ -123,9 +123,9 @@ def encode(
     as_json: StatsJson = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
-    with errors(), input_file(input, check_output=lambda: _json_checked(as_json, output) or
+    with errors(), input_file(input, check_output=lambda: json_checked(as_json, output) or
                               check_tok_output(output, overwrite, input), ends_at_interrupt=True) as src:
-        _json_checked(as_json, output)
+        json_checked(as_json, output)
         check_tok_output(output, overwrite, src)  # (before the input is probed and a bar drawn)
         audio = audio_choice(no_audio, audio_codec, audio_bitrate)
         from tokcodec.codec.correction import CorrectionConfig
@@ -183,7 +183,7 @@ def _checked(output: Path, overwrite: bool, compare: Optional[Path], as_json: bo
     """The checks of a video output, made before any work (the library makes them again)."""
     from tokcodec.io import output_kind
 
-    _json_checked(as_json, output)
+    json_checked(as_json, output)
     if compare is not None and str(output) == STDIO:
         raise ArgumentError("--compare reads the decoded video back: give -o a file name, not -")
     output_kind(output)
@@ -232,28 +232,6 @@ def _bar_total(frames: int, limit: int | None) -> int | None:
     """The progress bar's total: the input's frames (0: unknown), at most the part asked for; the
     part alone where the input's count is unknown (`--frames 500` of a stream)."""
     return min(frames, limit) if frames and limit else frames or limit or None
-
-
-def _json_checked(as_json: bool, output: Path) -> None:
-    """--json takes standard output: refused with -o -, whose output goes there, and where it is
-    closed (else the whole job ran, and its output was written, before the JSON could not be)."""
-    if as_json and str(output) == STDIO:
-        raise ArgumentError("--json prints on standard output, which -o - takes for the output: give -o a file name")
-    if as_json and stdout_closed():
-        raise OutputError("--json prints on standard output, which is closed (>&-)")
-
-
-def json_text(doc: object) -> str:
-    """``doc`` as strict JSON, on one line: a non-finite number (the PSNR of identical videos) is null."""
-    def finite(v: object) -> object:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [finite(x) for x in v]
-        return v
-    return json.dumps(finite(doc), allow_nan=False)
 
 
 def _named(output: Path) -> str:
@@ -323,6 +301,10 @@ def decode(
         if as_json:
             typer.echo(json_text({**st.to_dict(), "compare": compared}))
         stats_line(line + _compared_text(compared), quiet or as_json)
+
+
+app.command()(cut)   # (after decode in --help: the other commands that read a .tok)
+app.command()(concat)
 
 
 @app.command()

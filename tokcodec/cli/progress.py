@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import gc
+import json
+import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from contextlib import contextmanager
 
 import typer
 
+from tokcodec.codec.outputs import STDIO, stdout_closed
+from tokcodec.errors import ArgumentError, OutputError
 from tokcodec.text import clock, live_terminal
 
 
@@ -133,3 +138,25 @@ class LogLines:
 def stats_line(text: str, quiet: bool) -> None:
     if not quiet:
         typer.echo(text, err=True)
+
+
+def json_checked(as_json: bool, output: Path) -> None:
+    """--json takes standard output: refused with -o -, whose output goes there, and where it is
+    closed (else the whole job ran, and its output was written, before the JSON could not be)."""
+    if as_json and str(output) == STDIO:
+        raise ArgumentError("--json prints on standard output, which -o - takes for the output: give -o a file name")
+    if as_json and stdout_closed():
+        raise OutputError("--json prints on standard output, which is closed (>&-)")
+
+
+def json_text(doc: object) -> str:
+    """``doc`` as strict JSON, on one line: a non-finite number (the PSNR of identical videos) is null."""
+    def finite(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(doc), allow_nan=False)

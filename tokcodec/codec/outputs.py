@@ -76,14 +76,14 @@ def check_output(dst: Path, overwrite: bool, source: Path | None = None) -> None
         raise OutputError(f"{dst}: directory {parent} is not writable")
 
 
-def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None) -> None:
+def check_tok_output(dst: Path, overwrite: bool, source: Path | None = None, command: str = "encode") -> None:
     """check_output for a .tok file, which is refused a video or image name (a player or ffmpeg
-    would take it for one: tokcodec decode makes those)."""
+    would take it for one: tokcodec decode makes those); ``command`` names what writes it."""
     from tokcodec.io import MEDIA_INPUT_SUFFIXES  # (io imports this module)
 
     suffix = dst.suffix.lower()
     if suffix in MEDIA_INPUT_SUFFIXES | {".npy", ".safetensors"}:
-        raise OutputError(f"{dst}: encode writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
+        raise OutputError(f"{dst}: {command} writes a .tok file, not {suffix} (name it {dst.stem}.tok; "
                           "tokcodec decode makes video from it)")
     # (before the encode, not at its end; os.path's, as Path.is_dir raises where the name is too
     # long: check_output says that)

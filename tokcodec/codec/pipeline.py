@@ -66,7 +66,7 @@ from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
 from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, ModelName, is_weights_file, load_tokenizer,
-                                load_tokenizer_version, weights_sha256)
+                                load_tokenizer_version, use_priors_of, weights_sha256)
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -742,21 +742,6 @@ def model_for_weights(name: str, sha256: str, model: str | LoadedModel | None, s
                          f"weights {sha256[:16]}..., model {loaded.name} has "
                          f"{loaded.sha256[:16]}... (pass --model with the weights used to encode)")
     return loaded
-
-
-def use_priors_of(model: str, header: Header, source: str) -> None:
-    """Before entropy decoding without the network: the coder-3 priors beside weights of your own
-    (``model``, a .safetensors file), which must be the weights that made ``source``; a preset
-    name needs nothing (its prior ships), but must be the one that made it."""
-    if not is_weights_file(model):
-        if resolve_name(model) != resolve_name(header.model_name):
-            raise ModelError(f"{source}: made with {header.model_name} weights, not {model}'s")
-        return
-    digest = weights_sha256(model)
-    if digest != header.weights_sha256:
-        raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} weights "
-                         f"{header.weights_sha256[:16]}..., {model} has {digest[:16]}...")
-    use_priors_beside(Path(model), digest)
 
 
 # (first frame, frames, tokens (t, h, w), correction or None) of one chunk

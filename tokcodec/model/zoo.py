@@ -23,6 +23,7 @@ from tokcodec.model.weights_delta import (DeltaError, apply_delta, canonical_saf
 if TYPE_CHECKING:  # torch is imported where a model is built: hashes and files (verify) do without it
     import torch
 
+    from tokcodec.codec.container import Header
     from tokcodec.model.tokenizer import VideoTokenizer
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -142,6 +143,23 @@ def weights_sha256(name_or_path: str) -> str:
         return digest.hexdigest()
     except OSError as exc:
         raise ModelError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
+
+
+def use_priors_of(model: ModelName, header: Header, source: str) -> None:
+    """Before entropy coding a file's tokens without the network (tokens, cut): the coder-3 priors
+    beside weights of your own (``model``, a .safetensors file), which must be the weights that
+    made ``source``; a preset name needs nothing (its prior ships), but must be the one that made it."""
+    if not is_weights_file(model):
+        if resolve_name(str(model)) != resolve_name(header.model_name):
+            raise ModelError(f"{source}: made with {header.model_name} weights, not {model}'s")
+        return
+    digest = weights_sha256(str(model))
+    if digest != header.weights_sha256:
+        raise ModelError(f"{source}: weights hash mismatch: the file was made with {header.model_name} weights "
+                         f"{header.weights_sha256[:16]}..., {model} has {digest[:16]}...")
+    from tokcodec.codec.context_coder3 import use_priors_beside
+
+    use_priors_beside(Path(model), digest)
 
 
 def _read_weights(path: Path, shipped: bool) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:

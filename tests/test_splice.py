@@ -1,0 +1,285 @@
+"""tokcodec cut / concat: parts and joins of .tok files without re-encoding. The tokens and
+correction values are those of the input (a linked first GOP coded anew as a key GOP, a last GOP
+cut short keeping the latent frames its frames need), the pictures those of a whole decode."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import smooth_clip, write_clip
+from test_audio import make_av_clip, streams_of
+from test_media_tags import make_tagged_clip
+from tokcodec.cli import app
+from tokcodec.codec.container import HEADER_SIZE, Header, open_tok
+from tokcodec.codec.correction import CorrectionConfig
+from tokcodec.codec.correction_record import CorrectionRecord
+from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
+from tokcodec.codec.splice import concat_files, cut_file
+from tokcodec.codec.verify import verify_file
+from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
+from tokcodec.io import read_frames
+from tokcodec.metrics import psnr
+
+runner = CliRunner()
+RATE = 25
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
+    """45 frames at 48x64 with a tone from 0.2 s, GOPs of 5 with a key GOP every 3 (chunks 1, 2,
+    4, 5, 7, 8 linked), and the whole file's decode."""
+    work = tmp_path_factory.mktemp("splice")
+    clip = make_av_clip(work / "tone.mkv", frames=45, audio_start=0.2, pictures=smooth_clip(45, 48, 64))
+    tok = work / "t.tok"
+    st = encode_video(clip, tok, gop=5, key_interval=3, passes=0)
+    assert st.linked_gops == 6
+    decode_video(tok, work / "whole.mkv")
+    return clip, tok, read_frames(work / "whole.mkv")
+
+
+def _records(path: Path) -> list[CorrectionRecord]:
+    """Each chunk's correction record, decoded (a linked one against the one before)."""
+    out: list[CorrectionRecord] = []
+    with open_tok(path) as reader:
+        h = reader.header
+        for chunk in reader.chunks():
+            out.append(CorrectionRecord.unpack(chunk.correction, h.width, h.height, chunk.frames,
+                                               out[-1] if out else None, h.newest_record_kind))
+    return out
+
+
+def _links(path: Path) -> list[bool]:
+    from tokcodec.codec.info import file_info
+
+    return [c.linked for c in file_info(path).chunks]
+
+
+def _same_record(a: CorrectionRecord, b: CorrectionRecord, frames: int) -> None:
+    assert (a.cell, a.step, a.dc, a.pool, a.gain_step, a.temporal) == (b.cell, b.step, b.dc, b.pool, b.gain_step, b.temporal)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    np.testing.assert_array_equal(a.gains, b.gains)
+    np.testing.assert_array_equal(a.frame_dc, b.frame_dc[:frames])
+
+
+def test_a_cut_keeps_the_tokens_and_records_and_decodes_as_the_whole(linked, tmp_path):
+    clip, tok, whole = linked
+    part = tmp_path / "part.tok"
+    st = cut_file(tok, part, start=0.88, frames=4)   # asks frames 22-25: chunk 4 (20-24, linked), 1 frame of chunk 5
+    assert (st.first_frame, st.asked_first_frame, st.frames, st.gops, st.recoded_gops) == (20, 22, 6, 2, 2)
+    assert verify_file(part).ok
+    assert _links(part) == [False, True]            # the first GOP is a key GOP now; the second keeps its link
+    _, grids, frames = read_tokens(part)
+    _, original, _ = read_tokens(tok)
+    assert frames == [5, 1]
+    np.testing.assert_array_equal(grids[0], original[4])
+    np.testing.assert_array_equal(grids[1], original[5][:1])   # (1 frame: 1 latent frame of 2)
+    records, whole_records = _records(part), _records(tok)
+    _same_record(records[0], whole_records[4], 5)
+    _same_record(records[1], whole_records[5], 1)
+    decode_video(part, tmp_path / "part.mkv")
+    got = read_frames(tmp_path / "part.mkv")
+    np.testing.assert_array_equal(got[:5], whole[20:25])      # the GOP kept whole: the same pictures
+    # the last frame of a GOP cut short: the correction's temporal blend no longer sees the frame
+    # after it (here a pattern moving 2 pixels a frame, where the blend is strong): a little off
+    # the whole decode's frame, as close to the source
+    source = read_frames(clip)[25]
+    assert 25 < psnr(got[5], whole[25]) < 99 and psnr(got[5], source) > psnr(whole[25], source) - 1
+
+
+def test_a_cut_that_ends_inside_the_latent_frame_keeps_the_payload(linked, tmp_path):
+    clip, tok, whole = linked
+    part = tmp_path / "part.tok"
+    st = cut_file(tok, part, start=Fraction(25, RATE), frames=4)  # chunk 5's first 4 frames: its 2 latent frames
+    assert (st.first_frame, st.frames, st.recoded_gops) == (25, 4, 1)
+    _, grids, _ = read_tokens(part)
+    _, original, _ = read_tokens(tok)
+    np.testing.assert_array_equal(grids[0], original[5])
+    decode_video(part, tmp_path / "part.mkv")
+    got = read_frames(tmp_path / "part.mkv")
+    np.testing.assert_array_equal(got[:3], whole[25:28])
+    source = read_frames(clip)[28]
+    assert psnr(got[3], source) > psnr(whole[28], source) - 1
+
+
+def test_the_whole_file_cut_is_its_chunks(linked, tmp_path):
+    _, tok, _ = linked
+    st = cut_file(tok, tmp_path / "all.tok")
+    assert (st.first_frame, st.frames, st.recoded_gops) == (0, 45, 0)
+    with open_tok(tok) as a, open_tok(tmp_path / "all.tok") as b:
+        assert [(c.payload, c.correction) for c in a.chunks()] == [(c.payload, c.correction) for c in b.chunks()]
+        assert a.header.pack() == b.header.pack()
+
+
+def test_the_audio_of_a_cut_is_that_of_the_part(linked, tmp_path):
+    _, tok, _ = linked
+    part = tmp_path / "part.tok"
+    st = cut_file(tok, part, start=0.88, duration=0.6)   # to 1.48 s: from frame 20 (0.8 s) to frame 36
+    assert st.first_frame == 20 and st.frames == 17 and "copied" in st.audio
+    decode_video(part, tmp_path / "cut.mkv")
+    decode_video(tok, tmp_path / "ranged.mkv", start=0.8, frames=17)
+    streams, ranged = streams_of(tmp_path / "cut.mkv"), streams_of(tmp_path / "ranged.mkv")
+    assert streams["audio"][0] == ranged["audio"][0]
+    assert streams["audio"][1:] == pytest.approx(ranged["audio"][1:], abs=0.002)
+    assert abs(streams["audio"][2] - 17 / RATE) < 0.05
+
+
+def test_joined_parts_decode_as_the_whole(linked, tmp_path):
+    _, tok, whole = linked
+    head, tail = tmp_path / "head.tok", tmp_path / "tail.tok"
+    cut_file(tok, head, frames=20)                        # chunks 0-3
+    cut_file(tok, tail, start=Fraction(20, RATE))         # chunks 4-8: chunk 4 coded as a key GOP
+    st = concat_files([head, tail], tmp_path / "joined.tok")
+    assert (st.frames, st.gops) == (45, 9)
+    assert verify_file(tmp_path / "joined.tok").ok
+    _, grids, _ = read_tokens(tmp_path / "joined.tok")
+    _, original, _ = read_tokens(tok)
+    for a, b in zip(grids, original):
+        np.testing.assert_array_equal(a, b)
+    decode_video(tmp_path / "joined.tok", tmp_path / "joined.mkv")
+    np.testing.assert_array_equal(read_frames(tmp_path / "joined.mkv"), whole)
+    audio = streams_of(tmp_path / "joined.mkv")["audio"]
+    assert abs(audio[1] - 0.2) < 0.03 and abs(audio[2] - 45 / RATE) < 0.05, audio
+
+
+def test_a_join_is_each_file_after_the_other(linked, tmp_path):
+    _, tok, whole = linked
+    st = concat_files([tok, tok], tmp_path / "twice.tok")
+    assert (st.frames, st.gops, st.recoded_gops) == (90, 18, 0)
+    decode_video(tmp_path / "twice.tok", tmp_path / "twice.mkv")
+    np.testing.assert_array_equal(read_frames(tmp_path / "twice.mkv"), np.concatenate([whole, whole]))
+    audio = streams_of(tmp_path / "twice.mkv")["audio"]
+    assert abs(audio[2] - (45 + 45) / RATE) < 0.05, audio   # (the second file's tone begins at 1.8 + 0.2 s)
+
+
+def test_files_that_cannot_share_a_header_are_refused(linked, tmp_path, tiny_model):
+    clip, tok, _ = linked
+    small = write_clip(tmp_path / "small.mkv", smooth_clip(10, 40, 64))
+    encode_video(small, tmp_path / "small.tok", passes=0)
+    with pytest.raises(InputError, match=r"its size \(64x40\) is not 64x48"):
+        concat_files([tok, tmp_path / "small.tok"], tmp_path / "x.tok")
+    encode_video(clip, tmp_path / "tiny.tok", model=tiny_model, passes=0, max_frames=5)
+    with pytest.raises(InputError, match="its model"):
+        concat_files([tok, tmp_path / "tiny.tok"], tmp_path / "x.tok")
+    assert not (tmp_path / "x.tok").exists()
+    with pytest.raises(ArgumentError, match="two or more"):
+        concat_files([tok], tmp_path / "x.tok")
+    with pytest.raises(OutputError, match="is the input"):
+        concat_files([tok, tmp_path / "tiny.tok"], tok, overwrite=True)
+    with pytest.raises(OutputError, match="cut writes a .tok file, not .mp4"):
+        cut_file(tok, tmp_path / "x.mp4")
+    with pytest.raises(ModelError, match="not tiny's"):
+        cut_file(tok, tmp_path / "x.tok", model="tiny")
+    with pytest.raises(InputError, match="after the end"):
+        cut_file(tok, tmp_path / "x.tok", start=5)
+
+
+def test_the_audio_of_a_join_must_be_of_one_kind(linked, tmp_path):
+    _, tok, _ = linked
+    other = make_av_clip(tmp_path / "44k.mkv", frames=10, audio_start=0, sample_rate=44100,
+                         pictures=smooth_clip(10, 48, 64))
+    encode_video(other, tmp_path / "44k.tok", passes=0)
+    with pytest.raises(InputError, match=r"its audio \(aac 44100 Hz 1 ch\) cannot follow .*aac 48000 Hz 1 ch.*--no-audio"):
+        concat_files([tok, tmp_path / "44k.tok"], tmp_path / "x.tok")
+    st = concat_files([tok, tmp_path / "44k.tok"], tmp_path / "x.tok", audio=False)
+    assert st.audio == "dropped (--no-audio)" and st.frames == 55
+    silent = write_clip(tmp_path / "silent.mkv", smooth_clip(10, 48, 64))   # (no audio: silence, then the tone)
+    encode_video(silent, tmp_path / "silent.tok", passes=0)
+    concat_files([tmp_path / "silent.tok", tok], tmp_path / "y.tok")
+    decode_video(tmp_path / "y.tok", tmp_path / "y.mkv")
+    audio = streams_of(tmp_path / "y.mkv")["audio"]
+    assert abs(audio[1] - (10 / RATE + 0.2)) < 0.03 and abs(audio[2] - 55 / RATE) < 0.05, audio
+
+
+def _recoloured(src: Path, dst: Path, **colours: int) -> Path:
+    """``src`` with other colour tags in its header (its checksum made anew)."""
+    data = src.read_bytes()
+    header = dataclasses.replace(Header.unpack(data, str(src)), **colours)
+    dst.write_bytes(header.pack() + data[HEADER_SIZE:])
+    return dst
+
+
+def test_files_join_where_their_colours_mean_the_same(linked, tmp_path):
+    _, tok, _ = linked
+    sdr = _recoloured(tok, tmp_path / "sdr.tok", colorspace=1, primaries=1, transfer=1)   # BT.709 stated
+    hdr = _recoloured(tok, tmp_path / "hdr.tok", colorspace=9, primaries=9, transfer=16)  # BT.2020, PQ
+    with pytest.raises(InputError, match=r"its colours \(primaries 9, transfer 16\) is not primaries 1, transfer 1"):
+        concat_files([sdr, hdr], tmp_path / "x.tok")
+    with open_tok(tok) as r:   # (a smooth clip from PyAV: no colour stated)
+        assert (r.header.primaries, r.header.transfer, r.header.colorspace) == (2, 2, 2)
+    concat_files([tok, sdr], tmp_path / "joined.tok")   # unstated is taken as BT.709, as a decode to H.264 takes it
+    with open_tok(tmp_path / "joined.tok") as r:
+        assert (r.header.primaries, r.header.transfer, r.header.colorspace) == (1, 1, 1)
+
+
+def test_files_with_and_without_corrections_or_links_join(linked, tmp_path):
+    clip, tok, whole = linked
+    plain = tmp_path / "plain.tok"   # format 1.x, coder 3 (every GOP a key GOP)
+    encode_video(clip, plain, gop=5, key_interval=1, passes=0, max_frames=10,
+                 correction=CorrectionConfig(enabled=False))
+    with open_tok(plain) as r:
+        assert not r.header.correction and r.header.coder_id == 3
+    joined = tmp_path / "joined.tok"
+    concat_files([plain, tok], joined)
+    with open_tok(joined) as r:
+        assert r.header.correction and r.header.coder_id == 4 and r.header.version == (2, 2)
+    decode_video(plain, tmp_path / "plain.mkv")
+    decode_video(joined, tmp_path / "joined.mkv")
+    got = read_frames(tmp_path / "joined.mkv")
+    np.testing.assert_array_equal(got[:10], read_frames(tmp_path / "plain.mkv"))
+    np.testing.assert_array_equal(got[10:], whole)
+
+
+def test_chapters_follow_the_cut_and_the_join(tmp_path, tiny_model):
+    clip = make_tagged_clip(tmp_path / "holiday.mov")   # chapters Arrival 0-0.5 s, Beach 0.5-1 s; 25 frames
+    tok = tmp_path / "holiday.tok"
+    encode_video(clip, tok, model=tiny_model, passes=0, gop=5)
+    part = tmp_path / "part.tok"
+    st = cut_file(tok, part, start=0.6)                  # frame 15: inside Beach
+    assert st.first_frame == 15 and st.tags == "kept (1 chapters)"
+    with open_tok(part) as r:
+        tags = r.read_tags()
+    assert [(c.start, c.end, c.tags["title"]) for c in tags.chapters] == [(0, Fraction(2, 5), "Beach")]
+    assert tags.tags["title"] == "Holiday 2026"
+    concat_files([tok, part], tmp_path / "joined.tok")
+    with open_tok(tmp_path / "joined.tok") as r:
+        chapters = [(c.start, c.tags["title"]) for c in r.read_tags().chapters]
+    assert chapters == [(0, "Arrival"), (Fraction(1, 2), "Beach"), (1, "Beach")]
+    st = cut_file(tok, tmp_path / "bare.tok", metadata=False, audio=False)
+    assert (st.tags, st.audio, st.tags_bytes, st.audio_bytes) == ("dropped (--no-metadata)", "dropped (--no-audio)", 0, 0)
+    with open_tok(tmp_path / "bare.tok") as r:
+        assert not r.header.has_tags and not r.header.has_audio and r.header.version == (2, 2)
+
+
+def test_cut_and_concat_on_the_command_line(linked, tmp_path):
+    _, tok, _ = linked
+    result = runner.invoke(app, ["cut", str(tok), "-o", str(tmp_path / "p.tok"), "--ss", "0.88", "-t", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "cut 7 frames 64x48 from 0.800 s (frame 20: the GOP that holds 0.880 s, frame 22, starts there)" in result.output
+    assert "2 GOPs, 2 entropy-coded anew (same tokens)" in result.output
+    result = runner.invoke(app, ["concat", str(tok), str(tmp_path / "p.tok"), "-o", str(tmp_path / "j.tok")])
+    assert result.exit_code == 0, result.output
+    assert "joined 2 files: 52 frames 64x48 (2.080 s)" in result.output and "11 GOPs copied" in result.output
+    result = runner.invoke(app, ["concat", str(tok), str(tmp_path / "p.tok"), "-o", str(tmp_path / "j.tok")])
+    assert result.exit_code == 1 and "already exists" in result.output
+    piped = subprocess.run([sys.executable, "-m", "tokcodec", "cut", str(tok), "-o", "-", "--frames", "7", "-q"],
+                           check=True, capture_output=True).stdout   # (a pipe: the header's frame count stays 0)
+    subprocess.run([sys.executable, "-m", "tokcodec", "cut", "-", "-o", str(tmp_path / "s.tok"), "--ss", "0.2"],
+                   input=piped, check=True, capture_output=True)
+    _, grids, frames = read_tokens(tmp_path / "s.tok")
+    _, original, _ = read_tokens(tok)
+    assert frames == [2] and np.array_equal(grids[0], original[1][:2])   # (2 frames: 2 latent frames)
+
+
+def test_cut_and_concat_do_not_load_torch(linked, tmp_path):
+    _, tok, _ = linked
+    code = (f"import sys, tokcodec; tokcodec.cut_file({str(tok)!r}, {str(tmp_path / 'p.tok')!r}, start=0.9); "
+            f"tokcodec.concat_files([{str(tok)!r}, {str(tmp_path / 'p.tok')!r}], {str(tmp_path / 'j.tok')!r}); "
+            "assert 'torch' not in sys.modules, 'torch loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,102 @@
+"""The ``tokcodec cut`` and ``tokcodec concat`` commands: .tok files cut and joined without
+re-encoding (tokcodec/codec/splice.py). Neither loads torch or the model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tokcodec.cli.options import Duration, Overwrite, Quiet, StatsJson, read_by
+from tokcodec.cli.policy import errors
+from tokcodec.cli.progress import json_checked, json_text, stats_line
+from tokcodec.cli.stdio import cli_path, input_file
+from tokcodec.codec.outputs import STDIO, check_tok_output, remove_dead_parts
+from tokcodec.codec.ranges import parse_time
+from tokcodec.errors import ArgumentError
+from tokcodec.text import plural
+
+__all__ = ["cut", "concat"]
+
+Output = Annotated[Path, typer.Option("-o", "--output", parser=cli_path, metavar="<path>",
+                                      help="Output .tok file, or - for standard output.")]
+OwnWeights = Annotated[Optional[str], typer.Option(
+    "--model", "-m", show_default=False, help="Of a file made with weights of your own: that .safetensors file "
+    "(its coder-3 prior, beside it, codes the GOPs coded anew); presets need nothing.")]
+KeepNoAudio = Annotated[bool, typer.Option("--no-audio", help="Leave the stored audio out.")]
+KeepNoMetadata = Annotated[bool, typer.Option("--no-metadata", help="Leave the stored tags and chapters out.")]
+
+
+def _sizes(st) -> str:
+    others = [f"{name} {n}" for name, n in (("audio", st.audio_bytes), ("tags", st.tags_bytes)) if n]
+    return f"{st.bytes} bytes" + (f" (video {st.video_bytes}, {', '.join(others)}), video" if others else ",")
+
+
+def _said(st, as_json: bool, quiet: bool, line: str) -> None:
+    for warning in st.warnings:
+        typer.echo(f"tokcodec: warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json_text(st.to_dict()))
+    stats_line(line + f"; audio: {st.audio}; tags: {st.tags}", quiet or as_json)
+
+
+def cut(
+    input: Annotated[Path, typer.Argument(parser=cli_path, help="A .tok file, or - for standard input.",
+                                          show_default=False)],
+    output: Output,
+    start: Annotated[Optional[str], typer.Option(
+        "--ss", callback=read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
+        "[HH:]MM:SS[.frac]. The cut starts where the GOP that holds it begins (at most a GOP earlier, as "
+        "ffmpeg -c copy starts at the key frame before); the stats line says where.")] = None,
+    duration: Duration = None,
+    frames: Annotated[Optional[int], typer.Option(
+        "--frames", min=1, show_default=False, help="At most this many frames from the start asked for.")] = None,
+    model: OwnWeights = None,
+    no_audio: KeepNoAudio = False,
+    no_metadata: KeepNoMetadata = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: StatsJson = False,
+) -> None:
+    """Cut part of a .tok file into a new one without re-encoding (--ss, -t, --frames): the same pictures, no network run."""
+    with errors(), input_file(input, "a .tok file", check_output=lambda: json_checked(as_json, output)
+                              or check_tok_output(output, overwrite, command="cut")) as src:
+        json_checked(as_json, output)
+        from tokcodec.codec.splice import cut_file
+
+        st = cut_file(src, output, start=start, duration=duration, frames=frames, model=model, audio=not no_audio,
+                      metadata=not no_metadata, overwrite=overwrite)
+        if str(output) != STDIO:
+            remove_dead_parts(output)
+        rate = st.frame_rate
+        where = f"from {st.first_frame / rate:.3f} s (frame {st.first_frame}"
+        if st.asked_first_frame != st.first_frame:
+            where += f": the GOP that holds {st.asked_first_frame / rate:.3f} s, frame {st.asked_first_frame}, starts there"
+        recoded = f", {st.recoded_gops} entropy-coded anew (same tokens)" if st.recoded_gops else ""
+        _said(st, as_json, quiet, f"cut {plural(st.frames, 'frame')} {st.width}x{st.height} {where}) of {input} -> "
+              f"{'stdout' if str(output) == STDIO else output}: {_sizes(st)} {st.video_bpp:.4f} bpp; "
+              f"{plural(st.gops, 'GOP')}{recoded}")
+
+
+def concat(
+    inputs: Annotated[list[Path], typer.Argument(help="Two or more .tok files, in order.", show_default=False)],
+    output: Output,
+    no_audio: KeepNoAudio = False,
+    no_metadata: KeepNoMetadata = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: StatsJson = False,
+) -> None:
+    """Join .tok files one after another into one without re-encoding (same size, frame rate, model and colour)."""
+    with errors():
+        json_checked(as_json, output)
+        if any(str(p) == STDIO for p in inputs):
+            raise ArgumentError("concat reads its inputs as files: - (standard input) cannot be one of them")
+        from tokcodec.codec.splice import concat_files
+
+        st = concat_files(inputs, output, audio=not no_audio, metadata=not no_metadata, overwrite=overwrite)
+        if str(output) != STDIO:
+            remove_dead_parts(output)
+        _said(st, as_json, quiet, f"joined {plural(len(st.inputs), 'file')}: {plural(st.frames, 'frame')} "
+              f"{st.width}x{st.height} ({st.duration:.3f} s) -> {'stdout' if str(output) == STDIO else output}: "
+              f"{_sizes(st)} {st.video_bpp:.4f} bpp; {plural(st.gops, 'GOP')} copied")

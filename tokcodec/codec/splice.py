@@ -1,0 +1,394 @@
+"""Cut and join .tok files without re-encoding (``tokcodec cut``, ``tokcodec concat``).
+
+A decode and a new encode of part of a file lose quality a second time (and cost the network's
+time both ways). A .tok's GOPs are already separate chunks, so a part is its chunks copied, and
+a join the files' chunks one after the other. Two kinds of chunk are coded anew, losslessly (the
+entropy coder alone, no network): the first chunk of a cut where it was linked to the GOP before
+(coder 4's tokens, or a correction record coded against the previous GOP's) becomes a key GOP
+with the same tokens and record values; and the last GOP of a cut that ends within it keeps the
+latent frames that its frames need. The decoder network is causal in time (a frame's pixels
+depend on the latent frames up to its own), so those frames decode as they did in the whole
+file; only the cut's very last frame may differ a little, where the correction's temporal blend
+looked at the frame after it. A cut starts where the GOP that holds its start begins (as
+``ffmpeg -c copy`` starts at the key frame before): a GOP's first latent frame codes its first
+frame alone, and no other frame can start a GOP without a new encode.
+"""
+from __future__ import annotations
+
+import bisect
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
+from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
+from tokcodec.codec.entropy import CoderContext, TokenCoder, get_coder
+from tokcodec.codec.info import links_to_previous
+from tokcodec.codec.outputs import STDIO, check_tok_output, output_errors, staged_output
+from tokcodec.codec.ranges import FrameRange, frame_range, seconds, time_of
+from tokcodec.errors import ArgumentError, FormatError, InputError
+from tokcodec.media_tags import Chapter, MediaTags, fitted
+from tokcodec.model.zoo import ModelName, use_priors_of
+
+#: coders whose chunks another coder's file holds as they are: coder 4 reads every coder 3 payload
+#: (its modes 0-2 are coder 3's), so files of the two join as coder 4
+_READS_PAYLOADS_OF = {4: {3, 4}}
+
+
+@dataclass
+class EditStats:
+    """One cut or join: what was written, and how much of it was copied as it was."""
+
+    inputs: list[str]
+    output: str
+    frames: int
+    width: int
+    height: int
+    frame_rate: float
+    bytes: int                   # of the whole .tok, audio and tags included
+    audio_bytes: int
+    tags_bytes: int
+    gops: int                    # chunks written
+    recoded_gops: int            # of them, entropy coded anew (a cut's first linked GOP, its last cut short)
+    seconds: float
+    first_frame: int = 0         # (cut) the input's frame the output starts with
+    asked_first_frame: int = 0   # (cut) the frame the start asked for (at or after first_frame)
+    audio: str = "none"          # what was kept of the stored audio
+    tags: str = "none"           # what was kept of the stored tags and chapters
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def video_bytes(self) -> int:
+        return self.bytes - self.audio_bytes - self.tags_bytes
+
+    @property
+    def video_bpp(self) -> float:
+        return 8 * self.video_bytes / max(1, self.frames * self.width * self.height)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.frame_rate
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "video_bytes": self.video_bytes, "video_bpp": self.video_bpp,
+                "duration": self.duration}
+
+
+@dataclass
+class _Decoded:
+    """A chunk's tokens (t, h, w) and correction record (None: the chunk has none)."""
+    tokens: np.ndarray
+    record: CorrectionRecord | None
+
+
+class _Source:
+    """An open input: its reader, coder and the chunks decoded so far (only those a cut's ends need)."""
+
+    def __init__(self, reader: ContainerReader, model: ModelName | None) -> None:
+        self.reader = reader
+        self.header = reader.header
+        self.name = reader.source
+        if model is not None:
+            use_priors_of(model, self.header, self.name)
+        self.coder: TokenCoder = get_coder(self.header.coder_id, CoderContext(model_sha256=self.header.weights_sha256))
+        self._decoded: dict[int, _Decoded] = {}
+
+    def links(self, chunk: Chunk) -> bool:
+        return links_to_previous(self.coder, chunk.payload, chunk.correction)
+
+    def decoded(self, i: int) -> _Decoded:
+        """Chunk ``i``'s tokens and record, entropy-decoded from the key chunk at or before it."""
+        if i in self._decoded:
+            return self._decoded[i]
+        chain = [self.reader.read_chunk(i)]
+        while chain[-1].index > 0 and chain[-1].index - 1 not in self._decoded and self.links(chain[-1]):
+            chain.append(self.reader.read_chunk(chain[-1].index - 1))
+        h = self.header
+        for chunk in reversed(chain):
+            before = self._decoded.get(chunk.index - 1)
+            try:
+                tokens = self.coder.decode(chunk.payload, chunk.latent_shape, h.bits,
+                                           before.tokens[-1] if before is not None and self.coder.links(chunk.payload)
+                                           else None)
+                record = None
+                if chunk.correction:
+                    previous = before.record if before is not None and record_needs_previous(chunk.correction) else None
+                    record = CorrectionRecord.unpack(chunk.correction, h.width, h.height, chunk.frames, previous,
+                                                     h.newest_record_kind)
+            except FormatError as exc:
+                raise type(exc)(f"{self.name}: chunk {chunk.index}: {exc}") from None
+            self._decoded[chunk.index] = _Decoded(tokens, record)
+        return self._decoded[i]
+
+
+def _recoded(src: _Source, chunk: Chunk, frames: int, key: bool) -> tuple[bytes, bytes]:
+    """(coder payload, record) of ``chunk`` holding its first ``frames`` frames, coded anew
+    without reference to the GOP before where ``key``; the same tokens and record values (those
+    of the frames kept). A link the chunk had is kept where it still can be (not ``key``)."""
+    h = src.header
+    decoded = src.decoded(chunk.index)
+    t = h.latent_shape(frames)[0]
+    before = None if key or chunk.index == 0 else src.decoded(chunk.index - 1)
+    payload = chunk.payload
+    if t < chunk.latent_shape[0] or (key and src.coder.links(chunk.payload)):
+        previous = before.tokens[-1] if before is not None and src.coder.links(chunk.payload) else None
+        payload = src.coder.encode(np.ascontiguousarray(decoded.tokens[:t]), h.bits, previous)
+    record = chunk.correction
+    rec = decoded.record
+    shortened = rec is not None and rec.frame_dc is not None and frames < chunk.frames
+    if rec is not None and (shortened or (key and record_needs_previous(chunk.correction))):
+        if shortened:
+            rec = replace(rec, frame_dc=rec.frame_dc[:frames])
+        reference = before.record if before is not None and record_needs_previous(chunk.correction) else None
+        record = rec.pack(reference, coded=h.correction_coded)
+    return payload, record
+
+
+def _output_header(header: Header, has_audio: bool, has_tags: bool, **changes: object) -> Header:
+    return replace(header, frame_count=0, has_audio=has_audio, has_tags=has_tags, **changes)
+
+
+def _checked_output(dst: Path, overwrite: bool, sources: Iterable[Path], command: str) -> None:
+    for source in sources:
+        check_tok_output(dst, overwrite, source, command)
+
+
+def _write(dst: Path, overwrite: bool, header: Header, chunks: Iterable[tuple[int, tuple[int, int, int], bytes, bytes]],
+           audio: tuple[bytes, float] | None, tags: MediaTags | None) -> ContainerWriter:
+    """Write a .tok of ``chunks`` (frames, latent shape, coder payload, record) through a temporary
+    file that takes ``dst``'s name once complete (standard output for "-")."""
+    to_stdout = str(dst) == STDIO
+    with output_errors(dst), staged_output(dst, "stream" if to_stdout else "file", overwrite) as path:
+        with (open(sys.stdout.fileno(), "wb", closefd=False) if to_stdout else path.open("wb")) as fh:
+            writer = ContainerWriter(fh, header, patch_header=not to_stdout)
+            for frames, shape, payload, record in chunks:
+                writer.add_chunk(frames, shape, payload, record)
+            if audio is not None:
+                writer.set_audio(audio[0], round(audio[1] * 1_000_000))
+            if tags is not None:
+                writer.set_tags(tags.to_json())
+            writer.close()
+    return writer
+
+
+def _stored_tags(reader: ContainerReader, keep: bool, warnings: list[str]) -> MediaTags | None:
+    """The input's tags, or None (none kept, none stored, or a damaged block, said in ``warnings``)."""
+    if not keep or not reader.header.has_tags:
+        return None
+    try:
+        return reader.read_tags()
+    except FormatError as exc:
+        warnings.append(f"{exc}; the output has no tags")
+        return None
+
+
+def _tags_note(tags: MediaTags | None, keep: bool, had: bool) -> str:
+    if tags:
+        return "kept" + (f" ({len(tags.chapters)} chapters)" if tags.chapters else "")
+    return "dropped (--no-metadata)" if had and not keep else "none"
+
+
+def _fitted_tags(tags: MediaTags | None, warnings: list[str]) -> MediaTags | None:
+    if not tags:
+        return None
+    tags, left_out = fitted(tags)
+    warnings.extend(left_out)
+    return tags or None
+
+
+def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str | None = None,
+             duration: float | Fraction | str | None = None, frames: int | None = None,
+             model: ModelName | None = None, audio: bool = True, metadata: bool = True,
+             overwrite: bool = False) -> EditStats:
+    """Write part of the .tok ``src`` to ``dst`` without re-encoding: from ``start`` (seconds, or
+    a time as ``--ss`` takes it) for ``duration`` seconds or ``frames`` frames, as decode_video
+    reads them. The part starts at the first frame of the GOP that holds ``start`` (EditStats
+    says where) and ends exactly where asked; its audio (whole packets) and chapters are cut to
+    it. ``model``: the weights file of a .tok made with weights of your own (their coder-3 prior
+    lies beside it), needed where a GOP must be coded anew."""
+    began = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    _checked_output(dst, overwrite, [src], "cut")
+    warnings: list[str] = []
+    with open_tok(src) as reader:
+        source = _Source(reader, model)
+        h = reader.header
+        whole = start is None and duration is None and frames is None
+        part = FrameRange(0, reader.frame_count) if whole else frame_range(
+            reader.frame_count, h.frame_rate, start=seconds(start), duration=seconds(duration), frames=frames,
+            source=str(src))
+        firsts = [e.first_frame for e in reader.entries]
+        head = bisect.bisect_right(firsts, part.start) - 1
+        tail = bisect.bisect_right(firsts, part.stop - 1) - 1
+        first = firsts[head]
+        begin_s, length_s = time_of(first, h.frame_rate), Fraction(part.stop - first) / h.frame_rate
+        recoded = 0
+
+        def chunks() -> Iterable[tuple[int, tuple[int, int, int], bytes, bytes]]:
+            nonlocal recoded
+            for i in range(head, tail + 1):
+                chunk = reader.read_chunk(i)
+                keep = min(chunk.frames, part.stop - chunk.first_frame)
+                payload, record = chunk.payload, chunk.correction
+                if keep < chunk.frames or (i == head and source.links(chunk)):
+                    payload, record = _recoded(source, chunk, keep, key=i == head)
+                    recoded += 1
+                yield keep, h.latent_shape(keep), payload, record
+
+        track = None
+        if audio and h.has_audio:
+            from tokcodec.audio import cut_stored
+
+            block = reader.read_audio()
+            to_end = part.stop == reader.frame_count  # (then the audio after the last frame stays, as it was)
+            track = cut_stored(block.data, block.start_offset_us / 1e6, float(begin_s),
+                               None if to_end else float(length_s))
+        tags = _stored_tags(reader, metadata, warnings)
+        if tags and not whole:
+            tags = tags.part(begin_s, length_s)
+        tags = _fitted_tags(tags, warnings)
+        header = _output_header(h, track is not None, bool(tags))
+        writer = _write(dst, overwrite, header, chunks(),
+                        (track.data, track.start_offset) if track is not None else None, tags)
+    audio_note = "none" if not h.has_audio else "dropped (--no-audio)" if not audio else \
+        track.describe() if track is not None else "none in the part"
+    return EditStats([str(src)], str(dst), writer.frames, h.width, h.height, float(h.frame_rate), writer.pos,
+                     writer.audio_bytes, writer.tags_bytes, len(writer.entries), recoded,
+                     time.perf_counter() - began, first, part.start, audio_note,
+                     _tags_note(tags, metadata, h.has_tags), warnings)
+
+
+#: header fields every file of a join must share, and how a mismatch is said
+_SAME = (("width", "size"), ("height", "size"), ("coded_width", "coded size (--scale)"),
+         ("coded_height", "coded size (--scale)"), ("padded_width", "coded size (--scale)"),
+         ("frame_rate", "frame rate"), ("temporal_factor", "model"), ("spatial_factor", "model"), ("bits", "model"),
+         ("model_name", "model"), ("weights_sha256", "model's weights"), ("grey", "display"))
+#: the colour tags that say what a decode's RGB means (HDR's BT.2020 and PQ against SDR's BT.709):
+#: files join where these agree, an unstated one (FFmpeg's 2) counting as BT.709 (1), as a decode
+#: to H.264 takes it. The matrix and range say how the source stored its pixels, not what the
+#: decoded RGB is: a join takes the first stated ones
+_MEANING = ("primaries", "transfer")
+UNSTATED = 2
+
+
+def _meant(value: int) -> int:
+    return 1 if value == UNSTATED else value
+
+
+def _stated(sources: list[_Source], name: str) -> int:
+    """The first file's stated value of colour tag ``name`` (the first file's own if none is)."""
+    values = [getattr(s.header, name) for s in sources]
+    return next((v for v in values if v != UNSTATED), values[0])
+
+
+def _shown(header: Header, what: str) -> str:
+    if what == "size":
+        return f"{header.width}x{header.height}"
+    if what.startswith("coded size"):
+        return f"{header.coded_width}x{header.coded_height}"
+    if what == "frame rate":
+        return f"{float(header.frame_rate):g} fps"
+    if what.startswith("model"):
+        return f"{header.model_name} {header.weights_sha256[:12]}"
+    if what == "colours":
+        return f"primaries {header.primaries}, transfer {header.transfer}"
+    return "grey: its source was black and white" if header.grey else "in colour"
+
+
+def _joined_header(sources: list[_Source], warnings: list[str]) -> Header:
+    """The header of the files joined: theirs, which must agree on everything a decoder applies to
+    every chunk (InputError naming the first difference); the longest GOP; coder 4 where coder 3
+    and 4 files meet; correction records (2.x) where any file has them."""
+    first = sources[0].header
+    for src in sources[1:]:
+        h = src.header
+        differs = [what for name, what in _SAME if getattr(h, name) != getattr(first, name)]
+        differs += ["colours" for name in _MEANING if _meant(getattr(h, name)) != _meant(getattr(first, name))]
+        if differs:
+            raise InputError(f"{src.name} cannot follow {sources[0].name}: its {differs[0]} ({_shown(h, differs[0])}) "
+                             f"is not {_shown(first, differs[0])}; a join copies the tokens, so every file must be "
+                             "encoded alike (decode and encode again to change it)")
+    coders = {s.header.coder_id for s in sources}
+    coder = max(coders)
+    if not coders <= _READS_PAYLOADS_OF.get(coder, {coder}):
+        raise InputError(f"the files were coded with entropy coders {sorted(coders)}, which cannot share a file; "
+                         "encode them with one --coder")
+    precisions = sorted({s.header.precision for s in sources})
+    if len(precisions) > 1:
+        warnings.append(f"the files' tokens were made in {' and '.join(precisions)}; the header records "
+                        f"{first.precision}, the first file's")
+    return replace(first, gop=max(s.header.gop for s in sources), coder_id=coder,
+                   correction=any(s.header.correction for s in sources),
+                   correction_detail=any(s.header.correction_detail for s in sources),
+                   correction_coded=any(s.header.correction_coded for s in sources),
+                   untrained=any(s.header.untrained for s in sources),
+                   **{name: _stated(sources, name) for name in ("colorspace", "primaries", "transfer")})
+
+
+def concat_files(srcs: Iterable[str | Path], dst: str | Path, *, audio: bool = True, metadata: bool = True,
+                 overwrite: bool = False) -> EditStats:
+    """Write the .tok files ``srcs`` one after another to ``dst`` without re-encoding: their chunks
+    copied (each file starts with a key GOP), their audio joined into one stream (packets copied;
+    the files' audio must be of one kind) and the chapters of each moved to where it begins; the
+    other tags are the first file's. The files must share size, frame rate, model and colour
+    (InputError otherwise)."""
+    began = time.perf_counter()
+    paths, dst = [Path(p) for p in srcs], Path(dst)
+    if len(paths) < 2:
+        raise ArgumentError("concat joins two or more .tok files")
+    _checked_output(dst, overwrite, paths, "concat")
+    warnings: list[str] = []
+    readers: list[ContainerReader] = []
+    try:
+        for path in paths:
+            readers.append(open_tok(path))
+        sources = [_Source(r, None) for r in readers]
+        header = _joined_header(sources, warnings)
+        rate = header.frame_rate
+        starts, at = [], 0
+        for r in readers:
+            starts.append(at)
+            at += r.frame_count
+
+        track = None
+        if audio and any(r.header.has_audio for r in readers):
+            from tokcodec.audio import StoredAudio, join_stored
+
+            parts = []
+            for r, first in zip(readers, starts):
+                block = r.read_audio()
+                parts.append(None if block is None else StoredAudio(block.data, block.start_offset_us / 1e6,
+                                                                    float(time_of(first, rate)),
+                                                                    float(time_of(r.frame_count, rate))))
+            track = join_stored(parts, [r.source for r in readers])
+        tags = None
+        if metadata:
+            stored = [_stored_tags(r, True, warnings) for r in readers]
+            base = stored[0] or MediaTags()
+            chapters = tuple(Chapter(c.start + time_of(first, rate), c.end + time_of(first, rate), c.tags)
+                             for t, first in zip(stored, starts) if t for c in t.chapters)
+            tags = _fitted_tags(replace(base, chapters=chapters), warnings)
+
+        def chunks() -> Iterable[tuple[int, tuple[int, int, int], bytes, bytes]]:
+            for r in readers:
+                for chunk in r.chunks():
+                    yield chunk.frames, chunk.latent_shape, chunk.payload, chunk.correction
+
+        writer = _write(dst, overwrite, _output_header(header, track is not None, bool(tags)), chunks(),
+                        (track.data, track.start_offset) if track is not None else None, tags)
+    finally:
+        for r in readers:
+            r.close()
+    had_audio, had_tags = any(r.header.has_audio for r in readers), any(r.header.has_tags for r in readers)
+    audio_note = "none" if not had_audio else "dropped (--no-audio)" if not audio else \
+        track.describe() if track is not None else "none in the files' video"
+    return EditStats([str(p) for p in paths], str(dst), writer.frames, header.width, header.height, float(rate),
+                     writer.pos, writer.audio_bytes, writer.tags_bytes, len(writer.entries), 0,
+                     time.perf_counter() - began, audio=audio_note, tags=_tags_note(tags, metadata, had_tags),
+                     warnings=warnings)
+
