@@ -9,6 +9,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +20,7 @@ from test_media_tags import make_tagged_clip
 from tokcodec.cli import app
 from tokcodec.codec.container import HEADER_SIZE, Header, open_tok
 from tokcodec.codec.correction import CorrectionConfig
-from tokcodec.codec.correction_record import CorrectionRecord
+from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
 from tokcodec.codec.splice import concat_files, cut_file
 from tokcodec.codec.verify import verify_file
@@ -108,6 +109,44 @@ def test_a_cut_that_ends_inside_the_latent_frame_keeps_the_payload(linked, tmp_p
     assert psnr(got[3], source) > psnr(whole[28], source) - 1
 
 
+def test_records_coded_against_the_one_before_are_coded_anew_at_a_cut(tmp_path):
+    """A still picture: the correction records of the GOPs between key GOPs are coded against
+    the previous GOP's (kind 3, flag bit 0). A cut starting on one codes it on its own; a last
+    GOP cut short keeps coding it against the one before."""
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (18, 32, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    clip = write_clip(tmp_path / "still.mkv", np.repeat(blocks[None], 20, 0))
+    tok = tmp_path / "still.tok"
+    encode_video(clip, tok, gop=5, key_interval=3, passes=0)
+    with open_tok(tok) as r:
+        assert [record_needs_previous(c.correction) for c in r.chunks()] == [False, True, True, False]
+    part = tmp_path / "part.tok"
+    st = cut_file(tok, part, start=Fraction(5, RATE), frames=7)      # chunk 1 whole, 2 frames of chunk 2
+    assert (st.first_frame, st.frames, st.recoded_gops) == (5, 7, 2)
+    assert verify_file(part).ok
+    with open_tok(part) as r:
+        assert [record_needs_previous(c.correction) for c in r.chunks()] == [False, True]
+    records, original = _records(part), _records(tok)
+    _same_record(records[0], original[1], 5)
+    _same_record(records[1], original[2], 2)
+    decode_video(tok, tmp_path / "whole.mkv")
+    decode_video(part, tmp_path / "part.mkv")
+    np.testing.assert_array_equal(read_frames(tmp_path / "part.mkv")[:5], read_frames(tmp_path / "whole.mkv")[5:10])
+
+
+def test_a_cut_is_written_in_the_oldest_version_that_holds_it(tmp_path, tiny_model):
+    clip = make_tagged_clip(tmp_path / "holiday.mov", frames=10)
+    tok = tmp_path / "offsets.tok"   # records of offsets alone (kind 1): 2.0, or 2.3 with the tags block
+    encode_video(clip, tok, model=tiny_model, passes=0, correction=CorrectionConfig(detail=False))
+    with open_tok(tok) as r:
+        assert r.header.version == (2, 3)
+    cut_file(tok, tmp_path / "bare.tok", metadata=False, start=0.2)
+    concat_files([tmp_path / "bare.tok", tmp_path / "bare.tok"], tmp_path / "two.tok")
+    for name in ("bare.tok", "two.tok"):
+        with open_tok(tmp_path / name) as r:
+            assert r.header.version == (2, 0), name
+
+
 def test_the_whole_file_cut_is_its_chunks(linked, tmp_path):
     _, tok, _ = linked
     st = cut_file(tok, tmp_path / "all.tok")
@@ -156,6 +195,40 @@ def test_a_join_is_each_file_after_the_other(linked, tmp_path):
     np.testing.assert_array_equal(read_frames(tmp_path / "twice.mkv"), np.concatenate([whole, whole]))
     audio = streams_of(tmp_path / "twice.mkv")["audio"]
     assert abs(audio[2] - (45 + 45) / RATE) < 0.05, audio   # (the second file's tone begins at 1.8 + 0.2 s)
+
+
+def _packet_starts(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        return [float(p.pts * p.time_base) for p in c.demux(stream) if p.size]
+
+
+def test_a_join_leaves_no_hole_in_the_audio(tmp_path):
+    """The packet at each later file's first frame is kept (Matroska's millisecond times read
+    it a little before), the encoder's priming packet before it left out: packets follow each other
+    at their own spacing (21.3 ms of AAC at 48 kHz) across the joins."""
+    # (from an .mp4, whose audio times are in samples: the stored audio starts 1024/48000 s early)
+    clip = make_av_clip(tmp_path / "tone.mp4", frames=20, audio_start=0, pictures=smooth_clip(20, 48, 64))
+    tok = tmp_path / "t.tok"
+    encode_video(clip, tok, passes=0)
+    concat_files([tok, tok, tok], tmp_path / "three.tok")
+    decode_video(tmp_path / "three.tok", tmp_path / "three.mkv")
+    starts = _packet_starts(tmp_path / "three.mkv")
+    assert starts[0] == 0 and max(b - a for a, b in zip(starts, starts[1:])) < 0.025
+    assert 3 * 20 / RATE <= starts[-1] + 1024 / 48000 < 3 * 20 / RATE + 0.05   # (whole packets: up to one more)
+
+
+def test_a_part_after_the_audio_ends_has_none(linked):
+    """Audio that ends before a part starts is not kept (its last packet was: encode --ss and cut)."""
+    from tokcodec.audio import cut_stored, read_track
+
+    _, tok, _ = linked
+    with open_tok(tok) as r:
+        block = r.read_audio()
+    offset = block.start_offset_us / 1e6
+    end = offset + read_track(block.data, offset).duration   # (the tone ends with the video, at 1.8 s)
+    assert cut_stored(block.data, offset, end + 0.1, None) is None
+    assert cut_stored(block.data, offset, end - 0.1, None).duration == pytest.approx(0.1, abs=0.03)
 
 
 def test_files_that_cannot_share_a_header_are_refused(linked, tmp_path, tiny_model):

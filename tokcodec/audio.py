@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -203,8 +203,8 @@ def _from_zero_point(packets: Iterator[av.Packet], time_base: Fraction, video_st
             yield held
             held = None
         yield packet
-    if held is not None:
-        yield held
+    if held is not None and (not held.duration or float((held.pts + held.duration) * time_base) > video_start):
+        yield held  # (the last packet, held at or before the zero point: kept only where it plays on past it)
 
 
 def _reencode(container: av.container.InputContainer, video_start: float,
@@ -430,50 +430,58 @@ def _signature(stream: av.audio.stream.AudioStream) -> tuple:
             None if name == "flac" else bytes(ctx.extradata or b""))
 
 
+#: seconds by which a join's packet times may miss a file's ends (Matroska stores milliseconds)
+JOIN_SLACK = 0.001
+
+
 def _said(signature: tuple) -> str:
     return f"{signature[0]} {signature[1]} Hz {signature[2]} ch"
 
 
-def join_stored(parts: list[StoredAudio | None], names: list[str]) -> AudioTrack | None:
+def join_stored(parts: Iterable[StoredAudio | None], names: list[str]) -> AudioTrack | None:
     """One audio stream of the stored audio of .tok files joined one after another (``tokcodec
-    concat``; None for a file without audio): each file's packets that play from its first frame
-    (the first file's also before it) until its video ends (the last file's to the end of its
-    audio), copied whole and moved to where its video begins. Where files have no audio the
-    joined stream is silent. Packets must be of one kind (codec, rate, channels, set-up):
+    concat``; ``parts`` in the files' order, None for a file without audio): each file's packets
+    that start from its first frame (the first file's also before it) until its video ends (the
+    last file's to the end of its audio), copied whole and moved to where its video begins. A
+    packet that starts before a later file's first frame holds its encoder's priming (AAC's first
+    1024 samples), or sound from before its first picture: left out. Where files have no audio
+    the joined stream is silent. Packets must be of one kind (codec, rate, channels, set-up):
     InputError otherwise. None where no file has audio."""
-    stored = [(p, name) for p, name in zip(parts, names) if p is not None]
-    if not stored:
-        return None
     buf = io.BytesIO()
     first: float | None = None   # the joined stream's first packet, seconds on the joined timeline
-    last = -math.inf             # and its last one written so far
+    last = -math.inf             # and the last one written so far
     end = 0.0
     reference: tuple | None = None
     with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
         out_stream = None
-        for n, (part, name) in enumerate(stored):
-            final = n == len(stored) - 1 and part is parts[-1]
+        for index, (part, name) in enumerate(zip(parts, names)):
+            if part is None:
+                continue
+            final = index == len(names) - 1
             try:
                 source = av.open(io.BytesIO(part.data), "r", format="matroska", metadata_errors=TAG_ERRORS)
             except (av.FFmpegError, ValueError) as exc:
                 raise FormatError(f"{name}: stored audio is unreadable ({str(exc).splitlines()[0][:160]})") from None
             with source:
+                if not source.streams.audio:
+                    raise FormatError(f"{name}: stored audio is unreadable (no audio stream)")
                 stream = source.streams.audio[0]
                 signature = _signature(stream)
                 if out_stream is None:
-                    out_stream, reference = out.add_stream_from_template(stream), signature
+                    out_stream, reference, first_name = out.add_stream_from_template(stream), signature, name
                 elif signature != reference:
-                    raise InputError(f"{name}: its audio ({_said(signature)}) cannot follow {stored[0][1]}'s "
+                    raise InputError(f"{name}: its audio ({_said(signature)}) cannot follow {first_name}'s "
                                      f"({_said(reference)}) in one stream; --no-audio joins the video alone")
                 tb = stream.time_base
                 for packet in source.demux(stream):
                     if packet.pts is None or packet.size == 0:
                         continue
                     t = float(packet.pts * tb) + part.start_offset  # on this file's video timeline
-                    if (t < 0 and n > 0) or (t >= part.length and not final):
+                    # (Matroska keeps milliseconds: a packet at the first frame may read a little before it)
+                    if (index > 0 and t < -JOIN_SLACK) or (not final and t >= part.length - JOIN_SLACK):
                         continue
                     joined = part.at + t
-                    if joined <= last:  # (overlaps what the file before left playing)
+                    if joined <= last:
                         continue
                     if first is None:
                         first = joined
@@ -484,8 +492,7 @@ def join_stored(parts: list[StoredAudio | None], names: list[str]) -> AudioTrack
                     end = max(end, joined + float((packet.duration or 0) * tb))
     if first is None:
         return None
-    ctx_name, rate, channels = reference[0], reference[1], reference[2]
-    return AudioTrack(buf.getvalue(), first, ctx_name, rate, channels, end - first)
+    return AudioTrack(buf.getvalue(), first, reference[0], reference[1], reference[2], end - first)
 
 
 class AudioMuxer:

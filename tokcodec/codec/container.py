@@ -600,6 +600,22 @@ class ContainerReader:
         for i in range(len(self.entries)):
             yield self.read_chunk(i)
 
+    def record_kind(self, i: int) -> int:
+        """The kind of chunk ``i``'s correction record (0: none, or a file without records), read
+        without its payload: what a writer of copied chunks needs to choose its version before
+        they come. Not checked here (read_chunk checks the chunk)."""
+        if not self.header.correction:
+            return 0
+        e = self.entries[i]
+        self.fh.seek(e.offset + CHUNK_HEADER_SIZE)
+        head = self.fh.read(4)
+        n = struct.unpack("<I", head)[0] if len(head) == 4 else e.payload_len
+        if 4 + n >= e.payload_len:
+            return 0
+        self.fh.seek(e.offset + CHUNK_HEADER_SIZE + 4 + n)
+        kind = self.fh.read(1)
+        return kind[0] if kind else 0
+
     def close(self) -> None:
         self.fh.close()
 

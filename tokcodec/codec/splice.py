@@ -21,12 +21,13 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, Header, open_tok
-from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
+from tokcodec.codec.correction_record import (KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, CorrectionRecord,
+                                               record_needs_previous)
 from tokcodec.codec.entropy import CoderContext, TokenCoder, get_coder
 from tokcodec.codec.info import links_to_previous
 from tokcodec.codec.outputs import STDIO, check_tok_output, output_errors, staged_output
@@ -34,6 +35,9 @@ from tokcodec.codec.ranges import FrameRange, frame_range, seconds, time_of
 from tokcodec.errors import ArgumentError, FormatError, InputError
 from tokcodec.media_tags import Chapter, MediaTags, fitted
 from tokcodec.model.zoo import ModelName, use_priors_of
+
+if TYPE_CHECKING:
+    from tokcodec.audio import StoredAudio
 
 #: coders whose chunks another coder's file holds as they are: coder 4 reads every coder 3 payload
 #: (its modes 0-2 are coder 3's), so files of the two join as coder 4
@@ -145,12 +149,19 @@ def _recoded(src: _Source, chunk: Chunk, frames: int, key: bool) -> tuple[bytes,
         if shortened:
             rec = replace(rec, frame_dc=rec.frame_dc[:frames])
         reference = before.record if before is not None and record_needs_previous(chunk.correction) else None
-        record = rec.pack(reference, coded=h.correction_coded)
+        # (of the kind it was, or an older one where that is smaller: never a kind the output's
+        # version, chosen from the kinds of the records copied, would not allow)
+        record = rec.pack(reference, coded=chunk.correction[0] == KIND_GRID_DETAIL_CODED)
     return payload, record
 
 
-def _output_header(header: Header, has_audio: bool, has_tags: bool, **changes: object) -> Header:
-    return replace(header, frame_count=0, has_audio=has_audio, has_tags=has_tags, **changes)
+def _output_header(header: Header, has_audio: bool, has_tags: bool, record_kind: int) -> Header:
+    """The header of a file of copied chunks whose newest correction record is of ``record_kind``
+    (0: none): the oldest version that holds them, as an encode writes the oldest that holds its
+    file (a 2.3 file with offsets alone, cut with --no-metadata, is 2.0 again)."""
+    detail = header.correction and record_kind >= KIND_GRID_DETAIL
+    return replace(header, frame_count=0, has_audio=has_audio, has_tags=has_tags, correction_detail=detail,
+                   correction_coded=detail and record_kind >= KIND_GRID_DETAIL_CODED)
 
 
 def _checked_output(dst: Path, overwrite: bool, sources: Iterable[Path], command: str) -> None:
@@ -246,13 +257,17 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
 
             block = reader.read_audio()
             to_end = part.stop == reader.frame_count  # (then the audio after the last frame stays, as it was)
-            track = cut_stored(block.data, block.start_offset_us / 1e6, float(begin_s),
-                               None if to_end else float(length_s))
+            try:
+                track = cut_stored(block.data, block.start_offset_us / 1e6, float(begin_s),
+                                   None if to_end else float(length_s))
+            except FormatError as exc:
+                raise FormatError(f"{src}: {exc}; --no-audio cuts the video alone") from None
         tags = _stored_tags(reader, metadata, warnings)
         if tags and not whole:
             tags = tags.part(begin_s, length_s)
         tags = _fitted_tags(tags, warnings)
-        header = _output_header(h, track is not None, bool(tags))
+        header = _output_header(h, track is not None, bool(tags),
+                                max(reader.record_kind(i) for i in range(head, tail + 1)))
         writer = _write(dst, overwrite, header, chunks(),
                         (track.data, track.start_offset) if track is not None else None, tags)
     audio_note = "none" if not h.has_audio else "dropped (--no-audio)" if not audio else \
@@ -280,9 +295,9 @@ def _meant(value: int) -> int:
     return 1 if value == UNSTATED else value
 
 
-def _stated(sources: list[_Source], name: str) -> int:
-    """The first file's stated value of colour tag ``name`` (the first file's own if none is)."""
-    values = [getattr(s.header, name) for s in sources]
+def _stated(headers: list[Header], name: str) -> int:
+    """The first stated value of colour tag ``name`` among ``headers`` (the first's own if none is)."""
+    values = [getattr(h, name) for h in headers]
     return next((v for v in values if v != UNSTATED), values[0])
 
 
@@ -300,34 +315,61 @@ def _shown(header: Header, what: str) -> str:
     return "grey: its source was black and white" if header.grey else "in colour"
 
 
-def _joined_header(sources: list[_Source], warnings: list[str]) -> Header:
+def _joined_header(files: list[_Opened], warnings: list[str]) -> Header:
     """The header of the files joined: theirs, which must agree on everything a decoder applies to
     every chunk (InputError naming the first difference); the longest GOP; coder 4 where coder 3
-    and 4 files meet; correction records (2.x) where any file has them."""
-    first = sources[0].header
-    for src in sources[1:]:
-        h = src.header
-        differs = [what for name, what in _SAME if getattr(h, name) != getattr(first, name)]
-        differs += ["colours" for name in _MEANING if _meant(getattr(h, name)) != _meant(getattr(first, name))]
+    and 4 files meet; correction records (2.x) where any file has them, of the kinds they hold."""
+    first, name = files[0].header, files[0].name
+    for f in files[1:]:
+        h = f.header
+        differs = [what for field_, what in _SAME if getattr(h, field_) != getattr(first, field_)]
+        differs += ["colours" for field_ in _MEANING if _meant(getattr(h, field_)) != _meant(getattr(first, field_))]
         if differs:
-            raise InputError(f"{src.name} cannot follow {sources[0].name}: its {differs[0]} ({_shown(h, differs[0])}) "
+            raise InputError(f"{f.name} cannot follow {name}: its {differs[0]} ({_shown(h, differs[0])}) "
                              f"is not {_shown(first, differs[0])}; a join copies the tokens, so every file must be "
                              "encoded alike (decode and encode again to change it)")
-    coders = {s.header.coder_id for s in sources}
+    headers = [f.header for f in files]
+    coders = {h.coder_id for h in headers}
     coder = max(coders)
     if not coders <= _READS_PAYLOADS_OF.get(coder, {coder}):
         raise InputError(f"the files were coded with entropy coders {sorted(coders)}, which cannot share a file; "
                          "encode them with one --coder")
-    precisions = sorted({s.header.precision for s in sources})
+    precisions = sorted({h.precision for h in headers})
     if len(precisions) > 1:
         warnings.append(f"the files' tokens were made in {' and '.join(precisions)}; the header records "
                         f"{first.precision}, the first file's")
-    return replace(first, gop=max(s.header.gop for s in sources), coder_id=coder,
-                   correction=any(s.header.correction for s in sources),
-                   correction_detail=any(s.header.correction_detail for s in sources),
-                   correction_coded=any(s.header.correction_coded for s in sources),
-                   untrained=any(s.header.untrained for s in sources),
-                   **{name: _stated(sources, name) for name in ("colorspace", "primaries", "transfer")})
+    return replace(first, gop=max(h.gop for h in headers), coder_id=coder,
+                   correction=any(h.correction for h in headers), untrained=any(h.untrained for h in headers),
+                   **{tag: _stated(headers, tag) for tag in ("colorspace", "primaries", "transfer")})
+
+
+@dataclass
+class _Opened:
+    """What a join needs of an input before copying it (each is opened again in turn to copy: a
+    join of thousands of files holds one open at a time)."""
+    path: Path
+    name: str
+    header: Header
+    frames: int
+    record_kind: int     # of its newest correction record (0: none)
+    tags: MediaTags | None
+
+
+def _opened(path: Path, metadata: bool, warnings: list[str]) -> _Opened:
+    with open_tok(path) as r:
+        return _Opened(path, r.source, r.header, r.frame_count,
+                       max(r.record_kind(i) for i in range(len(r.entries))), _stored_tags(r, metadata, warnings))
+
+
+def _stored_audio(files: list[_Opened], starts: list[int], rate: Fraction) -> Iterator[StoredAudio | None]:
+    """Each file's stored audio in turn, read as the join comes to it."""
+    from tokcodec.audio import StoredAudio
+
+    for f, first in zip(files, starts):
+        with open_tok(f.path) as r:
+            block = r.read_audio()
+        yield None if block is None else StoredAudio(block.data, block.start_offset_us / 1e6,
+                                                     float(time_of(first, rate)), float(time_of(f.frames, rate)))
 
 
 def concat_files(srcs: Iterable[str | Path], dst: str | Path, *, audio: bool = True, metadata: bool = True,
@@ -335,60 +377,44 @@ def concat_files(srcs: Iterable[str | Path], dst: str | Path, *, audio: bool = T
     """Write the .tok files ``srcs`` one after another to ``dst`` without re-encoding: their chunks
     copied (each file starts with a key GOP), their audio joined into one stream (packets copied;
     the files' audio must be of one kind) and the chapters of each moved to where it begins; the
-    other tags are the first file's. The files must share size, frame rate, model and colour
-    (InputError otherwise)."""
+    other tags are the first file's. The files must share size, frame rate, model and what their
+    colours mean (InputError otherwise)."""
     began = time.perf_counter()
     paths, dst = [Path(p) for p in srcs], Path(dst)
     if len(paths) < 2:
         raise ArgumentError("concat joins two or more .tok files")
     _checked_output(dst, overwrite, paths, "concat")
     warnings: list[str] = []
-    readers: list[ContainerReader] = []
-    try:
-        for path in paths:
-            readers.append(open_tok(path))
-        sources = [_Source(r, None) for r in readers]
-        header = _joined_header(sources, warnings)
-        rate = header.frame_rate
-        starts, at = [], 0
-        for r in readers:
-            starts.append(at)
-            at += r.frame_count
+    files = [_opened(p, metadata, warnings) for p in paths]
+    joined = _joined_header(files, warnings)
+    rate = joined.frame_rate
+    starts = [sum(f.frames for f in files[:i]) for i in range(len(files))]
+    had_audio, had_tags = any(f.header.has_audio for f in files), any(f.header.has_tags for f in files)
+    track = None
+    if audio and had_audio:
+        from tokcodec.audio import join_stored
 
-        track = None
-        if audio and any(r.header.has_audio for r in readers):
-            from tokcodec.audio import StoredAudio, join_stored
+        track = join_stored(_stored_audio(files, starts, rate), [f.name for f in files])
+    tags = None
+    if metadata:
+        chapters = tuple(Chapter(c.start + time_of(first, rate), c.end + time_of(first, rate), c.tags)
+                         for f, first in zip(files, starts) if f.tags for c in f.tags.chapters)
+        tags = _fitted_tags(replace(files[0].tags or MediaTags(), chapters=chapters), warnings)
 
-            parts = []
-            for r, first in zip(readers, starts):
-                block = r.read_audio()
-                parts.append(None if block is None else StoredAudio(block.data, block.start_offset_us / 1e6,
-                                                                    float(time_of(first, rate)),
-                                                                    float(time_of(r.frame_count, rate))))
-            track = join_stored(parts, [r.source for r in readers])
-        tags = None
-        if metadata:
-            stored = [_stored_tags(r, True, warnings) for r in readers]
-            base = stored[0] or MediaTags()
-            chapters = tuple(Chapter(c.start + time_of(first, rate), c.end + time_of(first, rate), c.tags)
-                             for t, first in zip(stored, starts) if t for c in t.chapters)
-            tags = _fitted_tags(replace(base, chapters=chapters), warnings)
-
-        def chunks() -> Iterable[tuple[int, tuple[int, int, int], bytes, bytes]]:
-            for r in readers:
+    def chunks() -> Iterator[tuple[int, tuple[int, int, int], bytes, bytes]]:
+        for f in files:
+            with open_tok(f.path) as r:
+                if r.header.pack() != f.header.pack():
+                    raise InputError(f"{f.name}: changed while it was being joined")
                 for chunk in r.chunks():
                     yield chunk.frames, chunk.latent_shape, chunk.payload, chunk.correction
 
-        writer = _write(dst, overwrite, _output_header(header, track is not None, bool(tags)), chunks(),
-                        (track.data, track.start_offset) if track is not None else None, tags)
-    finally:
-        for r in readers:
-            r.close()
-    had_audio, had_tags = any(r.header.has_audio for r in readers), any(r.header.has_tags for r in readers)
+    header = _output_header(joined, track is not None, bool(tags), max(f.record_kind for f in files))
+    writer = _write(dst, overwrite, header, chunks(), (track.data, track.start_offset) if track is not None else None,
+                    tags)
     audio_note = "none" if not had_audio else "dropped (--no-audio)" if not audio else \
         track.describe() if track is not None else "none in the files' video"
-    return EditStats([str(p) for p in paths], str(dst), writer.frames, header.width, header.height, float(rate),
+    return EditStats([str(p) for p in paths], str(dst), writer.frames, joined.width, joined.height, float(rate),
                      writer.pos, writer.audio_bytes, writer.tags_bytes, len(writer.entries), 0,
                      time.perf_counter() - began, audio=audio_note, tags=_tags_note(tags, metadata, had_tags),
                      warnings=warnings)
-
