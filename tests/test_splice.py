@@ -4,6 +4,7 @@ cut short keeping the latent frames its frames need), the pictures those of a wh
 from __future__ import annotations
 
 import dataclasses
+import io
 import subprocess
 import sys
 from fractions import Fraction
@@ -197,6 +198,21 @@ def test_a_join_is_each_file_after_the_other(linked, tmp_path):
     assert abs(audio[2] - (45 + 45) / RATE) < 0.05, audio   # (the second file's tone begins at 1.8 + 0.2 s)
 
 
+#: the most from one AAC packet's start to the next's across a join: a packet is 1024/48000 s,
+#: and a join keeps the packets that play mostly within each file (half a packet more at most)
+PACKET_GAP = 1.6 * 1024 / 48000
+
+
+def _stored_packets(tok: Path) -> list[tuple[float, float, bytes]]:
+    """(start on the video's timeline, seconds, bytes) of each packet of a .tok's stored audio."""
+    with open_tok(tok) as r:
+        block = r.read_audio()
+    with av.open(io.BytesIO(block.data), "r", format="matroska") as c:
+        stream = c.streams.audio[0]
+        return [(float(p.pts * stream.time_base) + block.start_offset_us / 1e6, float((p.duration or 0) * stream.time_base),
+                 bytes(p)) for p in c.demux(stream) if p.size]
+
+
 def _packet_starts(path: Path) -> list[float]:
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
@@ -206,7 +222,7 @@ def _packet_starts(path: Path) -> list[float]:
 def test_a_join_leaves_no_hole_in_the_audio(tmp_path):
     """The packet at each later file's first frame is kept (Matroska's millisecond times read
     it a little before), the encoder's priming packet before it left out: packets follow each other
-    at their own spacing (21.3 ms of AAC at 48 kHz) across the joins."""
+    across the joins within half a packet of their own spacing (21.3 ms of AAC at 48 kHz)."""
     # (from an .mp4, whose audio times are in samples: the stored audio starts 1024/48000 s early)
     clip = make_av_clip(tmp_path / "tone.mp4", frames=20, audio_start=0, pictures=smooth_clip(20, 48, 64))
     tok = tmp_path / "t.tok"
@@ -214,7 +230,14 @@ def test_a_join_leaves_no_hole_in_the_audio(tmp_path):
     concat_files([tok, tok, tok], tmp_path / "three.tok")
     decode_video(tmp_path / "three.tok", tmp_path / "three.mkv")
     starts = _packet_starts(tmp_path / "three.mkv")
-    assert starts[0] == 0 and max(b - a for a, b in zip(starts, starts[1:])) < 0.025
+    assert starts[0] == 0 and max(b - a for a, b in zip(starts, starts[1:])) < PACKET_GAP
+    # the packets: each file's that play mostly within its 0.8 s, the first's priming before, the last's after
+    one, length = _stored_packets(tok), 20 / RATE
+    middle = [data for t, span, data in one if 0 <= t + span / 2 < length]
+    assert middle[0] == one[1][2] and one[1][0] < 0   # (the packet at the first frame, which reads 0.3 ms early)
+    head = [data for t, span, data in one if t + span / 2 < length]
+    tail = [data for t, span, data in one if t + span / 2 >= 0]
+    assert [data for _, _, data in _stored_packets(tmp_path / "three.tok")] == head + middle + tail
     assert 3 * 20 / RATE <= starts[-1] + 1024 / 48000 < 3 * 20 / RATE + 0.05   # (whole packets: up to one more)
 
 
@@ -235,7 +258,7 @@ def test_files_that_cannot_share_a_header_are_refused(linked, tmp_path, tiny_mod
     clip, tok, _ = linked
     small = write_clip(tmp_path / "small.mkv", smooth_clip(10, 40, 64))
     encode_video(small, tmp_path / "small.tok", passes=0)
-    with pytest.raises(InputError, match=r"its size \(64x40\) is not 64x48"):
+    with pytest.raises(InputError, match=r"its size is 64x40, not 64x48"):
         concat_files([tok, tmp_path / "small.tok"], tmp_path / "x.tok")
     encode_video(clip, tmp_path / "tiny.tok", model=tiny_model, passes=0, max_frames=5)
     with pytest.raises(InputError, match="its model"):
@@ -243,6 +266,8 @@ def test_files_that_cannot_share_a_header_are_refused(linked, tmp_path, tiny_mod
     assert not (tmp_path / "x.tok").exists()
     with pytest.raises(ArgumentError, match="two or more"):
         concat_files([tok], tmp_path / "x.tok")
+    with pytest.raises(ArgumentError, match="takes a list"):
+        concat_files(str(tok), tmp_path / "x.tok")
     with pytest.raises(OutputError, match="is the input"):
         concat_files([tok, tmp_path / "tiny.tok"], tok, overwrite=True)
     with pytest.raises(OutputError, match="cut writes a .tok file, not .mp4"):
@@ -262,12 +287,22 @@ def test_the_audio_of_a_join_must_be_of_one_kind(linked, tmp_path):
         concat_files([tok, tmp_path / "44k.tok"], tmp_path / "x.tok")
     st = concat_files([tok, tmp_path / "44k.tok"], tmp_path / "x.tok", audio=False)
     assert st.audio == "dropped (--no-audio)" and st.frames == 55
-    silent = write_clip(tmp_path / "silent.mkv", smooth_clip(10, 48, 64))   # (no audio: silence, then the tone)
+
+
+def test_a_join_codes_silence_where_a_file_has_no_audio(linked, tmp_path):
+    """So that audio read sample after sample (ffmpeg to WAV) stays with the pictures: the file
+    without audio, and the tone's start 0.2 s into the other, are silence packets, not a jump."""
+    _, tok, _ = linked
+    silent = write_clip(tmp_path / "silent.mkv", smooth_clip(10, 48, 64))
     encode_video(silent, tmp_path / "silent.tok", passes=0)
-    concat_files([tmp_path / "silent.tok", tok], tmp_path / "y.tok")
-    decode_video(tmp_path / "y.tok", tmp_path / "y.mkv")
-    audio = streams_of(tmp_path / "y.mkv")["audio"]
-    assert abs(audio[1] - (10 / RATE + 0.2)) < 0.03 and abs(audio[2] - 55 / RATE) < 0.05, audio
+    for order, begins in (((silent, tok), 0), ((tok, silent, tok), 0.2)):   # (the first file's own start stays)
+        names = [tmp_path / "silent.tok" if p == silent else p for p in order]
+        st = concat_files(names, tmp_path / "y.tok", overwrite=True)
+        assert not st.warnings
+        decode_video(tmp_path / "y.tok", tmp_path / "y.mkv", overwrite=True)
+        starts = _packet_starts(tmp_path / "y.mkv")
+        assert abs(starts[0] - begins) < 0.03 and max(b - a for a, b in zip(starts, starts[1:])) < PACKET_GAP
+        assert abs(starts[-1] - st.frames / RATE) < 0.05
 
 
 def _recoloured(src: Path, dst: Path, **colours: int) -> Path:
@@ -282,8 +317,10 @@ def test_files_join_where_their_colours_mean_the_same(linked, tmp_path):
     _, tok, _ = linked
     sdr = _recoloured(tok, tmp_path / "sdr.tok", colorspace=1, primaries=1, transfer=1)   # BT.709 stated
     hdr = _recoloured(tok, tmp_path / "hdr.tok", colorspace=9, primaries=9, transfer=16)  # BT.2020, PQ
-    with pytest.raises(InputError, match=r"its colours \(primaries 9, transfer 16\) is not primaries 1, transfer 1"):
+    with pytest.raises(InputError, match=r"its colours are BT.2020 with PQ \(HDR\), not BT.709/BT.601 with SDR gamma"):
         concat_files([sdr, hdr], tmp_path / "x.tok")
+    pal = _recoloured(tok, tmp_path / "pal.tok", colorspace=5, primaries=5, transfer=6)  # BT.601 (PAL): SDR too
+    concat_files([sdr, pal], tmp_path / "sdr_pal.tok")
     with open_tok(tok) as r:   # (a smooth clip from PyAV: no colour stated)
         assert (r.header.primaries, r.header.transfer, r.header.colorspace) == (2, 2, 2)
     concat_files([tok, sdr], tmp_path / "joined.tok")   # unstated is taken as BT.709, as a decode to H.264 takes it
@@ -315,7 +352,7 @@ def test_chapters_follow_the_cut_and_the_join(tmp_path, tiny_model):
     encode_video(clip, tok, model=tiny_model, passes=0, gop=5)
     part = tmp_path / "part.tok"
     st = cut_file(tok, part, start=0.6)                  # frame 15: inside Beach
-    assert st.first_frame == 15 and st.tags == "kept (1 chapters)"
+    assert st.first_frame == 15 and st.tags == "kept (1 chapter)"
     with open_tok(part) as r:
         tags = r.read_tags()
     assert [(c.start, c.end, c.tags["title"]) for c in tags.chapters] == [(0, Fraction(2, 5), "Beach")]

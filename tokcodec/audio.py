@@ -438,22 +438,104 @@ def _said(signature: tuple) -> str:
     return f"{signature[0]} {signature[1]} Hz {signature[2]} ch"
 
 
-def join_stored(parts: Iterable[StoredAudio | None], names: list[str]) -> AudioTrack | None:
+#: codecs whose packets decode whatever set-up bytes their stream has at one rate and channel
+#: count (FFmpeg's encoder for each), so that a join can code its silence to stand among them
+SILENCE_ENCODERS = {"aac": "aac", "opus": "libopus", "flac": "flac", "mp3": "libmp3lame", "mp2": "mp2",
+                    "ac3": "ac3", "eac3": "eac3"}
+
+
+def _silent_packets(ctx: av.codec.context.CodecContext, seconds: float) -> list[av.Packet] | None:
+    """``seconds`` of silence coded as the packets of a stream of ``ctx`` are (its codec, rate
+    and channels); None where no encoder here codes them so (an AAC profile other than LC,
+    Vorbis, whose packets need their stream's own codebooks)."""
+    name = codec_name(ctx)
+    if name not in SILENCE_ENCODERS or (name == "aac" and (ctx.profile or "LC") != "LC"):
+        return None
+    rate = ctx.sample_rate
+    try:
+        encoder = av.CodecContext.create(SILENCE_ENCODERS[name], "w")
+        encoder.sample_rate, encoder.layout = rate, ctx.layout.name
+        formats = [f.name for f in encoder.codec.audio_formats or ()]
+        encoder.format = ctx.format.name if ctx.format is not None and ctx.format.name in formats else formats[0]
+        encoder.time_base = Fraction(1, rate)
+        encoder.open()
+        size, total, packets = encoder.frame_size or 1024, round(seconds * rate), []
+        like = av.AudioFrame(format=encoder.format.name, layout=ctx.layout.name, samples=1)
+        like.sample_rate = rate
+        for done in range(0, total, size):
+            frame = _silence(like, min(size, total - done))
+            frame.pts, frame.time_base = done, Fraction(1, rate)
+            packets += encoder.encode(frame)
+        return packets + list(encoder.encode(None))
+    except (av.FFmpegError, ValueError, IndexError, TypeError, AttributeError):
+        return None
+
+
+class _JoinedStream:
+    """The audio of a join as it is written: packets in time order, each at its place on the
+    joined timeline, and silence coded where a gap opens."""
+
+    def __init__(self, out: av.container.OutputContainer) -> None:
+        self.out = out
+        self.stream: av.audio.stream.AudioStream | None = None
+        self.template: av.codec.context.CodecContext | None = None
+        self.first: float | None = None   # the stream's start, seconds on the joined timeline
+        self.last = -math.inf             # the last packet's start
+        self.end = 0.0                    # and where the audio written so far ends
+        self.gaps: list[tuple[float, float]] = []  # (where, seconds) left silent without packets
+
+    def add(self, packet: av.Packet, at: float, tb: Fraction) -> None:
+        """Write ``packet`` (of time base ``tb``) at ``at`` seconds, after silence for the gap before it."""
+        if at <= self.last:
+            return
+        if self.first is None:
+            self.first = at
+        elif at - self.end > GAP_SECONDS:
+            self._silence(self.end, at, tb)
+        self._mux(packet, at, tb)
+
+    def start_at(self, at: float) -> None:
+        """Start the stream at ``at`` (silence until its first packet)."""
+        self.first = self.end = at
+
+    def _mux(self, packet: av.Packet, at: float, tb: Fraction) -> None:
+        packet.pts = packet.dts = round((at - self.first) / tb)
+        packet.time_base = tb
+        packet.stream = self.stream
+        self.out.mux(packet)
+        self.last = at
+        self.end = max(self.end, at + float((packet.duration or 0) * tb))
+
+    def _silence(self, begin: float, end: float, tb: Fraction) -> None:
+        packets = _silent_packets(self.template, end - begin)
+        if packets is None:
+            self.gaps.append((begin, end - begin))
+            return
+        rate = self.template.sample_rate
+        for packet in packets:
+            at = begin + float(packet.pts) / rate
+            if at > self.last and at < end:
+                packet.duration = round(Fraction(packet.duration or 0, rate) / tb)
+                self._mux(packet, at, tb)
+
+
+def join_stored(parts: Iterable[StoredAudio | None], names: list[str]) -> tuple[AudioTrack | None, list[str]]:
     """One audio stream of the stored audio of .tok files joined one after another (``tokcodec
-    concat``; ``parts`` in the files' order, None for a file without audio): each file's packets
-    that start from its first frame (the first file's also before it) until its video ends (the
-    last file's to the end of its audio), copied whole and moved to where its video begins. A
-    packet that starts before a later file's first frame holds its encoder's priming (AAC's first
-    1024 samples), or sound from before its first picture: left out. Where files have no audio
-    the joined stream is silent. Packets must be of one kind (codec, rate, channels, set-up):
-    InputError otherwise. None where no file has audio."""
+    concat``; ``parts`` in the files' order, None for a file without audio), and warnings. Each
+    file's packets are copied whole and moved to where its video begins: those that play mostly
+    within its video (the first file's also before it, the last file's also after it), so that a
+    join gains or loses less than half a packet, 11 ms of AAC, not more in one direction than the
+    other. A packet that starts before a later file's first frame holds its encoder's priming
+    (AAC's first 1024 samples), or sound from before its first picture: left out. Silence is
+    coded into the gaps (a file without audio, audio that ends before its video or starts after
+    it), so that audio read sample after sample stays with the pictures; where the codec cannot
+    be coded here the gap stays, and a warning says so. Packets must be of one kind (codec, rate,
+    channels, set-up): InputError otherwise. (None, []) where no file has audio."""
     buf = io.BytesIO()
-    first: float | None = None   # the joined stream's first packet, seconds on the joined timeline
-    last = -math.inf             # and the last one written so far
-    end = 0.0
     reference: tuple | None = None
+    first_name = ""
     with av.open(buf, "w", format="matroska", options=BITEXACT) as out:
-        out_stream = None
+        joined = _JoinedStream(out)
         for index, (part, name) in enumerate(zip(parts, names)):
             if part is None:
                 continue
@@ -461,14 +543,19 @@ def join_stored(parts: Iterable[StoredAudio | None], names: list[str]) -> AudioT
             try:
                 source = av.open(io.BytesIO(part.data), "r", format="matroska", metadata_errors=TAG_ERRORS)
             except (av.FFmpegError, ValueError) as exc:
-                raise FormatError(f"{name}: stored audio is unreadable ({str(exc).splitlines()[0][:160]})") from None
+                raise FormatError(f"{name}: stored audio is unreadable ({str(exc).splitlines()[0][:160]}); "
+                                  "--no-audio joins the video alone") from None
             with source:
                 if not source.streams.audio:
-                    raise FormatError(f"{name}: stored audio is unreadable (no audio stream)")
+                    raise FormatError(f"{name}: stored audio is unreadable (no audio stream); --no-audio joins "
+                                      "the video alone")
                 stream = source.streams.audio[0]
                 signature = _signature(stream)
-                if out_stream is None:
-                    out_stream, reference, first_name = out.add_stream_from_template(stream), signature, name
+                if joined.stream is None:
+                    joined.stream, joined.template = out.add_stream_from_template(stream), stream.codec_context
+                    reference, first_name = signature, name
+                    if index > 0:  # (the files before have no audio: silence from the start)
+                        joined.start_at(0.0)
                 elif signature != reference:
                     raise InputError(f"{name}: its audio ({_said(signature)}) cannot follow {first_name}'s "
                                      f"({_said(reference)}) in one stream; --no-audio joins the video alone")
@@ -477,22 +564,20 @@ def join_stored(parts: Iterable[StoredAudio | None], names: list[str]) -> AudioT
                     if packet.pts is None or packet.size == 0:
                         continue
                     t = float(packet.pts * tb) + part.start_offset  # on this file's video timeline
-                    # (Matroska keeps milliseconds: a packet at the first frame may read a little before it)
-                    if (index > 0 and t < -JOIN_SLACK) or (not final and t >= part.length - JOIN_SLACK):
+                    span = float((packet.duration or 0) * tb)
+                    # where it plays mostly; without a duration, where it starts (Matroska keeps
+                    # milliseconds: a packet at the first frame may read a little before it)
+                    at = t + span / 2 if span else t + JOIN_SLACK
+                    if (index > 0 and at < 0) or (not final and at >= part.length):
                         continue
-                    joined = part.at + t
-                    if joined <= last:
-                        continue
-                    if first is None:
-                        first = joined
-                    packet.pts = packet.dts = round((joined - first) / tb)
-                    packet.stream = out_stream
-                    out.mux(packet)
-                    last = joined
-                    end = max(end, joined + float((packet.duration or 0) * tb))
-    if first is None:
-        return None
-    return AudioTrack(buf.getvalue(), first, reference[0], reference[1], reference[2], end - first)
+                    joined.add(packet, part.at + t, tb)
+    if joined.stream is None or joined.last == -math.inf:
+        return None, []
+    warnings = [f"the joined audio is silent for {seconds:.2f} s at {where:.2f} s without packets there ("
+                f"{reference[0]} cannot be coded here): players keep the rest in time, but tools that read the "
+                "samples one after another move it that much earlier" for where, seconds in joined.gaps]
+    return AudioTrack(buf.getvalue(), joined.first, reference[0], reference[1], reference[2],
+                      joined.end - joined.first), warnings
 
 
 class AudioMuxer:

@@ -93,8 +93,10 @@ def frame_range(frame_count: int, frame_rate: Fraction, *, start: Fraction | Non
         raise ArgumentError(f"{where}the start time cannot be negative")
     first = 0 if start is None else math.ceil(start * rate)
     if first >= frame_count:
+        frames = f"{frame_count} frame{'s' if frame_count != 1 else ''}"
         raise InputError(f"{where}the range starts at {float(start or 0):g} s (frame {first}), after the "
-                         f"end: the file has {frame_count} frames ({float(frame_count / rate):.3f} s)")
+                         f"end: the file has {frames} ({float(frame_count / rate):.3f} s), the last at "
+                         f"{float((frame_count - 1) / rate):.3f} s")
     stop = frame_count
     if duration is not None:
         if duration <= 0:

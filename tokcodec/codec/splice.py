@@ -16,6 +16,8 @@ frame alone, and no other frame can start a GOP without a new encode.
 from __future__ import annotations
 
 import bisect
+import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -32,9 +34,10 @@ from tokcodec.codec.entropy import CoderContext, TokenCoder, get_coder
 from tokcodec.codec.info import links_to_previous
 from tokcodec.codec.outputs import STDIO, check_tok_output, output_errors, staged_output
 from tokcodec.codec.ranges import FrameRange, frame_range, seconds, time_of
-from tokcodec.errors import ArgumentError, FormatError, InputError
+from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError
 from tokcodec.media_tags import Chapter, MediaTags, fitted
 from tokcodec.model.zoo import ModelName, use_priors_of
+from tokcodec.text import plural
 
 if TYPE_CHECKING:
     from tokcodec.audio import StoredAudio
@@ -200,7 +203,7 @@ def _stored_tags(reader: ContainerReader, keep: bool, warnings: list[str]) -> Me
 
 def _tags_note(tags: MediaTags | None, keep: bool, had: bool) -> str:
     if tags:
-        return "kept" + (f" ({len(tags.chapters)} chapters)" if tags.chapters else "")
+        return "kept" + (f" ({plural(len(tags.chapters), 'chapter')})" if tags.chapters else "")
     return "dropped (--no-metadata)" if had and not keep else "none"
 
 
@@ -255,7 +258,10 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
         if audio and h.has_audio:
             from tokcodec.audio import cut_stored
 
-            block = reader.read_audio()
+            try:
+                block = reader.read_audio()
+            except FormatError as exc:
+                raise FormatError(f"{exc}; --no-audio cuts the video alone") from None
             to_end = part.stop == reader.frame_count  # (then the audio after the last frame stays, as it was)
             try:
                 track = cut_stored(block.data, block.start_offset_us / 1e6, float(begin_s),
@@ -278,21 +284,80 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
                      _tags_note(tags, metadata, h.has_tags), warnings)
 
 
+def split_points(firsts: list[int], rate: Fraction, every: Fraction | None = None,
+                 marks: Iterable[Fraction] = ()) -> list[int]:
+    """The first frames of a split's parts, all GOP starts (``firsts``: each chunk's first
+    frame): with ``every`` seconds, the first GOP start at or after each multiple of it (as
+    ffmpeg's segment muxer cuts at the key frame after each segment time); with ``marks`` (chapter
+    starts, seconds), the start of the GOP that holds each."""
+    points = {0}
+    if every is not None:
+        k = 1
+        for f in firsts:
+            if Fraction(f) / rate >= k * every:
+                points.add(f)
+                k = math.floor(Fraction(f) / rate / every) + 1
+    for mark in marks:
+        frame = math.ceil(mark * rate)
+        points.add(firsts[max(0, bisect.bisect_right(firsts, frame) - 1)])
+    return sorted(points)
+
+
+def split_file(src: str | Path, out_dir: str | Path, *, every: float | Fraction | str | None = None,
+               chapters: bool = False, model: ModelName | None = None, audio: bool = True,
+               metadata: bool = True, overwrite: bool = False) -> list[EditStats]:
+    """Split the .tok ``src`` into parts without re-encoding, in ``out_dir`` as
+    ``<stem>_000.tok``, ``<stem>_001.tok``, ...: every ``every`` seconds (each part starts at the
+    first GOP start at or after a multiple of it) or at its ``chapters`` (each from the start of
+    the GOP that holds the chapter's). Every part starts and ends on a GOP boundary, so together
+    they hold every frame once, as the whole file decodes them. Every name is checked before the
+    first part is written."""
+    src, out_dir = Path(src), Path(out_dir)
+    if (every is None) == (not chapters):
+        raise ArgumentError("split needs one of: every (seconds) or chapters")
+    step = seconds(every)
+    if step is not None and step <= 0:
+        raise ArgumentError("the parts' length must be more than 0 s")
+    with open_tok(src) as reader:
+        h = reader.header
+        firsts = [e.first_frame for e in reader.entries]
+        total = reader.frame_count
+        marks: list[Fraction] = []
+        if chapters:
+            tags = reader.read_tags() if h.has_tags else None
+            if not tags or not tags.chapters:
+                raise InputError(f"{src}: has no chapters to split at (split with every= seconds instead)")
+            marks = [c.start for c in tags.chapters]
+    points = split_points(firsts, h.frame_rate, step, marks)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: is a file, not a directory")
+    digits = max(3, len(str(len(points) - 1)))
+    names = [out_dir / f"{src.stem}_{i:0{digits}d}.tok" for i in range(len(points))]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        _checked_output(name, overwrite, [src], "split")
+    bounds = points + [total]
+    return [cut_file(src, name, start=Fraction(a) / h.frame_rate, frames=b - a, model=model, audio=audio,
+                     metadata=metadata, overwrite=overwrite) for name, a, b in zip(names, bounds, bounds[1:])]
+
+
 #: header fields every file of a join must share, and how a mismatch is said
 _SAME = (("width", "size"), ("height", "size"), ("coded_width", "coded size (--scale)"),
          ("coded_height", "coded size (--scale)"), ("padded_width", "coded size (--scale)"),
          ("frame_rate", "frame rate"), ("temporal_factor", "model"), ("spatial_factor", "model"), ("bits", "model"),
          ("model_name", "model"), ("weights_sha256", "model's weights"), ("grey", "display"))
-#: the colour tags that say what a decode's RGB means (HDR's BT.2020 and PQ against SDR's BT.709):
-#: files join where these agree, an unstated one (FFmpeg's 2) counting as BT.709 (1), as a decode
-#: to H.264 takes it. The matrix and range say how the source stored its pixels, not what the
-#: decoded RGB is: a join takes the first stated ones
-_MEANING = ("primaries", "transfer")
+#: what a decode's RGB means, by the source's colour tags (FFmpeg's AVCOL_PRI_* and AVCOL_TRC_*):
+#: its gamut and its transfer. Files join where both agree: SDR sources of BT.709 and BT.601 (PAL's
+#: and NTSC's primaries differ by a little hue) and unstated tags (taken as BT.709, as a decode to
+#: H.264 takes them) are one kind; wide gamuts and HDR transfers others. The matrix and range say
+#: how the source stored its pixels, not what the decoded RGB is: a join takes the first stated ones
+_GAMUTS = {9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+_TRANSFERS = {8: "linear", 16: "PQ (HDR)", 17: "SMPTE 428", 18: "HLG (HDR)"}
 UNSTATED = 2
 
 
-def _meant(value: int) -> int:
-    return 1 if value == UNSTATED else value
+def _colours(header: Header) -> str:
+    return f"{_GAMUTS.get(header.primaries, 'BT.709/BT.601')} with {_TRANSFERS.get(header.transfer, 'SDR gamma')}"
 
 
 def _stated(headers: list[Header], name: str) -> int:
@@ -311,8 +376,8 @@ def _shown(header: Header, what: str) -> str:
     if what.startswith("model"):
         return f"{header.model_name} {header.weights_sha256[:12]}"
     if what == "colours":
-        return f"primaries {header.primaries}, transfer {header.transfer}"
-    return "grey: its source was black and white" if header.grey else "in colour"
+        return _colours(header)
+    return "grey (its source was black and white)" if header.grey else "in colour"
 
 
 def _joined_header(files: list[_Opened], warnings: list[str]) -> Header:
@@ -323,11 +388,12 @@ def _joined_header(files: list[_Opened], warnings: list[str]) -> Header:
     for f in files[1:]:
         h = f.header
         differs = [what for field_, what in _SAME if getattr(h, field_) != getattr(first, field_)]
-        differs += ["colours" for field_ in _MEANING if _meant(getattr(h, field_)) != _meant(getattr(first, field_))]
+        differs += ["colours"] if _colours(h) != _colours(first) else []
         if differs:
-            raise InputError(f"{f.name} cannot follow {name}: its {differs[0]} ({_shown(h, differs[0])}) "
-                             f"is not {_shown(first, differs[0])}; a join copies the tokens, so every file must be "
-                             "encoded alike (decode and encode again to change it)")
+            what = differs[0]
+            raise InputError(f"{f.name} cannot follow {name}: its {what} {'are' if what.endswith('s') else 'is'} "
+                             f"{_shown(h, what)}, not {_shown(first, what)}; a join copies the tokens, so every file "
+                             "must be encoded alike (decode and encode again to change it)")
     headers = [f.header for f in files]
     coders = {h.coder_id for h in headers}
     coder = max(coders)
@@ -367,12 +433,15 @@ def _stored_audio(files: list[_Opened], starts: list[int], rate: Fraction) -> It
 
     for f, first in zip(files, starts):
         with open_tok(f.path) as r:
-            block = r.read_audio()
+            try:
+                block = r.read_audio()
+            except FormatError as exc:
+                raise FormatError(f"{exc}; --no-audio joins the video alone") from None
         yield None if block is None else StoredAudio(block.data, block.start_offset_us / 1e6,
                                                      float(time_of(first, rate)), float(time_of(f.frames, rate)))
 
 
-def concat_files(srcs: Iterable[str | Path], dst: str | Path, *, audio: bool = True, metadata: bool = True,
+def concat_files(srcs: Iterable[str | os.PathLike], dst: str | Path, *, audio: bool = True, metadata: bool = True,
                  overwrite: bool = False) -> EditStats:
     """Write the .tok files ``srcs`` one after another to ``dst`` without re-encoding: their chunks
     copied (each file starts with a key GOP), their audio joined into one stream (packets copied;
@@ -380,6 +449,8 @@ def concat_files(srcs: Iterable[str | Path], dst: str | Path, *, audio: bool = T
     other tags are the first file's. The files must share size, frame rate, model and what their
     colours mean (InputError otherwise)."""
     began = time.perf_counter()
+    if isinstance(srcs, (str, os.PathLike)):
+        raise ArgumentError(f"concat_files takes a list of .tok files, not one ({srcs!r})")
     paths, dst = [Path(p) for p in srcs], Path(dst)
     if len(paths) < 2:
         raise ArgumentError("concat joins two or more .tok files")
@@ -394,7 +465,8 @@ def concat_files(srcs: Iterable[str | Path], dst: str | Path, *, audio: bool = T
     if audio and had_audio:
         from tokcodec.audio import join_stored
 
-        track = join_stored(_stored_audio(files, starts, rate), [f.name for f in files])
+        track, notes = join_stored(_stored_audio(files, starts, rate), [f.name for f in files])
+        warnings.extend(notes)
     tags = None
     if metadata:
         chapters = tuple(Chapter(c.start + time_of(first, rate), c.end + time_of(first, rate), c.tags)
