@@ -23,7 +23,7 @@ from tokcodec.codec.container import HEADER_SIZE, Header, open_tok
 from tokcodec.codec.correction import CorrectionConfig
 from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.pipeline import decode_video, encode_video, read_tokens
-from tokcodec.codec.splice import concat_files, cut_file
+from tokcodec.codec.splice import concat_files, cut_file, split_file, split_points
 from tokcodec.codec.verify import verify_file
 from tokcodec.errors import ArgumentError, InputError, ModelError, OutputError
 from tokcodec.io import read_frames
@@ -219,6 +219,16 @@ def _packet_starts(path: Path) -> list[float]:
         return [float(p.pts * p.time_base) for p in c.demux(stream) if p.size]
 
 
+def test_packets_without_a_duration_last_until_the_next():
+    from types import SimpleNamespace
+
+    from tokcodec.audio import _with_durations
+
+    packets = [SimpleNamespace(pts=p, duration=d, size=9) for p, d in ((0, 0), (21, 21), (43, 0), (64, 0))]
+    packets.insert(1, SimpleNamespace(pts=None, duration=0, size=9))   # (no timestamp: passed over)
+    assert [(p.pts, d) for p, d in _with_durations(iter(packets))] == [(0, 21), (21, 21), (43, 21), (64, 21)]
+
+
 def test_a_join_leaves_no_hole_in_the_audio(tmp_path):
     """The packet at each later file's first frame is kept (Matroska's millisecond times read
     it a little before), the encoder's priming packet before it left out: packets follow each other
@@ -367,6 +377,45 @@ def test_chapters_follow_the_cut_and_the_join(tmp_path, tiny_model):
         assert not r.header.has_tags and not r.header.has_audio and r.header.version == (2, 2)
 
 
+def test_split_points_are_gop_starts():
+    firsts = list(range(0, 200, 17))   # GOPs of 17 at 25 fps
+    assert split_points(firsts, Fraction(25), Fraction(2)) == [0, 51, 102, 153]      # the GOP start after 2, 4, 6 s
+    assert split_points(firsts, Fraction(25), Fraction(5)) == [0, 136]
+    assert split_points(firsts, Fraction(25), marks=[Fraction(0), Fraction(1), Fraction(3, 2), Fraction(5)]) == \
+        [0, 17, 34, 119]                                                             # the GOP that holds each mark
+
+
+def test_split_parts_hold_every_frame_once(linked, tmp_path):
+    _, tok, whole = linked
+    parts = split_file(tok, tmp_path / "parts", every=0.5)   # GOPs of 5 frames (0.2 s): parts from 0, 0.6, 1.0, 1.6 s
+    assert [p.first_frame for p in parts] == [0, 15, 25, 40] and sum(p.frames for p in parts) == 45
+    assert [Path(p.output).name for p in parts] == [f"t_{i:03d}.tok" for i in range(4)]
+    assert [p.recoded_gops for p in parts] == [0, 0, 1, 1]   # (chunks 3 and 6 are key GOPs; 5 and 8 were linked)
+    decoded = []
+    for p in parts:
+        assert verify_file(p.output).ok
+        decode_video(p.output, tmp_path / "p.mkv", overwrite=True)
+        decoded.append(read_frames(tmp_path / "p.mkv"))
+    np.testing.assert_array_equal(np.concatenate(decoded), whole)
+    with pytest.raises(OutputError, match="already exists"):
+        split_file(tok, tmp_path / "parts", every=0.5)
+    with pytest.raises(ArgumentError, match="one of"):
+        split_file(tok, tmp_path / "parts", every=0.5, chapters=True)
+    with pytest.raises(InputError, match="no chapters"):
+        split_file(tok, tmp_path / "other", chapters=True)
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+
+def test_split_at_chapters(tmp_path, tiny_model):
+    clip = make_tagged_clip(tmp_path / "holiday.mov")   # Arrival 0-0.5 s, Beach 0.5-1 s; 25 frames
+    tok = tmp_path / "holiday.tok"
+    encode_video(clip, tok, model=tiny_model, passes=0, gop=5)
+    parts = split_file(tok, tmp_path / "parts", chapters=True)
+    assert [(p.first_frame, p.frames) for p in parts] == [(0, 10), (10, 15)]   # Beach from the GOP that holds 0.5 s
+    with open_tok(parts[1].output) as r:
+        assert [(c.start, c.tags["title"]) for c in r.read_tags().chapters] == [(0, "Arrival"), (Fraction(1, 10), "Beach")]
+
+
 def test_cut_and_concat_on_the_command_line(linked, tmp_path):
     _, tok, _ = linked
     result = runner.invoke(app, ["cut", str(tok), "-o", str(tmp_path / "p.tok"), "--ss", "0.88", "-t", "0.2"])
@@ -378,6 +427,11 @@ def test_cut_and_concat_on_the_command_line(linked, tmp_path):
     assert "joined 2 files: 52 frames 64x48 (2.080 s)" in result.output and "11 GOPs copied" in result.output
     result = runner.invoke(app, ["concat", str(tok), str(tmp_path / "p.tok"), "-o", str(tmp_path / "j.tok")])
     assert result.exit_code == 1 and "already exists" in result.output
+    result = runner.invoke(app, ["split", str(tmp_path / "j.tok"), "-o", str(tmp_path / "parts"), "--every", "1"])
+    assert result.exit_code == 0, result.output
+    assert "split" in result.output and "into 3 parts" in result.output and "52 frames" in result.output
+    result = runner.invoke(app, ["split", str(tmp_path / "j.tok"), "-o", str(tmp_path / "parts")])
+    assert result.exit_code == 2 and "--every" in result.output
     piped = subprocess.run([sys.executable, "-m", "tokcodec", "cut", str(tok), "-o", "-", "--frames", "7", "-q"],
                            check=True, capture_output=True).stdout   # (a pipe: the header's frame count stays 0)
     subprocess.run([sys.executable, "-m", "tokcodec", "cut", "-", "-o", str(tmp_path / "s.tok"), "--ss", "0.2"],

@@ -13,6 +13,7 @@ Library API (the CLI is a thin layer over these)::
     info = tokcodec.file_info("out.tok")                        # header, chunks, bpp, bits/token, tags
     tokcodec.cut_file("out.tok", "part.tok", start=90, duration=5)  # part of a .tok, no re-encode -> EditStats
     tokcodec.concat_files(["a.tok", "b.tok"], "ab.tok")          # .tok files joined, no re-encode
+    tokcodec.split_file("out.tok", "parts/", every=60)           # parts from GOP starts -> [EditStats]
     header, grids, frames = tokcodec.read_tokens("out.tok")     # token arrays, no decoder run
     tokens = tokcodec.tokenize("in.mp4")                        # TokenFile: tokens alone + what decoding needs
     tokens = tokcodec.tokenize_frames(frames)                   # ... of uint8 (T, H, W, 3) frames in memory
@@ -45,6 +46,7 @@ _EXPORTS = {
     "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.frame_tokens", "write_token_file": "tokcodec.tokens",
     "TokenFile": "tokcodec.tokens",
     "cut_file": "tokcodec.codec.splice", "concat_files": "tokcodec.codec.splice", "EditStats": "tokcodec.codec.splice",
+    "split_file": "tokcodec.codec.splice",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "BatchSummary": "tokcodec.batch.run",
     "RefineConfig": "tokcodec.model.refine", "CorrectionConfig": "tokcodec.codec.correction",
@@ -78,7 +80,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.codec.info import FileInfo
     from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
                                          encode_video, file_info, read_tokens)
-    from tokcodec.codec.splice import EditStats, concat_files, cut_file
+    from tokcodec.codec.splice import EditStats, concat_files, cut_file, split_file
     from tokcodec.codec.verify import VerifyReport, verify_file
     from tokcodec.media_tags import MediaTags, read_tags
     from tokcodec.errors import (ArgumentError, DeviceError, FormatError, InputError, MissingPriorError,

@@ -471,6 +471,21 @@ def _silent_packets(ctx: av.codec.context.CodecContext, seconds: float) -> list[
         return None
 
 
+def _with_durations(packets: Iterator[av.Packet]) -> Iterator[tuple[av.Packet, int]]:
+    """Each packet with a timestamp and its duration in its time base: its own, or where it states
+    none (Matroska's first block reads 0) the time to the next packet, or the last one's."""
+    held, last = None, 0
+    for packet in packets:
+        if packet.pts is None or packet.size == 0:
+            continue
+        if held is not None:
+            last = held.duration or max(0, packet.pts - held.pts)
+            yield held, last
+        held = packet
+    if held is not None:
+        yield held, held.duration or last
+
+
 class _JoinedStream:
     """The audio of a join as it is written: packets in time order, each at its place on the
     joined timeline, and silence coded where a gap opens."""
@@ -560,11 +575,9 @@ def join_stored(parts: Iterable[StoredAudio | None], names: list[str]) -> tuple[
                     raise InputError(f"{name}: its audio ({_said(signature)}) cannot follow {first_name}'s "
                                      f"({_said(reference)}) in one stream; --no-audio joins the video alone")
                 tb = stream.time_base
-                for packet in source.demux(stream):
-                    if packet.pts is None or packet.size == 0:
-                        continue
+                for packet, ticks in _with_durations(source.demux(stream)):
                     t = float(packet.pts * tb) + part.start_offset  # on this file's video timeline
-                    span = float((packet.duration or 0) * tb)
+                    span = float(ticks * tb)
                     # where it plays mostly; without a duration, where it starts (Matroska keeps
                     # milliseconds: a packet at the first frame may read a little before it)
                     at = t + span / 2 if span else t + JOIN_SLACK

@@ -17,7 +17,7 @@ from tokcodec.cli.options import (AudioBitrate, AudioCodec, Bitrate, Bpp, Compar
                                   Refine, Scale, Scenecut, SequenceFps,
                                   Sharpen, Start, StatsJson, TokensGop, TokensPasses, TokensRdo, TokensRefine,
                                   TokensScale, TokensScenecut, audio_choice, read_by)
-from tokcodec.cli.edit import concat, cut
+from tokcodec.cli.edit import concat, cut, split
 from tokcodec.cli.policy import errors, expected_errors, reader_gone, stopped
 from tokcodec.cli.progress import frame_progress, json_checked, json_text, staged_progress, stats_line
 from tokcodec.cli.stdio import cli_path, input_file, reopen_closed_streams
@@ -305,6 +305,7 @@ def decode(
 
 app.command()(cut)   # (after decode in --help: the other commands that read a .tok)
 app.command()(concat)
+app.command()(split)
 
 
 @app.command()

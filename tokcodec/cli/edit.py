@@ -16,7 +16,7 @@ from tokcodec.codec.ranges import parse_time
 from tokcodec.errors import ArgumentError
 from tokcodec.text import plural
 
-__all__ = ["cut", "concat"]
+__all__ = ["cut", "concat", "split"]
 
 Output = Annotated[Path, typer.Option("-o", "--output", parser=cli_path, metavar="<path>",
                                       help="Output .tok file, or - for standard output.")]
@@ -100,3 +100,42 @@ def concat(
         _said(st, as_json, quiet, f"joined {plural(len(st.inputs), 'file')}: {plural(st.frames, 'frame')} "
               f"{st.width}x{st.height} ({st.duration:.3f} s) -> {'stdout' if str(output) == STDIO else output}: "
               f"{_sizes(st)} {st.video_bpp:.4f} bpp; {plural(st.gops, 'GOP')} copied")
+
+
+def split(
+    input: Annotated[Path, typer.Argument(parser=cli_path, help="A .tok file, or - for standard input.",
+                                          show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="<dir>",
+                                         help="Folder for the parts: <name>_000.tok, <name>_001.tok, ...")],
+    every: Annotated[Optional[str], typer.Option(
+        "--every", callback=read_by(parse_time), show_default=False, help="A part every this long (seconds or "
+        "[HH:]MM:SS): each starts at the first GOP start at or after a multiple of it, as ffmpeg's segment "
+        "muxer cuts at the key frame after each segment time.")] = None,
+    chapters: Annotated[bool, typer.Option("--chapters", help="A part per chapter, each from the start of the GOP "
+                                           "that holds the chapter's.")] = False,
+    model: OwnWeights = None,
+    no_audio: KeepNoAudio = False,
+    no_metadata: KeepNoMetadata = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: StatsJson = False,
+) -> None:
+    """Split a .tok file into parts without re-encoding (--every N seconds or --chapters), on GOP boundaries: every frame once, as decoded."""
+    with errors(), input_file(input, "a .tok file") as src:
+        if (every is None) == (not chapters):
+            raise ArgumentError("give one of --every SECONDS and --chapters")
+        from tokcodec.codec.splice import split_file
+
+        parts = split_file(src, output, every=every, chapters=chapters, model=model, audio=not no_audio,
+                           metadata=not no_metadata, overwrite=overwrite, stem=None if str(input) != STDIO else "stdin")
+        for st in parts:
+            for warning in st.warnings:
+                typer.echo(f"tokcodec: warning: {warning}", err=True)
+        if as_json:
+            typer.echo(json_text([st.to_dict() for st in parts]))
+        frames = sum(st.frames for st in parts)
+        lengths = [st.duration for st in parts]
+        stats_line(f"split {input} into {plural(len(parts), 'part')} in {output}/ ({Path(parts[0].output).name} ...): "
+                   f"{plural(frames, 'frame')}, {sum(st.bytes for st in parts)} bytes, parts of {min(lengths):.3f}-"
+                   f"{max(lengths):.3f} s from GOP starts; {sum(st.recoded_gops for st in parts)} GOPs entropy-coded "
+                   "anew (same tokens)", quiet or as_json)

@@ -305,13 +305,13 @@ def split_points(firsts: list[int], rate: Fraction, every: Fraction | None = Non
 
 def split_file(src: str | Path, out_dir: str | Path, *, every: float | Fraction | str | None = None,
                chapters: bool = False, model: ModelName | None = None, audio: bool = True,
-               metadata: bool = True, overwrite: bool = False) -> list[EditStats]:
+               metadata: bool = True, overwrite: bool = False, stem: str | None = None) -> list[EditStats]:
     """Split the .tok ``src`` into parts without re-encoding, in ``out_dir`` as
     ``<stem>_000.tok``, ``<stem>_001.tok``, ...: every ``every`` seconds (each part starts at the
     first GOP start at or after a multiple of it) or at its ``chapters`` (each from the start of
     the GOP that holds the chapter's). Every part starts and ends on a GOP boundary, so together
     they hold every frame once, as the whole file decodes them. Every name is checked before the
-    first part is written."""
+    first part is written. ``stem``: the parts' name before ``_000`` (default: ``src``'s)."""
     src, out_dir = Path(src), Path(out_dir)
     if (every is None) == (not chapters):
         raise ArgumentError("split needs one of: every (seconds) or chapters")
@@ -326,13 +326,13 @@ def split_file(src: str | Path, out_dir: str | Path, *, every: float | Fraction 
         if chapters:
             tags = reader.read_tags() if h.has_tags else None
             if not tags or not tags.chapters:
-                raise InputError(f"{src}: has no chapters to split at (split with every= seconds instead)")
+                raise InputError(f"{src}: has no chapters to split at (split by time instead: --every, every=)")
             marks = [c.start for c in tags.chapters]
     points = split_points(firsts, h.frame_rate, step, marks)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is a file, not a directory")
     digits = max(3, len(str(len(points) - 1)))
-    names = [out_dir / f"{src.stem}_{i:0{digits}d}.tok" for i in range(len(points))]
+    names = [out_dir / f"{stem or src.stem}_{i:0{digits}d}.tok" for i in range(len(points))]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         _checked_output(name, overwrite, [src], "split")
