@@ -49,3 +49,21 @@ def tiny_model():
     from tokcodec.model.zoo import load_tokenizer
 
     return load_tokenizer("tiny")
+
+
+@pytest.fixture(scope="module")
+def linked_file(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
+    """45 frames at 48x64 with a tone from 0.2 s, GOPs of 5 with a key GOP every 3 (chunks 1, 2, 4,
+    5, 7, 8 linked: the default model's tokens of a smooth clip link), and its whole decode
+    (lossless FFV1): (clip, .tok, frames). For parts of files (decode --ss, cut, concat, split)."""
+    from test_audio import make_av_clip
+    from tokcodec.codec.pipeline import decode_video, encode_video
+    from tokcodec.io import read_frames
+
+    work = tmp_path_factory.mktemp("linked")
+    clip = make_av_clip(work / "tone.mkv", frames=45, audio_start=0.2, pictures=smooth_clip(45, 48, 64))
+    tok = work / "t.tok"
+    st = encode_video(clip, tok, gop=5, key_interval=3, passes=0)
+    assert st.linked_gops == 6
+    decode_video(tok, work / "whole.mkv")
+    return clip, tok, read_frames(work / "whole.mkv")

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import smooth_clip
-from test_audio import make_av_clip, streams_of
+from test_audio import streams_of
 from tokcodec.cli import app
 from tokcodec.codec.pipeline import decode_video, encode_video
 from tokcodec.codec.ranges import FrameRange, chunk_span, frame_range, in_range, parse_time, seconds
@@ -93,19 +93,6 @@ def test_only_the_chunks_in_the_part_reach_the_network_and_a_salvage_keeps_a_lea
     assert list(in_range(iter(chunks), FrameRange(11, 13), lead_in=True)) == [(5, 5)]
     assert list(in_range(iter(chunks), FrameRange(11, 13))) == []
     assert list(in_range(iter(chunks), FrameRange(15, 16), lead_in=True)) == [(15, 5)]
-
-
-@pytest.fixture(scope="module")
-def linked_file(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
-    """45 frames with a tone from 0.2 s, GOPs of 5 with a key GOP every 3 (chunks 1, 2, 4, 5, 7,
-    8 linked: the default model's tokens of a smooth clip link), and its whole decode (lossless FFV1)."""
-    work = tmp_path_factory.mktemp("ranges")
-    clip = make_av_clip(work / "tone.mkv", frames=45, audio_start=0.2, pictures=smooth_clip(45, 48, 64))
-    tok = work / "t.tok"
-    st = encode_video(clip, tok, gop=5, key_interval=3, passes=0)
-    assert st.linked_gops == 6
-    decode_video(tok, work / "whole.mkv")
-    return clip, tok, read_frames(work / "whole.mkv")
 
 
 def test_part_of_a_file_is_the_whole_decode_s_frames_and_runs_only_its_gops(linked_file, tmp_path, monkeypatch):

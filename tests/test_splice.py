@@ -33,19 +33,6 @@ runner = CliRunner()
 RATE = 25
 
 
-@pytest.fixture(scope="module")
-def linked(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
-    """45 frames at 48x64 with a tone from 0.2 s, GOPs of 5 with a key GOP every 3 (chunks 1, 2,
-    4, 5, 7, 8 linked), and the whole file's decode."""
-    work = tmp_path_factory.mktemp("splice")
-    clip = make_av_clip(work / "tone.mkv", frames=45, audio_start=0.2, pictures=smooth_clip(45, 48, 64))
-    tok = work / "t.tok"
-    st = encode_video(clip, tok, gop=5, key_interval=3, passes=0)
-    assert st.linked_gops == 6
-    decode_video(tok, work / "whole.mkv")
-    return clip, tok, read_frames(work / "whole.mkv")
-
-
 def _records(path: Path) -> list[CorrectionRecord]:
     """Each chunk's correction record, decoded (a linked one against the one before)."""
     out: list[CorrectionRecord] = []
@@ -70,10 +57,10 @@ def _same_record(a: CorrectionRecord, b: CorrectionRecord, frames: int) -> None:
     np.testing.assert_array_equal(a.frame_dc, b.frame_dc[:frames])
 
 
-def test_a_cut_keeps_the_tokens_and_records_and_decodes_as_the_whole(linked, tmp_path):
-    clip, tok, whole = linked
+def test_a_cut_keeps_the_tokens_and_records_and_decodes_as_the_whole(linked_file, tmp_path):
+    clip, tok, whole = linked_file
     part = tmp_path / "part.tok"
-    st = cut_file(tok, part, start=0.88, frames=4)   # asks frames 22-25: chunk 4 (20-24, linked), 1 frame of chunk 5
+    st = cut_file(tok, part, start=0.88, frames=4)   # asks frames 22-25: chunk 4 (20-24, linked_file), 1 frame of chunk 5
     assert (st.first_frame, st.asked_first_frame, st.frames, st.gops, st.recoded_gops) == (20, 22, 6, 2, 2)
     assert verify_file(part).ok
     assert _links(part) == [False, True]            # the first GOP is a key GOP now; the second keeps its link
@@ -95,8 +82,8 @@ def test_a_cut_keeps_the_tokens_and_records_and_decodes_as_the_whole(linked, tmp
     assert 25 < psnr(got[5], whole[25]) < 99 and psnr(got[5], source) > psnr(whole[25], source) - 1
 
 
-def test_a_cut_that_ends_inside_the_latent_frame_keeps_the_payload(linked, tmp_path):
-    clip, tok, whole = linked
+def test_a_cut_that_ends_inside_the_latent_frame_keeps_the_payload(linked_file, tmp_path):
+    clip, tok, whole = linked_file
     part = tmp_path / "part.tok"
     st = cut_file(tok, part, start=Fraction(25, RATE), frames=4)  # chunk 5's first 4 frames: its 2 latent frames
     assert (st.first_frame, st.frames, st.recoded_gops) == (25, 4, 1)
@@ -148,8 +135,8 @@ def test_a_cut_is_written_in_the_oldest_version_that_holds_it(tmp_path, tiny_mod
             assert r.header.version == (2, 0), name
 
 
-def test_an_exact_cut_encodes_the_frames_before_the_next_gop_again(linked, tmp_path):
-    clip, tok, whole = linked
+def test_an_exact_cut_encodes_the_frames_before_the_next_gop_again(linked_file, tmp_path):
+    clip, tok, whole = linked_file
     part = tmp_path / "part.tok"
     st = cut_file(tok, part, start=0.88, frames=10, exact=True)   # frames 22-31: 22-24 encoded again
     assert (st.first_frame, st.frames, st.encoded_frames, st.recoded_gops) == (22, 10, 3, 2)
@@ -170,8 +157,8 @@ def test_an_exact_cut_encodes_the_frames_before_the_next_gop_again(linked, tmp_p
     assert (st.first_frame, st.encoded_frames) == (20, 0)
 
 
-def test_the_whole_file_cut_is_its_chunks(linked, tmp_path):
-    _, tok, _ = linked
+def test_the_whole_file_cut_is_its_chunks(linked_file, tmp_path):
+    _, tok, _ = linked_file
     st = cut_file(tok, tmp_path / "all.tok")
     assert (st.first_frame, st.frames, st.recoded_gops) == (0, 45, 0)
     with open_tok(tok) as a, open_tok(tmp_path / "all.tok") as b:
@@ -179,8 +166,8 @@ def test_the_whole_file_cut_is_its_chunks(linked, tmp_path):
         assert a.header.pack() == b.header.pack()
 
 
-def test_the_audio_of_a_cut_is_that_of_the_part(linked, tmp_path):
-    _, tok, _ = linked
+def test_the_audio_of_a_cut_is_that_of_the_part(linked_file, tmp_path):
+    _, tok, _ = linked_file
     part = tmp_path / "part.tok"
     st = cut_file(tok, part, start=0.88, duration=0.6)   # to 1.48 s: from frame 20 (0.8 s) to frame 36
     assert st.first_frame == 20 and st.frames == 17 and "copied" in st.audio
@@ -192,8 +179,8 @@ def test_the_audio_of_a_cut_is_that_of_the_part(linked, tmp_path):
     assert abs(streams["audio"][2] - 17 / RATE) < 0.05
 
 
-def test_joined_parts_decode_as_the_whole(linked, tmp_path):
-    _, tok, whole = linked
+def test_joined_parts_decode_as_the_whole(linked_file, tmp_path):
+    _, tok, whole = linked_file
     head, tail = tmp_path / "head.tok", tmp_path / "tail.tok"
     cut_file(tok, head, frames=20)                        # chunks 0-3
     cut_file(tok, tail, start=Fraction(20, RATE))         # chunks 4-8: chunk 4 coded as a key GOP
@@ -210,8 +197,8 @@ def test_joined_parts_decode_as_the_whole(linked, tmp_path):
     assert abs(audio[1] - 0.2) < 0.03 and abs(audio[2] - 45 / RATE) < 0.05, audio
 
 
-def test_a_join_is_each_file_after_the_other(linked, tmp_path):
-    _, tok, whole = linked
+def test_a_join_is_each_file_after_the_other(linked_file, tmp_path):
+    _, tok, whole = linked_file
     st = concat_files([tok, tok], tmp_path / "twice.tok")
     assert (st.frames, st.gops, st.recoded_gops) == (90, 18, 0)
     decode_video(tmp_path / "twice.tok", tmp_path / "twice.mkv")
@@ -273,11 +260,11 @@ def test_a_join_leaves_no_hole_in_the_audio(tmp_path):
     assert 3 * 20 / RATE <= starts[-1] + 1024 / 48000 < 3 * 20 / RATE + 0.05   # (whole packets: up to one more)
 
 
-def test_a_part_after_the_audio_ends_has_none(linked):
+def test_a_part_after_the_audio_ends_has_none(linked_file):
     """Audio that ends before a part starts is not kept (its last packet was: encode --ss and cut)."""
     from tokcodec.audio import cut_stored, read_track
 
-    _, tok, _ = linked
+    _, tok, _ = linked_file
     with open_tok(tok) as r:
         block = r.read_audio()
     offset = block.start_offset_us / 1e6
@@ -286,8 +273,8 @@ def test_a_part_after_the_audio_ends_has_none(linked):
     assert cut_stored(block.data, offset, end - 0.1, None).duration == pytest.approx(0.1, abs=0.03)
 
 
-def test_files_that_cannot_share_a_header_are_refused(linked, tmp_path, tiny_model):
-    clip, tok, _ = linked
+def test_files_that_cannot_share_a_header_are_refused(linked_file, tmp_path, tiny_model):
+    clip, tok, _ = linked_file
     small = write_clip(tmp_path / "small.mkv", smooth_clip(10, 40, 64))
     encode_video(small, tmp_path / "small.tok", passes=0)
     with pytest.raises(InputError, match=r"its size is 64x40, not 64x48"):
@@ -310,8 +297,8 @@ def test_files_that_cannot_share_a_header_are_refused(linked, tmp_path, tiny_mod
         cut_file(tok, tmp_path / "x.tok", start=5)
 
 
-def test_the_audio_of_a_join_must_be_of_one_kind(linked, tmp_path):
-    _, tok, _ = linked
+def test_the_audio_of_a_join_must_be_of_one_kind(linked_file, tmp_path):
+    _, tok, _ = linked_file
     other = make_av_clip(tmp_path / "44k.mkv", frames=10, audio_start=0, sample_rate=44100,
                          pictures=smooth_clip(10, 48, 64))
     encode_video(other, tmp_path / "44k.tok", passes=0)
@@ -321,10 +308,10 @@ def test_the_audio_of_a_join_must_be_of_one_kind(linked, tmp_path):
     assert st.audio == "dropped (--no-audio)" and st.frames == 55
 
 
-def test_a_join_codes_silence_where_a_file_has_no_audio(linked, tmp_path):
+def test_a_join_codes_silence_where_a_file_has_no_audio(linked_file, tmp_path):
     """So that audio read sample after sample (ffmpeg to WAV) stays with the pictures: the file
     without audio, and the tone's start 0.2 s into the other, are silence packets, not a jump."""
-    _, tok, _ = linked
+    _, tok, _ = linked_file
     silent = write_clip(tmp_path / "silent.mkv", smooth_clip(10, 48, 64))
     encode_video(silent, tmp_path / "silent.tok", passes=0)
     for order, begins in (((silent, tok), 0), ((tok, silent, tok), 0.2)):   # (the first file's own start stays)
@@ -345,8 +332,8 @@ def _recoloured(src: Path, dst: Path, **colours: int) -> Path:
     return dst
 
 
-def test_files_join_where_their_colours_mean_the_same(linked, tmp_path):
-    _, tok, _ = linked
+def test_files_join_where_their_colours_mean_the_same(linked_file, tmp_path):
+    _, tok, _ = linked_file
     sdr = _recoloured(tok, tmp_path / "sdr.tok", colorspace=1, primaries=1, transfer=1)   # BT.709 stated
     hdr = _recoloured(tok, tmp_path / "hdr.tok", colorspace=9, primaries=9, transfer=16)  # BT.2020, PQ
     with pytest.raises(InputError, match=r"its colours are BT.2020 with PQ \(HDR\), not BT.709/BT.601 with SDR gamma"):
@@ -360,8 +347,8 @@ def test_files_join_where_their_colours_mean_the_same(linked, tmp_path):
         assert (r.header.primaries, r.header.transfer, r.header.colorspace) == (1, 1, 1)
 
 
-def test_files_with_and_without_corrections_or_links_join(linked, tmp_path):
-    clip, tok, whole = linked
+def test_files_with_and_without_corrections_or_links_join(linked_file, tmp_path):
+    clip, tok, whole = linked_file
     plain = tmp_path / "plain.tok"   # format 1.x, coder 3 (every GOP a key GOP)
     encode_video(clip, plain, gop=5, key_interval=1, passes=0, max_frames=10,
                  correction=CorrectionConfig(enabled=False))
@@ -407,12 +394,12 @@ def test_split_points_are_gop_starts():
         [0, 17, 34, 119]                                                             # the GOP that holds each mark
 
 
-def test_split_parts_hold_every_frame_once(linked, tmp_path):
-    _, tok, whole = linked
+def test_split_parts_hold_every_frame_once(linked_file, tmp_path):
+    _, tok, whole = linked_file
     parts = split_file(tok, tmp_path / "parts", every=0.5)   # GOPs of 5 frames (0.2 s): parts from 0, 0.6, 1.0, 1.6 s
     assert [p.first_frame for p in parts] == [0, 15, 25, 40] and sum(p.frames for p in parts) == 45
     assert [Path(p.output).name for p in parts] == [f"t_{i:03d}.tok" for i in range(4)]
-    assert [p.recoded_gops for p in parts] == [0, 0, 1, 1]   # (chunks 3 and 6 are key GOPs; 5 and 8 were linked)
+    assert [p.recoded_gops for p in parts] == [0, 0, 1, 1]   # (chunks 3 and 6 are key GOPs; 5 and 8 were linked_file)
     decoded = []
     for p in parts:
         assert verify_file(p.output).ok
@@ -438,8 +425,8 @@ def test_split_at_chapters(tmp_path, tiny_model):
         assert [(c.start, c.tags["title"]) for c in r.read_tags().chapters] == [(0, "Arrival"), (Fraction(1, 10), "Beach")]
 
 
-def test_cut_and_concat_on_the_command_line(linked, tmp_path):
-    _, tok, _ = linked
+def test_cut_and_concat_on_the_command_line(linked_file, tmp_path):
+    _, tok, _ = linked_file
     result = runner.invoke(app, ["cut", str(tok), "-o", str(tmp_path / "p.tok"), "--ss", "0.88", "-t", "0.2"])
     assert result.exit_code == 0, result.output
     assert "cut 7 frames 64x48 from 0.800 s (frame 20: the GOP that holds 0.880 s, frame 22, starts there)" in result.output
@@ -463,8 +450,8 @@ def test_cut_and_concat_on_the_command_line(linked, tmp_path):
     assert frames == [2] and np.array_equal(grids[0], original[1][:2])   # (2 frames: 2 latent frames)
 
 
-def test_cut_and_concat_do_not_load_torch(linked, tmp_path):
-    _, tok, _ = linked
+def test_cut_and_concat_do_not_load_torch(linked_file, tmp_path):
+    _, tok, _ = linked_file
     code = (f"import sys, tokcodec; tokcodec.cut_file({str(tok)!r}, {str(tmp_path / 'p.tok')!r}, start=0.9); "
             f"tokcodec.concat_files([{str(tok)!r}, {str(tmp_path / 'p.tok')!r}], {str(tmp_path / 'j.tok')!r}); "
             "assert 'torch' not in sys.modules, 'torch loaded'")

@@ -45,7 +45,7 @@ _EXPORTS = {
     "detokenize": "tokcodec.tokens", "detokenize_frames": "tokcodec.tokens", "read_token_file": "tokcodec.tokens",
     "tokenize": "tokcodec.tokens", "tokenize_frames": "tokcodec.frame_tokens", "write_token_file": "tokcodec.tokens",
     "TokenFile": "tokcodec.tokens",
-    "cut_file": "tokcodec.codec.splice", "concat_files": "tokcodec.codec.splice", "EditStats": "tokcodec.codec.splice",
+    "cut_file": "tokcodec.codec.splice", "concat_files": "tokcodec.codec.splice", "EditStats": "tokcodec.codec.stats",
     "split_file": "tokcodec.codec.splice",
     "batch_encode": "tokcodec.batch", "batch_decode": "tokcodec.batch", "batch_tokens": "tokcodec.batch",
     "BatchSummary": "tokcodec.batch.run",
@@ -80,7 +80,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from tokcodec.codec.info import FileInfo
     from tokcodec.codec.pipeline import (DecodeStats, EncodeStats, compare_videos, decode_video,
                                          encode_video, file_info, read_tokens)
-    from tokcodec.codec.splice import EditStats, concat_files, cut_file, split_file
+    from tokcodec.codec.splice import concat_files, cut_file, split_file
+    from tokcodec.codec.stats import EditStats
     from tokcodec.codec.verify import VerifyReport, verify_file
     from tokcodec.media_tags import MediaTags, read_tags
     from tokcodec.errors import (ArgumentError, DeviceError, FormatError, InputError, MissingPriorError,

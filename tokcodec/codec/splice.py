@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
@@ -36,6 +36,7 @@ from tokcodec.codec.entropy import CoderContext, TokenCoder, get_coder
 from tokcodec.codec.info import links_to_previous
 from tokcodec.codec.outputs import STDIO, check_tok_output, output_errors, staged_output
 from tokcodec.codec.ranges import FrameRange, frame_range, seconds, time_of
+from tokcodec.codec.stats import EditStats
 from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError
 from tokcodec.media_tags import Chapter, MediaTags, fitted
 from tokcodec.model.zoo import ModelName, use_priors_of
@@ -47,46 +48,6 @@ if TYPE_CHECKING:
 #: coders whose chunks another coder's file holds as they are: coder 4 reads every coder 3 payload
 #: (its modes 0-2 are coder 3's), so files of the two join as coder 4
 _READS_PAYLOADS_OF = {4: {3, 4}}
-
-
-@dataclass
-class EditStats:
-    """One cut or join: what was written, and how much of it was copied as it was."""
-
-    inputs: list[str]
-    output: str
-    frames: int
-    width: int
-    height: int
-    frame_rate: float
-    bytes: int                   # of the whole .tok, audio and tags included
-    audio_bytes: int
-    tags_bytes: int
-    gops: int                    # chunks written
-    recoded_gops: int            # of them, entropy coded anew (a cut's first linked GOP, its last cut short)
-    seconds: float
-    first_frame: int = 0         # (cut) the input's frame the output starts with
-    asked_first_frame: int = 0   # (cut) the frame the start asked for (at or after first_frame)
-    audio: str = "none"          # what was kept of the stored audio
-    tags: str = "none"           # what was kept of the stored tags and chapters
-    warnings: list[str] = field(default_factory=list)
-    encoded_frames: int = 0      # (cut --exact) frames decoded and encoded again, from the part's start
-
-    @property
-    def video_bytes(self) -> int:
-        return self.bytes - self.audio_bytes - self.tags_bytes
-
-    @property
-    def video_bpp(self) -> float:
-        return 8 * self.video_bytes / max(1, self.frames * self.width * self.height)
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.frame_rate
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "video_bytes": self.video_bytes, "video_bpp": self.video_bpp,
-                "duration": self.duration}
 
 
 @dataclass

@@ -1,11 +1,31 @@
-"""What encode and decode report: sizes, rates and timings of one run."""
+"""What encode, decode and the edits (cut, concat, split) report: sizes, rates and timings of one run."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 
+class VideoRate:
+    """The rate a video codec is compared by: the bytes of a file but its audio's and tags'."""
+
+    bytes: int
+    audio_bytes: int
+    tags_bytes: int
+    frames: int
+    width: int
+    height: int
+
+    @property
+    def video_bytes(self) -> int:
+        """What a target rate counts: every byte but the audio's and the tags'."""
+        return self.bytes - self.audio_bytes - self.tags_bytes
+
+    @property
+    def video_bpp(self) -> float:
+        return 8 * self.video_bytes / max(1, self.frames * self.width * self.height)
+
+
 @dataclass
-class EncodeStats:
+class EncodeStats(VideoRate):
     """One encode: its sizes (bytes), rates (bits per pixel, per token) and timings (seconds)."""
 
     input: str
@@ -44,15 +64,6 @@ class EncodeStats:
     def bpp(self) -> float:
         """Of the whole file, audio included (``video_bpp`` leaves it out)."""
         return 8 * self.bytes / max(1, self.frames * self.width * self.height)
-
-    @property
-    def video_bytes(self) -> int:
-        """What a target rate counts: every byte but the audio's and the tags'."""
-        return self.bytes - self.audio_bytes - self.tags_bytes
-
-    @property
-    def video_bpp(self) -> float:
-        return 8 * self.video_bytes / max(1, self.frames * self.width * self.height)
 
     @property
     def bits_per_token(self) -> float:
@@ -97,3 +108,35 @@ class DecodeStats:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "fps": self.fps}
+
+
+@dataclass
+class EditStats(VideoRate):
+    """One cut, join or split part: what was written, and how much of it was copied as it was."""
+
+    inputs: list[str]
+    output: str
+    frames: int
+    width: int
+    height: int
+    frame_rate: float
+    bytes: int                   # of the whole .tok, audio and tags included
+    audio_bytes: int
+    tags_bytes: int
+    gops: int                    # chunks written
+    recoded_gops: int            # of them, entropy coded anew (a cut's first linked GOP, its last cut short)
+    seconds: float
+    first_frame: int = 0         # (cut) the input's frame the output starts with
+    asked_first_frame: int = 0   # (cut) the frame the start asked for (at or after first_frame)
+    audio: str = "none"          # what was kept of the stored audio
+    tags: str = "none"           # what was kept of the stored tags and chapters
+    warnings: list[str] = field(default_factory=list)
+    encoded_frames: int = 0      # (cut --exact) frames decoded and encoded again, from the part's start
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.frame_rate
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "video_bytes": self.video_bytes, "video_bpp": self.video_bpp,
+                "duration": self.duration}
