@@ -155,6 +155,10 @@ def test_an_exact_cut_encodes_the_frames_before_the_next_gop_again(linked_file, 
     assert (st.first_frame, st.frames, st.encoded_frames, st.gops) == (22, 2, 2, 1)
     st = cut_file(tok, tmp_path / "boundary.tok", start=0.8, frames=5, exact=True)   # on a GOP start: copied
     assert (st.first_frame, st.encoded_frames) == (20, 0)
+    plain = tmp_path / "plain.tok"   # (no correction records: the part inside one GOP has none at all)
+    encode_video(clip, plain, gop=5, passes=0, max_frames=10, correction=CorrectionConfig(enabled=False))
+    st = cut_file(plain, tmp_path / "plain_part.tok", start=0.12, frames=2, exact=True)
+    assert (st.first_frame, st.frames, st.encoded_frames) == (3, 2, 2) and verify_file(st.output).ok
 
 
 def test_the_whole_file_cut_is_its_chunks(linked_file, tmp_path):
@@ -324,6 +328,39 @@ def test_a_join_codes_silence_where_a_file_has_no_audio(linked_file, tmp_path):
         assert abs(starts[-1] - st.frames / RATE) < 0.05
 
 
+def test_a_join_s_silence_fills_the_gap_and_no_more(tmp_path):
+    """Silence from the start, for a first file without audio: the encoder's priming packet,
+    which starts before the gap, is not kept (it put the next file's sound a packet late)."""
+    clip = make_av_clip(tmp_path / "tone.mp4", frames=20, audio_start=0, pictures=smooth_clip(20, 48, 64))
+    silent = write_clip(tmp_path / "silent.mkv", smooth_clip(15, 48, 64))
+    for source in (clip, silent):
+        encode_video(source, source.with_suffix(".tok"), passes=0)
+    concat_files([silent.with_suffix(".tok"), clip.with_suffix(".tok")], tmp_path / "j.tok")
+    decode_video(tmp_path / "j.tok", tmp_path / "j.mkv")
+    decode_video(clip.with_suffix(".tok"), tmp_path / "alone.mkv")
+    starts, alone = _packet_starts(tmp_path / "j.mkv"), _packet_starts(tmp_path / "alone.mkv")
+    assert abs(starts[0]) < 0.002, starts[:2]
+    assert abs(starts[-1] - (15 / RATE + alone[-1])) < 0.5 * 1024 / 48000   # (the tone where it plays alone, moved)
+    assert len(starts) == round(15 / RATE * 48000 / 1024) + len(alone)
+
+
+def test_a_join_s_silence_decodes_in_flac(tmp_path):
+    """Audio stored as FLAC (from PCM) in blocks of 1152 samples: the silence coded for a file
+    without audio keeps to the block length the stream's header allows, or decoders refuse it."""
+    clip = make_av_clip(tmp_path / "pcm.mov", frames=20, audio_start=0, acodec="pcm_s16le",
+                        pictures=smooth_clip(20, 48, 64))
+    silent = write_clip(tmp_path / "silent.mkv", smooth_clip(10, 48, 64))
+    for source in (clip, silent):
+        encode_video(source, source.with_suffix(".tok"), passes=0)
+    st = concat_files([clip.with_suffix(".tok"), silent.with_suffix(".tok"), clip.with_suffix(".tok")],
+                      tmp_path / "j.tok")
+    assert "flac" in st.audio and not st.warnings
+    decode_video(tmp_path / "j.tok", tmp_path / "j.mov")   # (ALAC: every packet decoded and coded again)
+    with av.open(str(tmp_path / "j.mov")) as c:
+        played = sum(f.samples for f in c.decode(c.streams.audio[0])) / 48000
+    assert abs(played - 50 / RATE) < 0.05
+
+
 def _recoloured(src: Path, dst: Path, **colours: int) -> Path:
     """``src`` with other colour tags in its header (its checksum made anew)."""
     data = src.read_bytes()
@@ -378,8 +415,9 @@ def test_chapters_follow_the_cut_and_the_join(tmp_path, tiny_model):
     assert tags.tags["title"] == "Holiday 2026"
     concat_files([tok, part], tmp_path / "joined.tok")
     with open_tok(tmp_path / "joined.tok") as r:
-        chapters = [(c.start, c.tags["title"]) for c in r.read_tags().chapters]
-    assert chapters == [(0, "Arrival"), (Fraction(1, 2), "Beach"), (1, "Beach")]
+        chapters = [(c.start, c.end, c.tags["title"]) for c in r.read_tags().chapters]
+    # (the file's Beach runs to its end, the part's from its start: one chapter, as after a split)
+    assert chapters == [(0, Fraction(1, 2), "Arrival"), (Fraction(1, 2), Fraction(7, 5), "Beach")]
     st = cut_file(tok, tmp_path / "bare.tok", metadata=False, audio=False)
     assert (st.tags, st.audio, st.tags_bytes, st.audio_bytes) == ("dropped (--no-metadata)", "dropped (--no-audio)", 0, 0)
     with open_tok(tmp_path / "bare.tok") as r:
@@ -415,7 +453,7 @@ def test_split_parts_hold_every_frame_once(linked_file, tmp_path):
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
-def test_split_at_chapters(tmp_path, tiny_model):
+def test_split_at_chapters_and_join_back(tmp_path, tiny_model):
     clip = make_tagged_clip(tmp_path / "holiday.mov")   # Arrival 0-0.5 s, Beach 0.5-1 s; 25 frames
     tok = tmp_path / "holiday.tok"
     encode_video(clip, tok, model=tiny_model, passes=0, gop=5)
@@ -423,6 +461,15 @@ def test_split_at_chapters(tmp_path, tiny_model):
     assert [(p.first_frame, p.frames) for p in parts] == [(0, 10), (10, 15)]   # Beach from the GOP that holds 0.5 s
     with open_tok(parts[1].output) as r:
         assert [(c.start, c.tags["title"]) for c in r.read_tags().chapters] == [(0, "Arrival"), (Fraction(1, 10), "Beach")]
+    # parts every 0.2 s cut the chapters in pieces; joined, they are the two chapters again
+    parts = split_file(tok, tmp_path / "fifths", every=0.2)
+    concat_files([p.output for p in parts], tmp_path / "joined.tok")
+    with open_tok(tok) as a, open_tok(tmp_path / "joined.tok") as b:
+        assert b.read_tags().chapters == a.read_tags().chapters and len(a.read_tags().chapters) == 2
+    with pytest.raises(ArgumentError, match="a folder"):
+        split_file(tok, "-", every=0.2)
+    split_file(tok, tmp_path / "fifths", every=0.4, overwrite=True)   # fewer parts: the later ones are said
+    assert "also holds 2 other parts" in split_file(tok, tmp_path / "fifths", every=0.4, overwrite=True)[-1].warnings[-1]
 
 
 def test_cut_and_concat_on_the_command_line(linked_file, tmp_path):

@@ -458,17 +458,31 @@ def _silent_packets(ctx: av.codec.context.CodecContext, seconds: float) -> list[
         formats = [f.name for f in encoder.codec.audio_formats or ()]
         encoder.format = ctx.format.name if ctx.format is not None and ctx.format.name in formats else formats[0]
         encoder.time_base = Fraction(1, rate)
+        if name == "flac":  # (blocks no longer than the stream's header allows: decoders refuse longer ones)
+            encoder.options = {"frame_size": str(_flac_block(ctx))}
         encoder.open()
-        size, total, packets = encoder.frame_size or 1024, round(seconds * rate), []
+        size, packets = encoder.frame_size or 1024, []
+        # whole frames only, as many as come nearest: a short last frame is still a whole frame to
+        # most decoders (AAC's 1024 samples), which would play past the gap
+        total = size * max(1, round(seconds * rate / size))
         like = av.AudioFrame(format=encoder.format.name, layout=ctx.layout.name, samples=1)
         like.sample_rate = rate
         for done in range(0, total, size):
-            frame = _silence(like, min(size, total - done))
+            frame = _silence(like, size)
             frame.pts, frame.time_base = done, Fraction(1, rate)
             packets += encoder.encode(frame)
         return packets + list(encoder.encode(None))
     except (av.FFmpegError, ValueError, IndexError, TypeError, AttributeError):
         return None
+
+
+def _flac_block(ctx: av.codec.context.CodecContext) -> int:
+    """The longest block a FLAC stream's header (STREAMINFO, in its set-up bytes) allows, or the
+    block length FLAC is stored in here."""
+    info = bytes(ctx.extradata or b"")
+    if info[:4] == b"fLaC":
+        info = info[8:]   # (the marker and the metadata block's header)
+    return int.from_bytes(info[2:4], "big") if len(info) >= 4 and int.from_bytes(info[2:4], "big") else FLAC_BLOCK
 
 
 def _with_durations(packets: Iterator[av.Packet]) -> Iterator[tuple[av.Packet, int]]:
@@ -527,9 +541,11 @@ class _JoinedStream:
             self.gaps.append((begin, end - begin))
             return
         rate = self.template.sample_rate
-        for packet in packets:
-            at = begin + float(packet.pts) / rate
-            if at > self.last and at < end:
+        for packet in packets:   # (those that play mostly within the gap: not the encoder's priming before it)
+            if not packet.size:
+                continue
+            at, span = begin + float(packet.pts) / rate, float(packet.duration or 0) / rate
+            if at > self.last and begin <= at + span / 2 < end:
                 packet.duration = round(Fraction(packet.duration or 0, rate) / tb)
                 self._mux(packet, at, tb)
 

@@ -151,7 +151,7 @@ class MediaTags:
         if self.chapters:
             marks = [f"{float(c.start):.3f} s {cut(c.tags.get('title', ''))}".rstrip() for c in self.chapters[:most]]
             more = f" (+{len(self.chapters) - most} more)" if len(self.chapters) > most else ""
-            lines.append(f"{len(self.chapters)} chapters: {', '.join(marks)}{more}")
+            lines.append(f"{len(self.chapters)} chapter{'s' if len(self.chapters) != 1 else ''}: {', '.join(marks)}{more}")
         return lines
 
     def part(self, start: Fraction, length: Fraction | None) -> "MediaTags":

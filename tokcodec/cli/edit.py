@@ -140,7 +140,9 @@ def split(
             typer.echo(json_text([st.to_dict() for st in parts]))
         frames = sum(st.frames for st in parts)
         lengths = [st.duration for st in parts]
-        stats_line(f"split {input} into {plural(len(parts), 'part')} in {output}/ ({Path(parts[0].output).name} ...): "
-                   f"{plural(frames, 'frame')}, {sum(st.bytes for st in parts)} bytes, parts of {min(lengths):.3f}-"
-                   f"{max(lengths):.3f} s from GOP starts; {sum(st.recoded_gops for st in parts)} GOPs entropy-coded "
-                   "anew (same tokens)", quiet or as_json)
+        recoded = sum(st.recoded_gops for st in parts)
+        stats_line(f"split {'standard input' if str(input) == STDIO else input} into {plural(len(parts), 'part')} in "
+                   f"{output}/ ({Path(parts[0].output).name} ...): {plural(frames, 'frame')}, "
+                   f"{sum(st.bytes for st in parts)} bytes, parts of {min(lengths):.3f}-{max(lengths):.3f} s from GOP "
+                   "starts" + (f"; {plural(recoded, 'GOP')} entropy-coded anew (same tokens)" if recoded else ""),
+                   quiet or as_json)

@@ -18,6 +18,7 @@ cuts from GOP starts to GOP starts, which copy every frame.
 from __future__ import annotations
 
 import bisect
+import glob
 import math
 import os
 import sys
@@ -248,7 +249,7 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
         tags = _fitted_tags(tags, warnings)
         header = _output_header(h, track is not None, bool(tags),
                                 max([reader.record_kind(i) for i in range(head, tail + 1)]
-                                    + [c.correction[0] for c in encoded if c.correction]))
+                                    + [c.correction[0] for c in encoded if c.correction], default=0))
         writer = _write(dst, overwrite, header, chunks(),
                         (track.data, track.start_offset) if track is not None else None, tags)
     audio_note = "none" if not h.has_audio else "dropped (--no-audio)" if not audio else \
@@ -304,6 +305,8 @@ def split_file(src: str | Path, out_dir: str | Path, *, every: float | Fraction 
                 raise InputError(f"{src}: has no chapters to split at (split by time instead: --every, every=)")
             marks = [c.start for c in tags.chapters]
     points = split_points(firsts, h.frame_rate, step, marks)
+    if str(out_dir) == STDIO:
+        raise ArgumentError("split writes its parts into a folder: give -o a folder's name, not -")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is a file, not a directory")
     digits = max(3, len(str(len(points) - 1)))
@@ -312,8 +315,18 @@ def split_file(src: str | Path, out_dir: str | Path, *, every: float | Fraction 
     for name in names:
         _checked_output(name, overwrite, [src], "split")
     bounds = points + [total]
-    return [cut_file(src, name, start=Fraction(a) / h.frame_rate, frames=b - a, model=model, audio=audio,
-                     metadata=metadata, overwrite=overwrite) for name, a, b in zip(names, bounds, bounds[1:])]
+    parts = [cut_file(src, name, start=Fraction(a) / h.frame_rate, frames=b - a, model=model, audio=audio,
+                      metadata=metadata, overwrite=overwrite) for name, a, b in zip(names, bounds, bounds[1:])]
+    notes = parts[-1].warnings
+    if chapters and len(points) < len(set(marks)):
+        notes.append(f"{plural(len(set(marks)), 'chapter')} made {plural(len(points), 'part')}: chapters that start "
+                     "inside one GOP share a part (a part starts on a GOP start)")
+    later = sorted(p.name for p in out_dir.glob(f"{glob.escape(stem or src.stem)}_*.tok")
+                   if p not in names and p.stem.rpartition("_")[2].isdigit())
+    if later:
+        notes.append(f"{out_dir} also holds {plural(len(later), 'other part')} of this name ({later[0]} ...), "
+                     "left as they are: a join of the folder's parts would take them too")
+    return parts
 
 
 #: header fields every file of a join must share, and how a mismatch is said
@@ -396,6 +409,21 @@ class _Opened:
     tags: MediaTags | None
 
 
+def _joined_chapters(files: list[tuple[Fraction, tuple[Chapter, ...]]]) -> tuple[Chapter, ...]:
+    """The chapters of files joined, each file's moved to where it begins (``files``: that time
+    and its chapters). A chapter that ends where its file ends and goes on, with the same tags,
+    from the next file's start is one chapter again (a split cuts it in two)."""
+    joined: list[Chapter] = []
+    for begins, chapters in files:
+        for n, c in enumerate(chapters):
+            moved = Chapter(c.start + begins, c.end + begins, c.tags)
+            if n == 0 and joined and joined[-1].end == moved.start == begins and joined[-1].tags == moved.tags:
+                joined[-1] = Chapter(joined[-1].start, moved.end, moved.tags)
+            else:
+                joined.append(moved)
+    return tuple(joined)
+
+
 def _opened(path: Path, metadata: bool, warnings: list[str]) -> _Opened:
     with open_tok(path) as r:
         return _Opened(path, r.source, r.header, r.frame_count,
@@ -444,8 +472,8 @@ def concat_files(srcs: Iterable[str | os.PathLike], dst: str | Path, *, audio: b
         warnings.extend(notes)
     tags = None
     if metadata:
-        chapters = tuple(Chapter(c.start + time_of(first, rate), c.end + time_of(first, rate), c.tags)
-                         for f, first in zip(files, starts) if f.tags for c in f.tags.chapters)
+        chapters = _joined_chapters([(time_of(first, rate), f.tags.chapters if f.tags else ())
+                                     for f, first in zip(files, starts)])
         tags = _fitted_tags(replace(files[0].tags or MediaTags(), chapters=chapters), warnings)
 
     def chunks() -> Iterator[tuple[int, tuple[int, int, int], bytes, bytes]]:
