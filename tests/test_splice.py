@@ -235,7 +235,7 @@ def _packet_starts(path: Path) -> list[float]:
 def test_packets_without_a_duration_last_until_the_next():
     from types import SimpleNamespace
 
-    from tokcodec.audio import _with_durations
+    from tokcodec.audio_edit import _with_durations
 
     packets = [SimpleNamespace(pts=p, duration=d, size=9) for p, d in ((0, 0), (21, 21), (43, 0), (64, 0))]
     packets.insert(1, SimpleNamespace(pts=None, duration=0, size=9))   # (no timestamp: passed over)
@@ -266,7 +266,8 @@ def test_a_join_leaves_no_hole_in_the_audio(tmp_path):
 
 def test_a_part_after_the_audio_ends_has_none(linked_file):
     """Audio that ends before a part starts is not kept (its last packet was: encode --ss and cut)."""
-    from tokcodec.audio import cut_stored, read_track
+    from tokcodec.audio import read_track
+    from tokcodec.audio_edit import cut_stored
 
     _, tok, _ = linked_file
     with open_tok(tok) as r:

@@ -1,9 +1,9 @@
-"""The ``tokcodec cut`` and ``tokcodec concat`` commands: .tok files cut and joined without
-re-encoding (tokcodec/codec/splice.py). Neither loads torch or the model."""
+"""The ``tokcodec cut``, ``concat`` and ``split`` commands: .tok files cut, joined and split
+without re-encoding (tokcodec/codec/splice.py). None loads torch or the model, but cut --exact."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -16,6 +16,9 @@ from tokcodec.codec.ranges import parse_time
 from tokcodec.errors import ArgumentError
 from tokcodec.text import plural
 
+if TYPE_CHECKING:
+    from tokcodec.codec.stats import EditStats
+
 __all__ = ["cut", "concat", "split"]
 
 Output = Annotated[Path, typer.Option("-o", "--output", parser=cli_path, metavar="<path>",
@@ -27,12 +30,12 @@ KeepNoAudio = Annotated[bool, typer.Option("--no-audio", help="Leave the stored 
 KeepNoMetadata = Annotated[bool, typer.Option("--no-metadata", help="Leave the stored tags and chapters out.")]
 
 
-def _sizes(st) -> str:
+def _sizes(st: EditStats) -> str:
     others = [f"{name} {n}" for name, n in (("audio", st.audio_bytes), ("tags", st.tags_bytes)) if n]
     return f"{st.bytes} bytes" + (f" (video {st.video_bytes}, {', '.join(others)}), video" if others else ",")
 
 
-def _said(st, as_json: bool, quiet: bool, line: str) -> None:
+def _report(st: EditStats, as_json: bool, quiet: bool, line: str) -> None:
     for warning in st.warnings:
         typer.echo(f"tokcodec: warning: {warning}", err=True)
     if as_json:
@@ -78,7 +81,7 @@ def cut(
         recoded = f", {st.recoded_gops} entropy-coded anew (same tokens)" if st.recoded_gops else ""
         if st.encoded_frames:
             recoded += f"; its first {plural(st.encoded_frames, 'frame')} encoded again (--exact)"
-        _said(st, as_json, quiet, f"cut {plural(st.frames, 'frame')} {st.width}x{st.height} {where}) of {input} -> "
+        _report(st, as_json, quiet, f"cut {plural(st.frames, 'frame')} {st.width}x{st.height} {where}) of {input} -> "
               f"{'stdout' if str(output) == STDIO else output}: {_sizes(st)} {st.video_bpp:.4f} bpp; "
               f"{plural(st.gops, 'GOP')}{recoded}")
 
@@ -102,7 +105,7 @@ def concat(
         st = concat_files(inputs, output, audio=not no_audio, metadata=not no_metadata, overwrite=overwrite)
         if str(output) != STDIO:
             remove_dead_parts(output)
-        _said(st, as_json, quiet, f"joined {plural(len(st.inputs), 'file')}: {plural(st.frames, 'frame')} "
+        _report(st, as_json, quiet, f"joined {plural(len(st.inputs), 'file')}: {plural(st.frames, 'frame')} "
               f"{st.width}x{st.height} ({st.duration:.3f} s) -> {'stdout' if str(output) == STDIO else output}: "
               f"{_sizes(st)} {st.video_bpp:.4f} bpp; {plural(st.gops, 'GOP')} copied")
 

@@ -44,7 +44,7 @@ from tokcodec.model.zoo import ModelName, use_priors_of
 from tokcodec.text import plural
 
 if TYPE_CHECKING:
-    from tokcodec.audio import StoredAudio
+    from tokcodec.audio_edit import StoredAudio
 
 #: coders whose chunks another coder's file holds as they are: coder 4 reads every coder 3 payload
 #: (its modes 0-2 are coder 3's), so files of the two join as coder 4
@@ -231,7 +231,7 @@ def cut_file(src: str | Path, dst: str | Path, *, start: float | Fraction | str 
 
         track = None
         if audio and h.has_audio:
-            from tokcodec.audio import cut_stored
+            from tokcodec.audio_edit import cut_stored
 
             try:
                 block = reader.read_audio()
@@ -432,7 +432,7 @@ def _opened(path: Path, metadata: bool, warnings: list[str]) -> _Opened:
 
 def _stored_audio(files: list[_Opened], starts: list[int], rate: Fraction) -> Iterator[StoredAudio | None]:
     """Each file's stored audio in turn, read as the join comes to it."""
-    from tokcodec.audio import StoredAudio
+    from tokcodec.audio_edit import StoredAudio
 
     for f, first in zip(files, starts):
         with open_tok(f.path) as r:
@@ -466,7 +466,7 @@ def concat_files(srcs: Iterable[str | os.PathLike], dst: str | Path, *, audio: b
     had_audio, had_tags = any(f.header.has_audio for f in files), any(f.header.has_tags for f in files)
     track = None
     if audio and had_audio:
-        from tokcodec.audio import join_stored
+        from tokcodec.audio_edit import join_stored
 
         track, notes = join_stored(_stored_audio(files, starts, rate), [f.name for f in files])
         warnings.extend(notes)
