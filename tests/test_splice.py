@@ -1,6 +1,7 @@
-"""tokcodec cut / concat: parts and joins of .tok files without re-encoding. The tokens and
-correction values are those of the input (a linked first GOP coded anew as a key GOP, a last GOP
-cut short keeping the latent frames its frames need), the pictures those of a whole decode."""
+"""tokcodec cut / concat / split: parts, joins and splits of .tok files without re-encoding. The
+tokens and correction values are those of the input (a linked first GOP coded anew as a key GOP, a
+last GOP cut short keeping the latent frames its frames need), the pictures those of a whole
+decode; the audio copied by whole packets, with silence coded into a join's gaps."""
 from __future__ import annotations
 
 import dataclasses
