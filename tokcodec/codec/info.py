@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokcodec.audio import read_track
-from tokcodec.codec.container import Header, open_tok
-from tokcodec.codec.correction_record import record_needs_previous
+from tokcodec.codec.container import Chunk, Header, open_tok
+from tokcodec.codec.correction_record import CorrectionRecord, record_needs_previous
 from tokcodec.codec.entropy import TokenCoder, get_coder
 from tokcodec.errors import FormatError
 from tokcodec.media_tags import MediaTags
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PRIOR_CODERS = (3, 4)   # whose payloads name a learned prior (or carry coder 2's bytes: MODE_CODER2)
 MODE_CODER2 = 2         # (context_coder3.MODE_CODER2; that module is not imported by info)
@@ -21,6 +25,25 @@ def links_to_previous(coder: TokenCoder, payload: bytes, record: bytes) -> bool:
     record (kind 3) coded against that chunk's. What ``info`` marks and encode's stats count as
     linked, and what decode waits for."""
     return coder.links(payload) or record_needs_previous(record)
+
+
+def chunk_contents(coder: TokenCoder, chunk: Chunk, header: Header, previous_tokens: np.ndarray | None,
+                   previous_record: CorrectionRecord | None,
+                   record_type: type[CorrectionRecord] | None = CorrectionRecord
+                   ) -> tuple[np.ndarray, CorrectionRecord | None]:
+    """A chunk's tokens (t, h, w) and its correction record as ``record_type`` (None: not read;
+    also None where the chunk has none), by the entropy coder alone. A linked chunk needs the
+    chunk before's last latent frame (``previous_tokens``) or record (``previous_record``): where
+    it is missing, the coder or the record refuses the chunk (FormatError). What decode, tokens
+    and cut share."""
+    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits,
+                          previous_tokens if coder.links(chunk.payload) else None)
+    record = None
+    if record_type is not None and chunk.correction:
+        record = record_type.unpack(chunk.correction, header.width, header.height, chunk.frames,
+                                    previous_record if record_needs_previous(chunk.correction) else None,
+                                    header.newest_record_kind)
+    return tokens, record
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from tokcodec.errors import OutputError
 
@@ -385,6 +386,17 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
         if caught:
             signal.raise_signal(caught[0])
+
+
+@contextmanager
+def tok_output(dst: Path, overwrite: bool = True) -> Iterator[tuple[BinaryIO, bool]]:
+    """(the file to write a .tok at, whether the writer may seek back to patch its header): a .tok
+    is written in one pass, its index last, so it streams to standard output ("-") too; else it
+    is written as staged_output writes a file."""
+    to_stdout = str(dst) == STDIO
+    with staged_output(dst, "stream" if to_stdout else "file", overwrite) as path, \
+            (open(sys.stdout.fileno(), "wb", closefd=False) if to_stdout else path.open("wb")) as fh:
+        yield fh, not to_stdout
 
 
 def remove_frames(directory: Path, first: int) -> None:

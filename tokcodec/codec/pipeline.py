@@ -34,13 +34,13 @@ from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
 from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
                                       fixed_file_bytes, open_tok)
 from tokcodec.codec.correction import Correction, CorrectionConfig
-from tokcodec.codec.correction_record import record_needs_previous
 from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, network_stage,
                                         probe_windows)
-from tokcodec.codec.info import FileInfo, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
+from tokcodec.codec.info import FileInfo, chunk_contents, file_info, links_to_previous  # noqa: F401  (file_info re-exported)
 from tokcodec.codec.memory import (DecodeFootprint, EncodeFootprint, MemoryLimitError, check_decode_memory,
                                    check_encode_memory)
-from tokcodec.codec.outputs import STDIO, check_output, check_tok_output, output_errors, staged_output
+from tokcodec.codec.outputs import (check_output, check_tok_output, output_errors, staged_output,
+                                    tok_output)
 from tokcodec.codec.context_coder3 import ContextCoder3, prior_for_model, use_priors_beside
 from tokcodec.codec.context_coder4 import ContextCoder4
 from tokcodec.codec.entropy import DEFAULT_CODER_ID, UNLINKED_CODER_ID, CoderContext, TokenCoder, get_coder
@@ -368,11 +368,8 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
             n, idx, record, previous = item
             return n, idx, coder.encode(idx, cfg.bits, previous), record
 
-        # a .tok is written in one pass (its index last), so it streams to standard output too
-        to_stdout = str(dst) == STDIO
-        with staged_output(dst, "stream" if to_stdout else "file", overwrite) as out_path, \
-                (open(sys.stdout.fileno(), "wb", closefd=False) if to_stdout else out_path.open("wb")) as fh:
-            writer = ContainerWriter(fh, header, patch_header=not to_stdout)
+        with tok_output(dst, overwrite) as (fh, seekable):
+            writer = ContainerWriter(fh, header, patch_header=seekable)
             # GOPs entropy-code in worker threads while the network (and the correction's fit,
             # sharing its torch threads) works on the next ones in this thread; with a target rate
             # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
@@ -771,13 +768,8 @@ def _decode_chunk(coder: TokenCoder, chunk: Chunk, header: Header, correction: b
         if not isinstance(prior, tuple) or prior[0] + prior[1] != chunk.first_frame:
             before_it = f"frames up to {chunk.first_frame - 1}" if chunk.first_frame else "there is none"
             raise FormatError(f"its GOP {LINKED_TO_LOST} ({before_it}), which did not decode")
-    tokens = coder.decode(chunk.payload, chunk.latent_shape, header.bits,
-                          prior[2][-1] if coder.links(chunk.payload) else None)
-    fix = None
-    if correction and chunk.correction:
-        fix = Correction.unpack(chunk.correction, header.width, header.height, chunk.frames,
-                                prior[3] if record_needs_previous(chunk.correction) else None,
-                                header.newest_record_kind)
+    tokens, fix = chunk_contents(coder, chunk, header, prior[2][-1] if prior else None, prior[3] if prior else None,
+                                 Correction if correction else None)
     return chunk.first_frame, chunk.frames, tokens, fix
 
 

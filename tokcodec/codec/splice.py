@@ -21,7 +21,6 @@ import bisect
 import glob
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -34,8 +33,8 @@ from tokcodec.codec.container import Chunk, ContainerReader, ContainerWriter, He
 from tokcodec.codec.correction_record import (KIND_GRID_DETAIL, KIND_GRID_DETAIL_CODED, CorrectionRecord,
                                                record_needs_previous)
 from tokcodec.codec.entropy import CoderContext, TokenCoder, get_coder
-from tokcodec.codec.info import links_to_previous
-from tokcodec.codec.outputs import STDIO, check_tok_output, output_errors, staged_output
+from tokcodec.codec.info import chunk_contents, links_to_previous
+from tokcodec.codec.outputs import STDIO, check_tok_output, output_errors, tok_output
 from tokcodec.codec.ranges import FrameRange, frame_range, seconds, time_of
 from tokcodec.codec.stats import EditStats
 from tokcodec.errors import ArgumentError, FormatError, InputError, OutputError
@@ -80,18 +79,12 @@ class _Source:
         chain = [self.reader.read_chunk(i)]
         while chain[-1].index > 0 and chain[-1].index - 1 not in self._decoded and self.links(chain[-1]):
             chain.append(self.reader.read_chunk(chain[-1].index - 1))
-        h = self.header
         for chunk in reversed(chain):
             before = self._decoded.get(chunk.index - 1)
             try:
-                tokens = self.coder.decode(chunk.payload, chunk.latent_shape, h.bits,
-                                           before.tokens[-1] if before is not None and self.coder.links(chunk.payload)
-                                           else None)
-                record = None
-                if chunk.correction:
-                    previous = before.record if before is not None and record_needs_previous(chunk.correction) else None
-                    record = CorrectionRecord.unpack(chunk.correction, h.width, h.height, chunk.frames, previous,
-                                                     h.newest_record_kind)
+                tokens, record = chunk_contents(self.coder, chunk, self.header,
+                                                before.tokens[-1] if before is not None else None,
+                                                before.record if before is not None else None)
             except FormatError as exc:
                 raise type(exc)(f"{self.name}: chunk {chunk.index}: {exc}") from None
             self._decoded[chunk.index] = _Decoded(tokens, record)
@@ -141,17 +134,15 @@ def _write(dst: Path, overwrite: bool, header: Header, chunks: Iterable[tuple[in
            audio: tuple[bytes, float] | None, tags: MediaTags | None) -> ContainerWriter:
     """Write a .tok of ``chunks`` (frames, latent shape, coder payload, record) through a temporary
     file that takes ``dst``'s name once complete (standard output for "-")."""
-    to_stdout = str(dst) == STDIO
-    with output_errors(dst), staged_output(dst, "stream" if to_stdout else "file", overwrite) as path:
-        with (open(sys.stdout.fileno(), "wb", closefd=False) if to_stdout else path.open("wb")) as fh:
-            writer = ContainerWriter(fh, header, patch_header=not to_stdout)
-            for frames, shape, payload, record in chunks:
-                writer.add_chunk(frames, shape, payload, record)
-            if audio is not None:
-                writer.set_audio(audio[0], round(audio[1] * 1_000_000))
-            if tags is not None:
-                writer.set_tags(tags.to_json())
-            writer.close()
+    with output_errors(dst), tok_output(dst, overwrite) as (fh, seekable):
+        writer = ContainerWriter(fh, header, patch_header=seekable)
+        for frames, shape, payload, record in chunks:
+            writer.add_chunk(frames, shape, payload, record)
+        if audio is not None:
+            writer.set_audio(audio[0], round(audio[1] * 1_000_000))
+        if tags is not None:
+            writer.set_tags(tags.to_json())
+        writer.close()
     return writer
 
 
