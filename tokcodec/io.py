@@ -214,7 +214,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
             raise InputError(f"{path}: is a .tok file, already encoded (tokcodec decode makes it a video)") from None
         if path.suffix.lower() in (".npy", ".safetensors"):
             raise InputError(f"{path}: a token file, not a video (tokcodec detokenize makes it a video)") from None
-        raise InputError(f"{path}: not a readable video or image ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable video or image ({reason(exc)})") from None
     return container
 
 
@@ -269,7 +269,7 @@ def _check_y4m_header(path: Path) -> None:
         with path.open("rb") as fh:
             head = fh.read(256)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({_reason(exc)})") from None
+        raise InputError(f"{path}: cannot read ({reason(exc)})") from None
     if not head.startswith(b"YUV4MPEG2 "):
         return
     fields = {t[:1]: t[1:] for t in head.split(b"\n", 1)[0].split()[1:]}
@@ -280,7 +280,8 @@ def _check_y4m_header(path: Path) -> None:
     _check_size(path, width, height)
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """An exception's reason in one line, for a message."""
     text = getattr(exc, "strerror", None) or str(exc)
     return text.split("\n")[0][:200]
 
@@ -461,7 +462,7 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
                     hi, last = end, packet.duration
     except av.FFmpegError as exc:
         if scan.first is None:
-            raise InputError(f"{path}: cannot decode video ({_reason(exc)})") from None
+            raise InputError(f"{path}: cannot decode video ({reason(exc)})") from None
         return _Scan(scan.first)  # a damaged tail: the count is unreliable, leave it unknown
     if scan.first is None:
         raise InputError(f"{path}: no video frames could be decoded")
@@ -534,7 +535,8 @@ def _probe(path: Path) -> VideoInfo:
         return _probe_sequence(path)
     if is_pipe(path):  # (the probe would take its first bytes, and the frames' open wait for ever)
         raise InputError(f"{path}: a pipe, not a file: a video is read more than once (a probe, its audio, "
-                         "its frames); copy it to a file first (the command line does: tokcodec encode PIPE)")
+                         "its frames); copy it to a file first (the command line does: tokcodec encode PIPE), or "
+                         "give encode_video a Y4M stream open, as a file object, to encode it as it comes")
     container = _open_input(path)
     try:
         stream = _video_stream(container, path)
@@ -546,7 +548,6 @@ def _probe(path: Path) -> VideoInfo:
         scan = _scan(container, stream, path, count)
         first = scan.first
         _check_size(path, first.width, first.height)
-        width, height = _display_size(first)
         frames = int(stream.frames or scan.packets)
         if fmt == "yuv4mpegpipe" and not frames:
             frames = _y4m_frames(path, scan.first_size)
@@ -559,16 +560,25 @@ def _probe(path: Path) -> VideoInfo:
                 kept = _scan(again, _video_stream(again, path), path, count=True).packets
             if kept and kept != frames:
                 frames, rate = kept, _frame_rate(stream, is_image, kept, None)
-        color = ColorInfo(_enum(getattr(ctx, "color_range", 0), 0), _enum(getattr(ctx, "colorspace", 2), 2),
-                          _enum(getattr(ctx, "color_primaries", 2), 2), _enum(getattr(ctx, "color_trc", 2), 2))
-        pix = ctx.format.name if ctx.format is not None else "unknown"
-        rotation = round(first.rotation / 90) * 90 % 360
-        return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation,
-                         stream.sample_aspect_ratio or None, _other_streams(container, stream),
-                         interlaced=not is_image and _interlaced(stream, first),
-                         opaque_alpha=ctx.name == "gif" and _opaque(first))
+        return info_of(container, stream, first, rate, frames, is_image)
     finally:
         container.close()
+
+
+def info_of(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+            first: av.VideoFrame, rate: Fraction, frames: int, is_image: bool = False) -> VideoInfo:
+    """The VideoInfo of an opened input from its video stream and first frame (``rate`` and
+    ``frames``, 0 where unknown, as found)."""
+    ctx = stream.codec_context
+    width, height = _display_size(first)
+    color = ColorInfo(_enum(getattr(ctx, "color_range", 0), 0), _enum(getattr(ctx, "colorspace", 2), 2),
+                      _enum(getattr(ctx, "color_primaries", 2), 2), _enum(getattr(ctx, "color_trc", 2), 2))
+    pix = ctx.format.name if ctx.format is not None else "unknown"
+    rotation = round(first.rotation / 90) * 90 % 360
+    return VideoInfo(width, height, rate, frames, pix, is_image, color, rotation,
+                     stream.sample_aspect_ratio or None, _other_streams(container, stream),
+                     interlaced=not is_image and _interlaced(stream, first),
+                     opaque_alpha=ctx.name == "gif" and _opaque(first))
 
 
 def _y4m_frames(path: Path, payload: int) -> int:
@@ -810,18 +820,13 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
         stream = _video_stream(container, path)
         _check_size(path, stream.codec_context.width, stream.codec_context.height)
         stream.thread_type = "AUTO"
-        count = 0
-        size: tuple[int, int] | None = None
-        orientation = (False, 0)
         first: av.VideoFrame | None = None
         time_base = stream.time_base
         try:
             frames: Iterator[av.VideoFrame] = container.decode(stream)
             first_pts = None
             for first in frames:  # the first frame sets the size and orientation of all
-                size = (first.width, first.height)
-                _check_size(path, *size)
-                orientation = _orientation(first)
+                _check_size(path, first.width, first.height)
                 first_pts = first.pts
                 frames = itertools.chain((first,), frames)
                 break
@@ -830,7 +835,7 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
                                                             first.height)
             lead = 1 if interlaced and skip else 0  # (the frame before a part: the deinterlacer's look back)
             start = skip - lead
-            point = _seek_point(path, start, first_pts) if start and size is not None else None
+            point = _seek_point(path, start, first_pts) if start and first is not None else None
             seeked = _frames_from(container, stream, point) if point is not None else None
             if seeked is not None:
                 frames = seeked
@@ -842,20 +847,36 @@ def iter_frames(path: Path | str, max_frames: int | None = None, skip: int = 0,
                 frames = container.decode(stream)
             if seeked is None:
                 frames = itertools.islice(frames, start, None)
-            if interlaced:
-                frames = itertools.islice(_deinterlaced(frames, first, time_base, every=deinterlace == "on"),
-                                          lead, None)
-            for frame in frames:
-                yield _to_rgb(frame, *size, orientation)  # type: ignore[misc]
-                count += 1
-                if max_frames is not None and count >= max_frames:
-                    return
         except av.FFmpegError as exc:
-            if count == 0:
-                raise InputError(f"{path}: cannot decode video ({_reason(exc)})") from None
-            raise InputError(f"{path}: decoding failed after {count} frames ({_reason(exc)})") from None
+            raise InputError(f"{path}: cannot decode video ({reason(exc)})") from None
+        if first is not None:
+            yield from rgb_frames(frames, path, first, time_base, max_frames,
+                                  (deinterlace == "on") if interlaced else None, lead)
     finally:
         container.close()
+
+
+def rgb_frames(frames: Iterator[av.VideoFrame], path: Path | str, first: av.VideoFrame, time_base: Fraction | None,
+               max_frames: int | None = None, deinterlace_every: bool | None = None, lead: int = 0
+               ) -> Iterator[np.ndarray]:
+    """Decoded ``frames`` (the part wanted, and the ``lead`` frames before it that the deinterlacer
+    looks back at) as RGB uint8 at ``first``'s size and orientation, at most ``max_frames``;
+    through the deinterlacer where ``deinterlace_every`` is not None (True: every frame, False:
+    those flagged interlaced). FFmpeg's errors as InputErrors that name ``path``."""
+    size, orientation = (first.width, first.height), _orientation(first)
+    if deinterlace_every is not None:
+        frames = itertools.islice(_deinterlaced(frames, first, time_base, every=deinterlace_every), lead, None)
+    count = 0
+    try:
+        for frame in frames:
+            yield _to_rgb(frame, *size, orientation)
+            count += 1
+            if max_frames is not None and count >= max_frames:
+                return
+    except av.FFmpegError as exc:
+        if count == 0:
+            raise InputError(f"{path}: cannot decode video ({reason(exc)})") from None
+        raise InputError(f"{path}: decoding failed after {count} frames ({reason(exc)})") from None
 
 
 def read_frames(path: Path | str, max_frames: int | None = None) -> np.ndarray:
@@ -1001,7 +1022,7 @@ class FrameWriter:
                 self._add_tags(tags)
         except (av.FFmpegError, OSError, ValueError) as exc:
             self.close()
-            raise OutputError(f"{path}: cannot open for writing ({_reason(exc)})") from None
+            raise OutputError(f"{path}: cannot open for writing ({reason(exc)})") from None
 
     def _add_audio(self, audio: AudioTrack, suffix: str) -> None:
         if suffix not in COPYABLE:

@@ -25,10 +25,13 @@ from tokcodec.defaults import DEFAULT_GOP, DEFAULT_TOKEN_SCENECUT, check_gop
 from tokcodec.errors import ArgumentError, FormatError, InputError, ModelError, OutputError, why_not_a_file
 
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from tokcodec.codec.stats import DecodeStats
     from tokcodec.device import Runtime
     from tokcodec.model.refine import RefineConfig
     from tokcodec.model.zoo import LoadedModel, ModelName
+    from tokcodec.stream_input import StreamedVideo
 
 TOKENS_KEY = "tokens"
 #: the integer dtypes of safetensors, by their name there
@@ -242,7 +245,7 @@ def check_token_output(dst: Path, overwrite: bool) -> None:
         raise OutputError(f"{dst}: is a directory")
 
 
-def tokenize(src: str | Path, *, model: ModelName | LoadedModel = "default", gop: int | None = None,
+def tokenize(src: str | Path | BinaryIO | StreamedVideo, *, model: ModelName | LoadedModel = "default", gop: int | None = None,
              scale: float | None = None, passes: int | None = None, rdo: float | None = None,
              refine: int | RefineConfig = 0,
              max_frames: int | None = None, device: str = "auto", precision: str = "auto",
@@ -253,7 +256,8 @@ def tokenize(src: str | Path, *, model: ModelName | LoadedModel = "default", gop
     correction layer beside them, so that they stand on their own), with what decoding them
     back needs; ``start``/``duration``/``max_frames``: of part of it, ``deinterlace``,
     ``scenecut`` (GOPs that end before scene cuts; default off here: GOPs of one length) and
-    ``fps`` (of an image sequence): as encode_video's.
+    ``fps`` (of an image sequence): as encode_video's; ``src`` as encode_video's too (a Y4M
+    stream is read as it comes).
     Streams like encode: memory does not grow with the video's length beyond the tokens
     themselves."""
     import tempfile
@@ -270,7 +274,7 @@ def tokenize(src: str | Path, *, model: ModelName | LoadedModel = "default", gop
         made = made_here(st.device, st.precision, tokens.weights_sha256 or "", st.rdo, passes=st.passes,
                          refine=st.refine, scale=st.scale, scenecut=scenecut,
                          **({"deinterlaced": 1} if st.deinterlaced else {}))
-        return replace(tokens, source=str(src), made=made, warnings=tuple(st.warnings))
+        return replace(tokens, source=str(src) if isinstance(src, (str, Path)) else st.input, made=made, warnings=tuple(st.warnings))
 
 
 def read_token_file(path: str | Path, header_only: bool = False) -> TokenFile:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -14,7 +14,7 @@ from tokcodec.cli.options import (AudioBitrate, AudioCodec, Bitrate, Bpp, Compar
                                   DecodeModel, Deinterlace, Device, Duration, EncodeStart, Gop, GopBatch,
                                   KeyInterval, Model, NoAudioDecode, NoAudioEncode, NoCorrection, NoDetail,
                                   NoMetadataDecode, NoMetadataEncode, Overwrite, Passes, Precision, Quiet, Rdo,
-                                  Refine, Scale, Scenecut, SequenceFps,
+                                  Refine, Scale, Scenecut, SequenceFps, Spool,
                                   Sharpen, Start, StatsJson, TokensGop, TokensPasses, TokensRdo, TokensRefine,
                                   TokensScale, TokensScenecut, audio_choice, read_by)
 from tokcodec.cli.edit import concat, cut, split
@@ -27,6 +27,9 @@ from tokcodec.defaults import DEFAULT_KEY_INTERVAL, DEFAULT_PASSES, DEFAULT_SCEN
 from tokcodec.env_flags import env_flag
 from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_file
 from tokcodec.text import plural, printable
+
+if TYPE_CHECKING:
+    from tokcodec.stream_input import StreamedVideo
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -87,7 +90,8 @@ CODING_COMMANDS = {"encode", "decode", "bench", "batch", "tokens", "detokenize",
 def encode(
     input: Path = typer.Argument(..., parser=cli_path,
                                  help="Video or image file (anything ffmpeg reads), a directory of numbered "
-                                 "images (an image sequence), or - for standard input."),
+                                 "images (an image sequence), or - for standard input (a Y4M stream is encoded "
+                                 "as it comes; see --spool)."),
     output: Path = typer.Option(..., "-o", "--output", parser=cli_path, metavar="<path>",
                                 help="Output .tok file, or - for standard output."),
     model: Model = "default",
@@ -118,24 +122,25 @@ def encode(
     audio_codec: AudioCodec = "auto",
     audio_bitrate: AudioBitrate = None,
     no_metadata: NoMetadataEncode = False,
+    spool: Spool = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: StatsJson = False,
 ) -> None:
     """Encode a video into a .tok file (its first audio stream is kept beside the tokens), or part of it (--ss, -t, --frames)."""
+    targeted = bpp is not None or bitrate is not None  # (a rate plan reads the input more than once)
     with errors(), input_file(input, check_output=lambda: json_checked(as_json, output) or
-                              check_tok_output(output, overwrite, input), ends_at_interrupt=True) as src:
+                              check_tok_output(output, overwrite, input), ends_at_interrupt=True,
+                              y4m_as_it_comes=not (spool or targeted)) as src:
         json_checked(as_json, output)
-        check_tok_output(output, overwrite, src)  # (before the input is probed and a bar drawn)
+        check_tok_output(output, overwrite, src if isinstance(src, Path) else None)  # (before the input is probed and a bar drawn)
         audio = audio_choice(no_audio, audio_codec, audio_bitrate)
         from tokcodec.codec.correction import CorrectionConfig
-        from tokcodec.codec.pipeline import encode_video, input_part, with_rate
+        from tokcodec.codec.pipeline import encode_video
         from tokcodec.codec.ratecontrol import parse_bitrate
-        from tokcodec.io import probe
         target_bitrate = parse_bitrate(bitrate) if bitrate is not None else None
-        _, limit, info = input_part(src, with_rate(probe(src), fps, src), start, duration, frames)
-        total = _bar_total(info.frame_count, limit)
-        stages = [("rate plan", None)] if bpp is not None or bitrate is not None else []
+        total = _part_total(src, fps, start, duration, frames)
+        stages = [("rate plan", None)] if targeted else []
         with staged_progress(stages + [("encode", total)], quiet or as_json) as (*plan_advance, advance):
             st = encode_video(src, output, model=model, gop=gop, device=device, precision=precision,
                               scale=scale, coder_id=coder, overwrite=overwrite, progress=advance,
@@ -177,6 +182,20 @@ def encode(
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet or as_json)
         for warning in st.warnings:
             typer.echo(f"tokcodec: warning: {warning}", err=True)
+
+
+def _part_total(src: Path | StreamedVideo, fps: Optional[str], start: Optional[str], duration: Optional[str],
+                frames: Optional[int]) -> Optional[int]:
+    """The frames an encode of ``src`` (--ss, -t, --frames) will read, for its progress bar (None:
+    not known before the end, as a stream's)."""
+    from tokcodec.codec.pipeline import input_part, with_rate
+    from tokcodec.io import probe
+    from tokcodec.stream_input import StreamedVideo
+
+    name = Path(src.name) if isinstance(src, StreamedVideo) else src
+    info = src.info if isinstance(src, StreamedVideo) else probe(src)
+    _, limit, info = input_part(name, with_rate(info, fps, name), start, duration, frames)
+    return _bar_total(info.frame_count, limit)
 
 
 def _checked(output: Path, overwrite: bool, compare: Optional[Path], as_json: bool = False) -> None:
@@ -546,10 +565,10 @@ def tokens(
 ) -> None:
     """Token indices for language models: of a .tok file (no network run), or of a video."""
     with errors(), input_file(input, "a video or a .tok file",
-                              check_output=lambda: _token_output_checked(output, overwrite)) as src:
+                              check_output=lambda: _token_output_checked(output, overwrite), y4m_as_it_comes=True) as src:
         from tokcodec.codec.container import is_tok_file
         from tokcodec.tokens import bare_array_warning, check_token_output, token_file_of, tokenize, write_token_file
-        if is_tok_file(src):
+        if isinstance(src, Path) and is_tok_file(src):
             given = [name for name, value in (("--gop", gop), ("--scale", scale),
                                               ("--passes", passes), ("--rdo", rdo), ("--refine", refine or None),
                                               ("--ss", start), ("-t", duration), ("--frames", frames),
@@ -565,15 +584,12 @@ def tokens(
             tokenized = token_file_of(src, model)
             shape = write_token_file(tokenized, output, split_bits=split, overwrite=overwrite)
         else:
-            from tokcodec.io import probe
             check_token_output(output, overwrite)
             if split is not None and not Path(model or "").suffix:  # a preset: check --split before the encode
                 from tokcodec.model.presets import get_preset
                 from tokcodec.tokens import check_split
                 check_split(get_preset(model or "default").bits, split)
-            from tokcodec.codec.pipeline import input_part, with_rate
-            _, limit, info = input_part(src, with_rate(probe(src), fps, src), start, duration, frames)
-            total = _bar_total(info.frame_count, limit)
+            total = _part_total(src, fps, start, duration, frames)
             with frame_progress("tokenize", total, quiet) as advance:
                 tokenized = tokenize(src, model=model or "default", gop=gop, scale=scale, passes=passes,
                                      rdo=rdo, refine=refine, max_frames=frames, device=device, precision=precision, progress=advance,

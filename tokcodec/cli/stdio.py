@@ -2,16 +2,18 @@
 
 tokcodec reads its inputs more than once (a probe, the audio, the frames; the rate plan reads
 windows of the video), which a pipe cannot give, so standard input is first copied to a
-temporary file; messages name it "stdin". For encode, Ctrl-C while that copy runs ends the
-input there (a live capture piped in: `ffmpeg -f v4l2 -i /dev/video0 -f yuv4mpegpipe - | tokcodec
-encode - -o cam.tok`), and what came is encoded, as ffmpeg's first Ctrl-C finishes its output;
-Ctrl-C again, once encoding runs, aborts as anywhere else. Standard output as a video output ("-o
--", a Y4M stream) is the library's (tokcodec.io.FrameWriter).
+temporary file; messages name it "stdin". A Y4M stream piped into encode is the exception: it is
+encoded as it comes (stream_input.py), unless --spool or a target rate asks for the copy. For
+encode, Ctrl-C ends the input there (a live capture piped in: `ffmpeg -f v4l2 -i /dev/video0 -f
+yuv4mpegpipe - | tokcodec encode - -o cam.tok --spool`), and what came is encoded, as ffmpeg's
+first Ctrl-C finishes its output; Ctrl-C again aborts as anywhere else. Standard output as a
+video output ("-o -", a Y4M stream) is the library's (tokcodec.io.FrameWriter).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -19,18 +21,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from tokcodec.errors import InputError, Terminated, TokcodecError
 from tokcodec.codec.outputs import CLOSED_STDIO, STDIO, is_pipe
+from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, fileno, read_exactly
 from tokcodec.text import live_terminal, plural
+
+if TYPE_CHECKING:
+    from tokcodec.stream_input import StreamedVideo
 
 NPY_MAGIC = b"\x93NUMPY"
 CHUNK = 1 << 20
-#: after Ctrl-C ends standard input, what still comes is taken for at most this long (seconds):
-#: the program piping in got the Ctrl-C too (one terminal, one process group) and sends its last
-#: frames and its trailer (Matroska's index), then closes the pipe
-DRAIN_SECONDS = 2.0
 #: a copy of standard input still running after this long (seconds) says how to end it, on a terminal
 NOTICE_AFTER_SECONDS = 2.0
 
@@ -45,13 +47,16 @@ def cli_path(text: str) -> Path:
 
 @contextmanager
 def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None,
-               check_output: Callable[[], None] | None = None, ends_at_interrupt: bool = False) -> Iterator[Path]:
+               check_output: Callable[[], None] | None = None, ends_at_interrupt: bool = False,
+               y4m_as_it_comes: bool = False) -> Iterator[Path | StreamedVideo]:
     """``path``, or for "-" the bytes of standard input (``stream``) in a temporary file, removed
     afterwards; ``check_output`` runs first, so that a refused output does not wait for the
     whole input. A token file read this way gets the suffix its first bytes call for. With
     ``ends_at_interrupt`` (encode) Ctrl-C during the copy ends the input there (``_spool``).
     A named pipe (``mkfifo``, ``<(ffmpeg ...)``'s /dev/fd/N) is copied as standard input is: read
-    in place, the probe took its first bytes and the next open waited for ever for a writer."""
+    in place, the probe took its first bytes and the next open waited for ever for a writer.
+    With ``y4m_as_it_comes`` (encode) a pipe that begins as a Y4M stream is not copied: a
+    StreamedVideo reads it as it comes (Ctrl-C then ends it, with ``ends_at_interrupt``)."""
     piped = str(path) != STDIO and is_pipe(path)
     if str(path) != STDIO and not piped:
         yield path
@@ -69,12 +74,26 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     if not piped and stream.isatty():
         raise InputError(f"-: standard input is a terminal; pipe {what} in (e.g. ... | tokcodec encode - -o out.tok)")
     shown = str(path) if piped else "stdin"  # (in messages)
+    source = f"{path} (a pipe)" if piped else "standard input"
+    head = read_exactly(stream, len(Y4M_MAGIC)) if y4m_as_it_comes else b""
+    if head == Y4M_MAGIC:
+        from tokcodec.stream_input import StreamedVideo
+
+        video = StreamedVideo(stream, shown, head)
+        try:
+            with _interrupt_ends(video, source) if ends_at_interrupt else contextlib.nullcontext():
+                yield video
+        finally:
+            video.close()
+            if piped and video.reader.finished:  # (else its thread may still wait on it)
+                stream.close()
+        return
     whole = False
     try:
         with tempfile.TemporaryDirectory(prefix="tokcodec-stdin-") as tmp:
             spooled = Path(tmp) / "stdin"
             try:
-                whole = _spool(stream, spooled, ends_at_interrupt, f"{path} (a pipe)" if piped else "standard input")
+                whole = _spool(stream, spooled, ends_at_interrupt, source, head)
             except OSError as exc:
                 raise InputError(f"{shown}: cannot copy it to a temporary file in {tempfile.gettempdir()} "
                                  f"({exc.strerror or exc}; set TMPDIR to a place with room)") from None
@@ -93,13 +112,15 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
             stream.close()
 
 
-def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool, source: str = "standard input") -> bool:
-    """Copy ``stream`` to ``spooled`` to its end, or with ``ends_at_interrupt`` until Ctrl-C:
+def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool, source: str = "standard input",
+           head: bytes = b"") -> bool:
+    """Copy ``head`` (bytes already read from it), then ``stream``, to ``spooled`` to its end, or
+    with ``ends_at_interrupt`` until Ctrl-C:
     then what comes within DRAIN_SECONDS is taken too (Ctrl-C again stops that wait), and the
     file holds what came, whole blocks as read (the demuxers end a stream cut within a frame or
     packet there: Y4M, Matroska, MPEG-TS). Nothing read before the Ctrl-C: interrupted, as
     before. SIGTERM always aborts. Whether the stream was read to its end."""
-    copy = _StdinCopy(stream, spooled)
+    copy = _StdinCopy(stream, spooled, head)
     started, noticed = time.monotonic(), not (ends_at_interrupt and live_terminal())
     try:
         while not copy.finished.wait(0.25):
@@ -134,12 +155,13 @@ class _StdinCopy:
     closes the file under it: from then on nothing more is written (a block the thread still
     waits for on the pipe is never taken), so the file is never cut within a write."""
 
-    def __init__(self, stream: BinaryIO, path: Path) -> None:
-        self.stream, self.fd = stream, _fileno(stream)
+    def __init__(self, stream: BinaryIO, path: Path, head: bytes = b"") -> None:
+        self.stream, self.fd = stream, fileno(stream)
         self.lock, self.finished = threading.Lock(), threading.Event()
-        self.written, self.stopped = 0, False
+        self.written, self.stopped = len(head), False
         self.error: BaseException | None = None
         self.out = path.open("wb")
+        self.out.write(head)
         threading.Thread(target=self._run, name="tokcodec-stdin", daemon=True).start()
 
     def _run(self) -> None:
@@ -167,13 +189,29 @@ class _StdinCopy:
             return self.written
 
 
-def _fileno(stream: BinaryIO) -> int | None:
-    """The stream's file descriptor, read unbuffered (a buffered read of 1 MiB waits for all of it,
-    which a live stream of small packets gives only after seconds); None for streams without one."""
+@contextmanager
+def _interrupt_ends(video: StreamedVideo, source: str) -> Iterator[None]:
+    """The first Ctrl-C ends ``video``'s input (what came is encoded) and says so when the next
+    frame is asked for; the handler before it is back for the next Ctrl-C, which aborts. Only
+    where Ctrl-C raises KeyboardInterrupt in this (main) thread: a run that ignores it stays so."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def ended(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        video.end()
+
+    def said(frames: int) -> None:
+        print(f"tokcodec: {source} ended by Ctrl-C after {plural(frames, 'frame')}: encoding what came "
+              "(Ctrl-C again aborts)", file=sys.stderr, flush=True)
+    video.on_end = said
+    signal.signal(signal.SIGINT, ended)
     try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _size(count: int) -> str:

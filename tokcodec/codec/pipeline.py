@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
 
 import av
 import numpy as np
@@ -65,6 +65,7 @@ from tokcodec.media_tags import MediaTags, read_tags
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
+from tokcodec.stream_input import StreamedVideo, open_y4m
 from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, ModelName, is_weights_file, load_tokenizer,
                                 load_tokenizer_version, use_priors_of, weights_sha256)
 
@@ -226,7 +227,7 @@ def _source_tags(src: Path, info: VideoInfo, keep: bool, skip: int, max_frames: 
     return media.part(skip / rate, max_frames / rate if max_frames else None), notes
 
 
-def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedModel = "default",
+def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *, model: ModelName | LoadedModel = "default",
                  gop: int | None = None, device: str = "auto", precision: str = "auto",
                  scale: float | None = None, coder_id: int | None = None, overwrite: bool = False,
                  progress: ProgressFn | None = None, max_frames: int | None = None,
@@ -284,9 +285,17 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     sharp and the next GOP starts with it (codec/scenecut.py), so that no GOP blends two shots.
     ``src`` may be a directory of numbered images (an image sequence: io.image_sequence), stored
     at ``fps`` frames per second (default 25; for a still image too; refused for a video, which
-    keeps its own rate).
+    keeps its own rate); or a Y4M stream, read once as it comes (a pipe, ``sys.stdin.buffer``, or
+    a StreamedVideo: stream_input.py; no target rate, which reads the input more than once).
     Returns sizes and timings."""
-    src, dst = Path(src), Path(dst)
+    if not isinstance(src, (str, Path, StreamedVideo)):  # a binary stream: opened here, closed after
+        options = {k: v for k, v in locals().items() if k != "src"}  # (the arguments, as given)
+        named = getattr(src, "name", None)  # (a file object's path; sys.stdin.buffer's "<stdin>")
+        with closing(open_y4m(src, named if isinstance(named, str) and named else "stream")) as opened:
+            return encode_video(opened, **options)
+    streamed = src if isinstance(src, StreamedVideo) else None
+    name = streamed.name if streamed else str(src)
+    src, dst = Path(name), Path(dst)  # (a stream's path is its name, for messages only)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
         raise ArgumentError(f"key interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {key_interval}")
     search = search_config(refine, passes)
@@ -300,22 +309,26 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
         raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     if bpp is not None:
         check_target(bpp)
+    if streamed and targeted:
+        raise ArgumentError(f"{name}: a target rate (--bpp, --bitrate) is planned on windows from across the "
+                            "input, and a stream is read once as it comes: write it to a file first (the "
+                            "command line does, for encode -)")
     check_deinterlace(deinterlace)
     check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
     audio_choice = audio if isinstance(audio, AudioChoice) else AudioChoice() if audio else None
-    src_state = file_state(src)
-    info = with_rate(probe(src), fps, src)
+    src_state = None if streamed else file_state(src)
+    info = with_rate(streamed.info if streamed else probe(src), fps, src)
     skip, max_frames, info = input_part(src, info, start, duration, max_frames)
     target = bpp if bitrate is None else _bitrate_bpp(bitrate, info, src)
-    check_tok_output(dst, overwrite, src)
+    check_tok_output(dst, overwrite, None if streamed else src)
     runtime = select_runtime(device, precision, encoding=True)
     loaded = prepare_model(model, runtime)
     if compile:
         compile_networks(loaded.tokenizer)
     stager = HostStager(runtime)
     cfg = loaded.config
-    grey = is_grey(src, skip, max_frames)  # (a colour input answers at its first frame)
+    grey = streamed.grey if streamed else is_grey(src, skip, max_frames)  # (colour answers at its first frame)
     if coder_id is None:
         coder_id = default_coder_id(loaded, key_interval)
 
@@ -342,10 +355,10 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     scale = 1.0 if scale is None else scale
     header, encode_gop = coding_at(Rung(scale, gop, 1.0))
     _check_memory(header, info, max_frames, runtime, search)
-    track, audio_note = _source_audio(src, None if info.is_image or info.is_sequence else audio_choice,
-                                      max_frames, info.frame_rate, skip)
+    track, audio_note = (None, "none") if streamed else _source_audio(
+        src, None if info.is_image or info.is_sequence else audio_choice, max_frames, info.frame_rate, skip)
     header.has_audio = track is not None
-    media, tag_notes = _source_tags(src, info, metadata, skip, max_frames)
+    media, tag_notes = (MediaTags(), []) if streamed else _source_tags(src, info, metadata, skip, max_frames)
     header.has_tags = bool(media)
     control = None
     if plan is not None and kept is None:
@@ -374,8 +387,9 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
             # sharing its torch threads) works on the next ones in this thread; with a target rate
             # each GOP is coded before the next one's rdo is chosen (its size then counts at once;
             # the coder takes some 2% of a GOP's encode time, the network the rest)
-            network = network_stage(encode_gop, split_gops(iter_frames(src, max_frames, skip, deinterlace), gop,
-                                                           scenecut), quantize_for, key_interval)
+            frames_in = (streamed.frames(max_frames, skip, deinterlace) if streamed
+                         else iter_frames(src, max_frames, skip, deinterlace))
+            network = network_stage(encode_gop, split_gops(frames_in, gop, scenecut), quantize_for, key_interval)
             coded = ((chunk for chunk in kept.chunks) if kept
                      else ordered_map(entropy_coded, network, ahead=1 if control else None))
             # closed on the way out, failure included: the input is closed and the coder's threads stop
@@ -420,7 +434,7 @@ def encode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                         grey=grey, scene_cuts=cut_count,
                         deinterlaced=deinterlaces(deinterlace, info.interlaced, info.is_image or info.is_sequence,
                                                   stored_lines(info)))
-    stats.warnings.extend(_encode_warnings(src, info, skip, stats))
+    stats.warnings.extend(_encode_warnings(None if streamed else src, info, skip, stats))
     if src_state is not None and file_state(src) not in (src_state, None):
         stats.warnings.append("the input changed while it was read (a recording still being written?): its "
                               "frame count, audio and frames were read at different moments, so the audio may "
@@ -479,16 +493,16 @@ def _no_prior(name: str, source: str) -> str:
             "decode find it")
 
 
-def _encode_warnings(src: Path, info: VideoInfo, skip: int, st: EncodeStats) -> list[str]:
+def _encode_warnings(src: Path | None, info: VideoInfo, skip: int, st: EncodeStats) -> list[str]:
     """What the file is not as asked: a target rate missed by more than TARGET_TOLERANCE, and a
     variable-rate input whose frames, stored at one rate, move against its timing and audio by
-    more than a frame (the .tok holds one rate)."""
+    more than a frame (the .tok holds one rate; a stream, ``src`` None, has one rate)."""
     out = []
     if st.target_bpp is not None and abs(st.video_bpp / st.target_bpp - 1) > TARGET_TOLERANCE:
         out.append(f"the video took {st.video_bpp:.4f} bpp, {st.video_bpp / st.target_bpp - 1:+.0%} off the "
                    f"target {st.target_bpp:.4f}: the rate plan did not reach it on this input "
                    f"({_rate_advice(st)})")
-    if not info.is_image and st.frames > 1:
+    if src is not None and not info.is_image and st.frames > 1:
         try:
             drift = timing_drift(src, info.frame_rate, skip, st.frames)
         except TokcodecError:  # (the input went away since: the file is written, say nothing)

@@ -1,0 +1,299 @@
+"""A Y4M stream encoded as it comes: `ffmpeg -i in.mov -f yuv4mpegpipe - | tokcodec encode - -o
+out.tok` reads its frames GOP by GOP while the pipe delivers them, in bounded memory.
+
+Other inputs are read more than once (a probe that counts frames, the audio, the tags, the
+frames, a rate plan's windows), so a pipe of them is first copied whole to a temporary file
+(cli/stdio.py). A raw Y4M stream needs none of that: its header states the size, rate, colour
+and interlacing, it holds no audio or tags, and its frames are read once, in order. Copying it
+first cost a raw frame's bytes on disk for every frame (an hour of 1080p: 280 GB in $TMPDIR)
+and started the encode only once the pipe had ended. Read as it comes, the program piping in
+waits while the encoder catches up (back-pressure, as ffmpeg and x265 reading a pipe do); a
+live source that cannot wait (a camera) is copied first with ``encode --spool``.
+
+The frames are converted as a file's are (io.rgb_frames): a Y4M stream and the same stream
+saved to a file encode to the same bytes.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import itertools
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+from tokcodec.defaults import check_deinterlace
+from tokcodec.errors import InputError
+from tokcodec.ffmpeg_names import TAG_ERRORS
+from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, fileno, read_exactly
+from tokcodec.io import VideoInfo, deinterlaces, frame_size_problem, info_of, reason, rgb_frames, standard_rate
+
+#: the most bytes read ahead of the encoder (then the program piping in waits)
+READ_AHEAD_BYTES = 64 << 20
+#: once the frame size is known, the read-ahead is this many frames (a default GOP: the encoder
+#: takes its frames in GOPs), within READ_AHEAD_BYTES and at least MIN_READ_AHEAD_BYTES
+READ_AHEAD_FRAMES = 17
+MIN_READ_AHEAD_BYTES = 4 << 20
+#: the largest single read from the pipe
+CHUNK = 1 << 20
+#: how often a wait for the pipe looks whether the input was ended (seconds)
+POLL_SECONDS = 0.25
+
+
+class PipeReader(io.RawIOBase):
+    """The bytes of a pipe (``head`` first: bytes already taken from it), read ahead by a thread of
+    its own into at most ``limit`` bytes of memory, for PyAV to read as a file.
+
+    ``end()`` (Ctrl-C) ends the input: what comes within ``drain`` seconds is still taken, then
+    the reads find its end. A KeyboardInterrupt (Ctrl-C again, SIGTERM's Terminated) that lands
+    while a read waits is kept in ``interrupt`` and the read ends there: PyAV ignores what its
+    read callbacks raise other than Exceptions (the interrupt was printed and lost, and the read
+    went on waiting), so the caller raises it (``raise_interrupt``) once PyAV returns."""
+
+    def __init__(self, stream: BinaryIO, head: bytes = b"", limit: int = READ_AHEAD_BYTES,
+                 drain: float | None = None) -> None:
+        super().__init__()
+        self._stream, self._fd = stream, fileno(stream)
+        self.limit, self._drain = max(1, limit), DRAIN_SECONDS if drain is None else drain
+        self._blocks: collections.deque[memoryview] = collections.deque([memoryview(head)] if head else [])
+        self._held = len(head)
+        self._cond = threading.Condition()
+        self._done = False                     # the thread has stopped: no more bytes will come
+        self._ended_at: float | None = None    # when end() was called
+        self.error: OSError | None = None      # why the pipe could not be read
+        self.interrupt: BaseException | None = None
+        threading.Thread(target=self._run, name="tokcodec-pipe", daemon=True).start()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def ended(self) -> bool:
+        """Whether ``end`` was called."""
+        return self._ended_at is not None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the reading thread has stopped (it no longer waits on the pipe)."""
+        return self._done
+
+    def end(self) -> None:
+        """End the input: bytes that come within the drain time are still read, then no more."""
+        with self._cond:
+            if self._ended_at is None:
+                self._ended_at = time.monotonic()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Read no more (no drain), and let go of what was read ahead."""
+        with self._cond:
+            self._ended_at, self._drain = time.monotonic(), -1.0
+            self._blocks.clear()
+            self._held = 0
+            self._cond.notify_all()
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        try:
+            with self._cond:
+                while not self._blocks and not self._done and not self._past_drain():
+                    self._cond.wait(POLL_SECONDS)  # (past the drain: a writer gone quiet ends it)
+                if not self._blocks:
+                    if self.error is not None:
+                        raise self.error
+                    return 0
+                out = memoryview(buffer).cast("B")
+                n = 0
+                while self._blocks and n < len(out):
+                    block = self._blocks[0]
+                    k = min(len(block), len(out) - n)
+                    out[n:n + k] = block[:k]
+                    n += k
+                    if k == len(block):
+                        self._blocks.popleft()
+                    else:
+                        self._blocks[0] = block[k:]
+                self._held -= n
+                self._cond.notify_all()
+                return n
+        except KeyboardInterrupt as exc:
+            self.interrupt = self.interrupt or exc
+            return 0
+
+    def raise_interrupt(self) -> None:
+        """Raise the interrupt a read took, if any."""
+        if self.interrupt is not None:
+            raise self.interrupt
+
+    def _run(self) -> None:
+        try:
+            while not self._past_drain():
+                with self._cond:
+                    while self._held >= self.limit and not self._past_drain():
+                        self._cond.wait(POLL_SECONDS)
+                if self._past_drain():
+                    break
+                block = self._read()
+                if block is None:
+                    continue
+                if not block:
+                    break
+                with self._cond:
+                    self._blocks.append(memoryview(block))
+                    self._held += len(block)
+                    self._cond.notify_all()
+        except OSError as exc:
+            self.error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _past_drain(self) -> bool:
+        return self._ended_at is not None and time.monotonic() - self._ended_at > self._drain
+
+    def _read(self) -> bytes | None:
+        """The next bytes from the pipe (b"" at its end); None where none came within the poll
+        time after ``end`` (a file descriptor is waited on for that long at most, so that a
+        writer that stops without closing does not hold the drain)."""
+        if self._fd is None:
+            return self._stream.read(CHUNK)
+        if self._ended_at is not None:
+            try:
+                ready = select.select([self._fd], [], [], POLL_SECONDS)[0]
+            except (OSError, ValueError):  # (Windows selects sockets only: then read as before)
+                ready = [self._fd]
+            if not ready:
+                return None
+        return os.read(self._fd, CHUNK)
+
+
+class StreamedVideo:
+    """A Y4M stream opened for one read of its frames: ``info`` from its header and first frame
+    (frame count 0: unknown until it ends), ``frames`` once. ``name`` names it in messages
+    ("stdin", or the named pipe's path). ``on_end(frames)``, where set, is called once the
+    input was ended (``end``: Ctrl-C), when the next frame is asked for. At most ``read_ahead``
+    bytes are read ahead of the frames taken, and from the first frame on at most
+    READ_AHEAD_FRAMES frames' worth (at least MIN_READ_AHEAD_BYTES)."""
+
+    def __init__(self, stream: BinaryIO, name: str = "stdin", head: bytes = b"",
+                 read_ahead: int = READ_AHEAD_BYTES) -> None:
+        self.name = name
+        self.reader = PipeReader(stream, head, read_ahead)
+        self.frames_read = 0
+        self.on_end: Callable[[int], None] | None = None
+        self._read = False
+        try:
+            self._container = av.open(self.reader, "r", format="yuv4mpegpipe", metadata_errors=TAG_ERRORS)
+        except av.FFmpegError as exc:
+            self.reader.raise_interrupt()
+            raise InputError(f"{name}: not a readable Y4M stream ({reason(exc)})") from None
+        try:
+            self._stream = self._container.streams.video[0]
+            ctx = self._stream.codec_context
+            problem = frame_size_problem(ctx.width, ctx.height)
+            if problem:
+                raise InputError(f"{name}: {problem}")
+            self._decoder = self._decoded(self._container.decode(self._stream))
+            try:
+                self._first = next(self._decoder, None)
+            except av.FFmpegError as exc:
+                raise InputError(f"{name}: cannot decode video ({reason(exc)})") from None
+            if self._first is None:
+                raise InputError(f"{name}: the Y4M stream ended before its first frame")
+            frame_bytes = sum(plane.buffer_size for plane in self._first.planes)
+            self.reader.limit = min(read_ahead, max(MIN_READ_AHEAD_BYTES, READ_AHEAD_FRAMES * frame_bytes))
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            if not rate or rate <= 0:
+                raise InputError(f"{name}: the Y4M stream states no frame rate")
+            self.info: VideoInfo = info_of(self._container, self._stream, self._first,
+                                           standard_rate(rate), 0)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def grey(self) -> bool:
+        """Whether every frame is grey, by the pixel format (Y4M's "Cmono"): the frames to come
+        cannot be looked at before the encode, as a file's are (io.is_grey)."""
+        try:
+            components = av.VideoFormat(self.info.pixel_format).components
+        except ValueError:
+            return False
+        return sum(not c.is_alpha for c in components) == 1
+
+    def end(self) -> None:
+        """End the input (Ctrl-C): the frames that came are encoded."""
+        self.reader.end()
+
+    def frames(self, max_frames: int | None = None, skip: int = 0, deinterlace: str = "auto") -> Iterator[np.ndarray]:
+        """The frames as RGB uint8, as io.iter_frames reads a file's: the first ``skip`` decoded
+        and passed over, at most ``max_frames``, deinterlaced as ``deinterlace`` says. Once only."""
+        check_deinterlace(deinterlace)
+        if self._read:
+            raise InputError(f"{self.name}: a stream is read once, and its frames were read")
+        self._read = True
+        first = self._first
+        interlaced = deinterlaces(deinterlace, self.info.interlaced, False, first.height)
+        lead = 1 if interlaced and skip else 0  # (the frame before a part: the deinterlacer's look back)
+        decoded = itertools.chain((first,), self._decoder)
+        try:
+            yield from rgb_frames(itertools.islice(decoded, skip - lead, None), self.name, first,
+                                  self._stream.time_base, max_frames,
+                                  (deinterlace == "on") if interlaced else None, lead)
+        finally:
+            self.close()
+
+    def _decoded(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """``frames`` counted, with the interrupt a read took raised, and the pipe's read errors
+        as InputErrors."""
+        while True:
+            try:
+                frame = next(frames, None)
+            except av.FFmpegError:
+                self.reader.raise_interrupt()  # (a read cut short by it leaves a frame cut short)
+                raise
+            except OSError as exc:
+                raise InputError(f"{self.name}: reading failed after {self.frames_read} frames "
+                                 f"({exc.strerror or exc})") from None
+            self.reader.raise_interrupt()
+            if self.reader.ended and self.on_end is not None:
+                self.on_end(self.frames_read)
+                self.on_end = None
+            if frame is None:
+                return
+            self.frames_read += 1
+            yield frame
+
+    def close(self) -> None:
+        """Close the demuxer and stop reading the pipe."""
+        if hasattr(self, "_container"):
+            self._container.close()
+        self.reader.stop()
+
+    def __enter__(self) -> "StreamedVideo":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_y4m(stream: BinaryIO, name: str = "stdin", read_ahead: int = READ_AHEAD_BYTES) -> StreamedVideo:
+    """A Y4M stream (a pipe, standard input, any readable binary stream) opened to be encoded as
+    it comes; an InputError where it is not one."""
+    head = read_exactly(stream, len(Y4M_MAGIC))
+    if not head:
+        raise InputError(f"{name}: the stream is empty")
+    if head != Y4M_MAGIC:
+        raise InputError(f"{name}: not a Y4M stream (a stream is read as it comes only as Y4M, "
+                         "e.g. ffmpeg ... -f yuv4mpegpipe -; write other formats to a file first)")
+    return StreamedVideo(stream, name, head, read_ahead)
+
