@@ -93,16 +93,27 @@ def test_grey_streams_and_what_a_stream_refuses(tiny_model, tmp_path) -> None:
     (tmp_path / "grey.y4m").write_bytes(grey)
     st = encode_video(io.BytesIO(grey), tmp_path / "s.tok", model=tiny_model)
     assert st.grey and st.input == "stream"  # (by its pixel format: the frames are not looked at first)
+    assert not any("grey" in w for w in st.warnings)
+    chroma = bytes([128]) * (2 * 16 * 16)  # the same frames as 4:2:0 colour: coded as colour, and said
+    colour = MONO_HEADER.replace(b"Cmono", b"C420jpeg") + b"".join(
+        b"FRAME\n" + bytes([40 + 5 * k]) * (32 * 32) + chroma for k in range(6))
+    st = encode_video(io.BytesIO(colour), tmp_path / "c.tok", model=tiny_model)
+    assert not st.grey and any("first frame is grey, but its pixel format (yuv420p" in w for w in st.warnings), \
+        st.warnings
     encode_video(tmp_path / "grey.y4m", tmp_path / "f.tok", model=tiny_model)
     assert (tmp_path / "s.tok").read_bytes() == (tmp_path / "f.tok").read_bytes()
+    untouched = io.BytesIO(grey)
     with pytest.raises(ArgumentError, match="read once as it comes"):
-        encode_video(io.BytesIO(grey), tmp_path / "t.tok", model=tiny_model, bpp=0.1)
+        encode_video(untouched, tmp_path / "t.tok", model=tiny_model, bpp=0.1)
+    assert untouched.tell() == 0  # (refused before a byte was taken: the caller may still copy it)
     for data, needle in ((b"", "the stream is empty"), (b"RIFF....WAVEfmt ", "not a Y4M stream"),
                          (MONO_HEADER, "ended before its first frame"),
-                         (b"YUV4MPEG2 W0 H32 F25:1 Cmono\nFRAME\n", "not a readable Y4M stream"),
-                         (b"YUV4MPEG2 W99999 H32 F25:1 Cmono\n", "too large")):
+                         (b"YUV4MPEG2 W0 H32 F25:1 Cmono\nFRAME\n", "invalid frame size 0x32"),
+                         (b"YUV4MPEG2 H32 F25:1 Cmono\nFRAME\n", "malformed y4m header"),
+                         (b"YUV4MPEG2 W99999 H32 F25:1 Cmono\n", "too large"),
+                         (b"YUV4MPEG2 W32 H32 F25:1 Cmono\nFRAME\n" + bytes(1024), "ended after 1 frame, before frame 5")):
         with pytest.raises(InputError, match=needle):
-            encode_video(io.BytesIO(data), tmp_path / "x.tok", model=tiny_model)
+            encode_video(io.BytesIO(data), tmp_path / "x.tok", model=tiny_model, start="0.2")
     assert not (tmp_path / "t.tok").exists() and not (tmp_path / "x.tok").exists()
     video = open_y4m(io.BytesIO(grey))
     assert len(list(video.frames())) == 6
@@ -138,7 +149,7 @@ def test_ctrl_c_ends_a_stream_and_what_came_is_encoded(monkeypatch, capsys) -> N
     finally:
         timer.cancel()
     assert len(frames) == 3
-    assert "standard input ended by Ctrl-C after 3 frames: encoding what came" in capsys.readouterr().err
+    assert "standard input ended by Ctrl-C: encoding the frames that came" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -176,3 +187,49 @@ while not stop.wait(0.02):
     names.update(os.listdir(sys.argv[1]))
 print(" ".join(sorted(names)))
 """
+
+
+def test_ctrl_c_once_the_stream_has_ended_aborts() -> None:
+    """With the whole stream read there is no input left to end: the first Ctrl-C aborts, as
+    it did when the stream was copied first (it was taken, and the encode ran on)."""
+    stream, _ = _pipe([MONO_HEADER] + [b"FRAME\n" + bytes(32 * 32)] * 6)  # then closed
+    video = StreamedVideo(stream)
+    deadline = time.monotonic() + 10
+    while not video.reader.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    timer = _interrupt_after(0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt), stdio._interrupt_ends(video, "standard input"):
+            for _ in video.frames():
+                time.sleep(0.2)  # (an encode's work on each)
+    finally:
+        timer.cancel()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_odd_streams_and_sources(tiny_model, tmp_path) -> None:
+    """A path of another class (it was taken for a stream), a non-blocking pipe (it gave
+    "unexpected BlockingIOError"), and a grey .tok decoded to Y4M: grey, so that its re-encode
+    as a stream is grey too (decode wrote 4:4:4)."""
+    from pathlib import PurePosixPath
+
+    from tokcodec.codec.pipeline import decode_video
+
+    grey = MONO_HEADER + b"".join(b"FRAME\n" + bytes([60 + 9 * k]) * (32 * 32) for k in range(6))
+    (tmp_path / "grey.y4m").write_bytes(grey)
+    st = encode_video(PurePosixPath(tmp_path / "grey.y4m"), tmp_path / "g.tok", model=tiny_model)
+    assert st.grey and st.input == str(tmp_path / "grey.y4m")
+    decode_video(tmp_path / "g.tok", tmp_path / "back.y4m")
+    assert (tmp_path / "back.y4m").read_bytes().startswith(b"YUV4MPEG2 W32 H32 F25:1 Ip A0:0 Cmono")
+    with (tmp_path / "back.y4m").open("rb") as fh:
+        assert encode_video(fh, tmp_path / "again.tok", model=tiny_model).grey
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+
+    def later() -> None:
+        time.sleep(0.3)
+        os.write(write_fd, grey)
+        os.close(write_fd)
+    threading.Thread(target=later, daemon=True).start()
+    with io.FileIO(read_fd, "rb") as stream:
+        assert encode_video(stream, tmp_path / "nb.tok", model=tiny_model).frames == 6

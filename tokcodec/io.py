@@ -270,14 +270,21 @@ def _check_y4m_header(path: Path) -> None:
             head = fh.read(256)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({reason(exc)})") from None
-    if not head.startswith(b"YUV4MPEG2 "):
-        return
+    if head.startswith(b"YUV4MPEG2 "):
+        check_y4m_header(head, str(path))
+
+
+def check_y4m_header(head: bytes, source: str) -> None:
+    """Refuse a Y4M stream header (its first line, ``head``) without a frame size, or with one
+    the codec cannot hold, before FFmpeg reads it (its reason, "Device or resource busy", misled)."""
     fields = {t[:1]: t[1:] for t in head.split(b"\n", 1)[0].split()[1:]}
     try:
         width, height = int(fields[b"W"]), int(fields[b"H"])
     except (KeyError, ValueError):
-        raise InputError(f"{path}: malformed y4m header") from None
-    _check_size(path, width, height)
+        raise InputError(f"{source}: malformed y4m header") from None
+    problem = frame_size_problem(width, height)
+    if problem:
+        raise InputError(f"{source}: {problem}")
 
 
 def reason(exc: BaseException) -> str:
@@ -474,7 +481,8 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
     return scan
 
 
-def _nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The rate a stream states (its average, FFmpeg's guess, or its base rate), or None."""
     nominal = stream.average_rate or stream.guessed_rate or stream.base_rate
     return Fraction(nominal) if nominal and nominal > 0 else None
 
@@ -503,7 +511,7 @@ def _frame_rate(stream: av.video.stream.VideoStream, is_image: bool, frames: int
     (with PCM audio, from the audio's alone: 4.16 s for 1.4 s) made 25 fps 8.4 fps."""
     if is_image:
         return DEFAULT_IMAGE_RATE
-    nominal = _nominal_rate(stream)
+    nominal = nominal_rate(stream)
     duration = span or (Fraction(stream.duration) * stream.time_base if stream.duration and stream.time_base else None)
     if frames > 1 and duration and duration > 0:
         measured = Fraction(frames) / duration
@@ -876,7 +884,7 @@ def rgb_frames(frames: Iterator[av.VideoFrame], path: Path | str, first: av.Vide
     except av.FFmpegError as exc:
         if count == 0:
             raise InputError(f"{path}: cannot decode video ({reason(exc)})") from None
-        raise InputError(f"{path}: decoding failed after {count} frames ({reason(exc)})") from None
+        raise InputError(f"{path}: decoding failed after {plural(count, 'frame')} ({reason(exc)})") from None
 
 
 def read_frames(path: Path | str, max_frames: int | None = None) -> np.ndarray:
@@ -938,11 +946,13 @@ class FrameWriter:
     primaries and transfer, e.g. BT.2020 and PQ of HDR video): H.264 in the source's own matrix
     where swscale has it (else BT.709), limited range; FFV1 as RGB, full range. ``tags`` (the
     source's title, creation time, place, stream languages, chapters) go into .mkv, .mp4 and .mov
-    outputs; the others hold none."""
+    outputs; the others hold none. ``grey`` (every frame grey: a grey .tok's decode) makes a Y4M
+    output grey ("Cmono", a third of the bytes), so that an encode of it as a stream, which
+    cannot look at its frames first, codes it as grey too."""
 
     def __init__(self, path: Path, width: int, height: int, rate: Fraction,
                  color: ColorInfo | None = None, crf: int = 12, audio: AudioTrack | None = None,
-                 tags: MediaTags | None = None) -> None:
+                 tags: MediaTags | None = None, grey: bool = False) -> None:
         self.path, self.width, self.height = path, width, height
         self.rate = rate
         self.kind = output_kind(path)
@@ -972,7 +982,7 @@ class FrameWriter:
                 self.container = av.open(self._stdout.buffer, "w", format="yuv4mpegpipe",
                                          options={"flush_packets": "1"})
                 self.stream = self.container.add_stream("rawvideo", rate=rate)
-                self.stream.pix_fmt = "yuv444p"
+                self.stream.pix_fmt = "gray" if grey else "yuv444p"
                 if audio is not None:
                     self.audio_note = "dropped (standard output carries a Y4M stream, video only)"
                     audio = None
@@ -999,7 +1009,7 @@ class FrameWriter:
                     ctx.color_trc = _stated(self.color.transfer, 2)
                 elif suffix == ".y4m":
                     self.stream = self.container.add_stream("rawvideo", rate=rate)
-                    self.stream.pix_fmt = "yuv444p"
+                    self.stream.pix_fmt = "gray" if grey else "yuv444p"
                 else:
                     self.stream = self.container.add_stream("libx264", rate=rate)
                     even = width % 2 == 0 and height % 2 == 0

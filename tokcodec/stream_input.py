@@ -5,25 +5,27 @@ Other inputs are read more than once (a probe that counts frames, the audio, the
 frames, a rate plan's windows), so a pipe of them is first copied whole to a temporary file
 (cli/stdio.py). A raw Y4M stream needs none of that: its header states the size, rate, colour
 and interlacing, it holds no audio or tags, and its frames are read once, in order. Copying it
-first cost a raw frame's bytes on disk for every frame (an hour of 1080p: 280 GB in $TMPDIR)
+first cost a raw frame's bytes on disk for every frame (an hour of 1080p25: 280 GB in $TMPDIR)
 and started the encode only once the pipe had ended. Read as it comes, the program piping in
 waits while the encoder catches up (back-pressure, as ffmpeg and x265 reading a pipe do); a
 live source that cannot wait (a camera) is copied first with ``encode --spool``.
 
 The frames are converted as a file's are (io.rgb_frames): a Y4M stream and the same stream
-saved to a file encode to the same bytes.
+saved to a file encode to the same bytes, but for grey frames in a colour pixel format, which a
+file's check finds (io.is_grey) and a stream's cannot (StreamedVideo.grey).
 """
 from __future__ import annotations
 
 import collections
 import io
 import itertools
-import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from contextlib import contextmanager
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
@@ -31,8 +33,10 @@ import numpy as np
 from tokcodec.defaults import check_deinterlace
 from tokcodec.errors import InputError
 from tokcodec.ffmpeg_names import TAG_ERRORS
-from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, fileno, read_exactly
-from tokcodec.io import VideoInfo, deinterlaces, frame_size_problem, info_of, reason, rgb_frames, standard_rate
+from tokcodec.io import (VideoInfo, check_y4m_header, deinterlaces, info_of, is_grey_frame, nominal_rate, reason,
+                         rgb_frames, standard_rate)
+from tokcodec.text import plural
+from tokcodec.pipes import CHUNK, DRAIN_SECONDS, Y4M_MAGIC, fileno, read_exactly, read_some
 
 #: the most bytes read ahead of the encoder (then the program piping in waits)
 READ_AHEAD_BYTES = 64 << 20
@@ -40,10 +44,23 @@ READ_AHEAD_BYTES = 64 << 20
 #: takes its frames in GOPs), within READ_AHEAD_BYTES and at least MIN_READ_AHEAD_BYTES
 READ_AHEAD_FRAMES = 17
 MIN_READ_AHEAD_BYTES = 4 << 20
-#: the largest single read from the pipe
-CHUNK = 1 << 20
+#: the longest Y4M header line read before FFmpeg's (its size is checked first)
+Y4M_HEADER_MOST = 4096
 #: how often a wait for the pipe looks whether the input was ended (seconds)
 POLL_SECONDS = 0.25
+#: the signals whose handlers run without raising while PyAV reads the pipe (``_signals_held``)
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+T = TypeVar("T")
+
+
+class DefaultSignal(BaseException):
+    """A signal whose handler is the system's default (SIGTERM in a program that set none),
+    received while PyAV read: sent again once PyAV has returned."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class PipeReader(io.RawIOBase):
@@ -51,10 +68,9 @@ class PipeReader(io.RawIOBase):
     its own into at most ``limit`` bytes of memory, for PyAV to read as a file.
 
     ``end()`` (Ctrl-C) ends the input: what comes within ``drain`` seconds is still taken, then
-    the reads find its end. A KeyboardInterrupt (Ctrl-C again, SIGTERM's Terminated) that lands
-    while a read waits is kept in ``interrupt`` and the read ends there: PyAV ignores what its
-    read callbacks raise other than Exceptions (the interrupt was printed and lost, and the read
-    went on waiting), so the caller raises it (``raise_interrupt``) once PyAV returns."""
+    the reads find its end. ``keep(exc)`` ends the reads at once and keeps ``exc`` for the
+    caller to raise once PyAV has returned (``raise_interrupt``): the interrupts that arrive
+    while PyAV reads (``_signals_held``)."""
 
     def __init__(self, stream: BinaryIO, head: bytes = b"", limit: int = READ_AHEAD_BYTES,
                  drain: float | None = None) -> None:
@@ -78,7 +94,7 @@ class PipeReader(io.RawIOBase):
 
     @property
     def ended(self) -> bool:
-        """Whether ``end`` was called."""
+        """Whether ``end`` (or ``stop``) was called."""
         return self._ended_at is not None
 
     @property
@@ -101,37 +117,54 @@ class PipeReader(io.RawIOBase):
             self._held = 0
             self._cond.notify_all()
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        try:
-            with self._cond:
-                while not self._blocks and not self._done and not self._past_drain():
-                    self._cond.wait(POLL_SECONDS)  # (past the drain: a writer gone quiet ends it)
-                if not self._blocks:
-                    if self.error is not None:
-                        raise self.error
-                    return 0
-                out = memoryview(buffer).cast("B")
-                n = 0
-                while self._blocks and n < len(out):
-                    block = self._blocks[0]
-                    k = min(len(block), len(out) - n)
-                    out[n:n + k] = block[:k]
-                    n += k
-                    if k == len(block):
-                        self._blocks.popleft()
-                    else:
-                        self._blocks[0] = block[k:]
-                self._held -= n
-                self._cond.notify_all()
-                return n
-        except KeyboardInterrupt as exc:
+    def keep(self, exc: BaseException) -> None:
+        """Keep ``exc`` (the first one kept stays) and end the reads: the next finds the end."""
+        with self._cond:
             self.interrupt = self.interrupt or exc
-            return 0
+            self._cond.notify_all()
 
     def raise_interrupt(self) -> None:
-        """Raise the interrupt a read took, if any."""
+        """Raise the interrupt kept, if any; a DefaultSignal is sent again."""
+        if isinstance(self.interrupt, DefaultSignal):
+            signal.raise_signal(self.interrupt.signum)
         if self.interrupt is not None:
             raise self.interrupt
+
+    def peek_line(self, most: int) -> bytes:
+        """The bytes read ahead up to the first newline (at most ``most``), not taken: waits for
+        them (or the end)."""
+        with self._cond:
+            while True:
+                held = b"".join(self._blocks)
+                line = held.split(b"\n", 1)[0]
+                if len(line) < len(held) or len(held) >= most or self._done or self._past_drain():
+                    return line[:most]
+                self._cond.wait(POLL_SECONDS)
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        with self._cond:
+            while not self._blocks and not self._done and not self._past_drain() and self.interrupt is None:
+                self._cond.wait(POLL_SECONDS)  # (past the drain: a writer gone quiet ends it)
+            if self.interrupt is not None:
+                return 0
+            if not self._blocks:
+                if self.error is not None:
+                    raise self.error
+                return 0
+            out = memoryview(buffer).cast("B")
+            n = 0
+            while self._blocks and n < len(out):
+                block = self._blocks[0]
+                k = min(len(block), len(out) - n)
+                out[n:n + k] = block[:k]
+                n += k
+                if k == len(block):
+                    self._blocks.popleft()
+                else:
+                    self._blocks[0] = block[k:]
+            self._held -= n
+            self._cond.notify_all()
+            return n
 
     def _run(self) -> None:
         try:
@@ -162,29 +195,67 @@ class PipeReader(io.RawIOBase):
 
     def _read(self) -> bytes | None:
         """The next bytes from the pipe (b"" at its end); None where none came within the poll
-        time after ``end`` (a file descriptor is waited on for that long at most, so that a
-        writer that stops without closing does not hold the drain)."""
-        if self._fd is None:
-            return self._stream.read(CHUNK)
-        if self._ended_at is not None:
+        time after ``end`` (so that a writer that stops without closing its end does not keep
+        this thread past the drain)."""
+        if self._ended_at is not None and self._fd is not None:
             try:
                 ready = select.select([self._fd], [], [], POLL_SECONDS)[0]
             except (OSError, ValueError):  # (Windows selects sockets only: then read as before)
                 ready = [self._fd]
             if not ready:
                 return None
-        return os.read(self._fd, CHUNK)
+        return read_some(self._stream, CHUNK)
+
+
+@contextmanager
+def _signals_held(reader: PipeReader) -> Iterator[None]:
+    """While PyAV reads the pipe (in C, calling ``reader.readinto``), SIGINT's and SIGTERM's
+    handlers run without raising: what one raises (Ctrl-C's KeyboardInterrupt, SIGTERM's
+    Terminated) is kept by the reader, which ends the read, and raised once PyAV has returned
+    (``PipeReader.raise_interrupt``). PyAV ignores what its read callbacks raise other than an
+    Exception: the interrupt was printed ("Exception ignored in pyio_read_gil") and lost, and the
+    read waited on; a try inside readinto could not catch one raised at its first instruction. A
+    handler that replaces itself (the first Ctrl-C's, SIGTERM's) is followed. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before: dict[int, Callable | int] = {}
+
+    def run(signum: int, frame: object) -> None:
+        handler = before[signum]
+        if handler == signal.SIG_IGN:
+            return
+        if not callable(handler):  # (SIG_DFL: sent again to itself once PyAV has returned)
+            reader.keep(DefaultSignal(signum))
+            return
+        try:
+            handler(signum, frame)
+        except BaseException as exc:  # noqa: BLE001 - raised by the caller, after PyAV
+            reader.keep(exc)
+        now = signal.getsignal(signum)
+        if now is not run:
+            before[signum] = signal.SIG_DFL if now is None else now
+            signal.signal(signum, run)
+
+    for signum in HELD_SIGNALS:
+        previous = signal.signal(signum, run)
+        before[signum] = signal.SIG_DFL if previous is None else previous
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 class StreamedVideo:
     """A Y4M stream opened for one read of its frames: ``info`` from its header and first frame
     (frame count 0: unknown until it ends), ``frames`` once. ``name`` names it in messages
-    ("stdin", or the named pipe's path). ``on_end(frames)``, where set, is called once the
-    input was ended (``end``: Ctrl-C), when the next frame is asked for. At most ``read_ahead``
-    bytes are read ahead of the frames taken, and from the first frame on at most
-    READ_AHEAD_FRAMES frames' worth (at least MIN_READ_AHEAD_BYTES)."""
+    ("stdin", a named pipe's path). ``on_end(frames)``, where set, is called once the input was
+    ended (``end``: Ctrl-C), when the next frame is asked for. At most ``read_ahead`` bytes are
+    read ahead of the frames taken, and from the first frame on at most READ_AHEAD_FRAMES
+    frames' worth (at least MIN_READ_AHEAD_BYTES)."""
 
-    def __init__(self, stream: BinaryIO, name: str = "stdin", head: bytes = b"",
+    def __init__(self, stream: BinaryIO, name: str = "stream", head: bytes = b"",
                  read_ahead: int = READ_AHEAD_BYTES) -> None:
         self.name = name
         self.reader = PipeReader(stream, head, read_ahead)
@@ -192,16 +263,17 @@ class StreamedVideo:
         self.on_end: Callable[[int], None] | None = None
         self._read = False
         try:
-            self._container = av.open(self.reader, "r", format="yuv4mpegpipe", metadata_errors=TAG_ERRORS)
+            check_y4m_header(self.reader.peek_line(Y4M_HEADER_MOST), name)
+            self._container = self._pyav(lambda: av.open(self.reader, "r", format="yuv4mpegpipe",
+                                                         metadata_errors=TAG_ERRORS))
         except av.FFmpegError as exc:
-            self.reader.raise_interrupt()
+            self.reader.stop()
             raise InputError(f"{name}: not a readable Y4M stream ({reason(exc)})") from None
+        except BaseException:
+            self.reader.stop()
+            raise
         try:
             self._stream = self._container.streams.video[0]
-            ctx = self._stream.codec_context
-            problem = frame_size_problem(ctx.width, ctx.height)
-            if problem:
-                raise InputError(f"{name}: {problem}")
             self._decoder = self._decoded(self._container.decode(self._stream))
             try:
                 self._first = next(self._decoder, None)
@@ -211,11 +283,10 @@ class StreamedVideo:
                 raise InputError(f"{name}: the Y4M stream ended before its first frame")
             frame_bytes = sum(plane.buffer_size for plane in self._first.planes)
             self.reader.limit = min(read_ahead, max(MIN_READ_AHEAD_BYTES, READ_AHEAD_FRAMES * frame_bytes))
-            rate = self._stream.average_rate or self._stream.guessed_rate
-            if not rate or rate <= 0:
+            rate = nominal_rate(self._stream)
+            if rate is None:
                 raise InputError(f"{name}: the Y4M stream states no frame rate")
-            self.info: VideoInfo = info_of(self._container, self._stream, self._first,
-                                           standard_rate(rate), 0)
+            self.info: VideoInfo = info_of(self._container, self._stream, self._first, standard_rate(rate), 0)
         except BaseException:
             self.close()
             raise
@@ -229,6 +300,13 @@ class StreamedVideo:
         except ValueError:
             return False
         return sum(not c.is_alpha for c in components) == 1
+
+    def grey_in_colour(self) -> bool:
+        """Whether the first frame is grey though the pixel format is colour (a black-and-white
+        film out of ffmpeg as yuv420p): coded as colour, as later frames might be."""
+        if self.grey:
+            return False
+        return is_grey_frame(next(rgb_frames(iter((self._first,)), self.name, self._first, None)))
 
     def end(self) -> None:
         """End the input (Ctrl-C): the frames that came are encoded."""
@@ -252,19 +330,27 @@ class StreamedVideo:
         finally:
             self.close()
 
-    def _decoded(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        """``frames`` counted, with the interrupt a read took raised, and the pipe's read errors
-        as InputErrors."""
-        while True:
-            try:
-                frame = next(frames, None)
-            except av.FFmpegError:
-                self.reader.raise_interrupt()  # (a read cut short by it leaves a frame cut short)
-                raise
-            except OSError as exc:
-                raise InputError(f"{self.name}: reading failed after {self.frames_read} frames "
-                                 f"({exc.strerror or exc})") from None
+    def _pyav(self, call: Callable[[], T]) -> T:
+        """``call()``, PyAV reading the pipe, with the signals held (``_signals_held``); then the
+        interrupt kept, if any, is raised, and a read error of the pipe is an InputError."""
+        try:
+            with _signals_held(self.reader):
+                result = call()
+        except av.FFmpegError:
+            self.reader.raise_interrupt()  # (a read it ended cut a frame short)
+            raise
+        except OSError as exc:
             self.reader.raise_interrupt()
+            raise InputError(f"{self.name}: reading failed after {plural(self.frames_read, 'frame')} "
+                             f"({exc.strerror or exc})") from None
+        self.reader.raise_interrupt()
+        return result
+
+    def _decoded(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """``frames`` as PyAV decodes them (``_pyav``), counted; ``on_end`` told once the input
+        was ended."""
+        while True:
+            frame = self._pyav(lambda: next(frames, None))
             if self.reader.ended and self.on_end is not None:
                 self.on_end(self.frames_read)
                 self.on_end = None
@@ -286,9 +372,11 @@ class StreamedVideo:
         self.close()
 
 
-def open_y4m(stream: BinaryIO, name: str = "stdin", read_ahead: int = READ_AHEAD_BYTES) -> StreamedVideo:
+def open_y4m(stream: BinaryIO, name: str = "stream", read_ahead: int = READ_AHEAD_BYTES) -> StreamedVideo:
     """A Y4M stream (a pipe, standard input, any readable binary stream) opened to be encoded as
-    it comes; an InputError where it is not one."""
+    it comes; an InputError where it is not one. A stream with a file descriptor is read from
+    that (pipes.read_some): give one nothing has read from yet (what a buffered object holds
+    already is not seen, and the stream then does not start as Y4M)."""
     head = read_exactly(stream, len(Y4M_MAGIC))
     if not head:
         raise InputError(f"{name}: the stream is empty")

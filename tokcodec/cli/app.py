@@ -151,6 +151,8 @@ def encode(
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
                               start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut, fps=fps,
                               metadata=not no_metadata)
+        if isinstance(src, Path) and src != input:  # (a pipe copied to a temporary file: named as given)
+            st.input = "stdin" if str(input) == STDIO else str(input)
         if str(output) != STDIO:
             remove_dead_parts(output)  # (what earlier runs killed outright left, hidden)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""

@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from tokcodec.errors import InputError, Terminated, TokcodecError
 from tokcodec.codec.outputs import CLOSED_STDIO, STDIO, is_pipe
-from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, fileno, read_exactly
+from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, read_exactly, read_some
 from tokcodec.text import live_terminal, plural
 
 if TYPE_CHECKING:
     from tokcodec.stream_input import StreamedVideo
 
 NPY_MAGIC = b"\x93NUMPY"
-CHUNK = 1 << 20
 #: a copy of standard input still running after this long (seconds) says how to end it, on a terminal
 NOTICE_AFTER_SECONDS = 2.0
 
@@ -75,7 +74,10 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
         raise InputError(f"-: standard input is a terminal; pipe {what} in (e.g. ... | tokcodec encode - -o out.tok)")
     shown = str(path) if piped else "stdin"  # (in messages)
     source = f"{path} (a pipe)" if piped else "standard input"
-    head = read_exactly(stream, len(Y4M_MAGIC)) if y4m_as_it_comes else b""
+    try:
+        head = read_exactly(stream, len(Y4M_MAGIC)) if y4m_as_it_comes else b""
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot read it ({exc.strerror or exc})") from None
     if head == Y4M_MAGIC:
         from tokcodec.stream_input import StreamedVideo
 
@@ -156,7 +158,7 @@ class _StdinCopy:
     waits for on the pipe is never taken), so the file is never cut within a write."""
 
     def __init__(self, stream: BinaryIO, path: Path, head: bytes = b"") -> None:
-        self.stream, self.fd = stream, fileno(stream)
+        self.stream = stream
         self.lock, self.finished = threading.Lock(), threading.Event()
         self.written, self.stopped = len(head), False
         self.error: BaseException | None = None
@@ -167,7 +169,7 @@ class _StdinCopy:
     def _run(self) -> None:
         try:
             while True:
-                block = os.read(self.fd, CHUNK) if self.fd is not None else self.stream.read(CHUNK)
+                block = read_some(self.stream)
                 with self.lock:
                     if self.stopped or not block:
                         break
@@ -201,11 +203,13 @@ def _interrupt_ends(video: StreamedVideo, source: str) -> Iterator[None]:
 
     def ended(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if video.reader.finished:  # (the input had ended already: nothing to end, Ctrl-C aborts)
+            raise KeyboardInterrupt
         video.end()
 
-    def said(frames: int) -> None:
-        print(f"tokcodec: {source} ended by Ctrl-C after {plural(frames, 'frame')}: encoding what came "
-              "(Ctrl-C again aborts)", file=sys.stderr, flush=True)
+    def said(frames: int) -> None:  # (frames taken so far: those read ahead are encoded too)
+        print(f"tokcodec: {source} ended by Ctrl-C: encoding the frames that came (Ctrl-C again aborts)",
+              file=sys.stderr, flush=True)
     video.on_end = said
     signal.signal(signal.SIGINT, ended)
     try:

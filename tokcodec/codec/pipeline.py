@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import stat
 import sys
 import threading
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -65,9 +66,15 @@ from tokcodec.media_tags import MediaTags, read_tags
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
 from tokcodec.model.refine import Quantize, RefineConfig
-from tokcodec.stream_input import StreamedVideo, open_y4m
 from tokcodec.model.zoo import (WEIGHTS_DIR, LoadedModel, ModelName, is_weights_file, load_tokenizer,
                                 load_tokenizer_version, use_priors_of, weights_sha256)
+from tokcodec.stream_input import StreamedVideo, open_y4m
+from tokcodec.text import plural
+
+T = TypeVar("T")
+#: why a stream read as it comes takes no target rate
+STREAM_TARGET = ("{name}: a target rate (--bpp, --bitrate) is planned on windows from across the input, and a "
+                 "stream is read once as it comes: write it to a file first (the command line does, for encode -)")
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -227,6 +234,23 @@ def _source_tags(src: Path, info: VideoInfo, keep: bool, skip: int, max_frames: 
     return media.part(skip / rate, max_frames / rate if max_frames else None), notes
 
 
+def opens_streams(encode: Callable[..., T]) -> Callable[..., T]:
+    """``encode`` (encode_video, tokenize) of a binary stream (anything but a path or a
+    StreamedVideo): opened as a Y4M stream read as it comes (stream_input.open_y4m), and closed
+    after; named in messages by its file's name where it has one."""
+    @functools.wraps(encode)
+    def opened(src, *args, **kwargs):
+        if isinstance(src, (str, os.PathLike, StreamedVideo)):
+            return encode(src, *args, **kwargs)
+        if kwargs.get("bpp") is not None or kwargs.get("bitrate") is not None:  # (before a byte is taken)
+            raise ArgumentError(STREAM_TARGET.format(name="stream"))
+        named = getattr(src, "name", None)  # (a file object's path; sys.stdin.buffer's "<stdin>")
+        with open_y4m(src, named if isinstance(named, str) and named else "stream") as video:
+            return encode(video, *args, **kwargs)
+    return opened
+
+
+@opens_streams
 def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *, model: ModelName | LoadedModel = "default",
                  gop: int | None = None, device: str = "auto", precision: str = "auto",
                  scale: float | None = None, coder_id: int | None = None, overwrite: bool = False,
@@ -288,13 +312,8 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
     keeps its own rate); or a Y4M stream, read once as it comes (a pipe, ``sys.stdin.buffer``, or
     a StreamedVideo: stream_input.py; no target rate, which reads the input more than once).
     Returns sizes and timings."""
-    if not isinstance(src, (str, Path, StreamedVideo)):  # a binary stream: opened here, closed after
-        options = {k: v for k, v in locals().items() if k != "src"}  # (the arguments, as given)
-        named = getattr(src, "name", None)  # (a file object's path; sys.stdin.buffer's "<stdin>")
-        with closing(open_y4m(src, named if isinstance(named, str) and named else "stream")) as opened:
-            return encode_video(opened, **options)
     streamed = src if isinstance(src, StreamedVideo) else None
-    name = streamed.name if streamed else str(src)
+    name = streamed.name if streamed else str(Path(src))
     src, dst = Path(name), Path(dst)  # (a stream's path is its name, for messages only)
     if not 1 <= key_interval <= MAX_KEY_INTERVAL:
         raise ArgumentError(f"key interval must be in 1..{MAX_KEY_INTERVAL} GOPs, got {key_interval}")
@@ -310,9 +329,7 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
     if bpp is not None:
         check_target(bpp)
     if streamed and targeted:
-        raise ArgumentError(f"{name}: a target rate (--bpp, --bitrate) is planned on windows from across the "
-                            "input, and a stream is read once as it comes: write it to a file first (the "
-                            "command line does, for encode -)")
+        raise ArgumentError(STREAM_TARGET.format(name=name))
     check_deinterlace(deinterlace)
     check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
@@ -408,7 +425,7 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
                     if progress:
                         progress(n)
                 if frames == 0:
-                    raise _no_frames(src, skip)
+                    raise _no_frames(src, skip, streamed.frames_read if streamed else None)
                 if track is not None:
                     writer.set_audio(track.data, round(track.start_offset * 1_000_000))
                 if media:
@@ -448,6 +465,11 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
     stats.warnings.extend(tag_notes)
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
+    if streamed and streamed.grey_in_colour():
+        stats.warnings.append(f"the stream's first frame is grey, but its pixel format ({info.pixel_format}) is "
+                              "colour: a stream is coded as grey only by its pixel format (its frames cannot be "
+                              "checked before the encode, as a file's are); for a grey video pipe it as "
+                              "-pix_fmt gray: a smaller file, which decodes grey")
     stats.warnings.extend(model_warnings(loaded, coder_id))
     return stats
 
@@ -670,8 +692,11 @@ class MeasuredEncode:
     seconds: float
 
 
-def _no_frames(src: Path, skip: int) -> InputError:
-    """The error of an input that gave no frame (from frame ``skip`` on, with encode --ss)."""
+def _no_frames(src: Path, skip: int, came: int | None = None) -> InputError:
+    """The error of an input that gave no frame (from frame ``skip`` on, with encode --ss); a
+    stream's (``came``: its frames) ended before the part began."""
+    if came is not None and skip:
+        return InputError(f"{src}: the stream ended after {plural(came, 'frame')}, before frame {skip} (--ss)")
     return InputError(f"{src}: no frames decoded" + (f" from frame {skip} (--ss) on" if skip else ""))
 
 
@@ -1026,7 +1051,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                     media = media.part(time_of(part.start, h.frame_rate), length)
                 with staged_output(dst, kind, overwrite) as out_path, \
                         FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track,
-                                    tags=media) as writer:
+                                    tags=media, grey=h.grey) as writer:
                     out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
                     grids = (_salvaged_tokens(reader, damaged) if salvage
                              else _chunk_tokens(reader, chunks=_chunks_for(reader, part)))
