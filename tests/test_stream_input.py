@@ -88,6 +88,21 @@ def test_gops_are_coded_while_the_pipe_still_delivers(y4m_file, tiny_model, tmp_
     assert seen[0] < 40, seen  # (chunks written when the first GOP was done, of 121)
 
 
+def test_a_spooled_stream_never_holds_the_source_back(y4m_file) -> None:
+    """With --spool a live source is read as fast as it comes, into a temporary file, while the
+    frames are taken from there at the encoder's pace: every frame is kept; the file goes at the end."""
+    header, frames = _frames_of(y4m_file.read_bytes())
+    stream, written = _pipe([header, *frames * 4])
+    video = StreamedVideo(stream, read_ahead=1, spool=True)
+    deadline = time.monotonic() + 30
+    while written[0] < 121 and time.monotonic() < deadline:  # (no frame taken yet)
+        time.sleep(0.01)
+    assert written[0] == 121
+    spooled = video.reader._store.path
+    assert spooled.exists()
+    assert len(list(video.frames())) == 120 and not spooled.exists()
+
+
 def test_grey_streams_and_what_a_stream_refuses(tiny_model, tmp_path) -> None:
     grey = MONO_HEADER + b"".join(b"FRAME\n" + bytes([40 + 5 * k]) * (32 * 32) for k in range(6))
     (tmp_path / "grey.y4m").write_bytes(grey)

@@ -7,8 +7,9 @@ frames, a rate plan's windows), so a pipe of them is first copied whole to a tem
 and interlacing, it holds no audio or tags, and its frames are read once, in order. Copying it
 first cost a raw frame's bytes on disk for every frame (an hour of 1080p25: 280 GB in $TMPDIR)
 and started the encode only once the pipe had ended. Read as it comes, the program piping in
-waits while the encoder catches up (back-pressure, as ffmpeg and x265 reading a pipe do); a
-live source that cannot wait (a camera) is copied first with ``encode --spool``.
+waits while the encoder catches up (back-pressure, as ffmpeg and x265 reading a pipe do); with
+``encode --spool`` a live source that cannot wait (a camera) is copied to a temporary file as
+fast as it comes (FileStore), and encoded from there meanwhile.
 
 The frames are converted as a file's are (io.rgb_frames): a Y4M stream and the same stream
 saved to a file encode to the same bytes, but for grey frames in a colour pixel format, which a
@@ -19,12 +20,15 @@ from __future__ import annotations
 import collections
 import io
 import itertools
+import sys
+import tempfile
 import select
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import av
@@ -63,9 +67,84 @@ class DefaultSignal(BaseException):
         self.signum = signum
 
 
+class MemoryStore:
+    """Bytes read ahead of the reader, in memory."""
+
+    def __init__(self, head: bytes = b"") -> None:
+        self._blocks: collections.deque[memoryview] = collections.deque([memoryview(head)] if head else [])
+        self.held = len(head)
+
+    def put(self, block: bytes) -> None:
+        self._blocks.append(memoryview(block))
+        self.held += len(block)
+
+    def take(self, out: memoryview) -> int:
+        """Bytes into ``out``, oldest first; how many."""
+        n = 0
+        while self._blocks and n < len(out):
+            block = self._blocks[0]
+            k = min(len(block), len(out) - n)
+            out[n:n + k] = block[:k]
+            n += k
+            if k == len(block):
+                self._blocks.popleft()
+            else:
+                self._blocks[0] = block[k:]
+        self.held -= n
+        return n
+
+    def peek(self, most: int) -> bytes:
+        """Up to ``most`` of the oldest bytes, not taken."""
+        return b"".join(self._blocks)[:most]
+
+    def close(self) -> None:
+        self._blocks.clear()
+        self.held = 0
+
+
+class FileStore:
+    """Bytes read ahead of the reader, in a temporary file of their own (``encode --spool``: as
+    many as come, so that a live source never waits; removed at ``close``)."""
+
+    def __init__(self, head: bytes = b"") -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="tokcodec-stdin-")
+        self.path = Path(self._dir.name) / "stdin"
+        self._file = self.path.open("w+b")
+        self._written = self._read = self.held = 0
+        self.put(head)
+
+    def put(self, block: bytes) -> None:
+        self._file.seek(self._written)
+        try:
+            self._file.write(block)
+            self._file.flush()
+        except OSError as exc:  # (a full disk: said where, and what to do)
+            raise OSError(exc.errno, f"{exc.strerror}: copying it to {self._dir.name} (set TMPDIR to a place "
+                                     "with room)") from None
+        self._written += len(block)
+        self.held += len(block)
+
+    def take(self, out: memoryview) -> int:
+        self._file.seek(self._read)
+        n = self._file.readinto(out[:self.held]) or 0
+        self._read += n
+        self.held -= n
+        return n
+
+    def peek(self, most: int) -> bytes:
+        self._file.seek(self._read)
+        return self._file.read(min(most, self.held))
+
+    def close(self) -> None:
+        self.held = 0
+        self._file.close()
+        self._dir.cleanup()
+
+
 class PipeReader(io.RawIOBase):
     """The bytes of a pipe (``head`` first: bytes already taken from it), read ahead by a thread of
-    its own into at most ``limit`` bytes of memory, for PyAV to read as a file.
+    its own into at most ``limit`` bytes of memory, for PyAV to read as a file; with ``spool``,
+    into a temporary file, as many as come (FileStore).
 
     ``end()`` (Ctrl-C) ends the input: what comes within ``drain`` seconds is still taken, then
     the reads find its end. ``keep(exc)`` ends the reads at once and keeps ``exc`` for the
@@ -73,12 +152,12 @@ class PipeReader(io.RawIOBase):
     while PyAV reads (``_signals_held``)."""
 
     def __init__(self, stream: BinaryIO, head: bytes = b"", limit: int = READ_AHEAD_BYTES,
-                 drain: float | None = None) -> None:
+                 drain: float | None = None, spool: bool = False) -> None:
         super().__init__()
         self._stream, self._fd = stream, fileno(stream)
-        self.limit, self._drain = max(1, limit), DRAIN_SECONDS if drain is None else drain
-        self._blocks: collections.deque[memoryview] = collections.deque([memoryview(head)] if head else [])
-        self._held = len(head)
+        self.limit = sys.maxsize if spool else max(1, limit)
+        self._drain = DRAIN_SECONDS if drain is None else drain
+        self._store: MemoryStore | FileStore = FileStore(head) if spool else MemoryStore(head)
         self._cond = threading.Condition()
         self._done = False                     # the thread has stopped: no more bytes will come
         self._ended_at: float | None = None    # when end() was called
@@ -113,8 +192,7 @@ class PipeReader(io.RawIOBase):
         """Read no more (no drain), and let go of what was read ahead."""
         with self._cond:
             self._ended_at, self._drain = time.monotonic(), -1.0
-            self._blocks.clear()
-            self._held = 0
+            self._store.close()
             self._cond.notify_all()
 
     def keep(self, exc: BaseException) -> None:
@@ -135,34 +213,23 @@ class PipeReader(io.RawIOBase):
         them (or the end)."""
         with self._cond:
             while True:
-                held = b"".join(self._blocks)
+                held = self._store.peek(most)
                 line = held.split(b"\n", 1)[0]
                 if len(line) < len(held) or len(held) >= most or self._done or self._past_drain():
-                    return line[:most]
+                    return line
                 self._cond.wait(POLL_SECONDS)
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         with self._cond:
-            while not self._blocks and not self._done and not self._past_drain() and self.interrupt is None:
+            while not self._store.held and not self._done and not self._past_drain() and self.interrupt is None:
                 self._cond.wait(POLL_SECONDS)  # (past the drain: a writer gone quiet ends it)
             if self.interrupt is not None:
                 return 0
-            if not self._blocks:
+            if not self._store.held:
                 if self.error is not None:
                     raise self.error
                 return 0
-            out = memoryview(buffer).cast("B")
-            n = 0
-            while self._blocks and n < len(out):
-                block = self._blocks[0]
-                k = min(len(block), len(out) - n)
-                out[n:n + k] = block[:k]
-                n += k
-                if k == len(block):
-                    self._blocks.popleft()
-                else:
-                    self._blocks[0] = block[k:]
-            self._held -= n
+            n = self._store.take(memoryview(buffer).cast("B"))
             self._cond.notify_all()
             return n
 
@@ -170,7 +237,7 @@ class PipeReader(io.RawIOBase):
         try:
             while not self._past_drain():
                 with self._cond:
-                    while self._held >= self.limit and not self._past_drain():
+                    while self._store.held >= self.limit and not self._past_drain():
                         self._cond.wait(POLL_SECONDS)
                 if self._past_drain():
                     break
@@ -180,8 +247,9 @@ class PipeReader(io.RawIOBase):
                 if not block:
                     break
                 with self._cond:
-                    self._blocks.append(memoryview(block))
-                    self._held += len(block)
+                    if self._past_drain():  # (stopped meanwhile: the store is closed)
+                        break
+                    self._store.put(block)
                     self._cond.notify_all()
         except OSError as exc:
             self.error = exc
@@ -253,12 +321,13 @@ class StreamedVideo:
     ("stdin", a named pipe's path). ``on_end(frames)``, where set, is called once the input was
     ended (``end``: Ctrl-C), when the next frame is asked for. At most ``read_ahead`` bytes are
     read ahead of the frames taken, and from the first frame on at most READ_AHEAD_FRAMES
-    frames' worth (at least MIN_READ_AHEAD_BYTES)."""
+    frames' worth (at least MIN_READ_AHEAD_BYTES); with ``spool`` all that comes, as fast as it
+    comes, into a temporary file (a live source, which cannot wait for the encoder)."""
 
     def __init__(self, stream: BinaryIO, name: str = "stream", head: bytes = b"",
-                 read_ahead: int = READ_AHEAD_BYTES) -> None:
+                 read_ahead: int = READ_AHEAD_BYTES, spool: bool = False) -> None:
         self.name = name
-        self.reader = PipeReader(stream, head, read_ahead)
+        self.reader = PipeReader(stream, head, read_ahead, spool=spool)
         self.frames_read = 0
         self.on_end: Callable[[int], None] | None = None
         self._read = False
@@ -281,8 +350,9 @@ class StreamedVideo:
                 raise InputError(f"{name}: cannot decode video ({reason(exc)})") from None
             if self._first is None:
                 raise InputError(f"{name}: the Y4M stream ended before its first frame")
-            frame_bytes = sum(plane.buffer_size for plane in self._first.planes)
-            self.reader.limit = min(read_ahead, max(MIN_READ_AHEAD_BYTES, READ_AHEAD_FRAMES * frame_bytes))
+            if not spool:
+                frame_bytes = sum(plane.buffer_size for plane in self._first.planes)
+                self.reader.limit = min(read_ahead, max(MIN_READ_AHEAD_BYTES, READ_AHEAD_FRAMES * frame_bytes))
             rate = nominal_rate(self._stream)
             if rate is None:
                 raise InputError(f"{name}: the Y4M stream states no frame rate")

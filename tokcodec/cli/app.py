@@ -131,7 +131,7 @@ def encode(
     targeted = bpp is not None or bitrate is not None  # (a rate plan reads the input more than once)
     with errors(), input_file(input, check_output=lambda: json_checked(as_json, output) or
                               check_tok_output(output, overwrite, input), ends_at_interrupt=True,
-                              y4m_as_it_comes=not (spool or targeted)) as src:
+                              y4m_as_it_comes=not targeted, spool=spool) as src:
         json_checked(as_json, output)
         check_tok_output(output, overwrite, src if isinstance(src, Path) else None)  # (before the input is probed and a bar drawn)
         audio = audio_choice(no_audio, audio_codec, audio_bitrate)

@@ -161,10 +161,10 @@ NoMetadataEncode = Annotated[bool, typer.Option(
     "stream languages and chapters): the .tok is then in the format tokcodec wrote before it kept them "
     "(2.2; with --no-detail 2.0, with --no-correction 1.x).")]
 Spool = Annotated[bool, typer.Option(
-    "--spool", help="Copy a piped input (-, a named pipe) to a temporary file as fast as it comes, and encode it "
-    "once it has ended (Ctrl-C ends it): for a live source that cannot wait, such as a camera. Default: a Y4M "
-    "stream is encoded as it comes, the program piping in waiting for the encoder; other formats are always "
-    "copied first.")]
+    "--spool", help="Copy a piped input (-, a named pipe) to a temporary file as fast as it comes (Ctrl-C ends "
+    "it), encoding a Y4M stream from there meanwhile: for a live source that cannot wait, such as a camera. "
+    "Default: a Y4M stream is encoded as it comes, the program piping in waiting for the encoder; other "
+    "formats are always copied first, and encoded once they have ended.")]
 NoMetadataDecode = Annotated[bool, typer.Option(
     "--no-metadata", help="Leave the stored tags and chapters out of the output (default: into .mkv, .mp4 "
     "and .mov outputs).")]

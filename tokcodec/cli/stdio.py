@@ -3,7 +3,8 @@
 tokcodec reads its inputs more than once (a probe, the audio, the frames; the rate plan reads
 windows of the video), which a pipe cannot give, so standard input is first copied to a
 temporary file; messages name it "stdin". A Y4M stream piped into encode is the exception: it is
-encoded as it comes (stream_input.py), unless --spool or a target rate asks for the copy. For
+encoded as it comes (stream_input.py; with --spool, from a copy made as fast as it comes), unless
+a target rate asks for the copy first. For
 encode, Ctrl-C ends the input there (a live capture piped in: `ffmpeg -f v4l2 -i /dev/video0 -f
 yuv4mpegpipe - | tokcodec encode - -o cam.tok --spool`), and what came is encoded, as ffmpeg's
 first Ctrl-C finishes its output; Ctrl-C again aborts as anywhere else. Standard output as a
@@ -47,15 +48,16 @@ def cli_path(text: str) -> Path:
 @contextmanager
 def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None,
                check_output: Callable[[], None] | None = None, ends_at_interrupt: bool = False,
-               y4m_as_it_comes: bool = False) -> Iterator[Path | StreamedVideo]:
+               y4m_as_it_comes: bool = False, spool: bool = False) -> Iterator[Path | StreamedVideo]:
     """``path``, or for "-" the bytes of standard input (``stream``) in a temporary file, removed
     afterwards; ``check_output`` runs first, so that a refused output does not wait for the
     whole input. A token file read this way gets the suffix its first bytes call for. With
     ``ends_at_interrupt`` (encode) Ctrl-C during the copy ends the input there (``_spool``).
     A named pipe (``mkfifo``, ``<(ffmpeg ...)``'s /dev/fd/N) is copied as standard input is: read
     in place, the probe took its first bytes and the next open waited for ever for a writer.
-    With ``y4m_as_it_comes`` (encode) a pipe that begins as a Y4M stream is not copied: a
-    StreamedVideo reads it as it comes (Ctrl-C then ends it, with ``ends_at_interrupt``)."""
+    With ``y4m_as_it_comes`` (encode) a pipe that begins as a Y4M stream is not copied first: a
+    StreamedVideo reads it as it comes (Ctrl-C then ends it, with ``ends_at_interrupt``), with
+    ``spool`` copying all of it to a temporary file as fast as it comes and reading that."""
     piped = str(path) != STDIO and is_pipe(path)
     if str(path) != STDIO and not piped:
         yield path
@@ -81,7 +83,7 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     if head == Y4M_MAGIC:
         from tokcodec.stream_input import StreamedVideo
 
-        video = StreamedVideo(stream, shown, head)
+        video = StreamedVideo(stream, shown, head, spool=spool)
         try:
             with _interrupt_ends(video, source) if ends_at_interrupt else contextlib.nullcontext():
                 yield video
