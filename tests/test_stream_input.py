@@ -170,7 +170,7 @@ def test_ctrl_c_ends_a_stream_and_what_came_is_encoded(monkeypatch, capsys) -> N
 
 def test_the_command_line_streams_y4m_and_spools_on_request(y4m_file, tmp_path) -> None:
     """encode - and tokens - of a Y4M stream: nothing in $TMPDIR (the copy was as large as the
-    raw stream); --spool copies it first, as a live source needs; the same bytes each way."""
+    raw stream); --spool copies it there as it comes, as a live source needs; the same bytes each way."""
     env = dict(os.environ, TOKCODEC_NO_REEXEC="1", TMPDIR=str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     seen: list[list[str]] = []
@@ -204,22 +204,66 @@ print(" ".join(sorted(names)))
 """
 
 
-def test_ctrl_c_once_the_stream_has_ended_aborts() -> None:
-    """With the whole stream read there is no input left to end: the first Ctrl-C aborts, as
-    it did when the stream was copied first (it was taken, and the encode ran on)."""
+@pytest.mark.parametrize("ended_before, aborts", [(0.1, True), (60.0, False)])
+def test_ctrl_c_once_the_stream_has_ended(monkeypatch, ended_before, aborts) -> None:
+    """Long after the stream's end there is no input left to end: the first Ctrl-C aborts, as it
+    did when the stream was copied first (it was taken, and the encode ran on). Soon after, it is
+    the Ctrl-C that ended it (the producer got it too and closed the pipe while a computation kept
+    Python from the handler: the capture was thrown away): the frames are encoded."""
+    monkeypatch.setattr(stdio, "ENDED_BEFORE_SECONDS", ended_before)
     stream, _ = _pipe([MONO_HEADER] + [b"FRAME\n" + bytes(32 * 32)] * 6)  # then closed
     video = StreamedVideo(stream)
     deadline = time.monotonic() + 10
     while not video.reader.finished and time.monotonic() < deadline:
         time.sleep(0.01)
+    taken, aborted = 0, False
     timer = _interrupt_after(0.3)
     try:
-        with pytest.raises(KeyboardInterrupt), stdio._interrupt_ends(video, "standard input"):
+        with stdio._interrupt_ends(video, "standard input"):
             for _ in video.frames():
+                taken += 1
                 time.sleep(0.2)  # (an encode's work on each)
+    except KeyboardInterrupt:
+        aborted = True
     finally:
         timer.cancel()
+    assert aborted == aborts and (aborts or taken == 6)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_full_spool_ends_the_input_and_a_failing_pipe_is_an_input_error(monkeypatch, tiny_model, tmp_path) -> None:
+    """--spool's copy filling the temporary folder ends the input there, with a warning, and the
+    frames that came are encoded (the whole encode was lost); a pipe whose read fails is an
+    InputError that says after how many frames."""
+    from tokcodec.stream_input import FileStore
+
+    frames = [b"FRAME\n" + bytes([10 * k]) * (32 * 32) for k in range(8)]
+    put, room = FileStore.put, [len(MONO_HEADER) + 2 * len(frames[0]) + 100]  # (the disk fills in frame 3)
+
+    def filling(self, block: bytes) -> None:
+        put(self, block[:room[0]])
+        room[0] -= min(room[0], len(block))
+        if not room[0]:
+            raise OSError(28, "No space left on device: copying it to /tmp/x (set TMPDIR to a place with room)")
+    monkeypatch.setattr(FileStore, "put", filling)
+    stream, _ = _pipe([MONO_HEADER] + frames)
+    st = encode_video(StreamedVideo(stream, spool=True), tmp_path / "s.tok", model=tiny_model)
+    assert st.frames == 2 and any("filled the temporary folder (No space left on device" in w for w in st.warnings)
+
+    class Failing:
+        """A stream without a file descriptor whose read fails after three frames."""
+
+        def __init__(self) -> None:
+            self.data = MONO_HEADER + b"".join(frames[:3])
+
+        def read(self, size: int) -> bytes:
+            if not self.data:
+                raise OSError(5, "Input/output error")
+            out, self.data = self.data[:size], self.data[size:]
+            return out
+    with pytest.raises(InputError, match=r"reading failed after 3 frames \(Input/output error\)"):
+        encode_video(Failing(), tmp_path / "f.tok", model=tiny_model)
+    assert not (tmp_path / "f.tok").exists()
 
 
 def test_odd_streams_and_sources(tiny_model, tmp_path) -> None:

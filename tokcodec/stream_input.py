@@ -103,26 +103,31 @@ class MemoryStore:
 
 
 class FileStore:
-    """Bytes read ahead of the reader, in a temporary file of their own (``encode --spool``: as
-    many as come, so that a live source never waits; removed at ``close``)."""
+    """Bytes read ahead of the reader, in a temporary file of their own (``encode --spool``: all
+    that come, so that a live source never waits; the file holds the whole stream until
+    ``close`` removes it). Unbuffered: a write that fails (a full disk) leaves nothing behind in
+    a buffer to fail again at the next read or at the close."""
 
     def __init__(self, head: bytes = b"") -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="tokcodec-stdin-")
         self.path = Path(self._dir.name) / "stdin"
-        self._file = self.path.open("w+b")
+        self._file = self.path.open("w+b", buffering=0)
         self._written = self._read = self.held = 0
         self.put(head)
 
     def put(self, block: bytes) -> None:
+        """Append ``block``; an OSError (a full disk) keeps what was written before it."""
+        view = memoryview(block)
         self._file.seek(self._written)
-        try:
-            self._file.write(block)
-            self._file.flush()
-        except OSError as exc:  # (a full disk: said where, and what to do)
-            raise OSError(exc.errno, f"{exc.strerror}: copying it to {self._dir.name} (set TMPDIR to a place "
-                                     "with room)") from None
-        self._written += len(block)
-        self.held += len(block)
+        while view:
+            try:
+                n = self._file.write(view) or 0
+            except OSError as exc:  # (said where, and what to do)
+                raise OSError(exc.errno, f"{exc.strerror}: copying it to {self._dir.name} (set TMPDIR to a "
+                                         "place with room)") from None
+            view = view[n:]
+            self._written += n
+            self.held += n
 
     def take(self, out: memoryview) -> int:
         self._file.seek(self._read)
@@ -160,8 +165,10 @@ class PipeReader(io.RawIOBase):
         self._store: MemoryStore | FileStore = FileStore(head) if spool else MemoryStore(head)
         self._cond = threading.Condition()
         self._done = False                     # the thread has stopped: no more bytes will come
+        self._done_at: float | None = None
         self._ended_at: float | None = None    # when end() was called
         self.error: OSError | None = None      # why the pipe could not be read
+        self.store_error: OSError | None = None  # why the store took no more (a full disk): the input ends there
         self.interrupt: BaseException | None = None
         threading.Thread(target=self._run, name="tokcodec-pipe", daemon=True).start()
 
@@ -187,6 +194,10 @@ class PipeReader(io.RawIOBase):
             if self._ended_at is None:
                 self._ended_at = time.monotonic()
             self._cond.notify_all()
+
+    def ended_for(self) -> float:
+        """Seconds since the reading thread stopped (0 while it reads)."""
+        return time.monotonic() - self._done_at if self._done_at is not None else 0.0
 
     def stop(self) -> None:
         """Read no more (no drain), and let go of what was read ahead."""
@@ -249,13 +260,18 @@ class PipeReader(io.RawIOBase):
                 with self._cond:
                     if self._past_drain():  # (stopped meanwhile: the store is closed)
                         break
-                    self._store.put(block)
-                    self._cond.notify_all()
+                    try:
+                        self._store.put(block)
+                    except OSError as exc:  # (what came before it is kept, and encoded)
+                        self.store_error = exc
+                        break
+                    finally:
+                        self._cond.notify_all()
         except OSError as exc:
             self.error = exc
         finally:
             with self._cond:
-                self._done = True
+                self._done, self._done_at = True, time.monotonic()
                 self._cond.notify_all()
 
     def _past_drain(self) -> bool:
@@ -381,6 +397,14 @@ class StreamedVideo:
     def end(self) -> None:
         """End the input (Ctrl-C): the frames that came are encoded."""
         self.reader.end()
+
+    def notes(self) -> list[str]:
+        """What the encode should warn of: an input ended by a full temporary folder (--spool)."""
+        full = self.reader.store_error
+        if full is None:
+            return []
+        return [f"the input was ended after {plural(self.frames_read, 'frame')}, where its copy filled the "
+                f"temporary folder ({full.strerror}); the frames that came before are encoded"]
 
     def frames(self, max_frames: int | None = None, skip: int = 0, deinterlace: str = "auto") -> Iterator[np.ndarray]:
         """The frames as RGB uint8, as io.iter_frames reads a file's: the first ``skip`` decoded

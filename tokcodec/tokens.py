@@ -274,7 +274,8 @@ def tokenize(src: str | Path | BinaryIO | StreamedVideo, *, model: ModelName | L
         made = made_here(st.device, st.precision, tokens.weights_sha256 or "", st.rdo, passes=st.passes,
                          refine=st.refine, scale=st.scale, scenecut=scenecut,
                          **({"deinterlaced": 1} if st.deinterlaced else {}))
-        return replace(tokens, source=str(src) if isinstance(src, (str, Path)) else st.input, made=made, warnings=tuple(st.warnings))
+        source = str(src) if isinstance(src, (str, Path)) else st.input  # (a stream's name)
+        return replace(tokens, source=source, made=made, warnings=tuple(st.warnings))
 
 
 def read_token_file(path: str | Path, header_only: bool = False) -> TokenFile:

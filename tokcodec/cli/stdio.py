@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from tokcodec.stream_input import StreamedVideo
 
 NPY_MAGIC = b"\x93NUMPY"
+#: a Ctrl-C handled this long (seconds) after the stream's end aborts, as there is no input left
+#: to end; one handled sooner is the one that ended it: the program piping in, which got it too,
+#: closed the pipe while a long computation (a GOP's convolutions) kept Python from the handler
+ENDED_BEFORE_SECONDS = 5.0
 #: a copy of standard input still running after this long (seconds) says how to end it, on a terminal
 NOTICE_AFTER_SECONDS = 2.0
 
@@ -205,7 +209,7 @@ def _interrupt_ends(video: StreamedVideo, source: str) -> Iterator[None]:
 
     def ended(signum: int, frame: object) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if video.reader.finished:  # (the input had ended already: nothing to end, Ctrl-C aborts)
+        if video.reader.ended_for() > ENDED_BEFORE_SECONDS:  # (nothing left to end: Ctrl-C aborts)
             raise KeyboardInterrupt
         video.end()
 

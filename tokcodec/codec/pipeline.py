@@ -465,6 +465,8 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
     stats.warnings.extend(tag_notes)
     if info.is_sequence:
         stats.warnings.extend(sequence_warnings(src))
+    if streamed:
+        stats.warnings.extend(streamed.notes())
     if streamed and streamed.grey_in_colour():
         stats.warnings.append(f"the stream's first frame is grey, but its pixel format ({info.pixel_format}) is "
                               "colour: a stream is coded as grey only by its pixel format (its frames cannot be "
