@@ -18,12 +18,13 @@ file's check finds (io.is_grey) and a stream's cannot (StreamedVideo.grey).
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import itertools
-import sys
-import tempfile
 import select
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,8 +40,8 @@ from tokcodec.errors import InputError
 from tokcodec.ffmpeg_names import TAG_ERRORS
 from tokcodec.io import (VideoInfo, check_y4m_header, deinterlaces, info_of, is_grey_frame, nominal_rate, reason,
                          rgb_frames, standard_rate)
-from tokcodec.text import plural
 from tokcodec.pipes import CHUNK, DRAIN_SECONDS, Y4M_MAGIC, fileno, read_exactly, read_some
+from tokcodec.text import plural
 
 #: the most bytes read ahead of the encoder (then the program piping in waits)
 READ_AHEAD_BYTES = 64 << 20
@@ -121,7 +122,9 @@ class FileStore:
         self._file.seek(self._written)
         while view:
             try:
-                n = self._file.write(view) or 0
+                n = self._file.write(view)
+                if not n:  # (no progress: a file that takes no more)
+                    raise OSError(errno.ENOSPC, "No space left on device")
             except OSError as exc:  # (said where, and what to do)
                 raise OSError(exc.errno, f"{exc.strerror}: copying it to {self._dir.name} (set TMPDIR to a "
                                          "place with room)") from None
