@@ -235,9 +235,9 @@ def _source_tags(src: Path, info: VideoInfo, keep: bool, skip: int, max_frames: 
 
 
 def opens_streams(encode: Callable[..., T]) -> Callable[..., T]:
-    """``encode`` (encode_video, tokenize) of a binary stream (anything but a path or a
-    StreamedVideo): opened as a Y4M stream read as it comes (stream_input.open_y4m), and closed
-    after; named in messages by its file's name where it has one."""
+    """``encode`` (encode_video; tokenize hands its source on to it) of a binary stream (anything
+    but a path or a StreamedVideo): opened as a Y4M stream read as it comes (stream_input.open_y4m),
+    and closed after; named in messages by its file's name where it has one."""
     @functools.wraps(encode)
     def opened(src, *args, **kwargs):
         if isinstance(src, (str, os.PathLike, StreamedVideo)):
