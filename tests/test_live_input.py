@@ -165,3 +165,39 @@ def test_a_terminal_is_told_how_to_end_a_long_copy(tmp_path, monkeypatch, capsys
     assert "standard input ended by Ctrl-C after 1 byte:" in err
     stdio._spool(_pipe_fed([b"y"], then_wait=False), tmp_path / "quick", ends_at_interrupt=True)
     assert "reading standard input" not in capsys.readouterr().err  # (over before the notice is due)
+
+
+@posix_only
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_hang_up_stops_a_spooled_capture_and_leaves_nothing(tmp_path, ignored) -> None:
+    """SIGHUP (a closed terminal, a dropped ssh session) during `producer | tokcodec encode -
+    --spool`: exit 129, the copy in $TMPDIR and the partial .tok removed (SIGHUP's default had
+    left the whole capture there); under nohup (SIGHUP ignored) the encode goes on."""
+    env = dict(_env(), TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    producer = subprocess.Popen([sys.executable, "-c", PRODUCER], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, process_group=0)
+    args = _cli("encode", "-", "-o", "cam.tok", "--model", "tiny", "--gop", "5", "--spool")
+    if ignored:  # (nohup's way: the program starts with SIGHUP ignored)
+        args = [sys.executable, "-c", "import signal, sys, os; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable] + sys.argv[1:])", *args[1:]]
+    consumer = subprocess.Popen(args, stdin=producer.stdout, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=tmp_path)
+    producer.stdout.close()
+    try:
+        time.sleep(4)
+        consumer.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        if ignored:
+            assert consumer.poll() is None  # (still encoding)
+            producer.kill()  # (the stream ends: what came is encoded)
+        _, err = consumer.communicate(timeout=120)
+    finally:
+        producer.kill()
+        consumer.kill()
+    if ignored:
+        assert consumer.returncode == 0 and (tmp_path / "cam.tok").exists(), err
+    else:
+        assert consumer.returncode == 129 and "tokcodec: hung up (SIGHUP)" in err, err
+        assert not [p for p in tmp_path.iterdir() if p.name != "tmp"]
+    assert not list((tmp_path / "tmp").iterdir())

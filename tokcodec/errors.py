@@ -10,8 +10,13 @@ class TokcodecError(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``timeout``, systemd, Kubernetes), raised where the CLI takes it so that
-    it stops a command as Ctrl-C does: temporary outputs removed, exit status 143."""
+    """SIGTERM (``kill``, ``timeout``, systemd, Kubernetes), or SIGHUP (a closed terminal, a
+    dropped ssh session), raised where the CLI takes it so that it stops a command as Ctrl-C
+    does: temporary outputs removed, exit status 128 + ``signum`` (143, 129)."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class FormatError(TokcodecError):

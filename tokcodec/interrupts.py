@@ -1,6 +1,8 @@
 """SIGTERM as an exception, ``Terminated`` (a KeyboardInterrupt), so that ``kill``, ``timeout``,
 systemd and Kubernetes stop a command as Ctrl-C does: the ``finally`` blocks of its outputs
-remove their temporary files. SIGTERM's default, dying at once, left them behind."""
+remove their temporary files. SIGTERM's default, dying at once, left them behind. The command
+line takes SIGHUP (a closed terminal, a dropped ssh session) the same way, unless it is ignored
+(``nohup``): a live capture's copy (``encode --spool``) was left in $TMPDIR, whole."""
 from __future__ import annotations
 
 import contextlib
@@ -13,16 +15,20 @@ from tokcodec.errors import Terminated
 
 
 def raise_terminated(signum: int, frame: object) -> None:
-    """The SIGTERM handler: raise ``Terminated`` once; a second SIGTERM while the first is being
-    cleaned up after is ignored, so that it cannot cut the clean-up short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated
+    """The SIGTERM (and SIGHUP) handler: raise ``Terminated`` once; a second such signal while the
+    first is being cleaned up after is ignored, so that it cannot cut the clean-up short."""
+    signal.signal(signum, signal.SIG_IGN)
+    raise Terminated(signum)
 
 
 def terminate_as_interrupt() -> None:
-    """From now on SIGTERM raises ``Terminated`` in the main thread (the CLI's whole run)."""
+    """From now on SIGTERM, and SIGHUP where it is not ignored (``nohup``), raise ``Terminated``
+    in the main thread (the CLI's whole run)."""
     with contextlib.suppress(ValueError):  # (not the main thread: signals stay as they are)
         signal.signal(signal.SIGTERM, raise_terminated)
+        hangup = getattr(signal, "SIGHUP", None)  # (not on Windows)
+        if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+            signal.signal(hangup, raise_terminated)
 
 
 @contextmanager

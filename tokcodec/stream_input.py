@@ -54,7 +54,7 @@ Y4M_HEADER_MOST = 4096
 #: how often a wait for the pipe looks whether the input was ended (seconds)
 POLL_SECONDS = 0.25
 #: the signals whose handlers run without raising while PyAV reads the pipe (``_signals_held``)
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HELD_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
 T = TypeVar("T")
 
@@ -296,8 +296,8 @@ class PipeReader(io.RawIOBase):
 
 @contextmanager
 def _signals_held(reader: PipeReader) -> Iterator[None]:
-    """While PyAV reads the pipe (in C, calling ``reader.readinto``), SIGINT's and SIGTERM's
-    handlers run without raising: what one raises (Ctrl-C's KeyboardInterrupt, SIGTERM's
+    """While PyAV reads the pipe (in C, calling ``reader.readinto``), SIGINT's, SIGTERM's and
+    SIGHUP's handlers run without raising: what one raises (Ctrl-C's KeyboardInterrupt, SIGTERM's
     Terminated) is kept by the reader, which ends the read, and raised once PyAV has returned
     (``PipeReader.raise_interrupt``). PyAV ignores what its read callbacks raise other than an
     Exception: the interrupt was printed ("Exception ignored in pyio_read_gil") and lost, and the

@@ -2,7 +2,7 @@
 
 Expected failures print one line, ``tokcodec: error: ...``, on stderr and exit 1 (2 for a usage
 error: an option out of its range or against another; 75, EX_TEMPFAIL, where another run holds
-what this one needs: a batch run's folder); Ctrl-C exits 130, SIGTERM 143
+what this one needs: a batch run's folder); Ctrl-C exits 130, SIGTERM 143, SIGHUP 129
 (``stopped``, after the same clean-up: tokcodec.interrupts); a reader that stops early (``| head``)
 exits 141 quietly; anything unexpected is still one line unless TOKCODEC_DEBUG is set.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,13 @@ from tokcodec.errors import GPU_OUT_OF_MEMORY, ArgumentError, BusyError, Termina
 
 
 def stopped(exc: KeyboardInterrupt) -> int:
-    """Say why the command stopped (Ctrl-C or SIGTERM); its exit status, as a shell gives it."""
-    terminated = isinstance(exc, Terminated)
-    typer.echo(f"tokcodec: {'terminated' if terminated else 'interrupted'}", err=True)
-    return 143 if terminated else 130
+    """Say why the command stopped (Ctrl-C, SIGTERM or SIGHUP); its exit status, as a shell gives it."""
+    if not isinstance(exc, Terminated):
+        typer.echo("tokcodec: interrupted", err=True)
+        return 130
+    hangup = exc.signum == getattr(signal, "SIGHUP", None)
+    typer.echo(f"tokcodec: {'hung up (SIGHUP)' if hangup else 'terminated'}", err=True)
+    return 128 + exc.signum
 
 
 #: what the place written to says (a full disk, a quota, a name too long): no "unexpected" error
