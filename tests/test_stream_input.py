@@ -121,6 +121,8 @@ def test_grey_streams_and_what_a_stream_refuses(tiny_model, tmp_path) -> None:
     with pytest.raises(ArgumentError, match="read once as it comes"):
         encode_video(untouched, tmp_path / "t.tok", model=tiny_model, bpp=0.1)
     assert untouched.tell() == 0  # (refused before a byte was taken: the caller may still copy it)
+    with pytest.raises(ArgumentError, match="^stream: a target rate"), open_y4m(io.BytesIO(grey)) as video:
+        encode_video(video, tmp_path / "t.tok", model=tiny_model, bitrate=100_000)
     for data, needle in ((b"", "the stream is empty"), (b"RIFF....WAVEfmt ", "not a Y4M stream"),
                          (MONO_HEADER, "ended before its first frame"),
                          (b"YUV4MPEG2 W0 H32 F25:1 Cmono\nFRAME\n", "invalid frame size 0x32"),

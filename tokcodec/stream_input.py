@@ -167,8 +167,7 @@ class PipeReader(io.RawIOBase):
         self._drain = DRAIN_SECONDS if drain is None else drain
         self._store: MemoryStore | FileStore = FileStore(head) if spool else MemoryStore(head)
         self._cond = threading.Condition()
-        self._done = False                     # the thread has stopped: no more bytes will come
-        self._done_at: float | None = None
+        self._done_at: float | None = None     # when the thread stopped: no more bytes will come
         self._ended_at: float | None = None    # when end() was called
         self.error: OSError | None = None      # why the pipe could not be read
         self.store_error: OSError | None = None  # why the store took no more (a full disk): the input ends there
@@ -189,7 +188,7 @@ class PipeReader(io.RawIOBase):
     @property
     def finished(self) -> bool:
         """Whether the reading thread has stopped (it no longer waits on the pipe)."""
-        return self._done
+        return self._done_at is not None
 
     def end(self) -> None:
         """End the input: bytes that come within the drain time are still read, then no more."""
@@ -229,13 +228,13 @@ class PipeReader(io.RawIOBase):
             while True:
                 held = self._store.peek(most)
                 line = held.split(b"\n", 1)[0]
-                if len(line) < len(held) or len(held) >= most or self._done or self._past_drain():
+                if len(line) < len(held) or len(held) >= most or self.finished or self._past_drain():
                     return line
                 self._cond.wait(POLL_SECONDS)
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         with self._cond:
-            while not self._store.held and not self._done and not self._past_drain() and self.interrupt is None:
+            while not self._store.held and not self.finished and not self._past_drain() and self.interrupt is None:
                 self._cond.wait(POLL_SECONDS)  # (past the drain: a writer gone quiet ends it)
             if self.interrupt is not None:
                 return 0
@@ -274,7 +273,7 @@ class PipeReader(io.RawIOBase):
             self.error = exc
         finally:
             with self._cond:
-                self._done, self._done_at = True, time.monotonic()
+                self._done_at = time.monotonic()
                 self._cond.notify_all()
 
     def _past_drain(self) -> bool:

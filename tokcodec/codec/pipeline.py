@@ -237,13 +237,16 @@ def _source_tags(src: Path, info: VideoInfo, keep: bool, skip: int, max_frames: 
 def opens_streams(encode: Callable[..., T]) -> Callable[..., T]:
     """``encode`` (encode_video; tokenize hands its source on to it) of a binary stream (anything
     but a path or a StreamedVideo): opened as a Y4M stream read as it comes (stream_input.open_y4m),
-    and closed after; named in messages by its file's name where it has one."""
+    and closed after; named in messages by its file's name where it has one. A stream, opened or
+    not, with a target rate is refused here, before a byte of it is taken."""
     @functools.wraps(encode)
     def opened(src, *args, **kwargs):
-        if isinstance(src, (str, os.PathLike, StreamedVideo)):
+        if isinstance(src, (str, os.PathLike)):
             return encode(src, *args, **kwargs)
-        if kwargs.get("bpp") is not None or kwargs.get("bitrate") is not None:  # (before a byte is taken)
-            raise ArgumentError(STREAM_TARGET.format(name="stream"))
+        if kwargs.get("bpp") is not None or kwargs.get("bitrate") is not None:
+            raise ArgumentError(STREAM_TARGET.format(name=src.name if isinstance(src, StreamedVideo) else "stream"))
+        if isinstance(src, StreamedVideo):
+            return encode(src, *args, **kwargs)
         named = getattr(src, "name", None)  # (a file object's path; sys.stdin.buffer's "<stdin>")
         with open_y4m(src, named if isinstance(named, str) and named else "stream") as video:
             return encode(video, *args, **kwargs)
@@ -328,8 +331,6 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
         raise ArgumentError(f"rdo must be in [0, {MAX_RDO}], got {rdo}")
     if bpp is not None:
         check_target(bpp)
-    if streamed and targeted:
-        raise ArgumentError(STREAM_TARGET.format(name=name))
     check_deinterlace(deinterlace)
     check_scenecut(scenecut)
     fix = correction if isinstance(correction, CorrectionConfig) else CorrectionConfig(enabled=correction)
