@@ -910,6 +910,29 @@ def output_kind(path: Path) -> str:
                       "(use .mp4, .mov, .mkv, .y4m, .png or a directory)")
 
 
+def audio_dropped(path: Path) -> str:
+    """What becomes of stored audio in the output ``path`` where it holds none ("dropped (why)",
+    as decode says it), or "" where it holds audio (.mkv, .mp4, .mov)."""
+    kind = output_kind(path)
+    if kind == "dir":
+        return "dropped (a directory of PNGs holds no audio; decode to .mkv or .mp4 to keep it)"
+    if kind == "stream":
+        return "dropped (standard output carries a Y4M stream, video only)"
+    suffix = path.suffix.lower()
+    return "" if suffix in COPYABLE else f"dropped ({suffix or 'this output'} holds no audio; decode to .mkv or .mp4 to keep it)"
+
+
+def tags_dropped(path: Path) -> str:
+    """What becomes of stored tags and chapters in the output ``path`` where it holds none
+    ("dropped (why)"), or "" where it holds them (.mkv, .mp4, .mov)."""
+    kind = output_kind(path)
+    if kind == "video" and path.suffix.lower() in TAGGED_OUTPUTS:
+        return ""
+    what = {"dir": "a directory of PNGs", "stream": "a Y4M stream", "image": "an image"}.get(
+        kind, path.suffix.lower() or "this output")
+    return f"dropped ({what} holds none; decode to .mkv, .mp4 or .mov to keep them)"
+
+
 #: RGB -> YUV matrices that swscale has (AVCOL_SPC: BT.709, FCC, BT.470BG, SMPTE 170M, SMPTE 240M, BT.2020 NCL)
 _SWSCALE_MATRICES = {1, 4, 5, 6, 7, 9}
 
@@ -966,12 +989,10 @@ class FrameWriter:
         self.color = color or ColorInfo()
         self.matrix: int | None = None  # an H.264 output's RGB -> YUV matrix (AVCOL_SPC)
         self._stdout: _StdoutBytes | None = None
-        if self.kind == "dir" and audio is not None:
-            self.audio_note = "dropped (a directory of PNGs holds no audio; decode to .mkv or .mp4 to keep it)"
-        if tags and (self.kind != "video" or path.suffix.lower() not in TAGGED_OUTPUTS):
-            what = {"dir": "a directory of PNGs", "stream": "a Y4M stream", "image": "an image"}.get(
-                self.kind, path.suffix.lower() or "this output")
-            self.tags_note = f"dropped ({what} holds none; decode to .mkv, .mp4 or .mov to keep them)"
+        if audio is not None and audio_dropped(path):
+            self.audio_note, audio = audio_dropped(path), None
+        if tags and tags_dropped(path):
+            self.tags_note, tags = tags_dropped(path), None
         if self.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
             return
@@ -983,20 +1004,15 @@ class FrameWriter:
                                          options={"flush_packets": "1"})
                 self.stream = self.container.add_stream("rawvideo", rate=rate)
                 self.stream.pix_fmt = "gray" if grey else "yuv444p"
-                if audio is not None:
-                    self.audio_note = "dropped (standard output carries a Y4M stream, video only)"
-                    audio = None
             elif self.kind == "image":
                 self.container = av.open(ffmpeg_name(path), "w", format="image2", options={"update": "1"})
                 codec = "png" if suffix == ".png" else ("mjpeg" if suffix in (".jpg", ".jpeg") else "png")
                 self.stream = self.container.add_stream(codec, rate=1)
                 self.stream.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
             else:
-                if tags and suffix in TAGGED_OUTPUTS:
+                if tags:
                     tags, notes = for_output(tags, suffix)
                     self.warnings.extend(notes)
-                else:
-                    tags = None
                 mdta = {"movflags": "use_metadata_tags"} if tags and needs_mdta(tags, suffix) else {}
                 self.container = av.open(ffmpeg_name(path), "w", options=BITEXACT | mdta)
                 if suffix == ".mkv":
@@ -1035,9 +1051,6 @@ class FrameWriter:
             raise OutputError(f"{path}: cannot open for writing ({reason(exc)})") from None
 
     def _add_audio(self, audio: AudioTrack, suffix: str) -> None:
-        if suffix not in COPYABLE:
-            self.audio_note = f"dropped ({suffix or 'this output'} holds no audio; decode to .mkv or .mp4 to keep it)"
-            return
         self.audio = AudioMuxer(self.container, suffix, audio)
         self.audio_note = f"{audio.codec} copied"
         if self.audio.reencoded:

@@ -1,10 +1,12 @@
 """The `tokcodec` commands: each parses its options and calls the library."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -29,6 +31,7 @@ from tokcodec.errors import ArgumentError, InputError, OutputError, why_not_a_fi
 from tokcodec.text import plural, printable
 
 if TYPE_CHECKING:
+    from tokcodec.codec.container import Header
     from tokcodec.stream_input import StreamedVideo
 
 
@@ -255,6 +258,17 @@ def _bar_total(frames: int, limit: int | None) -> int | None:
     return min(frames, limit) if frames and limit else frames or limit or None
 
 
+def _decodes_as_it_comes(output: Path, salvage: bool, audio: bool, metadata: bool, header: Header) -> bool:
+    """Whether `decode -` takes a .tok of this ``header`` as it comes (else a copy of it, made
+    first): not for what needs the whole file first: a salvage, stored audio or tags that go into
+    the output (they come after the video), an image output of a stream of unknown length."""
+    from tokcodec.io import audio_dropped, output_kind, tags_dropped
+
+    return not (salvage or (header.has_audio and audio and not audio_dropped(output))
+                or (header.has_tags and metadata and not tags_dropped(output))
+                or (output_kind(output) == "image" and not header.frame_count))
+
+
 def _named(output: Path) -> str:
     if str(output) == STDIO:
         return "stdout"
@@ -285,14 +299,18 @@ def decode(
     as_json: StatsJson = False,
 ) -> None:
     """Decode a .tok file back to video (with its audio in .mkv/.mp4/.mov outputs), or part of it (--ss, -t, --frames)."""
-    with errors(), input_file(input, "a .tok file",
-                              check_output=lambda: _checked(output, overwrite, compare, as_json)) as src:
-        from tokcodec.codec.pipeline import check_reference, decode_part, decode_video, open_tok
+    part = dict(start=start, duration=duration, frames=frames)
+    with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare, as_json),
+                              tok_as_it_comes=partial(_decodes_as_it_comes, output, salvage, not no_audio,
+                                                      not no_metadata)) as src:
+        from tokcodec.codec.pipeline import UNKNOWN_END, check_reference, decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
+        from tokcodec.codec.tok_stream import TokStream
         _checked(output, overwrite, compare, as_json)
-        part = dict(start=start, duration=duration, frames=frames)
-        with (open_salvage(src) if salvage else open_tok(src)) as reader:
-            total = decode_part(reader, **part).frames
+        streamed = isinstance(src, TokStream)
+        with (contextlib.nullcontext(src) if streamed else open_salvage(src) if salvage else open_tok(src)) as reader:
+            wanted = decode_part(reader, **part)
+            total = None if wanted.stop == UNKNOWN_END else wanted.frames
             if compare is not None:
                 check_reference(compare, reader.header.width, reader.header.height)
         with frame_progress("decode", total, quiet or as_json) as advance:
@@ -300,6 +318,8 @@ def decode(
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
                               compile=compile, metadata=not no_metadata, **part)
+        if not streamed and src != input:  # (a pipe copied to a temporary file: named as given)
+            st.input = "stdin" if str(input) == STDIO else str(input)
         if str(output) != STDIO:
             remove_dead_parts(output)
         lost = sum(b - a + 1 for a, b in st.lost_frames)

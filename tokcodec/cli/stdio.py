@@ -4,7 +4,8 @@ tokcodec reads its inputs more than once (a probe, the audio, the frames; the ra
 windows of the video), which a pipe cannot give, so standard input is first copied to a
 temporary file; messages name it "stdin". A Y4M stream piped into encode is the exception: it is
 encoded as it comes (stream_input.py; with --spool, from a copy made as fast as it comes), unless
-a target rate asks for the copy first. For
+a target rate asks for the copy first; another is a .tok piped into decode, decoded as it comes
+(codec/tok_stream.py) unless its audio or tags go into the output (they come after its video). For
 encode, Ctrl-C ends the input there (a live capture piped in: `ffmpeg -f v4l2 -i /dev/video0 -f
 yuv4mpegpipe - | tokcodec encode - -o cam.tok --spool`), and what came is encoded, as ffmpeg's
 first Ctrl-C finishes its output; Ctrl-C again aborts as anywhere else. Standard output as a
@@ -30,9 +31,12 @@ from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, read_exactly, read_some
 from tokcodec.text import live_terminal, plural
 
 if TYPE_CHECKING:
+    from tokcodec.codec.container import Header
+    from tokcodec.codec.tok_stream import TokStream
     from tokcodec.stream_input import StreamedVideo
 
 NPY_MAGIC = b"\x93NUMPY"
+TOK_MAGIC = b"TOKCODEC"  # (container.MAGIC, without importing the codec at start)
 #: a Ctrl-C handled this long (seconds) after the stream's end aborts, as there is no input left
 #: to end; one handled sooner is the one that ended it: the program piping in, which got it too,
 #: closed the pipe while a long computation (a GOP's convolutions) kept Python from the handler
@@ -52,7 +56,8 @@ def cli_path(text: str) -> Path:
 @contextmanager
 def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None,
                check_output: Callable[[], None] | None = None, ends_at_interrupt: bool = False,
-               y4m_as_it_comes: bool = False, spool: bool = False) -> Iterator[Path | StreamedVideo]:
+               y4m_as_it_comes: bool = False, spool: bool = False,
+               tok_as_it_comes: Callable[[Header], bool] | None = None) -> Iterator[Path | StreamedVideo | TokStream]:
     """``path``, or for "-" the bytes of standard input (``stream``) in a temporary file, removed
     afterwards; ``check_output`` runs first, so that a refused output does not wait for the
     whole input. A token file read this way gets the suffix its first bytes call for. With
@@ -61,7 +66,9 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     in place, the probe took its first bytes and the next open waited for ever for a writer.
     With ``y4m_as_it_comes`` (encode) a pipe that begins as a Y4M stream is not copied first: a
     StreamedVideo reads it as it comes (Ctrl-C then ends it, with ``ends_at_interrupt``), with
-    ``spool`` copying all of it to a temporary file as fast as it comes and reading that."""
+    ``spool`` copying all of it to a temporary file as fast as it comes and reading that. With
+    ``tok_as_it_comes`` (decode) a pipe that begins as a .tok is not copied first where that
+    says yes to its header: a TokStream reads it as it comes."""
     piped = str(path) != STDIO and is_pipe(path)
     if str(path) != STDIO and not piped:
         yield path
@@ -81,9 +88,23 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     shown = str(path) if piped else "stdin"  # (in messages)
     source = f"{path} (a pipe)" if piped else "standard input"
     try:
-        head = read_exactly(stream, len(Y4M_MAGIC)) if y4m_as_it_comes else b""
+        head = read_exactly(stream, len(Y4M_MAGIC) if y4m_as_it_comes else len(TOK_MAGIC) if tok_as_it_comes else 0)
+        tok = tok_as_it_comes is not None and head == TOK_MAGIC
+        if tok:
+            from tokcodec.codec.container import HEADER_SIZE, Header
+            head += read_exactly(stream, HEADER_SIZE - len(head))
     except OSError as exc:
         raise InputError(f"{shown}: cannot read it ({exc.strerror or exc})") from None
+    if tok and tok_as_it_comes(Header.unpack(head, shown)):
+        from tokcodec.codec.tok_stream import TokStream
+
+        try:
+            with TokStream(stream, shown, head) as tokens:
+                yield tokens
+        finally:
+            if piped:
+                stream.close()
+        return
     if head == Y4M_MAGIC:
         from tokcodec.stream_input import StreamedVideo
 

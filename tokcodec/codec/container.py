@@ -71,6 +71,7 @@ TRAILER_SIZE = _TRAILER.size
 # audio block: magic, block header size, kind, start offset (microseconds, signed), payload length,
 # payload crc, crc of the preceding fields
 _BLOCK = struct.Struct("<4sHHqQII")
+BLOCK_HEADER_SIZE = _BLOCK.size
 _AUDIO = _BLOCK
 AUDIO_HEADER_SIZE = _AUDIO.size
 AUDIO_KIND_MATROSKA = 1
@@ -357,6 +358,45 @@ def trailer_frames(buf: bytes | memoryview) -> int | None:
     return frames if ok else None
 
 
+def checked_chunk(raw: bytes, stated: ChunkEntry, i: int, header: Header, source: str, against: str) -> Chunk:
+    """Chunk ``i`` from its bytes ``raw`` (header and payload), checked: its CRC, then that its
+    header agrees with ``stated`` (the index's entry, or what the chunks before it imply: say
+    which in ``against``) and its token grid with the file's header."""
+    magic, idx, first, frames, lt, lh, lw, plen, crc = _CHUNK.unpack_from(raw)
+    if zlib.crc32(raw[CHUNK_HEADER_SIZE:], zlib.crc32(raw[:CHUNK_HEADER_SIZE - 4])) != crc:
+        raise FormatError(f"{source}: chunk {i} (frames {stated.first_frame}-{stated.first_frame + stated.frames - 1}) "
+                          "checksum mismatch (file corrupted)")
+    if magic != CHUNK_MAGIC or idx != i or first != stated.first_frame or frames != stated.frames \
+            or plen != stated.payload_len:
+        raise FormatError(f"{source}: chunk {i} header disagrees with {against}")
+    if (lt, lh, lw) != header.latent_shape(frames):
+        t, h, w = header.latent_shape(frames)
+        raise FormatError(f"{source}: chunk {i}: its token grid {lt}x{lh}x{lw} is not the {t}x{h}x{w} "
+                          f"of {frames} frames at the header's size")
+    parts = _split_payload(raw[CHUNK_HEADER_SIZE:], header)
+    if parts is None:
+        raise FormatError(f"{source}: chunk {i}: coder payload length exceeds the chunk (file corrupted)")
+    return Chunk(i, first, frames, (lt, lh, lw), *parts, stored_len=plen)
+
+
+def chunk_head(fixed: bytes) -> ChunkEntry:
+    """What the fixed fields of a chunk (its first CHUNK_HEADER_SIZE bytes) state, unchecked:
+    offset 0, its first frame, frames and payload length."""
+    _, _, first, frames, _, _, _, plen, _ = _CHUNK.unpack_from(fixed)
+    return ChunkEntry(0, first, frames, plen)
+
+
+def block_head(raw: bytes, name: str, magic: bytes, kind: int, source: str) -> tuple[int, int, int, int]:
+    """The audio or tags block header ``raw`` (BLOCK_HEADER_SIZE bytes), checked: (its header
+    size, its signed field, payload length, payload CRC)."""
+    found, size, found_kind, field, plen, pcrc, crc = _BLOCK.unpack(raw)
+    if found != magic or zlib.crc32(raw[:-4]) != crc:
+        raise FormatError(f"{source}: {name} block header corrupted")
+    if found_kind != kind:
+        raise FormatError(f"{source}: {name} block of unknown kind {found_kind} (made by a newer tokcodec?)")
+    return size, field, plen, pcrc
+
+
 class ContainerWriter:
     """Streams a .tok file: header first, chunks as they come, index and trailer at close."""
 
@@ -517,20 +557,12 @@ class ContainerReader:
 
     def _read_block_head(self, pos: int, end: int, name: str, magic: bytes, kind: int
                          ) -> tuple[int, int, int, int]:
-        """The audio or tags block header at ``pos`` (before ``end``), checked: (its header
-        size, its signed field, payload length, payload CRC)."""
-        src = self.source
-        if end - pos < _BLOCK.size:  # (the chunks end where the block should be)
-            raise FormatError(f"{src}: chunks do not add up to the index: no room for the {name} block "
+        """The audio or tags block header at ``pos`` (before ``end``), checked (``block_head``)."""
+        if end - pos < BLOCK_HEADER_SIZE:  # (the chunks end where the block should be)
+            raise FormatError(f"{self.source}: chunks do not add up to the index: no room for the {name} block "
                               "(file corrupted)")
         self.fh.seek(pos)
-        raw = self.fh.read(_BLOCK.size)
-        found, size, found_kind, field, plen, pcrc, crc = _BLOCK.unpack(raw)
-        if found != magic or zlib.crc32(raw[:-4]) != crc:
-            raise FormatError(f"{src}: {name} block header corrupted")
-        if found_kind != kind:
-            raise FormatError(f"{src}: {name} block of unknown kind {found_kind} (made by a newer tokcodec?)")
-        return size, field, plen, pcrc
+        return block_head(self.fh.read(BLOCK_HEADER_SIZE), name, magic, kind, self.source)
 
     def _read_audio_entry(self, pos: int, end: int) -> AudioEntry:
         size, start_us, plen, pcrc = self._read_block_head(pos, end, "audio", AUDIO_MAGIC, AUDIO_KIND_MATROSKA)
@@ -580,21 +612,8 @@ class ContainerReader:
         raw = self.fh.read(CHUNK_HEADER_SIZE + e.payload_len)
         if len(raw) != CHUNK_HEADER_SIZE + e.payload_len:
             raise FormatError(f"{self.source}: chunk {i} is truncated")
-        magic, idx, first, frames, lt, lh, lw, plen, crc = _CHUNK.unpack_from(raw)
-        if zlib.crc32(raw[CHUNK_HEADER_SIZE:], zlib.crc32(raw[:CHUNK_HEADER_SIZE - 4])) != crc:
-            raise FormatError(f"{self.source}: chunk {i} (frames {e.first_frame}-{e.first_frame + e.frames - 1}) "
-                              "checksum mismatch (file corrupted)")
-        if magic != CHUNK_MAGIC or idx != i or first != e.first_frame or frames != e.frames \
-                or plen != e.payload_len:
-            raise FormatError(f"{self.source}: chunk {i} header disagrees with the index")
-        if (lt, lh, lw) != self.header.latent_shape(frames):
-            t, h, w = self.header.latent_shape(frames)
-            raise FormatError(f"{self.source}: chunk {i}: its token grid {lt}x{lh}x{lw} is not the {t}x{h}x{w} "
-                              f"of {frames} frames at the header's size")
-        parts = _split_payload(raw[CHUNK_HEADER_SIZE:], self.header)
-        if parts is None:
-            raise FormatError(f"{self.source}: chunk {i}: coder payload length exceeds the chunk (file corrupted)")
-        return Chunk(i, first, frames, (lt, lh, lw), *parts, stored_len=plen)
+        return checked_chunk(raw, ChunkEntry(e.offset, e.first_frame, e.frames, e.payload_len), i, self.header,
+                             self.source, "the index")
 
     def chunks(self) -> Iterator[Chunk]:
         for i in range(len(self.entries)):

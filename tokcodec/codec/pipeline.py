@@ -32,8 +32,8 @@ from numpy.typing import DTypeLike
 from tokcodec.audio import AudioTrack, extract_audio, has_audio, read_track
 from tokcodec.audio_choice import AudioChoice
 from tokcodec.codec.accel import AutoGopBatch, HostStager, compile_networks
-from tokcodec.codec.container import (Chunk, ContainerReader, ContainerWriter, Header, chunk_file_bytes,
-                                      fixed_file_bytes, open_tok)
+from tokcodec.codec.container import (MAX_FRAMES, Chunk, ContainerReader, ContainerWriter, Header,
+                                      chunk_file_bytes, fixed_file_bytes, open_tok)
 from tokcodec.codec.correction import Correction, CorrectionConfig
 from tokcodec.codec.gop_encoder import (PROBE_WINDOWS, CodedGop, GopEncoder, measure_bpp, network_stage,
                                         probe_windows)
@@ -54,14 +54,16 @@ from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, nothing_survived, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.scenecut import split_gops
+from tokcodec.codec.tok_stream import TokStream
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, tensor_to_frames  # noqa: F401
 from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_KEY_INTERVAL,
                                MAX_RDO, check_deinterlace, check_gop, check_scenecut)
 from tokcodec.device import Runtime, one_blas_thread, select_runtime
 from tokcodec.errors import (LINKED_TO_LOST, ArgumentError, FormatError, InputError, MissingPriorError,
                              ModelError, OutputError, TokcodecError)
-from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, deinterlaces, is_grey, iter_frames, not_kept,
-                         output_kind, probe, sequence_warnings, standard_rate, stored_lines, timing_drift)
+from tokcodec.io import (ColorInfo, FrameWriter, VideoInfo, audio_dropped, deinterlaces, is_grey, iter_frames,
+                         not_kept, output_kind, probe, sequence_warnings, standard_rate, stored_lines, tags_dropped,
+                         timing_drift)
 from tokcodec.media_tags import MediaTags, read_tags
 from tokcodec.metrics import ErrorTotals
 from tokcodec.model.presets import PRESETS, resolve_name
@@ -75,6 +77,9 @@ T = TypeVar("T")
 #: why a stream read as it comes takes no target rate
 STREAM_TARGET = ("{name}: a target rate (--bpp, --bitrate) is planned on windows from across the input, and a "
                  "stream is read once as it comes: write it to a file first (the command line does, for encode -)")
+
+#: the end of a stream's frames before it has come (its header states no count): decode_part
+UNKNOWN_END = MAX_FRAMES
 
 ProgressFn = Callable[[int], None]  # called with the number of frames just finished
 
@@ -247,10 +252,15 @@ def opens_streams(encode: Callable[..., T]) -> Callable[..., T]:
             raise ArgumentError(STREAM_TARGET.format(name=src.name if isinstance(src, StreamedVideo) else "stream"))
         if isinstance(src, StreamedVideo):
             return encode(src, *args, **kwargs)
-        named = getattr(src, "name", None)  # (a file object's path; sys.stdin.buffer's "<stdin>")
-        with open_y4m(src, named if isinstance(named, str) and named else "stream") as video:
+        with open_y4m(src, _stream_name(src)) as video:
             return encode(video, *args, **kwargs)
     return opened
+
+
+def _stream_name(stream: BinaryIO) -> str:
+    """What messages call a stream: its file's name where it has one (sys.stdin.buffer's "<stdin>")."""
+    named = getattr(stream, "name", None)
+    return named if isinstance(named, str) and named else "stream"
 
 
 @opens_streams
@@ -408,12 +418,16 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
             frames_in = (streamed.frames(max_frames, skip, deinterlace) if streamed
                          else iter_frames(src, max_frames, skip, deinterlace))
             network = network_stage(encode_gop, split_gops(frames_in, gop, scenecut), quantize_for, key_interval)
+            # each GOP written once coded where its size steers the next (a target rate) and to
+            # standard output, which a decode as it comes may be reading: not GOPs later
             coded = ((chunk for chunk in kept.chunks) if kept
-                     else ordered_map(entropy_coded, network, ahead=1 if control else None))
+                     else ordered_map(entropy_coded, network, ahead=1 if control or not seekable else None))
             # closed on the way out, failure included: the input is closed and the coder's threads stop
             with closing(network), closing(coded):
                 for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
                     writer.add_chunk(n, idx.shape, payload, record)
+                    if not seekable:  # (standard output: each GOP goes out whole)
+                        fh.flush()
                     if control:
                         control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
                     correction_bytes += len(record)
@@ -822,12 +836,12 @@ def _chunk_links(coder: TokenCoder, chunk: Chunk, correction: bool = True) -> bo
     return links_to_previous(coder, chunk.payload, chunk.correction if correction else b"")
 
 
-def _chunk_tokens(reader: ContainerReader, correction: bool = True,
-                  chunks: Iterable[Chunk] | None = None) -> Iterator[DecodedChunk]:
+def _chunk_tokens(reader: ContainerReader | TokStream, correction: bool = True,
+                  chunks: Iterable[Chunk] | None = None, ahead: int | None = None) -> Iterator[DecodedChunk]:
     """Each chunk's tokens and (with ``correction``) correction, without running the decoder
     network; chunks (all of the file's, or ``chunks``: a run of them that starts at a key chunk)
-    are decoded in worker threads ahead of the caller, yielded in order (a linked chunk after the
-    one before it)."""
+    are decoded in worker threads ahead of the caller (at most ``ahead`` of them: linked_map),
+    yielded in order (a linked chunk after the one before it)."""
     coder = get_coder(reader.header.coder_id)
 
     def decoded(chunk: Chunk, before: Callable[[], DecodedChunk | None]) -> DecodedChunk:
@@ -837,7 +851,7 @@ def _chunk_tokens(reader: ContainerReader, correction: bool = True,
             raise type(exc)(f"{reader.source}: chunk {chunk.index}: {exc}") from None
 
     yield from linked_map(decoded, reader.chunks() if chunks is None else chunks,
-                          partial(_chunk_links, coder, correction=correction))
+                          partial(_chunk_links, coder, correction=correction), ahead=ahead)
 
 
 def decode_tokens(reader: ContainerReader) -> Iterator[tuple[int, np.ndarray]]:
@@ -997,7 +1011,7 @@ def decode_batch(loaded: LoadedModel, runtime: Runtime, stager: HostStager, idx:
             + decode_batch(loaded, runtime, stager, idx[half:], sizer))
 
 
-def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedModel | None = None,
+def decode_video(src: str | Path | BinaryIO | TokStream, dst: str | Path, *, model: ModelName | LoadedModel | None = None,
                  device: str = "auto", precision: str = "auto", overwrite: bool = False,
                  progress: ProgressFn | None = None, audio: bool = True,
                  salvage: bool = False, gop_batch: int | str = "auto", compile: bool = False,
@@ -1016,28 +1030,46 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
     ``start`` and ``duration`` (seconds, or "1:30"-style strings) and ``frames`` decode part of
     the file, as ffmpeg's -ss, -t and -frames:v do: the output (and its audio) starts at 0 with
     the first frame at or after ``start``, and only the GOPs that hold the part go through the
-    network (codec/ranges.py)."""
+    network (codec/ranges.py).
+
+    ``src`` may be a binary stream (a pipe: ``sys.stdin.buffer``) or a TokStream: it is decoded
+    as it comes, each GOP once it has come (``gop_batch`` "auto" is 1 then). Its audio and
+    tags come after its video, so they cannot go into the output: with an output that holds
+    them, give ``audio=False`` and ``metadata=False`` (or decode a file)."""
     check_gop_batch(gop_batch)
-    src, dst = Path(src), Path(dst)
+    dst = Path(dst)
     kind = output_kind(dst)
-    check_output(dst, overwrite, src)
+    streamed = not isinstance(src, (str, os.PathLike))
+    if streamed:
+        if salvage:
+            raise ArgumentError("--salvage searches a damaged file for its intact GOPs, and a stream is read once "
+                                "as it comes: write it to a file first (the command line does, for decode -)")
+        check_output(dst, overwrite)
+        reader = src if isinstance(src, TokStream) else TokStream(src, _stream_name(src))
+        _check_stream_output(reader, dst, audio, metadata)
+    else:
+        src = Path(src)
+        check_output(dst, overwrite, src)
+        reader = open_salvage(src) if salvage else open_tok(src)
+    source = reader.source if streamed else str(src)
     runtime = select_runtime(device, precision)
-    reader = open_salvage(src) if salvage else open_tok(src)
     with reader:
         h = reader.header
         part = decode_part(reader, start, duration, frames)
         if kind == "image" and part.frames != 1:
-            what = "the part asked for holds" if part.frames != reader.frame_count else "the file has"
-            raise OutputError(f"{dst}: an image output holds one frame, {what} {part.frames} "
+            what = "a stream of unknown length may hold" if part.stop == UNKNOWN_END else \
+                "the part asked for holds" if part.frames != reader.frame_count else "the file has"
+            count = "more" if part.stop == UNKNOWN_END else part.frames
+            raise OutputError(f"{dst}: an image output holds one frame, {what} {count} "
                               "(use a video extension or a directory, or --frames 1)")
-        loaded = prepare_model(model_for_header(h, model, str(src)), runtime)
+        loaded = prepare_model(model_for_header(h, model, source), runtime)
         if compile:
             compile_networks(loaded.tokenizer)
         start_time = time.perf_counter()
         damaged: list[str] = []
         try:
             with output_errors(dst, av.FFmpegError):  # disk full, unwritable place, muxer refusal
-                track = _stored_audio(reader, audio, damaged if salvage else None)
+                track = None if streamed else _stored_audio(reader, audio, damaged if salvage else None)
                 stored = track is not None
                 if stored and part.frames != reader.frame_count:  # to the end: all the audio, as a whole decode
                     length = float(time_of(part.frames, h.frame_rate)) if part.stop < reader.frame_count else None
@@ -1046,7 +1078,7 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                 color = ColorInfo(h.color_range, h.colorspace, h.primaries, h.transfer)
                 media, tags_lost = None, ""
                 try:
-                    media = reader.read_tags() if metadata else None
+                    media = reader.read_tags() if metadata and not streamed else None
                 except FormatError as exc:  # (a damaged title is no reason to lose the video: said, and decoded)
                     tags_lost = str(exc)
                 if media and part.frames != reader.frame_count:  # (as the audio: to the end, all of it)
@@ -1056,13 +1088,17 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
                         FrameWriter(out_path, h.width, h.height, h.frame_rate, color, audio=track,
                                     tags=media, grey=h.grey) as writer:
                     out = GapFiller(writer, h.height, h.width, written=part.start, stop=part.stop)
+                    # a stream's GOPs one by one as they come: each decodes once it has come
                     grids = (_salvaged_tokens(reader, damaged) if salvage
-                             else _chunk_tokens(reader, chunks=_chunks_for(reader, part)))
+                             else _chunk_tokens(reader, chunks=_chunks_for(reader, part), ahead=1 if streamed else None))
                     # closed on the way out, failure included: the entropy decoder's threads stop
                     # then, not when the exception that ended the decode is let go of
                     with closing(grids), closing(in_range(grids, part, lead_in=salvage)) as items:
-                        used_batch = decode_gops(items, loaded, runtime, h, out, gop_batch, progress, str(src),
-                                                 _longest_gop(reader))
+                        used_batch = decode_gops(items, loaded, runtime, h, out,
+                                                 1 if streamed and gop_batch == "auto" else gop_batch, progress,
+                                                 source, _longest_gop(reader))
+                    if streamed:
+                        part = _stream_part(reader, part, start)
                     if salvage and out.last is None:
                         # no frame decoded, so all of it black (every chunk left was linked to a
                         # lost one, or its record did not read): a video of filler helped no one
@@ -1087,6 +1123,8 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
         problems = reader.problems + damaged if salvage else []
     if not audio and h.has_audio:
         audio_note = "dropped (--no-audio)"  # (as encode says it; "none" read as if there were none)
+    elif streamed and h.has_audio:
+        audio_note = audio_dropped(dst)
     elif h.has_audio and not stored:
         audio_note = "lost (audio block damaged)"
     elif stored and track is None:
@@ -1095,37 +1133,45 @@ def decode_video(src: str | Path, dst: str | Path, *, model: ModelName | LoadedM
         tags_note = "lost (tags block damaged)"  # (salvage's problems say how)
     elif not metadata and h.has_tags:
         tags_note = "dropped (--no-metadata)"
+    elif streamed and h.has_tags:
+        tags_note = tags_dropped(dst)
     elif tags_lost:
         tags_note = "lost (tags block damaged)"
         warnings.append(f"{tags_lost}: decoded without the tags and chapters (tokcodec verify checks the file)")
-    return DecodeStats(str(src), str(dst), out.written - part.start, h.width, h.height,
+    return DecodeStats(source, str(dst), out.written - part.start, h.width, h.height,
                        time.perf_counter() - start_time, str(runtime.device), runtime.precision, audio_note,
                        out.filled, problems, gop_batch=used_batch, first_frame=part.start, warnings=warnings,
                        tags=tags_note)
 
 
-def _longest_gop(reader: ContainerReader | SalvageReader) -> int:
-    """The most frames a chunk of the file holds (of its intact ones, salvaging), at least 1."""
+def _longest_gop(reader: ContainerReader | SalvageReader | TokStream) -> int:
+    """The most frames a chunk of the file holds (of its intact ones, salvaging; a stream's,
+    which has not come yet: the header's GOP), at least 1."""
+    if isinstance(reader, TokStream):
+        return reader.header.gop
     counts = [s.frames for s in reader.spots] if isinstance(reader, SalvageReader) else \
         [e.frames for e in reader.entries]
     return max(counts, default=1)
 
 
-def decode_part(reader: ContainerReader | SalvageReader, start: float | Fraction | str | None = None,
+def decode_part(reader: ContainerReader | SalvageReader | TokStream, start: float | Fraction | str | None = None,
                 duration: float | Fraction | str | None = None, frames: int | None = None) -> FrameRange:
     """The frames decode_video writes of an open file: all of them, or the part ``start`` and
     ``duration`` (seconds, or times as ``--ss`` takes them) and ``frames`` name (an InputError
-    when it holds none)."""
+    when it holds none). A stream whose header does not state its frame count (`encode -o -`
+    wrote it) is taken to run to UNKNOWN_END, cut where it ends (_stream_part)."""
+    count = reader.frame_count or UNKNOWN_END
     if start is None and duration is None and frames is None:
-        return FrameRange(0, reader.frame_count)
-    return frame_range(reader.frame_count, reader.header.frame_rate, start=seconds(start),
+        return FrameRange(0, count)
+    return frame_range(count, reader.header.frame_rate, start=seconds(start),
                        duration=seconds(duration), frames=frames, source=str(reader.path))
 
 
-def _chunks_for(reader: ContainerReader, part: FrameRange) -> Iterator[Chunk]:
+def _chunks_for(reader: ContainerReader | TokStream, part: FrameRange) -> Iterator[Chunk]:
     """The chunks that decode ``part``: those that hold its frames, from the key chunk before them
-    (the chunks between are entropy-decoded for the links, not put through the network)."""
-    if part.frames == reader.frame_count:
+    (the chunks between are entropy-decoded for the links, not put through the network). A
+    stream's: all of them as they come (in_range drops those before the part)."""
+    if isinstance(reader, TokStream) or part.frames == reader.frame_count:
         return reader.chunks()
     coder = get_coder(reader.header.coder_id)
     searched: dict[int, Chunk] = {}  # the chunks the key search read, handed on instead of read again
@@ -1137,6 +1183,26 @@ def _chunks_for(reader: ContainerReader, part: FrameRange) -> Iterator[Chunk]:
     first, last = chunk_span([e.first_frame for e in reader.entries], [e.frames for e in reader.entries],
                              part, links)
     return (searched.pop(i) if i in searched else reader.read_chunk(i) for i in range(first, last + 1))
+
+
+def _stream_part(reader: TokStream, part: FrameRange, start: float | Fraction | str | None) -> FrameRange:
+    """``part`` of a stream, whose end was not known as it came (decode_part), cut at the frames
+    it held; where it starts after them, the InputError a file's part gives."""
+    if part.start >= reader.frames_read:
+        frame_range(reader.frames_read, reader.header.frame_rate, start=seconds(start), source=reader.source)
+    return FrameRange(part.start, min(part.stop, reader.frames_read))
+
+
+def _check_stream_output(reader: TokStream, dst: Path, audio: bool, metadata: bool) -> None:
+    """An ArgumentError where the stored audio or tags of a .tok decoded as it comes would go into
+    ``dst``: they come after the video, which the output needs them before."""
+    h = reader.header
+    for name, stored, wanted, dropped, option in (("audio", h.has_audio, audio, audio_dropped, "--no-audio"),
+                                                  ("tags", h.has_tags, metadata, tags_dropped, "--no-metadata")):
+        if stored and wanted and not dropped(dst):
+            raise ArgumentError(f"{reader.source}: its {name} comes after its video, and {dst} would need it "
+                                f"first: decode it from a file (the command line copies a pipe to one), or "
+                                f"with {option}")
 
 
 def _lead_in_left_out(track: AudioTrack, rate: Fraction) -> list[str]:
