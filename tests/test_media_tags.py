@@ -2,6 +2,7 @@
 the .tok's tags block on encode, written back into .mkv, .mp4 and .mov decodes."""
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from tokcodec.codec.container import HEADER_SIZE, TAGS_HEADER_SIZE, Header, open_tok
 from tokcodec.codec.pipeline import decode_video, encode_video
 from tokcodec.codec.salvage import open_salvage
+from tokcodec.codec.tok_stream import TokStream
 from tokcodec.codec.verify import verify_file
 from tokcodec.errors import FormatError
 from tokcodec.media_tags import MAX_TAGS_BYTES, Chapter, MediaTags, needs_mdta
@@ -174,6 +176,11 @@ def test_a_damaged_tags_block(tagged_tok: Path, tmp_path: Path) -> None:
     st = decode_video(bad, tmp_path / "bad.mkv")  # (a damaged title is no reason to lose the video)
     assert st.frames == 25 and st.tags == "lost (tags block damaged)"
     assert any("tags block checksum" in w and "without the tags" in w for w in st.warnings)
+    st = decode_video(io.BytesIO(bytes(data)), tmp_path / "piped.y4m")  # (as it comes: said as from a file)
+    assert st.frames == 25 and st.tags == "lost (tags block damaged)"
+    assert any("tags block checksum" in w and "without the tags" in w for w in st.warnings)
+    stream = TokStream(io.BytesIO(tagged_tok.read_bytes()))
+    assert sum(c.frames for c in stream.chunks()) == 25 and stream.read_tags().tags == TAGS
     st = decode_video(bad, tmp_path / "salvaged.mkv", salvage=True)
     assert st.frames == 25 and any("tags block is damaged" in p for p in st.problems)
     assert st.tags == "lost (tags block damaged)"

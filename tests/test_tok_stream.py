@@ -110,12 +110,58 @@ def test_a_part_past_a_streams_end_and_what_a_stream_cannot_give(tok_file, tiny_
     with pytest.raises(ArgumentError, match="--salvage"):
         decode_video(io.BytesIO(unstated), tmp_path / "s.y4m", model=tiny_model, salvage=True)
     _, tok, _ = linked_file  # (its header announces audio: it comes after the video)
-    with pytest.raises(ArgumentError, match="its audio comes after its video.*--no-audio"):
+    with pytest.raises(ArgumentError, match=r"its audio comes after its video.*without it \(audio=False\)"):
         decode_video(io.BytesIO(tok.read_bytes()), tmp_path / "a.mkv")
     st = decode_video(io.BytesIO(tok.read_bytes()), tmp_path / "a.mkv", audio=False)
     assert st.frames == 45 and st.audio == "dropped (--no-audio)"
     st = decode_video(io.BytesIO(tok.read_bytes()), tmp_path / "a.y4m")
     assert st.audio == "dropped (.y4m holds no audio; decode to .mkv or .mp4 to keep it)"
+
+
+def test_each_gop_is_decoded_once_it_has_come(tok_file, tiny_model, tmp_path) -> None:
+    """A GOP goes through the network as soon as its chunk has come, not when the next one does
+    (a batch was handed on only then: a GOP's time late, and never for the last one before
+    damage): with the pipe held open after chunk 0, its 5 frames are written."""
+    data = tok_file.read_bytes()
+    with ContainerReader(tok_file) as reader:
+        first_end = reader.entries[1].offset
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, data[:first_end])
+    written: list[int] = []
+    done: list[object] = []
+
+    def decode() -> None:
+        try:
+            done.append(decode_video(io.FileIO(read_fd, "rb"), tmp_path / "out.y4m", model=tiny_model,
+                                     progress=written.append))
+        except BaseException as exc:  # (handed to the test)
+            done.append(exc)
+    worker = threading.Thread(target=decode, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while sum(written) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert sum(written) == 5, written  # (chunk 0's frames, with chunk 1 not yet sent)
+    finally:
+        os.write(write_fd, data[first_end:])
+        os.close(write_fd)
+        worker.join(60)
+    assert done and not isinstance(done[0], BaseException) and done[0].frames == 30
+
+
+def test_a_whole_decode_checks_all_of_a_stream_and_a_part_stops_after_it(tok_file, tiny_model, tmp_path) -> None:
+    data = tok_file.read_bytes()
+    header = Header.unpack(data[:HEADER_SIZE], "t")
+    lying = replace(header, frame_count=10).pack() + data[HEADER_SIZE:]  # (its chunks hold 30)
+    with pytest.raises(FormatError, match="header says 10 frames, its chunks hold 30"):
+        decode_video(io.BytesIO(lying), tmp_path / "whole.y4m", model=tiny_model)
+    with ContainerReader(tok_file) as reader:
+        cut = data[:reader.entries[3].offset + 10]  # (within chunk 3, frames 15-19)
+    st = decode_video(io.BytesIO(cut), tmp_path / "part.y4m", model=tiny_model, frames=7)
+    assert st.frames == 7  # (as head does: read no further than needed)
+    with pytest.raises(InputError, match=r"frame 1250000000000\), after the end: the file has 30 frames"):
+        decode_video(io.BytesIO(_unstated(data)), tmp_path / "far.y4m", model=tiny_model, start=5e10)
 
 
 def _cli(*args: str) -> list[str]:

@@ -258,15 +258,17 @@ def _bar_total(frames: int, limit: int | None) -> int | None:
     return min(frames, limit) if frames and limit else frames or limit or None
 
 
-def _decodes_as_it_comes(output: Path, salvage: bool, audio: bool, metadata: bool, header: Header) -> bool:
+def _decodes_as_it_comes(output: Path, salvage: bool, audio: bool, metadata: bool, frames: Optional[int],
+                         header: Header) -> bool:
     """Whether `decode -` takes a .tok of this ``header`` as it comes (else a copy of it, made
     first): not for what needs the whole file first: a salvage, stored audio or tags that go into
-    the output (they come after the video), an image output of a stream of unknown length."""
-    from tokcodec.io import audio_dropped, output_kind, tags_dropped
+    the output (they come after the video), an image output of a stream of unknown length
+    (unless --frames 1)."""
+    from tokcodec.codec.tok_stream import after_video
+    from tokcodec.io import output_kind
 
-    return not (salvage or (header.has_audio and audio and not audio_dropped(output))
-                or (header.has_tags and metadata and not tags_dropped(output))
-                or (output_kind(output) == "image" and not header.frame_count))
+    return not (salvage or after_video(header, output, audio, metadata)
+                or (output_kind(output) == "image" and not header.frame_count and frames != 1))
 
 
 def _named(output: Path) -> str:
@@ -302,7 +304,7 @@ def decode(
     part = dict(start=start, duration=duration, frames=frames)
     with errors(), input_file(input, "a .tok file", check_output=lambda: _checked(output, overwrite, compare, as_json),
                               tok_as_it_comes=partial(_decodes_as_it_comes, output, salvage, not no_audio,
-                                                      not no_metadata)) as src:
+                                                      not no_metadata, frames)) as src:
         from tokcodec.codec.pipeline import UNKNOWN_END, check_reference, decode_part, decode_video, open_tok
         from tokcodec.codec.salvage import open_salvage
         from tokcodec.codec.tok_stream import TokStream
@@ -320,6 +322,8 @@ def decode(
                               compile=compile, metadata=not no_metadata, **part)
         if not streamed and src != input:  # (a pipe copied to a temporary file: named as given)
             st.input = "stdin" if str(input) == STDIO else str(input)
+            st.problems, st.warnings = ([w.replace(str(src), st.input) for w in said]
+                                        for said in (st.problems, st.warnings))
         if str(output) != STDIO:
             remove_dead_parts(output)
         lost = sum(b - a + 1 for a, b in st.lost_frames)

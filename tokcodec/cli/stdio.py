@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from tokcodec.errors import InputError, Terminated, TokcodecError
+from tokcodec.errors import FormatError, InputError, Terminated, TokcodecError
 from tokcodec.codec.outputs import CLOSED_STDIO, STDIO, is_pipe
 from tokcodec.pipes import DRAIN_SECONDS, Y4M_MAGIC, read_exactly, read_some
 from tokcodec.text import live_terminal, plural
@@ -91,11 +91,11 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
         head = read_exactly(stream, len(Y4M_MAGIC) if y4m_as_it_comes else len(TOK_MAGIC) if tok_as_it_comes else 0)
         tok = tok_as_it_comes is not None and head == TOK_MAGIC
         if tok:
-            from tokcodec.codec.container import HEADER_SIZE, Header
+            from tokcodec.codec.container import HEADER_SIZE
             head += read_exactly(stream, HEADER_SIZE - len(head))
     except OSError as exc:
         raise InputError(f"{shown}: cannot read it ({exc.strerror or exc})") from None
-    if tok and tok_as_it_comes(Header.unpack(head, shown)):
+    if tok and _takes(tok_as_it_comes, head, shown):
         from tokcodec.codec.tok_stream import TokStream
 
         try:
@@ -139,6 +139,17 @@ def input_file(path: Path, what: str = "a video", stream: BinaryIO | None = None
     finally:
         if piped and whole:  # (else the copy's thread may still wait on it: the process's end closes it)
             stream.close()
+
+
+def _takes(as_it_comes: Callable[[Header], bool], head: bytes, shown: str) -> bool:
+    """Whether ``as_it_comes`` takes the .tok whose header is ``head``; not where the header does not
+    read: the copy's reader then says why, as for a file (--salvage: that it needs the header)."""
+    from tokcodec.codec.container import Header
+
+    try:
+        return as_it_comes(Header.unpack(head, shown))
+    except FormatError:
+        return False
 
 
 def _spool(stream: BinaryIO, spooled: Path, ends_at_interrupt: bool, source: str = "standard input",

@@ -54,7 +54,7 @@ from tokcodec.codec.rdo import rate_aware_tokens
 from tokcodec.codec.salvage import SalvageReader, nothing_survived, open_salvage
 from tokcodec.codec.stats import DecodeStats, EncodeStats
 from tokcodec.codec.scenecut import split_gops
-from tokcodec.codec.tok_stream import TokStream
+from tokcodec.codec.tok_stream import TokStream, after_video
 from tokcodec.codec.tensors import coded_size, frames_to_tensor, tensor_to_frames  # noqa: F401
 from tokcodec.defaults import (DEFAULT_GOP, DEFAULT_KEY_INTERVAL, DEFAULT_RDO, DEFAULT_SCENECUT, MAX_KEY_INTERVAL,
                                MAX_RDO, check_deinterlace, check_gop, check_scenecut)
@@ -937,14 +937,19 @@ class GapFiller:
 def same_shape_batches(items: Iterator[tuple], size: int | Callable[[tuple[int, ...]], int]) -> Iterator[list[tuple]]:
     """Consecutive (first frame, frames, tokens, ...) items in lists of at most ``size`` (or of
     ``size(shape)`` for their token grids' shape, asked as each list fills: it may change between
-    lists) whose token grids have one shape (a file's last GOP is often shorter), in their order."""
+    lists) whose token grids have one shape (a file's last GOP is often shorter), in their order.
+    A full list is handed on at once, not when the next item comes (a stream's next GOP may be
+    a GOP's time away, or never come)."""
     limit = size if callable(size) else (lambda shape: size)
     batch: list[tuple] = []
     for item in items:
-        if batch and (len(batch) >= limit(batch[0][2].shape) or item[2].shape != batch[0][2].shape):
+        if batch and item[2].shape != batch[0][2].shape:
             yield batch
             batch = []
         batch.append(item)
+        if len(batch) >= limit(batch[0][2].shape):
+            yield batch
+            batch = []
     if batch:
         yield batch
 
@@ -1056,12 +1061,14 @@ def decode_video(src: str | Path | BinaryIO | TokStream, dst: str | Path, *, mod
     with reader:
         h = reader.header
         part = decode_part(reader, start, duration, frames)
-        if kind == "image" and part.frames != 1:
+        if kind == "image" and part.frames != 1 and part.start != UNKNOWN_END:
             what = "a stream of unknown length may hold" if part.stop == UNKNOWN_END else \
                 "the part asked for holds" if part.frames != reader.frame_count else "the file has"
             count = "more" if part.stop == UNKNOWN_END else part.frames
             raise OutputError(f"{dst}: an image output holds one frame, {what} {count} "
                               "(use a video extension or a directory, or --frames 1)")
+        if streamed and start is None and duration is None and frames is None:
+            part = FrameRange(0, UNKNOWN_END)  # (read to its end and checked, its header's frame count too)
         loaded = prepare_model(model_for_header(h, model, source), runtime)
         if compile:
             compile_networks(loaded.tokenizer)
@@ -1099,6 +1106,11 @@ def decode_video(src: str | Path | BinaryIO | TokStream, dst: str | Path, *, mod
                                                  source, _longest_gop(reader))
                     if streamed:
                         part = _stream_part(reader, part, start)
+                        try:  # (damaged, they are said, as a file's: the output holds none anyway)
+                            if metadata and reader.ended:
+                                reader.read_tags()
+                        except FormatError as exc:
+                            tags_lost = str(exc)
                     if salvage and out.last is None:
                         # no frame decoded, so all of it black (every chunk left was linked to a
                         # lost one, or its record did not read): a video of filler helped no one
@@ -1133,11 +1145,11 @@ def decode_video(src: str | Path | BinaryIO | TokStream, dst: str | Path, *, mod
         tags_note = "lost (tags block damaged)"  # (salvage's problems say how)
     elif not metadata and h.has_tags:
         tags_note = "dropped (--no-metadata)"
-    elif streamed and h.has_tags:
-        tags_note = tags_dropped(dst)
     elif tags_lost:
         tags_note = "lost (tags block damaged)"
         warnings.append(f"{tags_lost}: decoded without the tags and chapters (tokcodec verify checks the file)")
+    elif streamed and h.has_tags:
+        tags_note = tags_dropped(dst)
     return DecodeStats(source, str(dst), out.written - part.start, h.width, h.height,
                        time.perf_counter() - start_time, str(runtime.device), runtime.precision, audio_note,
                        out.filled, problems, gop_batch=used_batch, first_frame=part.start, warnings=warnings,
@@ -1160,10 +1172,12 @@ def decode_part(reader: ContainerReader | SalvageReader | TokStream, start: floa
     ``duration`` (seconds, or times as ``--ss`` takes them) and ``frames`` name (an InputError
     when it holds none). A stream whose header does not state its frame count (`encode -o -`
     wrote it) is taken to run to UNKNOWN_END, cut where it ends (_stream_part)."""
-    count = reader.frame_count or UNKNOWN_END
+    count, begin = reader.frame_count or UNKNOWN_END, seconds(start)
     if start is None and duration is None and frames is None:
         return FrameRange(0, count)
-    return frame_range(count, reader.header.frame_rate, start=seconds(start),
+    if count == UNKNOWN_END and begin is not None and begin * reader.header.frame_rate >= UNKNOWN_END:
+        return FrameRange(UNKNOWN_END, UNKNOWN_END)  # (after the end, said with its frames once it has ended)
+    return frame_range(count, reader.header.frame_rate, start=begin,
                        duration=seconds(duration), frames=frames, source=str(reader.path))
 
 
@@ -1196,13 +1210,14 @@ def _stream_part(reader: TokStream, part: FrameRange, start: float | Fraction | 
 def _check_stream_output(reader: TokStream, dst: Path, audio: bool, metadata: bool) -> None:
     """An ArgumentError where the stored audio or tags of a .tok decoded as it comes would go into
     ``dst``: they come after the video, which the output needs them before."""
-    h = reader.header
-    for name, stored, wanted, dropped, option in (("audio", h.has_audio, audio, audio_dropped, "--no-audio"),
-                                                  ("tags", h.has_tags, metadata, tags_dropped, "--no-metadata")):
-        if stored and wanted and not dropped(dst):
-            raise ArgumentError(f"{reader.source}: its {name} comes after its video, and {dst} would need it "
-                                f"first: decode it from a file (the command line copies a pipe to one), or "
-                                f"with {option}")
+    needed = after_video(reader.header, dst, audio, metadata)
+    if needed:
+        what, come, them = ("audio and tags", "come", "them") if len(needed) == 2 else \
+            (needed[0], "comes" if needed == ["audio"] else "come", "it" if needed == ["audio"] else "them")
+        without = ", ".join(f"{'audio' if n == 'audio' else 'metadata'}=False" for n in needed)
+        raise ArgumentError(f"{reader.source}: its {what} {come} after its video, and {dst} needs {them} before "
+                            f"it: decode it from a file (`tokcodec decode -` copies such a pipe to one first), "
+                            f"or without {them} ({without})")
 
 
 def _lead_in_left_out(track: AudioTrack, rate: Fraction) -> list[str]:

@@ -18,14 +18,24 @@ from typing import BinaryIO
 
 from tokcodec.codec.container import (_INDEX_ENTRY, _INDEX_HEAD, _TRAILER, AUDIO_HEADER_SIZE, AUDIO_KIND_MATROSKA,
                                       AUDIO_MAGIC, BLOCK_HEADER_SIZE, CHUNK_HEADER_SIZE, CHUNK_MAGIC, HEADER_SIZE,
-                                      INDEX_MAGIC, MAX_CHUNKS, TAGS_HEADER_SIZE, TAGS_KIND_JSON, TAGS_MAGIC,
+                                      INDEX_MAGIC, MAX_CHUNKS, NEWEST_MINOR, TAGS_HEADER_SIZE, TAGS_KIND_JSON, TAGS_MAGIC,
                                       TRAILER_MAGIC, TRAILER_SIZE, Chunk, ChunkEntry, Header, block_head,
                                       checked_chunk, chunk_head, max_payload_bytes)
 from tokcodec.errors import FormatError, InputError
+from tokcodec.io import audio_dropped, tags_dropped
 from tokcodec.media_tags import MAX_TAGS_BYTES, MediaTags
 from tokcodec.pipes import CHUNK, read_some
 
 INTERRUPTED = "was the encode interrupted?"
+
+
+def after_video(header: Header, dst: Path, audio: bool, metadata: bool) -> list[str]:
+    """What of a .tok's stored after its video a decode into ``dst`` would write ("audio",
+    "tags"; with ``audio`` and ``metadata``, as decode_video takes them), which it needs before
+    the frames: empty where the .tok can be decoded as it comes."""
+    return [name for name, stored, wanted, dropped in (("audio", header.has_audio, audio, audio_dropped),
+                                                       ("tags", header.has_tags, metadata, tags_dropped))
+            if stored and wanted and not dropped(dst)]
 
 
 class TokStream:
@@ -43,9 +53,8 @@ class TokStream:
         self.entries: list[ChunkEntry] = []
         self.frames_read = 0
         self.ended = False          # read to the end of its trailer, all of it checked
-        self.problems: list[str] = []  # (as a salvage's: none here; damage is an error)
-        self.audio_bytes = 0        # of the audio block (read through, not kept), once read
         self._tags: bytes | None = None
+        self._tags_damage: str | None = None  # (as a file's: said when they are read, not fatal)
         self._started = False
 
     @property
@@ -80,9 +89,13 @@ class TokStream:
         self._finish(magic)
 
     def read_tags(self) -> MediaTags | None:
-        """The stored tags and chapters (None when the file has none), once the stream has ended."""
+        """The stored tags and chapters (None when the file has none), once the stream has ended;
+        a FormatError where their block was damaged (as ContainerReader.read_tags: the rest of
+        the file is read and checked all the same)."""
         if not self.ended:
             raise RuntimeError(f"{self.source}: a stream's tags come after its chunks: read them first")
+        if self._tags_damage:
+            raise FormatError(self._tags_damage)
         return None if self._tags is None else MediaTags.from_json(self._tags, self.source)
 
     def close(self) -> None:
@@ -95,8 +108,9 @@ class TokStream:
         self.close()
 
     def _after(self) -> str:
-        n = len(self.entries)
-        return f"after chunk {n - 1} (frame {self.frames_read - 1}), before its index" if n \
+        n, h = len(self.entries), self.header
+        block = "tags block" if h.has_tags else "audio block" if h.has_audio else "index"
+        return f"after chunk {n - 1} (frame {self.frames_read - 1}), before its {block}" if n \
             else "after its header, before any chunk"
 
     def _finish(self, magic: bytes) -> None:
@@ -110,16 +124,15 @@ class TokStream:
             self._tags = self._take(length, "within the tags block")
             self.pos += length
             if zlib.crc32(self._tags) != crc:
-                raise FormatError(f"{src}: tags block checksum mismatch (file corrupted)")
-            magic = self._take(4, "after the tags block")
+                self._tags_damage = f"{src}: tags block checksum mismatch (file corrupted)"
+            magic = self._take(4, f"after the tags block, before its {'audio block' if h.has_audio else 'index'}")
         if h.has_audio:
             size, _, length, crc = self._block_head(magic, "audio", AUDIO_MAGIC, AUDIO_KIND_MATROSKA)
             if size != AUDIO_HEADER_SIZE:
                 raise FormatError(f"{src}: audio block does not fit the file (file corrupted)")
             if self._skip(length) != crc:
                 raise FormatError(f"{src}: audio checksum mismatch (file corrupted)")
-            self.audio_bytes = AUDIO_HEADER_SIZE + length
-            magic = self._take(4, "after the audio block")
+            magic = self._take(4, "after the audio block, before its index")
         self._read_index(magic)
 
     def _block_head(self, magic: bytes, name: str, block_magic: bytes, kind: int) -> tuple[int, int, int, int]:
@@ -134,7 +147,9 @@ class TokStream:
     def _read_index(self, magic: bytes) -> None:
         src, count = self.source, len(self.entries)
         if magic != INDEX_MAGIC:
-            raise FormatError(f"{src}: neither a chunk nor the index after chunk {count - 1} (file corrupted)")
+            h = self.header
+            newer = " or made by a newer tokcodec" if h.version[1] > NEWEST_MINOR[h.version[0]] else ""
+            raise FormatError(f"{src}: neither a chunk nor the index after chunk {count - 1} (file corrupted{newer})")
         index = magic + self._take(_INDEX_HEAD.size - 4, "within the index")
         listed = _INDEX_HEAD.unpack(index)[1]
         if listed != count:
