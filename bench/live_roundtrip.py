@@ -7,7 +7,8 @@ The producer is held to the clip's own rate (`ffmpeg -re`, "live": a camera) or 
 it decodes ("fast": a transcode). The player is this script: it reads the Y4M frames that come
 out and notes when each came. For each way it prints how long after the start the first decoded
 frame came, each frame's delay (when it came less when the producer sent it: frame k at
-k / rate s with -re; the median and the most), how long after the producer's end the last frame
+k / rate s with -re; the median, the most, and the median of the last third of the frames, once
+the chain has caught up with its start-up), how long after the producer's end the last frame
 came, the wall time, and whether the frames of both ways are identical.
 
     python bench/live_roundtrip.py [--clip CLIP] [--frames N] [--size 256x144] [--modes live,fast]
@@ -84,6 +85,7 @@ def run(ffmpeg: str, clip: Path, frames: int, size: str, live: bool, way: str, e
     rate = _rate(ffmpeg, clip) if live else None
     delays = [t - started - k / rate for k, t in enumerate(arrivals)] if rate else []
     return {"first": arrivals[0] - started, "median": statistics.median(delays) if delays else None,
+            "late": statistics.median(delays[len(delays) * 2 // 3:]) if delays else None,
             "most": max(delays) if delays else None, "after_input": arrivals[-1] - produced,
             "wall": ended - started, "frames": len(arrivals), "digest": digest.hexdigest()}
 
@@ -99,7 +101,7 @@ def _rate(ffmpeg: str, clip: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="any video ffmpeg reads (default: %(default)s)")
-    ap.add_argument("--frames", type=int, default=240, help="frames sent (default: %(default)s)")
+    ap.add_argument("--frames", type=int, default=360, help="frames sent (default: %(default)s)")
     ap.add_argument("--size", default="256x144", help="the frames' size, scaled by the producer: the encode "
                     "(6-8 fps at 640x360 on a 2-core host) and the decode share the host's cores, and the encode "
                     "must keep up with a live producer (default: %(default)s)")
@@ -116,7 +118,7 @@ def main() -> None:
     print(f"{args.clip.name}, {args.frames} frames at {args.size}: producer | encode - -o - {args.encode_args}"
           f"{' ' if args.encode_args else ''}| decode - -o - | reader")
     print(f"{'producer':<9} {'decode -':<13} {'first frame s':>14} {'delay median s':>15} {'delay most s':>13} "
-          f"{'last after input s':>19} {'wall s':>7}")
+          f"{'last third s':>13} {'last after input s':>19} {'wall s':>7}")
     for mode in args.modes.split(","):
         digests = []
         for way in args.ways.split(","):
@@ -125,8 +127,9 @@ def main() -> None:
             label = {"stream": "as it comes", "copied": "copied first"}[way]
             median = f"{r['median']:.2f}" if r["median"] is not None else "-"
             most = f"{r['most']:.2f}" if r["most"] is not None else "-"
-            print(f"{mode:<9} {label:<13} {r['first']:>14.2f} {median:>15} {most:>13} {r['after_input']:>19.2f} "
-                  f"{r['wall']:>7.2f}", flush=True)
+            late = f"{r['late']:.2f}" if r["late"] is not None else "-"
+            print(f"{mode:<9} {label:<13} {r['first']:>14.2f} {median:>15} {most:>13} {late:>13} "
+                  f"{r['after_input']:>19.2f} {r['wall']:>7.2f}", flush=True)
         same = all(d == digests[0] for d in digests)
         print(f"{mode:<9} {digests[0][0]} frames each; the decoded frames are {'identical' if same else 'DIFFERENT'}")
 
