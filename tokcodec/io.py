@@ -919,7 +919,9 @@ def audio_dropped(path: Path) -> str:
     if kind == "stream":
         return "dropped (standard output carries a Y4M stream, video only)"
     suffix = path.suffix.lower()
-    return "" if suffix in COPYABLE else f"dropped ({suffix or 'this output'} holds no audio; decode to .mkv or .mp4 to keep it)"
+    if suffix in COPYABLE:
+        return ""
+    return f"dropped ({suffix or 'this output'} holds no audio; decode to .mkv or .mp4 to keep it)"
 
 
 def tags_dropped(path: Path) -> str:
@@ -989,7 +991,7 @@ class FrameWriter:
         self.color = color or ColorInfo()
         self.matrix: int | None = None  # an H.264 output's RGB -> YUV matrix (AVCOL_SPC)
         self._stdout: _StdoutBytes | None = None
-        if audio is not None and audio_dropped(path):
+        if audio is not None and audio_dropped(path):  # (said, and not given to the muxer)
             self.audio_note, audio = audio_dropped(path), None
         if tags and tags_dropped(path):
             self.tags_note, tags = tags_dropped(path), None

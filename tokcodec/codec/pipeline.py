@@ -1047,8 +1047,8 @@ def decode_video(src: str | Path | BinaryIO | TokStream, dst: str | Path, *, mod
     streamed = not isinstance(src, (str, os.PathLike))
     if streamed:
         if salvage:
-            raise ArgumentError("--salvage searches a damaged file for its intact GOPs, and a stream is read once "
-                                "as it comes: write it to a file first (the command line does, for decode -)")
+            raise ArgumentError("salvage searches a damaged file for its intact GOPs, and a stream is read once as "
+                                "it comes: write it to a file first (`tokcodec decode - --salvage` does)")
         check_output(dst, overwrite)
         reader = src if isinstance(src, TokStream) else TokStream(src, _stream_name(src))
         _check_stream_output(reader, dst, audio, metadata)
