@@ -991,10 +991,10 @@ class FrameWriter:
         self.color = color or ColorInfo()
         self.matrix: int | None = None  # an H.264 output's RGB -> YUV matrix (AVCOL_SPC)
         self._stdout: _StdoutBytes | None = None
-        if audio is not None and audio_dropped(path):  # (said, and not given to the muxer)
-            self.audio_note, audio = audio_dropped(path), None
-        if tags and tags_dropped(path):
-            self.tags_note, tags = tags_dropped(path), None
+        if audio is not None and (dropped := audio_dropped(path)):  # (said, and not given to the muxer)
+            self.audio_note, audio = dropped, None
+        if tags and (dropped := tags_dropped(path)):
+            self.tags_note, tags = dropped, None
         if self.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
             return

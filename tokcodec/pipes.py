@@ -44,11 +44,12 @@ def read_some(stream: BinaryIO, size: int = CHUNK) -> bytes:
 
 
 def read_exactly(stream: BinaryIO, size: int) -> bytes:
-    """The first ``size`` bytes of ``stream`` (fewer where it ends first), as a pipe gives them."""
-    head = b""
+    """The first ``size`` bytes of ``stream`` (fewer where it ends first), as a pipe gives them
+    (gathered in one buffer: a chunk's megabytes came in 64 KiB reads)."""
+    head = bytearray()
     while len(head) < size:
         block = read_some(stream, size - len(head))
         if not block:
             break
         head += block
-    return head
+    return bytes(head)

@@ -32,6 +32,7 @@ from tokcodec.text import plural, printable
 
 if TYPE_CHECKING:
     from tokcodec.codec.container import Header
+    from tokcodec.codec.stats import DecodeStats, EncodeStats
     from tokcodec.stream_input import StreamedVideo
 
 
@@ -154,8 +155,8 @@ def encode(
                               bitrate=target_bitrate, plan_progress=plan_advance[0] if plan_advance else None,
                               start=start, duration=duration, deinterlace=deinterlace, scenecut=scenecut, fps=fps,
                               metadata=not no_metadata)
-        if isinstance(src, Path) and src != input:  # (a pipe copied to a temporary file: named as given)
-            st.input = "stdin" if str(input) == STDIO else str(input)
+        if isinstance(src, Path):
+            _named_as_given(st, src, input)
         if str(output) != STDIO:
             remove_dead_parts(output)  # (what earlier runs killed outright left, hidden)
         settings = f", GOP {st.gop}" if st.gop != 17 else ""
@@ -187,6 +188,19 @@ def encode(
                     f"({st.model}, {st.device} {st.precision}{settings}); audio: {st.audio}", quiet or as_json)
         for warning in st.warnings:
             typer.echo(f"tokcodec: warning: {warning}", err=True)
+
+
+def _named_as_given(st: EncodeStats | DecodeStats, src: Path, input: Path) -> None:
+    """The stats of a run whose input ``src`` is a pipe's copy in a temporary file (not
+    ``input``, as given): its input, warnings and problems name it as given ("stdin")."""
+    from tokcodec.codec.stats import DecodeStats
+
+    if src == input:
+        return
+    st.input = "stdin" if str(input) == STDIO else str(input)
+    st.warnings = [w.replace(str(src), st.input) for w in st.warnings]
+    if isinstance(st, DecodeStats):
+        st.problems = [p.replace(str(src), st.input) for p in st.problems]
 
 
 def _part_total(src: Path | StreamedVideo, fps: Optional[str], start: Optional[str], duration: Optional[str],
@@ -320,10 +334,8 @@ def decode(
                               overwrite=overwrite, progress=advance, audio=not no_audio, salvage=salvage,
                               gop_batch=gop_batch if gop_batch == "auto" else int(gop_batch),
                               compile=compile, metadata=not no_metadata, **part)
-        if not streamed and src != input:  # (a pipe copied to a temporary file: named as given)
-            st.input = "stdin" if str(input) == STDIO else str(input)
-            st.problems, st.warnings = ([w.replace(str(src), st.input) for w in said]
-                                        for said in (st.problems, st.warnings))
+        if not streamed:
+            _named_as_given(st, src, input)
         if str(output) != STDIO:
             remove_dead_parts(output)
         lost = sum(b - a + 1 for a, b in st.lost_frames)

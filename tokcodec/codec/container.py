@@ -402,7 +402,9 @@ class ContainerWriter:
 
     def __init__(self, fh: BinaryIO, header: Header, patch_header: bool = True) -> None:
         """``patch_header``: at close, seek back to write the frame count into the header where
-        ``fh`` can seek (not for standard output, which may be a file opened for appending)."""
+        ``fh`` can seek (not for standard output, which may be a file opened for appending).
+        Without it, each chunk is flushed as it is added: such an output may be read as it is
+        written (`tokcodec encode - -o - | tokcodec decode - -o -`)."""
         self.fh = fh
         self.patch_header = patch_header
         self.header = header
@@ -447,6 +449,8 @@ class ContainerWriter:
         self.entries.append(ChunkEntry(self.pos, self.frames, frames, len(payload)))
         self._write(fixed + struct.pack("<I", crc) + payload)
         self.frames += frames
+        if not self.patch_header:  # (each GOP out whole, not its last bytes held until the next)
+            self.fh.flush()
 
     def _write_audio(self) -> None:
         if self.audio is None:

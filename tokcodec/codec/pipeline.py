@@ -425,9 +425,7 @@ def encode_video(src: str | Path | BinaryIO | StreamedVideo, dst: str | Path, *,
             # closed on the way out, failure included: the input is closed and the coder's threads stop
             with closing(network), closing(coded):
                 for n, idx, payload, record in coded:  # (a short input's plan may have made the very chunks)
-                    writer.add_chunk(n, idx.shape, payload, record)
-                    if not seekable:  # (standard output: each GOP goes out whole)
-                        fh.flush()
+                    writer.add_chunk(n, idx.shape, payload, record)  # (flushed to standard output)
                     if control:
                         control.coded(8 * chunk_file_bytes(len(payload), len(record), header.correction))
                     correction_bytes += len(record)

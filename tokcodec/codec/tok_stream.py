@@ -24,7 +24,7 @@ from tokcodec.codec.container import (_INDEX_ENTRY, _INDEX_HEAD, _TRAILER, AUDIO
 from tokcodec.errors import FormatError, InputError
 from tokcodec.io import audio_dropped, tags_dropped
 from tokcodec.media_tags import MAX_TAGS_BYTES, MediaTags
-from tokcodec.pipes import CHUNK, read_some
+from tokcodec.pipes import CHUNK, read_exactly, read_some
 
 INTERRUPTED = "was the encode interrupted?"
 
@@ -185,15 +185,15 @@ class TokStream:
     def _take(self, size: int, where: str) -> bytes:
         """The next ``size`` bytes; where the stream ends first, a FormatError that says it
         ends ``where``. The caller checks ``size`` against the header's bounds first."""
-        got = bytearray()
-        while len(got) < size:
-            block = self._read(min(size - len(got), CHUNK))
-            if not block:
-                if not (got or self.pos or self._head):
-                    raise FormatError(f"{self.source}: is empty (not a .tok file)")
-                raise FormatError(f"{self.source}: ends {where} ({INTERRUPTED})")
-            got += block
-        return bytes(got)
+        try:
+            got = read_exactly(self.stream, size)
+        except OSError as exc:
+            raise InputError(f"{self.source}: cannot read it ({exc.strerror or exc})") from None
+        if len(got) < size:
+            if not (got or self.pos or self._head):
+                raise FormatError(f"{self.source}: is empty (not a .tok file)")
+            raise FormatError(f"{self.source}: ends {where} ({INTERRUPTED})")
+        return got
 
     def _skip(self, size: int) -> int:
         """Read ``size`` bytes without keeping them (the audio, which a decode as it comes does
